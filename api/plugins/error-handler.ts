@@ -1,0 +1,47 @@
+import fp from 'fastify-plugin';
+import type { FastifyError } from 'fastify';
+
+/**
+ * One error handler for the whole API: 4xx answers say what was wrong with the request; 5xx answers never carry a
+ * stack, SQL or driver message (those go to the log with the request id).
+ */
+export default fp(
+  async (app) => {
+    app.setErrorHandler((err: FastifyError, request, reply) => {
+      const status = err.statusCode && err.statusCode >= 400 ? err.statusCode : 500;
+      if (err.validation) {
+        return reply.status(400).send({ statusCode: 400, error: 'Bad Request', message: err.message });
+      }
+      if (status < 500) {
+        return reply.status(status).send({ statusCode: status, error: httpError(status), message: err.message });
+      }
+      request.log.error({ err }, 'request failed');
+      const message =
+        status === 503 && err.message ? err.message : 'Internal error; see the service log for request ' + request.id;
+      return reply.status(status).send({ statusCode: status, error: httpError(status), message });
+    });
+    app.setNotFoundHandler((request, reply) =>
+      reply
+        .status(404)
+        .send({ statusCode: 404, error: 'Not Found', message: `Route ${request.method} ${request.url} not found` }),
+    );
+  },
+  { name: 'error-handler' },
+);
+
+const NAMES: Record<number, string> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  409: 'Conflict',
+  413: 'Payload Too Large',
+  415: 'Unsupported Media Type',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable',
+};
+
+function httpError(status: number): string {
+  return NAMES[status] ?? (status >= 500 ? 'Server Error' : 'Client Error');
+}

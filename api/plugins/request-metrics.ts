@@ -1,0 +1,18 @@
+import fp from 'fastify-plugin';
+import type { Metrics } from '../../shared/metrics';
+
+/** Counts and times every request by its route pattern (never the raw URL, which would explode cardinality). */
+export default fp<{ metrics: Metrics }>(
+  async (app, { metrics }) => {
+    app.addHook('onResponse', async (request, reply) => {
+      const route = request.routeOptions.url ?? 'unmatched';
+      const labels = { method: request.method, route };
+      metrics.httpRequests.inc({ ...labels, status: String(reply.statusCode) });
+      metrics.httpDuration.observe(labels, reply.elapsedTime / 1000);
+    });
+    app.get('/metrics', { schema: { hide: true } }, async (_request, reply) =>
+      reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()),
+    );
+  },
+  { name: 'request-metrics' },
+);

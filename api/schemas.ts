@@ -1,0 +1,18 @@
+import { Type, type Static } from '@sinclair/typebox';
+
+/** The JSON body of every 4xx/5xx answer. */
+export const ErrorBody = Type.Object(
+  { statusCode: Type.Integer(), error: Type.String(), message: Type.String() },
+  { $id: 'ErrorBody', additionalProperties: false },
+);
+export type ErrorBody = Static<typeof ErrorBody>;
+
+export const errorResponses = {
+  400: Type.Ref('ErrorBody'),
+  500: Type.Ref('ErrorBody'),
+} as const;
+
+/** ISO-8601 timestamps: pg returns Date, the serializer writes toISOString(). */
+export const Timestamp = Type.Unsafe<Date | string>({ type: 'string', format: 'date-time' });
+export const NullableString = Type.Union([Type.String(), Type.Null()]);
+export const NullableInteger = Type.Union([Type.Integer(), Type.Null()]);

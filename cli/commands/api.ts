@@ -1,0 +1,34 @@
+import { buildApp } from '../../api/app';
+import type { Runtime } from '../runtime';
+
+/** Starts the Fastify API on :9106; returns its stopper. */
+export async function startApiComponent(rt: Runtime) {
+  const { config, pool, kafka, metrics, log } = rt;
+  const admin = kafka.admin();
+  let adminConnected: Promise<void> | undefined;
+  const app = await buildApp({
+    config,
+    pool,
+    metrics,
+    log: log.child({ component: 'api' }),
+    healthChecks: {
+      postgres: () => pool.query('SELECT 1'),
+      kafka: async () => {
+        adminConnected ??= admin.connect().catch((err) => {
+          adminConnected = undefined;
+          throw err;
+        });
+        await adminConnected;
+        await admin.describeCluster();
+      },
+    },
+  });
+  await app.listen({ host: config.api.host, port: config.api.port });
+  return {
+    app,
+    stop: async () => {
+      await app.close();
+      await admin.disconnect().catch(() => undefined);
+    },
+  };
+}

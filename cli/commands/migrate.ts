@@ -1,0 +1,17 @@
+import { loadConfig } from '../../shared/config';
+import { createKafka, ensureTopics } from '../../shared/kafka';
+import { createLogger } from '../../shared/logger';
+import { migrate } from '../../shared/migrate';
+
+/** `migrate`: applies sql/ and creates the Kafka topics the service uses. */
+export async function migrateCommand(): Promise<void> {
+  const config = loadConfig();
+  const log = createLogger(config.logLevel, 'migrate');
+  await migrate(config.databaseUrl, log);
+  const created = await ensureTopics(
+    createKafka(config.kafka.brokers, config.kafka.clientId, log),
+    config.kafka.topics,
+    config.kafka.topicPartitions,
+  );
+  log.info({ created }, created.length ? `Created topics ${created.join(', ')}` : 'Kafka topics present');
+}

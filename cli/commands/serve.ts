@@ -1,0 +1,53 @@
+import { loadConfig } from '../../shared/config';
+import { ensureTopics } from '../../shared/kafka';
+import { migrate } from '../../shared/migrate';
+import { createRuntime, untilShutdown } from '../runtime';
+import { startApiComponent } from './api';
+import { startIngestComponent } from './ingest';
+import { stackCommand } from './stack';
+
+type Component = 'ingest' | 'api';
+
+/**
+ * Runs one or more components in this process until SIGTERM/SIGINT. `start` runs them all after bringing the
+ * local stack up (with --stack) and migrating, then prints where everything is.
+ */
+export async function serve(components: Component[], options: { stack?: boolean; prepare?: boolean } = {}) {
+  const config = loadConfig();
+  if (options.stack) await stackCommand(['up']);
+  const rt = createRuntime(components.length > 1 ? 'sink' : components[0], config);
+  if (options.prepare) {
+    await migrate(config.databaseUrl, rt.log);
+    await ensureTopics(rt.kafka, config.kafka.topics, config.kafka.topicPartitions);
+  }
+  const intake: (() => Promise<unknown>)[] = [];
+  const rest: (() => Promise<unknown>)[] = [];
+  if (components.includes('ingest')) {
+    const ingest = await startIngestComponent(rt);
+    intake.push(ingest.stopIntake);
+    rest.push(ingest.stopRest);
+  }
+  if (components.includes('api')) {
+    const api = await startApiComponent(rt);
+    intake.unshift(api.stop);
+  }
+  if (options.prepare) printUrls(config);
+  await untilShutdown(rt.log, [...intake, ...rest, () => rt.pool.end()]);
+}
+
+function printUrls(config: ReturnType<typeof loadConfig>) {
+  const db = new URL(config.databaseUrl);
+  db.password = '***';
+  const lines = [
+    '',
+    'crm-events-sink is running:',
+    `  API            http://127.0.0.1:${config.api.port}   (docs: /docs, health: /health)`,
+    `  Metrics        http://127.0.0.1:${config.metrics.port}/metrics`,
+    `  Temporal UI    ${config.temporal.uiUrl}`,
+    `  Postgres       ${db.toString()}`,
+    `  Kafka          ${config.kafka.brokers.join(',')}  topics: ${config.kafka.topics.join(', ')}`,
+    'Stop with Ctrl-C (the local stack keeps running; `npm run cli -- stack down` stops it).',
+    '',
+  ];
+  process.stderr.write(lines.join('\n'));
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env node
+import { createLogger } from '../shared/logger';
+import { migrateCommand } from './commands/migrate';
+import { produceCommand } from './commands/produce';
+import { serve } from './commands/serve';
+import { stackCommand } from './commands/stack';
+
+const USAGE = `Usage: crm-events-sink <command> [options]
+
+Service
+  start [--stack]   ingest + Temporal worker + API in one process (--stack: bring the local stack up and migrate first)
+  ingest            Kafka -> event_journal consumer, metrics on :9105
+  api               HTTP API on :9106
+  migrate           apply sql/ migrations and create the Kafka topics
+
+Tools
+  produce           publish test traffic (produce --help)
+  stack up|down|status|kill <component>   the Docker-free local Postgres, Kafka and Temporal
+
+Configuration comes from environment variables; see .env.example.`;
+
+const commands: Record<string, (argv: string[]) => Promise<void>> = {
+  start: (argv) => serve(['ingest', 'api'], { stack: argv.includes('--stack'), prepare: true }),
+  ingest: () => serve(['ingest']),
+  api: () => serve(['api']),
+  migrate: () => migrateCommand(),
+  produce: (argv) => produceCommand(argv),
+  stack: (argv) => stackCommand(argv),
+};
+
+async function run(): Promise<void> {
+  const [name, ...argv] = process.argv.slice(2);
+  const command = name ? commands[name] : undefined;
+  if (!command) {
+    console.error(USAGE);
+    process.exitCode = name && !['help', '--help', '-h'].includes(name) ? 2 : 0;
+    return;
+  }
+  await command(argv);
+}
+
+run().catch((err: Error) => {
+  if (err.name === 'ConfigError') {
+    console.error(err.message);
+    process.exit(2);
+  }
+  createLogger('info', 'cli').fatal({ err }, err.message);
+  process.exit(1);
+});

@@ -1,0 +1,48 @@
+import { loadConfig, type Config } from '../shared/config';
+import { createPool, type Pool } from '../shared/db';
+import { createKafka } from '../shared/kafka';
+import { createLogger, type Logger } from '../shared/logger';
+import { createMetrics, type Metrics } from '../shared/metrics';
+import type { Kafka } from 'kafkajs';
+
+/** What every long-running subcommand shares: validated config, one logger, one pool, one Kafka client, metrics. */
+export interface Runtime {
+  config: Config;
+  log: Logger;
+  pool: Pool;
+  kafka: Kafka;
+  metrics: Metrics;
+}
+
+export function createRuntime(component: string, config: Config = loadConfig()): Runtime {
+  const log = createLogger(config.logLevel, component);
+  return {
+    config,
+    log,
+    pool: createPool(config.databaseUrl, config.databasePoolSize, log),
+    kafka: createKafka(config.kafka.brokers, config.kafka.clientId, log),
+    metrics: createMetrics(config.metrics.tenantLabelLimit),
+  };
+}
+
+type Stopper = () => Promise<unknown>;
+
+/**
+ * Waits for SIGTERM/SIGINT, then runs the stoppers in order (intake first, pools last). A second signal exits at
+ * once. Resolves when everything has stopped.
+ */
+export function untilShutdown(log: Logger, stoppers: Stopper[]): Promise<void> {
+  return new Promise((resolve) => {
+    const shutdown = async (signal: string) => {
+      log.info({ signal }, 'Shutting down: finishing work in flight');
+      process.once(signal, () => process.exit(130));
+      for (const stop of stoppers) {
+        await stop().catch((err: Error) => log.error({ err }, 'error during shutdown'));
+      }
+      log.info('Stopped');
+      resolve();
+    };
+    process.once('SIGTERM', () => void shutdown('SIGTERM'));
+    process.once('SIGINT', () => void shutdown('SIGINT'));
+  });
+}

@@ -1,0 +1,125 @@
+import type { Consumer, EachBatchPayload, Kafka } from 'kafkajs';
+import type { Config } from '../shared/config';
+import type { Pool } from '../shared/db';
+import type { Logger } from '../shared/logger';
+import type { Metrics } from '../shared/metrics';
+import { parseRecord } from './parse';
+import { persistBatch, type BatchOutcome } from './persist-batch';
+import { reportBatch } from './report-batch';
+
+export interface IngestDeps {
+  kafka: Kafka;
+  pool: Pool;
+  metrics: Metrics;
+  log: Logger;
+  config: Pick<Config, 'kafka' | 'ingest'>;
+  /** Called after each batch is committed in Postgres (the live stream hooks in here). */
+  onJournaled?: (outcome: BatchOutcome) => void;
+}
+
+export interface IngestService {
+  consumer: Consumer;
+  /** True while Postgres refuses writes and ingestion is paused, retrying. */
+  isPaused(): boolean;
+  /** Finishes the batch in flight, commits it, and leaves the group. */
+  stop(): Promise<void>;
+}
+
+/**
+ * The Kafka → journal consumer. Offsets are committed only after Postgres has committed the batch, and the journal's
+ * unique (topic, partition, offset) index absorbs redeliveries, so a crash at any point neither loses nor doubles a
+ * record.
+ */
+export async function startIngest(deps: IngestDeps): Promise<IngestService> {
+  const { kafka, config, log } = deps;
+  const consumer = kafka.consumer({
+    groupId: config.kafka.groupId,
+    sessionTimeout: 30_000,
+    heartbeatInterval: 3000,
+    maxBytesPerPartition: 4 * 1024 * 1024,
+    retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 300, maxRetryTime: 10_000 },
+  });
+  let paused = false;
+  consumer.on(consumer.events.CRASH, ({ payload }) => {
+    log.error({ err: payload.error, restart: payload.restart }, 'Kafka consumer crashed');
+    if (!payload.restart) process.exitCode = 1;
+  });
+  consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
+    log.info({ member_id: payload.memberId, assignment: payload.memberAssignment }, 'Joined consumer group');
+  });
+
+  await consumer.connect();
+  await consumer.subscribe({ topics: config.kafka.topics, fromBeginning: config.kafka.fromBeginning });
+  await consumer.run({
+    autoCommit: false,
+    eachBatchAutoResolve: true,
+    eachBatch: (payload) =>
+      handleBatch(payload, consumer, deps, (value) => {
+        if (value !== paused) log[value ? 'warn' : 'info'](value ? 'Ingestion paused' : 'Ingestion resumed');
+        paused = value;
+      }),
+  });
+  log.info({ topics: config.kafka.topics }, `CRM Events Sink started. Listening to topics: ${JSON.stringify(config.kafka.topics)}`);
+
+  return {
+    consumer,
+    isPaused: () => paused,
+    stop: async () => {
+      await consumer.disconnect();
+      log.info('Kafka consumer stopped');
+    },
+  };
+}
+
+async function handleBatch(
+  { batch, heartbeat, isRunning, isStale }: EachBatchPayload,
+  consumer: Consumer,
+  deps: IngestDeps,
+  setPaused: (paused: boolean) => void,
+): Promise<void> {
+  const { pool, metrics, log, config } = deps;
+  if (batch.messages.length === 0) return;
+  const parsed = batch.messages.map((m) =>
+    parseRecord({ ...m, topic: batch.topic, partition: batch.partition }, config.ingest.maxEventBytes),
+  );
+  for (const record of parsed) {
+    const tenant = record.ok ? record.entry.tenantId : (record.dlq.tenantId ?? 'unknown');
+    metrics.ingested.inc({ tenant_id: metrics.tenantLabel(tenant), topic: batch.topic });
+  }
+
+  let outcome: BatchOutcome | undefined;
+  for (let attempt = 0; outcome === undefined; attempt++) {
+    if (!isRunning() || isStale()) return; // shutting down or rebalanced: leave the batch uncommitted
+    const timer = metrics.batchPersistSeconds.startTimer();
+    try {
+      outcome = await persistBatch(pool, parsed);
+      timer();
+    } catch (err) {
+      if ((err as Error).name !== 'JournalUnavailableError') throw err;
+      setPaused(true);
+      const delay = Math.min(config.ingest.retryMaxDelayMs, 250 * 2 ** Math.min(attempt, 10));
+      log.warn(
+        { err: (err as Error).message, attempt: attempt + 1, retry_in_ms: delay, topic: batch.topic },
+        'Postgres unavailable: ingestion paused, nothing committed; retrying',
+      );
+      await sleepWithHeartbeat(delay, heartbeat, isRunning);
+    }
+  }
+  setPaused(false);
+
+  const next = (BigInt(batch.lastOffset()) + 1n).toString();
+  await consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: next }]);
+  const lag = Number(BigInt(batch.highWatermark) - BigInt(next));
+  metrics.consumerLag.set({ topic: batch.topic, partition: String(batch.partition) }, Math.max(0, lag));
+  reportBatch(outcome, metrics, log, config.ingest.perEventLogLimit);
+  deps.onJournaled?.(outcome);
+}
+
+/** Waits in short steps, heartbeating so the group keeps this member while Postgres is away. */
+async function sleepWithHeartbeat(ms: number, heartbeat: () => Promise<void>, isRunning: () => boolean) {
+  const until = Date.now() + ms;
+  while (Date.now() < until && isRunning()) {
+    await new Promise((resolve) => setTimeout(resolve, Math.min(1000, until - Date.now())));
+    await heartbeat().catch(() => undefined);
+  }
+}

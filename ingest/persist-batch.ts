@@ -1,0 +1,123 @@
+import { isTransientDbError, withTransaction, type Pool, type PoolClient } from '../shared/db';
+import { insertDlqEntries, type NewDlqEntry } from '../repository/event-dlq';
+import { insertJournalEntries, type InsertedJournalRow } from '../repository/event-journal';
+import { JournalUnavailableError } from './errors';
+import type { Accepted, ParsedRecord } from './parse';
+
+export interface JournaledEvent {
+  row: InsertedJournalRow;
+  record: Accepted;
+}
+
+export interface DeadLetter {
+  entry: NewDlqEntry;
+  reason: string;
+}
+
+export interface BatchOutcome {
+  journaled: JournaledEvent[];
+  /** Records already in the journal (a redelivery after a crash or rebalance). */
+  duplicates: number;
+  deadLetters: DeadLetter[];
+}
+
+/**
+ * Journals one consumed batch in one transaction: good records into event_journal (one statement), rejected ones
+ * into event_dlq. When the batch statement fails because of one row (a CHECK constraint, a value jsonb refuses),
+ * the batch is written again row by row behind savepoints so that only the failing rows go to the DLQ, with the
+ * database error. Transient failures (Postgres unreachable) throw JournalUnavailableError and write nothing.
+ */
+export async function persistBatch(pool: Pool, records: ParsedRecord[]): Promise<BatchOutcome> {
+  const accepted = records.filter((r): r is Accepted => r.ok);
+  const deadLetters: DeadLetter[] = records.flatMap((r) => (r.ok ? [] : [{ entry: r.dlq, reason: r.reason }]));
+  try {
+    return await withTransaction(pool, async (client) => {
+      const rows = await insertJournalEntries(
+        client,
+        accepted.map((r) => r.entry),
+      );
+      await insertDlqEntries(
+        client,
+        deadLetters.map((d) => d.entry),
+      );
+      return outcome(accepted, rows, deadLetters);
+    });
+  } catch (err) {
+    if (isTransientDbError(err)) throw unavailable(err);
+  }
+  return persistRowByRow(pool, accepted, deadLetters);
+}
+
+async function persistRowByRow(pool: Pool, accepted: Accepted[], deadLetters: DeadLetter[]): Promise<BatchOutcome> {
+  try {
+    return await withTransaction(pool, async (client) => {
+      const rows: InsertedJournalRow[] = [];
+      const failed: DeadLetter[] = [];
+      for (const record of accepted) {
+        const row = await insertOne(client, record, failed);
+        if (row) rows.push(row);
+      }
+      const letters = [...deadLetters, ...failed];
+      await insertDlqEntries(
+        client,
+        letters.map((d) => d.entry),
+      );
+      return outcome(accepted, rows, letters);
+    });
+  } catch (err) {
+    // Even the DLQ write failed: nowhere safe to put the batch, so it stays uncommitted in Kafka.
+    throw unavailable(err);
+  }
+}
+
+async function insertOne(
+  client: PoolClient,
+  record: Accepted,
+  failed: DeadLetter[],
+): Promise<InsertedJournalRow | undefined> {
+  await client.query('SAVEPOINT journal_row');
+  try {
+    const [row] = await insertJournalEntries(client, [record.entry]);
+    await client.query('RELEASE SAVEPOINT journal_row');
+    return row;
+  } catch (err) {
+    if (isTransientDbError(err)) throw err;
+    await client.query('ROLLBACK TO SAVEPOINT journal_row');
+    const { message, code } = err as { message: string; code?: string };
+    const { entry } = record;
+    // Keep the payload as JSON unless jsonb itself refused it (SQLSTATE class 22): then only text can hold it.
+    const jsonbRefused = code?.startsWith('22') ?? false;
+    failed.push({
+      reason: 'db_error',
+      entry: {
+        topic: entry.topic,
+        tenantId: entry.tenantId,
+        payloadJson: jsonbRefused ? null : entry.payloadJson,
+        rawValue: jsonbRefused ? entry.payloadJson : null,
+        error: `Insert into event_journal failed: ${message}${code ? ` (SQLSTATE ${code})` : ''}`,
+        reason: 'db_error',
+        partition: entry.partition,
+        offset: entry.offset,
+        key: entry.key,
+      },
+    });
+    return undefined;
+  }
+}
+
+function outcome(accepted: Accepted[], rows: InsertedJournalRow[], deadLetters: DeadLetter[]): BatchOutcome {
+  const byCoordinates = new Map(rows.map((row) => [`${row.topic}/${row.kafka_partition}/${row.kafka_offset}`, row]));
+  const journaled: JournaledEvent[] = [];
+  for (const record of accepted) {
+    const { topic, partition, offset } = record.entry;
+    const row = byCoordinates.get(`${topic}/${partition}/${offset}`);
+    if (row) journaled.push({ row, record });
+  }
+  const failedCount = deadLetters.filter((d) => d.reason === 'db_error').length;
+  return { journaled, duplicates: accepted.length - journaled.length - failedCount, deadLetters };
+}
+
+function unavailable(err: unknown): JournalUnavailableError {
+  const message = err instanceof Error ? err.message : String(err);
+  return new JournalUnavailableError(`Postgres unavailable: ${message}`, { cause: err });
+}

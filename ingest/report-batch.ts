@@ -1,0 +1,47 @@
+import type { Logger } from '../shared/logger';
+import type { Metrics } from '../shared/metrics';
+import type { BatchOutcome } from './persist-batch';
+
+/**
+ * Metrics and log lines for one journaled batch. Small batches log one line per event in the operator docs'
+ * wording; larger ones log a single summary so that logging never dominates ingestion under load.
+ */
+export function reportBatch(outcome: BatchOutcome, metrics: Metrics, log: Logger, perEventLimit: number): void {
+  for (const { record } of outcome.journaled) {
+    const { topic, tenantId, replayCount, replaySource } = record.entry;
+    metrics.persisted.inc({ tenant_id: metrics.tenantLabel(tenantId), topic });
+    if (replayCount > 0) metrics.replayed.inc({ topic, replay_source: replaySource ?? 'unknown' });
+  }
+  for (const { entry, reason } of outcome.deadLetters) {
+    metrics.dlq.inc({ topic: entry.topic, reason });
+    log.warn(
+      { topic: entry.topic, partition: entry.partition, offset: entry.offset, tenant_id: entry.tenantId, reason },
+      `Sent record to DLQ: ${entry.error}`,
+    );
+  }
+  if (outcome.journaled.length <= perEventLimit) {
+    for (const { row, record } of outcome.journaled) {
+      const { tenantId, topic, replayCount } = record.entry;
+      const fields = { event_id: row.id, tenant_id: tenantId, topic, replay_count: replayCount };
+      if (replayCount > 0) {
+        log.info(
+          { ...fields, replayed_from: record.replayedFrom },
+          `Persisted REPLAYED ${record.eventType} for tenant ${tenantId} (from event ${record.replayedFrom ?? '?'})`,
+        );
+      } else {
+        log.info(fields, `Persisted ${record.eventType} for tenant ${tenantId}`);
+      }
+    }
+    return;
+  }
+  const byType: Record<string, number> = {};
+  let replayed = 0;
+  for (const { record } of outcome.journaled) {
+    byType[record.eventType] = (byType[record.eventType] ?? 0) + 1;
+    if (record.entry.replayCount > 0) replayed += 1;
+  }
+  log.info(
+    { persisted: outcome.journaled.length, replayed, by_type: byType, duplicates: outcome.duplicates },
+    `Persisted ${outcome.journaled.length} events (${replayed} REPLAYED)`,
+  );
+}

@@ -1,0 +1,206 @@
+import { ConfigError } from './errors';
+
+/** Every setting the service reads, validated once at start and passed down explicitly. */
+export interface Config {
+  databaseUrl: string;
+  databasePoolSize: number;
+  kafka: {
+    brokers: string[];
+    clientId: string;
+    groupId: string;
+    topics: string[];
+    topicPartitions: number;
+    fromBeginning: boolean;
+  };
+  ingest: {
+    maxEventBytes: number;
+    retryMaxDelayMs: number;
+    perEventLogLimit: number;
+  };
+  metrics: { host: string; port: number; tenantLabelLimit: number };
+  api: {
+    host: string;
+    port: number;
+    bodyLimitBytes: number;
+    replayWaitMs: number;
+    replayRateLimitPerMinute: number;
+    jwtSecret: string | undefined;
+  };
+  temporal: {
+    address: string;
+    namespace: string;
+    taskQueue: string;
+    uiUrl: string;
+  };
+  replay: {
+    maxHops: number;
+    pageSize: number;
+  };
+  dlqRetry: {
+    intervalMs: number;
+    maxAttempts: number;
+    baseDelayMs: number;
+    batchSize: number;
+  };
+  logLevel: string;
+}
+
+type Env = Record<string, string | undefined>;
+
+/** Defaults, also listed in .env.example (a test keeps the two in step). */
+export const DEFAULTS = {
+  DATABASE_URL: 'postgres://crm_events:crm_events@127.0.0.1:5446/crm_events',
+  DATABASE_POOL_SIZE: '10',
+  KAFKA_BROKERS: '127.0.0.1:9092',
+  KAFKA_CLIENT_ID: 'crm-events-sink',
+  KAFKA_GROUP_ID: 'crm-events-sink',
+  KAFKA_TOPICS: 'apexflow.leads.created,apexflow.jobs.created',
+  KAFKA_TOPIC_PARTITIONS: '3',
+  KAFKA_FROM_BEGINNING: 'true',
+  INGEST_MAX_EVENT_BYTES: '1048576',
+  INGEST_RETRY_MAX_DELAY_MS: '10000',
+  INGEST_PER_EVENT_LOG_LIMIT: '10',
+  METRICS_HOST: '0.0.0.0',
+  METRICS_PORT: '9105',
+  METRICS_TENANT_LABEL_LIMIT: '100',
+  API_HOST: '0.0.0.0',
+  API_PORT: '9106',
+  API_BODY_LIMIT_BYTES: '1048576',
+  API_REPLAY_WAIT_MS: '5000',
+  API_REPLAY_RATE_LIMIT_PER_MINUTE: '10',
+  AUTH_JWT_SECRET: '',
+  TEMPORAL_ADDRESS: '127.0.0.1:7233',
+  TEMPORAL_NAMESPACE: 'default',
+  TEMPORAL_TASK_QUEUE: 'crm-events-replay',
+  TEMPORAL_UI_URL: 'http://127.0.0.1:8233',
+  REPLAY_MAX_HOPS: '3',
+  REPLAY_PAGE_SIZE: '500',
+  DLQ_RETRY_INTERVAL: '5m',
+  DLQ_RETRY_MAX_ATTEMPTS: '5',
+  DLQ_RETRY_BASE_DELAY: '1m',
+  DLQ_RETRY_BATCH_SIZE: '100',
+  LOG_LEVEL: 'info',
+} as const;
+
+export type ConfigVariable = keyof typeof DEFAULTS;
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/** Reads and validates the environment; throws ConfigError naming the first bad variable. */
+export function loadConfig(env: Env = process.env): Config {
+  const read = (name: ConfigVariable): string => {
+    const value = env[name];
+    return value === undefined || value.trim() === '' ? DEFAULTS[name] : value.trim();
+  };
+  const int = (name: ConfigVariable, min: number, max = Number.MAX_SAFE_INTEGER): number => {
+    const raw = read(name);
+    if (!/^\d+$/.test(raw)) throw new ConfigError(name, `must be a whole number, got "${raw}"`);
+    const value = Number(raw);
+    if (value < min || value > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
+    return value;
+  };
+  const bool = (name: ConfigVariable): boolean => {
+    const raw = read(name).toLowerCase();
+    if (['true', '1', 'yes'].includes(raw)) return true;
+    if (['false', '0', 'no'].includes(raw)) return false;
+    throw new ConfigError(name, `must be true or false, got "${raw}"`);
+  };
+  const list = (name: ConfigVariable): string[] => {
+    const items = read(name)
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+    if (items.length === 0) throw new ConfigError(name, 'must list at least one value');
+    return items;
+  };
+  const duration = (name: ConfigVariable): number => {
+    const raw = read(name);
+    const ms = parseDuration(raw);
+    if (ms === undefined || ms <= 0) throw new ConfigError(name, `must be a duration like 30s, 5m or 1h, got "${raw}"`);
+    return ms;
+  };
+  const url = (name: ConfigVariable, protocols: string[]): string => {
+    const raw = read(name);
+    let parsed: URL;
+    try {
+      parsed = new URL(raw);
+    } catch {
+      throw new ConfigError(name, `must be a URL, got "${raw}"`);
+    }
+    if (!protocols.includes(parsed.protocol)) {
+      throw new ConfigError(name, `must use ${protocols.join(' or ')}, got "${parsed.protocol}"`);
+    }
+    return raw;
+  };
+  const hostPort = (name: ConfigVariable): string => {
+    const raw = read(name);
+    if (!/^[\w.-]+:\d{1,5}$/.test(raw)) throw new ConfigError(name, `must be host:port, got "${raw}"`);
+    return raw;
+  };
+
+  const brokers = list('KAFKA_BROKERS');
+  for (const broker of brokers) {
+    if (!/^[\w.-]+:\d{1,5}$/.test(broker)) throw new ConfigError('KAFKA_BROKERS', `has "${broker}", expected host:port`);
+  }
+  const logLevel = read('LOG_LEVEL');
+  if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`);
+  const secret = read('AUTH_JWT_SECRET');
+  if (secret && secret.length < 16) throw new ConfigError('AUTH_JWT_SECRET', 'must be at least 16 characters');
+
+  return {
+    databaseUrl: url('DATABASE_URL', ['postgres:', 'postgresql:']),
+    databasePoolSize: int('DATABASE_POOL_SIZE', 1, 200),
+    kafka: {
+      brokers,
+      clientId: read('KAFKA_CLIENT_ID'),
+      groupId: read('KAFKA_GROUP_ID'),
+      topics: list('KAFKA_TOPICS'),
+      topicPartitions: int('KAFKA_TOPIC_PARTITIONS', 1, 1000),
+      fromBeginning: bool('KAFKA_FROM_BEGINNING'),
+    },
+    ingest: {
+      maxEventBytes: int('INGEST_MAX_EVENT_BYTES', 64, 100 * 1024 * 1024),
+      retryMaxDelayMs: int('INGEST_RETRY_MAX_DELAY_MS', 100, 600_000),
+      perEventLogLimit: int('INGEST_PER_EVENT_LOG_LIMIT', 0, 10_000),
+    },
+    metrics: {
+      host: read('METRICS_HOST'),
+      port: int('METRICS_PORT', 0, 65535),
+      tenantLabelLimit: int('METRICS_TENANT_LABEL_LIMIT', 1, 100_000),
+    },
+    api: {
+      host: read('API_HOST'),
+      port: int('API_PORT', 0, 65535),
+      bodyLimitBytes: int('API_BODY_LIMIT_BYTES', 1024, 100 * 1024 * 1024),
+      replayWaitMs: int('API_REPLAY_WAIT_MS', 0, 600_000),
+      replayRateLimitPerMinute: int('API_REPLAY_RATE_LIMIT_PER_MINUTE', 1, 1_000_000),
+      jwtSecret: secret || undefined,
+    },
+    temporal: {
+      address: hostPort('TEMPORAL_ADDRESS'),
+      namespace: read('TEMPORAL_NAMESPACE'),
+      taskQueue: read('TEMPORAL_TASK_QUEUE'),
+      uiUrl: url('TEMPORAL_UI_URL', ['http:', 'https:']),
+    },
+    replay: {
+      maxHops: int('REPLAY_MAX_HOPS', 1, 100),
+      pageSize: int('REPLAY_PAGE_SIZE', 1, 10_000),
+    },
+    dlqRetry: {
+      intervalMs: duration('DLQ_RETRY_INTERVAL'),
+      maxAttempts: int('DLQ_RETRY_MAX_ATTEMPTS', 1, 1000),
+      baseDelayMs: duration('DLQ_RETRY_BASE_DELAY'),
+      batchSize: int('DLQ_RETRY_BATCH_SIZE', 1, 10_000),
+    },
+    logLevel,
+  };
+}
+
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Parses "500ms", "30s", "5m", "1h", "2d" into milliseconds; undefined when malformed. */
+export function parseDuration(text: string): number | undefined {
+  const match = /^(\d+)(ms|s|m|h|d)$/.exec(text.trim());
+  if (!match) return undefined;
+  return Number(match[1]) * UNIT_MS[match[2]];
+}

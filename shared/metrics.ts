@@ -1,0 +1,90 @@
+import client from 'prom-client';
+
+/**
+ * The service's Prometheus metrics, one registry per process. Names and labels follow the operator docs:
+ * dashboards and alerts in monitoring/ query exactly these.
+ */
+export function createMetrics(tenantLabelLimit = 100) {
+  const registry = new client.Registry();
+  client.collectDefaultMetrics({ register: registry });
+  const counter = <L extends string>(name: string, help: string, labelNames: readonly L[]) =>
+    new client.Counter<L>({ name, help, labelNames, registers: [registry] });
+
+  return {
+    registry,
+    tenantLabel: createTenantLabeler(tenantLabelLimit),
+    ingested: counter('crm_events_ingested_total', 'CRM domain events consumed from Kafka', ['tenant_id', 'topic']),
+    persisted: counter('crm_events_persisted_total', 'CRM domain events written to event_journal', [
+      'tenant_id',
+      'topic',
+    ]),
+    dlq: counter('crm_events_dlq_total', 'Records sent to event_dlq', ['topic', 'reason']),
+    replayed: counter('crm_events_replayed_total', 'Replayed events journaled again', ['topic', 'replay_source']),
+    dlqSize: new client.Gauge({
+      name: 'crm_events_dlq_size',
+      help: 'Rows in event_dlq not yet resolved',
+      registers: [registry],
+    }),
+    consumerLag: new client.Gauge<'topic' | 'partition'>({
+      name: 'crm_events_consumer_lag',
+      help: 'Messages between the committed offset and the high watermark',
+      labelNames: ['topic', 'partition'],
+      registers: [registry],
+    }),
+    batchPersistSeconds: new client.Histogram({
+      name: 'crm_events_batch_persist_seconds',
+      help: 'Time to journal one consumed batch (one statement per batch)',
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [registry],
+    }),
+    replayWorkflows: counter('crm_events_replay_workflows_total', 'Replay workflows finished, by kind and status', [
+      'kind',
+      'status',
+    ]),
+    replayPublished: counter('crm_events_replay_published_total', 'Events republished to Kafka by replays', ['kind']),
+    replayDuration: new client.Histogram<'kind'>({
+      name: 'crm_events_replay_duration_seconds',
+      help: 'Duration of replay workflows from start to close',
+      labelNames: ['kind'],
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600],
+      registers: [registry],
+    }),
+    dlqRetry: counter('crm_events_dlq_retry_total', 'DLQ entries retried, by result', ['result']),
+    httpRequests: counter('crm_events_http_requests_total', 'HTTP requests served by the API', [
+      'method',
+      'route',
+      'status',
+    ]),
+    httpDuration: new client.Histogram<'method' | 'route'>({
+      name: 'crm_events_http_request_duration_seconds',
+      help: 'HTTP request duration',
+      labelNames: ['method', 'route'],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [registry],
+    }),
+    sseClients: new client.Gauge({
+      name: 'crm_events_sse_clients',
+      help: 'Clients connected to the live event stream',
+      registers: [registry],
+    }),
+    sseMessages: counter('crm_events_messages_total', 'Events relayed to live stream clients', []),
+    sseDropped: counter('crm_events_sse_dropped_total', 'Events dropped for slow live stream clients', []),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
+
+/**
+ * Caps tenant_id label cardinality: the first `limit` tenants seen keep their own series, the rest fold into "other".
+ */
+export function createTenantLabeler(limit: number): (tenantId: string) => string {
+  const seen = new Set<string>();
+  return (tenantId) => {
+    if (seen.has(tenantId)) return tenantId;
+    if (seen.size < limit) {
+      seen.add(tenantId);
+      return tenantId;
+    }
+    return 'other';
+  };
+}

@@ -1,0 +1,63 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { DEFAULTS, loadConfig, parseDuration } from '../../shared/config';
+
+describe('loadConfig', () => {
+  it('uses the documented defaults when nothing is set', () => {
+    const config = loadConfig({});
+    expect(config.databaseUrl).toBe('postgres://crm_events:crm_events@127.0.0.1:5446/crm_events');
+    expect(config.kafka.topics).toEqual(['apexflow.leads.created', 'apexflow.jobs.created']);
+    expect(config.kafka.groupId).toBe('crm-events-sink');
+    expect(config.metrics.port).toBe(9105);
+    expect(config.api.port).toBe(9106);
+    expect(config.api.jwtSecret).toBeUndefined();
+    expect(config.dlqRetry.intervalMs).toBe(5 * 60_000);
+    expect(config.replay.maxHops).toBe(3);
+  });
+
+  it.each([
+    ['API_PORT', 'abc', /API_PORT must be a whole number/],
+    ['API_PORT', '70000', /API_PORT must be between 0 and 65535/],
+    ['KAFKA_BROKERS', 'localhost', /KAFKA_BROKERS has "localhost", expected host:port/],
+    ['DATABASE_URL', 'mysql://x@y/z', /DATABASE_URL must use postgres: or postgresql:/],
+    ['DATABASE_URL', 'not a url', /DATABASE_URL must be a URL/],
+    ['KAFKA_FROM_BEGINNING', 'maybe', /KAFKA_FROM_BEGINNING must be true or false/],
+    ['DLQ_RETRY_INTERVAL', '5 minutes', /DLQ_RETRY_INTERVAL must be a duration/],
+    ['LOG_LEVEL', 'loud', /LOG_LEVEL must be one of/],
+    ['AUTH_JWT_SECRET', 'short', /AUTH_JWT_SECRET must be at least 16 characters/],
+    ['TEMPORAL_ADDRESS', 'http://x', /TEMPORAL_ADDRESS must be host:port/],
+  ])('fails fast naming %s when it is %j', (variable, value, message) => {
+    expect(() => loadConfig({ [variable]: value })).toThrow(message);
+    try {
+      loadConfig({ [variable]: value });
+    } catch (err) {
+      expect((err as Error).name).toBe('ConfigError');
+      expect((err as { variable: string }).variable).toBe(variable);
+    }
+  });
+
+  it('lists every variable with its default in .env.example', () => {
+    const example = fs.readFileSync(path.join(__dirname, '../../.env.example'), 'utf8');
+    const listed = Object.fromEntries(
+      example
+        .split('\n')
+        .filter((line) => /^[A-Z_]+=/.test(line))
+        .map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]),
+    );
+    expect(listed).toEqual(DEFAULTS);
+  });
+});
+
+describe('parseDuration', () => {
+  it.each([
+    ['500ms', 500],
+    ['30s', 30_000],
+    ['5m', 300_000],
+    ['1h', 3_600_000],
+    ['2d', 172_800_000],
+  ])('%s is %d ms', (text, ms) => expect(parseDuration(text)).toBe(ms));
+  it('rejects malformed durations', () => {
+    expect(parseDuration('5')).toBeUndefined();
+    expect(parseDuration('m5')).toBeUndefined();
+  });
+});
