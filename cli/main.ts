@@ -10,6 +10,7 @@ const USAGE = `Usage: crm-events-sink <command> [options]
 Service
   start [--stack]   ingest + Temporal worker + API in one process (--stack: bring the local stack up and migrate first)
   ingest            Kafka -> event_journal consumer, metrics on :9105
+  worker            Temporal worker for replay and DLQ retry workflows
   api               HTTP API on :9106
   migrate           apply sql/ migrations and create the Kafka topics
 
@@ -20,8 +21,9 @@ Tools
 Configuration comes from environment variables; see .env.example.`;
 
 const commands: Record<string, (argv: string[]) => Promise<void>> = {
-  start: (argv) => serve(['ingest', 'api'], { stack: argv.includes('--stack'), prepare: true }),
+  start: (argv) => serve(['ingest', 'worker', 'api'], { stack: argv.includes('--stack'), prepare: true }),
   ingest: () => serve(['ingest']),
+  worker: () => serve(['worker']),
   api: () => serve(['api']),
   migrate: () => migrateCommand(),
   produce: (argv) => produceCommand(argv),

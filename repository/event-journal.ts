@@ -33,12 +33,12 @@ const INSERT_ENTRIES = `
   INSERT INTO event_journal
     (tenant_id, topic, payload, kafka_partition, kafka_offset, kafka_key, replay_count, replay_source)
   SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int[], $5::bigint[], $6::text[], $7::int[], $8::text[])
-  ON CONFLICT (topic, kafka_partition, kafka_offset) DO NOTHING
+  ON CONFLICT DO NOTHING
   RETURNING id, topic, kafka_partition, kafka_offset, received_at`;
 
 /**
- * Journals entries in one statement. A record already journaled (same topic/partition/offset) is skipped and
- * absent from the result, which is how redeliveries stay exactly-once.
+ * Journals entries in one statement. A record already journaled is skipped and absent from the result: the same
+ * topic/partition/offset (a redelivery) or the same replay of the same event (a republished replay page).
  */
 export async function insertJournalEntries(db: Queryable, entries: NewJournalEntry[]): Promise<InsertedJournalRow[]> {
   if (entries.length === 0) return [];
@@ -62,6 +62,123 @@ export async function latestEvents(db: Queryable, limit: number): Promise<Journa
   const { rows } = await db.query<JournalSummary>(
     `SELECT ${SUMMARY_COLUMNS} FROM event_journal ORDER BY id DESC LIMIT $1`,
     [limit],
+  );
+  return rows;
+}
+
+/** A full journal row, as replay reads it. */
+export interface JournalRow extends JournalSummary {
+  payload: Record<string, unknown>;
+  kafka_partition: number | null;
+  kafka_offset: number | null;
+  kafka_key: string | null;
+}
+
+const ROW_COLUMNS = `${SUMMARY_COLUMNS}, payload, kafka_partition, kafka_offset, kafka_key`;
+
+export async function getEvent(db: Queryable, id: number): Promise<JournalRow | undefined> {
+  const { rows } = await db.query<JournalRow>(`SELECT ${ROW_COLUMNS} FROM event_journal WHERE id = $1`, [id]);
+  return rows[0];
+}
+
+/** Rows for the given ids, in id order; ids that do not exist are simply absent. */
+export async function getEvents(db: Queryable, ids: number[]): Promise<JournalRow[]> {
+  const { rows } = await db.query<JournalRow>(
+    `SELECT ${ROW_COLUMNS} FROM event_journal WHERE id = ANY($1::bigint[]) ORDER BY id`,
+    [ids],
+  );
+  return rows;
+}
+
+/** What a range replay selects. Bounds are [start, end) on received_at; maxId pins the range when it starts. */
+export interface RangeFilter {
+  start: string;
+  end: string;
+  tenantId?: string;
+  topic?: string;
+  includeReplays?: boolean;
+  maxId: number;
+}
+
+function rangeWhere(filter: RangeFilter, values: unknown[]): string {
+  values.push(filter.start, filter.end, filter.maxId);
+  const clauses = ['received_at >= $1', 'received_at < $2', 'id <= $3'];
+  if (filter.tenantId !== undefined) clauses.push(`tenant_id = $${values.push(filter.tenantId)}`);
+  if (filter.topic !== undefined) clauses.push(`topic = $${values.push(filter.topic)}`);
+  if (!filter.includeReplays) clauses.push('replay_count = 0');
+  return clauses.join(' AND ');
+}
+
+/** One keyset page of a range: rows with id > cursor, in id order. */
+export async function rangePage(db: Queryable, filter: RangeFilter, cursor: number, limit: number): Promise<JournalRow[]> {
+  const values: unknown[] = [];
+  const where = rangeWhere(filter, values);
+  const { rows } = await db.query<JournalRow>(
+    `SELECT ${ROW_COLUMNS} FROM event_journal WHERE ${where} AND id > $${values.push(cursor)}
+      ORDER BY id LIMIT $${values.push(limit)}`,
+    values,
+  );
+  return rows;
+}
+
+export interface RangeCount {
+  topic: string;
+  tenant_id: string;
+  events: number;
+}
+
+/** How many rows a range holds, by topic and tenant (dry runs and progress totals). */
+export async function countRange(db: Queryable, filter: RangeFilter): Promise<RangeCount[]> {
+  const values: unknown[] = [];
+  const { rows } = await db.query<RangeCount>(
+    `SELECT topic, tenant_id, count(*)::int AS events FROM event_journal WHERE ${rangeWhere(filter, values)}
+      GROUP BY topic, tenant_id ORDER BY topic, tenant_id`,
+    values,
+  );
+  return rows;
+}
+
+/** The newest journal id (0 when empty). */
+export async function maxEventId(db: Queryable): Promise<number> {
+  const { rows } = await db.query<{ max: number | null }>('SELECT max(id) AS max FROM event_journal');
+  return rows[0].max ?? 0;
+}
+
+export interface EventQuery {
+  tenantId?: string;
+  topic?: string;
+  since?: string;
+  until?: string;
+  replayed?: boolean;
+  /** Keyset cursor: rows with id below it (pages go newest first). */
+  before?: number;
+  limit: number;
+}
+
+/** Filtered journal listing, newest first, keyset-paginated on id. */
+export async function listEvents(db: Queryable, query: EventQuery): Promise<JournalSummary[]> {
+  const values: unknown[] = [];
+  const clauses: string[] = [];
+  if (query.tenantId !== undefined) clauses.push(`tenant_id = $${values.push(query.tenantId)}`);
+  if (query.topic !== undefined) clauses.push(`topic = $${values.push(query.topic)}`);
+  if (query.since !== undefined) clauses.push(`received_at >= $${values.push(query.since)}`);
+  if (query.until !== undefined) clauses.push(`received_at < $${values.push(query.until)}`);
+  if (query.replayed !== undefined) clauses.push(query.replayed ? 'replay_count > 0' : 'replay_count = 0');
+  if (query.before !== undefined) clauses.push(`id < $${values.push(query.before)}`);
+  const where = clauses.length ? `WHERE ${clauses.join(' AND ')}` : '';
+  const { rows } = await db.query<JournalSummary>(
+    `SELECT ${SUMMARY_COLUMNS} FROM event_journal ${where} ORDER BY id DESC LIMIT $${values.push(query.limit)}`,
+    values,
+  );
+  return rows;
+}
+
+/** Journal rows that are replays of the given event (lineage). */
+export async function replaysOf(db: Queryable, id: number): Promise<JournalSummary[]> {
+  const { rows } = await db.query<JournalSummary>(
+    `SELECT ${SUMMARY_COLUMNS} FROM event_journal
+      WHERE replay_count > 0 AND payload->>'_replayed_from_event_id' = $1 ORDER BY id`,
+    [String(id)],
   );
   return rows;
 }

@@ -5,8 +5,9 @@ import { createRuntime, untilShutdown } from '../runtime';
 import { startApiComponent } from './api';
 import { startIngestComponent } from './ingest';
 import { stackCommand } from './stack';
+import { startWorkerComponent } from './worker';
 
-type Component = 'ingest' | 'api';
+type Component = 'ingest' | 'worker' | 'api';
 
 /**
  * Runs one or more components in this process until SIGTERM/SIGINT. `start` runs them all after bringing the
@@ -26,6 +27,10 @@ export async function serve(components: Component[], options: { stack?: boolean;
     const ingest = await startIngestComponent(rt);
     intake.push(ingest.stopIntake);
     rest.push(ingest.stopRest);
+  }
+  if (components.includes('worker')) {
+    const worker = await startWorkerComponent(rt);
+    intake.push(worker.stop);
   }
   if (components.includes('api')) {
     const api = await startApiComponent(rt);

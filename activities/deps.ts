@@ -1,0 +1,14 @@
+import type { Producer } from 'kafkajs';
+import type { Config } from '../shared/config';
+import type { Pool } from '../shared/db';
+import type { Logger } from '../shared/logger';
+import type { Metrics } from '../shared/metrics';
+
+/** What the worker injects into the activity factory (tests inject the same shape). */
+export interface ActivityDeps {
+  pool: Pool;
+  producer: Producer;
+  metrics: Metrics;
+  log: Logger;
+  config: Pick<Config, 'replay' | 'dlqRetry' | 'ingest'>;
+}

@@ -1,0 +1,19 @@
+import { createAuditActivities } from './audit';
+import type { ActivityDeps } from './deps';
+import { createDlqActivities } from './dlq-retry';
+import { createRangeActivities } from './range';
+import { createReplayActivities } from './replay';
+
+export type { ActivityDeps } from './deps';
+
+/** Every activity the replay worker registers, bound to its dependencies. */
+export function createActivities(deps: ActivityDeps) {
+  return {
+    ...createAuditActivities(deps),
+    ...createReplayActivities(deps),
+    ...createRangeActivities(deps),
+    ...createDlqActivities(deps),
+  };
+}
+
+export type Activities = ReturnType<typeof createActivities>;

@@ -1,0 +1,31 @@
+import { Client, Connection } from '@temporalio/client';
+import { ensureDlqRetrySchedule } from '../../worker/dlq-schedule';
+import { connectWorker, createReplayWorker } from '../../worker/worker';
+import type { Runtime } from '../runtime';
+
+/** Starts the Temporal replay worker (and makes sure the DLQ retry schedule exists); returns its stopper. */
+export async function startWorkerComponent(rt: Runtime) {
+  const { config, kafka, pool, metrics } = rt;
+  const log = rt.log.child({ component: 'worker' });
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  const connection = await connectWorker(config, log);
+  const clientConnection = await Connection.connect({ address: config.temporal.address });
+  await ensureDlqRetrySchedule(new Client({ connection: clientConnection, namespace: config.temporal.namespace }), config, log);
+  await clientConnection.close();
+  const worker = await createReplayWorker({ connection, config, deps: { pool, producer, metrics, log, config } });
+  const running = worker.run();
+  running.catch((err: Error) => {
+    log.fatal({ err }, 'Temporal worker stopped unexpectedly');
+    process.exitCode = 1;
+  });
+  log.info({ task_queue: config.temporal.taskQueue }, 'Temporal worker started');
+  return {
+    stop: async () => {
+      worker.shutdown();
+      await running.catch(() => undefined);
+      await producer.disconnect();
+      await connection.close();
+    },
+  };
+}

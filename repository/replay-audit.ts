@@ -1,0 +1,93 @@
+import type { Queryable } from './queryable';
+
+export type ReplayKind = 'single' | 'batch' | 'range' | 'dlq_retry';
+export type AuditStatus = 'requested' | 'running' | 'completed' | 'failed' | 'cancelled';
+
+export interface AuditStart {
+  workflowId: string;
+  runId: string;
+  kind: ReplayKind;
+  source: string;
+  requestedBy?: string;
+  tenantId?: string;
+  eventId?: number;
+  filter?: Record<string, unknown>;
+}
+
+export interface AuditFinish {
+  workflowId: string;
+  status: Exclude<AuditStatus, 'requested' | 'running'>;
+  matched: number;
+  published: number;
+  failed: number;
+  error?: string;
+}
+
+export interface AuditRow {
+  id: number;
+  workflow_id: string;
+  run_id: string | null;
+  kind: ReplayKind;
+  source: string;
+  requested_by: string | null;
+  tenant_id: string | null;
+  event_id: number | null;
+  filter: Record<string, unknown>;
+  status: AuditStatus;
+  matched: number;
+  published: number;
+  failed: number;
+  error: string | null;
+  created_at: Date;
+  finished_at: Date | null;
+}
+
+/** Records that a workflow is running; idempotent for activity retries and continue-as-new runs. */
+export async function startAudit(db: Queryable, a: AuditStart): Promise<void> {
+  await db.query(
+    `INSERT INTO replay_audit (workflow_id, run_id, kind, source, requested_by, tenant_id, event_id, filter, status)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running')
+     ON CONFLICT (workflow_id) DO UPDATE SET run_id = EXCLUDED.run_id, status = 'running'
+       WHERE replay_audit.finished_at IS NULL`,
+    [a.workflowId, a.runId, a.kind, a.source, a.requestedBy ?? null, a.tenantId ?? null, a.eventId ?? null, a.filter ?? {}],
+  );
+}
+
+/** Records how a workflow ended; returns the seconds since it started (for the duration histogram). */
+export async function finishAudit(db: Queryable, f: AuditFinish): Promise<{ kind: ReplayKind; seconds: number } | undefined> {
+  const { rows } = await db.query<{ kind: ReplayKind; seconds: number }>(
+    `UPDATE replay_audit SET status = $2, matched = $3, published = $4, failed = $5, error = $6, finished_at = now()
+      WHERE workflow_id = $1
+      RETURNING kind, extract(epoch FROM now() - created_at)::float8 AS seconds`,
+    [f.workflowId, f.status, f.matched, f.published, f.failed, f.error ?? null],
+  );
+  return rows[0];
+}
+
+export interface AuditQuery {
+  kind?: ReplayKind;
+  status?: AuditStatus;
+  tenantId?: string;
+  before?: number;
+  limit: number;
+}
+
+export async function listAudits(db: Queryable, q: AuditQuery): Promise<AuditRow[]> {
+  const values: unknown[] = [];
+  const clauses: string[] = [];
+  if (q.kind) clauses.push(`kind = $${values.push(q.kind)}`);
+  if (q.status) clauses.push(`status = $${values.push(q.status)}`);
+  if (q.tenantId) clauses.push(`tenant_id = $${values.push(q.tenantId)}`);
+  if (q.before !== undefined) clauses.push(`id < $${values.push(q.before)}`);
+  const where = clauses.length ? `WHERE ${clauses.join(' AND ')}` : '';
+  const { rows } = await db.query<AuditRow>(
+    `SELECT * FROM replay_audit ${where} ORDER BY id DESC LIMIT $${values.push(q.limit)}`,
+    values,
+  );
+  return rows;
+}
+
+export async function getAudit(db: Queryable, workflowId: string): Promise<AuditRow | undefined> {
+  const { rows } = await db.query<AuditRow>('SELECT * FROM replay_audit WHERE workflow_id = $1', [workflowId]);
+  return rows[0];
+}

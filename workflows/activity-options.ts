@@ -1,0 +1,32 @@
+import type { ActivityOptions } from '@temporalio/workflow';
+import { PERMANENT_FAILURES } from './definitions';
+
+/** Short publishing activities: exponential backoff up to a minute, for about 20 minutes. */
+export const publishOptions: ActivityOptions = {
+  startToCloseTimeout: '30s',
+  retry: {
+    initialInterval: '1s',
+    backoffCoefficient: 2,
+    maximumInterval: '1m',
+    maximumAttempts: 25,
+    nonRetryableErrorTypes: PERMANENT_FAILURES,
+  },
+};
+
+/** Page activities of long replays: they heartbeat, and keep retrying (backoff up to 10 min) until Kafka is back. */
+export const pageOptions: ActivityOptions = {
+  startToCloseTimeout: '10m',
+  heartbeatTimeout: '30s',
+  retry: {
+    initialInterval: '1s',
+    backoffCoefficient: 2,
+    maximumInterval: '10m',
+    nonRetryableErrorTypes: PERMANENT_FAILURES,
+  },
+};
+
+/** Bookkeeping (audit rows): cheap and idempotent. */
+export const auditOptions: ActivityOptions = {
+  startToCloseTimeout: '15s',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
+};

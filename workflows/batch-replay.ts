@@ -1,0 +1,55 @@
+import { ApplicationFailure, proxyActivities, workflowInfo } from '@temporalio/workflow';
+import type { Activities } from '../activities';
+import { auditOptions, publishOptions } from './activity-options';
+import { MAX_BATCH_IDS, type BatchReplayInput, type BatchReplayResult, type RefusedEvent } from './definitions';
+import { recordFailure } from './replay-event';
+
+const { replayBatchPage } = proxyActivities<Activities>(publishOptions);
+const { recordReplayStarted, recordReplayFinished } = proxyActivities<Activities>(auditOptions);
+
+/** Replays a list of journal ids, a page per activity; unknown ids are reported, not fatal. */
+export async function batchReplayWorkflow(input: BatchReplayInput): Promise<BatchReplayResult> {
+  const { workflowId, runId } = workflowInfo();
+  const ids = [...new Set(input.ids)];
+  if (ids.length > MAX_BATCH_IDS) {
+    throw ApplicationFailure.nonRetryable(`At most ${MAX_BATCH_IDS} ids per batch, got ${ids.length}`, 'InvalidRequest');
+  }
+  const pageSize = input.pageSize ?? 500;
+  await recordReplayStarted({
+    workflowId,
+    runId,
+    kind: 'batch',
+    source: input.source,
+    requestedBy: input.requestedBy,
+    tenantId: input.tenantId,
+    filter: { ids: ids.length, ...(input.targetTopic ? { target_topic: input.targetTopic } : {}) },
+  });
+  let published = 0;
+  const unknown: number[] = [];
+  const refused: RefusedEvent[] = [];
+  try {
+    for (let i = 0; i < ids.length; i += pageSize) {
+      const page = await replayBatchPage({
+        ids: ids.slice(i, i + pageSize),
+        tenantId: input.tenantId,
+        source: input.source,
+        replayId: workflowId,
+        targetTopic: input.targetTopic,
+      });
+      published += page.published;
+      unknown.push(...page.unknown);
+      refused.push(...page.refused);
+    }
+  } catch (err) {
+    await recordFailure(workflowId, err, ids.length, { published, failed: ids.length - published });
+    throw err;
+  }
+  await recordReplayFinished({
+    workflowId,
+    status: 'completed',
+    matched: ids.length - unknown.length,
+    published,
+    failed: refused.length,
+  });
+  return { status: 'completed', workflow_id: workflowId, requested: ids.length, published, unknown_ids: unknown, refused };
+}

@@ -1,0 +1,124 @@
+import { defineQuery, defineSignal } from '@temporalio/workflow';
+
+/** Where a replay came from; also the journal's replay_source and the CrmReplaySource search attribute. */
+export type ReplaySource = 'operator_api' | 'batch' | 'range' | 'automated' | 'cli' | string;
+
+export interface ReplayEventInput {
+  eventId: number;
+  source: ReplaySource;
+  requestedBy?: string;
+  targetTopic?: string;
+  /** Set when the requester is scoped to one tenant: another tenant's event is treated as not found. */
+  tenantId?: string;
+}
+
+export interface ReplayEventResult {
+  status: 'replayed';
+  event_id: number;
+  topic: string;
+  tenant_id: string;
+  workflow_id: string;
+  replay_count: number;
+}
+
+export interface BatchReplayInput {
+  ids: number[];
+  source: ReplaySource;
+  requestedBy?: string;
+  targetTopic?: string;
+  tenantId?: string;
+  pageSize?: number;
+}
+
+export interface RefusedEvent {
+  id: number;
+  reason: string;
+}
+
+export interface BatchReplayResult {
+  status: 'completed';
+  workflow_id: string;
+  requested: number;
+  published: number;
+  unknown_ids: number[];
+  refused: RefusedEvent[];
+}
+
+export interface RangeReplayInput {
+  start: string;
+  end: string;
+  tenantId?: string;
+  topic?: string;
+  includeReplays?: boolean;
+  targetTopic?: string;
+  dryRun?: boolean;
+  maxEventsPerSecond?: number;
+  source: ReplaySource;
+  requestedBy?: string;
+  pageSize?: number;
+  /** Carried across continue-as-new; never set by callers. */
+  state?: RangeState;
+}
+
+export interface RangeState {
+  cursor: number;
+  maxId: number;
+  matched: number;
+  published: number;
+  failed: number;
+  pages: number;
+  startedAt: number;
+  paused: boolean;
+  maxEventsPerSecond: number | null;
+}
+
+export interface ReplayProgress {
+  status: 'running' | 'paused' | 'completed' | 'cancelled' | 'failed';
+  matched: number;
+  published: number;
+  failed: number;
+  cursor: number;
+  pages: number;
+  eventsPerSecond: number;
+  maxEventsPerSecond: number | null;
+}
+
+export interface RangeCountSummary {
+  matched: number;
+  by_topic: Record<string, number>;
+  by_tenant: Record<string, number>;
+}
+
+export type RangeReplayResult =
+  | ({ status: 'completed' | 'dry_run'; workflow_id: string } & Omit<ReplayProgress, 'status'>)
+  | ({ status: 'dry_run'; workflow_id: string } & RangeCountSummary);
+
+export interface DlqRetryInput {
+  source: ReplaySource;
+  /** Retry exactly these entries now (POST /dlq/:id/retry), even when parked or not yet due. */
+  entryIds?: number[];
+  limit?: number;
+  requestedBy?: string;
+}
+
+export interface DlqRetryResult {
+  status: 'completed';
+  workflow_id: string;
+  attempted: number;
+  resolved: number;
+  retrying: number;
+  parked: number;
+  skipped: number;
+}
+
+export const progressQuery = defineQuery<ReplayProgress>('progress');
+export const pauseSignal = defineSignal('pause');
+export const resumeSignal = defineSignal('resume');
+/** New maximum events per second for a range replay; null removes the limit. */
+export const setRateSignal = defineSignal<[number | null]>('setRate');
+
+/** Failure types that no retry can fix: activities throw them non-retryable. */
+export const PERMANENT_FAILURES = ['EventNotFound', 'HopLimitExceeded', 'InvalidRequest'];
+
+/** Largest batch replay accepted. */
+export const MAX_BATCH_IDS = 10_000;

@@ -1,0 +1,5 @@
+// The worker's workflowsPath: every workflow the replay task queue runs. Deterministic code only.
+export { replayEventWorkflow } from './replay-event';
+export { batchReplayWorkflow } from './batch-replay';
+export { rangeReplayWorkflow } from './range-replay';
+export { dlqRetryWorkflow } from './dlq-retry';

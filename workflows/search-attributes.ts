@@ -1,0 +1,31 @@
+import { defineSearchAttributeKey, SearchAttributeType, type SearchAttributePair } from '@temporalio/common';
+
+/** Custom search attributes registered on the dev server (scripts/stack.sh) and set on every replay workflow. */
+export const CrmTenantId = defineSearchAttributeKey('CrmTenantId', SearchAttributeType.KEYWORD);
+export const CrmTopic = defineSearchAttributeKey('CrmTopic', SearchAttributeType.KEYWORD);
+export const CrmReplaySource = defineSearchAttributeKey('CrmReplaySource', SearchAttributeType.KEYWORD);
+export const CrmReplayKind = defineSearchAttributeKey('CrmReplayKind', SearchAttributeType.KEYWORD);
+export const CrmEventId = defineSearchAttributeKey('CrmEventId', SearchAttributeType.KEYWORD);
+
+export interface ReplayAttributes {
+  kind: 'single' | 'batch' | 'range' | 'dlq_retry';
+  source: string;
+  tenantId?: string;
+  topic?: string;
+  eventId?: number;
+}
+
+/** The search attributes of one replay workflow; absent facts are left out rather than set empty. */
+export function replaySearchAttributes(a: ReplayAttributes): SearchAttributePair[] {
+  const pairs: SearchAttributePair[] = [
+    { key: CrmReplayKind, value: a.kind },
+    { key: CrmReplaySource, value: a.source },
+  ];
+  if (a.tenantId) pairs.push({ key: CrmTenantId, value: a.tenantId });
+  if (a.topic) pairs.push({ key: CrmTopic, value: a.topic });
+  if (a.eventId !== undefined) pairs.push({ key: CrmEventId, value: String(a.eventId) });
+  return pairs;
+}
+
+/** Schedule id of the automated DLQ retry. */
+export const DLQ_RETRY_SCHEDULE_ID = 'crm-events-dlq-retry';
