@@ -6,27 +6,36 @@ import type { Config } from '../shared/config';
 import type { Pool } from '../shared/db';
 import type { Logger } from '../shared/logger';
 import type { Metrics } from '../shared/metrics';
+import auth from './plugins/auth';
 import errorHandler from './plugins/error-handler';
+import replayRateLimit from './plugins/replay-rate-limit';
 import requestMetrics from './plugins/request-metrics';
+import temporal, { createTemporalGateway, type TemporalGateway } from './plugins/temporal';
 import dlqRoutes from './routes/dlq';
+import dlqScheduleRoutes from './routes/dlq-schedule';
 import eventRoutes from './routes/events';
 import healthRoutes, { type HealthCheck } from './routes/health';
+import replayRoutes from './routes/replay';
+import replaysRoutes from './routes/replays';
 import { ErrorBody } from './schemas';
 
 export interface AppDeps {
-  config: Pick<Config, 'api'>;
+  config: Pick<Config, 'api' | 'temporal'>;
   pool: Pool;
   metrics: Metrics;
   log: Logger;
   healthChecks: Record<string, HealthCheck>;
+  /** Defaults to a lazily connected client of config.temporal. */
+  temporal?: TemporalGateway;
 }
 
 /** Builds the API without listening: the entry point listens, tests use app.inject(). */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const { config, pool } = deps;
   const app = Fastify({
     loggerInstance: deps.log as FastifyBaseLogger,
     disableRequestLogging: true,
-    bodyLimit: deps.config.api.bodyLimitBytes,
+    bodyLimit: config.api.bodyLimitBytes,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
@@ -38,14 +47,22 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
         description: 'Journal and replay service for ApexFlow CRM domain events',
         version: '0.1.0',
       },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } } },
+      security: [{ bearer: [] }],
     },
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
   await app.register(errorHandler);
   await app.register(requestMetrics, { metrics: deps.metrics });
+  await app.register(auth, { secret: config.api.jwtSecret });
+  await app.register(replayRateLimit, { perMinute: config.api.replayRateLimitPerMinute });
+  await app.register(temporal, { gateway: deps.temporal ?? createTemporalGateway(config) });
   await app.register(healthRoutes, { checks: deps.healthChecks });
-  await app.register(eventRoutes, { pool: deps.pool });
-  await app.register(dlqRoutes, { pool: deps.pool });
+  await app.register(eventRoutes, { pool });
+  await app.register(dlqRoutes, { pool, config });
+  await app.register(dlqScheduleRoutes);
+  await app.register(replayRoutes, { pool, config });
+  await app.register(replaysRoutes, { pool, config });
   await app.ready();
   return app;
 }

@@ -48,15 +48,6 @@ export async function insertDlqEntries(db: Queryable, entries: NewDlqEntry[]): P
   return rowCount ?? 0;
 }
 
-/** The newest dead letters first (GET /dlq). */
-export async function latestDlqEntries(db: Queryable, limit: number): Promise<DlqRow[]> {
-  const { rows } = await db.query<DlqRow>(
-    `SELECT id, topic, tenant_id, reason, error, kafka_partition, kafka_offset, received_at
-       FROM event_dlq ORDER BY id DESC LIMIT $1`,
-    [limit],
-  );
-  return rows;
-}
 
 /** Dead letters not yet resolved (the crm_events_dlq_size gauge). */
 export async function countDlqEntries(db: Queryable): Promise<number> {

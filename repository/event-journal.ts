@@ -57,14 +57,6 @@ export async function insertJournalEntries(db: Queryable, entries: NewJournalEnt
 
 const SUMMARY_COLUMNS = 'id, tenant_id, topic, received_at, replay_count, replay_source';
 
-/** The newest journal rows, newest first (GET /events/latest). */
-export async function latestEvents(db: Queryable, limit: number): Promise<JournalSummary[]> {
-  const { rows } = await db.query<JournalSummary>(
-    `SELECT ${SUMMARY_COLUMNS} FROM event_journal ORDER BY id DESC LIMIT $1`,
-    [limit],
-  );
-  return rows;
-}
 
 /** A full journal row, as replay reads it. */
 export interface JournalRow extends JournalSummary {

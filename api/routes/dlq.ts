@@ -1,9 +1,15 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { latestDlqEntries } from '../../repository/event-dlq';
+import { getDlqEntry, listDlq, type DlqStatus } from '../../repository/event-dlq';
+import type { Config } from '../../shared/config';
 import type { Pool } from '../../shared/db';
+import { replaySearchAttributes } from '../../workflows/search-attributes';
+import { httpError } from '../http-error';
 import { errorResponses, NullableInteger, NullableString, Timestamp } from '../schemas';
+import { startForRequest } from '../start-workflow';
+import { canSee, scopedTenant } from '../tenant-scope';
 
+const Status = Type.Union([Type.Literal('pending'), Type.Literal('retrying'), Type.Literal('resolved'), Type.Literal('parked')]);
 const DlqEntry = Type.Object({
   id: Type.Integer(),
   topic: Type.String(),
@@ -13,24 +19,100 @@ const DlqEntry = Type.Object({
   kafka_partition: NullableInteger,
   kafka_offset: NullableInteger,
   received_at: Timestamp,
+  status: Status,
+  attempts: Type.Integer(),
+  last_error: NullableString,
+  next_attempt_at: Timestamp,
+  resolved_at: Type.Union([Timestamp, Type.Null()]),
+  resolved_event_id: NullableInteger,
 });
+const RetryResult = Type.Object({
+  status: Type.String(),
+  workflow_id: Type.String(),
+  attempted: Type.Optional(Type.Integer()),
+  resolved: Type.Optional(Type.Integer()),
+  retrying: Type.Optional(Type.Integer()),
+  parked: Type.Optional(Type.Integer()),
+  skipped: Type.Optional(Type.Integer()),
+  status_url: Type.Optional(Type.String()),
+});
+const more = { 403: Type.Ref('ErrorBody'), 404: Type.Ref('ErrorBody'), 429: Type.Ref('ErrorBody'), 503: Type.Ref('ErrorBody') };
 
-/** Dead-letter routes. */
-const dlqRoutes: FastifyPluginAsyncTypebox<{ pool: Pool }> = async (app, { pool }) => {
+/** Dead letters: list, retry one now. The retry schedule lives in dlq-schedule.ts. */
+const dlqRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config, 'temporal' | 'api'> }> = async (app, { pool, config }) => {
   app.get(
     '/dlq',
     {
       schema: {
         tags: ['dlq'],
-        summary: 'Records the sink could not journal, newest first, with the error',
+        summary: 'Dead letters, newest first, with the error; the next page cursor is in the x-next-cursor header',
         querystring: Type.Object(
-          { limit: Type.Integer({ minimum: 1, maximum: 1000, default: 50 }) },
+          {
+            status: Type.Optional(Status),
+            topic: Type.Optional(Type.String({ minLength: 1, maxLength: 249 })),
+            tenant_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+            cursor: Type.Optional(Type.Integer({ minimum: 1 })),
+            limit: Type.Integer({ minimum: 1, maximum: 1000, default: 50 }),
+          },
           { additionalProperties: false },
         ),
-        response: { 200: Type.Array(DlqEntry), ...errorResponses },
+        response: { 200: Type.Array(DlqEntry), ...errorResponses, ...more },
       },
     },
-    async (request) => latestDlqEntries(pool, request.query.limit),
+    async (request, reply) => {
+      const q = request.query;
+      const rows = await listDlq(pool, {
+        status: q.status as DlqStatus | undefined,
+        topic: q.topic,
+        tenantId: scopedTenant(request, q.tenant_id),
+        before: q.cursor,
+        limit: q.limit + 1,
+      });
+      const items = rows.slice(0, q.limit);
+      if (rows.length > q.limit) reply.header('x-next-cursor', String(items[items.length - 1].id));
+      return items;
+    },
+  );
+
+  app.post(
+    '/dlq/:id/retry',
+    {
+      config: { replayLimited: true },
+      schema: {
+        tags: ['dlq'],
+        summary: 'Retry one dead letter now (a dlqRetryWorkflow for that entry), even if parked',
+        params: Type.Object({ id: Type.Integer({ minimum: 1 }) }),
+        response: { 200: RetryResult, 202: RetryResult, ...errorResponses, ...more },
+      },
+    },
+    async (request, reply) => {
+      const entry = await getDlqEntry(pool, request.params.id);
+      if (!entry || !canSee(request, entry.tenant_id)) throw httpError(404, `DLQ entry ${request.params.id} not found`);
+      if (entry.status === 'resolved') {
+        throw httpError(409, `DLQ entry ${entry.id} is already resolved (journal event ${entry.resolved_event_id})`);
+      }
+      const handle = await startForRequest(app, request, config, {
+        prefix: `dlq-retry-${entry.id}`,
+        workflowType: 'dlqRetryWorkflow',
+        input: { source: 'operator_api', entryIds: [entry.id], requestedBy: request.principal.subject },
+        searchAttributes: replaySearchAttributes({
+          kind: 'dlq_retry',
+          source: 'operator_api',
+          tenantId: entry.tenant_id ?? undefined,
+          topic: entry.topic,
+        }),
+      });
+      let timer: NodeJS.Timeout | undefined;
+      const result = await Promise.race([
+        handle.result(),
+        new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), config.api.replayWaitMs))),
+      ]).finally(() => clearTimeout(timer));
+      if (result === undefined) {
+        const statusUrl = `/replays/${encodeURIComponent(handle.workflowId)}`;
+        return reply.status(202).send({ status: 'accepted', workflow_id: handle.workflowId, status_url: statusUrl });
+      }
+      return result;
+    },
   );
 };
 

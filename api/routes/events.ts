@@ -1,8 +1,10 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { latestEvents } from '../../repository/event-journal';
+import { getEvent, listEvents, replaysOf } from '../../repository/event-journal';
 import type { Pool } from '../../shared/db';
-import { errorResponses, NullableString, Timestamp } from '../schemas';
+import { httpError } from '../http-error';
+import { errorResponses, NullableInteger, NullableString, Timestamp } from '../schemas';
+import { canSee, scopedTenant } from '../tenant-scope';
 
 const EventSummary = Type.Object({
   id: Type.Integer(),
@@ -12,8 +14,23 @@ const EventSummary = Type.Object({
   replay_count: Type.Integer(),
   replay_source: NullableString,
 });
+const EventDetail = Type.Composite([
+  EventSummary,
+  Type.Object({
+    payload: Type.Record(Type.String(), Type.Unknown()),
+    kafka_partition: NullableInteger,
+    kafka_offset: NullableInteger,
+    kafka_key: NullableString,
+    lineage: Type.Object({
+      replayed_from: Type.Union([EventSummary, Type.Null()]),
+      replays: Type.Array(EventSummary),
+    }),
+  }),
+]);
+const limit = (fallback: number) => Type.Integer({ minimum: 1, maximum: 1000, default: fallback });
+const forbidden = { 403: Type.Ref('ErrorBody'), 404: Type.Ref('ErrorBody') };
 
-/** Journal read routes. */
+/** Journal read routes. A tenant-scoped token only ever sees its tenant's rows. */
 const eventRoutes: FastifyPluginAsyncTypebox<{ pool: Pool }> = async (app, { pool }) => {
   app.get(
     '/events/latest',
@@ -21,14 +38,75 @@ const eventRoutes: FastifyPluginAsyncTypebox<{ pool: Pool }> = async (app, { poo
       schema: {
         tags: ['events'],
         summary: 'Newest journal rows first; use an id from here to replay',
-        querystring: Type.Object(
-          { limit: Type.Integer({ minimum: 1, maximum: 1000, default: 20 }) },
-          { additionalProperties: false },
-        ),
+        querystring: Type.Object({ limit: limit(20) }, { additionalProperties: false }),
         response: { 200: Type.Array(EventSummary), ...errorResponses },
       },
     },
-    async (request) => latestEvents(pool, request.query.limit),
+    async (request) => listEvents(pool, { tenantId: scopedTenant(request), limit: request.query.limit }),
+  );
+
+  app.get(
+    '/events',
+    {
+      schema: {
+        tags: ['events'],
+        summary: 'Journal rows filtered by tenant, topic, time and replay flag; newest first, keyset pages',
+        querystring: Type.Object(
+          {
+            tenant_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+            topic: Type.Optional(Type.String({ minLength: 1, maxLength: 249 })),
+            since: Type.Optional(Type.String({ format: 'date-time' })),
+            until: Type.Optional(Type.String({ format: 'date-time' })),
+            replayed: Type.Optional(Type.Boolean()),
+            cursor: Type.Optional(Type.Integer({ minimum: 1 })),
+            limit: limit(50),
+          },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Object({ items: Type.Array(EventSummary), next_cursor: NullableInteger }),
+          ...errorResponses,
+          ...forbidden,
+        },
+      },
+    },
+    async (request) => {
+      const q = request.query;
+      if (q.since && q.until && Date.parse(q.since) >= Date.parse(q.until)) {
+        throw httpError(400, `querystring/since must be before querystring/until (got ${q.since} .. ${q.until})`);
+      }
+      const rows = await listEvents(pool, {
+        tenantId: scopedTenant(request, q.tenant_id),
+        topic: q.topic,
+        since: q.since,
+        until: q.until,
+        replayed: q.replayed,
+        before: q.cursor,
+        limit: q.limit + 1,
+      });
+      const items = rows.slice(0, q.limit);
+      return { items, next_cursor: rows.length > q.limit ? items[items.length - 1].id : null };
+    },
+  );
+
+  app.get(
+    '/events/:id',
+    {
+      schema: {
+        tags: ['events'],
+        summary: 'One journal row with its payload and lineage (the event it replays, and its replays)',
+        params: Type.Object({ id: Type.Integer({ minimum: 1 }) }),
+        response: { 200: EventDetail, ...errorResponses, ...forbidden },
+      },
+    },
+    async (request) => {
+      const row = await getEvent(pool, request.params.id);
+      if (!row || !canSee(request, row.tenant_id)) throw httpError(404, `Event ${request.params.id} not found in event_journal`);
+      const fromId = Number(row.payload._replayed_from_event_id);
+      const from = row.replay_count > 0 && Number.isSafeInteger(fromId) ? await getEvent(pool, fromId) : undefined;
+      const replays = (await replaysOf(pool, row.id)).filter((r) => canSee(request, r.tenant_id));
+      return { ...row, lineage: { replayed_from: from && canSee(request, from.tenant_id) ? from : null, replays } };
+    },
   );
 };
 

@@ -1,0 +1,63 @@
+import fp from 'fastify-plugin';
+import { Client, Connection } from '@temporalio/client';
+import type { Config } from '../../shared/config';
+import { httpError } from '../http-error';
+
+export interface TemporalGateway {
+  /** Runs fn with a connected client; Temporal being unreachable becomes a 503 that says so. */
+  call<T>(fn: (client: Client) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    temporal: TemporalGateway;
+  }
+}
+
+const UNAVAILABLE_CODES = new Set([4, 14]); // gRPC DEADLINE_EXCEEDED, UNAVAILABLE
+
+/**
+ * The Temporal client of the API, connected on first use and reconnected after a failure, so that the API (and its
+ * read routes) start and keep working while Temporal is down.
+ */
+export function createTemporalGateway(config: Pick<Config, 'temporal'>): TemporalGateway {
+  let connecting: Promise<Client> | undefined;
+  let connection: Connection | undefined;
+  const unavailable = (err: unknown) =>
+    httpError(503, `Temporal is unreachable at ${config.temporal.address}: replay is unavailable for now (${(err as Error).message}). Ingestion and read routes keep working.`);
+  const client = () =>
+    (connecting ??= Connection.connect({ address: config.temporal.address, connectTimeout: 3000 }).then(
+      (conn) => {
+        connection = conn;
+        return new Client({ connection: conn, namespace: config.temporal.namespace });
+      },
+      (err) => {
+        connecting = undefined;
+        throw unavailable(err);
+      },
+    ));
+  return {
+    async call(fn) {
+      const c = await client();
+      try {
+        return await fn(c);
+      } catch (err) {
+        const code = (err as { code?: number }).code ?? (err as { cause?: { code?: number } }).cause?.code;
+        if (typeof code === 'number' && UNAVAILABLE_CODES.has(code)) throw unavailable(err);
+        throw err;
+      }
+    },
+    async close() {
+      await connection?.close();
+    },
+  };
+}
+
+export default fp<{ gateway: TemporalGateway }>(
+  async (app, { gateway }) => {
+    app.decorate('temporal', gateway);
+    app.addHook('onClose', () => gateway.close());
+  },
+  { name: 'temporal' },
+);

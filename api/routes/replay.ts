@@ -1,0 +1,198 @@
+import { Type } from '@sinclair/typebox';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { WorkflowFailedError } from '@temporalio/client';
+import { getEvent } from '../../repository/event-journal';
+import type { Config } from '../../shared/config';
+import type { Pool } from '../../shared/db';
+import { MAX_BATCH_IDS, type RangeReplayInput, type ReplayEventResult } from '../../workflows/definitions';
+import { replaySearchAttributes } from '../../workflows/search-attributes';
+import { httpError } from '../http-error';
+import { errorResponses } from '../schemas';
+import { startForRequest } from '../start-workflow';
+import { canSee, scopedTenant } from '../tenant-scope';
+
+const Accepted = Type.Object({
+  status: Type.Literal('accepted'),
+  workflow_id: Type.String(),
+  status_url: Type.String(),
+});
+const Replayed = Type.Object({
+  status: Type.Literal('replayed'),
+  event_id: Type.Integer(),
+  topic: Type.String(),
+  tenant_id: Type.String(),
+  workflow_id: Type.String(),
+  replay_count: Type.Integer(),
+});
+const DryRun = Type.Object({
+  status: Type.Literal('dry_run'),
+  workflow_id: Type.String(),
+  matched: Type.Integer(),
+  by_topic: Type.Record(Type.String(), Type.Integer()),
+  by_tenant: Type.Record(Type.String(), Type.Integer()),
+});
+const Topic = Type.String({ minLength: 1, maxLength: 249, pattern: '^[A-Za-z0-9._-]+$' });
+const responses = { ...errorResponses, 401: Type.Ref('ErrorBody'), 403: Type.Ref('ErrorBody'), 404: Type.Ref('ErrorBody'), 409: Type.Ref('ErrorBody'), 429: Type.Ref('ErrorBody'), 503: Type.Ref('ErrorBody') };
+
+const statusUrl = (workflowId: string) => `/replays/${encodeURIComponent(workflowId)}`;
+
+/** POST /replay/:id, /replay/batch and /replay/range: each starts a durable Temporal workflow. */
+const replayRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config, 'temporal' | 'api'> }> = async (
+  app,
+  { pool, config },
+) => {
+  app.post(
+    '/replay/:id',
+    {
+      config: { replayLimited: true },
+      schema: {
+        tags: ['replay'],
+        summary: 'Replay one journal event to Kafka (waits for the workflow up to API_REPLAY_WAIT_MS)',
+        params: Type.Object({ id: Type.Integer({ minimum: 1 }) }),
+        body: Type.Optional(Type.Object({ target_topic: Type.Optional(Topic) }, { additionalProperties: false })),
+        response: { 200: Replayed, 202: Accepted, ...responses },
+      },
+    },
+    async (request, reply) => {
+      const { id } = request.params;
+      const row = await getEvent(pool, id);
+      if (!row || !canSee(request, row.tenant_id)) throw httpError(404, `Event ${id} not found in event_journal`);
+      const handle = await startForRequest(app, request, config, {
+        prefix: `replay-event-${id}`,
+        workflowType: 'replayEventWorkflow',
+        input: {
+          eventId: id,
+          source: 'operator_api',
+          requestedBy: request.principal.subject,
+          targetTopic: request.body?.target_topic,
+          tenantId: request.principal.tenantId,
+        },
+        searchAttributes: replaySearchAttributes({
+          kind: 'single',
+          source: 'operator_api',
+          tenantId: row.tenant_id,
+          topic: request.body?.target_topic ?? row.topic,
+          eventId: id,
+        }),
+      });
+      const result = await waitFor<ReplayEventResult>(handle.result(), config.api.replayWaitMs).catch(failureToHttp);
+      if (result === undefined) {
+        return reply.status(202).send({ status: 'accepted', workflow_id: handle.workflowId, status_url: statusUrl(handle.workflowId) });
+      }
+      return result;
+    },
+  );
+
+  app.post(
+    '/replay/batch',
+    {
+      config: { replayLimited: true },
+      schema: {
+        tags: ['replay'],
+        summary: `Replay up to ${MAX_BATCH_IDS} journal events by id`,
+        body: Type.Object(
+          {
+            ids: Type.Array(Type.Integer({ minimum: 1 }), { minItems: 1, maxItems: MAX_BATCH_IDS }),
+            target_topic: Type.Optional(Topic),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 202: Accepted, ...responses },
+      },
+    },
+    async (request, reply) => {
+      const { ids, target_topic } = request.body;
+      const handle = await startForRequest(app, request, config, {
+        prefix: 'replay-batch',
+        workflowType: 'batchReplayWorkflow',
+        input: {
+          ids,
+          source: 'batch',
+          requestedBy: request.principal.subject,
+          targetTopic: target_topic,
+          tenantId: request.principal.tenantId,
+        },
+        searchAttributes: replaySearchAttributes({ kind: 'batch', source: 'batch', tenantId: request.principal.tenantId, topic: target_topic }),
+      });
+      return reply.status(202).send({ status: 'accepted', workflow_id: handle.workflowId, status_url: statusUrl(handle.workflowId) });
+    },
+  );
+
+  app.post(
+    '/replay/range',
+    {
+      config: { replayLimited: true },
+      schema: {
+        tags: ['replay'],
+        summary: 'Replay every journal event received in [start, end), optionally by tenant and topic',
+        body: Type.Object(
+          {
+            start: Type.String({ format: 'date-time' }),
+            end: Type.String({ format: 'date-time' }),
+            tenant_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+            topic: Type.Optional(Topic),
+            include_replays: Type.Optional(Type.Boolean()),
+            target_topic: Type.Optional(Topic),
+            dry_run: Type.Optional(Type.Boolean()),
+            max_events_per_second: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1_000_000 })),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: DryRun, 202: Accepted, ...responses },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body;
+      if (Date.parse(body.start) >= Date.parse(body.end)) {
+        throw httpError(400, `body/start must be before body/end (got ${body.start} .. ${body.end})`);
+      }
+      const tenantId = scopedTenant(request, body.tenant_id);
+      const input: RangeReplayInput = {
+        start: body.start,
+        end: body.end,
+        tenantId,
+        topic: body.topic,
+        includeReplays: body.include_replays ?? false,
+        targetTopic: body.target_topic,
+        dryRun: body.dry_run ?? false,
+        maxEventsPerSecond: body.max_events_per_second,
+        source: 'range',
+        requestedBy: request.principal.subject,
+      };
+      const handle = await startForRequest(app, request, config, {
+        prefix: body.dry_run ? 'replay-range-dryrun' : 'replay-range',
+        workflowType: 'rangeReplayWorkflow',
+        input,
+        searchAttributes: replaySearchAttributes({ kind: 'range', source: 'range', tenantId, topic: body.topic }),
+      });
+      if (body.dry_run) return handle.result().catch(failureToHttp);
+      return reply.status(202).send({ status: 'accepted', workflow_id: handle.workflowId, status_url: statusUrl(handle.workflowId) });
+    },
+  );
+};
+
+/** The workflow's result, or undefined when it is still running after `ms`. */
+async function waitFor<T>(result: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
+  try {
+    return await Promise.race([result, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const FAILURE_STATUS: Record<string, number> = { EventNotFound: 404, HopLimitExceeded: 409, InvalidRequest: 400 };
+
+/** A replay that failed for a permanent reason answers with that reason (404 not found, 409 hop limit). */
+function failureToHttp(err: unknown): never {
+  if (err instanceof WorkflowFailedError) {
+    let cause: unknown = err.cause;
+    while (cause && !(cause as { type?: string }).type && (cause as { cause?: unknown }).cause) cause = (cause as { cause?: unknown }).cause;
+    const { type, message } = (cause ?? {}) as { type?: string; message?: string };
+    if (type && FAILURE_STATUS[type]) throw httpError(FAILURE_STATUS[type], message ?? type);
+  }
+  throw err;
+}
+
+export default replayRoutes;

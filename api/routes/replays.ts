@@ -1,0 +1,211 @@
+import { Type } from '@sinclair/typebox';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { WorkflowNotFoundError } from '@temporalio/common';
+import { getAudit, listAudits, type AuditRow } from '../../repository/replay-audit';
+import type { Config } from '../../shared/config';
+import type { Pool } from '../../shared/db';
+import { pauseSignal, progressQuery, resumeSignal, setRateSignal, type ReplayProgress } from '../../workflows/definitions';
+import { httpError } from '../http-error';
+import { errorResponses, NullableInteger, NullableString, Timestamp } from '../schemas';
+import { canSee, scopedTenant } from '../tenant-scope';
+
+const Kind = Type.Union([Type.Literal('single'), Type.Literal('batch'), Type.Literal('range'), Type.Literal('dlq_retry')]);
+const AuditStatus = Type.Union(['requested', 'running', 'completed', 'failed', 'cancelled'].map((s) => Type.Literal(s)));
+const Audit = Type.Object({
+  id: Type.Integer(),
+  workflow_id: Type.String(),
+  run_id: NullableString,
+  kind: Kind,
+  source: Type.String(),
+  requested_by: NullableString,
+  tenant_id: NullableString,
+  event_id: NullableInteger,
+  filter: Type.Record(Type.String(), Type.Unknown()),
+  status: Type.String(),
+  matched: Type.Integer(),
+  published: Type.Integer(),
+  failed: Type.Integer(),
+  error: NullableString,
+  created_at: Timestamp,
+  finished_at: Type.Union([Timestamp, Type.Null()]),
+});
+const Progress = Type.Object({
+  status: Type.String(),
+  matched: Type.Integer(),
+  published: Type.Integer(),
+  failed: Type.Integer(),
+  cursor: Type.Integer(),
+  pages: Type.Integer(),
+  eventsPerSecond: Type.Number(),
+  maxEventsPerSecond: Type.Union([Type.Number(), Type.Null()]),
+});
+const Detail = Type.Object({
+  workflow_id: Type.String(),
+  workflow_status: Type.String(),
+  temporal_ui_url: Type.String(),
+  audit: Type.Union([Audit, Type.Null()]),
+  progress: Type.Union([Progress, Type.Null()]),
+  result: Type.Optional(Type.Unknown()),
+});
+const WorkflowParams = Type.Object({ workflowId: Type.String({ minLength: 1, maxLength: 300 }) });
+const notFound = { 404: Type.Ref('ErrorBody'), 503: Type.Ref('ErrorBody') };
+
+/** Replay workflows: the audit trail, live status and progress, and operator controls. */
+const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config, 'temporal'> }> = async (app, { pool, config }) => {
+  const uiUrl = (id: string) =>
+    `${config.temporal.uiUrl}/namespaces/${encodeURIComponent(config.temporal.namespace)}/workflows/${encodeURIComponent(id)}`;
+
+  /** The audit row when the caller may see it; 404 otherwise (another tenant's replay is not disclosed). */
+  const visibleAudit = async (request: Parameters<typeof canSee>[0], workflowId: string): Promise<AuditRow | undefined> => {
+    const audit = await getAudit(pool, workflowId);
+    if (request.principal.tenantId !== undefined && (!audit || !canSee(request, audit.tenant_id))) {
+      throw httpError(404, `Replay ${workflowId} not found`);
+    }
+    return audit;
+  };
+
+  app.get(
+    '/replays',
+    {
+      schema: {
+        tags: ['replays'],
+        summary: 'Recent replay and DLQ-retry workflows from the audit trail, newest first',
+        querystring: Type.Object(
+          {
+            kind: Type.Optional(Kind),
+            status: Type.Optional(AuditStatus),
+            tenant_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+            cursor: Type.Optional(Type.Integer({ minimum: 1 })),
+            limit: Type.Integer({ minimum: 1, maximum: 1000, default: 50 }),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: Type.Object({ items: Type.Array(Audit), next_cursor: NullableInteger }), ...errorResponses },
+      },
+    },
+    async (request) => {
+      const q = request.query;
+      const rows = await listAudits(pool, {
+        kind: q.kind,
+        status: q.status as AuditRow['status'] | undefined,
+        tenantId: scopedTenant(request, q.tenant_id),
+        before: q.cursor,
+        limit: q.limit + 1,
+      });
+      const items = rows.slice(0, q.limit);
+      return { items, next_cursor: rows.length > q.limit ? items[items.length - 1].id : null };
+    },
+  );
+
+  app.get(
+    '/replays/:workflowId',
+    {
+      schema: {
+        tags: ['replays'],
+        summary: 'Status, live progress and result of one replay workflow',
+        params: WorkflowParams,
+        response: { 200: Detail, ...errorResponses, ...notFound },
+      },
+    },
+    async (request) => {
+      const { workflowId } = request.params;
+      const audit = await visibleAudit(request, workflowId);
+      return app.temporal.call(async (client) => {
+        const handle = client.workflow.getHandle(workflowId);
+        let description;
+        try {
+          description = await handle.describe();
+        } catch (err) {
+          if (err instanceof WorkflowNotFoundError) throw httpError(404, `Replay ${workflowId} not found`);
+          throw err;
+        }
+        const running = description.status.name === 'RUNNING';
+        const progress = running && description.type === 'rangeReplayWorkflow'
+          ? await handle.query(progressQuery).catch(() => null)
+          : null;
+        const result = description.status.name === 'COMPLETED' ? await handle.result().catch(() => undefined) : undefined;
+        return {
+          workflow_id: workflowId,
+          workflow_status: description.status.name,
+          temporal_ui_url: uiUrl(workflowId),
+          audit: audit ?? null,
+          progress: progress as ReplayProgress | null,
+          ...(result !== undefined ? { result } : {}),
+        };
+      });
+    },
+  );
+
+  const control = (action: 'pause' | 'resume' | 'cancel') =>
+    app.post(
+      `/replays/:workflowId/${action}`,
+      {
+        schema: {
+          tags: ['replays'],
+          summary: `${action[0].toUpperCase()}${action.slice(1)} a running replay workflow`,
+          params: WorkflowParams,
+          body: Type.Optional(
+            Type.Object(
+              { max_events_per_second: Type.Optional(Type.Union([Type.Number({ exclusiveMinimum: 0 }), Type.Null()])) },
+              { additionalProperties: false },
+            ),
+          ),
+          response: {
+            202: Type.Object({ workflow_id: Type.String(), action: Type.String() }),
+            ...errorResponses,
+            ...notFound,
+            409: Type.Ref('ErrorBody'),
+          },
+        },
+      },
+      async (request, reply) => {
+        const { workflowId } = request.params;
+        await visibleAudit(request, workflowId);
+        await app.temporal.call(async (client) => {
+          const handle = client.workflow.getHandle(workflowId);
+          try {
+            const { status, type } = await handle.describe();
+            if (status.name !== 'RUNNING') throw httpError(409, `Replay ${workflowId} is ${status.name}, not running`);
+            if (action === 'cancel') return handle.cancel();
+            if (type !== 'rangeReplayWorkflow') throw httpError(409, `Only range replays can ${action}; ${workflowId} is a ${type}`);
+            await handle.signal(action === 'pause' ? pauseSignal : resumeSignal);
+            const rate = request.body?.max_events_per_second;
+            if (action === 'resume' && rate !== undefined) await handle.signal(setRateSignal, rate);
+          } catch (err) {
+            if (err instanceof WorkflowNotFoundError) throw httpError(404, `Replay ${workflowId} not found`);
+            throw err;
+          }
+        });
+        return reply.status(202).send({ workflow_id: workflowId, action });
+      },
+    );
+  control('pause');
+  control('resume');
+  control('cancel');
+
+  app.post(
+    '/replays/:workflowId/rate',
+    {
+      schema: {
+        tags: ['replays'],
+        summary: 'Set a new events-per-second limit on a running range replay (null removes it)',
+        params: WorkflowParams,
+        body: Type.Object(
+          { max_events_per_second: Type.Union([Type.Number({ exclusiveMinimum: 0, maximum: 1_000_000 }), Type.Null()]) },
+          { additionalProperties: false },
+        ),
+        response: { 202: Type.Object({ workflow_id: Type.String(), action: Type.String() }), ...errorResponses, ...notFound },
+      },
+    },
+    async (request, reply) => {
+      const { workflowId } = request.params;
+      await visibleAudit(request, workflowId);
+      await app.temporal.call((client) =>
+        client.workflow.getHandle(workflowId).signal(setRateSignal, request.body.max_events_per_second),
+      );
+      return reply.status(202).send({ workflow_id: workflowId, action: 'rate' });
+    },
+  );
+};
+
+export default replaysRoutes;

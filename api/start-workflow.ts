@@ -1,0 +1,51 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { WorkflowExecutionAlreadyStartedError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { WorkflowIdConflictPolicy, WorkflowIdReusePolicy, type SearchAttributePair } from '@temporalio/common';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { Config } from '../shared/config';
+import { httpError } from './http-error';
+
+export interface StartRequest<A> {
+  /** Readable id prefix: replay-event-42, replay-batch, replay-range, dlq-retry. */
+  prefix: string;
+  workflowType: string;
+  input: A;
+  searchAttributes: SearchAttributePair[];
+}
+
+/**
+ * Starts a workflow for a request. With an Idempotency-Key header the workflow id is derived from the key (and the
+ * caller and route), so a repeated request returns the workflow the first one started instead of a second one.
+ */
+export async function startForRequest<A>(
+  app: FastifyInstance,
+  request: FastifyRequest,
+  config: Pick<Config, 'temporal'>,
+  start: StartRequest<A>,
+): Promise<WorkflowHandle> {
+  const key = request.headers['idempotency-key'];
+  if (Array.isArray(key) || (key !== undefined && (key.length === 0 || key.length > 200))) {
+    throw httpError(400, 'Idempotency-Key must be one header of 1 to 200 characters');
+  }
+  const suffix = key
+    ? `idem-${createHash('sha256').update(`${request.principal.subject}\n${request.routeOptions.url}\n${key}`).digest('hex').slice(0, 16)}`
+    : randomBytes(5).toString('hex');
+  const workflowId = `${start.prefix}-${suffix}`;
+  return app.temporal.call(async (client: Client) => {
+    try {
+      return await client.workflow.start(start.workflowType, {
+        taskQueue: config.temporal.taskQueue,
+        workflowId,
+        args: [start.input],
+        typedSearchAttributes: start.searchAttributes,
+        memo: { request: start.input as Record<string, unknown>, requested_by: request.principal.subject },
+        workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
+        workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+      });
+    } catch (err) {
+      // Same key, first workflow already finished: answer with that one.
+      if (key && err instanceof WorkflowExecutionAlreadyStartedError) return client.workflow.getHandle(workflowId);
+      throw err;
+    }
+  });
+}
