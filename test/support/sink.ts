@@ -1,0 +1,117 @@
+import type { Kafka, Producer } from 'kafkajs';
+import { startIngest, type IngestService } from '../../ingest/consumer';
+import type { Config } from '../../shared/config';
+import { createPool, type Pool } from '../../shared/db';
+import { createKafka, ensureTopics } from '../../shared/kafka';
+import { createLogger, type Logger } from '../../shared/logger';
+import { createMetrics, type Metrics } from '../../shared/metrics';
+import { createTestDatabase } from './database';
+import { baseConfig, uniqueSuffix } from './env';
+
+export interface SinkHarness {
+  config: Config;
+  databaseUrl: string;
+  pool: Pool;
+  kafka: Kafka;
+  producer: Producer;
+  metrics: Metrics;
+  log: Logger;
+  topics: { leads: string; jobs: string };
+  ingest?: IngestService;
+  startIngest(): Promise<IngestService>;
+  stopIngest(): Promise<void>;
+  /** Sends JSON (or raw string/Buffer/null) values to a topic and partition. */
+  send(topic: string, values: (unknown | string | Buffer | null)[], opts?: { partition?: number; key?: string; headers?: Record<string, string> }): Promise<void>;
+  journalCount(): Promise<number>;
+  dlqCount(): Promise<number>;
+  close(): Promise<void>;
+}
+
+/**
+ * A private world for one test file on the real stack: its own database (migrated), its own topics and consumer
+ * group, a producer, and the real ingest consumer on demand.
+ */
+export async function createSinkHarness(label: string, env: Record<string, string> = {}): Promise<SinkHarness> {
+  const base = baseConfig();
+  const db = await createTestDatabase(base.databaseUrl, label);
+  const suffix = uniqueSuffix();
+  const topics = { leads: `test.${suffix}.leads.created`, jobs: `test.${suffix}.jobs.created` };
+  const config = baseConfig({
+    DATABASE_URL: db.databaseUrl,
+    KAFKA_TOPICS: `${topics.leads},${topics.jobs}`,
+    KAFKA_GROUP_ID: `test-${label}-${suffix}`,
+    INGEST_RETRY_MAX_DELAY_MS: '1000',
+    ...env,
+  });
+  const log = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
+  const pool = createPool(config.databaseUrl, 5, log);
+  const kafka = createKafka(config.kafka.brokers, `${config.kafka.clientId}-test`, log);
+  await ensureTopics(kafka, Object.values(topics), 3);
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  const metrics = createMetrics(config.metrics.tenantLabelLimit);
+
+  const harness: SinkHarness = {
+    config,
+    databaseUrl: db.databaseUrl,
+    pool,
+    kafka,
+    producer,
+    metrics,
+    log,
+    topics,
+    async startIngest() {
+      harness.ingest = await startIngest({ kafka, pool, metrics, log, config });
+      return harness.ingest;
+    },
+    async stopIngest() {
+      await harness.ingest?.stop();
+      harness.ingest = undefined;
+    },
+    async send(topic, values, opts = {}) {
+      await producer.send({
+        topic,
+        acks: -1,
+        messages: values.map((v) => ({
+          partition: opts.partition,
+          key: opts.key ?? null,
+          headers: opts.headers,
+          value: v === null || typeof v === 'string' || Buffer.isBuffer(v) ? (v as string | Buffer | null) : JSON.stringify(v),
+        })),
+      });
+    },
+    journalCount: async () => (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM event_journal')).rows[0].n,
+    dlqCount: async () => (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM event_dlq')).rows[0].n,
+    async close() {
+      await harness.stopIngest();
+      await producer.disconnect();
+      const admin = kafka.admin();
+      await admin.connect();
+      await admin.deleteTopics({ topics: Object.values(topics) }).catch(() => undefined);
+      await admin.disconnect();
+      await pool.end();
+      await db.drop();
+    },
+  };
+  return harness;
+}
+
+/**
+ * Polls until check() returns a truthy value or the deadline passes (then throws with the last value or error seen).
+ * A check that throws counts as "not yet".
+ */
+export async function eventually<T>(check: () => Promise<T>, what: string, timeoutMs = 30_000, everyMs = 200): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const value = await check();
+      if (value) return value as NonNullable<T>;
+      last = value;
+    } catch (err) {
+      last = (err as Error).message;
+    }
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)})`);
+}
