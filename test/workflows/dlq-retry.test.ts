@@ -37,6 +37,8 @@ const retryDue = (): Promise<DlqRetryResult> =>
     taskQueue,
     workflowId: `dlq-retry-test-${++run}`,
     args: [{ source: 'automated' }],
+    // The test server may skip ahead to a finished workflow's execution timeout; keep that jump small.
+    workflowExecutionTimeout: '10s',
   });
 
 const entry = async (id: number) => (await h.pool.query('SELECT * FROM event_dlq WHERE id = $1', [id])).rows[0];
