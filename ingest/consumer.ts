@@ -34,7 +34,7 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
   const { kafka, config, log } = deps;
   const consumer = kafka.consumer({
     groupId: config.kafka.groupId,
-    sessionTimeout: 30_000,
+    sessionTimeout: config.kafka.sessionTimeoutMs,
     heartbeatInterval: 3000,
     maxBytesPerPartition: 4 * 1024 * 1024,
     retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 300, maxRetryTime: 10_000 },

@@ -11,6 +11,7 @@ export interface Config {
     topics: string[];
     topicPartitions: number;
     fromBeginning: boolean;
+    sessionTimeoutMs: number;
   };
   ingest: {
     maxEventBytes: number;
@@ -57,6 +58,7 @@ export const DEFAULTS = {
   KAFKA_TOPICS: 'apexflow.leads.created,apexflow.jobs.created',
   KAFKA_TOPIC_PARTITIONS: '3',
   KAFKA_FROM_BEGINNING: 'true',
+  KAFKA_SESSION_TIMEOUT_MS: '30000',
   INGEST_MAX_EVENT_BYTES: '1048576',
   INGEST_RETRY_MAX_DELAY_MS: '10000',
   INGEST_PER_EVENT_LOG_LIMIT: '10',
@@ -157,6 +159,7 @@ export function loadConfig(env: Env = process.env): Config {
       topics: list('KAFKA_TOPICS'),
       topicPartitions: int('KAFKA_TOPIC_PARTITIONS', 1, 1000),
       fromBeginning: bool('KAFKA_FROM_BEGINNING'),
+      sessionTimeoutMs: int('KAFKA_SESSION_TIMEOUT_MS', 6000, 300_000),
     },
     ingest: {
       maxEventBytes: int('INGEST_MAX_EVENT_BYTES', 64, 100 * 1024 * 1024),
