@@ -4,6 +4,7 @@ import { migrateCommand } from './commands/migrate';
 import { produceCommand } from './commands/produce';
 import { serve } from './commands/serve';
 import { stackCommand } from './commands/stack';
+import { tokenCommand } from './commands/token';
 
 const USAGE = `Usage: crm-events-sink <command> [options]
 
@@ -17,6 +18,7 @@ Service
 Tools
   produce           publish test traffic (produce --help)
   stack up|down|status|kill <component>   the Docker-free local Postgres, Kafka and Temporal
+  token [--role operator] [--tenant T] [--ttl 3600]   mint a bearer token (needs AUTH_JWT_SECRET)
 
 Configuration comes from environment variables; see .env.example.`;
 
@@ -28,6 +30,7 @@ const commands: Record<string, (argv: string[]) => Promise<void>> = {
   migrate: () => migrateCommand(),
   produce: (argv) => produceCommand(argv),
   stack: (argv) => stackCommand(argv),
+  token: (argv) => tokenCommand(argv),
 };
 
 async function run(): Promise<void> {

@@ -144,12 +144,6 @@ const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config
           tags: ['replays'],
           summary: `${action[0].toUpperCase()}${action.slice(1)} a running replay workflow`,
           params: WorkflowParams,
-          body: Type.Optional(
-            Type.Object(
-              { max_events_per_second: Type.Optional(Type.Union([Type.Number({ exclusiveMinimum: 0 }), Type.Null()])) },
-              { additionalProperties: false },
-            ),
-          ),
           response: {
             202: Type.Object({ workflow_id: Type.String(), action: Type.String() }),
             ...errorResponses,
@@ -169,8 +163,6 @@ const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config
             if (action === 'cancel') return handle.cancel();
             if (type !== 'rangeReplayWorkflow') throw httpError(409, `Only range replays can ${action}; ${workflowId} is a ${type}`);
             await handle.signal(action === 'pause' ? pauseSignal : resumeSignal);
-            const rate = request.body?.max_events_per_second;
-            if (action === 'resume' && rate !== undefined) await handle.signal(setRateSignal, rate);
           } catch (err) {
             if (err instanceof WorkflowNotFoundError) throw httpError(404, `Replay ${workflowId} not found`);
             throw err;

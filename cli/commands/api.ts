@@ -10,7 +10,7 @@ export async function startApiComponent(rt: Runtime) {
     config,
     pool,
     metrics,
-    log: log.child({ component: 'api' }),
+    log: log.child({ module: 'api' }),
     healthChecks: {
       postgres: () => pool.query('SELECT 1'),
       kafka: async () => {

@@ -15,7 +15,7 @@ export async function startIngestComponent(rt: Runtime) {
   }, 5000);
   dlqGauge.unref();
   const metricsServer = await startMetricsServer(metrics.registry, config.metrics.host, config.metrics.port, log);
-  const ingest = await startIngest({ ...rt, log: log.child({ component: 'ingest' }) });
+  const ingest = await startIngest({ ...rt, log: log.child({ module: 'ingest' }) });
   return {
     ingest,
     stopIntake: () => ingest.stop(),

@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { SingleBar, Presets } from 'cli-progress';
 import { CompressionTypes } from 'kafkajs';
 import { loadConfig } from '../../shared/config';
-import { createKafka } from '../../shared/kafka';
+import { createKafka, createProducer } from '../../shared/kafka';
 import { createLogger } from '../../shared/logger';
 import { makeEvent } from '../traffic';
 
@@ -32,10 +32,7 @@ export async function produceCommand(argv: string[]): Promise<void> {
   if (!Number.isFinite(rate) || rate < 0) throw new Error(`--rate must be a number >= 0, got "${values.rate}"`);
 
   const config = loadConfig();
-  const producer = createKafka(config.kafka.brokers, config.kafka.clientId, createLogger('warn')).producer({
-    idempotent: true,
-    maxInFlightRequests: 5,
-  });
+  const producer = createProducer(createKafka(config.kafka.brokers, config.kafka.clientId, createLogger('warn')));
   await producer.connect();
   const bar = new SingleBar({ format: 'produce [{bar}] {value}/{total} events | {eta_formatted} left', stream: process.stderr }, Presets.shades_classic);
   bar.start(count, 0);

@@ -1,4 +1,5 @@
 import { Client, Connection } from '@temporalio/client';
+import { createProducer } from '../../shared/kafka';
 import { ensureDlqRetrySchedule } from '../../worker/dlq-schedule';
 import { connectWorker, createReplayWorker } from '../../worker/worker';
 import type { Runtime } from '../runtime';
@@ -6,8 +7,8 @@ import type { Runtime } from '../runtime';
 /** Starts the Temporal replay worker (and makes sure the DLQ retry schedule exists); returns its stopper. */
 export async function startWorkerComponent(rt: Runtime) {
   const { config, kafka, pool, metrics } = rt;
-  const log = rt.log.child({ component: 'worker' });
-  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  const log = rt.log.child({ module: 'worker' });
+  const producer = createProducer(kafka);
   await producer.connect();
   const connection = await connectWorker(config, log);
   const clientConnection = await Connection.connect({ address: config.temporal.address });

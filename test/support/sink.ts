@@ -2,7 +2,7 @@ import type { Kafka, Producer } from 'kafkajs';
 import { startIngest, type IngestService } from '../../ingest/consumer';
 import type { Config } from '../../shared/config';
 import { createPool, type Pool } from '../../shared/db';
-import { createKafka, ensureTopics } from '../../shared/kafka';
+import { createKafka, createProducer, ensureTopics } from '../../shared/kafka';
 import { createLogger, type Logger } from '../../shared/logger';
 import { createMetrics, type Metrics } from '../../shared/metrics';
 import { createTestDatabase } from './database';
@@ -47,7 +47,7 @@ export async function createSinkHarness(label: string, env: Record<string, strin
   const pool = createPool(config.databaseUrl, 5, log);
   const kafka = createKafka(config.kafka.brokers, `${config.kafka.clientId}-test`, log);
   await ensureTopics(kafka, Object.values(topics), 3);
-  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  const producer = createProducer(kafka);
   await producer.connect();
   const metrics = createMetrics(config.metrics.tenantLabelLimit);
 

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite, against the real local stack (Postgres, Kafka, Temporal dev server and test server):
+# compile, typecheck and lint, install the tools the tests call, bring the stack up, run every jest suite in band.
+# Extra arguments go to jest (e.g. `npm test -- --selectProjects unit`).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "build, typecheck, lint"
+npm run -s build
+npx tsc -p tsconfig.json --noEmit
+npx eslint .
+
+step "tools for the monitoring tests (Debian: prometheus for promtool)"
+if ! command -v promtool >/dev/null; then
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+fi
+
+step "local stack"
+bash scripts/stack.sh up
+TEMPORAL_TEST_SERVER_PATH="$(bash scripts/stack.sh test-server-path)"
+export TEMPORAL_TEST_SERVER_PATH
+
+step "jest"
+results=.stack/jest-results.json
+status=0
+npx jest --runInBand --json --outputFile="$results" "$@" || status=$?
+# One plain closing line that any CI can read.
+node -e '
+  const r = require(process.argv[1]);
+  console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed` + (r.numPendingTests ? `, ${r.numPendingTests} skipped` : ""));
+' "$PWD/$results" || true
+exit "$status"
