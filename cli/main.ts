@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 import { createLogger } from '../shared/logger';
+import { dlqCommand } from './commands/dlq';
 import { migrateCommand } from './commands/migrate';
 import { produceCommand } from './commands/produce';
+import { replayCommand } from './commands/replay';
 import { serve } from './commands/serve';
 import { stackCommand } from './commands/stack';
 import { tokenCommand } from './commands/token';
@@ -14,6 +16,10 @@ Service
   worker            Temporal worker for replay and DLQ retry workflows
   api               HTTP API on :9106
   migrate           apply sql/ migrations and create the Kafka topics
+
+Operations (through the API; CRM_EVENTS_API_URL, CRM_EVENTS_TOKEN)
+  replay <id> | batch <ids...> | range --start --end ... | status|pause|resume|cancel <workflow-id>
+  dlq list | retry <id> | schedule show|pause|unpause|trigger|interval <dur>
 
 Tools
   produce           publish test traffic (produce --help)
@@ -31,6 +37,8 @@ const commands: Record<string, (argv: string[]) => Promise<void>> = {
   produce: (argv) => produceCommand(argv),
   stack: (argv) => stackCommand(argv),
   token: (argv) => tokenCommand(argv),
+  replay: (argv) => replayCommand(argv),
+  dlq: (argv) => dlqCommand(argv),
 };
 
 async function run(): Promise<void> {
