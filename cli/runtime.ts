@@ -3,6 +3,7 @@ import { createPool, type Pool } from '../shared/db';
 import { createKafka } from '../shared/kafka';
 import { createLogger, type Logger } from '../shared/logger';
 import { createMetrics, type Metrics } from '../shared/metrics';
+import { countDlqEntries } from '../repository/event-dlq';
 import type { Kafka } from 'kafkajs';
 
 /** What every long-running subcommand shares: validated config, one logger, one pool, one Kafka client, metrics. */
@@ -16,12 +17,13 @@ export interface Runtime {
 
 export function createRuntime(component: string, config: Config = loadConfig()): Runtime {
   const log = createLogger(config.logLevel, component);
+  const pool = createPool(config.databaseUrl, config.databasePoolSize, log);
   return {
     config,
     log,
-    pool: createPool(config.databaseUrl, config.databasePoolSize, log),
+    pool,
     kafka: createKafka(config.kafka.brokers, config.kafka.clientId, log),
-    metrics: createMetrics(config.metrics.tenantLabelLimit),
+    metrics: createMetrics(config.metrics.tenantLabelLimit, { dlqSize: () => countDlqEntries(pool) }),
   };
 }
 

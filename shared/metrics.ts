@@ -4,7 +4,7 @@ import client from 'prom-client';
  * The service's Prometheus metrics, one registry per process. Names and labels follow the operator docs:
  * dashboards and alerts in monitoring/ query exactly these.
  */
-export function createMetrics(tenantLabelLimit = 100) {
+export function createMetrics(tenantLabelLimit = 100, sources: MetricSources = {}) {
   const registry = new client.Registry();
   client.collectDefaultMetrics({ register: registry });
   const counter = <L extends string>(name: string, help: string, labelNames: readonly L[]) =>
@@ -24,6 +24,14 @@ export function createMetrics(tenantLabelLimit = 100) {
       name: 'crm_events_dlq_size',
       help: 'Rows in event_dlq not yet resolved',
       registers: [registry],
+      // Read at scrape time; if Postgres does not answer, the last value stays (and /health reports the outage).
+      async collect() {
+        if (!sources.dlqSize) return;
+        const size = await Promise.race([sources.dlqSize(), new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000))]).catch(
+          () => undefined,
+        );
+        if (size !== undefined) this.set(size);
+      },
     }),
     consumerLag: new client.Gauge<'topic' | 'partition'>({
       name: 'crm_events_consumer_lag',
@@ -73,6 +81,11 @@ export function createMetrics(tenantLabelLimit = 100) {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/** Values read at scrape time rather than counted as they happen. */
+export interface MetricSources {
+  dlqSize?: () => Promise<number>;
+}
 
 /**
  * Caps tenant_id label cardinality: the first `limit` tenants seen keep their own series, the rest fold into "other".
