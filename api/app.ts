@@ -15,12 +15,15 @@ import dlqRoutes from './routes/dlq';
 import dlqScheduleRoutes from './routes/dlq-schedule';
 import eventRoutes from './routes/events';
 import healthRoutes, { type HealthCheck } from './routes/health';
+import infoRoutes from './routes/info';
+import streamRoutes from './routes/stream';
+import { JournalFeed } from './live/journal-feed';
 import replayRoutes from './routes/replay';
 import replaysRoutes from './routes/replays';
 import { ErrorBody } from './schemas';
 
 export interface AppDeps {
-  config: Pick<Config, 'api' | 'temporal'>;
+  config: Pick<Config, 'api' | 'temporal' | 'stream' | 'kafka' | 'databaseUrl'>;
   pool: Pool;
   metrics: Metrics;
   log: Logger;
@@ -35,6 +38,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.log as FastifyBaseLogger,
     disableRequestLogging: true,
+    forceCloseConnections: true, // live-stream clients would otherwise hold close() open
     bodyLimit: config.api.bodyLimitBytes,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
@@ -58,6 +62,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(replayRateLimit, { perMinute: config.api.replayRateLimitPerMinute });
   await app.register(temporal, { gateway: deps.temporal ?? createTemporalGateway(config) });
   await app.register(healthRoutes, { checks: deps.healthChecks });
+  await app.register(infoRoutes, { config });
+  const feed = new JournalFeed(config.databaseUrl, pool, deps.log.child({ module: 'stream' }));
+  await feed.start();
+  app.addHook('onClose', () => feed.close());
+  await app.register(streamRoutes, { pool, feed, metrics: deps.metrics, config });
   await app.register(eventRoutes, { pool });
   await app.register(dlqRoutes, { pool, config });
   await app.register(dlqScheduleRoutes);

@@ -2,7 +2,7 @@ import { loadConfig, type Config } from '../shared/config';
 import { createPool, type Pool } from '../shared/db';
 import { createKafka } from '../shared/kafka';
 import { createLogger, type Logger } from '../shared/logger';
-import { createMetrics, type Metrics } from '../shared/metrics';
+import { createMetrics, initAlertSeries, type Metrics } from '../shared/metrics';
 import { countDlqEntries } from '../repository/event-dlq';
 import type { Kafka } from 'kafkajs';
 
@@ -18,13 +18,9 @@ export interface Runtime {
 export function createRuntime(component: string, config: Config = loadConfig()): Runtime {
   const log = createLogger(config.logLevel, component);
   const pool = createPool(config.databaseUrl, config.databasePoolSize, log);
-  return {
-    config,
-    log,
-    pool,
-    kafka: createKafka(config.kafka.brokers, config.kafka.clientId, log),
-    metrics: createMetrics(config.metrics.tenantLabelLimit, { dlqSize: () => countDlqEntries(pool) }),
-  };
+  const metrics = createMetrics(config.metrics.tenantLabelLimit, { dlqSize: () => countDlqEntries(pool) });
+  initAlertSeries(metrics);
+  return { config, log, pool, kafka: createKafka(config.kafka.brokers, config.kafka.clientId, log), metrics };
 }
 
 type Stopper = () => Promise<unknown>;

@@ -1,6 +1,6 @@
 import { isTransientDbError, withTransaction, type Pool, type PoolClient } from '../shared/db';
 import { insertDlqEntries, type NewDlqEntry } from '../repository/event-dlq';
-import { insertJournalEntries, type InsertedJournalRow } from '../repository/event-journal';
+import { insertJournalEntries, notifyJournaled, type InsertedJournalRow } from '../repository/event-journal';
 import { JournalUnavailableError } from './errors';
 import type { Accepted, ParsedRecord } from './parse';
 
@@ -40,6 +40,7 @@ export async function persistBatch(pool: Pool, records: ParsedRecord[]): Promise
         client,
         deadLetters.map((d) => d.entry),
       );
+      await announce(client, rows);
       return outcome(accepted, rows, deadLetters);
     });
   } catch (err) {
@@ -62,6 +63,7 @@ async function persistRowByRow(pool: Pool, accepted: Accepted[], deadLetters: De
         client,
         letters.map((d) => d.entry),
       );
+      await announce(client, rows);
       return outcome(accepted, rows, letters);
     });
   } catch (err) {
@@ -115,6 +117,11 @@ function outcome(accepted: Accepted[], rows: InsertedJournalRow[], deadLetters: 
   }
   const failedCount = deadLetters.filter((d) => d.reason === 'db_error').length;
   return { journaled, duplicates: accepted.length - journaled.length - failedCount, deadLetters };
+}
+
+/** Tells live-stream listeners about the new rows, at commit. */
+async function announce(client: PoolClient, rows: InsertedJournalRow[]): Promise<void> {
+  if (rows.length) await notifyJournaled(client, rows.reduce((max, r) => Math.max(max, r.id), 0));
 }
 
 function unavailable(err: unknown): JournalUnavailableError {

@@ -174,3 +174,29 @@ export async function replaysOf(db: Queryable, id: number): Promise<JournalSumma
   );
   return rows;
 }
+
+/** Channel on which the journal announces committed rows (payload: the highest new id). */
+export const JOURNAL_CHANNEL = 'event_journal';
+
+/** Announces new rows to listeners; delivered when the surrounding transaction commits, never before. */
+export async function notifyJournaled(db: Queryable, maxId: number): Promise<void> {
+  await db.query('SELECT pg_notify($1, $2)', [JOURNAL_CHANNEL, String(maxId)]);
+}
+
+export interface StreamFilter {
+  tenantId?: string;
+  topic?: string;
+}
+
+/** Full rows after an id, oldest first (the live stream catches up from here). */
+export async function eventsAfter(db: Queryable, afterId: number, filter: StreamFilter, limit: number): Promise<JournalRow[]> {
+  const values: unknown[] = [afterId];
+  const clauses = ['id > $1'];
+  if (filter.tenantId !== undefined) clauses.push(`tenant_id = $${values.push(filter.tenantId)}`);
+  if (filter.topic !== undefined) clauses.push(`topic = $${values.push(filter.topic)}`);
+  const { rows } = await db.query<JournalRow>(
+    `SELECT ${ROW_COLUMNS} FROM event_journal WHERE ${clauses.join(' AND ')} ORDER BY id LIMIT $${values.push(limit)}`,
+    values,
+  );
+  return rows;
+}

@@ -14,7 +14,7 @@ npx eslint .
 
 step "tools for the monitoring tests (Debian: prometheus for promtool)"
 if ! command -v promtool >/dev/null; then
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
 step "local stack"

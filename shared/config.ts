@@ -33,6 +33,11 @@ export interface Config {
     taskQueue: string;
     uiUrl: string;
   };
+  stream: {
+    maxClients: number;
+    clientBuffer: number;
+    heartbeatMs: number;
+  };
   replay: {
     maxHops: number;
     pageSize: number;
@@ -71,6 +76,9 @@ export const DEFAULTS = {
   API_REPLAY_WAIT_MS: '5000',
   API_REPLAY_RATE_LIMIT_PER_MINUTE: '10',
   AUTH_JWT_SECRET: '',
+  STREAM_MAX_CLIENTS: '100',
+  STREAM_CLIENT_BUFFER: '1000',
+  STREAM_HEARTBEAT_MS: '15000',
   TEMPORAL_ADDRESS: '127.0.0.1:7233',
   TEMPORAL_NAMESPACE: 'default',
   TEMPORAL_TASK_QUEUE: 'crm-events-replay',
@@ -184,6 +192,11 @@ export function loadConfig(env: Env = process.env): Config {
       namespace: read('TEMPORAL_NAMESPACE'),
       taskQueue: read('TEMPORAL_TASK_QUEUE'),
       uiUrl: url('TEMPORAL_UI_URL', ['http:', 'https:']),
+    },
+    stream: {
+      maxClients: int('STREAM_MAX_CLIENTS', 1, 100_000),
+      clientBuffer: int('STREAM_CLIENT_BUFFER', 1, 1_000_000),
+      heartbeatMs: int('STREAM_HEARTBEAT_MS', 100, 3_600_000),
     },
     replay: {
       maxHops: int('REPLAY_MAX_HOPS', 1, 100),

@@ -82,6 +82,18 @@ export function createMetrics(tenantLabelLimit = 100, sources: MetricSources = {
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
+/**
+ * Starts the alerting counters at zero for every label set they can take, so that the first failure after a start
+ * is an increase Prometheus can see (a series born at 1 shows no increase()).
+ */
+export function initAlertSeries(metrics: Metrics): void {
+  for (const kind of ['single', 'batch', 'range', 'dlq_retry']) {
+    for (const status of ['completed', 'failed', 'cancelled']) metrics.replayWorkflows.inc({ kind, status }, 0);
+    metrics.replayPublished.inc({ kind }, 0);
+  }
+  for (const result of ['resolved', 'retrying', 'parked']) metrics.dlqRetry.inc({ result }, 0);
+}
+
 /** Values read at scrape time rather than counted as they happen. */
 export interface MetricSources {
   dlqSize?: () => Promise<number>;

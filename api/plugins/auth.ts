@@ -1,4 +1,5 @@
 import fp from 'fastify-plugin';
+import type { FastifyRequest } from 'fastify';
 import { hasRole, TokenError, verifyToken, type Principal, type Role } from '../auth/jwt';
 import { httpError } from '../http-error';
 
@@ -9,6 +10,8 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** Least role a route needs; GET routes default to viewer, everything else to operator. */
     role?: Role;
+    /** Also accept the token as ?access_token= (EventSource cannot send headers). */
+    tokenInQuery?: boolean;
   }
 }
 
@@ -29,10 +32,10 @@ export default fp<{ secret?: string }>(
         return;
       }
       if (open) return;
-      const header = request.headers.authorization;
-      if (!header || !header.startsWith('Bearer ')) throw httpError(401, 'Missing bearer token: send Authorization: Bearer <jwt>');
+      const token = bearerToken(request);
+      if (!token) throw httpError(401, 'Missing bearer token: send Authorization: Bearer <jwt>');
       try {
-        request.principal = verifyToken(header.slice('Bearer '.length).trim(), secret);
+        request.principal = verifyToken(token, secret);
       } catch (err) {
         if (err instanceof TokenError) throw httpError(401, err.message);
         throw err;
@@ -45,6 +48,16 @@ export default fp<{ secret?: string }>(
   },
   { name: 'auth' },
 );
+
+function bearerToken(request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization;
+  if (header?.startsWith('Bearer ')) return header.slice('Bearer '.length).trim();
+  if (request.routeOptions.config?.tokenInQuery) {
+    const query = request.query as { access_token?: unknown } | undefined;
+    if (typeof query?.access_token === 'string' && query.access_token !== '') return query.access_token;
+  }
+  return undefined;
+}
 
 const PUBLIC_ROUTES = ['/health', '/healthz', '/metrics', '/', '/console'];
 

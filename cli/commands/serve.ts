@@ -1,6 +1,7 @@
 import { loadConfig } from '../../shared/config';
 import { ensureTopics } from '../../shared/kafka';
 import { migrate } from '../../shared/migrate';
+import { startMetricsServer } from '../../shared/metrics-server';
 import { createRuntime, untilShutdown } from '../runtime';
 import { startApiComponent } from './api';
 import { startIngestComponent } from './ingest';
@@ -23,10 +24,14 @@ export async function serve(components: Component[], options: { stack?: boolean;
   }
   const intake: (() => Promise<unknown>)[] = [];
   const rest: (() => Promise<unknown>)[] = [];
+  if (components.includes('ingest') || components.includes('worker')) {
+    // Ingest and worker metrics on :9105 (the API also serves them at /metrics on its own port).
+    const server = await startMetricsServer(rt.metrics.registry, config.metrics.host, config.metrics.port, rt.log);
+    rest.push(() => new Promise((resolve) => server.close(resolve)));
+  }
   if (components.includes('ingest')) {
     const ingest = await startIngestComponent(rt);
-    intake.push(ingest.stopIntake);
-    rest.push(ingest.stopRest);
+    intake.push(ingest.stop);
   }
   if (components.includes('worker')) {
     const worker = await startWorkerComponent(rt);

@@ -1,0 +1,104 @@
+import type { ServerResponse } from 'node:http';
+import type { JournalRow } from '../../repository/event-journal';
+import type { Metrics } from '../../shared/metrics';
+
+export interface StreamFilter {
+  tenantId?: string;
+  topic?: string;
+}
+
+/** The SSE frame of one journal row (the shape of the original crm-events stream, plus journal fields). */
+export function domainEventFrame(row: JournalRow): { id: number; data: Record<string, unknown> } {
+  return {
+    id: row.id,
+    data: {
+      kind: 'domain_event',
+      topic: row.topic,
+      partition: row.kafka_partition,
+      offset: row.kafka_offset,
+      id: row.id,
+      tenant_id: row.tenant_id,
+      replay_count: row.replay_count,
+      replay_source: row.replay_source,
+      received_at: row.received_at,
+      payload: row.payload,
+    },
+  };
+}
+
+/**
+ * One connected SSE client. Frames go straight to the socket while it keeps up; when the socket pushes back they
+ * queue up to `bufferLimit`, and beyond that they are dropped, counted, and the client is told how many (it can
+ * reconnect with Last-Event-ID to fetch them from the journal). Nothing here ever waits on the client.
+ */
+export class StreamClient {
+  /** Highest journal id sent or queued: rows at or below it are not sent again. */
+  cursor: number;
+  private queue: string[] = [];
+  private blocked = false;
+  private dropped = 0;
+
+  constructor(
+    private readonly res: ServerResponse,
+    readonly filter: StreamFilter,
+    private readonly bufferLimit: number,
+    private readonly metrics: Metrics,
+    cursor: number,
+  ) {
+    this.cursor = cursor;
+    res.on('drain', () => this.flush());
+  }
+
+  matches(row: JournalRow): boolean {
+    return (
+      (this.filter.tenantId === undefined || row.tenant_id === this.filter.tenantId) &&
+      (this.filter.topic === undefined || row.topic === this.filter.topic)
+    );
+  }
+
+  /** Sends the rows this client wants and has not had yet. */
+  offer(rows: JournalRow[]): void {
+    for (const row of rows) {
+      if (row.id <= this.cursor || !this.matches(row)) continue;
+      this.cursor = row.id;
+      const { id, data } = domainEventFrame(row);
+      this.enqueue(`id: ${id}\ndata: ${JSON.stringify(data)}\n\n`);
+    }
+  }
+
+  send(data: Record<string, unknown>): void {
+    this.enqueue(`data: ${JSON.stringify(data)}\n\n`);
+  }
+
+  comment(text: string): void {
+    if (!this.blocked) this.res.write(`: ${text}\n\n`);
+  }
+
+  private enqueue(frame: string): void {
+    if (!this.blocked) {
+      this.write(frame);
+      return;
+    }
+    if (this.queue.length < this.bufferLimit) {
+      this.queue.push(frame);
+    } else {
+      this.dropped += 1;
+      this.metrics.sseDropped.inc();
+    }
+  }
+
+  private write(frame: string): void {
+    this.metrics.sseMessages.inc();
+    if (!this.res.write(frame)) this.blocked = true;
+  }
+
+  private flush(): void {
+    this.blocked = false;
+    while (this.queue.length > 0 && !this.blocked) this.write(this.queue.shift()!);
+    if (!this.blocked && this.dropped > 0) {
+      const notice = { kind: 'dropped', count: this.dropped, message: 'You fell behind; reconnect with Last-Event-ID to fetch what was dropped from the journal' };
+      this.dropped = 0;
+      this.write(`data: ${JSON.stringify(notice)}\n\n`);
+    }
+  }
+}

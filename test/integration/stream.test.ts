@@ -1,0 +1,135 @@
+import http from 'node:http';
+import type { FastifyInstance } from 'fastify';
+import { buildApp } from '../../api/app';
+import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
+
+let h: SinkHarness;
+let app: FastifyInstance;
+let base: string;
+
+beforeAll(async () => {
+  h = await createSinkHarness('stream', { STREAM_MAX_CLIENTS: '3', STREAM_HEARTBEAT_MS: '300' });
+  await h.startIngest();
+  app = await buildApp({ config: h.config, pool: h.pool, metrics: h.metrics, log: h.log, healthChecks: {} });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  base = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
+});
+afterAll(async () => {
+  await app?.close();
+  await h?.close();
+});
+
+interface Sse {
+  frames: { id?: string; data: Record<string, unknown> }[];
+  comments: string[];
+  status: number;
+  close(): void;
+}
+
+/** A real SSE client over HTTP: collects frames and comments. */
+function connect(query = '', headers: Record<string, string> = {}): Promise<Sse> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(`${base}/crm-events${query}`, { headers }, (res) => {
+      const sse: Sse = { frames: [], comments: [], status: res.statusCode ?? 0, close: () => req.destroy() };
+      let buffer = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        buffer += chunk;
+        let end;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          if (block.startsWith(':')) sse.comments.push(block.slice(1).trim());
+          const id = /^id: (.*)$/m.exec(block)?.[1];
+          const data = /^data: (.*)$/m.exec(block)?.[1];
+          if (data) sse.frames.push({ id, data: JSON.parse(data) });
+        }
+      });
+      resolve(sse);
+    });
+    req.on('error', (err) => (err.message === 'socket hang up' ? undefined : reject(err)));
+  });
+}
+
+const domainEvents = (s: Sse) => s.frames.filter((f) => f.data.kind === 'domain_event');
+
+it('streams journaled events: a connected frame, then domain events with journal fields, and heartbeats', async () => {
+  const sse = await connect();
+  try {
+    expect(sse.status).toBe(200);
+    await eventually(async () => sse.frames[0]?.data.kind === 'connected', 'the connected frame');
+    await h.send(h.topics.leads, [{ tenant_id: 'acme', name: 'streamed' }], { partition: 1 });
+    await eventually(async () => domainEvents(sse).length === 1, 'the event');
+    const [frame] = domainEvents(sse);
+    expect(frame.data).toMatchObject({
+      kind: 'domain_event',
+      topic: h.topics.leads,
+      partition: 1,
+      tenant_id: 'acme',
+      replay_count: 0,
+      replay_source: null,
+      payload: { tenant_id: 'acme', name: 'streamed' },
+    });
+    expect(frame.id).toBe(String(frame.data.id));
+    expect(typeof frame.data.offset).toBe('number');
+    await eventually(async () => sse.comments.includes('heartbeat'), 'a heartbeat comment');
+  } finally {
+    sse.close();
+  }
+});
+
+it('filters by tenant and topic', async () => {
+  const sse = await connect(`?tenant_id=globex&topic=${h.topics.jobs}`);
+  try {
+    await eventually(async () => sse.frames.length > 0, 'connected');
+    await h.send(h.topics.jobs, [{ tenant_id: 'acme', title: 'not for me' }, { tenant_id: 'globex', title: 'for me' }]);
+    await h.send(h.topics.leads, [{ tenant_id: 'globex', name: 'wrong topic' }]);
+    await eventually(async () => domainEvents(sse).length >= 1, 'the globex job');
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(domainEvents(sse).map((f) => (f.data.payload as { title: string }).title)).toEqual(['for me']);
+  } finally {
+    sse.close();
+  }
+});
+
+it('resumes from the journal after a reconnect with Last-Event-ID, with no gap and no repeat', async () => {
+  const first = await connect('?tenant_id=resume');
+  await eventually(async () => first.frames.length > 0, 'connected');
+  await h.send(h.topics.leads, [1, 2].map((n) => ({ tenant_id: 'resume', n })), { partition: 0 }); // one partition: journal order = n order
+  await eventually(async () => domainEvents(first).length === 2, 'two events');
+  const lastId = domainEvents(first)[1].id!;
+  first.close();
+  await h.send(h.topics.leads, [3, 4, 5].map((n) => ({ tenant_id: 'resume', n })), { partition: 0 });
+  await eventually(async () => (await h.pool.query("SELECT count(*)::int AS n FROM event_journal WHERE tenant_id = 'resume'")).rows[0].n === 5, 'journaled');
+  const second = await connect('?tenant_id=resume', { 'last-event-id': lastId });
+  try {
+    await eventually(async () => domainEvents(second).length === 3, 'the three missed events');
+    await h.send(h.topics.leads, [{ tenant_id: 'resume', n: 6 }], { partition: 0 });
+    await eventually(async () => domainEvents(second).length === 4, 'the live one after');
+    await new Promise((r) => setTimeout(r, 500));
+    expect(domainEvents(second).map((f) => (f.data.payload as { n: number }).n)).toEqual([3, 4, 5, 6]);
+    const ids = domainEvents(second).map((f) => Number(f.id));
+    expect(ids).toEqual([...ids].sort((a, b) => a - b));
+    expect(ids[0]).toBeGreaterThan(Number(lastId));
+  } finally {
+    second.close();
+  }
+});
+
+it('refuses clients past the cap with 503, and counts connected clients', async () => {
+  const open = await Promise.all([connect(), connect(), connect()]);
+  try {
+    await eventually(async () => (await h.metrics.registry.getSingleMetricAsString('crm_events_sse_clients')).includes('crm_events_sse_clients 3'), 'three clients');
+    const res = await fetch(`${base}/crm-events`);
+    expect(res.status).toBe(503);
+    expect(((await res.json()) as { message: string }).message).toMatch(/limit of 3 clients/);
+  } finally {
+    open.forEach((s) => s.close());
+  }
+  await eventually(async () => (await h.metrics.registry.getSingleMetricAsString('crm_events_sse_clients')).includes('crm_events_sse_clients 0'), 'clients to leave');
+});
+
+it('serves service info on / and liveness on /healthz', async () => {
+  expect(await (await fetch(`${base}/healthz`)).json()).toEqual({ ok: true });
+  expect(await (await fetch(`${base}/`)).json()).toMatchObject({ ok: true, service: 'crm-events-sink', status: 'ready', topics: h.config.kafka.topics });
+});
