@@ -23,7 +23,7 @@ import replaysRoutes from './routes/replays';
 import { ErrorBody } from './schemas';
 
 export interface AppDeps {
-  config: Pick<Config, 'api' | 'temporal' | 'stream' | 'kafka' | 'databaseUrl'>;
+  config: Pick<Config, 'api' | 'temporal' | 'stream' | 'kafka' | 'databaseUrl' | 'dlqRetry'>;
   pool: Pool;
   metrics: Metrics;
   log: Logger;
@@ -69,7 +69,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(streamRoutes, { pool, feed, metrics: deps.metrics, config });
   await app.register(eventRoutes, { pool });
   await app.register(dlqRoutes, { pool, config });
-  await app.register(dlqScheduleRoutes);
+  await app.register(dlqScheduleRoutes, { config });
   await app.register(replayRoutes, { pool, config });
   await app.register(replaysRoutes, { pool, config });
   await app.ready();

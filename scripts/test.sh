@@ -25,7 +25,8 @@ export TEMPORAL_TEST_SERVER_PATH
 step "jest"
 results=.stack/jest-results.json
 status=0
-npx jest --runInBand --json --outputFile="$results" "$@" || status=$?
+# --forceExit: a suite that leaves a handle open (a client reconnecting after a fault) must not hang CI.
+npx jest --runInBand --forceExit --json --outputFile="$results" "$@" || status=$?
 # One plain closing line that any CI can read.
 node -e '
   const r = require(process.argv[1]);

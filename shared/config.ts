@@ -43,6 +43,7 @@ export interface Config {
     pageSize: number;
   };
   dlqRetry: {
+    scheduleId: string;
     intervalMs: number;
     maxAttempts: number;
     baseDelayMs: number;
@@ -85,6 +86,7 @@ export const DEFAULTS = {
   TEMPORAL_UI_URL: 'http://127.0.0.1:8233',
   REPLAY_MAX_HOPS: '3',
   REPLAY_PAGE_SIZE: '500',
+  DLQ_RETRY_SCHEDULE_ID: 'crm-events-dlq-retry',
   DLQ_RETRY_INTERVAL: '5m',
   DLQ_RETRY_MAX_ATTEMPTS: '5',
   DLQ_RETRY_BASE_DELAY: '1m',
@@ -203,6 +205,7 @@ export function loadConfig(env: Env = process.env): Config {
       pageSize: int('REPLAY_PAGE_SIZE', 1, 10_000),
     },
     dlqRetry: {
+      scheduleId: read('DLQ_RETRY_SCHEDULE_ID'),
       intervalMs: duration('DLQ_RETRY_INTERVAL'),
       maxAttempts: int('DLQ_RETRY_MAX_ATTEMPTS', 1, 1000),
       baseDelayMs: duration('DLQ_RETRY_BASE_DELAY'),

@@ -2,14 +2,15 @@ import { ScheduleNotFoundError, ScheduleOverlapPolicy, type Client } from '@temp
 import type { Config } from '../shared/config';
 import type { Logger } from '../shared/logger';
 import { dlqRetryWorkflow } from '../workflows';
-import { DLQ_RETRY_SCHEDULE_ID, replaySearchAttributes } from '../workflows/search-attributes';
+import { replaySearchAttributes } from '../workflows/search-attributes';
 
 /**
  * Creates the DLQ retry Schedule, or brings an existing one to the configured interval. Idempotent: every worker
  * start calls it; an operator's pause is kept.
  */
 export async function ensureDlqRetrySchedule(client: Client, config: Pick<Config, 'temporal' | 'dlqRetry'>, log: Logger) {
-  const handle = client.schedule.getHandle(DLQ_RETRY_SCHEDULE_ID);
+  const scheduleId = config.dlqRetry.scheduleId;
+  const handle = client.schedule.getHandle(scheduleId);
   const action = {
     type: 'startWorkflow' as const,
     workflowType: dlqRetryWorkflow,
@@ -26,16 +27,16 @@ export async function ensureDlqRetrySchedule(client: Client, config: Pick<Config
       spec: { intervals: [{ every: config.dlqRetry.intervalMs }] },
       action: { ...previous.action, ...action, args: [...action.args] },
     }));
-    log.info({ schedule: DLQ_RETRY_SCHEDULE_ID, paused: existing.state.paused }, 'DLQ retry schedule updated');
+    log.info({ schedule: scheduleId, paused: existing.state.paused }, 'DLQ retry schedule updated');
   } catch (err) {
     if (!(err instanceof ScheduleNotFoundError)) throw err;
     await client.schedule.create({
-      scheduleId: DLQ_RETRY_SCHEDULE_ID,
+      scheduleId,
       spec: { intervals: [{ every: config.dlqRetry.intervalMs }] },
       policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1m' },
       action: { ...action, args: [...action.args] },
       memo: { purpose: 'Retries due event_dlq entries into event_journal' },
     });
-    log.info({ schedule: DLQ_RETRY_SCHEDULE_ID, every_ms: config.dlqRetry.intervalMs }, 'DLQ retry schedule created');
+    log.info({ schedule: scheduleId, every_ms: config.dlqRetry.intervalMs }, 'DLQ retry schedule created');
   }
 }

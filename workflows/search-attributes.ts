@@ -26,6 +26,3 @@ export function replaySearchAttributes(a: ReplayAttributes): SearchAttributePair
   if (a.eventId !== undefined) pairs.push({ key: CrmEventId, value: String(a.eventId) });
   return pairs;
 }
-
-/** Schedule id of the automated DLQ retry. */
-export const DLQ_RETRY_SCHEDULE_ID = 'crm-events-dlq-retry';

@@ -2,7 +2,7 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { ScheduleNotFoundError } from '@temporalio/client';
 import { parseDuration } from '../../shared/config';
-import { DLQ_RETRY_SCHEDULE_ID } from '../../workflows/search-attributes';
+import type { Config } from '../../shared/config';
 import { httpError } from '../http-error';
 import { errorResponses } from '../schemas';
 
@@ -18,14 +18,15 @@ const Schedule = Type.Object({
 const more = { 404: Type.Ref('ErrorBody'), 503: Type.Ref('ErrorBody') };
 
 /** The Temporal Schedule that runs dlqRetryWorkflow: show, change interval, pause/unpause, trigger now. */
-const dlqScheduleRoutes: FastifyPluginAsyncTypebox = async (app) => {
+const dlqScheduleRoutes: FastifyPluginAsyncTypebox<{ config: Pick<Config, 'dlqRetry'> }> = async (app, { config }) => {
+  const scheduleId = config.dlqRetry.scheduleId;
   const describe = () =>
     app.temporal.call(async (client) => {
       try {
-        const d = await client.schedule.getHandle(DLQ_RETRY_SCHEDULE_ID).describe();
+        const d = await client.schedule.getHandle(scheduleId).describe();
         const every = d.spec.intervals?.[0]?.every ?? 0;
         return {
-          schedule_id: DLQ_RETRY_SCHEDULE_ID,
+          schedule_id: scheduleId,
           interval_seconds: Number(every) / 1000,
           paused: d.state.paused,
           note: d.state.note ?? null,
@@ -38,7 +39,7 @@ const dlqScheduleRoutes: FastifyPluginAsyncTypebox = async (app) => {
         };
       } catch (err) {
         if (err instanceof ScheduleNotFoundError) {
-          throw httpError(404, `Schedule ${DLQ_RETRY_SCHEDULE_ID} does not exist yet: it is created when the worker starts`);
+          throw httpError(404, `Schedule ${scheduleId} does not exist yet: it is created when the worker starts`);
         }
         throw err;
       }
@@ -72,7 +73,7 @@ const dlqScheduleRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (every !== undefined && every < 1000) throw httpError(400, 'body/interval must be at least 1s');
       await describe(); // 404 when missing
       await app.temporal.call(async (client) => {
-        const handle = client.schedule.getHandle(DLQ_RETRY_SCHEDULE_ID);
+        const handle = client.schedule.getHandle(scheduleId);
         if (every !== undefined) {
           await handle.update((previous) => ({ ...previous, spec: { intervals: [{ every }] } }));
         }
@@ -95,8 +96,8 @@ const dlqScheduleRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (_request, reply) => {
       await describe();
-      await app.temporal.call((client) => client.schedule.getHandle(DLQ_RETRY_SCHEDULE_ID).trigger());
-      return reply.status(202).send({ schedule_id: DLQ_RETRY_SCHEDULE_ID, triggered: true });
+      await app.temporal.call((client) => client.schedule.getHandle(scheduleId).trigger());
+      return reply.status(202).send({ schedule_id: scheduleId, triggered: true });
     },
   );
 };

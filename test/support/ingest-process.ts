@@ -6,12 +6,12 @@ const REPO = path.resolve(__dirname, '../..');
 const CLI = path.join(REPO, 'dist/cli/main.js');
 
 /**
- * Runs the real `crm-events-sink ingest` command (compiled CLI) as a child process, so tests can SIGKILL it the way
- * a crash or an OOM kill would.
+ * Runs a real `crm-events-sink <command>` (the compiled CLI) as a child process, so tests can SIGKILL it the way a
+ * crash or an OOM kill would.
  */
-export function spawnIngest(env: Record<string, string>): ChildProcess {
+export function spawnCli(command: 'ingest' | 'worker' | 'api', env: Record<string, string>): ChildProcess {
   if (!fs.existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first (scripts/test.sh does)`);
-  const child = spawn(process.execPath, [CLI, 'ingest'], {
+  const child = spawn(process.execPath, [CLI, command], {
     env: { ...process.env, LOG_LEVEL: 'warn', METRICS_PORT: '0', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -20,6 +20,8 @@ export function spawnIngest(env: Record<string, string>): ChildProcess {
   });
   return child;
 }
+
+export const spawnIngest = (env: Record<string, string>) => spawnCli('ingest', env);
 
 export function exited(child: ChildProcess): Promise<number | null> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
