@@ -16,3 +16,6 @@ export const errorResponses = {
 export const Timestamp = Type.Unsafe<Date | string>({ type: 'string', format: 'date-time' });
 export const NullableString = Type.Union([Type.String(), Type.Null()]);
 export const NullableInteger = Type.Union([Type.Integer(), Type.Null()]);
+
+/** Journal, DLQ and cursor ids: positive, and exact in JSON numbers (larger values never reach Postgres). */
+export const Id = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER });

@@ -5,7 +5,7 @@ import type { Config } from '../../shared/config';
 import type { Pool } from '../../shared/db';
 import { replaySearchAttributes } from '../../workflows/search-attributes';
 import { httpError } from '../http-error';
-import { errorResponses, NullableInteger, NullableString, Timestamp } from '../schemas';
+import { errorResponses, NullableInteger, NullableString, Timestamp, Id } from '../schemas';
 import { startForRequest } from '../start-workflow';
 import { canSee, scopedTenant } from '../tenant-scope';
 
@@ -51,7 +51,7 @@ const dlqRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config, 't
             status: Type.Optional(Status),
             topic: Type.Optional(Type.String({ minLength: 1, maxLength: 249 })),
             tenant_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
-            cursor: Type.Optional(Type.Integer({ minimum: 1 })),
+            cursor: Type.Optional(Id),
             limit: Type.Integer({ minimum: 1, maximum: 1000, default: 50 }),
           },
           { additionalProperties: false },
@@ -81,7 +81,7 @@ const dlqRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config, 't
       schema: {
         tags: ['dlq'],
         summary: 'Retry one dead letter now (a dlqRetryWorkflow for that entry), even if parked',
-        params: Type.Object({ id: Type.Integer({ minimum: 1 }) }),
+        params: Type.Object({ id: Id }),
         response: { 200: RetryResult, 202: RetryResult, ...errorResponses, ...more },
       },
     },

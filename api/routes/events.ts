@@ -3,7 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { getEvent, listEvents, replaysOf } from '../../repository/event-journal';
 import type { Pool } from '../../shared/db';
 import { httpError } from '../http-error';
-import { errorResponses, NullableInteger, NullableString, Timestamp } from '../schemas';
+import { errorResponses, NullableInteger, NullableString, Timestamp, Id } from '../schemas';
 import { canSee, scopedTenant } from '../tenant-scope';
 
 const EventSummary = Type.Object({
@@ -58,7 +58,7 @@ const eventRoutes: FastifyPluginAsyncTypebox<{ pool: Pool }> = async (app, { poo
             since: Type.Optional(Type.String({ format: 'date-time' })),
             until: Type.Optional(Type.String({ format: 'date-time' })),
             replayed: Type.Optional(Type.Boolean()),
-            cursor: Type.Optional(Type.Integer({ minimum: 1 })),
+            cursor: Type.Optional(Id),
             limit: limit(50),
           },
           { additionalProperties: false },
@@ -95,7 +95,7 @@ const eventRoutes: FastifyPluginAsyncTypebox<{ pool: Pool }> = async (app, { poo
       schema: {
         tags: ['events'],
         summary: 'One journal row with its payload and lineage (the event it replays, and its replays)',
-        params: Type.Object({ id: Type.Integer({ minimum: 1 }) }),
+        params: Type.Object({ id: Id }),
         response: { 200: EventDetail, ...errorResponses, ...forbidden },
       },
     },

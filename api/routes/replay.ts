@@ -7,7 +7,7 @@ import type { Pool } from '../../shared/db';
 import { MAX_BATCH_IDS, type RangeReplayInput, type ReplayEventResult } from '../../workflows/definitions';
 import { replaySearchAttributes } from '../../workflows/search-attributes';
 import { httpError } from '../http-error';
-import { errorResponses } from '../schemas';
+import { errorResponses, Id } from '../schemas';
 import { startForRequest } from '../start-workflow';
 import { canSee, scopedTenant } from '../tenant-scope';
 
@@ -48,7 +48,7 @@ const replayRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config,
       schema: {
         tags: ['replay'],
         summary: 'Replay one journal event to Kafka (waits for the workflow up to API_REPLAY_WAIT_MS)',
-        params: Type.Object({ id: Type.Integer({ minimum: 1 }) }),
+        params: Type.Object({ id: Id }),
         querystring: Type.Object({ target_topic: Type.Optional(Topic) }, { additionalProperties: false }),
         response: { 200: Replayed, 202: Accepted, ...responses },
       },
@@ -92,7 +92,7 @@ const replayRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config,
         summary: `Replay up to ${MAX_BATCH_IDS} journal events by id`,
         body: Type.Object(
           {
-            ids: Type.Array(Type.Integer({ minimum: 1 }), { minItems: 1, maxItems: MAX_BATCH_IDS }),
+            ids: Type.Array(Id, { minItems: 1, maxItems: MAX_BATCH_IDS }),
             target_topic: Type.Optional(Topic),
           },
           { additionalProperties: false },

@@ -6,7 +6,7 @@ import type { Config } from '../../shared/config';
 import type { Pool } from '../../shared/db';
 import { pauseSignal, progressQuery, resumeSignal, setRateSignal, type ReplayProgress } from '../../workflows/definitions';
 import { httpError } from '../http-error';
-import { errorResponses, NullableInteger, NullableString, Timestamp } from '../schemas';
+import { errorResponses, NullableInteger, NullableString, Timestamp, Id } from '../schemas';
 import { canSee, scopedTenant } from '../tenant-scope';
 
 const Kind = Type.Union([Type.Literal('single'), Type.Literal('batch'), Type.Literal('range'), Type.Literal('dlq_retry')]);
@@ -75,7 +75,7 @@ const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config
             kind: Type.Optional(Kind),
             status: Type.Optional(AuditStatus),
             tenant_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
-            cursor: Type.Optional(Type.Integer({ minimum: 1 })),
+            cursor: Type.Optional(Id),
             limit: Type.Integer({ minimum: 1, maximum: 1000, default: 50 }),
           },
           { additionalProperties: false },
