@@ -5,6 +5,7 @@ import type { Config } from '../../shared/config';
 import type { Pool } from '../../shared/db';
 import { replaySearchAttributes } from '../../workflows/search-attributes';
 import { httpError } from '../http-error';
+import { keysetPage, within } from '../route-helpers';
 import { errorResponses, NullableInteger, NullableString, Timestamp, Id } from '../schemas';
 import { startForRequest } from '../start-workflow';
 import { canSee, scopedTenant } from '../tenant-scope';
@@ -68,8 +69,8 @@ const dlqRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config, 't
         before: q.cursor,
         limit: q.limit + 1,
       });
-      const items = rows.slice(0, q.limit);
-      if (rows.length > q.limit) reply.header('x-next-cursor', String(items[items.length - 1].id));
+      const { items, next_cursor } = keysetPage(rows, q.limit);
+      if (next_cursor !== null) reply.header('x-next-cursor', String(next_cursor));
       return items;
     },
   );
@@ -102,11 +103,7 @@ const dlqRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config, 't
           topic: entry.topic,
         }),
       });
-      let timer: NodeJS.Timeout | undefined;
-      const result = await Promise.race([
-        handle.result(),
-        new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), config.api.replayWaitMs))),
-      ]).finally(() => clearTimeout(timer));
+      const result = await within(handle.result(), config.api.replayWaitMs);
       if (result === undefined) {
         const statusUrl = `/replays/${encodeURIComponent(handle.workflowId)}`;
         return reply.status(202).send({ status: 'accepted', workflow_id: handle.workflowId, status_url: statusUrl });

@@ -3,6 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { getEvent, listEvents, replaysOf } from '../../repository/event-journal';
 import type { Pool } from '../../shared/db';
 import { httpError } from '../http-error';
+import { keysetPage } from '../route-helpers';
 import { errorResponses, NullableInteger, NullableString, Timestamp, Id } from '../schemas';
 import { canSee, scopedTenant } from '../tenant-scope';
 
@@ -84,8 +85,7 @@ const eventRoutes: FastifyPluginAsyncTypebox<{ pool: Pool }> = async (app, { poo
         before: q.cursor,
         limit: q.limit + 1,
       });
-      const items = rows.slice(0, q.limit);
-      return { items, next_cursor: rows.length > q.limit ? items[items.length - 1].id : null };
+      return keysetPage(rows, q.limit);
     },
   );
 

@@ -7,6 +7,7 @@ import type { Pool } from '../../shared/db';
 import { MAX_BATCH_IDS, type RangeReplayInput, type ReplayEventResult } from '../../workflows/definitions';
 import { replaySearchAttributes } from '../../workflows/search-attributes';
 import { httpError } from '../http-error';
+import { within } from '../route-helpers';
 import { errorResponses, Id } from '../schemas';
 import { startForRequest } from '../start-workflow';
 import { canSee, scopedTenant } from '../tenant-scope';
@@ -75,7 +76,7 @@ const replayRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config,
           eventId: id,
         }),
       });
-      const result = await waitFor<ReplayEventResult>(handle.result(), config.api.replayWaitMs).catch(failureToHttp);
+      const result = await within<ReplayEventResult>(handle.result(), config.api.replayWaitMs).catch(failureToHttp);
       if (result === undefined) {
         return reply.status(202).send({ status: 'accepted', workflow_id: handle.workflowId, status_url: statusUrl(handle.workflowId) });
       }
@@ -170,17 +171,6 @@ const replayRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config,
     },
   );
 };
-
-/** The workflow's result, or undefined when it is still running after `ms`. */
-async function waitFor<T>(result: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
-  try {
-    return await Promise.race([result, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 const FAILURE_STATUS: Record<string, number> = { EventNotFound: 404, HopLimitExceeded: 409, InvalidRequest: 400 };
 

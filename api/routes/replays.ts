@@ -6,6 +6,7 @@ import type { Config } from '../../shared/config';
 import type { Pool } from '../../shared/db';
 import { pauseSignal, progressQuery, resumeSignal, setRateSignal, type ReplayProgress } from '../../workflows/definitions';
 import { httpError } from '../http-error';
+import { keysetPage } from '../route-helpers';
 import { errorResponses, NullableInteger, NullableString, Timestamp, Id } from '../schemas';
 import { canSee, scopedTenant } from '../tenant-scope';
 
@@ -92,8 +93,7 @@ const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config
         before: q.cursor,
         limit: q.limit + 1,
       });
-      const items = rows.slice(0, q.limit);
-      return { items, next_cursor: rows.length > q.limit ? items[items.length - 1].id : null };
+      return keysetPage(rows, q.limit);
     },
   );
 

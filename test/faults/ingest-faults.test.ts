@@ -1,7 +1,7 @@
-import { makeEvent } from '../../cli/traffic';
 import { exited, spawnIngest } from '../support/ingest-process';
 import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
 import { stack } from '../support/stack';
+import { exactlyOnce, produceSeq, tallySeq } from '../support/traffic';
 
 let h: SinkHarness;
 let env: Record<string, string>;
@@ -20,28 +20,8 @@ afterAll(async () => {
   await h?.close();
 });
 
-/** Produces events with seq in [from, from+count), acked by all replicas, over the two private topics. */
-async function produce(from: number, count: number, batch = 250): Promise<void> {
-  for (let i = 0; i < count; i += batch) {
-    const events = Array.from({ length: Math.min(batch, count - i) }, (_, j) => makeEvent(from + i + j, 20));
-    const leads = events.filter((e) => e.topic.includes('leads')).map(({ key, value }) => ({ key, value }));
-    const jobs = events.filter((e) => e.topic.includes('jobs')).map(({ key, value }) => ({ key, value }));
-    await h.producer.sendBatch({ acks: -1, topicMessages: [{ topic: h.topics.leads, messages: leads }, { topic: h.topics.jobs, messages: jobs }] });
-  }
-}
-
-/** Journal tally for a seq range: rows, distinct seqs, distinct Kafka coordinates. */
-async function tally(from: number, count: number) {
-  const { rows } = await h.pool.query<{ total: number; seqs: number; coords: number }>(
-    `SELECT count(*)::int AS total, count(DISTINCT payload->>'seq')::int AS seqs,
-            count(DISTINCT (topic, kafka_partition, kafka_offset))::int AS coords
-       FROM event_journal WHERE (payload->>'seq')::int >= $1 AND (payload->>'seq')::int < $2`,
-    [from, from + count],
-  );
-  return rows[0];
-}
-
-const exactlyOnce = (count: number) => ({ total: count, seqs: count, coords: count });
+const produce = (from: number, count: number) => produceSeq(h, from, count, 20, 250);
+const tally = (from: number, count: number) => tallySeq(h, from, count);
 
 it('Kafka broker SIGKILLed and restarted mid-ingest: every acked event journaled once, no DLQ row', async () => {
   const child = spawnIngest(env);

@@ -1,6 +1,6 @@
-import { makeEvent } from '../../cli/traffic';
 import { exited, spawnIngest } from '../support/ingest-process';
 import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
+import { exactlyOnce, produceSeq, tallySeq } from '../support/traffic';
 
 let h: SinkHarness;
 
@@ -9,33 +9,8 @@ beforeAll(async () => {
 });
 afterAll(() => h.close());
 
-/**
- * Produces `count` realistic events numbered from `from` (payload.seq), spread over 50 tenants, both topics (mapped
- * to this file's private topics by kind) and 3 partitions.
- */
-async function produce(from: number, count: number): Promise<void> {
-  for (let i = 0; i < count; i += 500) {
-    const events = Array.from({ length: Math.min(500, count - i) }, (_, j) => makeEvent(from + i + j, 50));
-    await h.producer.sendBatch({
-      acks: -1,
-      topicMessages: [
-        { topic: h.topics.leads, messages: events.filter((e) => e.topic.includes('leads')).map(({ key, value }) => ({ key, value })) },
-        { topic: h.topics.jobs, messages: events.filter((e) => e.topic.includes('jobs')).map(({ key, value }) => ({ key, value })) },
-      ],
-    });
-  }
-}
-
-/** Journal rows for seq in [from, from+count): total, distinct seqs, distinct Kafka coordinates. */
-async function tally(from: number, count: number) {
-  const { rows } = await h.pool.query<{ total: number; seqs: number; coords: number }>(
-    `SELECT count(*)::int AS total, count(DISTINCT payload->>'seq')::int AS seqs,
-            count(DISTINCT (topic, kafka_partition, kafka_offset))::int AS coords
-       FROM event_journal WHERE (payload->>'seq')::int >= $1 AND (payload->>'seq')::int < $2`,
-    [from, from + count],
-  );
-  return rows[0];
-}
+const produce = (from: number, count: number) => produceSeq(h, from, count);
+const tally = (from: number, count: number) => tallySeq(h, from, count);
 
 it('journals 10,000 events exactly once across a consumer restart in the middle', async () => {
   await produce(0, 10_000);
@@ -48,7 +23,7 @@ it('journals 10,000 events exactly once across a consumer restart in the middle'
   await eventually(async () => (await tally(0, 10_000)).total === 10_000, 'all 10,000 events', 120_000);
   await new Promise((r) => setTimeout(r, 2000)); // a redelivery, if any, would land now
   await h.stopIngest();
-  expect(await tally(0, 10_000)).toEqual({ total: 10_000, seqs: 10_000, coords: 10_000 });
+  expect(await tally(0, 10_000)).toEqual(exactlyOnce(10_000));
   expect(await h.dlqCount()).toBe(0);
 });
 
@@ -74,6 +49,6 @@ it('loses and doubles nothing when the ingest process is SIGKILLed mid-stream an
     child.kill('SIGTERM');
     expect(await exited(child)).toBe(0); // graceful shutdown on SIGTERM
   }
-  expect(await tally(20_000, 10_000)).toEqual({ total: 10_000, seqs: 10_000, coords: 10_000 });
+  expect(await tally(20_000, 10_000)).toEqual(exactlyOnce(10_000));
   expect(await h.dlqCount()).toBe(0);
 });
