@@ -21,6 +21,7 @@ import { JournalFeed } from './live/journal-feed';
 import replayRoutes from './routes/replay';
 import replaysRoutes from './routes/replays';
 import { ErrorBody } from './schemas';
+import { requestValidator } from './validation';
 
 export interface AppDeps {
   config: Pick<Config, 'api' | 'temporal' | 'stream' | 'kafka' | 'databaseUrl' | 'dlqRetry'>;
@@ -40,8 +41,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     disableRequestLogging: true,
     forceCloseConnections: true, // live-stream clients would otherwise hold close() open
     bodyLimit: config.api.bodyLimitBytes,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
+  app.setValidatorCompiler(requestValidator());
 
   app.addSchema(ErrorBody);
   await app.register(swagger, {

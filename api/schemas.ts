@@ -19,3 +19,7 @@ export const NullableInteger = Type.Union([Type.Integer(), Type.Null()]);
 
 /** Journal, DLQ and cursor ids: positive, and exact in JSON numbers (larger values never reach Postgres). */
 export const Id = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER });
+
+/** A string with a fixed set of values, as a plain JSON Schema enum (validation errors can then list the values). */
+export const StringEnum = <const T extends readonly string[]>(values: T) =>
+  Type.Unsafe<T[number]>({ type: 'string', enum: [...values] });

@@ -31,21 +31,31 @@ export async function startForRequest<A>(
     ? `idem-${createHash('sha256').update(`${request.principal.subject}\n${request.routeOptions.url}\n${key}`).digest('hex').slice(0, 16)}`
     : randomBytes(5).toString('hex');
   const workflowId = `${start.prefix}-${suffix}`;
+  // What the request asked for: a key reused for a different request is refused, never silently answered.
+  const fingerprint = createHash('sha256').update(JSON.stringify(start.input)).digest('hex');
   return app.temporal.call(async (client: Client) => {
+    let handle: WorkflowHandle;
     try {
-      return await client.workflow.start(start.workflowType, {
+      handle = await client.workflow.start(start.workflowType, {
         taskQueue: config.temporal.taskQueue,
         workflowId,
         args: [start.input],
         typedSearchAttributes: start.searchAttributes,
-        memo: { request: start.input as Record<string, unknown>, requested_by: request.principal.subject },
+        memo: { request: start.input as Record<string, unknown>, requested_by: request.principal.subject, fingerprint },
         workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
         workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
       });
     } catch (err) {
       // Same key, first workflow already finished: answer with that one.
-      if (key && err instanceof WorkflowExecutionAlreadyStartedError) return client.workflow.getHandle(workflowId);
-      throw err;
+      if (!key || !(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+      handle = client.workflow.getHandle(workflowId);
     }
+    if (key) {
+      const { memo } = await handle.describe();
+      if (memo?.fingerprint !== fingerprint) {
+        throw httpError(422, `Idempotency-Key "${key}" was already used for a different request (workflow ${workflowId})`);
+      }
+    }
+    return handle;
   });
 }

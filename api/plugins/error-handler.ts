@@ -10,7 +10,7 @@ export default fp(
     app.setErrorHandler((err: FastifyError, request, reply) => {
       const status = err.statusCode && err.statusCode >= 400 ? err.statusCode : 500;
       if (err.validation) {
-        return reply.status(400).send({ statusCode: 400, error: 'Bad Request', message: err.message });
+        return reply.status(400).send({ statusCode: 400, error: 'Bad Request', message: describeValidation(err) });
       }
       if (status < 500) {
         return reply.status(status).send({ statusCode: status, error: httpError(status), message: err.message });
@@ -29,7 +29,23 @@ export default fp(
   { name: 'error-handler' },
 );
 
+/** A 400 message naming the field and what was wrong with it (the unknown field, the allowed values). */
+function describeValidation(err: FastifyError): string {
+  const [first] = err.validation ?? [];
+  if (!first) return err.message;
+  const where = `${err.validationContext ?? 'request'}${first.instancePath || ''}`;
+  const params = first.params as { additionalProperty?: string; allowedValues?: unknown[] };
+  if (first.keyword === 'additionalProperties' && params.additionalProperty) {
+    return `${where} has an unknown field "${params.additionalProperty}"`;
+  }
+  if (first.keyword === 'enum' && params.allowedValues) {
+    return `${where} must be one of ${params.allowedValues.map((v) => JSON.stringify(v)).join(', ')}`;
+  }
+  return `${where} ${first.message ?? 'is invalid'}`;
+}
+
 const NAMES: Record<number, string> = {
+  422: 'Unprocessable Entity',
   400: 'Bad Request',
   401: 'Unauthorized',
   403: 'Forbidden',

@@ -6,11 +6,11 @@ import type { Pool } from '../../shared/db';
 import { replaySearchAttributes } from '../../workflows/search-attributes';
 import { httpError } from '../http-error';
 import { keysetPage, within } from '../route-helpers';
-import { errorResponses, NullableInteger, NullableString, Timestamp, Id } from '../schemas';
+import { StringEnum, errorResponses, NullableInteger, NullableString, Timestamp, Id } from '../schemas';
 import { startForRequest } from '../start-workflow';
 import { canSee, scopedTenant } from '../tenant-scope';
 
-const Status = Type.Union([Type.Literal('pending'), Type.Literal('retrying'), Type.Literal('resolved'), Type.Literal('parked')]);
+const Status = StringEnum(['pending', 'retrying', 'resolved', 'parked'] as const);
 const DlqEntry = Type.Object({
   id: Type.Integer(),
   topic: Type.String(),

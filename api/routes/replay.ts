@@ -33,7 +33,7 @@ const DryRun = Type.Object({
   by_tenant: Type.Record(Type.String(), Type.Integer()),
 });
 const Topic = Type.String({ minLength: 1, maxLength: 249, pattern: '^[A-Za-z0-9._-]+$' });
-const responses = { ...errorResponses, 401: Type.Ref('ErrorBody'), 403: Type.Ref('ErrorBody'), 404: Type.Ref('ErrorBody'), 409: Type.Ref('ErrorBody'), 429: Type.Ref('ErrorBody'), 503: Type.Ref('ErrorBody') };
+const responses = { ...errorResponses, 401: Type.Ref('ErrorBody'), 403: Type.Ref('ErrorBody'), 404: Type.Ref('ErrorBody'), 409: Type.Ref('ErrorBody'), 422: Type.Ref('ErrorBody'), 429: Type.Ref('ErrorBody'), 503: Type.Ref('ErrorBody') };
 
 const statusUrl = (workflowId: string) => `/replays/${encodeURIComponent(workflowId)}`;
 

@@ -7,11 +7,11 @@ import type { Pool } from '../../shared/db';
 import { pauseSignal, progressQuery, resumeSignal, setRateSignal, type ReplayProgress } from '../../workflows/definitions';
 import { httpError } from '../http-error';
 import { keysetPage } from '../route-helpers';
-import { errorResponses, NullableInteger, NullableString, Timestamp, Id } from '../schemas';
+import { StringEnum, errorResponses, NullableInteger, NullableString, Timestamp, Id } from '../schemas';
 import { canSee, scopedTenant } from '../tenant-scope';
 
-const Kind = Type.Union([Type.Literal('single'), Type.Literal('batch'), Type.Literal('range'), Type.Literal('dlq_retry')]);
-const AuditStatus = Type.Union(['requested', 'running', 'completed', 'failed', 'cancelled'].map((s) => Type.Literal(s)));
+const Kind = StringEnum(['single', 'batch', 'range', 'dlq_retry'] as const);
+const AuditStatus = StringEnum(['requested', 'running', 'completed', 'failed', 'cancelled'] as const);
 const Audit = Type.Object({
   id: Type.Integer(),
   workflow_id: Type.String(),
@@ -87,7 +87,7 @@ const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config
     async (request) => {
       const q = request.query;
       const rows = await listAudits(pool, {
-        kind: q.kind,
+        kind: q.kind as AuditRow['kind'] | undefined,
         status: q.status as AuditRow['status'] | undefined,
         tenantId: scopedTenant(request, q.tenant_id),
         before: q.cursor,

@@ -5,7 +5,6 @@ import { buildApp } from '../../api/app';
 import type { Config } from '../../shared/config';
 import { createReplayWorker } from '../../worker/worker';
 import { uniqueSuffix } from './env';
-import { readTopic, topicSize } from './journal';
 import { createSinkHarness, eventually, type SinkHarness } from './sink';
 import { workflowBundle } from './temporal';
 
@@ -65,6 +64,7 @@ export async function createApiEnv(label: string, opts: ApiEnvOptions = {}): Pro
     // Every step runs even when one fails, so a broken test never leaves a worker polling or a database behind.
     close: () =>
       closeAll([
+        () => terminateRunning(client, taskQueue),
         () => app.close(),
         async () => {
           if (worker?.getState() === 'RUNNING') worker.shutdown();
@@ -86,6 +86,16 @@ export function buildTestApp(h: SinkHarness, config: Config = h.config): Promise
     log: h.log,
     healthChecks: { postgres: () => h.pool.query('SELECT 1') },
   });
+}
+
+/** Ends what a file left running on its private queue, so that nothing waits forever for a worker that is gone. */
+async function terminateRunning(client: Client, taskQueue: string): Promise<void> {
+  for await (const wf of client.workflow.list({ query: `TaskQueue='${taskQueue}' AND ExecutionStatus='Running'` })) {
+    await client.workflow
+      .getHandle(wf.workflowId, wf.runId)
+      .terminate('test file finished')
+      .catch(() => undefined);
+  }
 }
 
 async function closeAll(steps: (() => Promise<unknown>)[]): Promise<void> {
@@ -152,11 +162,17 @@ export async function replayRowsOf(h: SinkHarness, workflowId: string) {
 }
 
 /** Polls GET /replays/:workflowId until the workflow has closed; returns the last answer. */
-export async function closedWorkflow(app: FastifyInstance, workflowId: string, headers: Record<string, string> = {}, timeoutMs = 30_000) {
+export async function closedWorkflow(
+  app: FastifyInstance,
+  workflowId: string,
+  headers: Record<string, string> = {},
+  timeoutMs = 30_000,
+) {
   return eventually(
     async () => {
       const res = await app.inject({ method: 'GET', url: `/replays/${encodeURIComponent(workflowId)}`, headers });
-      if (res.statusCode !== 200) throw new Error(`GET /replays/${workflowId} answered ${res.statusCode}: ${res.payload}`);
+      if (res.statusCode !== 200)
+        throw new Error(`GET /replays/${workflowId} answered ${res.statusCode}: ${res.payload}`);
       const body = json<WorkflowDetail>(res);
       return body.workflow_status === 'RUNNING' ? undefined : body;
     },
@@ -176,10 +192,61 @@ export interface WorkflowDetail {
 
 /**
  * Every message a replay workflow published to a topic, read back from Kafka itself (the journal deduplicates
- * replays, so only the topic shows whether something was sent twice).
+ * replays, so only the topic shows whether something was sent twice), with its key and headers as `_key` and
+ * `_headers`. Reads up to the high watermarks of the moment,
+ * so everything acknowledged before the call is seen, with no waiting for stragglers.
  */
-export async function publishedBy(h: SinkHarness, topic: string, workflowId: string) {
-  const size = await topicSize(h.kafka, topic);
-  const messages = size === 0 ? [] : await readTopic(h.kafka, topic, size);
-  return messages.filter((m) => m._replay_id === workflowId);
+export async function publishedBy(
+  h: SinkHarness,
+  topic: string,
+  workflowId: string,
+): Promise<Record<string, unknown>[]> {
+  const admin = h.kafka.admin();
+  await admin.connect();
+  const offsets = await admin.fetchTopicOffsets(topic).finally(() => admin.disconnect());
+  const pending = new Map(
+    offsets.filter((p) => Number(p.high) > Number(p.low)).map((p) => [p.partition, Number(p.high)]),
+  );
+  if (pending.size === 0) return [];
+  const found: Record<string, unknown>[] = [];
+  const consumer = h.kafka.consumer({ groupId: `api-test-reader-${uniqueSuffix()}` });
+  await consumer.connect();
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await consumer.subscribe({ topic, fromBeginning: true });
+    await new Promise<void>((resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`Reading ${topic} did not reach its end within 30 s`)), 30_000);
+      void consumer
+        .run({
+          eachMessage: async ({ partition, message }) => {
+            const value = parseObject(message.value);
+            if (value?._replay_id === workflowId) {
+              const headers = Object.fromEntries(
+                Object.entries(message.headers ?? {}).map(([name, v]) => [name, v?.toString()]),
+              );
+              found.push({ ...value, _key: message.key?.toString() ?? null, _headers: headers });
+            }
+            if (Number(message.offset) + 1 >= (pending.get(partition) ?? 0)) pending.delete(partition);
+            if (pending.size === 0) resolve();
+          },
+        })
+        .catch(reject);
+    });
+  } finally {
+    clearTimeout(timer);
+    await consumer.disconnect();
+  }
+  return found;
+}
+
+/** A message value as a JSON object; undefined for the poison messages some tests send on purpose. */
+function parseObject(value: Buffer | null): Record<string, unknown> | undefined {
+  try {
+    const parsed: unknown = JSON.parse(value?.toString() ?? '');
+    return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)
+      ? (parsed as Record<string, unknown>)
+      : undefined;
+  } catch {
+    return undefined;
+  }
 }
