@@ -21,6 +21,8 @@ COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 # Migrations are read at start from ../../sql relative to dist/shared, i.e. /app/sql.
 COPY --from=build /app/sql ./sql
+# The operator console's static files, read at start from ../../../api/console relative to dist/api/routes.
+COPY --from=build /app/api/console ./api/console
 USER node
 # 9105: Prometheus metrics (/metrics). 9106: HTTP API (/health, /events, /replay, /dlq, /docs).
 EXPOSE 9105 9106

@@ -13,7 +13,7 @@ module.exports = {
       testEnvironment: 'node',
       transform,
       transformIgnorePatterns,
-      testMatch: ['<rootDir>/test/{integration,workflows,api,faults}/**/*.test.ts'],
+      testMatch: ['<rootDir>/test/{integration,workflows,api,faults,console}/**/*.test.ts'],
       globalSetup: '<rootDir>/test/support/global-setup.ts',
     },
   ],

@@ -11,6 +11,7 @@ import errorHandler from './plugins/error-handler';
 import replayRateLimit from './plugins/replay-rate-limit';
 import requestMetrics from './plugins/request-metrics';
 import temporal, { createTemporalGateway, type TemporalGateway } from './plugins/temporal';
+import consoleRoutes from './routes/console';
 import dlqRoutes from './routes/dlq';
 import dlqScheduleRoutes from './routes/dlq-schedule';
 import eventRoutes from './routes/events';
@@ -73,6 +74,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(dlqScheduleRoutes, { config });
   await app.register(replayRoutes, { pool, config });
   await app.register(replaysRoutes, { pool, config });
+  await app.register(consoleRoutes);
   await app.ready();
   return app;
 }

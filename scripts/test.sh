@@ -12,9 +12,13 @@ npm run -s build
 npx tsc -p tsconfig.json --noEmit
 npx eslint .
 
-step "tools for the monitoring tests (Debian: prometheus for promtool)"
-if ! command -v promtool >/dev/null; then
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+step "tools the tests drive (Debian: prometheus for promtool and the dashboard test, chromium for the console test)"
+missing=()
+command -v prometheus >/dev/null || missing+=(prometheus)
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
+if ((${#missing[@]})); then
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 step "local stack"

@@ -54,7 +54,10 @@ function createLiveStream({ onEvent = () => {} } = {}) {
       } else if (frame.kind === 'domain_event') {
         receive(frame);
       } else if (frame.kind === 'dropped') {
-        notify(`The stream dropped ${frame.count} events because this page fell behind; reconnecting fetches them.`, 'error');
+        notify(
+          `The stream dropped ${frame.count} events because this page fell behind; reconnecting fetches them.`,
+          'error',
+        );
         connect();
       } else if (frame.kind === 'error') {
         notify(`Live stream: ${frame.message}`, 'error');
@@ -135,7 +138,7 @@ function createLiveStream({ onEvent = () => {} } = {}) {
     const shown = buffer.filter((b) => !b.row.hidden).length;
     Object.assign(stats.dataset, { buffered: buffer.length, shown, skipped });
     const parts = [needle ? `${shown} of ${buffer.length} shown` : `${buffer.length} events`];
-    if (skipped) parts.push(`${skipped} skipped while paused`);
+    if (skipped) parts.push(`${skipped} skipped ${paused ? 'while paused' : 'during the last pause'}`);
     stats.textContent = parts.join(' · ');
     empty.hidden = buffer.length > 0;
     empty.textContent = paused ? 'Paused.' : 'Waiting for events…';
@@ -167,7 +170,10 @@ function createLiveStream({ onEvent = () => {} } = {}) {
   /** The whole buffer (not only what the filter shows), oldest first, one JSON object per line. */
   function download() {
     const lines = buffer.map((b) => JSON.stringify(b.event)).reverse();
-    const blob = new Blob(lines.map((line) => `${line}\n`), { type: 'application/x-ndjson' });
+    const blob = new Blob(
+      lines.map((line) => `${line}\n`),
+      { type: 'application/x-ndjson' },
+    );
     const url = URL.createObjectURL(blob);
     const name = `crm-events-${new Date().toISOString().replace(/[:.]/g, '-')}.jsonl`;
     const link = el('a', { href: url, download: name, hidden: true });

@@ -76,7 +76,8 @@ async function api(method, path, body) {
 }
 
 function explain(status, message, what) {
-  if (status === 401) return `${message || 'Unauthorized'}: paste a token above (crm-events-sink token --role operator)`;
+  if (status === 401)
+    return `${message || 'Unauthorized'}: paste a token above (crm-events-sink token --role operator)`;
   return `${what} answered ${status}: ${message || 'no message'}`;
 }
 
