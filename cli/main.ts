@@ -52,11 +52,15 @@ async function run(): Promise<void> {
   await command(argv);
 }
 
+/** Commands a person runs at a terminal: their errors are one plain line on stderr, not a JSON log record. */
+const TOOLS = new Set(['replay', 'dlq', 'produce', 'token', 'stack']);
+
 run().catch((err: Error) => {
   if (err.name === 'ConfigError') {
     console.error(err.message);
     process.exit(2);
   }
-  createLogger('info', 'cli').fatal({ err }, err.message);
+  if (TOOLS.has(process.argv[2] ?? '')) console.error(`error: ${err.message}`);
+  else createLogger('info', 'cli').fatal({ err }, err.message);
   process.exit(1);
 });
