@@ -1,6 +1,9 @@
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
-import { bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { TestWorkflowEnvironment } from '@temporalio/testing';
+import { bundleWorkflowCode, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import { createActivities } from '../../activities';
+import { createSinkHarness } from './sink';
 
 const REPO = path.resolve(__dirname, '../..');
 
@@ -20,3 +23,29 @@ export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
 
 const noop = () => undefined;
 const quietLogger = { trace: noop, debug: noop, info: noop, warn: noop, error: console.error, log: noop };
+
+/**
+ * A time-skipping test server, a private sink harness, and a worker running every workflow with the real activities
+ * on the harness's Postgres and Kafka — the setup of the workflow suites. close() undoes all of it.
+ */
+export async function createTimeSkippingWorld(label: string, taskQueue: string, env: Record<string, string> = {}) {
+  const testEnv = await TestWorkflowEnvironment.createTimeSkipping({ server: { executable: { type: 'existing-path', path: testServerPath() } } });
+  const h = await createSinkHarness(label, env);
+  const worker = await Worker.create({
+    connection: testEnv.nativeConnection,
+    taskQueue,
+    workflowBundle: await workflowBundle(),
+    activities: createActivities({ pool: h.pool, producer: h.producer, metrics: h.metrics, log: h.log, config: h.config }),
+  });
+  const running = worker.run();
+  return {
+    env: testEnv,
+    h,
+    close: async () => {
+      worker.shutdown();
+      await running;
+      await h.close();
+      await testEnv.teardown();
+    },
+  };
+}

@@ -1,35 +1,18 @@
-import { TestWorkflowEnvironment } from '@temporalio/testing';
-import { Worker } from '@temporalio/worker';
-import { createActivities } from '../../activities';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { insertDlqEntries } from '../../repository/event-dlq';
 import type { DlqRetryResult } from '../../workflows/definitions';
-import { createSinkHarness, type SinkHarness } from '../support/sink';
-import { testServerPath, workflowBundle } from '../support/temporal';
+import type { SinkHarness } from '../support/sink';
+import { createTimeSkippingWorld } from '../support/temporal';
 
 let env: TestWorkflowEnvironment;
 let h: SinkHarness;
-let worker: Worker;
-let running: Promise<void>;
+let close: () => Promise<void>;
 const taskQueue = 'dlq-retry-test';
 
 beforeAll(async () => {
-  env = await TestWorkflowEnvironment.createTimeSkipping({ server: { executable: { type: 'existing-path', path: testServerPath() } } });
-  h = await createSinkHarness('dlqretry', { DLQ_RETRY_MAX_ATTEMPTS: '3', DLQ_RETRY_BASE_DELAY: '10m' });
-  worker = await Worker.create({
-    connection: env.nativeConnection,
-    taskQueue,
-    workflowBundle: await workflowBundle(),
-    activities: createActivities({ pool: h.pool, producer: h.producer, metrics: h.metrics, log: h.log, config: h.config }),
-  });
-  running = worker.run();
+  ({ env, h, close } = await createTimeSkippingWorld('dlqretry', taskQueue, { DLQ_RETRY_MAX_ATTEMPTS: '3', DLQ_RETRY_BASE_DELAY: '10m' }));
 });
-
-afterAll(async () => {
-  worker?.shutdown();
-  await running;
-  await h?.close();
-  await env?.teardown();
-});
+afterAll(() => close?.());
 
 let run = 0;
 const retryDue = (): Promise<DlqRetryResult> =>

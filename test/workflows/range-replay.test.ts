@@ -1,18 +1,15 @@
-import { TestWorkflowEnvironment } from '@temporalio/testing';
-import { Worker } from '@temporalio/worker';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { WorkflowFailedError } from '@temporalio/client';
-import { createActivities } from '../../activities';
 import { ensureTopics } from '../../shared/kafka';
 import { pauseSignal, progressQuery, resumeSignal, type RangeReplayInput } from '../../workflows/definitions';
 import { PAGES_PER_RUN } from '../../workflows/range-replay';
 import { readTopic, seedJournal, topicSize } from '../support/journal';
-import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
-import { testServerPath, workflowBundle } from '../support/temporal';
+import { eventually, type SinkHarness } from '../support/sink';
+import { createTimeSkippingWorld } from '../support/temporal';
 
 let env: TestWorkflowEnvironment;
 let h: SinkHarness;
-let worker: Worker;
-let running: Promise<void>;
+let close: () => Promise<void>;
 let ids: number[];
 const taskQueue = 'range-replay-test';
 
@@ -20,24 +17,10 @@ const window = { start: '2020-01-01T00:00:00Z', end: '2030-01-01T00:00:00Z' };
 const target = (name: string) => `${h.topics.leads}.${name}`;
 
 beforeAll(async () => {
-  env = await TestWorkflowEnvironment.createTimeSkipping({ server: { executable: { type: 'existing-path', path: testServerPath() } } });
-  h = await createSinkHarness('range');
+  ({ env, h, close } = await createTimeSkippingWorld('range', taskQueue));
   ids = await seedJournal(h.pool, 1200, { topics: [h.topics.leads, h.topics.jobs] });
-  worker = await Worker.create({
-    connection: env.nativeConnection,
-    taskQueue,
-    workflowBundle: await workflowBundle(),
-    activities: createActivities({ pool: h.pool, producer: h.producer, metrics: h.metrics, log: h.log, config: h.config }),
-  });
-  running = worker.run();
 });
-
-afterAll(async () => {
-  worker?.shutdown();
-  await running;
-  await h?.close();
-  await env?.teardown();
-});
+afterAll(() => close?.());
 
 const start = (workflowId: string, input: Partial<RangeReplayInput>) =>
   env.client.workflow.start('rangeReplayWorkflow', {
