@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
-import { eventsAfter, JOURNAL_CHANNEL, maxEventId, type JournalRow } from '../../repository/event-journal';
+import { eventsAfter, JOURNAL_CHANNEL, maxEventId } from '../../repository/event-journal';
 import type { Pool } from '../../shared/db';
 import type { Logger } from '../../shared/logger';
 
@@ -95,4 +95,3 @@ export class JournalFeed extends EventEmitter {
   }
 }
 
-export type { JournalRow };

@@ -1,11 +1,6 @@
 import type { ServerResponse } from 'node:http';
-import type { JournalRow } from '../../repository/event-journal';
+import type { JournalRow, StreamFilter } from '../../repository/event-journal';
 import type { Metrics } from '../../shared/metrics';
-
-export interface StreamFilter {
-  tenantId?: string;
-  topic?: string;
-}
 
 /** The SSE frame of one journal row (the shape of the original crm-events stream, plus journal fields). */
 export function domainEventFrame(row: JournalRow): { id: number; data: Record<string, unknown> } {
