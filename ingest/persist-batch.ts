@@ -1,6 +1,12 @@
 import { isTransientDbError, withTransaction, type Pool, type PoolClient } from '../shared/db';
 import { insertDlqEntries, type NewDlqEntry } from '../repository/event-dlq';
-import { insertJournalEntries, notifyJournaled, type InsertedJournalRow } from '../repository/event-journal';
+import {
+  copyJournalEntries,
+  insertJournalEntries,
+  notifyJournaled,
+  type InsertedJournalRow,
+  type NewJournalEntry,
+} from '../repository/event-journal';
 import { JournalUnavailableError } from './errors';
 import type { Accepted, ParsedRecord } from './parse';
 
@@ -21,30 +27,32 @@ export interface BatchOutcome {
   deadLetters: DeadLetter[];
 }
 
+type JournalWriter = (client: PoolClient, entries: NewJournalEntry[]) => Promise<InsertedJournalRow[]>;
+
 /**
- * Journals one consumed batch in one transaction: good records into event_journal (one statement), rejected ones
- * into event_dlq. When the batch statement fails because of one row (a CHECK constraint, a value jsonb refuses),
- * the batch is written again row by row behind savepoints so that only the failing rows go to the DLQ, with the
- * database error. Transient failures (Postgres unreachable) throw JournalUnavailableError and write nothing.
+ * Journals one consumed batch in one transaction: good records into event_journal, rejected ones into event_dlq.
+ * The batch goes in with COPY first (the fast path). COPY cannot skip a record that is already journaled (a
+ * redelivery after a crash or rebalance) nor leave out one bad row, so when it fails the batch is written again in a
+ * new transaction with one INSERT … ON CONFLICT DO NOTHING; when that fails because of one row (a CHECK constraint, a
+ * value jsonb refuses), row by row behind savepoints so that only the failing rows go to the DLQ, with the database
+ * error. Transient failures (Postgres unreachable) throw JournalUnavailableError and write nothing.
  */
 export async function persistBatch(pool: Pool, records: ParsedRecord[]): Promise<BatchOutcome> {
   const accepted = records.filter((r): r is Accepted => r.ok);
   const deadLetters: DeadLetter[] = records.flatMap((r) => (r.ok ? [] : [{ entry: r.dlq, reason: r.reason }]));
-  try {
-    return await withTransaction(pool, async (client) => {
-      const rows = await insertJournalEntries(
-        client,
-        accepted.map((r) => r.entry),
-      );
-      await insertDlqEntries(
-        client,
-        deadLetters.map((d) => d.entry),
-      );
-      await announce(client, rows);
-      return outcome(accepted, rows, deadLetters);
-    });
-  } catch (err) {
-    if (isTransientDbError(err)) throw unavailable(err);
+  const writers: JournalWriter[] = [copyJournalEntries, insertJournalEntries];
+  for (const write of writers) {
+    try {
+      return await withTransaction(pool, async (client) => {
+        const rows = await write(
+          client,
+          accepted.map((r) => r.entry),
+        );
+        return finish(client, accepted, rows, deadLetters);
+      });
+    } catch (err) {
+      if (isTransientDbError(err)) throw unavailable(err);
+    }
   }
   return persistRowByRow(pool, accepted, deadLetters);
 }
@@ -58,13 +66,7 @@ async function persistRowByRow(pool: Pool, accepted: Accepted[], deadLetters: De
         const row = await insertOne(client, record, failed);
         if (row) rows.push(row);
       }
-      const letters = [...deadLetters, ...failed];
-      await insertDlqEntries(
-        client,
-        letters.map((d) => d.entry),
-      );
-      await announce(client, rows);
-      return outcome(accepted, rows, letters);
+      return finish(client, accepted, rows, [...deadLetters, ...failed]);
     });
   } catch (err) {
     // Even the DLQ write failed: nowhere safe to put the batch, so it stays uncommitted in Kafka.
@@ -105,6 +107,21 @@ async function insertOne(
     });
     return undefined;
   }
+}
+
+/** Writes the batch's dead letters next to its journal rows, announces the rows at commit, and sums it up. */
+async function finish(
+  client: PoolClient,
+  accepted: Accepted[],
+  rows: InsertedJournalRow[],
+  deadLetters: DeadLetter[],
+): Promise<BatchOutcome> {
+  await insertDlqEntries(
+    client,
+    deadLetters.map((d) => d.entry),
+  );
+  await announce(client, rows);
+  return outcome(accepted, rows, deadLetters);
 }
 
 function outcome(accepted: Accepted[], rows: InsertedJournalRow[], deadLetters: DeadLetter[]): BatchOutcome {

@@ -1,3 +1,8 @@
+import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
+import type { PoolClient } from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import { copyTextLine } from './copy-text';
 import type { Queryable } from './queryable';
 
 /** A record ready to be journaled; offsets travel as strings (Kafka int64). */
@@ -53,6 +58,39 @@ export async function insertJournalEntries(db: Queryable, entries: NewJournalEnt
     entries.map((e) => e.replaySource),
   ]);
   return rows;
+}
+
+const COPY_ENTRIES = `
+  COPY event_journal
+    (id, received_at, tenant_id, topic, payload, kafka_partition, kafka_offset, kafka_key, replay_count, replay_source)
+  FROM STDIN`;
+
+/**
+ * Journals entries with COPY, the fastest way into Postgres, inside the caller's transaction. COPY has no ON CONFLICT:
+ * a record already journaled makes the whole statement fail (unique violation, SQLSTATE 23505), and so does any row
+ * Postgres refuses; the caller then rolls back and uses insertJournalEntries. Ids come from the table's sequence
+ * and received_at is the transaction's now(), exactly what the column defaults would give.
+ */
+export async function copyJournalEntries(client: PoolClient, entries: NewJournalEntry[]): Promise<InsertedJournalRow[]> {
+  if (entries.length === 0) return [];
+  const { rows } = await client.query<{ ids: string[]; received_at: Date; now: string }>(
+    `SELECT array(SELECT nextval('event_journal_id_seq') FROM generate_series(1, $1))::text[] AS ids,
+            now() AS received_at, now()::text AS now`,
+    [entries.length],
+  );
+  const { ids, received_at, now } = rows[0];
+  let text = '';
+  entries.forEach((e, i) => {
+    text += copyTextLine([ids[i], now, e.tenantId, e.topic, e.payloadJson, e.partition, e.offset, e.key, e.replayCount, e.replaySource]);
+  });
+  await pipeline(Readable.from([text]), client.query(copyFrom(COPY_ENTRIES)));
+  return entries.map((e, i) => ({
+    id: Number(ids[i]),
+    topic: e.topic,
+    kafka_partition: e.partition,
+    kafka_offset: e.offset === null ? null : Number(e.offset),
+    received_at,
+  }));
 }
 
 const SUMMARY_COLUMNS = 'id, tenant_id, topic, received_at, replay_count, replay_source';
@@ -197,6 +235,23 @@ export async function eventsAfter(db: Queryable, afterId: number, filter: Stream
   const { rows } = await db.query<JournalRow>(
     `SELECT ${ROW_COLUMNS} FROM event_journal WHERE ${clauses.join(' AND ')} ORDER BY id LIMIT $${values.push(limit)}`,
     values,
+  );
+  return rows;
+}
+
+export interface IdRange {
+  from: number;
+  to: number;
+}
+
+/** Full rows whose ids fall in any of the ranges (inclusive), oldest first. */
+export async function eventsInRanges(db: Queryable, ranges: IdRange[]): Promise<JournalRow[]> {
+  if (ranges.length === 0) return [];
+  const { rows } = await db.query<JournalRow>(
+    `SELECT e.* FROM unnest($1::bigint[], $2::bigint[]) AS r(lo, hi)
+       CROSS JOIN LATERAL (SELECT ${ROW_COLUMNS} FROM event_journal WHERE id BETWEEN r.lo AND r.hi) AS e
+      ORDER BY e.id`,
+    [ranges.map((r) => r.from), ranges.map((r) => r.to)],
   );
   return rows;
 }
