@@ -36,7 +36,7 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
     groupId: config.kafka.groupId,
     sessionTimeout: config.kafka.sessionTimeoutMs,
     heartbeatInterval: 3000,
-    maxBytesPerPartition: 4 * 1024 * 1024,
+    maxBytesPerPartition: config.ingest.fetchBytesPerPartition,
     retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 300, maxRetryTime: 10_000 },
   });
   let paused = false;
@@ -52,6 +52,7 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
   await consumer.subscribe({ topics: config.kafka.topics, fromBeginning: config.kafka.fromBeginning });
   await consumer.run({
     autoCommit: false,
+    partitionsConsumedConcurrently: config.ingest.concurrency,
     eachBatchAutoResolve: true,
     eachBatch: (payload) =>
       handleBatch(payload, consumer, deps, (value) => {

@@ -17,6 +17,8 @@ export interface Config {
     maxEventBytes: number;
     retryMaxDelayMs: number;
     perEventLogLimit: number;
+    concurrency: number;
+    fetchBytesPerPartition: number;
   };
   metrics: { host: string; port: number; tenantLabelLimit: number };
   api: {
@@ -68,6 +70,8 @@ export const DEFAULTS = {
   INGEST_MAX_EVENT_BYTES: '1048576',
   INGEST_RETRY_MAX_DELAY_MS: '10000',
   INGEST_PER_EVENT_LOG_LIMIT: '10',
+  INGEST_CONCURRENCY: '3',
+  INGEST_FETCH_BYTES_PER_PARTITION: '1048576',
   METRICS_HOST: '0.0.0.0',
   METRICS_PORT: '9105',
   METRICS_TENANT_LABEL_LIMIT: '100',
@@ -175,6 +179,8 @@ export function loadConfig(env: Env = process.env): Config {
       maxEventBytes: int('INGEST_MAX_EVENT_BYTES', 64, 100 * 1024 * 1024),
       retryMaxDelayMs: int('INGEST_RETRY_MAX_DELAY_MS', 100, 600_000),
       perEventLogLimit: int('INGEST_PER_EVENT_LOG_LIMIT', 0, 10_000),
+      concurrency: int('INGEST_CONCURRENCY', 1, 100),
+      fetchBytesPerPartition: int('INGEST_FETCH_BYTES_PER_PARTITION', 1024, 100 * 1024 * 1024),
     },
     metrics: {
       host: read('METRICS_HOST'),

@@ -5,7 +5,8 @@ import { exactlyOnce, produceSeq, tallySeq } from '../support/traffic';
 let h: SinkHarness;
 
 beforeAll(async () => {
-  h = await createSinkHarness('exactlyonce', { KAFKA_SESSION_TIMEOUT_MS: '8000' });
+  // Small fetches (~150 events per batch) so that the stop and the kill land between batches, not after the last.
+  h = await createSinkHarness('exactlyonce', { KAFKA_SESSION_TIMEOUT_MS: '8000', INGEST_FETCH_BYTES_PER_PARTITION: '65536' });
 });
 afterAll(() => h.close());
 
@@ -33,6 +34,7 @@ it('loses and doubles nothing when the ingest process is SIGKILLed mid-stream an
     KAFKA_TOPICS: h.config.kafka.topics.join(','),
     KAFKA_GROUP_ID: h.config.kafka.groupId,
     KAFKA_SESSION_TIMEOUT_MS: '8000', // the killed member's partitions move on after 8 s instead of 30
+    INGEST_FETCH_BYTES_PER_PARTITION: h.config.ingest.fetchBytesPerPartition.toString(),
   };
   await produce(20_000, 10_000);
   let child = spawnIngest(env);
