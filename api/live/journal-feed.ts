@@ -1,18 +1,33 @@
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
-import { eventsAfter, JOURNAL_CHANNEL, maxEventId } from '../../repository/event-journal';
+import { eventsAfter, eventsInRanges, JOURNAL_CHANNEL, maxEventId, type IdRange, type JournalRow } from '../../repository/event-journal';
 import type { Pool } from '../../shared/db';
 import type { Logger } from '../../shared/logger';
 
 const PAGE = 500;
+/** How long an id skipped over may still turn up (a transaction that took its ids earlier but committed later). */
+const GAP_WAIT_MS = 60_000;
+/** Gaps followed at most; the oldest are given up first. */
+const MAX_GAPS = 1000;
+
+interface Gap extends IdRange {
+  until: number;
+}
 
 /**
  * Follows the journal for the live stream: one LISTEN connection per API process, woken by the ingest consumer's
- * notification at each commit, reading the new rows once and emitting them to every subscriber ('rows'). It works
+ * notification at each commit, reading the new rows once and emitting them to every subscriber ('rows', with a
+ * flag for rows that turned up late, below ids already emitted). It works
  * across processes (ingest and API may run apart) and reconnects by itself when Postgres restarts.
+ *
+ * Ids are taken when a transaction starts writing but become visible when it commits, and batches commit
+ * concurrently (several partitions at once, several ingest instances), so a row may appear below ids already read.
+ * The feed therefore remembers the ids it has skipped over (gaps) for a while and looks there again on every wake;
+ * gaps that stay empty (rolled back or conflicting inserts) are given up after GAP_WAIT_MS.
  */
 export class JournalFeed extends EventEmitter {
   lastId = 0;
+  private gaps: Gap[] = [];
   private started = false;
   private client: pg.Client | undefined;
   private reading: Promise<void> | undefined;
@@ -75,14 +90,39 @@ export class JournalFeed extends EventEmitter {
         for (;;) {
           const rows = await eventsAfter(this.pool, this.lastId, {}, PAGE);
           if (rows.length === 0) break;
+          this.noteGaps(rows);
           this.lastId = rows[rows.length - 1].id;
-          this.emit('rows', rows);
+          this.emit('rows', rows, false);
           if (rows.length < PAGE) break;
         }
+        await this.fillGaps();
       } while (this.again && !this.closed);
     })()
       .catch((err: Error) => this.log.warn({ err: err.message }, 'live stream read failed; will retry on next commit'))
       .finally(() => (this.reading = undefined));
+  }
+
+  /** Records the ids between lastId and each row that were not there (yet). */
+  private noteGaps(rows: JournalRow[]): void {
+    const until = Date.now() + GAP_WAIT_MS;
+    let expected = this.lastId + 1;
+    for (const { id } of rows) {
+      if (id > expected) this.gaps.push({ from: expected, to: id - 1, until });
+      expected = id + 1;
+    }
+    if (this.gaps.length > MAX_GAPS) this.gaps.splice(0, this.gaps.length - MAX_GAPS);
+  }
+
+  /** Emits rows that have appeared in known gaps since, and narrows or drops those gaps. */
+  private async fillGaps(): Promise<void> {
+    const now = Date.now();
+    this.gaps = this.gaps.filter((gap) => gap.until > now);
+    if (this.gaps.length === 0) return;
+    const late = await eventsInRanges(this.pool, this.gaps);
+    if (late.length === 0) return;
+    const found = new Set(late.map((row) => row.id));
+    this.gaps = this.gaps.flatMap((gap) => splitGap(gap, found));
+    this.emit('rows', late, true);
   }
 
   async close(): Promise<void> {
@@ -95,3 +135,16 @@ export class JournalFeed extends EventEmitter {
   }
 }
 
+
+/** What is left of a gap once the ids in found have turned up. */
+function splitGap(gap: Gap, found: Set<number>): Gap[] {
+  const rest: Gap[] = [];
+  let from = gap.from;
+  for (let id = gap.from; id <= gap.to; id++) {
+    if (!found.has(id)) continue;
+    if (id > from) rest.push({ from, to: id - 1, until: gap.until });
+    from = id + 1;
+  }
+  if (from <= gap.to) rest.push({ from, to: gap.to, until: gap.until });
+  return rest;
+}

@@ -26,9 +26,14 @@ export function domainEventFrame(row: JournalRow): { id: number; data: Record<st
  * queue up to `bufferLimit`, and beyond that they are dropped, counted, and the client is told how many (it can
  * reconnect with Last-Event-ID to fetch them from the journal). Nothing here ever waits on the client.
  */
+const RECENT_IDS = 10_000;
+
 export class StreamClient {
-  /** Highest journal id sent or queued: rows at or below it are not sent again. */
+  /** Highest journal id sent or queued. */
   cursor: number;
+  /** Ids recently sent, so that a row committed late (below the cursor) is sent once, and a repeat is not. */
+  private readonly recent = new Set<number>();
+  private readonly recentOrder: number[] = [];
   private queue: string[] = [];
   private blocked = false;
   private dropped = 0;
@@ -51,14 +56,26 @@ export class StreamClient {
     );
   }
 
-  /** Sends the rows this client wants and has not had yet. */
-  offer(rows: JournalRow[]): void {
+  /**
+   * Sends the rows this client wants and has not had yet. Rows come in id order, except `late` ones: committed after
+   * rows with higher ids (their transaction took its ids first), they arrive below the cursor and are sent unless
+   * this connection already sent them.
+   */
+  offer(rows: JournalRow[], late = false): void {
     for (const row of rows) {
-      if (row.id <= this.cursor || !this.matches(row)) continue;
-      this.cursor = row.id;
+      if (!this.matches(row) || this.recent.has(row.id)) continue;
+      if (row.id <= this.cursor && !late) continue;
+      this.remember(row.id);
+      this.cursor = Math.max(this.cursor, row.id);
       const { id, data } = domainEventFrame(row);
       this.enqueue(`id: ${id}\ndata: ${JSON.stringify(data)}\n\n`);
     }
+  }
+
+  private remember(id: number): void {
+    this.recent.add(id);
+    this.recentOrder.push(id);
+    if (this.recentOrder.length > RECENT_IDS) this.recent.delete(this.recentOrder.shift()!);
   }
 
   send(data: Record<string, unknown>): void {

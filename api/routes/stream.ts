@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { eventsAfter } from '../../repository/event-journal';
+import { eventsAfter, type JournalRow } from '../../repository/event-journal';
 import type { Config } from '../../shared/config';
 import type { Pool } from '../../shared/db';
 import type { Metrics } from '../../shared/metrics';
@@ -57,9 +57,9 @@ const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { poo
       metrics.sseClients.inc();
       const resumeFrom = lastEventId === undefined ? undefined : Number(lastEventId);
       const client = new StreamClient(res, filter, config.stream.clientBuffer, metrics, resumeFrom ?? feed.lastId);
-      const pending: Parameters<StreamClient['offer']>[0][] = [];
+      const pending: Array<[JournalRow[], boolean]> = [];
       let caughtUp = resumeFrom === undefined;
-      const onRows = (rows: Parameters<StreamClient['offer']>[0]) => (caughtUp ? client.offer(rows) : pending.push(rows));
+      const onRows = (rows: JournalRow[], late: boolean) => (caughtUp ? client.offer(rows, late) : pending.push([rows, late]));
       feed.on('rows', onRows);
       client.send({
         kind: 'connected',
@@ -90,7 +90,7 @@ const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { poo
           client.send({ kind: 'error', message: 'Could not read the journal to resume; reconnect to try again' });
         }
         caughtUp = true;
-        for (const rows of pending.splice(0)) client.offer(rows);
+        for (const [rows, late] of pending.splice(0)) client.offer(rows, late);
       }
     },
   );

@@ -1,6 +1,7 @@
 import http from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../../api/app';
+import { notifyJournaled } from '../../repository/event-journal';
 import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
 
 let h: SinkHarness;
@@ -113,6 +114,28 @@ it('resumes from the journal after a reconnect with Last-Event-ID, with no gap a
     expect(ids[0]).toBeGreaterThan(Number(lastId));
   } finally {
     second.close();
+  }
+});
+
+it('delivers once a row committed after rows with higher ids (concurrent batches commit out of id order)', async () => {
+  const sse = await connect('?tenant_id=late');
+  const early = await h.pool.connect();
+  try {
+    await eventually(async () => sse.frames.length > 0, 'connected');
+    const insert = "INSERT INTO event_journal (tenant_id, topic, payload) VALUES ('late', $1, $2) RETURNING id";
+    await early.query('BEGIN');
+    const low = (await early.query(insert, [h.topics.leads, { tenant_id: 'late', n: 'takes its id first' }])).rows[0].id;
+    const high = (await h.pool.query(insert, [h.topics.leads, { tenant_id: 'late', n: 'commits first' }])).rows[0].id;
+    await notifyJournaled(h.pool, high);
+    await eventually(async () => domainEvents(sse).length === 1, 'the row that committed first');
+    await notifyJournaled(early, low);
+    await early.query('COMMIT');
+    await eventually(async () => domainEvents(sse).length === 2, 'the row that committed late');
+    await new Promise((r) => setTimeout(r, 500));
+    expect(domainEvents(sse).map((f) => Number(f.id))).toEqual([high, low]);
+  } finally {
+    early.release();
+    sse.close();
   }
 });
 
