@@ -62,12 +62,13 @@ it('migrate applies the schema once even when two processes start at once', asyn
       '003_replay_tracking',
       '004_replay_audit',
       '005_dlq_status',
+      '006_event_journal_tenant_topic',
     ]);
     const check = new pg.Client({ connectionString: db.databaseUrl });
     await check.connect();
     const { rows } = await check.query('SELECT name FROM pgmigrations ORDER BY id');
     await check.end();
-    expect(rows.map((r) => r.name)).toHaveLength(5);
+    expect(rows.map((r) => r.name)).toHaveLength(6);
   } finally {
     await db.drop();
   }
