@@ -8,8 +8,9 @@ const CLI = path.resolve(__dirname, '../../cli/main.js');
 /** Runs the compiled `crm-events-sink <command>` as a child process, as it runs in production. */
 export function spawnCli(command: 'ingest' | 'worker' | 'api', env: Record<string, string>): ChildProcess {
   if (!fs.existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first (npm run bench does)`);
-  // BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the service itself (flags NODE_OPTIONS refuses).
-  const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  // The heap limit `npm run cli` gives each part; BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" adds flags
+  // (e.g. to profile the service itself; NODE_OPTIONS refuses --cpu-prof).
+  const nodeArgs = ['--max-old-space-size=256', ...(process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)];
   const child = spawn(process.execPath, [...nodeArgs, CLI, command], {
     env: { ...process.env, LOG_LEVEL: 'warn', METRICS_PORT: '0', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],

@@ -241,14 +241,14 @@ describe('Dockerfile', () => {
     expect(dockerfile).toMatch(/COPY --from=build \/app\/dist \.\/dist/);
   });
 
-  it('runs `crm-events-sink start` as a non-root user, exposing both ports, with a healthcheck', () => {
+  it('runs `crm-events-sink start` as a non-root user with a heap limit, exposing both ports, with a healthcheck', () => {
     const user = last('USER').split(/\s+/)[1];
     expect(user).toBeDefined();
     expect(['root', '0']).not.toContain(user);
     expect(last('EXPOSE').split(/\s+/).slice(1).sort()).toEqual(['9105', '9106']);
     expect(last('HEALTHCHECK')).toContain('/health');
     const bin = JSON.parse(read('package.json')).bin['crm-events-sink'];
-    expect(JSON.parse(last('ENTRYPOINT').slice('ENTRYPOINT '.length))).toEqual(['node', bin]);
+    expect(JSON.parse(last('ENTRYPOINT').slice('ENTRYPOINT '.length))).toEqual(['node', '--max-old-space-size=512', bin]);
     expect(JSON.parse(last('CMD').slice('CMD '.length))).toEqual(['start']);
   });
 
