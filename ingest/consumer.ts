@@ -3,6 +3,7 @@ import type { Config } from '../shared/config';
 import type { Pool } from '../shared/db';
 import type { Logger } from '../shared/logger';
 import type { Metrics } from '../shared/metrics';
+import { countBy } from '../shared/count-by';
 import { parseRecord } from './parse';
 import { persistBatch, type BatchOutcome } from './persist-batch';
 import { reportBatch } from './report-batch';
@@ -80,13 +81,15 @@ async function handleBatch(
 ): Promise<void> {
   const { pool, metrics, log, config } = deps;
   if (batch.messages.length === 0) return;
-  const parsed = batch.messages.map((m) =>
-    parseRecord({ ...m, topic: batch.topic, partition: batch.partition }, config.ingest.maxEventBytes),
+  const { topic, partition } = batch;
+  const parsed = batch.messages.map(({ offset, key, value, headers }) =>
+    parseRecord({ topic, partition, offset, key, value, headers }, config.ingest.maxEventBytes),
   );
-  for (const record of parsed) {
-    const tenant = record.ok ? record.entry.tenantId : (record.dlq.tenantId ?? 'unknown');
-    metrics.ingested.inc({ tenant_id: metrics.tenantLabel(tenant), topic: batch.topic });
-  }
+  const byTenant = countBy(parsed, (record) => ({
+    tenant_id: metrics.tenantLabel(record.ok ? record.entry.tenantId : (record.dlq.tenantId ?? 'unknown')),
+    topic,
+  }));
+  for (const [labels, count] of byTenant) metrics.ingested.inc(labels, count);
 
   let outcome: BatchOutcome | undefined;
   for (let attempt = 0; outcome === undefined; attempt++) {

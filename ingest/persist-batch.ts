@@ -125,6 +125,9 @@ async function finish(
 }
 
 function outcome(accepted: Accepted[], rows: InsertedJournalRow[], deadLetters: DeadLetter[]): BatchOutcome {
+  if (rows.length === accepted.length && rows.every((row, i) => sameCoordinates(row, accepted[i].entry))) {
+    return { journaled: rows.map((row, i) => ({ row, record: accepted[i] })), duplicates: 0, deadLetters };
+  }
   const byCoordinates = new Map(rows.map((row) => [`${row.topic}/${row.kafka_partition}/${row.kafka_offset}`, row]));
   const journaled: JournaledEvent[] = [];
   for (const record of accepted) {
@@ -134,6 +137,11 @@ function outcome(accepted: Accepted[], rows: InsertedJournalRow[], deadLetters: 
   }
   const failedCount = deadLetters.filter((d) => d.reason === 'db_error').length;
   return { journaled, duplicates: accepted.length - journaled.length - failedCount, deadLetters };
+}
+
+/** Whether a returned row is this entry's (the common case: every entry journaled, rows in entry order). */
+function sameCoordinates(row: InsertedJournalRow, entry: NewJournalEntry): boolean {
+  return row.topic === entry.topic && row.kafka_partition === entry.partition && String(row.kafka_offset) === entry.offset;
 }
 
 /** Tells live-stream listeners about the new rows, at commit. */

@@ -1,3 +1,4 @@
+import { countBy } from '../shared/count-by';
 import type { Logger } from '../shared/logger';
 import type { Metrics } from '../shared/metrics';
 import type { BatchOutcome } from './persist-batch';
@@ -7,11 +8,14 @@ import type { BatchOutcome } from './persist-batch';
  * wording; larger ones log a single summary so that logging never dominates ingestion under load.
  */
 export function reportBatch(outcome: BatchOutcome, metrics: Metrics, log: Logger, perEventLimit: number): void {
-  for (const { record } of outcome.journaled) {
-    const { topic, tenantId, replayCount, replaySource } = record.entry;
-    metrics.persisted.inc({ tenant_id: metrics.tenantLabel(tenantId), topic });
-    if (replayCount > 0) metrics.replayed.inc({ topic, replay_source: replaySource ?? 'unknown' });
-  }
+  const entries = outcome.journaled.map(({ record }) => record.entry);
+  const persisted = countBy(entries, ({ tenantId, topic }) => ({ tenant_id: metrics.tenantLabel(tenantId), topic }));
+  for (const [labels, count] of persisted) metrics.persisted.inc(labels, count);
+  const replays = countBy(
+    entries.filter((e) => e.replayCount > 0),
+    ({ topic, replaySource }) => ({ topic, replay_source: replaySource ?? 'unknown' }),
+  );
+  for (const [labels, count] of replays) metrics.replayed.inc(labels, count);
   for (const { entry, reason } of outcome.deadLetters) {
     metrics.dlq.inc({ topic: entry.topic, reason });
     log.warn(
