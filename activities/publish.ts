@@ -5,7 +5,11 @@ import type { ReplayMessage } from './lineage';
 export async function publishMessages(producer: Producer, messages: ReplayMessage[]): Promise<void> {
   if (messages.length === 0) return;
   const byTopic = new Map<string, ReplayMessage[]>();
-  for (const m of messages) byTopic.set(m.topic, [...(byTopic.get(m.topic) ?? []), m]);
+  for (const m of messages) {
+    const list = byTopic.get(m.topic);
+    if (list) list.push(m);
+    else byTopic.set(m.topic, [m]);
+  }
   await producer.sendBatch({
     acks: -1,
     topicMessages: [...byTopic].map(([topic, list]) => ({
