@@ -7,22 +7,31 @@ import { publishMessages } from './publish';
 
 export type RangeSelection = Omit<RangeFilter, 'maxId'>;
 
-export interface RangePageInput extends Lineage {
+export interface RangeChunkInput extends Lineage {
   filter: RangeFilter;
+  /** The chunk starts after this id. */
   cursor: number;
+  /** Rows per page. */
   limit: number;
+  /** Most pages this call replays (default 1: one page per call, as under a rate limit). */
+  maxPages?: number;
+  /** No further page is started once this much time has passed since the attempt began. */
+  budgetMs?: number;
 }
 
-export interface RangePageResult {
+/** What a chunk has done so far: heartbeated after every page, returned at the end. Counts are for this chunk. */
+export interface RangeChunkResult {
   /** Id of the last row read: the next page starts after it. */
   cursor: number;
   read: number;
   published: number;
   failed: number;
+  /** A short page was read: the range is finished. */
   done: boolean;
+  pages: number;
 }
 
-/** Range replay: plan (pin and count the range), dry-run counts, and one keyset page per activity. */
+/** Range replay: plan (pin and count the range), dry-run counts, and a chunk of consecutive keyset pages per call. */
 export function createRangeActivities({ pool, producer, metrics, config }: ActivityDeps) {
   return {
     /** Pins the range to the journal as it is now (replays journaled meanwhile are never picked up) and counts it. */
@@ -44,31 +53,58 @@ export function createRangeActivities({ pool, producer, metrics, config }: Activ
     },
 
     /**
-     * Reads one page after the cursor and sends it in one producer call, then heartbeats the result. A retried
-     * attempt whose previous try already sent the page finds it in the heartbeat and returns it without resending.
+     * Replays consecutive keyset pages after the cursor, each read, sent in one producer call and heartbeated, until
+     * a short page, `maxPages` pages or `budgetMs`; the next page is read while the current one is being sent. A
+     * cancellation (delivered with a heartbeat) stops it between pages. A retried attempt resumes from the last
+     * heartbeat the server recorded: pages heartbeated before are not resent, later ones may be (the journal's
+     * replay-once index keeps one copy). Named for its first form, one page per call, so that histories of runs
+     * started before chunks still replay.
      */
-    async replayRangePage(input: RangePageInput): Promise<RangePageResult> {
+    async replayRangePage(input: RangeChunkInput): Promise<RangeChunkResult> {
       const ctx = Context.current();
-      const sent = ctx.info.heartbeatDetails as RangePageResult | undefined;
-      if (sent && sent.cursor > input.cursor) return sent;
-      const rows = await rangePage(pool, input.filter, input.cursor, input.limit);
-      const messages = [];
-      let failed = 0;
-      for (const row of rows) {
-        if (refusalOf(row, config.replay.maxHops)) failed += 1;
-        else messages.push(toReplayMessage(row, input));
+      const maxPages = input.maxPages ?? 1;
+      const deadline = Date.now() + (input.budgetMs ?? Infinity);
+      const resumed = ctx.info.heartbeatDetails as RangeChunkResult | undefined;
+      // Details heartbeated by a one-page attempt of an older worker carry no page count.
+      let result: RangeChunkResult = resumed
+        ? { ...resumed, pages: resumed.pages ?? 1 }
+        : { cursor: input.cursor, read: 0, published: 0, failed: 0, done: false, pages: 0 };
+      if (result.done || result.pages >= maxPages) return result;
+      ctx.cancellationSignal.throwIfAborted();
+
+      let next = prefetch(rangePage(pool, input.filter, result.cursor, input.limit));
+      for (;;) {
+        const rows = await next;
+        const done = rows.length < input.limit;
+        const last = done || result.pages + 1 >= maxPages || Date.now() >= deadline;
+        const cursor = rows.length ? rows[rows.length - 1].id : result.cursor;
+        if (!last) next = prefetch(rangePage(pool, input.filter, cursor, input.limit));
+        const messages = [];
+        let failed = 0;
+        for (const row of rows) {
+          if (refusalOf(row, config.replay.maxHops)) failed += 1;
+          else messages.push(toReplayMessage(row, input));
+        }
+        await publishMessages(producer, messages);
+        metrics.replayPublished.inc({ kind: 'range' }, messages.length);
+        result = {
+          cursor,
+          read: result.read + rows.length,
+          published: result.published + messages.length,
+          failed: result.failed + failed,
+          done,
+          pages: result.pages + 1,
+        };
+        ctx.heartbeat(result);
+        if (last) return result;
+        ctx.cancellationSignal.throwIfAborted(); // the reason is a CancelledFailure: the attempt ends as cancelled
       }
-      await publishMessages(producer, messages);
-      metrics.replayPublished.inc({ kind: 'range' }, messages.length);
-      const result: RangePageResult = {
-        cursor: rows.length ? rows[rows.length - 1].id : input.cursor,
-        read: rows.length,
-        published: messages.length,
-        failed,
-        done: rows.length < input.limit,
-      };
-      ctx.heartbeat(result);
-      return result;
     },
   };
+}
+
+/** Marks a read started ahead as handled, so that leaving it behind (failed send, cancellation) is not an error. */
+function prefetch<T>(promise: Promise<T>): Promise<T> {
+  promise.catch(() => undefined);
+  return promise;
 }

@@ -13,7 +13,11 @@ export const publishOptions: ActivityOptions = {
   },
 };
 
-/** Page activities of long replays: they heartbeat, and keep retrying (backoff up to 10 min) until Kafka is back. */
+/**
+ * Page activities of long replays: they heartbeat after every page, and keep retrying (backoff up to 10 min) until
+ * Kafka is back. The heartbeat timeout bounds one page (a read and a send), not a whole chunk of pages; a chunk's
+ * time budget (CHUNK_BUDGET_MS) stays far under the start-to-close timeout.
+ */
 export const pageOptions: ActivityOptions = {
   startToCloseTimeout: '10m',
   heartbeatTimeout: '30s',

@@ -55,7 +55,10 @@ export interface RangeReplayInput {
   maxEventsPerSecond?: number;
   source: ReplaySource;
   requestedBy?: string;
+  /** Rows per keyset page (default 500). */
   pageSize?: number;
+  /** Most pages one activity call replays when no rate limit is set (default PAGES_PER_CALL). */
+  pagesPerCall?: number;
   /** Carried across continue-as-new; never set by callers. */
   state?: RangeState;
 }

@@ -25,13 +25,25 @@ import { recordFailure } from './replay-event';
 const { planRange, countRangeEvents, replayRangePage } = proxyActivities<Activities>(pageOptions);
 const { recordReplayStarted, recordReplayFinished } = proxyActivities<Activities>(auditOptions);
 
-/** Pages per run before continuing as new, so that history stays small however long the range. */
-export const PAGES_PER_RUN = 200;
+/** Activity calls per run before continuing as new, so that history stays small however long the range. */
+export const CALLS_PER_RUN = 200;
 
 /**
- * Replays every journal row in [start, end) matching the filters, a keyset page per activity. Pause, resume and a
- * new rate arrive as signals; cancel is Temporal cancellation; progress is a query. Continues as new when the
- * history grows, carrying its cursor and counters.
+ * Unthrottled, one activity call replays consecutive pages for about this long: the ~35 ms a call costs (a workflow
+ * task, an activity dispatch) is paid once per chunk instead of once per page, and pause, a new rate or cancel still
+ * take effect within about this long. Far under pageOptions' start-to-close timeout; its heartbeat timeout need only
+ * cover one page, since a chunk heartbeats after each.
+ */
+export const CHUNK_BUDGET_MS = 2_000;
+
+/** Most pages per unthrottled call (default of `pagesPerCall`): bounds a chunk when pages are quick. */
+export const PAGES_PER_CALL = 100;
+
+/**
+ * Replays every journal row in [start, end) matching the filters, in keyset pages: a chunk of consecutive pages per
+ * activity call, or under a rate limit one page of at most a second's worth per call followed by a durable timer.
+ * Pause, resume and a new rate arrive as signals and apply between calls; cancel is Temporal cancellation; progress
+ * is a query. Continues as new when the history grows, carrying its cursor and counters.
  */
 export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<RangeReplayResult> {
   const { workflowId, runId } = workflowInfo();
@@ -92,29 +104,32 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
 
   const filter = { ...selection, maxId: state.maxId };
   const pageSize = input.pageSize ?? 500;
+  const pagesPerCall = Math.max(1, input.pagesPerCall ?? PAGES_PER_CALL);
   try {
-    for (let pagesThisRun = 0; ; pagesThisRun++) {
-      if (pagesThisRun >= PAGES_PER_RUN || workflowInfo().continueAsNewSuggested) {
+    for (let callsThisRun = 0; ; callsThisRun++) {
+      if (callsThisRun >= CALLS_PER_RUN || workflowInfo().continueAsNewSuggested) {
         await continueAsNew<typeof rangeReplayWorkflow>({ ...input, state });
       }
       await condition(() => !state.paused);
       const rate = state.maxEventsPerSecond;
       const began = Date.now();
-      const page = await replayRangePage({
+      const chunk = await replayRangePage({
         filter,
         cursor: state.cursor,
         limit: rate ? Math.max(1, Math.min(pageSize, Math.ceil(rate))) : pageSize,
+        maxPages: rate ? 1 : pagesPerCall,
+        budgetMs: rate ? undefined : CHUNK_BUDGET_MS,
         source: input.source,
         replayId: workflowId,
         targetTopic: input.targetTopic,
       });
-      state.cursor = page.cursor;
-      state.published += page.published;
-      state.failed += page.failed;
-      state.pages += 1;
-      if (page.done) break;
+      state.cursor = chunk.cursor;
+      state.published += chunk.published;
+      state.failed += chunk.failed;
+      state.pages += chunk.pages ?? 1; // results recorded before chunks were one page without a count
+      if (chunk.done) break;
       if (rate) {
-        const due = (page.read / rate) * 1000 - (Date.now() - began);
+        const due = (chunk.read / rate) * 1000 - (Date.now() - began);
         if (due > 0) await sleep(due);
       }
     }

@@ -2,7 +2,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ensureTopics } from '../../shared/kafka';
 import { pauseSignal, progressQuery, resumeSignal, type RangeReplayInput } from '../../workflows/definitions';
-import { PAGES_PER_RUN } from '../../workflows/range-replay';
+import { CALLS_PER_RUN } from '../../workflows/range-replay';
 import { readTopic, seedJournal, topicSize } from '../support/journal';
 import { eventually, type SinkHarness } from '../support/sink';
 import { createTimeSkippingWorld } from '../support/temporal';
@@ -46,9 +46,9 @@ it('dry run counts by topic and tenant and publishes nothing', async () => {
 it('continues as new on a long range with no page missed or repeated', async () => {
   const topic = target('long');
   await ensureTopics(h.kafka, [topic], 3);
-  const pageSize = 5; // 1200 events = 240 pages > PAGES_PER_RUN
-  expect(1200 / pageSize).toBeGreaterThan(PAGES_PER_RUN);
-  const handle = await start('replay-range-long', { targetTopic: topic, pageSize });
+  const pageSize = 5; // 1200 events = 240 pages, one per call > CALLS_PER_RUN
+  expect(1200 / pageSize).toBeGreaterThan(CALLS_PER_RUN);
+  const handle = await start('replay-range-long', { targetTopic: topic, pageSize, pagesPerCall: 1 });
   const result = await handle.result();
   expect(result).toMatchObject({ status: 'completed', matched: 1200, published: 1200, failed: 0, pages: 241 });
   const described = await handle.describe();
@@ -58,6 +58,28 @@ it('continues as new on a long range with no page missed or repeated', async () 
   expect(replayedFrom).toEqual(ids); // every event once, none twice
   expect(messages.every((m) => m._replay_id === 'replay-range-long' && m._replay_source === 'range')).toBe(true);
   expect(await audit('replay-range-long')).toMatchObject({ status: 'completed', matched: 1200, published: 1200 });
+});
+
+it('replays several pages per activity call, within pagesPerCall', async () => {
+  const topic = target('chunks');
+  await ensureTopics(h.kafka, [topic], 3);
+  const handle = await start('replay-range-chunks', { targetTopic: topic, tenantId: 'acme', pageSize: 40, pagesPerCall: 4 });
+  const result = await handle.result();
+  expect(result).toMatchObject({ status: 'completed', matched: 400, published: 400, pages: 11 }); // 10 full, 1 empty
+  const { events } = await handle.fetchHistory();
+  const chunkCalls = new Set(
+    events!
+      .filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'replayRangePage')
+      .map((e) => String(e.eventId)),
+  );
+  const chunks = events!
+    .map((e) => e.activityTaskCompletedEventAttributes)
+    .filter((a) => a && chunkCalls.has(String(a.scheduledEventId)))
+    .map((a) => JSON.parse(Buffer.from(a!.result!.payloads![0].data!).toString()) as { pages: number });
+  expect(chunks.reduce((sum, c) => sum + c.pages, 0)).toBe(11);
+  expect(chunks.every((c) => c.pages <= 4)).toBe(true);
+  expect(chunks.length).toBeLessThan(11); // 3 unless a page outlasts the 2 s budget
+  expect(await topicSize(h.kafka, topic)).toBe(400);
 });
 
 it('filters by tenant and topic, originals only by default', async () => {
