@@ -25,7 +25,7 @@ import { ErrorBody } from './schemas';
 import { requestValidator } from './validation';
 
 export interface AppDeps {
-  config: Pick<Config, 'api' | 'temporal' | 'stream' | 'kafka' | 'databaseUrl' | 'dlqRetry'>;
+  config: Pick<Config, 'api' | 'temporal' | 'stream' | 'kafka' | 'databaseUrl' | 'dlqRetry' | 'replay'>;
   pool: Pool;
   metrics: Metrics;
   log: Logger;

@@ -38,7 +38,7 @@ const responses = { ...errorResponses, 401: Type.Ref('ErrorBody'), 403: Type.Ref
 const statusUrl = (workflowId: string) => `/replays/${encodeURIComponent(workflowId)}`;
 
 /** POST /replay/:id, /replay/batch and /replay/range: each starts a durable Temporal workflow. */
-const replayRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config, 'temporal' | 'api'> }> = async (
+const replayRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config, 'temporal' | 'api' | 'replay'> }> = async (
   app,
   { pool, config },
 ) => {
@@ -112,6 +112,7 @@ const replayRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config,
           requestedBy: request.principal.subject,
           targetTopic: target_topic,
           tenantId: request.principal.tenantId,
+          pageSize: config.replay.pageSize,
         },
         searchAttributes: replaySearchAttributes({ kind: 'batch', source: 'batch', tenantId: request.principal.tenantId, topic: target_topic }),
       });
@@ -157,6 +158,7 @@ const replayRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config,
         targetTopic: body.target_topic,
         dryRun: body.dry_run ?? false,
         maxEventsPerSecond: body.max_events_per_second,
+        pageSize: config.replay.pageSize,
         source: 'range',
         requestedBy: request.principal.subject,
       };

@@ -25,7 +25,8 @@ const extraTopics: string[] = [];
 
 beforeAll(async () => {
   // Auth is off here (auth.test.ts covers it); the per-client replay budget is raised so this file never hits it.
-  env = await createApiEnv('api-replay', { env: { API_REPLAY_RATE_LIMIT_PER_MINUTE: '10000' } });
+  // Pages of 2 events, so that ranges of a few events already take several pages.
+  env = await createApiEnv('api-replay', { env: { API_REPLAY_RATE_LIMIT_PER_MINUTE: '10000', REPLAY_PAGE_SIZE: '2' } });
   ({ leads, jobs } = env.h.topics);
 });
 
@@ -304,7 +305,8 @@ describe('POST /replay/range', () => {
     expect(workflowId).toMatch(/^replay-range-/);
     const detail = await closedWorkflow(env.app, workflowId);
     expect(detail.workflow_status).toBe('COMPLETED');
-    expect(detail.result).toMatchObject({ status: 'completed', matched: 3, published: 3, failed: 0 });
+    // REPLAY_PAGE_SIZE=2: three events take two pages.
+    expect(detail.result).toMatchObject({ status: 'completed', matched: 3, published: 3, failed: 0, pages: 2 });
     expect(detail.audit).toMatchObject({ kind: 'range', status: 'completed', matched: 3, published: 3 });
     expect(detail.audit!.filter).toMatchObject({ tenantId: 'range-a', topic: leads, includeReplays: false });
 
