@@ -47,13 +47,16 @@ export async function startApi(
   return { app, url: `http://127.0.0.1:${address.port}` };
 }
 
-/** POST /replay/:id (optionally to a target topic); resolves with the workflow id once the API answers 200. */
-export async function postReplay(url: string, id: number, targetTopic?: string): Promise<string> {
+/**
+ * POST /replay/:id (optionally to a target topic); resolves with the workflow id once the API answers 200, or also
+ * 202 (still running after the API's wait) when accepted is true.
+ */
+export async function postReplay(url: string, id: number, targetTopic?: string, accepted = false): Promise<string> {
   const query = targetTopic ? `?target_topic=${encodeURIComponent(targetTopic)}` : '';
   const res = await fetch(`${url}/replay/${id}${query}`, { method: 'POST' });
   const body = (await res.json()) as { workflow_id?: string; message?: string };
-  if (res.status !== 200 || !body.workflow_id)
-    throw new Error(`POST /replay/${id} answered ${res.status}: ${JSON.stringify(body)}`);
+  const ok = res.status === 200 || (accepted && res.status === 202);
+  if (!ok || !body.workflow_id) throw new Error(`POST /replay/${id} answered ${res.status}: ${JSON.stringify(body)}`);
   return body.workflow_id;
 }
 
