@@ -486,16 +486,14 @@ sys.exit(0 if corr == 7 and err == 0 and 3 in keys else 1)
 PY
 }
 kafka_alive() { pid_file_pid kafka "$KAFKA_PROPS"; }
-# Ready = started by us in this run ("Kafka Server started" logged since the launch) and answering requests.
+# Ready = started by us in this run ("Kafka Server started" written to kafka.out since the launch: the log4j config
+# copies that one line there, because kafka.log rolls over at 50 MB and can do so during startup) and answering.
 kafka_ready() {
-  local size
-  size=$(stat -c %s "$KAFKA_LOG" 2>/dev/null || echo 0)
-  ((size + 1 >= KAFKA_LOG_OFFSET)) || KAFKA_LOG_OFFSET=1 # the log rolled over meanwhile
-  tail -c "+$KAFKA_LOG_OFFSET" "$KAFKA_LOG" 2>/dev/null | grep -q "Kafka Server started" && kafka_probe
+  tail -c "+$KAFKA_OUT_OFFSET" "$KAFKA_OUT" 2>/dev/null | grep -q "Kafka Server started" && kafka_probe
 }
 
 start_kafka() {
-  KAFKA_LOG_OFFSET=1
+  KAFKA_OUT_OFFSET=1
   if kafka_alive; then
     if kafka_probe 2>/dev/null; then say "kafka: already up (127.0.0.1:$KAFKA_PORT)"; return 1; fi
     say "kafka: started earlier and not ready yet; waiting"; return 0
@@ -519,7 +517,7 @@ start_kafka() {
     kafka_tool kafka.tools.StorageTool format --standalone -t "$id" -c "$KAFKA_PROPS" >>"$LOGS/kafka-format.log" 2>&1 \
       || { tail -n 20 "$LOGS/kafka-format.log" >&2; die "kafka: storage format failed (see $LOGS/kafka-format.log)"; }
   fi
-  KAFKA_LOG_OFFSET=$(($(stat -c %s "$KAFKA_LOG" 2>/dev/null || echo 0) + 1))
+  KAFKA_OUT_OFFSET=$(($(stat -c %s "$KAFKA_OUT" 2>/dev/null || echo 0) + 1))
   say "kafka: starting Kafka $(kafka_version) on 127.0.0.1:$KAFKA_PORT (KRaft, data $KAFKA_HOME/data)"
   launch kafka "$KAFKA_OUT" java "${KAFKA_JVM[@]}" -Dkafka.logs.file="$KAFKA_LOG" \
     -Dlog4j2.configurationFile="$CONF_DIR/kafka-log4j2.properties" -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$KAFKA_PROPS"
