@@ -27,7 +27,7 @@ type Stopper = () => Promise<unknown>;
 
 /**
  * Waits for SIGTERM/SIGINT, then runs the stoppers in order (intake first, pools last). A second signal exits at
- * once. Resolves when everything has stopped.
+ * once. Resolves when everything has stopped; the process exits at the latest 2 s later.
  */
 export function untilShutdown(log: Logger, stoppers: Stopper[]): Promise<void> {
   return new Promise((resolve) => {
@@ -38,6 +38,11 @@ export function untilShutdown(log: Logger, stoppers: Stopper[]): Promise<void> {
         await stop().catch((err: Error) => log.error({ err }, 'error during shutdown'));
       }
       log.info('Stopped');
+      // Everything is closed; should a library still hold a timer or socket open, do not hang around for it.
+      setTimeout(() => {
+        log.warn({ open: process.getActiveResourcesInfo() }, 'Still running 2 s after stopping; exiting');
+        process.exit(process.exitCode ?? 0);
+      }, 2000).unref();
       resolve();
     };
     process.once('SIGTERM', () => void shutdown('SIGTERM'));
