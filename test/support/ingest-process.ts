@@ -11,13 +11,17 @@ const CLI = path.join(REPO, 'dist/cli/main.js');
  */
 export function spawnCli(command: 'ingest' | 'worker' | 'api', env: Record<string, string>): ChildProcess {
   if (!fs.existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first (scripts/test.sh does)`);
+  // TEST_LOG_LEVEL=info shows the child's own log lines (stdout) and errors (stderr) in the test output.
+  const shown = process.env.TEST_LOG_LEVEL;
   const child = spawn(process.execPath, [CLI, command], {
-    env: { ...process.env, LOG_LEVEL: 'warn', METRICS_PORT: '0', ...env },
-    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, LOG_LEVEL: shown ?? 'warn', METRICS_PORT: '0', ...env },
+    stdio: ['ignore', shown ? 'pipe' : 'ignore', 'pipe'],
   });
-  child.stderr?.on('data', (chunk: Buffer) => {
-    if (process.env.TEST_LOG_LEVEL) process.stderr.write(chunk);
-  });
+  for (const stream of [child.stdout, child.stderr]) {
+    stream?.on('data', (chunk: Buffer) => {
+      if (shown) process.stderr.write(chunk);
+    });
+  }
   return child;
 }
 
