@@ -3,21 +3,50 @@ import { createLogger } from '../../shared/logger';
 import { migrate } from '../../shared/migrate';
 import { uniqueSuffix } from './env';
 
-export interface BenchDatabase {
+export interface ScratchDatabase {
   name: string;
   databaseUrl: string;
   drop(): Promise<void>;
 }
 
-/** A fresh database with the project's migrations applied; drop() removes it (connections and all). */
-export async function createBenchDatabase(baseUrl: string, label: string): Promise<BenchDatabase> {
-  const name = `crm_bench_${label.replace(/\W/g, '_')}_${uniqueSuffix()}`.toLowerCase();
+/**
+ * A fresh database with the project's migrations applied, named `<prefix>_<label>_<unique>`; drop() removes it
+ * (connections and all). The benchmarks use prefix crm_bench, the tests crm_test.
+ */
+export async function createScratchDatabase(
+  baseUrl: string,
+  label: string,
+  prefix = 'crm_bench',
+): Promise<ScratchDatabase> {
+  const name = `${prefix}_${label.replace(/\W/g, '_')}_${uniqueSuffix()}`.toLowerCase();
   await adminQuery(baseUrl, `CREATE DATABASE ${name}`);
   const url = new URL(baseUrl);
   url.pathname = `/${name}`;
   const databaseUrl = url.toString();
   await migrate(databaseUrl, createLogger('silent'));
-  return { name, databaseUrl, drop: () => adminQuery(baseUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
+  return { name, databaseUrl, drop: () => dropDatabase(baseUrl, name) };
+}
+
+/**
+ * Drops a bench database. `WITH (FORCE)` is not used: it refuses (for a non-superuser) when an autovacuum worker is
+ * busy in the database, which is common right after a bulk load. Our own leftover sessions are terminated instead,
+ * and a plain DROP, which makes autovacuum step aside, is retried while other sessions are still closing.
+ */
+async function dropDatabase(baseUrl: string, name: string): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await adminQuery(
+        baseUrl,
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = '${name}' AND usename = current_user AND pid <> pg_backend_pid()`,
+      );
+      await adminQuery(baseUrl, `DROP DATABASE IF EXISTS ${name}`);
+      return;
+    } catch (err) {
+      if ((err as { code?: string }).code !== '55006' || attempt === 10) throw err; // object_in_use
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  }
 }
 
 async function adminQuery(baseUrl: string, sql: string): Promise<void> {
@@ -34,9 +63,9 @@ async function adminQuery(baseUrl: string, sql: string): Promise<void> {
 export async function withDatabase<T>(
   baseUrl: string,
   label: string,
-  fn: (db: BenchDatabase) => Promise<T>,
+  fn: (db: ScratchDatabase) => Promise<T>,
 ): Promise<T> {
-  const db = await createBenchDatabase(baseUrl, label);
+  const db = await createScratchDatabase(baseUrl, label);
   try {
     return await fn(db);
   } finally {
