@@ -3,16 +3,14 @@ import { ensureTopics } from '../../shared/kafka';
 import { migrate } from '../../shared/migrate';
 import { startMetricsServer } from '../../shared/metrics-server';
 import { createRuntime, untilShutdown } from '../runtime';
-import { startApiComponent } from './api';
-import { startIngestComponent } from './ingest';
 import { stackCommand } from './stack';
-import { startWorkerComponent } from './worker';
 
 type Component = 'ingest' | 'worker' | 'api';
 
 /**
  * Runs one or more components in this process until SIGTERM/SIGINT. `start` runs them all after bringing the
- * local stack up (with --stack) and migrating, then prints where everything is.
+ * local stack up (with --stack) and migrating, then prints where everything is. Each component's code is loaded only
+ * when it runs: the Temporal SDK and Fastify would add some 60 MB to an ingest-only process.
  */
 export async function serve(components: Component[], options: { stack?: boolean; prepare?: boolean } = {}) {
   const config = loadConfig();
@@ -30,14 +28,17 @@ export async function serve(components: Component[], options: { stack?: boolean;
     rest.push(() => new Promise((resolve) => server.close(resolve)));
   }
   if (components.includes('ingest')) {
+    const { startIngestComponent } = await import('./ingest.js');
     const ingest = await startIngestComponent(rt);
     intake.push(ingest.stop);
   }
   if (components.includes('worker')) {
+    const { startWorkerComponent } = await import('./worker.js');
     const worker = await startWorkerComponent(rt);
     intake.push(worker.stop);
   }
   if (components.includes('api')) {
+    const { startApiComponent } = await import('./api.js');
     const api = await startApiComponent(rt);
     intake.unshift(api.stop);
   }
