@@ -1,6 +1,7 @@
 import { Client, Connection } from '@temporalio/client';
 import { createProducer } from '../../shared/kafka';
 import { ensureDlqRetrySchedule } from '../../worker/dlq-schedule';
+import { installSdkRuntime } from '../../worker/sdk-runtime';
 import { connectWorker, createReplayWorker } from '../../worker/worker';
 import type { Runtime } from '../runtime';
 
@@ -8,11 +9,16 @@ import type { Runtime } from '../runtime';
 export async function startWorkerComponent(rt: Runtime) {
   const { config, kafka, pool, metrics } = rt;
   const log = rt.log.child({ module: 'worker' });
+  installSdkRuntime(log);
   const producer = createProducer(kafka);
   await producer.connect();
   const connection = await connectWorker(config, log);
   const clientConnection = await Connection.connect({ address: config.temporal.address });
-  await ensureDlqRetrySchedule(new Client({ connection: clientConnection, namespace: config.temporal.namespace }), config, log);
+  await ensureDlqRetrySchedule(
+    new Client({ connection: clientConnection, namespace: config.temporal.namespace }),
+    config,
+    log,
+  );
   await clientConnection.close();
   const worker = await createReplayWorker({ connection, config, deps: { pool, producer, metrics, log, config } });
   const running = worker.run();

@@ -9,13 +9,14 @@ const CLI = path.join(REPO, 'dist/cli/main.js');
  * Runs a real `crm-events-sink <command>` (the compiled CLI) as a child process, so tests can SIGKILL it the way a
  * crash or an OOM kill would.
  */
-export function spawnCli(command: 'ingest' | 'worker' | 'api', env: Record<string, string>): ChildProcess {
+export function spawnCli(command: 'start' | 'ingest' | 'worker' | 'api', env: Record<string, string>): ChildProcess {
   if (!fs.existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first (scripts/test.sh does)`);
-  // TEST_LOG_LEVEL=info shows the child's own log lines (stdout) and errors (stderr) in the test output.
+  // TEST_LOG_LEVEL=info shows the child's own log lines (stdout) and errors (stderr) in the test output. Both are
+  // always piped (and drained here), so a test can read them too.
   const shown = process.env.TEST_LOG_LEVEL;
   const child = spawn(process.execPath, [CLI, command], {
     env: { ...process.env, LOG_LEVEL: shown ?? 'warn', METRICS_PORT: '0', ...env },
-    stdio: ['ignore', shown ? 'pipe' : 'ignore', 'pipe'],
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
   for (const stream of [child.stdout, child.stderr]) {
     stream?.on('data', (chunk: Buffer) => {
