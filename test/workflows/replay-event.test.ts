@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
@@ -130,4 +132,30 @@ it('refuses a replay past REPLAY_MAX_HOPS without retrying, and audits the failu
 it('fails fast with EventNotFound for an id that is not in the journal', async () => {
   const err = await withWorker(() => ({}), () => replay('replay-event-missing', 99_999_999).catch((e: unknown) => e));
   expect(((err as WorkflowFailedError).cause?.cause as ApplicationFailure).type).toBe('EventNotFound');
+});
+
+it('writes its audit rows through local activities: replayEvent is the only activity scheduled, in two workflow tasks', async () => {
+  const [id] = await seedJournal(h.pool, 1, { topics: [h.topics.leads], label: 'local-audit' });
+  await withWorker(
+    () => ({}),
+    () => replay('replay-event-local-audit', id),
+  );
+  const events = (await env.client.workflow.getHandle('replay-event-local-audit').fetchHistory()).events ?? [];
+  const scheduled = events.flatMap((e) => e.activityTaskScheduledEventAttributes?.activityType?.name ?? []);
+  expect(scheduled).toEqual(['replayEvent']);
+  expect(events.filter((e) => e.workflowTaskStartedEventAttributes)).toHaveLength(2);
+  const markers = events.flatMap((e) => e.markerRecordedEventAttributes?.markerName ?? []);
+  expect(markers.filter((name) => name === 'core_local_activity')).toHaveLength(2);
+  const audit = (await h.pool.query("SELECT * FROM replay_audit WHERE workflow_id = 'replay-event-local-audit'"))
+    .rows[0];
+  expect(audit).toMatchObject({ kind: 'single', status: 'completed', published: 1, event_id: id });
+});
+
+it('still replays a history recorded when its audit writes were plain activities (a replay in flight at upgrade)', async () => {
+  // A completed replayEventWorkflow from the dev server, recorded by the code before the change (`temporal workflow
+  // show --output json`). Loading such JSON needs the Temporal packages to share one protobufjs: the root devDependency
+  // protobufjs@8 makes npm hoist it (else each gets its own copy and it fails with "type must be a Type").
+  const fixture = path.join(__dirname, '../fixtures/replay-event-history-audit-activities.json');
+  const history: unknown = JSON.parse(fs.readFileSync(fixture, 'utf8'));
+  await expect(Worker.runReplayHistory({ workflowBundle: await workflowBundle() }, history)).resolves.toBeUndefined();
 });
