@@ -4,6 +4,8 @@ import type { Pool } from '../shared/db';
 import type { Logger } from '../shared/logger';
 import type { Metrics } from '../shared/metrics';
 import { countBy } from '../shared/count-by';
+import { ConfigError } from '../shared/errors';
+import { missingTopics } from '../shared/kafka';
 import { parseRecord } from './parse';
 import { persistBatch, type BatchOutcome } from './persist-batch';
 import { reportBatch } from './report-batch';
@@ -49,6 +51,7 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
     log.info({ member_id: payload.memberId, assignment: payload.memberAssignment }, 'Joined consumer group');
   });
 
+  await refuseMissingTopics(kafka, config.kafka.topics);
   await consumer.connect();
   await consumer.subscribe({ topics: config.kafka.topics, fromBeginning: config.kafka.fromBeginning });
   await consumer.run({
@@ -71,6 +74,23 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
       log.info('Kafka consumer stopped');
     },
   };
+}
+
+/** Subscribing to a topic the broker does not have fails deep inside kafkajs ("does not host this topic-partition"). */
+async function refuseMissingTopics(kafka: Kafka, topics: string[]): Promise<void> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const missing = await missingTopics(admin, topics);
+    if (missing.length > 0) {
+      throw new ConfigError(
+        'KAFKA_TOPICS',
+        `names topics the broker does not have (${missing.join(', ')}): create them with \`npm run cli -- migrate\``,
+      );
+    }
+  } finally {
+    await admin.disconnect();
+  }
 }
 
 async function handleBatch(

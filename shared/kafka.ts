@@ -1,4 +1,4 @@
-import { Kafka, logLevel as KafkaLogLevel, type LogEntry, type Producer } from 'kafkajs';
+import { Kafka, logLevel as KafkaLogLevel, type Admin, type LogEntry, type Producer } from 'kafkajs';
 import type { Logger } from './logger';
 
 const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
@@ -34,8 +34,7 @@ export async function ensureTopics(kafka: Kafka, topics: string[], numPartitions
   const admin = kafka.admin();
   await admin.connect();
   try {
-    const existing = new Set(await admin.listTopics());
-    const missing = [...new Set(topics)].filter((t) => !existing.has(t));
+    const missing = await missingTopics(admin, topics);
     if (missing.length > 0) {
       await admin.createTopics({
         waitForLeaders: true,
@@ -46,6 +45,12 @@ export async function ensureTopics(kafka: Kafka, topics: string[], numPartitions
   } finally {
     await admin.disconnect();
   }
+}
+
+/** Which of these topics the cluster does not have. */
+export async function missingTopics(admin: Admin, topics: string[]): Promise<string[]> {
+  const existing = new Set(await admin.listTopics());
+  return [...new Set(topics)].filter((t) => !existing.has(t));
 }
 
 /**

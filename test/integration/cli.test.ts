@@ -30,6 +30,17 @@ it('fails fast at start, naming the bad variable', async () => {
   expect((err as { stderr: string }).stderr).toContain('Invalid configuration: API_PORT must be a whole number, got "abc"');
 });
 
+it('ingest refuses to start on topics the broker does not have, naming them and how to create them', async () => {
+  const topic = `test.missing.${Date.now()}`;
+  const err = await cli(['ingest'], { DATABASE_URL: h.databaseUrl, KAFKA_TOPICS: topic, METRICS_PORT: '0' }).catch(
+    (e: { code: number; stderr: string }) => e,
+  );
+  expect(err).toMatchObject({ code: 2 });
+  expect((err as { stderr: string }).stderr).toContain(
+    `Invalid configuration: KAFKA_TOPICS names topics the broker does not have (${topic}): create them with \`npm run cli -- migrate\``,
+  );
+});
+
 it('produce publishes the requested number of events with a progress bar', async () => {
   const { stdout, stderr } = await cli(['produce', '--count', '120', '--tenants', '4', '--topic', h.topics.jobs]);
   expect(stdout).toMatch(/Produced 120 events for 4 tenant\(s\)/);
