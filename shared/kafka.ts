@@ -1,4 +1,4 @@
-import { Kafka, logLevel as KafkaLogLevel, type Admin, type LogEntry, type Producer } from 'kafkajs';
+import { Kafka, logLevel as KafkaLogLevel, Partitioners, type Admin, type LogEntry, type Producer } from 'kafkajs';
 import type { Logger } from './logger';
 
 const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
@@ -56,10 +56,12 @@ export async function missingTopics(admin: Admin, topics: string[]): Promise<str
 /**
  * An idempotent producer (acks from all in-sync replicas, one request in flight per broker so retries never reorder
  * or duplicate). It retries without a count limit, as idempotence requires; callers bound it in time (activity
- * timeouts, the CLI's own run).
+ * timeouts, the CLI's own run). Keys go to partitions the way the Java client puts them (murmur2, kafkajs' default
+ * since 2.0, named here so that kafkajs does not warn about it at every start).
  */
 export function createProducer(kafka: Kafka): Producer {
   return kafka.producer({
+    createPartitioner: Partitioners.DefaultPartitioner,
     idempotent: true,
     maxInFlightRequests: 1,
     retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 300, maxRetryTime: 10_000 },
