@@ -6,10 +6,11 @@ const REFRESH_MS = 10_000;
 const PROGRESS_MS = 2000;
 const ACTIVE = new Set(['requested', 'running']);
 
-// GET / names the Temporal UI but not the namespace; rows polled for progress take the API's own temporal_ui_url.
-const NAMESPACE = 'default';
+// Links to workflows in the Temporal UI, from GET / (rows polled for progress carry the API's own temporal_ui_url).
 let temporalUi = '';
-const workflowUrl = (id) => `${temporalUi}/namespaces/${NAMESPACE}/workflows/${encodeURIComponent(id)}`;
+let namespace = 'default';
+const workflowUrl = (id) =>
+  `${temporalUi}/namespaces/${encodeURIComponent(namespace)}/workflows/${encodeURIComponent(id)}`;
 
 // ------------------------------------------------------------------ token
 
@@ -290,6 +291,7 @@ function refreshAll() {
 async function loadInfo() {
   const { data } = await api('GET', '/');
   temporalUi = data.temporal_ui.replace(/\/$/, '');
+  namespace = data.temporal_namespace;
   const link = document.getElementById('temporal-link');
   link.href = temporalUi;
   link.hidden = false;

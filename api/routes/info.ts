@@ -19,6 +19,7 @@ const infoRoutes: FastifyPluginAsyncTypebox<{ config: Pick<Config, 'kafka' | 'te
             topics: Type.Array(Type.String()),
             group: Type.String(),
             temporal_ui: Type.String(),
+            temporal_namespace: Type.String(),
             links: Type.Record(Type.String(), Type.String()),
           }),
         },
@@ -32,6 +33,7 @@ const infoRoutes: FastifyPluginAsyncTypebox<{ config: Pick<Config, 'kafka' | 'te
       topics: config.kafka.topics,
       group: config.kafka.groupId,
       temporal_ui: config.temporal.uiUrl,
+      temporal_namespace: config.temporal.namespace,
       links: { health: '/health', stream: '/crm-events', console: '/console', docs: '/docs', metrics: '/metrics' },
     }),
   );

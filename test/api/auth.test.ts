@@ -129,6 +129,11 @@ describe('tokens', () => {
     expect((await inject('GET', '/')).statusCode).toBe(200);
   });
 
+  it('service info names the Temporal UI and the namespace the console links workflows to', async () => {
+    const { temporal } = env.h.config;
+    expect((await inject('GET', '/')).json()).toMatchObject({ temporal_ui: temporal.uiUrl, temporal_namespace: temporal.namespace });
+  });
+
   it.each([
     ['expired', () => token('admin', { exp: Math.floor(Date.now() / 1000) - 10 }), /expired/],
     ['not yet valid', () => token('admin', { nbf: Math.floor(Date.now() / 1000) + 300 }), /not valid yet/],
