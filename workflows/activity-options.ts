@@ -1,4 +1,4 @@
-import type { ActivityOptions, LocalActivityOptions } from '@temporalio/workflow';
+import type { ActivityOptions } from '@temporalio/workflow';
 import { PERMANENT_FAILURES } from './definitions';
 
 /** Short publishing activities: exponential backoff up to a minute, for about 20 minutes. */
@@ -29,14 +29,8 @@ export const pageOptions: ActivityOptions = {
   },
 };
 
-/** Bookkeeping (audit rows): cheap and idempotent. */
+/** Bookkeeping (audit rows): cheap and idempotent. Also the options of the audit writes run as local activities. */
 export const auditOptions: ActivityOptions = {
-  startToCloseTimeout: '15s',
-  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
-};
-
-/** The same bookkeeping run as local activities (in the worker, within the workflow task: no dispatch round trip). */
-export const localAuditOptions: LocalActivityOptions = {
   startToCloseTimeout: '15s',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
 };

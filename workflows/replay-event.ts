@@ -7,12 +7,12 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { Activities } from '../activities';
-import { auditOptions, localAuditOptions, publishOptions } from './activity-options';
+import { auditOptions, publishOptions } from './activity-options';
 import type { ReplayEventInput, ReplayEventResult } from './definitions';
 
 const { replayEvent } = proxyActivities<Activities>(publishOptions);
 const audit = proxyActivities<Activities>(auditOptions);
-const localAudit = proxyLocalActivities<Activities>(localAuditOptions);
+const localAudit = proxyLocalActivities<Activities>(auditOptions);
 type RecordFinished = Activities['recordReplayFinished'];
 
 /**
