@@ -28,10 +28,23 @@ export default tseslint.config(
         'error',
         {
           patterns: [
-            { group: ['node:*', 'fs', 'path', 'crypto', 'http', 'net', 'child_process'], message: 'Workflow code must be deterministic: no Node built-ins.' },
-            { group: ['pg', 'kafkajs', 'prom-client', 'pino', 'fastify', '@temporalio/client', '@temporalio/worker'], message: 'Workflows do no I/O: call an activity.' },
-            { group: ['../shared/*', '../repository/*', '../ingest/*', '../api/*'], message: 'Workflows import only @temporalio/workflow, their definitions, and activity types.' },
-            { group: ['../activities', '../activities/*'], allowTypeImports: true, message: 'Import activity types only (proxyActivities<Activities>).' },
+            {
+              group: ['node:*', 'fs', 'path', 'crypto', 'http', 'net', 'child_process'],
+              message: 'Workflow code must be deterministic: no Node built-ins.',
+            },
+            {
+              group: ['pg', 'kafkajs', 'prom-client', 'pino', 'fastify', '@temporalio/client', '@temporalio/worker'],
+              message: 'Workflows do no I/O: call an activity.',
+            },
+            {
+              group: ['../shared/*', '../repository/*', '../ingest/*', '../api/*'],
+              message: 'Workflows import only @temporalio/workflow, their definitions, and activity types.',
+            },
+            {
+              group: ['../activities', '../activities/*'],
+              allowTypeImports: true,
+              message: 'Import activity types only (proxyActivities<Activities>).',
+            },
           ],
         },
       ],

@@ -29,7 +29,8 @@ export function createDlqActivities({ pool, metrics, config, log }: ActivityDeps
         const outcome = await withTransaction(pool, async (client) => {
           const entry = await getDlqEntry(client, id, true);
           if (!entry || entry.status === 'resolved') return 'skipped';
-          if (!input.force && (entry.status === 'parked' || entry.next_attempt_at.getTime() > input.now)) return 'skipped';
+          if (!input.force && (entry.status === 'parked' || entry.next_attempt_at.getTime() > input.now))
+            return 'skipped';
           return retryOne(client, entry, input.now);
         });
         totals[outcome] += 1;

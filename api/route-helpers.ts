@@ -2,7 +2,10 @@
  * Keyset pages: routes ask the repository for limit + 1 rows (newest first); the extra row only says that another
  * page exists, and the last id shown is the cursor for it.
  */
-export function keysetPage<T extends { id: number }>(rows: T[], limit: number): { items: T[]; next_cursor: number | null } {
+export function keysetPage<T extends { id: number }>(
+  rows: T[],
+  limit: number,
+): { items: T[]; next_cursor: number | null } {
   const items = rows.slice(0, limit);
   return { items, next_cursor: rows.length > limit ? items[items.length - 1].id : null };
 }

@@ -53,7 +53,10 @@ export async function startForRequest<A>(
     if (key) {
       const { memo } = await handle.describe();
       if (memo?.fingerprint !== fingerprint) {
-        throw httpError(422, `Idempotency-Key "${key}" was already used for a different request (workflow ${workflowId})`);
+        throw httpError(
+          422,
+          `Idempotency-Key "${key}" was already used for a different request (workflow ${workflowId})`,
+        );
       }
     }
     return handle;

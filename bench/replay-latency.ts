@@ -51,7 +51,8 @@ export async function replayLatencyBench({ repeat }: BenchOptions) {
       try {
         const ids = await journalEvents(pool, makeEvents(REPLAYS, topics, 50));
         // Warm-ups may outlast the API's wait on a cold worker (202); the row is awaited either way.
-        for (const id of ids.slice(0, WARMUP)) await waitForRow(pool, id, await postReplay(api.url, id, undefined, true), 30_000);
+        for (const id of ids.slice(0, WARMUP))
+          await waitForRow(pool, id, await postReplay(api.url, id, undefined, true), 30_000);
 
         const project: ReturnType<typeof percentiles>[] = [];
         const direct: ReturnType<typeof percentiles>[] = [];

@@ -64,7 +64,10 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
         paused = value;
       }),
   });
-  log.info({ topics: config.kafka.topics }, `CRM Events Sink started. Listening to topics: ${JSON.stringify(config.kafka.topics)}`);
+  log.info(
+    { topics: config.kafka.topics },
+    `CRM Events Sink started. Listening to topics: ${JSON.stringify(config.kafka.topics)}`,
+  );
 
   return {
     consumer,

@@ -12,7 +12,8 @@ export interface KafkaRecord {
 }
 
 /** Why a record went to the DLQ; also the `reason` label of crm_events_dlq_total. */
-export type RejectReason = 'empty_value' | 'too_large' | 'invalid_utf8' | 'invalid_json' | 'not_object' | 'missing_tenant';
+export type RejectReason =
+  'empty_value' | 'too_large' | 'invalid_utf8' | 'invalid_json' | 'not_object' | 'missing_tenant';
 
 export interface Accepted {
   ok: true;

@@ -141,12 +141,18 @@ function outcome(accepted: Accepted[], rows: InsertedJournalRow[], deadLetters: 
 
 /** Whether a returned row is this entry's (the common case: every entry journaled, rows in entry order). */
 function sameCoordinates(row: InsertedJournalRow, entry: NewJournalEntry): boolean {
-  return row.topic === entry.topic && row.kafka_partition === entry.partition && String(row.kafka_offset) === entry.offset;
+  return (
+    row.topic === entry.topic && row.kafka_partition === entry.partition && String(row.kafka_offset) === entry.offset
+  );
 }
 
 /** Tells live-stream listeners about the new rows, at commit. */
 async function announce(client: PoolClient, rows: InsertedJournalRow[]): Promise<void> {
-  if (rows.length) await notifyJournaled(client, rows.reduce((max, r) => Math.max(max, r.id), 0));
+  if (rows.length)
+    await notifyJournaled(
+      client,
+      rows.reduce((max, r) => Math.max(max, r.id), 0),
+    );
 }
 
 function unavailable(err: unknown): JournalUnavailableError {

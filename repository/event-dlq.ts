@@ -48,7 +48,6 @@ export async function insertDlqEntries(db: Queryable, entries: NewDlqEntry[]): P
   return rowCount ?? 0;
 }
 
-
 /** Dead letters not yet resolved (the crm_events_dlq_size gauge). */
 export async function countDlqEntries(db: Queryable): Promise<number> {
   const { rows } = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM event_dlq WHERE status <> 'resolved'");

@@ -71,7 +71,10 @@ const COPY_ENTRIES = `
  * Postgres refuses; the caller then rolls back and uses insertJournalEntries. Ids come from the table's sequence
  * and received_at is the transaction's now(), exactly what the column defaults would give.
  */
-export async function copyJournalEntries(client: PoolClient, entries: NewJournalEntry[]): Promise<InsertedJournalRow[]> {
+export async function copyJournalEntries(
+  client: PoolClient,
+  entries: NewJournalEntry[],
+): Promise<InsertedJournalRow[]> {
   if (entries.length === 0) return [];
   const { rows } = await client.query<{ ids: string[]; received_at: Date; now: string }>(
     `SELECT array(SELECT nextval('event_journal_id_seq') FROM generate_series(1, $1))::text[] AS ids,
@@ -81,7 +84,18 @@ export async function copyJournalEntries(client: PoolClient, entries: NewJournal
   const { ids, received_at, now } = rows[0];
   let text = '';
   entries.forEach((e, i) => {
-    text += copyTextLine([ids[i], now, e.tenantId, e.topic, e.payloadJson, e.partition, e.offset, e.key, e.replayCount, e.replaySource]);
+    text += copyTextLine([
+      ids[i],
+      now,
+      e.tenantId,
+      e.topic,
+      e.payloadJson,
+      e.partition,
+      e.offset,
+      e.key,
+      e.replayCount,
+      e.replaySource,
+    ]);
   });
   await pipeline(Readable.from([text]), client.query(copyFrom(COPY_ENTRIES)));
   return entries.map((e, i) => ({
@@ -94,7 +108,6 @@ export async function copyJournalEntries(client: PoolClient, entries: NewJournal
 }
 
 const SUMMARY_COLUMNS = 'id, tenant_id, topic, received_at, replay_count, replay_source';
-
 
 /** A full journal row, as replay reads it. */
 export interface JournalRow extends JournalSummary {
@@ -140,7 +153,12 @@ function rangeWhere(filter: RangeFilter, values: unknown[]): string {
 }
 
 /** One keyset page of a range: rows with id > cursor, in id order. */
-export async function rangePage(db: Queryable, filter: RangeFilter, cursor: number, limit: number): Promise<JournalRow[]> {
+export async function rangePage(
+  db: Queryable,
+  filter: RangeFilter,
+  cursor: number,
+  limit: number,
+): Promise<JournalRow[]> {
   const values: unknown[] = [];
   const where = rangeWhere(filter, values);
   const { rows } = await db.query<JournalRow>(
@@ -227,7 +245,12 @@ export interface StreamFilter {
 }
 
 /** Full rows after an id, oldest first (the live stream catches up from here). */
-export async function eventsAfter(db: Queryable, afterId: number, filter: StreamFilter, limit: number): Promise<JournalRow[]> {
+export async function eventsAfter(
+  db: Queryable,
+  afterId: number,
+  filter: StreamFilter,
+  limit: number,
+): Promise<JournalRow[]> {
   const values: unknown[] = [afterId];
   const clauses = ['id > $1'];
   if (filter.tenantId !== undefined) clauses.push(`tenant_id = $${values.push(filter.tenantId)}`);

@@ -49,12 +49,24 @@ export async function startAudit(db: Queryable, a: AuditStart): Promise<void> {
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running')
      ON CONFLICT (workflow_id) DO UPDATE SET run_id = EXCLUDED.run_id, status = 'running'
        WHERE replay_audit.finished_at IS NULL`,
-    [a.workflowId, a.runId, a.kind, a.source, a.requestedBy ?? null, a.tenantId ?? null, a.eventId ?? null, a.filter ?? {}],
+    [
+      a.workflowId,
+      a.runId,
+      a.kind,
+      a.source,
+      a.requestedBy ?? null,
+      a.tenantId ?? null,
+      a.eventId ?? null,
+      a.filter ?? {},
+    ],
   );
 }
 
 /** Records how a workflow ended; returns the seconds since it started (for the duration histogram). */
-export async function finishAudit(db: Queryable, f: AuditFinish): Promise<{ kind: ReplayKind; seconds: number } | undefined> {
+export async function finishAudit(
+  db: Queryable,
+  f: AuditFinish,
+): Promise<{ kind: ReplayKind; seconds: number } | undefined> {
   const { rows } = await db.query<{ kind: ReplayKind; seconds: number }>(
     `UPDATE replay_audit SET status = $2, matched = $3, published = $4, failed = $5, error = $6, finished_at = now()
       WHERE workflow_id = $1

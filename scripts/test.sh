@@ -7,10 +7,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n== %s\n' "$*" >&2; }
 
-step "build, typecheck, lint"
+step "build, typecheck, lint, formatting"
 npm run -s build
 npx tsc -p tsconfig.json --noEmit
 npx eslint .
+npx prettier --check . >/dev/null || { npx prettier --check . ; exit 1; }
 
 step "tools the tests drive (Debian: prometheus for promtool and the dashboard test, chromium for the console test)"
 missing=()

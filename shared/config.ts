@@ -156,7 +156,8 @@ export function loadConfig(env: Env = process.env): Config {
 
   const brokers = list('KAFKA_BROKERS');
   for (const broker of brokers) {
-    if (!/^[\w.-]+:\d{1,5}$/.test(broker)) throw new ConfigError('KAFKA_BROKERS', `has "${broker}", expected host:port`);
+    if (!/^[\w.-]+:\d{1,5}$/.test(broker))
+      throw new ConfigError('KAFKA_BROKERS', `has "${broker}", expected host:port`);
   }
   const logLevel = read('LOG_LEVEL');
   if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`);

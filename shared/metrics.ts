@@ -27,9 +27,10 @@ export function createMetrics(tenantLabelLimit = 100, sources: MetricSources = {
       // Read at scrape time; if Postgres does not answer, the last value stays (and /health reports the outage).
       async collect() {
         if (!sources.dlqSize) return;
-        const size = await Promise.race([sources.dlqSize(), new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000))]).catch(
-          () => undefined,
-        );
+        const size = await Promise.race([
+          sources.dlqSize(),
+          new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000)),
+        ]).catch(() => undefined);
         if (size !== undefined) this.set(size);
       },
     }),

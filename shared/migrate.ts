@@ -4,7 +4,10 @@ import { runner } from 'node-pg-migrate';
 import type { Logger } from './logger';
 
 /** The sql/ folder, found from the compiled (dist/shared) or source (shared) location. */
-export const SQL_DIR = path.resolve(__dirname, __dirname.includes(`${path.sep}dist${path.sep}`) ? '../../sql' : '../sql');
+export const SQL_DIR = path.resolve(
+  __dirname,
+  __dirname.includes(`${path.sep}dist${path.sep}`) ? '../../sql' : '../sql',
+);
 
 // Any constant works as long as every process agrees on it; it serialises concurrent `migrate` runs.
 const MIGRATION_LOCK_KEY = 582_104_771;

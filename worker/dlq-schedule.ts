@@ -8,7 +8,11 @@ import { replaySearchAttributes } from '../workflows/search-attributes';
  * Creates the DLQ retry Schedule, or brings an existing one to the configured interval. Idempotent: every worker
  * start calls it; an operator's pause is kept.
  */
-export async function ensureDlqRetrySchedule(client: Client, config: Pick<Config, 'temporal' | 'dlqRetry'>, log: Logger) {
+export async function ensureDlqRetrySchedule(
+  client: Client,
+  config: Pick<Config, 'temporal' | 'dlqRetry'>,
+  log: Logger,
+) {
   const scheduleId = config.dlqRetry.scheduleId;
   const handle = client.schedule.getHandle(scheduleId);
   const action = {

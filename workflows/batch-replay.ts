@@ -12,7 +12,10 @@ export async function batchReplayWorkflow(input: BatchReplayInput): Promise<Batc
   const { workflowId, runId } = workflowInfo();
   const ids = [...new Set(input.ids)];
   if (ids.length > MAX_BATCH_IDS) {
-    throw ApplicationFailure.nonRetryable(`At most ${MAX_BATCH_IDS} ids per batch, got ${ids.length}`, 'InvalidRequest');
+    throw ApplicationFailure.nonRetryable(
+      `At most ${MAX_BATCH_IDS} ids per batch, got ${ids.length}`,
+      'InvalidRequest',
+    );
   }
   const pageSize = input.pageSize ?? 500;
   await recordReplayStarted({
@@ -51,5 +54,12 @@ export async function batchReplayWorkflow(input: BatchReplayInput): Promise<Batc
     published,
     failed: refused.length,
   });
-  return { status: 'completed', workflow_id: workflowId, requested: ids.length, published, unknown_ids: unknown, refused };
+  return {
+    status: 'completed',
+    workflow_id: workflowId,
+    requested: ids.length,
+    published,
+    unknown_ids: unknown,
+    refused,
+  };
 }

@@ -44,17 +44,20 @@ export function verifyToken(token: string, secret: string, nowSeconds = Math.flo
   if (parts.length !== 3) throw new TokenError('Malformed token: expected header.payload.signature');
   const [headerPart, bodyPart, signaturePart] = parts;
   const header = decodeJson(headerPart, 'header');
-  if (header.alg !== 'HS256') throw new TokenError(`Token algorithm ${JSON.stringify(header.alg)} is not accepted; use HS256`);
+  if (header.alg !== 'HS256')
+    throw new TokenError(`Token algorithm ${JSON.stringify(header.alg)} is not accepted; use HS256`);
   const expected = createHmac('sha256', secret).update(`${headerPart}.${bodyPart}`).digest();
   const given = Buffer.from(signaturePart, 'base64url');
-  if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new TokenError('Token signature is invalid');
+  if (given.length !== expected.length || !timingSafeEqual(given, expected))
+    throw new TokenError('Token signature is invalid');
   const claims = decodeJson(bodyPart, 'payload');
   if (typeof claims.exp === 'number' && claims.exp <= nowSeconds) throw new TokenError('Token has expired');
   if (typeof claims.nbf === 'number' && claims.nbf > nowSeconds) throw new TokenError('Token is not valid yet');
   if (!ROLES.includes(claims.role as Role)) throw new TokenError(`Token role must be one of ${ROLES.join(', ')}`);
   if (typeof claims.sub !== 'string' || claims.sub === '') throw new TokenError('Token has no subject (sub)');
   const tenant = claims.tenant_id;
-  if (tenant !== undefined && (typeof tenant !== 'string' || tenant === '')) throw new TokenError('Token tenant_id must be a non-empty string');
+  if (tenant !== undefined && (typeof tenant !== 'string' || tenant === ''))
+    throw new TokenError('Token tenant_id must be a non-empty string');
   return { subject: claims.sub, role: claims.role as Role, ...(tenant ? { tenantId: tenant as string } : {}) };
 }
 

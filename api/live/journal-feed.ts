@@ -1,6 +1,13 @@
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
-import { eventsAfter, eventsInRanges, JOURNAL_CHANNEL, maxEventId, type IdRange, type JournalRow } from '../../repository/event-journal';
+import {
+  eventsAfter,
+  eventsInRanges,
+  JOURNAL_CHANNEL,
+  maxEventId,
+  type IdRange,
+  type JournalRow,
+} from '../../repository/event-journal';
 import type { Pool } from '../../shared/db';
 import type { Logger } from '../../shared/logger';
 
@@ -134,7 +141,6 @@ export class JournalFeed extends EventEmitter {
     await this.reading;
   }
 }
-
 
 /** What is left of a gap once the ids in found have turned up. */
 function splitGap(gap: Gap, found: Set<number>): Gap[] {

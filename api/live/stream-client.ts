@@ -108,7 +108,11 @@ export class StreamClient {
     this.blocked = false;
     while (this.queue.length > 0 && !this.blocked) this.write(this.queue.shift()!);
     if (!this.blocked && this.dropped > 0) {
-      const notice = { kind: 'dropped', count: this.dropped, message: 'You fell behind; reconnect with Last-Event-ID to fetch what was dropped from the journal' };
+      const notice = {
+        kind: 'dropped',
+        count: this.dropped,
+        message: 'You fell behind; reconnect with Last-Event-ID to fetch what was dropped from the journal',
+      };
       this.dropped = 0;
       this.write(`data: ${JSON.stringify(notice)}\n\n`);
     }

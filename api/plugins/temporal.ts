@@ -25,7 +25,10 @@ export function createTemporalGateway(config: Pick<Config, 'temporal'>): Tempora
   let connecting: Promise<Client> | undefined;
   let connection: Connection | undefined;
   const unavailable = (err: unknown) =>
-    httpError(503, `Temporal is unreachable at ${config.temporal.address}: replay is unavailable for now (${(err as Error).message}). Ingestion and read routes keep working.`);
+    httpError(
+      503,
+      `Temporal is unreachable at ${config.temporal.address}: replay is unavailable for now (${(err as Error).message}). Ingestion and read routes keep working.`,
+    );
   const client = () =>
     (connecting ??= Connection.connect({ address: config.temporal.address, connectTimeout: 3000 }).then(
       (conn) => {

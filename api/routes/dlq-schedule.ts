@@ -47,7 +47,13 @@ const dlqScheduleRoutes: FastifyPluginAsyncTypebox<{ config: Pick<Config, 'dlqRe
 
   app.get(
     '/dlq/retry-schedule',
-    { schema: { tags: ['dlq'], summary: 'The automated DLQ retry schedule', response: { 200: Schedule, ...errorResponses, ...more } } },
+    {
+      schema: {
+        tags: ['dlq'],
+        summary: 'The automated DLQ retry schedule',
+        response: { 200: Schedule, ...errorResponses, ...more },
+      },
+    },
     describe,
   );
 
@@ -91,7 +97,11 @@ const dlqScheduleRoutes: FastifyPluginAsyncTypebox<{ config: Pick<Config, 'dlqRe
       schema: {
         tags: ['dlq'],
         summary: 'Run the DLQ retry now, outside the schedule',
-        response: { 202: Type.Object({ schedule_id: Type.String(), triggered: Type.Boolean() }), ...errorResponses, ...more },
+        response: {
+          202: Type.Object({ schedule_id: Type.String(), triggered: Type.Boolean() }),
+          ...errorResponses,
+          ...more,
+        },
       },
     },
     async (_request, reply) => {

@@ -37,10 +37,18 @@ const RetryResult = Type.Object({
   skipped: Type.Optional(Type.Integer()),
   status_url: Type.Optional(Type.String()),
 });
-const more = { 403: Type.Ref('ErrorBody'), 404: Type.Ref('ErrorBody'), 429: Type.Ref('ErrorBody'), 503: Type.Ref('ErrorBody') };
+const more = {
+  403: Type.Ref('ErrorBody'),
+  404: Type.Ref('ErrorBody'),
+  429: Type.Ref('ErrorBody'),
+  503: Type.Ref('ErrorBody'),
+};
 
 /** Dead letters: list, retry one now. The retry schedule lives in dlq-schedule.ts. */
-const dlqRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config, 'temporal' | 'api'> }> = async (app, { pool, config }) => {
+const dlqRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config, 'temporal' | 'api'> }> = async (
+  app,
+  { pool, config },
+) => {
   app.get(
     '/dlq',
     {

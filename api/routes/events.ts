@@ -101,7 +101,8 @@ const eventRoutes: FastifyPluginAsyncTypebox<{ pool: Pool }> = async (app, { poo
     },
     async (request) => {
       const row = await getEvent(pool, request.params.id);
-      if (!row || !canSee(request, row.tenant_id)) throw httpError(404, `Event ${request.params.id} not found in event_journal`);
+      if (!row || !canSee(request, row.tenant_id))
+        throw httpError(404, `Event ${request.params.id} not found in event_journal`);
       const fromId = Number(row.payload._replayed_from_event_id);
       const from = row.replay_count > 0 && Number.isSafeInteger(fromId) ? await getEvent(pool, fromId) : undefined;
       const replays = (await replaysOf(pool, row.id)).filter((r) => canSee(request, r.tenant_id));

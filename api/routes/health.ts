@@ -1,7 +1,11 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 
-const Check = Type.Object({ status: Type.Union([Type.Literal('up'), Type.Literal('down')]), error: Type.Optional(Type.String()), latency_ms: Type.Number() });
+const Check = Type.Object({
+  status: Type.Union([Type.Literal('up'), Type.Literal('down')]),
+  error: Type.Optional(Type.String()),
+  latency_ms: Type.Number(),
+});
 const Health = Type.Object({
   status: Type.Union([Type.Literal('healthy'), Type.Literal('degraded')]),
   service: Type.Literal('crm-events-sink'),

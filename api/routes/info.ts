@@ -3,7 +3,10 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { Config } from '../../shared/config';
 
 /** GET / (service info) and GET /healthz (liveness: the process answers), as the original crm-events service had. */
-const infoRoutes: FastifyPluginAsyncTypebox<{ config: Pick<Config, 'kafka' | 'temporal'> }> = async (app, { config }) => {
+const infoRoutes: FastifyPluginAsyncTypebox<{ config: Pick<Config, 'kafka' | 'temporal'> }> = async (
+  app,
+  { config },
+) => {
   app.get(
     '/',
     {

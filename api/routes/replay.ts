@@ -33,15 +33,24 @@ const DryRun = Type.Object({
   by_tenant: Type.Record(Type.String(), Type.Integer()),
 });
 const Topic = Type.String({ minLength: 1, maxLength: 249, pattern: '^[A-Za-z0-9._-]+$' });
-const responses = { ...errorResponses, 401: Type.Ref('ErrorBody'), 403: Type.Ref('ErrorBody'), 404: Type.Ref('ErrorBody'), 409: Type.Ref('ErrorBody'), 422: Type.Ref('ErrorBody'), 429: Type.Ref('ErrorBody'), 503: Type.Ref('ErrorBody') };
+const responses = {
+  ...errorResponses,
+  401: Type.Ref('ErrorBody'),
+  403: Type.Ref('ErrorBody'),
+  404: Type.Ref('ErrorBody'),
+  409: Type.Ref('ErrorBody'),
+  422: Type.Ref('ErrorBody'),
+  429: Type.Ref('ErrorBody'),
+  503: Type.Ref('ErrorBody'),
+};
 
 const statusUrl = (workflowId: string) => `/replays/${encodeURIComponent(workflowId)}`;
 
 /** POST /replay/:id, /replay/batch and /replay/range: each starts a durable Temporal workflow. */
-const replayRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config, 'temporal' | 'api' | 'replay'> }> = async (
-  app,
-  { pool, config },
-) => {
+const replayRoutes: FastifyPluginAsyncTypebox<{
+  pool: Pool;
+  config: Pick<Config, 'temporal' | 'api' | 'replay'>;
+}> = async (app, { pool, config }) => {
   app.post(
     '/replay/:id',
     {
@@ -78,7 +87,9 @@ const replayRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config,
       });
       const result = await within<ReplayEventResult>(handle.result(), config.api.replayWaitMs).catch(failureToHttp);
       if (result === undefined) {
-        return reply.status(202).send({ status: 'accepted', workflow_id: handle.workflowId, status_url: statusUrl(handle.workflowId) });
+        return reply
+          .status(202)
+          .send({ status: 'accepted', workflow_id: handle.workflowId, status_url: statusUrl(handle.workflowId) });
       }
       return result;
     },
@@ -114,9 +125,16 @@ const replayRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config,
           tenantId: request.principal.tenantId,
           pageSize: config.replay.pageSize,
         },
-        searchAttributes: replaySearchAttributes({ kind: 'batch', source: 'batch', tenantId: request.principal.tenantId, topic: target_topic }),
+        searchAttributes: replaySearchAttributes({
+          kind: 'batch',
+          source: 'batch',
+          tenantId: request.principal.tenantId,
+          topic: target_topic,
+        }),
       });
-      return reply.status(202).send({ status: 'accepted', workflow_id: handle.workflowId, status_url: statusUrl(handle.workflowId) });
+      return reply
+        .status(202)
+        .send({ status: 'accepted', workflow_id: handle.workflowId, status_url: statusUrl(handle.workflowId) });
     },
   );
 
@@ -169,7 +187,9 @@ const replayRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config,
         searchAttributes: replaySearchAttributes({ kind: 'range', source: 'range', tenantId, topic: body.topic }),
       });
       if (body.dry_run) return handle.result().catch(failureToHttp);
-      return reply.status(202).send({ status: 'accepted', workflow_id: handle.workflowId, status_url: statusUrl(handle.workflowId) });
+      return reply
+        .status(202)
+        .send({ status: 'accepted', workflow_id: handle.workflowId, status_url: statusUrl(handle.workflowId) });
     },
   );
 };
@@ -180,7 +200,8 @@ const FAILURE_STATUS: Record<string, number> = { EventNotFound: 404, HopLimitExc
 function failureToHttp(err: unknown): never {
   if (err instanceof WorkflowFailedError) {
     let cause: unknown = err.cause;
-    while (cause && !(cause as { type?: string }).type && (cause as { cause?: unknown }).cause) cause = (cause as { cause?: unknown }).cause;
+    while (cause && !(cause as { type?: string }).type && (cause as { cause?: unknown }).cause)
+      cause = (cause as { cause?: unknown }).cause;
     const { type, message } = (cause ?? {}) as { type?: string; message?: string };
     if (type && FAILURE_STATUS[type]) throw httpError(FAILURE_STATUS[type], message ?? type);
   }

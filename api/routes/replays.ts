@@ -4,7 +4,13 @@ import { WorkflowNotFoundError } from '@temporalio/common';
 import { getAudit, listAudits, type AuditRow } from '../../repository/replay-audit';
 import type { Config } from '../../shared/config';
 import type { Pool } from '../../shared/db';
-import { pauseSignal, progressQuery, resumeSignal, setRateSignal, type ReplayProgress } from '../../workflows/definitions';
+import {
+  pauseSignal,
+  progressQuery,
+  resumeSignal,
+  setRateSignal,
+  type ReplayProgress,
+} from '../../workflows/definitions';
 import { httpError } from '../http-error';
 import { keysetPage } from '../route-helpers';
 import { StringEnum, errorResponses, NullableInteger, NullableString, Timestamp, Id } from '../schemas';
@@ -52,12 +58,18 @@ const WorkflowParams = Type.Object({ workflowId: Type.String({ minLength: 1, max
 const notFound = { 404: Type.Ref('ErrorBody'), 503: Type.Ref('ErrorBody') };
 
 /** Replay workflows: the audit trail, live status and progress, and operator controls. */
-const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config, 'temporal'> }> = async (app, { pool, config }) => {
+const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config, 'temporal'> }> = async (
+  app,
+  { pool, config },
+) => {
   const uiUrl = (id: string) =>
     `${config.temporal.uiUrl}/namespaces/${encodeURIComponent(config.temporal.namespace)}/workflows/${encodeURIComponent(id)}`;
 
   /** The audit row when the caller may see it; 404 otherwise (another tenant's replay is not disclosed). */
-  const visibleAudit = async (request: Parameters<typeof canSee>[0], workflowId: string): Promise<AuditRow | undefined> => {
+  const visibleAudit = async (
+    request: Parameters<typeof canSee>[0],
+    workflowId: string,
+  ): Promise<AuditRow | undefined> => {
     const audit = await getAudit(pool, workflowId);
     if (request.principal.tenantId !== undefined && (!audit || !canSee(request, audit.tenant_id))) {
       throw httpError(404, `Replay ${workflowId} not found`);
@@ -120,10 +132,12 @@ const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config
           throw err;
         }
         const running = description.status.name === 'RUNNING';
-        const progress = running && description.type === 'rangeReplayWorkflow'
-          ? await handle.query(progressQuery).catch(() => null)
-          : null;
-        const result = description.status.name === 'COMPLETED' ? await handle.result().catch(() => undefined) : undefined;
+        const progress =
+          running && description.type === 'rangeReplayWorkflow'
+            ? await handle.query(progressQuery).catch(() => null)
+            : null;
+        const result =
+          description.status.name === 'COMPLETED' ? await handle.result().catch(() => undefined) : undefined;
         return {
           workflow_id: workflowId,
           workflow_status: description.status.name,
@@ -161,7 +175,8 @@ const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config
             const { status, type } = await handle.describe();
             if (status.name !== 'RUNNING') throw httpError(409, `Replay ${workflowId} is ${status.name}, not running`);
             if (action === 'cancel') return handle.cancel();
-            if (type !== 'rangeReplayWorkflow') throw httpError(409, `Only range replays can ${action}; ${workflowId} is a ${type}`);
+            if (type !== 'rangeReplayWorkflow')
+              throw httpError(409, `Only range replays can ${action}; ${workflowId} is a ${type}`);
             await handle.signal(action === 'pause' ? pauseSignal : resumeSignal);
           } catch (err) {
             if (err instanceof WorkflowNotFoundError) throw httpError(404, `Replay ${workflowId} not found`);
@@ -183,10 +198,16 @@ const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config
         summary: 'Set a new events-per-second limit on a running range replay (null removes it)',
         params: WorkflowParams,
         body: Type.Object(
-          { max_events_per_second: Type.Union([Type.Number({ exclusiveMinimum: 0, maximum: 1_000_000 }), Type.Null()]) },
+          {
+            max_events_per_second: Type.Union([Type.Number({ exclusiveMinimum: 0, maximum: 1_000_000 }), Type.Null()]),
+          },
           { additionalProperties: false },
         ),
-        response: { 202: Type.Object({ workflow_id: Type.String(), action: Type.String() }), ...errorResponses, ...notFound },
+        response: {
+          202: Type.Object({ workflow_id: Type.String(), action: Type.String() }),
+          ...errorResponses,
+          ...notFound,
+        },
       },
     },
     async (request, reply) => {

@@ -59,7 +59,8 @@ const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { poo
       const client = new StreamClient(res, filter, config.stream.clientBuffer, metrics, resumeFrom ?? feed.lastId);
       const pending: Array<[JournalRow[], boolean]> = [];
       let caughtUp = resumeFrom === undefined;
-      const onRows = (rows: JournalRow[], late: boolean) => (caughtUp ? client.offer(rows, late) : pending.push([rows, late]));
+      const onRows = (rows: JournalRow[], late: boolean) =>
+        caughtUp ? client.offer(rows, late) : pending.push([rows, late]);
       feed.on('rows', onRows);
       client.send({
         kind: 'connected',

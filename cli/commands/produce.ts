@@ -34,12 +34,20 @@ export async function produceCommand(argv: string[]): Promise<void> {
   const config = loadConfig();
   const producer = createProducer(createKafka(config.kafka.brokers, config.kafka.clientId, createLogger('warn')));
   await producer.connect();
-  const bar = new SingleBar({ format: 'produce [{bar}] {value}/{total} events | {eta_formatted} left', stream: process.stderr, noTTYOutput: true, notTTYSchedule: 1000 }, Presets.shades_classic);
+  const bar = new SingleBar(
+    {
+      format: 'produce [{bar}] {value}/{total} events | {eta_formatted} left',
+      stream: process.stderr,
+      noTTYOutput: true,
+      notTTYSchedule: 1000,
+    },
+    Presets.shades_classic,
+  );
   bar.start(count, 0);
   const started = Date.now();
   const chunk = rate > 0 ? Math.max(1, Math.min(500, Math.round(rate / 10))) : 500;
   try {
-    for (let sent = 0; sent < count; ) {
+    for (let sent = 0; sent < count;) {
       const n = Math.min(chunk, count - sent);
       const events = Array.from({ length: n }, (_, i) => makeEvent(sent + i, tenants, values.topic));
       const byTopic = new Map<string, { key: string; value: string }[]>();

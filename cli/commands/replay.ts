@@ -91,7 +91,12 @@ async function follow(api: ApiClient, workflowId: string, noFollow: boolean): Pr
   const url = `/replays/${encodeURIComponent(workflowId)}`;
   console.error(`Following ${workflowId} (Ctrl-C stops following; the replay goes on)`);
   const bar = new SingleBar(
-    { format: 'replay [{bar}] {value}/{total} published | {eps} ev/s | {state}', stream: process.stderr, noTTYOutput: true, notTTYSchedule: 1000 },
+    {
+      format: 'replay [{bar}] {value}/{total} published | {eps} ev/s | {state}',
+      stream: process.stderr,
+      noTTYOutput: true,
+      notTTYSchedule: 1000,
+    },
     Presets.shades_classic,
   );
   let started = false;

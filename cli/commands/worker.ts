@@ -14,7 +14,11 @@ export async function startWorkerComponent(rt: Runtime) {
   await producer.connect();
   const connection = await connectWorker(config, log);
   const clientConnection = await Connection.connect({ address: config.temporal.address });
-  await ensureDlqRetrySchedule(new Client({ connection: clientConnection, namespace: config.temporal.namespace }), config, log);
+  await ensureDlqRetrySchedule(
+    new Client({ connection: clientConnection, namespace: config.temporal.namespace }),
+    config,
+    log,
+  );
   await clientConnection.close();
   const worker = await createReplayWorker({ connection, config, deps: { pool, producer, metrics, log, config } });
   const running = worker.run();

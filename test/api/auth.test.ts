@@ -131,7 +131,10 @@ describe('tokens', () => {
 
   it('service info names the Temporal UI and the namespace the console links workflows to', async () => {
     const { temporal } = env.h.config;
-    expect((await inject('GET', '/')).json()).toMatchObject({ temporal_ui: temporal.uiUrl, temporal_namespace: temporal.namespace });
+    expect((await inject('GET', '/')).json()).toMatchObject({
+      temporal_ui: temporal.uiUrl,
+      temporal_namespace: temporal.namespace,
+    });
   });
 
   it.each([

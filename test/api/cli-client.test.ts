@@ -34,14 +34,21 @@ it('replays one event and reports it like the API does, counting the workflow in
 });
 
 it('previews a range with --dry-run, then follows a real range replay with a progress bar to completion', async () => {
-  await produceJournaled(env.h, env.h.topics.leads, Array.from({ length: 40 }, (_, i) => ({ tenant_id: 'cli-range', n: i })));
+  await produceJournaled(
+    env.h,
+    env.h.topics.leads,
+    Array.from({ length: 40 }, (_, i) => ({ tenant_id: 'cli-range', n: i })),
+  );
   const window = ['--start', '2000-01-01T00:00:00Z', '--end', '2100-01-01T00:00:00Z', '--tenant', 'cli-range'];
   const preview = JSON.parse((await cli('replay', 'range', ...window, '--dry-run')).stdout);
   expect(preview).toMatchObject({ status: 'dry_run', matched: 40, by_tenant: { 'cli-range': 40 } });
   const { stdout, stderr } = await cli('replay', 'range', ...window, '--rate', '20');
   expect(stderr).toMatch(/Following replay-range-/);
   expect(stderr).toMatch(/replay \[.*\] 40\/40 published/);
-  expect(JSON.parse(stdout)).toMatchObject({ workflow_status: 'COMPLETED', result: { status: 'completed', published: 40 } });
+  expect(JSON.parse(stdout)).toMatchObject({
+    workflow_status: 'COMPLETED',
+    result: { status: 'completed', published: 40 },
+  });
 });
 
 it('lists and retries dead letters and shows the retry schedule', async () => {
@@ -54,7 +61,10 @@ it('lists and retries dead letters and shows the retry schedule', async () => {
     }
     throw new Error('the dead letter never showed up in `dlq list`');
   })();
-  const id = listed.split('\n').find((l) => l.includes('missing_tenant'))!.split('\t')[0];
+  const id = listed
+    .split('\n')
+    .find((l) => l.includes('missing_tenant'))!
+    .split('\t')[0];
   const retried = JSON.parse((await cli('dlq', 'retry', id)).stdout);
   expect(retried).toMatchObject({ status: 'completed', attempted: 1, retrying: 1 });
   const failed = await cli('dlq', 'schedule', 'show').catch((e: { stderr: string }) => e);

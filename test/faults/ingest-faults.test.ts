@@ -69,10 +69,14 @@ it('two ingest instances share the partitions; one is SIGKILLed and the other ta
     // Both instances are members of the group and share its partitions.
     const admin = h.kafka.admin();
     await admin.connect();
-    const members = await eventually(async () => {
-      const { groups } = await admin.describeGroups([env.KAFKA_GROUP_ID]);
-      return groups[0].state === 'Stable' && groups[0].members.length === 2 ? groups[0].members : undefined;
-    }, 'a stable group of two', 60_000);
+    const members = await eventually(
+      async () => {
+        const { groups } = await admin.describeGroups([env.KAFKA_GROUP_ID]);
+        return groups[0].state === 'Stable' && groups[0].members.length === 2 ? groups[0].members : undefined;
+      },
+      'a stable group of two',
+      60_000,
+    );
     await admin.disconnect();
     expect(members).toHaveLength(2);
     a.kill('SIGKILL');

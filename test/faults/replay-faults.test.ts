@@ -32,7 +32,10 @@ beforeAll(async () => {
 afterAll(async () => {
   stack('up');
   worker?.kill('SIGKILL');
-  await client?.schedule.getHandle(scheduleId).delete().catch(() => undefined);
+  await client?.schedule
+    .getHandle(scheduleId)
+    .delete()
+    .catch(() => undefined);
   await connection?.close();
   await h?.close();
 });
@@ -77,7 +80,11 @@ async function expectCompleteOnce(workflowId: string, handle: Awaited<ReturnType
   const result = await handle.result();
   expect(result).toMatchObject({ status: 'completed', matched: EVENTS, failed: 0 });
   expect(result.published).toBeGreaterThanOrEqual(EVENTS); // a page resent after a crash counts again here...
-  await eventually(async () => (await journaledReplays(workflowId)).sources === EVENTS, 'every replay journaled', 120_000);
+  await eventually(
+    async () => (await journaledReplays(workflowId)).sources === EVENTS,
+    'every replay journaled',
+    120_000,
+  );
   await new Promise((r) => setTimeout(r, 2000));
   expect(await journaledReplays(workflowId)).toEqual({ total: EVENTS, sources: EVENTS }); // ...but is journaled once
 }

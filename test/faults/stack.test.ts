@@ -17,7 +17,9 @@ afterAll(() => stack('up'));
 
 it('`stack down` stops what `stack up` started and nothing else; `up` brings it back', () => {
   // A process that looks like a Kafka broker but was not started by the script.
-  const decoy = spawn('bash', ['-c', 'exec -a "java -cp libs/* kafka.Kafka server.properties" sleep 300'], { stdio: 'ignore' });
+  const decoy = spawn('bash', ['-c', 'exec -a "java -cp libs/* kafka.Kafka server.properties" sleep 300'], {
+    stdio: 'ignore',
+  });
   try {
     expect(status()).toMatch(/^kafka\s+127\.0\.0\.1:9092\s+up\b/m);
     stack('down', 'kafka');

@@ -14,7 +14,8 @@ beforeAll(async () => {
 });
 afterAll(() => env?.close());
 
-const token = (claims: { role: 'viewer' | 'operator'; tenant_id?: string }) => signToken({ sub: 'stream-test', exp: Math.floor(Date.now() / 1000) + 600, ...claims }, SECRET);
+const token = (claims: { role: 'viewer' | 'operator'; tenant_id?: string }) =>
+  signToken({ sub: 'stream-test', exp: Math.floor(Date.now() / 1000) + 600, ...claims }, SECRET);
 
 /** Opens the stream and collects domain events' tenants until closed. */
 function open(query: string): Promise<{ status: number; tenants: string[]; close(): void }> {
@@ -47,7 +48,15 @@ it('a tenant token streams only its own tenant and may not ask for another', asy
   try {
     expect(scoped.status).toBe(200);
     await new Promise((r) => setTimeout(r, 300));
-    await env.h.send(env.h.topics.leads, [{ tenant_id: 'globex', n: 1 }, { tenant_id: 'acme', n: 2 }, { tenant_id: 'globex', n: 3 }], { partition: 0 });
+    await env.h.send(
+      env.h.topics.leads,
+      [
+        { tenant_id: 'globex', n: 1 },
+        { tenant_id: 'acme', n: 2 },
+        { tenant_id: 'globex', n: 3 },
+      ],
+      { partition: 0 },
+    );
     await eventually(async () => admin.tenants.length === 3, 'the unscoped reader to see all three');
     await new Promise((r) => setTimeout(r, 500));
     expect(scoped.tenants).toEqual(['acme']);

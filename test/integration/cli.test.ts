@@ -27,7 +27,9 @@ afterAll(() => h.close());
 it('fails fast at start, naming the bad variable', async () => {
   const err = await cli(['api'], { API_PORT: 'abc' }).catch((e: { code: number; stderr: string }) => e);
   expect(err).toMatchObject({ code: 2 });
-  expect((err as { stderr: string }).stderr).toContain('Invalid configuration: API_PORT must be a whole number, got "abc"');
+  expect((err as { stderr: string }).stderr).toContain(
+    'Invalid configuration: API_PORT must be a whole number, got "abc"',
+  );
 });
 
 it('ingest refuses to start on topics the broker does not have, naming them and how to create them', async () => {
@@ -93,11 +95,13 @@ it('serves Prometheus metrics on their own port, the DLQ size read from Postgres
   try {
     const port = (server.address() as { port: number }).port;
     const body = await new Promise<string>((resolve, reject) =>
-      http.get(`http://127.0.0.1:${port}/metrics`, (res) => {
-        let text = '';
-        res.on('data', (c) => (text += c));
-        res.on('end', () => resolve(text));
-      }).on('error', reject),
+      http
+        .get(`http://127.0.0.1:${port}/metrics`, (res) => {
+          let text = '';
+          res.on('data', (c) => (text += c));
+          res.on('end', () => resolve(text));
+        })
+        .on('error', reject),
     );
     expect(body).toContain('crm_events_ingested_total{tenant_id="acme",topic="apexflow.leads.created"} 5');
     expect(body).toContain('process_resident_memory_bytes');

@@ -6,7 +6,10 @@ let h: SinkHarness;
 
 beforeAll(async () => {
   // Small fetches (~150 events per batch) so that the stop and the kill land between batches, not after the last.
-  h = await createSinkHarness('exactlyonce', { KAFKA_SESSION_TIMEOUT_MS: '8000', INGEST_FETCH_BYTES_PER_PARTITION: '65536' });
+  h = await createSinkHarness('exactlyonce', {
+    KAFKA_SESSION_TIMEOUT_MS: '8000',
+    INGEST_FETCH_BYTES_PER_PARTITION: '65536',
+  });
 });
 afterAll(() => h.close());
 
@@ -38,7 +41,12 @@ it('loses and doubles nothing when the ingest process is SIGKILLed mid-stream an
   };
   await produce(20_000, 10_000);
   let child = spawnIngest(env);
-  await eventually(async () => (await tally(20_000, 10_000)).total >= 2000, 'the child to journal some events', 60_000, 20);
+  await eventually(
+    async () => (await tally(20_000, 10_000)).total >= 2000,
+    'the child to journal some events',
+    60_000,
+    20,
+  );
   child.kill('SIGKILL');
   await exited(child);
   const atCrash = (await tally(20_000, 10_000)).total;

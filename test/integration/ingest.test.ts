@@ -16,7 +16,12 @@ const rowsWhere = async (sql: string, values: unknown[] = []) => {
 
 describe('ingest through real Kafka into real Postgres', () => {
   it('journals an event with tenant, topic, payload, Kafka coordinates and key', async () => {
-    const lead = { tenant_id: 'acme', name: 'Grafana Event Test 1', email: 'grafana1@test.com', source: 'dashboard-test' };
+    const lead = {
+      tenant_id: 'acme',
+      name: 'Grafana Event Test 1',
+      email: 'grafana1@test.com',
+      source: 'dashboard-test',
+    };
     await h.send(h.topics.leads, [lead], { partition: 2, key: 'acme:lead-1' });
     const [row] = await eventually(
       () => rowsWhere("SELECT * FROM event_journal WHERE payload->>'email' = 'grafana1@test.com'"),
@@ -63,10 +68,15 @@ describe('ingest through real Kafka into real Postgres', () => {
       partition: 0,
     });
     const dlq = await eventually(
-      () => rowsWhere("SELECT * FROM event_dlq WHERE raw_value = '{\"tenant_id\": \"acme\", broken'"),
+      () => rowsWhere('SELECT * FROM event_dlq WHERE raw_value = \'{"tenant_id": "acme", broken\''),
       'the poison record in the DLQ',
     );
-    expect(dlq[0]).toMatchObject({ topic: h.topics.leads, reason: 'invalid_json', kafka_partition: 0, status: 'pending' });
+    expect(dlq[0]).toMatchObject({
+      topic: h.topics.leads,
+      reason: 'invalid_json',
+      kafka_partition: 0,
+      status: 'pending',
+    });
     expect(dlq[0].error).toMatch(/^Record value is not valid JSON/);
     const good = await eventually(
       () => rowsWhere("SELECT id FROM event_journal WHERE payload->>'name' = 'after-poison'"),
@@ -81,10 +91,15 @@ describe('ingest through real Kafka into real Postgres', () => {
       "ALTER TABLE event_journal ADD CONSTRAINT test_constraint CHECK (payload->>'name' IS DISTINCT FROM 'Poison Pill')",
     );
     try {
-      const batch = ['Mate 1', 'Mate 2', 'Poison Pill', 'Mate 3', 'Mate 4'].map((name) => ({ tenant_id: 'acme', name }));
+      const batch = ['Mate 1', 'Mate 2', 'Poison Pill', 'Mate 3', 'Mate 4'].map((name) => ({
+        tenant_id: 'acme',
+        name,
+      }));
       await h.send(h.topics.leads, batch, { partition: 1 }); // one request, one partition: one consumed batch
       const mates = await eventually(async () => {
-        const r = await rowsWhere("SELECT payload->>'name' AS name FROM event_journal WHERE payload->>'name' LIKE 'Mate %' ORDER BY 1");
+        const r = await rowsWhere(
+          "SELECT payload->>'name' AS name FROM event_journal WHERE payload->>'name' LIKE 'Mate %' ORDER BY 1",
+        );
         return r?.length === 4 ? r : undefined;
       }, 'the four batch-mates');
       expect(mates.map((r) => r.name)).toEqual(['Mate 1', 'Mate 2', 'Mate 3', 'Mate 4']);
@@ -107,7 +122,10 @@ describe('ingest through real Kafka into real Postgres', () => {
   ])('dead-letters %s and keeps consuming', async (_what, value, reason) => {
     const key = `bad-${reason}`;
     await h.send(h.topics.jobs, [value], { key });
-    const rows = await eventually(() => rowsWhere('SELECT reason, error FROM event_dlq WHERE kafka_key = $1', [key]), `${reason} in the DLQ`);
+    const rows = await eventually(
+      () => rowsWhere('SELECT reason, error FROM event_dlq WHERE kafka_key = $1', [key]),
+      `${reason} in the DLQ`,
+    );
     expect(rows).toHaveLength(1);
     expect(rows[0].reason).toBe(reason);
     expect(rows[0].error.length).toBeGreaterThan(10);
@@ -147,17 +165,41 @@ describe('the SQL queries printed in the operator docs run unchanged', () => {
     ['latest DLQ', 'SELECT id, topic, received_at, left(error,120) AS error FROM event_dlq ORDER BY id DESC LIMIT 20;'],
     ['DLQ by error', 'SELECT error, COUNT(*) FROM event_dlq GROUP BY error ORDER BY COUNT(*) DESC;'],
     ['last 7 days', "SELECT id FROM event_journal WHERE received_at >= NOW() - INTERVAL '7 days' ORDER BY id;"],
-    ['by tenant', "SELECT id, topic, payload->>'name', received_at FROM event_journal WHERE tenant_id = 'acme' ORDER BY received_at DESC;"],
-    ['by topic', "SELECT id, tenant_id, payload, received_at FROM event_journal WHERE topic = 'apexflow.leads.created' ORDER BY received_at DESC LIMIT 20;"],
+    [
+      'by tenant',
+      "SELECT id, topic, payload->>'name', received_at FROM event_journal WHERE tenant_id = 'acme' ORDER BY received_at DESC;",
+    ],
+    [
+      'by topic',
+      "SELECT id, tenant_id, payload, received_at FROM event_journal WHERE topic = 'apexflow.leads.created' ORDER BY received_at DESC LIMIT 20;",
+    ],
     ['all DLQ', 'SELECT * FROM event_dlq ORDER BY received_at DESC;'],
     ['since a date', "SELECT id FROM event_journal WHERE received_at >= '2025-11-03 00:00:00' ORDER BY id;"],
-    ['original vs replayed', "SELECT CASE WHEN replay_count = 0 THEN 'Original' ELSE 'Replayed' END AS type, COUNT(*) FROM event_journal GROUP BY type;"],
-    ['all replays', "SELECT id, topic, replay_source, payload->>'_replayed_from_event_id' as original_event_id FROM event_journal WHERE replay_count > 0;"],
-    ['per day', 'SELECT DATE(received_at), SUM(CASE WHEN replay_count = 0 THEN 1 ELSE 0 END) as original, SUM(CASE WHEN replay_count > 0 THEN 1 ELSE 0 END) as replayed FROM event_journal GROUP BY DATE(received_at);'],
-    ['incident window', "SELECT id, topic, tenant_id, payload->>'_replayed_from_event_id' as source_event, received_at FROM event_journal WHERE replay_count > 0 AND received_at BETWEEN '2025-11-03 14:00' AND '2025-11-03 15:00';"],
-    ['replays of event 42', "SELECT id, topic, received_at FROM event_journal WHERE payload->>'_replayed_from_event_id' = '42';"],
+    [
+      'original vs replayed',
+      "SELECT CASE WHEN replay_count = 0 THEN 'Original' ELSE 'Replayed' END AS type, COUNT(*) FROM event_journal GROUP BY type;",
+    ],
+    [
+      'all replays',
+      "SELECT id, topic, replay_source, payload->>'_replayed_from_event_id' as original_event_id FROM event_journal WHERE replay_count > 0;",
+    ],
+    [
+      'per day',
+      'SELECT DATE(received_at), SUM(CASE WHEN replay_count = 0 THEN 1 ELSE 0 END) as original, SUM(CASE WHEN replay_count > 0 THEN 1 ELSE 0 END) as replayed FROM event_journal GROUP BY DATE(received_at);',
+    ],
+    [
+      'incident window',
+      "SELECT id, topic, tenant_id, payload->>'_replayed_from_event_id' as source_event, received_at FROM event_journal WHERE replay_count > 0 AND received_at BETWEEN '2025-11-03 14:00' AND '2025-11-03 15:00';",
+    ],
+    [
+      'replays of event 42',
+      "SELECT id, topic, received_at FROM event_journal WHERE payload->>'_replayed_from_event_id' = '42';",
+    ],
     ['by source', 'SELECT replay_source, COUNT(*) FROM event_journal WHERE replay_count > 0 GROUP BY replay_source;'],
-    ['recovery audit', "SELECT payload->>'_replayed_from_event_id' as source, COUNT(*) as replays FROM event_journal WHERE replay_count > 0 AND received_at > NOW() - INTERVAL '1 hour' GROUP BY source;"],
+    [
+      'recovery audit',
+      "SELECT payload->>'_replayed_from_event_id' as source, COUNT(*) as replays FROM event_journal WHERE replay_count > 0 AND received_at > NOW() - INTERVAL '1 hour' GROUP BY source;",
+    ],
     ['DLQ size panel', 'SELECT COUNT(*) FROM event_dlq'],
   ];
   it.each(seedQueries)('%s', async (_name, sql) => {
@@ -166,7 +208,7 @@ describe('the SQL queries printed in the operator docs run unchanged', () => {
 
   it('the replay-tracking query finds the replayed event with its source', async () => {
     const { rows } = await h.pool.query(
-      "SELECT replay_source, COUNT(*)::int AS n FROM event_journal WHERE replay_count > 0 GROUP BY replay_source",
+      'SELECT replay_source, COUNT(*)::int AS n FROM event_journal WHERE replay_count > 0 GROUP BY replay_source',
     );
     expect(rows).toEqual([{ replay_source: 'operator_api', n: 1 }]);
   });

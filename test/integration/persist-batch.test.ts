@@ -64,7 +64,7 @@ it('a redelivered batch journals nothing twice, and a batch half redelivered jou
   const fresh = records(Array.from({ length: 30 }, (_, i) => ({ tenant_id: 'redeliver', n: 50 + i })));
   const mixed = await persistBatch(pool, [...first.slice(25), ...fresh]);
   expect(mixed.duplicates).toBe(25);
-  expect(mixed.journaled.map((j) => (j.record.entry.offset))).toEqual(
+  expect(mixed.journaled.map((j) => j.record.entry.offset)).toEqual(
     fresh.map((r) => (r.ok ? r.entry.offset : undefined)),
   );
 
@@ -76,7 +76,11 @@ it('a redelivered batch journals nothing twice, and a batch half redelivered jou
 
 it('sends a row Postgres refuses to the DLQ with its SQLSTATE and journals the rest of the batch', async () => {
   // jsonb refuses the \u0000 escape; JSON.parse accepts it, so only Postgres can say no.
-  const batch = records([{ tenant_id: 'nul', n: 1 }, { tenant_id: 'nul', text: 'a\u0000b' }, { tenant_id: 'nul', n: 3 }]);
+  const batch = records([
+    { tenant_id: 'nul', n: 1 },
+    { tenant_id: 'nul', text: 'a\u0000b' },
+    { tenant_id: 'nul', n: 3 },
+  ]);
   const outcome = await persistBatch(pool, batch);
 
   expect(outcome.journaled.map((j) => j.record.entry.payloadJson)).toEqual([

@@ -59,7 +59,11 @@ it('pauses while Postgres is down for 20 s, answers 503 on /health, then journal
     const r = await health();
     return r.status === 503 ? r : undefined;
   }, '/health to report the outage');
-  expect(degraded.body).toMatchObject({ status: 'degraded', service: 'crm-events-sink', checks: { postgres: { status: 'down' } } });
+  expect(degraded.body).toMatchObject({
+    status: 'degraded',
+    service: 'crm-events-sink',
+    checks: { postgres: { status: 'down' } },
+  });
   expect(degraded.body.checks.postgres.error).toEqual(expect.any(String));
   expect(degraded.body.checks).toHaveProperty('kafka');
   await eventually(async () => h.ingest?.isPaused(), 'ingestion to pause');

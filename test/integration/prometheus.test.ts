@@ -10,7 +10,9 @@ import { createApiEnv, type ApiEnv } from '../support/api';
 import { eventually } from '../support/sink';
 
 const REPO = path.resolve(__dirname, '../..');
-const dashboard = JSON.parse(fs.readFileSync(path.join(REPO, 'monitoring/grafana/dashboards/crm_events_pipeline.json'), 'utf8')) as {
+const dashboard = JSON.parse(
+  fs.readFileSync(path.join(REPO, 'monitoring/grafana/dashboards/crm_events_pipeline.json'), 'utf8'),
+) as {
   panels: { id: number; title: string; targets?: { expr?: string; rawSql?: string }[] }[];
 };
 const targets = dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => ({ panel: `${p.id} ${p.title}`, ...t })));
@@ -24,7 +26,8 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-prom-'));
 const portOf = (server: http.Server) => (server.address() as { port: number }).port;
 
 beforeAll(async () => {
-  if (!fs.existsSync('/usr/bin/prometheus')) throw new Error('prometheus is not installed: apt-get install prometheus (scripts/test.sh does)');
+  if (!fs.existsSync('/usr/bin/prometheus'))
+    throw new Error('prometheus is not installed: apt-get install prometheus (scripts/test.sh does)');
   env = await createApiEnv('prom');
   initAlertSeries(env.h.metrics);
   metricsServer = await startMetricsServer(env.h.metrics.registry, '127.0.0.1', 0, createLogger('silent'));
@@ -40,11 +43,15 @@ beforeAll(async () => {
   fs.writeFileSync(path.join(dir, 'prometheus.yml'), config);
   const port = 19_090 + Math.floor(Math.random() * 500);
   promUrl = `http://127.0.0.1:${port}`;
-  prometheus = spawn('/usr/bin/prometheus', [
-    `--config.file=${path.join(dir, 'prometheus.yml')}`,
-    `--storage.tsdb.path=${path.join(dir, 'data')}`,
-    `--web.listen-address=127.0.0.1:${port}`,
-  ], { stdio: 'ignore' });
+  prometheus = spawn(
+    '/usr/bin/prometheus',
+    [
+      `--config.file=${path.join(dir, 'prometheus.yml')}`,
+      `--storage.tsdb.path=${path.join(dir, 'data')}`,
+      `--web.listen-address=127.0.0.1:${port}`,
+    ],
+    { stdio: 'ignore' },
+  );
   await eventually(async () => (await fetch(`${promUrl}/-/ready`)).ok, 'Prometheus to be ready', 60_000);
 });
 
@@ -64,7 +71,9 @@ async function query(expr: string): Promise<unknown[]> {
 
 it('scrapes both jobs and loads every alert rule from the repository', async () => {
   await eventually(async () => (await query('up == 1')).length === 2, 'both targets up');
-  const rules = (await (await fetch(`${promUrl}/api/v1/rules`)).json()) as { data: { groups: { rules: { name: string }[] }[] } };
+  const rules = (await (await fetch(`${promUrl}/api/v1/rules`)).json()) as {
+    data: { groups: { rules: { name: string }[] }[] };
+  };
   expect(rules.data.groups.flatMap((g) => g.rules.map((r) => r.name)).sort()).toEqual([
     'CrmEventsConsumerLagHigh',
     'CrmEventsDlqEntriesParked',
@@ -77,17 +86,29 @@ it('scrapes both jobs and loads every alert rule from the repository', async () 
 
 it('after real traffic, every Prometheus expression of the dashboard returns data', async () => {
   const { h, app } = env;
-  await h.send(h.topics.leads, Array.from({ length: 30 }, (_, i) => ({ tenant_id: `tenant-${i % 3}`, name: `p${i}` })));
+  await h.send(
+    h.topics.leads,
+    Array.from({ length: 30 }, (_, i) => ({ tenant_id: `tenant-${i % 3}`, name: `p${i}` })),
+  );
   await h.send(h.topics.jobs, ['not json']);
-  const id = await eventually(async () => (await h.pool.query('SELECT max(id) AS id FROM event_journal')).rows[0].id, 'events journaled');
+  const id = await eventually(
+    async () => (await h.pool.query('SELECT max(id) AS id FROM event_journal')).rows[0].id,
+    'events journaled',
+  );
   expect((await app.inject({ method: 'POST', url: `/replay/${id}` })).statusCode).toBe(200);
   await app.inject({ method: 'GET', url: '/events/latest' });
   const empty: string[] = [];
-  await eventually(async () => {
-    empty.length = 0;
-    for (const t of targets.filter((x) => x.expr)) if ((await query(t.expr!)).length === 0) empty.push(`${t.panel}: ${t.expr}`);
-    return empty.length === 0;
-  }, 'every dashboard expression to return data', 60_000, 1000).catch(() => undefined);
+  await eventually(
+    async () => {
+      empty.length = 0;
+      for (const t of targets.filter((x) => x.expr))
+        if ((await query(t.expr!)).length === 0) empty.push(`${t.panel}: ${t.expr}`);
+      return empty.length === 0;
+    },
+    'every dashboard expression to return data',
+    60_000,
+    1000,
+  ).catch(() => undefined);
   expect(empty).toEqual([]);
 });
 

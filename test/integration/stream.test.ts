@@ -83,7 +83,10 @@ it('filters by tenant and topic', async () => {
   const sse = await connect(`?tenant_id=globex&topic=${h.topics.jobs}`);
   try {
     await eventually(async () => sse.frames.length > 0, 'connected');
-    await h.send(h.topics.jobs, [{ tenant_id: 'acme', title: 'not for me' }, { tenant_id: 'globex', title: 'for me' }]);
+    await h.send(h.topics.jobs, [
+      { tenant_id: 'acme', title: 'not for me' },
+      { tenant_id: 'globex', title: 'for me' },
+    ]);
     await h.send(h.topics.leads, [{ tenant_id: 'globex', name: 'wrong topic' }]);
     await eventually(async () => domainEvents(sse).length >= 1, 'the globex job');
     await new Promise((r) => setTimeout(r, 1000));
@@ -96,12 +99,24 @@ it('filters by tenant and topic', async () => {
 it('resumes from the journal after a reconnect with Last-Event-ID, with no gap and no repeat', async () => {
   const first = await connect('?tenant_id=resume');
   await eventually(async () => first.frames.length > 0, 'connected');
-  await h.send(h.topics.leads, [1, 2].map((n) => ({ tenant_id: 'resume', n })), { partition: 0 }); // one partition: journal order = n order
+  await h.send(
+    h.topics.leads,
+    [1, 2].map((n) => ({ tenant_id: 'resume', n })),
+    { partition: 0 },
+  ); // one partition: journal order = n order
   await eventually(async () => domainEvents(first).length === 2, 'two events');
   const lastId = domainEvents(first)[1].id!;
   first.close();
-  await h.send(h.topics.leads, [3, 4, 5].map((n) => ({ tenant_id: 'resume', n })), { partition: 0 });
-  await eventually(async () => (await h.pool.query("SELECT count(*)::int AS n FROM event_journal WHERE tenant_id = 'resume'")).rows[0].n === 5, 'journaled');
+  await h.send(
+    h.topics.leads,
+    [3, 4, 5].map((n) => ({ tenant_id: 'resume', n })),
+    { partition: 0 },
+  );
+  await eventually(
+    async () =>
+      (await h.pool.query("SELECT count(*)::int AS n FROM event_journal WHERE tenant_id = 'resume'")).rows[0].n === 5,
+    'journaled',
+  );
   const second = await connect('?tenant_id=resume', { 'last-event-id': lastId });
   try {
     await eventually(async () => domainEvents(second).length === 3, 'the three missed events');
@@ -124,7 +139,8 @@ it('delivers once a row committed after rows with higher ids (concurrent batches
     await eventually(async () => sse.frames.length > 0, 'connected');
     const insert = "INSERT INTO event_journal (tenant_id, topic, payload) VALUES ('late', $1, $2) RETURNING id";
     await early.query('BEGIN');
-    const low = (await early.query(insert, [h.topics.leads, { tenant_id: 'late', n: 'takes its id first' }])).rows[0].id;
+    const low = (await early.query(insert, [h.topics.leads, { tenant_id: 'late', n: 'takes its id first' }])).rows[0]
+      .id;
     const high = (await h.pool.query(insert, [h.topics.leads, { tenant_id: 'late', n: 'commits first' }])).rows[0].id;
     await notifyJournaled(h.pool, high);
     await eventually(async () => domainEvents(sse).length === 1, 'the row that committed first');
@@ -142,17 +158,32 @@ it('delivers once a row committed after rows with higher ids (concurrent batches
 it('refuses clients past the cap with 503, and counts connected clients', async () => {
   const open = await Promise.all([connect(), connect(), connect()]);
   try {
-    await eventually(async () => (await h.metrics.registry.getSingleMetricAsString('crm_events_sse_clients')).includes('crm_events_sse_clients 3'), 'three clients');
+    await eventually(
+      async () =>
+        (await h.metrics.registry.getSingleMetricAsString('crm_events_sse_clients')).includes(
+          'crm_events_sse_clients 3',
+        ),
+      'three clients',
+    );
     const res = await fetch(`${base}/crm-events`);
     expect(res.status).toBe(503);
     expect(((await res.json()) as { message: string }).message).toMatch(/limit of 3 clients/);
   } finally {
     open.forEach((s) => s.close());
   }
-  await eventually(async () => (await h.metrics.registry.getSingleMetricAsString('crm_events_sse_clients')).includes('crm_events_sse_clients 0'), 'clients to leave');
+  await eventually(
+    async () =>
+      (await h.metrics.registry.getSingleMetricAsString('crm_events_sse_clients')).includes('crm_events_sse_clients 0'),
+    'clients to leave',
+  );
 });
 
 it('serves service info on / and liveness on /healthz', async () => {
   expect(await (await fetch(`${base}/healthz`)).json()).toEqual({ ok: true });
-  expect(await (await fetch(`${base}/`)).json()).toMatchObject({ ok: true, service: 'crm-events-sink', status: 'ready', topics: h.config.kafka.topics });
+  expect(await (await fetch(`${base}/`)).json()).toMatchObject({
+    ok: true,
+    service: 'crm-events-sink',
+    status: 'ready',
+    topics: h.config.kafka.topics,
+  });
 });

@@ -28,7 +28,12 @@ export async function seedJournal(
 }
 
 /** Every message currently on a topic (all partitions, from the beginning), parsed as JSON. */
-export async function readTopic(kafka: Kafka, topic: string, expected: number, timeoutMs = 30_000): Promise<Record<string, unknown>[]> {
+export async function readTopic(
+  kafka: Kafka,
+  topic: string,
+  expected: number,
+  timeoutMs = 30_000,
+): Promise<Record<string, unknown>[]> {
   const consumer = kafka.consumer({ groupId: `reader-${topic}-${Date.now()}-${Math.random()}` });
   const seen: Record<string, unknown>[] = [];
   await consumer.connect();

@@ -21,7 +21,11 @@ export interface SinkHarness {
   startIngest(): Promise<IngestService>;
   stopIngest(): Promise<void>;
   /** Sends JSON (or raw string/Buffer/null) values to a topic and partition. */
-  send(topic: string, values: (unknown | string | Buffer | null)[], opts?: { partition?: number; key?: string; headers?: Record<string, string> }): Promise<void>;
+  send(
+    topic: string,
+    values: (unknown | string | Buffer | null)[],
+    opts?: { partition?: number; key?: string; headers?: Record<string, string> },
+  ): Promise<void>;
   journalCount(): Promise<number>;
   dlqCount(): Promise<number>;
   close(): Promise<void>;
@@ -76,11 +80,15 @@ export async function createSinkHarness(label: string, env: Record<string, strin
           partition: opts.partition,
           key: opts.key ?? null,
           headers: opts.headers,
-          value: v === null || typeof v === 'string' || Buffer.isBuffer(v) ? (v as string | Buffer | null) : JSON.stringify(v),
+          value:
+            v === null || typeof v === 'string' || Buffer.isBuffer(v)
+              ? (v as string | Buffer | null)
+              : JSON.stringify(v),
         })),
       });
     },
-    journalCount: async () => (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM event_journal')).rows[0].n,
+    journalCount: async () =>
+      (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM event_journal')).rows[0].n,
     dlqCount: async () => (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM event_dlq')).rows[0].n,
     async close() {
       await harness.stopIngest();
@@ -100,7 +108,12 @@ export async function createSinkHarness(label: string, env: Record<string, strin
  * Polls until check() returns a truthy value or the deadline passes (then throws with the last value or error seen).
  * A check that throws counts as "not yet".
  */
-export async function eventually<T>(check: () => Promise<T>, what: string, timeoutMs = 30_000, everyMs = 200): Promise<NonNullable<T>> {
+export async function eventually<T>(
+  check: () => Promise<T>,
+  what: string,
+  timeoutMs = 30_000,
+  everyMs = 200,
+): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {

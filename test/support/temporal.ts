@@ -29,13 +29,21 @@ const quietLogger = { trace: noop, debug: noop, info: noop, warn: noop, error: c
  * on the harness's Postgres and Kafka — the setup of the workflow suites. close() undoes all of it.
  */
 export async function createTimeSkippingWorld(label: string, taskQueue: string, env: Record<string, string> = {}) {
-  const testEnv = await TestWorkflowEnvironment.createTimeSkipping({ server: { executable: { type: 'existing-path', path: testServerPath() } } });
+  const testEnv = await TestWorkflowEnvironment.createTimeSkipping({
+    server: { executable: { type: 'existing-path', path: testServerPath() } },
+  });
   const h = await createSinkHarness(label, env);
   const worker = await Worker.create({
     connection: testEnv.nativeConnection,
     taskQueue,
     workflowBundle: await workflowBundle(),
-    activities: createActivities({ pool: h.pool, producer: h.producer, metrics: h.metrics, log: h.log, config: h.config }),
+    activities: createActivities({
+      pool: h.pool,
+      producer: h.producer,
+      metrics: h.metrics,
+      log: h.log,
+      config: h.config,
+    }),
   });
   const running = worker.run();
   return {

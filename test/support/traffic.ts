@@ -5,7 +5,13 @@ import type { SinkHarness } from './sink';
  * Produces realistic events with payload.seq in [from, from+count), acked by all replicas, spread over `tenants`
  * tenants and the harness's two private topics (by kind) and their partitions.
  */
-export async function produceSeq(h: SinkHarness, from: number, count: number, tenants = 50, batch = 500): Promise<void> {
+export async function produceSeq(
+  h: SinkHarness,
+  from: number,
+  count: number,
+  tenants = 50,
+  batch = 500,
+): Promise<void> {
   for (let i = 0; i < count; i += batch) {
     const events = Array.from({ length: Math.min(batch, count - i) }, (_, j) => makeEvent(from + i + j, tenants));
     const of = (kind: string) => events.filter((e) => e.topic.includes(kind)).map(({ key, value }) => ({ key, value }));

@@ -248,7 +248,11 @@ describe('Dockerfile', () => {
     expect(last('EXPOSE').split(/\s+/).slice(1).sort()).toEqual(['9105', '9106']);
     expect(last('HEALTHCHECK')).toContain('/health');
     const bin = JSON.parse(read('package.json')).bin['crm-events-sink'];
-    expect(JSON.parse(last('ENTRYPOINT').slice('ENTRYPOINT '.length))).toEqual(['node', '--max-old-space-size=512', bin]);
+    expect(JSON.parse(last('ENTRYPOINT').slice('ENTRYPOINT '.length))).toEqual([
+      'node',
+      '--max-old-space-size=512',
+      bin,
+    ]);
     expect(JSON.parse(last('CMD').slice('CMD '.length))).toEqual(['start']);
   });
 

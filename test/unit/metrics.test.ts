@@ -3,7 +3,13 @@ import { createMetrics, createTenantLabeler } from '../../shared/metrics';
 describe('metrics', () => {
   it('caps tenant_id label cardinality: tenants past the limit fold into "other"', () => {
     const label = createTenantLabeler(2);
-    expect(['acme', 'globex', 'initech', 'acme', 'umbrella'].map(label)).toEqual(['acme', 'globex', 'other', 'acme', 'other']);
+    expect(['acme', 'globex', 'initech', 'acme', 'umbrella'].map(label)).toEqual([
+      'acme',
+      'globex',
+      'other',
+      'acme',
+      'other',
+    ]);
   });
 
   it('registers every metric the operator docs, dashboards and alerts use, plus process metrics', async () => {

@@ -54,7 +54,11 @@ describe('parseRecord', () => {
     ['"just a string"', 'not_object', /JSON a string/],
     ['null', 'not_object', /JSON null/],
     ['42', 'not_object', /JSON a number/],
-    ['{"name":"no tenant"}', 'missing_tenant', /no tenant: expected a non-empty tenant_id, tenantId, TenantId field or an x-tenant-id header/],
+    [
+      '{"name":"no tenant"}',
+      'missing_tenant',
+      /no tenant: expected a non-empty tenant_id, tenantId, TenantId field or an x-tenant-id header/,
+    ],
     ['{"tenant_id":"   "}', 'missing_tenant', /no tenant/],
   ])('rejects %j as %s with a precise error', (value, reason, error) => {
     const parsed = parseRecord(record(value), 1024);

@@ -18,7 +18,13 @@ function capture() {
 
 const accepted = (value: object, offset: number) =>
   parseRecord(
-    { topic: 'apexflow.leads.created', partition: 0, offset: String(offset), key: null, value: Buffer.from(JSON.stringify(value)) },
+    {
+      topic: 'apexflow.leads.created',
+      partition: 0,
+      offset: String(offset),
+      key: null,
+      value: Buffer.from(JSON.stringify(value)),
+    },
     10_000,
   ) as Accepted;
 
@@ -59,13 +65,20 @@ describe('reportBatch', () => {
     reportBatch(outcome(records), createMetrics(), log, 10);
     await new Promise((r) => setImmediate(r));
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatchObject({ msg: 'Persisted 50 events (0 REPLAYED)', persisted: 50, by_type: { 'lead.created': 50 } });
+    expect(lines[0]).toMatchObject({
+      msg: 'Persisted 50 events (0 REPLAYED)',
+      persisted: 50,
+      by_type: { 'lead.created': 50 },
+    });
   });
 
   it('counts persisted and replayed events by tenant, topic and source', async () => {
     const metrics = createMetrics();
     reportBatch(
-      outcome([accepted({ tenant_id: 'acme' }, 0), accepted({ tenant_id: 'acme', _replayed_from_event_id: 9, _replay_source: 'range' }, 1)]),
+      outcome([
+        accepted({ tenant_id: 'acme' }, 0),
+        accepted({ tenant_id: 'acme', _replayed_from_event_id: 9, _replay_source: 'range' }, 1),
+      ]),
       metrics,
       capture().log,
       10,

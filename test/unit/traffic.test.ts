@@ -15,7 +15,13 @@ describe('test traffic', () => {
     const job = makeEvent(2, 5);
     expect(job.topic).toBe(JOBS_TOPIC);
     expect(JSON.parse(job.value)).toEqual(
-      expect.objectContaining({ event_type: 'job.created', lead_id: expect.any(Number), title: expect.any(String), status: expect.any(String), description: expect.any(String) }),
+      expect.objectContaining({
+        event_type: 'job.created',
+        lead_id: expect.any(Number),
+        title: expect.any(String),
+        status: expect.any(String),
+        description: expect.any(String),
+      }),
     );
   });
 
@@ -30,6 +36,8 @@ describe('test traffic', () => {
   });
 
   it('sends everything to one topic when asked', () => {
-    expect(new Set(Array.from({ length: 10 }, (_, i) => makeEvent(i, 2, 'x.jobs.created').topic))).toEqual(new Set(['x.jobs.created']));
+    expect(new Set(Array.from({ length: 10 }, (_, i) => makeEvent(i, 2, 'x.jobs.created').topic))).toEqual(
+      new Set(['x.jobs.created']),
+    );
   });
 });

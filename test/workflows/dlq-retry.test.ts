@@ -10,7 +10,10 @@ let close: () => Promise<void>;
 const taskQueue = 'dlq-retry-test';
 
 beforeAll(async () => {
-  ({ env, h, close } = await createTimeSkippingWorld('dlqretry', taskQueue, { DLQ_RETRY_MAX_ATTEMPTS: '3', DLQ_RETRY_BASE_DELAY: '10m' }));
+  ({ env, h, close } = await createTimeSkippingWorld('dlqretry', taskQueue, {
+    DLQ_RETRY_MAX_ATTEMPTS: '3',
+    DLQ_RETRY_BASE_DELAY: '10m',
+  }));
 });
 afterAll(() => close?.());
 
@@ -30,9 +33,18 @@ it('resolves what can be journaled now, backs off the rest exponentially and par
   const base = { topic: h.topics.leads, rawValue: null, reason: 'db_error', error: 'simulated outage', key: null };
   await insertDlqEntries(h.pool, [
     { ...base, tenantId: 'acme', payloadJson: '{"tenant_id":"acme","name":"fixable"}', partition: 0, offset: '100' },
-    { ...base, tenantId: null, payloadJson: '{"name":"no tenant anywhere"}', partition: 0, offset: '101', reason: 'missing_tenant' },
+    {
+      ...base,
+      tenantId: null,
+      payloadJson: '{"name":"no tenant anywhere"}',
+      partition: 0,
+      offset: '101',
+      reason: 'missing_tenant',
+    },
   ]);
-  const [fixable, hopeless] = (await h.pool.query<{ id: number }>('SELECT id FROM event_dlq ORDER BY id')).rows.map((r) => r.id);
+  const [fixable, hopeless] = (await h.pool.query<{ id: number }>('SELECT id FROM event_dlq ORDER BY id')).rows.map(
+    (r) => r.id,
+  );
 
   const first = await retryDue();
   expect(first).toMatchObject({ attempted: 2, resolved: 1, retrying: 1, parked: 0 });
@@ -58,7 +70,9 @@ it('resolves what can be journaled now, backs off the rest exponentially and par
   const afterSecond = await entry(hopeless);
   expect(afterSecond.attempts).toBe(2);
   // The second backoff doubles: 20 minutes.
-  expect(afterSecond.next_attempt_at.getTime() - afterFirst.next_attempt_at.getTime()).toBeGreaterThanOrEqual(20 * 60_000);
+  expect(afterSecond.next_attempt_at.getTime() - afterFirst.next_attempt_at.getTime()).toBeGreaterThanOrEqual(
+    20 * 60_000,
+  );
 
   await env.sleep('19m');
   expect(await retryDue()).toMatchObject({ attempted: 0 });
@@ -71,6 +85,8 @@ it('resolves what can be journaled now, backs off the rest exponentially and par
   expect(await retryDue()).toMatchObject({ attempted: 0 });
   // The resolved entry keeps its row; nothing is deleted from the DLQ.
   expect((await h.pool.query('SELECT count(*)::int AS n FROM event_dlq')).rows[0].n).toBe(2);
-  const audits = await h.pool.query("SELECT count(*)::int AS n FROM replay_audit WHERE kind = 'dlq_retry' AND status = 'completed'");
+  const audits = await h.pool.query(
+    "SELECT count(*)::int AS n FROM replay_audit WHERE kind = 'dlq_retry' AND status = 'completed'",
+  );
   expect(audits.rows[0].n).toBe(run);
 });

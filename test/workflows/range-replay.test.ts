@@ -35,12 +35,19 @@ const audit = async (workflowId: string) =>
 it('dry run counts by topic and tenant and publishes nothing', async () => {
   const topic = target('dry');
   await ensureTopics(h.kafka, [topic], 3);
-  const result = await (await start('replay-range-dry', { dryRun: true, targetTopic: topic, tenantId: 'acme' })).result();
+  const result = await (
+    await start('replay-range-dry', { dryRun: true, targetTopic: topic, tenantId: 'acme' })
+  ).result();
   expect(result).toMatchObject({ status: 'dry_run', matched: 400 });
   expect(result.by_tenant).toEqual({ acme: 400 });
   expect(Object.values(result.by_topic as Record<string, number>).reduce((a, b) => a + b, 0)).toBe(400);
   expect(await topicSize(h.kafka, topic)).toBe(0);
-  expect(await audit('replay-range-dry')).toMatchObject({ kind: 'range', status: 'completed', matched: 400, published: 0 });
+  expect(await audit('replay-range-dry')).toMatchObject({
+    kind: 'range',
+    status: 'completed',
+    matched: 400,
+    published: 0,
+  });
 });
 
 it('continues as new on a long range with no page missed or repeated', async () => {
@@ -63,7 +70,12 @@ it('continues as new on a long range with no page missed or repeated', async () 
 it('replays several pages per activity call, within pagesPerCall', async () => {
   const topic = target('chunks');
   await ensureTopics(h.kafka, [topic], 3);
-  const handle = await start('replay-range-chunks', { targetTopic: topic, tenantId: 'acme', pageSize: 40, pagesPerCall: 4 });
+  const handle = await start('replay-range-chunks', {
+    targetTopic: topic,
+    tenantId: 'acme',
+    pageSize: 40,
+    pagesPerCall: 4,
+  });
   const result = await handle.result();
   expect(result).toMatchObject({ status: 'completed', matched: 400, published: 400, pages: 11 }); // 10 full, 1 empty
   const { events } = await handle.fetchHistory();
@@ -91,7 +103,9 @@ it('filters by tenant and topic, originals only by default', async () => {
       ['globex', h.topics.jobs],
     )
   ).rows;
-  const result = await (await start('replay-range-filtered', { targetTopic: topic, tenantId: 'globex', topic: h.topics.jobs })).result();
+  const result = await (
+    await start('replay-range-filtered', { targetTopic: topic, tenantId: 'globex', topic: h.topics.jobs })
+  ).result();
   expect(result).toMatchObject({ status: 'completed', published: expected.n });
   const messages = await readTopic(h.kafka, topic, expected.n);
   expect(messages).toHaveLength(expected.n);
@@ -133,7 +147,9 @@ it('honours maxEventsPerSecond with durable timers', async () => {
   const topic = target('rate');
   await ensureTopics(h.kafka, [topic], 3);
   const before = await env.currentTimeMs();
-  const result = await (await start('replay-range-rate', { targetTopic: topic, tenantId: 'acme', maxEventsPerSecond: 10 })).result();
+  const result = await (
+    await start('replay-range-rate', { targetTopic: topic, tenantId: 'acme', maxEventsPerSecond: 10 })
+  ).result();
   const elapsedSeconds = ((await env.currentTimeMs()) - before) / 1000;
   expect(result).toMatchObject({ status: 'completed', published: 400, maxEventsPerSecond: 10 });
   expect(elapsedSeconds).toBeGreaterThanOrEqual(39); // 400 events at 10/s: at least 39 s of (skipped) workflow time

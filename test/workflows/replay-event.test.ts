@@ -18,7 +18,9 @@ let h: SinkHarness;
 const taskQueue = 'replay-event-test';
 
 beforeAll(async () => {
-  env = await TestWorkflowEnvironment.createTimeSkipping({ server: { executable: { type: 'existing-path', path: testServerPath() } } });
+  env = await TestWorkflowEnvironment.createTimeSkipping({
+    server: { executable: { type: 'existing-path', path: testServerPath() } },
+  });
   h = await createSinkHarness('replayevent', { REPLAY_MAX_HOPS: '3' });
 });
 afterAll(async () => {
@@ -30,7 +32,13 @@ type Real = Activities;
 
 /** Runs a worker whose activities are the real ones, some optionally wrapped (to inject failures). */
 async function withWorker<T>(wrap: (real: Real) => Partial<Real>, fn: () => Promise<T>) {
-  const real = createActivities({ pool: h.pool, producer: h.producer, metrics: h.metrics, log: h.log, config: h.config });
+  const real = createActivities({
+    pool: h.pool,
+    producer: h.producer,
+    metrics: h.metrics,
+    log: h.log,
+    config: h.config,
+  });
   const worker = await Worker.create({
     connection: env.nativeConnection,
     taskQueue,
@@ -57,20 +65,33 @@ it('retries a failing publish with exponential backoff capped at one minute, the
       replayEvent: async (input) => {
         const { attempt } = Context.current().info;
         attempts.push({ attempt, at: await env.currentTimeMs() });
-        if (attempt <= 12) throw ApplicationFailure.retryable('Kafka broker not available (simulated)', 'KafkaJSConnectionError');
+        if (attempt <= 12)
+          throw ApplicationFailure.retryable('Kafka broker not available (simulated)', 'KafkaJSConnectionError');
         return real.replayEvent(input);
       },
     }),
     () => replay('replay-event-retry', id),
   );
-  expect(result).toMatchObject({ status: 'replayed', event_id: id, topic: h.topics.leads, workflow_id: 'replay-event-retry', replay_count: 1 });
+  expect(result).toMatchObject({
+    status: 'replayed',
+    event_id: id,
+    topic: h.topics.leads,
+    workflow_id: 'replay-event-retry',
+    replay_count: 1,
+  });
   expect(attempts.map((a) => a.attempt)).toEqual([...Array(13).keys()].map((i) => i + 1));
   // Backoff doubles from 1 s up to the 1 min cap: 1+2+4+8+16+32 s, then 60 s six times, in (skipped) workflow time.
   const gaps = attempts.slice(1).map((a, i) => a.at - attempts[i].at);
   expect(gaps[5]).toBeGreaterThanOrEqual(gaps[0] * 16);
   expect((await env.currentTimeMs()) - started).toBeGreaterThanOrEqual((63 + 6 * 60) * 1000);
   const audit = (await h.pool.query("SELECT * FROM replay_audit WHERE workflow_id = 'replay-event-retry'")).rows[0];
-  expect(audit).toMatchObject({ kind: 'single', status: 'completed', published: 1, event_id: id, source: 'operator_api' });
+  expect(audit).toMatchObject({
+    kind: 'single',
+    status: 'completed',
+    published: 1,
+    event_id: id,
+    source: 'operator_api',
+  });
 });
 
 it('rides out two simulated hours of Kafka outage in a range replay page and publishes each event once', async () => {
@@ -93,7 +114,15 @@ it('rides out two simulated hours of Kafka outage in a range replay page and pub
       env.client.workflow.execute('rangeReplayWorkflow', {
         taskQueue,
         workflowId: 'replay-range-outage',
-        args: [{ start: '2000-01-01T00:00:00Z', end: '2100-01-01T00:00:00Z', tenantId: 'outage', targetTopic: target, source: 'range' }],
+        args: [
+          {
+            start: '2000-01-01T00:00:00Z',
+            end: '2100-01-01T00:00:00Z',
+            tenantId: 'outage',
+            targetTopic: target,
+            source: 'range',
+          },
+        ],
         workflowExecutionTimeout: '1d',
       }) as Promise<RangeReplayResult>,
   );
@@ -130,7 +159,10 @@ it('refuses a replay past REPLAY_MAX_HOPS without retrying, and audits the failu
 });
 
 it('fails fast with EventNotFound for an id that is not in the journal', async () => {
-  const err = await withWorker(() => ({}), () => replay('replay-event-missing', 99_999_999).catch((e: unknown) => e));
+  const err = await withWorker(
+    () => ({}),
+    () => replay('replay-event-missing', 99_999_999).catch((e: unknown) => e),
+  );
   expect(((err as WorkflowFailedError).cause?.cause as ApplicationFailure).type).toBe('EventNotFound');
 });
 

@@ -1,0 +1,53 @@
+/**
+ * Every closed list of kinds and statuses the service uses, defined once. TypeScript types derive from these
+ * arrays; the SQL CHECK constraints that mirror them are compared with them by test/unit/kinds.test.ts.
+ */
+
+/** Why a consumed record went to event_dlq; also the `reason` label of crm_events_dlq_total. */
+export const REJECT_REASONS = [
+  'empty_value',
+  'too_large',
+  'invalid_utf8',
+  'invalid_json',
+  'not_object',
+  'missing_tenant',
+  'invalid_tenant',
+  'db_error',
+] as const;
+export type RejectReason = (typeof REJECT_REASONS)[number];
+
+/** Reasons event_dlq.reason may hold: the reject reasons plus 'unknown', the default of rows written before reasons. */
+export const DLQ_REASONS = [...REJECT_REASONS, 'unknown'] as const;
+
+/** Where one consumed record ended: invariant 1 (consumed = journaled + dead_lettered + redelivered). */
+export const RECORD_OUTCOMES = ['journaled', 'dead_lettered', 'redelivered'] as const;
+export type RecordOutcome = (typeof RECORD_OUTCOMES)[number];
+
+/** Life of a dead letter. */
+export const DLQ_STATUSES = ['pending', 'retrying', 'resolved', 'parked'] as const;
+export type DlqStatus = (typeof DLQ_STATUSES)[number];
+
+/** What one DLQ retry did to one entry. */
+export const DLQ_RETRY_OUTCOMES = ['resolved', 'retrying', 'parked', 'skipped'] as const;
+export type DlqRetryOutcome = (typeof DLQ_RETRY_OUTCOMES)[number];
+
+/** Kinds of workflow recorded in replay_audit. */
+export const REPLAY_KINDS = ['single', 'batch', 'range', 'dlq_retry'] as const;
+export type ReplayKind = (typeof REPLAY_KINDS)[number];
+
+/** replay_audit.status. */
+export const AUDIT_STATUSES = ['requested', 'running', 'completed', 'failed', 'cancelled'] as const;
+export type AuditStatus = (typeof AUDIT_STATUSES)[number];
+
+/** How a replay workflow ended (crm_events_replay_workflows_total{status}). */
+export const WORKFLOW_END_STATUSES = ['completed', 'failed', 'cancelled'] as const;
+
+/** Failure types that no retry can fix: activities throw them non-retryable and workflows do not retry them. */
+export const PERMANENT_FAILURES = [
+  'EventNotFound',
+  'HopLimitExceeded',
+  'InvalidRequest',
+  'UnknownTopic',
+  'EventErased',
+] as const;
+export type PermanentFailure = (typeof PERMANENT_FAILURES)[number];
