@@ -1,4 +1,5 @@
 import client from 'prom-client';
+import { DLQ_RETRY_OUTCOMES, RECORD_OUTCOMES, REPLAY_KINDS, WORKFLOW_END_STATUSES } from '../journal/kinds';
 
 /**
  * The service's Prometheus metrics, one registry per process. Names and labels follow the operator docs:
@@ -9,6 +10,8 @@ export function createMetrics(tenantLabelLimit = 100, sources: MetricSources = {
   client.collectDefaultMetrics({ register: registry });
   const counter = <L extends string>(name: string, help: string, labelNames: readonly L[]) =>
     new client.Counter<L>({ name, help, labelNames, registers: [registry] });
+  const partitionGauge = (name: string, help: string) =>
+    new client.Gauge<'topic' | 'partition'>({ name, help, labelNames: ['topic', 'partition'], registers: [registry] });
 
   return {
     registry,
@@ -34,12 +37,30 @@ export function createMetrics(tenantLabelLimit = 100, sources: MetricSources = {
         if (size !== undefined) this.set(size);
       },
     }),
-    consumerLag: new client.Gauge<'topic' | 'partition'>({
-      name: 'crm_events_consumer_lag',
-      help: 'Messages between the committed offset and the high watermark',
-      labelNames: ['topic', 'partition'],
-      registers: [registry],
-    }),
+    consumed: counter('crm_events_consumed_total', 'Records consumed from Kafka (invariant 3: = sum of outcomes)', [
+      'topic',
+      'partition',
+    ]),
+    recordOutcomes: counter<'topic' | 'partition' | 'outcome'>(
+      'crm_events_record_outcomes_total',
+      `Where each consumed record ended (${RECORD_OUTCOMES.join(', ')})`,
+      ['topic', 'partition', 'outcome'],
+    ),
+    coordinateReuse: counter(
+      'crm_events_coordinate_reuse_total',
+      'Records journaled at Kafka coordinates already used by a different record (topic re-created, cluster moved)',
+      ['topic', 'partition'],
+    ),
+    // The three gauges below are set by the lag monitor (ingest/lag-monitor.ts) from the Kafka admin API, on a timer.
+    consumerLag: partitionGauge(
+      'crm_events_consumer_lag',
+      'Messages between the committed offset and the high watermark',
+    ),
+    committedOffset: partitionGauge('crm_events_committed_offset', "The consumer group's committed offset"),
+    partitionStalled: partitionGauge(
+      'crm_events_partition_stalled',
+      '1 when the partition has lag and its committed offset has not moved for INGEST_STALL_SECONDS',
+    ),
     batchPersistSeconds: new client.Histogram({
       name: 'crm_events_batch_persist_seconds',
       help: 'Time to journal one consumed batch (one statement per batch)',
@@ -88,11 +109,22 @@ export type Metrics = ReturnType<typeof createMetrics>;
  * is an increase Prometheus can see (a series born at 1 shows no increase()).
  */
 export function initAlertSeries(metrics: Metrics): void {
-  for (const kind of ['single', 'batch', 'range', 'dlq_retry']) {
-    for (const status of ['completed', 'failed', 'cancelled']) metrics.replayWorkflows.inc({ kind, status }, 0);
+  for (const kind of REPLAY_KINDS) {
+    for (const status of WORKFLOW_END_STATUSES) metrics.replayWorkflows.inc({ kind, status }, 0);
     metrics.replayPublished.inc({ kind }, 0);
   }
-  for (const result of ['resolved', 'retrying', 'parked']) metrics.dlqRetry.inc({ result }, 0);
+  for (const result of DLQ_RETRY_OUTCOMES) metrics.dlqRetry.inc({ result }, 0);
+}
+
+/**
+ * Starts the per-partition accounting and coordinate-reuse counters at zero for one partition, so that the alerts
+ * over them see the first record as an increase. Call it when a partition is assigned (or first seen).
+ */
+export function initPartitionSeries(metrics: Metrics, topic: string, partition: number): void {
+  const labels = { topic, partition: String(partition) };
+  metrics.consumed.inc(labels, 0);
+  for (const outcome of RECORD_OUTCOMES) metrics.recordOutcomes.inc({ ...labels, outcome }, 0);
+  metrics.coordinateReuse.inc(labels, 0);
 }
 
 /** Values read at scrape time rather than counted as they happen. */

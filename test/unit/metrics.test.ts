@@ -1,4 +1,5 @@
-import { createMetrics, createTenantLabeler } from '../../shared/metrics';
+import { RECORD_OUTCOMES } from '../../journal/kinds';
+import { createMetrics, createTenantLabeler, initAlertSeries, initPartitionSeries } from '../../shared/metrics';
 
 describe('metrics', () => {
   it('caps tenant_id label cardinality: tenants past the limit fold into "other"', () => {
@@ -23,6 +24,11 @@ describe('metrics', () => {
         'crm_events_replayed_total',
         'crm_events_dlq_size',
         'crm_events_consumer_lag',
+        'crm_events_consumed_total',
+        'crm_events_record_outcomes_total',
+        'crm_events_coordinate_reuse_total',
+        'crm_events_committed_offset',
+        'crm_events_partition_stalled',
         'crm_events_batch_persist_seconds',
         'crm_events_replay_workflows_total',
         'crm_events_replay_published_total',
@@ -36,5 +42,43 @@ describe('metrics', () => {
         'process_cpu_seconds_total',
       ]),
     );
+  });
+
+  it('starts the alerting counters at zero for every kind, status and outcome in journal/kinds.ts', async () => {
+    const metrics = createMetrics();
+    initAlertSeries(metrics);
+    const workflows = (await metrics.replayWorkflows.get()).values;
+    expect(workflows).toHaveLength(4 * 3);
+    expect(workflows.every((v) => v.value === 0)).toBe(true);
+    expect((await metrics.dlqRetry.get()).values.map((v) => v.labels.result).sort()).toEqual([
+      'parked',
+      'resolved',
+      'retrying',
+      'skipped',
+    ]);
+  });
+
+  it("starts one partition's accounting series at zero: consumed, every outcome, coordinate reuse", async () => {
+    const metrics = createMetrics();
+    initPartitionSeries(metrics, 'apexflow.leads.created', 2);
+    const labels = { topic: 'apexflow.leads.created', partition: '2' };
+    expect((await metrics.consumed.get()).values).toEqual([{ labels, value: 0 }]);
+    expect((await metrics.coordinateReuse.get()).values).toEqual([{ labels, value: 0 }]);
+    const outcomes = (await metrics.recordOutcomes.get()).values;
+    expect(outcomes.map((v) => v.labels.outcome).sort()).toEqual([...RECORD_OUTCOMES].sort());
+    expect(outcomes.every((v) => v.value === 0 && v.labels.partition === '2')).toBe(true);
+  });
+
+  it('exposes the accounting counters with the labels the alerts group by', async () => {
+    const metrics = createMetrics();
+    metrics.consumed.inc({ topic: 't', partition: '0' }, 3);
+    metrics.recordOutcomes.inc({ topic: 't', partition: '0', outcome: 'journaled' }, 2);
+    metrics.recordOutcomes.inc({ topic: 't', partition: '0', outcome: 'redelivered' });
+    metrics.partitionStalled.set({ topic: 't', partition: '0' }, 1);
+    const text = await metrics.registry.metrics();
+    expect(text).toContain('crm_events_consumed_total{topic="t",partition="0"} 3');
+    expect(text).toContain('crm_events_record_outcomes_total{topic="t",partition="0",outcome="journaled"} 2');
+    expect(text).toContain('crm_events_record_outcomes_total{topic="t",partition="0",outcome="redelivered"} 1');
+    expect(text).toContain('crm_events_partition_stalled{topic="t",partition="0"} 1');
   });
 });
