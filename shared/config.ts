@@ -19,6 +19,10 @@ export interface Config {
     perEventLogLimit: number;
     concurrency: number;
     fetchBytesPerPartition: number;
+    /** How often the lag monitor reads committed offsets and high watermarks. */
+    lagIntervalMs: number;
+    /** A partition with lag whose committed offset has not moved for this long is stalled. */
+    stallSeconds: number;
   };
   metrics: { host: string; port: number; tenantLabelLimit: number };
   api: {
@@ -72,6 +76,8 @@ export const DEFAULTS = {
   INGEST_PER_EVENT_LOG_LIMIT: '10',
   INGEST_CONCURRENCY: '3',
   INGEST_FETCH_BYTES_PER_PARTITION: '1048576',
+  INGEST_LAG_INTERVAL_MS: '5000',
+  INGEST_STALL_SECONDS: '60',
   METRICS_HOST: '0.0.0.0',
   METRICS_PORT: '9105',
   METRICS_TENANT_LABEL_LIMIT: '100',
@@ -182,6 +188,8 @@ export function loadConfig(env: Env = process.env): Config {
       perEventLogLimit: int('INGEST_PER_EVENT_LOG_LIMIT', 0, 10_000),
       concurrency: int('INGEST_CONCURRENCY', 1, 100),
       fetchBytesPerPartition: int('INGEST_FETCH_BYTES_PER_PARTITION', 1024, 100 * 1024 * 1024),
+      lagIntervalMs: int('INGEST_LAG_INTERVAL_MS', 100, 600_000),
+      stallSeconds: int('INGEST_STALL_SECONDS', 1, 86_400),
     },
     metrics: {
       host: read('METRICS_HOST'),

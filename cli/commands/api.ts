@@ -1,8 +1,9 @@
 import { buildApp } from '../../api/app';
+import type { LagMonitor } from '../../ingest/lag-monitor';
 import type { Runtime } from '../runtime';
 
-/** Starts the Fastify API on :9106; returns its stopper. */
-export async function startApiComponent(rt: Runtime) {
+/** Starts the Fastify API on :9106; returns its stopper. With a lag monitor, /health reports stalled partitions. */
+export async function startApiComponent(rt: Runtime, lagMonitor?: LagMonitor) {
   const { config, pool, kafka, metrics, log } = rt;
   const admin = kafka.admin();
   let adminConnected: Promise<void> | undefined;
@@ -21,6 +22,7 @@ export async function startApiComponent(rt: Runtime) {
         await adminConnected;
         await admin.describeCluster();
       },
+      ...(lagMonitor && { ingest: lagMonitor.check }),
     },
   });
   await app.listen({ host: config.api.host, port: config.api.port });

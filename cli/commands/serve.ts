@@ -1,3 +1,4 @@
+import type { LagMonitor } from '../../ingest/lag-monitor';
 import { loadConfig } from '../../shared/config';
 import { ensureTopics } from '../../shared/kafka';
 import { migrate } from '../../shared/migrate';
@@ -27,6 +28,23 @@ export async function serve(components: Component[], options: { stack?: boolean;
     const server = await startMetricsServer(rt.metrics.registry, config.metrics.host, config.metrics.port, rt.log);
     rest.push(() => new Promise((resolve) => server.close(resolve)));
   }
+  // One lag monitor per process, wherever ingest or the API runs: it reads the group's offsets from Kafka on a timer,
+  // so an API-only process sees stalls too (its /health names them; :9105 exports the gauges with ingest's metrics).
+  let lagMonitor: LagMonitor | undefined;
+  if (components.includes('ingest') || components.includes('api')) {
+    const { startLagMonitor } = await import('../../ingest/lag-monitor.js');
+    lagMonitor = startLagMonitor({
+      kafka: rt.kafka,
+      groupId: config.kafka.groupId,
+      topics: config.kafka.topics,
+      fromBeginning: config.kafka.fromBeginning,
+      metrics: rt.metrics,
+      log: rt.log.child({ module: 'lag-monitor' }),
+      intervalMs: config.ingest.lagIntervalMs,
+      stallSeconds: config.ingest.stallSeconds,
+    });
+    rest.push(lagMonitor.stop);
+  }
   if (components.includes('ingest')) {
     const { startIngestComponent } = await import('./ingest.js');
     const ingest = await startIngestComponent(rt);
@@ -39,7 +57,7 @@ export async function serve(components: Component[], options: { stack?: boolean;
   }
   if (components.includes('api')) {
     const { startApiComponent } = await import('./api.js');
-    const api = await startApiComponent(rt);
+    const api = await startApiComponent(rt, lagMonitor);
     intake.unshift(api.stop);
   }
   if (options.prepare) printUrls(config);
