@@ -1,7 +1,0 @@
-/** Postgres cannot take the batch right now (down, restarting, or even the DLQ write failed): retry, commit nothing. */
-export class JournalUnavailableError extends Error {
-  override readonly name = 'JournalUnavailableError';
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-  }
-}
