@@ -3,6 +3,7 @@ import type { Config } from '../shared/config';
 import type { Pool } from '../shared/db';
 import type { Logger } from '../shared/logger';
 import type { Metrics } from '../shared/metrics';
+import type { LineageKey } from '../journal/lineage';
 
 /** What the worker injects into the activity factory (tests inject the same shape). */
 export interface ActivityDeps {
@@ -11,4 +12,6 @@ export interface ActivityDeps {
   metrics: Metrics;
   log: Logger;
   config: Pick<Config, 'replay' | 'dlqRetry' | 'ingest'>;
+  /** Signs the lineage of every replayed record (journal/lineage.ts). */
+  lineageKey: LineageKey;
 }

@@ -1,11 +1,11 @@
-import { parseRecord } from '../ingest/parse';
 import { withTransaction } from '../shared/db';
 import { dueDlqIds, getDlqEntry, markDlqFailed, markDlqResolved, type DlqRecord } from '../repository/event-dlq';
-import { insertJournalEntries, type NewJournalEntry } from '../repository/event-journal';
-import type { ActivityDeps } from './deps';
 import type { Queryable } from '../repository/queryable';
+import { journalDeadLetter } from '../journal/dead-letter';
+import type { DlqRetryOutcome } from '../journal/kinds';
+import type { ActivityDeps } from './deps';
 
-export type DlqRetryOutcome = 'resolved' | 'retrying' | 'parked' | 'skipped';
+export type { DlqRetryOutcome } from '../journal/kinds';
 
 export interface RetryDlqInput {
   ids: number[];
@@ -15,9 +15,10 @@ export interface RetryDlqInput {
   force: boolean;
 }
 
-/** DLQ retry: re-persist each entry's original payload into the journal with the consumer's repository. */
-export function createDlqActivities({ pool, metrics, config, log }: ActivityDeps) {
+/** DLQ retry: each due entry goes through the journal's own parser and append again (journal/dead-letter.ts). */
+export function createDlqActivities({ pool, metrics, config, log, lineageKey }: ActivityDeps) {
   const { maxAttempts, baseDelayMs } = config.dlqRetry;
+  const parseOptions = { maxBytes: config.ingest.maxEventBytes, lineageKey };
   return {
     async findDueDlqEntries(input: { now: number; limit: number }): Promise<number[]> {
       return dueDlqIds(pool, new Date(input.now), input.limit);
@@ -31,7 +32,10 @@ export function createDlqActivities({ pool, metrics, config, log }: ActivityDeps
           if (!entry || entry.status === 'resolved') return 'skipped';
           if (!input.force && (entry.status === 'parked' || entry.next_attempt_at.getTime() > input.now))
             return 'skipped';
-          return retryOne(client, entry, input.now);
+          const result = await journalDeadLetter(client, entry, parseOptions);
+          if ('error' in result) return fail(client, entry, input.now, result.error);
+          await markDlqResolved(client, entry.id, result.journalId, new Date(input.now));
+          return 'resolved';
         });
         totals[outcome] += 1;
         if (outcome !== 'skipped') metrics.dlqRetry.inc({ result: outcome });
@@ -40,60 +44,11 @@ export function createDlqActivities({ pool, metrics, config, log }: ActivityDeps
     },
   };
 
-  async function retryOne(db: Queryable, entry: DlqRecord, now: number): Promise<DlqRetryOutcome> {
+  async function fail(db: Queryable, entry: DlqRecord, now: number, error: string): Promise<DlqRetryOutcome> {
     const attempt = entry.attempts + 1;
-    const fail = async (error: string): Promise<DlqRetryOutcome> => {
-      const park = attempt >= maxAttempts;
-      await markDlqFailed(db, entry.id, error, new Date(now + baseDelayMs * 2 ** (attempt - 1)), park);
-      log.warn({ dlq_id: entry.id, attempt, park }, `DLQ retry failed: ${error}`);
-      return park ? 'parked' : 'retrying';
-    };
-    const journalEntry = toJournalEntry(entry, config.ingest.maxEventBytes);
-    if (typeof journalEntry === 'string') return fail(journalEntry);
-    await db.query('SAVEPOINT dlq_retry');
-    try {
-      const [row] = await insertJournalEntries(db, [journalEntry]);
-      const journalId = row?.id ?? (await existingJournalId(db, journalEntry));
-      if (journalId === undefined) return fail('Journal refused the entry as a duplicate but no matching row exists');
-      await markDlqResolved(db, entry.id, journalId, new Date(now));
-      return 'resolved';
-    } catch (err) {
-      await db.query('ROLLBACK TO SAVEPOINT dlq_retry');
-      const { message, code } = err as { message: string; code?: string };
-      return fail(`Insert into event_journal failed: ${message}${code ? ` (SQLSTATE ${code})` : ''}`);
-    }
+    const park = attempt >= maxAttempts;
+    await markDlqFailed(db, entry.id, error, new Date(now + baseDelayMs * 2 ** (attempt - 1)), park);
+    log.warn({ dlq_id: entry.id, attempt, park }, `DLQ retry failed: ${error}`);
+    return park ? 'parked' : 'retrying';
   }
-}
-
-/** Runs the entry's original value through the consumer's parser again; a string is the reason it still fails. */
-function toJournalEntry(entry: DlqRecord, maxBytes: number): NewJournalEntry | string {
-  const text = entry.payload !== null ? JSON.stringify(entry.payload) : entry.raw_value;
-  if (text === null) return 'Entry has neither payload nor raw value to retry';
-  if (text.startsWith('base64:')) return 'Entry value is not UTF-8 JSON; it cannot be journaled';
-  const parsed = parseRecord(
-    {
-      topic: entry.topic,
-      partition: entry.kafka_partition ?? 0,
-      offset: String(entry.kafka_offset ?? 0),
-      key: entry.kafka_key === null ? null : Buffer.from(entry.kafka_key),
-      value: Buffer.from(text),
-      headers: entry.tenant_id ? { 'x-tenant-id': entry.tenant_id } : {},
-    },
-    maxBytes,
-  );
-  if (!parsed.ok) return parsed.dlq.error;
-  const hasCoordinates = entry.kafka_partition !== null && entry.kafka_offset !== null;
-  return {
-    ...parsed.entry,
-    partition: hasCoordinates ? entry.kafka_partition : null,
-    offset: hasCoordinates ? String(entry.kafka_offset) : null,
-  };
-}
-
-async function existingJournalId(db: Queryable, e: NewJournalEntry): Promise<number | undefined> {
-  const { rows } = await db.query<{ id: number }>(
-    'SELECT id FROM event_journal WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset = $3',
-    [e.topic, e.partition, e.offset],
-  );
-  return rows[0]?.id;
 }

@@ -2,7 +2,7 @@ import { Context } from '@temporalio/activity';
 import { countRange, maxEventId, rangePage, type RangeFilter } from '../repository/event-journal';
 import type { RangeCountSummary } from '../workflows/definitions';
 import type { ActivityDeps } from './deps';
-import { refusalOf, toReplayMessage, type Lineage } from './lineage';
+import { refusalOf, toReplayMessage, type Lineage } from '../journal/lineage';
 import { publishMessages } from './publish';
 
 export type RangeSelection = Omit<RangeFilter, 'maxId'>;
@@ -32,7 +32,7 @@ export interface RangeChunkResult {
 }
 
 /** Range replay: plan (pin and count the range), dry-run counts, and a chunk of consecutive keyset pages per call. */
-export function createRangeActivities({ pool, producer, metrics, config }: ActivityDeps) {
+export function createRangeActivities({ pool, producer, metrics, config, lineageKey }: ActivityDeps) {
   return {
     /** Pins the range to the journal as it is now (replays journaled meanwhile are never picked up) and counts it. */
     async planRange(selection: RangeSelection): Promise<{ filter: RangeFilter; total: number }> {
@@ -83,9 +83,9 @@ export function createRangeActivities({ pool, producer, metrics, config }: Activ
         let failed = 0;
         for (const row of rows) {
           if (refusalOf(row, config.replay.maxHops)) failed += 1;
-          else messages.push(toReplayMessage(row, input));
+          else messages.push(toReplayMessage(row, input, lineageKey));
         }
-        await publishMessages(producer, messages);
+        await publishMessages(producer, messages, ctx.cancellationSignal);
         metrics.replayPublished.inc({ kind: 'range' }, messages.length);
         result = {
           cursor,

@@ -1,8 +1,8 @@
-import { ApplicationFailure } from '@temporalio/activity';
-import { getEvent, getEvents } from '../repository/event-journal';
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import { replayRows } from '../repository/event-journal';
 import type { RefusedEvent } from '../workflows/definitions';
 import type { ActivityDeps } from './deps';
-import { refusalOf, toReplayMessage, type Lineage } from './lineage';
+import { refusalOf, toReplayMessage, type Lineage } from '../journal/lineage';
 import { publishMessages } from './publish';
 
 export interface ReplayOneInput extends Lineage {
@@ -29,23 +29,23 @@ export interface ReplayPageResult {
 }
 
 /** Single and batch replay: read journal rows, republish them with lineage. */
-export function createReplayActivities({ pool, producer, metrics, config }: ActivityDeps) {
+export function createReplayActivities({ pool, producer, metrics, config, lineageKey }: ActivityDeps) {
   return {
     async replayEvent(input: ReplayOneInput): Promise<ReplayOneResult> {
-      const row = await getEvent(pool, input.eventId);
+      const [row] = await replayRows(pool, [input.eventId]);
       if (!row || (input.tenantId !== undefined && row.tenant_id !== input.tenantId)) {
         throw ApplicationFailure.nonRetryable(`Event ${input.eventId} not found in event_journal`, 'EventNotFound');
       }
       const refusal = refusalOf(row, config.replay.maxHops);
       if (refusal) throw ApplicationFailure.nonRetryable(refusal, 'HopLimitExceeded');
-      const message = toReplayMessage(row, input);
-      await publishMessages(producer, [message]);
+      const message = toReplayMessage(row, input, lineageKey);
+      await publishMessages(producer, [message], Context.current().cancellationSignal);
       metrics.replayPublished.inc({ kind: 'single' });
       return { event_id: row.id, topic: message.topic, tenant_id: row.tenant_id, replay_count: row.replay_count + 1 };
     },
 
     async replayBatchPage(input: ReplayPageInput): Promise<ReplayPageResult> {
-      const rows = (await getEvents(pool, input.ids)).filter(
+      const rows = (await replayRows(pool, input.ids)).filter(
         (row) => input.tenantId === undefined || row.tenant_id === input.tenantId,
       );
       const found = new Set(rows.map((r) => r.id));
@@ -53,9 +53,9 @@ export function createReplayActivities({ pool, producer, metrics, config }: Acti
       const messages = rows.flatMap((row) => {
         const reason = refusalOf(row, config.replay.maxHops);
         if (reason) refused.push({ id: row.id, reason });
-        return reason ? [] : [toReplayMessage(row, input)];
+        return reason ? [] : [toReplayMessage(row, input, lineageKey)];
       });
-      await publishMessages(producer, messages);
+      await publishMessages(producer, messages, Context.current().cancellationSignal);
       metrics.replayPublished.inc({ kind: 'batch' }, messages.length);
       return { published: messages.length, unknown: input.ids.filter((id) => !found.has(id)), refused };
     },

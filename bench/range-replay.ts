@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { Client, Connection } from '@temporalio/client';
 import type { Producer } from 'kafkajs';
-import { toReplayMessage } from '../activities/lineage';
+import { loadLineageKey, toReplayMessage } from '../journal/lineage';
 import { rangePage, type RangeFilter } from '../repository/event-journal';
 import type { Config } from '../shared/config';
 import { createPool, type Pool } from '../shared/db';
@@ -169,13 +169,16 @@ async function rawLoop(
   target: string,
   replayId: string,
 ): Promise<number> {
+  const lineageKey = await loadLineageKey(pool, config.lineageKey);
   const t0 = performance.now();
   let cursor = 0;
   let sent = 0;
   for (;;) {
     const rows = await rangePage(pool, filter, cursor, config.replay.pageSize);
     if (rows.length) {
-      const messages = rows.map((row) => toReplayMessage(row, { source: 'bench_raw', replayId, targetTopic: target }));
+      const messages = rows.map((row) =>
+        toReplayMessage(row, { source: 'bench_raw', replayId, targetTopic: target }, lineageKey),
+      );
       await producer.sendBatch({
         acks: -1,
         topicMessages: [

@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks';
-import { toReplayMessage } from '../activities/lineage';
-import { getEvent } from '../repository/event-journal';
+import { loadLineageKey, toReplayMessage } from '../journal/lineage';
+import { replayRows } from '../repository/event-journal';
 import { createPool, type Pool } from '../shared/db';
 import { createKafka, createProducer } from '../shared/kafka';
 import { createLogger } from '../shared/logger';
@@ -39,6 +39,7 @@ export async function replayLatencyBench({ repeat }: BenchOptions) {
         API_REPLAY_RATE_LIMIT_PER_MINUTE: '1000000',
       });
       const pool = createPool(config.databaseUrl, 10, log);
+      const lineageKey = await loadLineageKey(pool, config.lineageKey);
       const producer = createProducer(kafka);
       await producer.connect();
       const ingest = spawnCli('ingest', {
@@ -70,15 +71,19 @@ export async function replayLatencyBench({ repeat }: BenchOptions) {
           }
           const viaKafka: number[] = [];
           for (const id of ids) {
-            const row = (await getEvent(pool, id))!;
-            const message = toReplayMessage(row, { source: 'bench_direct', replayId: `direct-${suffix}-${r}-${id}` });
+            const [row] = await replayRows(pool, [id]);
+            const message = toReplayMessage(
+              row,
+              { source: 'bench_direct', replayId: `direct-${suffix}-${r}-${id}` },
+              lineageKey,
+            );
             const t0 = performance.now();
             await producer.send({
               topic: message.topic,
               acks: -1,
               messages: [{ key: message.key, value: message.value, headers: message.headers }],
             });
-            await waitForRow(pool, id, message.headers['x-replay-id'], 30_000);
+            await waitForRow(pool, id, String(message.headers['x-replay-id']), 30_000);
             viaKafka.push(performance.now() - t0);
           }
           project.push(percentiles(viaApi));

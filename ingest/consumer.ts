@@ -6,8 +6,10 @@ import type { Metrics } from '../shared/metrics';
 import { countBy } from '../shared/count-by';
 import { ConfigError } from '../shared/errors';
 import { missingTopics } from '../shared/kafka';
-import { parseRecord } from './parse';
-import { persistBatch, type BatchOutcome } from './persist-batch';
+import { initPartitionSeries } from '../shared/metrics';
+import { appendBatch, type AppendOutcome } from '../journal/append';
+import { loadLineageKey, type LineageKey } from '../journal/lineage';
+import { parseRecord } from '../journal/record';
 import { reportBatch } from './report-batch';
 
 export interface IngestDeps {
@@ -15,9 +17,9 @@ export interface IngestDeps {
   pool: Pool;
   metrics: Metrics;
   log: Logger;
-  config: Pick<Config, 'kafka' | 'ingest'>;
+  config: Pick<Config, 'kafka' | 'ingest' | 'lineageKey'>;
   /** Called after each batch is committed in Postgres (the live stream hooks in here). */
-  onJournaled?: (outcome: BatchOutcome) => void;
+  onJournaled?: (outcome: AppendOutcome) => void;
 }
 
 export interface IngestService {
@@ -29,9 +31,9 @@ export interface IngestService {
 }
 
 /**
- * The Kafka → journal consumer. Offsets are committed only after Postgres has committed the batch, and the journal's
- * unique (topic, partition, offset) index absorbs redeliveries, so a crash at any point neither loses nor doubles a
- * record.
+ * The Kafka → journal consumer. Offsets are committed only after Postgres has committed the batch, and the journal
+ * sets aside proven redeliveries (same coordinates, same content), so a crash at any point neither loses nor doubles
+ * a record (docs/integrity.md).
  */
 export async function startIngest(deps: IngestDeps): Promise<IngestService> {
   const { kafka, config, log } = deps;
@@ -42,6 +44,7 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
     maxBytesPerPartition: config.ingest.fetchBytesPerPartition,
     retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 300, maxRetryTime: 10_000 },
   });
+  const lineageKey = await loadLineageKey(deps.pool, config.lineageKey);
   let paused = false;
   consumer.on(consumer.events.CRASH, ({ payload }) => {
     log.error({ err: payload.error, restart: payload.restart }, 'Kafka consumer crashed');
@@ -49,6 +52,9 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
   });
   consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
     log.info({ member_id: payload.memberId, assignment: payload.memberAssignment }, 'Joined consumer group');
+    for (const [topic, partitions] of Object.entries(payload.memberAssignment)) {
+      for (const partition of partitions) initPartitionSeries(deps.metrics, topic, partition);
+    }
   });
 
   await refuseMissingTopics(kafka, config.kafka.topics);
@@ -59,7 +65,7 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
     partitionsConsumedConcurrently: config.ingest.concurrency,
     eachBatchAutoResolve: true,
     eachBatch: (payload) =>
-      handleBatch(payload, consumer, deps, (value) => {
+      handleBatch(payload, consumer, deps, lineageKey, (value) => {
         if (value !== paused) log[value ? 'warn' : 'info'](value ? 'Ingestion paused' : 'Ingestion resumed');
         paused = value;
       }),
@@ -100,13 +106,17 @@ async function handleBatch(
   { batch, heartbeat, isRunning, isStale }: EachBatchPayload,
   consumer: Consumer,
   deps: IngestDeps,
+  lineageKey: LineageKey,
   setPaused: (paused: boolean) => void,
 ): Promise<void> {
   const { pool, metrics, log, config } = deps;
   if (batch.messages.length === 0) return;
   const { topic, partition } = batch;
-  const parsed = batch.messages.map(({ offset, key, value, headers }) =>
-    parseRecord({ topic, partition, offset, key, value, headers }, config.ingest.maxEventBytes),
+  const parsed = batch.messages.map(({ offset, key, value, headers, timestamp }) =>
+    parseRecord(
+      { topic, partition, offset, key, value, headers, timestamp },
+      { maxBytes: config.ingest.maxEventBytes, lineageKey },
+    ),
   );
   const byTenant = countBy(parsed, (record) => ({
     tenant_id: metrics.tenantLabel(record.ok ? record.entry.tenantId : (record.dlq.tenantId ?? 'unknown')),
@@ -114,12 +124,12 @@ async function handleBatch(
   }));
   for (const [labels, count] of byTenant) metrics.ingested.inc(labels, count);
 
-  let outcome: BatchOutcome | undefined;
+  let outcome: AppendOutcome | undefined;
   for (let attempt = 0; outcome === undefined; attempt++) {
     if (!isRunning() || isStale()) return; // shutting down or rebalanced: leave the batch uncommitted
     const timer = metrics.batchPersistSeconds.startTimer();
     try {
-      outcome = await persistBatch(pool, parsed);
+      outcome = await appendBatch(pool, parsed);
       timer();
     } catch (err) {
       if ((err as Error).name !== 'JournalUnavailableError') throw err;
@@ -135,9 +145,8 @@ async function handleBatch(
   setPaused(false);
 
   const next = (BigInt(batch.lastOffset()) + 1n).toString();
-  await consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: next }]);
-  const lag = Number(BigInt(batch.highWatermark) - BigInt(next));
-  metrics.consumerLag.set({ topic: batch.topic, partition: String(batch.partition) }, Math.max(0, lag));
+  await consumer.commitOffsets([{ topic, partition, offset: next }]);
+  account(outcome, topic, partition, metrics, log);
   reportBatch(outcome, metrics, log, config.ingest.perEventLogLimit);
   deps.onJournaled?.(outcome);
 }
@@ -148,5 +157,28 @@ async function sleepWithHeartbeat(ms: number, heartbeat: () => Promise<void>, is
   while (Date.now() < until && isRunning()) {
     await new Promise((resolve) => setTimeout(resolve, Math.min(1000, until - Date.now())));
     await heartbeat().catch(() => undefined);
+  }
+}
+
+/** Invariant 3, per partition: consumed = journaled + dead-lettered + redelivered; and every coordinate reuse, loud. */
+function account(outcome: AppendOutcome, topic: string, partition: number, metrics: Metrics, log: Logger): void {
+  const labels = { topic, partition: String(partition) };
+  metrics.consumed.inc(labels, outcome.outcomes.length);
+  for (const [{ outcome: result }, count] of countBy(outcome.outcomes, (o) => ({ outcome: o }))) {
+    metrics.recordOutcomes.inc({ ...labels, outcome: result }, count);
+  }
+  if (outcome.reused.length === 0) return;
+  metrics.coordinateReuse.inc(labels, outcome.reused.length);
+  for (const reuse of outcome.reused.slice(0, 10)) {
+    log.warn(
+      { topic, partition, offset: reuse.offset, content_hash: reuse.hash, stored_hashes: reuse.stored },
+      'Coordinate reuse: these Kafka coordinates already hold a different record (topic re-created or offsets reset); stored as a new record',
+    );
+  }
+  if (outcome.reused.length > 10) {
+    log.warn(
+      { topic, partition, reused: outcome.reused.length },
+      `Coordinate reuse: ${outcome.reused.length} records in one batch`,
+    );
   }
 }

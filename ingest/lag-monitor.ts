@@ -46,7 +46,7 @@ export interface StalledPartition {
 }
 
 export interface LagMonitor {
-  /** The partitions stalled as of the last poll. */
+  /** The partitions stalled as of the last poll (what the gauge shows). */
   stalled(): StalledPartition[];
   /** A /health check: rejects naming the stalled partitions, or saying that lag could not be read for a while. */
   check(): Promise<void>;
@@ -82,7 +82,7 @@ export function startLagMonitor(opts: LagMonitorOptions): LagMonitor {
   const startedAt = now();
   let lastSuccess: number | undefined;
   let lastError: string | undefined;
-  let reported = new Set<string>();
+  let stalled: StalledPartition[] = [];
 
   const read = async (): Promise<PartitionReading[]> => {
     admin ??= kafka.admin();
@@ -101,7 +101,7 @@ export function startLagMonitor(opts: LagMonitorOptions): LagMonitor {
       if (stopped) return;
       const at = now();
       for (const r of result) tracker.update(r, at);
-      publish(result, tracker.stalled(at));
+      publish(result, tracker.stalled(at), at);
       if (lastError !== undefined) log.info({ group: groupId }, 'Consumer lag readable again');
       lastSuccess = at;
       lastError = undefined;
@@ -116,8 +116,9 @@ export function startLagMonitor(opts: LagMonitorOptions): LagMonitor {
     }
   };
 
-  const publish = (result: PartitionReading[], stalled: StalledPartition[]) => {
-    const stalledKeys = new Set(stalled.map(keyOf));
+  const publish = (result: PartitionReading[], current: StalledPartition[], at: number) => {
+    const stalledKeys = new Set(current.map(keyOf));
+    const before = new Set(stalled.map(keyOf));
     for (const r of result) {
       const labels = { topic: r.topic, partition: String(r.partition) };
       metrics.consumerLag.set(labels, r.lag);
@@ -125,13 +126,13 @@ export function startLagMonitor(opts: LagMonitorOptions): LagMonitor {
       metrics.partitionStalled.set(labels, stalledKeys.has(keyOf(r)) ? 1 : 0);
     }
     // Log the transitions, not every poll.
-    for (const s of stalled) {
-      if (!reported.has(keyOf(s))) log.warn({ ...s, group: groupId }, describeStall(s, now()));
+    for (const s of current) {
+      if (!before.has(keyOf(s))) log.warn({ ...s, group: groupId }, describeStall(s, at));
     }
-    for (const key of reported) {
+    for (const key of before) {
       if (!stalledKeys.has(key)) log.info({ partition: key, group: groupId }, `Partition ${key} is moving again`);
     }
-    reported = stalledKeys;
+    stalled = current;
   };
 
   const loop = () => {
@@ -144,10 +145,9 @@ export function startLagMonitor(opts: LagMonitorOptions): LagMonitor {
   loop();
 
   return {
-    stalled: () => tracker.stalled(now()),
+    stalled: () => [...stalled],
     async check() {
       const at = now();
-      const stalled = tracker.stalled(at);
       if (stalled.length > 0) throw new Error(stalled.map((s) => describeStall(s, at)).join('; '));
       const fresh = lastSuccess ?? startedAt;
       if (at - fresh > Math.max(stallMs, 3 * intervalMs)) {
@@ -201,7 +201,8 @@ export function readings(
 ): PartitionReading[] {
   return topics.flatMap((topic, i) => {
     const offsets = new Map(committed.find((c) => c.topic === topic)?.partitions.map((p) => [p.partition, p.offset]));
-    return ends[i].map(({ partition, low, high }) => {
+    const byPartition = [...ends[i]].sort((a, b) => a.partition - b.partition);
+    return byPartition.map(({ partition, low, high }) => {
       const [lo, hi] = [BigInt(low), BigInt(high)];
       const raw = BigInt(offsets.get(partition) ?? '-1');
       const start = raw < 0n ? (fromBeginning ? lo : hi) : raw < lo ? lo : raw;

@@ -1,13 +1,13 @@
 import { countBy } from '../shared/count-by';
 import type { Logger } from '../shared/logger';
 import type { Metrics } from '../shared/metrics';
-import type { BatchOutcome } from './persist-batch';
+import type { AppendOutcome } from '../journal/append';
 
 /**
  * Metrics and log lines for one journaled batch. Small batches log one line per event in the operator docs'
  * wording; larger ones log a single summary so that logging never dominates ingestion under load.
  */
-export function reportBatch(outcome: BatchOutcome, metrics: Metrics, log: Logger, perEventLimit: number): void {
+export function reportBatch(outcome: AppendOutcome, metrics: Metrics, log: Logger, perEventLimit: number): void {
   const entries = outcome.journaled.map(({ record }) => record.entry);
   const persisted = countBy(entries, ({ tenantId, topic }) => ({ tenant_id: metrics.tenantLabel(tenantId), topic }));
   for (const [labels, count] of persisted) metrics.persisted.inc(labels, count);
@@ -29,8 +29,8 @@ export function reportBatch(outcome: BatchOutcome, metrics: Metrics, log: Logger
       const fields = { event_id: row.id, tenant_id: tenantId, topic, replay_count: replayCount };
       if (replayCount > 0) {
         log.info(
-          { ...fields, replayed_from: record.replayedFrom },
-          `Persisted REPLAYED ${record.eventType} for tenant ${tenantId} (from event ${record.replayedFrom ?? '?'})`,
+          { ...fields, replayed_from: record.lineage?.replayedFrom },
+          `Persisted REPLAYED ${record.eventType} for tenant ${tenantId} (from event ${record.lineage?.replayedFrom ?? '?'})`,
         );
       } else {
         log.info(fields, `Persisted ${record.eventType} for tenant ${tenantId}`);
@@ -45,7 +45,7 @@ export function reportBatch(outcome: BatchOutcome, metrics: Metrics, log: Logger
     if (record.entry.replayCount > 0) replayed += 1;
   }
   log.info(
-    { persisted: outcome.journaled.length, replayed, by_type: byType, duplicates: outcome.duplicates },
+    { persisted: outcome.journaled.length, replayed, by_type: byType, redelivered: outcome.redelivered },
     `Persisted ${outcome.journaled.length} events (${replayed} REPLAYED)`,
   );
 }

@@ -51,3 +51,6 @@ export const PERMANENT_FAILURES = [
   'EventErased',
 ] as const;
 export type PermanentFailure = (typeof PERMANENT_FAILURES)[number];
+
+/** Payload fields a replay adds; a replayed event's own old lineage is replaced, never nested. */
+export const LINEAGE_FIELDS = ['_replayed_from_event_id', '_replay_source', '_replay_id', '_replay_count'] as const;

@@ -1,16 +1,20 @@
+import type { DlqStatus } from '../journal/kinds';
+import type { StoredAt, StoredRecord } from './event-journal';
 import type { Queryable } from './queryable';
 
-/** A record the sink could not journal, with why. */
-export interface NewDlqEntry {
-  topic: string;
+export type { DlqStatus } from '../journal/kinds';
+
+/** A record the sink could not journal, with why, and the record exactly as consumed. */
+export interface NewDlqEntry extends StoredRecord {
   tenantId: string | null;
+  /** The value as JSON when it parsed as JSON (and jsonb takes it). */
   payloadJson: string | null;
+  /** The value as text when it did not ("base64:" if not UTF-8). */
   rawValue: string | null;
+  /** The value's bytes as consumed (null for a tombstone). */
+  rawBytes: Buffer | null;
   error: string;
   reason: string;
-  partition: number | null;
-  offset: string | null;
-  key: string | null;
 }
 
 export interface DlqRow {
@@ -25,16 +29,28 @@ export interface DlqRow {
 }
 
 const INSERT_ENTRIES = `
-  INSERT INTO event_dlq (topic, tenant_id, payload, raw_value, error, reason, kafka_partition, kafka_offset, kafka_key)
+  INSERT INTO event_dlq (topic, tenant_id, payload, raw_value, error, reason, kafka_partition, kafka_offset, kafka_key,
+                         raw_bytes, kafka_key_bytes, kafka_headers, kafka_timestamp, content_hash)
   SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::text[], $6::text[], $7::int[],
-                       $8::bigint[], $9::text[])
-  ON CONFLICT (topic, kafka_partition, kafka_offset) DO NOTHING
-  RETURNING id`;
+                       $8::bigint[], $9::text[], $10::bytea[], $11::bytea[], $12::jsonb[], $13::timestamptz[],
+                       $14::bytea[])
+  ON CONFLICT DO NOTHING
+  RETURNING id, kafka_offset::text AS offset, content_hash`;
 
-/** Appends dead letters in one statement; a redelivered record already dead-lettered is not added twice. */
-export async function insertDlqEntries(db: Queryable, entries: NewDlqEntry[]): Promise<number> {
-  if (entries.length === 0) return 0;
-  const { rowCount } = await db.query(INSERT_ENTRIES, [
+/** A dead letter written: which record (offset and hash) got which id. */
+export interface InsertedDlqRow {
+  id: number;
+  offset: string | null;
+  content_hash: Buffer | null;
+}
+
+/**
+ * Appends dead letters in one statement. A record already dead-lettered (same coordinates, same content hash) is not
+ * added twice and is absent from the result.
+ */
+export async function insertDlqEntries(db: Queryable, entries: NewDlqEntry[]): Promise<InsertedDlqRow[]> {
+  if (entries.length === 0) return [];
+  const { rows } = await db.query<InsertedDlqRow>(INSERT_ENTRIES, [
     entries.map((e) => e.topic),
     entries.map((e) => e.tenantId),
     entries.map((e) => e.payloadJson),
@@ -44,8 +60,54 @@ export async function insertDlqEntries(db: Queryable, entries: NewDlqEntry[]): P
     entries.map((e) => e.partition),
     entries.map((e) => e.offset),
     entries.map((e) => e.key),
+    entries.map((e) => e.rawBytes),
+    entries.map((e) => e.keyBytes),
+    entries.map((e) => e.headersJson),
+    entries.map((e) => e.timestamp),
+    entries.map((e) => e.contentHash),
   ]);
-  return rowCount ?? 0;
+  return rows;
+}
+
+/** Dead letters at offsets lo..hi of one partition (see journalRecordsAt). */
+export async function dlqRecordsAt(
+  db: Queryable,
+  topic: string,
+  partition: number,
+  lo: string,
+  hi: string,
+): Promise<StoredAt[]> {
+  const { rows } = await db.query<StoredAt>(
+    `SELECT kafka_offset::text AS offset, content_hash FROM event_dlq
+      WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset BETWEEN $3 AND $4`,
+    [topic, partition, lo, hi],
+  );
+  return rows;
+}
+
+/**
+ * Of these rejected records, the offsets where a dead letter written before content hashes existed has the same
+ * reason and the same value (raw text, or payload as jsonb): those are redeliveries.
+ */
+export async function legacyDlqMatches(
+  db: Queryable,
+  topic: string,
+  partition: number,
+  candidates: Array<{ offset: string; reason: string; rawValue: string | null; payloadJson: string | null }>,
+): Promise<Set<string>> {
+  const matches = new Set<string>();
+  for (const c of candidates) {
+    const { rows } = await db
+      .query<{ same: boolean }>(
+        `SELECT reason = $4 AND raw_value IS NOT DISTINCT FROM $5 AND payload IS NOT DISTINCT FROM $6::jsonb AS same
+           FROM event_dlq
+          WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset = $3 AND content_hash IS NULL`,
+        [topic, partition, c.offset, c.reason, c.rawValue, c.payloadJson],
+      )
+      .catch(() => ({ rows: [] as Array<{ same: boolean }> }));
+    if (rows.some((r) => r.same)) matches.add(c.offset);
+  }
+  return matches;
 }
 
 /** Dead letters not yet resolved (the crm_events_dlq_size gauge). */
@@ -54,13 +116,16 @@ export async function countDlqEntries(db: Queryable): Promise<number> {
   return rows[0].n;
 }
 
-export type DlqStatus = 'pending' | 'retrying' | 'resolved' | 'parked';
-
 /** A dead letter with everything a retry needs. */
 export interface DlqRecord extends DlqRow {
   payload: Record<string, unknown> | null;
   raw_value: string | null;
   kafka_key: string | null;
+  raw_bytes: Buffer | null;
+  kafka_key_bytes: Buffer | null;
+  kafka_headers: unknown;
+  kafka_timestamp: Date | null;
+  content_hash: Buffer | null;
   status: DlqStatus;
   attempts: number;
   last_error: string | null;
@@ -70,7 +135,8 @@ export interface DlqRecord extends DlqRow {
 }
 
 const RECORD_COLUMNS = `id, topic, tenant_id, reason, error, kafka_partition, kafka_offset, kafka_key, received_at,
-  payload, raw_value, status, attempts, last_error, next_attempt_at, resolved_at, resolved_event_id`;
+  payload, raw_value, status, attempts, last_error, next_attempt_at, resolved_at, resolved_event_id,
+  raw_bytes, kafka_key_bytes, kafka_headers, kafka_timestamp, content_hash`;
 
 export interface DlqQuery {
   status?: DlqStatus;

@@ -3,16 +3,30 @@ import { Readable } from 'node:stream';
 import type { PoolClient } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { copyTextLine } from './copy-text';
+import { LINEAGE_FIELDS } from '../journal/kinds';
 import type { Queryable } from './queryable';
 
-/** A record ready to be journaled; offsets travel as strings (Kafka int64). */
-export interface NewJournalEntry {
-  tenantId: string;
+/**
+ * A Kafka record as consumed, as both event_journal and event_dlq store it. Offsets travel as strings (Kafka int64);
+ * `key` is the key as text for display, `keyBytes` the key as it was.
+ */
+export interface StoredRecord {
   topic: string;
-  payloadJson: string;
   partition: number | null;
   offset: string | null;
   key: string | null;
+  keyBytes: Buffer | null;
+  /** kafka_headers as JSON text (journal/headers.ts encodes it), null when the record had none. */
+  headersJson: string | null;
+  timestamp: Date | null;
+  /** SHA-256 of the record as consumed; with the coordinates, the journal's unique key. */
+  contentHash: Buffer | null;
+}
+
+/** A record ready to be journaled. */
+export interface NewJournalEntry extends StoredRecord {
+  tenantId: string;
+  payloadJson: string;
   replayCount: number;
   replaySource: string | null;
 }
@@ -22,6 +36,7 @@ export interface InsertedJournalRow {
   topic: string;
   kafka_partition: number | null;
   kafka_offset: number | null;
+  content_hash: Buffer | null;
   received_at: Date;
 }
 
@@ -36,14 +51,16 @@ export interface JournalSummary {
 
 const INSERT_ENTRIES = `
   INSERT INTO event_journal
-    (tenant_id, topic, payload, kafka_partition, kafka_offset, kafka_key, replay_count, replay_source)
-  SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int[], $5::bigint[], $6::text[], $7::int[], $8::text[])
+    (tenant_id, topic, payload, kafka_partition, kafka_offset, kafka_key, replay_count, replay_source,
+     kafka_key_bytes, kafka_headers, kafka_timestamp, content_hash)
+  SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int[], $5::bigint[], $6::text[], $7::int[], $8::text[],
+                       $9::bytea[], $10::jsonb[], $11::timestamptz[], $12::bytea[])
   ON CONFLICT DO NOTHING
-  RETURNING id, topic, kafka_partition, kafka_offset, received_at`;
+  RETURNING id, topic, kafka_partition, kafka_offset, content_hash, received_at`;
 
 /**
  * Journals entries in one statement. A record already journaled is skipped and absent from the result: the same
- * topic/partition/offset (a redelivery) or the same replay of the same event (a republished replay page).
+ * record at the same coordinates (a redelivery) or the same replay of the same event (a republished replay page).
  */
 export async function insertJournalEntries(db: Queryable, entries: NewJournalEntry[]): Promise<InsertedJournalRow[]> {
   if (entries.length === 0) return [];
@@ -56,13 +73,18 @@ export async function insertJournalEntries(db: Queryable, entries: NewJournalEnt
     entries.map((e) => e.key),
     entries.map((e) => e.replayCount),
     entries.map((e) => e.replaySource),
+    entries.map((e) => e.keyBytes),
+    entries.map((e) => e.headersJson),
+    entries.map((e) => e.timestamp),
+    entries.map((e) => e.contentHash),
   ]);
   return rows;
 }
 
 const COPY_ENTRIES = `
   COPY event_journal
-    (id, received_at, tenant_id, topic, payload, kafka_partition, kafka_offset, kafka_key, replay_count, replay_source)
+    (id, received_at, tenant_id, topic, payload, kafka_partition, kafka_offset, kafka_key, replay_count, replay_source,
+     kafka_key_bytes, kafka_headers, kafka_timestamp, content_hash)
   FROM STDIN`;
 
 /**
@@ -95,6 +117,10 @@ export async function copyJournalEntries(
       e.key,
       e.replayCount,
       e.replaySource,
+      byteaText(e.keyBytes),
+      e.headersJson,
+      e.timestamp === null ? null : e.timestamp.toISOString(),
+      byteaText(e.contentHash),
     ]);
   });
   await pipeline(Readable.from([text]), client.query(copyFrom(COPY_ENTRIES)));
@@ -103,8 +129,60 @@ export async function copyJournalEntries(
     topic: e.topic,
     kafka_partition: e.partition,
     kafka_offset: e.offset === null ? null : Number(e.offset),
+    content_hash: e.contentHash,
     received_at,
   }));
+}
+
+/** bytea in COPY text: hex format. */
+function byteaText(bytes: Buffer | null): string | null {
+  return bytes === null ? null : `\\x${bytes.toString('hex')}`;
+}
+
+/** What a table already holds at some Kafka coordinates: the offset and the content hash (null before 007). */
+export interface StoredAt {
+  offset: string;
+  content_hash: Buffer | null;
+}
+
+/** Journal rows at offsets lo..hi of one partition: one index range scan (the unique key's prefix). */
+export async function journalRecordsAt(
+  db: Queryable,
+  topic: string,
+  partition: number,
+  lo: string,
+  hi: string,
+): Promise<StoredAt[]> {
+  const { rows } = await db.query<StoredAt>(
+    `SELECT kafka_offset::text AS offset, content_hash FROM event_journal
+      WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset BETWEEN $3 AND $4`,
+    [topic, partition, lo, hi],
+  );
+  return rows;
+}
+
+/**
+ * Of these records, the offsets where a row journaled before content hashes existed holds an equal payload (as
+ * jsonb): those are redeliveries. A candidate whose text Postgres cannot read as jsonb equals nothing.
+ */
+export async function legacyJournalMatches(
+  db: Queryable,
+  topic: string,
+  partition: number,
+  candidates: Array<{ offset: string; payloadJson: string }>,
+): Promise<Set<string>> {
+  const matches = new Set<string>();
+  for (const { offset, payloadJson } of candidates) {
+    const { rows } = await db
+      .query<{ same: boolean }>(
+        `SELECT payload = $4::jsonb AS same FROM event_journal
+          WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset = $3 AND content_hash IS NULL`,
+        [topic, partition, offset, payloadJson],
+      )
+      .catch(() => ({ rows: [] as Array<{ same: boolean }> }));
+    if (rows.some((r) => r.same)) matches.add(offset);
+  }
+  return matches;
 }
 
 const SUMMARY_COLUMNS = 'id, tenant_id, topic, received_at, replay_count, replay_source';
@@ -124,10 +202,26 @@ export async function getEvent(db: Queryable, id: number): Promise<JournalRow | 
   return rows[0];
 }
 
-/** Rows for the given ids, in id order; ids that do not exist are simply absent. */
-export async function getEvents(db: Queryable, ids: number[]): Promise<JournalRow[]> {
-  const { rows } = await db.query<JournalRow>(
-    `SELECT ${ROW_COLUMNS} FROM event_journal WHERE id = ANY($1::bigint[]) ORDER BY id`,
+/** A journal row as a replay reads it: the payload as Postgres prints it, without lineage, and the record's bytes. */
+export interface ReplayRow {
+  id: number;
+  tenant_id: string;
+  topic: string;
+  replay_count: number;
+  /** (payload - lineage fields)::text: numbers keep every digit; never parsed in Node. */
+  payload_text: string;
+  kafka_key: string | null;
+  kafka_key_bytes: Buffer | null;
+  kafka_headers: unknown;
+}
+
+const REPLAY_COLUMNS = `id, tenant_id, topic, replay_count,
+  (payload - '{${LINEAGE_FIELDS.join(',')}}'::text[])::text AS payload_text, kafka_key, kafka_key_bytes, kafka_headers`;
+
+/** Replay rows for the given ids, in id order; ids that do not exist are simply absent. */
+export async function replayRows(db: Queryable, ids: number[]): Promise<ReplayRow[]> {
+  const { rows } = await db.query<ReplayRow>(
+    `SELECT ${REPLAY_COLUMNS} FROM event_journal WHERE id = ANY($1::bigint[]) ORDER BY id`,
     [ids],
   );
   return rows;
@@ -158,11 +252,11 @@ export async function rangePage(
   filter: RangeFilter,
   cursor: number,
   limit: number,
-): Promise<JournalRow[]> {
+): Promise<ReplayRow[]> {
   const values: unknown[] = [];
   const where = rangeWhere(filter, values);
-  const { rows } = await db.query<JournalRow>(
-    `SELECT ${ROW_COLUMNS} FROM event_journal WHERE ${where} AND id > $${values.push(cursor)}
+  const { rows } = await db.query<ReplayRow>(
+    `SELECT ${REPLAY_COLUMNS} FROM event_journal WHERE ${where} AND id > $${values.push(cursor)}
       ORDER BY id LIMIT $${values.push(limit)}`,
     values,
   );
@@ -277,4 +371,18 @@ export async function eventsInRanges(db: Queryable, ranges: IdRange[]): Promise<
     [ranges.map((r) => r.from), ranges.map((r) => r.to)],
   );
   return rows;
+}
+
+/** The journal row holding this record (coordinates and content hash; a NULL hash matches rows from before 007). */
+export async function journalIdOf(
+  db: Queryable,
+  record: Pick<StoredRecord, 'topic' | 'partition' | 'offset' | 'contentHash'>,
+): Promise<number | undefined> {
+  const { rows } = await db.query<{ id: number }>(
+    `SELECT id FROM event_journal
+      WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset = $3 AND content_hash IS NOT DISTINCT FROM $4
+      ORDER BY id LIMIT 1`,
+    [record.topic, record.partition, record.offset, record.contentHash],
+  );
+  return rows[0]?.id;
 }

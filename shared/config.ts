@@ -55,6 +55,8 @@ export interface Config {
     baseDelayMs: number;
     batchSize: number;
   };
+  /** Secret that signs replay lineage (x-replay-proof); when unset, the one migration 007 generated in Postgres. */
+  lineageKey: string | undefined;
   logLevel: string;
 }
 
@@ -101,6 +103,7 @@ export const DEFAULTS = {
   DLQ_RETRY_MAX_ATTEMPTS: '5',
   DLQ_RETRY_BASE_DELAY: '1m',
   DLQ_RETRY_BATCH_SIZE: '100',
+  LINEAGE_KEY: '',
   LOG_LEVEL: 'info',
 } as const;
 
@@ -167,6 +170,8 @@ export function loadConfig(env: Env = process.env): Config {
   }
   const logLevel = read('LOG_LEVEL');
   if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`);
+  const lineageKey = read('LINEAGE_KEY');
+  if (lineageKey && lineageKey.length < 32) throw new ConfigError('LINEAGE_KEY', 'must be at least 32 characters');
   const secret = read('AUTH_JWT_SECRET');
   if (secret && secret.length < 16) throw new ConfigError('AUTH_JWT_SECRET', 'must be at least 16 characters');
 
@@ -226,6 +231,7 @@ export function loadConfig(env: Env = process.env): Config {
       baseDelayMs: duration('DLQ_RETRY_BASE_DELAY'),
       batchSize: int('DLQ_RETRY_BATCH_SIZE', 1, 10_000),
     },
+    lineageKey: lineageKey || undefined,
     logLevel,
   };
 }

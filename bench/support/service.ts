@@ -7,16 +7,18 @@ import type { Pool } from '../../shared/db';
 import type { Logger } from '../../shared/logger';
 import { createMetrics } from '../../shared/metrics';
 import { createReplayWorker } from '../../worker/worker';
+import { loadLineageKey } from '../../journal/lineage';
 
 /** The project's replay worker on the config's (private) task queue, running until stop(). */
 export async function startWorker(config: Config, pool: Pool, producer: Producer, log: Logger) {
   quietTemporal();
   const connection = await NativeConnection.connect({ address: config.temporal.address });
   const metrics = createMetrics(config.metrics.tenantLabelLimit);
+  const lineageKey = await loadLineageKey(pool, config.lineageKey);
   const worker: Worker = await createReplayWorker({
     connection,
     config,
-    deps: { pool, producer, metrics, log, config },
+    deps: { pool, producer, metrics, log, config, lineageKey },
   });
   const running = worker.run();
   return {

@@ -4,6 +4,7 @@ import { ensureDlqRetrySchedule } from '../../worker/dlq-schedule';
 import { installSdkRuntime } from '../../worker/sdk-runtime';
 import { connectWorker, createReplayWorker } from '../../worker/worker';
 import type { Runtime } from '../runtime';
+import { loadLineageKey } from '../../journal/lineage';
 
 /** Starts the Temporal replay worker (and makes sure the DLQ retry schedule exists); returns its stopper. */
 export async function startWorkerComponent(rt: Runtime) {
@@ -20,7 +21,12 @@ export async function startWorkerComponent(rt: Runtime) {
     log,
   );
   await clientConnection.close();
-  const worker = await createReplayWorker({ connection, config, deps: { pool, producer, metrics, log, config } });
+  const lineageKey = await loadLineageKey(pool, config.lineageKey);
+  const worker = await createReplayWorker({
+    connection,
+    config,
+    deps: { pool, producer, metrics, log, config, lineageKey },
+  });
   const running = worker.run();
   running.catch((err: Error) => {
     log.fatal({ err }, 'Temporal worker stopped unexpectedly');

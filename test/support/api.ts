@@ -45,7 +45,7 @@ export async function createApiEnv(label: string, opts: ApiEnvOptions = {}): Pro
     worker = await createReplayWorker({
       connection: workerConnection,
       config,
-      deps: { pool: h.pool, producer: h.producer, metrics: h.metrics, log: h.log, config },
+      deps: { pool: h.pool, producer: h.producer, metrics: h.metrics, log: h.log, config, lineageKey: h.lineageKey },
       workflowBundle: await workflowBundle(),
     });
     running = worker.run();

@@ -5,6 +5,7 @@ import { createPool, type Pool } from '../../shared/db';
 import { createKafka, createProducer, ensureTopics } from '../../shared/kafka';
 import { createLogger, type Logger } from '../../shared/logger';
 import { createMetrics, type Metrics } from '../../shared/metrics';
+import { loadLineageKey, type LineageKey } from '../../journal/lineage';
 import { createTestDatabase } from './database';
 import { baseConfig, uniqueSuffix } from './env';
 
@@ -16,6 +17,8 @@ export interface SinkHarness {
   producer: Producer;
   metrics: Metrics;
   log: Logger;
+  /** The lineage key of this database (what ingest verifies and the activities sign with). */
+  lineageKey: LineageKey;
   topics: { leads: string; jobs: string };
   ingest?: IngestService;
   startIngest(): Promise<IngestService>;
@@ -54,6 +57,7 @@ export async function createSinkHarness(label: string, env: Record<string, strin
   const producer = createProducer(kafka);
   await producer.connect();
   const metrics = createMetrics(config.metrics.tenantLabelLimit);
+  const lineageKey = await loadLineageKey(pool, config.lineageKey);
 
   const harness: SinkHarness = {
     config,
@@ -63,6 +67,7 @@ export async function createSinkHarness(label: string, env: Record<string, strin
     producer,
     metrics,
     log,
+    lineageKey,
     topics,
     async startIngest() {
       harness.ingest = await startIngest({ kafka, pool, metrics, log, config });

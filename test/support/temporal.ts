@@ -43,6 +43,7 @@ export async function createTimeSkippingWorld(label: string, taskQueue: string, 
       metrics: h.metrics,
       log: h.log,
       config: h.config,
+      lineageKey: h.lineageKey,
     }),
   });
   const running = worker.run();

@@ -26,7 +26,14 @@ beforeAll(async () => {
 afterAll(() => h?.close());
 
 function activities(producer: Producer = h.producer) {
-  return createActivities({ pool: h.pool, producer, metrics: h.metrics, log: h.log, config: h.config });
+  return createActivities({
+    pool: h.pool,
+    producer,
+    metrics: h.metrics,
+    log: h.log,
+    config: h.config,
+    lineageKey: h.lineageKey,
+  });
 }
 
 async function chunkTo(name: string, input: Partial<RangeChunkInput> = {}): Promise<RangeChunkInput> {

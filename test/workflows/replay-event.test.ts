@@ -38,6 +38,7 @@ async function withWorker<T>(wrap: (real: Real) => Partial<Real>, fn: () => Prom
     metrics: h.metrics,
     log: h.log,
     config: h.config,
+    lineageKey: h.lineageKey,
   });
   const worker = await Worker.create({
     connection: env.nativeConnection,

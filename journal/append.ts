@@ -1,0 +1,225 @@
+import type { Pool, PoolClient } from '../shared/db';
+import { withTransaction } from '../shared/db';
+import { insertDlqEntries, type InsertedDlqRow, type NewDlqEntry } from '../repository/event-dlq';
+import {
+  copyJournalEntries,
+  insertJournalEntries,
+  notifyJournaled,
+  type InsertedJournalRow,
+  type NewJournalEntry,
+} from '../repository/event-journal';
+import { classifyAgainstStore, type Reuse } from './redelivery';
+import { JournalUnavailableError } from './errors';
+import type { RecordOutcome } from './kinds';
+import { isOutage, safeDlqEntry } from './outage';
+import type { Accepted, ParsedRecord } from './record';
+
+export interface JournaledEvent {
+  row: InsertedJournalRow;
+  record: Accepted;
+}
+
+export interface DeadLetter {
+  entry: NewDlqEntry;
+  reason: string;
+}
+
+/** What became of a consumed batch: every record has exactly one outcome (invariant 1). */
+export interface AppendOutcome {
+  /** One per input record, in input order. */
+  outcomes: RecordOutcome[];
+  journaled: JournaledEvent[];
+  deadLetters: DeadLetter[];
+  /** Records already stored at their coordinates with the same content: not written again. */
+  redelivered: number;
+  /** Records written although their coordinates already held a different record (topic re-created). */
+  reused: Reuse[];
+}
+
+type JournalWriter = (client: PoolClient, entries: NewJournalEntry[]) => Promise<InsertedJournalRow[]>;
+
+/**
+ * The single way consumed records enter the journal. First it reads what is already stored at the batch's
+ * coordinates and sets aside proven redeliveries (same coordinates, same content hash). The rest goes in one
+ * transaction: good records into event_journal, rejected ones into event_dlq. The journal write is a COPY (fast);
+ * when COPY fails, the batch is written again with INSERT … ON CONFLICT DO NOTHING; when that fails because of a
+ * row, row by row behind savepoints so that only the refused rows go to the DLQ, with the database error. A dead
+ * letter Postgres refuses as written is stored in a form it cannot refuse (bytes and sanitised text). Only an outage
+ * (JournalUnavailableError) leaves the batch unwritten.
+ */
+export async function appendBatch(pool: Pool, records: ParsedRecord[]): Promise<AppendOutcome> {
+  let classified;
+  try {
+    classified = await classifyAgainstStore(pool, records);
+  } catch (err) {
+    throw unavailable(err);
+  }
+  const fresh = records.filter((_, i) => !classified.redelivered.has(i));
+  const accepted = fresh.filter((r): r is Accepted => r.ok);
+  const rejected: DeadLetter[] = fresh.flatMap((r) => (r.ok ? [] : [{ entry: r.dlq, reason: r.reason }]));
+  const writers: JournalWriter[] = [copyJournalEntries, insertJournalEntries];
+  let written: Written | undefined;
+  for (const write of writers) {
+    try {
+      written = await withTransaction(pool, async (client) => {
+        const rows = await write(
+          client,
+          accepted.map((r) => r.entry),
+        );
+        return store(client, rows, rejected);
+      });
+      break;
+    } catch (err) {
+      if (isOutage(err)) throw unavailable(err);
+    }
+  }
+  written ??= await writeRowByRow(pool, accepted, rejected);
+  return outcome(records, classified.redelivered, classified.reused, written);
+}
+
+/** What one transaction stored: journal rows and the dead letters as written (some in their safe form). */
+interface Written {
+  rows: InsertedJournalRow[];
+  deadLetters: DeadLetter[];
+}
+
+async function writeRowByRow(pool: Pool, accepted: Accepted[], rejected: DeadLetter[]): Promise<Written> {
+  try {
+    return await withTransaction(pool, async (client) => {
+      const rows: InsertedJournalRow[] = [];
+      const refused: DeadLetter[] = [];
+      for (const record of accepted) {
+        const result = await behindSavepoint(client, 'journal_row', () => insertJournalEntries(client, [record.entry]));
+        if (result instanceof Error) refused.push(refusedByJournal(record, result));
+        else rows.push(...result);
+      }
+      return store(client, rows, [...rejected, ...refused]);
+    });
+  } catch (err) {
+    // Every row-level refusal is absorbed above: what is left is Postgres itself.
+    throw unavailable(err);
+  }
+}
+
+/** A record the journal refused (a CHECK, jsonb refusing a value) as a db_error dead letter with the SQLSTATE. */
+function refusedByJournal(record: Accepted, err: Error & { code?: string }): DeadLetter {
+  const { entry } = record;
+  // Keep the payload as JSON unless jsonb itself refused it (SQLSTATE class 22): then only text can hold it.
+  const jsonbRefused = err.code?.startsWith('22') ?? false;
+  return {
+    reason: 'db_error',
+    entry: {
+      ...entry,
+      payloadJson: jsonbRefused ? null : entry.payloadJson,
+      rawValue: jsonbRefused ? entry.payloadJson : null,
+      rawBytes: record.valueBytes,
+      error: `Insert into event_journal failed: ${err.message}${err.code ? ` (SQLSTATE ${err.code})` : ''}`,
+      reason: 'db_error',
+    },
+  };
+}
+
+/**
+ * Runs a statement behind a savepoint: its result, or the error a row caused (rolled back to the savepoint). An
+ * outage is thrown.
+ */
+async function behindSavepoint<T>(client: PoolClient, name: string, fn: () => Promise<T>): Promise<T | Error> {
+  await client.query(`SAVEPOINT ${name}`);
+  try {
+    const result = await fn();
+    await client.query(`RELEASE SAVEPOINT ${name}`);
+    return result;
+  } catch (err) {
+    if (isOutage(err)) throw err;
+    await client.query(`ROLLBACK TO SAVEPOINT ${name}`);
+    return err instanceof Error ? err : new Error(String(err));
+  }
+}
+
+/**
+ * The DLQ write that no row can fail: all at once; if Postgres refuses, one by one; an entry refused on its own goes
+ * in its safe form (value, key and headers as bytes, sanitised text, no jsonb). Returns the dead letters written
+ * (an entry already dead-lettered, same record, is not).
+ */
+async function insertDeadLetters(client: PoolClient, deadLetters: DeadLetter[]): Promise<DeadLetter[]> {
+  if (deadLetters.length === 0) return [];
+  const all = await behindSavepoint(client, 'dlq_batch', () =>
+    insertDlqEntries(
+      client,
+      deadLetters.map((d) => d.entry),
+    ),
+  );
+  if (!(all instanceof Error)) return writtenOnes(deadLetters, all);
+  const written: DeadLetter[] = [];
+  for (const dead of deadLetters) {
+    const one = await behindSavepoint(client, 'dlq_row', () => insertDlqEntries(client, [dead.entry]));
+    if (!(one instanceof Error)) {
+      written.push(...writtenOnes([dead], one));
+      continue;
+    }
+    const safe = { ...dead, entry: safeDlqEntry(dead.entry, one) };
+    written.push(...writtenOnes([safe], await insertDlqEntries(client, [safe.entry])));
+  }
+  return written;
+}
+
+function writtenOnes(deadLetters: DeadLetter[], rows: InsertedDlqRow[]): DeadLetter[] {
+  const inserted = new Set(rows.map((r) => recordKey(r.offset, r.content_hash)));
+  return deadLetters.filter((d) => inserted.has(recordKey(d.entry.offset, d.entry.contentHash)));
+}
+
+/** Writes the dead letters next to the journal rows, and announces the rows to live-stream listeners at commit. */
+async function store(client: PoolClient, rows: InsertedJournalRow[], deadLetters: DeadLetter[]): Promise<Written> {
+  const written = await insertDeadLetters(client, deadLetters);
+  if (rows.length)
+    await notifyJournaled(
+      client,
+      rows.reduce((max, r) => Math.max(max, r.id), 0),
+    );
+  return { rows, deadLetters: written };
+}
+
+/** Identifies a record within one partition's batch. */
+function recordKey(offset: string | number | null, hash: Buffer | null): string {
+  return `${offset}/${hash?.toString('hex') ?? '-'}`;
+}
+
+function outcome(records: ParsedRecord[], redelivered: Set<number>, reused: Reuse[], written: Written): AppendOutcome {
+  const rowsByKey = new Map(
+    written.rows.map((row) => [keyOf(row.topic, row.kafka_partition, row.kafka_offset, row.content_hash), row]),
+  );
+  const deadKeys = new Set(
+    written.deadLetters.map(({ entry }) => keyOf(entry.topic, entry.partition, entry.offset, entry.contentHash)),
+  );
+  const journaled: JournaledEvent[] = [];
+  const outcomes = records.map((record, i): RecordOutcome => {
+    if (redelivered.has(i)) return 'redelivered';
+    const stored = record.ok ? record.entry : record.dlq;
+    const key = keyOf(stored.topic, stored.partition, stored.offset, stored.contentHash);
+    const row = record.ok ? rowsByKey.get(key) : undefined;
+    if (row && record.ok) {
+      journaled.push({ row, record });
+      return 'journaled';
+    }
+    if (deadKeys.has(key)) return 'dead_lettered';
+    // Refused by a unique index in the write itself: a concurrent consumer stored this very record, or it is a
+    // republished page of a replay already journaled.
+    return 'redelivered';
+  });
+  return {
+    outcomes,
+    journaled,
+    deadLetters: written.deadLetters,
+    redelivered: outcomes.filter((o) => o === 'redelivered').length,
+    reused: reused.filter((r) => outcomes[r.index] !== 'redelivered'),
+  };
+}
+
+function keyOf(topic: string, partition: number | null, offset: string | number | null, hash: Buffer | null): string {
+  return `${topic}/${partition}/${recordKey(offset, hash)}`;
+}
+
+function unavailable(err: unknown): JournalUnavailableError {
+  const message = err instanceof Error ? err.message : String(err);
+  return new JournalUnavailableError(`Postgres unavailable: ${message}`, { cause: err });
+}

@@ -1,0 +1,54 @@
+/** Record headers as kafkajs hands them over (and takes them): a value, several values, or none per name. */
+export type RecordHeaders = Record<string, Buffer | string | (Buffer | string)[] | undefined>;
+
+/** Headers as an ordered list of (name, value) pairs, duplicates kept: what the journal stores and replays. */
+export type HeaderList = Array<[string, Buffer | null]>;
+
+/** Where ApexFlow producers may name the tenant when the payload does not. */
+export const TENANT_HEADER = 'x-tenant-id';
+
+export function headerList(headers: RecordHeaders | undefined): HeaderList {
+  const list: HeaderList = [];
+  for (const [name, raw] of Object.entries(headers ?? {})) {
+    for (const value of Array.isArray(raw) ? raw : [raw]) {
+      list.push([name, value === undefined ? null : Buffer.isBuffer(value) ? value : Buffer.from(value)]);
+    }
+  }
+  return list;
+}
+
+/** The first value of a header, if present. */
+export function headerValue(list: HeaderList, name: string): Buffer | undefined {
+  return list.find(([n]) => n === name)?.[1] ?? undefined;
+}
+
+/**
+ * The list as stored in kafka_headers: JSON pairs of base64 name and base64 value (null for a header without value).
+ * Base64 because header names and values are bytes that Postgres text and jsonb cannot always hold (NUL).
+ */
+export function encodeHeaders(list: HeaderList): string | null {
+  if (list.length === 0) return null;
+  return JSON.stringify(
+    list.map(([name, value]) => [Buffer.from(name).toString('base64'), value?.toString('base64') ?? null]),
+  );
+}
+
+export function decodeHeaders(stored: unknown): HeaderList {
+  if (!Array.isArray(stored)) return [];
+  return stored.map(([name, value]: [string, string | null]) => [
+    Buffer.from(name, 'base64').toString('utf8'),
+    value === null ? null : Buffer.from(value, 'base64'),
+  ]);
+}
+
+/** Back to the shape a producer takes; a name that occurs more than once becomes an array, in order. */
+export function toRecordHeaders(list: HeaderList): RecordHeaders {
+  const headers: RecordHeaders = {};
+  for (const [name, value] of list) {
+    if (value === null) continue; // kafkajs cannot send a header without a value
+    const existing = headers[name];
+    if (existing === undefined) headers[name] = value;
+    else headers[name] = [...(Array.isArray(existing) ? existing : [existing]), value];
+  }
+  return headers;
+}
