@@ -36,6 +36,11 @@ describe('readings', () => {
     ]);
   });
 
+  it('lists partitions in order whatever order the broker answers in', () => {
+    const reversed = [[...ends[0]].reverse()];
+    expect(readings([TOPIC], [], reversed, true).map((r) => r.partition)).toEqual([0, 1, 2, 3]);
+  });
+
   it('starts an uncommitted group at the end when it does not read from the beginning', () => {
     expect(readings([TOPIC], [], ends, false).map((r) => r.lag)).toEqual([0, 0, 0, 0]);
   });
