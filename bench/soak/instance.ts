@@ -1,6 +1,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { stopChild } from '../support/process';
 
 const REPO = path.resolve(__dirname, '../../..');
 const CLI = path.join(REPO, 'dist/cli/main.js');
@@ -151,16 +152,7 @@ export class Services {
   /** Graceful stop of everything, SIGKILL after timeoutMs. */
   async stopAll(timeoutMs = 40_000): Promise<void> {
     this.stopping = true;
-    await Promise.all(
-      [...this.children.values()].map(async (child) => {
-        if (child.exitCode !== null || child.signalCode !== null) return;
-        const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-        child.kill('SIGTERM');
-        const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-        await gone;
-        clearTimeout(timer);
-      }),
-    );
+    await Promise.all([...this.children.values()].map((child) => stopChild(child, timeoutMs)));
   }
 
   private record(service: Service, event: ServiceEvent['event'], detail?: string): void {
