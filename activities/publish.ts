@@ -1,7 +1,7 @@
 import { ApplicationFailure } from '@temporalio/activity';
 import type { Producer } from 'kafkajs';
 import type { ReplayMessage } from '../journal/lineage';
-import { isUnknownTopicError, type ReplayProducer } from '../shared/kafka';
+import { isUnknownTopicError, refusedRecordsError, type ReplayProducer } from '../shared/kafka';
 
 /** How long a send may run before the topics it goes to are looked up again (a topic deleted mid-replay). */
 export const SLOW_SEND_CHECK_MS = 2_000;
@@ -14,7 +14,8 @@ export const SLOW_SEND_CHECK_MS = 2_000;
  * cancelled or timed-out attempt throws the signal's reason at once and frees its worker slot, while the send runs
  * to its end in the background, bounded by the producer's finite retries (its failure is handled there).
  * A topic the broker does not have fails with the non-retryable `UnknownTopic` naming it: looked up before sending
- * (a short-lived cached list), and again when the send fails for an unknown topic or is slow.
+ * (a short-lived cached list), and again when the send fails for an unknown topic or is slow. Records the broker
+ * refuses as such (too large for the topic) fail with the non-retryable `InvalidRequest`.
  */
 export async function publishMessages(
   producer: Producer,
@@ -67,6 +68,14 @@ export async function publishMessages(
     await Promise.race([sent, aborted, ...(watched ? [watched] : [])]);
   } catch (err) {
     if (replay && isUnknownTopicError(err)) await refuseUnknown(replay, topics, true, signal);
+    // A record the topic refuses (too large for it, not allowed) is refused again on every retry of the activity.
+    const refused = refusedRecordsError(err);
+    if (refused) {
+      throw ApplicationFailure.nonRetryable(
+        `Kafka refused the records for ${topics.join(', ')} (${refused}): ${(err as Error).message}`,
+        'InvalidRequest',
+      );
+    }
     throw err;
   } finally {
     clearTimeout(timer);

@@ -3,6 +3,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Config } from '../shared/config';
+import { createKafka, createTopicCatalog, type TopicCatalog } from '../shared/kafka';
 import type { Pool } from '../shared/db';
 import type { Logger } from '../shared/logger';
 import type { Metrics } from '../shared/metrics';
@@ -10,6 +11,7 @@ import auth from './plugins/auth';
 import errorHandler from './plugins/error-handler';
 import replayRateLimit from './plugins/replay-rate-limit';
 import requestMetrics from './plugins/request-metrics';
+import kafkaTopics from './plugins/kafka-topics';
 import temporal, { createTemporalGateway, type TemporalGateway } from './plugins/temporal';
 import consoleRoutes from './routes/console';
 import dlqRoutes from './routes/dlq';
@@ -32,6 +34,8 @@ export interface AppDeps {
   healthChecks: Record<string, HealthCheck>;
   /** Defaults to a lazily connected client of config.temporal. */
   temporal?: TemporalGateway;
+  /** Which topics Kafka has (replay targets are checked); defaults to a catalog on a client of config.kafka. */
+  topics?: TopicCatalog;
 }
 
 /** Builds the API without listening: the entry point listens, tests use app.inject(). */
@@ -63,6 +67,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(auth, { secret: config.api.jwtSecret });
   await app.register(replayRateLimit, { perMinute: config.api.replayRateLimitPerMinute });
   await app.register(temporal, { gateway: deps.temporal ?? createTemporalGateway(config) });
+  const catalog =
+    deps.topics ?? createTopicCatalog(createKafka(config.kafka.brokers, `${config.kafka.clientId}-api`, deps.log));
+  await app.register(kafkaTopics, { catalog });
   await app.register(healthRoutes, { checks: deps.healthChecks });
   await app.register(infoRoutes, { config });
   const feed = new JournalFeed(config.databaseUrl, pool, deps.log.child({ module: 'stream' }));

@@ -145,6 +145,24 @@ export function isUnknownTopicError(err: unknown): boolean {
   return false;
 }
 
+// Broker answers that no retry of the same records can change (kafkajs error types).
+const REFUSED_RECORDS = new Set([
+  'MESSAGE_TOO_LARGE',
+  'RECORD_LIST_TOO_LARGE',
+  'INVALID_RECORD',
+  'INVALID_TOPIC_EXCEPTION',
+  'TOPIC_AUTHORIZATION_FAILED',
+]);
+
+/** The broker's error type when it refused the records themselves (too large, not allowed), else undefined. */
+export function refusedRecordsError(err: unknown): string | undefined {
+  for (let e = err, depth = 0; e && depth < 10; e = (e as { cause?: unknown }).cause, depth++) {
+    const type = (e as { type?: unknown }).type;
+    if (typeof type === 'string' && REFUSED_RECORDS.has(type)) return type;
+  }
+  return undefined;
+}
+
 /** The producer replays publish through: a kafkajs Producer that also knows which topics exist. */
 export interface ReplayProducer extends Producer {
   /** Which of these topics the cluster does not have (TopicCatalog.missing, on the producer's own client). */

@@ -1,8 +1,10 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { getDlqEntry, listDlq, type DlqStatus } from '../../repository/event-dlq';
+import { DLQ_STATUSES, type DlqStatus } from '../../journal/kinds';
+import { getDlqEntry, listDlq } from '../../repository/event-dlq';
 import type { Config } from '../../shared/config';
 import type { Pool } from '../../shared/db';
+import { dlqRetryWorkflow } from '../../workflows';
 import { replaySearchAttributes } from '../../workflows/search-attributes';
 import { httpError } from '../http-error';
 import { keysetPage, within } from '../route-helpers';
@@ -10,7 +12,7 @@ import { StringEnum, errorResponses, NullableInteger, NullableString, Timestamp,
 import { startForRequest } from '../start-workflow';
 import { canSee, scopedTenant } from '../tenant-scope';
 
-const Status = StringEnum(['pending', 'retrying', 'resolved', 'parked'] as const);
+const Status = StringEnum(DLQ_STATUSES);
 const DlqEntry = Type.Object({
   id: Type.Integer(),
   topic: Type.String(),
@@ -102,7 +104,7 @@ const dlqRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config, 't
       }
       const handle = await startForRequest(app, request, config, {
         prefix: `dlq-retry-${entry.id}`,
-        workflowType: 'dlqRetryWorkflow',
+        workflow: dlqRetryWorkflow,
         input: { source: 'operator_api', entryIds: [entry.id], requestedBy: request.principal.subject },
         searchAttributes: replaySearchAttributes({
           kind: 'dlq_retry',

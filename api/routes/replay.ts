@@ -1,10 +1,12 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { WorkflowFailedError } from '@temporalio/client';
+import type { PermanentFailure } from '../../journal/kinds';
 import { getEvent } from '../../repository/event-journal';
 import type { Config } from '../../shared/config';
 import type { Pool } from '../../shared/db';
-import { MAX_BATCH_IDS, type RangeReplayInput, type ReplayEventResult } from '../../workflows/definitions';
+import { batchReplayWorkflow, rangeReplayWorkflow, replayEventWorkflow } from '../../workflows';
+import { MAX_BATCH_IDS, type RangeReplayInput } from '../../workflows/definitions';
 import { replaySearchAttributes } from '../../workflows/search-attributes';
 import { httpError } from '../http-error';
 import { within } from '../route-helpers';
@@ -67,9 +69,11 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
       const { id } = request.params;
       const row = await getEvent(pool, id);
       if (!row || !canSee(request, row.tenant_id)) throw httpError(404, `Event ${id} not found in event_journal`);
+      const target = request.query.target_topic;
+      await app.kafkaTopics.refuseMissing(target ? { target_topic: target } : { [`topic of event ${id}`]: row.topic });
       const handle = await startForRequest(app, request, config, {
         prefix: `replay-event-${id}`,
-        workflowType: 'replayEventWorkflow',
+        workflow: replayEventWorkflow,
         input: {
           eventId: id,
           source: 'operator_api',
@@ -85,7 +89,7 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
           eventId: id,
         }),
       });
-      const result = await within<ReplayEventResult>(handle.result(), config.api.replayWaitMs).catch(failureToHttp);
+      const result = await within(handle.result(), config.api.replayWaitMs).catch(failureToHttp);
       if (result === undefined) {
         return reply
           .status(202)
@@ -114,9 +118,10 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
     },
     async (request, reply) => {
       const { ids, target_topic } = request.body;
+      await app.kafkaTopics.refuseMissing({ target_topic });
       const handle = await startForRequest(app, request, config, {
         prefix: 'replay-batch',
-        workflowType: 'batchReplayWorkflow',
+        workflow: batchReplayWorkflow,
         input: {
           ids,
           source: 'batch',
@@ -167,6 +172,12 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
         throw httpError(400, `body/start must be before body/end (got ${body.start} .. ${body.end})`);
       }
       const tenantId = scopedTenant(request, body.tenant_id);
+      // Without a target, events go back to their own topic: the filter's topic when there is one.
+      if (!body.dry_run) {
+        await app.kafkaTopics.refuseMissing(
+          body.target_topic ? { target_topic: body.target_topic } : { topic: body.topic },
+        );
+      }
       const input: RangeReplayInput = {
         start: body.start,
         end: body.end,
@@ -182,7 +193,7 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
       };
       const handle = await startForRequest(app, request, config, {
         prefix: body.dry_run ? 'replay-range-dryrun' : 'replay-range',
-        workflowType: 'rangeReplayWorkflow',
+        workflow: rangeReplayWorkflow,
         input,
         searchAttributes: replaySearchAttributes({ kind: 'range', source: 'range', tenantId, topic: body.topic }),
       });
@@ -194,16 +205,22 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
   );
 };
 
-const FAILURE_STATUS: Record<string, number> = { EventNotFound: 404, HopLimitExceeded: 409, InvalidRequest: 400 };
+const FAILURE_STATUS: Partial<Record<PermanentFailure, number>> = {
+  EventNotFound: 404,
+  HopLimitExceeded: 409,
+  InvalidRequest: 400,
+  UnknownTopic: 400,
+};
 
-/** A replay that failed for a permanent reason answers with that reason (404 not found, 409 hop limit). */
+/** A replay that failed for a permanent reason answers with that reason (404 not found, 409 hop limit, 400). */
 function failureToHttp(err: unknown): never {
   if (err instanceof WorkflowFailedError) {
     let cause: unknown = err.cause;
     while (cause && !(cause as { type?: string }).type && (cause as { cause?: unknown }).cause)
       cause = (cause as { cause?: unknown }).cause;
     const { type, message } = (cause ?? {}) as { type?: string; message?: string };
-    if (type && FAILURE_STATUS[type]) throw httpError(FAILURE_STATUS[type], message ?? type);
+    const status = type ? FAILURE_STATUS[type as PermanentFailure] : undefined;
+    if (status) throw httpError(status, message ?? type!);
   }
   throw err;
 }

@@ -1,6 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { WorkflowNotFoundError } from '@temporalio/common';
+import { AUDIT_STATUSES, REPLAY_KINDS, type AuditStatus, type ReplayKind } from '../../journal/kinds';
 import { getAudit, listAudits, type AuditRow } from '../../repository/replay-audit';
 import type { Config } from '../../shared/config';
 import type { Pool } from '../../shared/db';
@@ -11,13 +12,14 @@ import {
   setRateSignal,
   type ReplayProgress,
 } from '../../workflows/definitions';
+import { rangeReplayWorkflow } from '../../workflows';
 import { httpError } from '../http-error';
 import { keysetPage } from '../route-helpers';
 import { StringEnum, errorResponses, NullableInteger, NullableString, Timestamp, Id } from '../schemas';
 import { canSee, scopedTenant } from '../tenant-scope';
 
-const Kind = StringEnum(['single', 'batch', 'range', 'dlq_retry'] as const);
-const AuditStatus = StringEnum(['requested', 'running', 'completed', 'failed', 'cancelled'] as const);
+const Kind = StringEnum(REPLAY_KINDS);
+const AuditStatus = StringEnum(AUDIT_STATUSES);
 const Audit = Type.Object({
   id: Type.Integer(),
   workflow_id: Type.String(),
@@ -99,8 +101,8 @@ const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config
     async (request) => {
       const q = request.query;
       const rows = await listAudits(pool, {
-        kind: q.kind as AuditRow['kind'] | undefined,
-        status: q.status as AuditRow['status'] | undefined,
+        kind: q.kind as ReplayKind | undefined,
+        status: q.status as AuditStatus | undefined,
         tenantId: scopedTenant(request, q.tenant_id),
         before: q.cursor,
         limit: q.limit + 1,
@@ -133,7 +135,7 @@ const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config
         }
         const running = description.status.name === 'RUNNING';
         const progress =
-          running && description.type === 'rangeReplayWorkflow'
+          running && description.type === rangeReplayWorkflow.name
             ? await handle.query(progressQuery).catch(() => null)
             : null;
         const result =
@@ -175,7 +177,7 @@ const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config
             const { status, type } = await handle.describe();
             if (status.name !== 'RUNNING') throw httpError(409, `Replay ${workflowId} is ${status.name}, not running`);
             if (action === 'cancel') return handle.cancel();
-            if (type !== 'rangeReplayWorkflow')
+            if (type !== rangeReplayWorkflow.name)
               throw httpError(409, `Only range replays can ${action}; ${workflowId} is a ${type}`);
             await handle.signal(action === 'pause' ? pauseSignal : resumeSignal);
           } catch (err) {

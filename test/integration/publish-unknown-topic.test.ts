@@ -94,3 +94,18 @@ it('publishes key bytes, value and headers exactly as given', async () => {
     await consumer.disconnect();
   }
 }, 30_000);
+
+it('records the topic refuses (larger than its max.message.bytes) fail non-retryable at once, not 25 attempts', async () => {
+  const small = `test.${uniqueSuffix()}.publish.small`;
+  await admin.createTopics({
+    waitForLeaders: true,
+    topics: [{ topic: small, numPartitions: 1, configEntries: [{ name: 'max.message.bytes', value: '1024' }] }],
+  });
+  created.push(small);
+  const big = { ...message(small, 'big'), value: JSON.stringify({ ref: 'big', pad: 'x'.repeat(4096) }) };
+  const { err, ms } = await failureOf(publishMessages(producer, [big]));
+  expect(err).toMatchObject({ type: 'InvalidRequest', nonRetryable: true });
+  expect(err.message).toContain('MESSAGE_TOO_LARGE');
+  expect(ms).toBeLessThan(5000);
+  await publishMessages(producer, [message(small, 'small')]); // the producer is still good for records that fit
+}, 30_000);
