@@ -81,6 +81,9 @@ const ALERTS = [
   'CrmEventsConsumerLagHigh',
   'CrmEventsReplayFailures',
   'CrmEventsDlqEntriesParked',
+  'CrmEventsPartitionStalled',
+  'CrmEventsAccountingMismatch',
+  'CrmEventsCoordinateReuse',
 ];
 const runbooks = read('docs/runbooks.md');
 
@@ -303,7 +306,7 @@ describe('Prometheus configuration', () => {
 });
 
 describe('alert rules', () => {
-  it('defines the six alerts in group crm_events_alerts', () => {
+  it('defines the nine alerts in group crm_events_alerts', () => {
     expect(rules.groups.map((g) => g.name)).toEqual(['crm_events_alerts']);
     expect(alerts.map((a) => a.alert).sort()).toEqual([...ALERTS].sort());
   });
@@ -350,9 +353,6 @@ describe('alert rules', () => {
 
   it('has the thresholds the operator docs give', () => {
     expect(alert('CrmEventsPersistenceStalled')).toMatchObject({ for: '10m' });
-    expect(alert('CrmEventsPersistenceStalled').expr).toMatch(
-      /crm_events_ingested_total[\s\S]*crm_events_persisted_total/,
-    );
     expect(alert('CrmEventsConsumerLagHigh')).toMatchObject({
       expr: 'sum by (topic) (crm_events_consumer_lag) > 1000',
       for: '10m',
@@ -362,6 +362,47 @@ describe('alert rules', () => {
       'sum(increase(crm_events_dlq_retry_total{result="parked"}[1h])) > 0',
     );
     expect(alert('CrmEventsDlqGrowing').expr).toMatch(/crm_events_dlq_total[\s\S]*crm_events_dlq_size/);
+  });
+
+  it('judges persistence per topic and partition, by outcomes and by committed-offset progress against lag', () => {
+    const expr = alert('CrmEventsPersistenceStalled').expr;
+    // No sum over everything: one partition persisting must not mask another (the seed's expression did).
+    expect(expr).not.toMatch(/sum\(/);
+    for (const m of [
+      'crm_events_consumed_total',
+      'crm_events_record_outcomes_total{outcome="journaled"}',
+      'crm_events_consumer_lag',
+      'changes(crm_events_committed_offset',
+    ])
+      expect(expr).toContain(m);
+    for (const by of expr.match(/\bby \([^)]*\)/g)!) expect(by).toBe('by (topic, partition)');
+  });
+
+  it('has the alerts of invariants 2 to 4 per topic and partition', () => {
+    expect(alert('CrmEventsPartitionStalled')).toMatchObject({ for: '1m', labels: { severity: 'critical' } });
+    expect(alert('CrmEventsPartitionStalled').expr).toMatch(/crm_events_partition_stalled\) == 1/);
+    expect(alert('CrmEventsAccountingMismatch')).toMatchObject({ for: '5m', labels: { severity: 'critical' } });
+    expect(alert('CrmEventsAccountingMismatch').expr).toMatch(
+      /crm_events_consumed_total[\s\S]*- on \(topic, partition\)[\s\S]*crm_events_record_outcomes_total/,
+    );
+    expect(alert('CrmEventsCoordinateReuse').for).toBeUndefined();
+    expect(alert('CrmEventsCoordinateReuse').expr).toContain('increase(crm_events_coordinate_reuse_total[15m])) > 0');
+    for (const name of ['CrmEventsPartitionStalled', 'CrmEventsAccountingMismatch', 'CrmEventsCoordinateReuse']) {
+      for (const by of alert(name).expr.match(/\bby \([^)]*\)/g)!) expect(by).toBe('by (topic, partition)');
+    }
+  });
+
+  it('has panels for the lag monitor and the accounting metrics', () => {
+    const exprs = panels.flatMap((p) => p.targets.map((t) => t.expr ?? '')).join('\n');
+    for (const m of [
+      'crm_events_partition_stalled',
+      'crm_events_coordinate_reuse_total',
+      'crm_events_consumed_total',
+      'crm_events_record_outcomes_total',
+      'crm_events_committed_offset',
+      'max by (topic, partition) (crm_events_consumer_lag)',
+    ])
+      expect(exprs).toContain(m);
   });
 
   it('has a firing and a not-firing promtool test case for every alert', () => {
@@ -410,7 +451,7 @@ describe('promtool', () => {
   });
 
   it('accepts the alert rules', () => {
-    expect(expectSuccess('check', 'rules', rulesFile)).toMatch(/SUCCESS: 6 rules found/);
+    expect(expectSuccess('check', 'rules', rulesFile)).toMatch(/SUCCESS: 9 rules found/);
   });
 
   it('passes the alert unit tests', () => {
