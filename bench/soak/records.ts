@@ -37,7 +37,7 @@ const base = (seq: number) => ({ event_type: 'lead.created', event_id: `soak-${s
 /** A realistic event, keyed by tenant as the ApexFlow gateway does. */
 export function steadyRecord(seq: number): OutRecord {
   const event = makeEvent(seq, 7);
-  return { kind: 'steady', topic: event.topic, key: text(event.key), value: text(JSON.stringify(event.value)) };
+  return { kind: 'steady', topic: event.topic, key: text(event.key), value: text(event.value) };
 }
 
 type Hostile = (rand: () => number, seq: number, forge: ForgeTarget | undefined) => Omit<OutRecord, 'kind' | 'topic'>;
