@@ -1,9 +1,15 @@
 import { Context } from '@temporalio/activity';
 import { countRange, maxEventId, rangePage, type RangeFilter } from '../repository/event-journal';
-import type { RangeCountSummary } from '../workflows/definitions';
 import type { ActivityDeps } from './deps';
 import { refusalOf, toReplayMessage, type Lineage } from '../journal/lineage';
 import { publishMessages } from './publish';
+
+/** What a dry run reports: matching events in all, by topic and by tenant. */
+export interface RangeCountSummary {
+  matched: number;
+  by_topic: Record<string, number>;
+  by_tenant: Record<string, number>;
+}
 
 export type RangeSelection = Omit<RangeFilter, 'maxId'>;
 

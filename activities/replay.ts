@@ -1,9 +1,14 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { replayRows } from '../repository/event-journal';
-import type { RefusedEvent } from '../workflows/definitions';
 import type { ActivityDeps } from './deps';
 import { refusalOf, toReplayMessage, type Lineage } from '../journal/lineage';
 import { publishMessages } from './publish';
+
+/** A batch id that was not replayed, and why. */
+export interface RefusedEvent {
+  id: number;
+  reason: string;
+}
 
 export interface ReplayOneInput extends Lineage {
   eventId: number;

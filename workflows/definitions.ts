@@ -1,4 +1,10 @@
 import { defineQuery, defineSignal } from '@temporalio/workflow';
+import type { WORKFLOW_END_STATUSES } from '../journal/kinds';
+import type { RangeCountSummary } from '../activities/range';
+import type { RefusedEvent } from '../activities/replay';
+
+export type { RangeCountSummary } from '../activities/range';
+export type { RefusedEvent } from '../activities/replay';
 
 /** Where a replay came from; also the journal's replay_source and the CrmReplaySource search attribute. */
 export type ReplaySource = 'operator_api' | 'batch' | 'range' | 'automated' | 'cli' | string;
@@ -28,11 +34,6 @@ export interface BatchReplayInput {
   targetTopic?: string;
   tenantId?: string;
   pageSize?: number;
-}
-
-export interface RefusedEvent {
-  id: number;
-  reason: string;
 }
 
 export interface BatchReplayResult {
@@ -76,7 +77,7 @@ export interface RangeState {
 }
 
 export interface ReplayProgress {
-  status: 'running' | 'paused' | 'completed' | 'cancelled' | 'failed';
+  status: 'running' | 'paused' | (typeof WORKFLOW_END_STATUSES)[number];
   matched: number;
   published: number;
   failed: number;
@@ -84,12 +85,6 @@ export interface ReplayProgress {
   pages: number;
   eventsPerSecond: number;
   maxEventsPerSecond: number | null;
-}
-
-export interface RangeCountSummary {
-  matched: number;
-  by_topic: Record<string, number>;
-  by_tenant: Record<string, number>;
 }
 
 export type RangeReplayResult =
@@ -119,9 +114,6 @@ export const pauseSignal = defineSignal('pause');
 export const resumeSignal = defineSignal('resume');
 /** New maximum events per second for a range replay; null removes the limit. */
 export const setRateSignal = defineSignal<[number | null]>('setRate');
-
-/** Failure types that no retry can fix: activities throw them non-retryable. */
-export const PERMANENT_FAILURES = ['EventNotFound', 'HopLimitExceeded', 'InvalidRequest'];
 
 /** Largest batch replay accepted. */
 export const MAX_BATCH_IDS = 10_000;
