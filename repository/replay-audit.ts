@@ -1,7 +1,7 @@
+import type { AuditStatus, ReplayKind } from '../journal/kinds';
 import type { Queryable } from './queryable';
 
-export type ReplayKind = 'single' | 'batch' | 'range' | 'dlq_retry';
-export type AuditStatus = 'requested' | 'running' | 'completed' | 'failed' | 'cancelled';
+export type { AuditStatus, ReplayKind } from '../journal/kinds';
 
 export interface AuditStart {
   workflowId: string;
