@@ -41,6 +41,10 @@ export default tseslint.config(
               message: 'Workflows import only @temporalio/workflow, their definitions, and activity types.',
             },
             {
+              group: ['../journal/*', '!../journal/kinds'],
+              message: 'Of journal/, workflows import only kinds.ts (pure constants).',
+            },
+            {
               group: ['../activities', '../activities/*'],
               allowTypeImports: true,
               message: 'Import activity types only (proxyActivities<Activities>).',

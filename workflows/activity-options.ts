@@ -1,5 +1,5 @@
 import type { ActivityOptions } from '@temporalio/workflow';
-import { PERMANENT_FAILURES } from './definitions';
+import { PERMANENT_FAILURES } from '../journal/kinds';
 
 /** Short publishing activities: exponential backoff up to a minute, for about 20 minutes. */
 export const publishOptions: ActivityOptions = {
@@ -9,7 +9,7 @@ export const publishOptions: ActivityOptions = {
     backoffCoefficient: 2,
     maximumInterval: '1m',
     maximumAttempts: 25,
-    nonRetryableErrorTypes: PERMANENT_FAILURES,
+    nonRetryableErrorTypes: [...PERMANENT_FAILURES],
   },
 };
 
@@ -25,7 +25,7 @@ export const pageOptions: ActivityOptions = {
     initialInterval: '1s',
     backoffCoefficient: 2,
     maximumInterval: '10m',
-    nonRetryableErrorTypes: PERMANENT_FAILURES,
+    nonRetryableErrorTypes: [...PERMANENT_FAILURES],
   },
 };
 

@@ -1,4 +1,5 @@
 import { defineSearchAttributeKey, SearchAttributeType, type SearchAttributePair } from '@temporalio/common';
+import type { ReplayKind } from '../journal/kinds';
 
 /** Custom search attributes registered on the dev server (scripts/stack.sh) and set on every replay workflow. */
 export const CrmTenantId = defineSearchAttributeKey('CrmTenantId', SearchAttributeType.KEYWORD);
@@ -8,7 +9,7 @@ export const CrmReplayKind = defineSearchAttributeKey('CrmReplayKind', SearchAtt
 export const CrmEventId = defineSearchAttributeKey('CrmEventId', SearchAttributeType.KEYWORD);
 
 export interface ReplayAttributes {
-  kind: 'single' | 'batch' | 'range' | 'dlq_retry';
+  kind: ReplayKind;
   source: string;
   tenantId?: string;
   topic?: string;
