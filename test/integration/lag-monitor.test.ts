@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Admin } from 'kafkajs';
 import { buildApp } from '../../api/app';
 import { startLagMonitor, type LagMonitor } from '../../ingest/lag-monitor';
+import { exited, spawnCli } from '../support/ingest-process';
 import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
 
 /**
@@ -139,5 +140,34 @@ describe('lag monitor on the real broker, with no consumer running', () => {
     expect(await gauge('partitionStalled')).toMatchObject({ [`${leads}/0`]: 0, [`${leads}/1`]: 0 });
     await new Promise((r) => setTimeout(r, (STALL_SECONDS + 1) * 1000));
     expect((await health()).statusCode).toBe(200);
+  });
+
+  it('runs in an API-only process too: `crm-events-sink api` names the stall in /health, from Kafka alone', async () => {
+    const { leads } = h.topics;
+    await setOffsets({ 0: '1' });
+    const port = 20_000 + Math.floor(Math.random() * 10_000);
+    const api = spawnCli('api', {
+      DATABASE_URL: h.databaseUrl,
+      KAFKA_TOPICS: h.config.kafka.topics.join(','),
+      KAFKA_GROUP_ID: h.config.kafka.groupId,
+      API_HOST: '127.0.0.1',
+      API_PORT: String(port),
+      INGEST_LAG_INTERVAL_MS: '200',
+      INGEST_STALL_SECONDS: String(STALL_SECONDS),
+    });
+    try {
+      const body = await eventually(async () => {
+        const res = await fetch(`http://127.0.0.1:${port}/health`);
+        return res.status === 503 ? ((await res.json()) as HealthBody) : undefined;
+      }, 'the API process to report the stall');
+      expect(body).toMatchObject({
+        status: 'degraded',
+        checks: { postgres: { status: 'up' }, kafka: { status: 'up' }, ingest: { status: 'down' } },
+      });
+      expect(body.checks.ingest.error).toMatch(new RegExp(`^partition ${leads}/0 stalled for \\d+ s with lag 4$`));
+    } finally {
+      api.kill('SIGTERM');
+      expect(await exited(api)).toBe(0);
+    }
   });
 });
