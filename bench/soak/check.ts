@@ -54,6 +54,8 @@ export interface RecordVerdict {
   duplicated: number;
   /** Rows at coordinates nothing acknowledged (e.g. a send that failed after the broker wrote it); not violations. */
   unaccountedRows: number;
+  /** Journal rows that hold a produced record (originals, even when they carry forged lineage). */
+  originalIds: Set<number>;
   violations: Violation[];
 }
 
@@ -100,6 +102,7 @@ export function checkRecords(produced: Produced[], journal: JournalRow[], dlq: D
     altered: 0,
     duplicated: 0,
     unaccountedRows: 0,
+    originalIds: new Set(),
     violations: [],
   };
   const journalAt = groupBy(journal, (r) => coordKey(r.topic, r.partition, r.offset));
@@ -134,6 +137,7 @@ export function checkRecords(produced: Produced[], journal: JournalRow[], dlq: D
         if (resolved.length > 0) v.resolvedFromDlq++;
       } else v.deadLettered++;
       for (const r of [...j, ...d]) claimed.add(r);
+      for (const r of j) v.originalIds.add(r.id);
     }
     // A record with no row of its content: altered if some row at its coordinates holds content nobody produced.
     const strangers = [...rows, ...dead].filter((r) => !claimed.has(r));
@@ -185,10 +189,12 @@ export interface ReplayVerdict {
   violations: Violation[];
 }
 
-/** Invariant 6 and "once per replayed event"; rows at produced coordinates are our forged originals, not replays. */
-export function checkReplays(rows: ReplayRow[], produced: Produced[], completed: CompletedReplay[]): ReplayVerdict {
-  const ours = new Set(produced.map((p) => coordKey(p.topic, p.partition, p.offset)));
-  const replays = rows.filter((r) => !ours.has(coordKey(r.topic, r.partition, r.offset)));
+/**
+ * Invariant 6 and "once per replayed event". Rows holding a produced record (originalIds, from checkRecords) are our
+ * forged-lineage originals, not replays; coordinates alone cannot tell, since a re-created topic reuses them.
+ */
+export function checkReplays(rows: ReplayRow[], originalIds: Set<number>, completed: CompletedReplay[]): ReplayVerdict {
+  const replays = rows.filter((r) => !originalIds.has(r.id));
   const v: ReplayVerdict = {
     replayRows: replays.length,
     forgedRows: rows.length - replays.length,

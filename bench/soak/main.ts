@@ -222,7 +222,7 @@ async function main(): Promise<number> {
       completed.push({ workflowId: op.workflowId, eventIds: (op.eventIds ?? []).filter((id) => !skip.has(id)) });
     }
   }
-  const replays = checkReplays(collected.replays, collected.produced, completed);
+  const replays = checkReplays(collected.replays, records.originalIds, completed);
   const accounting = checkAccounting(metricsText);
   const violations: Violation[] = [
     ...records.violations,

@@ -107,7 +107,7 @@ describe('soak checker: replays', () => {
   it('flags a replay journaled twice, an altered one and a completed replay missing an event', () => {
     const v = checkReplays(
       [replay(1), replay(2), replay(3, { replayId: 'replay-batch-y', fromEventId: '8', contentEqual: false })],
-      [],
+      new Set(),
       [{ workflowId: 'replay-batch-y', eventIds: [8, 9] }],
     );
     expect(v.duplicated).toBe(1);
@@ -116,10 +116,14 @@ describe('soak checker: replays', () => {
     expect(v.violations.find((x) => x.rule === 'replay_incomplete')?.detail).toContain('events 9');
   });
 
-  it('leaves rows at produced coordinates (forged lineage) to the record check', () => {
-    const forged = replay(1, { partition: 0, offset: '5', contentEqual: false });
-    const v = checkReplays([forged], [produced('5', '{}')], []);
-    expect(v).toMatchObject({ replayRows: 0, forgedRows: 1, violations: [] });
+  it('leaves rows holding a produced record (forged lineage) to the record check, whatever their coordinates', () => {
+    const forged = row(1, '5', '{"_replay_id":"replay-event-7-x","_replayed_from_event_id":7}', { replayCount: 1 });
+    const { originalIds } = checkRecords([produced('5', forged.payload)], [forged], []);
+    const real = replay(2, { partition: 0, offset: '5' }); // same coordinates after a topic re-creation
+    const v = checkReplays([replay(1, { partition: 0, offset: '5', contentEqual: false }), real], originalIds, [
+      { workflowId: 'replay-event-7-x', eventIds: [7] },
+    ]);
+    expect(v).toMatchObject({ replayRows: 1, forgedRows: 1, violations: [] });
   });
 });
 
