@@ -128,7 +128,7 @@ it(`invariant 1: every record ends in exactly one journal or DLQ row, and every 
       problems.push(`  ${where(x.p.at)} journal=${x.journal} dlq=${x.dlq} ${describeRecord(x.p.record)}`);
   }
   if (problems.length) {
-    const said = log.summary().filter((line) => !line.includes('Sent record to DLQ'));
+    const said = log.summary();
     problems.unshift(REPRO);
     problems.push('the consumer logged:', ...said.map((line) => `  ${line}`));
   }
@@ -250,6 +250,8 @@ it(`raw value bytes and key bytes are stored byte-identical (migration 007: raw_
     [...coordinateArrays(stored), stored.map((p) => p.record.value), stored.map((p) => p.record.key)],
   );
   expect(rows).toHaveLength(stored.length);
+  // Bytes compared on a stopped consumer's handful of rows would prove nothing.
+  expect(stored.length).toBeGreaterThan(RECORDS / 2);
   const differ = rows.filter((r) => !r.value_same || !r.key_same);
   const problems = differ
     .slice(0, 10)

@@ -2,6 +2,7 @@ import pino from 'pino';
 import type { IHeaders, Kafka, Producer } from 'kafkajs';
 import { startIngest, type IngestService } from '../../ingest/consumer';
 import type { Pool } from '../../shared/db';
+import { createKafka } from '../../shared/kafka';
 import type { SinkHarness } from './sink';
 
 /** Where a produced record is, as the broker told the producer. Offsets are Kafka int64, kept as strings. */
@@ -41,13 +42,17 @@ export async function produceRecords(
   });
 }
 
-/** Committed offset (-1: none yet) and high watermark of one partition. */
+/** Committed offset (-1: none yet), low and high watermark of one partition. */
 export interface PartitionProgress {
   topic: string;
   partition: number;
   committed: bigint;
+  low: bigint;
   high: bigint;
 }
+
+/** Whether the group still has records to consume there (with nothing committed, it starts at the low watermark). */
+export const isBehind = (p: PartitionProgress) => p.high > (p.committed < 0n ? p.low : p.committed);
 
 /** The group's committed offsets next to the high watermarks, for every partition of the topics. */
 export async function partitionProgress(kafka: Kafka, groupId: string, topics: string[]): Promise<PartitionProgress[]> {
@@ -60,8 +65,9 @@ export async function partitionProgress(kafka: Kafka, groupId: string, topics: s
       const byPartition = new Map(
         (committed.find((c) => c.topic === topic)?.partitions ?? []).map((p) => [p.partition, BigInt(p.offset)]),
       );
-      for (const { partition, high } of await admin.fetchTopicOffsets(topic)) {
-        progress.push({ topic, partition, committed: byPartition.get(partition) ?? -1n, high: BigInt(high) });
+      for (const { partition, low, high } of await admin.fetchTopicOffsets(topic)) {
+        const committed = byPartition.get(partition) ?? -1n;
+        progress.push({ topic, partition, committed, low: BigInt(low), high: BigInt(high) });
       }
     }
     return progress.sort((a, b) => a.topic.localeCompare(b.topic) || a.partition - b.partition);
@@ -93,14 +99,12 @@ export async function waitForCatchUp(
   for (;;) {
     const progress = await partitionProgress(kafka, groupId, topics);
     const now = Date.now();
-    const behind = progress
-      .filter((p) => p.committed < p.high)
-      .map((p) => {
-        const id = `${p.topic}/${p.partition}`;
-        const seen = lastMove.get(id);
-        if (!seen || seen.committed !== p.committed) lastMove.set(id, { committed: p.committed, at: now });
-        return { ...p, stillForMs: now - (lastMove.get(id)?.at ?? now) };
-      });
+    const behind = progress.filter(isBehind).map((p) => {
+      const id = `${p.topic}/${p.partition}`;
+      const seen = lastMove.get(id);
+      if (!seen || seen.committed !== p.committed) lastMove.set(id, { committed: p.committed, at: now });
+      return { ...p, stillForMs: now - (lastMove.get(id)?.at ?? now) };
+    });
     if (behind.length === 0) return { caughtUp: true, progress, behind };
     if (now >= deadline || behind.every((p) => p.stillForMs >= opts.stallMs)) {
       return { caughtUp: false, progress, behind };
@@ -136,8 +140,11 @@ export async function columnsOf(pool: Pool, table: string): Promise<string[]> {
 /** Log lines (warn and above) of an ingest consumer, kept in memory so a failing test can say what it logged. */
 export interface CapturedLog {
   lines: { level: string; msg: string; err?: string }[];
-  /** The distinct messages, most frequent first, each with its count: short enough for a failure message. */
-  summary(limit?: number): string[];
+  /**
+   * The distinct messages, most frequent first, each with its count: short enough for a failure message. Per-record
+   * lines (dead letters, persisted events) are left out unless `except` says otherwise.
+   */
+  summary(limit?: number, except?: RegExp): string[];
 }
 
 /**
@@ -150,17 +157,33 @@ export async function startIngestCapturingLog(h: SinkHarness): Promise<{ ingest:
     { level: 'warn', formatters: { level: (label) => ({ level: label }) } },
     {
       write: (line: string) => {
-        const { level, msg, err } = JSON.parse(line) as { level: string; msg: string; err?: unknown };
-        lines.push({ level, msg, err: typeof err === 'string' ? err : (err as { message?: string })?.message });
+        const { level, msg, err, error, stack } = JSON.parse(line) as {
+          level: string;
+          msg: string;
+          err?: unknown;
+          error?: string;
+          stack?: string;
+        };
+        lines.push({
+          level,
+          msg,
+          err:
+            typeof err === 'string'
+              ? err
+              : ((err as { message?: string })?.message ?? error ?? stack?.split('\n').slice(0, 2).join(' ')),
+        });
       },
     },
   );
-  const ingest = await startIngest({ kafka: h.kafka, pool: h.pool, metrics: h.metrics, log: logger, config: h.config });
+  // A Kafka client of its own, so that what kafkajs says (an error thrown by the batch handler) is kept too.
+  const kafka = createKafka(h.config.kafka.brokers, `${h.config.kafka.clientId}-test`, logger);
+  const ingest = await startIngest({ kafka, pool: h.pool, metrics: h.metrics, log: logger, config: h.config });
   h.ingest = ingest;
-  const summary = (limit = 8) => {
+  const summary = (limit = 8, except = /Sent record to DLQ|Persisted/) => {
     const counts = new Map<string, number>();
     for (const l of lines) {
-      const text = `${l.level}: ${l.msg}${l.err ? ` — ${l.err}` : ''}`.slice(0, 400);
+      if (except.test(l.msg)) continue;
+      const text = `${l.level}: ${l.msg}${l.err ? ` — ${l.err}` : ''}`.slice(0, 600);
       counts.set(text, (counts.get(text) ?? 0) + 1);
     }
     return [...counts.entries()]
