@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type http from 'node:http';
+import { startLagMonitor, type LagMonitor } from '../../ingest/lag-monitor';
 import { createLogger } from '../../shared/logger';
 import { initAlertSeries } from '../../shared/metrics';
 import { startMetricsServer } from '../../shared/metrics-server';
@@ -21,6 +22,7 @@ let env: ApiEnv;
 let metricsServer: http.Server;
 let prometheus: ChildProcess;
 let promUrl: string;
+let lagMonitor: LagMonitor;
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-prom-'));
 
 const portOf = (server: http.Server) => (server.address() as { port: number }).port;
@@ -30,6 +32,15 @@ beforeAll(async () => {
     throw new Error('prometheus is not installed: apt-get install prometheus (scripts/test.sh does)');
   env = await createApiEnv('prom');
   initAlertSeries(env.h.metrics);
+  // Lag is the lag monitor's (outside the data path), as in the service.
+  lagMonitor = startLagMonitor({
+    kafka: env.h.kafka,
+    groupId: env.h.config.kafka.groupId,
+    topics: env.h.config.kafka.topics,
+    metrics: env.h.metrics,
+    log: env.h.log,
+    intervalMs: 500,
+  });
   metricsServer = await startMetricsServer(env.h.metrics.registry, '127.0.0.1', 0, createLogger('silent'));
   await env.app.listen({ host: '127.0.0.1', port: 0 });
   // The repository's native configuration, pointed at this test's ports, scraping every second.
@@ -56,6 +67,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  await lagMonitor?.stop();
   prometheus?.kill('SIGTERM');
   metricsServer?.close();
   await env?.close();
@@ -75,9 +87,12 @@ it('scrapes both jobs and loads every alert rule from the repository', async () 
     data: { groups: { rules: { name: string }[] }[] };
   };
   expect(rules.data.groups.flatMap((g) => g.rules.map((r) => r.name)).sort()).toEqual([
+    'CrmEventsAccountingMismatch',
     'CrmEventsConsumerLagHigh',
+    'CrmEventsCoordinateReuse',
     'CrmEventsDlqEntriesParked',
     'CrmEventsDlqGrowing',
+    'CrmEventsPartitionStalled',
     'CrmEventsPersistenceStalled',
     'CrmEventsReplayFailures',
     'CrmEventsSinkDown',
