@@ -17,26 +17,58 @@ export interface Runtime {
 
 export function createRuntime(component: string, config: Config = loadConfig()): Runtime {
   const log = createLogger(config.logLevel, component);
-  const pool = createPool(config.databaseUrl, config.databasePoolSize, log);
+  const pool = createPool(config.databaseUrl, config.databasePoolSize, log, config.databaseStatementTimeoutMs);
   const metrics = createMetrics(config.metrics.tenantLabelLimit, { dlqSize: () => countDlqEntries(pool) });
   initAlertSeries(metrics);
   return { config, log, pool, kafka: createKafka(config.kafka.brokers, config.kafka.clientId, log), metrics };
 }
 
-type Stopper = () => Promise<unknown>;
+/** One step of a graceful stop; a named one is named in the log should it not finish in time. */
+export type Stopper = (() => Promise<unknown>) | { name: string; stop: () => Promise<unknown> };
+
+/** What a stopper is called in the log: its name, else its function's name, else its place in the order. */
+function stopperName(stopper: Stopper, index: number): string {
+  if (typeof stopper !== 'function') return stopper.name;
+  return stopper.name && stopper.name !== 'stop' ? stopper.name : `stopper ${index + 1}`;
+}
 
 /**
  * Waits for SIGTERM/SIGINT, then runs the stoppers in order (intake first, pools last). A second signal exits at
  * once. Resolves when everything has stopped; the process exits at the latest 2 s later.
+ *
+ * The whole stop is bounded by `timeoutMs` (SHUTDOWN_TIMEOUT): past it the process logs which stoppers had not
+ * finished and the resources still open, and exits with code 1. Nothing is lost by that exit: the consumer commits
+ * offsets only after Postgres committed, so a batch cut short is consumed again by the next process.
  */
-export function untilShutdown(log: Logger, stoppers: Stopper[]): Promise<void> {
+export function untilShutdown(
+  log: Logger,
+  stoppers: Stopper[],
+  timeoutMs: number = loadConfig().shutdownTimeoutMs,
+): Promise<void> {
   return new Promise((resolve) => {
     const shutdown = async (signal: string) => {
-      log.info({ signal }, 'Shutting down: finishing work in flight');
+      log.info({ signal, timeout_ms: timeoutMs }, 'Shutting down: finishing work in flight');
       process.once(signal, () => process.exit(130));
-      for (const stop of stoppers) {
-        await stop().catch((err: Error) => log.error({ err }, 'error during shutdown'));
+      const names = stoppers.map(stopperName);
+      let current = 0;
+      const deadline = setTimeout(() => {
+        log.error(
+          {
+            timeout_ms: timeoutMs,
+            stopping: names[current],
+            not_started: names.slice(current + 1),
+            open: process.getActiveResourcesInfo(),
+          },
+          `Shutdown did not finish within ${timeoutMs} ms: ${names[current]} was still stopping; exiting`,
+        );
+        process.exit(1);
+      }, timeoutMs);
+      for (; current < stoppers.length; current++) {
+        const stopper = stoppers[current];
+        const stop = typeof stopper === 'function' ? stopper : stopper.stop;
+        await stop().catch((err: Error) => log.error({ err, stopper: names[current] }, 'error during shutdown'));
       }
+      clearTimeout(deadline);
       log.info('Stopped');
       // Everything is closed; should a library still hold a timer or socket open, do not hang around for it.
       setTimeout(() => {

@@ -4,6 +4,10 @@ import { ConfigError } from './errors';
 export interface Config {
   databaseUrl: string;
   databasePoolSize: number;
+  /** Longest any one SQL statement may run (lock waits included) before Postgres cancels it. */
+  databaseStatementTimeoutMs: number;
+  /** Longest a graceful stop may take; past it the process exits non-zero, naming what was still open. */
+  shutdownTimeoutMs: number;
   kafka: {
     brokers: string[];
     clientId: string;
@@ -66,6 +70,8 @@ type Env = Record<string, string | undefined>;
 export const DEFAULTS = {
   DATABASE_URL: 'postgres://crm_events:crm_events@127.0.0.1:5446/crm_events',
   DATABASE_POOL_SIZE: '10',
+  DATABASE_STATEMENT_TIMEOUT: '30s',
+  SHUTDOWN_TIMEOUT: '30s',
   KAFKA_BROKERS: '127.0.0.1:9092',
   KAFKA_CLIENT_ID: 'crm-events-sink',
   KAFKA_GROUP_ID: 'crm-events-sink',
@@ -178,6 +184,8 @@ export function loadConfig(env: Env = process.env): Config {
   return {
     databaseUrl: url('DATABASE_URL', ['postgres:', 'postgresql:']),
     databasePoolSize: int('DATABASE_POOL_SIZE', 1, 200),
+    databaseStatementTimeoutMs: duration('DATABASE_STATEMENT_TIMEOUT'),
+    shutdownTimeoutMs: duration('SHUTDOWN_TIMEOUT'),
     kafka: {
       brokers,
       clientId: read('KAFKA_CLIENT_ID'),

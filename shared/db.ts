@@ -7,14 +7,29 @@ pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number(value));
 export type Pool = pg.Pool;
 export type PoolClient = pg.PoolClient;
 
-/** One pool per process. Idle-client errors are logged, never fatal: Postgres may restart under us. */
-export function createPool(databaseUrl: string, max: number, log: Logger): pg.Pool {
+/** DATABASE_STATEMENT_TIMEOUT's default, also the bound of pools created without a config (tests, tools). */
+export const DEFAULT_STATEMENT_TIMEOUT_MS = 30_000;
+
+/**
+ * One pool per process. Idle-client errors are logged, never fatal: Postgres may restart under us. Every statement
+ * is bounded by Postgres' statement_timeout (lock waits included: a table someone else locked cannot hold a batch
+ * forever); a statement cancelled so fails with SQLSTATE 57014, which callers treat as transient. TCP keepalive
+ * finds connections whose server went away without a word.
+ */
+export function createPool(
+  databaseUrl: string,
+  max: number,
+  log: Logger,
+  statementTimeoutMs = DEFAULT_STATEMENT_TIMEOUT_MS,
+): pg.Pool {
   const pool = new pg.Pool({
     connectionString: databaseUrl,
     max,
     connectionTimeoutMillis: 5000,
     idleTimeoutMillis: 30_000,
     application_name: 'crm-events-sink',
+    statement_timeout: statementTimeoutMs,
+    keepAlive: true,
   });
   pool.on('error', (err) => log.warn({ err: err.message }, 'Postgres connection dropped'));
   return pool;

@@ -34,7 +34,7 @@ export async function startWorkerComponent(rt: Runtime) {
   });
   log.info({ task_queue: config.temporal.taskQueue }, 'Temporal worker started');
   return {
-    stop: async () => {
+    stop: async function temporalWorker() {
       worker.shutdown();
       await running.catch(() => undefined);
       await producer.disconnect();
