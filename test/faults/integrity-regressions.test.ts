@@ -29,6 +29,17 @@ const event = (partition: number, fields: Record<string, unknown>, headers?: Out
 const behindOf = (c: CatchUp) =>
   c.behind.map((b) => `${b.topic}/${b.partition}: committed ${b.committed} of ${b.high}`);
 
+/** A private sink (database, topics, group) with its consumer running, for the tests of one describe block. */
+function useSink(label: string): () => SinkHarness {
+  let h: SinkHarness | undefined;
+  beforeAll(async () => {
+    h = await createSinkHarness(label);
+    await startIngestCapturingLog(h);
+  });
+  afterAll(() => h?.close());
+  return () => h!;
+}
+
 /** For each coordinate: the journal rows there whose payload equals the produced value as jsonb, and all rows there. */
 async function journaledAsProduced(h: SinkHarness, items: { at: Coordinates; value: Buffer }[]) {
   const { rows } = await h.pool.query<{ same: number; total: number }>(
@@ -55,14 +66,10 @@ async function produce(h: SinkHarness, topic: string, records: OutgoingRecord[],
 }
 
 describe('a JSON \\u0000 escape without tenant, on every partition', () => {
-  let h: SinkHarness;
-  beforeAll(async () => {
-    h = await createSinkHarness('nul-escape');
-    await startIngestCapturingLog(h);
-  });
-  afterAll(() => h?.close());
+  const sink = useSink('nul-escape');
 
   it('is dead-lettered with a reason, the 50 good records after it are journaled, and every partition advances', async () => {
+    const h = sink();
     const topics = [h.topics.leads, h.topics.jobs];
     const bad: Coordinates[] = [];
     const good: { at: Coordinates; value: Buffer }[] = [];
@@ -102,14 +109,10 @@ describe('a JSON \\u0000 escape without tenant, on every partition', () => {
 // object, so a header named like an Object.prototype member arrives as [that member, value]. One consumer per name:
 // a consumer that one of them crashes cannot speak for the next.
 describe.each(['toString', 'constructor', '__proto__', 'hasOwnProperty'])('a header named %s', (name) => {
-  let h: SinkHarness;
-  beforeAll(async () => {
-    h = await createSinkHarness('proto-header');
-    await startIngestCapturingLog(h);
-  });
-  afterAll(() => h?.close());
+  const sink = useSink('proto-header');
 
   it('does not stop its partition: the record and the one after it are journaled', async () => {
+    const h = sink();
     const topic = h.topics.jobs;
     const sent = await produce(h, topic, [
       event(1, { header: name }, { [name]: Buffer.from('x'), 'x-source': 'gateway' }),
@@ -128,17 +131,13 @@ describe.each(['toString', 'constructor', '__proto__', 'hasOwnProperty'])('a hea
 });
 
 describe('coordinates used again after the topic is deleted and re-created', () => {
-  let h: SinkHarness;
-  beforeAll(async () => {
-    h = await createSinkHarness('coordinate-reuse');
-    await startIngestCapturingLog(h);
-  });
-  afterAll(() => h?.close());
+  const sink = useSink('coordinate-reuse');
 
   const hundredEach = (phase: string) =>
     PARTITIONS.flatMap((partition) => Array.from({ length: 100 }, (_, n) => event(partition, { phase, n, partition })));
 
   it('journals all 600 records (none dropped as a duplicate) and counts 300 coordinate reuses', async () => {
+    const h = sink();
     const topic = h.topics.leads;
     const before = await produce(h, topic, hundredEach('before'));
     const first = await waitForCatchUp(h.kafka, h.config.kafka.groupId, [topic], {
@@ -204,14 +203,10 @@ async function recreateTopic(h: SinkHarness, topic: string): Promise<void> {
 }
 
 describe('a genuine redelivery and forged lineage', () => {
-  let h: SinkHarness;
-  beforeAll(async () => {
-    h = await createSinkHarness('redelivery');
-    await startIngestCapturingLog(h);
-  });
-  afterAll(() => h?.close());
+  const sink = useSink('redelivery');
 
   it('a record consumed twice (group offsets reset) is journaled once and counted as redelivered', async () => {
+    const h = sink();
     const topic = h.topics.jobs;
     const records = PARTITIONS.flatMap((partition) =>
       Array.from({ length: 20 }, (_, n) => event(partition, { redelivery: n, partition })),
@@ -245,6 +240,7 @@ describe('a genuine redelivery and forged lineage', () => {
   });
 
   it('a record with forged _replay_id + _replayed_from_event_id colliding with a genuine replay is journaled as an original', async () => {
+    const h = sink();
     const topic = h.topics.leads;
     const lineage = {
       _replay_id: 'rep-collide-1',
