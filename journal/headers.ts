@@ -11,7 +11,11 @@ export function headerList(headers: RecordHeaders | undefined): HeaderList {
   const list: HeaderList = [];
   for (const [name, raw] of Object.entries(headers ?? {})) {
     for (const value of Array.isArray(raw) ? raw : [raw]) {
-      list.push([name, value === undefined ? null : Buffer.isBuffer(value) ? value : Buffer.from(value)]);
+      // kafkajs collects headers in a plain object: a header named like an Object.prototype member (toString,
+      // constructor) arrives as [inherited function, value]. Only bytes and strings are header values.
+      if (value === undefined || value === null) list.push([name, null]);
+      else if (Buffer.isBuffer(value)) list.push([name, value]);
+      else if (typeof value === 'string') list.push([name, Buffer.from(value)]);
     }
   }
   return list;

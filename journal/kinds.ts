@@ -13,6 +13,7 @@ export const REJECT_REASONS = [
   'missing_tenant',
   'invalid_tenant',
   'db_error',
+  'parse_error',
 ] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
 

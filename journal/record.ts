@@ -51,10 +51,44 @@ const BAD_TENANT = /[\u0000-\u001f\u007f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
- * Turns one consumed Kafka record into a journal entry, or a DLQ entry with a precise error. Pure: no I/O, never
- * throws. Both carry the record exactly as consumed (key bytes, headers, timestamp, content hash).
+ * Turns one consumed Kafka record into a journal entry, or a DLQ entry with a precise error. Pure: no I/O, and never
+ * throws: should the parser itself fail on some input (a bug), the record is dead-lettered as `parse_error` with what
+ * was certainly readable (its bytes), so that no record can stop a partition. Both carry the record exactly as
+ * consumed (key bytes, headers, timestamp, content hash).
  */
 export function parseRecord(record: KafkaRecord, options: ParseOptions): ParsedRecord {
+  try {
+    return parse(record, options);
+  } catch (err) {
+    return {
+      ok: false,
+      reason: 'parse_error',
+      dlq: {
+        topic: record.topic,
+        partition: record.partition,
+        offset: record.offset,
+        key: null,
+        keyBytes: Buffer.isBuffer(record.key) ? record.key : null,
+        headersJson: null,
+        timestamp: null,
+        contentHash: contentHash(
+          Buffer.isBuffer(record.key) ? record.key : null,
+          Buffer.isBuffer(record.value) ? record.value : null,
+          null,
+          [],
+        ),
+        tenantId: null,
+        payloadJson: null,
+        rawValue: null,
+        rawBytes: Buffer.isBuffer(record.value) ? record.value : null,
+        error: sanitizeText(`The record could not be parsed: ${err instanceof Error ? err.message : String(err)}`),
+        reason: 'parse_error',
+      },
+    };
+  }
+}
+
+function parse(record: KafkaRecord, options: ParseOptions): ParsedRecord {
   const headers = headerList(record.headers);
   const stored = storedRecord(record, headers);
   const { topic } = record;

@@ -26,7 +26,7 @@ CREATE UNIQUE INDEX event_dlq_kafka_record_key ON event_dlq (topic, kafka_partit
 -- Reasons are a closed list (journal/kinds.ts DLQ_REASONS; test/unit/kinds.test.ts compares the two).
 ALTER TABLE event_dlq ADD CONSTRAINT event_dlq_reason_check CHECK (reason IN (
   'empty_value', 'too_large', 'invalid_utf8', 'invalid_json', 'not_object', 'missing_tenant', 'invalid_tenant',
-  'db_error', 'unknown'));
+  'db_error', 'parse_error', 'unknown'));
 
 -- Secrets the service generates for itself. 'lineage' signs the lineage of replayed records (x-replay-proof), so that
 -- lineage fields in a record produced by anyone else are ordinary payload. LINEAGE_KEY overrides it.

@@ -3,7 +3,7 @@ import { loadConfig } from '../../shared/config';
 import { ensureTopics } from '../../shared/kafka';
 import { migrate } from '../../shared/migrate';
 import { startMetricsServer } from '../../shared/metrics-server';
-import { createRuntime, untilShutdown } from '../runtime';
+import { createRuntime, untilShutdown, type Stopper } from '../runtime';
 import { stackCommand } from './stack';
 
 type Component = 'ingest' | 'worker' | 'api';
@@ -21,12 +21,12 @@ export async function serve(components: Component[], options: { stack?: boolean;
     await migrate(config.databaseUrl, rt.log);
     await ensureTopics(rt.kafka, config.kafka.topics, config.kafka.topicPartitions);
   }
-  const intake: (() => Promise<unknown>)[] = [];
-  const rest: (() => Promise<unknown>)[] = [];
+  const intake: Stopper[] = [];
+  const rest: Stopper[] = [];
   if (components.includes('ingest') || components.includes('worker')) {
     // Ingest and worker metrics on :9105 (the API also serves them at /metrics on its own port).
     const server = await startMetricsServer(rt.metrics.registry, config.metrics.host, config.metrics.port, rt.log);
-    rest.push(() => new Promise((resolve) => server.close(resolve)));
+    rest.push({ name: 'metrics-server', stop: () => new Promise((resolve) => server.close(resolve)) });
   }
   // One lag monitor per process, wherever ingest or the API runs: it reads the group's offsets from Kafka on a timer,
   // so an API-only process sees stalls too (its /health names them; :9105 exports the gauges with ingest's metrics).
@@ -43,25 +43,29 @@ export async function serve(components: Component[], options: { stack?: boolean;
       intervalMs: config.ingest.lagIntervalMs,
       stallSeconds: config.ingest.stallSeconds,
     });
-    rest.push(lagMonitor.stop);
+    rest.push({ name: 'lag-monitor', stop: lagMonitor.stop });
   }
   if (components.includes('ingest')) {
     const { startIngestComponent } = await import('./ingest.js');
     const ingest = await startIngestComponent(rt);
-    intake.push(ingest.stop);
+    intake.push({ name: 'ingest', stop: ingest.stop });
   }
   if (components.includes('worker')) {
     const { startWorkerComponent } = await import('./worker.js');
     const worker = await startWorkerComponent(rt);
-    intake.push(worker.stop);
+    intake.push({ name: 'worker', stop: worker.stop });
   }
   if (components.includes('api')) {
     const { startApiComponent } = await import('./api.js');
     const api = await startApiComponent(rt, lagMonitor);
-    intake.unshift(api.stop);
+    intake.unshift({ name: 'api', stop: api.stop });
   }
   if (options.prepare) printUrls(config);
-  await untilShutdown(rt.log, [...intake, ...rest, () => rt.pool.end()]);
+  await untilShutdown(
+    rt.log,
+    [...intake, ...rest, { name: 'postgres-pool', stop: () => rt.pool.end() }],
+    config.shutdownTimeoutMs,
+  );
 }
 
 function printUrls(config: ReturnType<typeof loadConfig>) {

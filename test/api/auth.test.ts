@@ -52,7 +52,7 @@ beforeAll(async () => {
     Number(
       (
         await env.h.pool.query<{ id: string }>(
-          `INSERT INTO event_dlq (topic, tenant_id, payload, error, reason) VALUES ($1, $2, $3, 'boom', 'db_unavailable') RETURNING id`,
+          `INSERT INTO event_dlq (topic, tenant_id, payload, error, reason) VALUES ($1, $2, $3, 'boom', 'db_error') RETURNING id`,
           [leads, tenant, tenant ? { tenant_id: tenant } : { name: 'no tenant' }],
         )
       ).rows[0].id,

@@ -694,7 +694,7 @@ describe('dead letters', () => {
         (
           await env.h.pool.query<{ id: string }>(
             `INSERT INTO event_dlq (topic, tenant_id, payload, error, reason)
-             VALUES ($1, $2, $3, 'Postgres unavailable: connection refused', 'db_unavailable') RETURNING id`,
+             VALUES ($1, $2, $3, 'Postgres unavailable: connection refused', 'db_error') RETURNING id`,
             [leads, tenant, payload],
           )
         ).rows[0].id,

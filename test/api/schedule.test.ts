@@ -104,7 +104,7 @@ it('PATCH pauses it with a note saying who did', async () => {
 it('POST trigger runs dlqRetryWorkflow now, which retries the due dead letters of this database', async () => {
   const { rows } = await env.h.pool.query<{ id: string }>(
     `INSERT INTO event_dlq (topic, tenant_id, payload, error, reason, next_attempt_at)
-     VALUES ($1, 'sched', '{"tenant_id":"sched","name":"due"}', 'Postgres unavailable', 'db_unavailable', now() - interval '1 minute')
+     VALUES ($1, 'sched', '{"tenant_id":"sched","name":"due"}', 'Postgres unavailable', 'db_error', now() - interval '1 minute')
      RETURNING id`,
     [env.h.topics.leads],
   );

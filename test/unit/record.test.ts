@@ -173,7 +173,9 @@ describe('parseRecord', () => {
   it('sanitises a JSON.parse error that quotes a NUL, so the DLQ error fits Postgres text', () => {
     const value = Buffer.from('{"tenant_id":\u0000}');
     // The parser's own message quotes the NUL it tripped on.
-    expect(() => JSON.parse(value.toString())).toThrow(/\u0000/);
+    expect(() => JSON.parse(value.toString())).toThrow(
+      expect.objectContaining({ message: expect.stringContaining('\u0000') }),
+    );
     const parsed = parseRecord(record(value), options());
     expect(parsed.ok).toBe(false);
     if (parsed.ok) return;
@@ -260,5 +262,33 @@ describe('eventTypeOf', () => {
   });
   it('prefers the type the payload declares', () => {
     expect(eventTypeOf('apexflow.jobs.created', { Type: 'JobCreated' })).toBe('JobCreated');
+  });
+});
+
+describe('hostile headers', () => {
+  it('a header named like an Object.prototype member (kafkajs adds the inherited function) keeps only its value', () => {
+    const headers = { toString: [Object.prototype.toString, Buffer.from('x')] } as unknown as KafkaRecord['headers'];
+    const parsed = parseRecord(record('{"tenant_id":"acme"}', { headers }), options());
+    expect(parsed.ok).toBe(true);
+    expect(parsed.ok && JSON.parse(parsed.entry.headersJson!)).toEqual([
+      [Buffer.from('toString').toString('base64'), Buffer.from('x').toString('base64')],
+    ]);
+  });
+
+  it('never throws: input the parser cannot handle is dead-lettered as parse_error with its bytes', () => {
+    const hostile = {
+      headers: new Proxy(
+        {},
+        {
+          ownKeys: () => {
+            throw new Error('boom');
+          },
+        },
+      ),
+    } as Partial<KafkaRecord>;
+    const parsed = parseRecord(record('{"tenant_id":"acme"}', hostile), options());
+    expect(parsed).toMatchObject({ ok: false, reason: 'parse_error' });
+    expect(!parsed.ok && parsed.dlq.rawBytes?.toString()).toBe('{"tenant_id":"acme"}');
+    expect(!parsed.ok && parsed.dlq.error).toMatch(/could not be parsed: boom/);
   });
 });
