@@ -185,23 +185,40 @@ function recordKey(offset: string | number | null, hash: Buffer | null): string 
 }
 
 function outcome(records: ParsedRecord[], redelivered: Set<number>, reused: Reuse[], written: Written): AppendOutcome {
-  const rowsByKey = new Map(
-    written.rows.map((row) => [keyOf(row.topic, row.kafka_partition, row.kafka_offset, row.content_hash), row]),
-  );
+  // Rows come back in entry order, most often one per accepted record: pair them by position, and fall back to a
+  // lookup by coordinates and hash only past the first mismatch (a row skipped by a unique index or refused).
+  let next = 0;
+  let rowsByKey: Map<string, InsertedJournalRow> | undefined;
+  const rowOf = (entry: NewJournalEntry): InsertedJournalRow | undefined => {
+    const candidate = written.rows[next];
+    if (
+      candidate &&
+      String(candidate.kafka_offset) === entry.offset &&
+      candidate.topic === entry.topic &&
+      candidate.kafka_partition === entry.partition &&
+      (candidate.content_hash?.equals(entry.contentHash ?? Buffer.alloc(0)) ?? entry.contentHash === null)
+    ) {
+      next += 1;
+      return candidate;
+    }
+    rowsByKey ??= new Map(
+      written.rows.map((row) => [keyOf(row.topic, row.kafka_partition, row.kafka_offset, row.content_hash), row]),
+    );
+    return rowsByKey.get(keyOf(entry.topic, entry.partition, entry.offset, entry.contentHash));
+  };
   const deadKeys = new Set(
     written.deadLetters.map(({ entry }) => keyOf(entry.topic, entry.partition, entry.offset, entry.contentHash)),
   );
   const journaled: JournaledEvent[] = [];
   const outcomes = records.map((record, i): RecordOutcome => {
     if (redelivered.has(i)) return 'redelivered';
-    const stored = record.ok ? record.entry : record.dlq;
-    const key = keyOf(stored.topic, stored.partition, stored.offset, stored.contentHash);
-    const row = record.ok ? rowsByKey.get(key) : undefined;
+    const row = record.ok ? rowOf(record.entry) : undefined;
     if (row && record.ok) {
       journaled.push({ row, record });
       return 'journaled';
     }
-    if (deadKeys.has(key)) return 'dead_lettered';
+    const stored = record.ok ? record.entry : record.dlq;
+    if (deadKeys.has(keyOf(stored.topic, stored.partition, stored.offset, stored.contentHash))) return 'dead_lettered';
     // Refused by a unique index in the write itself: a concurrent consumer stored this very record, or it is a
     // republished page of a replay already journaled.
     return 'redelivered';

@@ -125,10 +125,15 @@ function byPartition(records: ParsedRecord[]): PartitionGroup[] {
       return;
     }
     group.indexes.push(index);
-    if (BigInt(offset) < BigInt(group.lo)) group.lo = offset;
-    if (BigInt(offset) > BigInt(group.hi)) group.hi = offset;
+    if (offsetBelow(offset, group.lo)) group.lo = offset;
+    if (offsetBelow(group.hi, offset)) group.hi = offset;
   });
   return [...groups.values()];
+}
+
+/** a < b for Kafka offsets (decimal int64 strings, never negative here): by length, then digits. */
+function offsetBelow(a: string, b: string): boolean {
+  return a.length !== b.length ? a.length < b.length : a < b;
 }
 
 function byOffset(rows: StoredAt[]): Map<string, string[]> {

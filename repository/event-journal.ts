@@ -117,10 +117,10 @@ export async function copyJournalEntries(
       e.key,
       e.replayCount,
       e.replaySource,
-      byteaText(e.keyBytes),
+      e.keyBytes,
       e.headersJson,
       e.timestamp === null ? null : e.timestamp.toISOString(),
-      byteaText(e.contentHash),
+      e.contentHash,
     ]);
   });
   await pipeline(Readable.from([text]), client.query(copyFrom(COPY_ENTRIES)));
@@ -132,11 +132,6 @@ export async function copyJournalEntries(
     content_hash: e.contentHash,
     received_at,
   }));
-}
-
-/** bytea in COPY text: hex format. */
-function byteaText(bytes: Buffer | null): string | null {
-  return bytes === null ? null : `\\x${bytes.toString('hex')}`;
 }
 
 /** What a table already holds at some Kafka coordinates: the offset and the content hash (null before 007). */

@@ -20,3 +20,9 @@ describe('copyTextLine (COPY text format)', () => {
     expect(copyTextLine(['Zoë – 東京 ✓', ''])).toBe('Zoë – 東京 ✓\t\n');
   });
 });
+
+describe('bytea values', () => {
+  it('writes a Buffer in hex format, its backslash escaped for COPY', () => {
+    expect(copyTextLine([Buffer.from([0, 1, 0xab, 0xff]), Buffer.alloc(0)])).toBe('\\\\x0001abff\t\\\\x\n');
+  });
+});
