@@ -50,6 +50,24 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
     log.error({ err: payload.error, restart: payload.restart }, 'Kafka consumer crashed');
     if (!payload.restart) process.exitCode = 1;
   });
+  let stopping = false;
+  // A fetch holding only aborted transactional records or transaction markers never reaches eachBatch: kafkajs
+  // resolves it and reports it as a batch of 0 messages. With autoCommit off nothing would commit past it, and the
+  // partition would look lagging (and stalled) forever although everything readable is journaled. Batches of one
+  // partition are handled one after another and each is committed before the next is fetched, so committing past an
+  // empty one never skips a record.
+  consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
+    if (payload.batchSize !== 0 || stopping) return;
+    const offset = (BigInt(payload.lastOffset) + 1n).toString();
+    consumer
+      .commitOffsets([{ topic: payload.topic, partition: payload.partition, offset }])
+      .catch((err: Error) =>
+        log.warn(
+          { err: err.message, topic: payload.topic, partition: payload.partition },
+          'Could not commit past aborted records',
+        ),
+      );
+  });
   consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
     log.info({ member_id: payload.memberId, assignment: payload.memberAssignment }, 'Joined consumer group');
     for (const [topic, partitions] of Object.entries(payload.memberAssignment)) {
@@ -79,6 +97,7 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
     consumer,
     isPaused: () => paused,
     stop: async () => {
+      stopping = true;
       await consumer.disconnect();
       log.info('Kafka consumer stopped');
     },
@@ -145,8 +164,10 @@ async function handleBatch(
   setPaused(false);
 
   const next = (BigInt(batch.lastOffset()) + 1n).toString();
-  await consumer.commitOffsets([{ topic, partition, offset: next }]);
+  // Counted once Postgres has committed, before the Kafka commit: should that fail, the batch comes again and its
+  // records count as redelivered (consumed = sum of outcomes either way, and journaled stays the journal's count).
   account(outcome, topic, partition, metrics, log);
+  await consumer.commitOffsets([{ topic, partition, offset: next }]);
   reportBatch(outcome, metrics, log, config.ingest.perEventLogLimit);
   deps.onJournaled?.(outcome);
 }

@@ -65,12 +65,14 @@ function retryEntry(entry: DlqRecord, options: ParseOptions): NewJournalEntry | 
     offset: hasCoordinates ? String(entry.kafka_offset) : null,
     // The record is the one consumed: the dead letter's hash, so that a later redelivery of it is recognised.
     contentHash: entry.content_hash,
+    // Dead letters from before 007 kept no headers: the tenant header given back above was not the record's.
+    headersJson: entry.raw_bytes === null ? null : parsed.entry.headersJson,
   };
 }
 
 function valueOf(entry: DlqRecord): Buffer | null {
   if (entry.raw_bytes !== null) return entry.raw_bytes;
-  if (entry.payload !== null) return Buffer.from(JSON.stringify(entry.payload));
+  if (entry.payload_text !== null) return Buffer.from(entry.payload_text);
   if (entry.raw_value === null) return null;
   return entry.raw_value.startsWith('base64:')
     ? Buffer.from(entry.raw_value.slice('base64:'.length), 'base64')

@@ -26,6 +26,12 @@ export function headerValue(list: HeaderList, name: string): Buffer | undefined 
   return list.find(([n]) => n === name)?.[1] ?? undefined;
 }
 
+/** The last value of a header, if present (a replay appends its lineage after the original's headers). */
+export function lastHeaderValue(list: HeaderList, name: string): Buffer | undefined {
+  for (let i = list.length - 1; i >= 0; i--) if (list[i][0] === name) return list[i][1] ?? undefined;
+  return undefined;
+}
+
 /**
  * The list as stored in kafka_headers: JSON pairs of base64 name and base64 value (null for a header without value).
  * Base64 because header names and values are bytes that Postgres text and jsonb cannot always hold (NUL).

@@ -5,7 +5,7 @@ import { getServiceKey } from '../repository/service-keys';
 import {
   TENANT_HEADER,
   decodeHeaders,
-  headerValue,
+  lastHeaderValue,
   toRecordHeaders,
   type HeaderList,
   type RecordHeaders,
@@ -65,7 +65,7 @@ export function verifiedLineage(
   value: Buffer,
   key: LineageKey,
 ): VerifiedLineage | null {
-  const proof = headerValue(headers, LINEAGE_HEADERS.proof);
+  const proof = lastHeaderValue(headers, LINEAGE_HEADERS.proof);
   if (!proof || payload._replayed_from_event_id === undefined) return null;
   const expected = Buffer.from(lineageProof(key, value));
   if (proof.length !== expected.length || !timingSafeEqual(proof, expected)) return null;
@@ -93,8 +93,14 @@ export function toReplayMessage(row: ReplayRow, lineage: Lineage, key: LineageKe
     ['_replay_id', lineage.replayId],
     ['_replay_count', hops],
   ]);
-  const headers = decodeHeaders(row.kafka_headers).filter(([name]) => !LINEAGE_HEADER_NAMES.has(name));
-  if (!headers.some(([name]) => name === TENANT_HEADER)) headers.push([TENANT_HEADER, Buffer.from(row.tenant_id)]);
+  // A replayed row's lineage headers are this service's own (its previous replay): replaced. An original's headers
+  // are content, whatever their names: kept. The proof that counts is the last one (journal/record.ts reads it so).
+  const stored = decodeHeaders(row.kafka_headers);
+  const headers = row.replay_count > 0 ? stored.filter(([name]) => !LINEAGE_HEADER_NAMES.has(name)) : stored;
+  // Rows journaled before headers were kept may have had their tenant in a header: give it back.
+  if (row.legacy && !headers.some(([name]) => name === TENANT_HEADER)) {
+    headers.push([TENANT_HEADER, Buffer.from(row.tenant_id)]);
+  }
   headers.push(
     [LINEAGE_HEADERS.from, Buffer.from(String(row.id))],
     [LINEAGE_HEADERS.source, Buffer.from(lineage.source)],

@@ -119,6 +119,8 @@ export async function countDlqEntries(db: Queryable): Promise<number> {
 /** A dead letter with everything a retry needs. */
 export interface DlqRecord extends DlqRow {
   payload: Record<string, unknown> | null;
+  /** The payload as Postgres prints it (no number loses a digit on the way through Node). */
+  payload_text: string | null;
   raw_value: string | null;
   kafka_key: string | null;
   raw_bytes: Buffer | null;
@@ -136,7 +138,7 @@ export interface DlqRecord extends DlqRow {
 
 const RECORD_COLUMNS = `id, topic, tenant_id, reason, error, kafka_partition, kafka_offset, kafka_key, received_at,
   payload, raw_value, status, attempts, last_error, next_attempt_at, resolved_at, resolved_event_id,
-  raw_bytes, kafka_key_bytes, kafka_headers, kafka_timestamp, content_hash`;
+  raw_bytes, kafka_key_bytes, kafka_headers, kafka_timestamp, content_hash, payload::text AS payload_text`;
 
 export interface DlqQuery {
   status?: DlqStatus;

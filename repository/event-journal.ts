@@ -208,10 +208,13 @@ export interface ReplayRow {
   kafka_key: string | null;
   kafka_key_bytes: Buffer | null;
   kafka_headers: unknown;
+  /** Journaled before migration 007: key bytes and headers were not kept. */
+  legacy: boolean;
 }
 
 const REPLAY_COLUMNS = `id, tenant_id, topic, replay_count,
-  (payload - '{${LINEAGE_FIELDS.join(',')}}'::text[])::text AS payload_text, kafka_key, kafka_key_bytes, kafka_headers`;
+  (payload - '{${LINEAGE_FIELDS.join(',')}}'::text[])::text AS payload_text, kafka_key, kafka_key_bytes, kafka_headers,
+  content_hash IS NULL AS legacy`;
 
 /** Replay rows for the given ids, in id order; ids that do not exist are simply absent. */
 export async function replayRows(db: Queryable, ids: number[]): Promise<ReplayRow[]> {
