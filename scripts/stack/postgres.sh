@@ -34,7 +34,10 @@ pg_postmaster_pid() {
   for f in "$RUN/postgres.pid" "$PGDATA_DIR/postmaster.pid"; do
     [[ -s $f ]] || continue
     pid=$(head -n 1 "$f")
-    if [[ $pid =~ ^[0-9]+$ && $(readlink "/proc/$pid/cwd" 2>/dev/null) == "$PGDATA_DIR" ]]; then
+    # A postmaster runs in its data directory, but only once it has started: right after launch its cwd is still /,
+    # so the process we launched is also recognised by the data directory on its command line (-D).
+    if [[ $pid =~ ^[0-9]+$ ]] && { [[ $(readlink "/proc/$pid/cwd" 2>/dev/null) == "$PGDATA_DIR" ]] ||
+      tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "-D $PGDATA_DIR"; }; then
       echo "$pid"
       return 0
     fi

@@ -65,7 +65,7 @@ it('migrate applies the schema once even when two processes start at once', asyn
     // createTestDatabase already migrated; race two more runs against a fresh copy of the schema table state.
     const client = new pg.Client({ connectionString: db.databaseUrl });
     await client.connect();
-    await client.query('DROP TABLE event_dlq, replay_audit, event_journal, pgmigrations CASCADE');
+    await client.query('DROP TABLE event_dlq, replay_audit, event_journal, service_keys, pgmigrations CASCADE');
     await client.end();
     const log = createLogger('silent');
     const [a, b] = await Promise.all([migrate(db.databaseUrl, log), migrate(db.databaseUrl, log)]);
@@ -76,19 +76,22 @@ it('migrate applies the schema once even when two processes start at once', asyn
       '004_replay_audit',
       '005_dlq_status',
       '006_event_journal_tenant_topic',
+      '007_integrity',
     ]);
     const check = new pg.Client({ connectionString: db.databaseUrl });
     await check.connect();
     const { rows } = await check.query('SELECT name FROM pgmigrations ORDER BY id');
     await check.end();
-    expect(rows.map((r) => r.name)).toHaveLength(6);
+    expect(rows.map((r) => r.name)).toHaveLength(7);
   } finally {
     await db.drop();
   }
 });
 
 it('serves Prometheus metrics on their own port, the DLQ size read from Postgres at scrape time', async () => {
-  await h.pool.query("INSERT INTO event_dlq (topic, error, reason) VALUES ('t', 'e', 'test'), ('t', 'e2', 'test')");
+  await h.pool.query(
+    "INSERT INTO event_dlq (topic, error, reason) VALUES ('t', 'e', 'invalid_json'), ('t', 'e2', 'invalid_json')",
+  );
   const metrics = createMetrics(100, { dlqSize: () => countDlqEntries(h.pool) });
   metrics.ingested.inc({ tenant_id: 'acme', topic: 'apexflow.leads.created' }, 5);
   const server = await startMetricsServer(metrics.registry, '127.0.0.1', 0, createLogger('silent'));

@@ -11,7 +11,7 @@ import { createSinkHarness, eventually, type SinkHarness } from '../support/sink
  * partitions that do not move in /health, until their offsets are committed forward.
  */
 
-const STALL_SECONDS = 3;
+const STALL_SECONDS = 8;
 
 let h: SinkHarness;
 let admin: Admin;
