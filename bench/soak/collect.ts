@@ -1,6 +1,6 @@
 import type { Admin } from 'kafkajs';
 import pg from 'pg';
-import type { DlqRow, JournalRow, PartitionOffsets, Produced, ReplayRow } from './check';
+import type { DlqRow, IngestRows, JournalRow, PartitionOffsets, Produced, ReplayRow } from './check';
 
 const LINEAGE = `'_replayed_from_event_id' - '_replay_source' - '_replay_id' - '_replay_count'`;
 
@@ -109,4 +109,36 @@ export async function partitionOffsets(admin: Admin, groupId: string, topics: re
     }
   }
   return out;
+}
+
+/**
+ * Rows written by ingest: every DLQ row, and the journal rows except those a DLQ retry inserted (the row a resolved
+ * dead letter points to, received after the dead letter). Also how many of them were received (transaction start)
+ * inside any of the windows [from, to] (epoch ms).
+ */
+export async function ingestRowCounts(databaseUrl: string, windows: Array<[number, number]>): Promise<IngestRows> {
+  const db = new pg.Client({ connectionString: databaseUrl, statement_timeout: 120_000 });
+  await db.connect();
+  try {
+    const { rows } = await db.query<Record<keyof IngestRows, string>>(
+      `WITH w AS (SELECT to_timestamp(f / 1000.0) AS f, to_timestamp(t / 1000.0) AS t FROM unnest($1::float8[], $2::float8[]) AS u(f, t)),
+            j AS (SELECT j.received_at FROM event_journal j
+                   WHERE NOT EXISTS (SELECT 1 FROM event_dlq d WHERE d.status = 'resolved' AND d.resolved_event_id = j.id
+                                                               AND j.received_at > d.received_at))
+       SELECT (SELECT count(*) FROM j) AS journal,
+              (SELECT count(*) FROM event_dlq) AS dlq,
+              (SELECT count(*) FROM j WHERE EXISTS (SELECT 1 FROM w WHERE j.received_at BETWEEN w.f AND w.t)) AS "blindJournal",
+              (SELECT count(*) FROM event_dlq d WHERE EXISTS (SELECT 1 FROM w WHERE d.received_at BETWEEN w.f AND w.t)) AS "blindDlq"`,
+      [windows.map((w) => w[0]), windows.map((w) => w[1])],
+    );
+    const r = rows[0];
+    return {
+      journal: Number(r.journal),
+      dlq: Number(r.dlq),
+      blindJournal: Number(r.blindJournal),
+      blindDlq: Number(r.blindDlq),
+    };
+  } finally {
+    await db.end().catch(() => undefined);
+  }
 }

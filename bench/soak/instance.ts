@@ -103,6 +103,16 @@ export interface ServiceEvent {
   detail?: string;
 }
 
+/** One process of a service, from its start to its end (undefined while it runs). */
+export interface ServiceLife {
+  service: Service;
+  pid: number;
+  startedAt: number;
+  endedAt?: number;
+  /** killed: a planned SIGKILL; exited: it ended on its own; stopped: the soak's final graceful stop. */
+  end?: 'killed' | 'exited' | 'stopped';
+}
+
 /**
  * The service's three parts as separate processes, each restarted if it exits on its own (after 2 s): a fault must
  * not end the soak, but every unexpected exit is recorded.
@@ -112,6 +122,7 @@ export class Services {
   private readonly expectedExit = new Set<ChildProcess>();
   private stopping = false;
   readonly events: ServiceEvent[] = [];
+  readonly lives: ServiceLife[] = [];
 
   constructor(private readonly o: InstanceOptions) {
     if (!fs.existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first (npm run soak does)`);
@@ -129,13 +140,23 @@ export class Services {
     fs.closeSync(log);
     this.children.set(service, child);
     this.record(service, 'started', `pid ${child.pid}`);
+    const life: ServiceLife = { service, pid: child.pid ?? -1, startedAt: Date.now() };
+    this.lives.push(life);
     child.once('exit', (code, signal) => {
+      life.endedAt = Date.now();
+      life.end = this.expectedExit.has(child) ? 'killed' : this.stopping ? 'stopped' : 'exited';
       if (this.expectedExit.delete(child) || this.stopping) return;
-      this.record(service, 'exited', `code ${code} signal ${signal}`);
+      this.record(service, 'exited', `pid ${child.pid}: code ${code} signal ${signal}`);
       setTimeout(() => {
         if (!this.stopping && this.children.get(service) === child) this.start(service);
       }, 2000).unref();
     });
+  }
+
+  /** The pid of the service's process if it is running. */
+  pidOf(service: Service): number | undefined {
+    const child = this.children.get(service);
+    return child && child.exitCode === null && child.signalCode === null ? child.pid : undefined;
   }
 
   /** SIGKILL, as a crash; resolves once the process is gone. */

@@ -10,17 +10,24 @@ import { Kafka, logLevel, type Admin } from 'kafkajs';
 import pg from 'pg';
 import {
   checkAccounting,
+  checkIngestTotals,
   checkRecords,
+  checkReplayFaults,
   checkReplays,
   stuckPartitions,
   type CompletedReplay,
+  type TopicDeletion,
   type Violation,
 } from './check';
-import { collectDatabase, partitionOffsets } from './collect';
+import { collectDatabase, ingestRowCounts, partitionOffsets } from './collect';
 import { FAULTS, injectFault, type FaultRecord } from './faults';
 import { freshInstance, runCli, serviceEnv, Services, stack, type InstanceOptions } from './instance';
+import { IngestScraper } from './metrics';
 import { SOAK_TOPICS, seededRandom, type ForgeTarget } from './records';
-import { Operator, sleep, TrafficSource, within } from './traffic';
+import { Gate, JOURNALED_KINDS, Operator, sleep, TrafficSource, within } from './traffic';
+
+/** A transaction's rows carry its start time; this much before a scrape, a batch may still have been uncommitted. */
+const TRANSACTION_SLACK_MS = 30_000;
 
 function args() {
   const argv = process.argv.slice(2);
@@ -109,50 +116,61 @@ async function main(): Promise<number> {
     statement_timeout: 10_000,
   });
   db.on('error', () => undefined);
-  const ids = async (n: number): Promise<number[]> =>
+  const ids = async (n: number, topic?: string): Promise<number[]> =>
     (
       await db
-        .query<{ id: string }>('SELECT id FROM event_journal WHERE replay_count = 0 ORDER BY random() LIMIT $1', [n])
+        .query<{ id: string }>(
+          'SELECT id FROM event_journal WHERE replay_count = 0 AND ($2::text IS NULL OR topic = $2) ORDER BY random() LIMIT $1',
+          [n, topic ?? null],
+        )
         .catch(() => ({ rows: [] }))
     ).rows.map((r) => Number(r.id));
   let forge: ForgeTarget | undefined;
 
   const operator = new Operator(apiUrl);
+  const gate = new Gate();
+  const groupId = 'crm-events-sink';
+  // The ingest process's counters die with it: scraped every 5 s and just before each planned kill.
+  const scraper = new IngestScraper(`http://127.0.0.1:${o.metricsPort}/metrics`, services);
+  scraper.start(5000);
   const traffic = new TrafficSource(producer, rand, 0.15, () => forge);
   const faults: FaultRecord[] = [];
   const endAt = Date.now() + minutes * 60_000;
   const running = () => Date.now() < endAt;
 
+  const operation = async () => {
+    const pick = rand();
+    if (pick < 0.35) {
+      const [id] = await ids(1);
+      if (id) await operator.call('single', 'POST', `/replay/${id}`, undefined, [id]);
+    } else if (pick < 0.6) {
+      const batch = await ids(5);
+      if (batch.length) await operator.call('batch', 'POST', '/replay/batch', { ids: batch }, batch);
+    } else if (pick < 0.8) {
+      const end = new Date(Date.now() - 5000);
+      const start = new Date(end.getTime() - 10_000);
+      await operator.call('range', 'POST', '/replay/range', {
+        start: start.toISOString(),
+        end: end.toISOString(),
+        max_events_per_second: 200,
+      });
+    } else {
+      const { rows } = await db
+        .query<{ id: string }>("SELECT id FROM event_dlq WHERE status <> 'resolved' ORDER BY random() LIMIT 1")
+        .catch(() => ({ rows: [] as { id: string }[] }));
+      if (rows[0]) await operator.call('dlq_retry', 'POST', `/dlq/${rows[0].id}/retry`);
+    }
+    const { rows } = await db
+      .query<{ r: string; e: string }>(
+        "SELECT payload->>'_replay_id' AS r, payload->>'_replayed_from_event_id' AS e FROM event_journal WHERE replay_count > 0 ORDER BY id DESC LIMIT 1",
+      )
+      .catch(() => ({ rows: [] as { r: string; e: string }[] }));
+    if (rows[0]?.r) forge = { replayId: rows[0].r, eventId: Number(rows[0].e) };
+  };
   const operations = (async () => {
     while (running()) {
       await sleep(2000 + rand() * 2000);
-      const pick = rand();
-      if (pick < 0.35) {
-        const [id] = await ids(1);
-        if (id) await operator.call('single', 'POST', `/replay/${id}`, undefined, [id]);
-      } else if (pick < 0.6) {
-        const batch = await ids(5);
-        if (batch.length) await operator.call('batch', 'POST', '/replay/batch', { ids: batch }, batch);
-      } else if (pick < 0.8) {
-        const end = new Date(Date.now() - 5000);
-        const start = new Date(end.getTime() - 10_000);
-        await operator.call('range', 'POST', '/replay/range', {
-          start: start.toISOString(),
-          end: end.toISOString(),
-          max_events_per_second: 200,
-        });
-      } else {
-        const { rows } = await db
-          .query<{ id: string }>("SELECT id FROM event_dlq WHERE status <> 'resolved' ORDER BY random() LIMIT 1")
-          .catch(() => ({ rows: [] as { id: string }[] }));
-        if (rows[0]) await operator.call('dlq_retry', 'POST', `/dlq/${rows[0].id}/retry`);
-      }
-      const { rows } = await db
-        .query<{ r: string; e: string }>(
-          "SELECT payload->>'_replay_id' AS r, payload->>'_replayed_from_event_id' AS e FROM event_journal WHERE replay_count > 0 ORDER BY id DESC LIMIT 1",
-        )
-        .catch(() => ({ rows: [] as { r: string; e: string }[] }));
-      if (rows[0]?.r) forge = { replayId: rows[0].r, eventId: Number(rows[0].e) };
+      if (running()) await gate.run(operation);
     }
   })();
 
@@ -170,7 +188,12 @@ async function main(): Promise<number> {
         admin: getAdmin,
         operator,
         rand,
-        pickEventId: async () => (await ids(1))[0],
+        pickEventId: async (topic) => (await ids(1, topic))[0],
+        beforeKill: async (service) => {
+          if (service === 'ingest') await scraper.scrape();
+        },
+        gate,
+        groupId,
       });
       if (!f.ok) log(`fault ${kind} did not recover cleanly: ${f.error}`);
       faults.push(f);
@@ -185,7 +208,9 @@ async function main(): Promise<number> {
   await stack(o, ['up']).catch((err) => log(`stack up after the run: ${(err as Error).message}`));
   const workflowIds = [
     ...new Set(
-      operator.operations.filter((op) => op.workflowId && op.kind !== 'missing_topic').map((op) => op.workflowId!),
+      operator.operations
+        .filter((op) => op.workflowId && op.kind !== 'missing_topic' && op.kind !== 'target_deleted')
+        .map((op) => op.workflowId!),
     ),
   ];
   const statuses = new Map<string, Awaited<ReturnType<Operator['replayStatus']>>>();
@@ -196,23 +221,31 @@ async function main(): Promise<number> {
       (id) => statuses.get(id)?.workflow_status && statuses.get(id)?.workflow_status !== 'RUNNING',
     );
   }, 150_000);
-  const groupId = 'crm-events-sink';
   let offsets = await partitionOffsets(await getAdmin(), groupId, SOAK_TOPICS).catch(() => []);
   await until(async () => {
     offsets = await partitionOffsets(await getAdmin(), groupId, SOAK_TOPICS);
     return offsets.length > 0 && stuckPartitions(offsets).length === 0;
   }, 120_000);
-  const metricsText = await fetch(`http://127.0.0.1:${o.metricsPort}/metrics`)
-    .then((r) => r.text())
-    .catch(() => '');
+  scraper.stop();
+  const finalScrape = await scraper.scrape();
+  const finalPid = services.pidOf('ingest');
+  const metricsText = (finalPid !== undefined && scraper.last.get(finalPid)?.text) || '';
 
   const collected = await collectDatabase(serviceEnv(o).DATABASE_URL, traffic.produced);
-  const records = checkRecords(collected.produced, collected.journal, collected.dlq);
+  const deletions = faults.map((f) => f.deletion).filter((d): d is TopicDeletion => d !== undefined);
+  const records = checkRecords(collected.produced, collected.journal, collected.dlq, deletions);
+  const processes = scraper.processes();
+  const windows = processes.map((p): [number, number] => [
+    (p.lastScrapeAt ?? p.startedAt) - TRANSACTION_SLACK_MS,
+    p.endedAt ?? Date.now(),
+  ]);
+  const ingestRows = await ingestRowCounts(serviceEnv(o).DATABASE_URL, windows);
+  const ingestTotals = checkIngestTotals(processes, ingestRows);
+  const replayFaults = checkReplayFaults(faults);
   const completed: CompletedReplay[] = [];
   for (const op of operator.operations) {
     const st = op.workflowId ? statuses.get(op.workflowId) : undefined;
-    if (!op.workflowId || st?.workflow_status !== 'COMPLETED' || op.kind === 'dlq_retry' || op.kind === 'missing_topic')
-      continue;
+    if (!op.workflowId || st?.workflow_status !== 'COMPLETED' || !JOURNALED_KINDS.has(op.kind)) continue;
     if (op.kind === 'range') completed.push({ workflowId: op.workflowId, published: st.result?.published });
     else {
       const skip = new Set([
@@ -228,7 +261,12 @@ async function main(): Promise<number> {
     ...records.violations,
     ...replays.violations,
     ...stuckPartitions(offsets),
-    ...accounting.violations,
+    ...scraper.violations,
+    ...ingestTotals.violations,
+    ...replayFaults.violations,
+    ...(finalScrape
+      ? []
+      : [{ rule: 'metrics_unavailable', detail: 'the ingest process alive at the end could not be scraped' }]),
     ...operator.operations
       .filter((op) => op.kind === 'missing_topic' && typeof op.status === 'number' && op.status < 300)
       .map((op) => ({ rule: 'replay_to_missing_topic_accepted', detail: `${op.request} answered ${op.status}` })),
@@ -259,6 +297,7 @@ async function main(): Promise<number> {
       resolvedFromDlq: records.resolvedFromDlq,
       redelivered: null as number | null,
       lost: records.lost,
+      deletedWithTopic: records.deletedWithTopic,
       duplicated: records.duplicated,
       altered: records.altered,
       unaccountedRows: records.unaccountedRows,
@@ -267,15 +306,34 @@ async function main(): Promise<number> {
       replaysDuplicated: replays.duplicated,
       replaysAltered: replays.altered,
       replaysIncomplete: replays.incomplete,
+      midReplayTopicDeletes: replayFaults.midReplayDeletes,
+      midReplayTopicDeletesInconclusive: replayFaults.inconclusive,
+      replaysAfterRecreate: replayFaults.replaysAfterRecreate,
     },
+    deletedWithTopic: records.deletedWithTopicDetail,
+    faultsByKind: Object.fromEntries(
+      FAULTS.map((k) => [k, faults.filter((f) => f.kind === k).length] as const).filter(([, n]) => n > 0),
+    ),
     hostileKinds: Object.fromEntries(
       Object.entries(
         traffic.produced.reduce<Record<string, number>>((m, p) => ({ ...m, [p.kind]: (m[p.kind] ?? 0) + 1 }), {}),
       ).sort(),
     ),
     schema: collected.schema,
-    metrics: { accountingExposed: accounting.present },
-    redeliveredFromMetrics: null,
+    metrics: {
+      accountingExposed: accounting.present,
+      scrapes: scraper.scrapes,
+      scrapeFailures: scraper.failures,
+      ingestProcesses: processes.map((p) => ({
+        ...p,
+        startedAt: new Date(p.startedAt).toISOString(),
+        endedAt: p.endedAt === undefined ? undefined : new Date(p.endedAt).toISOString(),
+        lastScrapeAt: p.lastScrapeAt === undefined ? undefined : new Date(p.lastScrapeAt).toISOString(),
+      })),
+      summedOverProcesses: ingestTotals.sum,
+      rowsWrittenByIngest: ingestRows,
+      uncountedRows: ingestTotals.uncounted,
+    },
     faults,
     serviceEvents: services.events,
     replays: operator.operations.map((op) => ({
@@ -286,10 +344,7 @@ async function main(): Promise<number> {
     violationsByRule: byRule,
     violations: violations.slice(0, 200),
   };
-  const redelivered = /crm_events_record_outcomes_total\{[^}]*outcome="redelivered"[^}]*\}\s+(\S+)/g;
-  report.counts.redelivered = accounting.present
-    ? [...metricsText.matchAll(redelivered)].reduce((n, m) => n + Number(m[1]), 0)
-    : null;
+  report.counts.redelivered = accounting.present ? ingestTotals.sum.redelivered : null;
 
   const file = path.resolve(
     __dirname,
@@ -307,7 +362,7 @@ async function main(): Promise<number> {
 
   log(`report: ${path.relative(process.cwd(), file)}`);
   log(
-    `produced ${records.produced}: journaled ${records.journaled}, dead-lettered ${records.deadLettered}, lost ${records.lost}, altered ${records.altered}, duplicated ${records.duplicated}; replay rows ${replays.replayRows}; faults ${faults.length}`,
+    `produced ${records.produced}: journaled ${records.journaled}, dead-lettered ${records.deadLettered}, deleted with topic ${records.deletedWithTopic}, lost ${records.lost}, altered ${records.altered}, duplicated ${records.duplicated}; replay rows ${replays.replayRows}; faults ${faults.length}`,
   );
   if (violations.length === 0) {
     log('PASS: no violation');

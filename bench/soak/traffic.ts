@@ -67,6 +67,7 @@ export class TrafficSource {
         kind: record.kind,
         key: record.key === null ? null : record.key.toString('base64'),
         value: record.value === null ? null : record.value.toString('base64'),
+        ackedAt: Date.now(),
       });
     } catch {
       this.uncertain++;
@@ -79,17 +80,58 @@ export class TrafficSource {
 /** A request the soak made to the API, and what came of it. */
 export interface Operation {
   at: string;
-  kind: 'single' | 'batch' | 'range' | 'dlq_retry' | 'missing_topic';
+  kind: 'single' | 'batch' | 'range' | 'dlq_retry' | 'missing_topic' | 'target_deleted';
   request: string;
   status: number | 'error';
   workflowId?: string;
   eventIds?: number[];
   error?: string;
+  /** A single replay requested right after its topic was deleted and re-created (the topic_recreate fault). */
+  afterRecreate?: boolean;
+}
+
+/** Kinds of operation whose workflow must complete and whose events must then be journaled once each. */
+export const JOURNALED_KINDS: ReadonlySet<Operation['kind']> = new Set(['single', 'batch', 'range']);
+
+export interface ReplayStatus {
+  workflow_status?: string;
+  result?: { published?: number; unknown_ids?: number[]; refused?: Array<{ event_id?: number; id?: number }> };
+  progress?: { published?: number } | null;
+  audit?: { status?: string; error?: string | null; finished_at?: string | null } | null;
+}
+
+/**
+ * Holds the operations loop while a fault needs no replay in flight: run() waits while closed, close() waits for the
+ * operation under way.
+ */
+export class Gate {
+  private closed?: Promise<void>;
+  private release?: () => void;
+  private busy: Promise<unknown> = Promise.resolve();
+
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    while (this.closed) await this.closed;
+    const p = fn();
+    this.busy = p.catch(() => undefined);
+    return p;
+  }
+
+  async close(): Promise<void> {
+    this.closed ??= new Promise((resolve) => (this.release = resolve));
+    await this.busy;
+  }
+
+  open(): void {
+    const release = this.release;
+    this.closed = this.release = undefined;
+    release?.();
+  }
 }
 
 /** Replays and DLQ retries through the HTTP API, as an operator would make them. */
 export class Operator {
   readonly operations: Operation[] = [];
+  private readonly ended = new Set<string>();
 
   constructor(private readonly apiUrl: string) {}
 
@@ -123,14 +165,38 @@ export class Operator {
     return op;
   }
 
-  /** GET /replays/:id: the workflow's status and, once completed, its result. */
-  async replayStatus(workflowId: string): Promise<
-    | {
-        workflow_status?: string;
-        result?: { published?: number; unknown_ids?: number[]; refused?: Array<{ event_id?: number; id?: number }> };
+  /** Waits until every workflow of JOURNALED_KINDS started so far has ended (not RUNNING); false after ms. */
+  async waitIdle(ms: number): Promise<boolean> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const open = this.operations.filter(
+        (op) => op.workflowId && JOURNALED_KINDS.has(op.kind) && !this.ended.has(op.workflowId),
+      );
+      for (const op of open) {
+        const st = await this.replayStatus(op.workflowId!);
+        if (st?.workflow_status && st.workflow_status !== 'RUNNING') this.ended.add(op.workflowId!);
       }
-    | undefined
-  > {
+      if (open.every((op) => this.ended.has(op.workflowId!))) return true;
+      if (Date.now() > deadline) return false;
+      await sleep(500);
+    }
+  }
+
+  /** POST /replays/:id/cancel, without recording it as an operation. */
+  async cancel(workflowId: string): Promise<number | 'error'> {
+    try {
+      const res = await fetch(`${this.apiUrl}/replays/${encodeURIComponent(workflowId)}/cancel`, {
+        method: 'POST',
+        signal: AbortSignal.timeout(10_000),
+      });
+      return res.status;
+    } catch {
+      return 'error';
+    }
+  }
+
+  /** GET /replays/:id: the workflow's status, audit row, progress while running and, once completed, its result. */
+  async replayStatus(workflowId: string): Promise<ReplayStatus | undefined> {
     try {
       const res = await fetch(`${this.apiUrl}/replays/${encodeURIComponent(workflowId)}`, {
         signal: AbortSignal.timeout(10_000),

@@ -1,12 +1,17 @@
 import {
   checkAccounting,
+  checkIngestTotals,
   checkRecords,
+  checkReplayFaults,
   checkReplays,
+  counterTotals,
   stuckPartitions,
   type DlqRow,
+  type IngestProcess,
   type JournalRow,
   type Produced,
   type ReplayRow,
+  type TopicDeletion,
 } from '../../bench/soak/check';
 
 const b64 = (s: string) => Buffer.from(s).toString('base64');
@@ -91,6 +96,77 @@ describe('soak checker: every produced record in exactly one place', () => {
   });
 });
 
+describe('soak checker: records on a deleted topic', () => {
+  // The group had committed offset 10 on t/0 (high watermark 12) when the topic was deleted at t=1000.
+  const deletion: TopicDeletion = {
+    topic: 't',
+    snapshotAt: 990,
+    deleteRequestedAt: 1000,
+    createRequestedAt: 2000,
+    partitions: [{ partition: 0, committed: '10', high: '12' }],
+  };
+  const acked = (offset: string, ackedAt: number, over: Partial<Produced> = {}) =>
+    produced(offset, `{"o": ${offset}, "at": ${ackedAt}}`, { ackedAt, ...over });
+
+  it('counts unconsumed records at or after the committed offset as deleted with the topic, not lost', () => {
+    const v = checkRecords(
+      [acked('9', 500), acked('10', 600), acked('11', 700)],
+      [row(1, '9', '{"o": 9, "at": 500}')],
+      [],
+      [deletion],
+    );
+    expect(v).toMatchObject({ lost: 0, deletedWithTopic: 2, violations: [] });
+    expect(v.deletedWithTopicDetail).toEqual([
+      { topic: 't', partition: 0, committed: '10', high: '12', offsets: ['10', '11'] },
+    ]);
+  });
+
+  it('still reports as lost: below the committed offset, another topic or partition, or no delete', () => {
+    expect(checkRecords([acked('9', 500)], [], [], [deletion]).lost).toBe(1);
+    expect(checkRecords([acked('10', 500, { topic: 'u' })], [], [], [deletion]).lost).toBe(1);
+    const other = checkRecords([acked('10', 500, { partition: 1 })], [], [], [deletion]);
+    expect(other.lost).toBe(1);
+    expect(other.violations[0].detail).toContain('no offsets were read for partition 1');
+    expect(checkRecords([acked('10', 500)], [], [], []).lost).toBe(1);
+    expect(checkRecords([produced('10', '{"a": 1}')], [], [], [deletion]).lost).toBe(1); // no acknowledgement time
+  });
+
+  it('still reports as lost: a record acknowledged once the topic was re-created (the new log)', () => {
+    const v = checkRecords([acked('10', 2500)], [], [], [deletion]);
+    expect(v).toMatchObject({ lost: 1, deletedWithTopic: 0 });
+  });
+
+  it('still reports as lost: a record the consumer went past (a later record of the deleted log has a row)', () => {
+    const v = checkRecords(
+      [acked('10', 600), acked('11', 700)],
+      [row(2, '11', '{"o": 11, "at": 700}')],
+      [],
+      [deletion],
+    );
+    expect(v).toMatchObject({ lost: 1, deletedWithTopic: 0 });
+    expect(v.violations[0].detail).toContain('a later record of the deleted log (offset 11) has a row');
+  });
+
+  it('still reports as lost: past the high watermark read after it was acknowledged', () => {
+    expect(checkRecords([acked('12', 900)], [], [], [deletion]).lost).toBe(1);
+    expect(checkRecords([acked('12', 995)], [], [], [deletion]).deletedWithTopic).toBe(1); // acknowledged after the read
+  });
+
+  it('places a record in the delete that followed it when a topic is deleted twice', () => {
+    const second: TopicDeletion = {
+      ...deletion,
+      snapshotAt: 4990,
+      deleteRequestedAt: 5000,
+      createRequestedAt: 6000,
+      partitions: [{ partition: 0, committed: '3', high: '5' }],
+    };
+    // Offset 4 of the second log: below the first delete's committed offset 10, at/after the second's 3.
+    const v = checkRecords([acked('4', 3000)], [], [], [deletion, second]);
+    expect(v).toMatchObject({ lost: 0, deletedWithTopic: 1 });
+    expect(checkRecords([acked('2', 3000)], [], [], [deletion, second]).lost).toBe(1);
+  });
+});
+
 describe('soak checker: replays', () => {
   const replay = (id: number, over: Partial<ReplayRow> = {}): ReplayRow => ({
     id,
@@ -149,5 +225,73 @@ describe('soak checker: partitions and metrics', () => {
     expect(v.present).toBe(true);
     expect(v.violations.map((x) => x.detail)).toEqual(['t/1: consumed 3, outcomes 2']);
     expect(checkAccounting('').present).toBe(false);
+  });
+
+  it('sums counters, and checks them across ingest processes against the rows ingest wrote', () => {
+    const text = [
+      'crm_events_consumed_total{topic="t",partition="0"} 7',
+      'crm_events_record_outcomes_total{topic="t",partition="0",outcome="journaled"} 4',
+      'crm_events_record_outcomes_total{topic="t",partition="0",outcome="dead_lettered"} 1',
+      'crm_events_record_outcomes_total{topic="t",partition="0",outcome="redelivered"} 2',
+    ].join('\n');
+    const totals = counterTotals(text)!;
+    expect(totals).toEqual({ consumed: 7, journaled: 4, dead_lettered: 1, redelivered: 2 });
+    expect(counterTotals('up 1')).toBeUndefined();
+    const p = (pid: number): IngestProcess => ({ pid, startedAt: 0, scrapes: 1, lastScrapeAt: 1, totals });
+    const rows = { journal: 8, dlq: 2, blindJournal: 0, blindDlq: 0 };
+    expect(checkIngestTotals([p(1), p(2)], rows).violations).toEqual([]);
+    // Rows counted that are not there.
+    expect(checkIngestTotals([p(1), p(2)], { ...rows, journal: 7 }).violations.map((x) => x.rule)).toEqual([
+      'metrics_exceed_rows',
+    ]);
+    // Rows no process counted: allowed only as many as were written in the windows no scrape saw.
+    expect(checkIngestTotals([p(1), p(2)], { ...rows, journal: 10 }).violations.map((x) => x.rule)).toEqual([
+      'rows_not_counted',
+    ]);
+    expect(checkIngestTotals([p(1), p(2)], { ...rows, journal: 10, blindJournal: 2 }).violations).toEqual([]);
+  });
+});
+
+describe('soak checker: replays around topic deletion', () => {
+  const failed = {
+    workflowId: 'replay-range-1',
+    targetTopic: 'soak.replay.target.1',
+    workflowStatus: 'FAILED',
+    auditStatus: 'failed',
+    auditError: 'Kafka has no topic "soak.replay.target.1" to publish to (deleted, or never created)',
+    failureType: 'UnknownTopic',
+    nonRetryable: true,
+  };
+
+  it('accepts a replay failed non-retryably with UnknownTopic and audited as failed', () => {
+    const v = checkReplayFaults([{ kind: 'replay_target_deleted', midReplayDelete: failed }]);
+    expect(v).toMatchObject({ midReplayDeletes: 1, inconclusive: 0, violations: [] });
+  });
+
+  it('flags a replay still running, failed otherwise, or audited otherwise; counts unarranged runs apart', () => {
+    const v = checkReplayFaults([
+      {
+        kind: 'replay_target_deleted',
+        midReplayDelete: { ...failed, workflowStatus: 'RUNNING', auditStatus: 'running' },
+      },
+      { kind: 'replay_target_deleted', midReplayDelete: { ...failed, failureType: 'Error', nonRetryable: false } },
+      { kind: 'replay_target_deleted', midReplayDelete: { ...failed, inconclusive: 'completed before the delete' } },
+    ]);
+    expect(v.midReplayDeletes).toBe(2);
+    expect(v.inconclusive).toBe(1);
+    expect(v.violations.map((x) => x.detail)).toEqual([
+      expect.stringContaining('workflow RUNNING, not FAILED; audit status running, not failed'),
+      expect.stringContaining('failure type Error, not UnknownTopic; failure not non-retryable'),
+    ]);
+  });
+
+  it('flags a replay refused right after its topic was re-created', () => {
+    const v = checkReplayFaults([
+      { kind: 'topic_recreate', replayAfterRecreate: { request: 'POST /replay/5', status: 202 } },
+      { kind: 'topic_recreate', replayAfterRecreate: { request: 'POST /replay/7', status: 200 } },
+      { kind: 'topic_recreate', replayAfterRecreate: { request: 'POST /replay/6', status: 400, error: 'no topic' } },
+    ]);
+    expect(v.replaysAfterRecreate).toBe(3);
+    expect(v.violations.map((x) => x.rule)).toEqual(['replay_after_recreate_refused']);
   });
 });
