@@ -36,6 +36,8 @@ export interface Config {
     replayWaitMs: number;
     replayRateLimitPerMinute: number;
     jwtSecret: string | undefined;
+    authMode: 'jwt' | 'none';
+    openOnPurpose: boolean;
   };
   temporal: {
     address: string;
@@ -86,15 +88,16 @@ export const DEFAULTS = {
   INGEST_FETCH_BYTES_PER_PARTITION: '1048576',
   INGEST_LAG_INTERVAL_MS: '5000',
   INGEST_STALL_SECONDS: '60',
-  METRICS_HOST: '0.0.0.0',
+  METRICS_HOST: '127.0.0.1',
   METRICS_PORT: '9105',
   METRICS_TENANT_LABEL_LIMIT: '100',
-  API_HOST: '0.0.0.0',
+  API_HOST: '127.0.0.1',
   API_PORT: '9106',
   API_BODY_LIMIT_BYTES: '1048576',
   API_REPLAY_WAIT_MS: '5000',
   API_REPLAY_RATE_LIMIT_PER_MINUTE: '10',
   AUTH_JWT_SECRET: '',
+  AUTH_MODE: '',
   STREAM_MAX_CLIENTS: '100',
   STREAM_CLIENT_BUFFER: '1000',
   STREAM_HEARTBEAT_MS: '15000',
@@ -180,6 +183,29 @@ export function loadConfig(env: Env = process.env): Config {
   if (lineageKey && lineageKey.length < 32) throw new ConfigError('LINEAGE_KEY', 'must be at least 32 characters');
   const secret = read('AUTH_JWT_SECRET');
   if (secret && secret.length < 16) throw new ConfigError('AUTH_JWT_SECRET', 'must be at least 16 characters');
+  const authMode = read('AUTH_MODE');
+  if (authMode !== '' && authMode !== 'none' && authMode !== 'jwt') {
+    throw new ConfigError(
+      'AUTH_MODE',
+      `must be jwt, none or empty (jwt when AUTH_JWT_SECRET is set), got "${authMode}"`,
+    );
+  }
+  if (authMode === 'jwt' && !secret) throw new ConfigError('AUTH_JWT_SECRET', 'must be set when AUTH_MODE=jwt');
+  if (authMode === 'none' && secret) {
+    throw new ConfigError('AUTH_MODE', 'is none but AUTH_JWT_SECRET is set: choose one');
+  }
+  // Secure by default: without auth, nothing listens beyond this host unless AUTH_MODE=none says so on purpose.
+  if (!secret && authMode !== 'none') {
+    for (const name of ['API_HOST', 'METRICS_HOST'] as const) {
+      if (!isLoopback(read(name))) {
+        throw new ConfigError(
+          name,
+          `is "${read(name)}", reachable from other hosts, and auth is off: set AUTH_JWT_SECRET, bind ${name}=127.0.0.1, ` +
+            'or set AUTH_MODE=none to expose an unauthenticated API on purpose',
+        );
+      }
+    }
+  }
 
   return {
     databaseUrl: url('DATABASE_URL', ['postgres:', 'postgresql:']),
@@ -216,6 +242,9 @@ export function loadConfig(env: Env = process.env): Config {
       replayWaitMs: int('API_REPLAY_WAIT_MS', 0, 600_000),
       replayRateLimitPerMinute: int('API_REPLAY_RATE_LIMIT_PER_MINUTE', 1, 1_000_000),
       jwtSecret: secret || undefined,
+      authMode: secret ? 'jwt' : 'none',
+      /** AUTH_MODE=none given explicitly: an unauthenticated API on purpose (logged at start). */
+      openOnPurpose: authMode === 'none',
     },
     temporal: {
       address: hostPort('TEMPORAL_ADDRESS'),
@@ -251,4 +280,9 @@ export function parseDuration(text: string): number | undefined {
   const match = /^(\d+)(ms|s|m|h|d)$/.exec(text.trim());
   if (!match) return undefined;
   return Number(match[1]) * UNIT_MS[match[2]];
+}
+
+/** Whether a listen address is reachable only from this host. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }

@@ -23,7 +23,11 @@ const ANONYMOUS: Principal = { subject: 'anonymous', role: 'admin' };
  */
 export default fp<{ secret?: string }>(
   async (app, { secret }) => {
-    if (!secret) app.log.warn('AUTH IS OFF: AUTH_JWT_SECRET is not set, so every API caller is an anonymous admin');
+    if (!secret) {
+      app.log.warn(
+        'AUTH IS OFF: AUTH_JWT_SECRET is not set, so every API caller is an anonymous admin (the API listens beyond this host only with AUTH_MODE=none)',
+      );
+    }
     app.decorateRequest('principal', null as unknown as Principal);
     app.addHook('onRequest', async (request) => {
       const open = request.routeOptions.config?.role === undefined && isPublic(request.routeOptions.url);

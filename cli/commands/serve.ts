@@ -68,14 +68,22 @@ export async function serve(components: Component[], options: { stack?: boolean;
   );
 }
 
+function authLine(config: ReturnType<typeof loadConfig>): string {
+  if (config.api.authMode === 'jwt') return 'on (bearer JWT; mint one: npm run cli -- token --role operator)';
+  if (config.api.openOnPurpose) return 'OFF on purpose (AUTH_MODE=none): every caller who can reach it is an admin';
+  return 'off: listening on this host only (set AUTH_JWT_SECRET to listen beyond it)';
+}
+
 function printUrls(config: ReturnType<typeof loadConfig>) {
   const db = new URL(config.databaseUrl);
   db.password = '***';
   const lines = [
     '',
     'crm-events-sink is running:',
-    `  API            http://127.0.0.1:${config.api.port}   (docs: /docs, health: /health)`,
-    `  Metrics        http://127.0.0.1:${config.metrics.port}/metrics`,
+    `  API            http://${config.api.host}:${config.api.port}   (docs: /docs, health: /health)`,
+    `  Metrics        http://${config.metrics.host}:${config.metrics.port}/metrics`,
+    `  Auth           ${authLine(config)}`,
+    `  TLS / HTTP/2   off (plain HTTP/1.1)`,
     `  Temporal UI    ${config.temporal.uiUrl}`,
     `  Postgres       ${db.toString()}`,
     `  Kafka          ${config.kafka.brokers.join(',')}  topics: ${config.kafka.topics.join(', ')}`,

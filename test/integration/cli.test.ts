@@ -32,6 +32,16 @@ it('fails fast at start, naming the bad variable', async () => {
   );
 });
 
+it('without auth, the API refuses to listen beyond this host unless AUTH_MODE=none says so', async () => {
+  const err = await cli(['api'], { API_HOST: '0.0.0.0', AUTH_JWT_SECRET: '' }).catch(
+    (e: { code: number; stderr: string }) => e,
+  );
+  expect(err).toMatchObject({ code: 2 });
+  expect((err as { stderr: string }).stderr).toContain(
+    'API_HOST is "0.0.0.0", reachable from other hosts, and auth is off',
+  );
+});
+
 it('ingest refuses to start on topics the broker does not have, naming them and how to create them', async () => {
   const topic = `test.missing.${Date.now()}`;
   const err = await cli(['ingest'], { DATABASE_URL: h.databaseUrl, KAFKA_TOPICS: topic, METRICS_PORT: '0' }).catch(

@@ -27,14 +27,23 @@ const compose = parse(read('docker-compose.yml')) as { services: Record<string, 
 const services = compose.services;
 const ONE_SHOTS = ['temporal-admin-tools'];
 
-/** Resolves `${NAME:-default}` the way compose does when NAME is not set in the shell. */
-function interpolate(value: string): string {
-  return value.replace(/\$\{(\w+)(?::?-([^}]*))?\}/g, (_match, _name: string, fallback?: string) => fallback ?? '');
+/**
+ * Resolves `${NAME:-default}` and `${NAME:?error}` the way compose does, with `shell` as the caller's environment: a
+ * required variable that is not set fails, as `docker compose up` does.
+ */
+function interpolate(value: string, shell: Record<string, string>): string {
+  return value.replace(/\$\{(\w+)(?::?([-?])([^}]*))?\}/g, (_match, name: string, kind?: string, text?: string) => {
+    if (shell[name] !== undefined) return shell[name];
+    if (kind === '?') throw new Error(`compose refuses to start: ${name}: ${text}`);
+    return text ?? '';
+  });
 }
 
-function sinkEnv(): Record<string, string> {
+const SHELL = { AUTH_JWT_SECRET: 'a-secret-the-operator-generated-0123456789' };
+
+function sinkEnv(shell: Record<string, string> = SHELL): Record<string, string> {
   const env = services['crm-events-sink'].environment ?? {};
-  return Object.fromEntries(Object.entries(env).map(([k, v]) => [k, interpolate(String(v))]));
+  return Object.fromEntries(Object.entries(env).map(([k, v]) => [k, interpolate(String(v), shell)]));
 }
 
 function published(service: string): Map<number, number> {
@@ -140,11 +149,12 @@ describe('docker-compose.yml', () => {
     expect(config.temporal.uiUrl).toBe('http://localhost:8233');
     expect(config.metrics.port).toBe(9105);
     expect(config.api.port).toBe(9106);
-    // Auth is on under compose, with a secret that says it is an example.
-    expect(config.api.jwtSecret).toBeDefined();
-    expect(config.api.jwtSecret!.length).toBeGreaterThanOrEqual(16);
-    expect(config.api.jwtSecret).toMatch(/example/);
-    expect(String(services['crm-events-sink'].environment!.AUTH_JWT_SECRET)).toMatch(/^\$\{AUTH_JWT_SECRET:-.+\}$/);
+    // Auth is on under compose with the operator's secret; without one compose refuses to start. No secret in the repo.
+    expect(config.api.jwtSecret).toBe(SHELL.AUTH_JWT_SECRET);
+    expect(config.api.authMode).toBe('jwt');
+    expect(String(services['crm-events-sink'].environment!.AUTH_JWT_SECRET)).toMatch(/^\$\{AUTH_JWT_SECRET:\?.+\}$/);
+    expect(() => sinkEnv({})).toThrow(/AUTH_JWT_SECRET/);
+    expect(read('docker-compose.yml')).not.toMatch(/example-only|change-me|AUTH_JWT_SECRET:-/);
   });
 
   it('points the sink at the compose postgres with its credentials', () => {

@@ -15,6 +15,35 @@ describe('loadConfig', () => {
     expect(config.replay.maxHops).toBe(3);
   });
 
+  it('binds the API and metrics to this host only, with auth off, by default', () => {
+    const config = loadConfig({});
+    expect(config.api.host).toBe('127.0.0.1');
+    expect(config.metrics.host).toBe('127.0.0.1');
+    expect(config.api.authMode).toBe('none');
+    expect(config.api.openOnPurpose).toBe(false);
+  });
+
+  it.each([
+    [{ API_HOST: '0.0.0.0' }, /API_HOST is "0.0.0.0", reachable from other hosts, and auth is off/],
+    [{ METRICS_HOST: '10.0.0.5' }, /METRICS_HOST is "10.0.0.5", reachable from other hosts, and auth is off/],
+    [{ API_HOST: '::' }, /API_HOST is "::"/],
+    [{ AUTH_MODE: 'jwt' }, /AUTH_JWT_SECRET must be set when AUTH_MODE=jwt/],
+    [{ AUTH_MODE: 'none', AUTH_JWT_SECRET: 'sixteen-chars-or-more' }, /AUTH_MODE is none but AUTH_JWT_SECRET is set/],
+    [{ AUTH_MODE: 'open' }, /AUTH_MODE must be jwt, none or empty/],
+  ])('refuses %j: nothing unauthenticated listens beyond this host by accident', (env, message) => {
+    expect(() => loadConfig(env)).toThrow(message);
+  });
+
+  it.each([
+    [{ API_HOST: '0.0.0.0', METRICS_HOST: '0.0.0.0', AUTH_JWT_SECRET: 'sixteen-chars-or-more' }, 'jwt', false],
+    [{ API_HOST: '0.0.0.0', METRICS_HOST: '0.0.0.0', AUTH_MODE: 'none' }, 'none', true],
+    [{ API_HOST: 'localhost', METRICS_HOST: '127.0.0.2' }, 'none', false],
+  ])('accepts %j (auth %s, open on purpose: %s)', (env, mode, open) => {
+    const config = loadConfig(env);
+    expect(config.api.authMode).toBe(mode);
+    expect(config.api.openOnPurpose).toBe(open);
+  });
+
   it.each([
     ['API_PORT', 'abc', /API_PORT must be a whole number/],
     ['API_PORT', '70000', /API_PORT must be between 0 and 65535/],
