@@ -1,6 +1,7 @@
 import type { Pool } from '../shared/db';
-import { dlqRecordsAt, legacyDlqMatches } from '../repository/event-dlq';
-import { journalRecordsAt, legacyJournalMatches, type StoredAt } from '../repository/event-journal';
+import { legacyDlqMatches } from '../repository/event-dlq';
+import { legacyJournalMatches } from '../repository/event-journal';
+import { recordsAt, type StoredAt } from '../repository/stored-records';
 import type { ParsedRecord } from './record';
 
 /** A record whose coordinates already hold a different record (the topic was re-created, offsets restarted). */
@@ -32,37 +33,28 @@ export async function classifyAgainstStore(pool: Pool, records: ParsedRecord[]):
   for (const group of byPartition(records)) {
     const { topic, partition, lo, hi } = group;
     const [journal, dlq] = await Promise.all([
-      journalRecordsAt(pool, topic, partition, lo, hi),
-      dlqRecordsAt(pool, topic, partition, lo, hi),
+      recordsAt(pool, 'event_journal', topic, partition, lo, hi),
+      recordsAt(pool, 'event_dlq', topic, partition, lo, hi),
     ]);
     if (journal.length === 0 && dlq.length === 0) continue;
     const stored = byOffset([...journal, ...dlq]);
+    const reuse = (index: number): Reuse => {
+      const { offset, contentHash } = records[index].ok ? records[index].entry : records[index].dlq;
+      const hash = contentHash?.toString('hex') ?? '';
+      return { index, topic, partition, offset: String(offset), hash, stored: stored.get(String(offset)) ?? [] };
+    };
     const legacy: number[] = [];
     for (const index of group.indexes) {
-      const record = records[index];
-      const { offset, contentHash } = record.ok ? record.entry : record.dlq;
-      const hashes = stored.get(String(offset));
-      if (!hashes) continue;
-      const hash = contentHash?.toString('hex') ?? '';
+      const { hash, stored: hashes } = reuse(index);
+      if (hashes.length === 0) continue;
       if (hashes.includes(hash)) redelivered.add(index);
       else if (hashes.includes('legacy')) legacy.push(index);
-      else reused.push({ index, topic, partition, offset: String(offset), hash, stored: hashes });
+      else reused.push(reuse(index));
     }
     const matched = await legacyRedeliveries(pool, topic, partition, records, legacy);
     for (const index of legacy) {
       if (matched.has(index)) redelivered.add(index);
-      else {
-        const record = records[index];
-        const stored0 = record.ok ? record.entry : record.dlq;
-        reused.push({
-          index,
-          topic,
-          partition,
-          offset: String(stored0.offset),
-          hash: stored0.contentHash?.toString('hex') ?? '',
-          stored: stored.get(String(stored0.offset)) ?? [],
-        });
-      }
+      else reused.push(reuse(index));
     }
   }
   return { redelivered, reused };

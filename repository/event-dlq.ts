@@ -1,5 +1,5 @@
 import type { DlqStatus } from '../journal/kinds';
-import type { StoredAt, StoredRecord } from './event-journal';
+import type { StoredRecord } from './stored-records';
 import type { Queryable } from './queryable';
 
 export type { DlqStatus } from '../journal/kinds';
@@ -66,22 +66,6 @@ export async function insertDlqEntries(db: Queryable, entries: NewDlqEntry[]): P
     entries.map((e) => e.timestamp),
     entries.map((e) => e.contentHash),
   ]);
-  return rows;
-}
-
-/** Dead letters at offsets lo..hi of one partition (see journalRecordsAt). */
-export async function dlqRecordsAt(
-  db: Queryable,
-  topic: string,
-  partition: number,
-  lo: string,
-  hi: string,
-): Promise<StoredAt[]> {
-  const { rows } = await db.query<StoredAt>(
-    `SELECT kafka_offset::text AS offset, content_hash FROM event_dlq
-      WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset BETWEEN $3 AND $4`,
-    [topic, partition, lo, hi],
-  );
   return rows;
 }
 

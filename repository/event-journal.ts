@@ -5,23 +5,9 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { copyTextLine } from './copy-text';
 import { LINEAGE_FIELDS } from '../journal/kinds';
 import type { Queryable } from './queryable';
+import type { StoredRecord } from './stored-records';
 
-/**
- * A Kafka record as consumed, as both event_journal and event_dlq store it. Offsets travel as strings (Kafka int64);
- * `key` is the key as text for display, `keyBytes` the key as it was.
- */
-export interface StoredRecord {
-  topic: string;
-  partition: number | null;
-  offset: string | null;
-  key: string | null;
-  keyBytes: Buffer | null;
-  /** kafka_headers as JSON text (journal/headers.ts encodes it), null when the record had none. */
-  headersJson: string | null;
-  timestamp: Date | null;
-  /** SHA-256 of the record as consumed; with the coordinates, the journal's unique key. */
-  contentHash: Buffer | null;
-}
+export type { StoredRecord } from './stored-records';
 
 /** A record ready to be journaled. */
 export interface NewJournalEntry extends StoredRecord {
@@ -132,28 +118,6 @@ export async function copyJournalEntries(
     content_hash: e.contentHash,
     received_at,
   }));
-}
-
-/** What a table already holds at some Kafka coordinates: the offset and the content hash (null before 007). */
-export interface StoredAt {
-  offset: string;
-  content_hash: Buffer | null;
-}
-
-/** Journal rows at offsets lo..hi of one partition: one index range scan (the unique key's prefix). */
-export async function journalRecordsAt(
-  db: Queryable,
-  topic: string,
-  partition: number,
-  lo: string,
-  hi: string,
-): Promise<StoredAt[]> {
-  const { rows } = await db.query<StoredAt>(
-    `SELECT kafka_offset::text AS offset, content_hash FROM event_journal
-      WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset BETWEEN $3 AND $4`,
-    [topic, partition, lo, hi],
-  );
-  return rows;
 }
 
 /**

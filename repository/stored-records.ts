@@ -1,0 +1,47 @@
+import type { Queryable } from './queryable';
+
+/**
+ * A Kafka record as consumed, as both event_journal and event_dlq store it. Offsets travel as strings (Kafka int64);
+ * `key` is the key as text for display, `keyBytes` the key as it was.
+ */
+export interface StoredRecord {
+  topic: string;
+  partition: number | null;
+  offset: string | null;
+  key: string | null;
+  keyBytes: Buffer | null;
+  /** kafka_headers as JSON text (journal/headers.ts encodes it), null when the record had none. */
+  headersJson: string | null;
+  timestamp: Date | null;
+  /** SHA-256 of the record as consumed; with the coordinates, the journal's unique key. */
+  contentHash: Buffer | null;
+}
+
+/** What a table already holds at some Kafka coordinates: the offset and the content hash (null before 007). */
+export interface StoredAt {
+  offset: string;
+  content_hash: Buffer | null;
+}
+
+/** The two tables a consumed record can end in. */
+export type RecordTable = 'event_journal' | 'event_dlq';
+
+/**
+ * Rows of a table at offsets lo..hi of one partition: one index range scan on the prefix of the table's unique key
+ * (topic, partition, offset, content hash). Finds nothing in the common case.
+ */
+export async function recordsAt(
+  db: Queryable,
+  table: RecordTable,
+  topic: string,
+  partition: number,
+  lo: string,
+  hi: string,
+): Promise<StoredAt[]> {
+  const { rows } = await db.query<StoredAt>(
+    `SELECT kafka_offset::text AS offset, content_hash FROM ${table === 'event_dlq' ? 'event_dlq' : 'event_journal'}
+      WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset BETWEEN $3 AND $4`,
+    [topic, partition, lo, hi],
+  );
+  return rows;
+}
