@@ -49,16 +49,7 @@ export async function startAudit(db: Queryable, a: AuditStart): Promise<void> {
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running')
      ON CONFLICT (workflow_id) DO UPDATE SET run_id = EXCLUDED.run_id, status = 'running'
        WHERE replay_audit.finished_at IS NULL`,
-    [
-      a.workflowId,
-      a.runId,
-      a.kind,
-      a.source,
-      a.requestedBy ?? null,
-      a.tenantId ?? null,
-      a.eventId ?? null,
-      a.filter ?? {},
-    ],
+    auditValues(a),
   );
 }
 
@@ -102,4 +93,31 @@ export async function listAudits(db: Queryable, q: AuditQuery): Promise<AuditRow
 export async function getAudit(db: Queryable, workflowId: string): Promise<AuditRow | undefined> {
   const { rows } = await db.query<AuditRow>('SELECT * FROM replay_audit WHERE workflow_id = $1', [workflowId]);
   return rows[0];
+}
+
+/**
+ * Records a workflow the API has just started, before its first activity runs: from this moment the replay routes
+ * recognise it as this service's. Never overwrites the row the workflow itself may already have written.
+ */
+export async function recordRequested(db: Queryable, a: Omit<AuditStart, 'runId'> & { runId?: string }): Promise<void> {
+  await db.query(
+    `INSERT INTO replay_audit (workflow_id, run_id, kind, source, requested_by, tenant_id, event_id, filter, status)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'requested')
+     ON CONFLICT (workflow_id) DO NOTHING`,
+    auditValues(a),
+  );
+}
+
+/** Column values of a new audit row, in the order both inserts list them. */
+function auditValues(a: Omit<AuditStart, 'runId'> & { runId?: string }): unknown[] {
+  return [
+    a.workflowId,
+    a.runId ?? null,
+    a.kind,
+    a.source,
+    a.requestedBy ?? null,
+    a.tenantId ?? null,
+    a.eventId ?? null,
+    a.filter ?? {},
+  ];
 }

@@ -53,6 +53,8 @@ export interface Config {
   replay: {
     maxHops: number;
     pageSize: number;
+    /** Topics a replay may publish to (REPLAY_TARGET_TOPICS; default: the ingested KAFKA_TOPICS). */
+    targetTopics: string[];
   };
   dlqRetry: {
     scheduleId: string;
@@ -107,6 +109,7 @@ export const DEFAULTS = {
   TEMPORAL_UI_URL: 'http://127.0.0.1:8233',
   REPLAY_MAX_HOPS: '3',
   REPLAY_PAGE_SIZE: '500',
+  REPLAY_TARGET_TOPICS: '',
   DLQ_RETRY_SCHEDULE_ID: 'crm-events-dlq-retry',
   DLQ_RETRY_INTERVAL: '5m',
   DLQ_RETRY_MAX_ATTEMPTS: '5',
@@ -260,6 +263,7 @@ export function loadConfig(env: Env = process.env): Config {
     replay: {
       maxHops: int('REPLAY_MAX_HOPS', 1, 100),
       pageSize: int('REPLAY_PAGE_SIZE', 1, 10_000),
+      targetTopics: read('REPLAY_TARGET_TOPICS') ? list('REPLAY_TARGET_TOPICS') : list('KAFKA_TOPICS'),
     },
     dlqRetry: {
       scheduleId: read('DLQ_RETRY_SCHEDULE_ID'),

@@ -1,8 +1,10 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyRequest } from 'fastify';
 import { WorkflowFailedError } from '@temporalio/client';
 import type { PermanentFailure } from '../../journal/kinds';
 import { getEvent } from '../../repository/event-journal';
+import { recordRequested, type AuditStart } from '../../repository/replay-audit';
 import type { Config } from '../../shared/config';
 import type { Pool } from '../../shared/db';
 import { batchReplayWorkflow, rangeReplayWorkflow, replayEventWorkflow } from '../../workflows';
@@ -51,8 +53,33 @@ const statusUrl = (workflowId: string) => `/replays/${encodeURIComponent(workflo
 /** POST /replay/:id, /replay/batch and /replay/range: each starts a durable Temporal workflow. */
 const replayRoutes: FastifyPluginAsyncTypebox<{
   pool: Pool;
-  config: Pick<Config, 'temporal' | 'api' | 'replay'>;
+  config: Pick<Config, 'temporal' | 'api' | 'replay' | 'kafka'>;
 }> = async (app, { pool, config }) => {
+  /**
+   * Refuses targets outside REPLAY_TARGET_TOPICS (a tenant-scoped token: outside the ingested KAFKA_TOPICS, however
+   * wide the allow-list), then targets the broker does not have. `topics` is keyed by the request field naming each.
+   */
+  const checkTargets = async (request: FastifyRequest, topics: Record<string, string | undefined>) => {
+    const scoped = request.principal.tenantId !== undefined;
+    const allowed = scoped ? config.kafka.topics : config.replay.targetTopics;
+    const refused = Object.entries(topics).filter(([, topic]) => topic !== undefined && !allowed.includes(topic));
+    if (refused.length > 0) {
+      const rule = scoped
+        ? 'a tenant-scoped token may replay only to the ingested topics (KAFKA_TOPICS)'
+        : 'replays publish only to the topics REPLAY_TARGET_TOPICS lists';
+      throw httpError(400, `${refused.map(([field, topic]) => `${field} "${topic}"`).join('; ')} refused: ${rule}`);
+    }
+    await app.kafkaTopics.refuseMissing(topics);
+  };
+  /** The audit row of a workflow just started, so the replay routes know it as ours before its first activity. */
+  const recordStarted = (handle: { workflowId: string }, audit: Omit<AuditStart, 'workflowId' | 'runId'>) =>
+    recordRequested(pool, {
+      workflowId: handle.workflowId,
+      // A handle found again by Idempotency-Key has no run id: the workflow's own audit write supplies it.
+      runId: (handle as { firstExecutionRunId?: string }).firstExecutionRunId,
+      ...audit,
+    });
+
   app.post(
     '/replay/:id',
     {
@@ -70,7 +97,7 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
       const row = await getEvent(pool, id);
       if (!row || !canSee(request, row.tenant_id)) throw httpError(404, `Event ${id} not found in event_journal`);
       const target = request.query.target_topic;
-      await app.kafkaTopics.refuseMissing(target ? { target_topic: target } : { [`topic of event ${id}`]: row.topic });
+      await checkTargets(request, target ? { target_topic: target } : { [`topic of event ${id}`]: row.topic });
       const handle = await startForRequest(app, request, config, {
         prefix: `replay-event-${id}`,
         workflow: replayEventWorkflow,
@@ -88,6 +115,14 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
           topic: request.query.target_topic ?? row.topic,
           eventId: id,
         }),
+      });
+      await recordStarted(handle, {
+        kind: 'single',
+        source: 'operator_api',
+        requestedBy: request.principal.subject,
+        tenantId: request.principal.tenantId,
+        eventId: id,
+        filter: target ? { target_topic: target } : {},
       });
       const result = await within(handle.result(), config.api.replayWaitMs).catch(failureToHttp);
       if (result === undefined) {
@@ -118,7 +153,7 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
     },
     async (request, reply) => {
       const { ids, target_topic } = request.body;
-      await app.kafkaTopics.refuseMissing({ target_topic });
+      await checkTargets(request, { target_topic });
       const handle = await startForRequest(app, request, config, {
         prefix: 'replay-batch',
         workflow: batchReplayWorkflow,
@@ -136,6 +171,13 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
           tenantId: request.principal.tenantId,
           topic: target_topic,
         }),
+      });
+      await recordStarted(handle, {
+        kind: 'batch',
+        source: 'batch',
+        requestedBy: request.principal.subject,
+        tenantId: request.principal.tenantId,
+        filter: { ids: ids.length, ...(target_topic ? { target_topic } : {}) },
       });
       return reply
         .status(202)
@@ -174,9 +216,7 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
       const tenantId = scopedTenant(request, body.tenant_id);
       // Without a target, events go back to their own topic: the filter's topic when there is one.
       if (!body.dry_run) {
-        await app.kafkaTopics.refuseMissing(
-          body.target_topic ? { target_topic: body.target_topic } : { topic: body.topic },
-        );
+        await checkTargets(request, body.target_topic ? { target_topic: body.target_topic } : { topic: body.topic });
       }
       const input: RangeReplayInput = {
         start: body.start,
@@ -196,6 +236,21 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
         workflow: rangeReplayWorkflow,
         input,
         searchAttributes: replaySearchAttributes({ kind: 'range', source: 'range', tenantId, topic: body.topic }),
+      });
+      await recordStarted(handle, {
+        kind: 'range',
+        source: 'range',
+        requestedBy: request.principal.subject,
+        tenantId,
+        filter: {
+          start: body.start,
+          end: body.end,
+          tenantId,
+          topic: body.topic,
+          includeReplays: input.includeReplays,
+          target_topic: body.target_topic,
+          dry_run: input.dryRun,
+        },
       });
       if (body.dry_run) return handle.result().catch(failureToHttp);
       return reply

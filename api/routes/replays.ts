@@ -1,5 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { WorkflowExecutionDescription, WorkflowHandle } from '@temporalio/client';
 import { WorkflowNotFoundError } from '@temporalio/common';
 import { AUDIT_STATUSES, REPLAY_KINDS, type AuditStatus, type ReplayKind } from '../../journal/kinds';
 import { getAudit, listAudits, type AuditRow } from '../../repository/replay-audit';
@@ -12,7 +13,7 @@ import {
   setRateSignal,
   type ReplayProgress,
 } from '../../workflows/definitions';
-import { rangeReplayWorkflow } from '../../workflows';
+import { batchReplayWorkflow, dlqRetryWorkflow, rangeReplayWorkflow, replayEventWorkflow } from '../../workflows';
 import { httpError } from '../http-error';
 import { keysetPage } from '../route-helpers';
 import { StringEnum, errorResponses, NullableInteger, NullableString, Timestamp, Id } from '../schemas';
@@ -56,6 +57,26 @@ const Detail = Type.Object({
   progress: Type.Union([Progress, Type.Null()]),
   result: Type.Optional(Type.Unknown()),
 });
+/**
+ * Workflow id prefixes of the workflows this service starts (api/routes/replay.ts, api/routes/dlq.ts and the DLQ
+ * retry schedule, whose runs are named dlq-retry-scheduled-<time>).
+ */
+export const WORKFLOW_ID_PREFIXES = ['replay-event-', 'replay-batch-', 'replay-range-', 'dlq-retry-'] as const;
+/** Workflow types this service runs; a workflow of any other type is another team's, whatever its id. */
+const WORKFLOW_TYPES: string[] = [
+  replayEventWorkflow.name,
+  batchReplayWorkflow.name,
+  rangeReplayWorkflow.name,
+  dlqRetryWorkflow.name,
+];
+
+/** A workflow this service started and the caller may see. */
+interface OwnWorkflow {
+  audit: AuditRow;
+  handle: WorkflowHandle;
+  description: WorkflowExecutionDescription;
+}
+
 const WorkflowParams = Type.Object({ workflowId: Type.String({ minLength: 1, maxLength: 300 }) });
 const notFound = { 404: Type.Ref('ErrorBody'), 503: Type.Ref('ErrorBody') };
 
@@ -67,16 +88,28 @@ const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config
   const uiUrl = (id: string) =>
     `${config.temporal.uiUrl}/namespaces/${encodeURIComponent(config.temporal.namespace)}/workflows/${encodeURIComponent(id)}`;
 
-  /** The audit row when the caller may see it; 404 otherwise (another tenant's replay is not disclosed). */
-  const visibleAudit = async (
-    request: Parameters<typeof canSee>[0],
-    workflowId: string,
-  ): Promise<AuditRow | undefined> => {
+  /**
+   * The namespace is shared: a workflow id alone proves nothing. A route acts on a workflow only when it is this
+   * service's (one of our id prefixes, a replay_audit row, one of our workflow types) and the caller's tenant may see
+   * it; anything else is the same 404 for every role, so nothing is disclosed about other teams' workflows.
+   */
+  const ownWorkflow = async (request: Parameters<typeof canSee>[0], workflowId: string): Promise<OwnWorkflow> => {
+    const notOurs = () => httpError(404, `Replay ${workflowId} not found`);
+    if (!WORKFLOW_ID_PREFIXES.some((prefix) => workflowId.startsWith(prefix))) throw notOurs();
     const audit = await getAudit(pool, workflowId);
-    if (request.principal.tenantId !== undefined && (!audit || !canSee(request, audit.tenant_id))) {
-      throw httpError(404, `Replay ${workflowId} not found`);
-    }
-    return audit;
+    if (!audit || !canSee(request, audit.tenant_id)) throw notOurs();
+    return app.temporal.call(async (client) => {
+      const handle = client.workflow.getHandle(workflowId);
+      let description: WorkflowExecutionDescription;
+      try {
+        description = await handle.describe();
+      } catch (err) {
+        if (err instanceof WorkflowNotFoundError) throw notOurs();
+        throw err;
+      }
+      if (!WORKFLOW_TYPES.includes(description.type)) throw notOurs();
+      return { audit, handle, description };
+    });
   };
 
   app.get(
@@ -123,16 +156,8 @@ const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config
     },
     async (request) => {
       const { workflowId } = request.params;
-      const audit = await visibleAudit(request, workflowId);
-      return app.temporal.call(async (client) => {
-        const handle = client.workflow.getHandle(workflowId);
-        let description;
-        try {
-          description = await handle.describe();
-        } catch (err) {
-          if (err instanceof WorkflowNotFoundError) throw httpError(404, `Replay ${workflowId} not found`);
-          throw err;
-        }
+      const { audit, handle, description } = await ownWorkflow(request, workflowId);
+      return app.temporal.call(async () => {
         const running = description.status.name === 'RUNNING';
         const progress =
           running && description.type === rangeReplayWorkflow.name
@@ -144,7 +169,7 @@ const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config
           workflow_id: workflowId,
           workflow_status: description.status.name,
           temporal_ui_url: uiUrl(workflowId),
-          audit: audit ?? null,
+          audit,
           progress: progress as ReplayProgress | null,
           ...(result !== undefined ? { result } : {}),
         };
@@ -170,18 +195,15 @@ const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config
       },
       async (request, reply) => {
         const { workflowId } = request.params;
-        await visibleAudit(request, workflowId);
-        await app.temporal.call(async (client) => {
-          const handle = client.workflow.getHandle(workflowId);
+        const { handle, description } = await ownWorkflow(request, workflowId);
+        requireRunning(description, action === 'cancel' ? undefined : action);
+        await app.temporal.call(async () => {
           try {
-            const { status, type } = await handle.describe();
-            if (status.name !== 'RUNNING') throw httpError(409, `Replay ${workflowId} is ${status.name}, not running`);
-            if (action === 'cancel') return handle.cancel();
-            if (type !== rangeReplayWorkflow.name)
-              throw httpError(409, `Only range replays can ${action}; ${workflowId} is a ${type}`);
+            if (action === 'cancel') return await handle.cancel();
             await handle.signal(action === 'pause' ? pauseSignal : resumeSignal);
           } catch (err) {
-            if (err instanceof WorkflowNotFoundError) throw httpError(404, `Replay ${workflowId} not found`);
+            // Closed between the describe and the call.
+            if (err instanceof WorkflowNotFoundError) throw httpError(409, `Replay ${workflowId} is no longer running`);
             throw err;
           }
         });
@@ -209,18 +231,34 @@ const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config
           202: Type.Object({ workflow_id: Type.String(), action: Type.String() }),
           ...errorResponses,
           ...notFound,
+          409: Type.Ref('ErrorBody'),
         },
       },
     },
     async (request, reply) => {
       const { workflowId } = request.params;
-      await visibleAudit(request, workflowId);
-      await app.temporal.call((client) =>
-        client.workflow.getHandle(workflowId).signal(setRateSignal, request.body.max_events_per_second),
-      );
+      const { handle, description } = await ownWorkflow(request, workflowId);
+      requireRunning(description, 'rate');
+      await app.temporal.call(async () => {
+        try {
+          await handle.signal(setRateSignal, request.body.max_events_per_second);
+        } catch (err) {
+          if (err instanceof WorkflowNotFoundError) throw httpError(409, `Replay ${workflowId} is no longer running`);
+          throw err;
+        }
+      });
       return reply.status(202).send({ workflow_id: workflowId, action: 'rate' });
     },
   );
 };
+
+/** 409 unless the workflow is running and, for a range-only control (pause, resume, rate), is a range replay. */
+function requireRunning(description: WorkflowExecutionDescription, rangeOnly?: string): void {
+  const { workflowId, status, type } = description;
+  if (status.name !== 'RUNNING') throw httpError(409, `Replay ${workflowId} is ${status.name}, not running`);
+  if (rangeOnly && type !== rangeReplayWorkflow.name) {
+    throw httpError(409, `Only range replays can ${rangeOnly}; ${workflowId} is a ${type}`);
+  }
+}
 
 export default replaysRoutes;
