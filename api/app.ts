@@ -65,7 +65,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(errorHandler);
   await app.register(requestMetrics, { metrics: deps.metrics });
   await app.register(auth, { secret: config.api.jwtSecret });
-  await app.register(replayRateLimit, { perMinute: config.api.replayRateLimitPerMinute });
+  await app.register(replayRateLimit, {
+    perMinute: config.api.replayRateLimitPerMinute,
+    pool,
+    idempotencyKeyTtlSeconds: config.api.idempotencyKeyTtlSeconds,
+  });
   await app.register(temporal, { gateway: deps.temporal ?? createTemporalGateway(config) });
   const catalog =
     deps.topics ?? createTopicCatalog(createKafka(config.kafka.brokers, `${config.kafka.clientId}-api`, deps.log));

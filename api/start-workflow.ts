@@ -29,8 +29,9 @@ export type StartedWorkflow<W extends OneInputWorkflow> = WorkflowHandle<W> & {
 };
 
 /**
- * Starts a workflow for a request. With an Idempotency-Key header the workflow id is derived from the key (and the
- * caller and route), so a repeated request returns the workflow the first one started instead of a second one.
+ * Starts a workflow for a request. With an Idempotency-Key header the (caller, route, key) is recorded in Postgres
+ * with the workflow id it starts, so a repeated request, on this instance or any other, returns the workflow the first
+ * one started instead of a second one. Keys are remembered for API_IDEMPOTENCY_KEY_TTL_SECONDS.
  */
 export async function startForRequest<W extends OneInputWorkflow>(
   app: FastifyInstance,
@@ -42,17 +43,30 @@ export async function startForRequest<W extends OneInputWorkflow>(
   if (Array.isArray(key) || (key !== undefined && (key.length === 0 || key.length > 200))) {
     throw httpError(400, 'Idempotency-Key must be one header of 1 to 200 characters');
   }
-  const suffix = key
-    ? `idem-${createHash('sha256').update(`${request.principal.subject}\n${request.routeOptions.url}\n${key}`).digest('hex').slice(0, 16)}`
-    : randomBytes(5).toString('hex');
-  const workflowId = `${start.prefix}-${suffix}`;
   // What the request asked for: a key reused for a different request is refused, never silently answered.
   const fingerprint = createHash('sha256').update(JSON.stringify(start.input)).digest('hex');
+  let workflowId = `${start.prefix}-${randomBytes(5).toString('hex')}`;
+  if (key) {
+    const keyHash = createHash('sha256')
+      .update(`${request.principal.subject}\n${request.routeOptions.url}\n${key}`)
+      .digest('hex');
+    // A random tail as well: once the key is pruned, reusing it starts a new workflow rather than colliding with
+    // the old one's id.
+    const candidate = `${start.prefix}-idem-${keyHash.slice(0, 16)}-${randomBytes(4).toString('hex')}`;
+    const recorded = await app.idempotencyKeys.claim(keyHash, candidate, fingerprint);
+    if (recorded.fingerprint !== fingerprint) {
+      throw httpError(
+        422,
+        `Idempotency-Key "${key}" was already used for a different request (workflow ${recorded.workflowId})`,
+      );
+    }
+    workflowId = recorded.workflowId;
+  }
   return app.temporal.call(async (client: Client) => {
-    let handle: WorkflowHandle<W>;
     try {
       // One cast, where the generic meets the SDK's conditional argument type: callers are checked by StartRequest<W>.
-      handle = (await client.workflow.start<OneInputWorkflow>(start.workflow, {
+      // USE_EXISTING: requests racing with one key (or a retry after a start that failed) all land on one workflow.
+      return (await client.workflow.start<OneInputWorkflow>(start.workflow, {
         taskQueue: config.temporal.taskQueue,
         workflowId,
         args: [start.input],
@@ -60,21 +74,11 @@ export async function startForRequest<W extends OneInputWorkflow>(
         memo: { request: start.input as Record<string, unknown>, requested_by: request.principal.subject, fingerprint },
         workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
         workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
-      })) as WorkflowHandle<W>;
+      })) as StartedWorkflow<W>;
     } catch (err) {
       // Same key, first workflow already finished: answer with that one.
       if (!key || !(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
-      handle = client.workflow.getHandle<W>(workflowId);
+      return client.workflow.getHandle<W>(workflowId) as StartedWorkflow<W>;
     }
-    if (key) {
-      const { memo } = await handle.describe();
-      if (memo?.fingerprint !== fingerprint) {
-        throw httpError(
-          422,
-          `Idempotency-Key "${key}" was already used for a different request (workflow ${workflowId})`,
-        );
-      }
-    }
-    return handle;
   });
 }

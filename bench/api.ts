@@ -1,4 +1,3 @@
-import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import autocannon from 'autocannon';
 import { listEvents, type EventQuery } from '../repository/event-journal';
@@ -8,6 +7,7 @@ import { withDatabase } from './support/database';
 import { benchConfig, machine, waitUntil } from './support/env';
 import { seedSeries } from './support/journal';
 import { printTargets, writeResult, type Target } from './support/results';
+import { freePort } from './support/ports';
 import { spawnCli, stopChild } from './support/process';
 import { percentiles, round, summarize } from './support/stats';
 import type { BenchOptions } from './options';
@@ -217,15 +217,4 @@ async function startApiProcess(databaseUrl: string) {
     30_000,
   );
   return { child, url };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-    server.on('error', reject);
-  });
 }

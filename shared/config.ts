@@ -35,6 +35,10 @@ export interface Config {
     bodyLimitBytes: number;
     replayWaitMs: number;
     replayRateLimitPerMinute: number;
+    /** How long an Idempotency-Key is remembered (shared by all instances in Postgres, pruned after). */
+    idempotencyKeyTtlSeconds: number;
+    /** Connections of the API's own pool (reads, stream catch-up): API load cannot take ingest's connections. */
+    databasePoolSize: number;
     jwtSecret: string | undefined;
     authMode: 'jwt' | 'none';
     openOnPurpose: boolean;
@@ -49,6 +53,8 @@ export interface Config {
     maxClients: number;
     clientBuffer: number;
     heartbeatMs: number;
+    /** Most events a resuming client is sent from the journal; beyond it a backlog_truncated frame, then live. */
+    maxBacklog: number;
   };
   replay: {
     maxHops: number;
@@ -98,11 +104,14 @@ export const DEFAULTS = {
   API_BODY_LIMIT_BYTES: '1048576',
   API_REPLAY_WAIT_MS: '5000',
   API_REPLAY_RATE_LIMIT_PER_MINUTE: '10',
+  API_IDEMPOTENCY_KEY_TTL_SECONDS: '86400',
+  API_DATABASE_POOL_SIZE: '4',
   AUTH_JWT_SECRET: '',
   AUTH_MODE: '',
   STREAM_MAX_CLIENTS: '100',
   STREAM_CLIENT_BUFFER: '1000',
   STREAM_HEARTBEAT_MS: '15000',
+  STREAM_MAX_BACKLOG: '10000',
   TEMPORAL_ADDRESS: '127.0.0.1:7233',
   TEMPORAL_NAMESPACE: 'default',
   TEMPORAL_TASK_QUEUE: 'crm-events-replay',
@@ -244,6 +253,8 @@ export function loadConfig(env: Env = process.env): Config {
       bodyLimitBytes: int('API_BODY_LIMIT_BYTES', 1024, 100 * 1024 * 1024),
       replayWaitMs: int('API_REPLAY_WAIT_MS', 0, 600_000),
       replayRateLimitPerMinute: int('API_REPLAY_RATE_LIMIT_PER_MINUTE', 1, 1_000_000),
+      idempotencyKeyTtlSeconds: int('API_IDEMPOTENCY_KEY_TTL_SECONDS', 60, 30 * 86_400),
+      databasePoolSize: int('API_DATABASE_POOL_SIZE', 1, 100),
       jwtSecret: secret || undefined,
       authMode: secret ? 'jwt' : 'none',
       /** AUTH_MODE=none given explicitly: an unauthenticated API on purpose (logged at start). */
@@ -259,6 +270,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxClients: int('STREAM_MAX_CLIENTS', 1, 100_000),
       clientBuffer: int('STREAM_CLIENT_BUFFER', 1, 1_000_000),
       heartbeatMs: int('STREAM_HEARTBEAT_MS', 100, 3_600_000),
+      maxBacklog: int('STREAM_MAX_BACKLOG', 1, 10_000_000),
     },
     replay: {
       maxHops: int('REPLAY_MAX_HOPS', 1, 100),

@@ -87,12 +87,13 @@ it('migrate applies the schema once even when two processes start at once', asyn
       '005_dlq_status',
       '006_event_journal_tenant_topic',
       '007_integrity',
+      '008_api_limits',
     ]);
     const check = new pg.Client({ connectionString: db.databaseUrl });
     await check.connect();
     const { rows } = await check.query('SELECT name FROM pgmigrations ORDER BY id');
     await check.end();
-    expect(rows.map((r) => r.name)).toHaveLength(7);
+    expect(rows.map((r) => r.name)).toHaveLength(8);
   } finally {
     await db.drop();
   }
