@@ -1,6 +1,8 @@
 import fp from 'fastify-plugin';
 import type { FastifyRequest } from 'fastify';
-import { hasRole, TokenError, verifyToken, type Principal, type Role } from '../auth/jwt';
+import { authEnabled, createTokenVerifier, type AuthSettings } from '../auth/jwt';
+import { policyFor, refusal } from '../auth/policy';
+import type { Principal } from '../auth/principal';
 import { httpError } from '../http-error';
 
 declare module 'fastify' {
@@ -8,8 +10,6 @@ declare module 'fastify' {
     principal: Principal;
   }
   interface FastifyContextConfig {
-    /** Least role a route needs; GET routes default to viewer, everything else to operator. */
-    role?: Role;
     /** Also accept the token as ?access_token= (EventSource cannot send headers). */
     tokenInQuery?: boolean;
   }
@@ -18,36 +18,43 @@ declare module 'fastify' {
 const ANONYMOUS: Principal = { subject: 'anonymous', role: 'admin' };
 
 /**
- * Bearer-token auth (HS256 JWT with a role and an optional tenant_id claim). Without a secret, auth is off: every
- * caller is an anonymous admin and a warning is logged at start.
+ * Bearer-token auth (JWT verified with jose: HS256 secrets and/or an OIDC JWKS) and the role policy of
+ * api/auth/policy.ts. Without any key source, auth is off: every caller is an anonymous admin, logged at start.
  */
-export default fp<{ secret?: string }>(
-  async (app, { secret }) => {
-    if (!secret) {
+export default fp<{ settings: AuthSettings }>(
+  async (app, { settings }) => {
+    const enabled = authEnabled(settings);
+    if (!enabled) {
       app.log.warn(
-        'AUTH IS OFF: AUTH_JWT_SECRET is not set, so every API caller is an anonymous admin (the API listens beyond this host only with AUTH_MODE=none)',
+        'AUTH IS OFF: neither AUTH_JWT_SECRET, AUTH_JWT_SECRETS nor AUTH_JWKS_URL is set, so every API caller is an anonymous admin (the API listens beyond this host only with AUTH_MODE=none)',
       );
     }
+    const verifier = enabled ? createTokenVerifier(settings) : undefined;
     app.decorateRequest('principal', null as unknown as Principal);
     app.addHook('onRequest', async (request) => {
-      const open = request.routeOptions.config?.role === undefined && isPublic(request.routeOptions.url);
-      if (!secret) {
+      if (!verifier) {
         request.principal = ANONYMOUS;
         return;
       }
-      if (open) return;
+      const url = request.routeOptions.url;
+      if (url === undefined || url.startsWith('/docs')) return; // 404s and the OpenAPI UI
+      const policy = policyFor(request.method, url);
+      if (policy.role === 'public') return;
       const token = bearerToken(request);
       if (!token) throw httpError(401, 'Missing bearer token: send Authorization: Bearer <jwt>');
       try {
-        request.principal = verifyToken(token, secret);
+        request.principal = await verifier.verify(token);
       } catch (err) {
-        if (err instanceof TokenError) throw httpError(401, err.message);
+        const name = (err as Error).name;
+        if (name === 'TokenError') throw httpError(401, (err as Error).message);
+        if (name === 'KeySourceError') {
+          request.log.error({ err }, 'token keys unavailable');
+          throw httpError(503, 'Token keys are unavailable (JWKS); try again shortly');
+        }
         throw err;
       }
-      const needed = request.routeOptions.config?.role ?? (request.method === 'GET' ? 'viewer' : 'operator');
-      if (!hasRole(request.principal.role, needed)) {
-        throw httpError(403, `Role ${request.principal.role} may not do this; it needs ${needed} or higher`);
-      }
+      const refused = refusal(policy, request.principal);
+      if (refused) throw httpError(403, refused);
     });
   },
   { name: 'auth' },
@@ -55,16 +62,10 @@ export default fp<{ secret?: string }>(
 
 function bearerToken(request: FastifyRequest): string | undefined {
   const header = request.headers.authorization;
-  if (header?.startsWith('Bearer ')) return header.slice('Bearer '.length).trim();
+  if (header?.startsWith('Bearer ')) return header.slice('Bearer '.length).trim() || undefined;
   if (request.routeOptions.config?.tokenInQuery) {
     const query = request.query as { access_token?: unknown } | undefined;
     if (typeof query?.access_token === 'string' && query.access_token !== '') return query.access_token;
   }
   return undefined;
-}
-
-const PUBLIC_ROUTES = ['/health', '/healthz', '/metrics', '/', '/console'];
-
-function isPublic(url: string | undefined): boolean {
-  return url === undefined || PUBLIC_ROUTES.includes(url) || url.startsWith('/docs');
 }

@@ -1,6 +1,6 @@
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import { signToken, type Role, type TokenClaims } from '../../api/auth/jwt';
+import type { Role } from '../../api/auth/principal';
 import {
   buildTestApp,
   bearer,
@@ -12,6 +12,7 @@ import {
   type ApiEnv,
 } from '../support/api';
 import { eventually } from '../support/sink';
+import { signToken } from '../support/tokens';
 
 /**
  * Auth on the real API: HS256 bearer tokens, roles, tenant scope on every route and the per-token replay budget.
@@ -27,7 +28,7 @@ let dlq: { acme: number; globex: number; none: number };
 let serial = 0;
 
 /** A token with a subject of its own, so that every test has its own replay budget. */
-function token(role: Role, claims: Partial<TokenClaims> = {}, secret = SECRET): string {
+function token(role: Role, claims: Record<string, unknown> = {}, secret = SECRET): string {
   return signToken({ sub: `${role}-${++serial}`, role, exp: Math.floor(Date.now() / 1000) + 600, ...claims }, secret);
 }
 
@@ -149,7 +150,9 @@ describe('tokens', () => {
     ],
     ['with the role tampered', () => tamper(token('viewer'), { role: 'admin' }), /signature/],
     ['with an unknown role', () => token('root' as Role), /role/],
-    ['without a subject', () => signToken({ sub: '', role: 'admin' }, SECRET), /subject/],
+    ['without a subject', () => token('admin', { sub: '' }), /subject/],
+    ['that never expires (no exp)', () => signToken({ sub: 'forever', role: 'admin' }, SECRET), /no expiry \(exp\)/],
+    ['naming a kid no key has', () => signToken({ sub: 'k', role: 'admin', exp: 2e9 }, SECRET, { kid: 'old' }), /kid/],
     ['malformed', () => 'not-a-jwt', /Malformed/],
   ])('a token %s answers 401 naming why', async (_name, make, reason) => {
     for (const [method, url] of [
@@ -178,7 +181,7 @@ describe('roles', () => {
       expect(json(res)).toEqual({
         statusCode: 403,
         error: 'Forbidden',
-        message: expect.stringMatching(/viewer.*operator/),
+        message: expect.stringMatching(/viewer.*(operator|admin)/),
       });
     }
     expect((await env.h.pool.query('SELECT 1 FROM replay_audit')).rows).toHaveLength(0);
@@ -195,9 +198,11 @@ describe('roles', () => {
       ).rows[0];
       expect(audit.requested_by).toMatch(new RegExp(`^${role}-`));
     }
-    // An operator gets past auth on the schedule route too: the empty body is what is refused, not the caller.
-    const patched = await inject('PATCH', '/dlq/retry-schedule', as(token('operator')), {});
-    expect(patched.statusCode).toBe(400);
+    // The schedule is global: an operator is refused; an admin gets past auth (the empty body is what is refused).
+    const byOperator = await inject('PATCH', '/dlq/retry-schedule', as(token('operator')), {});
+    expect(byOperator.statusCode).toBe(403);
+    expect(json(byOperator).message).toMatch(/needs admin/);
+    expect((await inject('PATCH', '/dlq/retry-schedule', as(token('admin')), {})).statusCode).toBe(400);
   });
 });
 

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { signToken } from '../../api/auth/jwt';
+import { signToken } from '../support/tokens';
 import { buildTestApp, createApiEnv, type ApiEnv } from '../support/api';
 import { uniqueSuffix } from '../support/env';
 import { eventually } from '../support/sink';

@@ -1,5 +1,5 @@
 import http from 'node:http';
-import { signToken } from '../../api/auth/jwt';
+import { signToken } from '../support/tokens';
 import { createApiEnv, type ApiEnv } from '../support/api';
 import { eventually } from '../support/sink';
 
