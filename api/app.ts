@@ -8,6 +8,7 @@ import type { Pool } from '../shared/db';
 import type { Logger } from '../shared/logger';
 import type { Metrics } from '../shared/metrics';
 import auth from './plugins/auth';
+import browserGuard from './plugins/browser-guard';
 import errorHandler from './plugins/error-handler';
 import replayRateLimit from './plugins/replay-rate-limit';
 import requestMetrics from './plugins/request-metrics';
@@ -64,6 +65,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(swaggerUi, { routePrefix: '/docs' });
   await app.register(errorHandler);
   await app.register(requestMetrics, { metrics: deps.metrics });
+  await app.register(browserGuard, { corsOrigins: config.api.corsOrigins });
   await app.register(auth, { secret: config.api.jwtSecret });
   await app.register(replayRateLimit, {
     perMinute: config.api.replayRateLimitPerMinute,

@@ -42,6 +42,8 @@ export interface Config {
     jwtSecret: string | undefined;
     authMode: 'jwt' | 'none';
     openOnPurpose: boolean;
+    /** Exact origins (scheme://host[:port]) whose pages may call the API cross-origin; empty = CORS off. */
+    corsOrigins: string[];
   };
   temporal: {
     address: string;
@@ -108,6 +110,7 @@ export const DEFAULTS = {
   API_DATABASE_POOL_SIZE: '4',
   AUTH_JWT_SECRET: '',
   AUTH_MODE: '',
+  API_CORS_ORIGINS: '',
   STREAM_MAX_CLIENTS: '100',
   STREAM_CLIENT_BUFFER: '1000',
   STREAM_HEARTBEAT_MS: '15000',
@@ -177,6 +180,25 @@ export function loadConfig(env: Env = process.env): Config {
       throw new ConfigError(name, `must use ${protocols.join(' or ')}, got "${parsed.protocol}"`);
     }
     return raw;
+  };
+  const origins = (name: ConfigVariable): string[] => {
+    const items = read(name)
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+    for (const item of items) {
+      // Browsers send Origin as scheme://host[:port] exactly; anything else (a path, a wildcard) would never match.
+      let origin: string | undefined;
+      try {
+        origin = new URL(item).origin;
+      } catch {
+        origin = undefined;
+      }
+      if (origin !== item || !/^https?:$/.test(new URL(item).protocol)) {
+        throw new ConfigError(name, `has "${item}", expected an exact origin like https://ops.example.com`);
+      }
+    }
+    return items;
   };
   const hostPort = (name: ConfigVariable): string => {
     const raw = read(name);
@@ -259,6 +281,7 @@ export function loadConfig(env: Env = process.env): Config {
       authMode: secret ? 'jwt' : 'none',
       /** AUTH_MODE=none given explicitly: an unauthenticated API on purpose (logged at start). */
       openOnPurpose: authMode === 'none',
+      corsOrigins: origins('API_CORS_ORIGINS'),
     },
     temporal: {
       address: hostPort('TEMPORAL_ADDRESS'),

@@ -54,7 +54,8 @@ class ApiError extends Error {
 
 /** Calls the API with the token as a bearer header; resolves { status, data }, rejects with an ApiError. */
 async function api(method, path, body) {
-  const headers = { accept: 'application/json' };
+  // X-Requested-By: the API refuses changes without it or a bearer token, which no cross-site form can send.
+  const headers = { accept: 'application/json', 'x-requested-by': 'crm-events-console' };
   if (auth.token) headers.authorization = `Bearer ${auth.token}`;
   // No content-type without a body: Fastify refuses an empty JSON body.
   if (body !== undefined) headers['content-type'] = 'application/json';

@@ -1,5 +1,7 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { signToken } from '../support/tokens';
 import { buildTestApp, createApiEnv, type ApiEnv } from '../support/api';
@@ -223,5 +225,130 @@ it('works without a token when auth is off', async () => {
     }
   } finally {
     await open.close();
+  }
+});
+
+it('replays from the console with auth off: its calls carry X-Requested-By', async () => {
+  const config = { ...env.h.config, api: { ...env.h.config.api, jwtSecret: undefined } };
+  const open = await buildTestApp(env.h, config);
+  const name = `${marker}-open-replay`;
+  try {
+    await open.listen({ host: '127.0.0.1', port: 0 });
+    const fresh = await browser.newPage();
+    try {
+      await fresh.goto(`http://127.0.0.1:${(open.server.address() as { port: number }).port}/console`);
+      await fresh.locator('#stream-state[data-state="open"]').waitFor();
+      await produce(name);
+      const id = await journalId(name);
+      await fresh.click('#latest-refresh');
+      await fresh.locator(`#latest-rows tr[data-id="${id}"] button`).click();
+      await fresh.locator('#events li.replay[data-replay-count="1"]', { hasText: name }).waitFor();
+      expect(await replaysOf(id)).toBe(1);
+    } finally {
+      await fresh.close();
+    }
+  } finally {
+    await open.close();
+  }
+});
+
+/**
+ * A hostile page on another origin (localhost:<its port>, another site than the API's 127.0.0.1) trying the
+ * requests a browser sends without asking: forms and no-cors fetches, plus a fetch that needs a preflight.
+ */
+const HOSTILE = (api: string, id: number) => `<!doctype html><html><body>
+<iframe name="sink"></iframe>
+<form id="plain" method="POST" enctype="text/plain" target="sink" action="${api}/replay/${id}">
+  <input name='{"x":"' value='"}' /></form>
+<form id="urlencoded" method="POST" target="sink" action="${api}/replay/${id}"></form>
+<script>
+  window.attempts = (async () => {
+    const url = '${api}/replay/${id}';
+    const out = {};
+    const settle = (key, p) => p.then((r) => (out[key] = r.type === 'opaque' ? 'opaque' : r.status), (e) => (out[key] = 'refused: ' + e.message));
+    document.getElementById('plain').submit();
+    await new Promise((r) => setTimeout(r, 300));
+    document.getElementById('urlencoded').submit();
+    await settle('no-cors text', fetch(url, { method: 'POST', mode: 'no-cors', body: 'replay please' }));
+    await settle('no-cors empty', fetch(url, { method: 'POST', mode: 'no-cors' }));
+    await settle('cors json', fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', 'x-requested-by': 'evil' }, body: '{}' }));
+    return out;
+  })();
+</script></body></html>`;
+
+async function serveHostile(html: () => string): Promise<{ origin: string; close: () => Promise<void> }> {
+  const server = createServer((_req, res) => res.writeHead(200, { 'content-type': 'text/html' }).end(html()));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    origin: `http://localhost:${(server.address() as AddressInfo).port}`,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+const replaysOf = async (id: number) => {
+  const { rows } = await env.h.pool.query<{ n: number }>(
+    'SELECT count(*)::int AS n FROM replay_audit WHERE event_id = $1',
+    [id],
+  );
+  return rows[0].n;
+};
+
+it('lets no cross-origin page make a replay happen with auth off (forms, no-cors and CORS fetches)', async () => {
+  const name = `${marker}-hostile`;
+  await produce(name);
+  const id = await journalId(name);
+  let apiBase = '';
+  const hostile = await serveHostile(() => HOSTILE(apiBase, id));
+  const config = { ...env.h.config, api: { ...env.h.config.api, jwtSecret: undefined } };
+  const open = await buildTestApp(env.h, config);
+  try {
+    await open.listen({ host: '127.0.0.1', port: 0 });
+    apiBase = `http://127.0.0.1:${(open.server.address() as { port: number }).port}`;
+    const victim = await browser.newPage();
+    const answered: number[] = [];
+    victim.on('response', (res) => {
+      if (res.url().startsWith(`${apiBase}/replay/`) && res.request().method() === 'POST') answered.push(res.status());
+    });
+    try {
+      await victim.goto(`${hostile.origin}/`);
+      const results = await victim.evaluate(() => (globalThis as unknown as { attempts: Promise<unknown> }).attempts);
+      // Each request did reach the API (or its preflight did) and was turned away.
+      expect(results).toEqual({
+        'no-cors text': 'opaque',
+        'no-cors empty': 'opaque',
+        'cors json': expect.stringMatching(/^refused: /),
+      });
+      await eventually(async () => answered.length >= 4 || undefined, 'the API to answer both forms and both fetches');
+      expect(answered.sort()).toEqual([403, 415, 415, 415]);
+      expect(await replaysOf(id)).toBe(0);
+
+      // The same event is replayable, and the same page's fetch works once its origin is listed: the refusals above
+      // come from the guard, not from a broken page.
+      const listed = await buildTestApp(env.h, { ...config, api: { ...config.api, corsOrigins: [hostile.origin] } });
+      try {
+        await listed.listen({ host: '127.0.0.1', port: 0 });
+        const listedBase = `http://127.0.0.1:${(listed.server.address() as { port: number }).port}`;
+        const status = await victim.evaluate(
+          async (url) =>
+            (
+              await fetch(url, {
+                method: 'POST',
+                headers: { 'content-type': 'application/json', 'x-requested-by': 'ops-page' },
+                body: '{}',
+              })
+            ).status,
+          `${listedBase}/replay/${id}`,
+        );
+        expect([200, 202]).toContain(status);
+        expect(await replaysOf(id)).toBe(1);
+      } finally {
+        await listed.close();
+      }
+    } finally {
+      await victim.close();
+    }
+  } finally {
+    await open.close();
+    await hostile.close();
   }
 });
