@@ -6,6 +6,11 @@ import { uniqueSuffix } from '../support/env';
  * Invariant 8: a replay to a topic Kafka does not have is refused before any workflow starts (it used to answer 202
  * and leave the publish activity retrying for 20 minutes). No worker runs here: nothing may reach the task queue.
  */
+// Allowed targets (REPLAY_TARGET_TOPICS) that the broker lacks: the allow-list passes them, Kafka does not.
+const missing = `test.${uniqueSuffix()}.missing`;
+const gone = `test.${uniqueSuffix()}.gone`;
+const fresh = `test.${uniqueSuffix()}.fresh`;
+
 let env: ApiEnv;
 let eventId: number;
 let orphanId: number;
@@ -15,7 +20,11 @@ beforeAll(async () => {
   env = await createApiEnv('api-targets', {
     ingest: false,
     worker: false,
-    env: { API_REPLAY_RATE_LIMIT_PER_MINUTE: '100000', API_REPLAY_WAIT_MS: '0' },
+    env: {
+      API_REPLAY_RATE_LIMIT_PER_MINUTE: '100000',
+      API_REPLAY_WAIT_MS: '0',
+      REPLAY_TARGET_TOPICS: ['no.such.topic', missing, gone, fresh].join(','),
+    },
   });
   const insert = (topic: string) =>
     env.h.pool
@@ -25,7 +34,7 @@ beforeAll(async () => {
       )
       .then((r) => Number(r.rows[0].id));
   eventId = await insert(env.h.topics.leads);
-  orphanId = await insert(`test.${uniqueSuffix()}.gone`);
+  orphanId = await insert(gone);
 });
 
 afterAll(async () => {
@@ -39,7 +48,7 @@ afterAll(async () => {
 });
 
 const post = (url: string, payload?: object) =>
-  env.app.inject({ method: 'POST', url, ...(payload ? { payload } : {}) });
+  env.app.inject({ method: 'POST', url, headers: { 'x-requested-by': 'test' }, ...(payload ? { payload } : {}) });
 
 async function workflowsStarted(): Promise<number> {
   const { count } = await env.client.workflow.count(`TaskQueue='${env.taskQueue}'`);
@@ -54,7 +63,6 @@ it('POST /replay/:id?target_topic=no.such.topic answers 400 naming the topic (wa
 });
 
 it('batch and range replays to a missing target_topic answer 400 naming it', async () => {
-  const missing = `test.${uniqueSuffix()}.missing`;
   const batch = await post('/replay/batch', { ids: [eventId], target_topic: missing });
   expect(batch.statusCode).toBe(400);
   expect(json(batch).message).toContain(`target_topic "${missing}" does not exist`);
@@ -77,7 +85,6 @@ it('a single replay of an event whose own topic is gone answers 400 naming that 
 });
 
 it('a topic created a moment ago is accepted although the cached list predates it', async () => {
-  const fresh = `test.${uniqueSuffix()}.fresh`;
   expect((await post(`/replay/${eventId}?target_topic=${fresh}`)).statusCode).toBe(400); // caches the topic list
   await ensureTopics(env.h.kafka, [fresh], 1);
   created.push(fresh);
