@@ -11,6 +11,8 @@ export class ApiClient {
       headers: {
         ...(body === undefined ? {} : { 'content-type': 'application/json' }),
         ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
+        // Without a token the API takes changes only with this header (one no cross-site form can send).
+        'x-requested-by': 'crm-events-cli',
         ...headers,
       },
       body: body === undefined ? undefined : JSON.stringify(body),

@@ -43,7 +43,8 @@ export default fp<BrowserGuardOptions>(
 
     // preParsing runs after auth (a missing token stays a 401) and before the body is read.
     app.addHook('preParsing', async (request) => {
-      if (!MUTATING.has(request.method)) return;
+      // An unknown route changes nothing: its 404 names the route, which says more than a 403 would.
+      if (!MUTATING.has(request.method) || request.is404) return;
       const what = `${request.method} ${request.routeOptions.url ?? request.url}`;
       const type = request.headers['content-type'];
       if (type !== undefined && mediaType(type) !== 'application/json') {
