@@ -72,14 +72,20 @@ export const TABLE_CALLERS: readonly { label: string; principal: Principal }[] =
   })),
 ];
 
-/** The README's "Who can do what" table, rendered from ROUTE_POLICY (a test keeps the README equal to it). */
-export function renderPolicyTable(): string {
+/** The README's "Who can do what" table as cells, header first, from ROUTE_POLICY (a test compares the two). */
+export function policyTable(): string[][] {
   const header = ['Route', 'Needs', ...TABLE_CALLERS.map((c) => c.label)];
   const rows = ROUTE_POLICY.map((policy) => [
     `\`${policy.route}\``,
     policy.role === 'public' ? 'no token' : `${policy.role}${policy.global ? ', no tenant_id' : ''}`,
     ...TABLE_CALLERS.map((c) => (refusal(policy, c.principal) === undefined ? 'yes' : '403')),
   ]);
+  return [header, ...rows];
+}
+
+/** The table as Markdown, to paste into the README. */
+export function renderPolicyTable(): string {
+  const [header, ...rows] = policyTable();
   const line = (cells: string[]) => `| ${cells.join(' | ')} |`;
   return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
 }
