@@ -148,7 +148,8 @@ export class Operator {
       const res = await within(
         fetch(`${this.apiUrl}${url}`, {
           method,
-          headers: body === undefined ? {} : { 'content-type': 'application/json' },
+          // X-Requested-By: what the API asks of a client that is not a browser form (api/plugins/browser-guard.ts).
+          headers: { 'x-requested-by': 'soak', ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
           body: body === undefined ? undefined : JSON.stringify(body),
           signal: AbortSignal.timeout(20_000),
         }),
@@ -187,6 +188,7 @@ export class Operator {
     try {
       const res = await fetch(`${this.apiUrl}/replays/${encodeURIComponent(workflowId)}/cancel`, {
         method: 'POST',
+        headers: { 'x-requested-by': 'soak' },
         signal: AbortSignal.timeout(10_000),
       });
       return res.status;

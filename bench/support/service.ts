@@ -55,7 +55,7 @@ export async function startApi(
  */
 export async function postReplay(url: string, id: number, targetTopic?: string, accepted = false): Promise<string> {
   const query = targetTopic ? `?target_topic=${encodeURIComponent(targetTopic)}` : '';
-  const res = await fetch(`${url}/replay/${id}${query}`, { method: 'POST' });
+  const res = await fetch(`${url}/replay/${id}${query}`, { method: 'POST', headers: { 'x-requested-by': 'bench' } });
   const body = (await res.json()) as { workflow_id?: string; message?: string };
   const ok = res.status === 200 || (accepted && res.status === 202);
   if (!ok || !body.workflow_id) throw new Error(`POST /replay/${id} answered ${res.status}: ${JSON.stringify(body)}`);

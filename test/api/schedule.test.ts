@@ -17,7 +17,9 @@ const SCHEDULE_ID = `crm-events-dlq-retry-test-${uniqueSuffix()}`;
 const schedule = () => env.client.schedule.getHandle(SCHEDULE_ID);
 const everyMs = (d: ScheduleDescription) => Number(d.spec.intervals?.[0]?.every);
 const get = () => env.app.inject({ method: 'GET', url: '/dlq/retry-schedule' });
-const patch = (payload: object) => env.app.inject({ method: 'PATCH', url: '/dlq/retry-schedule', payload });
+const MUTATE = { 'x-requested-by': 'test' }; // the custom header a cross-site form cannot send
+const patch = (payload: object) =>
+  env.app.inject({ method: 'PATCH', url: '/dlq/retry-schedule', payload, headers: MUTATE });
 
 beforeAll(async () => {
   env = await createApiEnv('api-schedule', {
@@ -42,7 +44,9 @@ it('GET /dlq/retry-schedule answers 404 naming the schedule before any worker ha
   const res = await get();
   expect(res.statusCode).toBe(404);
   expect(json(res).message).toContain(SCHEDULE_ID);
-  expect((await env.app.inject({ method: 'POST', url: '/dlq/retry-schedule/trigger' })).statusCode).toBe(404);
+  expect(
+    (await env.app.inject({ method: 'POST', url: '/dlq/retry-schedule/trigger', headers: MUTATE })).statusCode,
+  ).toBe(404);
   expect((await patch({ paused: true })).statusCode).toBe(404);
 });
 
@@ -110,7 +114,7 @@ it('POST trigger runs dlqRetryWorkflow now, which retries the due dead letters o
   );
   const entryId = Number(rows[0].id);
   const since = new Date(Date.now() - 1000).toISOString();
-  const res = await env.app.inject({ method: 'POST', url: '/dlq/retry-schedule/trigger' });
+  const res = await env.app.inject({ method: 'POST', url: '/dlq/retry-schedule/trigger', headers: MUTATE });
   expect(res.statusCode).toBe(202);
   expect(json(res)).toEqual({ schedule_id: SCHEDULE_ID, triggered: true });
 
