@@ -7,6 +7,7 @@ import { createKafka, createTopicCatalog, type TopicCatalog } from '../shared/ka
 import type { Pool } from '../shared/db';
 import type { Logger } from '../shared/logger';
 import type { Metrics } from '../shared/metrics';
+import { authSettings } from './auth/jwt';
 import auth from './plugins/auth';
 import browserGuard from './plugins/browser-guard';
 import errorHandler from './plugins/error-handler';
@@ -66,7 +67,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(errorHandler);
   await app.register(requestMetrics, { metrics: deps.metrics });
   await app.register(browserGuard, { corsOrigins: config.api.corsOrigins });
-  await app.register(auth, { secret: config.api.jwtSecret });
+  await app.register(auth, { settings: authSettings(config.api) });
   await app.register(replayRateLimit, {
     perMinute: config.api.replayRateLimitPerMinute,
     pool,

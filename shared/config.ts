@@ -40,6 +40,13 @@ export interface Config {
     /** Connections of the API's own pool (reads, stream catch-up): API load cannot take ingest's connections. */
     databasePoolSize: number;
     jwtSecret: string | undefined;
+    /** HS256 keys by kid (AUTH_JWT_SECRETS): several at once, so a key rotates without downtime. */
+    jwtSecrets: Record<string, string>;
+    /** An OIDC provider's JWKS (RS256/ES256 tokens). */
+    jwksUrl: string | undefined;
+    /** Required token issuer (iss) and audience (aud), when set. */
+    issuer: string | undefined;
+    audience: string | undefined;
     authMode: 'jwt' | 'none';
     openOnPurpose: boolean;
     /** Exact origins (scheme://host[:port]) whose pages may call the API cross-origin; empty = CORS off. */
@@ -110,6 +117,10 @@ export const DEFAULTS = {
   API_DATABASE_POOL_SIZE: '4',
   AUTH_JWT_SECRET: '',
   AUTH_MODE: '',
+  AUTH_JWT_SECRETS: '',
+  AUTH_JWKS_URL: '',
+  AUTH_ISSUER: '',
+  AUTH_AUDIENCE: '',
   API_CORS_ORIGINS: '',
   STREAM_MAX_CLIENTS: '100',
   STREAM_CLIENT_BUFFER: '1000',
@@ -217,6 +228,17 @@ export function loadConfig(env: Env = process.env): Config {
   if (lineageKey && lineageKey.length < 32) throw new ConfigError('LINEAGE_KEY', 'must be at least 32 characters');
   const secret = read('AUTH_JWT_SECRET');
   if (secret && secret.length < 16) throw new ConfigError('AUTH_JWT_SECRET', 'must be at least 16 characters');
+  const secrets = keyRing(read('AUTH_JWT_SECRETS'));
+  const jwksUrl = read('AUTH_JWKS_URL') ? url('AUTH_JWKS_URL', ['http:', 'https:']) : '';
+  // Without an audience, a token the provider issued for any other application would be accepted here.
+  if (jwksUrl && !read('AUTH_AUDIENCE')) throw new ConfigError('AUTH_AUDIENCE', 'must be set with AUTH_JWKS_URL');
+  if (jwksUrl && !read('AUTH_ISSUER')) throw new ConfigError('AUTH_ISSUER', 'must be set with AUTH_JWKS_URL');
+  const keySources = [
+    secret && 'AUTH_JWT_SECRET',
+    Object.keys(secrets).length > 0 && 'AUTH_JWT_SECRETS',
+    jwksUrl && 'AUTH_JWKS_URL',
+  ].filter((name): name is string => Boolean(name));
+  const authOn = keySources.length > 0;
   const authMode = read('AUTH_MODE');
   if (authMode !== '' && authMode !== 'none' && authMode !== 'jwt') {
     throw new ConfigError(
@@ -224,12 +246,14 @@ export function loadConfig(env: Env = process.env): Config {
       `must be jwt, none or empty (jwt when AUTH_JWT_SECRET is set), got "${authMode}"`,
     );
   }
-  if (authMode === 'jwt' && !secret) throw new ConfigError('AUTH_JWT_SECRET', 'must be set when AUTH_MODE=jwt');
-  if (authMode === 'none' && secret) {
-    throw new ConfigError('AUTH_MODE', 'is none but AUTH_JWT_SECRET is set: choose one');
+  if (authMode === 'jwt' && !authOn) {
+    throw new ConfigError('AUTH_JWT_SECRET', 'must be set when AUTH_MODE=jwt (or AUTH_JWT_SECRETS or AUTH_JWKS_URL)');
+  }
+  if (authMode === 'none' && authOn) {
+    throw new ConfigError('AUTH_MODE', `is none but ${keySources.join(' and ')} is set: choose one`);
   }
   // Secure by default: without auth, nothing listens beyond this host unless AUTH_MODE=none says so on purpose.
-  if (!secret && authMode !== 'none') {
+  if (!authOn && authMode !== 'none') {
     for (const name of ['API_HOST', 'METRICS_HOST'] as const) {
       if (!isLoopback(read(name))) {
         throw new ConfigError(
@@ -278,7 +302,11 @@ export function loadConfig(env: Env = process.env): Config {
       idempotencyKeyTtlSeconds: int('API_IDEMPOTENCY_KEY_TTL_SECONDS', 60, 30 * 86_400),
       databasePoolSize: int('API_DATABASE_POOL_SIZE', 1, 100),
       jwtSecret: secret || undefined,
-      authMode: secret ? 'jwt' : 'none',
+      jwtSecrets: secrets,
+      jwksUrl: jwksUrl || undefined,
+      issuer: read('AUTH_ISSUER') || undefined,
+      audience: read('AUTH_AUDIENCE') || undefined,
+      authMode: authOn ? 'jwt' : 'none',
       /** AUTH_MODE=none given explicitly: an unauthenticated API on purpose (logged at start). */
       openOnPurpose: authMode === 'none',
       corsOrigins: origins('API_CORS_ORIGINS'),
@@ -310,6 +338,28 @@ export function loadConfig(env: Env = process.env): Config {
     lineageKey: lineageKey || undefined,
     logLevel,
   };
+}
+
+/** Parses AUTH_JWT_SECRETS, "kid1:secret1,kid2:secret2", into secrets by kid. */
+function keyRing(raw: string): Record<string, string> {
+  const ring: Record<string, string> = {};
+  const items = raw.split(',').map((s) => s.trim());
+  for (const item of items.filter(Boolean)) {
+    const colon = item.indexOf(':');
+    const kid = item.slice(0, colon);
+    const secret = item.slice(colon + 1);
+    if (colon < 1 || !/^[\w.-]+$/.test(kid)) {
+      throw new ConfigError(
+        'AUTH_JWT_SECRETS',
+        'must be kid:secret pairs separated by commas (kid: letters, digits, . _ -)',
+      );
+    }
+    if (secret.length < 16)
+      throw new ConfigError('AUTH_JWT_SECRETS', `has a secret shorter than 16 characters (kid ${kid})`);
+    if (kid in ring) throw new ConfigError('AUTH_JWT_SECRETS', `lists kid ${kid} twice`);
+    ring[kid] = secret;
+  }
+  return ring;
 }
 
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
