@@ -37,6 +37,7 @@ export class StreamClient {
   private queue: string[] = [];
   private blocked = false;
   private dropped = 0;
+  private drainWaiters: (() => void)[] = [];
 
   constructor(
     private readonly res: ServerResponse,
@@ -47,6 +48,20 @@ export class StreamClient {
   ) {
     this.cursor = cursor;
     res.on('drain', () => this.flush());
+    res.on('close', () => this.wakeDrainWaiters());
+  }
+
+  /**
+   * Resolves once everything queued has reached the socket (or the connection is gone): the catch-up from the
+   * journal reads its next page only then, so a slow client paces it instead of filling its buffer and losing frames.
+   */
+  whenDrained(): Promise<void> {
+    if ((!this.blocked && this.queue.length === 0) || this.res.destroyed) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  private wakeDrainWaiters(): void {
+    for (const resolve of this.drainWaiters.splice(0)) resolve();
   }
 
   matches(row: JournalRow): boolean {
@@ -116,5 +131,6 @@ export class StreamClient {
       this.dropped = 0;
       this.write(`data: ${JSON.stringify(notice)}\n\n`);
     }
+    if (!this.blocked && this.queue.length === 0) this.wakeDrainWaiters();
   }
 }

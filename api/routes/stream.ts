@@ -1,10 +1,11 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { eventsAfter, type JournalRow } from '../../repository/event-journal';
+import type { JournalRow } from '../../repository/event-journal';
 import type { Config } from '../../shared/config';
 import type { Pool } from '../../shared/db';
 import type { Metrics } from '../../shared/metrics';
 import { httpError } from '../http-error';
+import { catchUp } from '../live/catch-up';
 import type { JournalFeed } from '../live/journal-feed';
 import { StreamClient } from '../live/stream-client';
 import { scopedTenant } from '../tenant-scope';
@@ -15,8 +16,6 @@ export interface StreamOptions {
   metrics: Metrics;
   config: Pick<Config, 'stream' | 'kafka'>;
 }
-
-const CATCH_UP_PAGE = 500;
 
 /** GET /crm-events: journaled events as Server-Sent Events, live, filterable, resumable with Last-Event-ID. */
 const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { pool, feed, metrics, config }) => {
@@ -57,10 +56,20 @@ const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { poo
       metrics.sseClients.inc();
       const resumeFrom = lastEventId === undefined ? undefined : Number(lastEventId);
       const client = new StreamClient(res, filter, config.stream.clientBuffer, metrics, resumeFrom ?? feed.lastId);
+      // Live rows that arrive during the catch-up wait here, as many as the client's buffer; past it they are dropped
+      // and the client is told, as it would be had it fallen behind live.
       const pending: Array<[JournalRow[], boolean]> = [];
+      let pendingRows = 0;
+      let pendingDropped = 0;
       let caughtUp = resumeFrom === undefined;
-      const onRows = (rows: JournalRow[], late: boolean) =>
-        caughtUp ? client.offer(rows, late) : pending.push([rows, late]);
+      const onRows = (rows: JournalRow[], late: boolean) => {
+        if (caughtUp) return client.offer(rows, late);
+        const wanted = rows.filter((row) => client.matches(row));
+        const room = Math.max(0, config.stream.clientBuffer - pendingRows);
+        if (wanted.length > room) pendingDropped += wanted.length - room;
+        if (room > 0 && wanted.length > 0) pending.push([wanted.slice(0, room), late]);
+        pendingRows += Math.min(room, wanted.length);
+      };
       feed.on('rows', onRows);
       client.send({
         kind: 'connected',
@@ -79,12 +88,24 @@ const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { poo
         metrics.sseClients.dec();
       });
       if (resumeFrom !== undefined) {
-        // Replay what the client missed from the journal, then hand over to the live feed without gap or repeat.
+        // Replay what the client missed from the journal (at most STREAM_MAX_BACKLOG events, paced by the client),
+        // then hand over to the live feed without gap or repeat.
         try {
-          for (;;) {
-            const rows = await eventsAfter(pool, client.cursor, filter, CATCH_UP_PAGE);
-            client.offer(rows);
-            if (rows.length < CATCH_UP_PAGE || closed) break;
+          const { sent, truncated } = await catchUp(pool, client, {
+            maxBacklog: config.stream.maxBacklog,
+            clientBuffer: config.stream.clientBuffer,
+            isClosed: () => closed,
+          });
+          if (truncated) {
+            client.send({
+              kind: 'backlog_truncated',
+              sent,
+              max_backlog: config.stream.maxBacklog,
+              resume_after: client.cursor,
+              message:
+                `More than ${config.stream.maxBacklog} events were missed; continuing live. Reconnect with ` +
+                `Last-Event-ID: ${client.cursor} to fetch the next part from the journal`,
+            });
           }
         } catch (err) {
           request.log.warn({ err }, 'live stream catch-up failed');
@@ -92,6 +113,13 @@ const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { poo
         }
         caughtUp = true;
         for (const [rows, late] of pending.splice(0)) client.offer(rows, late);
+        if (pendingDropped > 0) {
+          client.send({
+            kind: 'dropped',
+            count: pendingDropped,
+            message: 'Live events arrived faster than you took the backlog; reconnect with Last-Event-ID to fetch them',
+          });
+        }
       }
     },
   );

@@ -1,8 +1,7 @@
-import http from 'node:http';
 import type { FastifyInstance } from 'fastify';
-import { buildApp } from '../../api/app';
 import { notifyJournaled } from '../../repository/event-journal';
 import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
+import { connectSse, domainEvents, listenApp } from '../support/sse';
 
 let h: SinkHarness;
 let app: FastifyInstance;
@@ -11,48 +10,14 @@ let base: string;
 beforeAll(async () => {
   h = await createSinkHarness('stream', { STREAM_MAX_CLIENTS: '3', STREAM_HEARTBEAT_MS: '300' });
   await h.startIngest();
-  app = await buildApp({ config: h.config, pool: h.pool, metrics: h.metrics, log: h.log, healthChecks: {} });
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  base = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
+  ({ app, base } = await listenApp(h));
 });
 afterAll(async () => {
   await app?.close();
   await h?.close();
 });
 
-interface Sse {
-  frames: { id?: string; data: Record<string, unknown> }[];
-  comments: string[];
-  status: number;
-  close(): void;
-}
-
-/** A real SSE client over HTTP: collects frames and comments. */
-function connect(query = '', headers: Record<string, string> = {}): Promise<Sse> {
-  return new Promise((resolve, reject) => {
-    const req = http.get(`${base}/crm-events${query}`, { headers }, (res) => {
-      const sse: Sse = { frames: [], comments: [], status: res.statusCode ?? 0, close: () => req.destroy() };
-      let buffer = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => {
-        buffer += chunk;
-        let end;
-        while ((end = buffer.indexOf('\n\n')) >= 0) {
-          const block = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
-          if (block.startsWith(':')) sse.comments.push(block.slice(1).trim());
-          const id = /^id: (.*)$/m.exec(block)?.[1];
-          const data = /^data: (.*)$/m.exec(block)?.[1];
-          if (data) sse.frames.push({ id, data: JSON.parse(data) });
-        }
-      });
-      resolve(sse);
-    });
-    req.on('error', (err) => (err.message === 'socket hang up' ? undefined : reject(err)));
-  });
-}
-
-const domainEvents = (s: Sse) => s.frames.filter((f) => f.data.kind === 'domain_event');
+const connect = (query = '', headers: Record<string, string> = {}) => connectSse(base, query, headers);
 
 it('streams journaled events: a connected frame, then domain events with journal fields, and heartbeats', async () => {
   const sse = await connect();
