@@ -410,6 +410,11 @@ describe('Temporal unreachable', () => {
   });
 
   it('replay routes answer 503 with a clear message, quickly, every time', async () => {
+    // A replay of ours (it has an audit row): only Temporal can describe it. An id with no row is a 404 at once.
+    await env.h.pool.query(
+      `INSERT INTO replay_audit (workflow_id, kind, source) VALUES ('replay-event-1-abc', 'single', 'operator_api')
+       ON CONFLICT (workflow_id) DO NOTHING`,
+    );
     const routes = [
       { method: 'POST', url: `/replay/${eventId}` },
       { method: 'POST', url: '/replay/batch', body: { ids: [eventId] } },

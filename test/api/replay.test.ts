@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ensureTopics } from '../../shared/kafka';
 import { CrmEventId, CrmReplayKind, CrmReplaySource, CrmTenantId, CrmTopic } from '../../workflows/search-attributes';
 import {
+  buildTestApp,
   closedWorkflow,
   createApiEnv,
   json,
@@ -40,9 +41,9 @@ afterAll(async () => {
   await env?.close();
 });
 
-const post = (url: string, body?: unknown, headers: Record<string, string> = {}) =>
-  env.app.inject({ method: 'POST', url, headers, ...(body === undefined ? {} : { payload: body as object }) });
-const get = (url: string) => env.app.inject({ method: 'GET', url });
+const post = (url: string, body?: unknown, headers: Record<string, string> = {}, app = env.app) =>
+  app.inject({ method: 'POST', url, headers, ...(body === undefined ? {} : { payload: body as object }) });
+const get = (url: string, app = env.app) => app.inject({ method: 'GET', url });
 
 /** A journal row inserted directly, for states the consumer never produces by itself (e.g. a third-hop replay). */
 async function insertReplayRow(tenant: string, topic: string, hops: number, fromId: number): Promise<number> {
@@ -601,50 +602,58 @@ describe('replay controls', () => {
       Array.from({ length: 20 }, (_, n) => ({ tenant_id: 'slow', n })),
     );
     const end = await dbNow(1);
-
-    const res = await post('/replay/range', {
-      start,
-      end,
-      tenant_id: 'slow',
-      target_topic: target,
-      max_events_per_second: 2,
+    // A target that ingest does not read, so the replays stay out of the journal: REPLAY_TARGET_TOPICS must list it.
+    const { config } = env.h;
+    const app = await buildTestApp(env.h, {
+      ...config,
+      replay: { ...config.replay, targetTopics: [...config.kafka.topics, target] },
     });
-    expect(res.statusCode).toBe(202);
-    const workflowId = json(res).workflow_id as string;
-    const progress = async () => {
-      const body = json<WorkflowDetail>(await get(`/replays/${workflowId}`));
-      return body.progress;
-    };
-    await eventually(async () => ((await progress())?.published ?? 0) >= 1, 'the first page published');
+    try {
+      const res = await post(
+        '/replay/range',
+        { start, end, tenant_id: 'slow', target_topic: target, max_events_per_second: 2 },
+        {},
+        app,
+      );
+      expect(res.statusCode).toBe(202);
+      const workflowId = json(res).workflow_id as string;
+      const progress = async () => {
+        const body = json<WorkflowDetail>(await get(`/replays/${workflowId}`, app));
+        return body.progress;
+      };
+      await eventually(async () => ((await progress())?.published ?? 0) >= 1, 'the first page published');
 
-    const paused = await post(`/replays/${workflowId}/pause`);
-    expect(paused.statusCode).toBe(202);
-    expect(json(paused)).toEqual({ workflow_id: workflowId, action: 'pause' });
-    await eventually(async () => (await progress())?.status === 'paused', 'the replay to report paused');
-    await sleep(1500); // a page already in flight when the signal arrived may still land
-    const held = (await progress())!.published;
-    await sleep(2000);
-    expect((await progress())!).toMatchObject({ status: 'paused', published: held });
-    expect(held).toBeLessThan(20);
+      const paused = await post(`/replays/${workflowId}/pause`, undefined, {}, app);
+      expect(paused.statusCode).toBe(202);
+      expect(json(paused)).toEqual({ workflow_id: workflowId, action: 'pause' });
+      await eventually(async () => (await progress())?.status === 'paused', 'the replay to report paused');
+      await sleep(1500); // a page already in flight when the signal arrived may still land
+      const held = (await progress())!.published;
+      await sleep(2000);
+      expect((await progress())!).toMatchObject({ status: 'paused', published: held });
+      expect(held).toBeLessThan(20);
 
-    expect((await post(`/replays/${workflowId}/resume`)).statusCode).toBe(202);
-    await eventually(async () => ((await progress())?.published ?? 0) > held, 'publishing to go on after resume');
+      expect((await post(`/replays/${workflowId}/resume`, undefined, {}, app)).statusCode).toBe(202);
+      await eventually(async () => ((await progress())?.published ?? 0) > held, 'publishing to go on after resume');
 
-    const cancelled = await post(`/replays/${workflowId}/cancel`);
-    expect(cancelled.statusCode).toBe(202);
-    const detail = await closedWorkflow(env.app, workflowId);
-    expect(detail.workflow_status).toBe('CANCELLED');
-    const audit = await eventually(async () => {
-      const a = await auditOf(workflowId);
-      return a?.status === 'cancelled' ? a : undefined;
-    }, 'the audit to say cancelled');
-    expect(audit.error).toBe('cancelled by operator');
-    expect(audit.published).toBeLessThan(20);
+      const cancelled = await post(`/replays/${workflowId}/cancel`, undefined, {}, app);
+      expect(cancelled.statusCode).toBe(202);
+      const detail = await closedWorkflow(app, workflowId);
+      expect(detail.workflow_status).toBe('CANCELLED');
+      const audit = await eventually(async () => {
+        const a = await auditOf(workflowId);
+        return a?.status === 'cancelled' ? a : undefined;
+      }, 'the audit to say cancelled');
+      expect(audit.error).toBe('cancelled by operator');
+      expect(audit.published).toBeLessThan(20);
 
-    for (const action of ['pause', 'resume', 'cancel']) {
-      const again = await post(`/replays/${workflowId}/${action}`);
-      expect(again.statusCode).toBe(409);
-      expect(json(again).message).toContain('CANCELLED');
+      for (const action of ['pause', 'resume', 'cancel']) {
+        const again = await post(`/replays/${workflowId}/${action}`, undefined, {}, app);
+        expect(again.statusCode).toBe(409);
+        expect(json(again).message).toContain('CANCELLED');
+      }
+    } finally {
+      await app.close();
     }
   });
 
