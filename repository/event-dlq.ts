@@ -124,6 +124,15 @@ const RECORD_COLUMNS = `id, topic, tenant_id, reason, error, kafka_partition, ka
   payload, raw_value, status, attempts, last_error, next_attempt_at, resolved_at, resolved_event_id,
   raw_bytes, kafka_key_bytes, kafka_headers, kafka_timestamp, content_hash, payload::text AS payload_text`;
 
+/** What the DLQ listing shows: no payload, raw value or bytes (a page of 1000 would carry them only to drop them). */
+export type DlqListRow = Pick<
+  DlqRecord,
+  keyof DlqRow | 'status' | 'attempts' | 'last_error' | 'next_attempt_at' | 'resolved_at' | 'resolved_event_id'
+>;
+
+const LIST_COLUMNS = `id, topic, tenant_id, reason, error, kafka_partition, kafka_offset, received_at,
+  status, attempts, last_error, next_attempt_at, resolved_at, resolved_event_id`;
+
 export interface DlqQuery {
   status?: DlqStatus;
   topic?: string;
@@ -133,7 +142,7 @@ export interface DlqQuery {
 }
 
 /** Filtered DLQ listing, newest first, keyset-paginated on id. */
-export async function listDlq(db: Queryable, q: DlqQuery): Promise<DlqRecord[]> {
+export async function listDlq(db: Queryable, q: DlqQuery): Promise<DlqListRow[]> {
   const values: unknown[] = [];
   const clauses: string[] = [];
   if (q.status) clauses.push(`status = $${values.push(q.status)}`);
@@ -141,8 +150,8 @@ export async function listDlq(db: Queryable, q: DlqQuery): Promise<DlqRecord[]> 
   if (q.tenantId) clauses.push(`tenant_id = $${values.push(q.tenantId)}`);
   if (q.before !== undefined) clauses.push(`id < $${values.push(q.before)}`);
   const where = clauses.length ? `WHERE ${clauses.join(' AND ')}` : '';
-  const { rows } = await db.query<DlqRecord>(
-    `SELECT ${RECORD_COLUMNS} FROM event_dlq ${where} ORDER BY id DESC LIMIT $${values.push(q.limit)}`,
+  const { rows } = await db.query<DlqListRow>(
+    `SELECT ${LIST_COLUMNS} FROM event_dlq ${where} ORDER BY id DESC LIMIT $${values.push(q.limit)}`,
     values,
   );
   return rows;
