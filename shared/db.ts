@@ -14,20 +14,22 @@ export const DEFAULT_STATEMENT_TIMEOUT_MS = 30_000;
  * One pool per process. Idle-client errors are logged, never fatal: Postgres may restart under us. Every statement
  * is bounded by Postgres' statement_timeout (lock waits included: a table someone else locked cannot hold a batch
  * forever); a statement cancelled so fails with SQLSTATE 57014, which callers treat as transient. TCP keepalive
- * finds connections whose server went away without a word.
+ * finds connections whose server went away without a word. `applicationName` tells pools apart in pg_stat_activity
+ * (the API's own pool is crm-events-sink-api).
  */
 export function createPool(
   databaseUrl: string,
   max: number,
   log: Logger,
   statementTimeoutMs = DEFAULT_STATEMENT_TIMEOUT_MS,
+  applicationName = 'crm-events-sink',
 ): pg.Pool {
   const pool = new pg.Pool({
     connectionString: databaseUrl,
     max,
     connectionTimeoutMillis: 5000,
     idleTimeoutMillis: 30_000,
-    application_name: 'crm-events-sink',
+    application_name: applicationName,
     statement_timeout: statementTimeoutMs,
     keepAlive: true,
   });

@@ -1,10 +1,22 @@
 import { buildApp } from '../../api/app';
+import { createPool } from '../../shared/db';
 import type { LagMonitor } from '../../ingest/lag-monitor';
 import type { Runtime } from '../runtime';
 
-/** Starts the Fastify API on :9106; returns its stopper. With a lag monitor, /health reports stalled partitions. */
+/**
+ * Starts the Fastify API on :9106; returns its stopper. With a lag monitor, /health reports stalled partitions.
+ * The API gets a small pool of its own (API_DATABASE_POOL_SIZE): however many stream clients catch up or list pages
+ * at once, they queue for these connections and never for the ones ingest commits batches on (rt.pool).
+ */
 export async function startApiComponent(rt: Runtime, lagMonitor?: LagMonitor) {
-  const { config, pool, kafka, metrics, log } = rt;
+  const { config, kafka, metrics, log } = rt;
+  const pool = createPool(
+    config.databaseUrl,
+    config.api.databasePoolSize,
+    log,
+    config.databaseStatementTimeoutMs,
+    'crm-events-sink-api',
+  );
   const admin = kafka.admin();
   let adminConnected: Promise<void> | undefined;
   const app = await buildApp({
@@ -31,6 +43,7 @@ export async function startApiComponent(rt: Runtime, lagMonitor?: LagMonitor) {
     stop: async () => {
       await app.close();
       await admin.disconnect().catch(() => undefined);
+      await pool.end();
     },
   };
 }
