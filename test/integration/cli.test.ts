@@ -75,7 +75,9 @@ it('migrate applies the schema once even when two processes start at once', asyn
     // createTestDatabase already migrated; race two more runs against a fresh copy of the schema table state.
     const client = new pg.Client({ connectionString: db.databaseUrl });
     await client.connect();
-    await client.query('DROP TABLE event_dlq, replay_audit, event_journal, service_keys, pgmigrations CASCADE');
+    await client.query(
+      'DROP TABLE event_dlq, replay_audit, event_journal, service_keys, api_rate_limit, api_idempotency_keys, pgmigrations CASCADE',
+    );
     await client.end();
     const log = createLogger('silent');
     const [a, b] = await Promise.all([migrate(db.databaseUrl, log), migrate(db.databaseUrl, log)]);
