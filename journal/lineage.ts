@@ -2,6 +2,7 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { ReplayRow } from '../repository/event-journal';
 import type { Queryable } from '../repository/queryable';
 import { getServiceKey } from '../repository/service-keys';
+import { isOutage } from './outage';
 import {
   TENANT_HEADER,
   decodeHeaders,
@@ -142,10 +143,25 @@ export function refusalOf(row: Pick<ReplayRow, 'id' | 'replay_count'>, maxHops: 
   return undefined;
 }
 
-/** The lineage key: LINEAGE_KEY when configured, else the one migration 007 generated in Postgres. */
-export async function loadLineageKey(db: Queryable, configured: string | undefined): Promise<LineageKey> {
+/**
+ * The lineage key: LINEAGE_KEY when configured, else the one migration 007 generated in Postgres. A process starting
+ * while Postgres is down or still starting up waits for it (up to `waitMs`) instead of exiting: an outage pauses.
+ */
+export async function loadLineageKey(
+  db: Queryable,
+  configured: string | undefined,
+  waitMs = 120_000,
+): Promise<LineageKey> {
   if (configured) return Buffer.from(configured);
-  const stored = await getServiceKey(db, 'lineage');
-  if (!stored) throw new Error('service_keys has no lineage key: run `npm run cli -- migrate`');
-  return stored;
+  const deadline = Date.now() + waitMs;
+  for (let delay = 250; ; delay = Math.min(delay * 2, 5_000)) {
+    try {
+      const stored = await getServiceKey(db, 'lineage');
+      if (!stored) throw new Error('service_keys has no lineage key: run `npm run cli -- migrate`');
+      return stored;
+    } catch (err) {
+      if (!isOutage(err) || Date.now() + delay > deadline) throw err;
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
 }

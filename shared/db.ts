@@ -54,6 +54,11 @@ export function isTransientDbError(err: unknown): boolean {
 export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
   let broken: Error | undefined;
+  // pg-pool stops listening for a client's errors while it is checked out: a connection dropped by the server (a
+  // killed or restarting Postgres) would then be an unhandled 'error' event that ends the process. Here it only
+  // marks the client broken; the statement in flight fails on its own and the caller sees an outage.
+  const onError = (err: Error) => (broken ??= err);
+  client.on('error', onError);
   try {
     await client.query('BEGIN');
     const result = await fn(client);
@@ -63,7 +68,8 @@ export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClie
     await client.query('ROLLBACK').catch((rollbackErr: Error) => (broken = rollbackErr));
     throw err;
   } finally {
-    // A client whose ROLLBACK failed has a dead socket: destroy it instead of returning it to the pool.
+    // A client whose connection failed has a dead socket: destroy it instead of returning it to the pool.
+    client.off('error', onError);
     client.release(broken);
   }
 }
