@@ -264,6 +264,11 @@ async function main(): Promise<number> {
     ...scraper.violations,
     ...ingestTotals.violations,
     ...replayFaults.violations,
+    // A service process that exits on its own (not killed by a fault, not stopped at the end) is a crash: bad input or
+    // a dependency's outage must never end a process.
+    ...services.events
+      .filter((e) => e.event === 'exited')
+      .map((e) => ({ rule: 'service_exited', detail: `${e.service} exited unplanned at ${e.at} (${e.detail ?? ''})` })),
     ...(finalScrape
       ? []
       : [{ rule: 'metrics_unavailable', detail: 'the ingest process alive at the end could not be scraped' }]),
