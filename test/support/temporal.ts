@@ -2,8 +2,8 @@ import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import { createActivities } from '../../activities';
-import { createSinkHarness } from './sink';
+import { createActivities, type ActivityDeps } from '../../activities';
+import { createSinkHarness, type SinkHarness } from './sink';
 
 const REPO = path.resolve(__dirname, '../..');
 
@@ -37,14 +37,7 @@ export async function createTimeSkippingWorld(label: string, taskQueue: string, 
     connection: testEnv.nativeConnection,
     taskQueue,
     workflowBundle: await workflowBundle(),
-    activities: createActivities({
-      pool: h.pool,
-      producer: h.producer,
-      metrics: h.metrics,
-      log: h.log,
-      config: h.config,
-      lineageKey: h.lineageKey,
-    }),
+    activities: createActivities(activityDeps(h)),
   });
   const running = worker.run();
   return {
@@ -57,4 +50,9 @@ export async function createTimeSkippingWorld(label: string, taskQueue: string, 
       await testEnv.teardown();
     },
   };
+}
+
+/** The real activities' dependencies, from a sink harness (its pool, producer, metrics, config and lineage key). */
+export function activityDeps(h: SinkHarness, producer: ActivityDeps['producer'] = h.producer): ActivityDeps {
+  return { pool: h.pool, producer, metrics: h.metrics, log: h.log, config: h.config, lineageKey: h.lineageKey };
 }

@@ -7,6 +7,7 @@ import type { RangeFilter } from '../../repository/event-journal';
 import { ensureTopics } from '../../shared/kafka';
 import { readTopic, seedJournal } from '../support/journal';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
+import { activityDeps } from '../support/temporal';
 
 // The range replay activity alone, in MockActivityEnvironment, on the real Postgres and Kafka: what one call covers,
 // what a retried attempt resends, and how cancellation stops it.
@@ -26,14 +27,7 @@ beforeAll(async () => {
 afterAll(() => h?.close());
 
 function activities(producer: Producer = h.producer) {
-  return createActivities({
-    pool: h.pool,
-    producer,
-    metrics: h.metrics,
-    log: h.log,
-    config: h.config,
-    lineageKey: h.lineageKey,
-  });
+  return createActivities(activityDeps(h, producer));
 }
 
 async function chunkTo(name: string, input: Partial<RangeChunkInput> = {}): Promise<RangeChunkInput> {

@@ -11,7 +11,7 @@ import { readTopic } from '../support/journal';
 import { ensureTopics } from '../../shared/kafka';
 import { seedJournal } from '../support/journal';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
-import { testServerPath, workflowBundle } from '../support/temporal';
+import { activityDeps, testServerPath, workflowBundle } from '../support/temporal';
 
 let env: TestWorkflowEnvironment;
 let h: SinkHarness;
@@ -32,14 +32,7 @@ type Real = Activities;
 
 /** Runs a worker whose activities are the real ones, some optionally wrapped (to inject failures). */
 async function withWorker<T>(wrap: (real: Real) => Partial<Real>, fn: () => Promise<T>) {
-  const real = createActivities({
-    pool: h.pool,
-    producer: h.producer,
-    metrics: h.metrics,
-    log: h.log,
-    config: h.config,
-    lineageKey: h.lineageKey,
-  });
+  const real = createActivities(activityDeps(h));
   const worker = await Worker.create({
     connection: env.nativeConnection,
     taskQueue,
