@@ -11,6 +11,7 @@ import { keysetPage, within } from '../route-helpers';
 import { StringEnum, errorResponses, NullableInteger, NullableString, Timestamp, Id } from '../schemas';
 import { startForRequest } from '../start-workflow';
 import { canSee, scopedTenant } from '../tenant-scope';
+import { recordRequested } from '../../repository/replay-audit';
 
 const Status = StringEnum(DLQ_STATUSES);
 const DlqEntry = Type.Object({
@@ -112,6 +113,16 @@ const dlqRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config, 't
           tenantId: entry.tenant_id ?? undefined,
           topic: entry.topic,
         }),
+      });
+      // Known as ours at once (the replay routes' namespace boundary reads replay_audit), before its first activity.
+      await recordRequested(pool, {
+        workflowId: handle.workflowId,
+        runId: (handle as { firstExecutionRunId?: string }).firstExecutionRunId,
+        kind: 'dlq_retry',
+        source: 'operator_api',
+        requestedBy: request.principal.subject,
+        tenantId: request.principal.tenantId,
+        filter: { entry_ids: [entry.id] },
       });
       const result = await within(handle.result(), config.api.replayWaitMs);
       if (result === undefined) {

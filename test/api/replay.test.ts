@@ -748,4 +748,23 @@ describe('dead letters', () => {
 
     expect((await post('/dlq/999999/retry')).statusCode).toBe(404);
   });
+
+  it('POST /dlq/:id/retry answered 202 is at once a replay of ours: its status URL answers, not 404', async () => {
+    const { rows } = await env.h.pool.query<{ id: string }>(
+      `INSERT INTO event_dlq (topic, tenant_id, payload, error, reason)
+       VALUES ($1, 'dlq-202', '{"tenant_id":"dlq-202","name":"later"}', 'simulated', 'db_error') RETURNING id`,
+      [leads],
+    );
+    // No wait for the result: the answer is a 202 before the workflow's first activity has written its audit row.
+    const app = await buildTestApp(env.h, { ...env.h.config, api: { ...env.h.config.api, replayWaitMs: 0 } });
+    try {
+      const res = await post(`/dlq/${rows[0].id}/retry`, undefined, {}, app);
+      expect(res.statusCode).toBe(202);
+      const status = await get(json(res).status_url as string, app);
+      expect(status.statusCode).toBe(200);
+      expect(json(status)).toMatchObject({ workflow_id: json(res).workflow_id });
+    } finally {
+      await app.close();
+    }
+  });
 });
