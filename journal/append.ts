@@ -1,5 +1,4 @@
-import type { Pool, PoolClient } from '../shared/db';
-import { withTransaction } from '../shared/db';
+import { isOutage, withTransaction, type Pool, type PoolClient } from '../shared/db';
 import { insertDlqEntries, type InsertedDlqRow, type NewDlqEntry } from '../repository/event-dlq';
 import {
   copyJournalEntries,
@@ -11,7 +10,7 @@ import {
 import { classifyAgainstStore, type Reuse } from './redelivery';
 import { JournalUnavailableError } from './errors';
 import type { RecordOutcome } from './kinds';
-import { isOutage, safeDlqEntry } from './outage';
+import { safeDlqEntry } from './outage';
 import type { Accepted, ParsedRecord } from './record';
 
 export interface JournaledEvent {

@@ -2,7 +2,7 @@ import type { DlqRecord } from '../repository/event-dlq';
 import { insertJournalEntries, journalIdOf, notifyJournaled, type NewJournalEntry } from '../repository/event-journal';
 import type { PoolClient } from '../shared/db';
 import { decodeHeaders, toRecordHeaders } from './headers';
-import { isOutage } from './outage';
+import { isOutage } from '../shared/db';
 import { parseRecord, type ParseOptions } from './record';
 
 /** What retrying one dead letter did: the journal row it now is, or why it still cannot be journaled. */

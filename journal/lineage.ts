@@ -2,7 +2,7 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { ReplayRow } from '../repository/event-journal';
 import type { Queryable } from '../repository/queryable';
 import { getServiceKey } from '../repository/service-keys';
-import { isOutage } from './outage';
+import { isOutage } from '../shared/db';
 import {
   TENANT_HEADER,
   decodeHeaders,

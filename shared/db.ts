@@ -37,17 +37,25 @@ export function createPool(
   return pool;
 }
 
-const TRANSIENT_CLASSES = ['08', '53', '57', '58', '40'];
+// SQLSTATE classes that mean the server, not a row: connection exception, insufficient resources, operator
+// intervention (shutdown, cancelled statement), system error, transaction rollback (serialization, deadlock).
+const OUTAGE_CLASSES = ['08', '53', '57', '58', '40'];
+// Errors without a SQLSTATE that come from the connection itself (node-postgres and the socket).
+const CONNECTION_MESSAGES =
+  /connection|terminat|timeout|timed out|not queryable|socket|ECONN|EPIPE|ENOTFOUND|EAI_AGAIN/i;
 
 /**
- * True when a database error means "Postgres is unreachable or overloaded", as opposed to a problem with one row.
- * Transient errors pause ingestion and are retried; they never send anything to the DLQ.
+ * True when an error means Postgres is not there (pause and retry), false when it is about what was written (a row
+ * goes to the DLQ instead). Deliberately narrow: anything that is not clearly an outage is a row's problem, so that
+ * no record can make ingestion retry forever.
  */
-export function isTransientDbError(err: unknown): boolean {
-  const code = (err as { code?: unknown })?.code;
-  if (typeof code !== 'string') return true; // socket errors, timeouts, "Connection terminated"
-  if (/^E[A-Z]+$/.test(code)) return true; // ECONNREFUSED, ECONNRESET, ETIMEDOUT ...
-  return TRANSIENT_CLASSES.some((cls) => code.startsWith(cls));
+export function isOutage(err: unknown): boolean {
+  const { code, message } = (err ?? {}) as { code?: unknown; message?: unknown };
+  if (typeof code === 'string') {
+    if (/^E[A-Z]+$/.test(code)) return true; // ECONNREFUSED, ECONNRESET, ETIMEDOUT ...
+    return OUTAGE_CLASSES.some((cls) => code.startsWith(cls));
+  }
+  return typeof message === 'string' && CONNECTION_MESSAGES.test(message);
 }
 
 /** Runs fn in a transaction on one pooled client; rolls back on error. */
