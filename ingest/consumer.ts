@@ -10,7 +10,7 @@ import { initPartitionSeries } from '../shared/metrics';
 import { appendBatch, type AppendOutcome } from '../journal/append';
 import { loadLineageKey, type LineageKey } from '../journal/lineage';
 import { parseRecord } from '../journal/record';
-import { reportBatch } from './report-batch';
+import { accountBatch, reportBatch } from './report-batch';
 
 export interface IngestDeps {
   kafka: Kafka;
@@ -166,7 +166,7 @@ async function handleBatch(
   const next = (BigInt(batch.lastOffset()) + 1n).toString();
   // Counted once Postgres has committed, before the Kafka commit: should that fail, the batch comes again and its
   // records count as redelivered (consumed = sum of outcomes either way, and journaled stays the journal's count).
-  account(outcome, topic, partition, metrics, log);
+  accountBatch(outcome, topic, partition, metrics, log);
   await consumer.commitOffsets([{ topic, partition, offset: next }]);
   reportBatch(outcome, metrics, log, config.ingest.perEventLogLimit);
   deps.onJournaled?.(outcome);
@@ -178,28 +178,5 @@ async function sleepWithHeartbeat(ms: number, heartbeat: () => Promise<void>, is
   while (Date.now() < until && isRunning()) {
     await new Promise((resolve) => setTimeout(resolve, Math.min(1000, until - Date.now())));
     await heartbeat().catch(() => undefined);
-  }
-}
-
-/** Invariant 3, per partition: consumed = journaled + dead-lettered + redelivered; and every coordinate reuse, loud. */
-function account(outcome: AppendOutcome, topic: string, partition: number, metrics: Metrics, log: Logger): void {
-  const labels = { topic, partition: String(partition) };
-  metrics.consumed.inc(labels, outcome.outcomes.length);
-  for (const [{ outcome: result }, count] of countBy(outcome.outcomes, (o) => ({ outcome: o }))) {
-    metrics.recordOutcomes.inc({ ...labels, outcome: result }, count);
-  }
-  if (outcome.reused.length === 0) return;
-  metrics.coordinateReuse.inc(labels, outcome.reused.length);
-  for (const reuse of outcome.reused.slice(0, 10)) {
-    log.warn(
-      { topic, partition, offset: reuse.offset, content_hash: reuse.hash, stored_hashes: reuse.stored },
-      'Coordinate reuse: these Kafka coordinates already hold a different record (topic re-created or offsets reset); stored as a new record',
-    );
-  }
-  if (outcome.reused.length > 10) {
-    log.warn(
-      { topic, partition, reused: outcome.reused.length },
-      `Coordinate reuse: ${outcome.reused.length} records in one batch`,
-    );
   }
 }

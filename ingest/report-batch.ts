@@ -49,3 +49,32 @@ export function reportBatch(outcome: AppendOutcome, metrics: Metrics, log: Logge
     `Persisted ${outcome.journaled.length} events (${replayed} REPLAYED)`,
   );
 }
+
+/** Invariant 3, per partition: consumed = journaled + dead-lettered + redelivered; and every coordinate reuse, loud. */
+export function accountBatch(
+  outcome: AppendOutcome,
+  topic: string,
+  partition: number,
+  metrics: Metrics,
+  log: Logger,
+): void {
+  const labels = { topic, partition: String(partition) };
+  metrics.consumed.inc(labels, outcome.outcomes.length);
+  for (const [{ outcome: result }, count] of countBy(outcome.outcomes, (o) => ({ outcome: o }))) {
+    metrics.recordOutcomes.inc({ ...labels, outcome: result }, count);
+  }
+  if (outcome.reused.length === 0) return;
+  metrics.coordinateReuse.inc(labels, outcome.reused.length);
+  for (const reuse of outcome.reused.slice(0, 10)) {
+    log.warn(
+      { topic, partition, offset: reuse.offset, content_hash: reuse.hash, stored_hashes: reuse.stored },
+      'Coordinate reuse: these Kafka coordinates already hold a different record (topic re-created or offsets reset); stored as a new record',
+    );
+  }
+  if (outcome.reused.length > 10) {
+    log.warn(
+      { topic, partition, reused: outcome.reused.length },
+      `Coordinate reuse: ${outcome.reused.length} records in one batch`,
+    );
+  }
+}
