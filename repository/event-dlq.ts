@@ -1,5 +1,5 @@
 import type { DlqStatus } from '../journal/kinds';
-import type { StoredRecord } from './stored-records';
+import { comparedWithNothing, type StoredRecord } from './stored-records';
 import type { Queryable } from './queryable';
 
 export type { DlqStatus } from '../journal/kinds';
@@ -88,7 +88,7 @@ export async function legacyDlqMatches(
           WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset = $3 AND content_hash IS NULL`,
         [topic, partition, c.offset, c.reason, c.rawValue, c.payloadJson],
       )
-      .catch(() => ({ rows: [] as Array<{ same: boolean }> }));
+      .catch(comparedWithNothing);
     if (rows.some((r) => r.same)) matches.add(c.offset);
   }
   return matches;

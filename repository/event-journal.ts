@@ -5,7 +5,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { copyTextLine } from './copy-text';
 import { LINEAGE_FIELDS } from '../journal/kinds';
 import type { Queryable } from './queryable';
-import type { StoredRecord } from './stored-records';
+import { comparedWithNothing, type StoredRecord } from './stored-records';
 
 export type { StoredRecord } from './stored-records';
 
@@ -138,7 +138,7 @@ export async function legacyJournalMatches(
           WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset = $3 AND content_hash IS NULL`,
         [topic, partition, offset, payloadJson],
       )
-      .catch(() => ({ rows: [] as Array<{ same: boolean }> }));
+      .catch(comparedWithNothing);
     if (rows.some((r) => r.same)) matches.add(offset);
   }
   return matches;
