@@ -7,7 +7,7 @@ import {
   type InsertedJournalRow,
   type NewJournalEntry,
 } from '../repository/event-journal';
-import { classifyAgainstStore, type Reuse } from './redelivery';
+import { classifyAgainstStore, type Classified, type Reuse } from './redelivery';
 import { JournalUnavailableError } from './errors';
 import type { RecordOutcome } from './kinds';
 import { safeDlqEntry } from './outage';
@@ -38,42 +38,45 @@ export interface AppendOutcome {
 type JournalWriter = (client: PoolClient, entries: NewJournalEntry[]) => Promise<InsertedJournalRow[]>;
 
 /**
- * The single way consumed records enter the journal. First it reads what is already stored at the batch's
- * coordinates and sets aside proven redeliveries (same coordinates, same content hash). The rest goes in one
- * transaction: good records into event_journal, rejected ones into event_dlq. The journal write is a COPY (fast);
- * when COPY fails, the batch is written again with INSERT … ON CONFLICT DO NOTHING; when that fails because of a
- * row, row by row behind savepoints so that only the refused rows go to the DLQ, with the database error. A dead
- * letter Postgres refuses as written is stored in a form it cannot refuse (bytes and sanitised text). Only an outage
- * (JournalUnavailableError) leaves the batch unwritten.
+ * The single way consumed records enter the journal, in one transaction: first, under the batch's advisory locks, it
+ * reads what is already stored and sets aside proven redeliveries (redelivery.ts); then good records go into
+ * event_journal, rejected ones into event_dlq. The journal write is a COPY (fast); when COPY fails, the transaction
+ * is retried with INSERT; when that fails because of a row, row by row behind savepoints so that only the refused
+ * rows go to the DLQ, with the database error. A dead letter Postgres refuses as written is stored in a form it
+ * cannot refuse (bytes and sanitised text). Only an outage (JournalUnavailableError) leaves the batch unwritten.
  */
 export async function appendBatch(pool: Pool, records: ParsedRecord[]): Promise<AppendOutcome> {
-  let classified;
+  const writers: JournalWriter[] = [copyJournalEntries, insertJournalEntries];
+  for (const write of writers) {
+    try {
+      return await withTransaction(pool, async (client) => {
+        const { classified, accepted, rejected } = await classify(client, records);
+        const rows = await write(
+          client,
+          accepted.map((r) => r.entry),
+        );
+        return outcome(records, classified, await store(client, rows, rejected));
+      });
+    } catch (err) {
+      if (err instanceof JournalUnavailableError) throw err;
+      if (isOutage(err)) throw unavailable(err);
+    }
+  }
+  return writeRowByRow(pool, records);
+}
+
+/** The batch as the store sees it under its locks: redeliveries set aside, the rest to journal or dead-letter. */
+async function classify(client: PoolClient, records: ParsedRecord[]) {
+  let classified: Classified;
   try {
-    classified = await classifyAgainstStore(pool, records);
+    classified = await classifyAgainstStore(client, records);
   } catch (err) {
     throw unavailable(err);
   }
   const fresh = records.filter((_, i) => !classified.redelivered.has(i));
   const accepted = fresh.filter((r): r is Accepted => r.ok);
   const rejected: DeadLetter[] = fresh.flatMap((r) => (r.ok ? [] : [{ entry: r.dlq, reason: r.reason }]));
-  const writers: JournalWriter[] = [copyJournalEntries, insertJournalEntries];
-  let written: Written | undefined;
-  for (const write of writers) {
-    try {
-      written = await withTransaction(pool, async (client) => {
-        const rows = await write(
-          client,
-          accepted.map((r) => r.entry),
-        );
-        return store(client, rows, rejected);
-      });
-      break;
-    } catch (err) {
-      if (isOutage(err)) throw unavailable(err);
-    }
-  }
-  written ??= await writeRowByRow(pool, accepted, rejected);
-  return outcome(records, classified.redelivered, classified.reused, written);
+  return { classified, accepted, rejected };
 }
 
 /** What one transaction stored: journal rows and the dead letters as written (some in their safe form). */
@@ -82,9 +85,10 @@ interface Written {
   deadLetters: DeadLetter[];
 }
 
-async function writeRowByRow(pool: Pool, accepted: Accepted[], rejected: DeadLetter[]): Promise<Written> {
+async function writeRowByRow(pool: Pool, records: ParsedRecord[]): Promise<AppendOutcome> {
   try {
     return await withTransaction(pool, async (client) => {
+      const { classified, accepted, rejected } = await classify(client, records);
       const rows: InsertedJournalRow[] = [];
       const refused: DeadLetter[] = [];
       for (const record of accepted) {
@@ -92,9 +96,10 @@ async function writeRowByRow(pool: Pool, accepted: Accepted[], rejected: DeadLet
         if (result instanceof Error) refused.push(refusedByJournal(record, result));
         else rows.push(...result);
       }
-      return store(client, rows, [...rejected, ...refused]);
+      return outcome(records, classified, await store(client, rows, [...rejected, ...refused]));
     });
   } catch (err) {
+    if (err instanceof JournalUnavailableError) throw err;
     // Every row-level refusal is absorbed above: what is left is Postgres itself.
     throw unavailable(err);
   }
@@ -183,7 +188,8 @@ function recordKey(offset: string | number | null, hash: Buffer | null): string 
   return `${offset}/${hash?.toString('hex') ?? '-'}`;
 }
 
-function outcome(records: ParsedRecord[], redelivered: Set<number>, reused: Reuse[], written: Written): AppendOutcome {
+function outcome(records: ParsedRecord[], classified: Classified, written: Written): AppendOutcome {
+  const { redelivered, reused } = classified;
   // Rows come back in entry order, most often one per accepted record: pair them by position, and fall back to a
   // lookup by coordinates and hash only past the first mismatch (a row skipped by a unique index or refused).
   let next = 0;

@@ -55,3 +55,20 @@ export type PermanentFailure = (typeof PERMANENT_FAILURES)[number];
 
 /** Payload fields a replay adds; a replayed event's own old lineage is replaced, never nested. */
 export const LINEAGE_FIELDS = ['_replayed_from_event_id', '_replay_source', '_replay_id', '_replay_count'] as const;
+
+/** Kinds of workflow recorded in lifecycle_audit (journal maintenance, erasure). */
+export const LIFECYCLE_KINDS = ['maintenance', 'erasure'] as const;
+export type LifecycleKind = (typeof LIFECYCLE_KINDS)[number];
+
+/** lifecycle_audit.status. */
+export const LIFECYCLE_STATUSES = ['running', 'completed', 'failed'] as const;
+export type LifecycleStatus = (typeof LIFECYCLE_STATUSES)[number];
+
+/** What one maintenance step did (lifecycle_audit.actions[].action). */
+export const MAINTENANCE_ACTIONS = [
+  'partition_created',
+  'segment_archived',
+  'partition_dropped',
+  'rows_deleted',
+] as const;
+export type MaintenanceAction = (typeof MAINTENANCE_ACTIONS)[number];

@@ -1,6 +1,6 @@
-import type { Pool } from '../shared/db';
+import { lockNames, type PoolClient } from '../shared/db';
 import { legacyDlqMatches } from '../repository/event-dlq';
-import { legacyJournalMatches } from '../repository/event-journal';
+import { journaledReplayCopies, legacyJournalMatches, type ReplayCopy } from '../repository/event-journal';
 import { recordsAt, type StoredAt } from '../repository/stored-records';
 import type { ParsedRecord } from './record';
 
@@ -23,19 +23,24 @@ export interface Classified {
 }
 
 /**
- * Tells proven redeliveries from new records by what the journal and the DLQ already hold at the batch's
- * coordinates: one index range scan per table and partition, which finds nothing in the common case. Same
- * coordinates and same content hash is a redelivery; a different hash is a coordinate reuse, to be written.
+ * Tells proven redeliveries from new records by what the journal and the DLQ already hold, inside the transaction
+ * that will write the batch. The journal is partitioned by received_at, so no unique index can span the partitions a
+ * record and its redelivery may land in: instead, writers of the same Kafka partition (and of copies of the same
+ * replay) are serialised by advisory locks taken here, and under the lock every committed row is visible to the
+ * lookups. Then:
+ * - same coordinates and same content hash, in either table: a redelivery; a different hash: a coordinate reuse,
+ *   to be written (one index range scan per table and partition, which finds nothing in the common case);
+ * - a replay's copy of an event (verified lineage) already journaled for that replay, or twice in this batch: a
+ *   republished copy, not journaled again.
  */
-export async function classifyAgainstStore(pool: Pool, records: ParsedRecord[]): Promise<Classified> {
+export async function classifyAgainstStore(client: PoolClient, records: ParsedRecord[]): Promise<Classified> {
+  await lockNames(client, lockNamesOf(records));
   const redelivered = new Set<number>();
   const reused: Reuse[] = [];
   for (const group of byPartition(records)) {
     const { topic, partition, lo, hi } = group;
-    const [journal, dlq] = await Promise.all([
-      recordsAt(pool, 'event_journal', topic, partition, lo, hi),
-      recordsAt(pool, 'event_dlq', topic, partition, lo, hi),
-    ]);
+    const journal = await recordsAt(client, 'event_journal', topic, partition, lo, hi);
+    const dlq = await recordsAt(client, 'event_dlq', topic, partition, lo, hi);
     if (journal.length === 0 && dlq.length === 0) continue;
     const stored = byOffset([...journal, ...dlq]);
     const reuse = (index: number): Reuse => {
@@ -51,18 +56,51 @@ export async function classifyAgainstStore(pool: Pool, records: ParsedRecord[]):
       else if (hashes.includes('legacy')) legacy.push(index);
       else reused.push(reuse(index));
     }
-    const matched = await legacyRedeliveries(pool, topic, partition, records, legacy);
+    const matched = await legacyRedeliveries(client, topic, partition, records, legacy);
     for (const index of legacy) {
       if (matched.has(index)) redelivered.add(index);
       else reused.push(reuse(index));
     }
   }
+  for (const index of await republishedCopies(client, records, redelivered)) redelivered.add(index);
   return { redelivered, reused };
+}
+
+/** The locks a batch needs: one per Kafka partition it holds, one per replay whose copies it holds. */
+function lockNamesOf(records: ParsedRecord[]): string[] {
+  return records.flatMap((record) => {
+    const { topic, partition } = record.ok ? record.entry : record.dlq;
+    const names = [`journal:${topic}/${partition}`];
+    if (record.ok && record.lineage) names.push(`replay:${record.lineage.replayId}`);
+    return names;
+  });
+}
+
+/** Indexes of replay copies (not already set aside) whose (replay, event) is journaled, or earlier in the batch. */
+async function republishedCopies(
+  client: PoolClient,
+  records: ParsedRecord[],
+  redelivered: Set<number>,
+): Promise<number[]> {
+  const copies = records.flatMap((record, index): Array<ReplayCopy & { index: number }> =>
+    record.ok && record.lineage && !redelivered.has(index)
+      ? [{ index, replayId: record.lineage.replayId, replayedFrom: record.lineage.replayedFrom }]
+      : [],
+  );
+  if (copies.length === 0) return [];
+  const journaled = await journaledReplayCopies(client, copies);
+  const seen = new Set<string>();
+  return copies.flatMap(({ index, replayId, replayedFrom }) => {
+    const key = `${replayId}/${replayedFrom}`;
+    const again = journaled.has(key) || seen.has(key);
+    seen.add(key);
+    return again ? [index] : [];
+  });
 }
 
 /** Rows from before content hashes: a redelivery if the stored row says the same (payload, or reason and value). */
 async function legacyRedeliveries(
-  pool: Pool,
+  client: PoolClient,
   topic: string,
   partition: number,
   records: ParsedRecord[],
@@ -87,10 +125,9 @@ async function legacyRedeliveries(
           },
         ];
   });
-  const [journalSame, dlqSame] = await Promise.all([
-    legacyJournalMatches(pool, topic, partition, accepted),
-    legacyDlqMatches(pool, topic, partition, rejected),
-  ]);
+  // One after the other: each comparison runs behind a savepoint on the same client.
+  const journalSame = await legacyJournalMatches(client, topic, partition, accepted);
+  const dlqSame = await legacyDlqMatches(client, topic, partition, rejected);
   return new Set([
     ...accepted.filter((c) => journalSame.has(c.offset)).map((c) => c.index),
     ...rejected.filter((c) => dlqSame.has(c.offset)).map((c) => c.index),

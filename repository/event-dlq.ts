@@ -1,5 +1,6 @@
+import type { PoolClient } from 'pg';
 import type { DlqStatus } from '../journal/kinds';
-import { comparedWithNothing, type StoredRecord } from './stored-records';
+import { sameAsLegacy, type StoredRecord } from './stored-records';
 import type { Queryable } from './queryable';
 
 export type { DlqStatus } from '../journal/kinds';
@@ -71,25 +72,24 @@ export async function insertDlqEntries(db: Queryable, entries: NewDlqEntry[]): P
 
 /**
  * Of these rejected records, the offsets where a dead letter written before content hashes existed has the same
- * reason and the same value (raw text, or payload as jsonb): those are redeliveries.
+ * reason and the same value (raw text, or payload as jsonb): those are redeliveries. Runs inside a transaction.
  */
 export async function legacyDlqMatches(
-  db: Queryable,
+  db: PoolClient,
   topic: string,
   partition: number,
   candidates: Array<{ offset: string; reason: string; rawValue: string | null; payloadJson: string | null }>,
 ): Promise<Set<string>> {
   const matches = new Set<string>();
   for (const c of candidates) {
-    const { rows } = await db
-      .query<{ same: boolean }>(
-        `SELECT reason = $4 AND raw_value IS NOT DISTINCT FROM $5 AND payload IS NOT DISTINCT FROM $6::jsonb AS same
-           FROM event_dlq
-          WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset = $3 AND content_hash IS NULL`,
-        [topic, partition, c.offset, c.reason, c.rawValue, c.payloadJson],
-      )
-      .catch(comparedWithNothing);
-    if (rows.some((r) => r.same)) matches.add(c.offset);
+    const same = await sameAsLegacy(
+      db,
+      `SELECT reason = $4 AND raw_value IS NOT DISTINCT FROM $5 AND payload IS NOT DISTINCT FROM $6::jsonb AS same
+         FROM event_dlq
+        WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset = $3 AND content_hash IS NULL`,
+      [topic, partition, c.offset, c.reason, c.rawValue, c.payloadJson],
+    );
+    if (same) matches.add(c.offset);
   }
   return matches;
 }

@@ -5,7 +5,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { copyTextLine } from './copy-text';
 import { LINEAGE_FIELDS } from '../journal/kinds';
 import type { Queryable } from './queryable';
-import { comparedWithNothing, type StoredRecord } from './stored-records';
+import { sameAsLegacy, type StoredRecord } from './stored-records';
 
 export type { StoredRecord } from './stored-records';
 
@@ -122,26 +122,50 @@ export async function copyJournalEntries(
 
 /**
  * Of these records, the offsets where a row journaled before content hashes existed holds an equal payload (as
- * jsonb): those are redeliveries. A candidate whose text Postgres cannot read as jsonb equals nothing.
+ * jsonb): those are redeliveries. A candidate whose text Postgres cannot read as jsonb equals nothing. Runs inside
+ * a transaction (savepoints).
  */
 export async function legacyJournalMatches(
-  db: Queryable,
+  db: PoolClient,
   topic: string,
   partition: number,
   candidates: Array<{ offset: string; payloadJson: string }>,
 ): Promise<Set<string>> {
   const matches = new Set<string>();
   for (const { offset, payloadJson } of candidates) {
-    const { rows } = await db
-      .query<{ same: boolean }>(
-        `SELECT payload = $4::jsonb AS same FROM event_journal
-          WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset = $3 AND content_hash IS NULL`,
-        [topic, partition, offset, payloadJson],
-      )
-      .catch(comparedWithNothing);
-    if (rows.some((r) => r.same)) matches.add(offset);
+    const same = await sameAsLegacy(
+      db,
+      `SELECT payload = $4::jsonb AS same FROM event_journal
+        WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset = $3 AND content_hash IS NULL`,
+      [topic, partition, offset, payloadJson],
+    );
+    if (same) matches.add(offset);
   }
   return matches;
+}
+
+/** A replay's copy of one event: the replay id and the journal id it was replayed from (lineage). */
+export interface ReplayCopy {
+  replayId: string;
+  replayedFrom: number;
+}
+
+/**
+ * Of these replay copies, the ones already journaled (as "replayId/replayedFrom"): a replay republishes an event once
+ * per (replay, event), but an activity retry can publish it again, and that copy is not journaled twice. One probe
+ * of the lineage index (idx_event_journal_replay_copy) per partition.
+ */
+export async function journaledReplayCopies(db: Queryable, copies: ReplayCopy[]): Promise<Set<string>> {
+  if (copies.length === 0) return new Set();
+  const { rows } = await db.query<{ copy: string }>(
+    `SELECT DISTINCT k.replay_id || '/' || k.replayed_from AS copy
+       FROM unnest($1::text[], $2::text[]) AS k(replay_id, replayed_from)
+       JOIN event_journal e
+         ON e.payload->>'_replay_id' = k.replay_id AND e.payload->>'_replayed_from_event_id' = k.replayed_from
+        AND e.replay_count > 0 AND e.payload ? '_replay_id'`,
+    [copies.map((c) => c.replayId), copies.map((c) => String(c.replayedFrom))],
+  );
+  return new Set(rows.map((r) => r.copy));
 }
 
 const SUMMARY_COLUMNS = 'id, tenant_id, topic, received_at, replay_count, replay_source';

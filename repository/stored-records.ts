@@ -48,10 +48,19 @@ export async function recordsAt(
 }
 
 /**
- * For the comparisons with rows from before 007: a candidate Postgres cannot compare (its text is not jsonb) equals
- * nothing, but an outage is thrown, so that the batch waits instead of counting a redelivery as a new record.
+ * A comparison with rows from before 007, run inside the caller's transaction behind a savepoint: a candidate Postgres
+ * cannot compare (its text is not jsonb) equals nothing and leaves the transaction usable, but an outage is thrown,
+ * so that the batch waits instead of counting a redelivery as a new record.
  */
-export function comparedWithNothing(err: unknown): { rows: Array<{ same: boolean }> } {
-  if (isOutage(err)) throw err;
-  return { rows: [] };
+export async function sameAsLegacy(db: Queryable, text: string, values: unknown[]): Promise<boolean> {
+  await db.query('SAVEPOINT legacy_compare');
+  try {
+    const { rows } = await db.query<{ same: boolean }>(text, values);
+    await db.query('RELEASE SAVEPOINT legacy_compare');
+    return rows.some((r) => r.same);
+  } catch (err) {
+    if (isOutage(err)) throw err;
+    await db.query('ROLLBACK TO SAVEPOINT legacy_compare');
+    return false;
+  }
 }

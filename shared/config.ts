@@ -78,6 +78,16 @@ export interface Config {
     baseDelayMs: number;
     batchSize: number;
   };
+  journal: {
+    /** Length of each time partition of event_journal. */
+    partitionInterval: PartitionInterval;
+    /** Partitions kept created ahead of now (maintenance creates them; the default partition catches the rest). */
+    partitionsAhead: number;
+    /** Retention in days by topic ("*": every other topic); absent = kept forever. PUT /retention overrides it. */
+    retentionDays: Record<string, number>;
+    maintenanceScheduleId: string;
+    maintenanceIntervalMs: number;
+  };
   /** Secret that signs replay lineage (x-replay-proof); when unset, the one migration 007 generated in Postgres. */
   lineageKey: string | undefined;
   logLevel: string;
@@ -138,11 +148,20 @@ export const DEFAULTS = {
   DLQ_RETRY_MAX_ATTEMPTS: '5',
   DLQ_RETRY_BASE_DELAY: '1m',
   DLQ_RETRY_BATCH_SIZE: '100',
+  JOURNAL_PARTITION_INTERVAL: 'month',
+  JOURNAL_PARTITIONS_AHEAD: '3',
+  JOURNAL_RETENTION: '',
+  MAINTENANCE_SCHEDULE_ID: 'crm-events-journal-maintenance',
+  MAINTENANCE_INTERVAL: '1h',
   LINEAGE_KEY: '',
   LOG_LEVEL: 'info',
 } as const;
 
 export type ConfigVariable = keyof typeof DEFAULTS;
+
+/** How long each of the journal's time partitions is (JOURNAL_PARTITION_INTERVAL). */
+export const PARTITION_INTERVALS = ['month', 'day'] as const;
+export type PartitionInterval = (typeof PARTITION_INTERVALS)[number];
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
@@ -210,6 +229,13 @@ export function loadConfig(env: Env = process.env): Config {
       }
     }
     return items;
+  };
+  const oneOf = <T extends string>(name: ConfigVariable, allowed: readonly T[]): T => {
+    const raw = read(name);
+    if (!(allowed as readonly string[]).includes(raw)) {
+      throw new ConfigError(name, `must be one of ${allowed.join(', ')}, got "${raw}"`);
+    }
+    return raw as T;
   };
   const hostPort = (name: ConfigVariable): string => {
     const raw = read(name);
@@ -335,9 +361,34 @@ export function loadConfig(env: Env = process.env): Config {
       baseDelayMs: duration('DLQ_RETRY_BASE_DELAY'),
       batchSize: int('DLQ_RETRY_BATCH_SIZE', 1, 10_000),
     },
+    journal: {
+      partitionInterval: oneOf('JOURNAL_PARTITION_INTERVAL', PARTITION_INTERVALS),
+      partitionsAhead: int('JOURNAL_PARTITIONS_AHEAD', 1, 400),
+      retentionDays: retention(read('JOURNAL_RETENTION')),
+      maintenanceScheduleId: read('MAINTENANCE_SCHEDULE_ID'),
+      maintenanceIntervalMs: duration('MAINTENANCE_INTERVAL'),
+    },
     lineageKey: lineageKey || undefined,
     logLevel,
   };
+}
+
+/** Parses JOURNAL_RETENTION, "apexflow.leads.created:400,apexflow.jobs.created:90,*:730", into days by topic. */
+function retention(raw: string): Record<string, number> {
+  const days: Record<string, number> = {};
+  for (const item of raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
+    const colon = item.lastIndexOf(':');
+    const topic = item.slice(0, colon);
+    const value = item.slice(colon + 1);
+    if (colon <= 0 || !/^\d+$/.test(value) || Number(value) < 1) {
+      throw new ConfigError('JOURNAL_RETENTION', `must list topic:days (days ≥ 1), got "${item}"`);
+    }
+    days[topic] = Number(value);
+  }
+  return days;
 }
 
 /** Parses AUTH_JWT_SECRETS, "kid1:secret1,kid2:secret2", into secrets by kid. */

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import pg from 'pg';
 import type { Logger } from './logger';
 
@@ -80,4 +81,15 @@ export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClie
     client.off('error', onError);
     client.release(broken);
   }
+}
+
+/**
+ * Takes transaction-scoped advisory locks named by strings (released at COMMIT or ROLLBACK). Each name maps to a
+ * 64-bit key (SHA-256 prefix) and keys are taken in ascending order, so two transactions locking overlapping sets
+ * never deadlock. A collision only serialises two unrelated names.
+ */
+export async function lockNames(client: pg.PoolClient, names: Iterable<string>): Promise<void> {
+  const keys = [...new Set([...names].map((name) => createHash('sha256').update(name).digest().readBigInt64BE(0)))];
+  keys.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  for (const key of keys) await client.query('SELECT pg_advisory_xact_lock($1::bigint)', [key.toString()]);
 }

@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { createLogger } from '../../shared/logger';
-import { migrate } from '../../shared/migrate';
+import { prepareDatabase } from '../../lifecycle/prepare';
 import { uniqueSuffix } from './env';
 
 export interface ScratchDatabase {
@@ -23,7 +23,7 @@ export async function createScratchDatabase(
   const url = new URL(baseUrl);
   url.pathname = `/${name}`;
   const databaseUrl = url.toString();
-  await migrate(databaseUrl, createLogger('silent'));
+  await prepareDatabase(databaseUrl, createLogger('silent'));
   return { name, databaseUrl, drop: () => dropDatabase(baseUrl, name) };
 }
 

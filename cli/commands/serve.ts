@@ -1,7 +1,7 @@
 import type { LagMonitor } from '../../ingest/lag-monitor';
 import { loadConfig } from '../../shared/config';
 import { ensureTopics } from '../../shared/kafka';
-import { migrate } from '../../shared/migrate';
+import { prepareDatabase } from '../../lifecycle/prepare';
 import { startMetricsServer } from '../../shared/metrics-server';
 import { createRuntime, untilShutdown, type Stopper } from '../runtime';
 import { stackCommand } from './stack';
@@ -18,7 +18,7 @@ export async function serve(components: Component[], options: { stack?: boolean;
   if (options.stack) await stackCommand(['up']);
   const rt = createRuntime(components.length > 1 ? 'sink' : components[0], config);
   if (options.prepare) {
-    await migrate(config.databaseUrl, rt.log);
+    await prepareDatabase(config.databaseUrl, rt.log, config.journal);
     await ensureTopics(rt.kafka, config.kafka.topics, config.kafka.topicPartitions);
   }
   const intake: Stopper[] = [];

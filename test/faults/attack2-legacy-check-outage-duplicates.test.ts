@@ -1,6 +1,6 @@
 import { appendBatch } from '../../journal/append';
 import { parseRecord, type ParsedRecord } from '../../journal/record';
-import { createPool, type Pool } from '../../shared/db';
+import { createPool, type Pool, type PoolClient } from '../../shared/db';
 import { createLogger } from '../../shared/logger';
 import { createTestDatabase } from '../support/database';
 import { baseConfig } from '../support/env';
@@ -34,27 +34,33 @@ const at = (topic: string, offset: number, value: string): ParsedRecord =>
 
 /**
  * The real pool, except that the first legacy comparison runs on a connection whose backend Postgres has just
- * terminated (pg_terminate_backend: what a Postgres restart or failover does to a connection in use).
+ * terminated (pg_terminate_backend: what a Postgres restart or failover does to a connection in use). The comparison
+ * runs on the batch's transaction client (redelivery.ts classifies under the batch's locks), so clients are wrapped.
  */
 function poolWithOneDroppedConnection(): { pool: Pool; dropped: () => number } {
   let dropped = 0;
-  const query = async (text: unknown, values?: unknown[]) => {
-    if (dropped === 0 && typeof text === 'string' && /content_hash IS NULL/.test(text)) {
-      dropped += 1;
-      const client = await pool.connect();
-      client.on('error', () => undefined);
-      try {
-        await pool.query('SELECT pg_terminate_backend($1)', [(client as unknown as { processID: number }).processID]);
-        await sleep(200);
-        return await client.query(text, values);
-      } finally {
-        client.release(true);
-      }
-    }
-    return pool.query(text as string, values);
-  };
+  const wrap = (client: PoolClient): PoolClient =>
+    new Proxy(client, {
+      get: (target, prop) => {
+        if (prop !== 'query') {
+          const value = Reflect.get(target, prop, target) as unknown;
+          return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+        }
+        return async (text: unknown, values?: unknown[]) => {
+          if (dropped === 0 && typeof text === 'string' && /content_hash IS NULL/.test(text)) {
+            dropped += 1;
+            await pool.query('SELECT pg_terminate_backend($1)', [
+              (target as unknown as { processID: number }).processID,
+            ]);
+            await sleep(200);
+          }
+          return target.query(text as string, values);
+        };
+      },
+    });
   const proxy = new Proxy(pool, {
-    get: (target, prop, receiver) => (prop === 'query' ? query : Reflect.get(target, prop, receiver)),
+    get: (target, prop, receiver) =>
+      prop === 'connect' ? async () => wrap(await target.connect()) : Reflect.get(target, prop, receiver),
   });
   return { pool: proxy, dropped: () => dropped };
 }

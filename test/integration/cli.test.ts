@@ -7,7 +7,7 @@ import { createLogger } from '../../shared/logger';
 import { countDlqEntries } from '../../repository/event-dlq';
 import { createMetrics } from '../../shared/metrics';
 import { startMetricsServer } from '../../shared/metrics-server';
-import { migrate } from '../../shared/migrate';
+import { prepareDatabase } from '../../lifecycle/prepare';
 import { createTestDatabase } from '../support/database';
 import { baseConfig } from '../support/env';
 import { topicSize } from '../support/journal';
@@ -69,18 +69,19 @@ it('stack status prints each component with its address and state', async () => 
   expect(lines[2]).toMatch(/^temporal\s+127\.0\.0\.1:7233\s+up\b/);
 });
 
-it('migrate applies the schema once even when two processes start at once', async () => {
+it('migrate applies the schema (and partitions the journal) once even when two processes start at once', async () => {
   const db = await createTestDatabase(baseConfig().databaseUrl, 'migrate_race');
   try {
     // createTestDatabase already migrated; race two more runs against a fresh copy of the schema table state.
     const client = new pg.Client({ connectionString: db.databaseUrl });
     await client.connect();
     await client.query(
-      'DROP TABLE event_dlq, replay_audit, event_journal, service_keys, api_rate_limit, api_idempotency_keys, pgmigrations CASCADE',
+      'DROP TABLE event_dlq, replay_audit, event_journal, service_keys, api_rate_limit, api_idempotency_keys, ' +
+        'retention_policies, pgmigrations CASCADE',
     );
     await client.end();
     const log = createLogger('silent');
-    const [a, b] = await Promise.all([migrate(db.databaseUrl, log), migrate(db.databaseUrl, log)]);
+    const [a, b] = await Promise.all([prepareDatabase(db.databaseUrl, log), prepareDatabase(db.databaseUrl, log)]);
     expect([...a, ...b].sort()).toEqual([
       '001_event_journal',
       '002_event_dlq',
@@ -90,12 +91,20 @@ it('migrate applies the schema once even when two processes start at once', asyn
       '006_event_journal_tenant_topic',
       '007_integrity',
       '008_api_limits',
+      '009_journal_lifecycle',
     ]);
     const check = new pg.Client({ connectionString: db.databaseUrl });
     await check.connect();
     const { rows } = await check.query('SELECT name FROM pgmigrations ORDER BY id');
     await check.end();
-    expect(rows.map((r) => r.name)).toHaveLength(8);
+    expect(rows.map((r) => r.name)).toHaveLength(9);
+    const partitioned = new pg.Client({ connectionString: db.databaseUrl });
+    await partitioned.connect();
+    const kind = await partitioned.query(
+      "SELECT relkind::text AS kind FROM pg_class WHERE oid = 'event_journal'::regclass",
+    );
+    await partitioned.end();
+    expect(kind.rows[0].kind).toBe('p');
   } finally {
     await db.drop();
   }

@@ -1,4 +1,11 @@
-import { AUDIT_STATUSES, DLQ_REASONS, DLQ_STATUSES, REPLAY_KINDS } from '../../journal/kinds';
+import {
+  AUDIT_STATUSES,
+  DLQ_REASONS,
+  DLQ_STATUSES,
+  LIFECYCLE_KINDS,
+  LIFECYCLE_STATUSES,
+  REPLAY_KINDS,
+} from '../../journal/kinds';
 import { createPool, type Pool } from '../../shared/db';
 import { createLogger } from '../../shared/logger';
 import { createTestDatabase } from '../support/database';
@@ -35,6 +42,8 @@ it.each([
   ['replay_audit', 'status', AUDIT_STATUSES],
   ['event_dlq', 'status', DLQ_STATUSES],
   ['event_dlq', 'reason', DLQ_REASONS],
+  ['lifecycle_audit', 'kind', LIFECYCLE_KINDS],
+  ['lifecycle_audit', 'status', LIFECYCLE_STATUSES],
 ])('%s.%s allows exactly the values journal/kinds.ts lists', async (table, column, values) => {
   expect((await allowed(table, column)).sort()).toEqual([...values].sort());
 });
