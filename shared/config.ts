@@ -91,6 +91,27 @@ export interface Config {
   /** Secret that signs replay lineage (x-replay-proof); when unset, the one migration 007 generated in Postgres. */
   lineageKey: string | undefined;
   logLevel: string;
+  archive: ArchiveConfig;
+}
+
+/** Where archived journal segments go (archive/create-store.ts picks the store from it). */
+export interface ArchiveConfig {
+  store: 'local' | 's3';
+  /** The local store's directory (relative: to the working directory). */
+  dir: string;
+  /** Set when store is s3. */
+  s3: ArchiveS3Config | undefined;
+}
+
+/** An S3 bucket, on AWS or on any S3-compatible server (path-style addressing). */
+export interface ArchiveS3Config {
+  /** http(s) URL of an S3-compatible server; undefined = AWS S3 itself for the region. */
+  endpoint: string | undefined;
+  bucket: string;
+  region: string;
+  /** Both set, or both undefined for the AWS SDK's default credential chain (environment, profile, instance role). */
+  accessKeyId: string | undefined;
+  secretAccessKey: string | undefined;
 }
 
 type Env = Record<string, string | undefined>;
@@ -155,6 +176,13 @@ export const DEFAULTS = {
   MAINTENANCE_INTERVAL: '1h',
   LINEAGE_KEY: '',
   LOG_LEVEL: 'info',
+  ARCHIVE_STORE: 'local',
+  ARCHIVE_DIR: '.stack/archive',
+  ARCHIVE_S3_ENDPOINT: '',
+  ARCHIVE_S3_BUCKET: '',
+  ARCHIVE_S3_REGION: 'us-east-1',
+  ARCHIVE_S3_ACCESS_KEY_ID: '',
+  ARCHIVE_S3_SECRET_ACCESS_KEY: '',
 } as const;
 
 export type ConfigVariable = keyof typeof DEFAULTS;
@@ -370,6 +398,42 @@ export function loadConfig(env: Env = process.env): Config {
     },
     lineageKey: lineageKey || undefined,
     logLevel,
+    archive: archiveConfig(read, url),
+  };
+}
+
+// S3's bucket naming rules (lowercase, digits, '.', '-'; 3 to 63 characters; starts and ends alphanumeric).
+const BUCKET = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+
+function archiveConfig(
+  read: (name: ConfigVariable) => string,
+  url: (name: ConfigVariable, protocols: string[]) => string,
+): ArchiveConfig {
+  const store = read('ARCHIVE_STORE');
+  if (store !== 'local' && store !== 's3')
+    throw new ConfigError('ARCHIVE_STORE', `must be local or s3, got "${store}"`);
+  const dir = read('ARCHIVE_DIR');
+  if (store === 'local') return { store, dir, s3: undefined };
+  const bucket = read('ARCHIVE_S3_BUCKET');
+  if (!BUCKET.test(bucket)) {
+    throw new ConfigError('ARCHIVE_S3_BUCKET', `must be an S3 bucket name with ARCHIVE_STORE=s3, got "${bucket}"`);
+  }
+  const accessKeyId = read('ARCHIVE_S3_ACCESS_KEY_ID');
+  const secretAccessKey = read('ARCHIVE_S3_SECRET_ACCESS_KEY');
+  if (Boolean(accessKeyId) !== Boolean(secretAccessKey)) {
+    const missing = accessKeyId ? 'ARCHIVE_S3_SECRET_ACCESS_KEY' : 'ARCHIVE_S3_ACCESS_KEY_ID';
+    throw new ConfigError(missing, 'must be set with the other half of the key pair (or leave both empty)');
+  }
+  return {
+    store,
+    dir,
+    s3: {
+      endpoint: read('ARCHIVE_S3_ENDPOINT') ? url('ARCHIVE_S3_ENDPOINT', ['http:', 'https:']) : undefined,
+      bucket,
+      region: read('ARCHIVE_S3_REGION'),
+      accessKeyId: accessKeyId || undefined,
+      secretAccessKey: secretAccessKey || undefined,
+    },
   };
 }
 

@@ -14,18 +14,19 @@ STACK_CACHE_DIR="$(cd "$STACK_CACHE_DIR" && pwd -P)"
 LOGS="$STACK_DIR/logs"
 RUN="$STACK_DIR/run"
 CONF_DIR="$REPO_DIR/scripts/stack"
-ALL=(postgres kafka temporal)
+ALL=(postgres kafka temporal s3)
 TIMEOUT="${STACK_TIMEOUT:-120}" # seconds a component may take to become ready (crash recovery included)
 
 PG_BIN=/usr/lib/postgresql/15/bin
 # The defaults are the ports everyone's .env points at; override all of them to run a second instance beside it.
-DEFAULT_PORTS=(postgres=5446 kafka=9092 temporal=7233)
+DEFAULT_PORTS=(postgres=5446 kafka=9092 temporal=7233 s3=9000)
 PG_PORT="${STACK_PG_PORT:-5446}"
 KAFKA_PORT="${STACK_KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${STACK_KAFKA_CONTROLLER_PORT:-9093}"
 TEMPORAL_PORT="${STACK_TEMPORAL_PORT:-7233}"
 TEMPORAL_UI_PORT="${STACK_TEMPORAL_UI_PORT:-8233}"
-for _p in PG_PORT KAFKA_PORT KAFKA_CONTROLLER_PORT TEMPORAL_PORT TEMPORAL_UI_PORT; do
+S3_PORT="${STACK_S3_PORT:-9000}"
+for _p in PG_PORT KAFKA_PORT KAFKA_CONTROLLER_PORT TEMPORAL_PORT TEMPORAL_UI_PORT S3_PORT; do
   [[ ${!_p} =~ ^[0-9]+$ ]] && ((${!_p} > 0 && ${!_p} < 65536)) || { printf 'stack: error: STACK_%s=%s is not a port\n' "$_p" "${!_p}" >&2; exit 1; }
 done
 unset _p
@@ -159,6 +160,9 @@ external() {
     temporal)
       [[ -n ${TEMPORAL_ADDRESS:-} ]] || return 1
       ! is_local_addr "$(hostport "$TEMPORAL_ADDRESS")" $TEMPORAL_PORT ;;
+    s3)
+      [[ -n ${ARCHIVE_S3_ENDPOINT:-} ]] || return 1
+      ! is_local_addr "$(hostport "$ARCHIVE_S3_ENDPOINT")" $S3_PORT ;;
   esac
 }
 external_addr() {
@@ -166,6 +170,7 @@ external_addr() {
     postgres) hostport "$DATABASE_URL" ;;
     kafka) printf '%s' "$KAFKA_BROKERS" ;;
     temporal) hostport "$TEMPORAL_ADDRESS" ;;
+    s3) hostport "$ARCHIVE_S3_ENDPOINT" ;;
   esac
 }
 
@@ -183,6 +188,7 @@ registry_entry() {
     postgres) port=$PG_PORT ;;
     kafka) port=$KAFKA_PORT ;;
     temporal) port=$TEMPORAL_PORT ;;
+    s3) port=$S3_PORT ;;
   esac
   if [[ " ${DEFAULT_PORTS[*]} " == *" $1=$port "* ]]; then printf '%s' "$REGISTRY/$1"; else printf '%s' "$REGISTRY/$1-$port"; fi
 }

@@ -63,10 +63,11 @@ it('produce publishes the requested number of events with a progress bar', async
 it('stack status prints each component with its address and state', async () => {
   const { stdout } = await run('bash', [path.resolve(__dirname, '../../scripts/stack.sh'), 'status']);
   const lines = stdout.trim().split('\n');
-  expect(lines.map((l) => l.split(/\s+/)[0])).toEqual(['postgres', 'kafka', 'temporal']);
+  expect(lines.map((l) => l.split(/\s+/)[0])).toEqual(['postgres', 'kafka', 'temporal', 's3']);
   expect(lines[0]).toMatch(/^postgres\s+127\.0\.0\.1:5446\s+up\b/);
   expect(lines[1]).toMatch(/^kafka\s+127\.0\.0\.1:9092\s+up\b/);
   expect(lines[2]).toMatch(/^temporal\s+127\.0\.0\.1:7233\s+up\b/);
+  expect(lines[3]).toMatch(/^s3\s+127\.0\.0\.1:9000\s+up\b/);
 });
 
 it('migrate applies the schema (and partitions the journal) once even when two processes start at once', async () => {

@@ -1,0 +1,62 @@
+/** A key that is not a relative, slash-separated path of plain names (no `..`, no empty part, no leading slash). */
+export class ArchiveKeyError extends Error {
+  override readonly name = 'ArchiveKeyError';
+  constructor(readonly key: string) {
+    super(`Invalid archive key "${key}": expected parts of letters, digits, '.', '_', '-' separated by '/'`);
+  }
+}
+
+/** The store has no object under this key. */
+export class ArchiveObjectNotFoundError extends Error {
+  override readonly name = 'ArchiveObjectNotFoundError';
+  constructor(
+    readonly key: string,
+    readonly location: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`No archive object "${key}" in ${location}`, options);
+  }
+}
+
+/** A segment of that name is already archived; archiving it again would hide which copy is the real one. */
+export class SegmentExistsError extends Error {
+  override readonly name = 'SegmentExistsError';
+  constructor(readonly segment: string) {
+    super(`Archive segment "${segment}" already exists`);
+  }
+}
+
+/** No manifest for this segment: it was never archived, or its archiving did not finish. */
+export class SegmentNotFoundError extends Error {
+  override readonly name = 'SegmentNotFoundError';
+  constructor(readonly segment: string) {
+    super(`Archive segment "${segment}" not found (no manifest)`);
+  }
+}
+
+/**
+ * What was read back from the store is not what the manifest (or the caller) says was written: a short or corrupted
+ * file, a different row count. `problems` names each difference; nothing that depends on the segment may go on.
+ */
+export class ArchiveVerifyError extends Error {
+  override readonly name = 'ArchiveVerifyError';
+  constructor(
+    readonly segment: string,
+    readonly problems: string[],
+    options?: { cause?: unknown },
+  ) {
+    super(`Archive segment "${segment}" failed verification: ${problems.join('; ')}`, options);
+  }
+}
+
+/** A segment file or manifest that is not in the format this code reads (bad line, unknown version). */
+export class ArchiveFormatError extends Error {
+  override readonly name = 'ArchiveFormatError';
+  constructor(
+    readonly segment: string,
+    readonly problem: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`Archive segment "${segment}" is malformed: ${problem}`, options);
+  }
+}

@@ -1,0 +1,83 @@
+import { describeFile, putDataFile, verifyWrittenFile } from './data-file';
+import { dataKey, readManifest, segmentPrefix, manifestKey, writeManifest, type SegmentManifest } from './manifest';
+import { readSegment } from './read-segment';
+import type { ArchiveRow } from './row';
+import type { ArchiveStore } from './store';
+
+/** What to do with one row of a segment being rewritten: keep it, drop it, or put another (redacted) row instead. */
+export type RowDecision = 'keep' | 'drop' | { replace: ArchiveRow };
+
+/** What a rewrite did. `changed` is false when every row was kept: then no new generation was written. */
+export interface RewriteResult {
+  segment: string;
+  changed: boolean;
+  kept: number;
+  dropped: number;
+  replaced: number;
+  /** The manifest now in force. */
+  manifest: SegmentManifest;
+  /** Files removed from the store: the previous generation, and leftovers of rewrites that died half-way. */
+  deleted: string[];
+}
+
+/**
+ * Rewrites a segment row by row (for erasure): streams the current generation through `decide` into a new file under
+ * a new key, verifies it, swaps the manifest to it, then deletes the old file. At every moment the manifest points at
+ * a complete, verified file; once this resolves, no file of the segment holds a dropped or replaced row. A rewrite
+ * that died half-way is finished by running it again: rows already erased are kept as they are, and every file the
+ * manifest does not point at is deleted. Run one rewrite of a segment at a time (the manifest swap is last-writer-wins).
+ */
+export async function rewriteSegment(
+  store: ArchiveStore,
+  segment: string,
+  decide: (row: ArchiveRow) => RowDecision | Promise<RowDecision>,
+): Promise<RewriteResult> {
+  const current = await readManifest(store, segment);
+  const counts = { kept: 0, dropped: 0, replaced: 0 };
+  async function* rewritten(): AsyncGenerator<ArchiveRow> {
+    // verify: a corrupted source fails the rewrite instead of silently losing the rows after the damage.
+    for await (const row of readSegment(store, current, { verify: true })) {
+      const decision = await decide(row);
+      if (decision === 'keep') {
+        counts.kept++;
+        yield row;
+      } else if (decision === 'drop') {
+        counts.dropped++;
+      } else {
+        counts.replaced++;
+        yield decision.replace;
+      }
+    }
+  }
+
+  const generation = current.generation + 1;
+  const key = dataKey(segment, generation);
+  const written = await putDataFile(store, key, segment, rewritten());
+  if (counts.dropped + counts.replaced === 0) {
+    await store.delete(key);
+    return { segment, changed: false, ...counts, manifest: current, deleted: await sweepSegment(store, current) };
+  }
+  await verifyWrittenFile(store, key, segment, written, counts.kept + counts.replaced);
+  const manifest: SegmentManifest = {
+    ...current,
+    ...describeFile(key, written),
+    generation,
+    rewrite: { at: new Date().toISOString(), ...counts },
+  };
+  await writeManifest(store, manifest);
+  return { segment, changed: true, ...counts, manifest, deleted: await sweepSegment(store, manifest) };
+}
+
+/**
+ * Deletes every object of the segment but its manifest and the file the manifest points at (older generations,
+ * leftovers of a rewrite or an archiving that died half-way); returns their keys.
+ */
+export async function sweepSegment(store: ArchiveStore, manifest: SegmentManifest): Promise<string[]> {
+  const keep = new Set([manifestKey(manifest.segment), manifest.file.key]);
+  const stale: string[] = [];
+  for await (const object of store.list(segmentPrefix(manifest.segment))) {
+    if (!keep.has(object.key)) stale.push(object.key);
+  }
+  for (const key of stale) await store.delete(key);
+  return stale;
+}

@@ -1,0 +1,55 @@
+import type { Readable } from 'node:stream';
+import { ArchiveKeyError } from './errors';
+
+/** An object as a store lists it. */
+export interface StoredObject {
+  key: string;
+  /** Size in bytes. */
+  size: number;
+  lastModified: Date;
+}
+
+/**
+ * Where archive segments live: a local directory or an S3-compatible bucket, behind one interface. Keys are relative,
+ * '/'-separated paths (see assertKey). A `put` is all or nothing: readers see the whole new object or none (or the old
+ * one), never a partial write.
+ */
+export interface ArchiveStore {
+  /** What kind of store, for logs and the API. */
+  readonly kind: 'local' | 's3';
+  /** Where it is (a directory, s3://bucket), for logs and error messages. */
+  readonly location: string;
+  /** Writes the body under key, replacing any object there; streams, so the body can be larger than memory. */
+  put(key: string, body: Readable | Buffer): Promise<StoredObject>;
+  /** The object's bytes as a stream; rejects with ArchiveObjectNotFoundError when there is none. */
+  get(key: string): Promise<Readable>;
+  /** Size and date of the object, or undefined when there is none. */
+  stat(key: string): Promise<StoredObject | undefined>;
+  /** Every object whose key starts with prefix (in no promised order: callers sort what they show). */
+  list(prefix: string): AsyncIterable<StoredObject>;
+  /** Removes the object; no error when there is none. */
+  delete(key: string): Promise<void>;
+  /** Releases connections (S3 client); the store is not used after. */
+  close(): Promise<void>;
+}
+
+// No part may start with a dot: that rules out '.' and '..', and leaves dot-names free for the local store's temp files.
+const KEY = /^[A-Za-z0-9_-][A-Za-z0-9._-]*(\/[A-Za-z0-9_-][A-Za-z0-9._-]*)*$/;
+
+/** Throws ArchiveKeyError unless key is a safe relative path: it maps onto a file path and an S3 key alike. */
+export function assertKey(key: string): void {
+  if (!KEY.test(key) || key.length > 512) throw new ArchiveKeyError(key);
+}
+
+/** Reads a whole (small) object, such as a manifest, into memory. */
+export async function readSmallObject(store: ArchiveStore, key: string, maxBytes = 1024 * 1024): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of await store.get(key)) {
+    size += (chunk as Buffer).length;
+    if (size > maxBytes)
+      throw new Error(`Archive object "${key}" in ${store.location} is larger than ${maxBytes} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}

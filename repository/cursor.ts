@@ -1,0 +1,28 @@
+import type { PoolClient } from 'pg';
+import Cursor from 'pg-cursor';
+
+/** Rows a cursor fetches per round trip unless told otherwise. */
+export const DEFAULT_CURSOR_BATCH = 1000;
+
+/**
+ * Rows of any SELECT, fetched through a server-side cursor `batchSize` at a time: memory holds one batch however
+ * many rows the query returns. The client is busy until the iteration ends (or is broken off, which closes the
+ * cursor); each fetch is its own statement for statement_timeout, so a long export is not cancelled by it.
+ */
+export async function* streamRows<R>(
+  client: PoolClient,
+  text: string,
+  values: unknown[] = [],
+  batchSize = DEFAULT_CURSOR_BATCH,
+): AsyncGenerator<R> {
+  const cursor = client.query(new Cursor<R>(text, values));
+  try {
+    for (;;) {
+      const rows = await cursor.read(batchSize);
+      if (rows.length === 0) return;
+      yield* rows;
+    }
+  } finally {
+    await cursor.close();
+  }
+}

@@ -1,0 +1,73 @@
+import type { PoolClient } from 'pg';
+import { escapeIdentifier } from 'pg';
+import { DEFAULT_CURSOR_BATCH, streamRows } from './cursor';
+
+/**
+ * One event_journal row with every column in a lossless text form: what an archive segment keeps, one per line.
+ * Nothing is parsed in Node, so a payload's numbers keep every digit and timestamps keep their microseconds.
+ */
+export interface JournalArchiveRow {
+  id: number;
+  tenant_id: string;
+  topic: string;
+  /** payload::text, the jsonb as Postgres prints it. */
+  payload: string;
+  /** ISO 8601 in UTC with microseconds (2026-01-31T23:59:59.123456Z), so text order is time order. */
+  received_at: string;
+  kafka_partition: number | null;
+  /** Kafka int64, as text. */
+  kafka_offset: string | null;
+  kafka_key: string | null;
+  /** The key's bytes, base64. */
+  kafka_key_bytes: string | null;
+  /** kafka_headers::text ([[name, value base64 | null], ...]). */
+  kafka_headers: string | null;
+  /** Like received_at. */
+  kafka_timestamp: string | null;
+  /** The content hash, hex. */
+  content_hash: string | null;
+  replay_count: number;
+  replay_source: string | null;
+}
+
+const utc = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+
+// encode(…, 'base64') breaks lines every 76 characters; the archive keeps base64 on one line.
+const ARCHIVE_COLUMNS = `id, tenant_id, topic, payload::text AS payload, ${utc('received_at')} AS received_at,
+  kafka_partition, kafka_offset::text AS kafka_offset, kafka_key,
+  translate(encode(kafka_key_bytes, 'base64'), E'\\n', '') AS kafka_key_bytes, kafka_headers::text AS kafka_headers,
+  ${utc('kafka_timestamp')} AS kafka_timestamp, encode(content_hash, 'hex') AS content_hash, replay_count, replay_source`;
+
+/** Which rows of which table (event_journal, or one of its partitions) to read. */
+export interface JournalArchiveSource {
+  /** Table or partition name (quoted as an identifier). */
+  table: string;
+  /** Optional window on received_at, [from, before). */
+  receivedFrom?: string;
+  receivedBefore?: string;
+  /** Rows fetched per round trip. */
+  batchSize?: number;
+}
+
+/** Every row of the source in id order, in archive form, streamed through a cursor (see streamRows). */
+export async function* journalArchiveRows(
+  client: PoolClient,
+  source: JournalArchiveSource,
+): AsyncGenerator<JournalArchiveRow> {
+  const values: unknown[] = [];
+  const where: string[] = [];
+  if (source.receivedFrom !== undefined) where.push(`received_at >= $${values.push(source.receivedFrom)}`);
+  if (source.receivedBefore !== undefined) where.push(`received_at < $${values.push(source.receivedBefore)}`);
+  const text = `SELECT ${ARCHIVE_COLUMNS} FROM ${escapeIdentifier(source.table)}
+    ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id`;
+  for await (const row of streamRows<JournalArchiveRow>(
+    client,
+    text,
+    values,
+    source.batchSize ?? DEFAULT_CURSOR_BATCH,
+  )) {
+    // bigint: a number where shared/db.ts set its parser, text elsewhere; the archive row always has a number.
+    row.id = Number(row.id);
+    yield row;
+  }
+}

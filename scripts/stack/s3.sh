@@ -1,0 +1,73 @@
+# shellcheck shell=bash
+# ================================================================== S3 (versitygw)
+# An S3-compatible server for the archive's tests and for ARCHIVE_STORE=s3 locally: the Versity S3 Gateway
+# (Apache-2.0), a real S3 protocol implementation (signatures, multipart uploads, listings) over a plain directory
+# (its posix backend: a bucket is a folder, an object a file). It has no release on the package registries reachable
+# here, so it is built from its Go module (`go install`, about 3 minutes on 2 cores, once) and cached under
+# $STACK_CACHE_DIR/bin. Buckets are created by clients (the tests create their own). Fixed development credentials:
+# access key $S3_ACCESS_KEY, secret $S3_SECRET_KEY, region us-east-1, path-style http://127.0.0.1:$S3_PORT.
+
+VERSITYGW_VERSION=v1.8.0 # pinned; needs Go >= 1.25 to build (go.mod), or a Go >= 1.21 that may fetch that toolchain
+S3_LOG="$LOGS/s3.log"
+S3_HOME="$STACK_DIR/s3"
+S3_DATA="$S3_HOME/data"
+S3_BIN="$STACK_CACHE_DIR/bin/versitygw-$VERSITYGW_VERSION"
+S3_ACCESS_KEY=crm-events-archive
+S3_SECRET_KEY=crm-events-archive-secret
+
+s3_go() {
+  if command -v go >/dev/null; then command -v go; elif [[ -x /usr/local/go/bin/go ]]; then echo /usr/local/go/bin/go; else return 1; fi
+}
+
+install_s3() {
+  [[ -x $S3_BIN ]] && return 0
+  local go tmp
+  go=$(s3_go) || die "s3: building versitygw $VERSITYGW_VERSION needs Go >= 1.25 (none on PATH nor in /usr/local/go); install Go, or bring up the others alone: stack.sh up postgres kafka temporal"
+  say "s3: building versitygw $VERSITYGW_VERSION with $("$go" version | cut -d' ' -f3) (go install, about 3 minutes, once)"
+  tmp=$(mktemp -d "$STACK_CACHE_DIR/bin/.versitygw.XXXXXX")
+  GOBIN="$tmp" GOFLAGS=-buildvcs=false "$go" install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" \
+    >"$LOGS/s3-install.log" 2>&1 || { tail -n 20 "$LOGS/s3-install.log" >&2; rm -rf "$tmp"; die "s3: go install versitygw failed (see $LOGS/s3-install.log)"; }
+  mv "$tmp/versitygw" "$S3_BIN"
+  rm -rf "$tmp"
+  "$S3_BIN" --version >/dev/null 2>&1 || die "s3: $S3_BIN does not run on this machine"
+  say "s3: versitygw $VERSITYGW_VERSION cached as $S3_BIN"
+}
+
+s3_alive() { pid_file_pid s3 "$S3_DATA"; }
+# Any HTTP answer (an anonymous request gets 403 AccessDenied) means the gateway serves.
+s3_ready() {
+  (
+    exec 3<>"/dev/tcp/127.0.0.1/$S3_PORT" || exit 1
+    printf 'GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+    IFS= read -r -t 5 line <&3 && [[ $line == HTTP/1.* ]]
+  ) 2>/dev/null
+}
+
+start_s3() {
+  if s3_alive; then
+    if s3_ready; then say "s3: already up (127.0.0.1:$S3_PORT)"; return 1; fi
+    say "s3: started earlier and not ready yet; waiting"; return 0
+  fi
+  takeover_sibling s3
+  if s3_ready; then
+    say "s3: 127.0.0.1:$S3_PORT already served by a server not started from $STACK_DIR; using it"
+    return 1
+  fi
+  port_open $S3_PORT && die "s3: port $S3_PORT is taken by something this script did not start: $(port_owner $S3_PORT)"
+  mkdir -p "$S3_DATA"
+  say "s3: starting versitygw on 127.0.0.1:$S3_PORT (data $S3_DATA)"
+  launch s3 "$S3_LOG" "$S3_BIN" --port "127.0.0.1:$S3_PORT" --access "$S3_ACCESS_KEY" --secret "$S3_SECRET_KEY" \
+    --region us-east-1 --quiet posix "$S3_DATA"
+  register s3 "$S3_DATA"
+  return 0
+}
+
+await_s3() {
+  wait_ready s3 "$S3_LOG" s3_alive s3_ready
+  say "s3: up on http://127.0.0.1:$S3_PORT (path-style; access key $S3_ACCESS_KEY, secret $S3_SECRET_KEY)"
+}
+
+down_s3() { stop_owned s3 "$S3_DATA" ""; }
+kill_s3() { kill_owned s3 "$S3_DATA"; }
+
+status_s3() { s3_ready && echo up || echo down; }
