@@ -7,6 +7,7 @@ import { createKafka, createTopicCatalog, type TopicCatalog } from '../shared/ka
 import type { Pool } from '../shared/db';
 import type { Logger } from '../shared/logger';
 import type { Metrics } from '../shared/metrics';
+import type { TlsPair } from '../shared/tls';
 import { authSettings } from './auth/jwt';
 import auth from './plugins/auth';
 import browserGuard from './plugins/browser-guard';
@@ -38,17 +39,29 @@ export interface AppDeps {
   temporal?: TemporalGateway;
   /** Which topics Kafka has (replay targets are checked); defaults to a catalog on a client of config.kafka. */
   topics?: TopicCatalog;
+  /** Serve HTTPS with this pair: HTTP/2 negotiated by ALPN, HTTP/1.1 for clients without it. Plain HTTP/1.1 without. */
+  tls?: TlsPair;
 }
 
 /** Builds the API without listening: the entry point listens, tests use app.inject(). */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { config, pool } = deps;
-  const app = Fastify({
+  const options = {
     loggerInstance: deps.log as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }), // per-request lines would drown the service's own
     forceCloseConnections: true, // live-stream clients would otherwise hold close() open
     bodyLimit: config.api.bodyLimitBytes,
-  }).withTypeProvider<TypeBoxTypeProvider>();
+  };
+  // Over HTTP/2 a browser multiplexes every tab's live stream on one connection; over HTTP/1.1 it opens at most six
+  // per host, so a seventh console tab would wait for one of them to close.
+  const server = deps.tls
+    ? (Fastify({
+        ...options,
+        http2: true,
+        https: { allowHTTP1: true, cert: deps.tls.cert, key: deps.tls.key },
+      }) as unknown as FastifyInstance)
+    : Fastify(options);
+  const app = server.withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(requestValidator());
 
   app.addSchema(ErrorBody);

@@ -17,11 +17,21 @@ export class ApiClient {
       },
       body: body === undefined ? undefined : JSON.stringify(body),
     }).catch((err: Error) => {
-      throw new Error(`Cannot reach the API at ${this.baseUrl} (${err.message}); is \`crm-events-sink api\` running?`);
+      throw new Error(`Cannot reach the API at ${this.baseUrl} (${reason(err)})`);
     });
     const text = await res.text();
     const parsed = text ? JSON.parse(text) : undefined;
     if (!res.ok) throw new Error(`${method} ${path} → ${res.status}: ${parsed?.message ?? text}`);
     return parsed as T;
   }
+}
+
+/** Why fetch failed, from its cause (fetch itself says only "fetch failed"), with what to do about it. */
+function reason(err: Error): string {
+  const cause = err.cause as NodeJS.ErrnoException | undefined;
+  const why = cause?.message ? `${err.message}: ${cause.message}` : err.message;
+  if (/CERT|SELF_SIGNED|UNABLE_TO_VERIFY/.test(cause?.code ?? '')) {
+    return `${why}; trust the API's certificate with NODE_EXTRA_CA_CERTS=<its cert.pem>, as \`npm start\` prints`;
+  }
+  return `${why}; is \`crm-events-sink api\` running?`;
 }

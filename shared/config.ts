@@ -1,4 +1,6 @@
+import path from 'node:path';
 import { ConfigError } from './errors';
+import { readTlsPair, type ApiTls } from './tls';
 
 /** Every setting the service reads, validated once at start and passed down explicitly. */
 export interface Config {
@@ -51,6 +53,8 @@ export interface Config {
     openOnPurpose: boolean;
     /** Exact origins (scheme://host[:port]) whose pages may call the API cross-origin; empty = CORS off. */
     corsOrigins: string[];
+    /** HTTPS with HTTP/2 (ALPN, HTTP/1.1 fallback) from this certificate; undefined = plain HTTP/1.1. */
+    tls: ApiTls | undefined;
   };
   temporal: {
     address: string;
@@ -153,6 +157,10 @@ export const DEFAULTS = {
   AUTH_ISSUER: '',
   AUTH_AUDIENCE: '',
   API_CORS_ORIGINS: '',
+  API_TLS_CERT: '',
+  API_TLS_KEY: '',
+  API_TLS: '',
+  API_TLS_DIR: '.stack/tls',
   STREAM_MAX_CLIENTS: '100',
   STREAM_CLIENT_BUFFER: '1000',
   STREAM_HEARTBEAT_MS: '15000',
@@ -364,6 +372,7 @@ export function loadConfig(env: Env = process.env): Config {
       /** AUTH_MODE=none given explicitly: an unauthenticated API on purpose (logged at start). */
       openOnPurpose: authMode === 'none',
       corsOrigins: origins('API_CORS_ORIGINS'),
+      tls: apiTls(read),
     },
     temporal: {
       address: hostPort('TEMPORAL_ADDRESS'),
@@ -453,6 +462,32 @@ function retention(raw: string): Record<string, number> {
     days[topic] = Number(value);
   }
   return days;
+}
+
+/**
+ * API_TLS_CERT + API_TLS_KEY (PEM files, read and checked now so that a bad pair stops the start), or API_TLS=self-signed
+ * (a pair made and kept under API_TLS_DIR when the API starts), or neither: plain HTTP.
+ */
+function apiTls(read: (name: ConfigVariable) => string): ApiTls | undefined {
+  const mode = read('API_TLS');
+  const certFile = read('API_TLS_CERT');
+  const keyFile = read('API_TLS_KEY');
+  if (mode !== '' && mode !== 'self-signed') {
+    throw new ConfigError('API_TLS', `must be self-signed or empty (then API_TLS_CERT/API_TLS_KEY), got "${mode}"`);
+  }
+  if (mode === 'self-signed') {
+    if (certFile || keyFile) {
+      const set = certFile ? 'API_TLS_CERT' : 'API_TLS_KEY';
+      throw new ConfigError('API_TLS', `is self-signed but ${set} is set too: choose one`);
+    }
+    return { source: 'self-signed', dir: path.resolve(read('API_TLS_DIR')) };
+  }
+  if (certFile && !keyFile)
+    throw new ConfigError('API_TLS_KEY', "must be set with API_TLS_CERT (the certificate's key)");
+  if (keyFile && !certFile) throw new ConfigError('API_TLS_CERT', 'must be set with API_TLS_KEY (its certificate)');
+  if (!certFile) return undefined;
+  readTlsPair(certFile, keyFile);
+  return { source: 'files', certFile: path.resolve(certFile), keyFile: path.resolve(keyFile) };
 }
 
 /** Parses AUTH_JWT_SECRETS, "kid1:secret1,kid2:secret2", into secrets by kid. */

@@ -1,4 +1,3 @@
-import type { ServerResponse } from 'node:http';
 import type { JournalRow, StreamFilter } from '../../repository/event-journal';
 import type { Metrics } from '../../shared/metrics';
 
@@ -22,6 +21,23 @@ export function domainEventFrame(row: JournalRow): { id: number; data: Record<st
 }
 
 /**
+ * What a stream writes to: Node's HTTP/1.1 response, or its HTTP/2 compatibility response when the API serves TLS.
+ * Both write, push back and tell of the end the same way; only where "gone" is read differs.
+ */
+export interface SseResponse {
+  write(frame: string): boolean;
+  on(event: 'drain' | 'close', listener: () => void): unknown;
+  /** HTTP/1.1: the socket is gone. */
+  readonly destroyed?: boolean;
+  /** HTTP/2: the response's own stream (the compatibility response has no `destroyed`). */
+  readonly stream?: { readonly destroyed: boolean };
+}
+
+function gone(res: SseResponse): boolean {
+  return res.stream ? res.stream.destroyed : res.destroyed === true;
+}
+
+/**
  * One connected SSE client. Frames go straight to the socket while it keeps up; when the socket pushes back they
  * queue up to `bufferLimit`, and beyond that they are dropped, counted, and the client is told how many (it can
  * reconnect with Last-Event-ID to fetch them from the journal). Nothing here ever waits on the client.
@@ -40,7 +56,7 @@ export class StreamClient {
   private drainWaiters: (() => void)[] = [];
 
   constructor(
-    private readonly res: ServerResponse,
+    private readonly res: SseResponse,
     readonly filter: StreamFilter,
     private readonly bufferLimit: number,
     private readonly metrics: Metrics,
@@ -56,7 +72,7 @@ export class StreamClient {
    * journal reads its next page only then, so a slow client paces it instead of filling its buffer and losing frames.
    */
   whenDrained(): Promise<void> {
-    if ((!this.blocked && this.queue.length === 0) || this.res.destroyed) return Promise.resolve();
+    if ((!this.blocked && this.queue.length === 0) || gone(this.res)) return Promise.resolve();
     return new Promise((resolve) => this.drainWaiters.push(resolve));
   }
 

@@ -20,6 +20,11 @@ export interface StreamOptions {
 /** GET /crm-events: journaled events as Server-Sent Events, live, filterable, resumable with Last-Event-ID. */
 const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { pool, feed, metrics, config }) => {
   let clients = 0;
+  // Ended when the app closes: an HTTP/2 session closes only once its streams have, and a live stream never would.
+  const open = new Set<{ end(): unknown }>();
+  app.addHook('preClose', async () => {
+    for (const res of open) res.end();
+  });
   app.get(
     '/crm-events',
     {
@@ -45,14 +50,17 @@ const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { poo
       }
       const lastEventId = request.headers['last-event-id'];
       reply.hijack();
+      // Over HTTP/2 (API_TLS_CERT or API_TLS) the raw response is Node's HTTP/2 compatibility response.
       const res = reply.raw;
       res.writeHead(200, {
         'content-type': 'text/event-stream; charset=utf-8',
         'cache-control': 'no-cache, no-transform',
-        connection: 'keep-alive',
+        // HTTP/2 forbids connection-specific headers (RFC 9113, 8.2.2); over HTTP/1.1 it tells proxies to hold on.
+        ...(request.raw.httpVersionMajor === 1 && { connection: 'keep-alive' }),
         'x-accel-buffering': 'no',
       });
       clients += 1;
+      open.add(res);
       metrics.sseClients.inc();
       const resumeFrom = lastEventId === undefined ? undefined : Number(lastEventId);
       const client = new StreamClient(res, filter, config.stream.clientBuffer, metrics, resumeFrom ?? feed.lastId);
@@ -85,6 +93,7 @@ const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { poo
         clearInterval(heartbeat);
         feed.off('rows', onRows);
         clients -= 1;
+        open.delete(res);
         metrics.sseClients.dec();
       });
       if (resumeFrom !== undefined) {

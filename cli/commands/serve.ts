@@ -2,6 +2,7 @@ import type { LagMonitor } from '../../ingest/lag-monitor';
 import { loadConfig } from '../../shared/config';
 import { ensureTopics } from '../../shared/kafka';
 import { prepareDatabase } from '../../lifecycle/prepare';
+import { certFileOf, loadTlsPair, SELF_SIGNED_NAMES } from '../../shared/tls';
 import { startMetricsServer } from '../../shared/metrics-server';
 import { createRuntime, untilShutdown, type Stopper } from '../runtime';
 import { stackCommand } from './stack';
@@ -15,6 +16,8 @@ type Component = 'ingest' | 'worker' | 'api';
  */
 export async function serve(components: Component[], options: { stack?: boolean; prepare?: boolean } = {}) {
   const config = loadConfig();
+  // The API's certificate first (a self-signed one is made now): a pair that cannot be had stops the start at once.
+  const tls = components.includes('api') && config.api.tls ? await loadTlsPair(config.api.tls) : undefined;
   if (options.stack) await stackCommand(['up']);
   const rt = createRuntime(components.length > 1 ? 'sink' : components[0], config);
   if (options.prepare) {
@@ -57,7 +60,9 @@ export async function serve(components: Component[], options: { stack?: boolean;
   }
   if (components.includes('api')) {
     const { startApiComponent } = await import('./api.js');
-    const api = await startApiComponent(rt, lagMonitor);
+    if (tls?.generated)
+      rt.log.info({ cert: certFileOf(config.api.tls!) }, 'Made a self-signed certificate for the API');
+    const api = await startApiComponent(rt, lagMonitor, tls);
     intake.unshift({ name: 'api', stop: api.stop });
   }
   if (options.prepare) printUrls(config);
@@ -74,16 +79,32 @@ function authLine(config: ReturnType<typeof loadConfig>): string {
   return 'off: listening on this host only (set AUTH_JWT_SECRET to listen beyond it)';
 }
 
+/** Whether the API serves TLS and HTTP/2, and how a client trusts its certificate. */
+function tlsLines(config: ReturnType<typeof loadConfig>, apiUrl: string): string[] {
+  const tls = config.api.tls;
+  if (!tls) return ['off: plain HTTP/1.1 (HTTPS + HTTP/2: API_TLS=self-signed, or API_TLS_CERT and API_TLS_KEY)'];
+  const cert = certFileOf(tls);
+  const origin = tls.source === 'self-signed' ? `self-signed for ${SELF_SIGNED_NAMES.join(', ')}` : 'API_TLS_CERT';
+  return [
+    'on: HTTPS, HTTP/2 negotiated by ALPN (HTTP/1.1 for clients without it)',
+    `certificate ${cert} (${origin})`,
+    `CLI: CRM_EVENTS_API_URL=${apiUrl} NODE_EXTRA_CA_CERTS=${cert} npm run cli -- dlq list`,
+  ];
+}
+
 function printUrls(config: ReturnType<typeof loadConfig>) {
   const db = new URL(config.databaseUrl);
   db.password = '***';
+  const api = `${config.api.tls ? 'https' : 'http'}://${config.api.host}:${config.api.port}`;
+  const [tlsState, ...tlsMore] = tlsLines(config, api);
   const lines = [
     '',
     'crm-events-sink is running:',
-    `  API            http://${config.api.host}:${config.api.port}   (docs: /docs, health: /health)`,
+    `  API            ${api}   (docs: /docs, health: /health, console: /console)`,
     `  Metrics        http://${config.metrics.host}:${config.metrics.port}/metrics`,
     `  Auth           ${authLine(config)}`,
-    `  TLS / HTTP/2   off (plain HTTP/1.1)`,
+    `  TLS / HTTP/2   ${tlsState}`,
+    ...tlsMore.map((line) => `                 ${line}`),
     `  Temporal UI    ${config.temporal.uiUrl}`,
     `  Postgres       ${db.toString()}`,
     `  Kafka          ${config.kafka.brokers.join(',')}  topics: ${config.kafka.topics.join(', ')}`,

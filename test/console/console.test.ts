@@ -1,8 +1,8 @@
-import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from '../support/chromium';
 import { signToken } from '../support/tokens';
 import { buildTestApp, createApiEnv, type ApiEnv } from '../support/api';
 import { uniqueSuffix } from '../support/env';
@@ -13,7 +13,6 @@ import { eventually } from '../support/sink';
  * service on the real stack with auth on: ingest, the live stream, a replay worker, and the API listening on a port.
  * The tests run in order and share one page, as an operator would: token once, then stream, replay, DLQ, range.
  */
-const CHROMIUM = '/usr/bin/chromium';
 const SECRET = 'console-test-secret-0123456789';
 const TOKEN = signToken(
   { sub: 'console-operator', role: 'operator', exp: Math.floor(Date.now() / 1000) + 3600 },
@@ -28,25 +27,10 @@ let page: Page;
 const pageErrors: string[] = [];
 
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`${CHROMIUM} is missing: the console test needs Debian's chromium (apt-get install -y chromium)`);
-  }
   env = await createApiEnv('console', { env: { AUTH_JWT_SECRET: SECRET } });
   await env.app.listen({ host: '127.0.0.1', port: 0 });
   base = `http://127.0.0.1:${(env.app.server.address() as { port: number }).port}`;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
   const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1440, height: 1000 } });
   page = await context.newPage();
   page.setDefaultTimeout(20_000);

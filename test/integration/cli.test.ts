@@ -42,6 +42,16 @@ it('without auth, the API refuses to listen beyond this host unless AUTH_MODE=no
   );
 });
 
+it('the API refuses to start with a TLS certificate but no key, naming the variable', async () => {
+  const err = await cli(['api'], { API_TLS_CERT: __filename, API_TLS_KEY: '' }).catch(
+    (e: { code: number; stderr: string }) => e,
+  );
+  expect(err).toMatchObject({ code: 2 });
+  expect((err as { stderr: string }).stderr).toContain(
+    "Invalid configuration: API_TLS_KEY must be set with API_TLS_CERT (the certificate's key)",
+  );
+});
+
 it('ingest refuses to start on topics the broker does not have, naming them and how to create them', async () => {
   const topic = `test.missing.${Date.now()}`;
   const err = await cli(['ingest'], { DATABASE_URL: h.databaseUrl, KAFKA_TOPICS: topic, METRICS_PORT: '0' }).catch(

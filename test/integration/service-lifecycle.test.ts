@@ -1,8 +1,8 @@
-import { Client, Connection } from '@temporalio/client';
 import type { ChildProcess } from 'node:child_process';
 import { uniqueSuffix } from '../support/env';
 import { exited, spawnCli } from '../support/ingest-process';
 import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
+import { deleteSchedule } from '../support/temporal';
 
 let h: SinkHarness;
 const queue = `lifecycle-${uniqueSuffix()}`;
@@ -14,12 +14,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   service?.kill('SIGKILL');
-  const connection = await Connection.connect({ address: h.config.temporal.address });
-  await new Client({ connection }).schedule
-    .getHandle(scheduleId)
-    .delete()
-    .catch(() => undefined);
-  await connection.close();
+  await deleteSchedule(h.config.temporal.address, scheduleId);
   await h.close();
 });
 

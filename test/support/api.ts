@@ -3,6 +3,7 @@ import { NativeConnection, type Worker } from '@temporalio/worker';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { buildApp } from '../../api/app';
 import type { Config } from '../../shared/config';
+import type { TlsPair } from '../../shared/tls';
 import { createReplayWorker } from '../../worker/worker';
 import { uniqueSuffix } from './env';
 import { createSinkHarness, eventually, type SinkHarness } from './sink';
@@ -25,6 +26,8 @@ export interface ApiEnvOptions {
   worker?: boolean;
   /** Start the real ingest consumer, so that replays come back into the journal (default true). */
   ingest?: boolean;
+  /** Serve HTTPS with HTTP/2 (and HTTP/1.1 fallback) with this pair, as API_TLS_CERT/API_TLS_KEY would. */
+  tls?: TlsPair;
 }
 
 /**
@@ -51,7 +54,7 @@ export async function createApiEnv(label: string, opts: ApiEnvOptions = {}): Pro
     running = worker.run();
   }
 
-  const app = await buildTestApp(h);
+  const app = await buildTestApp(h, h.config, opts.tls);
   const connection = await Connection.connect({ address: config.temporal.address });
   const client = new Client({ connection, namespace: config.temporal.namespace });
 
@@ -78,13 +81,14 @@ export async function createApiEnv(label: string, opts: ApiEnvOptions = {}): Pro
 }
 
 /** The API on a harness's pool and config (optionally changed, e.g. a dead Temporal address); not listening. */
-export function buildTestApp(h: SinkHarness, config: Config = h.config): Promise<FastifyInstance> {
+export function buildTestApp(h: SinkHarness, config: Config = h.config, tls?: TlsPair): Promise<FastifyInstance> {
   return buildApp({
     config,
     pool: h.pool,
     metrics: h.metrics,
     log: h.log,
     healthChecks: { postgres: () => h.pool.query('SELECT 1') },
+    tls,
   });
 }
 

@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../../activities';
@@ -11,6 +12,19 @@ const REPO = path.resolve(__dirname, '../..');
 export function testServerPath(): string {
   if (process.env.TEMPORAL_TEST_SERVER_PATH) return process.env.TEMPORAL_TEST_SERVER_PATH;
   return execFileSync('bash', [path.join(REPO, 'scripts/stack.sh'), 'test-server-path'], { encoding: 'utf8' }).trim();
+}
+
+/**
+ * Deletes a DLQ retry schedule a test's `start` process created on the shared dev server (absent is fine), so that
+ * no schedule outlives its test and keeps starting workflows.
+ */
+export async function deleteSchedule(address: string, scheduleId: string): Promise<void> {
+  const connection = await Connection.connect({ address });
+  await new Client({ connection }).schedule
+    .getHandle(scheduleId)
+    .delete()
+    .catch(() => undefined);
+  await connection.close();
 }
 
 let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
