@@ -2,6 +2,8 @@ import { loadConfig, type Config } from '../shared/config';
 import { createPool, type Pool } from '../shared/db';
 import { createKafka } from '../shared/kafka';
 import { createLogger, type Logger } from '../shared/logger';
+import { countDefaultPartitionRows, countPartitionsAhead } from '../repository/journal-partitions';
+import { lastMaintenanceSuccess } from '../repository/lifecycle-audit';
 import { createMetrics, initAlertSeries, type Metrics } from '../shared/metrics';
 import { countDlqEntries } from '../repository/event-dlq';
 import type { Kafka } from 'kafkajs';
@@ -18,7 +20,12 @@ export interface Runtime {
 export function createRuntime(component: string, config: Config = loadConfig()): Runtime {
   const log = createLogger(config.logLevel, component);
   const pool = createPool(config.databaseUrl, config.databasePoolSize, log, config.databaseStatementTimeoutMs);
-  const metrics = createMetrics(config.metrics.tenantLabelLimit, { dlqSize: () => countDlqEntries(pool) });
+  const metrics = createMetrics(config.metrics.tenantLabelLimit, {
+    dlqSize: () => countDlqEntries(pool),
+    journalDefaultRows: () => countDefaultPartitionRows(pool),
+    journalPartitionsAhead: () => countPartitionsAhead(pool),
+    maintenanceLastSuccess: () => lastMaintenanceSuccess(pool),
+  });
   initAlertSeries(metrics);
   return { config, log, pool, kafka: createKafka(config.kafka.brokers, config.kafka.clientId, log), metrics };
 }

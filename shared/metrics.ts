@@ -12,6 +12,22 @@ export function createMetrics(tenantLabelLimit = 100, sources: MetricSources = {
     new client.Counter<L>({ name, help, labelNames, registers: [registry] });
   const partitionGauge = (name: string, help: string) =>
     new client.Gauge<'topic' | 'partition'>({ name, help, labelNames: ['topic', 'partition'], registers: [registry] });
+  // Read from Postgres at scrape time; if it does not answer within 1 s, the last value stays (and /health reports
+  // the outage).
+  const scraped = (name: string, help: string, read?: () => Promise<number>) =>
+    new client.Gauge({
+      name,
+      help,
+      registers: [registry],
+      async collect() {
+        if (!read) return;
+        const value = await Promise.race([
+          read(),
+          new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000)),
+        ]).catch(() => undefined);
+        if (value !== undefined) this.set(value);
+      },
+    });
 
   return {
     registry,
@@ -23,20 +39,22 @@ export function createMetrics(tenantLabelLimit = 100, sources: MetricSources = {
     ]),
     dlq: counter('crm_events_dlq_total', 'Records sent to event_dlq', ['topic', 'reason']),
     replayed: counter('crm_events_replayed_total', 'Replayed events journaled again', ['topic', 'replay_source']),
-    dlqSize: new client.Gauge({
-      name: 'crm_events_dlq_size',
-      help: 'Rows in event_dlq not yet resolved',
-      registers: [registry],
-      // Read at scrape time; if Postgres does not answer, the last value stays (and /health reports the outage).
-      async collect() {
-        if (!sources.dlqSize) return;
-        const size = await Promise.race([
-          sources.dlqSize(),
-          new Promise<undefined>((r) => setTimeout(() => r(undefined), 1000)),
-        ]).catch(() => undefined);
-        if (size !== undefined) this.set(size);
-      },
-    }),
+    dlqSize: scraped('crm_events_dlq_size', 'Rows in event_dlq not yet resolved', sources.dlqSize),
+    journalDefaultRows: scraped(
+      'crm_events_journal_default_partition_rows',
+      'Journal rows in the default partition: no time partition covered them when written (docs/lifecycle.md)',
+      sources.journalDefaultRows,
+    ),
+    journalPartitionsAhead: scraped(
+      'crm_events_journal_partitions_ahead',
+      'Journal partitions that start after now (maintenance keeps JOURNAL_PARTITIONS_AHEAD of them)',
+      sources.journalPartitionsAhead,
+    ),
+    maintenanceLastSuccess: scraped(
+      'crm_events_journal_maintenance_last_success_timestamp_seconds',
+      'When the journal maintenance workflow last completed (0: never)',
+      sources.maintenanceLastSuccess,
+    ),
     consumed: counter('crm_events_consumed_total', 'Records consumed from Kafka (invariant 3: = sum of outcomes)', [
       'topic',
       'partition',
@@ -130,6 +148,9 @@ export function initPartitionSeries(metrics: Metrics, topic: string, partition: 
 /** Values read at scrape time rather than counted as they happen. */
 export interface MetricSources {
   dlqSize?: () => Promise<number>;
+  journalDefaultRows?: () => Promise<number>;
+  journalPartitionsAhead?: () => Promise<number>;
+  maintenanceLastSuccess?: () => Promise<number>;
 }
 
 /**

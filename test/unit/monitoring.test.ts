@@ -84,6 +84,8 @@ const ALERTS = [
   'CrmEventsPartitionStalled',
   'CrmEventsAccountingMismatch',
   'CrmEventsCoordinateReuse',
+  'CrmEventsJournalStrayRows',
+  'CrmEventsJournalMaintenanceStale',
 ];
 const runbooks = read('docs/runbooks.md');
 
@@ -306,7 +308,7 @@ describe('Prometheus configuration', () => {
 });
 
 describe('alert rules', () => {
-  it('defines the nine alerts in group crm_events_alerts', () => {
+  it('defines the eleven alerts in group crm_events_alerts', () => {
     expect(rules.groups.map((g) => g.name)).toEqual(['crm_events_alerts']);
     expect(alerts.map((a) => a.alert).sort()).toEqual([...ALERTS].sort());
   });
@@ -451,7 +453,7 @@ describe('promtool', () => {
   });
 
   it('accepts the alert rules', () => {
-    expect(expectSuccess('check', 'rules', rulesFile)).toMatch(/SUCCESS: 9 rules found/);
+    expect(expectSuccess('check', 'rules', rulesFile)).toMatch(/SUCCESS: 11 rules found/);
   });
 
   it('passes the alert unit tests', () => {

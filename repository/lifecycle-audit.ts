@@ -1,0 +1,74 @@
+import type { LifecycleKind, LifecycleStatus } from '../journal/kinds';
+import type { Queryable } from './queryable';
+
+export interface LifecycleAuditRow {
+  id: number;
+  workflow_id: string;
+  kind: LifecycleKind;
+  requested_by: string | null;
+  status: LifecycleStatus;
+  request: Record<string, unknown>;
+  actions: Array<Record<string, unknown>>;
+  error: string | null;
+  started_at: Date;
+  finished_at: Date | null;
+}
+
+/** Records a lifecycle workflow's start (idempotent: an activity retry or a workflow retry finds its row). */
+export async function startLifecycleAudit(
+  db: Queryable,
+  input: { workflowId: string; kind: LifecycleKind; requestedBy?: string; request?: Record<string, unknown> },
+): Promise<void> {
+  await db.query(
+    `INSERT INTO lifecycle_audit (workflow_id, kind, requested_by, request) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (workflow_id) DO UPDATE SET status = 'running', error = NULL, finished_at = NULL`,
+    [input.workflowId, input.kind, input.requestedBy ?? null, JSON.stringify(input.request ?? {})],
+  );
+}
+
+/** Appends what one step did. */
+export async function appendLifecycleAction(
+  db: Queryable,
+  workflowId: string,
+  action: Record<string, unknown>,
+): Promise<void> {
+  await db.query(
+    `UPDATE lifecycle_audit SET actions = actions || jsonb_build_array($2::jsonb) WHERE workflow_id = $1`,
+    [workflowId, JSON.stringify({ ...action, at: new Date().toISOString() })],
+  );
+}
+
+export async function finishLifecycleAudit(
+  db: Queryable,
+  workflowId: string,
+  status: Exclude<LifecycleStatus, 'running'>,
+  error?: string,
+): Promise<void> {
+  await db.query('UPDATE lifecycle_audit SET status = $2, error = $3, finished_at = now() WHERE workflow_id = $1', [
+    workflowId,
+    status,
+    error ?? null,
+  ]);
+}
+
+export async function listLifecycleAudit(
+  db: Queryable,
+  kind: LifecycleKind,
+  limit: number,
+): Promise<LifecycleAuditRow[]> {
+  const { rows } = await db.query<LifecycleAuditRow>(
+    `SELECT id, workflow_id, kind, requested_by, status, request, actions, error, started_at, finished_at
+       FROM lifecycle_audit WHERE kind = $1 ORDER BY id DESC LIMIT $2`,
+    [kind, limit],
+  );
+  return rows;
+}
+
+/** Seconds since the epoch of the last completed maintenance run; 0 when there was none. */
+export async function lastMaintenanceSuccess(db: Queryable): Promise<number> {
+  const { rows } = await db.query<{ t: number | null }>(
+    `SELECT extract(epoch FROM max(finished_at))::float8 AS t FROM lifecycle_audit
+      WHERE kind = 'maintenance' AND status = 'completed'`,
+  );
+  return rows[0].t ?? 0;
+}
