@@ -4,6 +4,7 @@ import type { Pool } from '../shared/db';
 import type { Logger } from '../shared/logger';
 import type { Metrics } from '../shared/metrics';
 import type { LineageKey } from '../journal/lineage';
+import type { ArchiveStore } from '../archive';
 
 /** What the worker injects into the activity factory (tests inject the same shape). */
 export interface ActivityDeps {
@@ -11,7 +12,9 @@ export interface ActivityDeps {
   producer: Producer;
   metrics: Metrics;
   log: Logger;
-  config: Pick<Config, 'replay' | 'dlqRetry' | 'ingest'>;
+  config: Pick<Config, 'replay' | 'dlqRetry' | 'ingest' | 'journal'>;
   /** Signs the lineage of every replayed record (journal/lineage.ts). */
   lineageKey: LineageKey;
+  /** Where expired journal segments go before they are dropped (archive/). */
+  archive: ArchiveStore;
 }

@@ -16,7 +16,11 @@ import replayRateLimit from './plugins/replay-rate-limit';
 import requestMetrics from './plugins/request-metrics';
 import kafkaTopics from './plugins/kafka-topics';
 import temporal, { createTemporalGateway, type TemporalGateway } from './plugins/temporal';
+import { createArchiveStore } from '../archive';
+import archiveRoutes from './routes/archive';
 import consoleRoutes from './routes/console';
+import maintenanceRoutes from './routes/maintenance';
+import retentionRoutes from './routes/retention';
 import dlqRoutes from './routes/dlq';
 import dlqScheduleRoutes from './routes/dlq-schedule';
 import eventRoutes from './routes/events';
@@ -30,7 +34,10 @@ import { ErrorBody } from './schemas';
 import { requestValidator } from './validation';
 
 export interface AppDeps {
-  config: Pick<Config, 'api' | 'temporal' | 'stream' | 'kafka' | 'databaseUrl' | 'dlqRetry' | 'replay'>;
+  config: Pick<
+    Config,
+    'api' | 'temporal' | 'stream' | 'kafka' | 'databaseUrl' | 'dlqRetry' | 'replay' | 'journal' | 'archive'
+  >;
   pool: Pool;
   metrics: Metrics;
   log: Logger;
@@ -101,6 +108,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(dlqScheduleRoutes, { config });
   await app.register(replayRoutes, { pool, config });
   await app.register(replaysRoutes, { pool, config });
+  await app.register(retentionRoutes, { pool, config });
+  await app.register(maintenanceRoutes, { pool, config });
+  await app.register(archiveRoutes, { archive: createArchiveStore(config.archive), config });
   await app.register(consoleRoutes);
   await app.ready();
   return app;

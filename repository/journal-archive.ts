@@ -45,6 +45,8 @@ export interface JournalArchiveSource {
   /** Optional window on received_at, [from, before). */
   receivedFrom?: string;
   receivedBefore?: string;
+  /** Only this topic's rows (retention per topic). */
+  topic?: string;
   /** Rows fetched per round trip. */
   batchSize?: number;
 }
@@ -58,6 +60,7 @@ export async function* journalArchiveRows(
   const where: string[] = [];
   if (source.receivedFrom !== undefined) where.push(`received_at >= $${values.push(source.receivedFrom)}`);
   if (source.receivedBefore !== undefined) where.push(`received_at < $${values.push(source.receivedBefore)}`);
+  if (source.topic !== undefined) where.push(`topic = $${values.push(source.topic)}`);
   const text = `SELECT ${ARCHIVE_COLUMNS} FROM ${escapeIdentifier(source.table)}
     ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id`;
   for await (const row of streamRows<JournalArchiveRow>(

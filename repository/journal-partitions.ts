@@ -1,4 +1,5 @@
 import type { PoolClient } from 'pg';
+import type { JournalArchiveSource } from './journal-archive';
 import type { Queryable } from './queryable';
 
 /**
@@ -78,6 +79,27 @@ export async function listJournalPartitions(db: Queryable): Promise<JournalParti
     );
 }
 
+export interface PartitionStats extends JournalPartition {
+  /** Postgres' estimate (pg_class.reltuples; -1 before the first ANALYZE). */
+  estimatedRows: number;
+  bytes: number;
+}
+
+/** The partitions with their size on disk and estimated row count, for operators (GET /maintenance). */
+export async function journalPartitionStats(db: Queryable): Promise<PartitionStats[]> {
+  const partitions = await listJournalPartitions(db);
+  const { rows } = await db.query<{ name: string; estimate: number; bytes: string }>(
+    `SELECT c.relname AS name, c.reltuples::float8 AS estimate, pg_total_relation_size(c.oid)::text AS bytes
+       FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'event_journal'::regclass`,
+  );
+  const byName = new Map(rows.map((r) => [r.name, r]));
+  return partitions.map((p) => ({
+    ...p,
+    estimatedRows: byName.get(p.name)?.estimate ?? -1,
+    bytes: Number(byName.get(p.name)?.bytes ?? 0),
+  }));
+}
+
 /** Rows in the default partition: rows no partition covered when they were written (an alert). */
 export async function countDefaultPartitionRows(db: Queryable): Promise<number> {
   const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${JOURNAL_DEFAULT_PARTITION}`);
@@ -120,6 +142,35 @@ export async function createDefaultPartition(client: Queryable): Promise<void> {
 export async function dropJournalPartition(client: PoolClient, name: string): Promise<void> {
   await client.query(`ALTER TABLE event_journal DETACH PARTITION ${ident(name)}`);
   await client.query(`DROP TABLE ${ident(name)}`);
+}
+
+function sourceWhere(source: JournalArchiveSource, values: unknown[], maxId?: number): string {
+  const where = ['true'];
+  if (source.receivedFrom !== undefined) where.push(`received_at >= $${values.push(source.receivedFrom)}`);
+  if (source.receivedBefore !== undefined) where.push(`received_at < $${values.push(source.receivedBefore)}`);
+  if (source.topic !== undefined) where.push(`topic = $${values.push(source.topic)}`);
+  if (maxId !== undefined) where.push(`id <= $${values.push(maxId)}`);
+  return where.join(' AND ');
+}
+
+/** Rows of a partition (optionally one topic's, before a time, up to an id) — what a retention step removes. */
+export async function countJournalRows(db: Queryable, source: JournalArchiveSource, maxId?: number): Promise<number> {
+  const values: unknown[] = [];
+  const { rows } = await db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM ${ident(source.table)} WHERE ${sourceWhere(source, values, maxId)}`,
+    values,
+  );
+  return rows[0].n;
+}
+
+/** Deletes those rows (after they were archived); returns how many. */
+export async function deleteJournalRows(db: Queryable, source: JournalArchiveSource, maxId: number): Promise<number> {
+  const values: unknown[] = [];
+  const result = await db.query(
+    `DELETE FROM ${ident(source.table)} WHERE ${sourceWhere(source, values, maxId)}`,
+    values,
+  );
+  return result.rowCount ?? 0;
 }
 
 /** Partition names are generated here (event_journal_…); anything else is refused rather than quoted. */

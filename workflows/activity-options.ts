@@ -34,3 +34,20 @@ export const auditOptions: ActivityOptions = {
   startToCloseTimeout: '15s',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
 };
+
+/**
+ * Journal maintenance (archive, verify, drop): long reads and writes that heartbeat every few thousand rows, retried
+ * with backoff until the archive store or Postgres is back. A segment that does not match what it should remove
+ * (ArchiveMismatch) is not retried: it waits for an operator, and nothing is removed.
+ */
+export const maintenanceOptions: ActivityOptions = {
+  startToCloseTimeout: '2h',
+  heartbeatTimeout: '2m',
+  retry: {
+    initialInterval: '5s',
+    backoffCoefficient: 2,
+    maximumInterval: '10m',
+    maximumAttempts: 20,
+    nonRetryableErrorTypes: ['ArchiveMismatch', 'ArchiveVerifyError'],
+  },
+};

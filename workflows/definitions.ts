@@ -117,3 +117,28 @@ export const setRateSignal = defineSignal<[number | null]>('setRate');
 
 /** Largest batch replay accepted. */
 export const MAX_BATCH_IDS = 10_000;
+
+/** A run of the journal maintenance workflow (docs/lifecycle.md). */
+export interface MaintenanceInput {
+  /** 'schedule' or 'operator' (POST /maintenance/run). */
+  trigger: 'schedule' | 'operator';
+  requestedBy?: string;
+  /** Plan only: create partitions ahead, list what retention would archive and remove, remove nothing. */
+  dryRun?: boolean;
+}
+
+export interface MaintenanceStepResult {
+  action: 'drop_partition' | 'delete_rows';
+  partition: string;
+  topic?: string;
+  segment: string | null;
+  rows: number;
+  applied: boolean;
+}
+
+export interface MaintenanceResult {
+  status: 'completed';
+  workflow_id: string;
+  partitions_created: string[];
+  steps: MaintenanceStepResult[];
+}

@@ -38,6 +38,11 @@ export const ROUTE_POLICY: readonly RoutePolicy[] = [
   { route: 'POST /dlq/:id/retry', role: 'operator', global: false },
   { route: 'PATCH /dlq/retry-schedule', role: 'admin', global: true },
   { route: 'POST /dlq/retry-schedule/trigger', role: 'admin', global: true },
+  { route: 'GET /retention', role: 'admin', global: true },
+  { route: 'PUT /retention', role: 'admin', global: true },
+  { route: 'GET /maintenance', role: 'admin', global: true },
+  { route: 'POST /maintenance/run', role: 'admin', global: true },
+  { route: 'GET /archive', role: 'admin', global: true },
 ];
 
 /** A route missing from the table needs a viewer to read and an operator to change anything. */

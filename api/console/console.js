@@ -285,7 +285,7 @@ function report(err) {
 }
 
 function refreshAll() {
-  return Promise.all([refreshLatest(), refreshReplays(), refreshDlq()]).catch(report);
+  return Promise.all([refreshLatest(), refreshReplays(), refreshDlq(), refreshLifecycle()]).catch(report);
 }
 
 async function loadInfo() {
@@ -305,6 +305,7 @@ function start() {
     void refreshAll();
   };
   setupToken(restart);
+  setupLifecycle();
   document.getElementById('latest-refresh').addEventListener('click', () => void refreshLatest().catch(report));
   document.getElementById('replays-refresh').addEventListener('click', () => void refreshReplays().catch(report));
   document.getElementById('dlq-refresh').addEventListener('click', () => void refreshDlq().catch(report));

@@ -1,3 +1,4 @@
+import { createArchiveStore } from '../../archive';
 import { DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporalio/worker';
 import type { FastifyInstance } from 'fastify';
 import type { Producer } from 'kafkajs';
@@ -18,7 +19,7 @@ export async function startWorker(config: Config, pool: Pool, producer: Producer
   const worker: Worker = await createReplayWorker({
     connection,
     config,
-    deps: { pool, producer, metrics, log, config, lineageKey },
+    deps: { pool, producer, metrics, log, config, lineageKey, archive: createArchiveStore(config.archive) },
   });
   const running = worker.run();
   return {

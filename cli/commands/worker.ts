@@ -1,12 +1,14 @@
 import { Client, Connection } from '@temporalio/client';
+import { createArchiveStore } from '../../archive';
 import { createProducer } from '../../shared/kafka';
 import { ensureDlqRetrySchedule } from '../../worker/dlq-schedule';
+import { ensureMaintenanceSchedule } from '../../worker/maintenance-schedule';
 import { installSdkRuntime } from '../../worker/sdk-runtime';
 import { connectWorker, createReplayWorker } from '../../worker/worker';
 import type { Runtime } from '../runtime';
 import { loadLineageKey } from '../../journal/lineage';
 
-/** Starts the Temporal replay worker (and makes sure the DLQ retry schedule exists); returns its stopper. */
+/** Starts the Temporal replay worker (and makes sure the DLQ retry and maintenance schedules exist); returns its stopper. */
 export async function startWorkerComponent(rt: Runtime) {
   const { config, kafka, pool, metrics } = rt;
   const log = rt.log.child({ module: 'worker' });
@@ -15,17 +17,15 @@ export async function startWorkerComponent(rt: Runtime) {
   await producer.connect();
   const connection = await connectWorker(config, log);
   const clientConnection = await Connection.connect({ address: config.temporal.address });
-  await ensureDlqRetrySchedule(
-    new Client({ connection: clientConnection, namespace: config.temporal.namespace }),
-    config,
-    log,
-  );
+  const client = new Client({ connection: clientConnection, namespace: config.temporal.namespace });
+  await ensureDlqRetrySchedule(client, config, log);
+  await ensureMaintenanceSchedule(client, config, log);
   await clientConnection.close();
   const lineageKey = await loadLineageKey(pool, config.lineageKey);
   const worker = await createReplayWorker({
     connection,
     config,
-    deps: { pool, producer, metrics, log, config, lineageKey },
+    deps: { pool, producer, metrics, log, config, lineageKey, archive: createArchiveStore(config.archive) },
   });
   const running = worker.run();
   running.catch((err: Error) => {

@@ -27,15 +27,18 @@ beforeAll(async () => {
     KAFKA_TOPICS: h.config.kafka.topics.join(','),
     TEMPORAL_TASK_QUEUE: queue,
     DLQ_RETRY_SCHEDULE_ID: scheduleId,
+    MAINTENANCE_SCHEDULE_ID: `${scheduleId}-maintenance`,
   };
 });
 afterAll(async () => {
   stack('up');
   worker?.kill('SIGKILL');
-  await client?.schedule
-    .getHandle(scheduleId)
-    .delete()
-    .catch(() => undefined);
+  for (const id of [scheduleId, `${scheduleId}-maintenance`]) {
+    await client?.schedule
+      .getHandle(id)
+      .delete()
+      .catch(() => undefined);
+  }
   await connection?.close();
   await h?.close();
 });

@@ -38,6 +38,7 @@ beforeAll(async () => {
     KAFKA_GROUP_ID: h.config.kafka.groupId,
     TEMPORAL_TASK_QUEUE: queue,
     DLQ_RETRY_SCHEDULE_ID: scheduleId,
+    MAINTENANCE_SCHEDULE_ID: `${scheduleId}-maintenance`,
     API_HOST: '127.0.0.1',
     API_PORT: String(port),
     API_TLS: 'self-signed',
@@ -52,6 +53,7 @@ beforeAll(async () => {
 afterAll(async () => {
   service?.kill('SIGKILL');
   await deleteSchedule(h.config.temporal.address, scheduleId);
+  await deleteSchedule(h.config.temporal.address, `${scheduleId}-maintenance`);
   await h?.close();
   fs.rmSync(tlsDir, { recursive: true, force: true });
 });

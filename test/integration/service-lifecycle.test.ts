@@ -15,6 +15,7 @@ beforeAll(async () => {
 afterAll(async () => {
   service?.kill('SIGKILL');
   await deleteSchedule(h.config.temporal.address, scheduleId);
+  await deleteSchedule(h.config.temporal.address, `${scheduleId}-maintenance`);
   await h.close();
 });
 
@@ -33,6 +34,7 @@ it('`start` stops on SIGTERM in order (intake first, then the worker drained), i
     KAFKA_GROUP_ID: h.config.kafka.groupId,
     TEMPORAL_TASK_QUEUE: queue,
     DLQ_RETRY_SCHEDULE_ID: scheduleId,
+    MAINTENANCE_SCHEDULE_ID: `${scheduleId}-maintenance`,
     API_PORT: '0',
   });
   let stdout = '';

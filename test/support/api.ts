@@ -7,7 +7,7 @@ import type { TlsPair } from '../../shared/tls';
 import { createReplayWorker } from '../../worker/worker';
 import { uniqueSuffix } from './env';
 import { createSinkHarness, eventually, type SinkHarness } from './sink';
-import { workflowBundle } from './temporal';
+import { activityDeps, workflowBundle } from './temporal';
 
 export interface ApiEnv {
   h: SinkHarness;
@@ -48,7 +48,7 @@ export async function createApiEnv(label: string, opts: ApiEnvOptions = {}): Pro
     worker = await createReplayWorker({
       connection: workerConnection,
       config,
-      deps: { pool: h.pool, producer: h.producer, metrics: h.metrics, log: h.log, config, lineageKey: h.lineageKey },
+      deps: activityDeps(h),
       workflowBundle: await workflowBundle(),
     });
     running = worker.run();

@@ -1,3 +1,6 @@
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import type { Kafka, Producer } from 'kafkajs';
 import { startIngest, type IngestService } from '../../ingest/consumer';
 import type { Config } from '../../shared/config';
@@ -48,6 +51,8 @@ export async function createSinkHarness(label: string, env: Record<string, strin
     KAFKA_TOPICS: `${topics.leads},${topics.jobs}`,
     KAFKA_GROUP_ID: `test-${label}-${suffix}`,
     INGEST_RETRY_MAX_DELAY_MS: '1000',
+    // Each world archives into its own directory: segment names (partition names) repeat across databases.
+    ARCHIVE_DIR: path.join(os.tmpdir(), `crm-archive-${suffix}`),
     ...env,
   });
   const log = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
@@ -104,6 +109,7 @@ export async function createSinkHarness(label: string, env: Record<string, strin
       await admin.disconnect();
       await pool.end();
       await db.drop();
+      await fs.rm(path.join(os.tmpdir(), `crm-archive-${suffix}`), { recursive: true, force: true });
     },
   };
   return harness;

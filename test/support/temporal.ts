@@ -1,3 +1,4 @@
+import { createArchiveStore } from '../../archive';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
@@ -68,5 +69,13 @@ export async function createTimeSkippingWorld(label: string, taskQueue: string, 
 
 /** The real activities' dependencies, from a sink harness (its pool, producer, metrics, config and lineage key). */
 export function activityDeps(h: SinkHarness, producer: ActivityDeps['producer'] = h.producer): ActivityDeps {
-  return { pool: h.pool, producer, metrics: h.metrics, log: h.log, config: h.config, lineageKey: h.lineageKey };
+  return {
+    pool: h.pool,
+    producer,
+    metrics: h.metrics,
+    log: h.log,
+    config: h.config,
+    lineageKey: h.lineageKey,
+    archive: createArchiveStore(h.config.archive),
+  };
 }

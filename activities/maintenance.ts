@@ -1,0 +1,174 @@
+import { Context, ApplicationFailure } from '@temporalio/activity';
+import { findManifest, verifySegment, writeSegment, type SegmentManifest } from '../archive';
+import { ensurePartitions } from '../lifecycle/partitions';
+import { effectivePolicies, planRetention, type RetentionStep } from '../lifecycle/retention';
+import { journalArchiveRows, type JournalArchiveSource } from '../repository/journal-archive';
+import {
+  countJournalRows,
+  deleteJournalRows,
+  dropJournalPartition,
+  journalPartitionIdent,
+  listJournalPartitions,
+} from '../repository/journal-partitions';
+import { appendLifecycleAction, finishLifecycleAudit, startLifecycleAudit } from '../repository/lifecycle-audit';
+import { listRetentionRows, topicsInPartition } from '../repository/retention';
+import { withTransaction } from '../shared/db';
+import type { ActivityDeps } from './deps';
+
+/** What archiving one retention step produced: its segment (none when there was nothing to archive). */
+export interface ArchivedStep {
+  segment: string | null;
+  rows: number;
+}
+
+/** Rows between heartbeats while a segment is written. */
+const HEARTBEAT_EVERY = 5000;
+
+/** The segment a step archives into: the partition's name, or partition.topic.before-YYYYMMDD for a topic's rows. */
+export function segmentOf(step: RetentionStep): string {
+  return step.action === 'drop_partition'
+    ? step.partition
+    : `${step.partition}.${step.topic}.before-${step.before.slice(0, 10).replaceAll('-', '')}`;
+}
+
+function sourceOf(step: RetentionStep): JournalArchiveSource {
+  journalPartitionIdent(step.partition);
+  return step.action === 'drop_partition'
+    ? { table: step.partition }
+    : { table: step.partition, topic: step.topic, receivedBefore: step.before };
+}
+
+/**
+ * The journal maintenance activities (docs/lifecycle.md): partitions ahead, then retention — each expired partition
+ * or topic slice archived, verified, and only then dropped or deleted. Every step is idempotent and recorded in
+ * lifecycle_audit.
+ */
+export function createMaintenanceActivities({ pool, archive, config, log }: ActivityDeps) {
+  return {
+    async maintenanceStarted(input: { workflowId: string; requestedBy?: string; request: Record<string, unknown> }) {
+      await startLifecycleAudit(pool, { ...input, kind: 'maintenance' });
+    },
+
+    async maintenanceFinished(input: { workflowId: string; status: 'completed' | 'failed'; error?: string }) {
+      await finishLifecycleAudit(pool, input.workflowId, input.status, input.error);
+    },
+
+    async createJournalPartitions(input: { workflowId: string; now: number }) {
+      const { partitionInterval, partitionsAhead } = config.journal;
+      const created = await ensurePartitions(pool, partitionInterval, partitionsAhead, new Date(input.now));
+      for (const partition of created) {
+        await appendLifecycleAction(pool, input.workflowId, { action: 'partition_created', ...partition });
+      }
+      return created;
+    },
+
+    /** What retention asks now: the policies in force applied to the partitions and the topics each holds. */
+    async planJournalRetention(input: { now: number }): Promise<RetentionStep[]> {
+      const now = new Date(input.now);
+      const partitions = await listJournalPartitions(pool);
+      const topicsIn: Record<string, string[]> = {};
+      for (const p of partitions) {
+        if (!p.isDefault && (p.from === null || p.from < now)) topicsIn[p.name] = await topicsInPartition(pool, p.name);
+      }
+      const policies = effectivePolicies(config.journal.retentionDays, await listRetentionRows(pool));
+      return planRetention(
+        partitions.filter((p) => p.isDefault || p.from === null || p.from < now),
+        topicsIn,
+        policies,
+        now,
+      );
+    },
+
+    /**
+     * Archives the rows a step will remove as one segment, verified (re-read, counted, checksummed) before its
+     * manifest is written. A step whose segment already exists (an earlier attempt archived it, then failed before
+     * removing) is verified again instead. A topic slice with no rows left is nothing to do.
+     */
+    async archiveRetentionStep(input: { workflowId: string; step: RetentionStep }): Promise<ArchivedStep> {
+      const { step } = input;
+      const segment = segmentOf(step);
+      // A topic slice already removed (by this run's earlier attempt, or an earlier run the same day): done.
+      if (step.action === 'delete_rows' && (await countJournalRows(pool, sourceOf(step))) === 0) {
+        return { segment: null, rows: 0 };
+      }
+      const existing = await findManifest(archive, segment);
+      if (existing) {
+        await verifySegment(archive, existing);
+        return { segment, rows: existing.rows };
+      }
+      const manifest = await withTransaction(pool, async (client) => {
+        // One snapshot for the count and the rows: the segment holds exactly what the count says.
+        await client.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
+        const source = sourceOf(step);
+        const expectedRows = await countJournalRows(client, source);
+        if (expectedRows === 0 && step.action === 'delete_rows') return undefined;
+        let n = 0;
+        const rows = async function* () {
+          for await (const row of journalArchiveRows(client, source)) {
+            if (++n % HEARTBEAT_EVERY === 0) Context.current().heartbeat({ segment, rows: n });
+            yield row;
+          }
+        };
+        return writeSegment(archive, {
+          segment,
+          table: step.partition,
+          bounds:
+            step.action === 'drop_partition'
+              ? { from: step.from ?? '-infinity', to: step.to }
+              : { from: '-infinity', to: step.before },
+          rows: rows(),
+          expectedRows,
+        });
+      });
+      if (!manifest) return { segment: null, rows: 0 };
+      await appendLifecycleAction(pool, input.workflowId, {
+        action: 'segment_archived',
+        segment,
+        partition: step.partition,
+        ...(step.action === 'delete_rows' ? { topic: step.topic, before: step.before } : {}),
+        rows: manifest.rows,
+        sha256: manifest.file.sha256,
+      });
+      log.info({ segment, rows: manifest.rows }, 'Journal segment archived and verified');
+      return { segment, rows: manifest.rows };
+    },
+
+    /**
+     * Removes what a step archived, after verifying the segment once more: the partition dropped, or the topic's
+     * rows deleted. Under a lock that stops writers, the rows removed must be exactly the segment's (count and id
+     * range); otherwise nothing is removed and the step fails without retry (ArchiveMismatch), for an operator.
+     */
+    async applyRetentionStep(input: { workflowId: string; step: RetentionStep; segment: string }) {
+      const { step } = input;
+      const manifest: SegmentManifest = await verifySegment(archive, input.segment);
+      const removed = await withTransaction(pool, async (client) => {
+        await client.query("SET LOCAL lock_timeout = '10s'");
+        const source = sourceOf(step);
+        await client.query(`LOCK TABLE ${step.partition} IN SHARE MODE`);
+        const now = await countJournalRows(client, source, manifest.id?.max ?? 0);
+        const total = await countJournalRows(client, source);
+        if (now !== manifest.rows || total !== manifest.rows) {
+          throw ApplicationFailure.nonRetryable(
+            `${step.partition}: ${total} rows to remove, the archived segment ${manifest.segment} holds ${manifest.rows}`,
+            'ArchiveMismatch',
+          );
+        }
+        if (step.action === 'drop_partition') {
+          await dropJournalPartition(client, step.partition);
+          return total;
+        }
+        return deleteJournalRows(client, source, manifest.id?.max ?? 0);
+      });
+      const action = step.action === 'drop_partition' ? 'partition_dropped' : 'rows_deleted';
+      await appendLifecycleAction(pool, input.workflowId, {
+        action,
+        partition: step.partition,
+        ...(step.action === 'delete_rows' ? { topic: step.topic, before: step.before } : {}),
+        rows: removed,
+        segment: manifest.segment,
+      });
+      log.info({ partition: step.partition, action, rows: removed }, 'Journal retention applied');
+      return { rows: removed };
+    },
+  };
+}

@@ -1,0 +1,48 @@
+import { proxyActivities, workflowInfo } from '@temporalio/workflow';
+import type { Activities } from '../activities';
+import { auditOptions, maintenanceOptions } from './activity-options';
+import type { MaintenanceInput, MaintenanceResult, MaintenanceStepResult } from './definitions';
+
+const { createJournalPartitions, planJournalRetention, archiveRetentionStep, applyRetentionStep } =
+  proxyActivities<Activities>(maintenanceOptions);
+const { maintenanceStarted, maintenanceFinished } = proxyActivities<Activities>(auditOptions);
+
+/**
+ * Journal maintenance, on a Temporal Schedule (and on demand): partitions created ahead (strays adopted), then every
+ * retention step — the expired partition or topic slice archived and verified, then dropped or deleted. One step at
+ * a time, each recorded in lifecycle_audit; the clock is workflow time.
+ */
+export async function journalMaintenanceWorkflow(input: MaintenanceInput): Promise<MaintenanceResult> {
+  const { workflowId } = workflowInfo();
+  await maintenanceStarted({ workflowId, requestedBy: input.requestedBy, request: { ...input } });
+  const steps: MaintenanceStepResult[] = [];
+  let created: string[] = [];
+  try {
+    const now = Date.now();
+    created = (await createJournalPartitions({ workflowId, now })).map((p) => p.name);
+    for (const step of await planJournalRetention({ now })) {
+      const result: MaintenanceStepResult = {
+        action: step.action,
+        partition: step.partition,
+        ...(step.action === 'delete_rows' ? { topic: step.topic } : {}),
+        segment: null,
+        rows: 0,
+        applied: false,
+      };
+      steps.push(result);
+      if (input.dryRun) continue;
+      const archived = await archiveRetentionStep({ workflowId, step });
+      Object.assign(result, archived);
+      if (archived.segment === null) continue;
+      await applyRetentionStep({ workflowId, step, segment: archived.segment });
+      result.applied = true;
+    }
+  } catch (err) {
+    // An activity's failure arrives wrapped: its own message is the cause's.
+    const cause = (err as { cause?: { message?: string } }).cause;
+    await maintenanceFinished({ workflowId, status: 'failed', error: cause?.message ?? (err as Error).message });
+    throw err;
+  }
+  await maintenanceFinished({ workflowId, status: 'completed' });
+  return { status: 'completed', workflow_id: workflowId, partitions_created: created, steps };
+}
