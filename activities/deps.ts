@@ -11,7 +11,7 @@ export interface ActivityDeps {
   producer: Producer;
   metrics: Metrics;
   log: Logger;
-  config: Pick<Config, 'replay' | 'dlqRetry' | 'ingest'>;
+  config: Pick<Config, 'replay' | 'dlqRetry' | 'ingest' | 'kafka'>;
   /** Signs the lineage of every replayed record (journal/lineage.ts). */
   lineageKey: LineageKey;
 }
