@@ -12,7 +12,7 @@ export interface ActivityDeps {
   producer: Producer;
   metrics: Metrics;
   log: Logger;
-  config: Pick<Config, 'replay' | 'dlqRetry' | 'ingest' | 'journal'>;
+  config: Pick<Config, 'replay' | 'dlqRetry' | 'ingest' | 'kafka' | 'journal'>;
   /** Signs the lineage of every replayed record (journal/lineage.ts). */
   lineageKey: LineageKey;
   /** Where expired journal segments go before they are dropped (archive/). */

@@ -3,6 +3,7 @@ import { countRange, maxEventId, rangePage, type RangeFilter } from '../reposito
 import type { ActivityDeps } from './deps';
 import { refusalOf, toReplayMessage, type Lineage } from '../journal/lineage';
 import { publishMessages } from './publish';
+import { ownTopicCheck, withRefusedTopics } from './own-topic';
 
 /** What a dry run reports: matching events in all, by topic and by tenant. */
 export interface RangeCountSummary {
@@ -23,6 +24,8 @@ export interface RangeChunkInput extends Lineage {
   maxPages?: number;
   /** No further page is started once this much time has passed since the attempt began. */
   budgetMs?: number;
+  /** The request was scoped to one tenant: without a target, only events of the ingested topics are sent. */
+  tenantScoped?: boolean;
 }
 
 /** What a chunk has done so far: heartbeated after every page, returned at the end. Counts are for this chunk. */
@@ -35,6 +38,8 @@ export interface RangeChunkResult {
   /** A short page was read: the range is finished. */
   done: boolean;
   pages: number;
+  /** Events not sent because their own topic is not an allowed target, by topic (counted in `failed` too). */
+  refusedTopics?: Record<string, number>;
 }
 
 /** Range replay: plan (pin and count the range), dry-run counts, and a chunk of consecutive keyset pages per call. */
@@ -78,6 +83,11 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
       if (result.done || result.pages >= maxPages) return result;
       ctx.cancellationSignal.throwIfAborted();
 
+      const ownTopic = ownTopicCheck(
+        config,
+        { ...input, tenantScoped: input.tenantScoped ?? false },
+        result.refusedTopics,
+      );
       let next = prefetch(rangePage(pool, input.filter, result.cursor, input.limit));
       for (;;) {
         const rows = await next;
@@ -88,7 +98,7 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
         const messages = [];
         let failed = 0;
         for (const row of rows) {
-          if (refusalOf(row, config.replay.maxHops)) failed += 1;
+          if (refusalOf(row, config.replay.maxHops) || ownTopic.refusal(row)) failed += 1;
           else messages.push(toReplayMessage(row, input, lineageKey));
         }
         await publishMessages(producer, messages, ctx.cancellationSignal);
@@ -100,6 +110,7 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
           failed: result.failed + failed,
           done,
           pages: result.pages + 1,
+          ...withRefusedTopics(ownTopic.refusedTopics()),
         };
         ctx.heartbeat(result);
         if (last) return result;

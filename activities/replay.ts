@@ -3,6 +3,7 @@ import { replayRows } from '../repository/event-journal';
 import type { ActivityDeps } from './deps';
 import { refusalOf, toReplayMessage, type Lineage } from '../journal/lineage';
 import { publishMessages } from './publish';
+import { ownTopicCheck, withRefusedTopics } from './own-topic';
 
 /** A batch id that was not replayed, and why. */
 export interface RefusedEvent {
@@ -31,6 +32,8 @@ export interface ReplayPageResult {
   published: number;
   unknown: number[];
   refused: RefusedEvent[];
+  /** Events not sent because their own topic is not an allowed target, by topic (also listed in `refused`). */
+  refusedTopics?: Record<string, number>;
 }
 
 /** Single and batch replay: read journal rows, republish them with lineage. */
@@ -43,6 +46,8 @@ export function createReplayActivities({ pool, producer, metrics, config, lineag
       }
       const refusal = refusalOf(row, config.replay.maxHops);
       if (refusal) throw ApplicationFailure.nonRetryable(refusal, 'HopLimitExceeded');
+      const topicRefusal = ownTopicCheck(config, { ...input, tenantScoped: input.tenantId !== undefined }).refusal(row);
+      if (topicRefusal) throw ApplicationFailure.nonRetryable(topicRefusal, 'InvalidRequest');
       const message = toReplayMessage(row, input, lineageKey);
       await publishMessages(producer, [message], Context.current().cancellationSignal);
       metrics.replayPublished.inc({ kind: 'single' });
@@ -55,14 +60,20 @@ export function createReplayActivities({ pool, producer, metrics, config, lineag
       );
       const found = new Set(rows.map((r) => r.id));
       const refused: RefusedEvent[] = [];
+      const ownTopic = ownTopicCheck(config, { ...input, tenantScoped: input.tenantId !== undefined });
       const messages = rows.flatMap((row) => {
-        const reason = refusalOf(row, config.replay.maxHops);
+        const reason = refusalOf(row, config.replay.maxHops) ?? ownTopic.refusal(row);
         if (reason) refused.push({ id: row.id, reason });
         return reason ? [] : [toReplayMessage(row, input, lineageKey)];
       });
       await publishMessages(producer, messages, Context.current().cancellationSignal);
       metrics.replayPublished.inc({ kind: 'batch' }, messages.length);
-      return { published: messages.length, unknown: input.ids.filter((id) => !found.has(id)), refused };
+      return {
+        published: messages.length,
+        unknown: input.ids.filter((id) => !found.has(id)),
+        refused,
+        ...withRefusedTopics(ownTopic.refusedTopics()),
+      };
     },
   };
 }

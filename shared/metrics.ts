@@ -2,14 +2,17 @@ import client from 'prom-client';
 import { DLQ_RETRY_OUTCOMES, RECORD_OUTCOMES, REPLAY_KINDS, WORKFLOW_END_STATUSES } from '../journal/kinds';
 
 /**
- * The service's Prometheus metrics, one registry per process. Names and labels follow the operator docs:
- * dashboards and alerts in monitoring/ query exactly these.
+ * The service's Prometheus metrics. Names and labels follow the operator docs: dashboards and alerts in monitoring/
+ * query exactly these. `registry` holds every series of the process (the metrics port, METRICS_PORT); `apiRegistry`
+ * only the API's own (HTTP and live stream), which the API serves at its public /metrics: they carry no tenant label,
+ * whereas ingest's counters do, and in `npm start` ingest and API share this process.
  */
 export function createMetrics(tenantLabelLimit = 100, sources: MetricSources = {}) {
   const registry = new client.Registry();
+  const apiRegistry = new client.Registry();
   client.collectDefaultMetrics({ register: registry });
-  const counter = <L extends string>(name: string, help: string, labelNames: readonly L[]) =>
-    new client.Counter<L>({ name, help, labelNames, registers: [registry] });
+  const counter = <L extends string>(name: string, help: string, labelNames: readonly L[], api = false) =>
+    new client.Counter<L>({ name, help, labelNames, registers: api ? [registry, apiRegistry] : [registry] });
   const partitionGauge = (name: string, help: string) =>
     new client.Gauge<'topic' | 'partition'>({ name, help, labelNames: ['topic', 'partition'], registers: [registry] });
   // Read from Postgres at scrape time; if it does not answer within 1 s, the last value stays (and /health reports
@@ -31,6 +34,7 @@ export function createMetrics(tenantLabelLimit = 100, sources: MetricSources = {
 
   return {
     registry,
+    apiRegistry,
     tenantLabel: createTenantLabeler(tenantLabelLimit),
     ingested: counter('crm_events_ingested_total', 'CRM domain events consumed from Kafka', ['tenant_id', 'topic']),
     persisted: counter('crm_events_persisted_total', 'CRM domain events written to event_journal', [
@@ -98,25 +102,26 @@ export function createMetrics(tenantLabelLimit = 100, sources: MetricSources = {
       registers: [registry],
     }),
     dlqRetry: counter('crm_events_dlq_retry_total', 'DLQ entries retried, by result', ['result']),
-    httpRequests: counter('crm_events_http_requests_total', 'HTTP requests served by the API', [
-      'method',
-      'route',
-      'status',
-    ]),
+    httpRequests: counter(
+      'crm_events_http_requests_total',
+      'HTTP requests served by the API',
+      ['method', 'route', 'status'],
+      true,
+    ),
     httpDuration: new client.Histogram<'method' | 'route'>({
       name: 'crm_events_http_request_duration_seconds',
       help: 'HTTP request duration',
       labelNames: ['method', 'route'],
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
-      registers: [registry],
+      registers: [registry, apiRegistry],
     }),
     sseClients: new client.Gauge({
       name: 'crm_events_sse_clients',
       help: 'Clients connected to the live event stream',
-      registers: [registry],
+      registers: [registry, apiRegistry],
     }),
-    sseMessages: counter('crm_events_messages_total', 'Events relayed to live stream clients', []),
-    sseDropped: counter('crm_events_sse_dropped_total', 'Events dropped for slow live stream clients', []),
+    sseMessages: counter('crm_events_messages_total', 'Events relayed to live stream clients', [], true),
+    sseDropped: counter('crm_events_sse_dropped_total', 'Events dropped for slow live stream clients', [], true),
   };
 }
 

@@ -2,6 +2,7 @@ import { ApplicationFailure, proxyActivities, workflowInfo } from '@temporalio/w
 import type { Activities } from '../activities';
 import { auditOptions, publishOptions } from './activity-options';
 import { MAX_BATCH_IDS, type BatchReplayInput, type BatchReplayResult, type RefusedEvent } from './definitions';
+import { addRefusedTopics, refusedTopicsNote } from './refused-topics';
 import { recordFailure } from './replay-event';
 
 const { replayBatchPage } = proxyActivities<Activities>(publishOptions);
@@ -30,6 +31,7 @@ export async function batchReplayWorkflow(input: BatchReplayInput): Promise<Batc
   let published = 0;
   const unknown: number[] = [];
   const refused: RefusedEvent[] = [];
+  const refusedTopics: Record<string, number> = {};
   try {
     for (let i = 0; i < ids.length; i += pageSize) {
       const page = await replayBatchPage({
@@ -42,6 +44,7 @@ export async function batchReplayWorkflow(input: BatchReplayInput): Promise<Batc
       published += page.published;
       unknown.push(...page.unknown);
       refused.push(...page.refused);
+      addRefusedTopics(refusedTopics, page.refusedTopics);
     }
   } catch (err) {
     await recordFailure(workflowId, err, ids.length, { published, failed: ids.length - published });
@@ -53,6 +56,7 @@ export async function batchReplayWorkflow(input: BatchReplayInput): Promise<Batc
     matched: ids.length - unknown.length,
     published,
     failed: refused.length,
+    error: refusedTopicsNote(refusedTopics),
   });
   return {
     status: 'completed',

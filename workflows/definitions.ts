@@ -60,6 +60,8 @@ export interface RangeReplayInput {
   pageSize?: number;
   /** Most pages one activity call replays when no rate limit is set (default PAGES_PER_CALL). */
   pagesPerCall?: number;
+  /** The request was scoped to one tenant: without a target, only events of the ingested topics are replayed. */
+  tenantScoped?: boolean;
   /** Carried across continue-as-new; never set by callers. */
   state?: RangeState;
 }
@@ -74,6 +76,8 @@ export interface RangeState {
   startedAt: number;
   paused: boolean;
   maxEventsPerSecond: number | null;
+  /** Events not replayed because their own topic is not an allowed target, by topic (absent in older runs). */
+  refusedTopics?: Record<string, number>;
 }
 
 export interface ReplayProgress {
@@ -88,7 +92,10 @@ export interface ReplayProgress {
 }
 
 export type RangeReplayResult =
-  | ({ status: 'completed' | 'dry_run'; workflow_id: string } & Omit<ReplayProgress, 'status'>)
+  | ({ status: 'completed' | 'dry_run'; workflow_id: string; refused_topics?: Record<string, number> } & Omit<
+      ReplayProgress,
+      'status'
+    >)
   | ({ status: 'dry_run'; workflow_id: string } & RangeCountSummary);
 
 export interface DlqRetryInput {

@@ -20,6 +20,7 @@ import {
   type RangeState,
   type ReplayProgress,
 } from './definitions';
+import { addRefusedTopics, refusedTopicsNote } from './refused-topics';
 import { recordFailure } from './replay-event';
 
 const { planRange, countRangeEvents, replayRangePage } = proxyActivities<Activities>(pageOptions);
@@ -122,8 +123,10 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
         source: input.source,
         replayId: workflowId,
         targetTopic: input.targetTopic,
+        tenantScoped: input.tenantScoped,
       });
       state.cursor = chunk.cursor;
+      if (chunk.refusedTopics) addRefusedTopics((state.refusedTopics ??= {}), chunk.refusedTopics);
       state.published += chunk.published;
       state.failed += chunk.failed;
       state.pages += chunk.pages ?? 1; // results recorded before chunks were one page without a count
@@ -146,7 +149,13 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
     matched: state.matched,
     published: state.published,
     failed: state.failed,
+    error: refusedTopicsNote(state.refusedTopics ?? {}),
   });
   const { status: _status, ...counts } = progress();
-  return { status: 'completed', workflow_id: workflowId, ...counts };
+  return {
+    status: 'completed',
+    workflow_id: workflowId,
+    ...counts,
+    ...(state.refusedTopics ? { refused_topics: state.refusedTopics } : {}),
+  };
 }

@@ -3,6 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
 import { WorkflowFailedError } from '@temporalio/client';
 import type { PermanentFailure } from '../../journal/kinds';
+import { replayTargetRule, targetRefusal } from '../../journal/replay-targets';
 import { getEvent } from '../../repository/event-journal';
 import { recordRequested, type AuditStart } from '../../repository/replay-audit';
 import type { Config } from '../../shared/config';
@@ -60,15 +61,11 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
    * wide the allow-list), then targets the broker does not have. `topics` is keyed by the request field naming each.
    */
   const checkTargets = async (request: FastifyRequest, topics: Record<string, string | undefined>) => {
-    const scoped = request.principal.tenantId !== undefined;
-    const allowed = scoped ? config.kafka.topics : config.replay.targetTopics;
-    const refused = Object.entries(topics).filter(([, topic]) => topic !== undefined && !allowed.includes(topic));
-    if (refused.length > 0) {
-      const rule = scoped
-        ? 'a tenant-scoped token may replay only to the ingested topics (KAFKA_TOPICS)'
-        : 'replays publish only to the topics REPLAY_TARGET_TOPICS lists';
-      throw httpError(400, `${refused.map(([field, topic]) => `${field} "${topic}"`).join('; ')} refused: ${rule}`);
-    }
+    const rule = replayTargetRule(config, request.principal.tenantId !== undefined);
+    const refused = Object.entries(topics).flatMap(([field, topic]) =>
+      topic === undefined ? [] : (targetRefusal(rule, topic, field) ?? []),
+    );
+    if (refused.length > 0) throw httpError(400, refused.join('; '));
     await app.kafkaTopics.refuseMissing(topics);
   };
   /** The audit row of a workflow just started, so the replay routes know it as ours before its first activity. */
@@ -230,6 +227,7 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
         pageSize: config.replay.pageSize,
         source: 'range',
         requestedBy: request.principal.subject,
+        tenantScoped: request.principal.tenantId !== undefined,
       };
       const handle = await startForRequest(app, request, config, {
         prefix: body.dry_run ? 'replay-range-dryrun' : 'replay-range',

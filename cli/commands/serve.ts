@@ -27,7 +27,7 @@ export async function serve(components: Component[], options: { stack?: boolean;
   const intake: Stopper[] = [];
   const rest: Stopper[] = [];
   if (components.includes('ingest') || components.includes('worker')) {
-    // Ingest and worker metrics on :9105 (the API also serves them at /metrics on its own port).
+    // Every series of the process on :9105 (the API's /metrics serves only the API's own, none labelled by tenant).
     const server = await startMetricsServer(rt.metrics.registry, config.metrics.host, config.metrics.port, rt.log);
     rest.push({ name: 'metrics-server', stop: () => new Promise((resolve) => server.close(resolve)) });
   }

@@ -56,7 +56,8 @@ export async function createSinkHarness(label: string, env: Record<string, strin
     ...env,
   });
   const log = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
-  const pool = createPool(config.databaseUrl, 5, log);
+  // Named apart from the service's own pools, which tests tell apart in pg_stat_activity.
+  const pool = createPool(config.databaseUrl, 5, log, undefined, 'crm-events-sink-test');
   const kafka = createKafka(config.kafka.brokers, `${config.kafka.clientId}-test`, log);
   await ensureTopics(kafka, Object.values(topics), 3);
   const producer = createProducer(kafka);

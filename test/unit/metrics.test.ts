@@ -44,6 +44,23 @@ describe('metrics', () => {
     );
   });
 
+  it("keeps the API's own series, none labelled by tenant, in the registry its public /metrics serves", async () => {
+    const { apiRegistry } = createMetrics();
+    const metrics = await apiRegistry.getMetricsAsJSON();
+    expect(metrics.map((m) => m.name).sort()).toEqual([
+      'crm_events_http_request_duration_seconds',
+      'crm_events_http_requests_total',
+      'crm_events_messages_total',
+      'crm_events_sse_clients',
+      'crm_events_sse_dropped_total',
+    ]);
+    const labels = apiRegistry
+      .getMetricsAsArray()
+      .flatMap((m) => (m as unknown as { labelNames: string[] }).labelNames);
+    expect(labels).toEqual(expect.arrayContaining(['method', 'route', 'status']));
+    expect(labels).not.toContain('tenant_id');
+  });
+
   it('starts the alerting counters at zero for every kind, status and outcome in journal/kinds.ts', async () => {
     const metrics = createMetrics();
     initAlertSeries(metrics);
