@@ -9,6 +9,8 @@ export type { ArchiveStore, StoredObject } from './store';
 export { writeSegment, verifySegment, type WriteSegmentInput } from './write-segment';
 export { readSegment, type ReadSegmentOptions } from './read-segment';
 export { rewriteSegment, sweepSegment, type RewriteResult, type RowDecision } from './rewrite-segment';
+export { restoreSegment } from './restore-segment';
+export { journalArchiveRows, type JournalArchiveSource } from '../repository/journal-archive';
 export {
   findManifest,
   listSegments,
