@@ -26,18 +26,28 @@ export interface WriteSegmentInput {
   rows: AsyncIterable<ArchiveRow> | Iterable<ArchiveRow>;
   /** The source's own count (count(*) of the partition): the archive must hold exactly that many rows. */
   expectedRows?: number;
+  /**
+   * When the segment already has a manifest: 'refuse' (default) throws SegmentExistsError; 'verify' checks the archived
+   * segment (against expectedRows too) and returns its manifest without reading `rows`, so that a retried activity
+   * whose first attempt archived the segment goes on to the drop.
+   */
+  ifExists?: 'refuse' | 'verify';
 }
 
 /**
  * Archives rows as a new segment: streams them into the store as gzip NDJSON, reads the file back and checks its row
  * count and both checksums (and expectedRows), and only then writes the manifest, the mark that the segment exists.
- * A segment that already has a manifest is refused (SegmentExistsError); a file left by an earlier attempt that died
- * before its manifest is overwritten. Resolves to the manifest; ArchiveVerifyError when the check fails (the file is
+ * A segment that already has a manifest is refused (SegmentExistsError) or verified (ifExists: 'verify'); a file
+ * left by an earlier attempt that died before its manifest is overwritten. Resolves to the manifest; ArchiveVerifyError when the check fails (the file is
  * deleted then, and the caller must not drop the source).
  */
 export async function writeSegment(store: ArchiveStore, input: WriteSegmentInput): Promise<SegmentManifest> {
   assertSegmentName(input.segment);
-  if (await findManifest(store, input.segment)) throw new SegmentExistsError(input.segment);
+  const existing = await findManifest(store, input.segment);
+  if (existing && input.ifExists === 'verify') {
+    return verifySegment(store, existing, { expectedRows: input.expectedRows });
+  }
+  if (existing) throw new SegmentExistsError(input.segment);
   const generation = 1;
   const key = dataKey(input.segment, generation);
   const written = await putDataFile(store, key, input.segment, input.rows);

@@ -84,10 +84,28 @@ export function archiveStoreBehaviour(store: () => ArchiveStore): void {
     expect((await store().stat(manifest.file.key))?.size).toBe(manifest.file.bytes);
   });
 
-  it('refuses to archive a segment twice, and a write whose count is not the source count leaves nothing', async () => {
+  it('refuses to archive a segment twice (or verifies it), and a write whose count is not the source count leaves nothing', async () => {
     const rows = [plainRow(1, '{}'), plainRow(2, '{}')];
     const manifest = await archive(store(), 'twice', rows);
     await rejectsWith(writeSegment(store(), { segment: manifest.segment, table: 't', rows }), 'SegmentExistsError');
+    // A retried archiving finds the segment done: verified, not written again, its rows not even read.
+    const untouched: AsyncIterable<ArchiveRow> = {
+      [Symbol.asyncIterator]: () => {
+        throw new Error('the rows of an archived segment were read again');
+      },
+    };
+    const again = await writeSegment(store(), {
+      segment: manifest.segment,
+      table: 't',
+      rows: untouched,
+      expectedRows: 2,
+      ifExists: 'verify',
+    });
+    expect(again).toEqual(manifest);
+    await rejectsWith(
+      writeSegment(store(), { segment: manifest.segment, table: 't', rows, expectedRows: 3, ifExists: 'verify' }),
+      'ArchiveVerifyError',
+    );
 
     const segment = segmentName('short');
     const err = await rejectsWith(
