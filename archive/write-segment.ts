@@ -1,5 +1,5 @@
 import { describeFile, putDataFile, verifyWrittenFile } from './data-file';
-import { compareDigests, digestStoredFile } from './digest';
+import { compareDigests, digestStoredFile, type ProgressListener } from './digest';
 import { ArchiveVerifyError, SegmentExistsError } from './errors';
 import {
   assertSegmentName,
@@ -32,6 +32,8 @@ export interface WriteSegmentInput {
    * whose first attempt archived the segment goes on to the drop.
    */
   ifExists?: 'refuse' | 'verify';
+  /** Told as the write and the read-back go on (heartbeats). */
+  onProgress?: ProgressListener;
 }
 
 /**
@@ -45,13 +47,13 @@ export async function writeSegment(store: ArchiveStore, input: WriteSegmentInput
   assertSegmentName(input.segment);
   const existing = await findManifest(store, input.segment);
   if (existing && input.ifExists === 'verify') {
-    return verifySegment(store, existing, { expectedRows: input.expectedRows });
+    return verifySegment(store, existing, { expectedRows: input.expectedRows, onProgress: input.onProgress });
   }
   if (existing) throw new SegmentExistsError(input.segment);
   const generation = 1;
   const key = dataKey(input.segment, generation);
-  const written = await putDataFile(store, key, input.segment, input.rows);
-  await verifyWrittenFile(store, key, input.segment, written, input.expectedRows);
+  const written = await putDataFile(store, key, input.segment, input.rows, input.onProgress);
+  await verifyWrittenFile(store, key, input.segment, written, input.expectedRows, input.onProgress);
   const manifest: SegmentManifest = {
     format: SEGMENT_FORMAT,
     version: SEGMENT_FORMAT_VERSION,
@@ -74,10 +76,10 @@ export async function writeSegment(store: ArchiveStore, input: WriteSegmentInput
 export async function verifySegment(
   store: ArchiveStore,
   segment: string | SegmentManifest,
-  options: { expectedRows?: number } = {},
+  options: { expectedRows?: number; onProgress?: ProgressListener } = {},
 ): Promise<SegmentManifest> {
   const manifest = typeof segment === 'string' ? await readManifest(store, segment) : segment;
-  const stored = await digestStoredFile(store, manifest.file.key).catch((err: Error) => {
+  const stored = await digestStoredFile(store, manifest.file.key, options.onProgress).catch((err: Error) => {
     if (err.name === 'ArchiveObjectNotFoundError') {
       throw new ArchiveVerifyError(manifest.segment, [`its file ${manifest.file.key} is missing`], { cause: err });
     }

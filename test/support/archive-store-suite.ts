@@ -183,9 +183,20 @@ export function archiveStoreBehaviour(store: () => ArchiveStore): void {
       put: (key: string, body: Readable | Buffer) =>
         store().put(key, Buffer.isBuffer(body) ? body : body.pipe(tap(() => (producedAtFirstByte ??= produced)))),
     };
-    const manifest = await writeSegment(watching, { segment: segmentName('stream'), table: 't', rows: source() });
+    const seen: Array<{ phase: string; rows: number }> = [];
+    const manifest = await writeSegment(watching, {
+      segment: segmentName('stream'),
+      table: 't',
+      rows: source(),
+      onProgress: ({ phase, rows }) => seen.push({ phase, rows }),
+    });
     expect(manifest.rows).toBe(count);
     expect(producedAtFirstByte).toBeLessThan(count / 4);
+    // Progress is told all along both phases (what an activity heartbeats on), ending at the full count.
+    const writes = seen.filter((p) => p.phase === 'write');
+    expect(writes.length).toBeGreaterThan(5);
+    expect(writes.at(-1)!.rows).toBe(count);
+    expect(seen.at(-1)).toEqual({ phase: 'verify', rows: count });
 
     let delivered = 0;
     const counting: ArchiveStore = {
