@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { pipeline, Readable } from 'node:stream';
 import { createGzip } from 'node:zlib';
-import { compareDigests, digestStoredFile, type FileDigest } from './digest';
+import { compareDigests, digestStoredFile, type FileDigest, type ProgressListener } from './digest';
 import { ArchiveFormatError, ArchiveVerifyError } from './errors';
 import type { SegmentManifest } from './manifest';
 import { badField, encodeRow, type ArchiveRow } from './row';
@@ -28,6 +28,7 @@ export async function putDataFile(
   key: string,
   segment: string,
   rows: AsyncIterable<ArchiveRow> | Iterable<ArchiveRow>,
+  onProgress?: ProgressListener,
 ): Promise<WrittenFile> {
   const ndjson = createHash('sha256');
   const compressed = createHash('sha256');
@@ -46,6 +47,7 @@ export async function putDataFile(
     const chunk = Buffer.from(text, 'utf8');
     ndjson.update(chunk);
     file.ndjson_bytes += chunk.length;
+    onProgress?.({ phase: 'write', rows: file.rows, bytes: file.ndjson_bytes });
     return chunk;
   };
   async function* lines(): AsyncGenerator<Buffer> {
@@ -133,8 +135,9 @@ export async function verifyWrittenFile(
   segment: string,
   written: FileDigest,
   expectedRows?: number,
+  onProgress?: ProgressListener,
 ): Promise<void> {
-  const problems = compareDigests(written, await digestStoredFile(store, key));
+  const problems = compareDigests(written, await digestStoredFile(store, key, onProgress));
   if (expectedRows !== undefined && written.rows !== expectedRows) {
     problems.push(`${written.rows} rows written, the source has ${expectedRows}`);
   }

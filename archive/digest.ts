@@ -15,11 +15,21 @@ export interface FileDigest {
 }
 
 /**
+ * Told as a long write or read goes on, e.g. to heartbeat a Temporal activity: the phase, and the rows and NDJSON bytes
+ * done so far. Called every chunk (about 64 KiB), so a listener throttles what it does.
+ */
+export type ProgressListener = (progress: { phase: 'write' | 'verify'; rows: number; bytes: number }) => void;
+
+/**
  * Reads a stored segment file through and digests it: counts the rows (lines), hashes the compressed bytes and the
  * NDJSON. A file that does not decompress (truncated, corrupted) is a `problem`, not an exception, so that a verify
  * can report it beside the other differences.
  */
-export async function digestStoredFile(store: ArchiveStore, key: string): Promise<FileDigest & { problem?: string }> {
+export async function digestStoredFile(
+  store: ArchiveStore,
+  key: string,
+  onProgress?: ProgressListener,
+): Promise<FileDigest & { problem?: string }> {
   const compressed = createHash('sha256');
   const ndjson = createHash('sha256');
   const digest = { rows: 0, bytes: 0, sha256: '', ndjson_bytes: 0, ndjson_sha256: '' };
@@ -39,6 +49,7 @@ export async function digestStoredFile(store: ArchiveStore, key: string): Promis
           digest.ndjson_bytes += chunk.length;
           digest.rows += countNewlines(chunk);
           lastByte = chunk[chunk.length - 1];
+          onProgress?.({ phase: 'verify', rows: digest.rows, bytes: digest.ndjson_bytes });
           done();
         },
       }),

@@ -6,9 +6,12 @@ export { createArchiveStore } from './create-store';
 export { createLocalStore } from './local-store';
 export { createS3Store } from './s3-store';
 export type { ArchiveStore, StoredObject } from './store';
+export type { ProgressListener } from './digest';
 export { writeSegment, verifySegment, type WriteSegmentInput } from './write-segment';
 export { readSegment, type ReadSegmentOptions } from './read-segment';
 export { rewriteSegment, sweepSegment, type RewriteResult, type RowDecision } from './rewrite-segment';
+export { restoreSegment } from './restore-segment';
+export { journalArchiveRows, type JournalArchiveSource } from '../repository/journal-archive';
 export {
   findManifest,
   listSegments,

@@ -1,4 +1,5 @@
 import { describeFile, putDataFile, verifyWrittenFile } from './data-file';
+import type { ProgressListener } from './digest';
 import { dataKey, readManifest, segmentPrefix, manifestKey, writeManifest, type SegmentManifest } from './manifest';
 import { readSegment } from './read-segment';
 import type { ArchiveRow } from './row';
@@ -31,6 +32,7 @@ export async function rewriteSegment(
   store: ArchiveStore,
   segment: string,
   decide: (row: ArchiveRow) => RowDecision | Promise<RowDecision>,
+  options: { onProgress?: ProgressListener } = {},
 ): Promise<RewriteResult> {
   const current = await readManifest(store, segment);
   const counts = { kept: 0, dropped: 0, replaced: 0 };
@@ -52,12 +54,12 @@ export async function rewriteSegment(
 
   const generation = current.generation + 1;
   const key = dataKey(segment, generation);
-  const written = await putDataFile(store, key, segment, rewritten());
+  const written = await putDataFile(store, key, segment, rewritten(), options.onProgress);
   if (counts.dropped + counts.replaced === 0) {
     await store.delete(key);
     return { segment, changed: false, ...counts, manifest: current, deleted: await sweepSegment(store, current) };
   }
-  await verifyWrittenFile(store, key, segment, written, counts.kept + counts.replaced);
+  await verifyWrittenFile(store, key, segment, written, counts.kept + counts.replaced, options.onProgress);
   const manifest: SegmentManifest = {
     ...current,
     ...describeFile(key, written),

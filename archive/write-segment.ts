@@ -1,5 +1,5 @@
 import { describeFile, putDataFile, verifyWrittenFile } from './data-file';
-import { compareDigests, digestStoredFile } from './digest';
+import { compareDigests, digestStoredFile, type ProgressListener } from './digest';
 import { ArchiveVerifyError, SegmentExistsError } from './errors';
 import {
   assertSegmentName,
@@ -26,22 +26,34 @@ export interface WriteSegmentInput {
   rows: AsyncIterable<ArchiveRow> | Iterable<ArchiveRow>;
   /** The source's own count (count(*) of the partition): the archive must hold exactly that many rows. */
   expectedRows?: number;
+  /**
+   * When the segment already has a manifest: 'refuse' (default) throws SegmentExistsError; 'verify' checks the archived
+   * segment (against expectedRows too) and returns its manifest without reading `rows`, so that a retried activity
+   * whose first attempt archived the segment goes on to the drop.
+   */
+  ifExists?: 'refuse' | 'verify';
+  /** Told as the write and the read-back go on (heartbeats). */
+  onProgress?: ProgressListener;
 }
 
 /**
  * Archives rows as a new segment: streams them into the store as gzip NDJSON, reads the file back and checks its row
  * count and both checksums (and expectedRows), and only then writes the manifest, the mark that the segment exists.
- * A segment that already has a manifest is refused (SegmentExistsError); a file left by an earlier attempt that died
- * before its manifest is overwritten. Resolves to the manifest; ArchiveVerifyError when the check fails (the file is
+ * A segment that already has a manifest is refused (SegmentExistsError) or verified (ifExists: 'verify'); a file
+ * left by an earlier attempt that died before its manifest is overwritten. Resolves to the manifest; ArchiveVerifyError when the check fails (the file is
  * deleted then, and the caller must not drop the source).
  */
 export async function writeSegment(store: ArchiveStore, input: WriteSegmentInput): Promise<SegmentManifest> {
   assertSegmentName(input.segment);
-  if (await findManifest(store, input.segment)) throw new SegmentExistsError(input.segment);
+  const existing = await findManifest(store, input.segment);
+  if (existing && input.ifExists === 'verify') {
+    return verifySegment(store, existing, { expectedRows: input.expectedRows, onProgress: input.onProgress });
+  }
+  if (existing) throw new SegmentExistsError(input.segment);
   const generation = 1;
   const key = dataKey(input.segment, generation);
-  const written = await putDataFile(store, key, input.segment, input.rows);
-  await verifyWrittenFile(store, key, input.segment, written, input.expectedRows);
+  const written = await putDataFile(store, key, input.segment, input.rows, input.onProgress);
+  await verifyWrittenFile(store, key, input.segment, written, input.expectedRows, input.onProgress);
   const manifest: SegmentManifest = {
     format: SEGMENT_FORMAT,
     version: SEGMENT_FORMAT_VERSION,
@@ -64,10 +76,10 @@ export async function writeSegment(store: ArchiveStore, input: WriteSegmentInput
 export async function verifySegment(
   store: ArchiveStore,
   segment: string | SegmentManifest,
-  options: { expectedRows?: number } = {},
+  options: { expectedRows?: number; onProgress?: ProgressListener } = {},
 ): Promise<SegmentManifest> {
   const manifest = typeof segment === 'string' ? await readManifest(store, segment) : segment;
-  const stored = await digestStoredFile(store, manifest.file.key).catch((err: Error) => {
+  const stored = await digestStoredFile(store, manifest.file.key, options.onProgress).catch((err: Error) => {
     if (err.name === 'ArchiveObjectNotFoundError') {
       throw new ArchiveVerifyError(manifest.segment, [`its file ${manifest.file.key} is missing`], { cause: err });
     }

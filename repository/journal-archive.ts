@@ -1,5 +1,9 @@
 import type { PoolClient } from 'pg';
 import { escapeIdentifier } from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { copyTextLine } from './copy-text';
 import { DEFAULT_CURSOR_BATCH, streamRows } from './cursor';
 
 /**
@@ -73,4 +77,68 @@ export async function* journalArchiveRows(
     row.id = Number(row.id);
     yield row;
   }
+}
+
+const COLUMNS = [
+  'id',
+  'tenant_id',
+  'topic',
+  'payload',
+  'received_at',
+  'kafka_partition',
+  'kafka_offset',
+  'kafka_key',
+  'kafka_key_bytes',
+  'kafka_headers',
+  'kafka_timestamp',
+  'content_hash',
+  'replay_count',
+  'replay_source',
+] as const;
+
+// Lines are sent to COPY in chunks of about this many characters.
+const COPY_CHUNK = 64 * 1024;
+
+/**
+ * Restores archived rows into a table with the journal's columns (event_journal, a partition, or a scratch copy made
+ * with CREATE TABLE … (LIKE event_journal)) with one streamed COPY, ids and times as archived, inside the caller's
+ * transaction. Rows whose id is already there fail the whole COPY (unique violation): restore into an empty table.
+ * Returns the number of rows copied.
+ */
+export async function copyArchiveRows(
+  client: PoolClient,
+  table: string,
+  rows: AsyncIterable<JournalArchiveRow>,
+): Promise<number> {
+  let count = 0;
+  async function* lines(): AsyncGenerator<string> {
+    let pending = '';
+    for await (const row of rows) {
+      count++;
+      pending += copyTextLine([
+        row.id,
+        row.tenant_id,
+        row.topic,
+        row.payload,
+        row.received_at,
+        row.kafka_partition,
+        row.kafka_offset,
+        row.kafka_key,
+        row.kafka_key_bytes === null ? null : Buffer.from(row.kafka_key_bytes, 'base64'),
+        row.kafka_headers,
+        row.kafka_timestamp,
+        row.content_hash === null ? null : Buffer.from(row.content_hash, 'hex'),
+        row.replay_count,
+        row.replay_source,
+      ]);
+      if (pending.length >= COPY_CHUNK) {
+        yield pending;
+        pending = '';
+      }
+    }
+    if (pending) yield pending;
+  }
+  const copy = `COPY ${escapeIdentifier(table)} (${COLUMNS.join(', ')}) FROM STDIN`;
+  await pipeline(Readable.from(lines()), client.query(copyFrom(copy)));
+  return count;
 }

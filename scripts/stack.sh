@@ -8,7 +8,7 @@
 # Each component lives in scripts/stack/<component>.sh; scripts/stack/common.sh holds what they share.
 #
 # Usage:
-#   stack.sh up [postgres|kafka|temporal|s3 ...] install what is missing, start the components (default: all), wait until
+#   stack.sh up [components ...]               install what is missing, start the components (default: all), wait until
 #                                              each is ready; a component that is already up is left alone
 #   stack.sh down [components ...]             stop what this script started (pid files): graceful signal (SIGTERM;
 #                                              postgres: SIGINT = fast shutdown), SIGKILL after 20 s

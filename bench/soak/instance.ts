@@ -18,6 +18,11 @@ export interface InstanceOptions {
 }
 
 export type Component = 'postgres' | 'kafka' | 'temporal';
+/**
+ * What the soak runs: `stack.sh up` alone would also start the archive's S3 server, on the default instance's port
+ * (taking it over), and the soak does not use it.
+ */
+export const SOAK_COMPONENTS: Component[] = ['postgres', 'kafka', 'temporal'];
 export type Service = 'ingest' | 'worker' | 'api';
 
 /** scripts/stack.sh on the soak's STACK_DIR and ports, reusing the default instance's downloads. */
@@ -79,7 +84,7 @@ export async function freshInstance(o: InstanceOptions): Promise<void> {
   for (const e of entries) if (e !== MARKER) fs.rmSync(path.join(o.stackDir, e), { recursive: true, force: true });
   fs.mkdirSync(o.stackDir, { recursive: true });
   fs.writeFileSync(path.join(o.stackDir, MARKER), 'scratch stack of npm run soak; wiped at each run\n');
-  await stack(o, ['up']);
+  await stack(o, ['up', ...SOAK_COMPONENTS]);
 }
 
 /** Runs `node dist/cli/main.js <cmd>` once, to completion (migrate). */

@@ -21,7 +21,7 @@ import {
 } from './check';
 import { collectDatabase, ingestRowCounts, partitionOffsets } from './collect';
 import { FAULTS, injectFault, type FaultRecord } from './faults';
-import { freshInstance, runCli, serviceEnv, Services, stack, type InstanceOptions } from './instance';
+import { freshInstance, runCli, serviceEnv, Services, SOAK_COMPONENTS, stack, type InstanceOptions } from './instance';
 import { IngestScraper } from './metrics';
 import { SOAK_TOPICS, seededRandom, type ForgeTarget } from './records';
 import { Gate, JOURNALED_KINDS, Operator, sleep, TrafficSource, within } from './traffic';
@@ -205,7 +205,7 @@ async function main(): Promise<number> {
   log(`traffic stopped: ${traffic.produced.length} acknowledged, ${traffic.uncertain} sends failed; draining`);
 
   // Recovery of everything, then a bounded drain: replays finished, every partition consumed.
-  await stack(o, ['up']).catch((err) => log(`stack up after the run: ${(err as Error).message}`));
+  await stack(o, ['up', ...SOAK_COMPONENTS]).catch((err) => log(`stack up after the run: ${(err as Error).message}`));
   const workflowIds = [
     ...new Set(
       operator.operations

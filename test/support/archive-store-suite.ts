@@ -84,10 +84,28 @@ export function archiveStoreBehaviour(store: () => ArchiveStore): void {
     expect((await store().stat(manifest.file.key))?.size).toBe(manifest.file.bytes);
   });
 
-  it('refuses to archive a segment twice, and a write whose count is not the source count leaves nothing', async () => {
+  it('refuses to archive a segment twice (or verifies it), and a write whose count is not the source count leaves nothing', async () => {
     const rows = [plainRow(1, '{}'), plainRow(2, '{}')];
     const manifest = await archive(store(), 'twice', rows);
     await rejectsWith(writeSegment(store(), { segment: manifest.segment, table: 't', rows }), 'SegmentExistsError');
+    // A retried archiving finds the segment done: verified, not written again, its rows not even read.
+    const untouched: AsyncIterable<ArchiveRow> = {
+      [Symbol.asyncIterator]: () => {
+        throw new Error('the rows of an archived segment were read again');
+      },
+    };
+    const again = await writeSegment(store(), {
+      segment: manifest.segment,
+      table: 't',
+      rows: untouched,
+      expectedRows: 2,
+      ifExists: 'verify',
+    });
+    expect(again).toEqual(manifest);
+    await rejectsWith(
+      writeSegment(store(), { segment: manifest.segment, table: 't', rows, expectedRows: 3, ifExists: 'verify' }),
+      'ArchiveVerifyError',
+    );
 
     const segment = segmentName('short');
     const err = await rejectsWith(
@@ -165,9 +183,20 @@ export function archiveStoreBehaviour(store: () => ArchiveStore): void {
       put: (key: string, body: Readable | Buffer) =>
         store().put(key, Buffer.isBuffer(body) ? body : body.pipe(tap(() => (producedAtFirstByte ??= produced)))),
     };
-    const manifest = await writeSegment(watching, { segment: segmentName('stream'), table: 't', rows: source() });
+    const seen: Array<{ phase: string; rows: number }> = [];
+    const manifest = await writeSegment(watching, {
+      segment: segmentName('stream'),
+      table: 't',
+      rows: source(),
+      onProgress: ({ phase, rows }) => seen.push({ phase, rows }),
+    });
     expect(manifest.rows).toBe(count);
     expect(producedAtFirstByte).toBeLessThan(count / 4);
+    // Progress is told all along both phases (what an activity heartbeats on), ending at the full count.
+    const writes = seen.filter((p) => p.phase === 'write');
+    expect(writes.length).toBeGreaterThan(5);
+    expect(writes.at(-1)!.rows).toBe(count);
+    expect(seen.at(-1)).toEqual({ phase: 'verify', rows: count });
 
     let delivered = 0;
     const counting: ArchiveStore = {
