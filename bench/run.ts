@@ -1,5 +1,6 @@
 import { apiBench } from './api';
 import { ingestBench } from './ingest';
+import { partitionsBench } from './partitions';
 import type { BenchOptions } from './options';
 import { rangeReplayBench } from './range-replay';
 import { replayLatencyBench } from './replay-latency';
@@ -9,6 +10,7 @@ const BENCHMARKS: Record<string, (opts: BenchOptions) => Promise<void>> = {
   'replay-latency': replayLatencyBench,
   'range-replay': rangeReplayBench,
   api: apiBench,
+  partitions: partitionsBench,
 };
 
 const USAGE = `Usage: node dist/bench/run.js [${Object.keys(BENCHMARKS).join('|')} ...] [--events N] [--repeat K]`;
