@@ -1,4 +1,5 @@
 import type { Producer } from 'kafkajs';
+import type { ArchiveStore } from '../archive';
 import type { Config } from '../shared/config';
 import type { Pool } from '../shared/db';
 import type { Logger } from '../shared/logger';
@@ -14,4 +15,6 @@ export interface ActivityDeps {
   config: Pick<Config, 'replay' | 'dlqRetry' | 'ingest'>;
   /** Signs the lineage of every replayed record (journal/lineage.ts). */
   lineageKey: LineageKey;
+  /** Where archived journal segments are (created from config.archive); erasure rewrites them. */
+  archive: ArchiveStore;
 }

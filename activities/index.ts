@@ -1,6 +1,7 @@
 import { createAuditActivities } from './audit';
 import type { ActivityDeps } from './deps';
 import { createDlqActivities } from './dlq-retry';
+import { createErasureActivities } from './erasure';
 import { createRangeActivities } from './range';
 import { createReplayActivities } from './replay';
 
@@ -13,6 +14,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createReplayActivities(deps),
     ...createRangeActivities(deps),
     ...createDlqActivities(deps),
+    ...createErasureActivities(deps),
   };
 }
 

@@ -72,3 +72,13 @@ export async function lastMaintenanceSuccess(db: Queryable): Promise<number> {
   );
   return rows[0].t ?? 0;
 }
+
+/** One lifecycle workflow's audit row by its workflow id (an erasure's status page). */
+export async function getLifecycleAudit(db: Queryable, workflowId: string): Promise<LifecycleAuditRow | undefined> {
+  const { rows } = await db.query<LifecycleAuditRow>(
+    `SELECT id, workflow_id, kind, requested_by, status, request, actions, error, started_at, finished_at
+       FROM lifecycle_audit WHERE workflow_id = $1`,
+    [workflowId],
+  );
+  return rows[0];
+}

@@ -3,3 +3,4 @@ export { replayEventWorkflow } from './replay-event';
 export { batchReplayWorkflow } from './batch-replay';
 export { rangeReplayWorkflow } from './range-replay';
 export { dlqRetryWorkflow } from './dlq-retry';
+export { erasureWorkflow } from './erasure';

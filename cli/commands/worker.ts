@@ -1,4 +1,5 @@
 import { Client, Connection } from '@temporalio/client';
+import { createArchiveStore } from '../../archive';
 import { createProducer } from '../../shared/kafka';
 import { ensureDlqRetrySchedule } from '../../worker/dlq-schedule';
 import { installSdkRuntime } from '../../worker/sdk-runtime';
@@ -22,10 +23,11 @@ export async function startWorkerComponent(rt: Runtime) {
   );
   await clientConnection.close();
   const lineageKey = await loadLineageKey(pool, config.lineageKey);
+  const archive = createArchiveStore(config.archive);
   const worker = await createReplayWorker({
     connection,
     config,
-    deps: { pool, producer, metrics, log, config, lineageKey },
+    deps: { pool, producer, metrics, log, config, lineageKey, archive },
   });
   const running = worker.run();
   running.catch((err: Error) => {
@@ -38,6 +40,7 @@ export async function startWorkerComponent(rt: Runtime) {
       worker.shutdown();
       await running.catch(() => undefined);
       await producer.disconnect();
+      await archive.close();
       await connection.close();
     },
   };

@@ -7,7 +7,7 @@ import type { TlsPair } from '../../shared/tls';
 import { createReplayWorker } from '../../worker/worker';
 import { uniqueSuffix } from './env';
 import { createSinkHarness, eventually, type SinkHarness } from './sink';
-import { workflowBundle } from './temporal';
+import { activityDeps, workflowBundle } from './temporal';
 
 export interface ApiEnv {
   h: SinkHarness;
@@ -48,7 +48,7 @@ export async function createApiEnv(label: string, opts: ApiEnvOptions = {}): Pro
     worker = await createReplayWorker({
       connection: workerConnection,
       config,
-      deps: { pool: h.pool, producer: h.producer, metrics: h.metrics, log: h.log, config, lineageKey: h.lineageKey },
+      deps: { ...activityDeps(h), config },
       workflowBundle: await workflowBundle(),
     });
     running = worker.run();
@@ -89,6 +89,7 @@ export function buildTestApp(h: SinkHarness, config: Config = h.config, tls?: Tl
     log: h.log,
     healthChecks: { postgres: () => h.pool.query('SELECT 1') },
     tls,
+    archive: h.archive,
   });
 }
 

@@ -1,4 +1,8 @@
+import { rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import type { Kafka, Producer } from 'kafkajs';
+import { createArchiveStore, type ArchiveStore } from '../../archive';
 import { startIngest, type IngestService } from '../../ingest/consumer';
 import type { Config } from '../../shared/config';
 import { createPool, type Pool } from '../../shared/db';
@@ -20,6 +24,8 @@ export interface SinkHarness {
   /** The lineage key of this database (what ingest verifies and the activities sign with). */
   lineageKey: LineageKey;
   topics: { leads: string; jobs: string };
+  /** The archive store of config.archive: by default a private temporary directory, removed by close(). */
+  archive: ArchiveStore;
   ingest?: IngestService;
   startIngest(): Promise<IngestService>;
   stopIngest(): Promise<void>;
@@ -48,6 +54,7 @@ export async function createSinkHarness(label: string, env: Record<string, strin
     KAFKA_TOPICS: `${topics.leads},${topics.jobs}`,
     KAFKA_GROUP_ID: `test-${label}-${suffix}`,
     INGEST_RETRY_MAX_DELAY_MS: '1000',
+    ARCHIVE_DIR: path.join(os.tmpdir(), `crm-archive-${label}-${suffix}`),
     ...env,
   });
   const log = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
@@ -58,6 +65,7 @@ export async function createSinkHarness(label: string, env: Record<string, strin
   await producer.connect();
   const metrics = createMetrics(config.metrics.tenantLabelLimit);
   const lineageKey = await loadLineageKey(pool, config.lineageKey);
+  const archive = createArchiveStore(config.archive);
 
   const harness: SinkHarness = {
     config,
@@ -69,6 +77,7 @@ export async function createSinkHarness(label: string, env: Record<string, strin
     log,
     lineageKey,
     topics,
+    archive,
     async startIngest() {
       harness.ingest = await startIngest({ kafka, pool, metrics, log, config });
       return harness.ingest;
@@ -104,6 +113,8 @@ export async function createSinkHarness(label: string, env: Record<string, strin
       await admin.disconnect();
       await pool.end();
       await db.drop();
+      await archive.close();
+      if (config.archive.store === 'local') await rm(config.archive.dir, { recursive: true, force: true });
     },
   };
   return harness;

@@ -66,7 +66,15 @@ export async function createTimeSkippingWorld(label: string, taskQueue: string, 
   };
 }
 
-/** The real activities' dependencies, from a sink harness (its pool, producer, metrics, config and lineage key). */
+/** The real activities' dependencies, from a sink harness (pool, producer, metrics, config, lineage key, archive). */
 export function activityDeps(h: SinkHarness, producer: ActivityDeps['producer'] = h.producer): ActivityDeps {
-  return { pool: h.pool, producer, metrics: h.metrics, log: h.log, config: h.config, lineageKey: h.lineageKey };
+  return {
+    pool: h.pool,
+    producer,
+    metrics: h.metrics,
+    log: h.log,
+    config: h.config,
+    lineageKey: h.lineageKey,
+    archive: h.archive,
+  };
 }
