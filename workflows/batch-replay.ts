@@ -1,7 +1,13 @@
 import { ApplicationFailure, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import { auditOptions, publishOptions } from './activity-options';
-import { MAX_BATCH_IDS, type BatchReplayInput, type BatchReplayResult, type RefusedEvent } from './definitions';
+import {
+  MAX_BATCH_IDS,
+  type BatchReplayInput,
+  type BatchReplayResult,
+  type ErasedEvent,
+  type RefusedEvent,
+} from './definitions';
 import { recordFailure } from './replay-event';
 
 const { replayBatchPage } = proxyActivities<Activities>(publishOptions);
@@ -30,6 +36,7 @@ export async function batchReplayWorkflow(input: BatchReplayInput): Promise<Batc
   let published = 0;
   const unknown: number[] = [];
   const refused: RefusedEvent[] = [];
+  const erased: ErasedEvent[] = [];
   try {
     for (let i = 0; i < ids.length; i += pageSize) {
       const page = await replayBatchPage({
@@ -42,6 +49,8 @@ export async function batchReplayWorkflow(input: BatchReplayInput): Promise<Batc
       published += page.published;
       unknown.push(...page.unknown);
       refused.push(...page.refused);
+      // Pages of histories recorded before erasure existed have no erased list.
+      erased.push(...(page.erased ?? []));
     }
   } catch (err) {
     await recordFailure(workflowId, err, ids.length, { published, failed: ids.length - published });
@@ -50,7 +59,7 @@ export async function batchReplayWorkflow(input: BatchReplayInput): Promise<Batc
   await recordReplayFinished({
     workflowId,
     status: 'completed',
-    matched: ids.length - unknown.length,
+    matched: ids.length - unknown.length - erased.length,
     published,
     failed: refused.length,
   });
@@ -61,5 +70,6 @@ export async function batchReplayWorkflow(input: BatchReplayInput): Promise<Batc
     published,
     unknown_ids: unknown,
     refused,
+    erased,
   };
 }

@@ -38,6 +38,9 @@ export const ROUTE_POLICY: readonly RoutePolicy[] = [
   { route: 'POST /dlq/:id/retry', role: 'operator', global: false },
   { route: 'PATCH /dlq/retry-schedule', role: 'admin', global: true },
   { route: 'POST /dlq/retry-schedule/trigger', role: 'admin', global: true },
+  { route: 'POST /erasure', role: 'admin', global: true },
+  { route: 'GET /erasure', role: 'admin', global: true },
+  { route: 'GET /erasure/:id', role: 'admin', global: true },
 ];
 
 /** A route missing from the table needs a viewer to read and an operator to change anything. */
