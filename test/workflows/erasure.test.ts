@@ -88,6 +88,23 @@ it('erases a data subject from the journal, the DLQ and the archive, records ids
   expect(JSON.stringify(audit[0])).not.toContain(seed.value);
 });
 
+it('a single replay of an erased id fails as EventErased, naming the erasure, without retrying', async () => {
+  const seed = await seedSubject(h.pool, h.archive, h.topics.leads);
+  const { workflowId } = await erase({ kind: 'subject', field: 'email', value: seed.value });
+  const err = await env.client.workflow
+    .execute('replayEventWorkflow', {
+      taskQueue,
+      workflowId: `erasure-test-replay-${++run}`,
+      args: [{ eventId: seed.erasedJournalIds[0], source: 'operator_api' }],
+      workflowExecutionTimeout: '1m',
+    })
+    .catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(WorkflowFailedError);
+  const failure = (err as WorkflowFailedError).cause?.cause as { type?: string; message?: string };
+  expect(failure.type).toBe('EventErased');
+  expect(failure.message).toContain(workflowId);
+});
+
 it('erases a lead id given as a string from rows where it is a number, and no other number', async () => {
   const [erasedRow, keptRow] = (
     await h.pool.query<{ id: string }>(
