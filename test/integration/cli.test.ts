@@ -88,7 +88,7 @@ it('migrate applies the schema (and partitions the journal) once even when two p
     await client.connect();
     await client.query(
       'DROP TABLE event_dlq, replay_audit, event_journal, service_keys, api_rate_limit, api_idempotency_keys, ' +
-        'retention_policies, lifecycle_audit, erased_events, erasure_subjects, pgmigrations CASCADE',
+        'retention_policies, lifecycle_audit, erased_events, erasure_subjects, erasure_counts, pgmigrations CASCADE',
     );
     await client.end();
     const log = createLogger('silent');
