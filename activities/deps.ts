@@ -1,10 +1,10 @@
 import type { Producer } from 'kafkajs';
+import type { ArchiveStore } from '../archive';
 import type { Config } from '../shared/config';
 import type { Pool } from '../shared/db';
 import type { Logger } from '../shared/logger';
 import type { Metrics } from '../shared/metrics';
 import type { LineageKey } from '../journal/lineage';
-import type { ArchiveStore } from '../archive';
 
 /** What the worker injects into the activity factory (tests inject the same shape). */
 export interface ActivityDeps {
@@ -15,6 +15,6 @@ export interface ActivityDeps {
   config: Pick<Config, 'replay' | 'dlqRetry' | 'ingest' | 'kafka' | 'journal'>;
   /** Signs the lineage of every replayed record (journal/lineage.ts). */
   lineageKey: LineageKey;
-  /** Where expired journal segments go before they are dropped (archive/). */
+  /** The journal archive (created from config.archive): maintenance writes segments, erasure rewrites them. */
   archive: ArchiveStore;
 }

@@ -2,6 +2,7 @@ import { createAuditActivities } from './audit';
 import type { ActivityDeps } from './deps';
 import { createDlqActivities } from './dlq-retry';
 import { createMaintenanceActivities } from './maintenance';
+import { createErasureActivities } from './erasure';
 import { createRangeActivities } from './range';
 import { createReplayActivities } from './replay';
 
@@ -15,6 +16,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createRangeActivities(deps),
     ...createDlqActivities(deps),
     ...createMaintenanceActivities(deps),
+    ...createErasureActivities(deps),
   };
 }
 

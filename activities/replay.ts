@@ -1,5 +1,7 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
+import { erasedEventMessage } from '../lifecycle/erasure-target';
 import { replayRows } from '../repository/event-journal';
+import { erasuresOf } from '../repository/erasure';
 import type { ActivityDeps } from './deps';
 import { refusalOf, toReplayMessage, type Lineage } from '../journal/lineage';
 import { publishMessages } from './publish';
@@ -28,12 +30,21 @@ export interface ReplayPageInput extends Lineage {
   tenantId?: string;
 }
 
+/** A batch id an erasure deleted, and which erasure. */
+export interface ErasedEvent {
+  id: number;
+  erasure_id: string;
+}
+
 export interface ReplayPageResult {
   published: number;
+  /** Ids not in the journal (nor erased). */
   unknown: number[];
   refused: RefusedEvent[];
   /** Events not sent because their own topic is not an allowed target, by topic (also listed in `refused`). */
   refusedTopics?: Record<string, number>;
+  /** Ids an erasure deleted: EventErased, never retried. */
+  erased: ErasedEvent[];
 }
 
 /** Single and batch replay: read journal rows, republish them with lineage. */
@@ -41,6 +52,8 @@ export function createReplayActivities({ pool, producer, metrics, config, lineag
   return {
     async replayEvent(input: ReplayOneInput): Promise<ReplayOneResult> {
       const [row] = await replayRows(pool, [input.eventId]);
+      const erasure = row ? undefined : (await erasuresOf(pool, [input.eventId])).get(input.eventId);
+      if (erasure) throw ApplicationFailure.nonRetryable(erasedEventMessage(input.eventId, erasure), 'EventErased');
       if (!row || (input.tenantId !== undefined && row.tenant_id !== input.tenantId)) {
         throw ApplicationFailure.nonRetryable(`Event ${input.eventId} not found in event_journal`, 'EventNotFound');
       }
@@ -68,10 +81,13 @@ export function createReplayActivities({ pool, producer, metrics, config, lineag
       });
       await publishMessages(producer, messages, Context.current().cancellationSignal);
       metrics.replayPublished.inc({ kind: 'batch' }, messages.length);
+      const missing = input.ids.filter((id) => !found.has(id));
+      const erasures = await erasuresOf(pool, missing);
       return {
         published: messages.length,
-        unknown: input.ids.filter((id) => !found.has(id)),
+        unknown: missing.filter((id) => !erasures.has(id)),
         refused,
+        erased: [...erasures].map(([id, erasure_id]) => ({ id, erasure_id })),
         ...withRefusedTopics(ownTopic.refusedTopics()),
       };
     },

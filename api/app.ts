@@ -2,6 +2,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { createArchiveStore, type ArchiveStore } from '../archive';
 import type { Config } from '../shared/config';
 import { createKafka, createTopicCatalog, type TopicCatalog } from '../shared/kafka';
 import type { Pool } from '../shared/db';
@@ -16,13 +17,13 @@ import replayRateLimit from './plugins/replay-rate-limit';
 import requestMetrics from './plugins/request-metrics';
 import kafkaTopics from './plugins/kafka-topics';
 import temporal, { createTemporalGateway, type TemporalGateway } from './plugins/temporal';
-import { createArchiveStore } from '../archive';
 import archiveRoutes from './routes/archive';
 import consoleRoutes from './routes/console';
 import maintenanceRoutes from './routes/maintenance';
 import retentionRoutes from './routes/retention';
 import dlqRoutes from './routes/dlq';
 import dlqScheduleRoutes from './routes/dlq-schedule';
+import erasureRoutes from './routes/erasure';
 import eventRoutes from './routes/events';
 import healthRoutes, { type HealthCheck } from './routes/health';
 import infoRoutes from './routes/info';
@@ -36,7 +37,7 @@ import { requestValidator } from './validation';
 export interface AppDeps {
   config: Pick<
     Config,
-    'api' | 'temporal' | 'stream' | 'kafka' | 'databaseUrl' | 'dlqRetry' | 'replay' | 'journal' | 'archive'
+    'api' | 'temporal' | 'stream' | 'kafka' | 'databaseUrl' | 'dlqRetry' | 'replay' | 'journal' | 'archive' | 'erasure'
   >;
   pool: Pool;
   metrics: Metrics;
@@ -48,6 +49,8 @@ export interface AppDeps {
   topics?: TopicCatalog;
   /** Serve HTTPS with this pair: HTTP/2 negotiated by ALPN, HTTP/1.1 for clients without it. Plain HTTP/1.1 without. */
   tls?: TlsPair;
+  /** The journal archive (erasure's dry run reads it); defaults to one made from config.archive, closed with the app. */
+  archive?: ArchiveStore;
 }
 
 /** Builds the API without listening: the entry point listens, tests use app.inject(). */
@@ -108,9 +111,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(dlqScheduleRoutes, { config });
   await app.register(replayRoutes, { pool, config });
   await app.register(replaysRoutes, { pool, config });
+  const archive = deps.archive ?? createArchiveStore(config.archive);
+  if (!deps.archive) app.addHook('onClose', () => archive.close());
+  await app.register(erasureRoutes, { pool, archive, config });
   await app.register(retentionRoutes, { pool, config });
   await app.register(maintenanceRoutes, { pool, config });
-  await app.register(archiveRoutes, { archive: createArchiveStore(config.archive), config });
+  await app.register(archiveRoutes, { archive, config });
   await app.register(consoleRoutes);
   await app.ready();
   return app;

@@ -72,3 +72,14 @@ export const MAINTENANCE_ACTIONS = [
   'rows_deleted',
 ] as const;
 export type MaintenanceAction = (typeof MAINTENANCE_ACTIONS)[number];
+
+/** Payload fields the ApexFlow producers put the tenant in, in order of preference. */
+export const TENANT_FIELDS = ['tenant_id', 'tenantId', 'TenantId'] as const;
+
+/** What an erasure selects: a tenant's rows (offboarding) or a data subject's (a value of a payload field). */
+export const ERASURE_TARGETS = ['tenant', 'subject'] as const;
+export type ErasureTargetKind = (typeof ERASURE_TARGETS)[number];
+
+/** Where an erasure deletes rows; erasure_counts.store and the keys of an erasure's counts. */
+export const ERASURE_STORES = ['journal', 'dlq', 'archive'] as const;
+export type ErasureStore = (typeof ERASURE_STORES)[number];

@@ -1,7 +1,7 @@
 import { hash } from 'node:crypto';
 import type { NewDlqEntry } from '../repository/event-dlq';
 import type { NewJournalEntry, StoredRecord } from '../repository/event-journal';
-import type { RejectReason } from './kinds';
+import { TENANT_FIELDS, type RejectReason } from './kinds';
 import { verifiedLineage, type LineageKey, type VerifiedLineage } from './lineage';
 import { TENANT_HEADER, encodeHeaders, headerList, headerValue, type HeaderList, type RecordHeaders } from './headers';
 import { sanitizeText } from './outage';
@@ -41,8 +41,6 @@ export interface ParseOptions {
   lineageKey: LineageKey;
 }
 
-/** Payload fields the ApexFlow producers put the tenant in, in order of preference. */
-const TENANT_FIELDS = ['tenant_id', 'tenantId', 'TenantId'] as const;
 const MAX_TENANT_LENGTH = 200;
 // Control characters (NUL included: Postgres text cannot hold it) and lone surrogates make a tenant id unusable.
 // eslint-disable-next-line no-control-regex -- control characters are exactly what this pattern is for

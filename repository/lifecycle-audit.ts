@@ -14,16 +14,25 @@ export interface LifecycleAuditRow {
   finished_at: Date | null;
 }
 
-/** Records a lifecycle workflow's start (idempotent: an activity retry or a workflow retry finds its row). */
-export async function startLifecycleAudit(
-  db: Queryable,
-  input: { workflowId: string; kind: LifecycleKind; requestedBy?: string; request?: Record<string, unknown> },
-): Promise<void> {
+/** A lifecycle workflow's audit row as it starts. */
+export interface LifecycleAuditStart {
+  workflowId: string;
+  kind: LifecycleKind;
+  requestedBy?: string;
+  request?: Record<string, unknown>;
+}
+
+async function insertLifecycleAudit(db: Queryable, input: LifecycleAuditStart, onConflict: string): Promise<void> {
   await db.query(
     `INSERT INTO lifecycle_audit (workflow_id, kind, requested_by, request) VALUES ($1, $2, $3, $4)
-     ON CONFLICT (workflow_id) DO UPDATE SET status = 'running', error = NULL, finished_at = NULL`,
+     ON CONFLICT (workflow_id) ${onConflict}`,
     [input.workflowId, input.kind, input.requestedBy ?? null, JSON.stringify(input.request ?? {})],
   );
+}
+
+/** Records a lifecycle workflow's start (idempotent: an activity retry or a workflow retry finds its row). */
+export async function startLifecycleAudit(db: Queryable, input: LifecycleAuditStart): Promise<void> {
+  await insertLifecycleAudit(db, input, "DO UPDATE SET status = 'running', error = NULL, finished_at = NULL");
 }
 
 /** Appends what one step did. */
@@ -71,4 +80,22 @@ export async function lastMaintenanceSuccess(db: Queryable): Promise<number> {
       WHERE kind = 'maintenance' AND status = 'completed'`,
   );
   return rows[0].t ?? 0;
+}
+
+/** One lifecycle workflow's audit row by its workflow id (an erasure's status page). */
+export async function getLifecycleAudit(db: Queryable, workflowId: string): Promise<LifecycleAuditRow | undefined> {
+  const { rows } = await db.query<LifecycleAuditRow>(
+    `SELECT id, workflow_id, kind, requested_by, status, request, actions, error, started_at, finished_at
+       FROM lifecycle_audit WHERE workflow_id = $1`,
+    [workflowId],
+  );
+  return rows[0];
+}
+
+/**
+ * Records a lifecycle workflow just started by the API, unless its row is there already (the workflow may have written
+ * it, or even finished, first): the status URL answers at once, and a finished row is never set back to running.
+ */
+export async function recordLifecycleRequested(db: Queryable, input: LifecycleAuditStart): Promise<void> {
+  await insertLifecycleAudit(db, input, 'DO NOTHING');
 }

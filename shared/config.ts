@@ -96,6 +96,10 @@ export interface Config {
   lineageKey: string | undefined;
   logLevel: string;
   archive: ArchiveConfig;
+  erasure: {
+    /** Payload fields an erasure by data subject may name (ERASURE_SUBJECT_FIELDS). */
+    subjectFields: string[];
+  };
 }
 
 /** Where archived journal segments go (archive/create-store.ts picks the store from it). */
@@ -191,6 +195,7 @@ export const DEFAULTS = {
   ARCHIVE_S3_REGION: 'us-east-1',
   ARCHIVE_S3_ACCESS_KEY_ID: '',
   ARCHIVE_S3_SECRET_ACCESS_KEY: '',
+  ERASURE_SUBJECT_FIELDS: 'email,phone,lead_id',
 } as const;
 
 export type ConfigVariable = keyof typeof DEFAULTS;
@@ -408,6 +413,7 @@ export function loadConfig(env: Env = process.env): Config {
     lineageKey: lineageKey || undefined,
     logLevel,
     archive: archiveConfig(read, url),
+    erasure: { subjectFields: list('ERASURE_SUBJECT_FIELDS') },
   };
 }
 

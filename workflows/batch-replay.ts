@@ -1,7 +1,13 @@
 import { ApplicationFailure, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import { auditOptions, publishOptions } from './activity-options';
-import { MAX_BATCH_IDS, type BatchReplayInput, type BatchReplayResult, type RefusedEvent } from './definitions';
+import {
+  MAX_BATCH_IDS,
+  type BatchReplayInput,
+  type BatchReplayResult,
+  type ErasedEvent,
+  type RefusedEvent,
+} from './definitions';
 import { addRefusedTopics, refusedTopicsNote } from './refused-topics';
 import { recordFailure } from './replay-event';
 
@@ -32,6 +38,7 @@ export async function batchReplayWorkflow(input: BatchReplayInput): Promise<Batc
   const unknown: number[] = [];
   const refused: RefusedEvent[] = [];
   const refusedTopics: Record<string, number> = {};
+  const erased: ErasedEvent[] = [];
   try {
     for (let i = 0; i < ids.length; i += pageSize) {
       const page = await replayBatchPage({
@@ -45,6 +52,8 @@ export async function batchReplayWorkflow(input: BatchReplayInput): Promise<Batc
       unknown.push(...page.unknown);
       refused.push(...page.refused);
       addRefusedTopics(refusedTopics, page.refusedTopics);
+      // Pages of histories recorded before erasure existed have no erased list.
+      erased.push(...(page.erased ?? []));
     }
   } catch (err) {
     await recordFailure(workflowId, err, ids.length, { published, failed: ids.length - published });
@@ -53,7 +62,7 @@ export async function batchReplayWorkflow(input: BatchReplayInput): Promise<Batc
   await recordReplayFinished({
     workflowId,
     status: 'completed',
-    matched: ids.length - unknown.length,
+    matched: ids.length - unknown.length - erased.length,
     published,
     failed: refused.length,
     error: refusedTopicsNote(refusedTopics),
@@ -65,5 +74,6 @@ export async function batchReplayWorkflow(input: BatchReplayInput): Promise<Batc
     published,
     unknown_ids: unknown,
     refused,
+    erased,
   };
 }

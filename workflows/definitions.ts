@@ -1,10 +1,10 @@
 import { defineQuery, defineSignal } from '@temporalio/workflow';
 import type { WORKFLOW_END_STATUSES } from '../journal/kinds';
 import type { RangeCountSummary } from '../activities/range';
-import type { RefusedEvent } from '../activities/replay';
+import type { ErasedEvent, RefusedEvent } from '../activities/replay';
 
 export type { RangeCountSummary } from '../activities/range';
-export type { RefusedEvent } from '../activities/replay';
+export type { ErasedEvent, RefusedEvent } from '../activities/replay';
 
 /** Where a replay came from; also the journal's replay_source and the CrmReplaySource search attribute. */
 export type ReplaySource = 'operator_api' | 'batch' | 'range' | 'automated' | 'cli' | string;
@@ -43,6 +43,8 @@ export interface BatchReplayResult {
   published: number;
   unknown_ids: number[];
   refused: RefusedEvent[];
+  /** Ids an erasure deleted (each with the erasure's id): not replayed, not retried. */
+  erased: ErasedEvent[];
 }
 
 export interface RangeReplayInput {

@@ -4,3 +4,4 @@ export { batchReplayWorkflow } from './batch-replay';
 export { rangeReplayWorkflow } from './range-replay';
 export { dlqRetryWorkflow } from './dlq-retry';
 export { journalMaintenanceWorkflow } from './journal-maintenance';
+export { erasureWorkflow } from './erasure';

@@ -43,6 +43,9 @@ export const ROUTE_POLICY: readonly RoutePolicy[] = [
   { route: 'GET /maintenance', role: 'admin', global: true },
   { route: 'POST /maintenance/run', role: 'admin', global: true },
   { route: 'GET /archive', role: 'admin', global: true },
+  { route: 'POST /erasure', role: 'admin', global: true },
+  { route: 'GET /erasure', role: 'admin', global: true },
+  { route: 'GET /erasure/:id', role: 'admin', global: true },
 ];
 
 /** A route missing from the table needs a viewer to read and an operator to change anything. */

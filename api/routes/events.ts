@@ -1,6 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { getEvent, listEvents, replaysOf } from '../../repository/event-journal';
+import { erasedEventError } from '../erased';
 import type { Pool } from '../../shared/db';
 import { httpError } from '../http-error';
 import { keysetPage } from '../route-helpers';
@@ -30,6 +31,7 @@ const EventDetail = Type.Composite([
 ]);
 const limit = (fallback: number) => Type.Integer({ minimum: 1, maximum: 1000, default: fallback });
 const forbidden = { 403: Type.Ref('ErrorBody'), 404: Type.Ref('ErrorBody') };
+const gone = { 410: Type.Ref('ErrorBody') };
 
 /** Journal read routes. A tenant-scoped token only ever sees its tenant's rows. */
 const eventRoutes: FastifyPluginAsyncTypebox<{ pool: Pool }> = async (app, { pool }) => {
@@ -96,12 +98,13 @@ const eventRoutes: FastifyPluginAsyncTypebox<{ pool: Pool }> = async (app, { poo
         tags: ['events'],
         summary: 'One journal row with its payload and lineage (the event it replays, and its replays)',
         params: Type.Object({ id: Id }),
-        response: { 200: EventDetail, ...errorResponses, ...forbidden },
+        response: { 200: EventDetail, ...errorResponses, ...forbidden, ...gone },
       },
     },
     async (request) => {
       const row = await getEvent(pool, request.params.id);
-      if (!row || !canSee(request, row.tenant_id))
+      if (!row) throw await erasedEventError(pool, request.params.id);
+      if (!canSee(request, row.tenant_id))
         throw httpError(404, `Event ${request.params.id} not found in event_journal`);
       const fromId = Number(row.payload._replayed_from_event_id);
       const from = row.replay_count > 0 && Number.isSafeInteger(fromId) ? await getEvent(pool, fromId) : undefined;

@@ -11,6 +11,7 @@ import type { Pool } from '../../shared/db';
 import { batchReplayWorkflow, rangeReplayWorkflow, replayEventWorkflow } from '../../workflows';
 import { MAX_BATCH_IDS, type RangeReplayInput } from '../../workflows/definitions';
 import { replaySearchAttributes } from '../../workflows/search-attributes';
+import { erasedEventError } from '../erased';
 import { httpError } from '../http-error';
 import { within } from '../route-helpers';
 import { errorResponses, Id } from '../schemas';
@@ -44,6 +45,7 @@ const responses = {
   403: Type.Ref('ErrorBody'),
   404: Type.Ref('ErrorBody'),
   409: Type.Ref('ErrorBody'),
+  410: Type.Ref('ErrorBody'),
   422: Type.Ref('ErrorBody'),
   429: Type.Ref('ErrorBody'),
   503: Type.Ref('ErrorBody'),
@@ -92,7 +94,8 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
     async (request, reply) => {
       const { id } = request.params;
       const row = await getEvent(pool, id);
-      if (!row || !canSee(request, row.tenant_id)) throw httpError(404, `Event ${id} not found in event_journal`);
+      if (!row) throw await erasedEventError(pool, id);
+      if (!canSee(request, row.tenant_id)) throw httpError(404, `Event ${id} not found in event_journal`);
       const target = request.query.target_topic;
       await checkTargets(request, target ? { target_topic: target } : { [`topic of event ${id}`]: row.topic });
       const handle = await startForRequest(app, request, config, {
@@ -263,9 +266,10 @@ const FAILURE_STATUS: Partial<Record<PermanentFailure, number>> = {
   HopLimitExceeded: 409,
   InvalidRequest: 400,
   UnknownTopic: 400,
+  EventErased: 410,
 };
 
-/** A replay that failed for a permanent reason answers with that reason (404 not found, 409 hop limit, 400). */
+/** A replay that failed for a permanent reason answers with that reason (404 not found, 410 erased, 409 hop limit, 400). */
 function failureToHttp(err: unknown): never {
   if (err instanceof WorkflowFailedError) {
     let cause: unknown = err.cause;

@@ -1,8 +1,8 @@
-import { createArchiveStore } from '../../archive';
 import { DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporalio/worker';
 import type { FastifyInstance } from 'fastify';
 import type { Producer } from 'kafkajs';
 import { buildApp } from '../../api/app';
+import { createArchiveStore } from '../../archive';
 import type { Config } from '../../shared/config';
 import type { Pool } from '../../shared/db';
 import type { Logger } from '../../shared/logger';
@@ -16,16 +16,18 @@ export async function startWorker(config: Config, pool: Pool, producer: Producer
   const connection = await NativeConnection.connect({ address: config.temporal.address });
   const metrics = createMetrics(config.metrics.tenantLabelLimit);
   const lineageKey = await loadLineageKey(pool, config.lineageKey);
+  const archive = createArchiveStore(config.archive);
   const worker: Worker = await createReplayWorker({
     connection,
     config,
-    deps: { pool, producer, metrics, log, config, lineageKey, archive: createArchiveStore(config.archive) },
+    deps: { pool, producer, metrics, log, config, lineageKey, archive },
   });
   const running = worker.run();
   return {
     async stop() {
       if (worker.getState() === 'RUNNING') worker.shutdown();
       await running;
+      await archive.close();
       await connection.close();
     },
   };

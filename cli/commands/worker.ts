@@ -22,10 +22,11 @@ export async function startWorkerComponent(rt: Runtime) {
   await ensureMaintenanceSchedule(client, config, log);
   await clientConnection.close();
   const lineageKey = await loadLineageKey(pool, config.lineageKey);
+  const archive = createArchiveStore(config.archive);
   const worker = await createReplayWorker({
     connection,
     config,
-    deps: { pool, producer, metrics, log, config, lineageKey, archive: createArchiveStore(config.archive) },
+    deps: { pool, producer, metrics, log, config, lineageKey, archive },
   });
   const running = worker.run();
   running.catch((err: Error) => {
@@ -38,6 +39,7 @@ export async function startWorkerComponent(rt: Runtime) {
       worker.shutdown();
       await running.catch(() => undefined);
       await producer.disconnect();
+      await archive.close();
       await connection.close();
     },
   };

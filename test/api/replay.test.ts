@@ -264,6 +264,7 @@ describe('POST /replay/batch', () => {
       published: 3,
       unknown_ids: unknown,
       refused: [],
+      erased: [],
     });
     expect(detail.audit).toMatchObject({
       kind: 'batch',

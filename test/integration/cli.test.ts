@@ -88,7 +88,7 @@ it('migrate applies the schema (and partitions the journal) once even when two p
     await client.connect();
     await client.query(
       'DROP TABLE event_dlq, replay_audit, event_journal, service_keys, api_rate_limit, api_idempotency_keys, ' +
-        'retention_policies, pgmigrations CASCADE',
+        'retention_policies, lifecycle_audit, erased_events, erasure_subjects, erasure_counts, pgmigrations CASCADE',
     );
     await client.end();
     const log = createLogger('silent');
@@ -103,12 +103,13 @@ it('migrate applies the schema (and partitions the journal) once even when two p
       '007_integrity',
       '008_api_limits',
       '009_journal_lifecycle',
+      '010_erasure',
     ]);
     const check = new pg.Client({ connectionString: db.databaseUrl });
     await check.connect();
     const { rows } = await check.query('SELECT name FROM pgmigrations ORDER BY id');
     await check.end();
-    expect(rows.map((r) => r.name)).toHaveLength(9);
+    expect(rows.map((r) => r.name)).toHaveLength(10);
     const partitioned = new pg.Client({ connectionString: db.databaseUrl });
     await partitioned.connect();
     const kind = await partitioned.query(

@@ -2,6 +2,7 @@ import {
   AUDIT_STATUSES,
   DLQ_REASONS,
   DLQ_STATUSES,
+  ERASURE_STORES,
   LIFECYCLE_KINDS,
   LIFECYCLE_STATUSES,
   REPLAY_KINDS,
@@ -44,6 +45,7 @@ it.each([
   ['event_dlq', 'reason', DLQ_REASONS],
   ['lifecycle_audit', 'kind', LIFECYCLE_KINDS],
   ['lifecycle_audit', 'status', LIFECYCLE_STATUSES],
+  ['erasure_counts', 'store', ERASURE_STORES],
 ])('%s.%s allows exactly the values journal/kinds.ts lists', async (table, column, values) => {
   expect((await allowed(table, column)).sort()).toEqual([...values].sort());
 });

@@ -48,7 +48,7 @@ export async function createApiEnv(label: string, opts: ApiEnvOptions = {}): Pro
     worker = await createReplayWorker({
       connection: workerConnection,
       config,
-      deps: activityDeps(h),
+      deps: { ...activityDeps(h), config },
       workflowBundle: await workflowBundle(),
     });
     running = worker.run();
@@ -89,6 +89,7 @@ export function buildTestApp(h: SinkHarness, config: Config = h.config, tls?: Tl
     log: h.log,
     healthChecks: { postgres: () => h.pool.query('SELECT 1') },
     tls,
+    archive: h.archive,
   });
 }
 

@@ -1,7 +1,8 @@
-import fs from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Kafka, Producer } from 'kafkajs';
+import { createArchiveStore, type ArchiveStore } from '../../archive';
 import { startIngest, type IngestService } from '../../ingest/consumer';
 import type { Config } from '../../shared/config';
 import { createPool, type Pool } from '../../shared/db';
@@ -23,6 +24,8 @@ export interface SinkHarness {
   /** The lineage key of this database (what ingest verifies and the activities sign with). */
   lineageKey: LineageKey;
   topics: { leads: string; jobs: string };
+  /** The archive store of config.archive: by default a private temporary directory, removed by close(). */
+  archive: ArchiveStore;
   ingest?: IngestService;
   startIngest(): Promise<IngestService>;
   stopIngest(): Promise<void>;
@@ -51,8 +54,7 @@ export async function createSinkHarness(label: string, env: Record<string, strin
     KAFKA_TOPICS: `${topics.leads},${topics.jobs}`,
     KAFKA_GROUP_ID: `test-${label}-${suffix}`,
     INGEST_RETRY_MAX_DELAY_MS: '1000',
-    // Each world archives into its own directory: segment names (partition names) repeat across databases.
-    ARCHIVE_DIR: path.join(os.tmpdir(), `crm-archive-${suffix}`),
+    ARCHIVE_DIR: path.join(os.tmpdir(), `crm-archive-${label}-${suffix}`),
     ...env,
   });
   const log = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
@@ -64,6 +66,7 @@ export async function createSinkHarness(label: string, env: Record<string, strin
   await producer.connect();
   const metrics = createMetrics(config.metrics.tenantLabelLimit);
   const lineageKey = await loadLineageKey(pool, config.lineageKey);
+  const archive = createArchiveStore(config.archive);
 
   const harness: SinkHarness = {
     config,
@@ -75,6 +78,7 @@ export async function createSinkHarness(label: string, env: Record<string, strin
     log,
     lineageKey,
     topics,
+    archive,
     async startIngest() {
       harness.ingest = await startIngest({ kafka, pool, metrics, log, config });
       return harness.ingest;
@@ -110,7 +114,8 @@ export async function createSinkHarness(label: string, env: Record<string, strin
       await admin.disconnect();
       await pool.end();
       await db.drop();
-      await fs.rm(path.join(os.tmpdir(), `crm-archive-${suffix}`), { recursive: true, force: true });
+      await archive.close();
+      if (config.archive.store === 'local') await rm(config.archive.dir, { recursive: true, force: true });
     },
   };
   return harness;

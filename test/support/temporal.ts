@@ -1,4 +1,3 @@
-import { createArchiveStore } from '../../archive';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
@@ -67,7 +66,7 @@ export async function createTimeSkippingWorld(label: string, taskQueue: string, 
   };
 }
 
-/** The real activities' dependencies, from a sink harness (its pool, producer, metrics, config and lineage key). */
+/** The real activities' dependencies, from a sink harness (pool, producer, metrics, config, lineage key, archive). */
 export function activityDeps(h: SinkHarness, producer: ActivityDeps['producer'] = h.producer): ActivityDeps {
   return {
     pool: h.pool,
@@ -76,6 +75,6 @@ export function activityDeps(h: SinkHarness, producer: ActivityDeps['producer'] 
     log: h.log,
     config: h.config,
     lineageKey: h.lineageKey,
-    archive: createArchiveStore(h.config.archive),
+    archive: h.archive,
   };
 }

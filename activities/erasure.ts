@@ -1,0 +1,156 @@
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import { listSegments, readSegment, rewriteSegment, type ArchiveRow } from '../archive';
+import { archiveRowMatcher, idWindows } from '../lifecycle/erasure-scan';
+import { describeTarget, type ErasureTarget } from '../lifecycle/erasure-target';
+import {
+  countErasedArchiveRows,
+  erasureCounts,
+  forgetErasureSubject,
+  loadErasureSubject,
+  type ErasureCounts,
+} from '../repository/erasure';
+import { deleteMatches, type ErasureTable } from '../repository/erasure-match';
+import {
+  appendLifecycleAction,
+  finishLifecycleAudit,
+  getLifecycleAudit,
+  startLifecycleAudit,
+} from '../repository/lifecycle-audit';
+import type { ActivityDeps } from './deps';
+
+/** Which erasure, and the hash its subject is stored under (the value itself never passes through Temporal). */
+export interface ErasureRef {
+  erasureId: string;
+  subjectHash: string;
+}
+
+export interface EraseRowsInput extends ErasureRef {
+  table: ErasureTable;
+  /** Start after this id (a second pass starts where the first ended). */
+  afterId: number;
+  /** Ids per delete statement. */
+  windowIds: number;
+}
+
+/** Rows read between two heartbeats while a segment is read or rewritten. */
+const HEARTBEAT_ROWS = 1000;
+
+/** The erasure workflow's steps: audit, journal and DLQ deletes in id windows, archive rewrites. All idempotent. */
+export function createErasureActivities({ pool, archive }: ActivityDeps) {
+  const targetOf = async (ref: ErasureRef): Promise<ErasureTarget> => {
+    const target = await loadErasureSubject(pool, ref.subjectHash);
+    if (target) return target;
+    throw ApplicationFailure.nonRetryable(
+      `The subject of erasure ${ref.erasureId} is no longer stored (its erasure ended): request the erasure again`,
+      'InvalidRequest',
+    );
+  };
+
+  return {
+    async recordErasureStarted(input: ErasureRef & { requestedBy?: string }): Promise<void> {
+      const target = await targetOf(input);
+      await startLifecycleAudit(pool, {
+        workflowId: input.erasureId,
+        kind: 'erasure',
+        requestedBy: input.requestedBy,
+        request: { ...describeTarget(target), subject_hash: input.subjectHash },
+      });
+    },
+
+    /**
+     * Deletes the target's rows of one table, window by window from afterId to the table's end (read again at the
+     * end). Each window is one transaction with its erased ids and count; the heartbeat carries the last window done,
+     * so a retry resumes there. Returns the last id covered.
+     */
+    async eraseRows(input: EraseRowsInput): Promise<{ lastId: number }> {
+      const target = await targetOf(input);
+      const context = Context.current();
+      let cursor = (context.info.heartbeatDetails as number | undefined) ?? input.afterId;
+      const client = await pool.connect();
+      try {
+        for await (const [from, to] of idWindows(pool, input.table, cursor, input.windowIds)) {
+          await deleteMatches(client, input.table, target, input.erasureId, from, to);
+          cursor = to;
+          context.heartbeat(cursor);
+        }
+      } finally {
+        client.release();
+      }
+      return { lastId: cursor };
+    },
+
+    /**
+     * Rewrites every archived segment that holds a row of the target without those rows (rewriteSegment: new
+     * generation, verified, manifest swapped, old file deleted). A segment is read first and rewritten only when it
+     * holds one; segments are taken in name order and the heartbeat carries the last one done.
+     */
+    async eraseArchiveRows(input: ErasureRef): Promise<void> {
+      const target = await targetOf(input);
+      const context = Context.current();
+      const resumeAfter = context.info.heartbeatDetails as string | undefined;
+      let lastDone = resumeAfter;
+      const matches = archiveRowMatcher(pool, target);
+      let read = 0;
+      const tick = () => {
+        if (++read % HEARTBEAT_ROWS === 0) context.heartbeat(lastDone);
+      };
+      for (const manifest of await listSegments(archive)) {
+        if (resumeAfter !== undefined && manifest.segment <= resumeAfter) continue;
+        if (await holdsMatch(readSegment(archive, manifest, { verify: false }), matches, tick)) {
+          const result = await rewriteSegment(archive, manifest.segment, async (row) => {
+            tick();
+            return (await matches(row)) ? 'drop' : 'keep';
+          });
+          if (result.changed) await countErasedArchiveRows(pool, input.erasureId, result.dropped);
+        }
+        lastDone = manifest.segment;
+        context.heartbeat(lastDone);
+      }
+    },
+
+    /**
+     * Ends the audit with what was erased per store (once: a retry finds it ended), then forgets the subject's value.
+     */
+    async recordErasureFinished(
+      input: ErasureRef & { status: 'completed' | 'failed'; error?: string },
+    ): Promise<ErasureCounts> {
+      const counts = await erasureCounts(pool, input.erasureId);
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        const audit = await getLifecycleAudit(client, input.erasureId);
+        if (audit?.status === 'running') {
+          await appendLifecycleAction(client, input.erasureId, {
+            action: 'erased',
+            journal_rows: counts.journal.rows,
+            dlq_rows: counts.dlq.rows,
+            archive_segments: counts.archive.segments,
+            archive_rows: counts.archive.rows,
+          });
+          await finishLifecycleAudit(client, input.erasureId, input.status, input.error);
+        }
+        await client.query('COMMIT');
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw err;
+      } finally {
+        client.release();
+      }
+      await forgetErasureSubject(pool, input.subjectHash, input.erasureId);
+      return counts;
+    },
+  };
+}
+
+/** Whether any row matches; stops reading at the first. */
+async function holdsMatch(
+  rows: AsyncIterable<ArchiveRow>,
+  matches: (row: ArchiveRow) => Promise<boolean>,
+  tick: () => void,
+): Promise<boolean> {
+  for await (const row of rows) {
+    tick();
+    if (await matches(row)) return true;
+  }
+  return false;
+}

@@ -1,0 +1,206 @@
+import { MockActivityEnvironment, type TestWorkflowEnvironment } from '@temporalio/testing';
+import { WorkflowFailedError } from '@temporalio/client';
+import { collect, plainRow } from '../support/archive';
+import { readManifest, readSegment, verifySegment, writeSegment } from '../../archive';
+import { createErasureActivities } from '../../activities/erasure';
+import { subjectHash, type ErasureTarget } from '../../lifecycle/erasure-target';
+import { storeErasureSubject, erasureCounts } from '../../repository/erasure';
+import { ensureServiceKey } from '../../repository/service-keys';
+import type { ErasureInput, ErasureResult } from '../../workflows/erasure';
+import { findValue, seedSubject } from '../support/erasure';
+import type { SinkHarness } from '../support/sink';
+import { activityDeps, createTimeSkippingWorld } from '../support/temporal';
+
+let env: TestWorkflowEnvironment;
+let h: SinkHarness;
+let close: () => Promise<void>;
+const taskQueue = 'erasure-test';
+
+beforeAll(async () => {
+  ({ env, h, close } = await createTimeSkippingWorld('erasurewf', taskQueue));
+});
+afterAll(() => close?.());
+
+let run = 0;
+/** Stores the target under its hash (as the API does) and runs the workflow with real activities. */
+async function erase(target: ErasureTarget, input: Partial<ErasureInput> = {}) {
+  const hash = subjectHash(await ensureServiceKey(h.pool, 'erasure'), target);
+  await storeErasureSubject(h.pool, hash, target);
+  const workflowId = `erasure-test-${++run}`;
+  const result: ErasureResult = await env.client.workflow.execute('erasureWorkflow', {
+    taskQueue,
+    workflowId,
+    args: [{ subjectHash: hash, requestedBy: 'test-admin', windowIds: 2, ...input }],
+    workflowExecutionTimeout: '1m',
+  });
+  return { hash, workflowId, result };
+}
+
+const ids = async (table: string, list: number[]) =>
+  (await h.pool.query<{ id: string }>(`SELECT id::text FROM ${table} WHERE id = ANY($1::bigint[])`, [list])).rows
+    .map((r) => Number(r.id))
+    .sort((a, b) => a - b);
+
+it('erases a data subject from the journal, the DLQ and the archive, records ids and counts, and keeps the rest', async () => {
+  const seed = await seedSubject(h.pool, h.archive, h.topics.leads);
+  expect((await findValue(h.pool, h.archive, seed.value)).length).toBeGreaterThan(0);
+  const before = await readManifest(h.archive, seed.segment);
+
+  const { hash, workflowId, result } = await erase({ kind: 'subject', field: 'email', value: seed.value });
+
+  expect(result).toEqual({
+    status: 'completed',
+    erasure_id: workflowId,
+    journal_rows: 4,
+    dlq_rows: 3,
+    archive_segments: 1,
+    archive_rows: 4,
+  });
+  expect(await ids('event_journal', seed.erasedJournalIds)).toEqual([]);
+  expect(await ids('event_journal', seed.keptJournalIds)).toEqual(seed.keptJournalIds);
+  expect(await ids('event_dlq', seed.erasedDlqIds)).toEqual([]);
+  expect(await ids('event_dlq', seed.keptDlqIds)).toEqual(seed.keptDlqIds);
+  const { rows: erased } = await h.pool.query<{ event_id: string; erasure_id: string }>(
+    'SELECT event_id::text, erasure_id FROM erased_events WHERE erasure_id = $1 ORDER BY event_id',
+    [workflowId],
+  );
+  expect(erased.map((r) => Number(r.event_id))).toEqual(seed.erasedJournalIds);
+
+  // The segment: a new generation without the subject's rows, verified, counts updated; the clean one untouched.
+  const after = await verifySegment(h.archive, seed.segment);
+  expect(after).toMatchObject({ rows: 2, generation: before.generation + 1, rewrite: { dropped: 4, kept: 2 } });
+  expect((await collect(readSegment(h.archive, after))).map((r) => r.id)).toEqual(seed.keptArchiveIds.slice(0, 2));
+  expect((await readManifest(h.archive, `${seed.segment}_clean`)).generation).toBe(1);
+
+  // Nothing anywhere holds the value: Postgres (every table, erasure_subjects included) and every archive file.
+  expect(await findValue(h.pool, h.archive, seed.value)).toEqual([]);
+
+  const { rows: audit } = await h.pool.query('SELECT * FROM lifecycle_audit WHERE workflow_id = $1', [workflowId]);
+  expect(audit[0]).toMatchObject({
+    kind: 'erasure',
+    status: 'completed',
+    requested_by: 'test-admin',
+    request: { target: 'subject', field: 'email', subject_hash: hash },
+  });
+  expect(audit[0].actions).toEqual([
+    expect.objectContaining({ action: 'erased', journal_rows: 4, dlq_rows: 3, archive_segments: 1, archive_rows: 4 }),
+  ]);
+  expect(JSON.stringify(audit[0])).not.toContain(seed.value);
+});
+
+it('a single replay of an erased id fails as EventErased, naming the erasure, without retrying', async () => {
+  const seed = await seedSubject(h.pool, h.archive, h.topics.leads);
+  const { workflowId } = await erase({ kind: 'subject', field: 'email', value: seed.value });
+  const err = await env.client.workflow
+    .execute('replayEventWorkflow', {
+      taskQueue,
+      workflowId: `erasure-test-replay-${++run}`,
+      args: [{ eventId: seed.erasedJournalIds[0], source: 'operator_api' }],
+      workflowExecutionTimeout: '1m',
+    })
+    .catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(WorkflowFailedError);
+  const failure = (err as WorkflowFailedError).cause?.cause as { type?: string; message?: string };
+  expect(failure.type).toBe('EventErased');
+  expect(failure.message).toContain(workflowId);
+});
+
+it('erases a lead id given as a string from rows where it is a number, and no other number', async () => {
+  const [erasedRow, keptRow] = (
+    await h.pool.query<{ id: string }>(
+      `INSERT INTO event_journal (tenant_id, topic, payload) VALUES
+         ('acme', $1, '{"lead_id": 123456789012345678901234567890}'),
+         ('acme', $1, '{"lead_id": 123456789012345678901234567891, "ref": 123456789012345678901234567890}')
+       RETURNING id::text`,
+      [h.topics.leads],
+    )
+  ).rows.map((r) => Number(r.id));
+  const { result } = await erase({ kind: 'subject', field: 'lead_id', value: '123456789012345678901234567890' });
+  expect(result).toMatchObject({ journal_rows: 1, dlq_rows: 0, archive_rows: 0 });
+  expect(await ids('event_journal', [erasedRow, keptRow])).toEqual([keptRow]);
+});
+
+it('offboards a tenant: every journal row, its dead letters and archived rows of the tenant, nobody else', async () => {
+  const tenant = `gone-${Date.now().toString(36)}`;
+  const { rows } = await h.pool.query<{ id: string; tenant_id: string }>(
+    `INSERT INTO event_journal (tenant_id, topic, payload)
+     SELECT t, $2, jsonb_build_object('tenant_id', t, 'n', n) FROM unnest(ARRAY[$1, $1, $1, 'stays']) AS t,
+            generate_series(1, 3) AS n
+     RETURNING id::text, tenant_id`,
+    [tenant, h.topics.jobs],
+  );
+  await h.pool.query(
+    `INSERT INTO event_dlq (topic, tenant_id, payload, error, reason) VALUES
+       ($2, NULL, jsonb_build_object('tenantId', $1::text), 'refused', 'db_error'),
+       ($2, 'stays', '{"tenant_id": "stays"}', 'refused', 'db_error')`,
+    [tenant, h.topics.jobs],
+  );
+  // Segments are named after partitions: nothing in the name is the tenant's.
+  const segment = `seg_tenant_${Date.now().toString(36)}`;
+  await writeSegment(h.archive, {
+    segment,
+    table: 'event_journal',
+    rows: [1, 2, 3].map((i) => plainRow(800_000_000 + i, `{"n": ${i}}`, { tenant_id: i === 2 ? 'stays' : tenant })),
+  });
+  const { result } = await erase({ kind: 'tenant', value: tenant });
+  expect(result).toMatchObject({ journal_rows: 9, dlq_rows: 1, archive_segments: 1, archive_rows: 2 });
+  expect((await collect(readSegment(h.archive, segment))).map((r) => r.tenant_id)).toEqual(['stays']);
+  const left = await h.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM event_journal WHERE tenant_id = $1', [
+    tenant,
+  ]);
+  expect(left.rows[0].n).toBe(0);
+  expect(
+    await ids(
+      'event_journal',
+      rows.filter((r) => r.tenant_id === 'stays').map((r) => Number(r.id)),
+    ),
+  ).toHaveLength(3);
+  expect(await findValue(h.pool, h.archive, tenant)).toEqual([]);
+});
+
+it('activities retried after a crash delete nothing twice and count nothing twice', async () => {
+  const seed = await seedSubject(h.pool, h.archive, h.topics.leads);
+  const target: ErasureTarget = { kind: 'subject', field: 'email', value: seed.value };
+  const subject = subjectHash(await ensureServiceKey(h.pool, 'erasure'), target);
+  await storeErasureSubject(h.pool, subject, target);
+  const activities = createErasureActivities(activityDeps(h));
+  const ref = { erasureId: `erasure-retry-${Date.now()}`, subjectHash: subject };
+  const twice = async (step: () => Promise<unknown>) => {
+    await new MockActivityEnvironment().run(step);
+    await new MockActivityEnvironment().run(step);
+  };
+  await activities.recordErasureStarted(ref);
+  await twice(() => activities.eraseRows({ ...ref, table: 'event_journal', afterId: 0, windowIds: 3 }));
+  await twice(() => activities.eraseRows({ ...ref, table: 'event_dlq', afterId: 0, windowIds: 3 }));
+  await twice(() => activities.eraseArchiveRows(ref));
+  // A retry resumes from its last heartbeat: the windows before it are not scanned again, and nothing is lost.
+  await new MockActivityEnvironment({ heartbeatDetails: 0 }).run(() =>
+    activities.eraseRows({ ...ref, table: 'event_journal', afterId: 0, windowIds: 3 }),
+  );
+  expect(await erasureCounts(h.pool, ref.erasureId)).toEqual({
+    journal: { rows: 4, segments: 0 },
+    dlq: { rows: 3, segments: 0 },
+    archive: { rows: 4, segments: 1 },
+  });
+  await activities.recordErasureFinished({ ...ref, status: 'completed' });
+  await activities.recordErasureFinished({ ...ref, status: 'completed' });
+  const { rows } = await h.pool.query('SELECT status, actions FROM lifecycle_audit WHERE workflow_id = $1', [
+    ref.erasureId,
+  ]);
+  expect(rows[0].status).toBe('completed');
+  expect(rows[0].actions).toHaveLength(1);
+  expect(await findValue(h.pool, h.archive, seed.value)).toEqual([]);
+});
+
+it('fails without retrying when the subject is no longer stored (its value is never in the workflow input)', async () => {
+  const err = await env.client.workflow
+    .execute('erasureWorkflow', {
+      taskQueue,
+      workflowId: `erasure-test-${++run}`,
+      args: [{ subjectHash: 'f'.repeat(64) }],
+      workflowExecutionTimeout: '1m',
+    })
+    .catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(WorkflowFailedError);
+  expect((err as WorkflowFailedError).cause?.cause).toMatchObject({ type: 'InvalidRequest' });
+});
