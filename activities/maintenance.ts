@@ -10,7 +10,12 @@ import {
   journalPartitionIdent,
   listJournalPartitions,
 } from '../repository/journal-partitions';
-import { appendLifecycleAction, finishLifecycleAudit, startLifecycleAudit } from '../repository/lifecycle-audit';
+import {
+  appendLifecycleAction,
+  erasuresInProgress,
+  finishLifecycleAudit,
+  startLifecycleAudit,
+} from '../repository/lifecycle-audit';
 import { listRetentionRows, topicsInPartition } from '../repository/retention';
 import { withTransaction } from '../shared/db';
 import type { ActivityDeps } from './deps';
@@ -19,6 +24,20 @@ import type { ActivityDeps } from './deps';
 export interface ArchivedStep {
   segment: string | null;
   rows: number;
+}
+
+/**
+ * Archiving waits while an erasure runs: a segment written from rows read before the erasure deleted them would
+ * keep the erased values. The activity fails retryably, and its retries (backoff up to 10 minutes) wait it out.
+ */
+async function waitForErasures(pool: ActivityDeps['pool']): Promise<void> {
+  const running = await erasuresInProgress(pool);
+  if (running.length) {
+    throw ApplicationFailure.retryable(
+      `Erasure ${running.join(', ')} is running: archiving waits`,
+      'ErasureInProgress',
+    );
+  }
 }
 
 /** Rows between heartbeats while a segment is written. */
@@ -86,6 +105,7 @@ export function createMaintenanceActivities({ pool, archive, config, log }: Acti
      */
     async archiveRetentionStep(input: { workflowId: string; step: RetentionStep }): Promise<ArchivedStep> {
       const { step } = input;
+      await waitForErasures(pool);
       const segment = segmentOf(step);
       // A topic slice already removed (by this run's earlier attempt, or an earlier run the same day): done.
       if (step.action === 'delete_rows' && (await countJournalRows(pool, sourceOf(step))) === 0) {
@@ -140,6 +160,7 @@ export function createMaintenanceActivities({ pool, archive, config, log }: Acti
      */
     async applyRetentionStep(input: { workflowId: string; step: RetentionStep; segment: string }) {
       const { step } = input;
+      await waitForErasures(pool);
       const manifest: SegmentManifest = await verifySegment(archive, input.segment);
       const removed = await withTransaction(pool, async (client) => {
         await client.query("SET LOCAL lock_timeout = '10s'");

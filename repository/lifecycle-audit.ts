@@ -99,3 +99,12 @@ export async function getLifecycleAudit(db: Queryable, workflowId: string): Prom
 export async function recordLifecycleRequested(db: Queryable, input: LifecycleAuditStart): Promise<void> {
   await insertLifecycleAudit(db, input, 'DO NOTHING');
 }
+
+/** Erasures requested or running: maintenance archives nothing meanwhile (a segment could keep an erased row). */
+export async function erasuresInProgress(db: Queryable): Promise<string[]> {
+  const { rows } = await db.query<{ workflow_id: string }>(
+    `SELECT workflow_id FROM lifecycle_audit
+      WHERE kind = 'erasure' AND status = 'running' AND started_at > now() - interval '7 days'`,
+  );
+  return rows.map((r) => r.workflow_id);
+}

@@ -181,3 +181,27 @@ it('a segment that no longer verifies stops the step: nothing is dropped', async
   ).rejects.toThrow();
   expect((await listJournalPartitions(h.pool)).map((p) => p.name)).toContain('event_journal_p2025_03');
 });
+
+it('archives nothing while an erasure runs: the step fails retryably and nothing is written or removed', async () => {
+  const activities = createActivities(activityDeps(h));
+  const step = {
+    action: 'delete_rows' as const,
+    partition: 'event_journal_p2025_03',
+    topic: 'quotes',
+    before: '2025-04-01T00:00:00.000Z',
+  };
+  await h.pool.query(
+    "INSERT INTO lifecycle_audit (workflow_id, kind, status) VALUES ('erasure-running-test', 'erasure', 'running')",
+  );
+  try {
+    const err = await activities.archiveRetentionStep({ workflowId: 'manual', step }).catch((e: Error) => e);
+    expect(err).toMatchObject({ type: 'ErasureInProgress', nonRetryable: false });
+    expect(
+      await findManifest(createArchiveStore(h.config.archive), 'event_journal_p2025_03.quotes.before-20250401'),
+    ).toBeUndefined();
+    const { rows } = await h.pool.query("SELECT count(*)::int AS n FROM event_journal WHERE topic = 'quotes'");
+    expect(rows[0].n).toBe(PER_MONTH);
+  } finally {
+    await h.pool.query("DELETE FROM lifecycle_audit WHERE workflow_id = 'erasure-running-test'");
+  }
+});
