@@ -26,19 +26,20 @@ function lifecycleAllowed() {
 
 async function refreshLifecycle() {
   const note = document.getElementById('lifecycle-note');
-  const lifecycleTables = ['retention-rows', 'partition-rows', 'maintenance-rows', 'archive-rows'];
+  const lifecycleTables = ['retention-rows', 'partition-rows', 'maintenance-rows', 'archive-rows', 'erasure-rows'];
   if (!lifecycleAllowed()) {
     for (const id of lifecycleTables) document.getElementById(id).replaceChildren();
     note.textContent = 'Retention, maintenance and the archive need an admin token without tenant_id.';
     note.hidden = false;
     return;
   }
-  let retention, maintenance, archive;
+  let retention, maintenance, archive, erasures;
   try {
-    [retention, maintenance, archive] = await Promise.all([
+    [retention, maintenance, archive, erasures] = await Promise.all([
       api('GET', '/retention'),
       api('GET', '/maintenance?limit=5'),
       api('GET', '/archive'),
+      api('GET', '/erasure'),
     ]);
   } catch (err) {
     if (err.status !== 403 && err.status !== 401) throw err;
@@ -102,6 +103,7 @@ async function refreshLifecycle() {
         ),
       ),
     );
+  showErasures(erasures.data);
   document.getElementById('archive-summary').textContent =
     `${archive.data.segments.length} segments (${archive.data.store} store)`;
   document
@@ -119,6 +121,43 @@ async function refreshLifecycle() {
         ),
       ),
     );
+}
+
+function showErasures(list) {
+  document.getElementById('erasure-rows').replaceChildren(
+    ...list.map((e) =>
+      el(
+        'tr',
+        { dataset: { erasureId: e.erasure_id, status: e.status } },
+        el('td', { className: 'mono', text: e.erasure_id }),
+        el('td', {}, statusBadge(e.status)),
+        // The request holds the target kind, the field and a salted hash, never the value.
+        el('td', { text: [e.request.target, e.request.field].filter(Boolean).join(' ') }),
+        el('td', { text: e.requested_by ?? '—' }),
+        el('td', { text: fmtTime(e.started_at) }),
+      ),
+    ),
+  );
+}
+
+function erasureBody(dryRun) {
+  const value = document.getElementById('erasure-value').value.trim();
+  if (document.getElementById('erasure-kind').value === 'tenant') return { tenant_id: value, dry_run: dryRun };
+  return { subject: { field: document.getElementById('erasure-field').value.trim(), value }, dry_run: dryRun };
+}
+
+async function erase(button, dryRun) {
+  const box = document.getElementById('erasure-result');
+  const result = await act(button, () => api('POST', '/erasure', erasureBody(dryRun)));
+  if (!result) return;
+  const r = result.data;
+  box.hidden = false;
+  box.textContent =
+    r.status === 'dry_run'
+      ? `Would erase ${r.counts.journal.rows} journal rows, ${r.counts.dlq.rows} dead letters, ` +
+        `${r.counts.archive.rows} archived rows in ${r.counts.archive.segments} segments.`
+      : `Erasure ${r.erasure_id} started.`;
+  if (r.status !== 'dry_run') setTimeout(() => void refreshLifecycle().catch(report), 2000);
 }
 
 function summarizeActions(actions) {
@@ -152,4 +191,6 @@ function setupLifecycle() {
   document.getElementById('retention-save').addEventListener('click', (e) => void saveRetention(e.target));
   document.getElementById('maintenance-run').addEventListener('click', (e) => void runMaintenance(e.target, false));
   document.getElementById('maintenance-dry-run').addEventListener('click', (e) => void runMaintenance(e.target, true));
+  document.getElementById('erasure-preview').addEventListener('click', (e) => void erase(e.target, true));
+  document.getElementById('erasure-run').addEventListener('click', (e) => void erase(e.target, false));
 }

@@ -65,6 +65,39 @@ it('an admin edits retention, runs maintenance, and sees the run, the partitions
   expect(pageErrors).toEqual([]);
 });
 
+it('an admin counts, then erases, a data subject from the console; the list shows the erasure, not the value', async () => {
+  await useToken(ADMIN);
+  const email = `erase-me-${Date.now()}@example.com`;
+  await env.h.pool.query(
+    `INSERT INTO event_journal (tenant_id, topic, payload) VALUES ('acme', $1, jsonb_build_object('email', $2::text, 'n', 1)),
+            ('acme', $1, jsonb_build_object('email', 'keep@example.com', 'n', 2))`,
+    [env.h.topics.leads, email],
+  );
+  await page.selectOption('#erasure-kind', 'subject');
+  await page.fill('#erasure-field', 'email');
+  await page.fill('#erasure-value', email);
+  await page.click('#erasure-preview');
+  await page.locator('#erasure-result:not([hidden])').waitFor();
+  expect(await page.textContent('#erasure-result')).toContain('Would erase 1 journal rows');
+  await page.click('#erasure-run');
+  await eventually(async () => {
+    const { rows } = await env.h.pool.query(
+      "SELECT count(*)::int AS n FROM event_journal WHERE payload->>'email' = $1",
+      [email],
+    );
+    return rows[0].n === 0;
+  }, 'the subject erased');
+  await page.click('#lifecycle-refresh');
+  await page.locator('#erasure-rows tr[data-status="completed"]').first().waitFor({ timeout: 30_000 });
+  expect(await page.textContent('#erasure-rows')).toContain('subject email');
+  expect(await page.textContent('#erasure-rows')).not.toContain(email);
+  const { rows } = await env.h.pool.query(
+    "SELECT count(*)::int AS n FROM event_journal WHERE payload->>'email' = 'keep@example.com'",
+  );
+  expect(rows[0].n).toBe(1);
+  expect(pageErrors).toEqual([]);
+});
+
 it('an operator sees why the panel is empty, and the page raises no error', async () => {
   await useToken(OPERATOR);
   await page.locator('#lifecycle-note:not([hidden])').waitFor();
