@@ -7,8 +7,10 @@ import {
   countJournalRows,
   deleteJournalRows,
   dropJournalPartition,
+  holdPartitionForRemoval,
   journalPartitionIdent,
   listJournalPartitions,
+  oneSnapshot,
 } from '../repository/journal-partitions';
 import {
   appendLifecycleAction,
@@ -118,7 +120,7 @@ export function createMaintenanceActivities({ pool, archive, config, log }: Acti
       }
       const manifest = await withTransaction(pool, async (client) => {
         // One snapshot for the count and the rows: the segment holds exactly what the count says.
-        await client.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
+        await oneSnapshot(client);
         const source = sourceOf(step);
         const expectedRows = await countJournalRows(client, source);
         if (expectedRows === 0 && step.action === 'delete_rows') return undefined;
@@ -163,9 +165,8 @@ export function createMaintenanceActivities({ pool, archive, config, log }: Acti
       await waitForErasures(pool);
       const manifest: SegmentManifest = await verifySegment(archive, input.segment);
       const removed = await withTransaction(pool, async (client) => {
-        await client.query("SET LOCAL lock_timeout = '10s'");
         const source = sourceOf(step);
-        await client.query(`LOCK TABLE ${step.partition} IN SHARE MODE`);
+        await holdPartitionForRemoval(client, step.partition);
         const now = await countJournalRows(client, source, manifest.id?.max ?? 0);
         const total = await countJournalRows(client, source);
         if (now !== manifest.rows || total !== manifest.rows) {

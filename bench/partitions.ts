@@ -24,21 +24,32 @@ interface PlanNode {
   Plans?: PlanNode[];
 }
 
-/** Scans of journal partitions in a plan (and how many the executor pruned at run time). */
-function scans(plan: PlanNode) {
-  const relations: string[] = [];
+/**
+ * Scans of journal partitions in a plan (and how many the executor pruned at run time). A Seq Scan counts only on a
+ * relation that holds rows: on an empty partition (the future ones, the default) it reads nothing.
+ */
+function scans(plan: PlanNode, rowsOf: Map<string, number>) {
+  const relations = new Set<string>();
   const nodeTypes = new Set<string>();
+  const seqScannedWithRows: string[] = [];
   let removed = 0;
   const walk = (node: PlanNode) => {
     removed += node['Subplans Removed'] ?? 0;
-    if (node['Relation Name']?.startsWith('event_journal') || node['Relation Name'] === 'journal_flat') {
-      relations.push(node['Relation Name']);
+    const relation = node['Relation Name'];
+    if (relation?.startsWith('event_journal') || relation === 'journal_flat') {
+      relations.add(relation);
       nodeTypes.add(node['Node Type']);
+      if (node['Node Type'] === 'Seq Scan' && (rowsOf.get(relation) ?? 0) > 0) seqScannedWithRows.push(relation);
     }
     node.Plans?.forEach(walk);
   };
   walk(plan);
-  return { partitionsScanned: new Set(relations).size, subplansRemovedAtRuntime: removed, scanTypes: [...nodeTypes] };
+  return {
+    partitionsScanned: relations.size,
+    subplansRemovedAtRuntime: removed,
+    scanTypes: [...nodeTypes],
+    seqScannedWithRows,
+  };
 }
 
 /** A Queryable that records the SQL a repository function sends (and answers nothing). */
@@ -92,6 +103,10 @@ export async function partitionsBench({ events, repeat }: BenchOptions) {
       await pool.query('ANALYZE journal_flat');
       const seedSeconds = round((performance.now() - t0) / 1000);
       const partitions = (await listJournalPartitions(pool)).length;
+      const { rows: sizes } = await pool.query<{ name: string; n: number }>(
+        "SELECT relname AS name, reltuples::float8 AS n FROM pg_class WHERE relname LIKE 'event_journal%' OR relname = 'journal_flat'",
+      );
+      const rowsOf = new Map(sizes.map((r) => [r.name, Math.max(0, r.n)]));
       const { rows: ids } = await pool.query<{ lo: number; hi: number }>(
         'SELECT min(id) AS lo, max(id) AS hi FROM event_journal',
       );
@@ -133,7 +148,7 @@ export async function partitionsBench({ events, repeat }: BenchOptions) {
             plan = out[0]['QUERY PLAN'][0].Plan;
             times.push(out[0]['QUERY PLAN'][0]['Execution Time']);
           }
-          return { ms: summarize(times), ...scans(plan!) };
+          return { ms: summarize(times), ...scans(plan!, rowsOf) };
         };
         const partitioned = await measure(text);
         const flat = await measure(text.replaceAll('event_journal', 'journal_flat'));
@@ -142,9 +157,11 @@ export async function partitionsBench({ events, repeat }: BenchOptions) {
         const timeBound = /one day|one hour/.test(name);
         targets.push({
           name: `${name}: ${timeBound ? 'scans only the partitions of its window' : 'index-bound in every partition'}`,
-          target: timeBound ? '1 partition scanned, no Seq Scan' : 'no Seq Scan',
-          actual: `${partitioned.partitionsScanned}/${partitions} partitions, ${partitioned.scanTypes.join(' + ')}`,
-          met: !partitioned.scanTypes.includes('Seq Scan') && (!timeBound || partitioned.partitionsScanned <= 1),
+          target: timeBound ? '1 partition scanned, no Seq Scan on rows' : 'no Seq Scan on a partition with rows',
+          actual:
+            `${partitioned.partitionsScanned}/${partitions} partitions, ${partitioned.scanTypes.join(' + ')}` +
+            (partitioned.seqScannedWithRows.length ? `; Seq Scan on ${partitioned.seqScannedWithRows.join(', ')}` : ''),
+          met: partitioned.seqScannedWithRows.length === 0 && (!timeBound || partitioned.partitionsScanned <= 1),
         });
       }
       printTargets('partitions', targets);

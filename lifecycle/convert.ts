@@ -2,11 +2,13 @@ import type pg from 'pg';
 import type { PartitionInterval } from '../shared/config';
 import type { Logger } from '../shared/logger';
 import {
-  JOURNAL_DEFAULT_PARTITION,
-  JOURNAL_INDEXES,
-  LEGACY_TWIN_INDEXES,
-  journalIsPartitioned,
-} from '../repository/journal-partitions';
+  boundReceivedAt,
+  buildLegacyTwinIndexes,
+  createPartitionedTwin,
+  journalIsEmpty,
+  switchToPartitions,
+} from '../repository/journal-conversion';
+import { journalIsPartitioned } from '../repository/journal-partitions';
 import { nextPeriod, partitionName, periodStart } from './periods';
 
 /** How often the short switch transaction may wait (lock_timeout each) for the table before the conversion gives up. */
@@ -38,65 +40,28 @@ export async function convertJournalToPartitions(
 ): Promise<boolean> {
   if (await journalIsPartitioned(client)) return false;
   const started = Date.now();
-  for (const [name, definition] of Object.entries(LEGACY_TWIN_INDEXES)) {
-    await dropIfInvalid(client, name);
-    await client.query(`CREATE INDEX CONCURRENTLY IF NOT EXISTS ${name} ON event_journal ${definition}`);
-  }
+  await buildLegacyTwinIndexes(client);
   // An empty table (a fresh install) ends where the current period starts, so that new rows go to whole periods;
   // one with rows keeps taking them until the next period starts, at least an hour away.
-  const empty = (await client.query('SELECT NOT EXISTS (SELECT 1 FROM event_journal) AS empty')).rows[0].empty;
+  const empty = await journalIsEmpty(client);
   let bound = empty ? periodStart(now, interval) : nextPeriod(periodStart(now, interval), interval);
   if (!empty && bound.getTime() - now.getTime() < 3_600_000) bound = nextPeriod(bound, interval);
-  await client.query('ALTER TABLE event_journal DROP CONSTRAINT IF EXISTS event_journal_before_bound');
-  await client.query(
-    `ALTER TABLE event_journal ADD CONSTRAINT event_journal_before_bound
-       CHECK (received_at < '${bound.toISOString()}') NOT VALID`,
-  );
-  await client.query('ALTER TABLE event_journal VALIDATE CONSTRAINT event_journal_before_bound');
-
-  await client.query('DROP TABLE IF EXISTS event_journal_partitioned');
-  await client.query(
-    `CREATE TABLE event_journal_partitioned (LIKE event_journal INCLUDING DEFAULTS INCLUDING STORAGE)
-       PARTITION BY RANGE (received_at)`,
-  );
-  for (const [name, definition] of Object.entries(JOURNAL_INDEXES)) {
-    await client.query(`CREATE INDEX ${name} ON event_journal_partitioned ${definition}`);
-  }
-
+  await boundReceivedAt(client, bound);
+  await createPartitionedTwin(client);
   const legacy = `event_journal_before_${partitionName(bound, interval).slice('event_journal_p'.length)}`;
   for (let attempt = 1; ; attempt++) {
     try {
-      await client.query('BEGIN');
-      await client.query(`SET LOCAL lock_timeout = '${SWITCH_LOCK_TIMEOUT}'`);
-      await client.query('LOCK TABLE event_journal IN ACCESS EXCLUSIVE MODE');
-      await client.query(`ALTER TABLE event_journal RENAME TO ${legacy}`);
-      await client.query('ALTER TABLE event_journal_partitioned RENAME TO event_journal');
-      await client.query(
-        `ALTER TABLE event_journal ATTACH PARTITION ${legacy} FOR VALUES FROM (MINVALUE) TO ('${bound.toISOString()}')`,
-      );
-      await client.query('ALTER SEQUENCE event_journal_id_seq OWNED BY event_journal.id');
-      await client.query(`CREATE TABLE ${JOURNAL_DEFAULT_PARTITION} PARTITION OF event_journal DEFAULT`);
-      await client.query('COMMIT');
+      await switchToPartitions(client, legacy, bound, SWITCH_LOCK_TIMEOUT);
       break;
     } catch (err) {
-      await client.query('ROLLBACK').catch(() => undefined);
       // 55P03: lock_timeout. Anything else, or too many waits, stops the start with the reason.
       if ((err as { code?: string }).code !== '55P03' || attempt >= SWITCH_ATTEMPTS) throw err;
       log.warn({ attempt }, 'Journal conversion: the table is busy, retrying the switch');
     }
   }
-  await client.query('ANALYZE event_journal');
   log.info(
     { legacyPartition: legacy, bound: bound.toISOString(), ms: Date.now() - started },
     'Journal converted to time partitions (no row copied)',
   );
   return true;
-}
-
-async function dropIfInvalid(client: pg.Client, index: string): Promise<void> {
-  const { rows } = await client.query<{ valid: boolean }>(
-    'SELECT i.indisvalid AS valid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = $1',
-    [index],
-  );
-  if (rows[0] && !rows[0].valid) await client.query(`DROP INDEX CONCURRENTLY ${index}`);
 }

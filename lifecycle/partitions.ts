@@ -27,7 +27,6 @@ export async function ensurePartitions(
   ahead: number,
   now = new Date(),
 ): Promise<CreatedPartition[]> {
-  await pool.query('SELECT 1'); // fail fast, before any DDL, when Postgres is away
   await createDefaultPartition(pool);
   const created: CreatedPartition[] = [];
   let horizon = periodStart(now, interval);

@@ -138,6 +138,20 @@ export async function createDefaultPartition(client: Queryable): Promise<void> {
   await client.query(`CREATE TABLE IF NOT EXISTS ${JOURNAL_DEFAULT_PARTITION} PARTITION OF event_journal DEFAULT`);
 }
 
+/**
+ * Inside a retention step's transaction: waits at most 10 s for the partition, then holds it against writers
+ * (SHARE) until the transaction ends, so that the rows counted are the rows removed.
+ */
+export async function holdPartitionForRemoval(client: PoolClient, name: string): Promise<void> {
+  await client.query("SET LOCAL lock_timeout = '10s'");
+  await client.query(`LOCK TABLE ${ident(name)} IN SHARE MODE`);
+}
+
+/** Makes the caller's transaction one snapshot (a count and the rows read after it agree). */
+export async function oneSnapshot(client: PoolClient): Promise<void> {
+  await client.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
+}
+
 /** Detaches and drops a partition (after its rows were archived and verified, or when it is empty). */
 export async function dropJournalPartition(client: PoolClient, name: string): Promise<void> {
   await client.query(`ALTER TABLE event_journal DETACH PARTITION ${ident(name)}`);
