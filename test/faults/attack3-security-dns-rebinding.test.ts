@@ -1,9 +1,7 @@
-import type { ChildProcess } from 'node:child_process';
 import http from 'node:http';
-import { freePort } from '../../bench/support/ports';
-import { exited, spawnCli } from '../support/ingest-process';
+import { startApiProcess, type ApiProcess } from '../support/api-process';
 import { seedJournal } from '../support/journal';
-import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
+import { createSinkHarness, type SinkHarness } from '../support/sink';
 
 /**
  * Attack (issue 11, points 1 and 2): with auth off the API trusts "whoever can reach 127.0.0.1" and counts on the
@@ -18,27 +16,18 @@ jest.setTimeout(120_000);
 const REBOUND = 'rebind.attacker.example';
 
 let h: SinkHarness;
-let api: ChildProcess;
+let api: ApiProcess;
 let port: number;
 
 beforeAll(async () => {
   h = await createSinkHarness('atk3-rebind');
   await seedJournal(h.pool, 3, { topics: [h.topics.leads], tenants: ['acme'] });
-  port = await freePort();
-  api = spawnCli('api', {
-    DATABASE_URL: h.databaseUrl,
-    KAFKA_TOPICS: `${h.topics.leads},${h.topics.jobs}`,
-    API_HOST: '127.0.0.1',
-    API_PORT: String(port),
-    AUTH_JWT_SECRET: '',
-    AUTH_MODE: '',
-  });
-  await eventually(async () => (await fetch(`http://127.0.0.1:${port}/health`)).status === 200, 'API to answer');
+  api = await startApiProcess(h, { AUTH_JWT_SECRET: '', AUTH_MODE: '' });
+  port = api.port;
 });
 
 afterAll(async () => {
-  api?.kill('SIGTERM');
-  if (api) await exited(api);
+  await api?.stop();
   await h?.close();
 });
 

@@ -1,8 +1,7 @@
-import type { ChildProcess } from 'node:child_process';
 import net from 'node:net';
-import { freePort } from '../../bench/support/ports';
-import { exited, spawnCli } from '../support/ingest-process';
-import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
+import { startApiProcess, type ApiProcess } from '../support/api-process';
+import { exited } from '../support/ingest-process';
+import { createSinkHarness, type SinkHarness } from '../support/sink';
 import { signToken } from '../support/tokens';
 
 /**
@@ -20,7 +19,7 @@ const EVENTS = 100;
 const CLIENTS = 12;
 
 let h: SinkHarness;
-let api: ChildProcess;
+let api: ApiProcess;
 let port: number;
 const sockets: net.Socket[] = [];
 
@@ -33,24 +32,16 @@ beforeAll(async () => {
        FROM generate_series(1, $2) AS g`,
     [h.topics.leads, EVENTS],
   );
-  port = await freePort();
-  api = spawnCli('api', {
-    DATABASE_URL: h.databaseUrl,
-    KAFKA_TOPICS: `${h.topics.leads},${h.topics.jobs}`,
-    API_HOST: '127.0.0.1',
-    API_PORT: String(port),
+  api = await startApiProcess(h, {
     AUTH_JWT_SECRET: SECRET,
     NODE_OPTIONS: '--max-old-space-size=512', // as the Dockerfile's ENTRYPOINT runs it
   });
-  await eventually(async () => (await fetch(`http://127.0.0.1:${port}/health`)).status === 200, 'API to answer');
+  port = api.port;
 });
 
 afterAll(async () => {
   for (const s of sockets) s.destroy();
-  if (api && api.exitCode === null && api.signalCode === null) {
-    api.kill('SIGTERM');
-    await exited(api);
-  }
+  await api?.stop();
   await h?.close();
 });
 
@@ -81,8 +72,8 @@ it('a dozen never-read streams of one tenant viewer do not bring the API process
   await Promise.all(Array.from({ length: CLIENTS }, () => slowStream(token)));
   // Observe the process while the catch-ups run (each reads one page of at most 500 rows, then waits for its client).
   const died = await Promise.race([
-    exited(api).then((code) => ({ code, signal: api.signalCode })),
-    new Promise<undefined>((resolve) => setTimeout(resolve, 30_000)),
+    exited(api.child).then((code) => ({ code, signal: api.child.signalCode })),
+    new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 30_000)),
   ]);
   expect(died).toBeUndefined();
   expect((await fetch(`http://127.0.0.1:${port}/health`)).status).toBe(200);
