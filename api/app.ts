@@ -53,6 +53,20 @@ export interface AppDeps {
   archive?: ArchiveStore;
 }
 
+/**
+ * The Host names the API answers to (DNS rebinding): those listed in API_ALLOWED_HOSTS; with auth off and no list,
+ * this host's own names (the API then listens on loopback only). With auth on, or open on purpose (AUTH_MODE=none),
+ * and no list: any name — a rebound page has no token, and an open API is open.
+ */
+function hostsToCheck(api: Config['api']): string[] | undefined {
+  if (api.allowedHosts.length) return api.allowedHosts;
+  if (api.authMode === 'jwt' || api.openOnPurpose) return undefined;
+  const own = ['localhost', '127.0.0.1', '[::1]'];
+  return isWildcard(api.host) ? own : [...new Set([...own, api.host.includes(':') ? `[${api.host}]` : api.host])];
+}
+
+const isWildcard = (host: string) => host === '0.0.0.0' || host === '::' || host === '';
+
 /** Builds the API without listening: the entry point listens, tests use app.inject(). */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { config, pool } = deps;
@@ -89,7 +103,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(swaggerUi, { routePrefix: '/docs' });
   await app.register(errorHandler);
   await app.register(requestMetrics, { metrics: deps.metrics });
-  await app.register(browserGuard, { corsOrigins: config.api.corsOrigins });
+  await app.register(browserGuard, { corsOrigins: config.api.corsOrigins, allowedHosts: hostsToCheck(config.api) });
   await app.register(auth, { settings: authSettings(config.api) });
   await app.register(replayRateLimit, {
     perMinute: config.api.replayRateLimitPerMinute,

@@ -53,6 +53,8 @@ export interface Config {
     openOnPurpose: boolean;
     /** Exact origins (scheme://host[:port]) whose pages may call the API cross-origin; empty = CORS off. */
     corsOrigins: string[];
+    /** Host names requests must be addressed to (API_ALLOWED_HOSTS; api/app.ts has the default). */
+    allowedHosts: string[];
     /** HTTPS with HTTP/2 (ALPN, HTTP/1.1 fallback) from this certificate; undefined = plain HTTP/1.1. */
     tls: ApiTls | undefined;
   };
@@ -161,6 +163,7 @@ export const DEFAULTS = {
   AUTH_ISSUER: '',
   AUTH_AUDIENCE: '',
   API_CORS_ORIGINS: '',
+  API_ALLOWED_HOSTS: '',
   API_TLS_CERT: '',
   API_TLS_KEY: '',
   API_TLS: '',
@@ -377,6 +380,10 @@ export function loadConfig(env: Env = process.env): Config {
       /** AUTH_MODE=none given explicitly: an unauthenticated API on purpose (logged at start). */
       openOnPurpose: authMode === 'none',
       corsOrigins: origins('API_CORS_ORIGINS'),
+      allowedHosts: read('API_ALLOWED_HOSTS')
+        .split(',')
+        .map((h) => h.trim().toLowerCase())
+        .filter(Boolean),
       tls: apiTls(read),
     },
     temporal: {

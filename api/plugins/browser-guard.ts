@@ -13,6 +13,8 @@ const EXPOSED_HEADERS = ['location', 'retry-after', 'x-next-cursor'];
 export interface BrowserGuardOptions {
   /** Exact origins allowed to call the API from their pages (API_CORS_ORIGINS); empty = CORS off. */
   corsOrigins: string[];
+  /** Host names (no port) requests must be addressed to; undefined = any (see hostsToCheck in api/app.ts). */
+  allowedHosts?: string[];
 }
 
 /**
@@ -24,8 +26,24 @@ export interface BrowserGuardOptions {
  * CORS is off unless origins are listed: no Access-Control-Allow-Origin header, preflights answered 403.
  */
 export default fp<BrowserGuardOptions>(
-  async (app, { corsOrigins }) => {
+  async (app, { corsOrigins, allowedHosts }) => {
     const allowed = new Set(corsOrigins);
+    const hosts = allowedHosts && new Set(allowedHosts.map((h) => h.toLowerCase()));
+
+    // DNS rebinding: a page whose name an attacker re-points at 127.0.0.1 is same-origin with the loopback API, so
+    // the rules below do not stop it; only the Host header it sends (the attacker's name) tells it apart.
+    if (hosts) {
+      app.addHook('onRequest', async (request) => {
+        const host = hostName(request.headers.host ?? '');
+        if (!hosts.has(host)) {
+          throw httpError(
+            421,
+            `This API answers requests addressed to ${[...hosts].join(', ')}, not to "${host}" ` +
+              '(add the name to API_ALLOWED_HOSTS if it is yours)',
+          );
+        }
+      });
+    }
 
     // onRequest, before auth: a preflight carries no credentials, so it must be answered before auth asks for them.
     app.addHook('onRequest', async (request, reply) => {
@@ -66,6 +84,14 @@ export default fp<BrowserGuardOptions>(
   },
   { name: 'browser-guard' },
 );
+
+/** The host name of a Host header, lower case, without its port (IPv6 literals keep their brackets). */
+export function hostName(header: string): string {
+  const host = header.trim().toLowerCase();
+  if (host.startsWith('[')) return host.slice(0, host.indexOf(']') + 1);
+  const colon = host.indexOf(':');
+  return colon < 0 ? host : host.slice(0, colon);
+}
 
 function answerPreflight(request: FastifyRequest, reply: FastifyReply, granted: boolean): FastifyReply {
   if (!granted) {
