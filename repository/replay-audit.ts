@@ -42,12 +42,15 @@ export interface AuditRow {
   finished_at: Date | null;
 }
 
-/** Records that a workflow is running; idempotent for activity retries and continue-as-new runs. */
+/**
+ * Records that a workflow is running; idempotent for activity retries and continue-as-new runs. run_id stays the
+ * chain's first run (the API's namespace boundary compares it with the described workflow's first run).
+ */
 export async function startAudit(db: Queryable, a: AuditStart): Promise<void> {
   await db.query(
     `INSERT INTO replay_audit (workflow_id, run_id, kind, source, requested_by, tenant_id, event_id, filter, status)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'running')
-     ON CONFLICT (workflow_id) DO UPDATE SET run_id = EXCLUDED.run_id, status = 'running'
+     ON CONFLICT (workflow_id) DO UPDATE SET run_id = COALESCE(replay_audit.run_id, EXCLUDED.run_id), status = 'running'
        WHERE replay_audit.finished_at IS NULL`,
     auditValues(a),
   );

@@ -15,6 +15,7 @@ const Schedule = Type.Object({
   recent_runs: Type.Array(Type.Object({ scheduled_at: Type.String(), workflow_id: Type.String() })),
   actions_taken: Type.Integer(),
 });
+const MAX_INTERVAL_MS = 365 * 86_400_000;
 const more = { 404: Type.Ref('ErrorBody'), 503: Type.Ref('ErrorBody') };
 
 /** The Temporal Schedule that runs dlqRetryWorkflow: show, change interval, pause/unpause, trigger now. */
@@ -76,7 +77,10 @@ const dlqScheduleRoutes: FastifyPluginAsyncTypebox<{ config: Pick<Config, 'dlqRe
     async (request) => {
       const { interval, paused } = request.body;
       const every = interval === undefined ? undefined : parseDuration(interval);
-      if (every !== undefined && every < 1000) throw httpError(400, 'body/interval must be at least 1s');
+      // Temporal holds at most 10,000 years; a retry schedule has no use beyond one.
+      if (every !== undefined && (!Number.isFinite(every) || every < 1000 || every > MAX_INTERVAL_MS)) {
+        throw httpError(400, `body/interval must be between 1s and 365d (got ${interval})`);
+      }
       await describe(); // 404 when missing
       await app.temporal.call(async (client) => {
         const handle = client.schedule.getHandle(scheduleId);

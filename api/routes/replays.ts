@@ -99,7 +99,10 @@ const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config
     const audit = await getAudit(pool, workflowId);
     if (!audit || !canSee(request, audit.tenant_id)) throw notOurs();
     return app.temporal.call(async (client) => {
-      const handle = client.workflow.getHandle(workflowId);
+      // Pinned to the chain of runs we started: cancel and the like cannot reach a later chain under the same id.
+      const handle = client.workflow.getHandle(workflowId, undefined, {
+        firstExecutionRunId: audit.run_id ?? undefined,
+      });
       let description: WorkflowExecutionDescription;
       try {
         description = await handle.describe();
@@ -108,6 +111,9 @@ const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config
         throw err;
       }
       if (!WORKFLOW_TYPES.includes(description.type)) throw notOurs();
+      // A workflow id names a chain of runs: once ours closed, anyone may start another under the same id.
+      const firstRunId = description.raw.workflowExecutionInfo?.firstRunId;
+      if (audit.run_id && firstRunId && firstRunId !== audit.run_id) throw notOurs();
       return { audit, handle, description };
     });
   };
