@@ -324,19 +324,28 @@ export interface StreamFilter {
   topic?: string;
 }
 
-/** Full rows after an id, oldest first (the live stream catches up from here). */
+/**
+ * Full rows after an id, oldest first (the live stream catches up from here): at most `limit` rows, and at most
+ * `maxBytes` of payload text after the first row (one row always comes, however large).
+ */
 export async function eventsAfter(
   db: Queryable,
   afterId: number,
   filter: StreamFilter,
   limit: number,
+  maxBytes = Number.MAX_SAFE_INTEGER,
 ): Promise<JournalRow[]> {
   const values: unknown[] = [afterId];
   const clauses = ['id > $1'];
   if (filter.tenantId !== undefined) clauses.push(`tenant_id = $${values.push(filter.tenantId)}`);
   if (filter.topic !== undefined) clauses.push(`topic = $${values.push(filter.topic)}`);
-  const { rows } = await db.query<JournalRow>(
-    `SELECT ${ROW_COLUMNS} FROM event_journal WHERE ${clauses.join(' AND ')} ORDER BY id LIMIT $${values.push(limit)}`,
+  const { rows } = await db.query<JournalRow & { running_bytes?: string }>(
+    `SELECT ${ROW_COLUMNS} FROM (
+       SELECT ${ROW_COLUMNS}, sum(octet_length(payload::text)) OVER (ORDER BY id) AS running_bytes,
+              row_number() OVER (ORDER BY id) AS n
+         FROM (SELECT ${ROW_COLUMNS} FROM event_journal WHERE ${clauses.join(' AND ')}
+                ORDER BY id LIMIT $${values.push(limit)}) AS page
+     ) AS sized WHERE n = 1 OR running_bytes <= $${values.push(maxBytes)} ORDER BY id`,
     values,
   );
   return rows;

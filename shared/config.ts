@@ -67,6 +67,9 @@ export interface Config {
   stream: {
     maxClients: number;
     clientBuffer: number;
+    /** Most bytes held for one client that does not keep up (queued frames; one catch-up page's payloads). */
+    clientBufferBytes: number;
+
     heartbeatMs: number;
     /** Most events a resuming client is sent from the journal; beyond it a backlog_truncated frame, then live. */
     maxBacklog: number;
@@ -170,6 +173,7 @@ export const DEFAULTS = {
   API_TLS_DIR: '.stack/tls',
   STREAM_MAX_CLIENTS: '100',
   STREAM_CLIENT_BUFFER: '1000',
+  STREAM_CLIENT_BUFFER_BYTES: '8388608',
   STREAM_HEARTBEAT_MS: '15000',
   STREAM_MAX_BACKLOG: '10000',
   TEMPORAL_ADDRESS: '127.0.0.1:7233',
@@ -395,6 +399,7 @@ export function loadConfig(env: Env = process.env): Config {
     stream: {
       maxClients: int('STREAM_MAX_CLIENTS', 1, 100_000),
       clientBuffer: int('STREAM_CLIENT_BUFFER', 1, 1_000_000),
+      clientBufferBytes: int('STREAM_CLIENT_BUFFER_BYTES', 65_536, 1024 * 1024 * 1024),
       heartbeatMs: int('STREAM_HEARTBEAT_MS', 100, 3_600_000),
       maxBacklog: int('STREAM_MAX_BACKLOG', 1, 10_000_000),
     },

@@ -39,7 +39,7 @@ function gone(res: SseResponse): boolean {
 
 /**
  * One connected SSE client. Frames go straight to the socket while it keeps up; when the socket pushes back they
- * queue up to `bufferLimit`, and beyond that they are dropped, counted, and the client is told how many (it can
+ * queue up to `bufferLimit` frames and `bufferBytes` bytes, and beyond that they are dropped, counted, and the client is told how many (it can
  * reconnect with Last-Event-ID to fetch them from the journal). Nothing here ever waits on the client.
  */
 const RECENT_IDS = 10_000;
@@ -51,6 +51,8 @@ export class StreamClient {
   private readonly recent = new Set<number>();
   private readonly recentOrder: number[] = [];
   private queue: string[] = [];
+  /** Bytes (UTF-16 code units, a close upper bound for the frames' JSON) held in `queue`. */
+  private queuedBytes = 0;
   private blocked = false;
   private dropped = 0;
   private drainWaiters: (() => void)[] = [];
@@ -61,6 +63,8 @@ export class StreamClient {
     private readonly bufferLimit: number,
     private readonly metrics: Metrics,
     cursor: number,
+    /** Most bytes queued for a client that does not keep up: one event may be a megabyte. */
+    private readonly bufferBytes = Number.POSITIVE_INFINITY,
   ) {
     this.cursor = cursor;
     res.on('drain', () => this.flush());
@@ -122,8 +126,9 @@ export class StreamClient {
       this.write(frame);
       return;
     }
-    if (this.queue.length < this.bufferLimit) {
+    if (this.queue.length < this.bufferLimit && this.queuedBytes + frame.length <= this.bufferBytes) {
       this.queue.push(frame);
+      this.queuedBytes += frame.length;
     } else {
       this.dropped += 1;
       this.metrics.sseDropped.inc();
@@ -137,7 +142,11 @@ export class StreamClient {
 
   private flush(): void {
     this.blocked = false;
-    while (this.queue.length > 0 && !this.blocked) this.write(this.queue.shift()!);
+    while (this.queue.length > 0 && !this.blocked) {
+      const frame = this.queue.shift()!;
+      this.queuedBytes -= frame.length;
+      this.write(frame);
+    }
     if (!this.blocked && this.dropped > 0) {
       const notice = {
         kind: 'dropped',

@@ -22,6 +22,18 @@ const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { poo
   let clients = 0;
   // Ended when the app closes: an HTTP/2 session closes only once its streams have, and a live stream never would.
   const open = new Set<{ end(): unknown }>();
+  // The streams each caller holds, oldest first: when every slot is taken, a caller holding fewer streams than the
+  // biggest holder takes that holder's oldest one, so that one token cannot lock every other caller out.
+  const holders = new Map<string, Array<() => void>>();
+  const freeSlotFor = (caller: string): boolean => {
+    if (clients < config.stream.maxClients) return true;
+    let biggest: [string, Array<() => void>] | undefined;
+    for (const entry of holders) if (!biggest || entry[1].length > biggest[1].length) biggest = entry;
+    const mine = holders.get(caller)?.length ?? 0;
+    if (!biggest || biggest[0] === caller || biggest[1].length <= mine + 1) return false;
+    biggest[1][0](); // ends that stream; its close handler frees the slot
+    return true;
+  };
   app.addHook('preClose', async () => {
     for (const res of open) res.end();
   });
@@ -45,7 +57,8 @@ const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { poo
     },
     async (request, reply) => {
       const filter = { tenantId: scopedTenant(request, request.query.tenant_id), topic: request.query.topic };
-      if (clients >= config.stream.maxClients) {
+      const caller = `${request.principal.subject}/${request.principal.tenantId ?? ''}`;
+      if (!freeSlotFor(caller)) {
         throw httpError(503, `Live stream is at its limit of ${config.stream.maxClients} clients; try again later`);
       }
       const lastEventId = request.headers['last-event-id'];
@@ -63,7 +76,24 @@ const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { poo
       open.add(res);
       metrics.sseClients.inc();
       const resumeFrom = lastEventId === undefined ? undefined : Number(lastEventId);
-      const client = new StreamClient(res, filter, config.stream.clientBuffer, metrics, resumeFrom ?? feed.lastId);
+      const client = new StreamClient(
+        res,
+        filter,
+        config.stream.clientBuffer,
+        metrics,
+        resumeFrom ?? feed.lastId,
+        config.stream.clientBufferBytes,
+      );
+      let released = () => undefined as void;
+      const evict = () => {
+        client.send({
+          kind: 'evicted',
+          message: 'The live stream is full and you hold the most streams; this one, your oldest, is closed',
+        });
+        res.end();
+        released(); // the slot is free now, whenever the connection itself goes
+      };
+      holders.set(caller, [...(holders.get(caller) ?? []), evict]);
       // Live rows that arrive during the catch-up wait here, as many as the client's buffer; past it they are dropped
       // and the client is told, as it would be had it fallen behind live.
       const pending: Array<[JournalRow[], boolean]> = [];
@@ -88,14 +118,20 @@ const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { poo
       });
       const heartbeat = setInterval(() => client.comment('heartbeat'), config.stream.heartbeatMs);
       let closed = false;
-      request.raw.on('close', () => {
+      const release = () => {
+        if (closed) return;
         closed = true;
         clearInterval(heartbeat);
         feed.off('rows', onRows);
         clients -= 1;
         open.delete(res);
+        const held = (holders.get(caller) ?? []).filter((e) => e !== evict);
+        if (held.length) holders.set(caller, held);
+        else holders.delete(caller);
         metrics.sseClients.dec();
-      });
+      };
+      request.raw.on('close', release);
+      released = release;
       if (resumeFrom !== undefined) {
         // Replay what the client missed from the journal (at most STREAM_MAX_BACKLOG events, paced by the client),
         // then hand over to the live feed without gap or repeat.
@@ -103,6 +139,7 @@ const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { poo
           const { sent, truncated } = await catchUp(pool, client, {
             maxBacklog: config.stream.maxBacklog,
             clientBuffer: config.stream.clientBuffer,
+            pageBytes: config.stream.clientBufferBytes,
             isClosed: () => closed,
           });
           if (truncated) {
