@@ -44,6 +44,7 @@ let metrics: Metrics;
 let metricsServer: http.Server;
 let prometheus: TestPrometheus;
 let stackEnv: NodeJS.ProcessEnv;
+let alertmanagerUrl: string;
 
 const portOf = (server: net.Server) => (server.address() as net.AddressInfo).port;
 
@@ -81,6 +82,7 @@ beforeAll(async () => {
   metricsServer = await startMetricsServer(metrics.registry, '127.0.0.1', 0, createLogger('silent'));
 
   const alertmanagerPort = await freePort();
+  alertmanagerUrl = `http://127.0.0.1:${alertmanagerPort}`;
   stackEnv = {
     ...process.env,
     STACK_DIR: path.join(dir, 'stack'),
@@ -152,3 +154,34 @@ it('delivers a warning alert to the warning receiver', async () => {
   expect(alert.annotations.runbook_url).toBe('docs/runbooks.md#crmeventscoordinatereuse');
   expect(delivered('crm-events-critical', 'CrmEventsCoordinateReuse', 'firing')).toEqual([]);
 }, 240_000);
+
+it('holds back the sink’s other alerts while CrmEventsSinkDown fires (inhibition in the running Alertmanager)', async () => {
+  // Posted as Prometheus posts them (POST /api/v2/alerts): waiting for CrmEventsSinkDown's `for: 2m` adds nothing here.
+  const endsAt = new Date(Date.now() + 10 * 60_000).toISOString();
+  const sink = { service: 'crm-events-sink', team: 'crm', severity: 'warning' };
+  const post = await fetch(`${alertmanagerUrl}/api/v2/alerts`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify([
+      {
+        labels: { alertname: 'CrmEventsSinkDown', job: 'crm-events-sink', instance: '127.0.0.1:9105', ...sink },
+        endsAt,
+      },
+      { labels: { alertname: 'CrmEventsDlqGrowing', ...sink }, endsAt },
+      { labels: { alertname: 'OtherServiceDown', service: 'billing', severity: 'warning' }, endsAt },
+    ]),
+  });
+  expect(post.status).toBe(200);
+  const state = async (alertname: string) => {
+    const res = await fetch(
+      `${alertmanagerUrl}/api/v2/alerts?filter=${encodeURIComponent(`alertname="${alertname}"`)}`,
+    );
+    const [alert] = (await res.json()) as { status: { state: string; inhibitedBy: string[] } }[];
+    return alert?.status;
+  };
+  const dlq = await eventually(async () => state('CrmEventsDlqGrowing'), 'Alertmanager to list CrmEventsDlqGrowing');
+  expect(dlq.state).toBe('suppressed');
+  expect(dlq.inhibitedBy.length).toBe(1);
+  expect(await state('CrmEventsSinkDown')).toMatchObject({ state: 'active', inhibitedBy: [] });
+  expect(await state('OtherServiceDown')).toMatchObject({ state: 'active', inhibitedBy: [] });
+});
