@@ -23,7 +23,8 @@ Operations (through the API; CRM_EVENTS_API_URL, CRM_EVENTS_TOKEN)
 
 Tools
   produce           publish test traffic (produce --help)
-  stack up|down|status|kill <component>   the Docker-free local Postgres, Kafka, Temporal and S3
+  stack up|down|status|kill <component>   the Docker-free local Postgres, Kafka, Temporal and S3 (and, when named,
+                                          Alertmanager: stack up alertmanager)
   token [--role operator] [--tenant T] [--ttl 3600]   mint a bearer token (needs AUTH_JWT_SECRET)
 
 Configuration comes from environment variables; see .env.example.`;

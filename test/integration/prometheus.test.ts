@@ -1,4 +1,3 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,6 +7,7 @@ import { createLogger } from '../../shared/logger';
 import { initAlertSeries } from '../../shared/metrics';
 import { startMetricsServer } from '../../shared/metrics-server';
 import { createApiEnv, type ApiEnv } from '../support/api';
+import { startPrometheus, type TestPrometheus } from '../support/prometheus';
 import { eventually } from '../support/sink';
 
 const REPO = path.resolve(__dirname, '../..');
@@ -20,7 +20,7 @@ const targets = dashboard.panels.flatMap((p) => (p.targets ?? []).map((t) => ({ 
 
 let env: ApiEnv;
 let metricsServer: http.Server;
-let prometheus: ChildProcess;
+let prometheus: TestPrometheus;
 let promUrl: string;
 let lagMonitor: LagMonitor;
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-prom-'));
@@ -28,8 +28,6 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-prom-'));
 const portOf = (server: http.Server) => (server.address() as { port: number }).port;
 
 beforeAll(async () => {
-  if (!fs.existsSync('/usr/bin/prometheus'))
-    throw new Error('prometheus is not installed: apt-get install prometheus (scripts/test.sh does)');
   env = await createApiEnv('prom');
   initAlertSeries(env.h.metrics);
   // Lag is the lag monitor's (outside the data path), as in the service.
@@ -43,32 +41,20 @@ beforeAll(async () => {
   });
   metricsServer = await startMetricsServer(env.h.metrics.registry, '127.0.0.1', 0, createLogger('silent'));
   await env.app.listen({ host: '127.0.0.1', port: 0 });
-  // The repository's native configuration, pointed at this test's ports, scraping every second.
-  const config = fs
-    .readFileSync(path.join(REPO, 'monitoring/prometheus.native.yml'), 'utf8')
-    .replace('127.0.0.1:9105', `127.0.0.1:${portOf(metricsServer)}`)
-    .replace('127.0.0.1:9106', `127.0.0.1:${portOf(env.app.server)}`)
-    .replace(/scrape_interval: \d+s/, 'scrape_interval: 1s')
-    .replace(/evaluation_interval: \d+s/, 'evaluation_interval: 1s')
-    .replace('rules/*.yml', path.join(REPO, 'monitoring/rules/*.yml'));
-  fs.writeFileSync(path.join(dir, 'prometheus.yml'), config);
-  const port = 19_090 + Math.floor(Math.random() * 500);
-  promUrl = `http://127.0.0.1:${port}`;
-  prometheus = spawn(
-    '/usr/bin/prometheus',
-    [
-      `--config.file=${path.join(dir, 'prometheus.yml')}`,
-      `--storage.tsdb.path=${path.join(dir, 'data')}`,
-      `--web.listen-address=127.0.0.1:${port}`,
-    ],
-    { stdio: 'ignore' },
+  // The repository's native configuration, pointed at this test's ports, scraping every second; no Alertmanager: this
+  // test's alerts must not reach a local one (and its webhook). test/integration/alertmanager.test.ts has one.
+  prometheus = await startPrometheus(dir, (config) =>
+    config
+      .replace('127.0.0.1:9105', `127.0.0.1:${portOf(metricsServer)}`)
+      .replace('127.0.0.1:9106', `127.0.0.1:${portOf(env.app.server)}`)
+      .replace(/^alerting:\n(?: .*\n)+/m, ''),
   );
-  await eventually(async () => (await fetch(`${promUrl}/-/ready`)).ok, 'Prometheus to be ready', 60_000);
+  promUrl = prometheus.url;
 });
 
 afterAll(async () => {
   await lagMonitor?.stop();
-  prometheus?.kill('SIGTERM');
+  prometheus?.stop();
   metricsServer?.close();
   await env?.close();
   fs.rmSync(dir, { recursive: true, force: true });
@@ -92,6 +78,8 @@ it('scrapes both jobs and loads every alert rule from the repository', async () 
     'CrmEventsCoordinateReuse',
     'CrmEventsDlqEntriesParked',
     'CrmEventsDlqGrowing',
+    'CrmEventsJournalMaintenanceStale',
+    'CrmEventsJournalStrayRows',
     'CrmEventsPartitionStalled',
     'CrmEventsPersistenceStalled',
     'CrmEventsReplayFailures',

@@ -1,4 +1,6 @@
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { parse } from 'yaml';
 import { DEFAULTS, loadConfig } from '../../shared/config';
@@ -21,6 +23,7 @@ interface Service {
   healthcheck?: { test: string[] | string; interval?: string; timeout?: string; retries?: number };
   depends_on?: Record<string, { condition: string }> | string[];
   restart?: string;
+  extra_hosts?: string[];
 }
 
 const compose = parse(read('docker-compose.yml')) as { services: Record<string, Service>; volumes?: object };
@@ -66,6 +69,7 @@ describe('docker-compose.yml', () => {
   it('runs the whole stack', () => {
     expect(Object.keys(services).sort()).toEqual(
       [
+        'alertmanager',
         'crm-events-sink',
         'grafana',
         'kafka',
@@ -89,6 +93,7 @@ describe('docker-compose.yml', () => {
     ['temporal', 7233, 7233],
     ['temporal-ui', 8233, 8080],
     ['prometheus', 9090, 9090],
+    ['alertmanager', 9093, 9093],
     ['grafana', 3000, 3000],
     ['crm-events-sink', 9105, 9105],
     ['crm-events-sink', 9106, 9106],
@@ -133,8 +138,9 @@ describe('docker-compose.yml', () => {
     );
     expect(Object.keys(dependsOn('temporal'))).toEqual(['temporal-db']);
     expect(Object.keys(dependsOn('temporal-ui'))).toEqual(['temporal']);
-    // Prometheus must keep running while the sink is down, or CrmEventsSinkDown could never fire.
+    // Prometheus and Alertmanager must keep running while the sink is down, or CrmEventsSinkDown could never fire.
     expect(services.prometheus.depends_on).toBeUndefined();
+    expect(services.alertmanager.depends_on).toBeUndefined();
   });
 
   it('gives the sink only variables of .env.example, and a configuration that loads', () => {
@@ -229,6 +235,57 @@ describe('docker-compose.yml', () => {
     const targets = Object.fromEntries(prom.scrape_configs.map((j) => [j.job_name, j.static_configs[0].targets]));
     expect(targets['crm-events-sink']).toEqual([`crm-events-sink:${DEFAULTS.METRICS_PORT}`]);
     expect(targets['crm-events-sink-api']).toEqual([`crm-events-sink:${DEFAULTS.API_PORT}`]);
+  });
+
+  it('has Prometheus send its alerts to the alertmanager service, which runs monitoring/alertmanager.yml', () => {
+    const prom = parse(read('monitoring/prometheus.yml')) as {
+      alerting: { alertmanagers: { static_configs: { targets: string[] }[] }[] };
+    };
+    expect(prom.alerting.alertmanagers.flatMap((a) => a.static_configs.flatMap((c) => c.targets))).toEqual([
+      'alertmanager:9093',
+    ]);
+    const am = services.alertmanager;
+    expect(am.image).toMatch(/^prom\/alertmanager:v0\.\d+\.\d+$/);
+    expect(am.volumes).toContain('./monitoring/alertmanager.yml:/etc/alertmanager/alertmanager.yml:ro');
+    expect(am.volumes).toContain('alertmanager-data:/alertmanager');
+    expect(Object.keys(compose.volumes ?? {})).toContain('alertmanager-data');
+    // The default receiver is on the host (docker's host-gateway), where `docker compose` runs.
+    expect(interpolate(String(am.environment!.ALERT_WEBHOOK_URL), {})).toBe('http://host.docker.internal:5001/alerts');
+    expect(interpolate(String(am.environment!.ALERT_WEBHOOK_URL), { ALERT_WEBHOOK_URL: 'https://x/y' })).toBe(
+      'https://x/y',
+    );
+    expect(am.extra_hosts).toEqual(['host.docker.internal:host-gateway']);
+  });
+
+  it("has Alertmanager's entrypoint put ALERT_WEBHOOK_URL in every receiver, in a configuration amtool accepts", () => {
+    // The entrypoint script as the container's sh gets it ($$ is compose's escape for $), with its paths moved to a
+    // scratch directory and the final exec replaced by amtool's check of the rendered file (Debian's amtool).
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'crm-compose-am-'));
+    const rendered = path.join(dir, 'alertmanager.yml');
+    const url = 'https://hooks.example.com/crm?team=crm&sig=a#b\\c';
+    try {
+      const script = [services.alertmanager.command ?? []]
+        .flat()
+        .join('\n')
+        .replace(/\$\$/g, '$')
+        .replace('/etc/alertmanager/alertmanager.yml', path.join(ROOT, 'monitoring/alertmanager.yml'))
+        .replace(/ \/alertmanager\/alertmanager\.yml\n/, ` ${rendered}\n`)
+        .replace(/exec \/bin\/alertmanager[\s\S]*$/, `exec amtool check-config ${rendered}`);
+      expect(services.alertmanager.entrypoint).toEqual(['/bin/sh', '-c']);
+      const run = spawnSync('/bin/sh', ['-c', script], {
+        encoding: 'utf8',
+        env: { ...process.env, ALERT_WEBHOOK_URL: url },
+      });
+      expect({ status: run.status, output: `${run.stdout}${run.stderr}` }).toMatchObject({ status: 0 });
+      const config = parse(fs.readFileSync(rendered, 'utf8')) as {
+        receivers: { webhook_configs: { url: string }[] }[];
+      };
+      const urls = config.receivers.flatMap((r) => r.webhook_configs.map((w) => w.url));
+      expect(urls.length).toBeGreaterThan(0);
+      for (const u of urls) expect(u).toBe(url);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -50,6 +50,7 @@ interface ScrapeConfig {
 interface PrometheusConfig {
   global: { scrape_interval: string };
   rule_files: string[];
+  alerting: { alertmanagers: { static_configs: { targets: string[] }[] }[] };
   scrape_configs: ScrapeConfig[];
 }
 
@@ -271,10 +272,11 @@ describe('Prometheus configuration', () => {
     expect(job(config, 'crm-events-sink-api').metrics_path ?? '/metrics').toBe('/metrics');
   });
 
-  it('differs between compose and native only in the scrape targets', () => {
+  it('differs between compose and native only in the scrape and Alertmanager targets', () => {
     const strip = (c: PrometheusConfig) => ({
       ...c,
       scrape_configs: c.scrape_configs.map((j) => ({ ...j, static_configs: [] })),
+      alerting: { alertmanagers: c.alerting.alertmanagers.map((a) => ({ ...a, static_configs: [] })) },
     });
     expect(strip(native)).toEqual(strip(compose));
   });
