@@ -1,5 +1,6 @@
 import { defineQuery, defineSignal } from '@temporalio/workflow';
 import type { WORKFLOW_END_STATUSES } from '../journal/kinds';
+import type { ArchivePosition } from '../activities/archive-range';
 import type { RangeCountSummary } from '../activities/range';
 import type { RefusedEvent } from '../activities/replay';
 
@@ -78,6 +79,11 @@ export interface RangeState {
   maxEventsPerSecond: number | null;
   /** Events not replayed because their own topic is not an allowed target, by topic (absent in older runs). */
   refusedTopics?: Record<string, number>;
+  /**
+   * Cold replay: the archived segments pinned when the range was planned, read before the journal, and where the
+   * archive pass is (absent in runs started before cold replay, and when no segment holds part of the range).
+   */
+  archive?: { segments: string[]; position: ArchivePosition };
 }
 
 export interface ReplayProgress {

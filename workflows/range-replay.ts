@@ -3,6 +3,7 @@ import {
   ContinueAsNew,
   continueAsNew,
   isCancellation,
+  patched,
   proxyActivities,
   setHandler,
   sleep,
@@ -23,7 +24,7 @@ import {
 import { addRefusedTopics, refusedTopicsNote } from './refused-topics';
 import { recordFailure } from './replay-event';
 
-const { planRange, countRangeEvents, replayRangePage } = proxyActivities<Activities>(pageOptions);
+const { planRange, countRangeEvents, replayRangePage, replayArchivePage } = proxyActivities<Activities>(pageOptions);
 const { recordReplayStarted, recordReplayFinished } = proxyActivities<Activities>(auditOptions);
 
 /** Activity calls per run before continuing as new, so that history stays small however long the range. */
@@ -41,7 +42,21 @@ export const CHUNK_BUDGET_MS = 2_000;
 export const PAGES_PER_CALL = 100;
 
 /**
- * Replays every journal row in [start, end) matching the filters, in keyset pages: a chunk of consecutive pages per
+ * One call of the archive pass reads on for about this long (or ARCHIVE_PAGES_PER_CALL pages). Longer than a journal
+ * chunk because a new call reopens its segment and reads past the rows already sent; pause and a new rate apply
+ * within about this long, cancel at the next page (it arrives with a heartbeat).
+ */
+export const ARCHIVE_CHUNK_BUDGET_MS = 20_000;
+
+/** Most pages per call of the archive pass (default when `pagesPerCall` is not given). */
+export const ARCHIVE_PAGES_PER_CALL = 1_000;
+
+/** Marks histories whose range replay may read the archive (cold replay) before the journal. */
+export const COLD_REPLAY_PATCH = 'cold-replay';
+
+/**
+ * Replays every row received in [start, end) matching the filters: first the rows archived out of the journal
+ * (docs/lifecycle.md, "Cold replay"), segment by segment, then the journal's matching the filters, in keyset pages: a chunk of consecutive pages per
  * activity call, or under a rate limit one page of at most a second's worth per call followed by a durable timer.
  * Pause, resume and a new rate arrive as signals and apply between calls; cancel is Temporal cancellation; progress
  * is a query. Continues as new when the history grows, carrying its cursor and counters.
@@ -73,6 +88,7 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
   }
 
   const planned = input.state ? undefined : await planRange(selection);
+  const cold = planned?.segments?.length && patched(COLD_REPLAY_PATCH) ? planned.segments : undefined;
   const state: RangeState = input.state ?? {
     cursor: 0,
     maxId: planned!.filter.maxId,
@@ -83,6 +99,7 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
     startedAt: Date.now(),
     paused: false,
     maxEventsPerSecond: input.maxEventsPerSecond ?? null,
+    ...(cold ? { archive: { segments: cold, position: { index: 0, lastId: 0, generation: 0 } } } : {}),
   };
   let finished: ReplayProgress['status'] | undefined;
   const progress = (): ReplayProgress => {
@@ -114,23 +131,37 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
       await condition(() => !state.paused);
       const rate = state.maxEventsPerSecond;
       const began = Date.now();
-      const chunk = await replayRangePage({
+      const common = {
         filter,
-        cursor: state.cursor,
         limit: rate ? Math.max(1, Math.min(pageSize, Math.ceil(rate))) : pageSize,
-        maxPages: rate ? 1 : pagesPerCall,
-        budgetMs: rate ? undefined : CHUNK_BUDGET_MS,
         source: input.source,
         replayId: workflowId,
         targetTopic: input.targetTopic,
         tenantScoped: input.tenantScoped,
-      });
-      state.cursor = chunk.cursor;
+      };
+      const archive = state.archive && state.archive.position.index < state.archive.segments.length;
+      const chunk = archive
+        ? await replayArchivePage({
+            ...common,
+            segments: state.archive!.segments,
+            position: state.archive!.position,
+            maxPages: input.pagesPerCall ?? ARCHIVE_PAGES_PER_CALL,
+            budgetMs: ARCHIVE_CHUNK_BUDGET_MS,
+            maxEventsPerSecond: rate ?? undefined,
+          })
+        : await replayRangePage({
+            ...common,
+            cursor: state.cursor,
+            maxPages: rate ? 1 : pagesPerCall,
+            budgetMs: rate ? undefined : CHUNK_BUDGET_MS,
+          });
+      if ('position' in chunk) state.archive!.position = chunk.position;
+      else state.cursor = chunk.cursor;
       if (chunk.refusedTopics) addRefusedTopics((state.refusedTopics ??= {}), chunk.refusedTopics);
       state.published += chunk.published;
       state.failed += chunk.failed;
       state.pages += chunk.pages ?? 1; // results recorded before chunks were one page without a count
-      if (chunk.done) break;
+      if (!('position' in chunk) && chunk.done) break;
       if (rate) {
         const due = (chunk.read / rate) * 1000 - (Date.now() - began);
         if (due > 0) await sleep(due);
