@@ -8,6 +8,7 @@ import {
   type ArchiveRow,
   type ArchiveStore,
   type RowFilter,
+  type SegmentManifest,
 } from '../archive';
 import { refusalOf, toReplayMessage, type Lineage } from '../journal/lineage';
 import {
@@ -29,6 +30,9 @@ const HEARTBEAT_EVERY_ROWS = 10_000;
 /** Archived rows looked up in the journal at once while a range's archive is counted. */
 const COUNT_BATCH = 1_000;
 
+/** Segments archived this long before a plan are looked at again after the journal pass: clocks of workers differ. */
+const CLOCK_SKEW_MS = 10 * 60_000;
+
 /** The archive's rows a range selects: the conditions of the journal's range query (repository/event-journal.ts). */
 export function archiveRowFilter(filter: RangeFilter): RowFilter {
   return {
@@ -41,51 +45,60 @@ export function archiveRowFilter(filter: RangeFilter): RowFilter {
   };
 }
 
-/** What a range holds in the archive: the segments with matching rows (in replay order) and the counts. */
+/** A segment holding rows of a range: how many the archive alone holds, and how many the journal holds too. */
+export interface ArchivedSegment {
+  segment: string;
+  rows: number;
+  journaled: number;
+}
+
+/** What a range holds in the archive: its segments (oldest first) and the archive-only rows by topic and tenant. */
 export interface ArchivedRange {
-  segments: string[];
+  segments: ArchivedSegment[];
   counts: RangeCount[];
 }
 
 /**
- * Counts a range's archived rows by topic and tenant, reading every segment whose manifest may hold some (streamed).
- * A row the journal still holds (an archiving that stopped before its drop) is the journal's, not counted here.
- * Segments come oldest first: by their smallest id, then by name.
+ * Counts a range's archived rows by topic and tenant, reading every segment whose manifest may hold some (streamed),
+ * or only those `include` accepts. A row the journal still holds (an archiving that stopped before its drop) is the
+ * journal's: counted apart, per segment. Segments come oldest first: by their smallest id, then by name.
  */
 export async function countArchivedRange(
   archive: ArchiveStore,
   db: Queryable,
   filter: RangeFilter,
   heartbeat: (details: unknown) => void,
+  include: (manifest: SegmentManifest) => boolean = () => true,
 ): Promise<ArchivedRange> {
   const rowFilter = archiveRowFilter(filter);
   const manifests = (await listSegments(archive))
-    .filter((m) => segmentMayMatch(m, rowFilter))
+    .filter((m) => include(m) && segmentMayMatch(m, rowFilter))
     .sort((a, b) => a.id!.min - b.id!.min || (a.segment < b.segment ? -1 : 1));
   const tally = new Map<string, RangeCount>();
-  const segments: string[] = [];
+  const segments: ArchivedSegment[] = [];
   for (const manifest of manifests) {
-    let found = 0;
+    const found: ArchivedSegment = { segment: manifest.segment, rows: 0, journaled: 0 };
     let batch: ArchiveRow[] = [];
     const flush = async () => {
       const journaled = await journaledIds(db, batch);
+      found.journaled += journaled.size;
       for (const row of batch) {
         if (journaled.has(row.id)) continue;
-        found++;
+        found.rows++;
         const key = JSON.stringify([row.topic, row.tenant_id]);
         const count = tally.get(key) ?? { topic: row.topic, tenant_id: row.tenant_id, events: 0 };
         count.events++;
         tally.set(key, count);
       }
       batch = [];
-      heartbeat({ segment: manifest.segment, found });
+      heartbeat(found);
     };
     for await (const row of readArchived(archive, manifest, rowMatcher(rowFilter), heartbeat)) {
       batch.push(row);
       if (batch.length >= COUNT_BATCH) await flush();
     }
     await flush();
-    if (found > 0) segments.push(manifest.segment);
+    if (found.rows + found.journaled > 0) segments.push(found);
   }
   const counts = [...tally.values()].sort((a, b) =>
     a.topic === b.topic ? (a.tenant_id < b.tenant_id ? -1 : 1) : a.topic < b.topic ? -1 : 1,
@@ -144,6 +157,32 @@ export function createArchiveRangeActivities({
   log,
 }: ActivityDeps) {
   return {
+    /**
+     * The segments a range replay reads after its journal pass: those it deferred when it was planned (the journal
+     * held some of their rows), and those archived since (maintenance moved rows of the range out of the journal while
+     * it ran), when they hold rows the journal no longer does. A row moved after the journal pass had sent it is sent
+     * again from here: never lost, possibly twice (docs/lifecycle.md, "Cold replay").
+     */
+    async planLateArchive(input: {
+      filter: RangeFilter;
+      read: string[];
+      deferred: string[];
+      plannedAt: string;
+    }): Promise<string[]> {
+      const ctx = Context.current();
+      const read = new Set(input.read);
+      const deferred = new Set(input.deferred);
+      const since = new Date(Date.parse(input.plannedAt) - CLOCK_SKEW_MS).toISOString();
+      const late = await countArchivedRange(
+        archive,
+        pool,
+        input.filter,
+        (details) => ctx.heartbeat(details),
+        (m) => deferred.has(m.segment) || (!read.has(m.segment) && m.created_at >= since),
+      );
+      return late.segments.filter((s) => s.rows > 0).map((s) => s.segment);
+    },
+
     /**
      * Replays the next pages of the range's archived rows, segment after segment, each page sent in one producer call
      * and heartbeated with its position, until the last segment ends, `maxPages` pages or `budgetMs`. Under a rate the
@@ -275,7 +314,7 @@ async function nextPage(db: Queryable, rows: AsyncGenerator<ArchiveRow>, limit: 
  */
 async function* readArchived(
   archive: ArchiveStore,
-  manifest: Parameters<typeof readSegment>[1],
+  manifest: SegmentManifest,
   matches: (row: ArchiveRow) => boolean,
   beat: (details: unknown) => void,
 ): AsyncGenerator<ArchiveRow> {

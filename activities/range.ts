@@ -19,12 +19,16 @@ export interface RangeCountSummary {
   archived_segments?: string[];
 }
 
-/** A range pinned for replay: the journal filter, the archived segments it reads first, and how many rows in all. */
+/** A range pinned for replay: the journal filter, the archived segments it reads, and how many rows in all. */
 export interface PlannedRange {
   filter: RangeFilter;
   total: number;
-  /** Segments with matching rows, in replay order (absent in plans recorded before cold replay). */
+  /** Segments read before the journal, in replay order (absent in plans recorded before cold replay). */
   segments?: string[];
+  /** Segments read after the journal pass, because the journal still held some of their rows. */
+  deferred?: string[];
+  /** When the plan listed the archive (ISO 8601): segments archived since are looked at after the journal pass. */
+  plannedAt?: string;
   archived?: number;
 }
 
@@ -74,9 +78,17 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
      * segments holding some of it, and counts it.
      */
     async planRange(selection: RangeSelection): Promise<PlannedRange> {
+      const plannedAt = new Date().toISOString();
       const { filter, journal, archived } = await countAll(selection);
       const archivedRows = sum(archived.counts);
-      return { filter, total: sum(journal) + archivedRows, segments: archived.segments, archived: archivedRows };
+      return {
+        filter,
+        total: sum(journal) + archivedRows,
+        segments: archived.segments.filter((s) => s.journaled === 0).map((s) => s.segment),
+        deferred: archived.segments.filter((s) => s.journaled > 0).map((s) => s.segment),
+        plannedAt,
+        archived: archivedRows,
+      };
     },
 
     async countRangeEvents(selection: RangeSelection): Promise<RangeCountSummary> {
@@ -87,7 +99,8 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
         summary.by_topic[topic] = (summary.by_topic[topic] ?? 0) + events;
         summary.by_tenant[tenant_id] = (summary.by_tenant[tenant_id] ?? 0) + events;
       }
-      return { ...summary, archived: sum(archived.counts), archived_segments: archived.segments };
+      const segments = archived.segments.filter((s) => s.rows > 0).map((s) => s.segment);
+      return { ...summary, archived: sum(archived.counts), archived_segments: segments };
     },
 
     /**

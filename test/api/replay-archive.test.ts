@@ -1,7 +1,7 @@
 import { createArchiveStore } from '../../archive';
 import { createApiEnv, type ApiEnv } from '../support/api';
 import { seedJournal } from '../support/journal';
-import { archiveWindow } from '../support/journal-archive';
+import { archiveWindow } from '../../bench/support/archive';
 
 // POST /replay/range with dry_run over a window part archived, part in the journal: the API answers with counts
 // that include the archived events (and says how many are archived, and where), from the real worker's activities.

@@ -7,9 +7,9 @@ import type { ArchiveChunkResult } from '../../activities/archive-range';
 import type { PlannedRange } from '../../activities/range';
 import { LINEAGE_HEADERS, lineageProof } from '../../journal/lineage';
 import { ensureTopics } from '../../shared/kafka';
-import type { RangeReplayInput, RangeReplayResult } from '../../workflows/definitions';
-import { archiveWindow } from '../support/journal-archive';
-import { createSinkHarness, type SinkHarness } from '../support/sink';
+import { progressQuery, type RangeReplayInput, type RangeReplayResult } from '../../workflows/definitions';
+import { archiveWindow } from '../../bench/support/archive';
+import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
 import { activityDeps, testServerPath, workflowBundle } from '../support/temporal';
 
 // Cold replay (docs/lifecycle.md): a range replay whose window covers archived time, with the real activities on a
@@ -46,7 +46,7 @@ const taskQueue = 'cold-replay-test';
 const seeded: Seeded[] = [];
 const archivedIds = new Set<number>();
 let fromPostgres: Map<number, RawMessage>;
-const hotReplayId = 'cold-test-from-postgres';
+let hotReplayId: string;
 /** The producer's sends fail once when they reach this count (an injected broker failure). */
 const failure = { sends: 0, at: undefined as number | undefined, failed: 0 };
 
@@ -69,12 +69,8 @@ beforeAll(async () => {
   seeded.sort((a, b) => a.id - b.id);
 
   // What a replay from Postgres sends for every row, before any is archived.
-  const hot = await replay(
-    { start: '2000-01-01T00:00:00Z', end: '2100-01-01T00:00:00Z', includeReplays: true },
-    {
-      workflowId: hotReplayId,
-    },
-  );
+  const hot = await replay({ start: '2000-01-01T00:00:00Z', end: '2100-01-01T00:00:00Z', includeReplays: true });
+  hotReplayId = hot.workflowId;
   fromPostgres = new Map((await hot.messages()).map((m) => [m.from, m]));
   expect(fromPostgres.size).toBe(seeded.length);
 
@@ -160,12 +156,9 @@ async function seedMonth(label: string, from: Date): Promise<Seeded[]> {
 
 let runs = 0;
 
-/** Runs a range replay to a fresh topic of its own; `messages()` reads back what it sent. */
-async function replay(
-  range: Partial<RangeReplayInput> & { start: string; end: string },
-  opts: { workflowId?: string } = {},
-) {
-  const workflowId = opts.workflowId ?? `cold-test-${++runs}`;
+/** Starts a range replay to a fresh topic of its own. */
+async function startReplay(range: Partial<RangeReplayInput> & { start: string; end: string }) {
+  const workflowId = `cold-test-${++runs}`;
   const targetTopic = `${h.topics.leads}.${workflowId}`;
   if (!range.dryRun) await ensureTopics(h.kafka, [targetTopic], 3);
   const handle = await testEnv.client.workflow.start('rangeReplayWorkflow', {
@@ -174,13 +167,21 @@ async function replay(
     args: [{ source: 'range', targetTopic, ...range }],
     workflowExecutionTimeout: '30m',
   });
-  const result = (await handle.result()) as RangeReplayResult & { published: number; matched: number };
   return {
     handle,
-    result,
     workflowId,
-    messages: () => readRaw(h.kafka, targetTopic, result.published),
+    /** Its result, and what it sent (read back from its topic). */
+    finished: async () => {
+      const result = (await handle.result()) as RangeReplayResult & { published: number; matched: number };
+      return { result, messages: () => readRaw(h.kafka, targetTopic, result.published) };
+    },
   };
+}
+
+/** Runs a range replay to its end. */
+async function replay(range: Partial<RangeReplayInput> & { start: string; end: string }) {
+  const started = await startReplay(range);
+  return { ...started, ...(await started.finished()) };
 }
 
 /** Every message of a topic, raw. */
@@ -215,6 +216,13 @@ function headerPairs(headers: IHeaders): Array<[string, string | null]> {
   );
 }
 
+/** Every row, originals and replays, received from `start` to now. */
+const fromUntilNow = (start: string) => ({
+  start,
+  end: new Date(Date.now() + 3_600_000).toISOString(),
+  includeReplays: true,
+});
+
 const ascending = (ids: number[]) => [...ids].sort((a, b) => a - b);
 
 /** The seeded rows a range selects, by the same rules as the journal's query. */
@@ -247,11 +255,7 @@ function comparable(message: RawMessage, replayId: string) {
 }
 
 it('a window over archived and journal time replays every row once, each byte for byte as from Postgres', async () => {
-  const range = {
-    start: '2025-01-10T00:00:00Z',
-    end: new Date(Date.now() + 3_600_000).toISOString(),
-    includeReplays: true,
-  };
+  const range = fromUntilNow('2025-01-10T00:00:00Z');
   const expected = expectedIds(range);
   const fromArchive = expected.filter((id) => archivedIds.has(id));
   expect(fromArchive.length).toBeGreaterThan(PER_MONTH); // part of January, all of February
@@ -374,6 +378,27 @@ it('a retried archive chunk resumes from its last heartbeat: pages heartbeated a
   const expected = expectedIds({ start: '2000-01-01T00:00:00Z', end: '2025-03-01T00:00:00Z' });
   expect(plan.total).toBe(expected.length);
   expect(ascending((await readRaw(h.kafka, targetTopic, expected.length)).map((m) => m.from))).toEqual(expected);
+});
+
+it('rows maintenance archives while a replay runs are sent from the archive after the journal pass', async () => {
+  const range = fromUntilNow('2025-03-01T00:00:00Z');
+  const expected = expectedIds(range);
+  // Ten events a second: the journal pass is in March (lower ids) for seconds; meanwhile the recent rows, not yet
+  // reached, are archived and removed, as a maintenance run would.
+  const started = await startReplay({ ...range, maxEventsPerSecond: 10 });
+  await eventually(async () => (await started.handle.query(progressQuery)).published >= 10, 'ten events sent');
+  const manifest = await archiveWindow(h.pool, store, {
+    segment: 'cold-recent',
+    from: '2025-04-01T00:00:00Z',
+    before: range.end,
+  });
+  expect(manifest.rows).toBe(PER_MONTH);
+  expect((await started.handle.query(progressQuery)).published).toBeLessThan(PER_MONTH);
+  for (const row of seeded) if (row.received_at >= new Date('2025-04-01')) archivedIds.add(row.id);
+
+  const { result, messages } = await started.finished();
+  expect(result).toMatchObject({ matched: expected.length, published: expected.length });
+  expect(ascending((await messages()).map((m) => m.from))).toEqual(expected);
 });
 
 it('rows both archived and still journaled (archive done, drop not) are sent once, and counted once', async () => {

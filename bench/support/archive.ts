@@ -4,6 +4,7 @@ import { journalArchiveRows } from '../../repository/journal-archive';
 import { withTransaction, type Pool } from '../../shared/db';
 
 /**
+ * (The benchmarks' and the tests' way to put part of a journal in the archive without running maintenance.)
  * Archives the journal rows received in [from, before) as one segment the way maintenance does (one snapshot for
  * the count and the rows, the segment verified before its manifest), then deletes them from the journal — unless
  * `keep`, the state a crash between the archive and the drop leaves behind.
