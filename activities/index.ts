@@ -1,3 +1,4 @@
+import { createArchiveRangeActivities } from './archive-range';
 import { createAuditActivities } from './audit';
 import type { ActivityDeps } from './deps';
 import { createDlqActivities } from './dlq-retry';
@@ -14,6 +15,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createAuditActivities(deps),
     ...createReplayActivities(deps),
     ...createRangeActivities(deps),
+    ...createArchiveRangeActivities(deps),
     ...createDlqActivities(deps),
     ...createMaintenanceActivities(deps),
     ...createErasureActivities(deps),

@@ -1,15 +1,35 @@
 import { Context } from '@temporalio/activity';
-import { countRange, maxEventId, rangePage, type RangeFilter } from '../repository/event-journal';
+import { countRange, maxEventId, rangePage, type RangeCount, type RangeFilter } from '../repository/event-journal';
 import type { ActivityDeps } from './deps';
 import { refusalOf, toReplayMessage, type Lineage } from '../journal/lineage';
 import { publishMessages } from './publish';
 import { ownTopicCheck, withRefusedTopics } from './own-topic';
+import { countArchivedRange } from './archive-range';
+import { prefetch } from './prefetch';
 
-/** What a dry run reports: matching events in all, by topic and by tenant. */
+/**
+ * What a dry run reports: matching events in all (journal and archive), by topic and by tenant; and of them, how many
+ * are archived and in which segments (absent from results of workflows that ran before cold replay).
+ */
 export interface RangeCountSummary {
   matched: number;
   by_topic: Record<string, number>;
   by_tenant: Record<string, number>;
+  archived?: number;
+  archived_segments?: string[];
+}
+
+/** A range pinned for replay: the journal filter, the archived segments it reads, and how many rows in all. */
+export interface PlannedRange {
+  filter: RangeFilter;
+  total: number;
+  /** Segments read before the journal, in replay order (absent in plans recorded before cold replay). */
+  segments?: string[];
+  /** Segments read after the journal pass, because the journal still held some of their rows. */
+  deferred?: string[];
+  /** When the plan listed the archive (ISO 8601): segments archived since are looked at after the journal pass. */
+  plannedAt?: string;
+  archived?: number;
 }
 
 export type RangeSelection = Omit<RangeFilter, 'maxId'>;
@@ -43,24 +63,44 @@ export interface RangeChunkResult {
 }
 
 /** Range replay: plan (pin and count the range), dry-run counts, and a chunk of consecutive keyset pages per call. */
-export function createRangeActivities({ pool, producer, metrics, config, lineageKey }: ActivityDeps) {
+export function createRangeActivities({ pool, producer, metrics, config, lineageKey, archive }: ActivityDeps) {
+  /** The range's rows in the journal (pinned at its newest id) and in the archive, counted by topic and tenant. */
+  const countAll = async (selection: RangeSelection) => {
+    const filter = { ...selection, maxId: await maxEventId(pool) };
+    const journal = await countRange(pool, filter);
+    const ctx = Context.current();
+    const archived = await countArchivedRange(archive, pool, filter, (details) => ctx.heartbeat(details));
+    return { filter, journal, archived };
+  };
   return {
-    /** Pins the range to the journal as it is now (replays journaled meanwhile are never picked up) and counts it. */
-    async planRange(selection: RangeSelection): Promise<{ filter: RangeFilter; total: number }> {
-      const filter = { ...selection, maxId: await maxEventId(pool) };
-      const counts = await countRange(pool, filter);
-      return { filter, total: counts.reduce((sum, c) => sum + c.events, 0) };
+    /**
+     * Pins the range to the journal as it is now (replays journaled meanwhile are never picked up) and to the archive
+     * segments holding some of it, and counts it.
+     */
+    async planRange(selection: RangeSelection): Promise<PlannedRange> {
+      const plannedAt = new Date().toISOString();
+      const { filter, journal, archived } = await countAll(selection);
+      const archivedRows = sum(archived.counts);
+      return {
+        filter,
+        total: sum(journal) + archivedRows,
+        segments: archived.segments.filter((s) => s.journaled === 0).map((s) => s.segment),
+        deferred: archived.segments.filter((s) => s.journaled > 0).map((s) => s.segment),
+        plannedAt,
+        archived: archivedRows,
+      };
     },
 
     async countRangeEvents(selection: RangeSelection): Promise<RangeCountSummary> {
-      const counts = await countRange(pool, { ...selection, maxId: await maxEventId(pool) });
+      const { journal, archived } = await countAll(selection);
       const summary: RangeCountSummary = { matched: 0, by_topic: {}, by_tenant: {} };
-      for (const { topic, tenant_id, events } of counts) {
+      for (const { topic, tenant_id, events } of [...journal, ...archived.counts]) {
         summary.matched += events;
         summary.by_topic[topic] = (summary.by_topic[topic] ?? 0) + events;
         summary.by_tenant[tenant_id] = (summary.by_tenant[tenant_id] ?? 0) + events;
       }
-      return summary;
+      const segments = archived.segments.filter((s) => s.rows > 0).map((s) => s.segment);
+      return { ...summary, archived: sum(archived.counts), archived_segments: segments };
     },
 
     /**
@@ -120,8 +160,4 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
   };
 }
 
-/** Marks a read started ahead as handled, so that leaving it behind (failed send, cancellation) is not an error. */
-function prefetch<T>(promise: Promise<T>): Promise<T> {
-  promise.catch(() => undefined);
-  return promise;
-}
+const sum = (counts: RangeCount[]) => counts.reduce((total, c) => total + c.events, 0);

@@ -4,6 +4,7 @@ import type { PoolClient } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { copyTextLine } from './copy-text';
 import { LINEAGE_FIELDS } from '../journal/kinds';
+import type { JournalArchiveRow } from './journal-archive';
 import type { Queryable } from './queryable';
 import { sameAsLegacy, type StoredRecord } from './stored-records';
 
@@ -200,8 +201,14 @@ export interface ReplayRow {
   legacy: boolean;
 }
 
+/**
+ * The text a replay sends for a jsonb payload: without lineage, as Postgres prints it. One expression for journal
+ * rows and archived ones, so that both send the same bytes.
+ */
+const replayPayloadText = (jsonb: string) => `(${jsonb} - '{${LINEAGE_FIELDS.join(',')}}'::text[])::text`;
+
 const REPLAY_COLUMNS = `id, tenant_id, topic, replay_count,
-  (payload - '{${LINEAGE_FIELDS.join(',')}}'::text[])::text AS payload_text, kafka_key, kafka_key_bytes, kafka_headers,
+  ${replayPayloadText('payload')} AS payload_text, kafka_key, kafka_key_bytes, kafka_headers,
   content_hash IS NULL AS legacy`;
 
 /** Replay rows for the given ids, in id order; ids that do not exist are simply absent. */
@@ -211,6 +218,53 @@ export async function replayRows(db: Queryable, ids: number[]): Promise<ReplayRo
     [ids],
   );
   return rows;
+}
+
+/**
+ * The replay rows of archived journal rows (archive/ keeps each column as lossless text), in the order given: the
+ * payload goes through the same expression as a journal row's (replayPayloadText), so a row replayed from the archive
+ * sends the bytes it would have sent from the journal. Nothing is parsed in Node but the headers (names and base64).
+ */
+export async function archivedReplayRows(db: Queryable, rows: JournalArchiveRow[]): Promise<ReplayRow[]> {
+  if (rows.length === 0) return [];
+  const { rows: texts } = await db.query<{ payload_text: string }>(
+    `SELECT ${replayPayloadText('p::jsonb')} AS payload_text FROM unnest($1::text[]) WITH ORDINALITY AS u(p, n)
+      ORDER BY n`,
+    [rows.map((row) => row.payload)],
+  );
+  return rows.map((row, i) => ({
+    id: row.id,
+    tenant_id: row.tenant_id,
+    topic: row.topic,
+    replay_count: row.replay_count,
+    payload_text: texts[i].payload_text,
+    kafka_key: row.kafka_key,
+    kafka_key_bytes: row.kafka_key_bytes === null ? null : Buffer.from(row.kafka_key_bytes, 'base64'),
+    kafka_headers: row.kafka_headers === null ? null : (JSON.parse(row.kafka_headers) as unknown),
+    legacy: row.content_hash === null,
+  }));
+}
+
+/**
+ * Of these archived rows, the ids the journal still holds (an archiving that stopped before its drop). Bounded by the
+ * rows' received_at, which a row keeps in the archive, so that only the partitions they came from are probed.
+ */
+export async function journaledIds(
+  db: Queryable,
+  rows: Array<Pick<JournalArchiveRow, 'id' | 'received_at'>>,
+): Promise<Set<number>> {
+  if (rows.length === 0) return new Set();
+  let from = rows[0].received_at;
+  let to = from;
+  for (const { received_at } of rows) {
+    if (received_at < from) from = received_at;
+    if (received_at > to) to = received_at;
+  }
+  const { rows: found } = await db.query<{ id: number }>(
+    `SELECT id FROM event_journal WHERE id = ANY($1::bigint[]) AND received_at BETWEEN $2 AND $3`,
+    [rows.map((row) => row.id), from, to],
+  );
+  return new Set(found.map((row) => Number(row.id)));
 }
 
 /** What a range replay selects. Bounds are [start, end) on received_at; maxId pins the range when it starts. */

@@ -1,5 +1,6 @@
 import { defineQuery, defineSignal } from '@temporalio/workflow';
 import type { WORKFLOW_END_STATUSES } from '../journal/kinds';
+import type { ArchivePosition } from '../activities/archive-range';
 import type { RangeCountSummary } from '../activities/range';
 import type { ErasedEvent, RefusedEvent } from '../activities/replay';
 
@@ -80,6 +81,22 @@ export interface RangeState {
   maxEventsPerSecond: number | null;
   /** Events not replayed because their own topic is not an allowed target, by topic (absent in older runs). */
   refusedTopics?: Record<string, number>;
+  /** Cold replay's passes over the archive (absent in runs started before cold replay). */
+  archive?: ArchivePasses;
+}
+
+/**
+ * Where a range replay is in the archive: the segments it reads (pinned when planned, read before the journal; then,
+ * once the journal pass is over, the late ones appended) and its position among them.
+ */
+export interface ArchivePasses {
+  segments: string[];
+  position: ArchivePosition;
+  /** Segments whose rows the journal partly held when planned: looked at again after the journal pass. */
+  deferred: string[];
+  plannedAt: string;
+  /** The journal pass is over and the late segments are appended: once they are read, the replay is done. */
+  late: boolean;
 }
 
 export interface ReplayProgress {

@@ -3,6 +3,7 @@ import {
   ContinueAsNew,
   continueAsNew,
   isCancellation,
+  patched,
   proxyActivities,
   setHandler,
   sleep,
@@ -23,7 +24,8 @@ import {
 import { addRefusedTopics, refusedTopicsNote } from './refused-topics';
 import { recordFailure } from './replay-event';
 
-const { planRange, countRangeEvents, replayRangePage } = proxyActivities<Activities>(pageOptions);
+const { planRange, countRangeEvents, replayRangePage, replayArchivePage, planLateArchive } =
+  proxyActivities<Activities>(pageOptions);
 const { recordReplayStarted, recordReplayFinished } = proxyActivities<Activities>(auditOptions);
 
 /** Activity calls per run before continuing as new, so that history stays small however long the range. */
@@ -41,10 +43,26 @@ export const CHUNK_BUDGET_MS = 2_000;
 export const PAGES_PER_CALL = 100;
 
 /**
- * Replays every journal row in [start, end) matching the filters, in keyset pages: a chunk of consecutive pages per
- * activity call, or under a rate limit one page of at most a second's worth per call followed by a durable timer.
- * Pause, resume and a new rate arrive as signals and apply between calls; cancel is Temporal cancellation; progress
- * is a query. Continues as new when the history grows, carrying its cursor and counters.
+ * One call of the archive pass reads on for about this long (or ARCHIVE_PAGES_PER_CALL pages). Longer than a journal
+ * chunk because a new call reopens its segment and reads past the rows already sent; pause and a new rate apply
+ * within about this long, cancel at the next page (it arrives with a heartbeat).
+ */
+export const ARCHIVE_CHUNK_BUDGET_MS = 20_000;
+
+/** Most pages per call of the archive pass (default when `pagesPerCall` is not given). */
+export const ARCHIVE_PAGES_PER_CALL = 1_000;
+
+/** Marks histories whose range replay may read the archive (cold replay) before the journal. */
+export const COLD_REPLAY_PATCH = 'cold-replay';
+
+/**
+ * Replays every row received in [start, end) matching the filters: first the rows archived out of the journal
+ * (docs/lifecycle.md, "Cold replay"), segment by segment, then the journal's, in keyset pages, then the archive's
+ * late segments (deferred at planning, or archived while this ran). A chunk of consecutive pages per activity call,
+ * or under a rate limit one page of at most a second's worth per journal call (an archive call spaces its pages
+ * itself) followed by a durable timer. Pause, resume and a new rate arrive as signals and apply between calls; cancel
+ * is Temporal cancellation; progress is a query. Continues as new when the history grows, carrying its cursor and
+ * counters.
  */
 export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<RangeReplayResult> {
   const { workflowId, runId } = workflowInfo();
@@ -73,6 +91,7 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
   }
 
   const planned = input.state ? undefined : await planRange(selection);
+  const cold = planned && patched(COLD_REPLAY_PATCH);
   const state: RangeState = input.state ?? {
     cursor: 0,
     maxId: planned!.filter.maxId,
@@ -83,6 +102,17 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
     startedAt: Date.now(),
     paused: false,
     maxEventsPerSecond: input.maxEventsPerSecond ?? null,
+    ...(cold
+      ? {
+          archive: {
+            segments: planned.segments ?? [],
+            position: { index: 0, lastId: 0, generation: 0 },
+            deferred: planned.deferred ?? [],
+            plannedAt: planned.plannedAt ?? new Date().toISOString(),
+            late: false,
+          },
+        }
+      : {}),
   };
   let finished: ReplayProgress['status'] | undefined;
   const progress = (): ReplayProgress => {
@@ -111,26 +141,54 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
       if (callsThisRun >= CALLS_PER_RUN || workflowInfo().continueAsNewSuggested) {
         await continueAsNew<typeof rangeReplayWorkflow>({ ...input, state });
       }
+      const archived = state.archive;
+      const archivePass = archived !== undefined && archived.position.index < archived.segments.length;
+      if (archived?.late && !archivePass) break;
       await condition(() => !state.paused);
       const rate = state.maxEventsPerSecond;
       const began = Date.now();
-      const chunk = await replayRangePage({
+      const common = {
         filter,
-        cursor: state.cursor,
         limit: rate ? Math.max(1, Math.min(pageSize, Math.ceil(rate))) : pageSize,
-        maxPages: rate ? 1 : pagesPerCall,
-        budgetMs: rate ? undefined : CHUNK_BUDGET_MS,
         source: input.source,
         replayId: workflowId,
         targetTopic: input.targetTopic,
         tenantScoped: input.tenantScoped,
-      });
-      state.cursor = chunk.cursor;
+      };
+      const chunk = archivePass
+        ? await replayArchivePage({
+            ...common,
+            segments: archived.segments,
+            position: archived.position,
+            maxPages: input.pagesPerCall ?? ARCHIVE_PAGES_PER_CALL,
+            budgetMs: ARCHIVE_CHUNK_BUDGET_MS,
+            maxEventsPerSecond: rate ?? undefined,
+          })
+        : await replayRangePage({
+            ...common,
+            cursor: state.cursor,
+            maxPages: rate ? 1 : pagesPerCall,
+            budgetMs: rate ? undefined : CHUNK_BUDGET_MS,
+          });
+      if ('position' in chunk) archived!.position = chunk.position;
+      else state.cursor = chunk.cursor;
       if (chunk.refusedTopics) addRefusedTopics((state.refusedTopics ??= {}), chunk.refusedTopics);
       state.published += chunk.published;
       state.failed += chunk.failed;
       state.pages += chunk.pages ?? 1; // results recorded before chunks were one page without a count
-      if (chunk.done) break;
+      if (!('position' in chunk) && chunk.done) {
+        if (!archived) break;
+        // Rows maintenance moved out of the journal while this ran, and the segments deferred when it was planned.
+        const late = await planLateArchive({
+          filter,
+          read: archived.segments,
+          deferred: archived.deferred,
+          plannedAt: archived.plannedAt,
+        });
+        archived.segments.push(...late);
+        archived.late = true;
+        if (late.length === 0) break;
+      }
       if (rate) {
         const due = (chunk.read / rate) * 1000 - (Date.now() - began);
         if (due > 0) await sleep(due);

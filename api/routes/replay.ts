@@ -37,6 +37,9 @@ const DryRun = Type.Object({
   matched: Type.Integer(),
   by_topic: Type.Record(Type.String(), Type.Integer()),
   by_tenant: Type.Record(Type.String(), Type.Integer()),
+  /** Of `matched`, the events read from the archive (cold replay), and the segments holding them. */
+  archived: Type.Optional(Type.Integer()),
+  archived_segments: Type.Optional(Type.Array(Type.String())),
 });
 const Topic = Type.String({ minLength: 1, maxLength: 249, pattern: '^[A-Za-z0-9._-]+$' });
 const responses = {
@@ -191,7 +194,8 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
       config: { replayLimited: true },
       schema: {
         tags: ['replay'],
-        summary: 'Replay every journal event received in [start, end), optionally by tenant and topic',
+        summary:
+          'Replay every event received in [start, end), archived or in the journal, optionally by tenant and topic',
         body: Type.Object(
           {
             start: Type.String({ format: 'date-time' }),

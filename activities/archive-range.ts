@@ -1,0 +1,334 @@
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import {
+  findManifest,
+  listSegments,
+  readSegment,
+  rowMatcher,
+  segmentMayMatch,
+  type ArchiveRow,
+  type ArchiveStore,
+  type RowFilter,
+  type SegmentManifest,
+} from '../archive';
+import { refusalOf, toReplayMessage, type Lineage } from '../journal/lineage';
+import {
+  archivedReplayRows,
+  journaledIds,
+  type RangeCount,
+  type RangeFilter,
+  type ReplayRow,
+} from '../repository/event-journal';
+import type { Queryable } from '../repository/queryable';
+import type { ActivityDeps } from './deps';
+import { ownTopicCheck, withRefusedTopics } from './own-topic';
+import { prefetch } from './prefetch';
+import { publishMessages } from './publish';
+
+/** Rows read between heartbeats while a segment is scanned past rows that do not match (or were already sent). */
+const HEARTBEAT_EVERY_ROWS = 10_000;
+
+/** Archived rows looked up in the journal at once while a range's archive is counted. */
+const COUNT_BATCH = 1_000;
+
+/** Segments archived this long before a plan are looked at again after the journal pass: clocks of workers differ. */
+const CLOCK_SKEW_MS = 10 * 60_000;
+
+/** The archive's rows a range selects: the conditions of the journal's range query (repository/event-journal.ts). */
+export function archiveRowFilter(filter: RangeFilter): RowFilter {
+  return {
+    receivedFrom: filter.start,
+    receivedBefore: filter.end,
+    idAtMost: filter.maxId,
+    tenantId: filter.tenantId,
+    topic: filter.topic,
+    originalsOnly: !filter.includeReplays,
+  };
+}
+
+/** A segment holding rows of a range: how many the archive alone holds, and how many the journal holds too. */
+export interface ArchivedSegment {
+  segment: string;
+  rows: number;
+  journaled: number;
+}
+
+/** What a range holds in the archive: its segments (oldest first) and the archive-only rows by topic and tenant. */
+export interface ArchivedRange {
+  segments: ArchivedSegment[];
+  counts: RangeCount[];
+}
+
+/**
+ * Counts a range's archived rows by topic and tenant, reading every segment whose manifest may hold some (streamed),
+ * or only those `include` accepts. A row the journal still holds (an archiving that stopped before its drop) is the
+ * journal's: counted apart, per segment. Segments come oldest first: by their smallest id, then by name.
+ */
+export async function countArchivedRange(
+  archive: ArchiveStore,
+  db: Queryable,
+  filter: RangeFilter,
+  heartbeat: (details: unknown) => void,
+  include: (manifest: SegmentManifest) => boolean = () => true,
+): Promise<ArchivedRange> {
+  const rowFilter = archiveRowFilter(filter);
+  const manifests = (await listSegments(archive))
+    .filter((m) => include(m) && segmentMayMatch(m, rowFilter))
+    .sort((a, b) => a.id!.min - b.id!.min || (a.segment < b.segment ? -1 : 1));
+  const tally = new Map<string, RangeCount>();
+  const segments: ArchivedSegment[] = [];
+  for (const manifest of manifests) {
+    const found: ArchivedSegment = { segment: manifest.segment, rows: 0, journaled: 0 };
+    let batch: ArchiveRow[] = [];
+    const flush = async () => {
+      const journaled = await journaledIds(db, batch);
+      found.journaled += journaled.size;
+      for (const row of batch) {
+        if (journaled.has(row.id)) continue;
+        found.rows++;
+        const key = JSON.stringify([row.topic, row.tenant_id]);
+        const count = tally.get(key) ?? { topic: row.topic, tenant_id: row.tenant_id, events: 0 };
+        count.events++;
+        tally.set(key, count);
+      }
+      batch = [];
+      heartbeat(found);
+    };
+    for await (const row of readArchived(archive, manifest, rowMatcher(rowFilter), heartbeat)) {
+      batch.push(row);
+      if (batch.length >= COUNT_BATCH) await flush();
+    }
+    await flush();
+    if (found.rows + found.journaled > 0) segments.push(found);
+  }
+  const counts = [...tally.values()].sort((a, b) =>
+    a.topic === b.topic ? (a.tenant_id < b.tenant_id ? -1 : 1) : a.topic < b.topic ? -1 : 1,
+  );
+  return { segments, counts };
+}
+
+/**
+ * Where an archive chunk is: the segment (an index into the range's pinned list) and the last id replayed from it.
+ * A rewrite (erasure) keeps the ids of the rows it keeps, so the position stays valid across generations; the
+ * generation is kept to tell, in logs, that the segment changed under a running replay.
+ */
+export interface ArchivePosition {
+  index: number;
+  lastId: number;
+  generation: number;
+}
+
+export interface ArchiveChunkInput extends Lineage {
+  filter: RangeFilter;
+  /** The range's segments, pinned when it was planned. */
+  segments: string[];
+  position: ArchivePosition;
+  /** Rows per page. */
+  limit: number;
+  maxPages: number;
+  /** No further page is started once this much time has passed since the attempt began. */
+  budgetMs: number;
+  /** Pages are spaced so that no more than this many events go out per second (the call's own pacing). */
+  maxEventsPerSecond?: number;
+  tenantScoped?: boolean;
+}
+
+/** An archive chunk's progress: heartbeated after every page, returned at the end. Counts are for this chunk. */
+export interface ArchiveChunkResult {
+  position: ArchivePosition;
+  read: number;
+  published: number;
+  failed: number;
+  /** Archived rows the journal still holds: the journal pass sends them, not this one. */
+  skipped: number;
+  pages: number;
+  /** Every pinned segment has been read through: the archive pass is over. */
+  done: boolean;
+  refusedTopics?: Record<string, number>;
+}
+
+/** Cold replay: the part of a range replay that reads archived segments (docs/lifecycle.md, "Cold replay"). */
+export function createArchiveRangeActivities({
+  pool,
+  producer,
+  metrics,
+  config,
+  lineageKey,
+  archive,
+  log,
+}: ActivityDeps) {
+  return {
+    /**
+     * The segments a range replay reads after its journal pass: those it deferred when it was planned (the journal
+     * held some of their rows), and those archived since (maintenance moved rows of the range out of the journal while
+     * it ran), when they hold rows the journal no longer does. A row moved after the journal pass had sent it is sent
+     * again from here: never lost, possibly twice (docs/lifecycle.md, "Cold replay").
+     */
+    async planLateArchive(input: {
+      filter: RangeFilter;
+      read: string[];
+      deferred: string[];
+      plannedAt: string;
+    }): Promise<string[]> {
+      const ctx = Context.current();
+      const read = new Set(input.read);
+      const deferred = new Set(input.deferred);
+      const since = new Date(Date.parse(input.plannedAt) - CLOCK_SKEW_MS).toISOString();
+      const late = await countArchivedRange(
+        archive,
+        pool,
+        input.filter,
+        (details) => ctx.heartbeat(details),
+        (m) => deferred.has(m.segment) || (!read.has(m.segment) && m.created_at >= since),
+      );
+      return late.segments.filter((s) => s.rows > 0).map((s) => s.segment);
+    },
+
+    /**
+     * Replays the next pages of the range's archived rows, segment after segment, each page sent in one producer call
+     * and heartbeated with its position, until the last segment ends, `maxPages` pages or `budgetMs`. Under a rate the
+     * pages of one call are spaced by the rate here (the workflow's timer covers the last one). A retried attempt
+     * resumes from its last heartbeat; a new call reopens its segment and reads past the rows up to the position.
+     * An unreadable segment (ArchiveVerifyError, ArchiveFormatError) fails the replay without retry.
+     */
+    async replayArchivePage(input: ArchiveChunkInput): Promise<ArchiveChunkResult> {
+      const ctx = Context.current();
+      const began = Date.now();
+      const deadline = began + input.budgetMs;
+      let result: ArchiveChunkResult = (ctx.info.heartbeatDetails as ArchiveChunkResult | undefined) ?? {
+        position: input.position,
+        read: 0,
+        published: 0,
+        failed: 0,
+        skipped: 0,
+        pages: 0,
+        done: false,
+      };
+      if (result.done || result.pages >= input.maxPages) return result;
+      ctx.cancellationSignal.throwIfAborted();
+      const ownTopic = ownTopicCheck(
+        config,
+        { ...input, tenantScoped: input.tenantScoped ?? false },
+        result.refusedTopics,
+      );
+      const matches = rowMatcher(archiveRowFilter(input.filter));
+
+      let readNow = 0; // by this attempt: what its pacing counts
+      while (result.position.index < input.segments.length) {
+        const { index, lastId } = result.position;
+        const name = input.segments[index];
+        const manifest = await findManifest(archive, name);
+        if (!manifest) {
+          // Restored into the journal and removed from the archive: the journal pass has its rows.
+          log.warn({ segment: name }, 'Archived segment gone during a range replay; skipped');
+          result = { ...result, position: { index: index + 1, lastId: 0, generation: 0 } };
+          continue;
+        }
+        if (result.position.generation && manifest.generation !== result.position.generation) {
+          log.info({ segment: name, generation: manifest.generation }, 'Archived segment rewritten during a replay');
+        }
+        const rows = readArchived(
+          archive,
+          manifest,
+          (row) => row.id > lastId && matches(row),
+          () => ctx.heartbeat(result),
+        );
+        const next = () => prefetch(nextPage(pool, rows, input.limit));
+        let pending = next();
+        try {
+          for (;;) {
+            const page = await pending;
+            readNow += page.read;
+            const ended = page.read < input.limit;
+            const stop = result.pages + 1 >= input.maxPages || Date.now() >= deadline;
+            if (!ended && !stop) pending = next();
+            const messages = [];
+            let failed = 0;
+            for (const row of page.rows) {
+              if (refusalOf(row, config.replay.maxHops) || ownTopic.refusal(row)) failed += 1;
+              else messages.push(toReplayMessage(row, input, lineageKey));
+            }
+            await publishMessages(producer, messages, ctx.cancellationSignal);
+            metrics.replayPublished.inc({ kind: 'range' }, messages.length);
+            const position = ended
+              ? { index: index + 1, lastId: 0, generation: 0 }
+              : { index, lastId: page.lastId ?? result.position.lastId, generation: manifest.generation };
+            result = {
+              position,
+              read: result.read + page.read,
+              published: result.published + messages.length,
+              failed: result.failed + failed,
+              skipped: result.skipped + page.skipped,
+              pages: result.pages + 1,
+              done: ended && index + 1 >= input.segments.length,
+              ...withRefusedTopics(ownTopic.refusedTopics()),
+            };
+            ctx.heartbeat(result);
+            if (stop || result.done) return result;
+            ctx.cancellationSignal.throwIfAborted();
+            if (input.maxEventsPerSecond) {
+              const due = began + (readNow / input.maxEventsPerSecond) * 1000 - Date.now();
+              if (due > 0) await ctx.sleep(due);
+            }
+            if (ended) break;
+          }
+        } finally {
+          await rows.return(undefined);
+        }
+      }
+      return { ...result, done: true };
+    },
+  };
+}
+
+/** A page of archived rows, ready to send: the ones the journal no longer holds, as replay rows. */
+interface ArchivePage {
+  rows: ReplayRow[];
+  /** Rows taken from the segment (fewer than asked: the segment has no more). */
+  read: number;
+  /** Of those, the ones the journal still holds. */
+  skipped: number;
+  lastId?: number;
+}
+
+async function nextPage(db: Queryable, rows: AsyncGenerator<ArchiveRow>, limit: number): Promise<ArchivePage> {
+  const taken: ArchiveRow[] = [];
+  while (taken.length < limit) {
+    const next = await rows.next();
+    if (next.done) break;
+    taken.push(next.value);
+  }
+  const journaled = await journaledIds(db, taken);
+  const fresh = taken.filter((row) => !journaled.has(row.id));
+  return {
+    rows: await archivedReplayRows(db, fresh),
+    read: taken.length,
+    skipped: taken.length - fresh.length,
+    lastId: taken.at(-1)?.id,
+  };
+}
+
+/**
+ * A segment's matching rows, streamed and verified at the end. `beat` is called every HEARTBEAT_EVERY_ROWS rows read,
+ * matching or not, so that a long run of rows passed over does not look like a stalled activity. A segment that
+ * cannot be read as its manifest says will not read better on a retry: non-retryable.
+ */
+async function* readArchived(
+  archive: ArchiveStore,
+  manifest: SegmentManifest,
+  matches: (row: ArchiveRow) => boolean,
+  beat: (details: unknown) => void,
+): AsyncGenerator<ArchiveRow> {
+  let scanned = 0;
+  const filter = (row: ArchiveRow) => {
+    if (++scanned % HEARTBEAT_EVERY_ROWS === 0) beat(undefined);
+    return matches(row);
+  };
+  try {
+    yield* readSegment(archive, manifest, { filter });
+  } catch (err) {
+    const { name, message } = err as Error;
+    if (name === 'ArchiveVerifyError' || name === 'ArchiveFormatError')
+      throw ApplicationFailure.nonRetryable(message, name);
+    throw err;
+  }
+}
