@@ -1,4 +1,5 @@
 import { apiBench } from './api';
+import { apiPoolBench } from './api-pool';
 import { ingestBench } from './ingest';
 import type { BenchOptions } from './options';
 import { rangeReplayBench } from './range-replay';
@@ -9,6 +10,7 @@ const BENCHMARKS: Record<string, (opts: BenchOptions) => Promise<void>> = {
   'replay-latency': replayLatencyBench,
   'range-replay': rangeReplayBench,
   api: apiBench,
+  'api-pool': apiPoolBench,
 };
 
 const USAGE = `Usage: node dist/bench/run.js [${Object.keys(BENCHMARKS).join('|')} ...] [--events N] [--repeat K]`;
