@@ -1,4 +1,5 @@
 import { apiBench } from './api';
+import { apiPoolBench } from './api-pool';
 import { ingestBench } from './ingest';
 import { partitionsBench } from './partitions';
 import type { BenchOptions } from './options';
@@ -11,6 +12,7 @@ const BENCHMARKS: Record<string, (opts: BenchOptions) => Promise<void>> = {
   'range-replay': rangeReplayBench,
   api: apiBench,
   partitions: partitionsBench,
+  'api-pool': apiPoolBench,
 };
 
 const USAGE = `Usage: node dist/bench/run.js [${Object.keys(BENCHMARKS).join('|')} ...] [--events N] [--repeat K]`;

@@ -1,8 +1,15 @@
-import { eventsAfter } from '../../repository/event-journal';
+import { eventsAfter, type JournalRow } from '../../repository/event-journal';
 import type { Queryable } from '../../repository/queryable';
+import { isOutage } from '../../shared/db';
 import type { StreamClient } from './stream-client';
 
 const PAGE = 500;
+/**
+ * How long one page read keeps trying while the API's pool has no connection free (a checkout gives up after 5 s) or
+ * Postgres does not answer. Many clients resuming at once queue for the few connections of that pool, on purpose:
+ * they wait their turn rather than give up, and past this the client is told to reconnect.
+ */
+export const PAGE_WAIT_MS = 60_000;
 
 export interface CatchUpResult {
   /** Journal events sent. */
@@ -28,7 +35,7 @@ export async function catchUp(
     const left = opts.maxBacklog - sent;
     // One row past the cap tells whether anything was left out.
     const limit = Math.min(page, left + 1);
-    const rows = await eventsAfter(db, client.cursor, client.filter, limit, opts.pageBytes);
+    const rows = await readPage(db, client, limit, opts.pageBytes, opts.isClosed);
     if (rows.length > left) {
       client.offer(rows.slice(0, left));
       return { sent: sent + left, truncated: true };
@@ -39,4 +46,23 @@ export async function catchUp(
     await client.whenDrained();
   }
   return { sent, truncated: false };
+}
+
+/** One page after the client's cursor, tried again while the pool or Postgres is the problem (bounded, see above). */
+async function readPage(
+  db: Queryable,
+  client: StreamClient,
+  limit: number,
+  maxBytes: number,
+  isClosed: () => boolean,
+): Promise<JournalRow[]> {
+  const deadline = Date.now() + PAGE_WAIT_MS;
+  for (let delay = 100; ; delay = Math.min(delay * 2, 2_000)) {
+    try {
+      return await eventsAfter(db, client.cursor, client.filter, limit, maxBytes);
+    } catch (err) {
+      if (!isOutage(err) || isClosed() || Date.now() + delay > deadline) throw err;
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
 }

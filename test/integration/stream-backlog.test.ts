@@ -1,4 +1,7 @@
+import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
+import { buildApp } from '../../api/app';
+import { createPool } from '../../shared/db';
 import { seedJournal } from '../support/journal';
 import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
 import { connectSse, domainEvents, listenApp, type Sse } from '../support/sse';
@@ -92,5 +95,31 @@ it('sends at most STREAM_MAX_BACKLOG missed events, then backlog_truncated, then
     expect(afterBacklog).toEqual(['backlog_truncated:', `domain_event:${live.id}`]);
   } finally {
     sse.close();
+  }
+});
+
+it('a catch-up queued behind a busy API pool for longer than a checkout may wait still gets its backlog', async () => {
+  const pool = createPool(h.config.databaseUrl, 1, h.log, undefined, 'crm-events-sink-api');
+  const busy = await buildApp({ config: h.config, pool, metrics: h.metrics, log: h.log, healthChecks: {} });
+  await busy.listen({ host: '127.0.0.1', port: 0 });
+  // The pool's one connection is taken for longer than a checkout waits (5 s): the catch-up's reads queue behind it,
+  // as they do behind each other when many clients resume at once on a busy machine.
+  const held = pool.query('SELECT pg_sleep(7)');
+  const sse = await connectSse(`http://127.0.0.1:${(busy.server.address() as AddressInfo).port}`, '', {
+    'last-event-id': String(seeded[999]),
+  });
+  try {
+    await held;
+    await eventually(
+      async () => kinds(sse).includes('backlog_truncated') || kinds(sse).includes('error'),
+      'the catch-up to end',
+      60_000,
+    );
+    expect(kinds(sse)).not.toContain('error');
+    expect(ids(sse)).toEqual(seeded.slice(1000, 2000));
+  } finally {
+    sse.close();
+    await busy.close();
+    await pool.end();
   }
 });

@@ -1,0 +1,46 @@
+import pg from 'pg';
+
+/** What one pool (one application_name) was seen doing in pg_stat_activity. */
+export interface PoolActivity {
+  /** Most connections at once. */
+  most: number;
+  /** Connections, summed over the samples, that were running a query like the pattern asked for. */
+  running: number;
+}
+
+/**
+ * Samples pg_stat_activity of one database every `everyMs` on a connection of its own (named crm-bench-sampler and
+ * not counted), per application_name: how many connections each pool holds at most, and how often its connections
+ * were running a query `LIKE runningLike`. stop() ends the sampling and returns what was seen.
+ */
+export function sampleConnections(databaseUrl: string, runningLike = '', everyMs = 50) {
+  const seen: Record<string, PoolActivity> = {};
+  const client = new pg.Client({ connectionString: databaseUrl, application_name: 'crm-bench-sampler' });
+  let queue: Promise<unknown> = client.connect();
+  const sample = async () => {
+    const { rows } = await client.query<{ app: string; n: number; running: number }>(
+      `SELECT application_name AS app, count(*)::int AS n,
+              count(*) FILTER (WHERE state = 'active' AND $1 <> '' AND query LIKE $1)::int AS running
+         FROM pg_stat_activity
+        WHERE datname = current_database() AND pid <> pg_backend_pid()
+        GROUP BY application_name`,
+      [runningLike],
+    );
+    for (const { app, n, running } of rows) {
+      const pool = (seen[app] ??= { most: 0, running: 0 });
+      pool.most = Math.max(pool.most, n);
+      pool.running += running;
+    }
+  };
+  const timer = setInterval(() => {
+    queue = queue.then(sample).catch(() => undefined);
+  }, everyMs);
+  return {
+    async stop(): Promise<Record<string, PoolActivity>> {
+      clearInterval(timer);
+      await queue;
+      await client.end();
+      return seen;
+    },
+  };
+}

@@ -1,0 +1,60 @@
+import { buildApp } from '../../api/app';
+import { startApiComponent } from '../../cli/commands/api';
+import { startIngestComponent } from '../../cli/commands/ingest';
+import { createRuntime } from '../../cli/runtime';
+import { loadConfig } from '../../shared/config';
+
+/**
+ * The service process of the api-pool benchmark: ingest and API in one process, as `npm start` runs them, with the
+ * API's reads either on its own pool (`dedicated`: the product's startApiComponent, API_DATABASE_POOL_SIZE
+ * connections named crm-events-sink-api) or on the pool ingest commits on (`shared`: what the product does not
+ * allow, built here from the same parts). The API listens first; ingest starts when the benchmark writes a line
+ * to stdin, so that the stream clients' load is in place before ingest's clock starts. Prints `ready` and
+ * `ingesting` on stdout; stops on SIGTERM.
+ */
+async function main(): Promise<void> {
+  const mode = process.argv[2];
+  if (mode !== 'dedicated' && mode !== 'shared') throw new Error('usage: pool-service dedicated|shared');
+  const config = loadConfig();
+  const rt = createRuntime('bench-api-pool', config);
+  const stops: (() => Promise<unknown>)[] = [];
+  if (mode === 'dedicated') {
+    const api = await startApiComponent(rt);
+    stops.push(api.stop);
+  } else {
+    const app = await buildApp({
+      config,
+      pool: rt.pool,
+      metrics: rt.metrics,
+      log: rt.log.child({ module: 'api' }),
+      healthChecks: { postgres: () => rt.pool.query('SELECT 1') },
+    });
+    await app.listen({ host: config.api.host, port: config.api.port });
+    stops.push(() => app.close());
+  }
+  process.stdout.write('ready\n');
+  process.stdin.once('data', () => {
+    startIngestComponent(rt).then(
+      (ingest) => {
+        stops.unshift(ingest.stop);
+        process.stdout.write('ingesting\n');
+      },
+      (err: Error) => {
+        rt.log.fatal({ err }, 'ingest did not start');
+        process.exit(1);
+      },
+    );
+  });
+  process.once('SIGTERM', () => {
+    void (async () => {
+      for (const stop of stops) await stop().catch(() => undefined);
+      await rt.pool.end();
+      process.exit(0);
+    })();
+  });
+}
+
+main().catch((err: Error) => {
+  console.error(err.stack ?? err.message);
+  process.exit(1);
+});
