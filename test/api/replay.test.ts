@@ -362,6 +362,9 @@ describe('POST /replay/range', () => {
       matched: 5,
       by_topic: { [leads]: 3, [jobs]: 2 },
       by_tenant: { 'dry-a': 5 },
+      // Nothing of this window is archived (cold replay counts archived events apart too).
+      archived: 0,
+      archived_segments: [],
     });
     const all = await post('/replay/range', { start, end, dry_run: true });
     expect(json(all)).toMatchObject({ matched: 6, by_tenant: { 'dry-a': 5, 'dry-b': 1 } });
