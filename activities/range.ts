@@ -1,15 +1,26 @@
 import { Context } from '@temporalio/activity';
-import { countRange, maxEventId, rangePage, type RangeFilter } from '../repository/event-journal';
+import {
+  countRange,
+  maxEventId,
+  rangePage,
+  rangeSample,
+  type RangeFilter,
+  type RangeSampleRow,
+} from '../repository/event-journal';
 import type { ActivityDeps } from './deps';
 import { refusalOf, toReplayMessage, type Lineage } from '../journal/lineage';
 import { publishMessages } from './publish';
 import { ownTopicCheck, withRefusedTopics } from './own-topic';
 
-/** What a dry run reports: matching events in all, by topic and by tenant. */
+/** Matching rows a dry run shows, the first in id order. */
+export const DRY_RUN_SAMPLE_SIZE = 10;
+
+/** What a dry run reports: matching events in all, by topic and by tenant, and the first few of them. */
 export interface RangeCountSummary {
   matched: number;
   by_topic: Record<string, number>;
   by_tenant: Record<string, number>;
+  sample?: RangeSampleRow[];
 }
 
 export type RangeSelection = Omit<RangeFilter, 'maxId'>;
@@ -53,8 +64,10 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
     },
 
     async countRangeEvents(selection: RangeSelection): Promise<RangeCountSummary> {
-      const counts = await countRange(pool, { ...selection, maxId: await maxEventId(pool) });
-      const summary: RangeCountSummary = { matched: 0, by_topic: {}, by_tenant: {} };
+      const filter = { ...selection, maxId: await maxEventId(pool) };
+      const counts = await countRange(pool, filter);
+      const sample = await rangeSample(pool, filter, DRY_RUN_SAMPLE_SIZE);
+      const summary: RangeCountSummary = { matched: 0, by_topic: {}, by_tenant: {}, sample };
       for (const { topic, tenant_id, events } of counts) {
         summary.matched += events;
         summary.by_topic[topic] = (summary.by_topic[topic] ?? 0) + events;
