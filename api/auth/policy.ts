@@ -22,6 +22,7 @@ export const ROUTE_POLICY: readonly RoutePolicy[] = [
   { route: 'GET /console', role: 'public', global: false },
   { route: 'GET /events', role: 'viewer', global: false },
   { route: 'GET /events/latest', role: 'viewer', global: false },
+  { route: 'GET /events/export', role: 'viewer', global: false },
   { route: 'GET /events/:id', role: 'viewer', global: false },
   { route: 'GET /crm-events', role: 'viewer', global: false },
   { route: 'GET /replays', role: 'viewer', global: false },
