@@ -1,5 +1,7 @@
 import http from 'node:http';
+import { finished } from 'node:stream/promises';
 import { gunzipSync } from 'node:zlib';
+import pg from 'pg';
 import { createApiEnv, bearer, json, type ApiEnv } from '../support/api';
 import { journalPayloads } from '../support/payloads';
 import { eventually } from '../support/sink';
@@ -11,6 +13,7 @@ import { signToken } from '../support/tokens';
  * the export's cursor.
  */
 const SECRET = 'events-export-test-secret-0123456789';
+const STATEMENT_TIMEOUT_S = 5;
 let env: ApiEnv;
 let base: string;
 const token = (role: string, claims: Record<string, unknown> = {}) =>
@@ -25,7 +28,12 @@ const payloads: Record<string, unknown>[] = Array.from({ length: 60 }, (_, i) =>
 let ids: number[];
 
 beforeAll(async () => {
-  env = await createApiEnv('eventsexport', { ingest: false, worker: false, env: { AUTH_JWT_SECRET: SECRET } });
+  env = await createApiEnv('eventsexport', {
+    ingest: false,
+    worker: false,
+    // Short, so that the large export below outlives it: an export must not be cut by the pool's statement_timeout.
+    env: { AUTH_JWT_SECRET: SECRET, DATABASE_STATEMENT_TIMEOUT: `${STATEMENT_TIMEOUT_S}s` },
+  });
   await env.app.listen({ host: '127.0.0.1', port: 0 });
   base = `http://127.0.0.1:${(env.app.server.address() as { port: number }).port}`;
   ids = await journalPayloads(env.h.pool, 'ex-a', env.h.topics.leads, payloads);
@@ -144,25 +152,33 @@ describe('GET /events/export of 300,000 rows', () => {
   const exportedRows = async () => (await env.h.metrics.exportedRows.get()).values[0]?.value ?? 0;
 
   beforeAll(async () => {
-    // In slices, each well within the pool's statement_timeout on a busy machine.
-    const SLICE = 25_000;
+    // On a connection of its own, without the pool's short statement_timeout.
+    const seeder = new pg.Client({ connectionString: env.h.config.databaseUrl });
+    await seeder.connect();
+    const SLICE = 50_000;
     for (let from = 1; from <= TOTAL; from += SLICE) {
-      await env.h.pool.query(
+      await seeder.query(
         `INSERT INTO event_journal (tenant_id, topic, payload, received_at)
          SELECT 'ex-big', $1, jsonb_build_object('n', g, 'pad', repeat('x', 200)), now() - interval '2 hours'
            FROM generate_series($2::int, $3::int) AS g`,
         [env.h.topics.leads, from, from + SLICE - 1],
       );
     }
-  }, 180_000);
+    await seeder.end();
+  }, 300_000);
 
   it('reads the journal only as fast as the client takes lines: a paused client stops the cursor', async () => {
     const before = await exportedRows();
+    const began = Date.now();
     const res = await new Promise<http.IncomingMessage>((resolve, reject) =>
       http.get(`${base}/events/export?tenant_id=ex-big`, { headers: token('viewer') }, resolve).on('error', reject),
     );
-    const first: Buffer = await new Promise((resolve) => res.once('data', resolve));
-    res.pause();
+    const first: Buffer = await new Promise((resolve) =>
+      res.once('data', (chunk: Buffer) => {
+        res.pause();
+        resolve(chunk);
+      }),
+    );
     expect(first.toString().startsWith('{"id" : ')).toBe(true);
     // Wait until the server has filled the socket's buffers and stopped reading (the count stops moving).
     let last = -1;
@@ -176,9 +192,11 @@ describe('GET /events/export of 300,000 rows', () => {
         return still >= 5 ? now : undefined;
       },
       'the export to stop reading while its client is paused',
-      60_000,
+      120_000,
     );
     expect(stalled).toBeLessThan(TOTAL / 2);
+    // Stay paused past the pool's statement_timeout: the export must still finish.
+    await new Promise((r) => setTimeout(r, Math.max(0, began + (STATEMENT_TIMEOUT_S + 1) * 1000 - Date.now())));
 
     let count = first.toString().split('\n').length - 1;
     let tail = '';
@@ -188,10 +206,10 @@ describe('GET /events/export of 300,000 rows', () => {
       tail = text.slice(text.lastIndexOf('\n') + 1);
     });
     res.resume();
-    await new Promise((resolve) => res.once('end', resolve));
+    await finished(res); // rejects if the server cuts the export short
     expect(count).toBe(TOTAL);
     expect((await exportedRows()) - before).toBe(TOTAL);
-  }, 180_000);
+  }, 600_000);
 
   it('gives its database connection back when the client goes away mid-export', async () => {
     const req = http.get(`${base}/events/export?tenant_id=ex-big`, { headers: token('viewer') });
