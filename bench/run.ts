@@ -1,6 +1,7 @@
 import { apiBench } from './api';
 import { ingestBench } from './ingest';
 import { partitionsBench } from './partitions';
+import { payloadFilterBench } from './payload-filter';
 import type { BenchOptions } from './options';
 import { rangeReplayBench } from './range-replay';
 import { replayLatencyBench } from './replay-latency';
@@ -11,6 +12,7 @@ const BENCHMARKS: Record<string, (opts: BenchOptions) => Promise<void>> = {
   'range-replay': rangeReplayBench,
   api: apiBench,
   partitions: partitionsBench,
+  'payload-filter': payloadFilterBench,
 };
 
 const USAGE = `Usage: node dist/bench/run.js [${Object.keys(BENCHMARKS).join('|')} ...] [--events N] [--repeat K]`;
