@@ -1,5 +1,13 @@
-import { Context } from '@temporalio/activity';
-import { countRange, maxEventId, rangePage, type RangeCount, type RangeFilter } from '../repository/event-journal';
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import {
+  countRange,
+  maxEventId,
+  rangePage,
+  rangeSample,
+  type RangeCount,
+  type RangeFilter,
+  type RangeSampleRow,
+} from '../repository/event-journal';
 import type { ActivityDeps } from './deps';
 import { refusalOf, toReplayMessage, type Lineage } from '../journal/lineage';
 import { publishMessages } from './publish';
@@ -7,9 +15,13 @@ import { ownTopicCheck, withRefusedTopics } from './own-topic';
 import { countArchivedRange } from './archive-range';
 import { prefetch } from './prefetch';
 
+/** Matching rows a dry run shows, the first in id order. */
+export const DRY_RUN_SAMPLE_SIZE = 10;
+
 /**
- * What a dry run reports: matching events in all (journal and archive), by topic and by tenant; and of them, how many
- * are archived and in which segments (absent from results of workflows that ran before cold replay).
+ * What a dry run reports: matching events in all (journal and archive), by topic and by tenant, the first few of them
+ * (from the journal); and how many are archived and in which segments (absent from results of workflows that ran
+ * before cold replay).
  */
 export interface RangeCountSummary {
   matched: number;
@@ -17,6 +29,7 @@ export interface RangeCountSummary {
   by_tenant: Record<string, number>;
   archived?: number;
   archived_segments?: string[];
+  sample?: RangeSampleRow[];
 }
 
 /** A range pinned for replay: the journal filter, the archived segments it reads, and how many rows in all. */
@@ -70,6 +83,14 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
     const journal = await countRange(pool, filter);
     const ctx = Context.current();
     const archived = await countArchivedRange(archive, pool, filter, (details) => ctx.heartbeat(details));
+    // A payload filter is evaluated by Postgres on journal rows; archived rows are not filtered yet, so a range that
+    // reaches into the archive with one is refused rather than replayed unfiltered or silently without them.
+    if (filter.payloadFilter !== undefined && archived.segments.some((s) => s.rows > 0)) {
+      throw ApplicationFailure.nonRetryable(
+        'payload_filter applies to journal events only, and this window reaches archived events: narrow it to the journal',
+        'InvalidRequest',
+      );
+    }
     return { filter, journal, archived };
   };
   return {
@@ -92,8 +113,9 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
     },
 
     async countRangeEvents(selection: RangeSelection): Promise<RangeCountSummary> {
-      const { journal, archived } = await countAll(selection);
-      const summary: RangeCountSummary = { matched: 0, by_topic: {}, by_tenant: {} };
+      const { filter, journal, archived } = await countAll(selection);
+      const sample = await rangeSample(pool, filter, DRY_RUN_SAMPLE_SIZE);
+      const summary: RangeCountSummary = { matched: 0, by_topic: {}, by_tenant: {}, sample };
       for (const { topic, tenant_id, events } of [...journal, ...archived.counts]) {
         summary.matched += events;
         summary.by_topic[topic] = (summary.by_topic[topic] ?? 0) + events;

@@ -25,6 +25,7 @@ import dlqRoutes from './routes/dlq';
 import dlqScheduleRoutes from './routes/dlq-schedule';
 import erasureRoutes from './routes/erasure';
 import eventRoutes from './routes/events';
+import eventExportRoutes from './routes/events-export';
 import healthRoutes, { type HealthCheck } from './routes/health';
 import infoRoutes from './routes/info';
 import streamRoutes from './routes/stream';
@@ -121,6 +122,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.addHook('onClose', () => feed.close());
   await app.register(streamRoutes, { pool, feed, metrics: deps.metrics, config });
   await app.register(eventRoutes, { pool });
+  await app.register(eventExportRoutes, { pool, metrics: deps.metrics });
   await app.register(dlqRoutes, { pool, config });
   await app.register(dlqScheduleRoutes, { config });
   await app.register(replayRoutes, { pool, config });

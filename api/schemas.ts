@@ -17,6 +17,16 @@ export const Timestamp = Type.Unsafe<Date | string>({ type: 'string', format: 'd
 export const NullableString = Type.Union([Type.String(), Type.Null()]);
 export const NullableInteger = Type.Union([Type.Integer(), Type.Null()]);
 
+/** A journal row without its payload, as listings show it. */
+export const EventSummary = Type.Object({
+  id: Type.Integer(),
+  tenant_id: Type.String(),
+  topic: Type.String(),
+  received_at: Timestamp,
+  replay_count: Type.Integer(),
+  replay_source: NullableString,
+});
+
 /** Journal, DLQ and cursor ids: positive, and exact in JSON numbers (larger values never reach Postgres). */
 export const Id = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER });
 

@@ -2,6 +2,7 @@ import { apiBench } from './api';
 import { apiPoolBench } from './api-pool';
 import { ingestBench } from './ingest';
 import { partitionsBench } from './partitions';
+import { payloadFilterBench } from './payload-filter';
 import type { BenchOptions } from './options';
 import { rangeReplayBench } from './range-replay';
 import { replayLatencyBench } from './replay-latency';
@@ -13,6 +14,7 @@ const BENCHMARKS: Record<string, (opts: BenchOptions) => Promise<void>> = {
   api: apiBench,
   partitions: partitionsBench,
   'api-pool': apiPoolBench,
+  'payload-filter': payloadFilterBench,
 };
 
 const USAGE = `Usage: node dist/bench/run.js [${Object.keys(BENCHMARKS).join('|')} ...] [--events N] [--repeat K]`;

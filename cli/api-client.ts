@@ -6,7 +6,30 @@ export class ApiClient {
   ) {}
 
   async request<T>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
-    const res = await fetch(new URL(path, this.baseUrl), {
+    const res = await this.send(method, path, body, headers);
+    const text = await res.text();
+    const parsed = text ? JSON.parse(text) : undefined;
+    if (!res.ok) throw new Error(`${method} ${path} → ${res.status}: ${parsed?.message ?? text}`);
+    return parsed as T;
+  }
+
+  /** A GET whose body the caller reads as a stream (exports); a refusal throws with the API's message. */
+  async stream(path: string): Promise<Response> {
+    const res = await this.send('GET', path);
+    if (res.ok) return res;
+    const text = await res.text();
+    const message = (() => {
+      try {
+        return (JSON.parse(text) as { message?: string }).message ?? text;
+      } catch {
+        return text;
+      }
+    })();
+    throw new Error(`GET ${path} → ${res.status}: ${message}`);
+  }
+
+  private async send(method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
+    return fetch(new URL(path, this.baseUrl), {
       method,
       headers: {
         ...(body === undefined ? {} : { 'content-type': 'application/json' }),
@@ -19,10 +42,6 @@ export class ApiClient {
     }).catch((err: Error) => {
       throw new Error(`Cannot reach the API at ${this.baseUrl} (${reason(err)})`);
     });
-    const text = await res.text();
-    const parsed = text ? JSON.parse(text) : undefined;
-    if (!res.ok) throw new Error(`${method} ${path} → ${res.status}: ${parsed?.message ?? text}`);
-    return parsed as T;
   }
 }
 

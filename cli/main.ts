@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { createLogger } from '../shared/logger';
 import { dlqCommand } from './commands/dlq';
+import { exportCommand } from './commands/export';
 import { migrateCommand } from './commands/migrate';
 import { produceCommand } from './commands/produce';
 import { replayCommand } from './commands/replay';
@@ -20,6 +21,7 @@ Service
 Operations (through the API; CRM_EVENTS_API_URL, CRM_EVENTS_TOKEN)
   replay <id> | batch <ids...> | range --start --end ... | status|pause|resume|cancel <workflow-id>
   dlq list | retry <id> | schedule show|pause|unpause|trigger|interval <dur>
+  export --out FILE [--tenant] [--topic] [--since] [--until] [--payload-filter] [--gzip]   journal rows as NDJSON
 
 Tools
   produce           publish test traffic (produce --help)
@@ -40,6 +42,7 @@ const commands: Record<string, (argv: string[]) => Promise<void>> = {
   token: (argv) => tokenCommand(argv),
   replay: (argv) => replayCommand(argv),
   dlq: (argv) => dlqCommand(argv),
+  export: (argv) => exportCommand(argv),
 };
 
 async function run(): Promise<void> {
@@ -54,7 +57,7 @@ async function run(): Promise<void> {
 }
 
 /** Commands a person runs at a terminal: their errors are one plain line on stderr, not a JSON log record. */
-const TOOLS = new Set(['replay', 'dlq', 'produce', 'token', 'stack']);
+const TOOLS = new Set(['replay', 'dlq', 'export', 'produce', 'token', 'stack']);
 
 run().catch((err: Error) => {
   if (err.name === 'ConfigError') {

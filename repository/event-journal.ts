@@ -5,6 +5,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { copyTextLine } from './copy-text';
 import { LINEAGE_FIELDS } from '../journal/kinds';
 import type { JournalArchiveRow } from './journal-archive';
+import { payloadFilterClause } from './payload-filter';
 import type { Queryable } from './queryable';
 import { sameAsLegacy, type StoredRecord } from './stored-records';
 
@@ -274,6 +275,8 @@ export interface RangeFilter {
   tenantId?: string;
   topic?: string;
   includeReplays?: boolean;
+  /** A JSONPath predicate on the payload (validated beforehand: repository/payload-filter.ts). */
+  payloadFilter?: string;
   maxId: number;
 }
 
@@ -283,6 +286,7 @@ function rangeWhere(filter: RangeFilter, values: unknown[]): string {
   if (filter.tenantId !== undefined) clauses.push(`tenant_id = $${values.push(filter.tenantId)}`);
   if (filter.topic !== undefined) clauses.push(`topic = $${values.push(filter.topic)}`);
   if (!filter.includeReplays) clauses.push('replay_count = 0');
+  if (filter.payloadFilter !== undefined) clauses.push(payloadFilterClause(filter.payloadFilter, values));
   return clauses.join(' AND ');
 }
 
@@ -320,32 +324,61 @@ export async function countRange(db: Queryable, filter: RangeFilter): Promise<Ra
   return rows;
 }
 
+/** A matching row as a dry run shows it. */
+export interface RangeSampleRow extends JournalSummary {
+  payload: Record<string, unknown>;
+}
+
+/** The first `limit` rows of a range in id order, with their payloads (the sample a dry run shows). */
+export async function rangeSample(db: Queryable, filter: RangeFilter, limit: number): Promise<RangeSampleRow[]> {
+  const values: unknown[] = [];
+  const { rows } = await db.query<RangeSampleRow>(
+    `SELECT ${SUMMARY_COLUMNS}, payload FROM event_journal WHERE ${rangeWhere(filter, values)}
+      ORDER BY id LIMIT $${values.push(limit)}`,
+    values,
+  );
+  return rows;
+}
+
 /** The newest journal id (0 when empty). */
 export async function maxEventId(db: Queryable): Promise<number> {
   const { rows } = await db.query<{ max: number | null }>('SELECT max(id) AS max FROM event_journal');
   return rows[0].max ?? 0;
 }
 
-export interface EventQuery {
+/** What GET /events and its export filter on. */
+export interface EventFilter {
   tenantId?: string;
   topic?: string;
   since?: string;
   until?: string;
   replayed?: boolean;
+  /** A JSONPath predicate on the payload (validated beforehand: repository/payload-filter.ts). */
+  payloadFilter?: string;
+}
+
+export interface EventQuery extends EventFilter {
   /** Keyset cursor: rows with id below it (pages go newest first). */
   before?: number;
   limit: number;
 }
 
+/** The WHERE clauses of an event filter, its values appended to `values` as bind parameters. */
+export function eventFilterClauses(filter: EventFilter, values: unknown[]): string[] {
+  const clauses: string[] = [];
+  if (filter.tenantId !== undefined) clauses.push(`tenant_id = $${values.push(filter.tenantId)}`);
+  if (filter.topic !== undefined) clauses.push(`topic = $${values.push(filter.topic)}`);
+  if (filter.since !== undefined) clauses.push(`received_at >= $${values.push(filter.since)}`);
+  if (filter.until !== undefined) clauses.push(`received_at < $${values.push(filter.until)}`);
+  if (filter.replayed !== undefined) clauses.push(filter.replayed ? 'replay_count > 0' : 'replay_count = 0');
+  if (filter.payloadFilter !== undefined) clauses.push(payloadFilterClause(filter.payloadFilter, values));
+  return clauses;
+}
+
 /** Filtered journal listing, newest first, keyset-paginated on id. */
 export async function listEvents(db: Queryable, query: EventQuery): Promise<JournalSummary[]> {
   const values: unknown[] = [];
-  const clauses: string[] = [];
-  if (query.tenantId !== undefined) clauses.push(`tenant_id = $${values.push(query.tenantId)}`);
-  if (query.topic !== undefined) clauses.push(`topic = $${values.push(query.topic)}`);
-  if (query.since !== undefined) clauses.push(`received_at >= $${values.push(query.since)}`);
-  if (query.until !== undefined) clauses.push(`received_at < $${values.push(query.until)}`);
-  if (query.replayed !== undefined) clauses.push(query.replayed ? 'replay_count > 0' : 'replay_count = 0');
+  const clauses = eventFilterClauses(query, values);
   if (query.before !== undefined) clauses.push(`id < $${values.push(query.before)}`);
   const where = clauses.length ? `WHERE ${clauses.join(' AND ')}` : '';
   const { rows } = await db.query<JournalSummary>(

@@ -122,6 +122,7 @@ export function createMetrics(tenantLabelLimit = 100, sources: MetricSources = {
     }),
     sseMessages: counter('crm_events_messages_total', 'Events relayed to live stream clients', [], true),
     sseDropped: counter('crm_events_sse_dropped_total', 'Events dropped for slow live stream clients', [], true),
+    exportedRows: counter('crm_events_export_rows_total', 'Journal rows read for GET /events/export', [], true),
   };
 }
 

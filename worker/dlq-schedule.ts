@@ -20,7 +20,8 @@ export async function ensureDlqRetrySchedule(
       action: {
         type: 'startWorkflow',
         workflowType: dlqRetryWorkflow,
-        workflowId: 'dlq-retry-scheduled',
+        // The Schedule appends the run's time; the schedule id keeps two deployments' runs apart in one namespace.
+        workflowId: `dlq-retry-scheduled-${config.dlqRetry.scheduleId}`,
         taskQueue: config.temporal.taskQueue,
         args: [{ source: 'automated', limit: config.dlqRetry.batchSize * 10 }],
         typedSearchAttributes: replaySearchAttributes({ kind: 'dlq_retry', source: 'automated' }),

@@ -4,9 +4,6 @@ import type { Logger } from '../shared/logger';
 import { journalMaintenanceWorkflow } from '../workflows';
 import { ensureSchedule } from './schedules';
 
-/** Workflow id of the scheduled maintenance runs (the Schedule appends the run's time). */
-export const SCHEDULED_MAINTENANCE_ID = 'journal-maintenance-scheduled';
-
 /** The journal maintenance Schedule (docs/lifecycle.md): partitions ahead, retention, archive. */
 export async function ensureMaintenanceSchedule(
   client: Client,
@@ -22,7 +19,8 @@ export async function ensureMaintenanceSchedule(
       action: {
         type: 'startWorkflow',
         workflowType: journalMaintenanceWorkflow,
-        workflowId: SCHEDULED_MAINTENANCE_ID,
+        // The Schedule appends the run's time; the schedule id keeps two deployments' runs apart in one namespace.
+        workflowId: `journal-maintenance-scheduled-${config.journal.maintenanceScheduleId}`,
         taskQueue: config.temporal.taskQueue,
         args: [{ trigger: 'schedule' }],
       },

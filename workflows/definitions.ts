@@ -54,6 +54,8 @@ export interface RangeReplayInput {
   tenantId?: string;
   topic?: string;
   includeReplays?: boolean;
+  /** Only events whose payload matches this JSONPath predicate (checked by the API before it starts the workflow). */
+  payloadFilter?: string;
   targetTopic?: string;
   dryRun?: boolean;
   maxEventsPerSecond?: number;

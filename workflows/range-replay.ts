@@ -72,6 +72,8 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
     tenantId: input.tenantId,
     topic: input.topic,
     includeReplays: input.includeReplays ?? false,
+    // Absent rather than undefined, so that activity inputs of runs without a filter stay as they were.
+    ...(input.payloadFilter === undefined ? {} : { payloadFilter: input.payloadFilter }),
   };
   if (!input.state) {
     await recordReplayStarted({

@@ -22,6 +22,7 @@ export const ROUTE_POLICY: readonly RoutePolicy[] = [
   { route: 'GET /console', role: 'public', global: false },
   { route: 'GET /events', role: 'viewer', global: false },
   { route: 'GET /events/latest', role: 'viewer', global: false },
+  { route: 'GET /events/export', role: 'viewer', global: false },
   { route: 'GET /events/:id', role: 'viewer', global: false },
   { route: 'GET /crm-events', role: 'viewer', global: false },
   { route: 'GET /replays', role: 'viewer', global: false },
@@ -64,7 +65,8 @@ export function refusal(policy: RoutePolicy, principal: Principal): string | und
   }
   if (policy.global && principal.tenantId !== undefined) {
     return (
-      `This token is scoped to tenant ${principal.tenantId}; ${policy.route} changes settings for every tenant ` +
+      `This token is scoped to tenant ${principal.tenantId}; ${policy.route} ` +
+      `${policy.route.startsWith('GET ') ? 'shows data of every tenant' : 'changes settings for every tenant'} ` +
       'and needs an admin token without tenant_id'
     );
   }

@@ -62,7 +62,9 @@ export default fp<{ settings: AuthSettings }>(
 
 function bearerToken(request: FastifyRequest): string | undefined {
   const header = request.headers.authorization;
-  if (header?.startsWith('Bearer ')) return header.slice('Bearer '.length).trim() || undefined;
+  // The scheme is case-insensitive (RFC 9110, 11.1), as the browser guard already reads it.
+  const match = /^bearer\s+(.*)$/i.exec(header ?? '');
+  if (match) return match[1].trim() || undefined;
   if (request.routeOptions.config?.tokenInQuery) {
     const query = request.query as { access_token?: unknown } | undefined;
     if (typeof query?.access_token === 'string' && query.access_token !== '') return query.access_token;

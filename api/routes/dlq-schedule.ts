@@ -79,7 +79,7 @@ const dlqScheduleRoutes: FastifyPluginAsyncTypebox<{ config: Pick<Config, 'dlqRe
       const every = interval === undefined ? undefined : parseDuration(interval);
       // Temporal holds at most 10,000 years; a retry schedule has no use beyond one.
       if (every !== undefined && (!Number.isFinite(every) || every < 1000 || every > MAX_INTERVAL_MS)) {
-        throw httpError(400, `body/interval must be between 1s and 365d (got ${interval})`);
+        throw httpError(400, `body/interval must be at least 1s and at most 365d (got ${interval})`);
       }
       await describe(); // 404 when missing
       await app.temporal.call(async (client) => {

@@ -3,19 +3,12 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { getEvent, listEvents, replaysOf } from '../../repository/event-journal';
 import { erasedEventError } from '../erased';
 import type { Pool } from '../../shared/db';
+import { EventFilterQuery, eventFilterOf } from '../event-filter';
 import { httpError } from '../http-error';
 import { keysetPage } from '../route-helpers';
-import { errorResponses, NullableInteger, NullableString, Timestamp, Id } from '../schemas';
+import { errorResponses, EventSummary, NullableInteger, NullableString, Id } from '../schemas';
 import { canSee, scopedTenant } from '../tenant-scope';
 
-const EventSummary = Type.Object({
-  id: Type.Integer(),
-  tenant_id: Type.String(),
-  topic: Type.String(),
-  received_at: Timestamp,
-  replay_count: Type.Integer(),
-  replay_source: NullableString,
-});
 const EventDetail = Type.Composite([
   EventSummary,
   Type.Object({
@@ -53,14 +46,11 @@ const eventRoutes: FastifyPluginAsyncTypebox<{ pool: Pool }> = async (app, { poo
     {
       schema: {
         tags: ['events'],
-        summary: 'Journal rows filtered by tenant, topic, time and replay flag; newest first, keyset pages',
+        summary:
+          'Journal rows filtered by tenant, topic, time, replay flag and a JSONPath payload filter; newest first, keyset pages',
         querystring: Type.Object(
           {
-            tenant_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
-            topic: Type.Optional(Type.String({ minLength: 1, maxLength: 249 })),
-            since: Type.Optional(Type.String({ format: 'date-time' })),
-            until: Type.Optional(Type.String({ format: 'date-time' })),
-            replayed: Type.Optional(Type.Boolean()),
+            ...EventFilterQuery,
             cursor: Type.Optional(Id),
             limit: limit(50),
           },
@@ -75,18 +65,8 @@ const eventRoutes: FastifyPluginAsyncTypebox<{ pool: Pool }> = async (app, { poo
     },
     async (request) => {
       const q = request.query;
-      if (q.since && q.until && Date.parse(q.since) >= Date.parse(q.until)) {
-        throw httpError(400, `querystring/since must be before querystring/until (got ${q.since} .. ${q.until})`);
-      }
-      const rows = await listEvents(pool, {
-        tenantId: scopedTenant(request, q.tenant_id),
-        topic: q.topic,
-        since: q.since,
-        until: q.until,
-        replayed: q.replayed,
-        before: q.cursor,
-        limit: q.limit + 1,
-      });
+      const filter = await eventFilterOf(pool, request, q);
+      const rows = await listEvents(pool, { ...filter, before: q.cursor, limit: q.limit + 1 });
       return keysetPage(rows, q.limit);
     },
   );

@@ -13,8 +13,9 @@ import { MAX_BATCH_IDS, type RangeReplayInput } from '../../workflows/definition
 import { replaySearchAttributes } from '../../workflows/search-attributes';
 import { erasedEventError } from '../erased';
 import { httpError } from '../http-error';
+import { checkPayloadFilter, PayloadFilter } from '../payload-filter';
 import { within } from '../route-helpers';
-import { errorResponses, Id } from '../schemas';
+import { errorResponses, EventSummary, Id } from '../schemas';
 import { startForRequest } from '../start-workflow';
 import { canSee, scopedTenant } from '../tenant-scope';
 
@@ -40,6 +41,11 @@ const DryRun = Type.Object({
   /** Of `matched`, the events read from the archive (cold replay), and the segments holding them. */
   archived: Type.Optional(Type.Integer()),
   archived_segments: Type.Optional(Type.Array(Type.String())),
+  sample: Type.Optional(
+    Type.Array(Type.Composite([EventSummary, Type.Object({ payload: Type.Record(Type.String(), Type.Unknown()) })]), {
+      description: 'The first matching events in id order (at most 10)',
+    }),
+  ),
 });
 const Topic = Type.String({ minLength: 1, maxLength: 249, pattern: '^[A-Za-z0-9._-]+$' });
 const responses = {
@@ -195,7 +201,7 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
       schema: {
         tags: ['replay'],
         summary:
-          'Replay every event received in [start, end), archived or in the journal, optionally by tenant and topic',
+          'Replay every event received in [start, end), archived or in the journal, optionally by tenant, topic and a JSONPath payload filter (journal events only)',
         body: Type.Object(
           {
             start: Type.String({ format: 'date-time' }),
@@ -203,6 +209,7 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
             tenant_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
             topic: Type.Optional(Topic),
             include_replays: Type.Optional(Type.Boolean()),
+            payload_filter: Type.Optional(PayloadFilter),
             target_topic: Type.Optional(Topic),
             dry_run: Type.Optional(Type.Boolean()),
             max_events_per_second: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1_000_000 })),
@@ -218,6 +225,7 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
         throw httpError(400, `body/start must be before body/end (got ${body.start} .. ${body.end})`);
       }
       const tenantId = scopedTenant(request, body.tenant_id);
+      await checkPayloadFilter(pool, 'body/payload_filter', body.payload_filter);
       // Without a target, events go back to their own topic: the filter's topic when there is one.
       if (!body.dry_run) {
         await checkTargets(request, body.target_topic ? { target_topic: body.target_topic } : { topic: body.topic });
@@ -228,6 +236,7 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
         tenantId,
         topic: body.topic,
         includeReplays: body.include_replays ?? false,
+        payloadFilter: body.payload_filter,
         targetTopic: body.target_topic,
         dryRun: body.dry_run ?? false,
         maxEventsPerSecond: body.max_events_per_second,
@@ -253,6 +262,7 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
           tenantId,
           topic: body.topic,
           includeReplays: input.includeReplays,
+          payloadFilter: body.payload_filter,
           target_topic: body.target_topic,
           dry_run: input.dryRun,
         },

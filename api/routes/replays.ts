@@ -59,7 +59,7 @@ const Detail = Type.Object({
 });
 /**
  * Workflow id prefixes of the workflows this service starts (api/routes/replay.ts, api/routes/dlq.ts and the DLQ
- * retry schedule, whose runs are named dlq-retry-scheduled-<time>).
+ * retry schedule, whose runs are named dlq-retry-scheduled-<schedule id>-<time>).
  */
 export const WORKFLOW_ID_PREFIXES = ['replay-event-', 'replay-batch-', 'replay-range-', 'dlq-retry-'] as const;
 /** Workflow types this service runs; a workflow of any other type is another team's, whatever its id. */

@@ -124,6 +124,17 @@ describe('tokens', () => {
     expect((await env.h.pool.query('SELECT 1 FROM replay_audit')).rows).toHaveLength(0);
   });
 
+  it('reads the Bearer scheme case-insensitively (RFC 9110), as the browser guard does', async () => {
+    for (const scheme of ['bearer', 'BEARER', 'Bearer']) {
+      const res = await env.app.inject({
+        method: 'GET',
+        url: '/events',
+        headers: { authorization: `${scheme} ${token('viewer')}` },
+      });
+      expect({ scheme, status: res.statusCode }).toEqual({ scheme, status: 200 });
+    }
+  });
+
   it('public routes answer without a token', async () => {
     expect((await inject('GET', '/health')).statusCode).toBe(200);
     expect((await inject('GET', '/healthz')).statusCode).toBe(200);

@@ -365,7 +365,13 @@ describe('POST /replay/range', () => {
       // Nothing of this window is archived (cold replay counts archived events apart too).
       archived: 0,
       archived_segments: [],
+      sample: expect.any(Array),
     });
+    // The sample: every match here (fewer than 10), in id order, with its payload.
+    const sample = body.sample as { id: number; tenant_id: string; payload: { n: number } }[];
+    expect(sample.map((r) => r.id)).toEqual([...sample.map((r) => r.id)].sort((a, b) => a - b));
+    expect(sample.map((r) => r.tenant_id)).toEqual(Array(5).fill('dry-a'));
+    expect(sample.map((r) => r.payload.n).sort()).toEqual([1, 1, 2, 2, 3]);
     const all = await post('/replay/range', { start, end, dry_run: true });
     expect(json(all)).toMatchObject({ matched: 6, by_tenant: { 'dry-a': 5, 'dry-b': 1 } });
 

@@ -238,13 +238,14 @@ it('replays from the console with auth off: its calls carry X-Requested-By', asy
 
 /**
  * A hostile page on another origin (localhost:<its port>, another site than the API's 127.0.0.1) trying the
- * requests a browser sends without asking: forms and no-cors fetches, plus a fetch that needs a preflight.
+ * requests a browser sends without asking: forms and no-cors fetches, plus a fetch that needs a preflight. Each form
+ * posts into a frame of its own: on a busy machine a second submission into the same frame could cancel the first.
  */
 const HOSTILE = (api: string, id: number) => `<!doctype html><html><body>
-<iframe name="sink"></iframe>
-<form id="plain" method="POST" enctype="text/plain" target="sink" action="${api}/replay/${id}">
+<iframe name="sink1"></iframe><iframe name="sink2"></iframe>
+<form id="plain" method="POST" enctype="text/plain" target="sink1" action="${api}/replay/${id}">
   <input name='{"x":"' value='"}' /></form>
-<form id="urlencoded" method="POST" target="sink" action="${api}/replay/${id}"></form>
+<form id="urlencoded" method="POST" target="sink2" action="${api}/replay/${id}"></form>
 <script>
   window.attempts = (async () => {
     const url = '${api}/replay/${id}';

@@ -48,6 +48,7 @@ describe('metrics', () => {
     const { apiRegistry } = createMetrics();
     const metrics = await apiRegistry.getMetricsAsJSON();
     expect(metrics.map((m) => m.name).sort()).toEqual([
+      'crm_events_export_rows_total',
       'crm_events_http_request_duration_seconds',
       'crm_events_http_requests_total',
       'crm_events_messages_total',
