@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Context, ApplicationFailure } from '@temporalio/activity';
 import { findManifest, verifySegment, writeSegment, type SegmentManifest } from '../archive';
 import { ensurePartitions } from '../lifecycle/partitions';
@@ -47,9 +48,13 @@ const HEARTBEAT_EVERY = 5000;
 
 /** The segment a step archives into: the partition's name, or partition.topic.before-YYYYMMDD for a topic's rows. */
 export function segmentOf(step: RetentionStep): string {
-  return step.action === 'drop_partition'
-    ? step.partition
-    : `${step.partition}.${step.topic}.before-${step.before.slice(0, 10).replaceAll('-', '')}`;
+  if (step.action === 'drop_partition') return step.partition;
+  // Kafka topic names reach 249 characters, segment names 200: a long one is shortened and made unique by a hash.
+  const topic =
+    step.topic.length <= 100
+      ? step.topic
+      : `${step.topic.slice(0, 80)}-${createHash('sha256').update(step.topic).digest('hex').slice(0, 16)}`;
+  return `${step.partition}.${topic}.before-${step.before.slice(0, 10).replaceAll('-', '')}`;
 }
 
 function sourceOf(step: RetentionStep): JournalArchiveSource {

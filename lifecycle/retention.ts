@@ -29,15 +29,16 @@ export function effectivePolicies(
   configured: Record<string, number>,
   stored: Array<{ topic: string; keep_days: number | null }>,
 ): RetentionPolicies {
-  const policies: RetentionPolicies = { ...configured };
+  // No prototype: a topic named like an Object member is just a key.
+  const policies: RetentionPolicies = Object.assign(Object.create(null) as RetentionPolicies, configured);
   for (const row of stored) policies[row.topic] = row.keep_days;
   return policies;
 }
 
 export function keepDays(policies: RetentionPolicies, topic: string): number | null {
-  const own = policies[topic];
-  if (own !== undefined) return own;
-  return policies[ANY_TOPIC] ?? null;
+  // Own properties only: a topic may be named constructor or __proto__, and has no policy for it.
+  if (Object.hasOwn(policies, topic)) return policies[topic] ?? null;
+  return Object.hasOwn(policies, ANY_TOPIC) ? (policies[ANY_TOPIC] ?? null) : null;
 }
 
 /**

@@ -17,17 +17,24 @@ import { startForRequest } from '../start-workflow';
 /** The service_keys row whose secret salts subject hashes. */
 const ERASURE_KEY = 'erasure';
 
+/** Postgres text holds no NUL character: a value with one is a 400, not a database error. */
+const NO_NUL = '^[^\\u0000]*$';
+
 const Subject = Type.Object(
   {
     field: Type.String({ minLength: 1, maxLength: 200 }),
     // Long numbers lose digits as JSON numbers: give them as strings.
-    value: Type.Union([Type.String({ minLength: 1, maxLength: 2000 }), Type.Integer()]),
+    // A JSON number beyond 2^53 has already lost digits when it is parsed: only safe integers are taken as numbers.
+    value: Type.Union([
+      Type.String({ minLength: 1, maxLength: 2000, pattern: NO_NUL }),
+      Type.Integer({ minimum: -Number.MAX_SAFE_INTEGER, maximum: Number.MAX_SAFE_INTEGER }),
+    ]),
   },
   { additionalProperties: false },
 );
 const Body = Type.Object(
   {
-    tenant_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+    tenant_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200, pattern: NO_NUL })),
     subject: Type.Optional(Subject),
     dry_run: Type.Optional(Type.Boolean({ default: true })),
   },
@@ -162,7 +169,7 @@ const erasureRoutes: FastifyPluginAsyncTypebox<{
       schema: {
         tags: ['erasure'],
         summary: "One erasure's audit: status, subject hash, counts per store, who and when",
-        params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 300 }) }),
+        params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 300, pattern: NO_NUL }) }),
         response: { 200: Audit, ...responses, 404: Type.Ref('ErrorBody') },
       },
     },
