@@ -34,7 +34,9 @@ export default fp<BrowserGuardOptions>(
     // the rules below do not stop it; only the Host header it sends (the attacker's name) tells it apart.
     if (hosts) {
       app.addHook('onRequest', async (request) => {
-        const host = hostName(request.headers.host ?? '');
+        // HTTP/2 carries the host in the :authority pseudo-header, HTTP/1.1 in Host.
+        const authority = request.headers[':authority'];
+        const host = hostName(request.headers.host ?? (typeof authority === 'string' ? authority : ''));
         if (!hosts.has(host)) {
           throw httpError(
             421,
