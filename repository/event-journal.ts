@@ -430,8 +430,9 @@ export async function eventsAfter(
     `SELECT ${ROW_COLUMNS} FROM (
        SELECT ${ROW_COLUMNS}, sum(octet_length(payload::text)) OVER (ORDER BY id) AS running_bytes,
               row_number() OVER (ORDER BY id) AS n
-         FROM (SELECT ${ROW_COLUMNS} FROM event_journal WHERE ${clauses.join(' AND ')}
-                ORDER BY id LIMIT $${values.push(limit)}) AS page
+         FROM (
+           SELECT ${ROW_COLUMNS} FROM event_journal WHERE ${clauses.join(' AND ')} ORDER BY id LIMIT $${values.push(limit)}
+         ) AS page
      ) AS sized WHERE n = 1 OR running_bytes <= $${values.push(maxBytes)} ORDER BY id`,
     values,
   );
