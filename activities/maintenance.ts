@@ -70,6 +70,27 @@ function sourceOf(step: RetentionStep): JournalArchiveSource {
  * lifecycle_audit.
  */
 export function createMaintenanceActivities({ pool, archive, config, log }: ActivityDeps) {
+  /** Retention's plan for the given partitions now, under the policies in force now. */
+  const plan = async (now: Date, only?: string): Promise<RetentionStep[]> => {
+    const partitions = (await listJournalPartitions(pool)).filter((p) => only === undefined || p.name === only);
+    const topicsIn: Record<string, string[]> = {};
+    for (const p of partitions) {
+      if (!p.isDefault && (p.from === null || p.from < now)) topicsIn[p.name] = await topicsInPartition(pool, p.name);
+    }
+    const policies = effectivePolicies(config.journal.retentionDays, await listRetentionRows(pool));
+    return planRetention(
+      partitions.filter((p) => p.isDefault || p.from === null || p.from < now),
+      topicsIn,
+      policies,
+      now,
+    );
+  };
+  /**
+   * Whether a step planned earlier in the run is still what retention asks now: a policy changed meanwhile (a legal
+   * hold: PUT /retention to keep forever) takes effect before anything is archived or removed.
+   */
+  const stillPlanned = async (step: RetentionStep): Promise<boolean> =>
+    (await plan(new Date(), step.partition)).some((s) => JSON.stringify(s) === JSON.stringify(step));
   return {
     async maintenanceStarted(input: { workflowId: string; requestedBy?: string; request: Record<string, unknown> }) {
       await startLifecycleAudit(pool, { ...input, kind: 'maintenance' });
@@ -90,19 +111,7 @@ export function createMaintenanceActivities({ pool, archive, config, log }: Acti
 
     /** What retention asks now: the policies in force applied to the partitions and the topics each holds. */
     async planJournalRetention(input: { now: number }): Promise<RetentionStep[]> {
-      const now = new Date(input.now);
-      const partitions = await listJournalPartitions(pool);
-      const topicsIn: Record<string, string[]> = {};
-      for (const p of partitions) {
-        if (!p.isDefault && (p.from === null || p.from < now)) topicsIn[p.name] = await topicsInPartition(pool, p.name);
-      }
-      const policies = effectivePolicies(config.journal.retentionDays, await listRetentionRows(pool));
-      return planRetention(
-        partitions.filter((p) => p.isDefault || p.from === null || p.from < now),
-        topicsIn,
-        policies,
-        now,
-      );
+      return plan(new Date(input.now));
     },
 
     /**
@@ -113,6 +122,7 @@ export function createMaintenanceActivities({ pool, archive, config, log }: Acti
     async archiveRetentionStep(input: { workflowId: string; step: RetentionStep }): Promise<ArchivedStep> {
       const { step } = input;
       await waitForErasures(pool);
+      if (!(await stillPlanned(step))) return { segment: null, rows: 0 };
       const segment = segmentOf(step);
       // A topic slice already removed (by this run's earlier attempt, or an earlier run the same day): done.
       if (step.action === 'delete_rows' && (await countJournalRows(pool, sourceOf(step))) === 0) {
@@ -168,6 +178,10 @@ export function createMaintenanceActivities({ pool, archive, config, log }: Acti
     async applyRetentionStep(input: { workflowId: string; step: RetentionStep; segment: string }) {
       const { step } = input;
       await waitForErasures(pool);
+      if (!(await stillPlanned(step))) {
+        log.info({ partition: step.partition }, 'Retention changed since the plan: the step is left for the next run');
+        return { rows: 0 };
+      }
       const manifest: SegmentManifest = await verifySegment(archive, input.segment);
       const removed = await withTransaction(pool, async (client) => {
         const source = sourceOf(step);

@@ -6,6 +6,7 @@ import { createArchiveStore, findManifest, listSegments, readSegment } from '../
 import { createActivities } from '../../activities';
 import { nextPeriod, partitionName } from '../../lifecycle/periods';
 import { createJournalPartition, listJournalPartitions } from '../../repository/journal-partitions';
+import { putRetentionRows } from '../../repository/retention';
 import { withTransaction } from '../../shared/db';
 import type { MaintenanceResult } from '../../workflows/definitions';
 import type { SinkHarness } from '../support/sink';
@@ -165,21 +166,29 @@ it('a second run finds nothing left to do and archives nothing twice', async () 
 
 it('a segment that no longer verifies stops the step: nothing is dropped', async () => {
   const activities = createActivities(activityDeps(h));
-  const step = { action: 'drop_partition' as const, partition: 'event_journal_p2025_03', from: null, to: '' };
-  // March 2025 holds quotes (kept forever), so retention never drops it; archive it by hand, then corrupt the file.
-  const archivedStep = await activities.archiveRetentionStep({ workflowId: 'manual', step }).catch((err: Error) => err);
-  expect(archivedStep).not.toBeInstanceOf(Error);
-  const store = createArchiveStore(h.config.archive);
-  const manifest = (await findManifest(store, 'event_journal_p2025_03'))!;
-  const file = path.join(h.config.archive.dir, manifest.file.key);
-  const bytes = await fs.readFile(file);
-  expect(gunzipSync(bytes).toString()).toContain('quotes');
-  bytes[bytes.length - 12] ^= 0xff;
-  await fs.writeFile(file, bytes);
-  await expect(
-    activities.applyRetentionStep({ workflowId: 'manual', step, segment: 'event_journal_p2025_03' }),
-  ).rejects.toThrow();
-  expect((await listJournalPartitions(h.pool)).map((p) => p.name)).toContain('event_journal_p2025_03');
+  // March 2025 holds quotes, kept forever: with quotes at 1 day for this test, retention plans to drop it.
+  await putRetentionRows(h.pool, { quotes: 1 }, 'test');
+  try {
+    const step = (await activities.planJournalRetention({ now: Date.now() })).find(
+      (s) => s.partition === 'event_journal_p2025_03',
+    )!;
+    expect(step).toMatchObject({ action: 'drop_partition' });
+    const archivedStep = await activities.archiveRetentionStep({ workflowId: 'manual', step });
+    expect(archivedStep.segment).toBe('event_journal_p2025_03');
+    const store = createArchiveStore(h.config.archive);
+    const manifest = (await findManifest(store, 'event_journal_p2025_03'))!;
+    const file = path.join(h.config.archive.dir, manifest.file.key);
+    const bytes = await fs.readFile(file);
+    expect(gunzipSync(bytes).toString()).toContain('quotes');
+    bytes[bytes.length - 12] ^= 0xff;
+    await fs.writeFile(file, bytes);
+    await expect(
+      activities.applyRetentionStep({ workflowId: 'manual', step, segment: 'event_journal_p2025_03' }),
+    ).rejects.toThrow();
+    expect((await listJournalPartitions(h.pool)).map((p) => p.name)).toContain('event_journal_p2025_03');
+  } finally {
+    await putRetentionRows(h.pool, { quotes: null }, 'test');
+  }
 });
 
 it('archives nothing while an erasure runs: the step fails retryably and nothing is written or removed', async () => {
