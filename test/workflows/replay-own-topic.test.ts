@@ -76,6 +76,7 @@ it('for a tenant-scoped batch only the ingested topics count, however wide the a
     unknown: [],
     refused: extraIds.map((id) => ({ id, reason: refusedFor(extra, TENANT_RULE) })),
     refusedTopics: { [extra]: extraIds.length },
+    erased: [],
   });
   expect(await topicSize(h.kafka, extra)).toBe(0);
   // The same events, unscoped: the allow-list names the topic, so they go.
