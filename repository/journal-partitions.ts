@@ -121,6 +121,9 @@ export async function createJournalPartition(client: PoolClient, name: string, f
   await client.query(
     `CREATE TABLE ${ident(name)} (LIKE event_journal INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE)`,
   );
+  // The ATTACH below locks the default partition anyway; taking that lock first keeps a writer from committing a row
+  // of this range into it between the move and the ATTACH's check (which would fail with 23514).
+  await client.query(`LOCK TABLE ${JOURNAL_DEFAULT_PARTITION} IN ACCESS EXCLUSIVE MODE`);
   const moved = await client.query(
     `WITH moved AS (
        DELETE FROM ${JOURNAL_DEFAULT_PARTITION} WHERE received_at >= $1 AND received_at < $2 RETURNING *
