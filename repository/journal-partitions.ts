@@ -150,9 +150,14 @@ export async function holdPartitionForRemoval(client: PoolClient, name: string):
   await client.query(`LOCK TABLE ${ident(name)} IN SHARE MODE`);
 }
 
-/** Makes the caller's transaction one snapshot (a count and the rows read after it agree). */
+/**
+ * Makes the caller's transaction one snapshot (a count and the rows read after it agree), allowed to last: a cursor's
+ * statement_timeout covers the whole cursor, not each fetch, and archiving a partition takes longer than the pool's
+ * 30 s. The activity's heartbeat and start-to-close timeout bound it instead.
+ */
 export async function oneSnapshot(client: PoolClient): Promise<void> {
   await client.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
+  await client.query("SET LOCAL statement_timeout = '2h'");
 }
 
 /** Detaches and drops a partition (after its rows were archived and verified, or when it is empty). */
