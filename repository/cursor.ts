@@ -7,7 +7,8 @@ export const DEFAULT_CURSOR_BATCH = 1000;
 /**
  * Rows of any SELECT, fetched through a server-side cursor `batchSize` at a time: memory holds one batch however
  * many rows the query returns. The client is busy until the iteration ends (or is broken off, which closes the
- * cursor); each fetch is its own statement for statement_timeout, so a long export is not cancelled by it.
+ * cursor). statement_timeout covers the whole cursor, not each fetch: a caller reading for long sets its own limit
+ * in its transaction (export, archive).
  */
 export async function* streamRows<R>(
   client: PoolClient,
