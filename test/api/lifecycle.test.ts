@@ -1,7 +1,7 @@
-import { ScheduleNotFoundError } from '@temporalio/client';
 import { ensureMaintenanceSchedule } from '../../worker/maintenance-schedule';
 import { createApiEnv, json, type ApiEnv } from '../support/api';
 import { uniqueSuffix } from '../support/env';
+import { deleteSchedule } from '../support/temporal';
 import { eventually } from '../support/sink';
 
 /**
@@ -22,12 +22,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (!env) return;
-  await env.client.schedule
-    .getHandle(SCHEDULE_ID)
-    .delete()
-    .catch((err: unknown) => {
-      if (!(err instanceof ScheduleNotFoundError)) throw err;
-    });
+  await deleteSchedule(env.h.config.temporal.address, SCHEDULE_ID);
   await env.close();
 });
 

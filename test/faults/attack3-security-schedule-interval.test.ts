@@ -1,7 +1,7 @@
-import { ScheduleNotFoundError } from '@temporalio/client';
 import { ensureDlqRetrySchedule } from '../../worker/dlq-schedule';
 import { createApiEnv, json, leaksInternals, type ApiEnv } from '../support/api';
 import { uniqueSuffix } from '../support/env';
+import { deleteSchedule } from '../support/temporal';
 
 /**
  * Attack ("bad input gets a 4xx naming the problem, never a 5xx"): PATCH /dlq/retry-schedule checks that the interval
@@ -24,12 +24,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (!env) return;
-  await env.client.schedule
-    .getHandle(SCHEDULE_ID)
-    .delete()
-    .catch((err: unknown) => {
-      if (!(err instanceof ScheduleNotFoundError)) throw err;
-    });
+  await deleteSchedule(env.h.config.temporal.address, SCHEDULE_ID);
   await env.close();
 });
 
