@@ -52,7 +52,10 @@ it('counts archived events with the journal ones, and apart, per topic and tenan
     by_tenant: { acme: 20 + 15 + 20, globex: 20 + 15 },
     archived: 40,
     archived_segments: ['api-cold-2025-01'],
+    // The sample is read from the journal only: its first ten matches, the March events (ids 41 to 50).
+    sample: expect.any(Array),
   });
+  expect(res.json().sample.map((row: { id: number }) => row.id)).toEqual([41, 42, 43, 44, 45, 46, 47, 48, 49, 50]);
 });
 
 it('filters archived events like journal ones, and a window outside the archive reads none of it', async () => {
