@@ -45,6 +45,11 @@ export function archiveRowFilter(filter: RangeFilter): RowFilter {
   };
 }
 
+/** The largest id any archived segment holds (0 when none). */
+export async function newestArchivedId(archive: ArchiveStore): Promise<number> {
+  return (await listSegments(archive)).reduce((max, m) => Math.max(max, m.id?.max ?? 0), 0);
+}
+
 /** A segment holding rows of a range: how many the archive alone holds, and how many the journal holds too. */
 export interface ArchivedSegment {
   segment: string;

@@ -12,7 +12,7 @@ import type { ActivityDeps } from './deps';
 import { refusalOf, toReplayMessage, type Lineage } from '../journal/lineage';
 import { publishMessages } from './publish';
 import { ownTopicCheck, withRefusedTopics } from './own-topic';
-import { countArchivedRange } from './archive-range';
+import { countArchivedRange, newestArchivedId } from './archive-range';
 import { prefetch } from './prefetch';
 
 /** Matching rows a dry run shows, the first in id order. */
@@ -79,7 +79,10 @@ export interface RangeChunkResult {
 export function createRangeActivities({ pool, producer, metrics, config, lineageKey, archive }: ActivityDeps) {
   /** The range's rows in the journal (pinned at its newest id) and in the archive, counted by topic and tenant. */
   const countAll = async (selection: RangeSelection) => {
-    const filter = { ...selection, maxId: await maxEventId(pool) };
+    // Pinned at the newest id either store holds: retention may have emptied the journal of all but newer rows, or of
+    // every row, while the archive keeps ids above the journal's newest.
+    const maxId = Math.max(await maxEventId(pool), await newestArchivedId(archive));
+    const filter = { ...selection, maxId };
     const journal = await countRange(pool, filter);
     const ctx = Context.current();
     const archived = await countArchivedRange(archive, pool, filter, (details) => ctx.heartbeat(details));

@@ -66,3 +66,18 @@ it('filters archived events like journal ones, and a window outside the archive 
   const live = await dryRun({ start: '2025-03-01T00:00:00Z', end: '2025-04-01T00:00:00Z' });
   expect(live.json()).toMatchObject({ matched: 30, archived: 0, archived_segments: [] });
 });
+
+it('counts the archive when retention has emptied the journal (the pinned id comes from the archive too)', async () => {
+  await archiveWindow(env.h.pool, createArchiveStore(env.h.config.archive), {
+    segment: 'api-cold-rest',
+    from: '2025-02-01T00:00:00Z',
+    before: new Date(Date.now() + 60_000).toISOString(),
+  });
+  expect(await env.h.journalCount()).toBe(0);
+  const res = await dryRun({ start: '2024-12-01T00:00:00Z', end: new Date(Date.now() + 60_000).toISOString() });
+  expect(res.json()).toMatchObject({
+    matched: 90,
+    archived: 90,
+    archived_segments: ['api-cold-2025-01', 'api-cold-rest'],
+  });
+});

@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { MockActivityEnvironment, TestWorkflowEnvironment } from '@temporalio/testing';
 import { DefaultLogger, Worker } from '@temporalio/worker';
 import type { IHeaders, Kafka, Producer } from 'kafkajs';
@@ -428,4 +430,12 @@ it('rows both archived and still journaled (archive done, drop not) are sent onc
   const run = await replay(range);
   expect(run.result).toMatchObject({ matched: expected.length, published: expected.length });
   expect(ascending((await run.messages()).map((m) => m.from))).toEqual(expected);
+});
+
+it('still replays a range replay history recorded before cold replay (a replay in flight at upgrade)', async () => {
+  // A completed rate-limited rangeReplayWorkflow from the dev server, recorded by the code before cold replay
+  // (`temporal workflow show --output json`): its plan has no segments and no patch marker, so no archive pass.
+  const fixture = path.join(__dirname, '../fixtures/range-replay-history-before-cold-replay.json');
+  const history: unknown = JSON.parse(fs.readFileSync(fixture, 'utf8'));
+  await expect(Worker.runReplayHistory({ workflowBundle: await workflowBundle() }, history)).resolves.toBeUndefined();
 });
