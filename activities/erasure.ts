@@ -16,6 +16,7 @@ import {
   getLifecycleAudit,
   startLifecycleAudit,
 } from '../repository/lifecycle-audit';
+import { redeliveryHorizon } from '../repository/removed-records';
 import type { ActivityDeps } from './deps';
 
 /** Which erasure, and the hash its subject is stored under (the value itself never passes through Temporal). */
@@ -26,7 +27,7 @@ export interface ErasureRef {
 
 export interface EraseRowsInput extends ErasureRef {
   table: ErasureTable;
-  /** Start after this id (a second pass starts where the first ended). */
+  /** Start after this id (0: the whole table). */
   afterId: number;
   /** Ids per delete statement. */
   windowIds: number;
@@ -36,7 +37,7 @@ export interface EraseRowsInput extends ErasureRef {
 const HEARTBEAT_ROWS = 1000;
 
 /** The erasure workflow's steps: audit, journal and DLQ deletes in id windows, archive rewrites. All idempotent. */
-export function createErasureActivities({ pool, archive }: ActivityDeps) {
+export function createErasureActivities({ pool, archive, config }: ActivityDeps) {
   const targetOf = async (ref: ErasureRef): Promise<ErasureTarget> => {
     const target = await loadErasureSubject(pool, ref.subjectHash);
     if (target) return target;
@@ -69,7 +70,8 @@ export function createErasureActivities({ pool, archive }: ActivityDeps) {
       const client = await pool.connect();
       try {
         for await (const [from, to] of idWindows(pool, input.table, cursor, input.windowIds)) {
-          await deleteMatches(client, input.table, target, input.erasureId, from, to);
+          const horizon = redeliveryHorizon(config.journal.redeliveryHorizonMs);
+          await deleteMatches(client, input.table, target, input.erasureId, from, to, horizon);
           cursor = to;
           context.heartbeat(cursor);
         }

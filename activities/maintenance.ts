@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import { Context, ApplicationFailure } from '@temporalio/activity';
 import { findManifest, verifySegment, writeSegment, type SegmentManifest } from '../archive';
 import { ensurePartitions } from '../lifecycle/partitions';
-import { effectivePolicies, planRetention, type RetentionStep } from '../lifecycle/retention';
+import { effectivePolicies, planDeadLetterExpiry, planRetention, type RetentionStep } from '../lifecycle/retention';
+import { deleteExpiredDeadLetters } from '../repository/dlq-retention';
 import { journalArchiveRows, type JournalArchiveSource } from '../repository/journal-archive';
 import {
   countJournalRows,
@@ -12,7 +13,9 @@ import {
   journalPartitionIdent,
   listJournalPartitions,
   oneSnapshot,
+  rememberRemovedJournalRows,
 } from '../repository/journal-partitions';
+import { deleteRemovedRecordsBefore, redeliveryHorizon } from '../repository/removed-records';
 import {
   appendLifecycleAction,
   erasuresInProgress,
@@ -45,6 +48,9 @@ async function waitForErasures(pool: ActivityDeps['pool']): Promise<void> {
 
 /** Rows between heartbeats while a segment is written. */
 const HEARTBEAT_EVERY = 5000;
+
+/** Dead letters deleted per statement by dead-letter retention. */
+const DEAD_LETTER_BATCH = 5000;
 
 /** The segment a step archives into: the partition's name, or partition.topic.before-YYYYMMDD for a topic's rows. */
 export function segmentOf(step: RetentionStep): string {
@@ -194,6 +200,9 @@ export function createMaintenanceActivities({ pool, archive, config, log }: Acti
             'ArchiveMismatch',
           );
         }
+        // Kafka may still deliver some of these records again: dedupe must still know them once their rows are gone.
+        const horizon = redeliveryHorizon(config.journal.redeliveryHorizonMs);
+        await rememberRemovedJournalRows(client, source, manifest.id?.max ?? 0, horizon);
         if (step.action === 'drop_partition') {
           await dropJournalPartition(client, step.partition);
           return total;
@@ -210,6 +219,52 @@ export function createMaintenanceActivities({ pool, archive, config, log }: Acti
       });
       log.info({ partition: step.partition, action, rows: removed }, 'Journal retention applied');
       return { rows: removed };
+    },
+
+    /**
+     * Deletes the dead letters past their topic's retention (planDeadLetterExpiry), in batches, each remembering the
+     * records Kafka may still deliver again; records what it deleted per topic. Returns the total.
+     */
+    async expireDeadLetters(input: { workflowId: string; now: number }): Promise<number> {
+      const policies = effectivePolicies(config.journal.retentionDays, await listRetentionRows(pool));
+      const context = Context.current();
+      let total = 0;
+      for (const expiry of planDeadLetterExpiry(policies, new Date(input.now))) {
+        const selection = expiry.topic === null ? { exceptTopics: expiry.exceptTopics } : { topic: expiry.topic };
+        const horizon = redeliveryHorizon(config.journal.redeliveryHorizonMs, input.now);
+        let rows = 0;
+        for (;;) {
+          const n = await deleteExpiredDeadLetters(
+            pool,
+            selection,
+            new Date(expiry.before),
+            DEAD_LETTER_BATCH,
+            horizon,
+          );
+          rows += n;
+          context.heartbeat(rows);
+          if (n < DEAD_LETTER_BATCH) break;
+        }
+        if (rows === 0) continue;
+        total += rows;
+        await appendLifecycleAction(pool, input.workflowId, {
+          action: 'dead_letters_deleted',
+          topic: expiry.topic ?? '*',
+          before: expiry.before,
+          rows,
+        });
+        log.info({ topic: expiry.topic ?? '*', rows }, 'Dead letters past retention deleted');
+      }
+      return total;
+    },
+
+    /** Forgets removed records Kafka can no longer deliver (received before the redelivery horizon). */
+    async pruneRemovedRecords(input: { workflowId: string; now: number }): Promise<number> {
+      const horizon = redeliveryHorizon(config.journal.redeliveryHorizonMs, input.now);
+      if (horizon === null) return 0;
+      const rows = await deleteRemovedRecordsBefore(pool, horizon);
+      if (rows > 0) await appendLifecycleAction(pool, input.workflowId, { action: 'removed_records_pruned', rows });
+      return rows;
     },
   };
 }

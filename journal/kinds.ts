@@ -70,6 +70,8 @@ export const MAINTENANCE_ACTIONS = [
   'segment_archived',
   'partition_dropped',
   'rows_deleted',
+  'dead_letters_deleted',
+  'removed_records_pruned',
 ] as const;
 export type MaintenanceAction = (typeof MAINTENANCE_ACTIONS)[number];
 
@@ -83,3 +85,7 @@ export type ErasureTargetKind = (typeof ERASURE_TARGETS)[number];
 /** Where an erasure deletes rows; erasure_counts.store and the keys of an erasure's counts. */
 export const ERASURE_STORES = ['journal', 'dlq', 'archive'] as const;
 export type ErasureStore = (typeof ERASURE_STORES)[number];
+
+/** What removed a row whose Kafka record may still be delivered again (removed_records.removed_by). */
+export const REMOVERS = ['retention', 'erasure'] as const;
+export type Remover = (typeof REMOVERS)[number];

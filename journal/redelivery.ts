@@ -1,6 +1,8 @@
+import { createHash } from 'node:crypto';
 import { lockNames, type PoolClient } from '../shared/db';
 import { legacyDlqMatches } from '../repository/event-dlq';
 import { journaledReplayCopies, legacyJournalMatches, type ReplayCopy } from '../repository/event-journal';
+import { getServiceKey } from '../repository/service-keys';
 import { recordsAt, type StoredAt } from '../repository/stored-records';
 import type { ParsedRecord } from './record';
 
@@ -28,8 +30,9 @@ export interface Classified {
  * record and its redelivery may land in: instead, writers of the same Kafka partition (and of copies of the same
  * replay) are serialised by advisory locks taken here, and under the lock every committed row is visible to the
  * lookups. Then:
- * - same coordinates and same content hash, in either table: a redelivery; a different hash: a coordinate reuse,
- *   to be written (one index range scan per table and partition, which finds nothing in the common case);
+ * - same coordinates and same content hash, in either table or among the rows retention or an erasure removed
+ *   (removed_records, by keyed hash): a redelivery; a different hash: a coordinate reuse, to be written (one query,
+ *   an index range scan per table and partition, which finds nothing in the common case);
  * - a replay's copy of an event (verified lineage) already journaled for that replay, or twice in this batch: a
  *   republished copy, not journaled again.
  */
@@ -37,22 +40,33 @@ export async function classifyAgainstStore(client: PoolClient, records: ParsedRe
   await lockNames(client, lockNamesOf(records));
   const redelivered = new Set<number>();
   const reused: Reuse[] = [];
+  let removedKey: Buffer | undefined;
   for (const group of byPartition(records)) {
     const { topic, partition, lo, hi } = group;
-    const journal = await recordsAt(client, 'event_journal', topic, partition, lo, hi);
-    const dlq = await recordsAt(client, 'event_dlq', topic, partition, lo, hi);
-    if (journal.length === 0 && dlq.length === 0) continue;
-    const stored = byOffset([...journal, ...dlq]);
+    const found = await recordsAt(client, topic, partition, lo, hi);
+    if (!found.event_journal.length && !found.event_dlq.length && !found.removed_records.length) continue;
+    const stored = byOffset([...found.event_journal, ...found.event_dlq]);
+    const removed = byOffset(found.removed_records);
+    if (found.removed_records.length) removedKey ??= await getServiceKey(client, 'erasure');
     const reuse = (index: number): Reuse => {
       const { offset, contentHash } = records[index].ok ? records[index].entry : records[index].dlq;
       const hash = contentHash?.toString('hex') ?? '';
-      return { index, topic, partition, offset: String(offset), hash, stored: stored.get(String(offset)) ?? [] };
+      const notes = (removed.get(String(offset)) ?? []).map((h) => `removed:${h}`);
+      return {
+        index,
+        topic,
+        partition,
+        offset: String(offset),
+        hash,
+        stored: [...(stored.get(String(offset)) ?? []), ...notes],
+      };
     };
     const legacy: number[] = [];
     for (const index of group.indexes) {
       const { hash, stored: hashes } = reuse(index);
       if (hashes.length === 0) continue;
-      if (hashes.includes(hash)) redelivered.add(index);
+      const keyed = removedKey && hash ? keyedHash(removedKey, hash) : undefined;
+      if (hashes.includes(hash) || (keyed !== undefined && hashes.includes(`removed:${keyed}`))) redelivered.add(index);
       else if (hashes.includes('legacy')) legacy.push(index);
       else reused.push(reuse(index));
     }
@@ -163,6 +177,11 @@ function byPartition(records: ParsedRecord[]): PartitionGroup[] {
 /** a < b for Kafka offsets (decimal int64 strings, never negative here): by length, then digits. */
 function offsetBelow(a: string, b: string): boolean {
   return a.length !== b.length ? a.length < b.length : a < b;
+}
+
+/** A content hash (hex) as removed_records keeps it: SHA-256 of the erasure salt, then the hash (hex). */
+function keyedHash(key: Buffer, contentHashHex: string): string {
+  return createHash('sha256').update(key).update(Buffer.from(contentHashHex, 'hex')).digest('hex');
 }
 
 function byOffset(rows: StoredAt[]): Map<string, string[]> {

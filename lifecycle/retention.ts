@@ -87,3 +87,32 @@ export function planRetention(
 function iso(date: Date | null): string | null {
   return date === null ? null : date.toISOString();
 }
+
+/** Dead letters past retention: a topic's, or (topic null) every topic's without a policy of its own. */
+export interface DeadLetterExpiry {
+  topic: string | null;
+  /** Topics with a policy of their own (skipped by the topic-null expiry). */
+  exceptTopics: string[];
+  /** Dead letters received before this are past retention. */
+  before: string;
+}
+
+/**
+ * What retention asks of the DLQ now: a dead letter is kept as long as its topic's events (a record rejected is
+ * personal data like one journaled). Not archived: a dead letter past its topic's retention is deleted.
+ */
+export function planDeadLetterExpiry(policies: RetentionPolicies, now: Date): DeadLetterExpiry[] {
+  const own = Object.keys(policies).filter((topic) => topic !== ANY_TOPIC);
+  const expiries: DeadLetterExpiry[] = [];
+  for (const topic of own) {
+    const days = policies[topic];
+    if (days !== null && days !== undefined) {
+      expiries.push({ topic, exceptTopics: [], before: cutoff(days, now).toISOString() });
+    }
+  }
+  const rest = keepDays(policies, ANY_TOPIC);
+  if (Object.hasOwn(policies, ANY_TOPIC) && rest !== null) {
+    expiries.push({ topic: null, exceptTopics: own, before: cutoff(rest, now).toISOString() });
+  }
+  return expiries;
+}

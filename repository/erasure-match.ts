@@ -3,6 +3,7 @@ import { TENANT_FIELDS } from '../journal/kinds';
 import type { ErasureTarget } from '../lifecycle/erasure-target';
 import type { JournalArchiveRow } from './journal-archive';
 import type { Queryable } from './queryable';
+import { rememberRemovedSql } from './removed-records';
 
 /**
  * Which rows an erasure selects, written once as SQL: the journal's and the DLQ's rows, and archived rows checked
@@ -77,8 +78,9 @@ export async function countMatches(
 
 /**
  * Deletes the target's rows with ids in (afterId, upToId], in one transaction that also records the journal ids in
- * erased_events and adds the count to erasure_counts: a retry of the same window deletes nothing and counts nothing
- * more. Returns how many rows it deleted.
+ * erased_events, remembers the rows Kafka may still deliver again (received since `horizon`; null = all) in
+ * removed_records, and adds the count to erasure_counts: a retry of the same window deletes nothing and counts
+ * nothing more. Returns how many rows it deleted.
  */
 export async function deleteMatches(
   client: PoolClient,
@@ -87,9 +89,11 @@ export async function deleteMatches(
   erasureId: string,
   afterId: number,
   upToId: number,
+  horizon: Date | null,
 ): Promise<number> {
   const values: unknown[] = [afterId, upToId, erasureId];
   const where = predicate(table, target, values);
+  const remember = rememberRemovedSql('gone', 'true', 'erasure', `$${values.push(horizon)}`);
   const noteIds =
     table === 'event_journal'
       ? `, noted AS (INSERT INTO erased_events (event_id, erasure_id) SELECT id, $3 FROM gone
@@ -98,7 +102,9 @@ export async function deleteMatches(
   await client.query('BEGIN');
   try {
     const { rows } = await client.query<{ n: number }>(
-      `WITH gone AS (DELETE FROM ${table} WHERE id > $1 AND id <= $2 AND ${where} RETURNING id)${noteIds},
+      `WITH gone AS (DELETE FROM ${table} WHERE id > $1 AND id <= $2 AND ${where}
+                     RETURNING id, topic, kafka_partition, kafka_offset, content_hash, received_at)${noteIds},
+            remembered AS (${remember}),
             counted AS (INSERT INTO erasure_counts (erasure_id, store, rows)
                         SELECT $3, '${table === 'event_journal' ? 'journal' : 'dlq'}', count(*) FROM gone
                         ON CONFLICT (erasure_id, store) DO UPDATE SET rows = erasure_counts.rows + EXCLUDED.rows)

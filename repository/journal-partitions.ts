@@ -1,6 +1,7 @@
 import type { PoolClient } from 'pg';
 import type { JournalArchiveSource } from './journal-archive';
 import type { Queryable } from './queryable';
+import { rememberRemovedSql } from './removed-records';
 
 /**
  * The journal's time partitions (docs/lifecycle.md). event_journal is partitioned by RANGE (received_at); its
@@ -183,6 +184,25 @@ export async function countJournalRows(db: Queryable, source: JournalArchiveSour
     values,
   );
   return rows[0].n;
+}
+
+/**
+ * Remembers those rows in removed_records before they are removed, the ones Kafka may still deliver again (received
+ * since `horizon`; null = all), in the caller's transaction; returns how many.
+ */
+export async function rememberRemovedJournalRows(
+  db: Queryable,
+  source: JournalArchiveSource,
+  maxId: number,
+  horizon: Date | null,
+): Promise<number> {
+  const values: unknown[] = [];
+  const where = sourceWhere(source, values, maxId);
+  const result = await db.query(
+    rememberRemovedSql(ident(source.table), where, 'retention', `$${values.push(horizon)}`),
+    values,
+  );
+  return result.rowCount ?? 0;
 }
 
 /** Deletes those rows (after they were archived); returns how many. */

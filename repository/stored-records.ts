@@ -18,7 +18,7 @@ export interface StoredRecord {
   contentHash: Buffer | null;
 }
 
-/** What a table already holds at some Kafka coordinates: the offset and the content hash (null before 007). */
+/** What is already stored at some Kafka coordinates: the offset and the content hash (null before 007). */
 export interface StoredAt {
   offset: string;
   content_hash: Buffer | null;
@@ -27,24 +27,38 @@ export interface StoredAt {
 /** The two tables a consumed record can end in. */
 export type RecordTable = 'event_journal' | 'event_dlq';
 
+/** Where a record's coordinates can be found: its row, or the note of a row removed (repository/removed-records.ts). */
+export interface StoredRecords {
+  event_journal: StoredAt[];
+  event_dlq: StoredAt[];
+  /** Rows retention or an erasure removed: content_hash is the keyed hash removed_records holds. */
+  removed_records: StoredAt[];
+}
+
 /**
- * Rows of a table at offsets lo..hi of one partition: one index range scan on the prefix of the table's unique key
- * (topic, partition, offset, content hash). Finds nothing in the common case.
+ * What the journal, the DLQ and removed_records hold at offsets lo..hi of one partition, in one round trip: one index
+ * range scan per table (and journal partition) on the prefix of its coordinates index. Finds nothing in the common
+ * case.
  */
 export async function recordsAt(
   db: Queryable,
-  table: RecordTable,
   topic: string,
   partition: number,
   lo: string,
   hi: string,
-): Promise<StoredAt[]> {
-  const { rows } = await db.query<StoredAt>(
-    `SELECT kafka_offset::text AS offset, content_hash FROM ${table === 'event_dlq' ? 'event_dlq' : 'event_journal'}
-      WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset BETWEEN $3 AND $4`,
+): Promise<StoredRecords> {
+  const at = 'WHERE topic = $1 AND kafka_partition = $2 AND kafka_offset BETWEEN $3 AND $4';
+  const { rows } = await db.query<StoredAt & { store: keyof StoredRecords }>(
+    `SELECT 'event_journal' AS store, kafka_offset::text AS offset, content_hash FROM event_journal ${at}
+     UNION ALL
+     SELECT 'event_dlq', kafka_offset::text, content_hash FROM event_dlq ${at}
+     UNION ALL
+     SELECT 'removed_records', kafka_offset::text, record_hash FROM removed_records ${at}`,
     [topic, partition, lo, hi],
   );
-  return rows;
+  const stored: StoredRecords = { event_journal: [], event_dlq: [], removed_records: [] };
+  for (const { store, offset, content_hash } of rows) stored[store].push({ offset, content_hash });
+  return stored;
 }
 
 /**

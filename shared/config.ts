@@ -96,6 +96,12 @@ export interface Config {
     retentionDays: Record<string, number>;
     maintenanceScheduleId: string;
     maintenanceIntervalMs: number;
+    /**
+     * How long Kafka may still deliver a record again after this service received it (KAFKA_REDELIVERY_HORIZON: the
+     * ingested topics' retention.ms plus segment.ms; "forever" for compacted topics or retention -1). Rows removed
+     * within it are remembered in removed_records; null = for ever.
+     */
+    redeliveryHorizonMs: number | null;
   };
   /** Secret that signs replay lineage (x-replay-proof); when unset, the one migration 007 generated in Postgres. */
   lineageKey: string | undefined;
@@ -193,6 +199,7 @@ export const DEFAULTS = {
   JOURNAL_RETENTION: '',
   MAINTENANCE_SCHEDULE_ID: 'crm-events-journal-maintenance',
   MAINTENANCE_INTERVAL: '1h',
+  KAFKA_REDELIVERY_HORIZON: '15d',
   LINEAGE_KEY: '',
   LOG_LEVEL: 'info',
   ARCHIVE_STORE: 'local',
@@ -421,6 +428,8 @@ export function loadConfig(env: Env = process.env): Config {
       retentionDays: retention(read('JOURNAL_RETENTION')),
       maintenanceScheduleId: read('MAINTENANCE_SCHEDULE_ID'),
       maintenanceIntervalMs: duration('MAINTENANCE_INTERVAL'),
+      redeliveryHorizonMs:
+        read('KAFKA_REDELIVERY_HORIZON').trim() === 'forever' ? null : duration('KAFKA_REDELIVERY_HORIZON'),
     },
     lineageKey: lineageKey || undefined,
     logLevel,

@@ -169,4 +169,6 @@ export interface MaintenanceResult {
   workflow_id: string;
   partitions_created: string[];
   steps: MaintenanceStepResult[];
+  /** Dead letters deleted as past their topic's retention (absent from runs recorded before). */
+  dead_letters_deleted?: number;
 }

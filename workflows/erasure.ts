@@ -47,7 +47,9 @@ const { recordErasureStarted, recordErasureFinished } = proxyActivities<Activiti
 /**
  * Erases a tenant's or a data subject's rows everywhere this service keeps them (docs/lifecycle.md, "Erasure"): the
  * journal (erased ids recorded, so replays of them answer 410), the DLQ, then every archived segment holding one;
- * then the journal and DLQ once more from where the first pass ended, for rows journaled meanwhile. The audit
+ * then the journal and DLQ once more, whole, for rows committed meanwhile. Whole, not from where the first pass
+ * ended: ids are taken when a row is inserted, not when it commits, so a row committed after the first pass may hold
+ * an id below its end. The audit
  * (lifecycle_audit, kind erasure) holds the subject's hash and the counts, never its value.
  */
 export async function erasureWorkflow(input: ErasureInput): Promise<ErasureResult> {
@@ -56,11 +58,11 @@ export async function erasureWorkflow(input: ErasureInput): Promise<ErasureResul
   const windowIds = input.windowIds ?? 10_000;
   await recordErasureStarted({ ...ref, requestedBy: input.requestedBy });
   try {
-    const journal = await eraseRows({ ...ref, table: 'event_journal', afterId: 0, windowIds });
-    const dlq = await eraseRows({ ...ref, table: 'event_dlq', afterId: 0, windowIds });
+    await eraseRows({ ...ref, table: 'event_journal', afterId: 0, windowIds });
+    await eraseRows({ ...ref, table: 'event_dlq', afterId: 0, windowIds });
     await eraseArchiveRows(ref);
-    await eraseRows({ ...ref, table: 'event_journal', afterId: journal.lastId, windowIds });
-    await eraseRows({ ...ref, table: 'event_dlq', afterId: dlq.lastId, windowIds });
+    await eraseRows({ ...ref, table: 'event_journal', afterId: 0, windowIds });
+    await eraseRows({ ...ref, table: 'event_dlq', afterId: 0, windowIds });
   } catch (err) {
     const cause = (err as { cause?: { message?: string } }).cause;
     const error = cause?.message ?? (err as Error).message;

@@ -1,22 +1,30 @@
-import { proxyActivities, workflowInfo } from '@temporalio/workflow';
+import { patched, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import { auditOptions, maintenanceOptions } from './activity-options';
 import type { MaintenanceInput, MaintenanceResult, MaintenanceStepResult } from './definitions';
 
-const { createJournalPartitions, planJournalRetention, archiveRetentionStep, applyRetentionStep } =
-  proxyActivities<Activities>(maintenanceOptions);
+const {
+  createJournalPartitions,
+  planJournalRetention,
+  archiveRetentionStep,
+  applyRetentionStep,
+  expireDeadLetters,
+  pruneRemovedRecords,
+} = proxyActivities<Activities>(maintenanceOptions);
 const { maintenanceStarted, maintenanceFinished } = proxyActivities<Activities>(auditOptions);
 
 /**
  * Journal maintenance, on a Temporal Schedule (and on demand): partitions created ahead (strays adopted), then every
- * retention step — the expired partition or topic slice archived and verified, then dropped or deleted. One step at
- * a time, each recorded in lifecycle_audit; the clock is workflow time.
+ * retention step — the expired partition or topic slice archived and verified, then dropped or deleted; then dead
+ * letters past their topic's retention deleted, and notes of removed records Kafka can no longer deliver forgotten.
+ * One step at a time, each recorded in lifecycle_audit; the clock is workflow time.
  */
 export async function journalMaintenanceWorkflow(input: MaintenanceInput): Promise<MaintenanceResult> {
   const { workflowId } = workflowInfo();
   await maintenanceStarted({ workflowId, requestedBy: input.requestedBy, request: { ...input } });
   const steps: MaintenanceStepResult[] = [];
   let created: string[] = [];
+  let deadLetters = 0;
   try {
     const now = Date.now();
     created = (await createJournalPartitions({ workflowId, now })).map((p) => p.name);
@@ -37,6 +45,11 @@ export async function journalMaintenanceWorkflow(input: MaintenanceInput): Promi
       await applyRetentionStep({ workflowId, step, segment: archived.segment });
       result.applied = true;
     }
+    // Runs recorded before dead-letter retention go on without these steps.
+    if (!input.dryRun && patched('dead-letter-retention')) {
+      deadLetters = await expireDeadLetters({ workflowId, now });
+      await pruneRemovedRecords({ workflowId, now });
+    }
   } catch (err) {
     // An activity's failure arrives wrapped: its own message is the cause's.
     const cause = (err as { cause?: { message?: string } }).cause;
@@ -44,5 +57,11 @@ export async function journalMaintenanceWorkflow(input: MaintenanceInput): Promi
     throw err;
   }
   await maintenanceFinished({ workflowId, status: 'completed' });
-  return { status: 'completed', workflow_id: workflowId, partitions_created: created, steps };
+  return {
+    status: 'completed',
+    workflow_id: workflowId,
+    partitions_created: created,
+    steps,
+    dead_letters_deleted: deadLetters,
+  };
 }

@@ -5,6 +5,7 @@ import {
   ERASURE_STORES,
   LIFECYCLE_KINDS,
   LIFECYCLE_STATUSES,
+  REMOVERS,
   REPLAY_KINDS,
 } from '../../journal/kinds';
 import { createPool, type Pool } from '../../shared/db';
@@ -46,6 +47,7 @@ it.each([
   ['lifecycle_audit', 'kind', LIFECYCLE_KINDS],
   ['lifecycle_audit', 'status', LIFECYCLE_STATUSES],
   ['erasure_counts', 'store', ERASURE_STORES],
+  ['removed_records', 'removed_by', REMOVERS],
 ])('%s.%s allows exactly the values journal/kinds.ts lists', async (table, column, values) => {
   expect((await allowed(table, column)).sort()).toEqual([...values].sort());
 });

@@ -9,7 +9,9 @@ import { ensureServiceKey } from '../../repository/service-keys';
 import type { ErasureInput, ErasureResult } from '../../workflows/erasure';
 import { findValue, seedSubject } from '../support/erasure';
 import type { SinkHarness } from '../support/sink';
-import { activityDeps, createTimeSkippingWorld } from '../support/temporal';
+import { Worker } from '@temporalio/worker';
+import { createActivities } from '../../activities';
+import { activityDeps, createTimeSkippingWorld, workflowBundle } from '../support/temporal';
 
 let env: TestWorkflowEnvironment;
 let h: SinkHarness;
@@ -203,4 +205,56 @@ it('fails without retrying when the subject is no longer stored (its value is ne
     .catch((e: unknown) => e);
   expect(err).toBeInstanceOf(WorkflowFailedError);
   expect((err as WorkflowFailedError).cause?.cause).toMatchObject({ type: 'InvalidRequest' });
+});
+
+it('erases a subject row whose id was taken before the first pass ended and that committed after it', async () => {
+  // Ids are taken when a row is inserted, not when it commits: ingest's transaction holds the subject's row (id N)
+  // while another batch commits N+1, and the first journal pass covers both ids without seeing N. The row commits
+  // while the archive is rewritten (the step between the two passes): the second pass must erase it.
+  const value = 'late-commit@example.com';
+  const writer = await h.pool.connect();
+  const lateQueue = `${taskQueue}-late-commit`;
+  const real = createActivities(activityDeps(h));
+  const worker = await Worker.create({
+    connection: env.nativeConnection,
+    taskQueue: lateQueue,
+    workflowBundle: await workflowBundle(),
+    activities: {
+      ...real,
+      eraseArchiveRows: async (ref: Parameters<typeof real.eraseArchiveRows>[0]) => {
+        await writer.query('COMMIT');
+        return real.eraseArchiveRows(ref);
+      },
+    },
+  });
+  try {
+    await writer.query('BEGIN');
+    const { rows } = await writer.query<{ id: string }>(
+      `INSERT INTO event_journal (tenant_id, topic, payload) VALUES ('acme', $1, jsonb_build_object('email', $2::text))
+       RETURNING id::text`,
+      [h.topics.leads, value],
+    );
+    const lateId = Number(rows[0].id);
+    await h.pool.query(`INSERT INTO event_journal (tenant_id, topic, payload) VALUES ('acme', $1, '{"n": 1}')`, [
+      h.topics.leads,
+    ]);
+    const target: ErasureTarget = { kind: 'subject', field: 'email', value };
+    const hash = subjectHash(await ensureServiceKey(h.pool, 'erasure'), target);
+    await storeErasureSubject(h.pool, hash, target);
+    const workflowId = `erasure-test-${++run}`;
+    const result = await worker.runUntil(
+      env.client.workflow.execute('erasureWorkflow', {
+        taskQueue: lateQueue,
+        workflowId,
+        args: [{ subjectHash: hash, requestedBy: 'test-admin', windowIds: 2 }],
+        workflowExecutionTimeout: '1m',
+      }),
+    );
+    expect(result).toMatchObject({ status: 'completed', journal_rows: 1 });
+    expect(await ids('event_journal', [lateId])).toEqual([]);
+    expect(await findValue(h.pool, h.archive, value)).toEqual([]);
+  } finally {
+    await writer.query('ROLLBACK').catch(() => undefined);
+    writer.release();
+  }
 });
