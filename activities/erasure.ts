@@ -17,6 +17,7 @@ import {
   startLifecycleAudit,
 } from '../repository/lifecycle-audit';
 import type { ActivityDeps } from './deps';
+import { activityNotifier } from './notification';
 
 /** Which erasure, and the hash its subject is stored under (the value itself never passes through Temporal). */
 export interface ErasureRef {
@@ -36,7 +37,9 @@ export interface EraseRowsInput extends ErasureRef {
 const HEARTBEAT_ROWS = 1000;
 
 /** The erasure workflow's steps: audit, journal and DLQ deletes in id windows, archive rewrites. All idempotent. */
-export function createErasureActivities({ pool, archive }: ActivityDeps) {
+export function createErasureActivities(deps: ActivityDeps) {
+  const { pool, archive } = deps;
+  const notify = activityNotifier(deps);
   const targetOf = async (ref: ErasureRef): Promise<ErasureTarget> => {
     const target = await loadErasureSubject(pool, ref.subjectHash);
     if (target) return target;
@@ -137,6 +140,20 @@ export function createErasureActivities({ pool, archive }: ActivityDeps) {
         client.release();
       }
       await forgetErasureSubject(pool, input.subjectHash, input.erasureId);
+      if (input.status === 'completed') {
+        // Counts and the erasure's id only: never the subject (its hash neither: it is kept out of every message).
+        await notify({
+          kind: 'erasure_completed',
+          key: input.erasureId,
+          data: {
+            erasure_id: input.erasureId,
+            journal_rows: counts.journal.rows,
+            dlq_rows: counts.dlq.rows,
+            archive_segments: counts.archive.segments,
+            archive_rows: counts.archive.rows,
+          },
+        });
+      }
       return counts;
     },
   };

@@ -5,6 +5,8 @@ import {
   ERASURE_STORES,
   LIFECYCLE_KINDS,
   LIFECYCLE_STATUSES,
+  NOTIFICATION_DELIVERY_STATUSES,
+  NOTIFICATION_KINDS,
   REPLAY_KINDS,
 } from '../../journal/kinds';
 import { createPool, type Pool } from '../../shared/db';
@@ -46,6 +48,9 @@ it.each([
   ['lifecycle_audit', 'kind', LIFECYCLE_KINDS],
   ['lifecycle_audit', 'status', LIFECYCLE_STATUSES],
   ['erasure_counts', 'store', ERASURE_STORES],
+  ['notification_endpoints', 'kind', NOTIFICATION_KINDS],
+  ['notification_deliveries', 'kind', NOTIFICATION_KINDS],
+  ['notification_deliveries', 'status', NOTIFICATION_DELIVERY_STATUSES],
 ])('%s.%s allows exactly the values journal/kinds.ts lists', async (table, column, values) => {
   expect((await allowed(table, column)).sort()).toEqual([...values].sort());
 });
