@@ -6,6 +6,7 @@ import { subjectHash } from '../../lifecycle/erasure-target';
 import { checkDlqGrowth } from '../../notifications/dlq-growth';
 import { deliveryWorkflowId, emitNotification, type EmitDeps } from '../../notifications/emit';
 import { insertDlqEntries, type NewDlqEntry } from '../../repository/event-dlq';
+import { dlqEntry } from '../support/erasure';
 import { storeErasureSubject } from '../../repository/erasure';
 import { putEndpointRows } from '../../repository/notifications';
 import { startAudit } from '../../repository/replay-audit';
@@ -71,6 +72,9 @@ const emitDeps = (): EmitDeps => ({
   metrics: h.metrics,
   config: h.config.notifications,
 });
+
+/** A dead letter whose value is not JSON: every retry of it fails. */
+const deadLetter = (topic: string, over: Partial<NewDlqEntry>) => dlqEntry(topic, { rawValue: 'not json', ...over });
 
 const counter = async (metric: 'notificationsStarted' | 'notificationEmitErrors', labels: Record<string, string>) =>
   (await h.metrics[metric].get()).values.find((v) =>
@@ -260,24 +264,3 @@ it('a notification Temporal does not accept is logged and counted, and the activ
   expect(r.received).toHaveLength(0);
   // Its connection is left to the process's end: closing it under the client's own retries throws from a timer.
 });
-
-/** A dead letter as ingest writes one for a value that is not JSON. */
-function deadLetter(topic: string, over: Partial<NewDlqEntry>): NewDlqEntry {
-  return {
-    topic,
-    tenantId: null,
-    payloadJson: null,
-    rawValue: 'not json',
-    rawBytes: null,
-    error: 'Unexpected token',
-    reason: 'invalid_json',
-    partition: 0,
-    offset: '0',
-    key: null,
-    keyBytes: null,
-    headersJson: null,
-    timestamp: null,
-    contentHash: null,
-    ...over,
-  };
-}
