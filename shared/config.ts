@@ -472,12 +472,16 @@ function notificationsConfig(
       'must be set when NOTIFY_WEBHOOKS lists a URL (receivers verify it)',
     );
   }
+  const timeoutMs = duration('NOTIFY_TIMEOUT');
+  // The delivery activity's start-to-close timeout is a minute (workflows/notification-delivery.ts).
+  if (timeoutMs > 50_000)
+    throw new ConfigError('NOTIFY_TIMEOUT', `must be at most 50s, got "${read('NOTIFY_TIMEOUT')}"`);
   return {
     urls,
     signingSecret: secret || undefined,
     maxAttempts: int('NOTIFY_MAX_ATTEMPTS', 1, 50),
     backoffMs: duration('NOTIFY_BACKOFF'),
-    timeoutMs: duration('NOTIFY_TIMEOUT'),
+    timeoutMs,
     dlqGrowth: {
       threshold: int('NOTIFY_DLQ_GROWTH_THRESHOLD', 1),
       windowMs: duration('NOTIFY_DLQ_GROWTH_WINDOW'),
