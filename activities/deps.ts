@@ -12,7 +12,7 @@ export interface ActivityDeps {
   producer: Producer;
   metrics: Metrics;
   log: Logger;
-  config: Pick<Config, 'replay' | 'dlqRetry' | 'ingest' | 'kafka' | 'journal'>;
+  config: Pick<Config, 'replay' | 'dlqRetry' | 'ingest' | 'kafka' | 'journal' | 'notifications'>;
   /** Signs the lineage of every replayed record (journal/lineage.ts). */
   lineageKey: LineageKey;
   /** The journal archive (created from config.archive): maintenance writes segments, erasure rewrites them. */

@@ -4,6 +4,8 @@ import type { Queryable } from '../repository/queryable';
 import { journalDeadLetter } from '../journal/dead-letter';
 import type { DlqRetryOutcome } from '../journal/kinds';
 import type { ActivityDeps } from './deps';
+import { activityNotifier } from './notification';
+import type { Notification } from '../notifications/emit';
 
 export type { DlqRetryOutcome } from '../journal/kinds';
 
@@ -16,8 +18,10 @@ export interface RetryDlqInput {
 }
 
 /** DLQ retry: each due entry goes through the journal's own parser and append again (journal/dead-letter.ts). */
-export function createDlqActivities({ pool, metrics, config, log, lineageKey }: ActivityDeps) {
+export function createDlqActivities(deps: ActivityDeps) {
+  const { pool, metrics, config, log, lineageKey } = deps;
   const { maxAttempts, baseDelayMs } = config.dlqRetry;
+  const notify = activityNotifier(deps);
   const parseOptions = { maxBytes: config.ingest.maxEventBytes, lineageKey };
   return {
     async findDueDlqEntries(input: { now: number; limit: number }): Promise<number[]> {
@@ -27,18 +31,25 @@ export function createDlqActivities({ pool, metrics, config, log, lineageKey }: 
     async retryDlqEntries(input: RetryDlqInput): Promise<Record<DlqRetryOutcome, number>> {
       const totals: Record<DlqRetryOutcome, number> = { resolved: 0, retrying: 0, parked: 0, skipped: 0 };
       for (const id of input.ids) {
+        let parked: DlqRecord | undefined;
         const outcome = await withTransaction(pool, async (client) => {
           const entry = await getDlqEntry(client, id, true);
           if (!entry || entry.status === 'resolved') return 'skipped';
           if (!input.force && (entry.status === 'parked' || entry.next_attempt_at.getTime() > input.now))
             return 'skipped';
           const result = await journalDeadLetter(client, entry, parseOptions);
-          if ('error' in result) return fail(client, entry, input.now, result.error);
+          if ('error' in result) {
+            const failed = await fail(client, entry, input.now, result.error);
+            if (failed === 'parked') parked = { ...entry, last_error: result.error, attempts: entry.attempts + 1 };
+            return failed;
+          }
           await markDlqResolved(client, entry.id, result.journalId, new Date(input.now));
           return 'resolved';
         });
         totals[outcome] += 1;
         if (outcome !== 'skipped') metrics.dlqRetry.inc({ result: outcome });
+        // After the commit: the notification reports a parked entry that is parked.
+        if (parked) await notify(parkedNotification(parked));
       }
       return totals;
     },
@@ -51,4 +62,21 @@ export function createDlqActivities({ pool, metrics, config, log, lineageKey }: 
     log.warn({ dlq_id: entry.id, attempt, park }, `DLQ retry failed: ${error}`);
     return park ? 'parked' : 'retrying';
   }
+}
+
+/** dlq_parked: one per entry and attempt (an entry unparked and parked again is told again). */
+function parkedNotification(entry: DlqRecord): Notification {
+  return {
+    kind: 'dlq_parked',
+    key: `${entry.id}-${entry.attempts}`,
+    data: {
+      dlq_id: entry.id,
+      topic: entry.topic,
+      tenant_id: entry.tenant_id,
+      reason: entry.reason,
+      attempts: entry.attempts,
+      last_error: entry.last_error,
+      received_at: entry.received_at,
+    },
+  };
 }

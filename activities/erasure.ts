@@ -18,6 +18,7 @@ import {
 } from '../repository/lifecycle-audit';
 import { redeliveryHorizon } from '../repository/removed-records';
 import type { ActivityDeps } from './deps';
+import { activityNotifier } from './notification';
 
 /** Which erasure, and the hash its subject is stored under (the value itself never passes through Temporal). */
 export interface ErasureRef {
@@ -37,7 +38,9 @@ export interface EraseRowsInput extends ErasureRef {
 const HEARTBEAT_ROWS = 1000;
 
 /** The erasure workflow's steps: audit, journal and DLQ deletes in id windows, archive rewrites. All idempotent. */
-export function createErasureActivities({ pool, archive, config }: ActivityDeps) {
+export function createErasureActivities(deps: ActivityDeps) {
+  const { pool, archive, config } = deps;
+  const notify = activityNotifier(deps);
   const targetOf = async (ref: ErasureRef): Promise<ErasureTarget> => {
     const target = await loadErasureSubject(pool, ref.subjectHash);
     if (target) return target;
@@ -139,6 +142,20 @@ export function createErasureActivities({ pool, archive, config }: ActivityDeps)
         client.release();
       }
       await forgetErasureSubject(pool, input.subjectHash, input.erasureId);
+      if (input.status === 'completed') {
+        // Counts and the erasure's id only: never the subject (its hash neither: it is kept out of every message).
+        await notify({
+          kind: 'erasure_completed',
+          key: input.erasureId,
+          data: {
+            erasure_id: input.erasureId,
+            journal_rows: counts.journal.rows,
+            dlq_rows: counts.dlq.rows,
+            archive_segments: counts.archive.segments,
+            archive_rows: counts.archive.rows,
+          },
+        });
+      }
       return counts;
     },
   };

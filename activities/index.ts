@@ -4,6 +4,7 @@ import type { ActivityDeps } from './deps';
 import { createDlqActivities } from './dlq-retry';
 import { createMaintenanceActivities } from './maintenance';
 import { createErasureActivities } from './erasure';
+import { createNotificationActivities } from './notification';
 import { createRangeActivities } from './range';
 import { createReplayActivities } from './replay';
 
@@ -19,6 +20,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createDlqActivities(deps),
     ...createMaintenanceActivities(deps),
     ...createErasureActivities(deps),
+    ...createNotificationActivities(deps),
   };
 }
 

@@ -21,6 +21,7 @@ import archiveRoutes from './routes/archive';
 import consoleRoutes from './routes/console';
 import maintenanceRoutes from './routes/maintenance';
 import retentionRoutes from './routes/retention';
+import notificationRoutes from './routes/notifications';
 import dlqRoutes from './routes/dlq';
 import dlqScheduleRoutes from './routes/dlq-schedule';
 import erasureRoutes from './routes/erasure';
@@ -38,7 +39,17 @@ import { requestValidator } from './validation';
 export interface AppDeps {
   config: Pick<
     Config,
-    'api' | 'temporal' | 'stream' | 'kafka' | 'databaseUrl' | 'dlqRetry' | 'replay' | 'journal' | 'archive' | 'erasure'
+    | 'api'
+    | 'temporal'
+    | 'stream'
+    | 'kafka'
+    | 'databaseUrl'
+    | 'dlqRetry'
+    | 'replay'
+    | 'journal'
+    | 'archive'
+    | 'erasure'
+    | 'notifications'
   >;
   pool: Pool;
   metrics: Metrics;
@@ -131,6 +142,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   if (!deps.archive) app.addHook('onClose', () => archive.close());
   await app.register(erasureRoutes, { pool, archive, config });
   await app.register(retentionRoutes, { pool, config });
+  await app.register(notificationRoutes, { pool, config });
   await app.register(maintenanceRoutes, { pool, config });
   await app.register(archiveRoutes, { archive, config });
   await app.register(consoleRoutes);

@@ -89,3 +89,21 @@ export type ErasureStore = (typeof ERASURE_STORES)[number];
 /** What removed a row whose Kafka record may still be delivered again (removed_records.removed_by). */
 export const REMOVERS = ['retention', 'erasure'] as const;
 export type Remover = (typeof REMOVERS)[number];
+
+/**
+ * What an operational webhook tells (docs/notifications.md): a dead letter parked after its last retry, dead letters
+ * of one reason and topic arriving over a threshold, a replay (single, batch, range; not a DLQ retry run, not a dry
+ * run) ended, an erasure completed.
+ */
+export const NOTIFICATION_KINDS = [
+  'dlq_parked',
+  'dlq_group_growing',
+  'replay_completed',
+  'replay_failed',
+  'erasure_completed',
+] as const;
+export type NotificationKind = (typeof NOTIFICATION_KINDS)[number];
+
+/** One delivery attempt (notification_deliveries.status): delivered, failed (retried later), abandoned (the last). */
+export const NOTIFICATION_DELIVERY_STATUSES = ['delivered', 'failed', 'abandoned'] as const;
+export type NotificationDeliveryStatus = (typeof NOTIFICATION_DELIVERY_STATUSES)[number];

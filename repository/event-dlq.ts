@@ -196,3 +196,23 @@ export async function markDlqFailed(
     [id, error, nextAttemptAt, park ? 'parked' : 'retrying'],
   );
 }
+
+/** Dead letters of one reason and topic received in a window (the dlq_group_growing notification). */
+export interface DlqGroupCount {
+  reason: string;
+  topic: string;
+  count: number;
+  oldest: Date;
+  newest: Date;
+}
+
+/** Reason × topic groups with at least `threshold` dead letters received after `since` (idx_event_dlq_received). */
+export async function dlqGroupsSince(db: Queryable, since: Date, threshold: number): Promise<DlqGroupCount[]> {
+  const { rows } = await db.query<DlqGroupCount>(
+    `SELECT reason, topic, count(*)::int AS count, min(received_at) AS oldest, max(received_at) AS newest
+       FROM event_dlq WHERE received_at > $1
+      GROUP BY reason, topic HAVING count(*) >= $2 ORDER BY reason, topic`,
+    [since, threshold],
+  );
+  return rows;
+}

@@ -56,15 +56,24 @@ export async function startAudit(db: Queryable, a: AuditStart): Promise<void> {
   );
 }
 
-/** Records how a workflow ended; returns the seconds since it started (for the duration histogram). */
-export async function finishAudit(
-  db: Queryable,
-  f: AuditFinish,
-): Promise<{ kind: ReplayKind; seconds: number } | undefined> {
-  const { rows } = await db.query<{ kind: ReplayKind; seconds: number }>(
+/** What finishAudit tells about the workflow that ended. */
+export interface FinishedAudit {
+  kind: ReplayKind;
+  /** Since it started (the duration histogram). */
+  seconds: number;
+  source: string;
+  requested_by: string | null;
+  tenant_id: string | null;
+  dry_run: boolean;
+}
+
+/** Records how a workflow ended; returns what the metrics and the notification of its end need. */
+export async function finishAudit(db: Queryable, f: AuditFinish): Promise<FinishedAudit | undefined> {
+  const { rows } = await db.query<FinishedAudit>(
     `UPDATE replay_audit SET status = $2, matched = $3, published = $4, failed = $5, error = $6, finished_at = now()
       WHERE workflow_id = $1
-      RETURNING kind, extract(epoch FROM now() - created_at)::float8 AS seconds`,
+      RETURNING kind, extract(epoch FROM now() - created_at)::float8 AS seconds, source, requested_by, tenant_id,
+                coalesce(filter->>'dry_run' = 'true', false) AS dry_run`,
     [f.workflowId, f.status, f.matched, f.published, f.failed, f.error ?? null],
   );
   return rows[0];

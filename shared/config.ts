@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { ConfigError } from './errors';
 import { readTlsPair, type ApiTls } from './tls';
+import { NOTIFICATION_KINDS, type NotificationKind } from '../journal/kinds';
 
 /** Every setting the service reads, validated once at start and passed down explicitly. */
 export interface Config {
@@ -111,6 +112,23 @@ export interface Config {
     /** Payload fields an erasure by data subject may name (ERASURE_SUBJECT_FIELDS). */
     subjectFields: string[];
   };
+  notifications: NotificationsConfig;
+}
+
+/** Operational webhooks (docs/notifications.md). */
+export interface NotificationsConfig {
+  /** URLs per kind from NOTIFY_WEBHOOKS; PUT /notifications overrides a kind. */
+  urls: Record<NotificationKind, string[]>;
+  /** HMAC-SHA256 key of the signature header (NOTIFY_SIGNING_SECRET); undefined: nothing is sent. */
+  signingSecret: string | undefined;
+  /** Attempts per delivery, the first included; then it is abandoned. */
+  maxAttempts: number;
+  /** Wait before the second attempt; doubles per attempt, up to an hour. */
+  backoffMs: number;
+  /** Longest one POST may take. */
+  timeoutMs: number;
+  /** dlq_group_growing: at least `threshold` dead letters of one reason and topic received within `windowMs`. */
+  dlqGrowth: { threshold: number; windowMs: number; intervalMs: number };
 }
 
 /** Where archived journal segments go (archive/create-store.ts picks the store from it). */
@@ -210,6 +228,14 @@ export const DEFAULTS = {
   ARCHIVE_S3_ACCESS_KEY_ID: '',
   ARCHIVE_S3_SECRET_ACCESS_KEY: '',
   ERASURE_SUBJECT_FIELDS: 'email,phone,lead_id',
+  NOTIFY_WEBHOOKS: '',
+  NOTIFY_SIGNING_SECRET: '',
+  NOTIFY_MAX_ATTEMPTS: '8',
+  NOTIFY_BACKOFF: '10s',
+  NOTIFY_TIMEOUT: '10s',
+  NOTIFY_DLQ_GROWTH_THRESHOLD: '100',
+  NOTIFY_DLQ_GROWTH_WINDOW: '15m',
+  NOTIFY_DLQ_GROWTH_INTERVAL: '1m',
 } as const;
 
 export type ConfigVariable = keyof typeof DEFAULTS;
@@ -435,7 +461,81 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel,
     archive: archiveConfig(read, url),
     erasure: { subjectFields: list('ERASURE_SUBJECT_FIELDS') },
+    notifications: notificationsConfig(read, int, duration),
   };
+}
+
+function notificationsConfig(
+  read: (name: ConfigVariable) => string,
+  int: (name: ConfigVariable, min: number, max?: number) => number,
+  duration: (name: ConfigVariable) => number,
+): NotificationsConfig {
+  const urls = webhookUrls(read('NOTIFY_WEBHOOKS'));
+  const secret = read('NOTIFY_SIGNING_SECRET');
+  if (secret && secret.length < 16) {
+    throw new ConfigError('NOTIFY_SIGNING_SECRET', 'must be at least 16 characters');
+  }
+  if (!secret && Object.values(urls).some((list) => list.length > 0)) {
+    throw new ConfigError(
+      'NOTIFY_SIGNING_SECRET',
+      'must be set when NOTIFY_WEBHOOKS lists a URL (receivers verify it)',
+    );
+  }
+  const timeoutMs = duration('NOTIFY_TIMEOUT');
+  // The delivery activity's start-to-close timeout is a minute (workflows/notification-delivery.ts).
+  if (timeoutMs > 50_000)
+    throw new ConfigError('NOTIFY_TIMEOUT', `must be at most 50s, got "${read('NOTIFY_TIMEOUT')}"`);
+  return {
+    urls,
+    signingSecret: secret || undefined,
+    maxAttempts: int('NOTIFY_MAX_ATTEMPTS', 1, 50),
+    backoffMs: duration('NOTIFY_BACKOFF'),
+    timeoutMs,
+    dlqGrowth: {
+      threshold: int('NOTIFY_DLQ_GROWTH_THRESHOLD', 1),
+      windowMs: duration('NOTIFY_DLQ_GROWTH_WINDOW'),
+      intervalMs: duration('NOTIFY_DLQ_GROWTH_INTERVAL'),
+    },
+  };
+}
+
+/**
+ * Parses NOTIFY_WEBHOOKS, "dlq_parked=https://ops.example.com/hook,*=https://chat.example.com/hook", into URLs per
+ * kind ("*": every kind); a kind may be listed several times.
+ */
+function webhookUrls(raw: string): Record<NotificationKind, string[]> {
+  const urls = Object.fromEntries(NOTIFICATION_KINDS.map((k) => [k, [] as string[]])) as Record<
+    NotificationKind,
+    string[]
+  >;
+  for (const item of raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
+    const eq = item.indexOf('=');
+    const kind = item.slice(0, eq).trim();
+    const url = item.slice(eq + 1).trim();
+    const kinds = kind === '*' ? NOTIFICATION_KINDS : NOTIFICATION_KINDS.filter((k) => k === kind);
+    if (eq < 1 || kinds.length === 0) {
+      throw new ConfigError(
+        'NOTIFY_WEBHOOKS',
+        `must list kind=url (kind: ${NOTIFICATION_KINDS.join(', ')} or *), got "${item}"`,
+      );
+    }
+    if (!isWebhookUrl(url)) throw new ConfigError('NOTIFY_WEBHOOKS', `has "${url}", expected an http(s) URL`);
+    for (const k of kinds) if (!urls[k].includes(url)) urls[k].push(url);
+  }
+  return urls;
+}
+
+/** Whether a webhook may be posted to this URL: absolute http or https, no credentials in it. */
+export function isWebhookUrl(text: string): boolean {
+  try {
+    const url = new URL(text);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && !url.username && !url.password;
+  } catch {
+    return false;
+  }
 }
 
 // S3's bucket naming rules (lowercase, digits, '.', '-'; 3 to 63 characters; starts and ends alphanumeric).

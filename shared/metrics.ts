@@ -1,5 +1,11 @@
 import client from 'prom-client';
-import { DLQ_RETRY_OUTCOMES, RECORD_OUTCOMES, REPLAY_KINDS, WORKFLOW_END_STATUSES } from '../journal/kinds';
+import {
+  DLQ_RETRY_OUTCOMES,
+  NOTIFICATION_DELIVERY_STATUSES,
+  RECORD_OUTCOMES,
+  REPLAY_KINDS,
+  WORKFLOW_END_STATUSES,
+} from '../journal/kinds';
 
 /**
  * The service's Prometheus metrics. Names and labels follow the operator docs: dashboards and alerts in monitoring/
@@ -102,6 +108,21 @@ export function createMetrics(tenantLabelLimit = 100, sources: MetricSources = {
       registers: [registry],
     }),
     dlqRetry: counter('crm_events_dlq_retry_total', 'DLQ entries retried, by result', ['result']),
+    notificationsStarted: counter(
+      'crm_events_notifications_started_total',
+      'Notification deliveries started (one workflow per notification and URL; duplicate: already started)',
+      ['kind', 'result'],
+    ),
+    notificationEmitErrors: counter(
+      'crm_events_notification_emit_errors_total',
+      'Notifications that could not be started (Temporal or Postgres unreachable); the data path went on',
+      ['kind'],
+    ),
+    notificationDeliveries: counter(
+      'crm_events_notification_deliveries_total',
+      `Notification delivery attempts, by status (${NOTIFICATION_DELIVERY_STATUSES.join(', ')})`,
+      ['kind', 'status'],
+    ),
     httpRequests: counter(
       'crm_events_http_requests_total',
       'HTTP requests served by the API',

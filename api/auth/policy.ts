@@ -47,6 +47,9 @@ export const ROUTE_POLICY: readonly RoutePolicy[] = [
   { route: 'POST /erasure', role: 'admin', global: true },
   { route: 'GET /erasure', role: 'admin', global: true },
   { route: 'GET /erasure/:id', role: 'admin', global: true },
+  { route: 'GET /notifications', role: 'admin', global: true },
+  { route: 'PUT /notifications', role: 'admin', global: true },
+  { route: 'GET /notifications/deliveries', role: 'admin', global: true },
 ];
 
 /** A route missing from the table needs a viewer to read and an operator to change anything. */

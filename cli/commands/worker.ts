@@ -7,6 +7,7 @@ import { installSdkRuntime } from '../../worker/sdk-runtime';
 import { connectWorker, createReplayWorker } from '../../worker/worker';
 import type { Runtime } from '../runtime';
 import { loadLineageKey } from '../../journal/lineage';
+import { startDlqGrowthWatch } from '../../notifications/dlq-growth';
 
 /** Starts the Temporal replay worker (and makes sure the DLQ retry and maintenance schedules exist); returns its stopper. */
 export async function startWorkerComponent(rt: Runtime) {
@@ -20,13 +21,21 @@ export async function startWorkerComponent(rt: Runtime) {
   const client = new Client({ connection: clientConnection, namespace: config.temporal.namespace });
   await ensureDlqRetrySchedule(client, config, log);
   await ensureMaintenanceSchedule(client, config, log);
-  await clientConnection.close();
   const lineageKey = await loadLineageKey(pool, config.lineageKey);
   const archive = createArchiveStore(config.archive);
   const worker = await createReplayWorker({
     connection,
     config,
     deps: { pool, producer, metrics, log, config, lineageKey, archive },
+  });
+  // Kept open for the DLQ growth watch's notifications (activities use the worker's own client).
+  const growthWatch = startDlqGrowthWatch({
+    client: () => client,
+    taskQueue: config.temporal.taskQueue,
+    pool,
+    log,
+    metrics,
+    config: config.notifications,
   });
   const running = worker.run();
   running.catch((err: Error) => {
@@ -36,8 +45,10 @@ export async function startWorkerComponent(rt: Runtime) {
   log.info({ task_queue: config.temporal.taskQueue }, 'Temporal worker started');
   return {
     stop: async function temporalWorker() {
+      await growthWatch.stop();
       worker.shutdown();
       await running.catch(() => undefined);
+      await clientConnection.close();
       await producer.disconnect();
       await archive.close();
       await connection.close();

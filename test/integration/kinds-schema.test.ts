@@ -6,6 +6,8 @@ import {
   LIFECYCLE_KINDS,
   LIFECYCLE_STATUSES,
   REMOVERS,
+  NOTIFICATION_DELIVERY_STATUSES,
+  NOTIFICATION_KINDS,
   REPLAY_KINDS,
 } from '../../journal/kinds';
 import { createPool, type Pool } from '../../shared/db';
@@ -48,6 +50,9 @@ it.each([
   ['lifecycle_audit', 'status', LIFECYCLE_STATUSES],
   ['erasure_counts', 'store', ERASURE_STORES],
   ['removed_records', 'removed_by', REMOVERS],
+  ['notification_endpoints', 'kind', NOTIFICATION_KINDS],
+  ['notification_deliveries', 'kind', NOTIFICATION_KINDS],
+  ['notification_deliveries', 'status', NOTIFICATION_DELIVERY_STATUSES],
 ])('%s.%s allows exactly the values journal/kinds.ts lists', async (table, column, values) => {
   expect((await allowed(table, column)).sort()).toEqual([...values].sort());
 });

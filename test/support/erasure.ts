@@ -25,7 +25,8 @@ function journalEntry(topic: string, payload: Record<string, unknown>, over: Par
   } satisfies NewJournalEntry;
 }
 
-function dlqEntry(topic: string, over: Partial<NewDlqEntry>): NewDlqEntry {
+/** A dead letter of an unparsable value (as ingest writes one), at a random offset unless `over` says. */
+export function dlqEntry(topic: string, over: Partial<NewDlqEntry>): NewDlqEntry {
   return {
     topic,
     tenantId: null,

@@ -65,6 +65,39 @@ describe('loadConfig', () => {
     }
   });
 
+  it('reads NOTIFY_WEBHOOKS as URLs per kind ("*": every kind), and needs a signing secret with any URL', () => {
+    const config = loadConfig({
+      NOTIFY_WEBHOOKS:
+        'dlq_parked=https://pager.example.com/a, *=http://127.0.0.1:5002/all,dlq_parked=https://b.example/x',
+      NOTIFY_SIGNING_SECRET: 'sixteen-chars-or-more',
+    });
+    expect(config.notifications.urls).toEqual({
+      dlq_parked: ['https://pager.example.com/a', 'http://127.0.0.1:5002/all', 'https://b.example/x'],
+      dlq_group_growing: ['http://127.0.0.1:5002/all'],
+      replay_completed: ['http://127.0.0.1:5002/all'],
+      replay_failed: ['http://127.0.0.1:5002/all'],
+      erasure_completed: ['http://127.0.0.1:5002/all'],
+    });
+    expect(loadConfig({}).notifications).toMatchObject({ signingSecret: undefined, maxAttempts: 8, backoffMs: 10_000 });
+  });
+
+  it.each([
+    [
+      { NOTIFY_WEBHOOKS: 'dlq_parked=https://a.example/x' },
+      'NOTIFY_SIGNING_SECRET',
+      /must be set when NOTIFY_WEBHOOKS/,
+    ],
+    [{ NOTIFY_SIGNING_SECRET: 'short' }, 'NOTIFY_SIGNING_SECRET', /at least 16 characters/],
+    [{ NOTIFY_WEBHOOKS: 'lead_created=https://a.example/x' }, 'NOTIFY_WEBHOOKS', /must list kind=url/],
+    [{ NOTIFY_WEBHOOKS: 'https://a.example/x' }, 'NOTIFY_WEBHOOKS', /must list kind=url/],
+    [{ NOTIFY_WEBHOOKS: 'dlq_parked=ftp://a.example/x' }, 'NOTIFY_WEBHOOKS', /expected an http\(s\) URL/],
+    [{ NOTIFY_TIMEOUT: '2m' }, 'NOTIFY_TIMEOUT', /at most 50s/],
+    [{ NOTIFY_MAX_ATTEMPTS: '0' }, 'NOTIFY_MAX_ATTEMPTS', /between 1 and 50/],
+  ])('refuses notification settings %j naming the variable', (env, variable, message) => {
+    expect(() => loadConfig(env)).toThrow(message);
+    expect(() => loadConfig(env)).toThrow(expect.objectContaining({ variable }));
+  });
+
   it('lists every variable with its default in .env.example', () => {
     const example = fs.readFileSync(path.join(__dirname, '../../.env.example'), 'utf8');
     const listed = Object.fromEntries(
