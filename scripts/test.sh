@@ -28,6 +28,9 @@ if ((${#missing[@]})); then
   fi
 fi
 
+step "the deploy/ checkers (kubeconform, kustomize and the Kubernetes JSON schemas; built once, cached in .stack)"
+bash scripts/k8s-tools.sh install
+
 step "local stack"
 bash scripts/stack.sh up
 TEMPORAL_TEST_SERVER_PATH="$(bash scripts/stack.sh test-server-path)"

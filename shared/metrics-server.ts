@@ -2,7 +2,11 @@ import http from 'node:http';
 import type { Registry } from 'prom-client';
 import type { Logger } from './logger';
 
-/** Serves GET /metrics on its own port (:9105), apart from the API, so scraping never queues behind API traffic. */
+/**
+ * Serves GET /metrics on its own port (:9105), apart from the API, so scraping never queues behind API traffic, and
+ * GET /healthz there: liveness of an ingest or worker process, which has no API port. It answers while the event loop
+ * runs and reads nothing, so an outage of Postgres or Kafka (which the process rides out, paused) never fails it.
+ */
 export async function startMetricsServer(
   registry: Registry,
   host: string,
@@ -10,8 +14,14 @@ export async function startMetricsServer(
   log: Logger,
 ): Promise<http.Server> {
   const server = http.createServer((req, res) => {
+    if (req.method === 'GET' && req.url === '/healthz') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
+      return;
+    }
     if (req.method !== 'GET' || (req.url !== '/metrics' && !req.url?.startsWith('/metrics?'))) {
-      res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"Not Found","message":"try /metrics"}');
+      res
+        .writeHead(404, { 'content-type': 'application/json' })
+        .end('{"error":"Not Found","message":"try /metrics or /healthz"}');
       return;
     }
     registry.metrics().then(
