@@ -23,6 +23,7 @@ import maintenanceRoutes from './routes/maintenance';
 import retentionRoutes from './routes/retention';
 import dlqRoutes from './routes/dlq';
 import dlqScheduleRoutes from './routes/dlq-schedule';
+import dlqRepairRoutes from './routes/dlq-repair';
 import erasureRoutes from './routes/erasure';
 import eventRoutes from './routes/events';
 import eventExportRoutes from './routes/events-export';
@@ -38,7 +39,18 @@ import { requestValidator } from './validation';
 export interface AppDeps {
   config: Pick<
     Config,
-    'api' | 'temporal' | 'stream' | 'kafka' | 'databaseUrl' | 'dlqRetry' | 'replay' | 'journal' | 'archive' | 'erasure'
+    | 'api'
+    | 'temporal'
+    | 'stream'
+    | 'kafka'
+    | 'databaseUrl'
+    | 'dlqRetry'
+    | 'replay'
+    | 'journal'
+    | 'archive'
+    | 'erasure'
+    | 'ingest'
+    | 'lineageKey'
   >;
   pool: Pool;
   metrics: Metrics;
@@ -125,6 +137,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(eventExportRoutes, { pool, metrics: deps.metrics });
   await app.register(dlqRoutes, { pool, config });
   await app.register(dlqScheduleRoutes, { config });
+  await app.register(dlqRepairRoutes, { pool, config });
   await app.register(replayRoutes, { pool, config });
   await app.register(replaysRoutes, { pool, config });
   const archive = deps.archive ?? createArchiveStore(config.archive);
