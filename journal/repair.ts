@@ -57,19 +57,46 @@ export function editDocument(
     }
     const refused = edit.patch.map(refusedOperation).find((e) => e !== undefined);
     if (refused) return { error: refused };
-    after = structuredClone(before);
-    const failures = applyPatch(after, edit.patch);
-    const failed = failures.findIndex((f) => f !== null);
-    if (failed >= 0) {
-      const op = edit.patch[failed];
-      return { error: `Patch operation ${failed} (${op.op} ${op.path}) failed: ${failures[failed]!.message}` };
-    }
+    const applied = applyAll(before, edit.patch);
+    if ('error' in applied) return applied;
+    after = applied.after;
   }
   if (!isObject(after)) return { error: 'The repaired value must be a JSON object' };
   const own = (doc: unknown, field: string) => (isObject(doc) && Object.hasOwn(doc, field) ? doc[field] : undefined);
   const touched = LINEAGE_FIELDS.find((f) => !isDeepStrictEqual(own(before, f), own(after, f)));
   if (touched) return { error: `${touched} is lineage, written by this service only: an edit may not change it` };
   return { after };
+}
+
+/**
+ * The patch applied to a copy of the document made of prototype-less objects, so that no pointer can reach an
+ * inherited member (toString, constructor); the result as plain JSON again. The library throws on some paths through
+ * non-objects: that is the patch failing too.
+ */
+function applyAll(before: unknown, patch: Operation[]): { after: unknown } | { error: string } {
+  const doc = bare(before);
+  const ops = patch.map((op) => ('value' in op ? { ...op, value: bare(op.value) } : op));
+  let failures: ReturnType<typeof applyPatch>;
+  try {
+    failures = applyPatch(doc, ops);
+  } catch (err) {
+    return { error: `The patch cannot be applied: ${(err as Error).message}` };
+  }
+  const failed = failures.findIndex((f) => f !== null);
+  if (failed >= 0) {
+    const op = patch[failed];
+    return { error: `Patch operation ${failed} (${op.op} ${op.path}) failed: ${failures[failed]!.message}` };
+  }
+  return { after: JSON.parse(JSON.stringify(doc)) as unknown };
+}
+
+/** A deep copy of a JSON value whose objects have no prototype. */
+function bare(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(bare);
+  if (typeof value !== 'object' || value === null) return value;
+  const copy = Object.create(null) as Record<string, unknown>;
+  for (const [k, v] of Object.entries(value)) copy[k] = bare(v);
+  return copy;
 }
 
 function refusedOperation(op: Operation, index: number): string | undefined {
