@@ -47,7 +47,7 @@ it('previews and applies a patch to a dead letter from its edit dialog', async (
   expect(await page.textContent('#repair-result')).toContain('"path": "/tenant_id"');
   expect(await page.textContent('#repair-result')).toContain('"tenant_id": "acme"');
   await page.click('#repair-apply');
-  await page.locator('#repair-dialog:not([open])').waitFor();
+  await page.locator('#repair-dialog').waitFor({ state: 'hidden' });
 
   await eventually(async () => {
     const dlq = await env.h.pool.query('SELECT status, resolved_event_id FROM event_dlq WHERE id = $1', [id]);
