@@ -2,6 +2,7 @@ import { createArchiveRangeActivities } from './archive-range';
 import { createAuditActivities } from './audit';
 import type { ActivityDeps } from './deps';
 import { createDlqActivities } from './dlq-retry';
+import { createDlqRepairActivities } from './dlq-repair';
 import { createMaintenanceActivities } from './maintenance';
 import { createErasureActivities } from './erasure';
 import { createNotificationActivities } from './notification';
@@ -18,6 +19,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createRangeActivities(deps),
     ...createArchiveRangeActivities(deps),
     ...createDlqActivities(deps),
+    ...createDlqRepairActivities(deps),
     ...createMaintenanceActivities(deps),
     ...createErasureActivities(deps),
     ...createNotificationActivities(deps),

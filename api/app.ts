@@ -24,6 +24,7 @@ import retentionRoutes from './routes/retention';
 import notificationRoutes from './routes/notifications';
 import dlqRoutes from './routes/dlq';
 import dlqScheduleRoutes from './routes/dlq-schedule';
+import dlqRepairRoutes from './routes/dlq-repair';
 import erasureRoutes from './routes/erasure';
 import eventRoutes from './routes/events';
 import eventExportRoutes from './routes/events-export';
@@ -50,6 +51,8 @@ export interface AppDeps {
     | 'archive'
     | 'erasure'
     | 'notifications'
+    | 'ingest'
+    | 'lineageKey'
   >;
   pool: Pool;
   metrics: Metrics;
@@ -136,6 +139,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(eventExportRoutes, { pool, metrics: deps.metrics });
   await app.register(dlqRoutes, { pool, config });
   await app.register(dlqScheduleRoutes, { config });
+  await app.register(dlqRepairRoutes, { pool, config });
   await app.register(replayRoutes, { pool, config });
   await app.register(replaysRoutes, { pool, config });
   const archive = deps.archive ?? createArchiveStore(config.archive);

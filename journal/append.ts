@@ -3,6 +3,7 @@ import { insertDlqEntries, type InsertedDlqRow, type NewDlqEntry } from '../repo
 import {
   copyJournalEntries,
   insertJournalEntries,
+  journalIdOf,
   notifyJournaled,
   type InsertedJournalRow,
   type NewJournalEntry,
@@ -117,10 +118,32 @@ function refusedByJournal(record: Accepted, err: Error & { code?: string }): Dea
       payloadJson: jsonbRefused ? null : entry.payloadJson,
       rawValue: jsonbRefused ? entry.payloadJson : null,
       rawBytes: record.valueBytes,
-      error: `Insert into event_journal failed: ${err.message}${err.code ? ` (SQLSTATE ${err.code})` : ''}`,
+      error: insertFailure(err),
       reason: 'db_error',
     },
   };
+}
+
+function insertFailure(err: Error & { code?: string }): string {
+  return `Insert into event_journal failed: ${err.message}${err.code ? ` (SQLSTATE ${err.code})` : ''}`;
+}
+
+/** What journaling one entry did: the journal row that now holds it, or why the journal refused it. */
+export type AppendOneResult = { journalId: number } | { error: string };
+
+/**
+ * Journals one entry inside the caller's transaction, behind a savepoint: a dead letter retried or repaired
+ * (journal/dead-letter.ts, journal/repair.ts). The same record already journaled (its coordinates and content hash)
+ * counts as done, with that row's id. A row the journal refuses is the entry's error; an outage is thrown.
+ */
+export async function appendOne(client: PoolClient, entry: NewJournalEntry): Promise<AppendOneResult> {
+  const inserted = await behindSavepoint(client, 'journal_one', () => insertJournalEntries(client, [entry]));
+  if (inserted instanceof Error) return { error: insertFailure(inserted) };
+  const [row] = inserted;
+  const journalId = row?.id ?? (await journalIdOf(client, entry));
+  if (journalId === undefined) return { error: 'Journal refused the entry as already journaled, but no row holds it' };
+  if (row) await notifyJournaled(client, row.id);
+  return { journalId };
 }
 
 /**

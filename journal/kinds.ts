@@ -32,6 +32,17 @@ export type DlqStatus = (typeof DLQ_STATUSES)[number];
 export const DLQ_RETRY_OUTCOMES = ['resolved', 'retrying', 'parked', 'skipped'] as const;
 export type DlqRetryOutcome = (typeof DLQ_RETRY_OUTCOMES)[number];
 
+/** dlq_repairs.status: a repair (edit-and-retry) of dead letters, from its start to its end. */
+export const DLQ_REPAIR_STATUSES = ['running', 'completed', 'failed'] as const;
+export type DlqRepairStatus = (typeof DLQ_REPAIR_STATUSES)[number];
+
+/**
+ * What a repair did to one entry (dlq_repair_entries.outcome): journaled, refused by validation (left untouched), or
+ * skipped (already resolved, or gone).
+ */
+export const DLQ_REPAIR_OUTCOMES = ['journaled', 'invalid', 'skipped'] as const;
+export type DlqRepairOutcome = (typeof DLQ_REPAIR_OUTCOMES)[number];
+
 /** Kinds of workflow recorded in replay_audit. */
 export const REPLAY_KINDS = ['single', 'batch', 'range', 'dlq_retry'] as const;
 export type ReplayKind = (typeof REPLAY_KINDS)[number];
@@ -53,8 +64,22 @@ export const PERMANENT_FAILURES = [
 ] as const;
 export type PermanentFailure = (typeof PERMANENT_FAILURES)[number];
 
-/** Payload fields a replay adds; a replayed event's own old lineage is replaced, never nested. */
-export const LINEAGE_FIELDS = ['_replayed_from_event_id', '_replay_source', '_replay_id', '_replay_count'] as const;
+/** Payload fields a replay adds. */
+export const REPLAY_LINEAGE_FIELDS = [
+  '_replayed_from_event_id',
+  '_replay_source',
+  '_replay_id',
+  '_replay_count',
+] as const;
+
+/** Payload fields a DLQ repair adds to the event it journals: the dead letter it repairs and the repair (patch) id. */
+export const REPAIR_LINEAGE_FIELDS = ['_repaired_from_dlq_id', '_repair_id'] as const;
+
+/**
+ * Every lineage field this service writes. A replayed event's own old lineage is replaced, never nested (a replay of a
+ * repaired event points at it, and it at its dead letter); no request may write them (a repair's patch is refused).
+ */
+export const LINEAGE_FIELDS = [...REPLAY_LINEAGE_FIELDS, ...REPAIR_LINEAGE_FIELDS] as const;
 
 /** Kinds of workflow recorded in lifecycle_audit (journal maintenance, erasure). */
 export const LIFECYCLE_KINDS = ['maintenance', 'erasure'] as const;

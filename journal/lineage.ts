@@ -126,6 +126,23 @@ function replayKey(row: ReplayRow): Buffer | null {
     : Buffer.from(row.kafka_key);
 }
 
+/** Where a repaired event came from: the dead letter and the repair (its patch id). */
+export interface RepairLineage {
+  dlqId: number;
+  repairId: string;
+}
+
+/**
+ * A repaired value with its lineage appended (journal/kinds.ts REPAIR_LINEAGE_FIELDS). A field of the same name
+ * already there is overridden (jsonb keeps a key's last value); a repair's edit may not write them itself.
+ */
+export function withRepairLineage(objectText: string, lineage: RepairLineage): string {
+  return appendFields(objectText, [
+    ['_repaired_from_dlq_id', lineage.dlqId],
+    ['_repair_id', lineage.repairId],
+  ]);
+}
+
 /** Appends fields to a JSON object's text without re-serialising what is there (so no number loses a digit). */
 function appendFields(objectText: string, fields: Array<[string, string | number]>): string {
   const added = fields.map(([name, value]) => `${JSON.stringify(name)}: ${JSON.stringify(value)}`).join(', ');

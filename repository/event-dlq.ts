@@ -133,25 +133,73 @@ export type DlqListRow = Pick<
 const LIST_COLUMNS = `id, topic, tenant_id, reason, error, kafka_partition, kafka_offset, received_at,
   status, attempts, last_error, next_attempt_at, resolved_at, resolved_event_id`;
 
-export interface DlqQuery {
+/**
+ * What selects dead letters: the /dlq listing's filters, and a repair's selection. One field and one clause in
+ * dlqFilterClauses add a filter to both.
+ */
+export interface DlqFilter {
   status?: DlqStatus;
   topic?: string;
   tenantId?: string;
+  /** Exactly these entries. */
+  ids?: number[];
+}
+
+export interface DlqQuery extends DlqFilter {
   before?: number;
   limit: number;
+}
+
+/** The WHERE clauses of a DLQ filter, its values appended to `values` as bind parameters. */
+export function dlqFilterClauses(filter: DlqFilter, values: unknown[]): string[] {
+  const clauses: string[] = [];
+  if (filter.status) clauses.push(`status = $${values.push(filter.status)}`);
+  if (filter.topic) clauses.push(`topic = $${values.push(filter.topic)}`);
+  if (filter.tenantId) clauses.push(`tenant_id = $${values.push(filter.tenantId)}`);
+  if (filter.ids) clauses.push(`id = ANY($${values.push(filter.ids)}::bigint[])`);
+  return clauses;
 }
 
 /** Filtered DLQ listing, newest first, keyset-paginated on id. */
 export async function listDlq(db: Queryable, q: DlqQuery): Promise<DlqListRow[]> {
   const values: unknown[] = [];
-  const clauses: string[] = [];
-  if (q.status) clauses.push(`status = $${values.push(q.status)}`);
-  if (q.topic) clauses.push(`topic = $${values.push(q.topic)}`);
-  if (q.tenantId) clauses.push(`tenant_id = $${values.push(q.tenantId)}`);
+  const clauses = dlqFilterClauses(q, values);
   if (q.before !== undefined) clauses.push(`id < $${values.push(q.before)}`);
   const where = clauses.length ? `WHERE ${clauses.join(' AND ')}` : '';
   const { rows } = await db.query<DlqListRow>(
     `SELECT ${LIST_COLUMNS} FROM event_dlq ${where} ORDER BY id DESC LIMIT $${values.push(q.limit)}`,
+    values,
+  );
+  return rows;
+}
+
+/** How many entries a filter selects, and the newest id among them (which pins a repair's selection). */
+export async function countDlq(db: Queryable, filter: DlqFilter): Promise<{ matched: number; maxId: number }> {
+  const values: unknown[] = [];
+  const clauses = dlqFilterClauses(filter, values);
+  const { rows } = await db.query<{ matched: number; max_id: number | null }>(
+    `SELECT count(*)::int AS matched, max(id) AS max_id FROM event_dlq
+      ${clauses.length ? `WHERE ${clauses.join(' AND ')}` : ''}`,
+    values,
+  );
+  return { matched: rows[0].matched, maxId: rows[0].max_id ?? 0 };
+}
+
+/**
+ * One page of the entries a filter selects, with everything a retry needs, oldest first: ids above `after`, up to
+ * `maxId` (unlocked: a writer locks each entry again with getDlqEntry).
+ */
+export async function dlqPage(
+  db: Queryable,
+  filter: DlqFilter,
+  page: { after: number; maxId: number; limit: number },
+): Promise<DlqRecord[]> {
+  const values: unknown[] = [];
+  const clauses = dlqFilterClauses(filter, values);
+  clauses.push(`id > $${values.push(page.after)}`, `id <= $${values.push(page.maxId)}`);
+  const { rows } = await db.query<DlqRecord>(
+    `SELECT ${RECORD_COLUMNS} FROM event_dlq WHERE ${clauses.join(' AND ')}
+      ORDER BY id LIMIT $${values.push(page.limit)}`,
     values,
   );
   return rows;

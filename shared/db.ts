@@ -59,6 +59,21 @@ export function isOutage(err: unknown): boolean {
   return typeof message === 'string' && CONNECTION_MESSAGES.test(message);
 }
 
+/** Runs fn in a transaction that is always rolled back (a trial: what would these writes do?); its result. */
+export async function rolledBack<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const trial = { done: false, value: undefined as T };
+  try {
+    await withTransaction(pool, async (client) => {
+      trial.value = await fn(client);
+      trial.done = true;
+      throw new Error('trial transaction: rolled back');
+    });
+  } catch (err) {
+    if (!trial.done) throw err;
+  }
+  return trial.value;
+}
+
 /** Runs fn in a transaction on one pooled client; rolls back on error. */
 export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();

@@ -1,5 +1,6 @@
 import { defineQuery, defineSignal } from '@temporalio/workflow';
-import type { WORKFLOW_END_STATUSES } from '../journal/kinds';
+import type { DlqRepairOutcome, WORKFLOW_END_STATUSES } from '../journal/kinds';
+import type { DlqSelection, RepairEdit } from '../activities/dlq-repair';
 import type { ArchivePosition } from '../activities/archive-range';
 import type { RangeCountSummary } from '../activities/range';
 import type { ErasedEvent, RefusedEvent } from '../activities/replay';
@@ -136,6 +137,28 @@ export interface DlqRetryResult {
   parked: number;
   skipped: number;
 }
+
+/** A repair (edit-and-retry) of dead letters: journal/repair.ts, activities/dlq-repair.ts. Its id is the workflow id. */
+export interface DlqRepairInput {
+  /** The entries: a /dlq filter or a list of ids (pinned at the newest id that matches when the repair starts). */
+  selection: DlqSelection;
+  edit: RepairEdit;
+  /** The requesting token's tenant: repaired events must belong to it. */
+  tenantScope?: string;
+  requestedBy: string;
+  reason?: string;
+  /** Entries per activity call (default 100). */
+  pageSize?: number;
+}
+
+export interface DlqRepairResult extends Record<DlqRepairOutcome, number> {
+  status: 'completed';
+  repair_id: string;
+  workflow_id: string;
+}
+
+/** Most entries one repair may select (the API refuses more); at 100 a page, 100 activity calls. */
+export const MAX_REPAIR_ENTRIES = 10_000;
 
 export const progressQuery = defineQuery<ReplayProgress>('progress');
 export const pauseSignal = defineSignal('pause');

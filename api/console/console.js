@@ -259,7 +259,10 @@ async function refreshDlq() {
         { className: 'actions' },
         d.status === 'resolved'
           ? null
-          : el('button', { className: 'small', text: 'Retry', onclick: (ev) => retryDlq(ev.target, d.id) }),
+          : [
+              el('button', { className: 'small', text: 'Retry', onclick: (ev) => retryDlq(ev.target, d.id) }),
+              el('button', { className: 'small ghost', text: 'Edit', onclick: () => void openRepair(d.id) }),
+            ],
       ),
     ),
   );

@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { DLQ_STATUSES, type DlqStatus } from '../../journal/kinds';
+import { DLQ_STATUSES } from '../../journal/kinds';
 import { getDlqEntry, listDlq } from '../../repository/event-dlq';
 import type { Config } from '../../shared/config';
 import type { Pool } from '../../shared/db';
@@ -10,7 +10,8 @@ import { httpError } from '../http-error';
 import { keysetPage, within } from '../route-helpers';
 import { StringEnum, errorResponses, NullableInteger, NullableString, Timestamp, Id } from '../schemas';
 import { startForRequest } from '../start-workflow';
-import { canSee, scopedTenant } from '../tenant-scope';
+import { canSee } from '../tenant-scope';
+import { DlqFilterQuery, dlqFilterOf } from '../dlq-filter';
 import { recordRequested } from '../../repository/replay-audit';
 
 const Status = StringEnum(DLQ_STATUSES);
@@ -60,9 +61,7 @@ const dlqRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config, 't
         summary: 'Dead letters, newest first, with the error; the next page cursor is in the x-next-cursor header',
         querystring: Type.Object(
           {
-            status: Type.Optional(Status),
-            topic: Type.Optional(Type.String({ minLength: 1, maxLength: 249 })),
-            tenant_id: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+            ...DlqFilterQuery,
             cursor: Type.Optional(Id),
             limit: Type.Integer({ minimum: 1, maximum: 1000, default: 50 }),
           },
@@ -74,9 +73,7 @@ const dlqRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config, 't
     async (request, reply) => {
       const q = request.query;
       const rows = await listDlq(pool, {
-        status: q.status as DlqStatus | undefined,
-        topic: q.topic,
-        tenantId: scopedTenant(request, q.tenant_id),
+        ...dlqFilterOf(request, q),
         before: q.cursor,
         limit: q.limit + 1,
       });

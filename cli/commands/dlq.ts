@@ -1,8 +1,12 @@
+import { readFileSync } from 'node:fs';
 import { ApiClient } from '../api-client';
 
 const HELP = `Usage:
   crm-events-sink dlq list [--status pending|retrying|resolved|parked] [--limit N]
   crm-events-sink dlq retry <entry-id>
+  crm-events-sink dlq repair (--ids 7,8 | [--status S] [--topic T] [--tenant ID])
+                             (--patch '<JSON Patch>' | --patch-file F | --value '<JSON>' | --value-file F)
+                             [--apply] [--reason TEXT]      (previews unless --apply)
   crm-events-sink dlq schedule show|pause|unpause|trigger
   crm-events-sink dlq schedule interval <duration, e.g. 10m>`;
 
@@ -30,6 +34,8 @@ export async function dlqCommand(argv: string[], api = new ApiClient()): Promise
     case 'retry':
       if (!/^\d+$/.test(rest[0] ?? '')) throw new Error('dlq retry takes an entry id');
       return print(await api.request('POST', `/dlq/${rest[0]}/retry`));
+    case 'repair':
+      return print(await api.request('POST', '/dlq/repair', repairBody(flag, rest.includes('--apply'))));
     case 'schedule': {
       const [action, value] = rest;
       if (action === 'show' || action === undefined) return print(await api.request('GET', '/dlq/retry-schedule'));
@@ -43,4 +49,22 @@ export async function dlqCommand(argv: string[], api = new ApiClient()): Promise
     default:
       console.log(HELP);
   }
+}
+
+/** The body of POST /dlq/repair from the command's flags: a preview unless --apply. */
+export function repairBody(flag: (name: string) => string | undefined, apply: boolean): Record<string, unknown> {
+  const jsonOf = (name: string) => {
+    const text =
+      flag(name) ?? (flag(`${name}-file`) === undefined ? undefined : readFileSync(flag(`${name}-file`)!, 'utf8'));
+    return text === undefined ? undefined : (JSON.parse(text) as unknown);
+  };
+  const ids = flag('ids')?.split(',').map(Number);
+  const filter = { status: flag('status'), topic: flag('topic'), tenant_id: flag('tenant') };
+  return {
+    ...(ids ? { ids } : { filter: Object.fromEntries(Object.entries(filter).filter(([, v]) => v !== undefined)) }),
+    patch: jsonOf('patch'),
+    value: jsonOf('value'),
+    reason: flag('reason'),
+    dry_run: apply ? undefined : true,
+  };
 }

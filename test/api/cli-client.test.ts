@@ -51,7 +51,7 @@ it('previews a range with --dry-run, then follows a real range replay with a pro
   });
 });
 
-it('lists and retries dead letters and shows the retry schedule', async () => {
+it('lists, retries and repairs dead letters and shows the retry schedule', async () => {
   await env.h.send(env.h.topics.leads, ['{"name":"no tenant"}']);
   const listed = await (async () => {
     for (let i = 0; i < 50; i++) {
@@ -67,6 +67,11 @@ it('lists and retries dead letters and shows the retry schedule', async () => {
     .split('\t')[0];
   const retried = JSON.parse((await cli('dlq', 'retry', id)).stdout);
   expect(retried).toMatchObject({ status: 'completed', attempted: 1, retrying: 1 });
+  const patch = ['--patch', '[{"op":"add","path":"/tenant_id","value":"acme"}]'];
+  const preview = JSON.parse((await cli('dlq', 'repair', '--ids', id, ...patch)).stdout);
+  expect(preview).toMatchObject({ status: 'dry_run', would_journal: 1, entries: [{ id: Number(id) }] });
+  const repaired = JSON.parse((await cli('dlq', 'repair', '--ids', id, ...patch, '--apply', '--reason', 'cli')).stdout);
+  expect(repaired).toMatchObject({ status: 'completed', journaled: 1, invalid: 0 });
   const failed = await cli('dlq', 'schedule', 'show').catch((e: { stderr: string }) => e);
   expect(failed.stderr).toMatch(/404.*does not exist yet/); // no worker of this test created the schedule
 });

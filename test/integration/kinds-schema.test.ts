@@ -1,6 +1,8 @@
 import {
   AUDIT_STATUSES,
   DLQ_REASONS,
+  DLQ_REPAIR_OUTCOMES,
+  DLQ_REPAIR_STATUSES,
   DLQ_STATUSES,
   ERASURE_STORES,
   LIFECYCLE_KINDS,
@@ -53,6 +55,8 @@ it.each([
   ['notification_endpoints', 'kind', NOTIFICATION_KINDS],
   ['notification_deliveries', 'kind', NOTIFICATION_KINDS],
   ['notification_deliveries', 'status', NOTIFICATION_DELIVERY_STATUSES],
+  ['dlq_repairs', 'status', DLQ_REPAIR_STATUSES],
+  ['dlq_repair_entries', 'outcome', DLQ_REPAIR_OUTCOMES],
 ])('%s.%s allows exactly the values journal/kinds.ts lists', async (table, column, values) => {
   expect((await allowed(table, column)).sort()).toEqual([...values].sort());
 });
