@@ -1,6 +1,7 @@
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createMaintenanceActivities } from '../../activities/maintenance';
 import { putRetentionRows } from '../../repository/retention';
+import { seedOldDeadLetters } from '../support/journal';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
 import { activityDeps } from '../support/temporal';
 
@@ -19,12 +20,7 @@ afterAll(() => h?.close());
 
 it('dead letters deleted by an attempt that then failed are counted in the audit after the retry', async () => {
   const topic = h.topics.leads;
-  await h.pool.query(
-    `INSERT INTO event_dlq (topic, raw_value, error, reason, kafka_partition, kafka_offset, received_at)
-     SELECT $1, 'not json ' || n, 'Record value is not valid JSON', 'invalid_json', 0, n, now() - interval '25 days'
-       FROM generate_series(1, 6000) AS n`,
-    [topic],
-  );
+  await seedOldDeadLetters(h.pool, topic, 6000, 25);
   await putRetentionRows(h.pool, { [topic]: 10 }, 'attack5');
   const workflowId = 'attack5-dlq-retry';
   const activities = createMaintenanceActivities(activityDeps(h));

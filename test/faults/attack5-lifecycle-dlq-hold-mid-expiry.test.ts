@@ -1,6 +1,7 @@
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createMaintenanceActivities } from '../../activities/maintenance';
 import { putRetentionRows } from '../../repository/retention';
+import { seedOldDeadLetters } from '../support/journal';
 import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
 import { activityDeps } from '../support/temporal';
 
@@ -24,12 +25,7 @@ const count = async (topic: string) =>
 it('dead letters of a topic put on hold while expiry runs are kept past the batch in flight', async () => {
   const topic = h.topics.leads;
   // 6,000 dead letters received 25 days ago: two batches' worth under a 10-day retention.
-  await h.pool.query(
-    `INSERT INTO event_dlq (topic, raw_value, error, reason, kafka_partition, kafka_offset, received_at)
-     SELECT $1, 'not json ' || n, 'Record value is not valid JSON', 'invalid_json', 0, n, now() - interval '25 days'
-       FROM generate_series(1, 6000) AS n`,
-    [topic],
-  );
+  await seedOldDeadLetters(h.pool, topic, 6000, 25);
   await putRetentionRows(h.pool, { [topic]: 10 }, 'attack5');
   const activities = createMaintenanceActivities(activityDeps(h));
   const env = new MockActivityEnvironment();
