@@ -27,6 +27,19 @@ export async function seedJournal(
   return rows.map((r) => r.id).sort((a, b) => a - b);
 }
 
+/**
+ * Seeds `count` dead letters of unparsable values into event_dlq at offsets 1..count of partition 0, received `daysAgo`
+ * days ago (no content hash, as the tests of DLQ retention need only their number).
+ */
+export async function seedOldDeadLetters(pool: Pool, topic: string, count: number, daysAgo: number): Promise<void> {
+  await pool.query(
+    `INSERT INTO event_dlq (topic, raw_value, error, reason, kafka_partition, kafka_offset, received_at)
+     SELECT $1, 'not json ' || n, 'Record value is not valid JSON', 'invalid_json', 0, n, now() - make_interval(days => $3)
+       FROM generate_series(1, $2) AS n`,
+    [topic, count, daysAgo],
+  );
+}
+
 /** Every message currently on a topic (all partitions, from the beginning), parsed as JSON. */
 export async function readTopic(
   kafka: Kafka,
