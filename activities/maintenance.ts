@@ -222,38 +222,44 @@ export function createMaintenanceActivities({ pool, archive, config, log }: Acti
     },
 
     /**
-     * Deletes the dead letters past their topic's retention (planDeadLetterExpiry), in batches, each remembering the
-     * records Kafka may still deliver again; records what it deleted per topic. Returns the total.
+     * Deletes the dead letters past their topic's retention (planDeadLetterExpiry), one batch per expiry per round,
+     * each batch in one transaction with its audit action (a retried attempt neither loses nor repeats a count) and
+     * remembering the records Kafka may still deliver again. The policies are read again before every round, so a
+     * hold placed meanwhile stops it after the batch in flight. Returns how many it deleted (across attempts).
      */
     async expireDeadLetters(input: { workflowId: string; now: number }): Promise<number> {
-      const policies = effectivePolicies(config.journal.retentionDays, await listRetentionRows(pool));
       const context = Context.current();
-      let total = 0;
-      for (const expiry of planDeadLetterExpiry(policies, new Date(input.now))) {
-        const selection = expiry.topic === null ? { exceptTopics: expiry.exceptTopics } : { topic: expiry.topic };
-        const horizon = redeliveryHorizon(config.journal.redeliveryHorizonMs, input.now);
-        let rows = 0;
-        for (;;) {
-          const n = await deleteExpiredDeadLetters(
-            pool,
-            selection,
-            new Date(expiry.before),
-            DEAD_LETTER_BATCH,
-            horizon,
-          );
-          rows += n;
-          context.heartbeat(rows);
-          if (n < DEAD_LETTER_BATCH) break;
+      let total = (context.info.heartbeatDetails as number | undefined) ?? 0;
+      const horizon = redeliveryHorizon(config.journal.redeliveryHorizonMs, input.now);
+      for (let more = true; more;) {
+        more = false;
+        const policies = effectivePolicies(config.journal.retentionDays, await listRetentionRows(pool));
+        for (const expiry of planDeadLetterExpiry(policies, new Date(input.now))) {
+          const selection = expiry.topic === null ? { exceptTopics: expiry.exceptTopics } : { topic: expiry.topic };
+          const topic = expiry.topic ?? '*';
+          const rows = await withTransaction(pool, async (client) => {
+            const n = await deleteExpiredDeadLetters(
+              client,
+              selection,
+              new Date(expiry.before),
+              DEAD_LETTER_BATCH,
+              horizon,
+            );
+            if (n > 0) {
+              await appendLifecycleAction(client, input.workflowId, {
+                action: 'dead_letters_deleted',
+                topic,
+                before: expiry.before,
+                rows: n,
+              });
+            }
+            return n;
+          });
+          total += rows;
+          context.heartbeat(total);
+          if (rows > 0) log.info({ topic, rows }, 'Dead letters past retention deleted');
+          if (rows === DEAD_LETTER_BATCH) more = true;
         }
-        if (rows === 0) continue;
-        total += rows;
-        await appendLifecycleAction(pool, input.workflowId, {
-          action: 'dead_letters_deleted',
-          topic: expiry.topic ?? '*',
-          before: expiry.before,
-          rows,
-        });
-        log.info({ topic: expiry.topic ?? '*', rows }, 'Dead letters past retention deleted');
       }
       return total;
     },

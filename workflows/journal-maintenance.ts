@@ -15,8 +15,9 @@ const { maintenanceStarted, maintenanceFinished } = proxyActivities<Activities>(
 
 /**
  * Journal maintenance, on a Temporal Schedule (and on demand): partitions created ahead (strays adopted), then every
- * retention step — the expired partition or topic slice archived and verified, then dropped or deleted; then dead
- * letters past their topic's retention deleted, and notes of removed records Kafka can no longer deliver forgotten.
+ * dead letters past their topic's retention deleted and notes of removed records Kafka can no longer deliver
+ * forgotten; then every retention step — the expired partition or topic slice archived and verified, then dropped or
+ * deleted.
  * One step at a time, each recorded in lifecycle_audit; the clock is workflow time.
  */
 export async function journalMaintenanceWorkflow(input: MaintenanceInput): Promise<MaintenanceResult> {
@@ -28,6 +29,12 @@ export async function journalMaintenanceWorkflow(input: MaintenanceInput): Promi
   try {
     const now = Date.now();
     created = (await createJournalPartitions({ workflowId, now })).map((p) => p.name);
+    // Dead letters first: a journal step that needs an operator (a segment that no longer verifies) must not keep
+    // every dead letter past its retention. Runs recorded before dead-letter retention go on without these steps.
+    if (!input.dryRun && patched('dead-letter-retention')) {
+      deadLetters = await expireDeadLetters({ workflowId, now });
+      await pruneRemovedRecords({ workflowId, now });
+    }
     for (const step of await planJournalRetention({ now })) {
       const result: MaintenanceStepResult = {
         action: step.action,
@@ -44,11 +51,6 @@ export async function journalMaintenanceWorkflow(input: MaintenanceInput): Promi
       if (archived.segment === null) continue;
       await applyRetentionStep({ workflowId, step, segment: archived.segment });
       result.applied = true;
-    }
-    // Runs recorded before dead-letter retention go on without these steps.
-    if (!input.dryRun && patched('dead-letter-retention')) {
-      deadLetters = await expireDeadLetters({ workflowId, now });
-      await pruneRemovedRecords({ workflowId, now });
     }
   } catch (err) {
     // An activity's failure arrives wrapped: its own message is the cause's.
