@@ -106,7 +106,7 @@ await_temporal_server() {
       sleep 1
     done
     grep -qE "^ *${a%%=*} +${a#*=} *$" <<<"$list" && continue
-    timeout 30 "${cli[@]}" search-attribute create --namespace default --name "${a%%=*}" --type "${a#*=}" --yes \
+    timeout 30 "${cli[@]}" search-attribute create --namespace default --name "${a%%=*}" --type "${a#*=}" \
       >>"$LOGS/temporal-server.log" 2>&1 || die "temporal-server: registering search attribute $a failed"
   done
   list=$(timeout 10 "${cli[@]}" search-attribute list --namespace default 2>&1) || true
