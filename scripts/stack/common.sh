@@ -221,6 +221,7 @@ external_addr() {
 if ((EUID == 0)); then REGISTRY=/var/tmp/crm-events-sink-stack; else REGISTRY="${TMPDIR:-/tmp}/crm-events-sink-stack-$EUID"; fi
 
 # registry_entry NAME: the file for NAME on this instance's port; the default ports keep the plain name, as before.
+# Fails for a name that is not registered (the cluster profile's brokers, Temporal server and processes).
 registry_entry() {
   local port
   case $1 in
@@ -229,6 +230,7 @@ registry_entry() {
     temporal) port=$TEMPORAL_PORT ;;
     s3) port=$S3_PORT ;;
     alertmanager) port=$ALERTMANAGER_PORT ;;
+    *) return 1 ;;
   esac
   if [[ " ${DEFAULT_PORTS[*]} " == *" $1=$port "* ]]; then printf '%s' "$REGISTRY/$1"; else printf '%s' "$REGISTRY/$1-$port"; fi
 }
@@ -239,7 +241,7 @@ register() { # register NAME MARKER: after a launch
 }
 unregister() {
   local entry
-  entry=$(registry_entry "$1")
+  entry=$(registry_entry "$1") || return 0
   [[ -f $entry && $(head -n 1 "$entry") == "$STACK_DIR" ]] && rm -f "$entry"
   return 0
 }
