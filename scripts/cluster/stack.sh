@@ -12,7 +12,7 @@
 #   api-1, -2        two API processes on http://127.0.0.1:19106 and :19206 (scripts/cluster/apps.sh)
 #
 # Usage (through scripts/stack.sh or `npm run cli -- stack <command> --profile cluster`):
-#   up       build/download what is missing (first time: the Temporal server, ~6 min), start everything, wait for it
+#   up       build/download what is missing (first time: the Temporal server, see temporal.sh), start everything, wait
 #   down     stop everything this profile started (the service's processes first, Postgres last)
 #   status   one line per member: name, address, pid, up|down
 #
