@@ -27,6 +27,8 @@ Tools
   produce           publish test traffic (produce --help)
   stack up|down|status|kill <component>   the Docker-free local Postgres, Kafka, Temporal and S3 (and, when named,
                                           Alertmanager: stack up alertmanager)
+  stack up|down|status --profile cluster  three Kafka brokers, the Temporal server on Postgres, two ingest, worker
+                                          and API processes (README: The cluster profile)
   token [--role operator] [--tenant T] [--ttl 3600]   mint a bearer token (needs AUTH_JWT_SECRET)
 
 Configuration comes from environment variables; see .env.example.`;

@@ -20,6 +20,8 @@
 #   stack.sh install                           download and cache everything, start nothing
 #   stack.sh test-server-path                  print the path of the time-skipping test server (installs if needed)
 #   stack.sh temporal-cli-path                 print the path of the `temporal` CLI (installs if needed)
+#   stack.sh up|down|status --profile cluster  the cluster profile instead (three brokers, the Temporal server on
+#                                              Postgres, two of every process): see scripts/cluster/stack.sh
 #
 # Everything lives under $STACK_DIR (default <repo>/.stack, git-ignored): logs in $STACK_DIR/logs, pid files in
 # $STACK_DIR/run. Only stdout of *-path and status is meant for programs; progress goes to stderr.
@@ -35,6 +37,24 @@
 set -euo pipefail
 
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# --profile cluster (anywhere among the arguments): the production topology, scripts/cluster/stack.sh.
+# --profile default is this file.
+args=()
+profile=default
+while (($#)); do
+  case $1 in
+    --profile) profile=${2:-}; shift 2 || { echo "stack: error: --profile needs a value (default, cluster)" >&2; exit 1; } ;;
+    --profile=*) profile=${1#--profile=}; shift ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+case $profile in
+  default) set -- ${args[@]+"${args[@]}"} ;;
+  cluster) exec bash "$REPO_DIR/scripts/cluster/stack.sh" ${args[@]+"${args[@]}"} ;;
+  *) echo "stack: error: unknown profile '$profile' (default, cluster)" >&2; exit 1 ;;
+esac
+unset args profile
 # shellcheck source=stack/common.sh
 source "$REPO_DIR/scripts/stack/common.sh"
 # shellcheck source=stack/postgres.sh

@@ -17,6 +17,8 @@ export interface Config {
     groupId: string;
     topics: string[];
     topicPartitions: number;
+    /** Replicas of each topic the service creates (3 in the cluster profile; 1 on a single broker). */
+    topicReplicationFactor: number;
     fromBeginning: boolean;
     sessionTimeoutMs: number;
   };
@@ -164,6 +166,7 @@ export const DEFAULTS = {
   KAFKA_GROUP_ID: 'crm-events-sink',
   KAFKA_TOPICS: 'apexflow.leads.created,apexflow.jobs.created',
   KAFKA_TOPIC_PARTITIONS: '3',
+  KAFKA_TOPIC_REPLICATION_FACTOR: '1',
   KAFKA_FROM_BEGINNING: 'true',
   KAFKA_SESSION_TIMEOUT_MS: '30000',
   INGEST_MAX_EVENT_BYTES: '1048576',
@@ -383,6 +386,7 @@ export function loadConfig(env: Env = process.env): Config {
       groupId: read('KAFKA_GROUP_ID'),
       topics: list('KAFKA_TOPICS'),
       topicPartitions: int('KAFKA_TOPIC_PARTITIONS', 1, 1000),
+      topicReplicationFactor: int('KAFKA_TOPIC_REPLICATION_FACTOR', 1, 32),
       fromBeginning: bool('KAFKA_FROM_BEGINNING'),
       sessionTimeoutMs: int('KAFKA_SESSION_TIMEOUT_MS', 6000, 300_000),
     },

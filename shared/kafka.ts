@@ -51,7 +51,12 @@ export function createKafka(brokers: string[], clientId: string, log: Logger): K
  * Creates the topics the service needs (auto-creation is off on the broker). Existing topics are left as they are,
  * so it is safe to call on every start.
  */
-export async function ensureTopics(kafka: Kafka, topics: string[], numPartitions: number): Promise<string[]> {
+export async function ensureTopics(
+  kafka: Kafka,
+  topics: string[],
+  numPartitions: number,
+  replicationFactor = 1,
+): Promise<string[]> {
   const admin = kafka.admin();
   await admin.connect();
   try {
@@ -59,7 +64,7 @@ export async function ensureTopics(kafka: Kafka, topics: string[], numPartitions
     if (missing.length > 0) {
       await admin.createTopics({
         waitForLeaders: true,
-        topics: missing.map((topic) => ({ topic, numPartitions, replicationFactor: 1 })),
+        topics: missing.map((topic) => ({ topic, numPartitions, replicationFactor })),
       });
     }
     return missing;

@@ -12,6 +12,7 @@ export async function migrateCommand(): Promise<void> {
     createKafka(config.kafka.brokers, config.kafka.clientId, log),
     config.kafka.topics,
     config.kafka.topicPartitions,
+    config.kafka.topicReplicationFactor,
   );
   log.info({ created }, created.length ? `Created topics ${created.join(', ')}` : 'Kafka topics present');
 }

@@ -22,7 +22,8 @@ export async function serve(components: Component[], options: { stack?: boolean;
   const rt = createRuntime(components.length > 1 ? 'sink' : components[0], config);
   if (options.prepare) {
     await prepareDatabase(config.databaseUrl, rt.log, config.journal);
-    await ensureTopics(rt.kafka, config.kafka.topics, config.kafka.topicPartitions);
+    const { topics, topicPartitions, topicReplicationFactor } = config.kafka;
+    await ensureTopics(rt.kafka, topics, topicPartitions, topicReplicationFactor);
   }
   const intake: Stopper[] = [];
   const rest: Stopper[] = [];

@@ -94,9 +94,12 @@ launch() {
 # process died. Either way the error names the log(s) and shows the tail.
 wait_ready() {
   local name=$1 log=$2 alive=$3 ready=$4 extra=${5:-} deadline=$((SECONDS + TIMEOUT)) why
-  until "$ready" >/dev/null 2>&1; do
+  # Unquoted on purpose: either may be a function with its arguments ("broker_alive 2").
+  # shellcheck disable=SC2086
+  until $ready >/dev/null 2>&1; do
     why=
-    "$alive" || why="exited during startup"
+    # shellcheck disable=SC2086
+    $alive || why="exited during startup"
     ((SECONDS < deadline)) || why="not ready after ${TIMEOUT}s (STACK_TIMEOUT), still running"
     if [[ -n $why ]]; then
       say "stack: error: $name $why; see $log${extra:+ and $extra}. Last lines:"
@@ -136,6 +139,28 @@ signal_and_wait() {
     fi
     sleep 0.2
   done
+}
+
+# The Go toolchain that builds what no registry ships ready-made (versitygw; the cluster profile's Temporal server).
+go_binary() {
+  if command -v go >/dev/null; then command -v go; elif [[ -x /usr/local/go/bin/go ]]; then echo /usr/local/go/bin/go; else return 1; fi
+}
+
+# go_build NAME PACKAGE@VERSION DEST: `go install` into a scratch GOBIN, then the one binary moved to DEST; on failure
+# the tail of $LOGS/NAME-install.log is shown and it returns 1.
+go_build() {
+  local name=$1 pkg=$2 dest=$3 go tmp built
+  go=$(go_binary) || { say "$name: needs Go (none on PATH nor in /usr/local/go)"; return 1; }
+  say "$name: building $pkg with $("$go" version | cut -d' ' -f3) (go install, once)"
+  tmp=$(mktemp -d "$STACK_CACHE_DIR/bin/.$name.XXXXXX")
+  if ! GOBIN="$tmp" GOFLAGS=-buildvcs=false "$go" install "$pkg" >"$LOGS/$name-install.log" 2>&1; then
+    tail -n 20 "$LOGS/$name-install.log" >&2
+    rm -rf "$tmp"
+    say "$name: go install $pkg failed (see $LOGS/$name-install.log)"
+    return 1
+  fi
+  built=$(find "$tmp" -maxdepth 1 -type f | head -n 1)
+  mv "$built" "$dest" && rm -rf "$tmp"
 }
 
 APT_UPDATED=
@@ -196,6 +221,7 @@ external_addr() {
 if ((EUID == 0)); then REGISTRY=/var/tmp/crm-events-sink-stack; else REGISTRY="${TMPDIR:-/tmp}/crm-events-sink-stack-$EUID"; fi
 
 # registry_entry NAME: the file for NAME on this instance's port; the default ports keep the plain name, as before.
+# Fails for a name that is not registered (the cluster profile's brokers, Temporal server and processes).
 registry_entry() {
   local port
   case $1 in
@@ -204,6 +230,7 @@ registry_entry() {
     temporal) port=$TEMPORAL_PORT ;;
     s3) port=$S3_PORT ;;
     alertmanager) port=$ALERTMANAGER_PORT ;;
+    *) return 1 ;;
   esac
   if [[ " ${DEFAULT_PORTS[*]} " == *" $1=$port "* ]]; then printf '%s' "$REGISTRY/$1"; else printf '%s' "$REGISTRY/$1-$port"; fi
 }
@@ -214,7 +241,7 @@ register() { # register NAME MARKER: after a launch
 }
 unregister() {
   local entry
-  entry=$(registry_entry "$1")
+  entry=$(registry_entry "$1") || return 0
   [[ -f $entry && $(head -n 1 "$entry") == "$STACK_DIR" ]] && rm -f "$entry"
   return 0
 }

@@ -15,20 +15,10 @@ S3_BIN="$STACK_CACHE_DIR/bin/versitygw-$VERSITYGW_VERSION"
 S3_ACCESS_KEY=crm-events-archive
 S3_SECRET_KEY=crm-events-archive-secret
 
-s3_go() {
-  if command -v go >/dev/null; then command -v go; elif [[ -x /usr/local/go/bin/go ]]; then echo /usr/local/go/bin/go; else return 1; fi
-}
-
 install_s3() {
   [[ -x $S3_BIN ]] && return 0
-  local go tmp
-  go=$(s3_go) || die "s3: building versitygw $VERSITYGW_VERSION needs Go >= 1.25 (none on PATH nor in /usr/local/go); install Go, or bring up the others alone: stack.sh up postgres kafka temporal"
-  say "s3: building versitygw $VERSITYGW_VERSION with $("$go" version | cut -d' ' -f3) (go install, about 3 minutes, once)"
-  tmp=$(mktemp -d "$STACK_CACHE_DIR/bin/.versitygw.XXXXXX")
-  GOBIN="$tmp" GOFLAGS=-buildvcs=false "$go" install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" \
-    >"$LOGS/s3-install.log" 2>&1 || { tail -n 20 "$LOGS/s3-install.log" >&2; rm -rf "$tmp"; die "s3: go install versitygw failed (see $LOGS/s3-install.log)"; }
-  mv "$tmp/versitygw" "$S3_BIN"
-  rm -rf "$tmp"
+  go_binary >/dev/null || die "s3: building versitygw $VERSITYGW_VERSION needs Go >= 1.25 (none on PATH nor in /usr/local/go); install Go, or bring up the others alone: stack.sh up postgres kafka temporal"
+  go_build s3 "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" "$S3_BIN" || die "s3: go install versitygw failed"
   "$S3_BIN" --version >/dev/null 2>&1 || die "s3: $S3_BIN does not run on this machine"
   say "s3: versitygw $VERSITYGW_VERSION cached as $S3_BIN"
 }

@@ -51,7 +51,9 @@ it('GET /dlq/retry-schedule answers 404 naming the schedule before any worker ha
 });
 
 it('ensureDlqRetrySchedule is idempotent: create or update, one schedule, every 5 m, overlap skip', async () => {
-  await ensureDlqRetrySchedule(env.client, config, env.h.log);
+  // Two workers starting at once both find no schedule and both create it: the loser updates the winner's (it
+  // crashed with ScheduleAlreadyRunning, found by the cluster profile's two workers).
+  await Promise.all([1, 2].map(() => ensureDlqRetrySchedule(env.client, config, env.h.log)));
   const first = await schedule().describe();
   await ensureDlqRetrySchedule(env.client, config, env.h.log);
   const second = await schedule().describe();
