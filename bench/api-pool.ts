@@ -31,7 +31,12 @@ const API_POOL = 4;
 const ROWS = Number(process.env.BENCH_API_POOL_ROWS ?? 1_000_000);
 const SERVICE = path.join(__dirname, 'support/pool-service.js');
 
-type Mode = 'dedicated' | 'shared';
+/**
+ * dedicated: the product in one process (the API on its own pool); shared: the API on ingest's pool; separate: the
+ * API and ingest as two processes, as a deployment runs them.
+ */
+const MODES = ['dedicated', 'shared', 'separate'] as const;
+type Mode = (typeof MODES)[number];
 
 interface Measurement {
   mode: Mode;
@@ -78,7 +83,7 @@ export async function apiPoolBench({ events: count = 100_000, repeat }: BenchOpt
       seedSeconds = (Date.now() - t0) / 1000;
       console.log(`[api-pool] journal of ${ROWS} rows seeded in ${seedSeconds} s`);
       for (let r = 0; r < repeat; r++) {
-        for (const mode of ['dedicated', 'shared'] as const) {
+        for (const mode of MODES) {
           for (const load of [false, true]) {
             const m = await measure(kafka, db.databaseUrl, mode, load, count);
             measurements.push(m);
@@ -101,6 +106,7 @@ export async function apiPoolBench({ events: count = 100_000, repeat }: BenchOpt
   const ratios = {
     dedicated: summarize(perRepeat('dedicated')),
     shared: summarize(perRepeat('shared')),
+    separate: summarize(perRepeat('separate')),
   };
   const targets: Target[] = [
     {
@@ -108,6 +114,12 @@ export async function apiPoolBench({ events: count = 100_000, repeat }: BenchOpt
       target: '>= 0.80',
       actual: ratios.dedicated.median,
       met: ratios.dedicated.median >= 0.8,
+    },
+    {
+      name: 'API and ingest as separate processes: ingest with 100 catch-up clients / without',
+      target: '>= 0.80',
+      actual: ratios.separate.median,
+      met: ratios.separate.median >= 0.8,
     },
     {
       name: 'dedicated ratio / shared ratio',
@@ -124,12 +136,16 @@ export async function apiPoolBench({ events: count = 100_000, repeat }: BenchOpt
       clients: CLIENTS,
       settleMs: SETTLE_MS,
       streamMaxBacklog: ROWS,
-      pools: { dedicated: { ingest: INGEST_POOL, api: API_POOL }, shared: { both: INGEST_POOL + API_POOL } },
+      pools: {
+        dedicated: { ingest: INGEST_POOL, api: API_POOL },
+        shared: { both: INGEST_POOL + API_POOL },
+        separate: { ingest: INGEST_POOL, api: API_POOL },
+      },
       seedSeconds,
     },
     method: {
       service:
-        'node --max-old-space-size=512 dist/bench/support/pool-service.js <mode>: ingest and API in one process, as npm start; dedicated = the product (startApiComponent, its own pool crm-events-sink-api), shared = buildApp on the pool ingest commits on, as large as both pools together',
+        'node --max-old-space-size=512 dist/bench/support/pool-service.js <mode>: ingest and API in one process, as npm start; dedicated = the product (startApiComponent, its own pool crm-events-sink-api), shared = buildApp on the pool ingest commits on, as large as both pools together; separate = two processes, the API alone (startApiComponent) and ingest alone, as `cli api` and `cli ingest` (peak RSS is the ingest process)',
       load: `${CLIENTS} SSE clients in the benchmark process, Last-Event-ID: 0, STREAM_MAX_BACKLOG = the journal size (the catch-up lasts the whole measurement), reading as fast as they can and counting bytes (no parsing); connected ${SETTLE_MS} ms before ingest is released`,
       ingest:
         'N events (50 tenants, 2 topics x 3 partitions) produced to fresh topics before the service starts; eventsPerSecond = N / (committed offsets reach the high watermarks - received_at of the first journaled row of those topics)',
@@ -138,6 +154,7 @@ export async function apiPoolBench({ events: count = 100_000, repeat }: BenchOpt
     eventsPerSecond: {
       dedicated: { noLoad: rates('dedicated', false), withClients: rates('dedicated', true) },
       shared: { noLoad: rates('shared', false), withClients: rates('shared', true) },
+      separate: { noLoad: rates('separate', false), withClients: rates('separate', true) },
     },
     ratios,
     raw: measurements,
@@ -165,38 +182,47 @@ async function measure(
   await produceAll(producer, makeEvents(count, topics, 50));
   await producer.disconnect();
   const port = await freePort();
-  const child = spawn(process.execPath, ['--max-old-space-size=512', SERVICE, mode], {
-    env: {
-      ...process.env,
-      LOG_LEVEL: 'warn',
-      METRICS_PORT: '0',
-      DATABASE_URL: databaseUrl,
-      DATABASE_POOL_SIZE: String(mode === 'shared' ? INGEST_POOL + API_POOL : INGEST_POOL),
-      API_DATABASE_POOL_SIZE: String(API_POOL),
-      KAFKA_TOPICS: topicList.join(','),
-      KAFKA_GROUP_ID: groupId,
-      KAFKA_FROM_BEGINNING: 'true',
-      API_HOST: '127.0.0.1',
-      API_PORT: String(port),
-      STREAM_MAX_CLIENTS: String(CLIENTS * 2),
-      STREAM_MAX_BACKLOG: String(ROWS),
-      AUTH_JWT_SECRET: '',
-      AUTH_MODE: '',
-    },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  child.stderr?.on('data', (chunk: Buffer) => {
-    if (process.env.BENCH_LOG_LEVEL) process.stderr.write(chunk);
-  });
-  const lines = readline.createInterface({ input: child.stdout! });
-  const said = (word: string) =>
+  const spawnService = (role: 'dedicated' | 'shared' | 'api' | 'ingest') =>
+    spawn(process.execPath, ['--max-old-space-size=512', SERVICE, role], {
+      env: {
+        ...process.env,
+        LOG_LEVEL: 'warn',
+        METRICS_PORT: '0',
+        DATABASE_URL: databaseUrl,
+        DATABASE_POOL_SIZE: String(mode === 'shared' ? INGEST_POOL + API_POOL : INGEST_POOL),
+        API_DATABASE_POOL_SIZE: String(API_POOL),
+        KAFKA_TOPICS: topicList.join(','),
+        KAFKA_GROUP_ID: groupId,
+        KAFKA_FROM_BEGINNING: 'true',
+        API_HOST: '127.0.0.1',
+        API_PORT: String(port),
+        STREAM_MAX_CLIENTS: String(CLIENTS * 2),
+        STREAM_MAX_BACKLOG: String(ROWS),
+        AUTH_JWT_SECRET: '',
+        AUTH_MODE: '',
+      },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+  // The process ingest runs in (timed, its RSS sampled), and in `separate` mode the API's own process.
+  const child = spawnService(mode === 'separate' ? 'ingest' : mode);
+  const apiChild = mode === 'separate' ? spawnService('api') : undefined;
+  for (const c of [child, apiChild]) {
+    c?.stderr?.on('data', (chunk: Buffer) => {
+      if (process.env.BENCH_LOG_LEVEL) process.stderr.write(chunk);
+    });
+  }
+  const saying = (c: ChildProcess) => readline.createInterface({ input: c.stdout! });
+  const lines = saying(child);
+  const apiLines = apiChild ? saying(apiChild) : undefined;
+  const said = (word: string, c: ChildProcess = child, from = lines) =>
     new Promise<void>((resolve, reject) => {
-      lines.on('line', (line) => line === word && resolve());
-      child.once('exit', (code) => reject(new Error(`pool-service exited with code ${code} before "${word}"`)));
+      from.on('line', (line) => line === word && resolve());
+      c.once('exit', (code) => reject(new Error(`pool-service exited with code ${code} before "${word}"`)));
     });
   const clients: StreamReader[] = [];
   try {
     await said('ready');
+    if (apiChild && apiLines) await said('ready', apiChild, apiLines);
     if (load) {
       clients.push(...(await Promise.all(Array.from({ length: CLIENTS }, () => readStream(port)))));
       await sleep(SETTLE_MS);
@@ -244,7 +270,9 @@ async function measure(
   } finally {
     for (const c of clients) c.close();
     lines.close();
+    apiLines?.close();
     await stopChild(child as ChildProcess);
+    if (apiChild) await stopChild(apiChild as ChildProcess);
     await deleteTopics(kafka, topicList);
   }
 }

@@ -8,20 +8,23 @@ import { loadConfig } from '../../shared/config';
  * The service process of the api-pool benchmark: ingest and API in one process, as `npm start` runs them, with the
  * API's reads either on its own pool (`dedicated`: the product's startApiComponent, API_DATABASE_POOL_SIZE
  * connections named crm-events-sink-api) or on the pool ingest commits on (`shared`: what the product does not
- * allow, built here from the same parts). The API listens first; ingest starts when the benchmark writes a line
- * to stdin, so that the stream clients' load is in place before ingest's clock starts. Prints `ready` and
- * `ingesting` on stdout; stops on SIGTERM.
+ * allow, built here from the same parts); or one of them alone (`api`, `ingest`: the two processes of a deployment
+ * that runs them apart, as `npm run cli -- api` and `-- ingest` do). The API listens first; ingest starts when the
+ * benchmark writes a line to stdin, so that the stream clients' load is in place before ingest's clock starts.
+ * Prints `ready` and `ingesting` on stdout; stops on SIGTERM.
  */
+const MODES = ['dedicated', 'shared', 'api', 'ingest'] as const;
+
 async function main(): Promise<void> {
-  const mode = process.argv[2];
-  if (mode !== 'dedicated' && mode !== 'shared') throw new Error('usage: pool-service dedicated|shared');
+  const mode = MODES.find((m) => m === process.argv[2]);
+  if (mode === undefined) throw new Error(`usage: pool-service ${MODES.join('|')}`);
   const config = loadConfig();
   const rt = createRuntime('bench-api-pool', config);
   const stops: (() => Promise<unknown>)[] = [];
-  if (mode === 'dedicated') {
+  if (mode === 'dedicated' || mode === 'api') {
     const api = await startApiComponent(rt);
     stops.push(api.stop);
-  } else {
+  } else if (mode === 'shared') {
     const app = await buildApp({
       config,
       pool: rt.pool,
@@ -34,6 +37,7 @@ async function main(): Promise<void> {
   }
   process.stdout.write('ready\n');
   process.stdin.once('data', () => {
+    if (mode === 'api') return;
     startIngestComponent(rt).then(
       (ingest) => {
         stops.unshift(ingest.stop);
