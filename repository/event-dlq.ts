@@ -18,12 +18,19 @@ export interface NewDlqEntry extends StoredRecord {
   reason: string;
 }
 
+/** A dead letter ready to be written: with its error class (journal/dead-letter.ts computes it). */
+export interface ClassifiedDlqEntry extends NewDlqEntry {
+  errorClass: string;
+}
+
 export interface DlqRow {
   id: number;
   topic: string;
   tenant_id: string | null;
   reason: string;
   error: string;
+  /** Null only for rows written before 012 and not yet classified (lifecycle/prepare.ts classifies them). */
+  error_class: string | null;
   kafka_partition: number | null;
   kafka_offset: number | null;
   received_at: Date;
@@ -31,10 +38,10 @@ export interface DlqRow {
 
 const INSERT_ENTRIES = `
   INSERT INTO event_dlq (topic, tenant_id, payload, raw_value, error, reason, kafka_partition, kafka_offset, kafka_key,
-                         raw_bytes, kafka_key_bytes, kafka_headers, kafka_timestamp, content_hash)
+                         raw_bytes, kafka_key_bytes, kafka_headers, kafka_timestamp, content_hash, error_class)
   SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::text[], $6::text[], $7::int[],
                        $8::bigint[], $9::text[], $10::bytea[], $11::bytea[], $12::jsonb[], $13::timestamptz[],
-                       $14::bytea[])
+                       $14::bytea[], $15::text[])
   ON CONFLICT DO NOTHING
   RETURNING id, kafka_offset::text AS offset, content_hash`;
 
@@ -49,7 +56,7 @@ export interface InsertedDlqRow {
  * Appends dead letters in one statement. A record already dead-lettered (same coordinates, same content hash) is not
  * added twice and is absent from the result.
  */
-export async function insertDlqEntries(db: Queryable, entries: NewDlqEntry[]): Promise<InsertedDlqRow[]> {
+export async function insertDlqEntries(db: Queryable, entries: ClassifiedDlqEntry[]): Promise<InsertedDlqRow[]> {
   if (entries.length === 0) return [];
   const { rows } = await db.query<InsertedDlqRow>(INSERT_ENTRIES, [
     entries.map((e) => e.topic),
@@ -66,6 +73,7 @@ export async function insertDlqEntries(db: Queryable, entries: NewDlqEntry[]): P
     entries.map((e) => e.headersJson),
     entries.map((e) => e.timestamp),
     entries.map((e) => e.contentHash),
+    entries.map((e) => e.errorClass),
   ]);
   return rows;
 }
@@ -94,10 +102,34 @@ export async function legacyDlqMatches(
   return matches;
 }
 
-/** Dead letters not yet resolved (the crm_events_dlq_size gauge). */
+/** Dead letters not settled, neither resolved nor discarded (the crm_events_dlq_size gauge). */
 export async function countDlqEntries(db: Queryable): Promise<number> {
-  const { rows } = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM event_dlq WHERE status <> 'resolved'");
+  const { rows } = await db.query<{ n: number }>(
+    "SELECT count(*)::int AS n FROM event_dlq WHERE status NOT IN ('resolved', 'discarded')",
+  );
   return rows[0].n;
+}
+
+/** Dead letters written before error classes (012), a page at a time, oldest first. */
+export async function unclassifiedDlqEntries(
+  db: Queryable,
+  limit: number,
+): Promise<Array<{ id: number; reason: string; error: string }>> {
+  const { rows } = await db.query<{ id: number; reason: string; error: string }>(
+    'SELECT id, reason, error FROM event_dlq WHERE error_class IS NULL ORDER BY id LIMIT $1',
+    [limit],
+  );
+  return rows;
+}
+
+/** Stores computed error classes (a row already classified keeps its class). */
+export async function setDlqErrorClasses(db: Queryable, classes: Array<{ id: number; errorClass: string }>) {
+  await db.query(
+    `UPDATE event_dlq d SET error_class = c.error_class
+       FROM unnest($1::bigint[], $2::text[]) AS c (id, error_class)
+      WHERE d.id = c.id AND d.error_class IS NULL`,
+    [classes.map((c) => c.id), classes.map((c) => c.errorClass)],
+  );
 }
 
 /** A dead letter with everything a retry needs. */
@@ -120,7 +152,7 @@ export interface DlqRecord extends DlqRow {
   resolved_event_id: number | null;
 }
 
-const RECORD_COLUMNS = `id, topic, tenant_id, reason, error, kafka_partition, kafka_offset, kafka_key, received_at,
+const RECORD_COLUMNS = `id, topic, tenant_id, reason, error, error_class, kafka_partition, kafka_offset, kafka_key, received_at,
   payload, raw_value, status, attempts, last_error, next_attempt_at, resolved_at, resolved_event_id,
   raw_bytes, kafka_key_bytes, kafka_headers, kafka_timestamp, content_hash, payload::text AS payload_text`;
 
@@ -130,7 +162,7 @@ export type DlqListRow = Pick<
   keyof DlqRow | 'status' | 'attempts' | 'last_error' | 'next_attempt_at' | 'resolved_at' | 'resolved_event_id'
 >;
 
-const LIST_COLUMNS = `id, topic, tenant_id, reason, error, kafka_partition, kafka_offset, received_at,
+const LIST_COLUMNS = `id, topic, tenant_id, reason, error, error_class, kafka_partition, kafka_offset, received_at,
   status, attempts, last_error, next_attempt_at, resolved_at, resolved_event_id`;
 
 export interface DlqQuery {

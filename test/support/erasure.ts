@@ -1,5 +1,6 @@
 import { writeSegment, type ArchiveRow, type ArchiveStore } from '../../archive';
-import { insertDlqEntries, type NewDlqEntry } from '../../repository/event-dlq';
+import { classified } from '../../journal/dead-letter';
+import { insertDlqEntries, type ClassifiedDlqEntry, type NewDlqEntry } from '../../repository/event-dlq';
 import { insertJournalEntries, type NewJournalEntry } from '../../repository/event-journal';
 import type { Queryable } from '../../repository/queryable';
 import { plainRow, storeContents } from './archive';
@@ -25,8 +26,8 @@ function journalEntry(topic: string, payload: Record<string, unknown>, over: Par
   } satisfies NewJournalEntry;
 }
 
-function dlqEntry(topic: string, over: Partial<NewDlqEntry>): NewDlqEntry {
-  return {
+function dlqEntry(topic: string, over: Partial<NewDlqEntry>): ClassifiedDlqEntry {
+  return classified({
     topic,
     tenantId: null,
     payloadJson: null,
@@ -42,7 +43,7 @@ function dlqEntry(topic: string, over: Partial<NewDlqEntry>): NewDlqEntry {
     timestamp: null,
     contentHash: null,
     ...over,
-  };
+  });
 }
 
 /** What seedSubject wrote: the ids that must go and the ones that must stay. */
