@@ -1,5 +1,12 @@
 import { withTransaction } from '../shared/db';
-import { dueDlqIds, getDlqEntry, markDlqFailed, markDlqResolved, type DlqRecord } from '../repository/event-dlq';
+import {
+  dueDlqIds,
+  getDlqEntry,
+  markDlqBulkAction,
+  markDlqFailed,
+  markDlqResolved,
+  type DlqRecord,
+} from '../repository/event-dlq';
 import type { Queryable } from '../repository/queryable';
 import { journalDeadLetter } from '../journal/dead-letter';
 import type { DlqRetryOutcome } from '../journal/kinds';
@@ -13,6 +20,8 @@ export interface RetryDlqInput {
   now: number;
   /** Operator-requested: retry even entries that are parked or not yet due. */
   force: boolean;
+  /** A bulk action's id (dlqBulkWorkflow): each entry is retried once by it, even if this activity is retried. */
+  bulkId?: string;
 }
 
 /** DLQ retry: each due entry goes through the journal's own parser and append again (journal/dead-letter.ts). */
@@ -29,9 +38,13 @@ export function createDlqActivities({ pool, metrics, config, log, lineageKey }: 
       for (const id of input.ids) {
         const outcome = await withTransaction(pool, async (client) => {
           const entry = await getDlqEntry(client, id, true);
-          if (!entry || entry.status === 'resolved') return 'skipped';
+          if (!entry) return 'skipped';
+          // Retried by an earlier attempt of this very call: counted as what that attempt made of it, not again.
+          if (input.bulkId !== undefined && entry.bulk_action_id === input.bulkId) return outcomeOf(entry);
+          if (entry.status === 'resolved' || entry.status === 'discarded') return 'skipped';
           if (!input.force && (entry.status === 'parked' || entry.next_attempt_at.getTime() > input.now))
             return 'skipped';
+          if (input.bulkId !== undefined) await markDlqBulkAction(client, entry.id, input.bulkId);
           const result = await journalDeadLetter(client, entry, parseOptions);
           if ('error' in result) return fail(client, entry, input.now, result.error);
           await markDlqResolved(client, entry.id, result.journalId, new Date(input.now));
@@ -51,4 +64,11 @@ export function createDlqActivities({ pool, metrics, config, log, lineageKey }: 
     log.warn({ dlq_id: entry.id, attempt, park }, `DLQ retry failed: ${error}`);
     return park ? 'parked' : 'retrying';
   }
+}
+
+/** What an entry's earlier retry made of it. */
+function outcomeOf(entry: DlqRecord): DlqRetryOutcome {
+  return entry.status === 'resolved' || entry.status === 'retrying' || entry.status === 'parked'
+    ? entry.status
+    : 'skipped';
 }

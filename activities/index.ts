@@ -1,6 +1,7 @@
 import { createArchiveRangeActivities } from './archive-range';
 import { createAuditActivities } from './audit';
 import type { ActivityDeps } from './deps';
+import { createDlqBulkActivities } from './dlq-bulk';
 import { createDlqActivities } from './dlq-retry';
 import { createMaintenanceActivities } from './maintenance';
 import { createErasureActivities } from './erasure';
@@ -17,6 +18,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createRangeActivities(deps),
     ...createArchiveRangeActivities(deps),
     ...createDlqActivities(deps),
+    ...createDlqBulkActivities(deps),
     ...createMaintenanceActivities(deps),
     ...createErasureActivities(deps),
   };

@@ -10,7 +10,7 @@ import { insertJournalEntries, journalIdOf, notifyJournaled, type NewJournalEntr
 import type { PoolClient } from '../shared/db';
 import { decodeHeaders, toRecordHeaders } from './headers';
 import { isOutage } from '../shared/db';
-import { REJECT_REASONS } from './kinds';
+import { DLQ_OPEN_STATUSES, REJECT_REASONS, type DlqBulkAction, type DlqStatus } from './kinds';
 import { SAFE_FORM_NOTE } from './outage';
 import { parseRecord, type ParseOptions } from './record';
 
@@ -101,6 +101,17 @@ function slug(text: string): string {
 function bounded(errorClass: string): string {
   return errorClass.length > MAX_CLASS_LENGTH ? errorClass.slice(0, MAX_CLASS_LENGTH).replace(/_$/, '') : errorClass;
 }
+
+/**
+ * What each bulk action acts on, and the status it moves an entry to (a retry's outcome is the retry's own). Entries
+ * resolved or discarded are settled: no bulk action touches them again.
+ */
+export const BULK_RULES = {
+  retry: { from: DLQ_OPEN_STATUSES },
+  discard: { from: DLQ_OPEN_STATUSES, to: 'discarded' },
+  park: { from: ['pending', 'retrying'], to: 'parked' },
+  unpark: { from: ['parked'], to: 'pending' },
+} as const satisfies Record<DlqBulkAction, { from: readonly DlqStatus[]; to?: DlqStatus }>;
 
 /** What retrying one dead letter did: the journal row it now is, or why it still cannot be journaled. */
 export type DeadLetterResult = { journalId: number } | { error: string };

@@ -1,5 +1,5 @@
 import type { PoolClient } from 'pg';
-import type { DlqStatus } from '../journal/kinds';
+import { DLQ_STATUSES, type DlqStatus } from '../journal/kinds';
 import { sameAsLegacy, type StoredRecord } from './stored-records';
 import type { Queryable } from './queryable';
 
@@ -150,40 +150,71 @@ export interface DlqRecord extends DlqRow {
   next_attempt_at: Date;
   resolved_at: Date | null;
   resolved_event_id: number | null;
+  discard_reason: string | null;
+  /** The last bulk action that acted on the entry (journal/dead-letter.ts: once per entry per bulk action). */
+  bulk_action_id: string | null;
 }
 
-const RECORD_COLUMNS = `id, topic, tenant_id, reason, error, error_class, kafka_partition, kafka_offset, kafka_key, received_at,
-  payload, raw_value, status, attempts, last_error, next_attempt_at, resolved_at, resolved_event_id,
+const RECORD_COLUMNS = `id, topic, tenant_id, reason, error, error_class, kafka_partition, kafka_offset, kafka_key,
+  received_at, payload, raw_value, status, attempts, last_error, next_attempt_at, resolved_at, resolved_event_id,
+  discard_reason, bulk_action_id,
   raw_bytes, kafka_key_bytes, kafka_headers, kafka_timestamp, content_hash, payload::text AS payload_text`;
 
 /** What the DLQ listing shows: no payload, raw value or bytes (a page of 1000 would carry them only to drop them). */
 export type DlqListRow = Pick<
   DlqRecord,
-  keyof DlqRow | 'status' | 'attempts' | 'last_error' | 'next_attempt_at' | 'resolved_at' | 'resolved_event_id'
+  | keyof DlqRow
+  | 'status'
+  | 'attempts'
+  | 'last_error'
+  | 'next_attempt_at'
+  | 'resolved_at'
+  | 'resolved_event_id'
+  | 'discard_reason'
 >;
 
 const LIST_COLUMNS = `id, topic, tenant_id, reason, error, error_class, kafka_partition, kafka_offset, received_at,
-  status, attempts, last_error, next_attempt_at, resolved_at, resolved_event_id`;
+  status, attempts, last_error, next_attempt_at, resolved_at, resolved_event_id, discard_reason`;
 
-export interface DlqQuery {
+/** Which dead letters: GET /dlq's filter, a group of GET /dlq/groups, the set a bulk action works on. */
+export interface DlqFilter {
   status?: DlqStatus;
   topic?: string;
   tenantId?: string;
+  errorClass?: string;
+  /** A UTC day, YYYY-MM-DD, of received_at (the day of a group). */
+  day?: string;
+}
+
+export interface DlqQuery extends DlqFilter {
   before?: number;
   limit: number;
 }
 
+/** The filter's WHERE clauses, their values pushed onto `values` (table alias `d`). */
+function filterClauses(f: DlqFilter, values: unknown[]): string[] {
+  const clauses: string[] = [];
+  if (f.status) clauses.push(`d.status = $${values.push(f.status)}`);
+  if (f.topic) clauses.push(`d.topic = $${values.push(f.topic)}`);
+  if (f.tenantId) clauses.push(`d.tenant_id = $${values.push(f.tenantId)}`);
+  if (f.errorClass) clauses.push(`d.error_class = $${values.push(f.errorClass)}`);
+  if (f.day) {
+    const day = `($${values.push(f.day)}::date::timestamp AT TIME ZONE 'UTC')`;
+    clauses.push(`d.received_at >= ${day} AND d.received_at < ${day} + interval '1 day'`);
+  }
+  return clauses;
+}
+
+const whereOf = (clauses: string[]) => (clauses.length ? `WHERE ${clauses.join(' AND ')}` : '');
+
 /** Filtered DLQ listing, newest first, keyset-paginated on id. */
 export async function listDlq(db: Queryable, q: DlqQuery): Promise<DlqListRow[]> {
   const values: unknown[] = [];
-  const clauses: string[] = [];
-  if (q.status) clauses.push(`status = $${values.push(q.status)}`);
-  if (q.topic) clauses.push(`topic = $${values.push(q.topic)}`);
-  if (q.tenantId) clauses.push(`tenant_id = $${values.push(q.tenantId)}`);
-  if (q.before !== undefined) clauses.push(`id < $${values.push(q.before)}`);
-  const where = clauses.length ? `WHERE ${clauses.join(' AND ')}` : '';
+  const clauses = filterClauses(q, values);
+  if (q.before !== undefined) clauses.push(`d.id < $${values.push(q.before)}`);
+  const where = whereOf(clauses);
   const { rows } = await db.query<DlqListRow>(
-    `SELECT ${LIST_COLUMNS} FROM event_dlq ${where} ORDER BY id DESC LIMIT $${values.push(q.limit)}`,
+    `SELECT ${LIST_COLUMNS} FROM event_dlq d ${where} ORDER BY id DESC LIMIT $${values.push(q.limit)}`,
     values,
   );
   return rows;
@@ -227,4 +258,134 @@ export async function markDlqFailed(
     `UPDATE event_dlq SET status = $4, attempts = attempts + 1, last_error = $2, next_attempt_at = $3 WHERE id = $1`,
     [id, error, nextAttemptAt, park ? 'parked' : 'retrying'],
   );
+}
+
+/** One group of GET /dlq/groups: dead letters of one error class, topic and UTC day. */
+export interface DlqGroup {
+  error_class: string | null;
+  topic: string;
+  day: string;
+  count: number;
+  by_status: Record<DlqStatus, number>;
+  oldest: Date;
+  newest: Date;
+  /** The newest few ids of the group. */
+  sample_ids: number[];
+}
+
+const SAMPLE_IDS = 5;
+
+/** Dead letters counted per error class x topic x UTC day, largest groups first. */
+export async function dlqGroups(db: Queryable, f: DlqFilter, limit: number): Promise<DlqGroup[]> {
+  const values: unknown[] = [];
+  const clauses = filterClauses(f, values);
+  const byStatus = DLQ_STATUSES.map((s) => `'${s}', count(*) FILTER (WHERE d.status = '${s}')::int`).join(', ');
+  // The samples are read per group through the (error_class, topic, received_at) index, under the same filter.
+  const sameGroup = `d.error_class IS NOT DISTINCT FROM g.error_class AND d.topic = g.topic
+     AND d.received_at >= g.day_start AND d.received_at < g.day_start + interval '1 day'`;
+  const { rows } = await db.query<DlqGroup>(
+    `SELECT g.error_class, g.topic, to_char(g.day_start AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, g.count,
+            g.by_status, g.oldest, g.newest, sample.ids AS sample_ids
+       FROM (SELECT d.error_class, d.topic, date_trunc('day', d.received_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+                    AS day_start, count(*)::int AS count, json_build_object(${byStatus}) AS by_status,
+                    min(d.received_at) AS oldest, max(d.received_at) AS newest
+               FROM event_dlq d ${whereOf(clauses)}
+              GROUP BY 1, 2, 3
+              ORDER BY count DESC, newest DESC
+              LIMIT $${values.push(limit)}) g,
+            LATERAL (SELECT array_agg(id ORDER BY id DESC) AS ids
+                       FROM (SELECT d.id FROM event_dlq d
+                              WHERE ${[...clauses, sameGroup].join(' AND ')}
+                              ORDER BY d.id DESC LIMIT ${SAMPLE_IDS}) picked) sample
+      ORDER BY g.count DESC, g.newest DESC`,
+    values,
+  );
+  return rows.map((r) => ({ ...r, sample_ids: r.sample_ids.map(Number) }));
+}
+
+/** What a bulk action would act on: every entry of the filter, by status, and those in the statuses it acts on. */
+export interface DlqBulkCount {
+  matched: number;
+  eligible: number;
+  by_status: Record<DlqStatus, number>;
+  /** The newest eligible id: a bulk action acts on no entry written after it was planned. */
+  max_id: number | null;
+}
+
+export async function countDlqBulk(db: Queryable, f: DlqFilter, statuses: readonly DlqStatus[]): Promise<DlqBulkCount> {
+  const values: unknown[] = [];
+  const clauses = filterClauses(f, values);
+  const eligible = `d.status = ANY($${values.push(statuses)}::text[])`;
+  const byStatus = DLQ_STATUSES.map((s) => `'${s}', count(*) FILTER (WHERE d.status = '${s}')::int`).join(', ');
+  const { rows } = await db.query<DlqBulkCount>(
+    `SELECT count(*)::int AS matched, count(*) FILTER (WHERE ${eligible})::int AS eligible,
+            json_build_object(${byStatus}) AS by_status, max(d.id) FILTER (WHERE ${eligible}) AS max_id
+       FROM event_dlq d ${whereOf(clauses)}`,
+    values,
+  );
+  const row = rows[0];
+  return { ...row, max_id: row.max_id === null ? null : Number(row.max_id) };
+}
+
+export interface DlqBulkPageQuery {
+  filter: DlqFilter;
+  statuses: readonly DlqStatus[];
+  afterId: number;
+  maxId: number;
+  bulkId: string;
+  limit: number;
+}
+
+/** The next page of a bulk action, in id order: eligible entries it has not acted on yet. */
+export async function dlqBulkPage(db: Queryable, q: DlqBulkPageQuery): Promise<number[]> {
+  const values: unknown[] = [];
+  const clauses = filterClauses(q.filter, values);
+  clauses.push(
+    `d.status = ANY($${values.push(q.statuses)}::text[])`,
+    `d.id > $${values.push(q.afterId)}`,
+    `d.id <= $${values.push(q.maxId)}`,
+    `d.bulk_action_id IS DISTINCT FROM $${values.push(q.bulkId)}`,
+  );
+  const { rows } = await db.query<{ id: string }>(
+    `SELECT d.id FROM event_dlq d ${whereOf(clauses)} ORDER BY d.id LIMIT $${values.push(q.limit)}`,
+    values,
+  );
+  return rows.map((r) => Number(r.id));
+}
+
+export interface DlqStatusChange {
+  ids: number[];
+  /** Only entries still in one of these statuses change (another action may have moved them meanwhile). */
+  from: readonly DlqStatus[];
+  to: DlqStatus;
+  bulkId: string;
+  discardReason?: string;
+  /** Workflow time: an entry put back to pending is due at once, with a fresh round of attempts. */
+  now: Date;
+}
+
+/**
+ * Moves entries to another status for a bulk action. Returns how many of `ids` the action has moved, now or in an
+ * earlier attempt (an entry it already acted on is left alone and counted once).
+ */
+export async function changeDlqStatus(db: Queryable, c: DlqStatusChange): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(
+    `WITH changed AS (
+       UPDATE event_dlq
+          SET status = $3, bulk_action_id = $4,
+              discard_reason = CASE WHEN $3 = 'discarded' THEN $5 ELSE discard_reason END,
+              next_attempt_at = CASE WHEN $3 = 'pending' THEN $6 ELSE next_attempt_at END,
+              attempts = CASE WHEN $3 = 'pending' THEN 0 ELSE attempts END
+        WHERE id = ANY($1::bigint[]) AND status = ANY($2::text[]) AND bulk_action_id IS DISTINCT FROM $4
+        RETURNING id)
+     SELECT ((SELECT count(*) FROM changed)
+           + (SELECT count(*) FROM event_dlq WHERE id = ANY($1::bigint[]) AND bulk_action_id = $4))::int AS n`,
+    [c.ids, c.from, c.to, c.bulkId, c.discardReason ?? null, c.now],
+  );
+  return rows[0].n;
+}
+
+/** Marks an entry as acted on by a bulk action (a retry: in the retry's own transaction). */
+export async function markDlqBulkAction(db: Queryable, id: number, bulkId: string): Promise<void> {
+  await db.query('UPDATE event_dlq SET bulk_action_id = $2 WHERE id = $1', [id, bulkId]);
 }

@@ -5,3 +5,4 @@ export { rangeReplayWorkflow } from './range-replay';
 export { dlqRetryWorkflow } from './dlq-retry';
 export { journalMaintenanceWorkflow } from './journal-maintenance';
 export { erasureWorkflow } from './erasure';
+export { dlqBulkWorkflow } from './dlq-bulk';
