@@ -23,6 +23,7 @@ import maintenanceRoutes from './routes/maintenance';
 import retentionRoutes from './routes/retention';
 import dlqRoutes from './routes/dlq';
 import dlqScheduleRoutes from './routes/dlq-schedule';
+import dlqTriageRoutes from './routes/dlq-triage';
 import erasureRoutes from './routes/erasure';
 import eventRoutes from './routes/events';
 import eventExportRoutes from './routes/events-export';
@@ -125,6 +126,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(eventExportRoutes, { pool, metrics: deps.metrics });
   await app.register(dlqRoutes, { pool, config });
   await app.register(dlqScheduleRoutes, { config });
+  await app.register(dlqTriageRoutes, { pool, config });
   await app.register(replayRoutes, { pool, config });
   await app.register(replaysRoutes, { pool, config });
   const archive = deps.archive ?? createArchiveStore(config.archive);
