@@ -90,7 +90,7 @@ const dlqTriageRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Conf
     async (request, reply) => {
       const body = request.body;
       const action = body.action as DlqBulkAction;
-      if (action === 'discard' && !body.reason?.trim()) {
+      if (action === 'discard' && !body.dry_run && !body.reason?.trim()) {
         throw httpError(400, 'body/reason is required to discard dead letters: say why they need no retry');
       }
       const filter = dlqFilterOf(request, body.filter ?? {});
