@@ -1,6 +1,6 @@
 import { appendOne } from '../journal/append';
 import type { DlqRepairOutcome, DlqRepairStatus } from '../journal/kinds';
-import { alreadyResolved, checkRepairs, type RepairContext, type RepairEdit } from '../journal/repair';
+import { checkRepairs, settledEntry, type RepairContext, type RepairEdit } from '../journal/repair';
 import {
   countDlq,
   dlqPage,
@@ -14,12 +14,10 @@ import { withTransaction, type PoolClient } from '../shared/db';
 import type { ActivityDeps } from './deps';
 
 export type { RepairEdit } from '../journal/repair';
-/** Which dead letters a repair selects: a /dlq filter, or exact ids. */
-export type DlqSelection = DlqFilter;
 
 export interface RepairPageInput {
   repairId: string;
-  selection: DlqSelection;
+  selection: DlqFilter;
   edit: RepairEdit;
   tenantScope?: string;
   /** Entries with ids above it, up to maxId. */
@@ -48,7 +46,7 @@ export function createDlqRepairActivities({ pool, config, log, lineageKey }: Act
     /** Records the repair (its audit row; idempotent) and pins its selection at the newest entry id it matches. */
     async startDlqRepair(input: {
       repairId: string;
-      selection: DlqSelection;
+      selection: DlqFilter;
       edit: RepairEdit;
       tenantScope?: string;
       requestedBy: string;
@@ -101,9 +99,10 @@ async function repairOne(
     recordRepairOutcome(client, input.repairId, { dlq_id: id, outcome, ...detail }).then(() => outcome);
   const entry: DlqRecord | undefined = await getDlqEntry(client, id, true);
   if (!entry) return record('skipped', { error: 'The entry no longer exists' });
-  // Resolved by this very repair in an earlier attempt (its outcome is recorded: this one is not), or by another.
-  const resolved = alreadyResolved(entry);
-  if (resolved) return record('skipped', { error: resolved });
+  // Resolved by this very repair in an earlier attempt (its outcome is recorded: this one is not), by another, or
+  // discarded by an operator.
+  const settled = settledEntry(entry);
+  if (settled) return record('skipped', { error: settled });
   const [check] = await checkRepairs(client, [entry], input.edit, ctx);
   if (!check.entry) return record('invalid', { error: check.error });
   const journaled = await appendOne(client, check.entry);

@@ -1,5 +1,12 @@
 import { withTransaction } from '../shared/db';
-import { dueDlqIds, getDlqEntry, markDlqFailed, markDlqResolved, type DlqRecord } from '../repository/event-dlq';
+import {
+  dueDlqIds,
+  getDlqEntry,
+  markDlqBulkAction,
+  markDlqFailed,
+  markDlqResolved,
+  type DlqRecord,
+} from '../repository/event-dlq';
 import type { Queryable } from '../repository/queryable';
 import { journalDeadLetter } from '../journal/dead-letter';
 import type { DlqRetryOutcome } from '../journal/kinds';
@@ -15,6 +22,8 @@ export interface RetryDlqInput {
   now: number;
   /** Operator-requested: retry even entries that are parked or not yet due. */
   force: boolean;
+  /** A bulk action's id (dlqBulkWorkflow): each entry is retried once by it, even if this activity is retried. */
+  bulkId?: string;
 }
 
 /** DLQ retry: each due entry goes through the journal's own parser and append again (journal/dead-letter.ts). */
@@ -34,13 +43,20 @@ export function createDlqActivities(deps: ActivityDeps) {
         let parked: DlqRecord | undefined;
         const outcome = await withTransaction(pool, async (client) => {
           const entry = await getDlqEntry(client, id, true);
-          if (!entry || entry.status === 'resolved') return 'skipped';
+          if (!entry) return 'skipped';
+          // Retried by an earlier attempt of this very call: counted as what that attempt made of it, not again.
+          if (input.bulkId !== undefined && entry.bulk_action_id === input.bulkId) return outcomeOf(entry);
+          if (entry.status === 'resolved' || entry.status === 'discarded') return 'skipped';
           if (!input.force && (entry.status === 'parked' || entry.next_attempt_at.getTime() > input.now))
             return 'skipped';
+          if (input.bulkId !== undefined) await markDlqBulkAction(client, entry.id, input.bulkId);
           const result = await journalDeadLetter(client, entry, parseOptions);
           if ('error' in result) {
             const failed = await fail(client, entry, input.now, result.error);
-            if (failed === 'parked') parked = { ...entry, last_error: result.error, attempts: entry.attempts + 1 };
+            if (failed === 'parked') {
+              const bulk_action_id = input.bulkId ?? entry.bulk_action_id;
+              parked = { ...entry, last_error: result.error, attempts: entry.attempts + 1, bulk_action_id };
+            }
             return failed;
           }
           await markDlqResolved(client, entry.id, result.journalId, new Date(input.now));
@@ -64,11 +80,14 @@ export function createDlqActivities(deps: ActivityDeps) {
   }
 }
 
-/** dlq_parked: one per entry and attempt (an entry unparked and parked again is told again). */
+/**
+ * dlq_parked: one per entry and attempt (an entry unparked and parked again is told again). A bulk unpark starts the
+ * attempts over, so the key also names the last bulk action on the entry.
+ */
 function parkedNotification(entry: DlqRecord): Notification {
   return {
     kind: 'dlq_parked',
-    key: `${entry.id}-${entry.attempts}`,
+    key: [entry.id, entry.attempts, entry.bulk_action_id].filter((part) => part !== null).join('-'),
     data: {
       dlq_id: entry.id,
       topic: entry.topic,
@@ -79,4 +98,11 @@ function parkedNotification(entry: DlqRecord): Notification {
       received_at: entry.received_at,
     },
   };
+}
+
+/** What an entry's earlier retry made of it. */
+function outcomeOf(entry: DlqRecord): DlqRetryOutcome {
+  return entry.status === 'resolved' || entry.status === 'retrying' || entry.status === 'parked'
+    ? entry.status
+    : 'skipped';
 }

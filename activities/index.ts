@@ -1,6 +1,7 @@
 import { createArchiveRangeActivities } from './archive-range';
 import { createAuditActivities } from './audit';
 import type { ActivityDeps } from './deps';
+import { createDlqBulkActivities } from './dlq-bulk';
 import { createDlqActivities } from './dlq-retry';
 import { createDlqRepairActivities } from './dlq-repair';
 import { createMaintenanceActivities } from './maintenance';
@@ -20,6 +21,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createArchiveRangeActivities(deps),
     ...createDlqActivities(deps),
     ...createDlqRepairActivities(deps),
+    ...createDlqBulkActivities(deps),
     ...createMaintenanceActivities(deps),
     ...createErasureActivities(deps),
     ...createNotificationActivities(deps),

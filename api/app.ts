@@ -25,6 +25,7 @@ import notificationRoutes from './routes/notifications';
 import dlqRoutes from './routes/dlq';
 import dlqScheduleRoutes from './routes/dlq-schedule';
 import dlqRepairRoutes from './routes/dlq-repair';
+import dlqTriageRoutes from './routes/dlq-triage';
 import erasureRoutes from './routes/erasure';
 import eventRoutes from './routes/events';
 import eventExportRoutes from './routes/events-export';
@@ -140,6 +141,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(dlqRoutes, { pool, config });
   await app.register(dlqScheduleRoutes, { config });
   await app.register(dlqRepairRoutes, { pool, config });
+  await app.register(dlqTriageRoutes, { pool, config });
   await app.register(replayRoutes, { pool, config });
   await app.register(replaysRoutes, { pool, config });
   const archive = deps.archive ?? createArchiveStore(config.archive);

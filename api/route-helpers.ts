@@ -1,3 +1,5 @@
+import type { Queryable } from '../repository/queryable';
+import { recordRequested, type AuditStart } from '../repository/replay-audit';
 /**
  * Keyset pages: routes ask the repository for limit + 1 rows (newest first); the extra row only says that another
  * page exists, and the last id shown is the cursor for it.
@@ -19,4 +21,18 @@ export async function within<T>(promise: Promise<T>, ms: number): Promise<T | un
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** The audit row of a workflow just started, so the replay routes know it as ours before its first activity. */
+export function recordStarted(
+  db: Queryable,
+  handle: { workflowId: string },
+  audit: Omit<AuditStart, 'workflowId' | 'runId'>,
+): Promise<void> {
+  return recordRequested(db, {
+    workflowId: handle.workflowId,
+    // A handle found again by Idempotency-Key has no run id: the workflow's own audit write supplies it.
+    runId: (handle as { firstExecutionRunId?: string }).firstExecutionRunId,
+    ...audit,
+  });
 }

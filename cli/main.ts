@@ -20,7 +20,8 @@ Service
 
 Operations (through the API; CRM_EVENTS_API_URL, CRM_EVENTS_TOKEN)
   replay <id> | batch <ids...> | range --start --end ... | status|pause|resume|cancel <workflow-id>
-  dlq list | retry <id> | schedule show|pause|unpause|trigger|interval <dur>
+  dlq list | groups | bulk retry|discard|park|unpark [--class --topic --day --reason --yes] | retry <id>
+  dlq schedule show|pause|unpause|trigger|interval <dur>
   export --out FILE [--tenant] [--topic] [--since] [--until] [--payload-filter] [--gzip]   journal rows as NDJSON
 
 Tools

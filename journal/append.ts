@@ -11,6 +11,7 @@ import {
 import { classifyAgainstStore, type Classified, type Reuse } from './redelivery';
 import { JournalUnavailableError } from './errors';
 import type { RecordOutcome } from './kinds';
+import { classified } from './error-class';
 import { safeDlqEntry } from './outage';
 import type { Accepted, ParsedRecord } from './record';
 
@@ -170,22 +171,20 @@ async function behindSavepoint<T>(client: PoolClient, name: string, fn: () => Pr
  */
 async function insertDeadLetters(client: PoolClient, deadLetters: DeadLetter[]): Promise<DeadLetter[]> {
   if (deadLetters.length === 0) return [];
-  const all = await behindSavepoint(client, 'dlq_batch', () =>
-    insertDlqEntries(
-      client,
-      deadLetters.map((d) => d.entry),
-    ),
-  );
+  // Classified as written first: the safe form keeps the class of the error that sent the record here.
+  const entries = deadLetters.map((d) => classified(d.entry));
+  const all = await behindSavepoint(client, 'dlq_batch', () => insertDlqEntries(client, entries));
   if (!(all instanceof Error)) return writtenOnes(deadLetters, all);
   const written: DeadLetter[] = [];
-  for (const dead of deadLetters) {
-    const one = await behindSavepoint(client, 'dlq_row', () => insertDlqEntries(client, [dead.entry]));
+  for (const [i, dead] of deadLetters.entries()) {
+    const one = await behindSavepoint(client, 'dlq_row', () => insertDlqEntries(client, [entries[i]]));
     if (!(one instanceof Error)) {
       written.push(...writtenOnes([dead], one));
       continue;
     }
-    const safe = { ...dead, entry: safeDlqEntry(dead.entry, one) };
-    written.push(...writtenOnes([safe], await insertDlqEntries(client, [safe.entry])));
+    const safeEntry = safeDlqEntry(entries[i], one);
+    const safe = { ...dead, entry: safeEntry };
+    written.push(...writtenOnes([safe], await insertDlqEntries(client, [safeEntry])));
   }
   return written;
 }

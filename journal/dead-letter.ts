@@ -3,7 +3,19 @@ import type { NewJournalEntry } from '../repository/event-journal';
 import type { PoolClient } from '../shared/db';
 import { appendOne, type AppendOneResult } from './append';
 import { decodeHeaders, toRecordHeaders } from './headers';
+import { DLQ_OPEN_STATUSES, type DlqBulkAction, type DlqStatus } from './kinds';
 import { parseRecord, type KafkaRecord, type ParseOptions } from './record';
+
+/**
+ * What each bulk action acts on, and the status it moves an entry to (a retry's outcome is the retry's own). Entries
+ * resolved or discarded are settled: no bulk action touches them again.
+ */
+export const BULK_RULES = {
+  retry: { from: DLQ_OPEN_STATUSES },
+  discard: { from: DLQ_OPEN_STATUSES, to: 'discarded' },
+  park: { from: ['pending', 'retrying'], to: 'parked' },
+  unpark: { from: ['parked'], to: 'pending' },
+} as const satisfies Record<DlqBulkAction, { from: readonly DlqStatus[]; to?: DlqStatus }>;
 
 /** What retrying one dead letter did: the journal row it now is, or why it still cannot be journaled. */
 export type DeadLetterResult = AppendOneResult;

@@ -24,9 +24,16 @@ export const DLQ_REASONS = [...REJECT_REASONS, 'unknown'] as const;
 export const RECORD_OUTCOMES = ['journaled', 'dead_lettered', 'redelivered'] as const;
 export type RecordOutcome = (typeof RECORD_OUTCOMES)[number];
 
-/** Life of a dead letter. */
-export const DLQ_STATUSES = ['pending', 'retrying', 'resolved', 'parked'] as const;
+/** Life of a dead letter; `discarded` is an operator's decision (with a reason): the row stays, nothing retries it. */
+export const DLQ_STATUSES = ['pending', 'retrying', 'resolved', 'parked', 'discarded'] as const;
 export type DlqStatus = (typeof DLQ_STATUSES)[number];
+
+/** Dead letters that are not settled: what the retry schedule, park and discard may still act on. */
+export const DLQ_OPEN_STATUSES = ['pending', 'retrying', 'parked'] as const satisfies readonly DlqStatus[];
+
+/** What an operator can do to a set of dead letters at once (dlqBulkWorkflow). */
+export const DLQ_BULK_ACTIONS = ['retry', 'discard', 'park', 'unpark'] as const;
+export type DlqBulkAction = (typeof DLQ_BULK_ACTIONS)[number];
 
 /** What one DLQ retry did to one entry. */
 export const DLQ_RETRY_OUTCOMES = ['resolved', 'retrying', 'parked', 'skipped'] as const;
@@ -38,13 +45,13 @@ export type DlqRepairStatus = (typeof DLQ_REPAIR_STATUSES)[number];
 
 /**
  * What a repair did to one entry (dlq_repair_entries.outcome): journaled, refused by validation (left untouched), or
- * skipped (already resolved, or gone).
+ * skipped (already resolved or discarded, or gone).
  */
 export const DLQ_REPAIR_OUTCOMES = ['journaled', 'invalid', 'skipped'] as const;
 export type DlqRepairOutcome = (typeof DLQ_REPAIR_OUTCOMES)[number];
 
 /** Kinds of workflow recorded in replay_audit. */
-export const REPLAY_KINDS = ['single', 'batch', 'range', 'dlq_retry'] as const;
+export const REPLAY_KINDS = ['single', 'batch', 'range', 'dlq_retry', 'dlq_bulk'] as const;
 export type ReplayKind = (typeof REPLAY_KINDS)[number];
 
 /** replay_audit.status. */

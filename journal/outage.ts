@@ -11,11 +11,14 @@ export function sanitizeText(text: string, maxLength = 4000): string {
   return clean.length > maxLength ? `${clean.slice(0, maxLength)}…` : clean;
 }
 
+/** What a dead letter's error says when it is stored in its safe form (below); the error class ignores it. */
+export const SAFE_FORM_NOTE = 'stored as bytes only';
+
 /**
  * A dead letter in the form Postgres cannot refuse: the record's bytes (value, key, headers) as they are, the tenant
  * and error as sanitised text, no jsonb payload and no raw text value. Used only when the normal form was refused.
  */
-export function safeDlqEntry(entry: NewDlqEntry, refusal: Error): NewDlqEntry {
+export function safeDlqEntry<T extends NewDlqEntry>(entry: T, refusal: Error): T {
   const why = sanitizeText(refusal.message, 500);
   return {
     ...entry,
@@ -23,6 +26,6 @@ export function safeDlqEntry(entry: NewDlqEntry, refusal: Error): NewDlqEntry {
     payloadJson: null,
     rawValue: null,
     key: entry.key === null ? null : sanitizeText(entry.key),
-    error: `${sanitizeText(entry.error)} [stored as bytes only: Postgres refused the text form: ${why}]`,
+    error: `${sanitizeText(entry.error)} [${SAFE_FORM_NOTE}: Postgres refused the text form: ${why}]`,
   };
 }

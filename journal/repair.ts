@@ -99,14 +99,20 @@ function bare(value: unknown): unknown {
   return copy;
 }
 
+/** Pointer tokens the patch library does not follow as keys. */
+const UNSAFE_TOKENS = ['__proto__', 'constructor', 'prototype'] as const;
+
 function refusedOperation(op: Operation, index: number): string | undefined {
   const pointers = [op.path, 'from' in op ? op.from : undefined].filter((p): p is string => p !== undefined);
   if (pointers.includes('')) {
     return `Patch operation ${index} (${op.op}) targets the whole document; send the new document as value instead`;
   }
-  // JSON.parse makes "__proto__" an own key, but a patch library may walk it as the prototype: never followed.
-  if (pointers.some((p) => p.split('/').includes('__proto__'))) {
-    return `Patch operation ${index} (${op.op} ${op.path}) goes through __proto__, which a repair may not touch`;
+  // JSON.parse makes "__proto__" an own key, but a patch library may walk it as the prototype: never followed. The
+  // library (rfc6902) skips these three tokens, so a pointer through one names its parent instead: a move from
+  // "/constructor" would move the document into itself.
+  const token = UNSAFE_TOKENS.find((t) => pointers.some((p) => p.split('/').includes(t)));
+  if (token) {
+    return `Patch operation ${index} (${op.op} ${op.path}) goes through ${token}, which a repair may not touch`;
   }
   return undefined;
 }
@@ -185,9 +191,17 @@ export async function checkRepairs(
   return checks;
 }
 
-/** Why a repair leaves an entry alone however it is edited (it is resolved), or undefined. */
-export function alreadyResolved(entry: Pick<DlqRecord, 'status' | 'resolved_event_id'>): string | undefined {
-  return entry.status === 'resolved' ? `Already resolved (journal event ${entry.resolved_event_id})` : undefined;
+/**
+ * Why a repair leaves an entry alone however it is edited, or undefined: it is settled, resolved or discarded by an
+ * operator (as for a retry and every bulk action, journal/dead-letter.ts BULK_RULES: a discarded entry stays
+ * discarded).
+ */
+export function settledEntry(
+  entry: Pick<DlqRecord, 'status' | 'resolved_event_id' | 'discard_reason'>,
+): string | undefined {
+  if (entry.status === 'resolved') return `Already resolved (journal event ${entry.resolved_event_id})`;
+  if (entry.status === 'discarded') return `Discarded by an operator: ${entry.discard_reason ?? 'no reason recorded'}`;
+  return undefined;
 }
 
 /** A check as a preview shows it: would the repaired record journal now? */
@@ -209,9 +223,9 @@ export async function previewRepairs(
     const previews: RepairPreview[] = [];
     const checks = await checkRepairs(client, entries, edit, ctx);
     for (const [i, { entry, ...check }] of checks.entries()) {
-      const resolved = alreadyResolved(entries[i]);
-      const journaled = entry && !resolved ? await appendOne(client, entry) : undefined;
-      const error = resolved ?? (journaled && 'error' in journaled ? journaled.error : check.error);
+      const settled = settledEntry(entries[i]);
+      const journaled = entry && !settled ? await appendOne(client, entry) : undefined;
+      const error = settled ?? (journaled && 'error' in journaled ? journaled.error : check.error);
       previews.push({ ...check, ...(error === undefined ? {} : { error }), would_journal: error === undefined });
     }
     return previews;

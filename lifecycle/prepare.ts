@@ -2,6 +2,7 @@ import pg from 'pg';
 import type { Config } from '../shared/config';
 import type { Logger } from '../shared/logger';
 import { migrate } from '../shared/migrate';
+import { classifyDeadLetters } from '../journal/error-class';
 import { convertJournalToPartitions } from './convert';
 import { ensurePartitions } from './partitions';
 
@@ -11,7 +12,8 @@ export const DEFAULT_JOURNAL_LAYOUT: JournalLayout = { partitionInterval: 'month
 
 /**
  * Brings a database to the current schema: the SQL migrations, then (under the same lock) the journal's conversion
- * to time partitions when it is still one table, then its partitions up to `partitionsAhead` periods from now.
+ * to time partitions when it is still one table, then its partitions up to `partitionsAhead` periods from now, then
+ * the error class of dead letters written before 015 (or by a process older than it, during a rolling start).
  */
 export async function prepareDatabase(
   databaseUrl: string,
@@ -24,6 +26,8 @@ export async function prepareDatabase(
     try {
       const created = await ensurePartitions(pool, layout.partitionInterval, layout.partitionsAhead);
       if (created.length) log.info({ created }, `Created ${created.length} journal partition(s)`);
+      const classifiedRows = await classifyDeadLetters(pool);
+      if (classifiedRows) log.info({ classified: classifiedRows }, `Classified ${classifiedRows} dead letter(s)`);
     } finally {
       await pool.end();
     }

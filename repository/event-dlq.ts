@@ -1,5 +1,5 @@
 import type { PoolClient } from 'pg';
-import type { DlqStatus } from '../journal/kinds';
+import { DLQ_STATUSES, type DlqStatus } from '../journal/kinds';
 import { sameAsLegacy, type StoredRecord } from './stored-records';
 import type { Queryable } from './queryable';
 
@@ -18,12 +18,19 @@ export interface NewDlqEntry extends StoredRecord {
   reason: string;
 }
 
+/** A dead letter ready to be written: with its error class (journal/error-class.ts computes it). */
+export interface ClassifiedDlqEntry extends NewDlqEntry {
+  errorClass: string;
+}
+
 export interface DlqRow {
   id: number;
   topic: string;
   tenant_id: string | null;
   reason: string;
   error: string;
+  /** Null only for rows written before 015 and not yet classified (lifecycle/prepare.ts classifies them). */
+  error_class: string | null;
   kafka_partition: number | null;
   kafka_offset: number | null;
   received_at: Date;
@@ -31,10 +38,10 @@ export interface DlqRow {
 
 const INSERT_ENTRIES = `
   INSERT INTO event_dlq (topic, tenant_id, payload, raw_value, error, reason, kafka_partition, kafka_offset, kafka_key,
-                         raw_bytes, kafka_key_bytes, kafka_headers, kafka_timestamp, content_hash)
+                         raw_bytes, kafka_key_bytes, kafka_headers, kafka_timestamp, content_hash, error_class)
   SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::text[], $6::text[], $7::int[],
                        $8::bigint[], $9::text[], $10::bytea[], $11::bytea[], $12::jsonb[], $13::timestamptz[],
-                       $14::bytea[])
+                       $14::bytea[], $15::text[])
   ON CONFLICT DO NOTHING
   RETURNING id, kafka_offset::text AS offset, content_hash`;
 
@@ -49,7 +56,7 @@ export interface InsertedDlqRow {
  * Appends dead letters in one statement. A record already dead-lettered (same coordinates, same content hash) is not
  * added twice and is absent from the result.
  */
-export async function insertDlqEntries(db: Queryable, entries: NewDlqEntry[]): Promise<InsertedDlqRow[]> {
+export async function insertDlqEntries(db: Queryable, entries: ClassifiedDlqEntry[]): Promise<InsertedDlqRow[]> {
   if (entries.length === 0) return [];
   const { rows } = await db.query<InsertedDlqRow>(INSERT_ENTRIES, [
     entries.map((e) => e.topic),
@@ -66,6 +73,7 @@ export async function insertDlqEntries(db: Queryable, entries: NewDlqEntry[]): P
     entries.map((e) => e.headersJson),
     entries.map((e) => e.timestamp),
     entries.map((e) => e.contentHash),
+    entries.map((e) => e.errorClass),
   ]);
   return rows;
 }
@@ -94,10 +102,34 @@ export async function legacyDlqMatches(
   return matches;
 }
 
-/** Dead letters not yet resolved (the crm_events_dlq_size gauge). */
+/** Dead letters not settled, neither resolved nor discarded (the crm_events_dlq_size gauge). */
 export async function countDlqEntries(db: Queryable): Promise<number> {
-  const { rows } = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM event_dlq WHERE status <> 'resolved'");
+  const { rows } = await db.query<{ n: number }>(
+    "SELECT count(*)::int AS n FROM event_dlq WHERE status NOT IN ('resolved', 'discarded')",
+  );
   return rows[0].n;
+}
+
+/** Dead letters written before error classes (015), a page at a time, oldest first. */
+export async function unclassifiedDlqEntries(
+  db: Queryable,
+  limit: number,
+): Promise<Array<{ id: number; reason: string; error: string }>> {
+  const { rows } = await db.query<{ id: number; reason: string; error: string }>(
+    'SELECT id, reason, error FROM event_dlq WHERE error_class IS NULL ORDER BY id LIMIT $1',
+    [limit],
+  );
+  return rows;
+}
+
+/** Stores computed error classes (a row already classified keeps its class). */
+export async function setDlqErrorClasses(db: Queryable, classes: Array<{ id: number; errorClass: string }>) {
+  await db.query(
+    `UPDATE event_dlq d SET error_class = c.error_class
+       FROM unnest($1::bigint[], $2::text[]) AS c (id, error_class)
+      WHERE d.id = c.id AND d.error_class IS NULL`,
+    [classes.map((c) => c.id), classes.map((c) => c.errorClass)],
+  );
 }
 
 /** A dead letter with everything a retry needs. */
@@ -118,30 +150,44 @@ export interface DlqRecord extends DlqRow {
   next_attempt_at: Date;
   resolved_at: Date | null;
   resolved_event_id: number | null;
+  discard_reason: string | null;
+  /** The last bulk action that acted on the entry (journal/dead-letter.ts: once per entry per bulk action). */
+  bulk_action_id: string | null;
 }
 
-const RECORD_COLUMNS = `id, topic, tenant_id, reason, error, kafka_partition, kafka_offset, kafka_key, received_at,
-  payload, raw_value, status, attempts, last_error, next_attempt_at, resolved_at, resolved_event_id,
+const RECORD_COLUMNS = `id, topic, tenant_id, reason, error, error_class, kafka_partition, kafka_offset, kafka_key,
+  received_at, payload, raw_value, status, attempts, last_error, next_attempt_at, resolved_at, resolved_event_id,
+  discard_reason, bulk_action_id,
   raw_bytes, kafka_key_bytes, kafka_headers, kafka_timestamp, content_hash, payload::text AS payload_text`;
 
 /** What the DLQ listing shows: no payload, raw value or bytes (a page of 1000 would carry them only to drop them). */
 export type DlqListRow = Pick<
   DlqRecord,
-  keyof DlqRow | 'status' | 'attempts' | 'last_error' | 'next_attempt_at' | 'resolved_at' | 'resolved_event_id'
+  | keyof DlqRow
+  | 'status'
+  | 'attempts'
+  | 'last_error'
+  | 'next_attempt_at'
+  | 'resolved_at'
+  | 'resolved_event_id'
+  | 'discard_reason'
 >;
 
-const LIST_COLUMNS = `id, topic, tenant_id, reason, error, kafka_partition, kafka_offset, received_at,
-  status, attempts, last_error, next_attempt_at, resolved_at, resolved_event_id`;
+const LIST_COLUMNS = `id, topic, tenant_id, reason, error, error_class, kafka_partition, kafka_offset, received_at,
+  status, attempts, last_error, next_attempt_at, resolved_at, resolved_event_id, discard_reason`;
 
 /**
- * What selects dead letters: the /dlq listing's filters, and a repair's selection. One field and one clause in
- * dlqFilterClauses add a filter to both.
+ * Which dead letters: GET /dlq's filter, a group of GET /dlq/groups, the set a bulk action works on, a repair's
+ * selection. A new filter is one field here and one clause in dlqFilterClauses (and one in api/dlq-filter.ts).
  */
 export interface DlqFilter {
   status?: DlqStatus;
   topic?: string;
   tenantId?: string;
-  /** Exactly these entries. */
+  errorClass?: string;
+  /** A UTC day, YYYY-MM-DD, of received_at (the day of a group). */
+  day?: string;
+  /** Exactly these entries (a repair by ids). */
   ids?: number[];
 }
 
@@ -150,24 +196,31 @@ export interface DlqQuery extends DlqFilter {
   limit: number;
 }
 
-/** The WHERE clauses of a DLQ filter, its values appended to `values` as bind parameters. */
-export function dlqFilterClauses(filter: DlqFilter, values: unknown[]): string[] {
+/** The WHERE clauses of a DLQ filter (table alias `d`), their values appended to `values` as bind parameters. */
+export function dlqFilterClauses(f: DlqFilter, values: unknown[]): string[] {
   const clauses: string[] = [];
-  if (filter.status) clauses.push(`status = $${values.push(filter.status)}`);
-  if (filter.topic) clauses.push(`topic = $${values.push(filter.topic)}`);
-  if (filter.tenantId) clauses.push(`tenant_id = $${values.push(filter.tenantId)}`);
-  if (filter.ids) clauses.push(`id = ANY($${values.push(filter.ids)}::bigint[])`);
+  if (f.status) clauses.push(`d.status = $${values.push(f.status)}`);
+  if (f.topic) clauses.push(`d.topic = $${values.push(f.topic)}`);
+  if (f.tenantId) clauses.push(`d.tenant_id = $${values.push(f.tenantId)}`);
+  if (f.errorClass) clauses.push(`d.error_class = $${values.push(f.errorClass)}`);
+  if (f.day) {
+    const day = `($${values.push(f.day)}::date::timestamp AT TIME ZONE 'UTC')`;
+    clauses.push(`d.received_at >= ${day} AND d.received_at < ${day} + interval '1 day'`);
+  }
+  if (f.ids) clauses.push(`d.id = ANY($${values.push(f.ids)}::bigint[])`);
   return clauses;
 }
+
+const whereOf = (clauses: string[]) => (clauses.length ? `WHERE ${clauses.join(' AND ')}` : '');
 
 /** Filtered DLQ listing, newest first, keyset-paginated on id. */
 export async function listDlq(db: Queryable, q: DlqQuery): Promise<DlqListRow[]> {
   const values: unknown[] = [];
   const clauses = dlqFilterClauses(q, values);
-  if (q.before !== undefined) clauses.push(`id < $${values.push(q.before)}`);
-  const where = clauses.length ? `WHERE ${clauses.join(' AND ')}` : '';
+  if (q.before !== undefined) clauses.push(`d.id < $${values.push(q.before)}`);
+  const where = whereOf(clauses);
   const { rows } = await db.query<DlqListRow>(
-    `SELECT ${LIST_COLUMNS} FROM event_dlq ${where} ORDER BY id DESC LIMIT $${values.push(q.limit)}`,
+    `SELECT ${LIST_COLUMNS} FROM event_dlq d ${where} ORDER BY id DESC LIMIT $${values.push(q.limit)}`,
     values,
   );
   return rows;
@@ -178,8 +231,7 @@ export async function countDlq(db: Queryable, filter: DlqFilter): Promise<{ matc
   const values: unknown[] = [];
   const clauses = dlqFilterClauses(filter, values);
   const { rows } = await db.query<{ matched: number; max_id: number | null }>(
-    `SELECT count(*)::int AS matched, max(id) AS max_id FROM event_dlq
-      ${clauses.length ? `WHERE ${clauses.join(' AND ')}` : ''}`,
+    `SELECT count(*)::int AS matched, max(d.id) AS max_id FROM event_dlq d ${whereOf(clauses)}`,
     values,
   );
   return { matched: rows[0].matched, maxId: rows[0].max_id ?? 0 };
@@ -196,10 +248,9 @@ export async function dlqPage(
 ): Promise<DlqRecord[]> {
   const values: unknown[] = [];
   const clauses = dlqFilterClauses(filter, values);
-  clauses.push(`id > $${values.push(page.after)}`, `id <= $${values.push(page.maxId)}`);
+  clauses.push(`d.id > $${values.push(page.after)}`, `d.id <= $${values.push(page.maxId)}`);
   const { rows } = await db.query<DlqRecord>(
-    `SELECT ${RECORD_COLUMNS} FROM event_dlq WHERE ${clauses.join(' AND ')}
-      ORDER BY id LIMIT $${values.push(page.limit)}`,
+    `SELECT ${RECORD_COLUMNS} FROM event_dlq d ${whereOf(clauses)} ORDER BY d.id LIMIT $${values.push(page.limit)}`,
     values,
   );
   return rows;
@@ -263,4 +314,134 @@ export async function dlqGroupsSince(db: Queryable, since: Date, threshold: numb
     [since, threshold],
   );
   return rows;
+}
+
+/** One group of GET /dlq/groups: dead letters of one error class, topic and UTC day. */
+export interface DlqGroup {
+  error_class: string | null;
+  topic: string;
+  day: string;
+  count: number;
+  by_status: Record<DlqStatus, number>;
+  oldest: Date;
+  newest: Date;
+  /** The newest few ids of the group. */
+  sample_ids: number[];
+}
+
+const SAMPLE_IDS = 5;
+
+/** Dead letters counted per error class x topic x UTC day, largest groups first. */
+export async function dlqGroups(db: Queryable, f: DlqFilter, limit: number): Promise<DlqGroup[]> {
+  const values: unknown[] = [];
+  const clauses = dlqFilterClauses(f, values);
+  const byStatus = DLQ_STATUSES.map((s) => `'${s}', count(*) FILTER (WHERE d.status = '${s}')::int`).join(', ');
+  // The samples are read per group through the (error_class, topic, received_at) index, under the same filter.
+  const sameGroup = `d.error_class IS NOT DISTINCT FROM g.error_class AND d.topic = g.topic
+     AND d.received_at >= g.day_start AND d.received_at < g.day_start + interval '1 day'`;
+  const { rows } = await db.query<DlqGroup>(
+    `SELECT g.error_class, g.topic, to_char(g.day_start AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, g.count,
+            g.by_status, g.oldest, g.newest, sample.ids AS sample_ids
+       FROM (SELECT d.error_class, d.topic, date_trunc('day', d.received_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+                    AS day_start, count(*)::int AS count, json_build_object(${byStatus}) AS by_status,
+                    min(d.received_at) AS oldest, max(d.received_at) AS newest
+               FROM event_dlq d ${whereOf(clauses)}
+              GROUP BY 1, 2, 3
+              ORDER BY count DESC, newest DESC
+              LIMIT $${values.push(limit)}) g,
+            LATERAL (SELECT array_agg(id ORDER BY id DESC) AS ids
+                       FROM (SELECT d.id FROM event_dlq d
+                              WHERE ${[...clauses, sameGroup].join(' AND ')}
+                              ORDER BY d.id DESC LIMIT ${SAMPLE_IDS}) picked) sample
+      ORDER BY g.count DESC, g.newest DESC`,
+    values,
+  );
+  return rows.map((r) => ({ ...r, sample_ids: r.sample_ids.map(Number) }));
+}
+
+/** What a bulk action would act on: every entry of the filter, by status, and those in the statuses it acts on. */
+export interface DlqBulkCount {
+  matched: number;
+  eligible: number;
+  by_status: Record<DlqStatus, number>;
+  /** The newest eligible id: a bulk action acts on no entry written after it was planned. */
+  max_id: number | null;
+}
+
+export async function countDlqBulk(db: Queryable, f: DlqFilter, statuses: readonly DlqStatus[]): Promise<DlqBulkCount> {
+  const values: unknown[] = [];
+  const clauses = dlqFilterClauses(f, values);
+  const eligible = `d.status = ANY($${values.push(statuses)}::text[])`;
+  const byStatus = DLQ_STATUSES.map((s) => `'${s}', count(*) FILTER (WHERE d.status = '${s}')::int`).join(', ');
+  const { rows } = await db.query<DlqBulkCount>(
+    `SELECT count(*)::int AS matched, count(*) FILTER (WHERE ${eligible})::int AS eligible,
+            json_build_object(${byStatus}) AS by_status, max(d.id) FILTER (WHERE ${eligible}) AS max_id
+       FROM event_dlq d ${whereOf(clauses)}`,
+    values,
+  );
+  const row = rows[0];
+  return { ...row, max_id: row.max_id === null ? null : Number(row.max_id) };
+}
+
+export interface DlqBulkPageQuery {
+  filter: DlqFilter;
+  statuses: readonly DlqStatus[];
+  afterId: number;
+  maxId: number;
+  bulkId: string;
+  limit: number;
+}
+
+/** The next page of a bulk action, in id order: eligible entries it has not acted on yet. */
+export async function dlqBulkPage(db: Queryable, q: DlqBulkPageQuery): Promise<number[]> {
+  const values: unknown[] = [];
+  const clauses = dlqFilterClauses(q.filter, values);
+  clauses.push(
+    `d.status = ANY($${values.push(q.statuses)}::text[])`,
+    `d.id > $${values.push(q.afterId)}`,
+    `d.id <= $${values.push(q.maxId)}`,
+    `d.bulk_action_id IS DISTINCT FROM $${values.push(q.bulkId)}`,
+  );
+  const { rows } = await db.query<{ id: string }>(
+    `SELECT d.id FROM event_dlq d ${whereOf(clauses)} ORDER BY d.id LIMIT $${values.push(q.limit)}`,
+    values,
+  );
+  return rows.map((r) => Number(r.id));
+}
+
+export interface DlqStatusChange {
+  ids: number[];
+  /** Only entries still in one of these statuses change (another action may have moved them meanwhile). */
+  from: readonly DlqStatus[];
+  to: DlqStatus;
+  bulkId: string;
+  discardReason?: string;
+  /** Workflow time: an entry put back to pending is due at once, with a fresh round of attempts. */
+  now: Date;
+}
+
+/**
+ * Moves entries to another status for a bulk action. Returns how many of `ids` the action has moved, now or in an
+ * earlier attempt (an entry it already acted on is left alone and counted once).
+ */
+export async function changeDlqStatus(db: Queryable, c: DlqStatusChange): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(
+    `WITH changed AS (
+       UPDATE event_dlq
+          SET status = $3, bulk_action_id = $4,
+              discard_reason = CASE WHEN $3 = 'discarded' THEN $5 ELSE discard_reason END,
+              next_attempt_at = CASE WHEN $3 = 'pending' THEN $6 ELSE next_attempt_at END,
+              attempts = CASE WHEN $3 = 'pending' THEN 0 ELSE attempts END
+        WHERE id = ANY($1::bigint[]) AND status = ANY($2::text[]) AND bulk_action_id IS DISTINCT FROM $4
+        RETURNING id)
+     SELECT ((SELECT count(*) FROM changed)
+           + (SELECT count(*) FROM event_dlq WHERE id = ANY($1::bigint[]) AND bulk_action_id = $4))::int AS n`,
+    [c.ids, c.from, c.to, c.bulkId, c.discardReason ?? null, c.now],
+  );
+  return rows[0].n;
+}
+
+/** Marks an entry as acted on by a bulk action (a retry: in the retry's own transaction). */
+export async function markDlqBulkAction(db: Queryable, id: number, bulkId: string): Promise<void> {
+  await db.query('UPDATE event_dlq SET bulk_action_id = $2 WHERE id = $1', [id, bulkId]);
 }

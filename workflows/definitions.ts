@@ -1,6 +1,7 @@
 import { defineQuery, defineSignal } from '@temporalio/workflow';
-import type { DlqRepairOutcome, WORKFLOW_END_STATUSES } from '../journal/kinds';
-import type { DlqSelection, RepairEdit } from '../activities/dlq-repair';
+import type { DlqBulkAction, DlqRepairOutcome, DlqStatus, WORKFLOW_END_STATUSES } from '../journal/kinds';
+import type { DlqFilter } from '../activities/dlq-bulk';
+import type { RepairEdit } from '../activities/dlq-repair';
 import type { ArchivePosition } from '../activities/archive-range';
 import type { RangeCountSummary } from '../activities/range';
 import type { ErasedEvent, RefusedEvent } from '../activities/replay';
@@ -141,7 +142,7 @@ export interface DlqRetryResult {
 /** A repair (edit-and-retry) of dead letters: journal/repair.ts, activities/dlq-repair.ts. Its id is the workflow id. */
 export interface DlqRepairInput {
   /** The entries: a /dlq filter or a list of ids (pinned at the newest id that matches when the repair starts). */
-  selection: DlqSelection;
+  selection: DlqFilter;
   edit: RepairEdit;
   /** The requesting token's tenant: repaired events must belong to it. */
   tenantScope?: string;
@@ -160,6 +161,56 @@ export interface DlqRepairResult extends Record<DlqRepairOutcome, number> {
 /** Most entries one repair may select (the API refuses more); at 100 a page, 100 activity calls. */
 export const MAX_REPAIR_ENTRIES = 10_000;
 
+/** A bulk action on dead letters (POST /dlq/bulk): every entry of a filter, a page at a time. */
+export interface DlqBulkInput {
+  action: DlqBulkAction;
+  /** Which entries; a tenant-scoped request carries its tenant here. */
+  filter: DlqFilter;
+  /** Why (required for discard; kept on each discarded entry and in the audit). */
+  reason?: string;
+  source: ReplaySource;
+  requestedBy?: string;
+  /** The tenant the request was scoped to (the audit row's tenant_id). */
+  tenantScope?: string;
+  /** Entries per page (default 200, at most MAX_DLQ_BULK_PAGE). */
+  pageSize?: number;
+  /** Pages before the workflow continues as new (default 100). */
+  pagesPerRun?: number;
+  /** Carried across continue-as-new; never set by callers. */
+  state?: DlqBulkState;
+}
+
+/** Entries by what the action left them as (their new status), or skipped (moved by someone else meanwhile). */
+export type DlqBulkCounts = Record<DlqStatus | 'skipped', number>;
+
+export interface DlqBulkState {
+  /** The newest entry the action may touch, pinned when it started (null: nothing matched). */
+  maxId: number | null;
+  /** Entries are taken in id order: the last id done. */
+  cursor: number;
+  /** Entries the plan found eligible. */
+  matched: number;
+  pages: number;
+  counts: DlqBulkCounts;
+}
+
+export interface DlqBulkProgress {
+  status: 'running' | (typeof WORKFLOW_END_STATUSES)[number];
+  action: DlqBulkAction;
+  matched: number;
+  /** Entries handled so far (every count, skipped included). */
+  done: number;
+  cursor: number;
+  pages: number;
+  counts: DlqBulkCounts;
+}
+
+export type DlqBulkResult = Omit<DlqBulkProgress, 'status'> & { status: 'completed'; workflow_id: string };
+
+/** Largest page of a bulk DLQ action. */
+export const MAX_DLQ_BULK_PAGE = 1000;
+
+export const dlqBulkProgressQuery = defineQuery<DlqBulkProgress>('dlqBulkProgress');
 export const progressQuery = defineQuery<ReplayProgress>('progress');
 export const pauseSignal = defineSignal('pause');
 export const resumeSignal = defineSignal('resume');

@@ -6,5 +6,5 @@ export { dlqRetryWorkflow } from './dlq-retry';
 export { journalMaintenanceWorkflow } from './journal-maintenance';
 export { erasureWorkflow } from './erasure';
 export { notificationDeliveryWorkflow } from './notification-delivery';
-
 export { dlqRepairWorkflow } from './dlq-repair';
+export { dlqBulkWorkflow } from './dlq-bulk';

@@ -288,7 +288,9 @@ function report(err) {
 }
 
 function refreshAll() {
-  return Promise.all([refreshLatest(), refreshReplays(), refreshDlq(), refreshLifecycle()]).catch(report);
+  return Promise.all([refreshLatest(), refreshReplays(), refreshDlq(), refreshDlqGroups(), refreshLifecycle()]).catch(
+    report,
+  );
 }
 
 async function loadInfo() {
@@ -309,6 +311,7 @@ function start() {
   };
   setupToken(restart);
   setupLifecycle();
+  setupDlqGroups();
   document.getElementById('latest-refresh').addEventListener('click', () => void refreshLatest().catch(report));
   document.getElementById('replays-refresh').addEventListener('click', () => void refreshReplays().catch(report));
   document.getElementById('dlq-refresh').addEventListener('click', () => void refreshDlq().catch(report));

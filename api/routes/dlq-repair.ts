@@ -10,7 +10,7 @@ import type { Config } from '../../shared/config';
 import type { Pool } from '../../shared/db';
 import { dlqRepairWorkflow } from '../../workflows';
 import { MAX_REPAIR_ENTRIES } from '../../workflows/definitions';
-import { DlqFilterQuery, dlqFilterOf, type DlqFilterParams } from '../dlq-filter';
+import { DlqFilterFields, dlqFilterOf, type DlqFilterParams } from '../dlq-filter';
 import { httpError } from '../http-error';
 import { within } from '../route-helpers';
 import { Id, NullableInteger, NullableString, StringEnum, Timestamp, errorResponses } from '../schemas';
@@ -36,7 +36,7 @@ const Operation = Type.Union([
 const RepairBody = Type.Object(
   {
     ids: Type.Optional(Type.Array(Id, { minItems: 1, maxItems: MAX_REPAIR_ENTRIES, uniqueItems: true })),
-    filter: Type.Optional(Type.Object(DlqFilterQuery, { additionalProperties: false })),
+    filter: Type.Optional(Type.Object(DlqFilterFields, { additionalProperties: false })),
     patch: Type.Optional(Type.Array(Operation, { minItems: 1, maxItems: 100 })),
     value: Type.Optional(Type.Object({}, { additionalProperties: true })),
     dry_run: Type.Optional(Type.Boolean()),

@@ -7,12 +7,11 @@ import type { Pool } from '../../shared/db';
 import { dlqRetryWorkflow } from '../../workflows';
 import { replaySearchAttributes } from '../../workflows/search-attributes';
 import { httpError } from '../http-error';
-import { keysetPage, within } from '../route-helpers';
+import { keysetPage, recordStarted, within } from '../route-helpers';
 import { StringEnum, errorResponses, NullableInteger, NullableString, Timestamp, Id } from '../schemas';
 import { startForRequest } from '../start-workflow';
 import { canSee } from '../tenant-scope';
-import { DlqFilterQuery, dlqFilterOf } from '../dlq-filter';
-import { recordRequested } from '../../repository/replay-audit';
+import { DlqFilterFields, dlqFilterOf } from '../dlq-filter';
 
 const Status = StringEnum(DLQ_STATUSES);
 const DlqEntry = Type.Object({
@@ -21,6 +20,7 @@ const DlqEntry = Type.Object({
   tenant_id: NullableString,
   reason: Type.String(),
   error: Type.String(),
+  error_class: NullableString,
   kafka_partition: NullableInteger,
   kafka_offset: NullableInteger,
   received_at: Timestamp,
@@ -30,6 +30,7 @@ const DlqEntry = Type.Object({
   next_attempt_at: Timestamp,
   resolved_at: Type.Union([Timestamp, Type.Null()]),
   resolved_event_id: NullableInteger,
+  discard_reason: NullableString,
 });
 const RetryResult = Type.Object({
   status: Type.String(),
@@ -58,10 +59,11 @@ const dlqRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config, 't
     {
       schema: {
         tags: ['dlq'],
-        summary: 'Dead letters, newest first, with the error; the next page cursor is in the x-next-cursor header',
+        summary:
+          'Dead letters, newest first, with the error and its class; the next page cursor is in the x-next-cursor header',
         querystring: Type.Object(
           {
-            ...DlqFilterQuery,
+            ...DlqFilterFields,
             cursor: Type.Optional(Id),
             limit: Type.Integer({ minimum: 1, maximum: 1000, default: 50 }),
           },
@@ -100,6 +102,9 @@ const dlqRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config, 't
       if (entry.status === 'resolved') {
         throw httpError(409, `DLQ entry ${entry.id} is already resolved (journal event ${entry.resolved_event_id})`);
       }
+      if (entry.status === 'discarded') {
+        throw httpError(409, `DLQ entry ${entry.id} was discarded: ${entry.discard_reason ?? 'no reason recorded'}`);
+      }
       const handle = await startForRequest(app, request, config, {
         prefix: `dlq-retry-${entry.id}`,
         workflow: dlqRetryWorkflow,
@@ -111,10 +116,7 @@ const dlqRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config, 't
           topic: entry.topic,
         }),
       });
-      // Known as ours at once (the replay routes' namespace boundary reads replay_audit), before its first activity.
-      await recordRequested(pool, {
-        workflowId: handle.workflowId,
-        runId: (handle as { firstExecutionRunId?: string }).firstExecutionRunId,
+      await recordStarted(pool, handle, {
         kind: 'dlq_retry',
         source: 'operator_api',
         requestedBy: request.principal.subject,

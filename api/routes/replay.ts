@@ -5,7 +5,7 @@ import { WorkflowFailedError } from '@temporalio/client';
 import type { PermanentFailure } from '../../journal/kinds';
 import { replayTargetRule, targetRefusal } from '../../journal/replay-targets';
 import { getEvent } from '../../repository/event-journal';
-import { recordRequested, type AuditStart } from '../../repository/replay-audit';
+import type { AuditStart } from '../../repository/replay-audit';
 import type { Config } from '../../shared/config';
 import type { Pool } from '../../shared/db';
 import { batchReplayWorkflow, rangeReplayWorkflow, replayEventWorkflow } from '../../workflows';
@@ -14,7 +14,7 @@ import { replaySearchAttributes } from '../../workflows/search-attributes';
 import { erasedEventError } from '../erased';
 import { httpError } from '../http-error';
 import { checkPayloadFilter, PayloadFilter } from '../payload-filter';
-import { within } from '../route-helpers';
+import { recordStarted as recordStartedRequest, within } from '../route-helpers';
 import { errorResponses, EventSummary, Id } from '../schemas';
 import { startForRequest } from '../start-workflow';
 import { canSee, scopedTenant } from '../tenant-scope';
@@ -79,14 +79,8 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
     if (refused.length > 0) throw httpError(400, refused.join('; '));
     await app.kafkaTopics.refuseMissing(topics);
   };
-  /** The audit row of a workflow just started, so the replay routes know it as ours before its first activity. */
   const recordStarted = (handle: { workflowId: string }, audit: Omit<AuditStart, 'workflowId' | 'runId'>) =>
-    recordRequested(pool, {
-      workflowId: handle.workflowId,
-      // A handle found again by Idempotency-Key has no run id: the workflow's own audit write supplies it.
-      runId: (handle as { firstExecutionRunId?: string }).firstExecutionRunId,
-      ...audit,
-    });
+    recordStartedRequest(pool, handle, audit);
 
   app.post(
     '/replay/:id',

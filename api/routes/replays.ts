@@ -7,13 +7,21 @@ import { getAudit, listAudits, type AuditRow } from '../../repository/replay-aud
 import type { Config } from '../../shared/config';
 import type { Pool } from '../../shared/db';
 import {
+  dlqBulkProgressQuery,
   pauseSignal,
   progressQuery,
   resumeSignal,
   setRateSignal,
+  type DlqBulkProgress,
   type ReplayProgress,
 } from '../../workflows/definitions';
-import { batchReplayWorkflow, dlqRetryWorkflow, rangeReplayWorkflow, replayEventWorkflow } from '../../workflows';
+import {
+  batchReplayWorkflow,
+  dlqBulkWorkflow,
+  dlqRetryWorkflow,
+  rangeReplayWorkflow,
+  replayEventWorkflow,
+} from '../../workflows';
 import { httpError } from '../http-error';
 import { keysetPage } from '../route-helpers';
 import { StringEnum, errorResponses, NullableInteger, NullableString, Timestamp, Id } from '../schemas';
@@ -49,25 +57,41 @@ const Progress = Type.Object({
   eventsPerSecond: Type.Number(),
   maxEventsPerSecond: Type.Union([Type.Number(), Type.Null()]),
 });
+const BulkProgress = Type.Object({
+  status: Type.String(),
+  action: Type.String(),
+  matched: Type.Integer(),
+  done: Type.Integer(),
+  cursor: Type.Integer(),
+  pages: Type.Integer(),
+  counts: Type.Record(Type.String(), Type.Integer()),
+});
 const Detail = Type.Object({
   workflow_id: Type.String(),
   workflow_status: Type.String(),
   temporal_ui_url: Type.String(),
   audit: Type.Union([Audit, Type.Null()]),
-  progress: Type.Union([Progress, Type.Null()]),
+  progress: Type.Union([Progress, BulkProgress, Type.Null()]),
   result: Type.Optional(Type.Unknown()),
 });
 /**
- * Workflow id prefixes of the workflows this service starts (api/routes/replay.ts, api/routes/dlq.ts and the DLQ
- * retry schedule, whose runs are named dlq-retry-scheduled-<schedule id>-<time>).
+ * Workflow id prefixes of the workflows this service starts (api/routes/replay.ts, api/routes/dlq.ts, the DLQ
+ * retry schedule, whose runs are named dlq-retry-scheduled-<schedule id>-<time>, and api/routes/dlq-triage.ts).
  */
-export const WORKFLOW_ID_PREFIXES = ['replay-event-', 'replay-batch-', 'replay-range-', 'dlq-retry-'] as const;
+export const WORKFLOW_ID_PREFIXES = [
+  'replay-event-',
+  'replay-batch-',
+  'replay-range-',
+  'dlq-retry-',
+  'dlq-bulk-',
+] as const;
 /** Workflow types this service runs; a workflow of any other type is another team's, whatever its id. */
 const WORKFLOW_TYPES: string[] = [
   replayEventWorkflow.name,
   batchReplayWorkflow.name,
   rangeReplayWorkflow.name,
   dlqRetryWorkflow.name,
+  dlqBulkWorkflow.name,
 ];
 
 /** A workflow this service started and the caller may see. */
@@ -165,10 +189,13 @@ const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config
       const { audit, handle, description } = await ownWorkflow(request, workflowId);
       return app.temporal.call(async () => {
         const running = description.status.name === 'RUNNING';
-        const progress =
-          running && description.type === rangeReplayWorkflow.name
+        const progress: ReplayProgress | DlqBulkProgress | null = !running
+          ? null
+          : description.type === rangeReplayWorkflow.name
             ? await handle.query(progressQuery).catch(() => null)
-            : null;
+            : description.type === dlqBulkWorkflow.name
+              ? await handle.query(dlqBulkProgressQuery).catch(() => null)
+              : null;
         const result =
           description.status.name === 'COMPLETED' ? await handle.result().catch(() => undefined) : undefined;
         return {
@@ -176,7 +203,7 @@ const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config
           workflow_status: description.status.name,
           temporal_ui_url: uiUrl(workflowId),
           audit,
-          progress: progress as ReplayProgress | null,
+          progress,
           ...(result !== undefined ? { result } : {}),
         };
       });

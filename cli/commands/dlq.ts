@@ -2,9 +2,13 @@ import { readFileSync } from 'node:fs';
 import { ApiClient } from '../api-client';
 
 const HELP = `Usage:
-  crm-events-sink dlq list [--status pending|retrying|resolved|parked] [--limit N]
+  crm-events-sink dlq list [--status pending|retrying|resolved|parked|discarded] [--topic T] [--tenant T] [--class C]
+                           [--day YYYY-MM-DD] [--limit N]
+  crm-events-sink dlq groups [--status S] [--topic T] [--tenant T] [--class C] [--day YYYY-MM-DD]
+  crm-events-sink dlq bulk retry|discard|park|unpark [--class C] [--topic T] [--tenant T] [--day D] [--status S]
+                           [--reason "why"] [--page-size N] [--yes]   (without --yes: a dry run, nothing changes)
   crm-events-sink dlq retry <entry-id>
-  crm-events-sink dlq repair (--ids 7,8 | [--status S] [--topic T] [--tenant ID])
+  crm-events-sink dlq repair (--ids 7,8 | [--status S] [--topic T] [--tenant T] [--class C] [--day D])
                              (--patch '<JSON Patch>' | --patch-file F | --value '<JSON>' | --value-file F)
                              [--apply] [--reason TEXT]      (previews unless --apply)
   crm-events-sink dlq schedule show|pause|unpause|trigger
@@ -20,8 +24,7 @@ export async function dlqCommand(argv: string[], api = new ApiClient()): Promise
   };
   switch (sub) {
     case 'list': {
-      const params = new URLSearchParams();
-      if (flag('status')) params.set('status', flag('status')!);
+      const params = new URLSearchParams(filterOf(flag) as Record<string, string>);
       if (flag('limit')) params.set('limit', flag('limit')!);
       const rows = await api.request<{ id: number; status: string; topic: string; reason: string; error: string }[]>(
         'GET',
@@ -30,6 +33,29 @@ export async function dlqCommand(argv: string[], api = new ApiClient()): Promise
       if (rows.length === 0) return console.log('DLQ is empty for this filter');
       for (const r of rows) console.log(`${r.id}\t${r.status}\t${r.topic}\t${r.reason}\t${r.error.slice(0, 100)}`);
       return;
+    }
+    case 'groups': {
+      const params = new URLSearchParams(filterOf(flag) as Record<string, string>);
+      const groups = await api.request<DlqGroup[]>('GET', `/dlq/groups?${params}`);
+      if (groups.length === 0) return console.log('No dead letters for this filter');
+      for (const g of groups) {
+        console.log(`${g.count}\t${g.day}\t${g.topic}\t${g.error_class}\tsample ids ${g.sample_ids.join(',')}`);
+      }
+      return;
+    }
+    case 'bulk': {
+      const [action] = rest;
+      if (!['retry', 'discard', 'park', 'unpark'].includes(action ?? '')) throw new Error(HELP);
+      const body = {
+        action,
+        filter: filterOf(flag),
+        ...(flag('reason') ? { reason: flag('reason') } : {}),
+        ...(flag('page-size') ? { page_size: Number(flag('page-size')) } : {}),
+      };
+      const dry = await api.request<{ eligible: number; matched: number }>('POST', '/dlq/bulk', body);
+      console.log(`${action}: ${dry.eligible} of ${dry.matched} matching dead letters would be acted on`);
+      if (!rest.includes('--yes')) return console.log('Dry run only: add --yes to do it');
+      return print(await api.request('POST', '/dlq/bulk', { ...body, dry_run: false }));
     }
     case 'retry':
       if (!/^\d+$/.test(rest[0] ?? '')) throw new Error('dlq retry takes an entry id');
@@ -59,12 +85,27 @@ export function repairBody(flag: (name: string) => string | undefined, apply: bo
     return text === undefined ? undefined : (JSON.parse(text) as unknown);
   };
   const ids = flag('ids')?.split(',').map(Number);
-  const filter = { status: flag('status'), topic: flag('topic'), tenant_id: flag('tenant') };
   return {
-    ...(ids ? { ids } : { filter: Object.fromEntries(Object.entries(filter).filter(([, v]) => v !== undefined)) }),
+    ...(ids ? { ids } : { filter: filterOf(flag) }),
     patch: jsonOf('patch'),
     value: jsonOf('value'),
     reason: flag('reason'),
     dry_run: apply ? undefined : true,
   };
+}
+
+interface DlqGroup {
+  error_class: string | null;
+  topic: string;
+  day: string;
+  count: number;
+  sample_ids: number[];
+}
+
+/** The DLQ filter the flags give, as the API names its fields. */
+function filterOf(flag: (name: string) => string | undefined): Record<string, string | undefined> {
+  const fields = { status: 'status', topic: 'topic', tenant: 'tenant_id', class: 'error_class', day: 'day' };
+  return Object.fromEntries(
+    Object.entries(fields).flatMap(([name, field]) => (flag(name) === undefined ? [] : [[field, flag(name)]])),
+  );
 }

@@ -1,5 +1,5 @@
 import type { Browser, Page } from 'playwright-core';
-import { launchChromium } from '../support/chromium';
+import { consolePage, launchChromium } from '../support/chromium';
 import { signToken } from '../support/tokens';
 import { createApiEnv, type ApiEnv } from '../support/api';
 import { eventually } from '../support/sink';
@@ -24,14 +24,7 @@ beforeAll(async () => {
   await env.app.listen({ host: '127.0.0.1', port: 0 });
   base = `http://127.0.0.1:${(env.app.server.address() as { port: number }).port}`;
   browser = await launchChromium();
-  page = await (await browser.newContext({ viewport: { width: 1440, height: 1000 } })).newPage();
-  page.setDefaultTimeout(20_000);
-  page.on('pageerror', (err) => pageErrors.push(err.message));
-  page.on('console', (msg) => {
-    // Before a token is saved, the other panels' calls answer 401: expected, as in console.test.ts.
-    if (msg.type() === 'error' && !/status of 401/.test(msg.text()))
-      pageErrors.push(`${msg.text()} (${msg.location().url})`);
-  });
+  page = await consolePage(browser, pageErrors);
 }, 60_000);
 
 afterAll(async () => {

@@ -1,6 +1,6 @@
 import type { Browser, Page } from 'playwright-core';
 import { createApiEnv, type ApiEnv, type ApiEnvOptions } from './api';
-import { launchChromium } from './chromium';
+import { consolePage, launchChromium } from './chromium';
 
 /** The API listening on a free port, and a Chromium page recording script errors and failed calls (but 401s). */
 export interface ConsoleSession {
@@ -19,14 +19,8 @@ export async function openConsoleSession(label: string, opts: ApiEnvOptions = {}
   try {
     await env.app.listen({ host: '127.0.0.1', port: 0 });
     browser = await launchChromium();
-    const page = await (await browser.newContext({ viewport: { width: 1440, height: 1000 } })).newPage();
-    page.setDefaultTimeout(20_000);
     const pageErrors: string[] = [];
-    page.on('pageerror', (err) => pageErrors.push(err.message));
-    page.on('console', (msg) => {
-      if (msg.type() === 'error' && !/status of 401/.test(msg.text()))
-        pageErrors.push(`${msg.text()} (${msg.location().url})`);
-    });
+    const page = await consolePage(browser, pageErrors);
     const opened = browser;
     return {
       env,

@@ -1,8 +1,9 @@
 import { writeSegment, type ArchiveRow, type ArchiveStore } from '../../archive';
-import { insertDlqEntries, type NewDlqEntry } from '../../repository/event-dlq';
+import { insertDlqEntries } from '../../repository/event-dlq';
 import { insertJournalEntries, type NewJournalEntry } from '../../repository/event-journal';
 import type { Queryable } from '../../repository/queryable';
 import { plainRow, storeContents } from './archive';
+import { dlqEntry } from './dlq';
 import { uniqueSuffix } from './env';
 
 const b64 = (text: string) => Buffer.from(text, 'utf8').toString('base64');
@@ -23,27 +24,6 @@ function journalEntry(topic: string, payload: Record<string, unknown>, over: Par
     replaySource: null,
     ...over,
   } satisfies NewJournalEntry;
-}
-
-/** A dead letter of an unparsable value (as ingest writes one), at a random offset unless `over` says. */
-export function dlqEntry(topic: string, over: Partial<NewDlqEntry>): NewDlqEntry {
-  return {
-    topic,
-    tenantId: null,
-    payloadJson: null,
-    rawValue: null,
-    rawBytes: null,
-    error: 'rejected',
-    reason: 'invalid_json',
-    partition: 0,
-    offset: String(Math.floor(Math.random() * 1e12)),
-    key: null,
-    keyBytes: null,
-    headersJson: null,
-    timestamp: null,
-    contentHash: null,
-    ...over,
-  };
 }
 
 /** What seedSubject wrote: the ids that must go and the ones that must stay. */

@@ -85,12 +85,19 @@ it('any patch touching a lineage field is refused, naming it; so is a replacemen
   );
 });
 
-it('refuses whole-document operations, __proto__ paths, and results that are not objects, with a message', () => {
+it('refuses whole-document operations, __proto__, constructor and prototype paths, and results that are not objects, with a message', () => {
   expect(editDocument({ a: 1 }, { patch: [{ op: 'replace', path: '', value: {} }] })).toEqual({
     error: expect.stringMatching(/whole document; send the new document as value/),
   });
   expect(editDocument({ a: 1 }, { patch: [{ op: 'add', path: '/__proto__/polluted', value: 1 }] })).toEqual({
     error: expect.stringMatching(/__proto__/),
+  });
+  // The library skips these tokens (the pointer names the parent): a move from one would nest the document in itself.
+  expect(editDocument({}, { patch: [{ op: 'move', from: '/constructor', path: '/0' }] })).toEqual({
+    error: expect.stringMatching(/goes through constructor/),
+  });
+  expect(editDocument({ a: {} }, { patch: [{ op: 'copy', from: '/a/prototype', path: '/b' }] })).toEqual({
+    error: expect.stringMatching(/goes through prototype/),
   });
   expect(editDocument({ a: 1 }, { patch: [{ op: 'remove', path: '/b' }] })).toEqual({
     error: expect.stringMatching(/^Patch operation 0 \(remove \/b\) failed/),

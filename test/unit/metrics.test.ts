@@ -1,4 +1,4 @@
-import { RECORD_OUTCOMES } from '../../journal/kinds';
+import { RECORD_OUTCOMES, REPLAY_KINDS, WORKFLOW_END_STATUSES } from '../../journal/kinds';
 import { createMetrics, createTenantLabeler, initAlertSeries, initPartitionSeries } from '../../shared/metrics';
 
 describe('metrics', () => {
@@ -66,7 +66,7 @@ describe('metrics', () => {
     const metrics = createMetrics();
     initAlertSeries(metrics);
     const workflows = (await metrics.replayWorkflows.get()).values;
-    expect(workflows).toHaveLength(4 * 3);
+    expect(workflows).toHaveLength(REPLAY_KINDS.length * WORKFLOW_END_STATUSES.length);
     expect(workflows.every((v) => v.value === 0)).toBe(true);
     expect((await metrics.dlqRetry.get()).values.map((v) => v.labels.result).sort()).toEqual([
       'parked',

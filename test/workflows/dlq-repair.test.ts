@@ -2,8 +2,9 @@ import { Context } from '@temporalio/activity';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import { createActivities, type Activities } from '../../activities';
+import { classified } from '../../journal/error-class';
 import { parseRecord } from '../../journal/record';
-import { insertDlqEntries } from '../../repository/event-dlq';
+import { changeDlqStatus, insertDlqEntries } from '../../repository/event-dlq';
 import type { DlqRepairInput, DlqRepairResult } from '../../workflows/definitions';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
 import { activityDeps, testServerPath, workflowBundle } from '../support/temporal';
@@ -59,7 +60,7 @@ async function deadLetter(offset: number, value: string): Promise<number> {
     { maxBytes: 1024 * 1024, lineageKey: h.lineageKey },
   );
   if (parsed.ok) throw new Error('test record was accepted');
-  const [row] = await insertDlqEntries(h.pool, [parsed.dlq]);
+  const [row] = await insertDlqEntries(h.pool, [classified(parsed.dlq)]);
   return row.id;
 }
 
@@ -200,4 +201,48 @@ it('a second repair of a resolved entry skips it; a selection by filter repairs 
     [String(mine)],
   );
   expect(copies[0].n).toBe(1);
+});
+
+it('a repair by error class and day skips an entry an operator discarded, as a retry and bulk actions do', async () => {
+  const discarded = await deadLetter(30, '{"lead_id":30,');
+  const open = await deadLetter(31, '{"lead_id":31,');
+  const moved = await changeDlqStatus(h.pool, {
+    ids: [discarded],
+    from: ['pending'],
+    to: 'discarded',
+    bulkId: 'dlq-bulk-test-discard',
+    discardReason: 'test data',
+    now: new Date(),
+  });
+  expect(moved).toBe(1);
+  const { rows: days } = await h.pool.query(
+    "SELECT to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day FROM event_dlq WHERE id = $1",
+    [open],
+  );
+  const { day } = days[0];
+  const result = await repair(
+    'dlq-repair-by-class',
+    {
+      selection: { topic: h.topics.leads, errorClass: 'invalid_json', day },
+      edit: { value: { tenant_id: 'acme', lead_id: 31 } },
+      requestedBy: 'operator',
+    },
+    () => ({}),
+  );
+  expect(result).toMatchObject({ journaled: 1, invalid: 0, skipped: 1 });
+  const { rows } = await h.pool.query(
+    'SELECT dlq_id, outcome, error FROM dlq_repair_entries WHERE repair_id = $1 ORDER BY dlq_id',
+    ['dlq-repair-by-class'],
+  );
+  expect(rows).toEqual([
+    { dlq_id: discarded, outcome: 'skipped', error: 'Discarded by an operator: test data' },
+    { dlq_id: open, outcome: 'journaled', error: null },
+  ]);
+  const { rows: statuses } = await h.pool.query('SELECT id, status FROM event_dlq WHERE id = ANY($1) ORDER BY id', [
+    [discarded, open],
+  ]);
+  expect(statuses).toEqual([
+    { id: discarded, status: 'discarded' },
+    { id: open, status: 'resolved' },
+  ]);
 });

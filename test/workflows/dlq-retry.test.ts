@@ -1,4 +1,5 @@
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { classified } from '../../journal/error-class';
 import { parseRecord } from '../../journal/record';
 import { insertDlqEntries, type NewDlqEntry } from '../../repository/event-dlq';
 import type { DlqRetryResult } from '../../workflows/definitions';
@@ -77,18 +78,27 @@ it('resolves what can be journaled now, backs off the rest exponentially and par
     reason: 'db_error',
   };
   expect(withBytes.contentHash).toHaveLength(32);
-  await insertDlqEntries(h.pool, [
-    { ...legacy, tenantId: 'acme', payloadJson: '{"tenant_id":"acme","name":"fixable"}', partition: 0, offset: '100' },
-    {
-      ...legacy,
-      tenantId: null,
-      payloadJson: '{"name":"no tenant anywhere"}',
-      partition: 0,
-      offset: '101',
-      reason: 'missing_tenant',
-    },
-    withBytes,
-  ]);
+  await insertDlqEntries(
+    h.pool,
+    [
+      {
+        ...legacy,
+        tenantId: 'acme',
+        payloadJson: '{"tenant_id":"acme","name":"fixable"}',
+        partition: 0,
+        offset: '100',
+      },
+      {
+        ...legacy,
+        tenantId: null,
+        payloadJson: '{"name":"no tenant anywhere"}',
+        partition: 0,
+        offset: '101',
+        reason: 'missing_tenant',
+      },
+      withBytes,
+    ].map(classified),
+  );
   const [fixable, hopeless, fromBytes] = (
     await h.pool.query<{ id: number }>('SELECT id FROM event_dlq ORDER BY id')
   ).rows.map((r) => r.id);

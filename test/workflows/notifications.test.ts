@@ -6,7 +6,7 @@ import { subjectHash } from '../../lifecycle/erasure-target';
 import { checkDlqGrowth } from '../../notifications/dlq-growth';
 import { deliveryWorkflowId, emitNotification, type EmitDeps } from '../../notifications/emit';
 import { insertDlqEntries, type NewDlqEntry } from '../../repository/event-dlq';
-import { dlqEntry } from '../support/erasure';
+import { dlqEntry } from '../support/dlq';
 import { storeErasureSubject } from '../../repository/erasure';
 import { putEndpointRows } from '../../repository/notifications';
 import { startAudit } from '../../repository/replay-audit';
