@@ -50,11 +50,26 @@ export const PERMANENT_FAILURES = [
   'InvalidRequest',
   'UnknownTopic',
   'EventErased',
+  'TransformFailed',
 ] as const;
 export type PermanentFailure = (typeof PERMANENT_FAILURES)[number];
 
 /** Payload fields a replay adds; a replayed event's own old lineage is replaced, never nested. */
-export const LINEAGE_FIELDS = ['_replayed_from_event_id', '_replay_source', '_replay_id', '_replay_count'] as const;
+export const LINEAGE_FIELDS = [
+  '_replayed_from_event_id',
+  '_replay_source',
+  '_replay_id',
+  '_replay_count',
+  '_replay_transform',
+] as const;
+
+/**
+ * How a batch or range replay orders what it sends. `per_key`: events with the same Kafka key reach the target in
+ * journal order, across retries, pauses and continue-as-new (docs/integrity.md, "Per-key ordering"); the default
+ * sends each page at once, and a page retried after a partial send may repeat older events after newer ones.
+ */
+export const REPLAY_ORDERINGS = ['page', 'per_key'] as const;
+export type ReplayOrdering = (typeof REPLAY_ORDERINGS)[number];
 
 /** Kinds of workflow recorded in lifecycle_audit (journal maintenance, erasure). */
 export const LIFECYCLE_KINDS = ['maintenance', 'erasure'] as const;
