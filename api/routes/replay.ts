@@ -108,18 +108,20 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
     '/replay/:id',
     {
       config: { replayLimited: true },
+      // The body is optional (a transform): a POST without one is an empty one.
+      preValidation: async (request) => void (request.body ??= {}),
       schema: {
         tags: ['replay'],
         summary: 'Replay one journal event to Kafka (waits for the workflow up to API_REPLAY_WAIT_MS)',
         params: Type.Object({ id: Id }),
         querystring: Type.Object({ target_topic: Type.Optional(Topic) }, { additionalProperties: false }),
-        body: Type.Optional(Type.Object({ transform: Type.Optional(Transform) }, { additionalProperties: false })),
+        body: Type.Object({ transform: Type.Optional(Transform) }, { additionalProperties: false }),
         response: { 200: Replayed, 202: Accepted, ...responses },
       },
     },
     async (request, reply) => {
       const { id } = request.params;
-      const transform = checkTransform('body/transform', request.body?.transform);
+      const transform = checkTransform('body/transform', request.body.transform);
       const row = await getEvent(pool, id);
       if (!row) throw await erasedEventError(pool, id);
       if (!canSee(request, row.tenant_id)) throw httpError(404, `Event ${id} not found in event_journal`);

@@ -103,14 +103,20 @@ async function journalOrder(): Promise<Map<string, number[]>> {
   return keys;
 }
 
+/** A fresh target topic, with the failure armed to hit the send holding event `failAt`. */
+async function target(name: string, failAt: number): Promise<string> {
+  const topic = `${h.topics.leads}.${name}`;
+  await ensureTopics(h.kafka, [topic], 3);
+  failure.at = failAt;
+  return topic;
+}
+
 /** Adjacent repeats dropped: what a consumer sees once it ignores a message equal to the one before it. */
 const collapse = (list: number[]) => list.filter((id, i) => i === 0 || id !== list[i - 1]);
 
 it('a range replay in per_key order keeps each key in journal order through a partial send and its retry', async () => {
-  const topic = `${h.topics.leads}.per-key`;
-  await ensureTopics(h.kafka, [topic], 3);
   // The second wave of the fourth page of 6 (chunks of two pages): the retry resumes mid-chunk and mid-page.
-  failure.at = ids[22];
+  const topic = await target('per-key', ids[22]);
   const input: RangeReplayInput = {
     ...window,
     source: 'range',
@@ -140,9 +146,7 @@ it('a range replay in per_key order keeps each key in journal order through a pa
 });
 
 it('without per_key, the same partial send puts an older event of a key after a newer one', async () => {
-  const topic = `${h.topics.leads}.page-order`;
-  await ensureTopics(h.kafka, [topic], 3);
-  failure.at = ids[22];
+  const topic = await target('page-order', ids[22]);
   const input: RangeReplayInput = { ...window, source: 'range', targetTopic: topic, pageSize: 6, pagesPerCall: 2 };
   await env.client.workflow.execute('rangeReplayWorkflow', {
     taskQueue,
@@ -156,21 +160,12 @@ it('without per_key, the same partial send puts an older event of a key after a 
 });
 
 it('a batch replay in per_key order sends ids in journal order, whatever order they were given in', async () => {
-  const topic = `${h.topics.leads}.per-key-batch`;
-  await ensureTopics(h.kafka, [topic], 3);
-  failure.at = ids[24]; // the second wave of the third page
-  const shuffled = [...ids].reverse();
-  const input: BatchReplayInput = {
-    ids: shuffled,
-    source: 'batch',
-    targetTopic: topic,
-    ordering: 'per_key',
-    pageSize: 10,
-  };
+  const topic = await target('per-key-batch', ids[24]); // the second wave of the third page
+  const input: BatchReplayInput = { ids: [...ids].reverse(), source: 'batch', targetTopic: topic, ordering: 'per_key' };
   const result = await env.client.workflow.execute('batchReplayWorkflow', {
     taskQueue,
     workflowId: 'replay-batch-per-key',
-    args: [input],
+    args: [{ ...input, pageSize: 10 }],
   });
   expect(failure.failed).toBe(3);
   expect(result).toMatchObject({ requested: EVENTS, published: EVENTS, refused: [] });
