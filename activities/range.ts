@@ -124,11 +124,7 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
       const { filter, journal, archived } = await countAll(selection);
       const archivedRows = sum(archived.counts);
       const moving = archived.segments.filter((s) => s.journaled > 0).map((s) => s.segment);
-      if (ordering === 'per_key') {
-        const [first] = await rangeSample(pool, filter, 1);
-        const problem = perKeyProblem(archived.segments, moving, first?.id);
-        if (problem) throw ApplicationFailure.nonRetryable(`ordering per_key: ${problem}`, 'InvalidRequest');
-      }
+      if (ordering === 'per_key') await refuseUnordered(filter, archived.segments);
       return {
         filter,
         total: sum(journal) + archivedRows,
@@ -139,8 +135,13 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
       };
     },
 
-    async countRangeEvents(selection: RangeSelection, transform?: ReplayTransform): Promise<RangeCountSummary> {
+    async countRangeEvents(
+      selection: RangeSelection,
+      transform?: ReplayTransform,
+      ordering?: ReplayOrdering,
+    ): Promise<RangeCountSummary> {
       const { filter, journal, archived } = await countAll(selection);
+      if (ordering === 'per_key') await refuseUnordered(filter, archived.segments);
       const sample = await rangeSample(pool, filter, DRY_RUN_SAMPLE_SIZE);
       const summary: RangeCountSummary = {
         matched: 0,
@@ -211,6 +212,14 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
       }
     },
   };
+
+  /** InvalidRequest when the range's archive pass cannot keep per-key order (perKeyProblem). */
+  async function refuseUnordered(filter: RangeFilter, segments: ArchivedSegment[]): Promise<void> {
+    const [first] = await rangeSample(pool, filter, 1);
+    const moving = segments.filter((s) => s.journaled > 0).map((s) => s.segment);
+    const problem = perKeyProblem(segments, moving, first?.id);
+    if (problem) throw ApplicationFailure.nonRetryable(`ordering per_key: ${problem}`, 'InvalidRequest');
+  }
 
   /** The sample with each payload as the transform makes it (from the text a replay sends), or the reason it fails. */
   async function preview(sample: RangeSampleRow[], transform: ReplayTransform): Promise<PreviewRow[]> {

@@ -90,7 +90,10 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
     });
   }
   if (input.dryRun) {
-    const counts = await (input.transform ? countRangeEvents(selection, input.transform) : countRangeEvents(selection));
+    // Arguments only when asked for: the activity inputs of dry runs without them stay as they were.
+    const counts = await (input.transform || input.ordering
+      ? countRangeEvents(selection, input.transform, input.ordering)
+      : countRangeEvents(selection));
     await recordReplayFinished({ workflowId, status: 'completed', matched: counts.matched, published: 0, failed: 0 });
     return { status: 'dry_run', workflow_id: workflowId, ...counts };
   }

@@ -1,10 +1,12 @@
+import { WorkflowFailedError } from '@temporalio/client';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import type { Producer, ProducerBatch } from 'kafkajs';
 import { createActivities } from '../../activities';
 import { ensureTopics } from '../../shared/kafka';
 import type { BatchReplayInput, RangeReplayInput } from '../../workflows/definitions';
-import { readTopic } from '../support/journal';
+import { readTopic, topicSize } from '../support/journal';
+import { archiveWindow } from '../../bench/support/archive';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
 import { activityDeps, testServerPath, workflowBundle } from '../support/temporal';
 
@@ -104,7 +106,7 @@ async function journalOrder(): Promise<Map<string, number[]>> {
 }
 
 /** A fresh target topic, with the failure armed to hit the send holding event `failAt`. */
-async function target(name: string, failAt: number): Promise<string> {
+async function target(name: string, failAt: number | undefined): Promise<string> {
   const topic = `${h.topics.leads}.${name}`;
   await ensureTopics(h.kafka, [topic], 3);
   failure.at = failAt;
@@ -174,4 +176,37 @@ it('a batch replay in per_key order sends ids in journal order, whatever order t
     expect({ key, ids: collapse(got.get(key)!) }).toEqual({ key, ids: order });
   const audit = await h.pool.query('SELECT filter FROM replay_audit WHERE workflow_id = $1', ['replay-batch-per-key']);
   expect(audit.rows[0].filter).toMatchObject({ ordering: 'per_key' });
+});
+
+// Last in this file: it adds archived rows to the window the tests above replay.
+it('per_key refuses a range whose archive pass cannot keep journal order, dry run included', async () => {
+  await h.pool.query(
+    `INSERT INTO event_journal (tenant_id, topic, payload, received_at, kafka_key)
+     SELECT 'acme', $1, jsonb_build_object('tenant_id', 'acme', 'old', g), '2020-01-01'::timestamptz + make_interval(secs => g), 'lead-a'
+       FROM generate_series(1, 5) AS g`,
+    [h.topics.leads],
+  );
+  // Archived but not yet removed from the journal: what maintenance leaves between its archive and its drop.
+  await archiveWindow(h.pool, h.archive, {
+    segment: 'per-key-moving',
+    from: '2020-01-01T00:00:00Z',
+    before: '2020-02-01T00:00:00Z',
+    keep: true,
+  });
+  const topic = await target('per-key-refused', undefined);
+  for (const dryRun of [true, false]) {
+    const err = await env.client.workflow
+      .execute('rangeReplayWorkflow', {
+        taskQueue,
+        workflowId: `replay-range-per-key-refused-${dryRun}`,
+        args: [{ ...window, source: 'range', targetTopic: topic, ordering: 'per_key', dryRun }],
+      })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    expect((err as WorkflowFailedError).cause?.cause).toMatchObject({
+      type: 'InvalidRequest',
+      message: expect.stringMatching(/^ordering per_key: archiving of per-key-moving is under way/),
+    });
+  }
+  expect(await topicSize(h.kafka, topic)).toBe(0);
 });
