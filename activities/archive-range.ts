@@ -10,7 +10,8 @@ import {
   type RowFilter,
   type SegmentManifest,
 } from '../archive';
-import { refusalOf, toReplayMessage, type Lineage } from '../journal/lineage';
+import type { ReplayOrdering } from '../journal/kinds';
+import type { Lineage } from '../journal/lineage';
 import {
   archivedReplayRows,
   journaledIds,
@@ -21,8 +22,10 @@ import {
 import type { Queryable } from '../repository/queryable';
 import type { ActivityDeps } from './deps';
 import { ownTopicCheck, withRefusedTopics } from './own-topic';
+import { publishChunkPage } from './ordered-publish';
 import { prefetch } from './prefetch';
-import { publishMessages } from './publish';
+import { keptFailures } from '../workflows/replay-options';
+import { preparePage, type RefusedEvent } from './replay-messages';
 
 /** Rows read between heartbeats while a segment is scanned past rows that do not match (or were already sent). */
 const HEARTBEAT_EVERY_ROWS = 10_000;
@@ -55,6 +58,8 @@ export interface ArchivedSegment {
   segment: string;
   rows: number;
   journaled: number;
+  /** The segment's smallest and largest id (its manifest's, every row of it, matching or not). */
+  ids?: { min: number; max: number };
 }
 
 /** What a range holds in the archive: its segments (oldest first) and the archive-only rows by topic and tenant. */
@@ -82,7 +87,7 @@ export async function countArchivedRange(
   const tally = new Map<string, RangeCount>();
   const segments: ArchivedSegment[] = [];
   for (const manifest of manifests) {
-    const found: ArchivedSegment = { segment: manifest.segment, rows: 0, journaled: 0 };
+    const found: ArchivedSegment = { segment: manifest.segment, rows: 0, journaled: 0, ids: manifest.id ?? undefined };
     let batch: ArchiveRow[] = [];
     const flush = async () => {
       const journaled = await journaledIds(db, batch);
@@ -135,6 +140,7 @@ export interface ArchiveChunkInput extends Lineage {
   /** Pages are spaced so that no more than this many events go out per second (the call's own pacing). */
   maxEventsPerSecond?: number;
   tenantScoped?: boolean;
+  ordering?: ReplayOrdering;
 }
 
 /** An archive chunk's progress: heartbeated after every page, returned at the end. Counts are for this chunk. */
@@ -149,6 +155,10 @@ export interface ArchiveChunkResult {
   /** Every pinned segment has been read through: the archive pass is over. */
   done: boolean;
   refusedTopics?: Record<string, number>;
+  /** Events the transform could not apply to, with the reason (the first few; counted in `failed` too). */
+  transformFailed?: RefusedEvent[];
+  /** Heartbeated only, under per-key ordering: ids of the page after `position` already sent. */
+  pageSent?: number[];
 }
 
 /** Cold replay: the part of a range replay that reads archived segments (docs/lifecycle.md, "Cold replay"). */
@@ -246,26 +256,26 @@ export function createArchiveRangeActivities({
             const ended = page.read < input.limit;
             const stop = result.pages + 1 >= input.maxPages || Date.now() >= deadline;
             if (!ended && !stop) pending = next();
-            const messages = [];
-            let failed = 0;
-            for (const row of page.rows) {
-              if (refusalOf(row, config.replay.maxHops) || ownTopic.refusal(row)) failed += 1;
-              else messages.push(toReplayMessage(row, input, lineageKey));
-            }
-            await publishMessages(producer, messages, ctx.cancellationSignal);
-            metrics.replayPublished.inc({ kind: 'range' }, messages.length);
+            const prepared = preparePage(page.rows, input, lineageKey, config.replay.maxHops, (row) =>
+              ownTopic.refusal(row),
+            );
+            const before = result;
+            await publishChunkPage(producer, prepared.outgoing, input, before, ctx);
+            metrics.replayPublished.inc({ kind: 'range' }, prepared.outgoing.length);
+            const transformFailed = keptFailures(before.transformFailed, prepared.transformFailed);
             const position = ended
               ? { index: index + 1, lastId: 0, generation: 0 }
               : { index, lastId: page.lastId ?? result.position.lastId, generation: manifest.generation };
             result = {
               position,
-              read: result.read + page.read,
-              published: result.published + messages.length,
-              failed: result.failed + failed,
-              skipped: result.skipped + page.skipped,
-              pages: result.pages + 1,
+              read: before.read + page.read,
+              published: before.published + prepared.outgoing.length,
+              failed: before.failed + prepared.refused.length + prepared.transformFailed.length,
+              skipped: before.skipped + page.skipped,
+              pages: before.pages + 1,
               done: ended && index + 1 >= input.segments.length,
               ...withRefusedTopics(ownTopic.refusedTopics()),
+              ...(transformFailed ? { transformFailed } : {}),
             };
             ctx.heartbeat(result);
             if (stop || result.done) return result;

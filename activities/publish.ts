@@ -21,6 +21,8 @@ export async function publishMessages(
   producer: Producer,
   messages: ReplayMessage[],
   signal?: AbortSignal,
+  /** Given the send itself, which may outlive this call (activities/ordered-publish.ts waits for it). */
+  track?: (sending: Promise<unknown>) => void,
 ): Promise<void> {
   if (messages.length === 0) return;
   signal?.throwIfAborted();
@@ -42,6 +44,7 @@ export async function publishMessages(
     })),
   });
   sent.catch(() => undefined); // once this call has returned (cancelled, unknown topic) nobody awaits the send
+  track?.(sent);
 
   let timer: NodeJS.Timeout | undefined;
   let onAbort: (() => void) | undefined;

@@ -9,10 +9,15 @@ import {
   type RangeSampleRow,
 } from '../repository/event-journal';
 import type { ActivityDeps } from './deps';
-import { refusalOf, toReplayMessage, type Lineage } from '../journal/lineage';
-import { publishMessages } from './publish';
+import type { ReplayOrdering } from '../journal/kinds';
+import { type Lineage } from '../journal/lineage';
+import { applyTransform, type ReplayTransform } from '../journal/transform';
+import { replayRows } from '../repository/event-journal';
+import { publishChunkPage } from './ordered-publish';
 import { ownTopicCheck, withRefusedTopics } from './own-topic';
-import { countArchivedRange, newestArchivedId } from './archive-range';
+import { keptFailures } from '../workflows/replay-options';
+import { preparePage, type RefusedEvent } from './replay-messages';
+import { countArchivedRange, newestArchivedId, type ArchivedSegment } from './archive-range';
 import { prefetch } from './prefetch';
 
 /** Matching rows a dry run shows, the first in id order. */
@@ -29,8 +34,16 @@ export interface RangeCountSummary {
   by_tenant: Record<string, number>;
   archived?: number;
   archived_segments?: string[];
-  sample?: RangeSampleRow[];
+  sample?: PreviewRow[];
+  /** The transform previewed on the sample (its id and patch). */
+  transform?: ReplayTransform;
 }
+
+/**
+ * A sample row of a dry run; with a transform, its payload as the replay would send it (before lineage), or why the
+ * transform does not apply to it.
+ */
+export type PreviewRow = RangeSampleRow & { transformed?: Record<string, unknown>; transform_error?: string };
 
 /** A range pinned for replay: the journal filter, the archived segments it reads, and how many rows in all. */
 export interface PlannedRange {
@@ -59,6 +72,7 @@ export interface RangeChunkInput extends Lineage {
   budgetMs?: number;
   /** The request was scoped to one tenant: without a target, only events of the ingested topics are sent. */
   tenantScoped?: boolean;
+  ordering?: ReplayOrdering;
 }
 
 /** What a chunk has done so far: heartbeated after every page, returned at the end. Counts are for this chunk. */
@@ -73,6 +87,10 @@ export interface RangeChunkResult {
   pages: number;
   /** Events not sent because their own topic is not an allowed target, by topic (counted in `failed` too). */
   refusedTopics?: Record<string, number>;
+  /** Events the transform could not apply to, with the reason (the first few; counted in `failed` too). */
+  transformFailed?: RefusedEvent[];
+  /** Heartbeated only, under per-key ordering: ids of the page after `cursor` already sent. */
+  pageSent?: number[];
 }
 
 /** Range replay: plan (pin and count the range), dry-run counts, and a chunk of consecutive keyset pages per call. */
@@ -101,24 +119,37 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
      * Pins the range to the journal as it is now (replays journaled meanwhile are never picked up) and to the archive
      * segments holding some of it, and counts it.
      */
-    async planRange(selection: RangeSelection): Promise<PlannedRange> {
+    async planRange(selection: RangeSelection, ordering?: ReplayOrdering): Promise<PlannedRange> {
       const plannedAt = new Date().toISOString();
       const { filter, journal, archived } = await countAll(selection);
       const archivedRows = sum(archived.counts);
+      const moving = archived.segments.filter((s) => s.journaled > 0).map((s) => s.segment);
+      if (ordering === 'per_key') await refuseUnordered(filter, archived.segments);
       return {
         filter,
         total: sum(journal) + archivedRows,
         segments: archived.segments.filter((s) => s.journaled === 0).map((s) => s.segment),
-        deferred: archived.segments.filter((s) => s.journaled > 0).map((s) => s.segment),
+        deferred: moving,
         plannedAt,
         archived: archivedRows,
       };
     },
 
-    async countRangeEvents(selection: RangeSelection): Promise<RangeCountSummary> {
+    async countRangeEvents(
+      selection: RangeSelection,
+      transform?: ReplayTransform,
+      ordering?: ReplayOrdering,
+    ): Promise<RangeCountSummary> {
       const { filter, journal, archived } = await countAll(selection);
+      if (ordering === 'per_key') await refuseUnordered(filter, archived.segments);
       const sample = await rangeSample(pool, filter, DRY_RUN_SAMPLE_SIZE);
-      const summary: RangeCountSummary = { matched: 0, by_topic: {}, by_tenant: {}, sample };
+      const summary: RangeCountSummary = {
+        matched: 0,
+        by_topic: {},
+        by_tenant: {},
+        sample: transform ? await preview(sample, transform) : sample,
+        ...(transform ? { transform } : {}),
+      };
       for (const { topic, tenant_id, events } of [...journal, ...archived.counts]) {
         summary.matched += events;
         summary.by_topic[topic] = (summary.by_topic[topic] ?? 0) + events;
@@ -160,22 +191,20 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
         const last = done || result.pages + 1 >= maxPages || Date.now() >= deadline;
         const cursor = rows.length ? rows[rows.length - 1].id : result.cursor;
         if (!last) next = prefetch(rangePage(pool, input.filter, cursor, input.limit));
-        const messages = [];
-        let failed = 0;
-        for (const row of rows) {
-          if (refusalOf(row, config.replay.maxHops) || ownTopic.refusal(row)) failed += 1;
-          else messages.push(toReplayMessage(row, input, lineageKey));
-        }
-        await publishMessages(producer, messages, ctx.cancellationSignal);
-        metrics.replayPublished.inc({ kind: 'range' }, messages.length);
+        const page = preparePage(rows, input, lineageKey, config.replay.maxHops, (row) => ownTopic.refusal(row));
+        const before = result;
+        await publishChunkPage(producer, page.outgoing, input, before, ctx);
+        metrics.replayPublished.inc({ kind: 'range' }, page.outgoing.length);
+        const transformFailed = keptFailures(before.transformFailed, page.transformFailed);
         result = {
           cursor,
-          read: result.read + rows.length,
-          published: result.published + messages.length,
-          failed: result.failed + failed,
+          read: before.read + rows.length,
+          published: before.published + page.outgoing.length,
+          failed: before.failed + page.refused.length + page.transformFailed.length,
           done,
-          pages: result.pages + 1,
+          pages: before.pages + 1,
           ...withRefusedTopics(ownTopic.refusedTopics()),
+          ...(transformFailed ? { transformFailed } : {}),
         };
         ctx.heartbeat(result);
         if (last) return result;
@@ -183,6 +212,54 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
       }
     },
   };
+
+  /** InvalidRequest when the range's archive pass cannot keep per-key order (perKeyProblem). */
+  async function refuseUnordered(filter: RangeFilter, segments: ArchivedSegment[]): Promise<void> {
+    const [first] = await rangeSample(pool, filter, 1);
+    const moving = segments.filter((s) => s.journaled > 0).map((s) => s.segment);
+    const problem = perKeyProblem(segments, moving, first?.id);
+    if (problem) throw ApplicationFailure.nonRetryable(`ordering per_key: ${problem}`, 'InvalidRequest');
+  }
+
+  /** The sample with each payload as the transform makes it (from the text a replay sends), or the reason it fails. */
+  async function preview(sample: RangeSampleRow[], transform: ReplayTransform): Promise<PreviewRow[]> {
+    const texts = new Map(
+      (
+        await replayRows(
+          pool,
+          sample.map((row) => row.id),
+        )
+      ).map((r) => [r.id, r.payload_text]),
+    );
+    return sample.map((row) => {
+      const text = texts.get(row.id);
+      if (text === undefined) return { ...row, transform_error: 'no longer in the journal' };
+      const outcome = applyTransform(text, transform);
+      return outcome.ok
+        ? { ...row, transformed: JSON.parse(outcome.text) as Record<string, unknown> }
+        : { ...row, transform_error: outcome.reason };
+    });
+  }
+}
+
+/**
+ * Why the archive pass of a range cannot keep journal order, or undefined when it can: it sends segment after segment,
+ * then the journal, so each segment read must hold only ids below the next one's and the journal's first. Segments
+ * being archived (rows in both stores) would send some rows after the journal pass; segments that interleave (a
+ * topic's own retention) would send a later row of one before an earlier row of the other.
+ */
+function perKeyProblem(segments: ArchivedSegment[], moving: string[], firstJournalId: number | undefined) {
+  if (moving.length > 0) {
+    return `archiving of ${moving.join(', ')} is under way (rows in both the journal and the archive); replay once maintenance has finished`;
+  }
+  const read = segments.filter((s) => s.rows > 0 && s.ids);
+  for (const [i, segment] of read.entries()) {
+    const next = read[i + 1]?.ids!.min ?? firstJournalId ?? Infinity;
+    if (segment.ids!.max >= next) {
+      return `archived segment ${segment.segment} holds ids up to ${segment.ids!.max}, past ${next} which follows it: narrow the range (by topic or time) so that its archived and journaled events do not interleave`;
+    }
+  }
+  return undefined;
 }
 
 const sum = (counts: RangeCount[]) => counts.reduce((total, c) => total + c.events, 0);

@@ -3,15 +3,14 @@ import { erasedEventMessage } from '../lifecycle/erasure-target';
 import { replayRows } from '../repository/event-journal';
 import { erasuresOf } from '../repository/erasure';
 import type { ActivityDeps } from './deps';
-import { refusalOf, toReplayMessage, type Lineage } from '../journal/lineage';
+import type { ReplayOrdering } from '../journal/kinds';
+import { refusalOf, replayMessageOf, type Lineage } from '../journal/lineage';
 import { publishMessages } from './publish';
+import { publishPage } from './ordered-publish';
 import { ownTopicCheck, withRefusedTopics } from './own-topic';
+import { preparePage, type RefusedEvent } from './replay-messages';
 
-/** A batch id that was not replayed, and why. */
-export interface RefusedEvent {
-  id: number;
-  reason: string;
-}
+export type { RefusedEvent } from './replay-messages';
 
 export interface ReplayOneInput extends Lineage {
   eventId: number;
@@ -28,6 +27,12 @@ export interface ReplayOneResult {
 export interface ReplayPageInput extends Lineage {
   ids: number[];
   tenantId?: string;
+  ordering?: ReplayOrdering;
+}
+
+/** What a batch page heartbeats under per-key ordering: the ids it has sent (a retry sends the others). */
+interface BatchPageProgress {
+  sent: number[];
 }
 
 /** A batch id an erasure deleted, and which erasure. */
@@ -61,7 +66,9 @@ export function createReplayActivities({ pool, producer, metrics, config, lineag
       if (refusal) throw ApplicationFailure.nonRetryable(refusal, 'HopLimitExceeded');
       const topicRefusal = ownTopicCheck(config, { ...input, tenantScoped: input.tenantId !== undefined }).refusal(row);
       if (topicRefusal) throw ApplicationFailure.nonRetryable(topicRefusal, 'InvalidRequest');
-      const message = toReplayMessage(row, input, lineageKey);
+      const built = replayMessageOf(row, input, lineageKey);
+      if (!built.ok) throw ApplicationFailure.nonRetryable(built.reason, 'TransformFailed');
+      const { message } = built;
       await publishMessages(producer, [message], Context.current().cancellationSignal);
       metrics.replayPublished.inc({ kind: 'single' });
       return { event_id: row.id, topic: message.topic, tenant_id: row.tenant_id, replay_count: row.replay_count + 1 };
@@ -72,21 +79,23 @@ export function createReplayActivities({ pool, producer, metrics, config, lineag
         (row) => input.tenantId === undefined || row.tenant_id === input.tenantId,
       );
       const found = new Set(rows.map((r) => r.id));
-      const refused: RefusedEvent[] = [];
       const ownTopic = ownTopicCheck(config, { ...input, tenantScoped: input.tenantId !== undefined });
-      const messages = rows.flatMap((row) => {
-        const reason = refusalOf(row, config.replay.maxHops) ?? ownTopic.refusal(row);
-        if (reason) refused.push({ id: row.id, reason });
-        return reason ? [] : [toReplayMessage(row, input, lineageKey)];
+      const page = preparePage(rows, input, lineageKey, config.replay.maxHops, (row) => ownTopic.refusal(row));
+      const ctx = Context.current();
+      await publishPage(producer, page.outgoing, {
+        ordering: input.ordering,
+        replayId: input.replayId,
+        sent: (ctx.info.heartbeatDetails as BatchPageProgress | undefined)?.sent,
+        onWave: (sent) => ctx.heartbeat({ sent } satisfies BatchPageProgress),
+        signal: ctx.cancellationSignal,
       });
-      await publishMessages(producer, messages, Context.current().cancellationSignal);
-      metrics.replayPublished.inc({ kind: 'batch' }, messages.length);
+      metrics.replayPublished.inc({ kind: 'batch' }, page.outgoing.length);
       const missing = input.ids.filter((id) => !found.has(id));
       const erasures = await erasuresOf(pool, missing);
       return {
-        published: messages.length,
+        published: page.outgoing.length,
         unknown: missing.filter((id) => !erasures.has(id)),
-        refused,
+        refused: [...page.refused, ...page.transformFailed],
         erased: [...erasures].map(([id, erasure_id]) => ({ id, erasure_id })),
         ...withRefusedTopics(ownTopic.refusedTopics()),
       };

@@ -68,6 +68,7 @@ export const PERMANENT_FAILURES = [
   'InvalidRequest',
   'UnknownTopic',
   'EventErased',
+  'TransformFailed',
 ] as const;
 export type PermanentFailure = (typeof PERMANENT_FAILURES)[number];
 
@@ -77,6 +78,7 @@ export const REPLAY_LINEAGE_FIELDS = [
   '_replay_source',
   '_replay_id',
   '_replay_count',
+  '_replay_transform',
 ] as const;
 
 /** Payload fields a DLQ repair adds to the event it journals: the dead letter it repairs and the repair (patch) id. */
@@ -87,6 +89,14 @@ export const REPAIR_LINEAGE_FIELDS = ['_repaired_from_dlq_id', '_repair_id'] as 
  * repaired event points at it, and it at its dead letter); no request may write them (a repair's patch is refused).
  */
 export const LINEAGE_FIELDS = [...REPLAY_LINEAGE_FIELDS, ...REPAIR_LINEAGE_FIELDS] as const;
+
+/**
+ * How a batch or range replay orders what it sends. `per_key`: events with the same Kafka key reach the target in
+ * journal order, across retries, pauses and continue-as-new (docs/integrity.md, "Per-key ordering"); the default
+ * sends each page at once, and a page retried after a partial send may repeat older events after newer ones.
+ */
+export const REPLAY_ORDERINGS = ['page', 'per_key'] as const;
+export type ReplayOrdering = (typeof REPLAY_ORDERINGS)[number];
 
 /** Kinds of workflow recorded in lifecycle_audit (journal maintenance, erasure). */
 export const LIFECYCLE_KINDS = ['maintenance', 'erasure'] as const;

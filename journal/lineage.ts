@@ -11,6 +11,7 @@ import {
   type HeaderList,
   type RecordHeaders,
 } from './headers';
+import { applyTransform, type ReplayTransform } from './transform';
 
 /** Header names a replay adds (the lineage again, and the proof over the value). */
 export const LINEAGE_HEADERS = {
@@ -18,6 +19,7 @@ export const LINEAGE_HEADERS = {
   source: 'x-replay-source',
   id: 'x-replay-id',
   count: 'x-replay-count',
+  transform: 'x-replay-transform',
   proof: 'x-replay-proof',
 } as const;
 
@@ -39,6 +41,8 @@ export interface Lineage {
   source: string;
   replayId: string;
   targetTopic?: string;
+  /** A JSON Patch applied to each payload before it is sent; its id goes into the lineage (`_replay_transform`). */
+  transform?: ReplayTransform;
 }
 
 /** A Kafka message a replay sends: the journaled record's key bytes and headers, its payload plus lineage. */
@@ -84,15 +88,37 @@ export function verifiedLineage(
 /**
  * The Kafka message that replays a journal row: the payload exactly as journaled (Postgres' text of the jsonb,
  * without old lineage, never through JSON.parse) with this replay's lineage appended; the original key bytes and
- * headers, old lineage headers replaced by this replay's, and the proof.
+ * headers, old lineage headers replaced by this replay's, and the proof. With a transform, the payload is the patched
+ * one (journal/transform.ts) and the lineage names the transform; a payload the transform cannot apply to is refused
+ * with the reason, and nothing is sent for it.
  */
-export function toReplayMessage(row: ReplayRow, lineage: Lineage, key: LineageKey): ReplayMessage {
+export function replayMessageOf(
+  row: ReplayRow,
+  lineage: Lineage,
+  key: LineageKey,
+): { ok: true; message: ReplayMessage } | { ok: false; reason: string } {
+  if (!lineage.transform) return { ok: true, message: toReplayMessage(row, lineage, key) };
+  const transformed = applyTransform(row.payload_text, lineage.transform);
+  if (!transformed.ok)
+    return { ok: false, reason: `Event ${row.id}: transform ${lineage.transform.id}: ${transformed.reason}` };
+  return { ok: true, message: toReplayMessage(row, lineage, key, transformed.text) };
+}
+
+/** The Kafka message that replays a journal row (replayMessageOf), its payload given when a transform changed it. */
+export function toReplayMessage(
+  row: ReplayRow,
+  lineage: Lineage,
+  key: LineageKey,
+  payloadText = row.payload_text,
+): ReplayMessage {
   const hops = row.replay_count + 1;
-  const value = appendFields(row.payload_text, [
+  const transform = lineage.transform?.id;
+  const value = appendFields(payloadText, [
     ['_replayed_from_event_id', row.id],
     ['_replay_source', lineage.source],
     ['_replay_id', lineage.replayId],
     ['_replay_count', hops],
+    ...(transform === undefined ? [] : [['_replay_transform', transform] as [string, string]]),
   ]);
   // A replayed row's lineage headers are this service's own (its previous replay): replaced. An original's headers
   // are content, whatever their names: kept. The proof that counts is the last one (journal/record.ts reads it so).
@@ -107,6 +133,7 @@ export function toReplayMessage(row: ReplayRow, lineage: Lineage, key: LineageKe
     [LINEAGE_HEADERS.source, Buffer.from(lineage.source)],
     [LINEAGE_HEADERS.id, Buffer.from(lineage.replayId)],
     [LINEAGE_HEADERS.count, Buffer.from(String(hops))],
+    ...(transform === undefined ? [] : [[LINEAGE_HEADERS.transform, Buffer.from(transform)] as [string, Buffer]]),
     [LINEAGE_HEADERS.proof, Buffer.from(lineageProof(key, value))],
   );
   return {

@@ -10,14 +10,21 @@ import {
 } from './definitions';
 import { addRefusedTopics, refusedTopicsNote } from './refused-topics';
 import { recordFailure } from './replay-event';
+import { replayOptions } from './replay-options';
 
 const { replayBatchPage } = proxyActivities<Activities>(publishOptions);
 const { recordReplayStarted, recordReplayFinished } = proxyActivities<Activities>(auditOptions);
 
-/** Replays a list of journal ids, a page per activity; unknown ids are reported, not fatal. */
+/**
+ * Replays a list of journal ids, a page per activity; unknown ids are reported, not fatal, and so are events refused
+ * or that the transform could not apply to (in `refused`, with the reason).
+ */
 export async function batchReplayWorkflow(input: BatchReplayInput): Promise<BatchReplayResult> {
   const { workflowId, runId } = workflowInfo();
-  const ids = [...new Set(input.ids)];
+  const unique = [...new Set(input.ids)];
+  // Per-key ordering: the journal's order, whatever order the ids were given in.
+  const ids = input.ordering === 'per_key' ? unique.sort((a, b) => a - b) : unique;
+  const options = replayOptions(input);
   if (ids.length > MAX_BATCH_IDS) {
     throw ApplicationFailure.nonRetryable(
       `At most ${MAX_BATCH_IDS} ids per batch, got ${ids.length}`,
@@ -32,7 +39,7 @@ export async function batchReplayWorkflow(input: BatchReplayInput): Promise<Batc
     source: input.source,
     requestedBy: input.requestedBy,
     tenantId: input.tenantId,
-    filter: { ids: ids.length, ...(input.targetTopic ? { target_topic: input.targetTopic } : {}) },
+    filter: { ids: ids.length, ...(input.targetTopic ? { target_topic: input.targetTopic } : {}), ...options },
   });
   let published = 0;
   const unknown: number[] = [];
@@ -47,6 +54,7 @@ export async function batchReplayWorkflow(input: BatchReplayInput): Promise<Batc
         source: input.source,
         replayId: workflowId,
         targetTopic: input.targetTopic,
+        ...options,
       });
       published += page.published;
       unknown.push(...page.unknown);

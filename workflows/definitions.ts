@@ -1,7 +1,14 @@
 import { defineQuery, defineSignal } from '@temporalio/workflow';
-import type { DlqBulkAction, DlqRepairOutcome, DlqStatus, WORKFLOW_END_STATUSES } from '../journal/kinds';
+import type {
+  DlqBulkAction,
+  DlqRepairOutcome,
+  DlqStatus,
+  ReplayOrdering,
+  WORKFLOW_END_STATUSES,
+} from '../journal/kinds';
 import type { DlqFilter } from '../activities/dlq-bulk';
 import type { RepairEdit } from '../activities/dlq-repair';
+import type { ReplayTransform } from '../activities/replay-messages';
 import type { ArchivePosition } from '../activities/archive-range';
 import type { RangeCountSummary } from '../activities/range';
 import type { ErasedEvent, RefusedEvent } from '../activities/replay';
@@ -19,6 +26,8 @@ export interface ReplayEventInput {
   targetTopic?: string;
   /** Set when the requester is scoped to one tenant: another tenant's event is treated as not found. */
   tenantId?: string;
+  /** A JSON Patch applied to the payload before it is sent (checked by the API). */
+  transform?: ReplayTransform;
 }
 
 export interface ReplayEventResult {
@@ -37,6 +46,10 @@ export interface BatchReplayInput {
   targetTopic?: string;
   tenantId?: string;
   pageSize?: number;
+  /** A JSON Patch applied to each payload before it is sent (checked by the API). */
+  transform?: ReplayTransform;
+  /** per_key: ids are replayed in journal (id) order, and each key's events reach the target in that order. */
+  ordering?: ReplayOrdering;
 }
 
 export interface BatchReplayResult {
@@ -69,6 +82,10 @@ export interface RangeReplayInput {
   pagesPerCall?: number;
   /** The request was scoped to one tenant: without a target, only events of the ingested topics are replayed. */
   tenantScoped?: boolean;
+  /** A JSON Patch applied to each payload before it is sent (checked by the API); a dry run previews it. */
+  transform?: ReplayTransform;
+  /** per_key: each key's events reach the target in journal order (docs/integrity.md, "Per-key ordering"). */
+  ordering?: ReplayOrdering;
   /** Carried across continue-as-new; never set by callers. */
   state?: RangeState;
 }
@@ -87,6 +104,8 @@ export interface RangeState {
   refusedTopics?: Record<string, number>;
   /** Cold replay's passes over the archive (absent in runs started before cold replay). */
   archive?: ArchivePasses;
+  /** Events the transform could not apply to, with the reason (the first few; counted in `failed`). */
+  transformFailed?: RefusedEvent[];
 }
 
 /**
@@ -115,10 +134,12 @@ export interface ReplayProgress {
 }
 
 export type RangeReplayResult =
-  | ({ status: 'completed' | 'dry_run'; workflow_id: string; refused_topics?: Record<string, number> } & Omit<
-      ReplayProgress,
-      'status'
-    >)
+  | ({
+      status: 'completed' | 'dry_run';
+      workflow_id: string;
+      refused_topics?: Record<string, number>;
+      transform_failures?: RefusedEvent[];
+    } & Omit<ReplayProgress, 'status'>)
   | ({ status: 'dry_run'; workflow_id: string } & RangeCountSummary);
 
 export interface DlqRetryInput {

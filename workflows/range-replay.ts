@@ -1,4 +1,5 @@
 import {
+  ApplicationFailure,
   condition,
   ContinueAsNew,
   continueAsNew,
@@ -22,6 +23,7 @@ import {
   type ReplayProgress,
 } from './definitions';
 import { addRefusedTopics, refusedTopicsNote } from './refused-topics';
+import { joinNotes, keptFailures, replayOptions, transformFailuresNote } from './replay-options';
 import { recordFailure } from './replay-event';
 
 const { planRange, countRangeEvents, replayRangePage, replayArchivePage, planLateArchive } =
@@ -66,6 +68,7 @@ export const COLD_REPLAY_PATCH = 'cold-replay';
  */
 export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<RangeReplayResult> {
   const { workflowId, runId } = workflowInfo();
+  const options = replayOptions(input);
   const selection = {
     start: input.start,
     end: input.end,
@@ -83,16 +86,21 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
       source: input.source,
       requestedBy: input.requestedBy,
       tenantId: input.tenantId,
-      filter: { ...selection, target_topic: input.targetTopic, dry_run: input.dryRun ?? false },
+      filter: { ...selection, target_topic: input.targetTopic, dry_run: input.dryRun ?? false, ...options },
     });
   }
   if (input.dryRun) {
-    const counts = await countRangeEvents(selection);
+    // Arguments only when asked for: the activity inputs of dry runs without them stay as they were.
+    const counts = await (input.transform || input.ordering
+      ? countRangeEvents(selection, input.transform, input.ordering)
+      : countRangeEvents(selection));
     await recordReplayFinished({ workflowId, status: 'completed', matched: counts.matched, published: 0, failed: 0 });
     return { status: 'dry_run', workflow_id: workflowId, ...counts };
   }
 
-  const planned = input.state ? undefined : await planRange(selection);
+  const planned = input.state
+    ? undefined
+    : await (input.ordering ? planRange(selection, input.ordering) : planRange(selection));
   const cold = planned && patched(COLD_REPLAY_PATCH);
   const state: RangeState = input.state ?? {
     cursor: 0,
@@ -156,6 +164,7 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
         replayId: workflowId,
         targetTopic: input.targetTopic,
         tenantScoped: input.tenantScoped,
+        ...options,
       };
       const chunk = archivePass
         ? await replayArchivePage({
@@ -175,6 +184,7 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
       if ('position' in chunk) archived!.position = chunk.position;
       else state.cursor = chunk.cursor;
       if (chunk.refusedTopics) addRefusedTopics((state.refusedTopics ??= {}), chunk.refusedTopics);
+      if (chunk.transformFailed) state.transformFailed = keptFailures(state.transformFailed, chunk.transformFailed);
       state.published += chunk.published;
       state.failed += chunk.failed;
       state.pages += chunk.pages ?? 1; // results recorded before chunks were one page without a count
@@ -187,6 +197,13 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
           deferred: archived.deferred,
           plannedAt: archived.plannedAt,
         });
+        if (late.length > 0 && input.ordering === 'per_key') {
+          // Rows moved out of the journal while it was read: sent now, they would follow newer events of their keys.
+          throw ApplicationFailure.nonRetryable(
+            `ordering per_key: rows of this range were archived while it was replayed (${late.join(', ')}) and were not sent; replay the range again`,
+            'InvalidRequest',
+          );
+        }
         archived.segments.push(...late);
         archived.late = true;
         if (late.length === 0) break;
@@ -209,7 +226,7 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
     matched: state.matched,
     published: state.published,
     failed: state.failed,
-    error: refusedTopicsNote(state.refusedTopics ?? {}),
+    error: joinNotes(refusedTopicsNote(state.refusedTopics ?? {}), transformFailuresNote(state.transformFailed)),
   });
   const { status: _status, ...counts } = progress();
   return {
@@ -217,5 +234,6 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
     workflow_id: workflowId,
     ...counts,
     ...(state.refusedTopics ? { refused_topics: state.refusedTopics } : {}),
+    ...(state.transformFailed ? { transform_failures: state.transformFailed } : {}),
   };
 }

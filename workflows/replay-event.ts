@@ -9,6 +9,7 @@ import {
 import type { Activities } from '../activities';
 import { auditOptions, publishOptions } from './activity-options';
 import type { ReplayEventInput, ReplayEventResult } from './definitions';
+import { replayOptions } from './replay-options';
 
 const { replayEvent } = proxyActivities<Activities>(publishOptions);
 const audit = proxyActivities<Activities>(auditOptions);
@@ -32,7 +33,7 @@ export async function replayEventWorkflow(input: ReplayEventInput): Promise<Repl
     requestedBy: input.requestedBy,
     tenantId: input.tenantId,
     eventId: input.eventId,
-    filter: input.targetTopic ? { target_topic: input.targetTopic } : {},
+    filter: { ...(input.targetTopic ? { target_topic: input.targetTopic } : {}), ...replayOptions(input) },
   });
   try {
     const replayed = await replayEvent({
@@ -41,6 +42,7 @@ export async function replayEventWorkflow(input: ReplayEventInput): Promise<Repl
       source: input.source,
       replayId: workflowId,
       targetTopic: input.targetTopic,
+      ...replayOptions(input),
     });
     await recordReplayFinished({ workflowId, status: 'completed', matched: 1, published: 1, failed: 0 });
     return { status: 'replayed', ...replayed, workflow_id: workflowId };

@@ -10,10 +10,12 @@ import type { Config } from '../../shared/config';
 import type { Pool } from '../../shared/db';
 import { batchReplayWorkflow, rangeReplayWorkflow, replayEventWorkflow } from '../../workflows';
 import { MAX_BATCH_IDS, type RangeReplayInput } from '../../workflows/definitions';
+import { replayOptions } from '../../workflows/replay-options';
 import { replaySearchAttributes } from '../../workflows/search-attributes';
 import { erasedEventError } from '../erased';
 import { httpError } from '../http-error';
 import { checkPayloadFilter, PayloadFilter } from '../payload-filter';
+import { checkTransform, Ordering, orderingOf, Transform } from '../replay-transform';
 import { recordStarted as recordStartedRequest, within } from '../route-helpers';
 import { errorResponses, EventSummary, Id } from '../schemas';
 import { startForRequest } from '../start-workflow';
@@ -42,9 +44,23 @@ const DryRun = Type.Object({
   archived: Type.Optional(Type.Integer()),
   archived_segments: Type.Optional(Type.Array(Type.String())),
   sample: Type.Optional(
-    Type.Array(Type.Composite([EventSummary, Type.Object({ payload: Type.Record(Type.String(), Type.Unknown()) })]), {
-      description: 'The first matching events in id order (at most 10)',
-    }),
+    Type.Array(
+      Type.Composite([
+        EventSummary,
+        Type.Object({
+          payload: Type.Record(Type.String(), Type.Unknown()),
+          transformed: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+          transform_error: Type.Optional(Type.String()),
+        }),
+      ]),
+      {
+        description:
+          'The first matching events in id order (at most 10); with a transform, each payload as it would be sent (before lineage) or why the transform fails on it',
+      },
+    ),
+  ),
+  transform: Type.Optional(
+    Type.Object({ id: Type.String(), patch: Type.Array(Type.Record(Type.String(), Type.Unknown())) }),
   ),
 });
 const Topic = Type.String({ minLength: 1, maxLength: 249, pattern: '^[A-Za-z0-9._-]+$' });
@@ -86,16 +102,20 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
     '/replay/:id',
     {
       config: { replayLimited: true },
+      // The body is optional (a transform): a POST without one is an empty one.
+      preValidation: async (request) => void (request.body ??= {}),
       schema: {
         tags: ['replay'],
         summary: 'Replay one journal event to Kafka (waits for the workflow up to API_REPLAY_WAIT_MS)',
         params: Type.Object({ id: Id }),
         querystring: Type.Object({ target_topic: Type.Optional(Topic) }, { additionalProperties: false }),
+        body: Type.Object({ transform: Type.Optional(Transform) }, { additionalProperties: false }),
         response: { 200: Replayed, 202: Accepted, ...responses },
       },
     },
     async (request, reply) => {
       const { id } = request.params;
+      const transform = checkTransform('body/transform', request.body.transform);
       const row = await getEvent(pool, id);
       if (!row) throw await erasedEventError(pool, id);
       if (!canSee(request, row.tenant_id)) throw httpError(404, `Event ${id} not found in event_journal`);
@@ -110,6 +130,7 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
           requestedBy: request.principal.subject,
           targetTopic: request.query.target_topic,
           tenantId: request.principal.tenantId,
+          transform,
         },
         searchAttributes: replaySearchAttributes({
           kind: 'single',
@@ -125,7 +146,7 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
         requestedBy: request.principal.subject,
         tenantId: request.principal.tenantId,
         eventId: id,
-        filter: target ? { target_topic: target } : {},
+        filter: { ...(target ? { target_topic: target } : {}), ...replayOptions({ transform }) },
       });
       const result = await within(handle.result(), config.api.replayWaitMs).catch(failureToHttp);
       if (result === undefined) {
@@ -148,6 +169,8 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
           {
             ids: Type.Array(Id, { minItems: 1, maxItems: MAX_BATCH_IDS }),
             target_topic: Type.Optional(Topic),
+            transform: Type.Optional(Transform),
+            ordering: Type.Optional(Ordering),
           },
           { additionalProperties: false },
         ),
@@ -156,6 +179,8 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
     },
     async (request, reply) => {
       const { ids, target_topic } = request.body;
+      const ordering = orderingOf(request.body.ordering);
+      const transform = checkTransform('body/transform', request.body.transform);
       await checkTargets(request, { target_topic });
       const handle = await startForRequest(app, request, config, {
         prefix: 'replay-batch',
@@ -167,6 +192,8 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
           targetTopic: target_topic,
           tenantId: request.principal.tenantId,
           pageSize: config.replay.pageSize,
+          transform,
+          ordering,
         },
         searchAttributes: replaySearchAttributes({
           kind: 'batch',
@@ -180,7 +207,11 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
         source: 'batch',
         requestedBy: request.principal.subject,
         tenantId: request.principal.tenantId,
-        filter: { ids: ids.length, ...(target_topic ? { target_topic } : {}) },
+        filter: {
+          ids: ids.length,
+          ...(target_topic ? { target_topic } : {}),
+          ...replayOptions({ transform, ordering }),
+        },
       });
       return reply
         .status(202)
@@ -207,6 +238,8 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
             target_topic: Type.Optional(Topic),
             dry_run: Type.Optional(Type.Boolean()),
             max_events_per_second: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1_000_000 })),
+            transform: Type.Optional(Transform),
+            ordering: Type.Optional(Ordering),
           },
           { additionalProperties: false },
         ),
@@ -220,6 +253,7 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
       }
       const tenantId = scopedTenant(request, body.tenant_id);
       await checkPayloadFilter(pool, 'body/payload_filter', body.payload_filter);
+      const transform = checkTransform('body/transform', body.transform);
       // Without a target, events go back to their own topic: the filter's topic when there is one.
       if (!body.dry_run) {
         await checkTargets(request, body.target_topic ? { target_topic: body.target_topic } : { topic: body.topic });
@@ -238,6 +272,8 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
         source: 'range',
         requestedBy: request.principal.subject,
         tenantScoped: request.principal.tenantId !== undefined,
+        transform,
+        ordering: orderingOf(body.ordering),
       };
       const handle = await startForRequest(app, request, config, {
         prefix: body.dry_run ? 'replay-range-dryrun' : 'replay-range',
@@ -259,6 +295,7 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
           payloadFilter: body.payload_filter,
           target_topic: body.target_topic,
           dry_run: input.dryRun,
+          ...replayOptions(input),
         },
       });
       if (body.dry_run) return handle.result().catch(failureToHttp);
@@ -275,6 +312,7 @@ const FAILURE_STATUS: Partial<Record<PermanentFailure, number>> = {
   InvalidRequest: 400,
   UnknownTopic: 400,
   EventErased: 410,
+  TransformFailed: 422,
 };
 
 /** A replay that failed for a permanent reason answers with that reason (404 not found, 410 erased, 409 hop limit, 400). */

@@ -1,0 +1,101 @@
+import type { Context } from '@temporalio/activity';
+import type { Producer } from 'kafkajs';
+import type { ReplayOrdering } from '../journal/kinds';
+import type { OutgoingEvent } from './replay-messages';
+import { publishMessages } from './publish';
+
+/**
+ * Sends of per-key replays still running in this process, by replay id: publishMessages returns when an attempt is
+ * cancelled or times out, while kafkajs finishes its send in the background. The next attempt waits for it, so that
+ * an older event cannot land after a newer one of its key.
+ */
+const running = new Map<string, Promise<void>>();
+
+export interface PageSend {
+  ordering?: ReplayOrdering;
+  replayId: string;
+  /** Ids of this page that an earlier attempt sent (per_key, from its heartbeat): not sent again. */
+  sent?: number[];
+  /** Called after each wave (per_key) with every id of the page sent so far: the caller heartbeats them. */
+  onWave?: (sent: number[]) => void;
+  signal?: AbortSignal;
+}
+
+/**
+ * Sends a page of replay messages. By default in one producer call. With `per_key` ordering, in waves holding at most
+ * one message per key (the first of each key, then the second…), each acknowledged before the next is sent and
+ * reported through `onWave`: a send that fails part way (some partitions written, others not) leaves each key with a
+ * prefix of its events sent, and a retry resumes at the wave that failed, so a key may see its last event twice in a
+ * row but never an older event after a newer one. Messages without a key have no order to keep: first wave.
+ */
+export async function publishPage(producer: Producer, outgoing: OutgoingEvent[], send: PageSend): Promise<void> {
+  if (send.ordering !== 'per_key') {
+    await publishMessages(
+      producer,
+      outgoing.map((o) => o.message),
+      send.signal,
+    );
+    return;
+  }
+  const done = [...(send.sent ?? [])];
+  const skip = new Set(done);
+  for (const wave of keyWaves(outgoing.filter((o) => !skip.has(o.id)))) {
+    await running.get(send.replayId);
+    await publishMessages(
+      producer,
+      wave.map((o) => o.message),
+      send.signal,
+      (sending) => track(send.replayId, sending),
+    );
+    done.push(...wave.map((o) => o.id));
+    send.onWave?.(done);
+  }
+}
+
+/**
+ * publishPage for a chunk activity of a range replay, whose heartbeat is its progress: under per-key ordering the ids
+ * sent so far go with it after each wave (`pageSent`), and a retried attempt resumes from them.
+ */
+export function publishChunkPage<P extends { pageSent?: number[] }>(
+  producer: Producer,
+  outgoing: OutgoingEvent[],
+  input: { ordering?: ReplayOrdering; replayId: string },
+  progress: P,
+  ctx: Context,
+): Promise<void> {
+  return publishPage(producer, outgoing, {
+    ordering: input.ordering,
+    replayId: input.replayId,
+    sent: progress.pageSent,
+    onWave: (pageSent) => ctx.heartbeat({ ...progress, pageSent }),
+    signal: ctx.cancellationSignal,
+  });
+}
+
+/** Splits messages into waves, the n-th holding the n-th message of each key (topic and key bytes), in order. */
+export function keyWaves(outgoing: OutgoingEvent[]): OutgoingEvent[][] {
+  const seen = new Map<string, number>();
+  const waves: OutgoingEvent[][] = [];
+  for (const event of outgoing) {
+    const { topic, key } = event.message;
+    let wave = 0;
+    if (key !== null) {
+      const identity = `${topic}\u0000${key.toString('base64')}`;
+      wave = seen.get(identity) ?? 0;
+      seen.set(identity, wave + 1);
+    }
+    (waves[wave] ??= []).push(event);
+  }
+  return waves;
+}
+
+function track(replayId: string, sending: Promise<unknown>): void {
+  const settled = sending.then(
+    () => undefined,
+    () => undefined,
+  );
+  running.set(replayId, settled);
+  void settled.then(() => {
+    if (running.get(replayId) === settled) running.delete(replayId);
+  });
+}

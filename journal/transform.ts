@@ -1,0 +1,94 @@
+import { createHash } from 'node:crypto';
+import { applyPatch, Pointer, type Operation } from 'rfc6902';
+import { LINEAGE_FIELDS, TENANT_FIELDS } from './kinds';
+
+/** One RFC 6902 operation, as a replay request carries it. */
+export type PatchOperation = Operation;
+
+/** A JSON Patch a replay applies to each event's payload before it republishes it, and the id lineage names it by. */
+export interface ReplayTransform {
+  id: string;
+  patch: PatchOperation[];
+}
+
+/** Most operations one transform may hold. */
+export const MAX_TRANSFORM_OPERATIONS = 100;
+
+const LINEAGE: ReadonlySet<string> = new Set(LINEAGE_FIELDS);
+
+/**
+ * What is wrong with a patch as a replay transform, naming the operation, or undefined when nothing is. The shape of
+ * each operation is the API schema's to check; this checks what a schema cannot: pointers that parse, no operation on
+ * the whole payload but `test` (the payload stays an object), and none that reads or writes a lineage field (the
+ * replay writes those).
+ */
+export function transformProblem(patch: PatchOperation[]): string | undefined {
+  if (patch.length === 0) return 'the patch has no operations';
+  if (patch.length > MAX_TRANSFORM_OPERATIONS) return `at most ${MAX_TRANSFORM_OPERATIONS} operations`;
+  for (const [index, operation] of patch.entries()) {
+    const pointers: Array<[string, string]> = [['path', operation.path]];
+    if (operation.op === 'move' || operation.op === 'copy') pointers.push(['from', operation.from]);
+    for (const [member, pointer] of pointers) {
+      const at = `operation ${index} (${operation.op}) ${member} ${JSON.stringify(pointer)}`;
+      if (pointer !== '' && !pointer.startsWith('/')) return `${at} is not a JSON Pointer (it must start with "/")`;
+      if (/~(?![01])/.test(pointer)) return `${at} is not a JSON Pointer ("~" must be followed by 0 or 1)`;
+      const [field] = Pointer.fromJSON(pointer).tokens.slice(1);
+      if (field === undefined && operation.op !== 'test') return `${at} names the whole payload: patch its fields`;
+      if (field !== undefined && LINEAGE.has(field))
+        return `${at} names the lineage field ${field}, which a replay sets`;
+    }
+  }
+  return undefined;
+}
+
+/** The transform of a patch: its id is a hash of the patch, so the same patch has the same id in every replay. */
+export function replayTransform(patch: PatchOperation[]): ReplayTransform {
+  const digest = createHash('sha256').update(JSON.stringify(patch)).digest('hex');
+  return { id: `jp-${digest.slice(0, 16)}`, patch };
+}
+
+/** A payload transformed (its new text), or why the transform could not apply to it. */
+export type TransformOutcome = { ok: true; text: string } | { ok: false; reason: string };
+
+/**
+ * Applies a transform to a journaled payload's text. The text is parsed (unlike a replay without a transform), so a
+ * payload holding a number a double cannot carry exactly is refused rather than sent with another value; so is a
+ * patch whose operation fails (a `test`, a missing path), or that would change the event's tenant.
+ */
+export function applyTransform(payloadText: string, transform: ReplayTransform): TransformOutcome {
+  const inexact = inexactNumber(payloadText);
+  if (inexact !== undefined) {
+    return { ok: false, reason: `the payload holds the number ${inexact}, which JSON Patch cannot carry exactly` };
+  }
+  const payload = JSON.parse(payloadText) as Record<string, unknown>;
+  const tenant = TENANT_FIELDS.map((field) => JSON.stringify(payload[field]));
+  const results = applyPatch(payload, transform.patch);
+  const failed = results.findIndex((result) => result !== null);
+  if (failed >= 0) {
+    const { op, path } = transform.patch[failed];
+    return { ok: false, reason: `operation ${failed} (${op} ${path}) failed: ${results[failed]!.message}` };
+  }
+  const changed = TENANT_FIELDS.find((field, i) => JSON.stringify(payload[field]) !== tenant[i]);
+  if (changed) return { ok: false, reason: `the patch changes the tenant field ${changed}` };
+  return { ok: true, text: JSON.stringify(payload) };
+}
+
+/** The first number in a JSON text that a double does not hold exactly (compared as decimals), else undefined. */
+function inexactNumber(text: string): string | undefined {
+  const outsideStrings = text.replace(/"(?:[^"\\]|\\.)*"/g, '""');
+  for (const token of outsideStrings.match(/-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g) ?? []) {
+    if (decimalOf(token) !== decimalOf(String(Number(token)))) return token;
+  }
+  return undefined;
+}
+
+/** A decimal number's value as `<sign><digits>e<exponent>` without leading or trailing zeros (NaN-like: null). */
+function decimalOf(token: string): string | null {
+  const parts = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(token);
+  if (!parts) return null;
+  const [, sign, whole, fraction = '', exponent = '0'] = parts;
+  const digits = `${whole}${fraction}`.replace(/^0+/, '');
+  const significant = digits.replace(/0+$/, '');
+  if (significant === '') return '0';
+  return `${sign}${significant}e${Number(exponent) - fraction.length + (digits.length - significant.length)}`;
+}
