@@ -39,9 +39,53 @@ function stopperName(stopper: Stopper, index: number): string {
   return stopper.name && stopper.name !== 'stop' ? stopper.name : `stopper ${index + 1}`;
 }
 
+/** The first SIGTERM/SIGINT a process receives, caught from the moment it is watched. */
+export interface StopSignal {
+  received: Promise<{ signal: string; at: number }>;
+  /** Called when the graceful stop begins: the start is over, so the start's own deadline no longer applies. */
+  claim(): void;
+}
+
 /**
- * Waits for SIGTERM/SIGINT, then runs the stoppers in order (intake first, pools last). A second signal exits at
- * once. Resolves when everything has stopped; the process exits at the latest 2 s later.
+ * Catches SIGTERM/SIGINT from now on. A service watches before it starts anything: a signal that arrives while it is
+ * still starting (an orchestrator's rolling restart, Ctrl-C) would otherwise kill it without a graceful stop; caught,
+ * it stops the service in order as soon as the start has finished. A start that does not finish within `timeoutMs`
+ * of the signal (say, waiting for a broker that is down) exits with code 1, and a second signal exits at once.
+ */
+export function watchStopSignals(timeoutMs: number = loadConfig().shutdownTimeoutMs): StopSignal {
+  let startDeadline: NodeJS.Timeout | undefined;
+  let claimed = false;
+  const received = new Promise<{ signal: string; at: number }>((resolve) => {
+    const caught = (signal: string) => {
+      process.removeListener('SIGTERM', onTerm);
+      process.removeListener('SIGINT', onInt);
+      if (!claimed) {
+        process.once(signal, () => process.exit(130));
+        startDeadline = setTimeout(() => {
+          process.stderr.write(`${signal} while starting, and the start did not finish within ${timeoutMs} ms\n`);
+          process.exit(1);
+        }, timeoutMs);
+      }
+      resolve({ signal, at: Date.now() });
+    };
+    const onTerm = () => caught('SIGTERM');
+    const onInt = () => caught('SIGINT');
+    process.once('SIGTERM', onTerm);
+    process.once('SIGINT', onInt);
+  });
+  return {
+    received,
+    claim: () => {
+      claimed = true;
+      clearTimeout(startDeadline);
+    },
+  };
+}
+
+/**
+ * Waits for SIGTERM/SIGINT (caught since `signals` was watched), then runs the stoppers in order (intake first,
+ * pools last). A second signal exits at once. Resolves when everything has stopped; the process exits at the latest
+ * 2 s later.
  *
  * The whole stop is bounded by `timeoutMs` (SHUTDOWN_TIMEOUT): past it the process logs which stoppers had not
  * finished and the resources still open, and exits with code 1. Nothing is lost by that exit: the consumer commits
@@ -51,25 +95,30 @@ export function untilShutdown(
   log: Logger,
   stoppers: Stopper[],
   timeoutMs: number = loadConfig().shutdownTimeoutMs,
+  signals: StopSignal = watchStopSignals(timeoutMs),
 ): Promise<void> {
+  signals.claim(); // started: from here this function bounds the stop
   return new Promise((resolve) => {
-    const shutdown = async (signal: string) => {
+    const shutdown = async ({ signal, at }: { signal: string; at: number }) => {
       log.info({ signal, timeout_ms: timeoutMs }, 'Shutting down: finishing work in flight');
-      process.once(signal, () => process.exit(130));
+      if (process.listenerCount(signal) === 0) process.once(signal, () => process.exit(130));
       const names = stoppers.map(stopperName);
       let current = 0;
-      const deadline = setTimeout(() => {
-        log.error(
-          {
-            timeout_ms: timeoutMs,
-            stopping: names[current],
-            not_started: names.slice(current + 1),
-            open: process.getActiveResourcesInfo(),
-          },
-          `Shutdown did not finish within ${timeoutMs} ms: ${names[current]} was still stopping; exiting`,
-        );
-        process.exit(1);
-      }, timeoutMs);
+      const deadline = setTimeout(
+        () => {
+          log.error(
+            {
+              timeout_ms: timeoutMs,
+              stopping: names[current],
+              not_started: names.slice(current + 1),
+              open: process.getActiveResourcesInfo(),
+            },
+            `Shutdown did not finish within ${timeoutMs} ms: ${names[current]} was still stopping; exiting`,
+          );
+          process.exit(1);
+        },
+        Math.max(0, at + timeoutMs - Date.now()),
+      ); // counted from the signal, which may have come while starting
       for (; current < stoppers.length; current++) {
         const stopper = stoppers[current];
         const stop = typeof stopper === 'function' ? stopper : stopper.stop;
@@ -84,7 +133,6 @@ export function untilShutdown(
       }, 2000).unref();
       resolve();
     };
-    process.once('SIGTERM', () => void shutdown('SIGTERM'));
-    process.once('SIGINT', () => void shutdown('SIGINT'));
+    void signals.received.then(shutdown);
   });
 }

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { lockNames, type PoolClient } from '../shared/db';
 import { legacyDlqMatches } from '../repository/event-dlq';
 import { journaledReplayCopies, legacyJournalMatches, type ReplayCopy } from '../repository/event-journal';
+import { matchesLegacyNote } from '../repository/removed-records';
 import { getServiceKey } from '../repository/service-keys';
 import { recordsAt, type StoredAt } from '../repository/stored-records';
 import type { ParsedRecord } from './record';
@@ -68,6 +69,8 @@ export async function classifyAgainstStore(client: PoolClient, records: ParsedRe
       const keyed = removedKey && hash ? keyedHash(removedKey, hash) : undefined;
       if (hashes.includes(hash) || (keyed !== undefined && hashes.includes(`removed:${keyed}`))) redelivered.add(index);
       else if (hashes.includes('legacy')) legacy.push(index);
+      else if (hashes.some((h) => h.startsWith('removed:')) && (await matchesRemovedLegacy(client, records[index])))
+        redelivered.add(index);
       else reused.push(reuse(index));
     }
     const matched = await legacyRedeliveries(client, topic, partition, records, legacy);
@@ -177,6 +180,15 @@ function byPartition(records: ParsedRecord[]): PartitionGroup[] {
 /** a < b for Kafka offsets (decimal int64 strings, never negative here): by length, then digits. */
 function offsetBelow(a: string, b: string): boolean {
   return a.length !== b.length ? a.length < b.length : a < b;
+}
+
+/** Whether a record is one whose row, written before 007 (no content hash), was removed and noted in its legacy form. */
+function matchesRemovedLegacy(client: PoolClient, record: ParsedRecord): Promise<boolean> {
+  const { topic, partition, offset } = record.ok ? record.entry : record.dlq;
+  const content = record.ok
+    ? { payloadJson: record.entry.payloadJson, rawValue: null }
+    : { payloadJson: record.dlq.payloadJson, rawValue: record.dlq.rawValue };
+  return matchesLegacyNote(client, { topic, partition: partition!, offset: String(offset) }, content);
 }
 
 /** A content hash (hex) as removed_records keeps it: SHA-256 of the erasure salt, then the hash (hex). */

@@ -24,8 +24,8 @@ export async function deleteExpiredDeadLetters(
   const { rows } = await db.query<{ n: number }>(
     `WITH gone AS (DELETE FROM event_dlq
                     WHERE id IN (SELECT id FROM event_dlq WHERE ${topic} AND received_at < $1 ORDER BY id LIMIT $2)
-                    RETURNING topic, kafka_partition, kafka_offset, content_hash, received_at),
-          remembered AS (${rememberRemovedSql('gone', 'true', 'retention', '$3')})
+                    RETURNING topic, kafka_partition, kafka_offset, content_hash, received_at, payload, raw_value),
+          remembered AS (${rememberRemovedSql('gone', 'true', 'retention', '$3', 'event_dlq')})
      SELECT count(*)::int AS n FROM gone`,
     values,
   );

@@ -93,7 +93,7 @@ export async function deleteMatches(
 ): Promise<number> {
   const values: unknown[] = [afterId, upToId, erasureId];
   const where = predicate(table, target, values);
-  const remember = rememberRemovedSql('gone', 'true', 'erasure', `$${values.push(horizon)}`);
+  const remember = rememberRemovedSql('gone', 'true', 'erasure', `$${values.push(horizon)}`, table);
   const noteIds =
     table === 'event_journal'
       ? `, noted AS (INSERT INTO erased_events (event_id, erasure_id) SELECT id, $3 FROM gone
@@ -103,7 +103,9 @@ export async function deleteMatches(
   try {
     const { rows } = await client.query<{ n: number }>(
       `WITH gone AS (DELETE FROM ${table} WHERE id > $1 AND id <= $2 AND ${where}
-                     RETURNING id, topic, kafka_partition, kafka_offset, content_hash, received_at)${noteIds},
+                     RETURNING id, topic, kafka_partition, kafka_offset, content_hash, received_at, ${
+                       table === 'event_dlq' ? 'payload, raw_value' : 'payload'
+                     })${noteIds},
             remembered AS (${remember}),
             counted AS (INSERT INTO erasure_counts (erasure_id, store, rows)
                         SELECT $3, '${table === 'event_journal' ? 'journal' : 'dlq'}', count(*) FROM gone

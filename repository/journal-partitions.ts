@@ -199,7 +199,7 @@ export async function rememberRemovedJournalRows(
   const values: unknown[] = [];
   const where = sourceWhere(source, values, maxId);
   const result = await db.query(
-    rememberRemovedSql(ident(source.table), where, 'retention', `$${values.push(horizon)}`),
+    rememberRemovedSql(ident(source.table), where, 'retention', `$${values.push(horizon)}`, 'event_journal'),
     values,
   );
   return result.rowCount ?? 0;

@@ -4,7 +4,7 @@ import { ensureTopics } from '../../shared/kafka';
 import { prepareDatabase } from '../../lifecycle/prepare';
 import { certFileOf, loadTlsPair, SELF_SIGNED_NAMES } from '../../shared/tls';
 import { startMetricsServer } from '../../shared/metrics-server';
-import { createRuntime, untilShutdown, type Stopper } from '../runtime';
+import { createRuntime, untilShutdown, watchStopSignals, type Stopper } from '../runtime';
 import { stackCommand } from './stack';
 
 type Component = 'ingest' | 'worker' | 'api';
@@ -16,6 +16,7 @@ type Component = 'ingest' | 'worker' | 'api';
  */
 export async function serve(components: Component[], options: { stack?: boolean; prepare?: boolean } = {}) {
   const config = loadConfig();
+  const signals = watchStopSignals(config.shutdownTimeoutMs);
   // The API's certificate first (a self-signed one is made now): a pair that cannot be had stops the start at once.
   const tls = components.includes('api') && config.api.tls ? await loadTlsPair(config.api.tls) : undefined;
   if (options.stack) await stackCommand(['up']);
@@ -71,6 +72,7 @@ export async function serve(components: Component[], options: { stack?: boolean;
     rt.log,
     [...intake, ...rest, { name: 'postgres-pool', stop: () => rt.pool.end() }],
     config.shutdownTimeoutMs,
+    signals,
   );
 }
 

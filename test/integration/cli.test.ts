@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -8,6 +9,7 @@ import { countDlqEntries } from '../../repository/event-dlq';
 import { createMetrics } from '../../shared/metrics';
 import { startMetricsServer } from '../../shared/metrics-server';
 import { prepareDatabase } from '../../lifecycle/prepare';
+import { SQL_DIR } from '../../shared/migrate';
 import { createTestDatabase } from '../support/database';
 import { baseConfig } from '../support/env';
 import { topicSize } from '../support/journal';
@@ -83,33 +85,25 @@ it('stack status prints each component with its address and state', async () => 
 it('migrate applies the schema (and partitions the journal) once even when two processes start at once', async () => {
   const db = await createTestDatabase(baseConfig().databaseUrl, 'migrate_race');
   try {
-    // createTestDatabase already migrated; race two more runs against a fresh copy of the schema table state.
+    // createTestDatabase already migrated; race two more runs against an empty schema.
     const client = new pg.Client({ connectionString: db.databaseUrl });
     await client.connect();
-    await client.query(
-      'DROP TABLE event_dlq, replay_audit, event_journal, service_keys, api_rate_limit, api_idempotency_keys, ' +
-        'retention_policies, lifecycle_audit, erased_events, erasure_subjects, erasure_counts, pgmigrations CASCADE',
-    );
+    await client.query('DROP SCHEMA public CASCADE; CREATE SCHEMA public');
     await client.end();
     const log = createLogger('silent');
     const [a, b] = await Promise.all([prepareDatabase(db.databaseUrl, log), prepareDatabase(db.databaseUrl, log)]);
-    expect([...a, ...b].sort()).toEqual([
-      '001_event_journal',
-      '002_event_dlq',
-      '003_replay_tracking',
-      '004_replay_audit',
-      '005_dlq_status',
-      '006_event_journal_tenant_topic',
-      '007_integrity',
-      '008_api_limits',
-      '009_journal_lifecycle',
-      '010_erasure',
-    ]);
+    // Every migration in sql/, applied once between the two.
+    const migrations = readdirSync(SQL_DIR)
+      .filter((f) => f.endsWith('.sql'))
+      .map((f) => f.replace(/\.sql$/, ''))
+      .sort();
+    expect(migrations).toEqual(expect.arrayContaining(['001_event_journal', '011_removed_records']));
+    expect([...a, ...b].sort()).toEqual(migrations);
     const check = new pg.Client({ connectionString: db.databaseUrl });
     await check.connect();
     const { rows } = await check.query('SELECT name FROM pgmigrations ORDER BY id');
     await check.end();
-    expect(rows.map((r) => r.name)).toHaveLength(10);
+    expect(rows.map((r) => r.name)).toEqual(migrations);
     const partitioned = new pg.Client({ connectionString: db.databaseUrl });
     await partitioned.connect();
     const kind = await partitioned.query(

@@ -258,3 +258,35 @@ it('retention deletes dead letters past their topic retention, keeps the others,
   expect((await appendBatch(h.pool, [oldLead()])).outcomes).toEqual(['redelivered']);
   expect(await count('event_dlq WHERE topic = $1', [leads])).toBe(1);
 });
+
+it('rows written before 007 (no content hash) removed by retention are known by their legacy content', async () => {
+  const topic = `${h.topics.leads}.legacy`;
+  const payload = { tenant_id: 'acme', email: 'legacy@example.com' };
+  const raw = '{"not json';
+  // As schemas 001-006 wrote them: coordinates, no content hash; received long ago.
+  await h.pool.query(
+    `INSERT INTO event_journal (tenant_id, topic, payload, kafka_partition, kafka_offset, received_at)
+     VALUES ('acme', $1, $2, 0, 11, '2025-01-15T00:00:00Z')`,
+    [topic, JSON.stringify(payload)],
+  );
+  await h.pool.query(
+    `INSERT INTO event_dlq (topic, raw_value, error, reason, kafka_partition, kafka_offset, received_at)
+     VALUES ($1, $2, 'Unexpected end of JSON input', 'invalid_json', 0, 12, '2025-01-15T00:00:00Z')`,
+    [topic, raw],
+  );
+  await putRetentionRows(h.pool, { [topic]: 30 }, 'test');
+  const { activities, env } = await retain(topic, 'retention-legacy', null);
+  await act(env, () => activities.expireDeadLetters({ workflowId: 'retention-legacy', now: Date.now() }));
+  expect(await count('event_journal WHERE topic = $1', [topic])).toBe(0);
+  expect(await count('event_dlq WHERE topic = $1', [topic])).toBe(0);
+  expect(await count('removed_records WHERE topic = $1', [topic])).toBe(2);
+
+  const rawRecord = parseRecord(
+    { topic, partition: 0, offset: '12', key: null, value: Buffer.from(raw), timestamp: '1764547199000' },
+    { maxBytes: 1024 * 1024, lineageKey: h.lineageKey },
+  );
+  const again = await appendBatch(h.pool, [record(topic, payload, 11), rawRecord]);
+  expect(again.outcomes).toEqual(['redelivered', 'redelivered']);
+  // Other content at those coordinates is new.
+  expect((await appendBatch(h.pool, [record(topic, { tenant_id: 'acme', n: 2 }, 11)])).outcomes).toEqual(['journaled']);
+});

@@ -26,8 +26,8 @@ interface LogLine {
   state?: string;
 }
 
-it('`start` stops on SIGTERM in order (intake first, then the worker drained), in JSON log lines, with no error', async () => {
-  service = spawnCli('start', {
+function startService(): { child: ChildProcess; lines: () => LogLine[] } {
+  const child = spawnCli('start', {
     LOG_LEVEL: 'info',
     DATABASE_URL: h.databaseUrl,
     KAFKA_TOPICS: h.config.kafka.topics.join(','),
@@ -37,29 +37,32 @@ it('`start` stops on SIGTERM in order (intake first, then the worker drained), i
     MAINTENANCE_SCHEDULE_ID: `${scheduleId}-maintenance`,
     API_PORT: '0',
   });
+  service = child;
   let stdout = '';
-  service.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
   const lines = (): LogLine[] =>
     stdout
       .split('\n')
       .filter(Boolean)
       .map((line) => JSON.parse(line) as LogLine); // throws, failing the test, on any line that is not JSON
+  return { child, lines };
+}
 
-  await eventually(
-    async () => {
-      const msgs = lines().map((l) => l.msg);
-      return (
-        msgs.some((m) => m.startsWith('CRM Events Sink started')) &&
-        msgs.includes('Temporal worker started') &&
-        msgs.some((m) => m.startsWith('Server listening'))
-      );
-    },
-    'ingest, worker and API all started',
-    60_000,
+const allStarted = (lines: () => LogLine[]) => async () => {
+  const msgs = lines().map((l) => l.msg);
+  return (
+    msgs.some((m) => m.startsWith('CRM Events Sink started')) &&
+    msgs.includes('Temporal worker started') &&
+    msgs.some((m) => m.startsWith('Server listening'))
   );
+};
+
+it('`start` stops on SIGTERM in order (intake first, then the worker drained), in JSON log lines, with no error', async () => {
+  const { child, lines } = startService();
+  await eventually(allStarted(lines), 'ingest, worker and API all started', 60_000);
   const signalled = Date.now();
-  service.kill('SIGTERM');
-  const code = await exited(service);
+  child.kill('SIGTERM');
+  const code = await exited(child);
   service = undefined;
 
   expect(code).toBe(0);
@@ -80,4 +83,27 @@ it('`start` stops on SIGTERM in order (intake first, then the worker drained), i
     [shuttingDown, ingestStopped, workerStopping, workerStopped, stopped].sort((a, b) => a - b),
   );
   expect(Math.min(ingestStopped, workerStopping, workerStopped, stopped)).toBeGreaterThan(shuttingDown);
+});
+
+// A SIGTERM that came between "Server listening" and the signal handlers once killed the process outright (exit by
+// signal, no graceful stop; seen in CI). Signals are now caught from the first line of `start`: one that arrives while
+// it is still starting stops it in order as soon as the start is over.
+it('a SIGTERM while `start` is still starting stops it gracefully once started (exit 0), not by the signal', async () => {
+  const { child, lines } = startService();
+  await eventually(async () => lines().length > 0, 'the first log line', 60_000);
+  expect(lines().some((l) => l.msg.startsWith('Server listening'))).toBe(false); // still starting
+  child.kill('SIGTERM');
+  const code = await exited(child);
+  service = undefined;
+
+  expect(child.signalCode).toBeNull();
+  expect(code).toBe(0);
+  const log = lines();
+  expect(await allStarted(lines)()).toBe(true);
+  expect(log.filter((l) => l.level === 'error' || l.level === 'fatal')).toEqual([]);
+  const msgs = log.map((l) => l.msg);
+  expect(msgs.indexOf('Shutting down: finishing work in flight')).toBeGreaterThan(
+    msgs.findIndex((m) => m.startsWith('Server listening')),
+  );
+  expect(msgs[msgs.length - 1]).toBe('Stopped');
 });
