@@ -15,7 +15,9 @@ let ids: { noTenant: number; badJson: number; acme: number };
 
 beforeAll(async () => {
   env = await createApiEnv('dlq-repair', {
-    env: { AUTH_JWT_SECRET: SECRET, API_REPLAY_RATE_LIMIT_PER_MINUTE: '1000' },
+    // The applies below read their outcome from the 200 the API gives when the workflow finishes within its wait:
+    // a long wait keeps that true on a busy machine (202 and polling are the API's answer past it).
+    env: { AUTH_JWT_SECRET: SECRET, API_REPLAY_RATE_LIMIT_PER_MINUTE: '1000', API_REPLAY_WAIT_MS: '60000' },
   });
   // Real dead letters, as ingest writes them from real Kafka records.
   await env.h.send(env.h.topics.leads, [

@@ -30,7 +30,7 @@ beforeAll(async () => {
   await page.goto(`${base}/console`);
   await page.fill('#token', OPERATOR);
   await page.click('#token-save');
-}, 60_000);
+}, 180_000);
 
 afterAll(async () => {
   await browser?.close();

@@ -25,7 +25,7 @@ beforeAll(async () => {
   base = `http://127.0.0.1:${(env.app.server.address() as { port: number }).port}`;
   browser = await launchChromium();
   page = await consolePage(browser, pageErrors);
-}, 60_000);
+}, 180_000);
 
 afterAll(async () => {
   await browser?.close();

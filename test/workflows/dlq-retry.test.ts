@@ -25,8 +25,9 @@ const retryDue = (): Promise<DlqRetryResult> =>
     taskQueue,
     workflowId: `dlq-retry-test-${++run}`,
     args: [{ source: 'automated' }],
-    // The test server may skip ahead to a finished workflow's execution timeout; keep that jump small.
-    workflowExecutionTimeout: '10s',
+    // The test server may skip ahead to a finished workflow's execution timeout; keep that jump small (30 s: below
+    // every "not due yet" margin below, and above what a run takes in real time on a busy machine; 10 s was not).
+    workflowExecutionTimeout: '30s',
   });
 
 const entry = async (id: number) => (await h.pool.query('SELECT * FROM event_dlq WHERE id = $1', [id])).rows[0];
