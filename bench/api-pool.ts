@@ -220,6 +220,7 @@ async function measure(
       c.once('exit', (code) => reject(new Error(`pool-service exited with code ${code} before "${word}"`)));
     });
   const clients: StreamReader[] = [];
+  let connections: ReturnType<typeof sampleConnections> | undefined;
   try {
     await said('ready');
     if (apiChild && apiLines) await said('ready', apiChild, apiLines);
@@ -230,7 +231,7 @@ async function measure(
       if (refused > 0) throw new Error(`${refused} of ${CLIENTS} stream clients got nothing before ingest started`);
     }
     const rss = sampleRss(child.pid);
-    const connections = sampleConnections(databaseUrl);
+    connections = sampleConnections(databaseUrl);
     const bytesBefore = clients.reduce((sum, c) => sum + c.bytes, 0);
     const released = Date.now();
     child.stdin!.write('go\n');
@@ -268,6 +269,7 @@ async function measure(
       peakRssMb: memory.vmHwmMb ?? memory.peakRssMb,
     };
   } finally {
+    await connections?.stop(); // idempotent: a failed measurement must not leave the sampler on the database
     for (const c of clients) c.close();
     lines.close();
     apiLines?.close();

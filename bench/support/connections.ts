@@ -16,6 +16,8 @@ export interface PoolActivity {
 export function sampleConnections(databaseUrl: string, runningLike = '', everyMs = 50) {
   const seen: Record<string, PoolActivity> = {};
   const client = new pg.Client({ connectionString: databaseUrl, application_name: 'crm-bench-sampler' });
+  // A benchmark that fails drops its database, which ends this connection: that must not hide the failure itself.
+  client.on('error', () => undefined);
   let queue: Promise<unknown> = client.connect();
   const sample = async () => {
     const { rows } = await client.query<{ app: string; n: number; running: number }>(
@@ -35,12 +37,17 @@ export function sampleConnections(databaseUrl: string, runningLike = '', everyMs
   const timer = setInterval(() => {
     queue = queue.then(sample).catch(() => undefined);
   }, everyMs);
+  let stopped: Promise<Record<string, PoolActivity>> | undefined;
   return {
-    async stop(): Promise<Record<string, PoolActivity>> {
-      clearInterval(timer);
-      await queue;
-      await client.end();
-      return seen;
+    /** Ends the sampling (once; later calls get the same answer) and returns what was seen. */
+    stop(): Promise<Record<string, PoolActivity>> {
+      stopped ??= (async () => {
+        clearInterval(timer);
+        await queue;
+        await client.end().catch(() => undefined);
+        return seen;
+      })();
+      return stopped;
     },
   };
 }
