@@ -214,10 +214,22 @@ async function measure(
   const saying = (c: ChildProcess) => readline.createInterface({ input: c.stdout! });
   const lines = saying(child);
   const apiLines = apiChild ? saying(apiChild) : undefined;
+  // What a service process said last (its log lines go to stdout at LOG_LEVEL warn): named when it dies early.
+  const last = new Map<ChildProcess, string[]>();
   const said = (word: string, c: ChildProcess = child, from = lines) =>
     new Promise<void>((resolve, reject) => {
-      from.on('line', (line) => line === word && resolve());
-      c.once('exit', (code) => reject(new Error(`pool-service exited with code ${code} before "${word}"`)));
+      from.on('line', (line) => {
+        const kept = last.get(c) ?? [];
+        last.set(c, [...kept.slice(-4), line]);
+        if (line === word) resolve();
+      });
+      c.once('exit', (code) =>
+        reject(
+          new Error(
+            `pool-service exited with code ${code} before "${word}"; it said last:\n${(last.get(c) ?? []).join('\n')}`,
+          ),
+        ),
+      );
     });
   const clients: StreamReader[] = [];
   let connections: ReturnType<typeof sampleConnections> | undefined;

@@ -5,10 +5,12 @@ import {
   type Admin,
   type InstrumentationEvent,
   type LogEntry,
+  type Message,
   type Producer,
   type ProducerBatch,
   type ProducerRecord,
   type RecordMetadata,
+  type TopicMessages,
 } from 'kafkajs';
 import type { Logger } from './logger';
 
@@ -176,6 +178,36 @@ export interface ReplayProducer extends Producer {
   renew(reason: string): void;
 }
 
+/**
+ * Throws when a send resolved without an acknowledgement for a partition it put messages on. kafkajs 2.2.4 does that
+ * when a broker fails mid-send: its retry resends only to the brokers that had not answered, so the failed broker's
+ * partitions, moved by the leader election to brokers that had answered, are never sent and the send still succeeds
+ * (kafkajs issue #1303; found by the cluster fault suite, which SIGKILLs a leader broker mid-replay). The error fails
+ * the send like any other: the producer starts over and the caller's retry sends the page again, whose copies that
+ * did arrive the journal keeps once (one row per replay and source event).
+ */
+export function refuseUnacknowledged(
+  sent: TopicMessages[],
+  acknowledged: RecordMetadata[],
+  partitionOf: (message: Message) => number | undefined,
+): void {
+  const acked = new Set(acknowledged.map((m) => `${m.topicName}\u0000${m.partition}`));
+  const missing = new Set<string>();
+  for (const { topic, messages } of sent) {
+    for (const message of messages) {
+      const partition = message.partition ?? partitionOf(message);
+      if (partition === undefined || !acked.has(`${topic}\u0000${partition}`)) {
+        missing.add(`${topic}[${partition ?? '?'}]`);
+      }
+    }
+  }
+  if (missing.size > 0) {
+    throw new Error(
+      `Kafka acknowledged the send without partition(s) ${[...missing].join(', ')}: those messages may not have been written; sending again`,
+    );
+  }
+}
+
 /** Retries of one send inside kafkajs (about 10 s of backoff); the activity's retry policy is above them. */
 export const PRODUCER_RETRIES = 5;
 /** How long the broker may wait for the in-sync replicas' acks of one produce request. */
@@ -207,9 +239,18 @@ export function createProducer(kafka: Kafka, log?: Logger): ReplayProducer {
   const listeners: [Parameters<Producer['on']>[0], Listener][] = [];
   let wanted = false;
 
+  // The partition each message was last given, to check that every partition of a send was acknowledged.
+  const assigned = new WeakMap<Message, number>();
   const generation = (): Generation => {
     const producer = kafka.producer({
-      createPartitioner: Partitioners.DefaultPartitioner,
+      createPartitioner: () => {
+        const partition = Partitioners.DefaultPartitioner();
+        return (args) => {
+          const chosen = partition(args);
+          assigned.set(args.message, chosen);
+          return chosen;
+        };
+      },
       idempotent: true,
       maxInFlightRequests: 1,
       retry: { retries: PRODUCER_RETRIES, initialRetryTime: 300, maxRetryTime: 5_000 },
@@ -231,13 +272,18 @@ export function createProducer(kafka: Kafka, log?: Logger): ReplayProducer {
     release(old);
   };
 
-  const sending = async (fn: (p: Producer) => Promise<RecordMetadata[]>): Promise<RecordMetadata[]> => {
+  const sending = async (
+    sent: TopicMessages[],
+    fn: (p: Producer) => Promise<RecordMetadata[]>,
+  ): Promise<RecordMetadata[]> => {
     const gen = current;
     gen.inFlight++;
     try {
       if (!wanted) throw new Error('The producer is disconnected');
       await (gen.connecting ??= gen.producer.connect());
-      return await fn(gen.producer);
+      const acknowledged = await fn(gen.producer);
+      refuseUnacknowledged(sent, acknowledged, (message) => assigned.get(message));
+      return acknowledged;
     } catch (err) {
       if (gen === current) renew((err as Error).message);
       throw err;
@@ -260,8 +306,9 @@ export function createProducer(kafka: Kafka, log?: Logger): ReplayProducer {
       current.retired = true;
       await Promise.all([current.producer.disconnect(), catalog.close()]);
     },
-    send: (record: ProducerRecord) => sending((p) => p.send({ timeout: PRODUCE_ACK_TIMEOUT_MS, ...record })),
-    sendBatch: (batch: ProducerBatch) => sending((p) => p.sendBatch({ timeout: PRODUCE_ACK_TIMEOUT_MS, ...batch })),
+    send: (record: ProducerRecord) => sending([record], (p) => p.send({ timeout: PRODUCE_ACK_TIMEOUT_MS, ...record })),
+    sendBatch: (batch: ProducerBatch) =>
+      sending(batch.topicMessages ?? [], (p) => p.sendBatch({ timeout: PRODUCE_ACK_TIMEOUT_MS, ...batch })),
     isIdempotent: () => true,
     get events() {
       return current.producer.events;
