@@ -25,6 +25,7 @@ import {
 import { listRetentionRows, topicsInPartition } from '../repository/retention';
 import { withTransaction } from '../shared/db';
 import type { ActivityDeps } from './deps';
+import { withdrawStaleSegments } from './stale-segments';
 
 /** What archiving one retention step produced: its segment (none when there was nothing to archive). */
 export interface ArchivedStep {
@@ -134,6 +135,8 @@ export function createMaintenanceActivities({ pool, archive, config, log }: Acti
       if (step.action === 'delete_rows' && (await countJournalRows(pool, sourceOf(step))) === 0) {
         return { segment: null, rows: 0 };
       }
+      // A segment of this partition archived by a step that was not applied holds rows this one would archive again.
+      await withdrawStaleSegments({ pool, archive, log }, input.workflowId, step.partition, segment);
       const existing = await findManifest(archive, segment);
       if (existing) {
         await verifySegment(archive, existing);
@@ -192,6 +195,14 @@ export function createMaintenanceActivities({ pool, archive, config, log }: Acti
       const removed = await withTransaction(pool, async (client) => {
         const source = sourceOf(step);
         await holdPartitionForRemoval(client, step.partition);
+        // Under the lock a withdrawal takes too: the segment verified above must still be the one in the store.
+        const current = await findManifest(archive, manifest.segment);
+        if (current?.file.sha256 !== manifest.file.sha256) {
+          throw ApplicationFailure.retryable(
+            `${step.partition}: the archived segment ${manifest.segment} changed or was withdrawn since it was verified`,
+            'ArchiveChanged',
+          );
+        }
         const now = await countJournalRows(client, source, manifest.id?.max ?? 0);
         const total = await countJournalRows(client, source);
         if (now !== manifest.rows || total !== manifest.rows) {
