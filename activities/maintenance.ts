@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { Context, ApplicationFailure } from '@temporalio/activity';
-import { findManifest, verifySegment, writeSegment, type SegmentManifest } from '../archive';
+import { deleteSegment, findManifest, verifySegment, writeSegment, type SegmentManifest } from '../archive';
 import { ensurePartitions } from '../lifecycle/partitions';
 import { effectivePolicies, planDeadLetterExpiry, planRetention, type RetentionStep } from '../lifecycle/retention';
 import { deleteExpiredDeadLetters } from '../repository/dlq-retention';
@@ -18,6 +18,7 @@ import {
 import { deleteRemovedRecordsBefore, redeliveryHorizon } from '../repository/removed-records';
 import {
   appendLifecycleAction,
+  databaseClock,
   erasuresInProgress,
   finishLifecycleAudit,
   startLifecycleAudit,
@@ -142,6 +143,7 @@ export function createMaintenanceActivities({ pool, archive, config, log }: Acti
         await verifySegment(archive, existing);
         return { segment, rows: existing.rows };
       }
+      const writing = await databaseClock(pool);
       const manifest = await withTransaction(pool, async (client) => {
         // One snapshot for the count and the rows: the segment holds exactly what the count says.
         await oneSnapshot(client);
@@ -167,6 +169,16 @@ export function createMaintenanceActivities({ pool, archive, config, log }: Acti
         });
       });
       if (!manifest) return { segment: null, rows: 0 };
+      // An erasure that ran while the segment was written did not see it (no manifest yet), and the rows read before
+      // its deletes are in it: the segment goes, and a retry archives again once the erasure is over.
+      const erasures = await erasuresInProgress(pool, writing);
+      if (erasures.length) {
+        await deleteSegment(archive, segment);
+        throw ApplicationFailure.retryable(
+          `Erasure ${erasures.join(', ')} ran while ${segment} was written: the segment is archived again after it`,
+          'ErasureInProgress',
+        );
+      }
       await appendLifecycleAction(pool, input.workflowId, {
         action: 'segment_archived',
         segment,
