@@ -10,6 +10,7 @@ import {
   type ErasureCounts,
 } from '../repository/erasure';
 import { deleteMatches, type ErasureTable } from '../repository/erasure-match';
+import { redactOperatorCopies } from '../repository/erasure-redaction';
 import {
   appendLifecycleAction,
   finishLifecycleAudit,
@@ -125,12 +126,16 @@ export function createErasureActivities(deps: ActivityDeps) {
         await client.query('BEGIN');
         const audit = await getLifecycleAudit(client, input.erasureId);
         if (audit?.status === 'running') {
+          // Copies of the value in the audit of operators' actions (a replay's payload filter, a repair's value).
+          const target = await loadErasureSubject(client, input.subjectHash);
+          const copies = target ? await redactOperatorCopies(client, target.value) : 0;
           await appendLifecycleAction(client, input.erasureId, {
             action: 'erased',
             journal_rows: counts.journal.rows,
             dlq_rows: counts.dlq.rows,
             archive_segments: counts.archive.segments,
             archive_rows: counts.archive.rows,
+            operator_copies_redacted: copies,
           });
           await finishLifecycleAudit(client, input.erasureId, input.status, input.error);
         }

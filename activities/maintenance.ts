@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { Context, ApplicationFailure } from '@temporalio/activity';
-import { findManifest, verifySegment, writeSegment, type SegmentManifest } from '../archive';
+import { deleteSegment, findManifest, verifySegment, writeSegment, type SegmentManifest } from '../archive';
 import { ensurePartitions } from '../lifecycle/partitions';
 import { effectivePolicies, planDeadLetterExpiry, planRetention, type RetentionStep } from '../lifecycle/retention';
 import { deleteExpiredDeadLetters } from '../repository/dlq-retention';
@@ -18,6 +18,7 @@ import {
 import { deleteRemovedRecordsBefore, redeliveryHorizon } from '../repository/removed-records';
 import {
   appendLifecycleAction,
+  databaseClock,
   erasuresInProgress,
   finishLifecycleAudit,
   startLifecycleAudit,
@@ -25,6 +26,7 @@ import {
 import { listRetentionRows, topicsInPartition } from '../repository/retention';
 import { withTransaction } from '../shared/db';
 import type { ActivityDeps } from './deps';
+import { withdrawStaleSegments } from './stale-segments';
 
 /** What archiving one retention step produced: its segment (none when there was nothing to archive). */
 export interface ArchivedStep {
@@ -134,11 +136,14 @@ export function createMaintenanceActivities({ pool, archive, config, log }: Acti
       if (step.action === 'delete_rows' && (await countJournalRows(pool, sourceOf(step))) === 0) {
         return { segment: null, rows: 0 };
       }
+      // A segment of this partition archived by a step that was not applied holds rows this one would archive again.
+      await withdrawStaleSegments({ pool, archive, log }, input.workflowId, step.partition, segment);
       const existing = await findManifest(archive, segment);
       if (existing) {
         await verifySegment(archive, existing);
         return { segment, rows: existing.rows };
       }
+      const writing = await databaseClock(pool);
       const manifest = await withTransaction(pool, async (client) => {
         // One snapshot for the count and the rows: the segment holds exactly what the count says.
         await oneSnapshot(client);
@@ -164,6 +169,16 @@ export function createMaintenanceActivities({ pool, archive, config, log }: Acti
         });
       });
       if (!manifest) return { segment: null, rows: 0 };
+      // An erasure that ran while the segment was written did not see it (no manifest yet), and the rows read before
+      // its deletes are in it: the segment goes, and a retry archives again once the erasure is over.
+      const erasures = await erasuresInProgress(pool, writing);
+      if (erasures.length) {
+        await deleteSegment(archive, segment);
+        throw ApplicationFailure.retryable(
+          `Erasure ${erasures.join(', ')} ran while ${segment} was written: the segment is archived again after it`,
+          'ErasureInProgress',
+        );
+      }
       await appendLifecycleAction(pool, input.workflowId, {
         action: 'segment_archived',
         segment,
@@ -192,6 +207,14 @@ export function createMaintenanceActivities({ pool, archive, config, log }: Acti
       const removed = await withTransaction(pool, async (client) => {
         const source = sourceOf(step);
         await holdPartitionForRemoval(client, step.partition);
+        // Under the lock a withdrawal takes too: the segment verified above must still be the one in the store.
+        const current = await findManifest(archive, manifest.segment);
+        if (current?.file.sha256 !== manifest.file.sha256) {
+          throw ApplicationFailure.retryable(
+            `${step.partition}: the archived segment ${manifest.segment} changed or was withdrawn since it was verified`,
+            'ArchiveChanged',
+          );
+        }
         const now = await countJournalRows(client, source, manifest.id?.max ?? 0);
         const total = await countJournalRows(client, source);
         if (now !== manifest.rows || total !== manifest.rows) {

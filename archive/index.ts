@@ -11,6 +11,7 @@ export { writeSegment, verifySegment, type WriteSegmentInput } from './write-seg
 export { readSegment, type ReadSegmentOptions } from './read-segment';
 export { rewriteSegment, sweepSegment, type RewriteResult, type RowDecision } from './rewrite-segment';
 export { restoreSegment } from './restore-segment';
+export { deleteSegment } from './delete-segment';
 export { journalArchiveRows, type JournalArchiveSource } from '../repository/journal-archive';
 export {
   findManifest,

@@ -110,6 +110,7 @@ export type LifecycleStatus = (typeof LIFECYCLE_STATUSES)[number];
 export const MAINTENANCE_ACTIONS = [
   'partition_created',
   'segment_archived',
+  'segment_withdrawn',
   'partition_dropped',
   'rows_deleted',
   'dead_letters_deleted',

@@ -152,6 +152,16 @@ export async function holdPartitionForRemoval(client: PoolClient, name: string):
 }
 
 /**
+ * Inside a transaction that withdraws a segment of the partition: holds it against writers and against a removal in
+ * flight (SHARE ROW EXCLUSIVE conflicts with the SHARE a removal holds), so that the rows found still journaled stay
+ * so until the segment is gone.
+ */
+export async function holdPartitionForWithdrawal(client: PoolClient, name: string): Promise<void> {
+  await client.query("SET LOCAL lock_timeout = '10s'");
+  await client.query(`LOCK TABLE ${ident(name)} IN SHARE ROW EXCLUSIVE MODE`);
+}
+
+/**
  * Makes the caller's transaction one snapshot (a count and the rows read after it agree), allowed to last: a cursor's
  * statement_timeout covers the whole cursor, not each fetch, and archiving a partition takes longer than the pool's
  * 30 s. The activity's heartbeat and start-to-close timeout bound it instead.

@@ -100,11 +100,22 @@ export async function recordLifecycleRequested(db: Queryable, input: LifecycleAu
   await insertLifecycleAudit(db, input, 'DO NOTHING');
 }
 
-/** Erasures requested or running: maintenance archives nothing meanwhile (a segment could keep an erased row). */
-export async function erasuresInProgress(db: Queryable): Promise<string[]> {
+/**
+ * Erasures requested or running: maintenance archives nothing meanwhile (a segment could keep an erased row). With
+ * `since`, also those that ended since then: an erasure that ran while a segment was being written.
+ */
+export async function erasuresInProgress(db: Queryable, since?: Date): Promise<string[]> {
   const { rows } = await db.query<{ workflow_id: string }>(
     `SELECT workflow_id FROM lifecycle_audit
-      WHERE kind = 'erasure' AND status = 'running' AND started_at > now() - interval '7 days'`,
+      WHERE kind = 'erasure' AND started_at > now() - interval '7 days'
+        AND (status = 'running' OR finished_at >= $1)`,
+    [since ?? null],
   );
   return rows.map((r) => r.workflow_id);
+}
+
+/** The database's clock now (not the transaction's start): a point every later snapshot comes after. */
+export async function databaseClock(db: Queryable): Promise<Date> {
+  const { rows } = await db.query<{ now: Date }>('SELECT clock_timestamp() AS now');
+  return rows[0].now;
 }
