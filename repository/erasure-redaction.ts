@@ -4,7 +4,7 @@ import type { Queryable } from './queryable';
  * Where operators' own actions can hold a copy of an erased value, outside the journal and the DLQ rows an erasure
  * deletes: the audit of replays (a payload filter, a transform, an error), of DLQ repairs (the replacement value or
  * patch, the selection, the reason, an entry's error), a dead letter's discard reason. Each is kept as history with
- * the value replaced by '[erased]' (sql/018: erasure_redact for the JSON ones).
+ * the value replaced by '[erased]' (sql/016: erasure_redact for the JSON ones).
  */
 const COPIES: Array<{ table: string; json: string[]; text: string[] }> = [
   { table: 'replay_audit', json: ['filter'], text: ['error'] },
