@@ -35,8 +35,8 @@ it(
     let rolling = true;
     let rangeId = '';
     try {
-      // 12 events/s: the range outlasts most of the restarts.
-      rangeId = await c.startRange(tenant, 12);
+      // 5 events/s: the range runs through the restarts (each up to a minute: a graceful stop, then a start).
+      rangeId = await c.startRange(tenant, 5);
       // A batch replay of five events every 10 s (the replay budget is 10 requests a minute for all API processes).
       const operator = (async () => {
         for (let i = 0; rolling; i++) {
