@@ -15,8 +15,24 @@ async function columns(db: pg.Client, table: string): Promise<Set<string>> {
 
 const b64 = (b: Buffer | null) => (b === null ? null : b.toString('base64'));
 
-/** Everything the checker needs from Postgres: journal, DLQ, replay rows compared to their originals in SQL. */
-export async function collectDatabase(databaseUrl: string, produced: Omit<Produced, 'canonical'>[]) {
+/**
+ * Rows older than a run on a database that outlives it (the cluster profile's): journal and DLQ rows with ids up to
+ * these were stored before the run produced anything, so they can hold none of its records nor replays.
+ */
+export interface CollectScope {
+  afterJournalId: number;
+  afterDlqId: number;
+}
+
+/**
+ * Everything the checker needs from Postgres: journal, DLQ, replay rows compared to their originals in SQL (all of
+ * them, or those after `scope`).
+ */
+export async function collectDatabase(
+  databaseUrl: string,
+  produced: Omit<Produced, 'canonical'>[],
+  scope: CollectScope = { afterJournalId: 0, afterDlqId: 0 },
+) {
   const db = new pg.Client({ connectionString: databaseUrl, statement_timeout: 120_000 });
   await db.connect();
   try {
@@ -34,7 +50,8 @@ export async function collectDatabase(databaseUrl: string, produced: Omit<Produc
     const keyBytes = jCols.has('kafka_key_bytes') ? ', kafka_key_bytes' : '';
     const journal = await db.query(
       `SELECT id, topic, kafka_partition, kafka_offset::text AS kafka_offset, payload::text AS payload, replay_count${keyBytes}
-         FROM event_journal`,
+         FROM event_journal WHERE id > $1`,
+      [scope.afterJournalId],
     );
     const journalRows: JournalRow[] = journal.rows.map((r) => ({
       id: Number(r.id),
@@ -49,7 +66,8 @@ export async function collectDatabase(databaseUrl: string, produced: Omit<Produc
     const status = dCols.has('status') ? 'status' : `'open' AS status`;
     const dlq = await db.query(
       `SELECT id, topic, kafka_partition, kafka_offset::text AS kafka_offset, payload::text AS payload, raw_value, ${status}${rawBytes}
-         FROM event_dlq`,
+         FROM event_dlq WHERE id > $1`,
+      [scope.afterDlqId],
     );
     const dlqRows: DlqRow[] = dlq.rows.map((r) => ({
       id: Number(r.id),
@@ -72,7 +90,8 @@ export async function collectDatabase(databaseUrl: string, produced: Omit<Produc
          FROM event_journal r
          LEFT JOIN event_journal o ON r.payload->>'_replayed_from_event_id' ~ '^[0-9]{1,18}$'
                                   AND o.id = (r.payload->>'_replayed_from_event_id')::bigint
-        WHERE r.replay_count > 0`,
+        WHERE r.replay_count > 0 AND r.id > $1`,
+      [scope.afterJournalId],
     );
     const replayRows: ReplayRow[] = replays.rows.map((r) => ({
       id: Number(r.id),

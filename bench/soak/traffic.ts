@@ -28,6 +28,8 @@ export class TrafficSource {
     private readonly rand: () => number,
     private readonly hostileShare: number,
     private readonly forge: () => ForgeTarget | undefined,
+    /** The records that are not hostile (the cluster fault suite sends its own tenant's). */
+    private readonly steady: (seq: number) => OutRecord = steadyRecord,
   ) {}
 
   /** Sends ratePerSecond records a second until stop() says so; at most 50 sends in flight. */
@@ -37,8 +39,7 @@ export class TrafficSource {
     while (!stop()) {
       if (this.inFlight < 50) {
         const seq = this.seq++;
-        const record =
-          this.rand() < this.hostileShare ? hostileRecord(this.rand, seq, this.forge()) : steadyRecord(seq);
+        const record = this.rand() < this.hostileShare ? hostileRecord(this.rand, seq, this.forge()) : this.steady(seq);
         sends.push(this.send(record));
         if (sends.length > 500) await Promise.all(sends.splice(0));
       }

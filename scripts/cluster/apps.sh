@@ -6,6 +6,8 @@
 
 CLI_JS="$REPO_DIR/dist/cli/main.js"
 APP_MEMBERS=(ingest-1 ingest-2 worker-1 worker-2 api-1 api-2)
+# Started only when asked for (`stack.sh start ingest-3 --profile cluster`: scaling ingest out); stopped by `down`.
+SCALE_MEMBERS=(ingest-3)
 
 # The environment every process of the profile shares; whatever the caller's environment says about addresses is
 # replaced (a .env aimed at the default stack must not send the cluster's processes there).

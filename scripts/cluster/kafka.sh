@@ -47,6 +47,14 @@ render_broker() {
     "$CLUSTER_CONF/kafka-broker.properties" >"$(broker_props "$n")"
 }
 
+launch_broker() {
+  local n=$1
+  say "kafka-$n: starting on 127.0.0.1:$(broker_port "$n") (controller :${CLUSTER_CONTROLLER_PORTS[$n - 1]})"
+  launch "kafka-$n" "$LOGS/kafka-$n.out" java "${CLUSTER_KAFKA_JVM[@]}" -Dkafka.logs.file="$LOGS/kafka-$n.log" \
+    -Dlog4j2.configurationFile="$CONF_DIR/kafka-log4j2.properties" -cp "$KAFKA_LIBS/*" kafka.Kafka "$(broker_props "$n")"
+}
+await_broker() { wait_ready "kafka-$1" "$LOGS/kafka-$1.log" "broker_alive $1" "broker_probe $1" "$LOGS/kafka-$1.out"; }
+
 # start_brokers: launches the brokers not running; their names go to STARTED_BROKERS for await_brokers.
 start_brokers() {
   local n p
@@ -61,18 +69,14 @@ start_brokers() {
   format_brokers
   for n in 1 2 3; do
     broker_alive "$n" && continue
-    say "kafka-$n: starting on 127.0.0.1:$(broker_port "$n") (controller :${CLUSTER_CONTROLLER_PORTS[$n - 1]})"
-    launch "kafka-$n" "$LOGS/kafka-$n.out" java "${CLUSTER_KAFKA_JVM[@]}" -Dkafka.logs.file="$LOGS/kafka-$n.log" \
-      -Dlog4j2.configurationFile="$CONF_DIR/kafka-log4j2.properties" -cp "$KAFKA_LIBS/*" kafka.Kafka "$(broker_props "$n")"
+    launch_broker "$n"
     STARTED_BROKERS+=("$n")
   done
 }
 
 await_brokers() {
   local n
-  for n in "${STARTED_BROKERS[@]}"; do
-    wait_ready "kafka-$n" "$LOGS/kafka-$n.log" "broker_alive $n" "broker_probe $n" "$LOGS/kafka-$n.out"
-  done
+  for n in "${STARTED_BROKERS[@]}"; do await_broker "$n"; done
   say "kafka: 3 brokers up on $(cluster_bootstrap) (Kafka $(kafka_version), RF 3, min.insync.replicas 2)"
 }
 
@@ -89,3 +93,19 @@ down_brokers() {
   say "kafka: stopped"
 }
 kill_broker() { kill_owned "kafka-$1" "$(broker_props "$1")"; }
+# One broker, controlled shutdown (it hands its leaderships over first).
+stop_broker() {
+  local pid
+  pid=$(owned_pid "kafka-$1" "$(broker_props "$1")") || { say "kafka-$1: not running"; return 0; }
+  say "kafka-$1: stopping (pid $pid, controlled shutdown)"
+  signal_and_wait "kafka-$1" TERM "$pid"
+  rm -f "$RUN/kafka-$1.pid"
+}
+start_broker() {
+  broker_alive "$1" && { say "kafka-$1: already running"; return 0; }
+  render_broker "$1"
+  format_brokers
+  launch_broker "$1"
+  await_broker "$1"
+  say "kafka-$1: up"
+}

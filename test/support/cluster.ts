@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import path from 'node:path';
 
 const STACK = path.resolve(__dirname, '../../scripts/stack.sh');
@@ -17,6 +17,27 @@ export function clusterStack(command: 'up' | 'down' | 'status', timeoutMs = 120_
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'pipe'],
     timeout: timeoutMs,
+  });
+}
+
+/** What `stack.sh <command> <member> --profile cluster` does to one member (scripts/cluster/stack.sh). */
+export type MemberCommand = 'kill' | 'stop' | 'start' | 'restart';
+
+/**
+ * One member's kill, stop, start or restart, without blocking the event loop (traffic and replays in the same test
+ * keep running meanwhile). Rejects with the tail of its stderr, or after timeoutMs.
+ */
+export function clusterMember(command: MemberCommand, member: string, timeoutMs = 300_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      'bash',
+      [STACK, command, member, '--profile', 'cluster'],
+      { encoding: 'utf8', timeout: timeoutMs, killSignal: 'SIGKILL' },
+      (err, stdout, stderr) =>
+        err
+          ? reject(new Error(`stack.sh ${command} ${member}: ${stderr.trim().split('\n').slice(-5).join(' | ')}`))
+          : resolve(stdout),
+    );
   });
 }
 
