@@ -40,7 +40,7 @@ const TRANSFORM = replayTransform([
  * seeds' method (sequential POST /replay/:id), measured on 200 and extrapolated. Then cold replay: the same rows
  * archived as one segment and removed from the journal, and the same workflow over the same range, read from the
  * archive. Each repeat also runs the workflow with a payload filter (matching every row) and with a transform (a JSON
- * Patch on every payload), reported as ratios to the plain run of the same repeat. A run with --events writes
+ * Patch on every payload), in alternating order, reported as ratios of medians to the plain run's. A run with --events writes
  * range-replay-<events>.json, leaving the default size's result in place.
  */
 export async function rangeReplayBench({ repeat, events: requested }: BenchOptions) {
@@ -119,13 +119,19 @@ export async function rangeReplayBench({ repeat, events: requested }: BenchOptio
         // Warm the worker and the API's Temporal client; the very first replay may outlast the API's wait (202).
         await client.workflow.getHandle(await postReplay(api.url, ids[0], target, true)).result();
         for (let r = 0; r < repeat; r++) {
-          samples.workflow.push(await replayRange(`bench-range-${suffix}-${r}`));
-          samples.filtered.push(
-            await replayRange(`bench-range-filtered-${suffix}-${r}`, { payloadFilter: PAYLOAD_FILTER }),
-          );
-          samples.transformed.push(
-            await replayRange(`bench-range-transformed-${suffix}-${r}`, { transform: TRANSFORM }),
-          );
+          // Odd repeats run the three in reverse order, so that neither mode always runs first on a busy machine.
+          const modes = [
+            async () => samples.workflow.push(await replayRange(`bench-range-${suffix}-${r}`)),
+            async () =>
+              samples.filtered.push(
+                await replayRange(`bench-range-filtered-${suffix}-${r}`, { payloadFilter: PAYLOAD_FILTER }),
+              ),
+            async () =>
+              samples.transformed.push(
+                await replayRange(`bench-range-transformed-${suffix}-${r}`, { transform: TRANSFORM }),
+              ),
+          ];
+          for (const mode of r % 2 === 0 ? modes : modes.reverse()) await mode();
 
           const rawSeconds = await rawLoop(
             pool,
@@ -203,8 +209,8 @@ export async function rangeReplayBench({ repeat, events: requested }: BenchOptio
             'client.workflow.execute(rangeReplayWorkflow) on the project worker (in the benchmark process, private task queue) until its result; published count and topic growth checked',
           rawLoop:
             'in the benchmark: rangePage keyset pages of the same size, toReplayMessage, one producer.sendBatch per page (same idempotent producer settings)',
-          filtered: `the same workflow over the same range with payloadFilter ${JSON.stringify(PAYLOAD_FILTER)} (every seeded row matches: the predicate is evaluated on each row by Postgres and every row is sent), right after the plain run of the same repeat`,
-          transformed: `the same workflow with the transform ${JSON.stringify(TRANSFORM.patch)} (each payload parsed, patched with rfc6902 and serialised in the activity), right after the filtered run of the same repeat`,
+          filtered: `the same workflow over the same range with payloadFilter ${JSON.stringify(PAYLOAD_FILTER)} (every seeded row matches: the predicate is evaluated on each row by Postgres and every row is sent), in the same repeat as the plain run (plain, filtered, transformed in even repeats; the reverse in odd ones)`,
+          transformed: `the same workflow with the transform ${JSON.stringify(TRANSFORM.patch)} (each payload parsed, patched with rfc6902 and serialised in the activity), in the same repeat as the plain run`,
           seeds: `sequential POST /replay/:id?target_topic on ${SEEDS_SAMPLE} ids (the seeds' way), extrapolated to ${events}`,
           cold: 'after the runs above: every row archived as one gzip NDJSON segment in a local directory (verified) and deleted from the journal, then the same client.workflow.execute(rangeReplayWorkflow) over the same range, which reads the archive (planning counts it once, then streams it); published count and topic growth checked',
         },

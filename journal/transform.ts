@@ -73,11 +73,42 @@ export function applyTransform(payloadText: string, transform: ReplayTransform):
   return { ok: true, text: JSON.stringify(payload) };
 }
 
-/** The first number in a JSON text that a double does not hold exactly (compared as decimals), else undefined. */
+/**
+ * Significant digits a double always carries: a decimal of at most this many digits and without an exponent comes back
+ * from a double as the same decimal (its magnitude lies between 1e-14 and 1e15, far from the double's limits).
+ */
+const EXACT_DIGITS = 15;
+
+const [QUOTE, BACKSLASH, MINUS, PLUS, DOT, LOWER_E, UPPER_E] = ['"', '\\', '-', '+', '.', 'e', 'E'].map((c) =>
+  c.charCodeAt(0),
+);
+const isDigit = (code: number) => code >= 48 && code <= 57;
+
+/**
+ * The first number in a JSON text that a double does not hold exactly (compared as decimals), else undefined. One pass
+ * over the text, skipping strings; only a number with more than EXACT_DIGITS digits or an exponent is compared, so an
+ * ordinary payload costs a scan and no allocation (this runs on every event a transform replays).
+ */
 function inexactNumber(text: string): string | undefined {
-  const outsideStrings = text.replace(/"(?:[^"\\]|\\.)*"/g, '""');
-  for (const token of outsideStrings.match(/-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g) ?? []) {
-    if (decimalOf(token) !== decimalOf(String(Number(token)))) return token;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === QUOTE) {
+      for (i++; i < text.length && text.charCodeAt(i) !== QUOTE; i++) if (text.charCodeAt(i) === BACKSLASH) i++;
+      continue;
+    }
+    if (c !== MINUS && !isDigit(c)) continue;
+    const start = i;
+    let digits = 0;
+    let exponent = false;
+    for (; i < text.length; i++) {
+      const d = text.charCodeAt(i);
+      if (isDigit(d)) digits += exponent ? 0 : 1;
+      else if (d === LOWER_E || d === UPPER_E) exponent = true;
+      else if (d !== DOT && d !== PLUS && d !== MINUS) break;
+    }
+    // The character that ended the number is a separator (`,` `}` `]` or space): the outer loop may step over it.
+    const token = text.slice(start, i);
+    if ((digits > EXACT_DIGITS || exponent) && decimalOf(token) !== decimalOf(String(Number(token)))) return token;
   }
   return undefined;
 }

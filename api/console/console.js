@@ -1,5 +1,5 @@
 // The operator panels around the live stream: token, latest events with replay, replay workflows with progress and
-// cancel, the range-replay form with its dry run, and the DLQ with retry. Loaded after util.js and live.js.
+// cancel, and the DLQ with retry (the range-replay form is range-replay.js). Loaded after util.js and live.js.
 'use strict';
 
 const REFRESH_MS = 10_000;
@@ -168,73 +168,6 @@ async function cancelReplay(button, workflowId) {
   setTimeout(() => void refreshReplays().catch(report), 1000);
 }
 
-// ------------------------------------------------------------------ range replay
-
-/** A Date as the value of a datetime-local input (local time, to the second). */
-function toLocalInput(date) {
-  return new Date(date.getTime() - date.getTimezoneOffset() * 60_000).toISOString().slice(0, 19);
-}
-
-function rangeBody(dryRun) {
-  const value = (id) => document.getElementById(id).value.trim();
-  const start = new Date(value('range-start'));
-  const end = new Date(value('range-end'));
-  if (Number.isNaN(start.getTime()) || Number.isNaN(end.getTime()))
-    throw new Error('Range replay needs a start and an end');
-  const body = { start: start.toISOString(), end: end.toISOString(), dry_run: dryRun };
-  if (value('range-tenant')) body.tenant_id = value('range-tenant');
-  if (value('range-topic')) body.topic = value('range-topic');
-  if (value('range-rate')) body.max_events_per_second = Number(value('range-rate'));
-  if (document.getElementById('range-include-replays').checked) body.include_replays = true;
-  return body;
-}
-
-function showRangeResult(...children) {
-  const box = document.getElementById('range-result');
-  box.replaceChildren(...children);
-  box.hidden = false;
-}
-
-const counts = (record) =>
-  Object.entries(record)
-    .sort((a, b) => b[1] - a[1])
-    .map(([name, n]) => `${name}: ${n}`)
-    .join(', ') || '—';
-
-async function previewRange(button) {
-  const result = await act(button, () => api('POST', '/replay/range', rangeBody(true)));
-  if (!result) return;
-  const r = result.data;
-  showRangeResult(
-    el('strong', { text: `Dry run: ${r.matched} events would be replayed` }),
-    el(
-      'dl',
-      { dataset: { matched: String(r.matched) } },
-      el('dt', { text: 'matched' }),
-      el('dd', { className: 'matched', text: r.matched }),
-      el('dt', { text: 'by topic' }),
-      el('dd', { className: 'by-topic', text: counts(r.by_topic) }),
-      el('dt', { text: 'by tenant' }),
-      el('dd', { className: 'by-tenant', text: counts(r.by_tenant) }),
-    ),
-  );
-}
-
-async function replayRange(button) {
-  const body = rangeBody(false);
-  const scope = [body.tenant_id && `tenant ${body.tenant_id}`, body.topic && `topic ${body.topic}`].filter(Boolean);
-  const question = `Replay every event received from ${body.start} to ${body.end}${scope.length ? ` (${scope.join(', ')})` : ''} to Kafka?`;
-  if (!confirm(question)) return;
-  const result = await act(button, () => api('POST', '/replay/range', body));
-  if (!result) return;
-  const id = result.data.workflow_id;
-  showRangeResult(
-    el('span', { text: 'Range replay started: ' }),
-    el('a', { className: 'mono', href: workflowUrl(id), target: '_blank', rel: 'noopener', text: id }),
-  );
-  await showReplay(id);
-}
-
 // ------------------------------------------------------------------ DLQ
 
 async function refreshDlq() {
@@ -315,11 +248,6 @@ function start() {
   document.getElementById('latest-refresh').addEventListener('click', () => void refreshLatest().catch(report));
   document.getElementById('replays-refresh').addEventListener('click', () => void refreshReplays().catch(report));
   document.getElementById('dlq-refresh').addEventListener('click', () => void refreshDlq().catch(report));
-  document.getElementById('range-preview').addEventListener('click', (e) => void previewRange(e.target));
-  document.getElementById('range-replay').addEventListener('click', (e) => void replayRange(e.target).catch(report));
-  const now = new Date();
-  document.getElementById('range-start').value = toLocalInput(new Date(now.getTime() - 3600_000));
-  document.getElementById('range-end').value = toLocalInput(new Date(now.getTime() + 300_000));
   void loadInfo().catch(report).then(restart);
   setInterval(() => void refreshAll(), REFRESH_MS);
   setInterval(() => void pollProgress().catch(() => undefined), PROGRESS_MS);

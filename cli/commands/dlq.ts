@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
 import { ApiClient } from '../api-client';
+import { jsonOption } from '../json-option';
 
 const HELP = `Usage:
   crm-events-sink dlq list [--status pending|retrying|resolved|parked|discarded] [--topic T] [--tenant T] [--class C]
@@ -79,11 +79,7 @@ export async function dlqCommand(argv: string[], api = new ApiClient()): Promise
 
 /** The body of POST /dlq/repair from the command's flags: a preview unless --apply. */
 export function repairBody(flag: (name: string) => string | undefined, apply: boolean): Record<string, unknown> {
-  const jsonOf = (name: string) => {
-    const text =
-      flag(name) ?? (flag(`${name}-file`) === undefined ? undefined : readFileSync(flag(`${name}-file`)!, 'utf8'));
-    return text === undefined ? undefined : (JSON.parse(text) as unknown);
-  };
+  const jsonOf = (name: string) => jsonOption(name, flag(name), flag(`${name}-file`));
   const ids = flag('ids')?.split(',').map(Number);
   return {
     ...(ids ? { ids } : { filter: filterOf(flag) }),

@@ -1,7 +1,10 @@
 import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { createApiEnv, produceJournaled, type ApiEnv } from '../support/api';
+import { eventually } from '../support/sink';
 
 const run = promisify(execFile);
 const CLI = path.resolve(__dirname, '../../dist/cli/main.js');
@@ -49,6 +52,120 @@ it('previews a range with --dry-run, then follows a real range replay with a pro
     workflow_status: 'COMPLETED',
     result: { status: 'completed', published: 40 },
   });
+});
+
+it('range and batch replays take a payload filter, a transform (inline or from a file) and per-key ordering', async () => {
+  const tenant = 'cli-options';
+  // Two keys, interleaved; one event in three from a trade show.
+  const ids: number[] = [];
+  for (let i = 0; i < 6; i++) {
+    const [id] = await produceJournaled(
+      env.h,
+      env.h.topics.leads,
+      [{ tenant_id: tenant, n: i, name: `lead ${i}`, source: i % 3 === 0 ? 'trade-show' : 'web' }],
+      { key: `account-${i % 2}` },
+    );
+    ids.push(id);
+  }
+  const patch = [
+    { op: 'move', from: '/name', path: '/full_name' },
+    { op: 'add', path: '/consumer', value: 'cli' },
+  ];
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cli-transform-'));
+  const patchFile = path.join(dir, 'rename.json');
+  fs.writeFileSync(patchFile, JSON.stringify(patch));
+  const window = ['--start', '2000-01-01T00:00:00Z', '--end', '2100-01-01T00:00:00Z', '--tenant', tenant];
+  const filter = ['--payload-filter', '$.source == "trade-show"'];
+
+  const preview = JSON.parse(
+    (await cli('replay', 'range', ...window, ...filter, '--transform-file', patchFile, '--dry-run')).stdout,
+  );
+  expect(preview).toMatchObject({ status: 'dry_run', matched: 2, transform: { patch } });
+  expect(preview.sample).toEqual([
+    expect.objectContaining({
+      id: ids[0],
+      payload: expect.objectContaining({ name: 'lead 0', source: 'trade-show' }),
+      transformed: expect.objectContaining({ full_name: 'lead 0', consumer: 'cli' }),
+    }),
+    expect.objectContaining({ id: ids[3], transformed: expect.objectContaining({ full_name: 'lead 3' }) }),
+  ]);
+
+  const range = await cli(
+    'replay',
+    'range',
+    ...window,
+    ...filter,
+    '--transform',
+    JSON.stringify(patch),
+    '--ordering',
+    'per_key',
+  );
+  const ranged = JSON.parse(range.stdout);
+  expect(ranged).toMatchObject({ workflow_status: 'COMPLETED', result: { status: 'completed', published: 2 } });
+  const batch = await cli(
+    'replay',
+    'batch',
+    ...ids.map(String),
+    '--transform-file',
+    patchFile,
+    '--ordering',
+    'per_key',
+  );
+  expect(JSON.parse(batch.stdout)).toMatchObject({
+    workflow_status: 'COMPLETED',
+    result: { status: 'completed', requested: 6, published: 6 },
+  });
+
+  // Both replays came back through Kafka into the journal, patched and naming the transform; the audit rows keep it.
+  const workflows = [ranged.result.workflow_id, JSON.parse(batch.stdout).result.workflow_id];
+  const { rows: audits } = await env.h.pool.query<{ workflow_id: string; filter: Record<string, unknown> }>(
+    'SELECT workflow_id, filter FROM replay_audit WHERE workflow_id = ANY($1::text[]) ORDER BY kind DESC',
+    [workflows],
+  );
+  expect(audits.map((a) => a.filter)).toEqual([
+    expect.objectContaining({
+      payloadFilter: '$.source == "trade-show"',
+      ordering: 'per_key',
+      transform: preview.transform,
+    }),
+    expect.objectContaining({ ordering: 'per_key', transform: preview.transform }),
+  ]);
+  const replayed = await eventually(async () => {
+    const { rows } = await env.h.pool.query<{ workflow: string; from: string; payload: Record<string, unknown> }>(
+      `SELECT payload->>'_replay_id' AS workflow, payload->>'_replayed_from_event_id' AS from, payload
+         FROM event_journal WHERE payload->>'_replay_id' = ANY($1::text[]) ORDER BY id`,
+      [workflows],
+    );
+    return rows.length === 8 ? rows : undefined;
+  }, 'the 8 replayed events journaled');
+  expect(replayed.filter((r) => r.workflow === workflows[0]).map((r) => Number(r.from))).toEqual([ids[0], ids[3]]);
+  for (const { payload } of replayed) {
+    expect(payload).toMatchObject({ consumer: 'cli', _replay_transform: preview.transform.id });
+    expect(payload).not.toHaveProperty('name');
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+it('refuses a payload filter, a transform or an ordering the API refuses, with its message', async () => {
+  const window = ['--start', '2000-01-01T00:00:00Z', '--end', '2100-01-01T00:00:00Z', '--dry-run'];
+  const failure = (...args: string[]) =>
+    cli('replay', ...args).then(
+      () => {
+        throw new Error(`replay ${args.join(' ')} succeeded`);
+      },
+      (e: { code: number; stderr: string }) => e,
+    );
+  const badFilter = await failure('range', ...window, '--payload-filter', '$.a ==');
+  expect(badFilter).toMatchObject({ code: 1 });
+  expect(badFilter.stderr).toMatch(
+    /POST \/replay\/range → 400: body\/payload_filter is not a valid JSONPath predicate: syntax error/,
+  );
+  const lineage = await failure('range', ...window, '--transform', '[{"op":"remove","path":"/_replay_id"}]');
+  expect(lineage.stderr).toMatch(/400: body\/transform cannot be applied: .* names the lineage field _replay_id/);
+  const ordering = await failure('batch', '1', '--ordering', 'strict');
+  expect(ordering.stderr).toMatch(/400: body\/ordering must be one of "page", "per_key"/);
+  const notJson = await failure('range', ...window, '--transform', '[{op:"add"}]');
+  expect(notJson.stderr).toMatch(/--transform is not JSON/);
 });
 
 it('lists, retries and repairs dead letters and shows the retry schedule', async () => {

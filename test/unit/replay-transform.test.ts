@@ -82,6 +82,15 @@ describe('applyTransform', () => {
     });
     // Digits inside strings are text, and exact decimals in any notation pass.
     expect(applyTransform('{"name": "12345678901234567890", "x": 2.50e3, "y": -0.0}', transform).ok).toBe(true);
+    // Numbers past 15 digits or with an exponent are compared; escaped quotes do not end a string.
+    const exact = '{"name": "say \\"9007199254740993\\"", "a": 123456789012345, "b": 9007199254740992, "c": 0.1e1}';
+    expect(applyTransform(exact, transform).ok).toBe(true);
+    for (const inexact of ['9007199254740993', '-12345678901234567890', '1e400', '0.10000000000000000001']) {
+      expect(applyTransform(`{"name": "a", "list": [1, ${inexact}]}`, transform)).toEqual({
+        ok: false,
+        reason: `the payload holds the number ${inexact}, which JSON Patch cannot carry exactly`,
+      });
+    }
   });
 });
 
