@@ -169,12 +169,11 @@ export async function coordinateShards(
   });
 
   const add = (assignment: ShardAssignment, matched: number, state: Partial<Child['state']>) => {
-    const applied = { paused: control.paused, rate: share() };
     children.push({
       id: `${workflowId}-shard-${assignment.by === 'late_archive' ? 'late' : assignment.index}`,
       assignment,
       matched,
-      applied,
+      applied: { paused: false, rate: null }, // set as it starts (runChildren)
       state: {
         cursor: 0,
         maxId: filter.maxId,
@@ -183,8 +182,8 @@ export async function coordinateShards(
         failed: 0,
         pages: 0,
         startedAt,
-        paused: applied.paused,
-        maxEventsPerSecond: applied.rate,
+        paused: false,
+        maxEventsPerSecond: null,
         ...state,
       },
     });
@@ -218,6 +217,11 @@ export async function coordinateShards(
 
   /** Starts the children not started yet and waits for every one of them, forwarding controls meanwhile. */
   const runChildren = async () => {
+    // Given at start what the forwarder would send them next: every child added by now shares the rate.
+    for (const child of running()) {
+      child.applied = { paused: control.paused, rate: share() };
+      child.state = { ...child.state, paused: child.applied.paused, maxEventsPerSecond: child.applied.rate };
+    }
     await Promise.all(
       running().map(async (child) => {
         const { sharding: _sharding, state: _state, ...rest } = input;

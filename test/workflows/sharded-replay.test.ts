@@ -225,4 +225,4 @@ it('each child continues as new on its own, and nothing is missed or repeated', 
   }
   const messages = await readTopic(h.kafka, topic, EVENTS);
   expect(messages.map((m) => m._replayed_from_event_id as number).sort((a, b) => a - b)).toEqual(ids);
-});
+}, 300_000); // 600 one-page activity calls
