@@ -12,6 +12,7 @@ import {
   type WorkflowDetail,
 } from '../support/api';
 import { eventually } from '../support/sink';
+import { closedStatuses } from '../support/temporal';
 
 /**
  * A sharded range replay through the API, on the dev server with a real worker and the ingest consumer: a range above
@@ -118,13 +119,7 @@ it('shows one progress view, reaches every child with pause, rate, resume and ca
   const closed = await closedWorkflow(env.app, workflowId);
   expect(closed.workflow_status).toBe('CANCELLED');
   expect(closed.audit).toMatchObject({ status: 'cancelled' });
-  for (const id of childIds) {
-    const status = await eventually(async () => {
-      const { status } = await env.client.workflow.getHandle(id).describe();
-      return status.name === 'RUNNING' ? undefined : status.name;
-    }, `${id} to close`);
-    expect(status).toBe('CANCELLED');
-  }
+  expect(await closedStatuses(env.client, childIds)).toEqual(childIds.map(() => 'CANCELLED'));
 });
 
 it('republishes every matching event once, journaled once for the replay, with the lineage of an unsharded replay', async () => {

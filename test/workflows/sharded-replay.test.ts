@@ -15,7 +15,7 @@ import { CALLS_PER_RUN } from '../../workflows/range-replay';
 import { readTopic } from '../support/journal';
 import { partlyFailingProducer, seedInterleavedKeys, type PartialSendFailure } from '../support/partial-send';
 import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
-import { activityDeps, testServerPath, workflowBundle } from '../support/temporal';
+import { activityDeps, closedStatuses, testServerPath, workflowBundle } from '../support/temporal';
 
 /**
  * The coordinator of a sharded range replay (time-skipping, real activities on Postgres and Kafka): a range at or above
@@ -192,13 +192,7 @@ it('forwards pause, resume and a rate split across the children still running; c
   await handle.cancel();
   const err = await handle.result().catch((e: unknown) => e);
   expect(err).toBeInstanceOf(WorkflowFailedError);
-  for (const id of children) {
-    const status = await eventually(async () => {
-      const { status } = await env.client.workflow.getHandle(id).describe();
-      return status.name === 'RUNNING' ? undefined : status.name;
-    }, `${id} to close`);
-    expect(status).toBe('CANCELLED');
-  }
+  expect(await closedStatuses(env.client, children)).toEqual(children.map(() => 'CANCELLED'));
   expect(await audits('replay-range-sharded-controls')).toEqual([
     expect.objectContaining({ status: 'cancelled', error: 'cancelled by operator' }),
   ]);
