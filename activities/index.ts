@@ -8,6 +8,7 @@ import { createMaintenanceActivities } from './maintenance';
 import { createErasureActivities } from './erasure';
 import { createNotificationActivities } from './notification';
 import { createRangeActivities } from './range';
+import { createRangeShardActivities } from './range-shards';
 import { createReplayActivities } from './replay';
 
 export type { ActivityDeps } from './deps';
@@ -18,6 +19,7 @@ export function createActivities(deps: ActivityDeps) {
     ...createAuditActivities(deps),
     ...createReplayActivities(deps),
     ...createRangeActivities(deps),
+    ...createRangeShardActivities(deps),
     ...createArchiveRangeActivities(deps),
     ...createDlqActivities(deps),
     ...createDlqRepairActivities(deps),

@@ -16,7 +16,7 @@ import { createArchiveStore } from '../archive';
 import { archiveWindow } from './support/archive';
 import { withDatabase } from './support/database';
 import { benchConfig, machine, uniqueSuffix } from './support/env';
-import { seedSeries } from './support/journal';
+import { seedReplayRange } from './support/journal';
 import { createTopics, deleteTopics, topicsSize } from './support/kafka';
 import { printTargets, writeResult, type Target } from './support/results';
 import { postReplay, startApi, startWorker } from './support/service';
@@ -65,21 +65,9 @@ export async function rangeReplayBench({ repeat, events: requested }: BenchOptio
         ARCHIVE_DIR: archiveDir,
       });
       const pool = createPool(config.databaseUrl, 10, log);
-      const from = new Date('2024-01-01T00:00:00Z');
       const seedBegan = Date.now();
-      await seedSeries(pool, {
-        count: events,
-        topics: ['apexflow.leads.created', 'apexflow.jobs.created'],
-        tenants: 50,
-        from,
-        stepMs: STEP_MS,
-      });
-      await pool.query('VACUUM ANALYZE event_journal');
+      const range = await seedReplayRange(pool, events, STEP_MS);
       console.log(`[range-replay] seeded ${events} rows in ${(Date.now() - seedBegan) / 1000} s`);
-      const range = {
-        start: from.toISOString(),
-        end: new Date(from.getTime() + events * STEP_MS + 1000).toISOString(),
-      };
 
       const producer = createProducer(kafka);
       await producer.connect();

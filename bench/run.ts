@@ -6,6 +6,7 @@ import { payloadFilterBench } from './payload-filter';
 import type { BenchOptions } from './options';
 import { rangeReplayBench } from './range-replay';
 import { replayLatencyBench } from './replay-latency';
+import { shardedReplayBench } from './sharded-replay';
 
 const BENCHMARKS: Record<string, (opts: BenchOptions) => Promise<void>> = {
   ingest: ingestBench,
@@ -15,6 +16,7 @@ const BENCHMARKS: Record<string, (opts: BenchOptions) => Promise<void>> = {
   partitions: partitionsBench,
   'api-pool': apiPoolBench,
   'payload-filter': payloadFilterBench,
+  'sharded-replay': shardedReplayBench,
 };
 
 const USAGE = `Usage: node dist/bench/run.js [${Object.keys(BENCHMARKS).join('|')} ...] [--events N] [--repeat K]`;

@@ -98,6 +98,12 @@ export const LINEAGE_FIELDS = [...REPLAY_LINEAGE_FIELDS, ...REPAIR_LINEAGE_FIELD
 export const REPLAY_ORDERINGS = ['page', 'per_key'] as const;
 export type ReplayOrdering = (typeof REPLAY_ORDERINGS)[number];
 
+/**
+ * Most child workflows one range replay is split into (REPLAY_SHARDS is capped to it): bounds the children and every
+ * signal fan-out of their coordinator (workflows/range-shards.ts). Here because config and workflows both read it.
+ */
+export const MAX_REPLAY_SHARDS = 16;
+
 /** Kinds of workflow recorded in lifecycle_audit (journal maintenance, erasure). */
 export const LIFECYCLE_KINDS = ['maintenance', 'erasure'] as const;
 export type LifecycleKind = (typeof LIFECYCLE_KINDS)[number];

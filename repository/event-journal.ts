@@ -278,7 +278,17 @@ export interface RangeFilter {
   /** A JSONPath predicate on the payload (validated beforehand: repository/payload-filter.ts). */
   payloadFilter?: string;
   maxId: number;
+  /** Only the rows of one key shard of a sharded per_key replay (keyShardOf). */
+  keyShard?: { index: number; of: number };
 }
+
+/**
+ * The key shard of a row among `of` (a SQL expression, `of` its parameter): a stable hash of the Kafka key (the first
+ * 32 bits of its MD5, a function Postgres defines the same everywhere), so that every event of a key falls in one
+ * shard; keyless rows have no order to keep and are spread by id.
+ */
+const keyShardOf = (of: string) =>
+  `(CASE WHEN kafka_key IS NULL THEN id % ${of} ELSE ('x' || left(md5(kafka_key), 8))::bit(32)::bigint % ${of} END)`;
 
 function rangeWhere(filter: RangeFilter, values: unknown[]): string {
   values.push(filter.start, filter.end, filter.maxId);
@@ -287,7 +297,52 @@ function rangeWhere(filter: RangeFilter, values: unknown[]): string {
   if (filter.topic !== undefined) clauses.push(`topic = $${values.push(filter.topic)}`);
   if (!filter.includeReplays) clauses.push('replay_count = 0');
   if (filter.payloadFilter !== undefined) clauses.push(payloadFilterClause(filter.payloadFilter, values));
+  if (filter.keyShard) {
+    const of = `$${values.push(filter.keyShard.of)}::int`;
+    clauses.push(`${keyShardOf(of)} = $${values.push(filter.keyShard.index)}`);
+  }
   return clauses.join(' AND ');
+}
+
+/** A contiguous part of a range: its rows with after < id <= upTo, `events` of them matching. */
+export interface RangeIdShard {
+  after: number;
+  upTo: number;
+  events: number;
+}
+
+/**
+ * The range cut into at most `shards` contiguous id ranges holding about as many matching rows each (fewer when it
+ * holds fewer rows); the last ends at the range's pinned maxId.
+ */
+export async function rangeIdShards(db: Queryable, filter: RangeFilter, shards: number): Promise<RangeIdShard[]> {
+  const values: unknown[] = [];
+  const where = rangeWhere(filter, values);
+  const { rows } = await db.query<{ up_to: string; events: number }>(
+    `SELECT max(id) AS up_to, count(*)::int AS events
+       FROM (SELECT id, ntile($${values.push(shards)}::int) OVER (ORDER BY id) AS shard FROM event_journal WHERE ${where}) s
+      GROUP BY shard ORDER BY shard`,
+    values,
+  );
+  return rows.map((row, i) => ({
+    after: i === 0 ? 0 : Number(rows[i - 1].up_to),
+    upTo: i === rows.length - 1 ? filter.maxId : Number(row.up_to),
+    events: row.events,
+  }));
+}
+
+/** How many matching rows of the range fall in each of `shards` key shards (index = shard). */
+export async function rangeKeyShardCounts(db: Queryable, filter: RangeFilter, shards: number): Promise<number[]> {
+  const values: unknown[] = [];
+  const where = rangeWhere(filter, values);
+  const of = `$${values.push(shards)}::int`;
+  const { rows } = await db.query<{ shard: string; events: number }>(
+    `SELECT ${keyShardOf(of)} AS shard, count(*)::int AS events FROM event_journal WHERE ${where} GROUP BY 1`,
+    values,
+  );
+  const counts = new Array<number>(shards).fill(0);
+  for (const row of rows) counts[Number(row.shard)] = row.events;
+  return counts;
 }
 
 /** One keyset page of a range: rows with id > cursor, in id order. */

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { ConfigError } from './errors';
 import { readTlsPair, type ApiTls } from './tls';
-import { NOTIFICATION_KINDS, type NotificationKind } from '../journal/kinds';
+import { MAX_REPLAY_SHARDS, NOTIFICATION_KINDS, type NotificationKind } from '../journal/kinds';
 
 /** Every setting the service reads, validated once at start and passed down explicitly. */
 export interface Config {
@@ -82,6 +82,10 @@ export interface Config {
     pageSize: number;
     /** Topics a replay may publish to (REPLAY_TARGET_TOPICS; default: the ingested KAFKA_TOPICS). */
     targetTopics: string[];
+    /** A range replay of at least this many events is split into child workflows (REPLAY_SHARD_THRESHOLD). */
+    shardThreshold: number;
+    /** Children of a split range replay (REPLAY_SHARDS; 1: never split). */
+    shards: number;
   };
   dlqRetry: {
     scheduleId: string;
@@ -210,6 +214,8 @@ export const DEFAULTS = {
   REPLAY_MAX_HOPS: '3',
   REPLAY_PAGE_SIZE: '500',
   REPLAY_TARGET_TOPICS: '',
+  REPLAY_SHARD_THRESHOLD: '100000',
+  REPLAY_SHARDS: '4',
   DLQ_RETRY_SCHEDULE_ID: 'crm-events-dlq-retry',
   DLQ_RETRY_INTERVAL: '5m',
   DLQ_RETRY_MAX_ATTEMPTS: '5',
@@ -444,6 +450,8 @@ export function loadConfig(env: Env = process.env): Config {
       maxHops: int('REPLAY_MAX_HOPS', 1, 100),
       pageSize: int('REPLAY_PAGE_SIZE', 1, 10_000),
       targetTopics: read('REPLAY_TARGET_TOPICS') ? list('REPLAY_TARGET_TOPICS') : list('KAFKA_TOPICS'),
+      shardThreshold: int('REPLAY_SHARD_THRESHOLD', 1),
+      shards: int('REPLAY_SHARDS', 1, MAX_REPLAY_SHARDS),
     },
     dlqRetry: {
       scheduleId: read('DLQ_RETRY_SCHEDULE_ID'),

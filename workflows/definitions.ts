@@ -86,8 +86,47 @@ export interface RangeReplayInput {
   transform?: ReplayTransform;
   /** per_key: each key's events reach the target in journal order (docs/integrity.md, "Per-key ordering"). */
   ordering?: ReplayOrdering;
+  /** Split into child workflows when the range holds at least `threshold` events (set by the API from its config). */
+  sharding?: ShardingOptions;
+  /** Set by the coordinator on each of its children (workflows/range-shards.ts); never by callers. */
+  shard?: ShardAssignment;
   /** Carried across continue-as-new; never set by callers. */
   state?: RangeState;
+}
+
+/** When and how far a range replay is split (REPLAY_SHARD_THRESHOLD, REPLAY_SHARDS). */
+export interface ShardingOptions {
+  threshold: number;
+  shards: number;
+}
+
+/** Which part of its parent's range a child replays, and for which replay. */
+export interface ShardAssignment {
+  index: number;
+  of: number;
+  /** The parent's workflow id: the replay id its events carry, and where its progress goes. */
+  replayId: string;
+  /** id: a contiguous id range (its state's cursor and maxId); key: the events of the keys hashed to `index`. */
+  by: 'id' | 'key' | 'late_archive';
+}
+
+/** What a child reports to its coordinator (cumulative: the newest report replaces the one before). */
+export interface ShardReport {
+  index: number;
+  published: number;
+  failed: number;
+  pages: number;
+  cursor: number;
+}
+
+/** One child of a sharded range replay, as the coordinator's progress shows it. */
+export interface ShardProgress {
+  workflow_id: string;
+  status: 'running' | 'paused' | 'completed';
+  matched: number;
+  published: number;
+  failed: number;
+  maxEventsPerSecond: number | null;
 }
 
 export interface RangeState {
@@ -131,6 +170,8 @@ export interface ReplayProgress {
   pages: number;
   eventsPerSecond: number;
   maxEventsPerSecond: number | null;
+  /** A sharded replay's children (absent otherwise): `cursor` is then the lowest cursor of those still running. */
+  shards?: ShardProgress[];
 }
 
 export type RangeReplayResult =
@@ -237,6 +278,8 @@ export const pauseSignal = defineSignal('pause');
 export const resumeSignal = defineSignal('resume');
 /** New maximum events per second for a range replay; null removes the limit. */
 export const setRateSignal = defineSignal<[number | null]>('setRate');
+/** A child of a sharded range replay reports its progress to the coordinator. */
+export const shardReportSignal = defineSignal<[ShardReport]>('shardReport');
 
 /** Largest batch replay accepted. */
 export const MAX_BATCH_IDS = 10_000;

@@ -1,5 +1,4 @@
 import {
-  ApplicationFailure,
   condition,
   ContinueAsNew,
   continueAsNew,
@@ -25,6 +24,14 @@ import {
 import { addRefusedTopics, refusedTopicsNote } from './refused-topics';
 import { joinNotes, keptFailures, replayOptions, transformFailuresNote } from './replay-options';
 import { recordFailure } from './replay-event';
+import {
+  coordinateShards,
+  lateUnderPerKey,
+  reportDue,
+  reportToCoordinator,
+  shardable,
+  SHARDED_REPLAY_PATCH,
+} from './range-shards';
 
 const { planRange, countRangeEvents, replayRangePage, replayArchivePage, planLateArchive } =
   proxyActivities<Activities>(pageOptions);
@@ -64,7 +71,8 @@ export const COLD_REPLAY_PATCH = 'cold-replay';
  * or under a rate limit one page of at most a second's worth per journal call (an archive call spaces its pages
  * itself) followed by a durable timer. Pause, resume and a new rate arrive as signals and apply between calls; cancel
  * is Temporal cancellation; progress is a query. Continues as new when the history grows, carrying its cursor and
- * counters.
+ * counters. A range of at least `sharding.threshold` events is split into children of this same workflow, each
+ * replaying one shard (`shard`) under this replay's id (workflows/range-shards.ts).
  */
 export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<RangeReplayResult> {
   const { workflowId, runId } = workflowInfo();
@@ -77,7 +85,10 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
     includeReplays: input.includeReplays ?? false,
     // Absent rather than undefined, so that activity inputs of runs without a filter stay as they were.
     ...(input.payloadFilter === undefined ? {} : { payloadFilter: input.payloadFilter }),
+    ...(input.shard?.by === 'key' ? { keyShard: { index: input.shard.index, of: input.shard.of } } : {}),
   };
+  // A shard replays under its coordinator's id: one replay, one lineage, one replay-once index, one audit row.
+  const replayId = input.shard?.replayId ?? workflowId;
   if (!input.state) {
     await recordReplayStarted({
       workflowId,
@@ -102,6 +113,9 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
     ? undefined
     : await (input.ordering ? planRange(selection, input.ordering) : planRange(selection));
   const cold = planned && patched(COLD_REPLAY_PATCH);
+  if (planned && shardable(input, planned) && patched(SHARDED_REPLAY_PATCH)) {
+    return coordinateShards(rangeReplayWorkflow, input, planned);
+  }
   const state: RangeState = input.state ?? {
     cursor: 0,
     maxId: planned!.filter.maxId,
@@ -146,6 +160,7 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
   const filter = { ...selection, maxId: state.maxId };
   const pageSize = input.pageSize ?? 500;
   const pagesPerCall = Math.max(1, input.pagesPerCall ?? PAGES_PER_CALL);
+  let reportedAt = Date.now();
   try {
     for (let callsThisRun = 0; ; callsThisRun++) {
       if (callsThisRun >= CALLS_PER_RUN || workflowInfo().continueAsNewSuggested) {
@@ -161,7 +176,7 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
         filter,
         limit: rate ? Math.max(1, Math.min(pageSize, Math.ceil(rate))) : pageSize,
         source: input.source,
-        replayId: workflowId,
+        replayId,
         targetTopic: input.targetTopic,
         tenantScoped: input.tenantScoped,
         ...options,
@@ -188,6 +203,11 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
       state.published += chunk.published;
       state.failed += chunk.failed;
       state.pages += chunk.pages ?? 1; // results recorded before chunks were one page without a count
+      if (input.shard && reportDue(state.startedAt, reportedAt, Date.now())) {
+        reportedAt = Date.now();
+        const { published, failed, pages, cursor } = state;
+        await reportToCoordinator(input.shard, { index: input.shard.index, published, failed, pages, cursor });
+      }
       if (!('position' in chunk) && chunk.done) {
         if (!archived) break;
         // Rows maintenance moved out of the journal while this ran, and the segments deferred when it was planned.
@@ -197,13 +217,7 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
           deferred: archived.deferred,
           plannedAt: archived.plannedAt,
         });
-        if (late.length > 0 && input.ordering === 'per_key') {
-          // Rows moved out of the journal while it was read: sent now, they would follow newer events of their keys.
-          throw ApplicationFailure.nonRetryable(
-            `ordering per_key: rows of this range were archived while it was replayed (${late.join(', ')}) and were not sent; replay the range again`,
-            'InvalidRequest',
-          );
-        }
+        if (late.length > 0 && input.ordering === 'per_key') throw lateUnderPerKey(late);
         archived.segments.push(...late);
         archived.late = true;
         if (late.length === 0) break;
@@ -216,18 +230,22 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
   } catch (err) {
     if (err instanceof ContinueAsNew) throw err;
     finished = isCancellation(err) ? 'cancelled' : 'failed';
-    await recordFailure(workflowId, err, state.matched, { published: state.published, failed: state.failed });
+    // A shard has no audit row: its coordinator records how the replay ended.
+    if (!input.shard) {
+      await recordFailure(workflowId, err, state.matched, { published: state.published, failed: state.failed });
+    }
     throw err;
   }
   finished = 'completed';
-  await recordReplayFinished({
-    workflowId,
-    status: 'completed',
-    matched: state.matched,
-    published: state.published,
-    failed: state.failed,
-    error: joinNotes(refusedTopicsNote(state.refusedTopics ?? {}), transformFailuresNote(state.transformFailed)),
-  });
+  if (!input.shard)
+    await recordReplayFinished({
+      workflowId,
+      status: 'completed',
+      matched: state.matched,
+      published: state.published,
+      failed: state.failed,
+      error: joinNotes(refusedTopicsNote(state.refusedTopics ?? {}), transformFailuresNote(state.transformFailed)),
+    });
   const { status: _status, ...counts } = progress();
   return {
     status: 'completed',

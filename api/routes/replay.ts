@@ -274,6 +274,10 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
         tenantScoped: request.principal.tenantId !== undefined,
         transform,
         ordering: orderingOf(body.ordering),
+        // Large ranges are split into child workflows (workflows/range-shards.ts); a dry run only counts.
+        ...(body.dry_run
+          ? {}
+          : { sharding: { threshold: config.replay.shardThreshold, shards: config.replay.shards } }),
       };
       const handle = await startForRequest(app, request, config, {
         prefix: body.dry_run ? 'replay-range-dryrun' : 'replay-range',

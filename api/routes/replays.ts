@@ -56,6 +56,19 @@ const Progress = Type.Object({
   pages: Type.Integer(),
   eventsPerSecond: Type.Number(),
   maxEventsPerSecond: Type.Union([Type.Number(), Type.Null()]),
+  shards: Type.Optional(
+    Type.Array(
+      Type.Object({
+        workflow_id: Type.String(),
+        status: Type.String(),
+        matched: Type.Integer(),
+        published: Type.Integer(),
+        failed: Type.Integer(),
+        maxEventsPerSecond: Type.Union([Type.Number(), Type.Null()]),
+      }),
+      { description: 'A sharded range replay: its child workflows, reached only through this replay' },
+    ),
+  ),
 });
 const BulkProgress = Type.Object({
   status: Type.String(),

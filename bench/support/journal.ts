@@ -37,3 +37,24 @@ export async function seedSeries(
     [opts.count, opts.topics, opts.tenants, opts.from, opts.stepMs, opts.offset ?? 0],
   );
 }
+
+/**
+ * The range the replay benchmarks replay: `count` rows seeded by seedSeries (two topics, 50 tenants, `stepMs` apart
+ * from 2024-01-01), the journal vacuumed and analysed; returns the window that holds exactly them.
+ */
+export async function seedReplayRange(
+  pool: Pool,
+  count: number,
+  stepMs: number,
+): Promise<{ start: string; end: string }> {
+  const from = new Date('2024-01-01T00:00:00Z');
+  await seedSeries(pool, {
+    count,
+    topics: ['apexflow.leads.created', 'apexflow.jobs.created'],
+    tenants: 50,
+    from,
+    stepMs,
+  });
+  await pool.query('VACUUM ANALYZE event_journal');
+  return { start: from.toISOString(), end: new Date(from.getTime() + count * stepMs + 1000).toISOString() };
+}

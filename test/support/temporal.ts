@@ -4,7 +4,7 @@ import { Client, Connection } from '@temporalio/client';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../../activities';
-import { createSinkHarness, type SinkHarness } from './sink';
+import { createSinkHarness, eventually, type SinkHarness } from './sink';
 
 const REPO = path.resolve(__dirname, '../..');
 
@@ -77,4 +77,18 @@ export function activityDeps(h: SinkHarness, producer: ActivityDeps['producer'] 
     lineageKey: h.lineageKey,
     archive: h.archive,
   };
+}
+
+/** Each workflow's status once it has closed (polled while it runs), in the order of `workflowIds`. */
+export async function closedStatuses(client: Client, workflowIds: string[]): Promise<string[]> {
+  const statuses: string[] = [];
+  for (const id of workflowIds) {
+    statuses.push(
+      await eventually(async () => {
+        const { status } = await client.workflow.getHandle(id).describe();
+        return status.name === 'RUNNING' ? undefined : status.name;
+      }, `${id} to close`),
+    );
+  }
+  return statuses;
 }

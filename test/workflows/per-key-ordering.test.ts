@@ -1,12 +1,12 @@
 import { WorkflowFailedError } from '@temporalio/client';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
-import type { Producer, ProducerBatch } from 'kafkajs';
 import { createActivities } from '../../activities';
 import { ensureTopics } from '../../shared/kafka';
 import type { BatchReplayInput, RangeReplayInput } from '../../workflows/definitions';
 import { readTopic, topicSize } from '../support/journal';
 import { archiveWindow } from '../../bench/support/archive';
+import { partlyFailingProducer, seedInterleavedKeys, type PartialSendFailure } from '../support/partial-send';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
 import { activityDeps, testServerPath, workflowBundle } from '../support/temporal';
 
@@ -26,8 +26,8 @@ const KEYS = ['lead-a', 'lead-b', 'lead-c', 'lead-d'];
 const EVENTS = 48;
 const window = { start: '2000-01-01T00:00:00Z', end: '2100-01-01T00:00:00Z' };
 
-/** Once armed, the first send holding event `at` writes only the messages of keys lead-a and lead-b, then fails. */
-const failure = { at: undefined as number | undefined, failed: 0 };
+/** The failure injected into sends (test/support/partial-send.ts). */
+const failure: PartialSendFailure = { at: undefined, failed: 0 };
 
 beforeAll(async () => {
   env = await TestWorkflowEnvironment.createTimeSkipping({
@@ -38,20 +38,10 @@ beforeAll(async () => {
     connection: env.nativeConnection,
     taskQueue,
     workflowBundle: await workflowBundle(),
-    activities: createActivities(activityDeps(h, partlyFailingProducer())),
+    activities: createActivities(activityDeps(h, partlyFailingProducer(h, failure))),
   });
   running = worker.run();
-  // Keys interleaved a, b, c, d, a, b…, and runs of one key (every 5th event is lead-a again).
-  const { rows } = await h.pool.query<{ id: string }>(
-    `INSERT INTO event_journal (tenant_id, topic, payload, received_at, kafka_key, kafka_key_bytes)
-     SELECT 'acme', $1, jsonb_build_object('tenant_id', 'acme', 'seq', g, 'key', k.key), now() - interval '1 hour' + make_interval(secs => g), k.key, convert_to(k.key, 'UTF8')
-       FROM generate_series(0, $2 - 1) AS g,
-            LATERAL (SELECT CASE WHEN g % 5 = 4 THEN 'lead-a' ELSE ($3::text[])[1 + g % 4] END AS key) AS k
-     ORDER BY g
-     RETURNING id`,
-    [h.topics.leads, EVENTS, KEYS],
-  );
-  ids = rows.map((r) => Number(r.id)).sort((a, b) => a - b);
+  ids = await seedInterleavedKeys(h.pool, h.topics.leads, EVENTS, KEYS, 5);
 }, 120_000);
 
 afterAll(async () => {
@@ -60,27 +50,6 @@ afterAll(async () => {
   await h?.close();
   await env?.teardown();
 });
-
-function partlyFailingProducer(): Producer {
-  return {
-    ...h.producer,
-    sendBatch: async (batch: ProducerBatch) => {
-      const holds = (m: { value: unknown }) =>
-        (JSON.parse(String(m.value)) as { _replayed_from_event_id: number })._replayed_from_event_id === failure.at;
-      if (failure.at !== undefined && batch.topicMessages!.some((t) => t.messages.some(holds))) {
-        failure.at = undefined;
-        failure.failed++;
-        const written = batch.topicMessages!.map((t) => ({
-          ...t,
-          messages: t.messages.filter((m) => ['lead-a', 'lead-b'].includes(String(m.key))),
-        }));
-        await h.producer.sendBatch({ ...batch, topicMessages: written });
-        throw new Error('partition leader gone after a partial write (simulated)');
-      }
-      return h.producer.sendBatch(batch);
-    },
-  };
-}
 
 /** Each key's replayed event ids as the target topic holds them (a key stays on one partition). */
 async function byKey(topic: string, expected: number): Promise<Map<string, number[]>> {

@@ -1,0 +1,317 @@
+import {
+  ApplicationFailure,
+  CancellationScope,
+  condition,
+  getExternalWorkflowHandle,
+  isCancellation,
+  ParentClosePolicy,
+  proxyActivities,
+  setHandler,
+  startChild,
+  workflowInfo,
+  type ChildWorkflowHandle,
+} from '@temporalio/workflow';
+import type { Activities } from '../activities';
+import { MAX_REPLAY_SHARDS } from '../journal/kinds';
+import type { PlannedRange } from '../activities/range';
+import type { RangeShard } from '../activities/range-shards';
+import { auditOptions, pageOptions } from './activity-options';
+import {
+  pauseSignal,
+  progressQuery,
+  resumeSignal,
+  setRateSignal,
+  shardReportSignal,
+  type RangeReplayInput,
+  type RangeReplayResult,
+  type RefusedEvent,
+  type ReplayProgress,
+  type ShardAssignment,
+  type ShardReport,
+} from './definitions';
+import { addRefusedTopics, refusedTopicsNote } from './refused-topics';
+import { joinNotes, keptFailures, transformFailuresNote } from './replay-options';
+import { recordFailure } from './replay-event';
+
+const { planShards, planLateArchive } = proxyActivities<Activities>(pageOptions);
+const { recordReplayFinished } = proxyActivities<Activities>(auditOptions);
+
+/** Marks histories whose range replay was split into child workflows. */
+export const SHARDED_REPLAY_PATCH = 'sharded-range-replay';
+
+/**
+ * A child reports its progress after a chunk once this share of its running time has passed since its last report,
+ * and never more often than MIN_REPORT_MS nor less often than MAX_REPORT_MS: the coordinator's history grows by the
+ * logarithm of the replay's length (then linearly, slowly), while its progress view is never staler than 5% of the
+ * time it has run (or 10 minutes).
+ */
+export const REPORT_SHARE = 0.05;
+export const MIN_REPORT_MS = 5_000;
+export const MAX_REPORT_MS = 600_000;
+
+/** Whether a child that started at `startedAt` and last reported at `reportedAt` reports now. */
+export function reportDue(startedAt: number, reportedAt: number, now: number): boolean {
+  const every = Math.min(MAX_REPORT_MS, Math.max(MIN_REPORT_MS, (now - startedAt) * REPORT_SHARE));
+  return now - reportedAt >= every;
+}
+
+/** A child's progress, signalled to its coordinator; a coordinator already closed (cancelled, failed) is ignored. */
+export async function reportToCoordinator(shard: ShardAssignment, report: ShardReport): Promise<void> {
+  await getExternalWorkflowHandle(shard.replayId)
+    .signal(shardReportSignal, report)
+    .catch(() => undefined);
+}
+
+/**
+ * A range is split when asked (input.sharding), large enough, not a dry run and not itself a child, and when none of
+ * it is archived: the archive pass reads segments in order and a key's archived events must precede its journaled
+ * ones, so a cold range runs as one workflow as before. Rows archived while a sharded replay runs are still read, by a
+ * last child (coordinateShards).
+ */
+export function shardable(input: RangeReplayInput, planned: PlannedRange): boolean {
+  const sharding = input.sharding;
+  if (!sharding || input.shard || input.dryRun || sharding.shards < 2) return false;
+  const cold = (planned.segments?.length ?? 0) + (planned.deferred?.length ?? 0) + (planned.archived ?? 0) > 0;
+  return !cold && planned.total >= sharding.threshold;
+}
+
+/** Rows of a per_key range archived while it was replayed: sent now, they would follow newer events of their keys. */
+export function lateUnderPerKey(late: string[]): ApplicationFailure {
+  return ApplicationFailure.nonRetryable(
+    `ordering per_key: rows of this range were archived while it was replayed (${late.join(', ')}) and were not sent; replay the range again`,
+    'InvalidRequest',
+  );
+}
+
+type RangeReplay = (input: RangeReplayInput) => Promise<RangeReplayResult>;
+
+/** A child's counts: from its reports while it runs, from its result once it has completed. */
+interface ChildCounts extends Omit<ShardReport, 'index'> {
+  refused_topics?: Record<string, number>;
+  transform_failures?: RefusedEvent[];
+}
+
+interface Child {
+  id: string;
+  assignment: ShardAssignment;
+  matched: number;
+  state: NonNullable<RangeReplayInput['state']>;
+  /** The pause and rate last given to it (in its input or by a signal). */
+  applied: { paused: boolean; rate: number | null };
+  handle?: ChildWorkflowHandle<RangeReplay>;
+  report?: ShardReport;
+  done?: ChildCounts;
+}
+
+/**
+ * The coordinator of a sharded range replay (the parent workflow, its audit row already written): plans the shards,
+ * starts one child workflow per shard (rangeReplayWorkflow itself, on the same task queue, so any worker runs them),
+ * forwards pause, resume and the rate (split evenly across the children still running) to every child, answers the
+ * progress query from the children's reports, and once all have completed reads the rows archived meanwhile in one
+ * last child. Children replay under the parent's id (the journal's replay-once index and the lineage are per replay),
+ * write no audit row (the API reaches them only through the parent), and continue as new on their own. Cancelling the
+ * parent cancels them (its scope, and ParentClosePolicy REQUEST_CANCEL should it end otherwise); a child that fails
+ * cancels the others and fails the replay.
+ *
+ * Progress travels by signal from child to parent: it is then part of the parent's history, so the query answers the
+ * same on every worker and after a replay of the history, and the parent needs no timer or activity to poll. The
+ * signals are bounded by reportDue.
+ */
+export async function coordinateShards(
+  workflow: RangeReplay,
+  input: RangeReplayInput,
+  planned: PlannedRange,
+): Promise<RangeReplayResult> {
+  const { workflowId } = workflowInfo();
+  const filter = planned.filter;
+  const startedAt = Date.now();
+  const control = { paused: false, rate: input.maxEventsPerSecond ?? null };
+  const children: Child[] = [];
+  let finished: ReplayProgress['status'] | undefined;
+
+  const running = () => children.filter((child) => !child.done);
+  const share = () => (control.rate === null ? null : control.rate / Math.max(1, running().length));
+  const countsOf = (child: Child): ChildCounts =>
+    child.done ?? child.report ?? { published: 0, failed: 0, pages: 0, cursor: child.state.cursor };
+  const progress = (): ReplayProgress => {
+    const total = (field: 'published' | 'failed' | 'pages') =>
+      children.reduce((sum, child) => sum + countsOf(child)[field], 0);
+    const published = total('published');
+    const seconds = Math.max(0.001, (Date.now() - startedAt) / 1000);
+    const cursors = running().map((child) => countsOf(child).cursor);
+    return {
+      status: finished ?? (control.paused ? 'paused' : 'running'),
+      matched: planned.total,
+      published,
+      failed: total('failed'),
+      cursor: cursors.length > 0 ? Math.min(...cursors) : filter.maxId,
+      pages: total('pages'),
+      eventsPerSecond: Math.round((published / seconds) * 10) / 10,
+      maxEventsPerSecond: control.rate,
+      shards: children.map((child) => ({
+        workflow_id: child.id,
+        status: child.done ? 'completed' : control.paused ? 'paused' : 'running',
+        matched: child.matched,
+        published: countsOf(child).published,
+        failed: countsOf(child).failed,
+        maxEventsPerSecond: child.done ? null : child.applied.rate,
+      })),
+    };
+  };
+  setHandler(progressQuery, progress);
+  setHandler(pauseSignal, () => void (control.paused = true));
+  setHandler(resumeSignal, () => void (control.paused = false));
+  setHandler(setRateSignal, (rate) => void (control.rate = rate && rate > 0 ? rate : null));
+  setHandler(shardReportSignal, (report) => {
+    const child = children.find((c) => c.assignment.index === report.index);
+    // Reports are cumulative; one that arrives after a newer one (or after the result) is older news.
+    if (child && !child.done && report.pages >= (child.report?.pages ?? 0)) child.report = report;
+  });
+
+  const add = (assignment: ShardAssignment, matched: number, state: Partial<Child['state']>) => {
+    children.push({
+      id: `${workflowId}-shard-${assignment.by === 'late_archive' ? 'late' : assignment.index}`,
+      assignment,
+      matched,
+      applied: { paused: false, rate: null }, // set as it starts (runChildren)
+      state: {
+        cursor: 0,
+        maxId: filter.maxId,
+        matched,
+        published: 0,
+        failed: 0,
+        pages: 0,
+        startedAt,
+        paused: false,
+        maxEventsPerSecond: null,
+        ...state,
+      },
+    });
+  };
+
+  /** Sends each running child the pause and rate it should have, whenever they change, until all have completed. */
+  const forward = async () => {
+    const stale = (child: Child) =>
+      child.handle !== undefined && (child.applied.paused !== control.paused || child.applied.rate !== share());
+    for (;;) {
+      await condition(() => running().length === 0 || running().some(stale));
+      if (running().length === 0) return;
+      await Promise.all(
+        running()
+          .filter(stale)
+          .map(async (child) => {
+            const before = child.applied;
+            child.applied = { paused: control.paused, rate: share() };
+            try {
+              if (before.paused !== child.applied.paused) {
+                await child.handle!.signal(child.applied.paused ? pauseSignal : resumeSignal);
+              }
+              if (before.rate !== child.applied.rate) await child.handle!.signal(setRateSignal, child.applied.rate);
+            } catch {
+              // The child completed meanwhile: its result is on its way.
+            }
+          }),
+      );
+    }
+  };
+
+  /** Starts the children not started yet and waits for every one of them, forwarding controls meanwhile. */
+  const runChildren = async () => {
+    // Given at start what the forwarder would send them next: every child added by now shares the rate.
+    for (const child of running()) {
+      child.applied = { paused: control.paused, rate: share() };
+      child.state = { ...child.state, paused: child.applied.paused, maxEventsPerSecond: child.applied.rate };
+    }
+    await Promise.all(
+      running().map(async (child) => {
+        const { sharding: _sharding, state: _state, ...rest } = input;
+        child.handle = await startChild(workflow, {
+          workflowId: child.id,
+          args: [
+            {
+              ...rest,
+              maxEventsPerSecond: child.applied.rate ?? undefined,
+              shard: child.assignment,
+              state: child.state,
+            },
+          ],
+          parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
+        });
+      }),
+    );
+    await Promise.all([
+      forward(),
+      ...running().map(async (child) => {
+        const result = await child.handle!.result();
+        if (result.status !== 'completed') throw new Error(`shard ${child.id} ended as ${result.status}`);
+        child.done = {
+          published: result.published,
+          failed: result.failed,
+          pages: result.pages,
+          cursor: result.cursor,
+          refused_topics: result.refused_topics,
+          transform_failures: result.transform_failures,
+        };
+      }),
+    ]);
+  };
+
+  const scope = new CancellationScope();
+  try {
+    const of = Math.min(input.sharding!.shards, MAX_REPLAY_SHARDS);
+    const shards: RangeShard[] = await planShards(filter, of, input.ordering);
+    for (const shard of shards) {
+      add({ index: shard.index, of: shard.of, replayId: workflowId, by: shard.by }, shard.events, {
+        cursor: shard.after,
+        maxId: shard.upTo,
+      });
+    }
+    await scope.run(runChildren);
+    // Rows maintenance moved out of the journal while the children ran: read by one last child.
+    const late = await planLateArchive({ filter, read: [], deferred: [], plannedAt: planned.plannedAt! });
+    if (late.length > 0 && input.ordering === 'per_key') throw lateUnderPerKey(late);
+    if (late.length > 0) {
+      add({ index: children.length, of: children.length + 1, replayId: workflowId, by: 'late_archive' }, 0, {
+        cursor: filter.maxId,
+        archive: {
+          segments: late,
+          position: { index: 0, lastId: 0, generation: 0 },
+          deferred: [],
+          plannedAt: planned.plannedAt!,
+          late: true,
+        },
+      });
+      await scope.run(runChildren);
+    }
+  } catch (err) {
+    scope.cancel();
+    finished = isCancellation(err) ? 'cancelled' : 'failed';
+    const { published, failed } = progress();
+    await recordFailure(workflowId, err, planned.total, { published, failed });
+    throw err;
+  }
+
+  finished = 'completed';
+  const refused: Record<string, number> = {};
+  let transformFailed: RefusedEvent[] | undefined;
+  for (const child of children) {
+    if (child.done?.refused_topics) addRefusedTopics(refused, child.done.refused_topics);
+    transformFailed = keptFailures(transformFailed, child.done?.transform_failures);
+  }
+  const { status: _status, ...counts } = progress();
+  await recordReplayFinished({
+    workflowId,
+    status: 'completed',
+    matched: counts.matched,
+    published: counts.published,
+    failed: counts.failed,
+    error: joinNotes(refusedTopicsNote(refused), transformFailuresNote(transformFailed)),
+  });
+  return {
+    status: 'completed',
+    workflow_id: workflowId,
+    ...counts,
+    ...(Object.keys(refused).length > 0 ? { refused_topics: refused } : {}),
+    ...(transformFailed ? { transform_failures: transformFailed } : {}),
+  };
+}
