@@ -12,7 +12,11 @@ let env: ApiEnv;
 let apiUrl: string;
 
 beforeAll(async () => {
-  env = await createApiEnv('cliclient', { env: { DLQ_RETRY_SCHEDULE_ID: `cli-client-${Date.now()}` } });
+  env = await createApiEnv('cliclient', {
+    // More replay-type requests than the default budget of 10 a minute run in this file; a fast machine sends them
+    // within one minute (the rate limit itself is tested in test/api/auth.test.ts and test/api/shared-limits.test.ts).
+    env: { DLQ_RETRY_SCHEDULE_ID: `cli-client-${Date.now()}`, API_REPLAY_RATE_LIMIT_PER_MINUTE: '1000' },
+  });
   await env.app.listen({ host: '127.0.0.1', port: 0 });
   apiUrl = `http://127.0.0.1:${(env.app.server.address() as { port: number }).port}`;
 });
