@@ -1,7 +1,8 @@
 import fc from 'fast-check';
 import { LINEAGE_FIELDS, TENANT_FIELDS } from '../../journal/kinds';
-import { applyTransform, replayTransform, transformProblem, type PatchOperation } from '../../journal/transform';
 import { editDocument } from '../../journal/repair';
+import { applyTransform, replayTransform, transformProblem } from '../../journal/transform';
+import { patchArbitrary } from '../support/json-patch';
 
 /**
  * Generated patches against replay transforms and repairs: whatever the pointers (escapes, "-", array indexes, the
@@ -27,12 +28,7 @@ const pointer = fc.oneof(
   fc.constant(''),
   fc.array(token, { minLength: 1, maxLength: 4 }).map((tokens) => `/${tokens.join('/')}`),
 );
-const operation: fc.Arbitrary<PatchOperation> = fc.oneof(
-  fc.record({ op: fc.constantFrom('add', 'replace', 'test'), path: pointer, value: fc.jsonValue({ maxDepth: 2 }) }),
-  fc.record({ op: fc.constant('remove'), path: pointer }),
-  fc.record({ op: fc.constantFrom('move', 'copy'), from: pointer, path: pointer }),
-) as fc.Arbitrary<PatchOperation>;
-const patch = fc.array(operation, { minLength: 1, maxLength: 4 });
+const patch = patchArbitrary(pointer, 4);
 const payload = fc
   .record({ a: fc.jsonValue({ maxDepth: 2 }), arr: fc.array(fc.jsonValue({ maxDepth: 1 }), { maxLength: 3 }) })
   .map((p) => ({ tenant_id: 'acme', ...p }));
