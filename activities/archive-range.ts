@@ -176,7 +176,8 @@ export function createArchiveRangeActivities({
      * The segments a range replay reads after its journal pass: those it deferred when it was planned (the journal
      * held some of their rows), and those archived since (maintenance moved rows of the range out of the journal while
      * it ran), when they hold rows the journal no longer does. A row moved after the journal pass had sent it is sent
-     * again from here: never lost, possibly twice (docs/lifecycle.md, "Cold replay").
+     * again from here: never lost, possibly twice (docs/lifecycle.md, "Cold replay"). With a payload filter, late rows
+     * fail the replay (InvalidRequest), as archived rows do when it is planned.
      */
     async planLateArchive(input: {
       filter: RangeFilter;
@@ -195,7 +196,16 @@ export function createArchiveRangeActivities({
         (details) => ctx.heartbeat(details),
         (m) => deferred.has(m.segment) || (!read.has(m.segment) && m.created_at >= since),
       );
-      return late.segments.filter((s) => s.rows > 0).map((s) => s.segment);
+      const segments = late.segments.filter((s) => s.rows > 0).map((s) => s.segment);
+      // Archived rows are not filtered (the payload filter is Postgres', on the journal): sent from here, every one
+      // would go out, matching or not. The replay fails instead, naming them.
+      if (segments.length > 0 && input.filter.payloadFilter !== undefined) {
+        throw ApplicationFailure.nonRetryable(
+          `payload_filter applies to journal events only, and rows of this range were archived while it was replayed (${segments.join(', ')}) and were not sent; replay the range again`,
+          'InvalidRequest',
+        );
+      }
+      return segments;
     },
 
     /**

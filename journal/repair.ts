@@ -8,6 +8,7 @@ import { rolledBack, type Pool } from '../shared/db';
 import { appendOne } from './append';
 import { deadLetterJournalEntry, deadLetterRecord, deadLetterValue } from './dead-letter';
 import { LINEAGE_FIELDS } from './kinds';
+import { UNSAFE_TOKENS } from './transform';
 import { withRepairLineage } from './lineage';
 import { parseRecord, type ParseOptions } from './record';
 
@@ -98,9 +99,6 @@ function bare(value: unknown): unknown {
   for (const [k, v] of Object.entries(value)) copy[k] = bare(v);
   return copy;
 }
-
-/** Pointer tokens the patch library does not follow as keys. */
-const UNSAFE_TOKENS = ['__proto__', 'constructor', 'prototype'] as const;
 
 function refusedOperation(op: Operation, index: number): string | undefined {
   const pointers = [op.path, 'from' in op ? op.from : undefined].filter((p): p is string => p !== undefined);

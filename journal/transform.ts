@@ -17,6 +17,13 @@ export const MAX_TRANSFORM_OPERATIONS = 100;
 const LINEAGE: ReadonlySet<string> = new Set(LINEAGE_FIELDS);
 
 /**
+ * Pointer tokens the patch library (rfc6902) does not follow as keys: it skips them, so a pointer through one names
+ * its parent instead ("/__proto__/_repair_id" is "/_repair_id", a move from "/constructor" moves the whole document).
+ * A patch may not use them anywhere in a pointer.
+ */
+export const UNSAFE_TOKENS = ['__proto__', 'constructor', 'prototype'] as const;
+
+/**
  * What is wrong with a patch as a replay transform, naming the operation, or undefined when nothing is. The shape of
  * each operation is the API schema's to check; this checks what a schema cannot: pointers that parse, no operation on
  * the whole payload but `test` (the payload stays an object), and none that reads or writes a lineage field (the
@@ -32,7 +39,10 @@ export function transformProblem(patch: PatchOperation[]): string | undefined {
       const at = `operation ${index} (${operation.op}) ${member} ${JSON.stringify(pointer)}`;
       if (pointer !== '' && !pointer.startsWith('/')) return `${at} is not a JSON Pointer (it must start with "/")`;
       if (/~(?![01])/.test(pointer)) return `${at} is not a JSON Pointer ("~" must be followed by 0 or 1)`;
-      const [field] = Pointer.fromJSON(pointer).tokens.slice(1);
+      const tokens = Pointer.fromJSON(pointer).tokens.slice(1);
+      const unsafe = UNSAFE_TOKENS.find((token) => tokens.includes(token));
+      if (unsafe) return `${at} goes through ${unsafe}, which the patch library does not follow as a key`;
+      const [field] = tokens;
       if (field === undefined && operation.op !== 'test') return `${at} names the whole payload: patch its fields`;
       if (field !== undefined && LINEAGE.has(field))
         return `${at} names the lineage field ${field}, which a replay sets`;
@@ -62,11 +72,18 @@ export function applyTransform(payloadText: string, transform: ReplayTransform):
   }
   const payload = JSON.parse(payloadText) as Record<string, unknown>;
   const tenant = TENANT_FIELDS.map((field) => JSON.stringify(payload[field]));
-  const results = applyPatch(payload, transform.patch);
-  const failed = results.findIndex((result) => result !== null);
-  if (failed >= 0) {
-    const { op, path } = transform.patch[failed];
-    return { ok: false, reason: `operation ${failed} (${op} ${path}) failed: ${results[failed]!.message}` };
+  // One operation at a time: the library throws on some paths through non-objects (an append "/-" to a string), and
+  // that is the operation failing for this payload, not the replay.
+  for (const [index, operation] of transform.patch.entries()) {
+    let failure: string | undefined;
+    try {
+      failure = applyPatch(payload, [operation])[0]?.message;
+    } catch (err) {
+      failure = (err as Error).message;
+    }
+    if (failure !== undefined) {
+      return { ok: false, reason: `operation ${index} (${operation.op} ${operation.path}) failed: ${failure}` };
+    }
   }
   const changed = TENANT_FIELDS.find((field, i) => JSON.stringify(payload[field]) !== tenant[i]);
   if (changed) return { ok: false, reason: `the patch changes the tenant field ${changed}` };

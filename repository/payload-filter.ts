@@ -7,13 +7,27 @@ import type { Queryable } from './queryable';
 const REFUSED = /^(42601|42704|22...)$/;
 
 /**
+ * A `.datetime("…")` method in Postgres' own text of a jsonpath, capturing its template as a jsonpath string literal.
+ * In that text every `"` inside a string literal is escaped, so this never matches inside a key or a string value.
+ */
+const DATETIME_TEMPLATE = /\.datetime\(("(?:[^"\\]|\\.)*")\)/g;
+
+/**
  * Why Postgres would refuse this JSONPath as a payload filter, in its own words, or undefined when it is a valid
  * predicate. Postgres parses it (always as a bind parameter) and evaluates it once, non-silently, on an empty object:
  * a path that yields no single boolean (`$.lead_id`) fails there, whereas on real rows `@@` would quietly match nothing.
+ * A datetime template is parsed only when a string reaches it, and one Postgres cannot parse fails even the silent
+ * `@@`: each template is tried on a string too.
  */
 export async function payloadFilterProblem(db: Queryable, expression: string): Promise<string | undefined> {
   try {
-    await db.query(`SELECT jsonb_path_match('{}'::jsonb, $1::jsonpath)`, [expression]);
+    const { rows } = await db.query<{ text: string }>(
+      `SELECT jsonb_path_match('{}'::jsonb, $1::jsonpath), $1::jsonpath::text AS text`,
+      [expression],
+    );
+    for (const [, template] of rows[0].text.matchAll(DATETIME_TEMPLATE)) {
+      await db.query(`SELECT '"2000-01-01"'::jsonb @@ $1::jsonpath`, [`$.datetime(${template}) == "x"`]);
+    }
     return undefined;
   } catch (err) {
     const { code, message } = err as { code?: string; message: string };

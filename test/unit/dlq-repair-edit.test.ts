@@ -3,6 +3,7 @@ import { applyPatch, type Operation } from 'rfc6902';
 import { LINEAGE_FIELDS } from '../../journal/kinds';
 import { checkRepair, editDocument } from '../../journal/repair';
 import type { DlqRecord } from '../../repository/event-dlq';
+import { patchArbitrary } from '../support/json-patch';
 
 // Issue 13, point 2: the validation of a repair's edit, attacked with generated documents and patches.
 
@@ -15,12 +16,7 @@ const pointer = fc.oneof(
   fc.array(key, { minLength: 1, maxLength: 3 }).map((parts) => `/${parts.map(escape).join('/')}`),
   fc.constantFrom('', '/', '/-', '/a/-', '/0'),
 );
-const operation: fc.Arbitrary<Operation> = fc.oneof(
-  fc.record({ op: fc.constantFrom('add', 'replace', 'test'), path: pointer, value: fc.jsonValue({ maxDepth: 2 }) }),
-  fc.record({ op: fc.constant('remove'), path: pointer }),
-  fc.record({ op: fc.constantFrom('move', 'copy'), from: pointer, path: pointer }),
-) as fc.Arbitrary<Operation>;
-const patch = fc.array(operation, { minLength: 1, maxLength: 5 });
+const patch = patchArbitrary(pointer, 5);
 
 function escape(part: string): string {
   return part.replace(/~/g, '~0').replace(/\//g, '~1');
