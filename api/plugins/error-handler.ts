@@ -15,6 +15,8 @@ export default fp(
       if (status < 500) {
         return reply.status(status).send({ statusCode: status, error: httpError(status), message: err.message });
       }
+      const limit = beyondPostgresLimits(err);
+      if (limit) return reply.status(422).send({ statusCode: 422, error: httpError(422), message: limit });
       request.log.error({ err }, 'request failed');
       const message =
         status === 503 && err.message ? err.message : 'Internal error; see the service log for request ' + request.id;
@@ -28,6 +30,17 @@ export default fp(
   },
   { name: 'error-handler' },
 );
+
+/**
+ * A request Postgres cannot carry out on the data it would read, whatever the retry (SQLSTATE class 54, program limit
+ * exceeded: e.g. a payload filter walking every level with `$.**` over a stored payload nested deeper than Postgres's
+ * stack allows). A 422 naming it, not a 500: the request is valid, and a narrower one works.
+ */
+function beyondPostgresLimits(err: unknown): string | undefined {
+  const { code, message } = err as { code?: unknown; message?: unknown };
+  if (typeof code !== 'string' || !code.startsWith('54') || typeof message !== 'string') return undefined;
+  return `Postgres cannot carry out this request on the stored data: ${message} (SQLSTATE ${code}); narrow it (e.g. name the payload paths instead of $.**)`;
+}
 
 /** A 400 message naming the field and what was wrong with it (the unknown field, the allowed values). */
 function describeValidation(err: FastifyError): string {
