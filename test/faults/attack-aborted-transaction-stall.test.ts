@@ -60,10 +60,12 @@ it('a fully consumed partition whose last transaction was aborted is neither lag
   expect(await h.journalCount()).toBe(1);
   expect(await h.dlqCount()).toBe(0);
 
+  // Judged on a fresh reading: on a busy machine one of the monitor's Kafka reads may time out ("consumer lag
+  // unknown"), which says nothing about this partition. With the bug the check keeps failing (stalled) until the end.
+  await eventually(async () => (await monitor.check()) === undefined, 'the lag monitor healthy on a fresh reading');
   const lag = Object.fromEntries(
     (await h.metrics.consumerLag.get()).values.map((v) => [`${v.labels.topic}/${v.labels.partition}`, v.value]),
   );
   expect(monitor.stalled()).toEqual([]);
-  await expect(monitor.check()).resolves.toBeUndefined();
   expect(lag[`${leads}/0`]).toBe(0);
 });

@@ -27,7 +27,7 @@ const own = (o: Record<string, unknown>, f: string) => (Object.hasOwn(o, f) ? o[
 it('an edit never changes the document it is given, the prototype of objects, or a lineage field', () => {
   fc.assert(
     fc.property(doc.map(fromJson), patch, (before, ops) => {
-      const copy = structuredClone(before);
+      const copy = fromJson(before);
       const result = editDocument(before, { patch: ops });
       expect(before).toEqual(copy);
       expect(Object.prototype).not.toHaveProperty('polluted');
@@ -48,7 +48,9 @@ it('an accepted patch is exactly the library applying every operation, all of th
         ops.every((op) => pointers(op).every((p) => p.split('/').every((part) => !(part in []) && !(part in {})))),
       );
       const result = editDocument(before, { patch: ops });
-      const expected = structuredClone(before);
+      // A JSON copy, not structuredClone: under jest that makes arrays of another realm, which the library's clone
+      // turns into objects ({"": []} copied "/" to "/" became {"": {}}; a CI run's counterexample).
+      const expected = fromJson(before);
       let failures: unknown[];
       try {
         failures = applyPatch(expected, ops);
@@ -59,7 +61,7 @@ it('an accepted patch is exactly the library applying every operation, all of th
       expect(failures.every((f) => f === null)).toBe(true);
       expect(result.after).toEqual(fromJson(expected));
     }),
-    { numRuns: 1000 },
+    { numRuns: 1000, examples: [[{ '': [] }, [{ op: 'copy', from: '/', path: '/' }]]] },
   );
 });
 
