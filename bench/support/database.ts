@@ -10,20 +10,23 @@ export interface ScratchDatabase {
 }
 
 /**
- * A fresh database with the project's migrations applied, named `<prefix>_<label>_<unique>`; drop() removes it
- * (connections and all). The benchmarks use prefix crm_bench, the tests crm_test.
+ * A fresh database named `<prefix>_<label>_<unique>`, set up by `prepare` (by default the whole preparation a
+ * service does: migrations and journal partitions); drop() removes it (connections and all). The benchmarks use
+ * prefix crm_bench, the tests crm_test.
  */
 export async function createScratchDatabase(
   baseUrl: string,
   label: string,
   prefix = 'crm_bench',
+  prepare: (databaseUrl: string) => Promise<unknown> = (databaseUrl) =>
+    prepareDatabase(databaseUrl, createLogger('silent')),
 ): Promise<ScratchDatabase> {
   const name = `${prefix}_${label.replace(/\W/g, '_')}_${uniqueSuffix()}`.toLowerCase();
   await adminQuery(baseUrl, `CREATE DATABASE ${name}`);
   const url = new URL(baseUrl);
   url.pathname = `/${name}`;
   const databaseUrl = url.toString();
-  await prepareDatabase(databaseUrl, createLogger('silent'));
+  await prepare(databaseUrl);
   return { name, databaseUrl, drop: () => dropDatabase(baseUrl, name) };
 }
 

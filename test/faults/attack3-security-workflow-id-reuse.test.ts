@@ -18,7 +18,8 @@ let ourRunId: string | null;
 let theirs: WorkflowHandleWithFirstExecutionRunId | undefined;
 
 beforeAll(async () => {
-  env = await createApiEnv('atk3-id-reuse', { ingest: false });
+  // Waits for our replay to close even on a busy machine (the default 5 s answers 202 while a cold worker starts).
+  env = await createApiEnv('atk3-id-reuse', { ingest: false, env: { API_REPLAY_WAIT_MS: '60000' } });
   const [eventId] = await seedJournal(env.h.pool, 1, { topics: [env.h.topics.leads] });
   const res = await env.app.inject({ method: 'POST', url: `/replay/${eventId}`, headers: { 'x-requested-by': 't' } });
   expect(res.statusCode).toBe(200); // our replay ran and closed

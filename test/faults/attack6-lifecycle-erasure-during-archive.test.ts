@@ -10,6 +10,7 @@ import { ensureServiceKey } from '../../repository/service-keys';
 import { withTransaction } from '../../shared/db';
 import { uniqueSuffix } from '../support/env';
 import { findValue } from '../support/erasure';
+import { shrinkConversionPartition } from '../support/journal-history';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
 import { activityDeps } from '../support/temporal';
 
@@ -25,15 +26,9 @@ const JANUARY = 'event_journal_p2025_01';
 
 beforeAll(async () => {
   h = await createSinkHarness('attack6-erasure-archive');
-  const partitions = await listJournalPartitions(h.pool);
-  const before = partitions.find((p) => p.from === null)!;
-  const first = partitions.find((p) => p.from !== null && !p.isDefault)!.from!;
   const january = new Date('2025-01-01T00:00:00Z');
   const february = new Date('2025-02-01T00:00:00Z');
-  await h.pool.query(`ALTER TABLE event_journal DETACH PARTITION ${before.name}`);
-  await h.pool.query(
-    `ALTER TABLE event_journal ATTACH PARTITION ${before.name} FOR VALUES FROM (MINVALUE) TO ('${january.toISOString()}')`,
-  );
+  const first = await shrinkConversionPartition(h.pool, january);
   await withTransaction(h.pool, (client) => createJournalPartition(client, JANUARY, january, february));
   await withTransaction(h.pool, (client) => createJournalPartition(client, 'event_journal_p2025_02', february, first));
 });

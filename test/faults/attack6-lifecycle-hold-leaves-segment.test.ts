@@ -5,6 +5,7 @@ import { createMaintenanceActivities } from '../../activities/maintenance';
 import { createJournalPartition, listJournalPartitions } from '../../repository/journal-partitions';
 import { putRetentionRows } from '../../repository/retention';
 import { withTransaction } from '../../shared/db';
+import { shrinkConversionPartition } from '../support/journal-history';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
 import { activityDeps } from '../support/temporal';
 
@@ -23,15 +24,9 @@ const JANUARY = 'event_journal_p2025_01';
 beforeAll(async () => {
   h = await createSinkHarness('attack6-hold-segment');
   // A partition for January 2025 alone: the conversion's partition shrunk to end before it, another up to the rest.
-  const partitions = await listJournalPartitions(h.pool);
-  const before = partitions.find((p) => p.from === null)!;
-  const first = partitions.find((p) => p.from !== null && !p.isDefault)!.from!;
   const january = new Date('2025-01-01T00:00:00Z');
   const february = new Date('2025-02-01T00:00:00Z');
-  await h.pool.query(`ALTER TABLE event_journal DETACH PARTITION ${before.name}`);
-  await h.pool.query(
-    `ALTER TABLE event_journal ATTACH PARTITION ${before.name} FOR VALUES FROM (MINVALUE) TO ('${january.toISOString()}')`,
-  );
+  const first = await shrinkConversionPartition(h.pool, january);
   await withTransaction(h.pool, (client) => createJournalPartition(client, JANUARY, january, february));
   await withTransaction(h.pool, (client) => createJournalPartition(client, 'event_journal_p2025_02', february, first));
 });

@@ -1,4 +1,3 @@
-import pg from 'pg';
 import { startIngest } from '../../ingest/consumer';
 import { prepareDatabase } from '../../lifecycle/prepare';
 import { listJournalPartitions } from '../../repository/journal-partitions';
@@ -7,6 +6,8 @@ import { createKafka, createProducer, ensureTopics } from '../../shared/kafka';
 import { createLogger } from '../../shared/logger';
 import { createMetrics } from '../../shared/metrics';
 import { migrate } from '../../shared/migrate';
+import type { ScratchDatabase } from '../../bench/support/database';
+import { createTestDatabase } from '../support/database';
 import { baseConfig, uniqueSuffix } from '../support/env';
 import { eventually } from '../support/sink';
 
@@ -17,30 +18,19 @@ import { eventually } from '../support/sink';
 const ROWS = 1_000_000;
 const log = createLogger('silent');
 const base = baseConfig();
-const name = `crm_test_conversion_${uniqueSuffix()}`.toLowerCase();
-const admin = (sql: string) => {
-  const client = new pg.Client({ connectionString: base.databaseUrl });
-  return client
-    .connect()
-    .then(() => client.query(sql))
-    .finally(() => client.end());
-};
-const url = new URL(base.databaseUrl);
-url.pathname = `/${name}`;
-const databaseUrl = url.toString();
+let database: ScratchDatabase;
+let databaseUrl: string;
 let pool: Pool;
 
 beforeAll(async () => {
-  await admin(`CREATE DATABASE ${name}`);
-  await migrate(databaseUrl, log); // the SQL migrations only: event_journal stays one table
+  // The SQL migrations only: event_journal stays one table.
+  database = await createTestDatabase(base.databaseUrl, 'conversion', (url) => migrate(url, log));
+  databaseUrl = database.databaseUrl;
   pool = createPool(databaseUrl, 4, log);
 }, 60_000);
 afterAll(async () => {
   await pool?.end();
-  await admin(
-    `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${name}' AND pid <> pg_backend_pid()`,
-  );
-  await admin(`DROP DATABASE IF EXISTS ${name}`);
+  await database?.drop(); // autovacuum is busy here after a 1M-row load: drop() lets it step aside
 });
 
 /** Count and an order-independent checksum of every column of the rows (row text, md5 per row, summed). */

@@ -9,6 +9,7 @@ import { createJournalPartition, listJournalPartitions } from '../../repository/
 import { putRetentionRows } from '../../repository/retention';
 import { withTransaction } from '../../shared/db';
 import type { MaintenanceResult } from '../../workflows/definitions';
+import { shrinkConversionPartition } from '../support/journal-history';
 import type { SinkHarness } from '../support/sink';
 import { activityDeps, createTimeSkippingWorld } from '../support/temporal';
 
@@ -38,13 +39,8 @@ const PER_MONTH = 40;
  * forever, in March 2025 only).
  */
 async function history() {
-  const [before] = (await listJournalPartitions(h.pool)).filter((p) => p.from === null);
-  const first = (await listJournalPartitions(h.pool)).find((p) => p.from !== null)!.from!;
   const start = new Date(Date.UTC(2025, 0, 1));
-  await h.pool.query(`ALTER TABLE event_journal DETACH PARTITION ${before.name}`);
-  await h.pool.query(
-    `ALTER TABLE event_journal ATTACH PARTITION ${before.name} FOR VALUES FROM (MINVALUE) TO ('${start.toISOString()}')`,
-  );
+  const first = await shrinkConversionPartition(h.pool, start);
   for (let from = start; from < first; from = nextPeriod(from, 'month')) {
     const to = nextPeriod(from, 'month');
     await withTransaction(h.pool, (client) => createJournalPartition(client, partitionName(from, 'month'), from, to));
