@@ -76,6 +76,8 @@ export interface Config {
     heartbeatMs: number;
     /** Most events a resuming client is sent from the journal; beyond it a backlog_truncated frame, then live. */
     maxBacklog: number;
+    /** Journal rows per second all catch-ups of this process may send together (0: no budget). */
+    catchUpRowsPerSecond: number;
   };
   replay: {
     maxHops: number;
@@ -207,6 +209,7 @@ export const DEFAULTS = {
   STREAM_CLIENT_BUFFER_BYTES: '8388608',
   STREAM_HEARTBEAT_MS: '15000',
   STREAM_MAX_BACKLOG: '10000',
+  STREAM_CATCHUP_ROWS_PER_SECOND: '5000',
   TEMPORAL_ADDRESS: '127.0.0.1:7233',
   TEMPORAL_NAMESPACE: 'default',
   TEMPORAL_TASK_QUEUE: 'crm-events-replay',
@@ -445,6 +448,7 @@ export function loadConfig(env: Env = process.env): Config {
       clientBufferBytes: int('STREAM_CLIENT_BUFFER_BYTES', 65_536, 1024 * 1024 * 1024),
       heartbeatMs: int('STREAM_HEARTBEAT_MS', 100, 3_600_000),
       maxBacklog: int('STREAM_MAX_BACKLOG', 1, 10_000_000),
+      catchUpRowsPerSecond: int('STREAM_CATCHUP_ROWS_PER_SECOND', 0, 10_000_000),
     },
     replay: {
       maxHops: int('REPLAY_MAX_HOPS', 1, 100),

@@ -1,6 +1,7 @@
 import { eventsAfter, type JournalRow } from '../../repository/event-journal';
 import type { Queryable } from '../../repository/queryable';
 import { isOutage } from '../../shared/db';
+import type { CatchUpBudget } from './catch-up-budget';
 import type { StreamClient } from './stream-client';
 
 const PAGE = 500;
@@ -22,12 +23,20 @@ export interface CatchUpResult {
  * Sends a resuming client what it missed, from the journal after its cursor, at most `maxBacklog` events. Pages are
  * no larger than the client's buffer, in rows and in bytes (`pageBytes` of payload text, at least one row), and the
  * next one is read only once the client has taken the last, so one slow client holds one page in memory and one pool
- * connection for one query at a time, never the whole journal.
+ * connection for one query at a time, never the whole journal. All catch-ups of the process share `budget`, so that
+ * however many clients resume at once their reads and encoding stay within a rate (ingest shares the event loop).
  */
 export async function catchUp(
   db: Queryable,
   client: StreamClient,
-  opts: { maxBacklog: number; clientBuffer: number; pageBytes: number; isClosed: () => boolean },
+  opts: {
+    maxBacklog: number;
+    clientBuffer: number;
+    pageBytes: number;
+    isClosed: () => boolean;
+    /** Shared by every catch-up of the process: a page is sent when it fits (STREAM_CATCHUP_ROWS_PER_SECOND). */
+    budget?: CatchUpBudget;
+  },
 ): Promise<CatchUpResult> {
   const page = Math.min(PAGE, opts.clientBuffer);
   let sent = 0;
@@ -36,6 +45,7 @@ export async function catchUp(
     // One row past the cap tells whether anything was left out.
     const limit = Math.min(page, left + 1);
     const rows = await readPage(db, client, limit, opts.pageBytes, opts.isClosed);
+    await opts.budget?.take(Math.min(rows.length, left), opts.isClosed);
     if (rows.length > left) {
       client.offer(rows.slice(0, left));
       return { sent: sent + left, truncated: true };

@@ -6,6 +6,7 @@ import type { Pool } from '../../shared/db';
 import type { Metrics } from '../../shared/metrics';
 import { httpError } from '../http-error';
 import { catchUp } from '../live/catch-up';
+import { createCatchUpBudget } from '../live/catch-up-budget';
 import type { JournalFeed } from '../live/journal-feed';
 import { StreamClient } from '../live/stream-client';
 import { scopedTenant } from '../tenant-scope';
@@ -20,6 +21,7 @@ export interface StreamOptions {
 /** GET /crm-events: journaled events as Server-Sent Events, live, filterable, resumable with Last-Event-ID. */
 const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { pool, feed, metrics, config }) => {
   let clients = 0;
+  const catchUpBudget = createCatchUpBudget(config.stream.catchUpRowsPerSecond);
   // Ended when the app closes: an HTTP/2 session closes only once its streams have, and a live stream never would.
   const open = new Set<{ end(): unknown }>();
   // The streams each caller holds, oldest first: when every slot is taken, a caller holding fewer streams than the
@@ -141,6 +143,7 @@ const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { poo
             clientBuffer: config.stream.clientBuffer,
             pageBytes: config.stream.clientBufferBytes,
             isClosed: () => closed,
+            budget: catchUpBudget,
           });
           if (truncated) {
             client.send({

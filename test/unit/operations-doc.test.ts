@@ -34,6 +34,7 @@ const GIVENS: Record<string, string> = {
   '1.37': 'the newest Kubernetes version validated',
   '0.8': 'the forced-stop fraction of SHUTDOWN_TIMEOUT in worker/worker.ts',
   '2.16': '2,160,000,000 bytes/s written as GB/s',
+  '5,000': 'the default of STREAM_CATCHUP_ROWS_PER_SECOND (shared/config.ts)',
 };
 
 function field(file: string, dotted: string): unknown {
