@@ -4,4 +4,6 @@ export interface BenchOptions {
   events?: number;
   /** Repeats per measurement, for median and spread. */
   repeat: number;
+  /** The stack measured: the default one, or the cluster profile where a benchmark supports it (sharded-replay). */
+  profile: 'default' | 'cluster';
 }

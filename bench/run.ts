@@ -19,11 +19,11 @@ const BENCHMARKS: Record<string, (opts: BenchOptions) => Promise<void>> = {
   'sharded-replay': shardedReplayBench,
 };
 
-const USAGE = `Usage: node dist/bench/run.js [${Object.keys(BENCHMARKS).join('|')} ...] [--events N] [--repeat K]`;
+const USAGE = `Usage: node dist/bench/run.js [${Object.keys(BENCHMARKS).join('|')} ...] [--events N] [--repeat K] [--profile default|cluster]`;
 
 function parseArgs(argv: string[]): { names: string[]; opts: BenchOptions } {
   const names: string[] = [];
-  const opts: BenchOptions = { repeat: 3 };
+  const opts: BenchOptions = { repeat: 3, profile: 'default' };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const number = () => {
@@ -33,7 +33,11 @@ function parseArgs(argv: string[]): { names: string[]; opts: BenchOptions } {
     };
     if (arg === '--events') opts.events = number();
     else if (arg === '--repeat') opts.repeat = number();
-    else if (BENCHMARKS[arg]) names.push(arg);
+    else if (arg === '--profile') {
+      const profile = argv[++i];
+      if (profile !== 'default' && profile !== 'cluster') throw new Error(`--profile is default or cluster\n${USAGE}`);
+      opts.profile = profile;
+    } else if (BENCHMARKS[arg]) names.push(arg);
     else throw new Error(`Unknown argument "${arg}"\n${USAGE}`);
   }
   return { names: names.length ? names : Object.keys(BENCHMARKS), opts };

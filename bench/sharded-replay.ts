@@ -5,6 +5,7 @@ import { createPool } from '../shared/db';
 import { createKafka } from '../shared/kafka';
 import { createLogger } from '../shared/logger';
 import type { RangeReplayInput, RangeReplayResult, ReplayProgress } from '../workflows/definitions';
+import { clusterAddresses, clusterMembers } from './support/cluster';
 import { withDatabase } from './support/database';
 import { benchConfig, machine, uniqueSuffix, waitUntil } from './support/env';
 import { seedReplayRange } from './support/journal';
@@ -24,19 +25,25 @@ const STEP_MS = 10;
  * SHARDS children. Each repeat also runs the range unsharded on one worker (the baseline of the same run). Reports
  * events/s from start to result, and the ratios two workers / one and sharded / unsharded.
  */
-export async function shardedReplayBench({ repeat, events: requested }: BenchOptions) {
+export async function shardedReplayBench({ repeat, events: requested, profile }: BenchOptions) {
   const events = requested ?? DEFAULT_EVENTS;
   const started = machine();
   const suffix = uniqueSuffix();
   const target = `bench.${suffix}.sharded.target`;
-  const base = benchConfig();
+  const stack = profile === 'cluster' ? clusterEnv() : {};
+  const base = benchConfig(stack);
   const log = createLogger('silent');
   const kafka = createKafka(base.kafka.brokers, 'crm-bench-sharded', log);
   await createTopics(kafka, [target], 6);
   try {
     await withDatabase(base.databaseUrl, 'sharded_replay', async (db) => {
       const taskQueue = `bench-sharded-${suffix}`;
-      const workerEnv = { DATABASE_URL: db.databaseUrl, TEMPORAL_TASK_QUEUE: taskQueue, REPLAY_TARGET_TOPICS: target };
+      const workerEnv = {
+        ...stack,
+        DATABASE_URL: db.databaseUrl,
+        TEMPORAL_TASK_QUEUE: taskQueue,
+        REPLAY_TARGET_TOPICS: target,
+      };
       const config = benchConfig(workerEnv);
       const pool = createPool(config.databaseUrl, 2, log);
       const range = await seedReplayRange(pool, events, STEP_MS);
@@ -118,11 +125,13 @@ export async function shardedReplayBench({ repeat, events: requested }: BenchOpt
           met: ratios.twoWorkersOverOne > 1,
         },
       ];
-      const file = writeResult('sharded-replay', started, {
+      const file = writeResult(profile === 'cluster' ? 'sharded-replay-cluster' : 'sharded-replay', started, {
         parameters: { events, shards: SHARDS, pageSize: config.replay.pageSize, repeat, targetPartitions: 6 },
         method: {
           stack:
-            'the local stack (Temporal CLI dev server on sqlite, one Kafka broker, one Postgres), not the cluster profile',
+            profile === 'cluster'
+              ? 'the cluster profile (three KRaft brokers, the Temporal server on Postgres, its own Postgres; its two ingest, worker and API processes running beside the benchmark, idle)'
+              : 'the local stack (Temporal CLI dev server on sqlite, one Kafka broker, one Postgres), not the cluster profile',
           workers:
             'the compiled `worker` command as child processes on one private task queue; each repeat runs unsharded and sharded on one worker, then starts a second (waiting until the server lists it polling workflow and activity tasks), runs sharded on both, and stops the second',
           unsharded: 'rangeReplayWorkflow over the whole range without sharding, one worker process',
@@ -138,4 +147,14 @@ export async function shardedReplayBench({ repeat, events: requested }: BenchOpt
   } finally {
     await deleteTopics(kafka, [target]);
   }
+}
+
+/** The cluster profile's addresses (`stack.sh status --profile cluster`) as the service's settings. */
+function clusterEnv(): Record<string, string> {
+  const cluster = clusterAddresses(clusterMembers());
+  return {
+    DATABASE_URL: cluster.databaseUrl,
+    KAFKA_BROKERS: cluster.brokers.join(','),
+    TEMPORAL_ADDRESS: cluster.temporal,
+  };
 }

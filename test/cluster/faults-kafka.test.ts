@@ -1,5 +1,5 @@
 import type { Produced } from '../../bench/soak/check';
-import { clusterMember } from '../support/cluster';
+import { clusterMember } from '../../bench/support/cluster';
 import { busiestPartition, ClusterRun, sendTenant, Traffic } from '../support/cluster-run';
 import { eventually } from '../support/sink';
 

@@ -1,6 +1,6 @@
 import type { CompletedReplay } from '../../bench/soak/check';
 import { counterTotals } from '../../bench/soak/check';
-import { clusterMember, clusterMembers } from '../support/cluster';
+import { clusterMember, clusterMembers } from '../../bench/support/cluster';
 import { ClusterRun, sendTenant, Traffic } from '../support/cluster-run';
 import { eventually } from '../support/sink';
 

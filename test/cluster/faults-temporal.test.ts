@@ -1,4 +1,4 @@
-import { clusterMember } from '../support/cluster';
+import { clusterMember } from '../../bench/support/cluster';
 import { ClusterRun, sendTenant, Traffic } from '../support/cluster-run';
 import { eventually } from '../support/sink';
 

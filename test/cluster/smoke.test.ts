@@ -5,7 +5,7 @@ import { makeEvent } from '../../cli/traffic';
 import { DEFAULTS } from '../../shared/config';
 import { createKafka, createProducer, type ReplayProducer } from '../../shared/kafka';
 import { createLogger } from '../../shared/logger';
-import { clusterAddresses, clusterMembers, clusterStack, type ClusterMember } from '../support/cluster';
+import { clusterAddresses, clusterMembers, clusterStack, type ClusterMember } from '../../bench/support/cluster';
 import { uniqueSuffix } from '../support/env';
 import { eventually } from '../support/sink';
 

@@ -8,7 +8,7 @@ import { makeEvent } from '../../cli/traffic';
 import { DEFAULTS } from '../../shared/config';
 import { createKafka } from '../../shared/kafka';
 import { createLogger } from '../../shared/logger';
-import { clusterAddresses, clusterMembers, clusterStack } from './cluster';
+import { clusterAddresses, clusterMembers, clusterStack } from '../../bench/support/cluster';
 import { ClusterApi } from './cluster-api';
 import { checkIntegrity, drain, type IntegrityVerdict } from './cluster-check';
 import { uniqueSuffix } from './env';

@@ -1,7 +1,11 @@
 import { execFile, execFileSync } from 'node:child_process';
 import path from 'node:path';
 
-const STACK = path.resolve(__dirname, '../../scripts/stack.sh');
+// From bench/support under ts-jest, from dist/bench/support once compiled.
+const STACK = path.resolve(
+  __dirname,
+  __dirname.includes(`${path.sep}dist${path.sep}`) ? '../../../scripts/stack.sh' : '../../scripts/stack.sh',
+);
 
 /** One line of `stack.sh status --profile cluster`. */
 export interface ClusterMember {
