@@ -24,7 +24,8 @@ export interface CatchUpResult {
  * no larger than the client's buffer, in rows and in bytes (`pageBytes` of payload text, at least one row), and the
  * next one is read only once the client has taken the last, so one slow client holds one page in memory and one pool
  * connection for one query at a time, never the whole journal. All catch-ups of the process share `budget`, so that
- * however many clients resume at once their reads and encoding stay within a rate (ingest shares the event loop).
+ * however many clients resume at once their reads and encoding stay within a rate (ingest shares the event loop); a
+ * page is paid for in full before it is read, whatever it then holds.
  */
 export async function catchUp(
   db: Queryable,
@@ -44,8 +45,10 @@ export async function catchUp(
     const left = opts.maxBacklog - sent;
     // One row past the cap tells whether anything was left out.
     const limit = Math.min(page, left + 1);
+    // The budget is taken before the read: a client that hangs up while it waits costs no read and no encoding.
+    await opts.budget?.take(Math.min(limit, left), opts.isClosed);
+    if (opts.isClosed()) break;
     const rows = await readPage(db, client, limit, opts.pageBytes, opts.isClosed);
-    await opts.budget?.take(Math.min(rows.length, left), opts.isClosed);
     if (rows.length > left) {
       client.offer(rows.slice(0, left));
       return { sent: sent + left, truncated: true };
