@@ -132,12 +132,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(kafkaTopics, { catalog });
   await app.register(healthRoutes, { checks: deps.healthChecks });
   await app.register(infoRoutes, { config });
-  const feed = new JournalFeed(config.databaseUrl, pool, deps.log.child({ module: 'stream' }));
+  const feed = new JournalFeed(config.databaseUrl, deps.log.child({ module: 'stream' }));
   await feed.start();
   app.addHook('onClose', () => feed.close());
   await app.register(streamRoutes, { pool, feed, metrics: deps.metrics, config });
   await app.register(eventRoutes, { pool });
-  await app.register(eventExportRoutes, { pool, metrics: deps.metrics });
+  await app.register(eventExportRoutes, { pool, metrics: deps.metrics, poolSize: config.api.databasePoolSize });
   await app.register(dlqRoutes, { pool, config });
   await app.register(dlqScheduleRoutes, { config });
   await app.register(dlqRepairRoutes, { pool, config });

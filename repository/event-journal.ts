@@ -476,9 +476,12 @@ export async function eventsAfter(
   filter: StreamFilter,
   limit: number,
   maxBytes = Number.MAX_SAFE_INTEGER,
+  /** The highest id to read (the live feed's last read id, for a catch-up handing over to it); none: no bound. */
+  upTo?: number,
 ): Promise<JournalRow[]> {
   const values: unknown[] = [afterId];
   const clauses = ['id > $1'];
+  if (upTo !== undefined) clauses.push(`id <= $${values.push(upTo)}`);
   if (filter.tenantId !== undefined) clauses.push(`tenant_id = $${values.push(filter.tenantId)}`);
   if (filter.topic !== undefined) clauses.push(`topic = $${values.push(filter.topic)}`);
   const { rows } = await db.query<JournalRow & { running_bytes?: string }>(

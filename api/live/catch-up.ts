@@ -35,6 +35,12 @@ export async function catchUp(
     clientBuffer: number;
     pageBytes: number;
     isClosed: () => boolean;
+    /**
+     * The live feed's last read id. The catch-up reads no further: rows above it reach the client through the feed,
+     * which alone knows the ids it skipped (a transaction that took its ids first and commits later) and sends them
+     * when they turn up. Read past it, a row committing below what the client was sent would be lost.
+     */
+    horizon: () => number;
     /** Shared by every catch-up of the process: a page is sent when it fits (STREAM_CATCHUP_ROWS_PER_SECOND). */
     budget?: CatchUpBudget;
   },
@@ -48,7 +54,7 @@ export async function catchUp(
     // The budget is taken before the read: a client that hangs up while it waits costs no read and no encoding.
     await opts.budget?.take(Math.min(limit, left), opts.isClosed);
     if (opts.isClosed()) break;
-    const rows = await readPage(db, client, limit, opts.pageBytes, opts.isClosed);
+    const rows = await readPage(db, client, limit, opts);
     if (rows.length > left) {
       client.offer(rows.slice(0, left));
       return { sent: sent + left, truncated: true };
@@ -66,15 +72,14 @@ async function readPage(
   db: Queryable,
   client: StreamClient,
   limit: number,
-  maxBytes: number,
-  isClosed: () => boolean,
+  opts: { pageBytes: number; isClosed: () => boolean; horizon: () => number },
 ): Promise<JournalRow[]> {
   const deadline = Date.now() + PAGE_WAIT_MS;
   for (let delay = 100; ; delay = Math.min(delay * 2, 2_000)) {
     try {
-      return await eventsAfter(db, client.cursor, client.filter, limit, maxBytes);
+      return await eventsAfter(db, client.cursor, client.filter, limit, opts.pageBytes, opts.horizon());
     } catch (err) {
-      if (!isOutage(err) || isClosed() || Date.now() + delay > deadline) throw err;
+      if (!isOutage(err) || opts.isClosed() || Date.now() + delay > deadline) throw err;
       await new Promise((resolve) => setTimeout(resolve, delay));
     }
   }

@@ -8,7 +8,6 @@ import {
   type IdRange,
   type JournalRow,
 } from '../../repository/event-journal';
-import type { Pool } from '../../shared/db';
 import type { Logger } from '../../shared/logger';
 
 const PAGE = 500;
@@ -22,10 +21,10 @@ interface Gap extends IdRange {
 }
 
 /**
- * Follows the journal for the live stream: one LISTEN connection per API process, woken by the ingest consumer's
- * notification at each commit, reading the new rows once and emitting them to every subscriber ('rows', with a
- * flag for rows that turned up late, below ids already emitted). It works
- * across processes (ingest and API may run apart) and reconnects by itself when Postgres restarts.
+ * Follows the journal for the live stream: one connection per API process, LISTENing and reading on it, woken by the
+ * ingest consumer's notification at each commit, reading the new rows once and emitting them to every subscriber
+ * ('rows', with a flag for rows that turned up late, below ids already emitted). It works across processes (ingest
+ * and API may run apart) and reconnects by itself when Postgres restarts.
  *
  * Ids are taken when a transaction starts writing but become visible when it commits, and batches commit
  * concurrently (several partitions at once, several ingest instances), so a row may appear below ids already read.
@@ -43,7 +42,6 @@ export class JournalFeed extends EventEmitter {
 
   constructor(
     private readonly databaseUrl: string,
-    private readonly pool: Pool,
     private readonly log: Logger,
   ) {
     super();
@@ -67,7 +65,7 @@ export class JournalFeed extends EventEmitter {
     try {
       await client.connect();
       await client.query(`LISTEN ${JOURNAL_CHANNEL}`);
-      if (!this.started) this.lastId = await maxEventId(this.pool);
+      if (!this.started) this.lastId = await maxEventId(client);
       this.started = true;
       this.client = client;
       this.wake(); // catch up on anything committed while we were away
@@ -91,18 +89,22 @@ export class JournalFeed extends EventEmitter {
       this.again = true;
       return;
     }
+    // Reads go over the LISTEN connection itself, never the API's pool: however busy the pool (catch-ups, exports
+    // whose clients stopped reading), the feed keeps reading what ingest commits. Without it, listen() wakes again.
+    const client = this.client;
+    if (!client) return;
     this.reading = (async () => {
       do {
         this.again = false;
         for (;;) {
-          const rows = await eventsAfter(this.pool, this.lastId, {}, PAGE);
+          const rows = await eventsAfter(client, this.lastId, {}, PAGE);
           if (rows.length === 0) break;
           this.noteGaps(rows);
           this.lastId = rows[rows.length - 1].id;
           this.emit('rows', rows, false);
           if (rows.length < PAGE) break;
         }
-        await this.fillGaps();
+        await this.fillGaps(client);
       } while (this.again && !this.closed);
     })()
       .catch((err: Error) => this.log.warn({ err: err.message }, 'live stream read failed; will retry on next commit'))
@@ -121,11 +123,11 @@ export class JournalFeed extends EventEmitter {
   }
 
   /** Emits rows that have appeared in known gaps since, and narrows or drops those gaps. */
-  private async fillGaps(): Promise<void> {
+  private async fillGaps(client: pg.Client): Promise<void> {
     const now = Date.now();
     this.gaps = this.gaps.filter((gap) => gap.until > now);
     if (this.gaps.length === 0) return;
-    const late = await eventsInRanges(this.pool, this.gaps);
+    const late = await eventsInRanges(client, this.gaps);
     if (late.length === 0) return;
     const found = new Set(late.map((row) => row.id));
     this.gaps = this.gaps.flatMap((gap) => splitGap(gap, found));

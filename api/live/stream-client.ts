@@ -2,7 +2,7 @@ import type { JournalRow, StreamFilter } from '../../repository/event-journal';
 import type { Metrics } from '../../shared/metrics';
 
 /** The SSE frame of one journal row (the shape of the original crm-events stream, plus journal fields). */
-export function domainEventFrame(row: JournalRow): { id: number; data: Record<string, unknown> } {
+function domainEventFrame(row: JournalRow): { id: number; data: Record<string, unknown> } {
   return {
     id: row.id,
     data: {
@@ -18,6 +18,22 @@ export function domainEventFrame(row: JournalRow): { id: number; data: Record<st
       payload: row.payload,
     },
   };
+}
+
+const encoded = new WeakMap<JournalRow, string>();
+
+/**
+ * A row's SSE frame as written to the socket. The feed hands the same row objects to every client, so a row is
+ * encoded once however many clients take it; its length is what a client's buffers count in bytes.
+ */
+export function encodedFrame(row: JournalRow): string {
+  let frame = encoded.get(row);
+  if (frame === undefined) {
+    const { id, data } = domainEventFrame(row);
+    frame = `id: ${id}\ndata: ${JSON.stringify(data)}\n\n`;
+    encoded.set(row, frame);
+  }
+  return frame;
 }
 
 /**
@@ -102,8 +118,7 @@ export class StreamClient {
       if (row.id <= this.cursor && !late) continue;
       this.remember(row.id);
       this.cursor = Math.max(this.cursor, row.id);
-      const { id, data } = domainEventFrame(row);
-      this.enqueue(`id: ${id}\ndata: ${JSON.stringify(data)}\n\n`);
+      this.enqueue(encodedFrame(row));
     }
   }
 

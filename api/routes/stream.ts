@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import type { JournalRow } from '../../repository/event-journal';
+import { maxEventId, type JournalRow } from '../../repository/event-journal';
 import type { Config } from '../../shared/config';
 import type { Pool } from '../../shared/db';
 import type { Metrics } from '../../shared/metrics';
@@ -8,7 +8,7 @@ import { httpError } from '../http-error';
 import { catchUp } from '../live/catch-up';
 import { createCatchUpBudget } from '../live/catch-up-budget';
 import type { JournalFeed } from '../live/journal-feed';
-import { StreamClient } from '../live/stream-client';
+import { encodedFrame, StreamClient } from '../live/stream-client';
 import { scopedTenant } from '../tenant-scope';
 
 export interface StreamOptions {
@@ -77,7 +77,12 @@ const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { poo
       clients += 1;
       open.add(res);
       metrics.sseClients.inc();
-      const resumeFrom = lastEventId === undefined ? undefined : Number(lastEventId);
+      const asked = lastEventId === undefined ? undefined : Number(lastEventId);
+      // A Last-Event-ID beyond the journal's newest id (a database restored from a backup, another environment) would
+      // hold back every event until the ids caught up with it: the client is told, and continues from the newest.
+      const newest = asked === undefined ? undefined : await maxEventId(pool).catch(() => undefined);
+      const unknownCursor = asked !== undefined && newest !== undefined && asked > newest;
+      const resumeFrom = unknownCursor ? newest : asked;
       const client = new StreamClient(
         res,
         filter,
@@ -96,19 +101,33 @@ const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { poo
         released(); // the slot is free now, whenever the connection itself goes
       };
       holders.set(caller, [...(holders.get(caller) ?? []), evict]);
-      // Live rows that arrive during the catch-up wait here, as many as the client's buffer; past it they are dropped
-      // and the client is told, as it would be had it fallen behind live.
+      // Live rows that arrive during the catch-up wait here, as many as the client's buffer holds in rows and in bytes
+      // (one event may be a megabyte); from the first that does not fit they are dropped and the client is told, as
+      // it would be had it fallen behind live.
       const pending: Array<[JournalRow[], boolean]> = [];
       let pendingRows = 0;
+      let pendingBytes = 0;
       let pendingDropped = 0;
       let caughtUp = resumeFrom === undefined;
       const onRows = (rows: JournalRow[], late: boolean) => {
         if (caughtUp) return client.offer(rows, late);
-        const wanted = rows.filter((row) => client.matches(row));
-        const room = Math.max(0, config.stream.clientBuffer - pendingRows);
-        if (wanted.length > room) pendingDropped += wanted.length - room;
-        if (room > 0 && wanted.length > 0) pending.push([wanted.slice(0, room), late]);
-        pendingRows += Math.min(room, wanted.length);
+        const kept: JournalRow[] = [];
+        for (const row of rows) {
+          if (!client.matches(row)) continue;
+          const bytes = encodedFrame(row).length;
+          const fits =
+            pendingDropped === 0 &&
+            pendingRows < config.stream.clientBuffer &&
+            pendingBytes + bytes <= config.stream.clientBufferBytes;
+          if (!fits) {
+            pendingDropped += 1;
+            continue;
+          }
+          kept.push(row);
+          pendingRows += 1;
+          pendingBytes += bytes;
+        }
+        if (kept.length > 0) pending.push([kept, late]);
       };
       feed.on('rows', onRows);
       client.send({
@@ -118,6 +137,14 @@ const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { poo
         filter: { tenant_id: filter.tenantId ?? null, topic: filter.topic ?? null },
         resumed_after: resumeFrom ?? null,
       });
+      if (unknownCursor) {
+        client.send({
+          kind: 'cursor_unknown',
+          last_event_id: asked,
+          resume_after: resumeFrom,
+          message: `Last-Event-ID ${asked} is beyond the journal's newest event ${resumeFrom}; continuing from there`,
+        });
+      }
       const heartbeat = setInterval(() => client.comment('heartbeat'), config.stream.heartbeatMs);
       let closed = false;
       const release = () => {
@@ -143,6 +170,7 @@ const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { poo
             clientBuffer: config.stream.clientBuffer,
             pageBytes: config.stream.clientBufferBytes,
             isClosed: () => closed,
+            horizon: () => feed.lastId,
             budget: catchUpBudget,
           });
           if (truncated) {
