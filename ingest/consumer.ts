@@ -83,15 +83,15 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
           consumer: {
             assignment: () => current.assignment,
             isPaused: () => state.paused,
-            disconnect: () => {
+            disconnect: async () => {
               current.retired = true;
-              return current.consumer.disconnect();
+              await current.consumer.disconnect();
             },
-            startFresh: () => {
-              if (state.stopping) return Promise.reject(new Error('ingest is stopping'));
+            startFresh: async () => {
+              if (state.stopping) throw new Error('ingest is stopping');
               state.paused = false; // the retired consumer's pause ended with it; a fresh one pauses again if need be
               current = createConsumer(deps, lineageKey, state);
-              return current.start();
+              await current.start();
             },
           },
           monitor: deps.lagMonitor,
