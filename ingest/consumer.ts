@@ -10,7 +10,9 @@ import { initPartitionSeries } from '../shared/metrics';
 import { appendBatch, type AppendOutcome } from '../journal/append';
 import { loadLineageKey, type LineageKey } from '../journal/lineage';
 import { parseRecord } from '../journal/record';
+import type { LagMonitor } from './lag-monitor';
 import { accountBatch, reportBatch } from './report-batch';
+import { startWatchdog, type AssignedPartition } from './watchdog';
 
 export interface IngestDeps {
   kafka: Kafka;
@@ -20,22 +22,100 @@ export interface IngestDeps {
   config: Pick<Config, 'kafka' | 'ingest' | 'lineageKey'>;
   /** Called after each batch is committed in Postgres (the live stream hooks in here). */
   onJournaled?: (outcome: AppendOutcome) => void;
+  /** The process's lag monitor: given it, and INGEST_WATCHDOG_SECONDS above 0, a watchdog restarts a hung consumer. */
+  lagMonitor?: Pick<LagMonitor, 'stalled' | 'lastRead'>;
 }
 
 export interface IngestService {
-  consumer: Consumer;
-  /** True while Postgres refuses writes and ingestion is paused, retrying. */
+  /** The Kafka consumer running now; the watchdog replaces it by a fresh one when it restarts it. */
+  consumer(): Consumer;
+  /** The partitions of the consumer's last group join; empty before it joined. */
+  assignment(): AssignedPartition[];
+  /**
+   * True while Postgres refuses writes and ingestion is paused, retrying. This is the only deliberate pause the
+   * watchdog knows of: a partition paused any other way (consumer().pause()) looks hung to it.
+   */
   isPaused(): boolean;
-  /** Finishes the batch in flight, commits it, and leaves the group. */
+  /** Stops the watchdog, finishes the batch in flight, commits it, and leaves the group. */
   stop(): Promise<void>;
+}
+
+/** One Kafka consumer of the service; a watchdog restart retires it and runs a fresh one. */
+interface RunningConsumer {
+  consumer: Consumer;
+  assignment: AssignedPartition[];
+  /**
+   * Set when the watchdog gave up on it. Should it still be alive, it goes on journaling and committing what it is
+   * given (correct by invariants 1 and 2) until the group drops it, but no longer speaks for the service: its
+   * assignment, pause and crash are not the service's.
+   */
+  retired: boolean;
+  start(): Promise<void>;
+}
+
+/** What the consumers of one service share. */
+interface IngestState {
+  paused: boolean;
+  stopping: boolean;
 }
 
 /**
  * The Kafka → journal consumer. Offsets are committed only after Postgres has committed the batch, and the journal
  * sets aside proven redeliveries (same coordinates, same content), so a crash at any point neither loses nor doubles
- * a record (docs/integrity.md).
+ * a record (docs/integrity.md). The same holds across a watchdog restart (ingest/watchdog.ts): the fresh consumer
+ * resumes at the committed offsets, and the journal sets aside what it had journaled already.
  */
 export async function startIngest(deps: IngestDeps): Promise<IngestService> {
+  const { kafka, config, log } = deps;
+  const lineageKey = await loadLineageKey(deps.pool, config.lineageKey);
+  const state: IngestState = { paused: false, stopping: false };
+  await refuseMissingTopics(kafka, config.kafka.topics);
+  let current = createConsumer(deps, lineageKey, state);
+  await current.start();
+  log.info(
+    { topics: config.kafka.topics },
+    `CRM Events Sink started. Listening to topics: ${JSON.stringify(config.kafka.topics)}`,
+  );
+
+  const watchdog =
+    deps.lagMonitor && config.ingest.watchdogSeconds > 0
+      ? startWatchdog({
+          consumer: {
+            assignment: () => current.assignment,
+            isPaused: () => state.paused,
+            disconnect: async () => {
+              current.retired = true;
+              await current.consumer.disconnect();
+            },
+            startFresh: async () => {
+              if (state.stopping) throw new Error('ingest is stopping');
+              state.paused = false; // the retired consumer's pause ended with it; a fresh one pauses again if need be
+              current = createConsumer(deps, lineageKey, state);
+              await current.start();
+            },
+          },
+          monitor: deps.lagMonitor,
+          metrics: deps.metrics,
+          log: log.child({ module: 'ingest-watchdog' }),
+          afterMs: config.ingest.watchdogSeconds * 1000,
+        })
+      : undefined;
+
+  return {
+    consumer: () => current.consumer,
+    assignment: () => [...current.assignment],
+    isPaused: () => state.paused,
+    stop: async () => {
+      state.stopping = true;
+      watchdog?.stop();
+      await current.consumer.disconnect();
+      log.info('Kafka consumer stopped');
+    },
+  };
+}
+
+/** A consumer with the service's listeners, not yet connected; start() connects, subscribes and runs it. */
+function createConsumer(deps: IngestDeps, lineageKey: LineageKey, state: IngestState): RunningConsumer {
   const { kafka, config, log } = deps;
   const consumer = kafka.consumer({
     groupId: config.kafka.groupId,
@@ -44,20 +124,18 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
     maxBytesPerPartition: config.ingest.fetchBytesPerPartition,
     retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 300, maxRetryTime: 10_000 },
   });
-  const lineageKey = await loadLineageKey(deps.pool, config.lineageKey);
-  let paused = false;
+  const running: RunningConsumer = { consumer, assignment: [], retired: false, start };
   consumer.on(consumer.events.CRASH, ({ payload }) => {
     log.error({ err: payload.error, restart: payload.restart }, 'Kafka consumer crashed');
-    if (!payload.restart) process.exitCode = 1;
+    if (!payload.restart && !running.retired) process.exitCode = 1;
   });
-  let stopping = false;
   // A fetch holding only aborted transactional records or transaction markers never reaches eachBatch: kafkajs
   // resolves it and reports it as a batch of 0 messages. With autoCommit off nothing would commit past it, and the
   // partition would look lagging (and stalled) forever although everything readable is journaled. Batches of one
   // partition are handled one after another and each is committed before the next is fetched, so committing past an
   // empty one never skips a record.
   consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
-    if (payload.batchSize !== 0 || stopping) return;
+    if (payload.batchSize !== 0 || state.stopping) return;
     const offset = (BigInt(payload.lastOffset) + 1n).toString();
     consumer
       .commitOffsets([{ topic: payload.topic, partition: payload.partition, offset }])
@@ -69,39 +147,32 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
       );
   });
   consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
+    if (running.retired) return;
     log.info({ member_id: payload.memberId, assignment: payload.memberAssignment }, 'Joined consumer group');
-    for (const [topic, partitions] of Object.entries(payload.memberAssignment)) {
-      for (const partition of partitions) initPartitionSeries(deps.metrics, topic, partition);
-    }
+    running.assignment = Object.entries(payload.memberAssignment).flatMap(([topic, partitions]) =>
+      partitions.map((partition) => ({ topic, partition })),
+    );
+    for (const { topic, partition } of running.assignment) initPartitionSeries(deps.metrics, topic, partition);
   });
 
-  await refuseMissingTopics(kafka, config.kafka.topics);
-  await consumer.connect();
-  await consumer.subscribe({ topics: config.kafka.topics, fromBeginning: config.kafka.fromBeginning });
-  await consumer.run({
-    autoCommit: false,
-    partitionsConsumedConcurrently: config.ingest.concurrency,
-    eachBatchAutoResolve: true,
-    eachBatch: (payload) =>
-      handleBatch(payload, consumer, deps, lineageKey, (value) => {
-        if (value !== paused) log[value ? 'warn' : 'info'](value ? 'Ingestion paused' : 'Ingestion resumed');
-        paused = value;
-      }),
-  });
-  log.info(
-    { topics: config.kafka.topics },
-    `CRM Events Sink started. Listening to topics: ${JSON.stringify(config.kafka.topics)}`,
-  );
-
-  return {
-    consumer,
-    isPaused: () => paused,
-    stop: async () => {
-      stopping = true;
-      await consumer.disconnect();
-      log.info('Kafka consumer stopped');
-    },
-  };
+  async function start(): Promise<void> {
+    await consumer.connect();
+    // A shutdown (or a watchdog that gave up on this consumer) while connecting: do not join the group after it.
+    if (state.stopping || running.retired) throw new Error('ingest stopped while the Kafka consumer was connecting');
+    await consumer.subscribe({ topics: config.kafka.topics, fromBeginning: config.kafka.fromBeginning });
+    await consumer.run({
+      autoCommit: false,
+      partitionsConsumedConcurrently: config.ingest.concurrency,
+      eachBatchAutoResolve: true,
+      eachBatch: (payload) =>
+        handleBatch(payload, consumer, deps, lineageKey, (value) => {
+          if (running.retired) return;
+          if (value !== state.paused) log[value ? 'warn' : 'info'](value ? 'Ingestion paused' : 'Ingestion resumed');
+          state.paused = value;
+        }),
+    });
+  }
+  return running;
 }
 
 /** Subscribing to a topic the broker does not have fails deep inside kafkajs ("does not host this topic-partition"). */

@@ -48,6 +48,8 @@ export interface StalledPartition {
 export interface LagMonitor {
   /** The partitions stalled as of the last poll (what the gauge shows). */
   stalled(): StalledPartition[];
+  /** When the last poll succeeded (undefined before the first): how current `stalled()` is. */
+  lastRead(): Date | undefined;
   /** A /health check: rejects naming the stalled partitions, or saying that lag could not be read for a while. */
   check(): Promise<void>;
   /** Stops polling and closes the admin connection; resolves within about a second. */
@@ -117,17 +119,17 @@ export function startLagMonitor(opts: LagMonitorOptions): LagMonitor {
   };
 
   const publish = (result: PartitionReading[], current: StalledPartition[], at: number) => {
-    const stalledKeys = new Set(current.map(keyOf));
-    const before = new Set(stalled.map(keyOf));
+    const stalledKeys = new Set(current.map(partitionKey));
+    const before = new Set(stalled.map(partitionKey));
     for (const r of result) {
       const labels = { topic: r.topic, partition: String(r.partition) };
       metrics.consumerLag.set(labels, r.lag);
       metrics.committedOffset.set(labels, r.position);
-      metrics.partitionStalled.set(labels, stalledKeys.has(keyOf(r)) ? 1 : 0);
+      metrics.partitionStalled.set(labels, stalledKeys.has(partitionKey(r)) ? 1 : 0);
     }
     // Log the transitions, not every poll.
     for (const s of current) {
-      if (!before.has(keyOf(s))) log.warn({ ...s, group: groupId }, describeStall(s, at));
+      if (!before.has(partitionKey(s))) log.warn({ ...s, group: groupId }, describeStall(s, at));
     }
     for (const key of before) {
       if (!stalledKeys.has(key)) log.info({ partition: key, group: groupId }, `Partition ${key} is moving again`);
@@ -146,6 +148,7 @@ export function startLagMonitor(opts: LagMonitorOptions): LagMonitor {
 
   return {
     stalled: () => [...stalled],
+    lastRead: () => (lastSuccess === undefined ? undefined : new Date(lastSuccess)),
     async check() {
       const at = now();
       if (stalled.length > 0) throw new Error(stalled.map((s) => describeStall(s, at)).join('; '));
@@ -175,7 +178,7 @@ export class StallTracker {
   constructor(private readonly stallMs: number) {}
 
   update(reading: PartitionReading, at: number): void {
-    const key = keyOf(reading);
+    const key = partitionKey(reading);
     const before = this.partitions.get(key);
     const moving = !before || before.position !== reading.position || reading.lag === 0;
     this.partitions.set(key, { ...reading, since: moving ? at : before.since });
@@ -218,7 +221,8 @@ export function describeStall(s: StalledPartition, at: number): string {
   return `partition ${s.topic}/${s.partition} stalled for ${seconds} s with lag ${s.lag}`;
 }
 
-const keyOf = (p: { topic: string; partition: number }) => `${p.topic}/${p.partition}`;
+/** "apexflow.leads.created/2": how a partition is named in logs, /health and sets. */
+export const partitionKey = (p: { topic: string; partition: number }) => `${p.topic}/${p.partition}`;
 
 /** The first failure at once, then at most one line a minute saying how many were left out. */
 function rateLimitedErrors(log: Logger, now: () => number) {

@@ -24,6 +24,13 @@ export const DLQ_REASONS = [...REJECT_REASONS, 'unknown'] as const;
 export const RECORD_OUTCOMES = ['journaled', 'dead_lettered', 'redelivered'] as const;
 export type RecordOutcome = (typeof RECORD_OUTCOMES)[number];
 
+/**
+ * Why the ingest watchdog restarted this process's Kafka consumer (crm_events_ingest_consumer_restarts_total{reason}):
+ * a partition it owns is stalled, or it owns none while the group has a stalled partition.
+ */
+export const CONSUMER_RESTART_REASONS = ['stalled', 'unassigned'] as const;
+export type ConsumerRestartReason = (typeof CONSUMER_RESTART_REASONS)[number];
+
 /** Life of a dead letter; `discarded` is an operator's decision (with a reason): the row stays, nothing retries it. */
 export const DLQ_STATUSES = ['pending', 'retrying', 'resolved', 'parked', 'discarded'] as const;
 export type DlqStatus = (typeof DLQ_STATUSES)[number];

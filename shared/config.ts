@@ -32,6 +32,11 @@ export interface Config {
     lagIntervalMs: number;
     /** A partition with lag whose committed offset has not moved for this long is stalled. */
     stallSeconds: number;
+    /**
+     * A partition of this process stalled for this long (or, owning none, any partition of the group) makes the
+     * watchdog restart its Kafka consumer (ingest/watchdog.ts); 0 disables it.
+     */
+    watchdogSeconds: number;
   };
   metrics: { host: string; port: number; tenantLabelLimit: number };
   api: {
@@ -182,6 +187,7 @@ export const DEFAULTS = {
   INGEST_FETCH_BYTES_PER_PARTITION: '1048576',
   INGEST_LAG_INTERVAL_MS: '5000',
   INGEST_STALL_SECONDS: '60',
+  INGEST_WATCHDOG_SECONDS: '120',
   METRICS_HOST: '127.0.0.1',
   METRICS_PORT: '9105',
   METRICS_TENANT_LABEL_LIMIT: '100',
@@ -407,6 +413,7 @@ export function loadConfig(env: Env = process.env): Config {
       fetchBytesPerPartition: int('INGEST_FETCH_BYTES_PER_PARTITION', 1024, 100 * 1024 * 1024),
       lagIntervalMs: int('INGEST_LAG_INTERVAL_MS', 100, 600_000),
       stallSeconds: int('INGEST_STALL_SECONDS', 1, 86_400),
+      watchdogSeconds: int('INGEST_WATCHDOG_SECONDS', 0, 86_400),
     },
     metrics: {
       host: read('METRICS_HOST'),

@@ -1,5 +1,6 @@
 import client from 'prom-client';
 import {
+  CONSUMER_RESTART_REASONS,
   DLQ_RETRY_OUTCOMES,
   NOTIFICATION_DELIVERY_STATUSES,
   RECORD_OUTCOMES,
@@ -89,6 +90,11 @@ export function createMetrics(tenantLabelLimit = 100, sources: MetricSources = {
       'crm_events_partition_stalled',
       '1 when the partition has lag and its committed offset has not moved for INGEST_STALL_SECONDS',
     ),
+    consumerRestarts: counter(
+      'crm_events_ingest_consumer_restarts_total',
+      `Kafka consumer restarts by the ingest watchdog, by reason (${CONSUMER_RESTART_REASONS.join(', ')})`,
+      ['reason'],
+    ),
     batchPersistSeconds: new client.Histogram({
       name: 'crm_events_batch_persist_seconds',
       help: 'Time to journal one consumed batch (one statement per batch)',
@@ -159,6 +165,7 @@ export function initAlertSeries(metrics: Metrics): void {
     metrics.replayPublished.inc({ kind }, 0);
   }
   for (const result of DLQ_RETRY_OUTCOMES) metrics.dlqRetry.inc({ result }, 0);
+  for (const reason of CONSUMER_RESTART_REASONS) metrics.consumerRestarts.inc({ reason }, 0);
 }
 
 /**

@@ -52,7 +52,7 @@ export async function serve(components: Component[], options: { stack?: boolean;
   }
   if (components.includes('ingest')) {
     const { startIngestComponent } = await import('./ingest.js');
-    const ingest = await startIngestComponent(rt);
+    const ingest = await startIngestComponent(rt, lagMonitor);
     intake.push({ name: 'ingest', stop: ingest.stop });
   }
   if (components.includes('worker')) {

@@ -78,6 +78,7 @@ it('scrapes both jobs and loads every alert rule from the repository', async () 
     'CrmEventsCoordinateReuse',
     'CrmEventsDlqEntriesParked',
     'CrmEventsDlqGrowing',
+    'CrmEventsIngestConsumerRestarting',
     'CrmEventsJournalMaintenanceStale',
     'CrmEventsJournalStrayRows',
     'CrmEventsPartitionStalled',

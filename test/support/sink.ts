@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Kafka, Producer } from 'kafkajs';
 import { createArchiveStore, type ArchiveStore } from '../../archive';
-import { startIngest, type IngestService } from '../../ingest/consumer';
+import { startIngest, type IngestDeps, type IngestService } from '../../ingest/consumer';
 import type { Config } from '../../shared/config';
 import { createPool, type Pool } from '../../shared/db';
 import { createKafka, createProducer, ensureTopics } from '../../shared/kafka';
@@ -27,7 +27,8 @@ export interface SinkHarness {
   /** The archive store of config.archive: by default a private temporary directory, removed by close(). */
   archive: ArchiveStore;
   ingest?: IngestService;
-  startIngest(): Promise<IngestService>;
+  /** Starts the real consumer; given a lag monitor, with its watchdog (INGEST_WATCHDOG_SECONDS). */
+  startIngest(extra?: Pick<IngestDeps, 'lagMonitor'>): Promise<IngestService>;
   stopIngest(): Promise<void>;
   /** Sends JSON (or raw string/Buffer/null) values to a topic and partition. */
   send(
@@ -79,8 +80,8 @@ export async function createSinkHarness(label: string, env: Record<string, strin
     lineageKey,
     topics,
     archive,
-    async startIngest() {
-      harness.ingest = await startIngest({ kafka, pool, metrics, log, config });
+    async startIngest(extra = {}) {
+      harness.ingest = await startIngest({ kafka, pool, metrics, log, config, ...extra });
       return harness.ingest;
     },
     async stopIngest() {

@@ -247,6 +247,7 @@ describe('startLagMonitor', () => {
     expect(broker.admins).toBeGreaterThan(3); // each failure drops the connection
     expect(log.warn).toHaveBeenCalledTimes(1);
     expect(log.warn.mock.calls[0][1]).toBe('Could not read consumer lag from Kafka; retrying');
+    expect(monitor!.lastRead()).toBeUndefined(); // no reading yet: the watchdog does not act on stale stalls
     clock += 61_000;
     await expect(monitor!.check()).rejects.toThrow(
       'consumer lag unknown: not read from Kafka for 61 s (Connection error: ECONNREFUSED)',
@@ -254,6 +255,7 @@ describe('startLagMonitor', () => {
 
     broker.fail = undefined;
     await broker.nextPolls();
+    expect(monitor!.lastRead()).toEqual(new Date(clock));
     await expect(monitor!.check()).resolves.toBeUndefined();
     expect(await gauge('consumerLag')).toHaveLength(3);
   });

@@ -1,4 +1,4 @@
-import { RECORD_OUTCOMES, REPLAY_KINDS, WORKFLOW_END_STATUSES } from '../../journal/kinds';
+import { CONSUMER_RESTART_REASONS, RECORD_OUTCOMES, REPLAY_KINDS, WORKFLOW_END_STATUSES } from '../../journal/kinds';
 import { createMetrics, createTenantLabeler, initAlertSeries, initPartitionSeries } from '../../shared/metrics';
 
 describe('metrics', () => {
@@ -29,6 +29,7 @@ describe('metrics', () => {
         'crm_events_coordinate_reuse_total',
         'crm_events_committed_offset',
         'crm_events_partition_stalled',
+        'crm_events_ingest_consumer_restarts_total',
         'crm_events_batch_persist_seconds',
         'crm_events_replay_workflows_total',
         'crm_events_replay_published_total',
@@ -74,6 +75,9 @@ describe('metrics', () => {
       'retrying',
       'skipped',
     ]);
+    const restarts = (await metrics.consumerRestarts.get()).values;
+    expect(restarts.map((v) => v.labels.reason).sort()).toEqual([...CONSUMER_RESTART_REASONS].sort());
+    expect(restarts.every((v) => v.value === 0)).toBe(true);
   });
 
   it("starts one partition's accounting series at zero: consumed, every outcome, coordinate reuse", async () => {

@@ -83,6 +83,7 @@ const ALERTS = [
   'CrmEventsReplayFailures',
   'CrmEventsDlqEntriesParked',
   'CrmEventsPartitionStalled',
+  'CrmEventsIngestConsumerRestarting',
   'CrmEventsAccountingMismatch',
   'CrmEventsCoordinateReuse',
   'CrmEventsJournalStrayRows',
@@ -310,7 +311,7 @@ describe('Prometheus configuration', () => {
 });
 
 describe('alert rules', () => {
-  it('defines the eleven alerts in group crm_events_alerts', () => {
+  it('defines the twelve alerts in group crm_events_alerts', () => {
     expect(rules.groups.map((g) => g.name)).toEqual(['crm_events_alerts']);
     expect(alerts.map((a) => a.alert).sort()).toEqual([...ALERTS].sort());
   });
@@ -455,7 +456,7 @@ describe('promtool', () => {
   });
 
   it('accepts the alert rules', () => {
-    expect(expectSuccess('check', 'rules', rulesFile)).toMatch(/SUCCESS: 11 rules found/);
+    expect(expectSuccess('check', 'rules', rulesFile)).toMatch(/SUCCESS: 12 rules found/);
   });
 
   it('passes the alert unit tests', () => {
