@@ -10,7 +10,8 @@ APP_MEMBERS=(ingest-1 ingest-2 worker-1 worker-2 api-1 api-2)
 SCALE_MEMBERS=(ingest-3)
 
 # The environment every process of the profile shares; whatever the caller's environment says about addresses is
-# replaced (a .env aimed at the default stack must not send the cluster's processes there).
+# replaced (a .env aimed at the default stack must not send the cluster's processes there). The fault suite kills
+# brokers: a consumer that kafkajs leaves hanging is restarted after 60 s without progress, not the default 120.
 cluster_app_env() {
   printf '%s\n' \
     "DATABASE_URL=postgres://crm_events:crm_events@127.0.0.1:$PG_PORT/crm_events" \
@@ -22,7 +23,8 @@ cluster_app_env() {
     "TEMPORAL_UI_URL=http://127.0.0.1:$CLUSTER_TEMPORAL_UI_PORT" \
     "ARCHIVE_STORE=local" \
     "ARCHIVE_DIR=$STACK_DIR/archive" \
-    "API_TLS_DIR=$STACK_DIR/tls"
+    "API_TLS_DIR=$STACK_DIR/tls" \
+    "INGEST_WATCHDOG_SECONDS=60"
 }
 
 # member_port NAME: the API port of api-n, the metrics port of ingest-n and worker-n.
