@@ -68,7 +68,11 @@ export type AuditStatus = (typeof AUDIT_STATUSES)[number];
 /** How a replay workflow ended (crm_events_replay_workflows_total{status}). */
 export const WORKFLOW_END_STATUSES = ['completed', 'failed', 'cancelled'] as const;
 
-/** Failure types that no retry can fix: activities throw them non-retryable and workflows do not retry them. */
+/**
+ * Failure types that no retry can fix: activities throw them non-retryable and workflows do not retry them.
+ * `UnprocessableData`: Postgres refuses a statement for the data it reads (SQLSTATE class 22 or 54), given to any
+ * activity's such error by the worker (worker/deterministic-failures.ts).
+ */
 export const PERMANENT_FAILURES = [
   'EventNotFound',
   'HopLimitExceeded',
@@ -76,6 +80,7 @@ export const PERMANENT_FAILURES = [
   'UnknownTopic',
   'EventErased',
   'TransformFailed',
+  'UnprocessableData',
 ] as const;
 export type PermanentFailure = (typeof PERMANENT_FAILURES)[number];
 

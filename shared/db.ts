@@ -59,6 +59,36 @@ export function isOutage(err: unknown): boolean {
   return typeof message === 'string' && CONNECTION_MESSAGES.test(message);
 }
 
+// SQLSTATE classes whose error the same statement raises again on the same data, however often it is retried: a data
+// exception (22: a cast, a regular expression, a jsonpath or a division that the data cannot take) and a program limit
+// (54: a payload nested deeper than Postgres's stack allows, a statement too complex). Integrity violations (23), a
+// rolled-back transaction (40), syntax and undefined objects (42: a schema a rolling upgrade has not migrated yet) and
+// the outage classes above may pass on a later attempt.
+const DETERMINISTIC_CLASSES = { '22': 'data_exception', '54': 'program_limit_exceeded' } as const;
+
+/** A Postgres error no retry can fix (DETERMINISTIC_CLASSES): its SQLSTATE, its class and Postgres's own message. */
+export interface DeterministicPgError {
+  sqlstate: string;
+  kind: (typeof DETERMINISTIC_CLASSES)[keyof typeof DETERMINISTIC_CLASSES];
+  message: string;
+}
+
+/**
+ * The Postgres error, in err or in its chain of causes, that the same statement would raise again on every attempt
+ * (SQLSTATE class 22 or 54), or undefined when there is none and a retry may help. Used by the API (a 422 naming it)
+ * and by the worker (a non-retryable activity failure), so that both agree on what retrying cannot fix.
+ */
+export function deterministicPgError(err: unknown): DeterministicPgError | undefined {
+  for (let e = err, depth = 0; e && typeof e === 'object' && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const { code, message } = e as { code?: unknown; message?: unknown };
+    if (typeof code !== 'string' || !/^[0-9A-Z]{5}$/.test(code)) continue;
+    const kind = DETERMINISTIC_CLASSES[code.slice(0, 2) as keyof typeof DETERMINISTIC_CLASSES];
+    if (!kind) return undefined;
+    return { sqlstate: code, kind, message: typeof message === 'string' ? message : '' };
+  }
+  return undefined;
+}
+
 /** Runs fn in a transaction that is always rolled back (a trial: what would these writes do?); its result. */
 export async function rolledBack<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   const trial = { done: false, value: undefined as T };

@@ -2,6 +2,7 @@ import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker
 import type { Config } from '../shared/config';
 import type { Logger } from '../shared/logger';
 import { createActivities, type ActivityDeps } from '../activities';
+import { activityInterceptors } from './deterministic-failures';
 
 export interface ReplayWorkerOptions {
   connection: NativeConnection;
@@ -21,6 +22,8 @@ export async function createReplayWorker({ connection, config, deps, workflowBun
     namespace: config.temporal.namespace,
     taskQueue: config.temporal.taskQueue,
     activities: createActivities(deps),
+    // A statement Postgres refuses for the data it reads fails its activity at once instead of being retried.
+    interceptors: { activity: activityInterceptors },
     ...(workflowBundle ? { workflowBundle } : { workflowsPath: require.resolve('../workflows') }),
     maxConcurrentActivityTaskExecutions: 20,
     // At shutdown, activities get a few seconds to finish, then are cancelled (publishing honours that at once).

@@ -1,6 +1,10 @@
 import type { ActivityOptions } from '@temporalio/workflow';
 import { PERMANENT_FAILURES } from '../journal/kinds';
 
+// A failure an activity throws as non-retryable is never retried, whatever the policy below lists: among them every
+// statement Postgres refuses for the data it reads (UnprocessableData, worker/deterministic-failures.ts), so that no
+// policy here, even one without maximumAttempts, retries such a statement forever.
+
 /** Short publishing activities: exponential backoff up to a minute, for about 20 minutes. */
 export const publishOptions: ActivityOptions = {
   startToCloseTimeout: '30s',

@@ -2,6 +2,7 @@ import { proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import { auditOptions, publishOptions } from './activity-options';
 import { MAX_REPAIR_ENTRIES, type DlqRepairInput, type DlqRepairResult } from './definitions';
+import { failureMessage } from './failure-message';
 
 const { repairDlqPage } = proxyActivities<Activities>(publishOptions);
 const { startDlqRepair, finishDlqRepair } = proxyActivities<Activities>(auditOptions);
@@ -43,7 +44,7 @@ export async function dlqRepairWorkflow(input: DlqRepairInput): Promise<DlqRepai
       if (page.done) break;
     }
   } catch (err) {
-    await finishDlqRepair({ repairId, status: 'failed', error: (err as Error).message });
+    await finishDlqRepair({ repairId, status: 'failed', error: failureMessage(err) });
     throw err;
   }
   const counts = await finishDlqRepair({ repairId, status: 'completed' });

@@ -2,6 +2,7 @@ import { CancellationScope, proxyActivities, workflowInfo, type ActivityOptions 
 import type { Activities } from '../activities';
 import { PERMANENT_FAILURES } from '../journal/kinds';
 import { auditOptions } from './activity-options';
+import { failureMessage } from './failure-message';
 
 /**
  * An erasure to run. The subject's value is not here (the workflow's input and history are kept by Temporal): the API
@@ -64,8 +65,7 @@ export async function erasureWorkflow(input: ErasureInput): Promise<ErasureResul
     await eraseRows({ ...ref, table: 'event_journal', afterId: 0, windowIds });
     await eraseRows({ ...ref, table: 'event_dlq', afterId: 0, windowIds });
   } catch (err) {
-    const cause = (err as { cause?: { message?: string } }).cause;
-    const error = cause?.message ?? (err as Error).message;
+    const error = failureMessage(err);
     await CancellationScope.nonCancellable(() => recordErasureFinished({ ...ref, status: 'failed', error }));
     throw err;
   }

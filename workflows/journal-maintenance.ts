@@ -2,6 +2,7 @@ import { patched, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import { auditOptions, maintenanceOptions } from './activity-options';
 import type { MaintenanceInput, MaintenanceResult, MaintenanceStepResult } from './definitions';
+import { failureMessage } from './failure-message';
 
 const {
   createJournalPartitions,
@@ -53,9 +54,7 @@ export async function journalMaintenanceWorkflow(input: MaintenanceInput): Promi
       result.applied = true;
     }
   } catch (err) {
-    // An activity's failure arrives wrapped: its own message is the cause's.
-    const cause = (err as { cause?: { message?: string } }).cause;
-    await maintenanceFinished({ workflowId, status: 'failed', error: cause?.message ?? (err as Error).message });
+    await maintenanceFinished({ workflowId, status: 'failed', error: failureMessage(err) });
     throw err;
   }
   await maintenanceFinished({ workflowId, status: 'completed' });

@@ -65,6 +65,22 @@ export const ARCHIVE_PAGES_PER_CALL = 1_000;
 export const COLD_REPLAY_PATCH = 'cold-replay';
 
 /**
+ * Marks histories whose audit row records a failed plan or dry-run count (e.g. Postgres refusing the payload filter on
+ * the stored data: UnprocessableData). Before, such a replay failed with its audit row left running.
+ */
+export const PLAN_FAILURE_PATCH = 'record-plan-failure';
+
+/** Runs a step before the pages (planning, a dry run's count); if it fails, the audit row says so and why. */
+async function recordingFailure<T>(workflowId: string, step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (err) {
+    if (patched(PLAN_FAILURE_PATCH)) await recordFailure(workflowId, err, 0);
+    throw err;
+  }
+}
+
+/**
  * Replays every row received in [start, end) matching the filters: first the rows archived out of the journal
  * (docs/lifecycle.md, "Cold replay"), segment by segment, then the journal's, in keyset pages, then the archive's
  * late segments (deferred at planning, or archived while this ran). A chunk of consecutive pages per activity call,
@@ -102,16 +118,20 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
   }
   if (input.dryRun) {
     // Arguments only when asked for: the activity inputs of dry runs without them stay as they were.
-    const counts = await (input.transform || input.ordering
-      ? countRangeEvents(selection, input.transform, input.ordering)
-      : countRangeEvents(selection));
+    const counts = await recordingFailure(workflowId, () =>
+      input.transform || input.ordering
+        ? countRangeEvents(selection, input.transform, input.ordering)
+        : countRangeEvents(selection),
+    );
     await recordReplayFinished({ workflowId, status: 'completed', matched: counts.matched, published: 0, failed: 0 });
     return { status: 'dry_run', workflow_id: workflowId, ...counts };
   }
 
   const planned = input.state
     ? undefined
-    : await (input.ordering ? planRange(selection, input.ordering) : planRange(selection));
+    : await recordingFailure(workflowId, () =>
+        input.ordering ? planRange(selection, input.ordering) : planRange(selection),
+      );
   const cold = planned && patched(COLD_REPLAY_PATCH);
   if (planned && shardable(input, planned) && patched(SHARDED_REPLAY_PATCH)) {
     return coordinateShards(rangeReplayWorkflow, input, planned);

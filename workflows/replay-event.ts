@@ -9,6 +9,7 @@ import {
 import type { Activities } from '../activities';
 import { auditOptions, publishOptions } from './activity-options';
 import type { ReplayEventInput, ReplayEventResult } from './definitions';
+import { failureMessage } from './failure-message';
 import { replayOptions } from './replay-options';
 
 const { replayEvent } = proxyActivities<Activities>(publishOptions);
@@ -61,15 +62,13 @@ export async function recordFailure(
   recordFinished: RecordFinished = audit.recordReplayFinished,
 ): Promise<void> {
   const cancelled = isCancellation(err);
-  const cause = (err as { cause?: { message?: string } }).cause;
-  const message = cause?.message ?? (err as Error).message;
   await CancellationScope.nonCancellable(() =>
     recordFinished({
       workflowId,
       status: cancelled ? 'cancelled' : 'failed',
       matched,
       ...counts,
-      error: cancelled ? 'cancelled by operator' : message,
+      error: cancelled ? 'cancelled by operator' : failureMessage(err),
     }),
   );
 }

@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin';
 import type { FastifyError } from 'fastify';
+import { deterministicPgError } from '../../shared/db';
 
 /**
  * One error handler for the whole API: 4xx answers say what was wrong with the request; 5xx answers never carry a
@@ -16,7 +17,11 @@ export default fp(
         return reply.status(status).send({ statusCode: status, error: httpError(status), message: err.message });
       }
       const limit = beyondPostgresLimits(err);
-      if (limit) return reply.status(422).send({ statusCode: 422, error: httpError(422), message: limit });
+      if (limit) {
+        // Logged still: a class 22 may also be this service's own cast going wrong on some value.
+        request.log.warn({ err }, 'Postgres refused the request for the data it reads');
+        return reply.status(422).send({ statusCode: 422, error: httpError(422), message: limit });
+      }
       request.log.error({ err }, 'request failed');
       const message =
         status === 503 && err.message ? err.message : 'Internal error; see the service log for request ' + request.id;
@@ -32,14 +37,17 @@ export default fp(
 );
 
 /**
- * A request Postgres cannot carry out on the data it would read, whatever the retry (SQLSTATE class 54, program limit
- * exceeded: e.g. a payload filter walking every level with `$.**` over a stored payload nested deeper than Postgres's
- * stack allows). A 422 naming it, not a 500: the request is valid, and a narrower one works.
+ * A request Postgres cannot carry out on the data it would read, whatever the retry (shared/db.ts,
+ * deterministicPgError): e.g. a payload filter walking every level with `$.**` over a stored payload nested deeper
+ * than Postgres's stack allows (class 54), or a value a cast or a regular expression cannot take (class 22). A 422
+ * naming it, not a 500: the request is valid, and a narrower one works.
  */
 function beyondPostgresLimits(err: unknown): string | undefined {
-  const { code, message } = err as { code?: unknown; message?: unknown };
-  if (typeof code !== 'string' || !code.startsWith('54') || typeof message !== 'string') return undefined;
-  return `Postgres cannot carry out this request on the stored data: ${message} (SQLSTATE ${code}); narrow it (e.g. name the payload paths instead of $.**)`;
+  const refused = deterministicPgError(err);
+  if (!refused) return undefined;
+  const hint =
+    refused.kind === 'program_limit_exceeded' ? '; narrow it (e.g. name the payload paths instead of $.**)' : '';
+  return `Postgres cannot carry out this request on the stored data: ${refused.message} (SQLSTATE ${refused.sqlstate})${hint}`;
 }
 
 /** A 400 message naming the field and what was wrong with it (the unknown field, the allowed values). */

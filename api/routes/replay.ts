@@ -317,6 +317,7 @@ const FAILURE_STATUS: Partial<Record<PermanentFailure, number>> = {
   UnknownTopic: 400,
   EventErased: 410,
   TransformFailed: 422,
+  UnprocessableData: 422,
 };
 
 /** A replay that failed for a permanent reason answers with that reason (404 not found, 410 erased, 409 hop limit, 400). */

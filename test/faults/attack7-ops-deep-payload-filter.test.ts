@@ -1,4 +1,5 @@
 import { createApiEnv, bearer, json, type ApiEnv } from '../support/api';
+import { eventually } from '../support/sink';
 import { signToken } from '../support/tokens';
 
 /**
@@ -44,4 +45,45 @@ it('a filter on named paths still finds the same event', async () => {
   const res = await events('$.lead_id == 7');
   expect(res.statusCode).toBe(200);
   expect(json<{ items: { tenant_id: string }[] }>(res).items).toEqual([expect.objectContaining({ tenant_id: tenant })]);
+});
+
+describe('a range replay with such a filter, run by the replay worker', () => {
+  const range = (body: Record<string, unknown>) =>
+    env.app.inject({
+      method: 'POST',
+      url: '/replay/range',
+      headers: { ...headers, 'x-requested-by': 'test' },
+      payload: {
+        start: '2000-01-01T00:00:00Z',
+        end: '2100-01-01T00:00:00Z',
+        tenant_id: tenant,
+        topic: env.h.topics.leads,
+        payload_filter: 'exists($.** ? (@ == "x"))',
+        ...body,
+      },
+    });
+
+  // Before, the activity counting the range was retried with backoff for ever: the dry run never answered, and the
+  // replay never ended.
+  it('as a dry run answers 422 naming the SQLSTATE', async () => {
+    const res = await range({ dry_run: true });
+    expect(res.statusCode).toBe(422);
+    expect(json<{ message: string }>(res).message).toMatch(/stack depth limit exceeded \(SQLSTATE 54001/);
+  });
+
+  it('fails, and GET /replays/:id shows the failure and why', async () => {
+    const res = await range({});
+    expect(res.statusCode).toBe(202);
+    const { workflow_id } = json<{ workflow_id: string }>(res);
+    const detail = await eventually(async () => {
+      const body = json<{ workflow_status: string; audit: { status: string; error: string | null } }>(
+        await env.app.inject({ method: 'GET', url: `/replays/${workflow_id}`, headers }),
+      );
+      return body.workflow_status === 'RUNNING' ? undefined : body;
+    }, `${workflow_id} to end`);
+    expect(detail).toMatchObject({
+      workflow_status: 'FAILED',
+      audit: { status: 'failed', error: expect.stringMatching(/stack depth limit exceeded \(SQLSTATE 54001/) },
+    });
+  });
 });

@@ -4,6 +4,7 @@ import { Client, Connection } from '@temporalio/client';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../../activities';
+import { activityInterceptors } from '../../worker/deterministic-failures';
 import { createSinkHarness, eventually, type SinkHarness } from './sink';
 
 const REPO = path.resolve(__dirname, '../..');
@@ -40,7 +41,8 @@ const quietLogger = { trace: noop, debug: noop, info: noop, warn: noop, error: c
 
 /**
  * A time-skipping test server, a private sink harness, and a worker running every workflow with the real activities
- * on the harness's Postgres and Kafka — the setup of the workflow suites. close() undoes all of it.
+ * on the harness's Postgres and Kafka, and the replay worker's activity interceptors — the setup of the workflow
+ * suites. close() undoes all of it.
  */
 export async function createTimeSkippingWorld(label: string, taskQueue: string, env: Record<string, string> = {}) {
   const testEnv = await TestWorkflowEnvironment.createTimeSkipping({
@@ -52,6 +54,7 @@ export async function createTimeSkippingWorld(label: string, taskQueue: string, 
     taskQueue,
     workflowBundle: await workflowBundle(),
     activities: createActivities(activityDeps(h)),
+    interceptors: { activity: activityInterceptors },
   });
   const running = worker.run();
   return {
