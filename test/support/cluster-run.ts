@@ -1,3 +1,4 @@
+import { Client, Connection } from '@temporalio/client';
 import type { Admin, Kafka, Producer } from 'kafkajs';
 import pg from 'pg';
 import { stuckPartitions, type CompletedReplay, type Produced } from '../../bench/soak/check';
@@ -108,6 +109,7 @@ export class ClusterRun {
     // Not the service's producer: the soak's (plain, a few retries), whose acknowledged coordinates are checked.
     const producer = kafka.producer({ allowAutoTopicCreation: false, retry: { retries: 5 } });
     await producer.connect();
+    await endLeftoverReplays(addresses.temporal);
     return new ClusterRun(addresses, pool, kafka, admin, producer, new ClusterApi(addresses.apis));
   }
 
@@ -253,4 +255,26 @@ export function busiestPartition(produced: Omit<Produced, 'canonical'>[], topic?
   const sorted = [...counts.values()].sort((a, b) => b.records - a.records);
   if (!sorted[0]) throw new Error('nothing produced yet');
   return sorted[0];
+}
+
+/**
+ * Terminates replays an earlier, interrupted run of the suite left running: the cluster keeps its Temporal state
+ * across `stack.sh down`/`up`, so such a replay resumes when the cluster does and its rows would land in the next
+ * scenario's scope (counted there as replay rows no scenario started).
+ */
+async function endLeftoverReplays(address: string): Promise<void> {
+  const connection = await Connection.connect({ address });
+  try {
+    const client = new Client({ connection });
+    const types = ['replayEventWorkflow', 'batchReplayWorkflow', 'rangeReplayWorkflow'];
+    const query = `ExecutionStatus='Running' AND (${types.map((t) => `WorkflowType='${t}'`).join(' OR ')})`;
+    for await (const wf of client.workflow.list({ query })) {
+      await client.workflow
+        .getHandle(wf.workflowId, wf.runId)
+        .terminate('left running by an earlier cluster suite run')
+        .catch(() => undefined);
+    }
+  } finally {
+    await connection.close();
+  }
 }
