@@ -35,8 +35,8 @@ const SEED_PART = 100_000;
  * are sent in all is 100 × 2,000 frames (~150 MB), and the journal ~1 GB.
  */
 const MAX_RSS_GROWTH_MB = 120;
-/** The catch-up read (repository/event-journal.ts eventsAfter) as pg_stat_activity shows it. */
-const CATCH_UP_SQL = '%FROM event_journal WHERE id > $1 ORDER BY id LIMIT $2%';
+/** The catch-up read (repository/event-journal.ts eventsAfter, bounded by the feed's last id) as pg_stat_activity shows it. */
+const CATCH_UP_SQL = '%FROM event_journal WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3%';
 
 let h: SinkHarness;
 let service: ChildProcess;
