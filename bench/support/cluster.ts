@@ -1,11 +1,8 @@
 import { execFile, execFileSync } from 'node:child_process';
 import path from 'node:path';
+import { REPO_ROOT } from './env';
 
-// From bench/support under ts-jest, from dist/bench/support once compiled.
-const STACK = path.resolve(
-  __dirname,
-  __dirname.includes(`${path.sep}dist${path.sep}`) ? '../../../scripts/stack.sh' : '../../scripts/stack.sh',
-);
+const STACK = path.join(REPO_ROOT, 'scripts/stack.sh');
 
 /** One line of `stack.sh status --profile cluster`. */
 export interface ClusterMember {

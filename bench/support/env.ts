@@ -1,5 +1,12 @@
 import os from 'node:os';
+import path from 'node:path';
 import { loadConfig, type Config } from '../../shared/config';
+
+/** The repository's root, from the compiled (dist/bench/support) or source (bench/support) location. */
+export const REPO_ROOT = path.resolve(
+  __dirname,
+  __dirname.includes(`${path.sep}dist${path.sep}`) ? '../../..' : '../..',
+);
 
 /** The local stack the benchmarks run against (the environment may point elsewhere). */
 export function benchConfig(overrides: Record<string, string> = {}): Config {

@@ -1,13 +1,9 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { machine } from './env';
+import { REPO_ROOT, type machine } from './env';
 
-/** bench/results, found from the compiled (dist/bench/support) or source (bench/support) location. */
-export const RESULTS_DIR = path.resolve(
-  __dirname,
-  __dirname.includes(`${path.sep}dist${path.sep}`) ? '../../../bench/results' : '../results',
-);
+export const RESULTS_DIR = path.join(REPO_ROOT, 'bench/results');
 
 export interface Target {
   name: string;
