@@ -80,7 +80,9 @@ const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { poo
       const asked = lastEventId === undefined ? undefined : Number(lastEventId);
       // A Last-Event-ID beyond the journal's newest id (a database restored from a backup, another environment) would
       // hold back every event until the ids caught up with it: the client is told, and continues from the newest.
-      const newest = asked === undefined ? undefined : await maxEventId(pool).catch(() => undefined);
+      // Asked only past what the feed has read (ids it read are in the journal): no query for an ordinary resume.
+      const newest =
+        asked !== undefined && asked > feed.lastId ? await maxEventId(pool).catch(() => undefined) : undefined;
       const unknownCursor = asked !== undefined && newest !== undefined && asked > newest;
       const resumeFrom = unknownCursor ? newest : asked;
       const client = new StreamClient(
