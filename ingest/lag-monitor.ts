@@ -1,5 +1,6 @@
 import type { Logger } from '../shared/logger';
 import type { Metrics } from '../shared/metrics';
+import { withTimeout } from '../shared/timeout';
 
 /**
  * Invariant 4 (docs/integrity.md): lag and liveness are watched from outside the data path. A timer reads the consumer
@@ -239,14 +240,4 @@ function rateLimitedErrors(log: Logger, now: () => number) {
       suppressed = 0;
     },
   };
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(message)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }

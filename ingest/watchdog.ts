@@ -1,6 +1,7 @@
 import type { ConsumerRestartReason } from '../journal/kinds';
 import type { Logger } from '../shared/logger';
 import type { Metrics } from '../shared/metrics';
+import { TimeoutError, withTimeout } from '../shared/timeout';
 import { describeStall, partitionKey, type LagMonitor, type StalledPartition } from './lag-monitor';
 
 /**
@@ -186,20 +187,9 @@ export function startWatchdog(opts: WatchdogOptions): Watchdog {
 }
 
 /** 'done', the error it failed with, or 'timeout'; a promise still running after ms is left to itself. */
-async function settleWithin(promise: Promise<unknown>, ms: number): Promise<'done' | 'timeout' | Error> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<'timeout'>((resolve) => {
-    timer = setTimeout(() => resolve('timeout'), ms);
-  });
-  try {
-    return await Promise.race([
-      promise.then(
-        () => 'done' as const,
-        (err: Error) => err,
-      ),
-      timeout,
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
+function settleWithin(promise: Promise<unknown>, ms: number): Promise<'done' | 'timeout' | Error> {
+  return withTimeout(promise, ms, '').then(
+    () => 'done' as const,
+    (err: Error) => (err instanceof TimeoutError ? ('timeout' as const) : err),
+  );
 }

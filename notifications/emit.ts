@@ -7,6 +7,7 @@ import type { Queryable } from '../repository/queryable';
 import type { NotificationsConfig } from '../shared/config';
 import type { Logger } from '../shared/logger';
 import type { Metrics } from '../shared/metrics';
+import { withTimeout } from '../shared/timeout';
 import { notificationDeliveryWorkflow } from '../workflows/notification-delivery';
 
 /** What an emitter needs: a Temporal client and the task queue of the delivery workflows, the URLs, the secret. */
@@ -75,6 +76,8 @@ export async function emitNotification(deps: EmitDeps, n: Notification): Promise
                 },
               ],
             }),
+            START_TIMEOUT_MS,
+            `Temporal did not accept the start within ${START_TIMEOUT_MS} ms`,
           );
           deps.metrics.notificationsStarted.inc({ kind: n.kind, result: 'started' });
         } catch (err) {
@@ -93,15 +96,4 @@ export async function emitNotification(deps: EmitDeps, n: Notification): Promise
 export function deliveryWorkflowId(notificationId: string, url: string): string {
   const urlHash = createHash('sha256').update(url).digest('hex').slice(0, 10);
   return `notify-${notificationId.replace(':', '-')}-${urlHash}`;
-}
-
-function withTimeout<T>(promise: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`Temporal did not accept the start within ${START_TIMEOUT_MS} ms`)),
-      START_TIMEOUT_MS,
-    );
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
