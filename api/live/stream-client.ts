@@ -122,6 +122,11 @@ export class StreamClient {
     }
   }
 
+  /** Whether this connection sent (or queued) the row lately: a late row already sent by the catch-up is not held. */
+  hasSent(id: number): boolean {
+    return this.recent.has(id);
+  }
+
   private remember(id: number): void {
     this.recent.add(id);
     this.recentOrder.push(id);

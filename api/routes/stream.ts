@@ -115,7 +115,9 @@ const streamRoutes: FastifyPluginAsyncTypebox<StreamOptions> = async (app, { poo
         if (caughtUp) return client.offer(rows, late);
         const kept: JournalRow[] = [];
         for (const row of rows) {
-          if (!client.matches(row)) continue;
+          // A late row the catch-up has sent already is dropped now, while this connection still remembers sending it
+          // (it remembers the last RECENT_IDS rows, and a long catch-up goes on sending before the hand-over).
+          if (!client.matches(row) || (late && client.hasSent(row.id))) continue;
           const bytes = encodedFrame(row).length;
           const fits =
             pendingDropped === 0 &&
