@@ -12,6 +12,7 @@ import { loadLineageKey, type LineageKey } from '../journal/lineage';
 import { parseRecord } from '../journal/record';
 import type { LagMonitor } from './lag-monitor';
 import { accountBatch, reportBatch } from './report-batch';
+import { createConsumerRestarter } from './consumer-restart';
 import { startWatchdog, type AssignedPartition } from './watchdog';
 
 export interface IngestDeps {
@@ -53,6 +54,12 @@ interface RunningConsumer {
   start(): Promise<void>;
 }
 
+/** The pause before a fresh consumer replaces one kafkajs crashed for good, doubled per crash in a streak. */
+const CRASH_RESTART_MIN_MS = 1000;
+const CRASH_RESTART_MAX_MS = 30_000;
+/** A crash this long after the previous one starts a new streak. */
+const CRASH_STREAK_RESET_MS = 60_000;
+
 /** What the consumers of one service share. */
 interface IngestState {
   paused: boolean;
@@ -70,7 +77,40 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
   const lineageKey = await loadLineageKey(deps.pool, config.lineageKey);
   const state: IngestState = { paused: false, stopping: false };
   await refuseMissingTopics(kafka, config.kafka.topics);
-  let current = createConsumer(deps, lineageKey, state);
+  const restarter = createConsumerRestarter({
+    consumer: {
+      disconnect: async () => {
+        current.retired = true;
+        await current.consumer.disconnect();
+      },
+      startFresh: async () => {
+        if (state.stopping) throw new Error('ingest is stopping');
+        state.paused = false; // the retired consumer's pause ended with it; a fresh one pauses again if need be
+        current = createConsumer(deps, lineageKey, state, onGivenUp);
+        await current.start();
+      },
+    },
+    metrics: deps.metrics,
+    log: log.child({ module: 'consumer-restart' }),
+  });
+  // kafkajs disconnects a consumer for good after an error it does not retry (UNKNOWN_MEMBER_ID on a commit after the
+  // coordinator dropped the member, seen after a broker restart): a fresh one is started after a pause that doubles
+  // while such crashes follow each other (1 s up to 30 s), instead of ingest waiting for the watchdog.
+  const crashes = { streak: 0, lastAt: 0, timer: undefined as NodeJS.Timeout | undefined };
+  function onGivenUp(): void {
+    if (state.stopping || crashes.timer) return;
+    const now = Date.now();
+    crashes.streak = now - crashes.lastAt > CRASH_STREAK_RESET_MS ? 0 : crashes.streak + 1;
+    crashes.lastAt = now;
+    const delay = Math.min(CRASH_RESTART_MIN_MS * 2 ** crashes.streak, CRASH_RESTART_MAX_MS);
+    log.warn({ delay_ms: delay, streak: crashes.streak }, `Restarting the crashed Kafka consumer in ${delay} ms`);
+    crashes.timer = setTimeout(() => {
+      crashes.timer = undefined;
+      void restarter.restart('crashed');
+    }, delay);
+  }
+
+  let current = createConsumer(deps, lineageKey, state, onGivenUp);
   await current.start();
   log.info(
     { topics: config.kafka.topics },
@@ -80,22 +120,9 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
   const watchdog =
     deps.lagMonitor && config.ingest.watchdogSeconds > 0
       ? startWatchdog({
-          consumer: {
-            assignment: () => current.assignment,
-            isPaused: () => state.paused,
-            disconnect: async () => {
-              current.retired = true;
-              await current.consumer.disconnect();
-            },
-            startFresh: async () => {
-              if (state.stopping) throw new Error('ingest is stopping');
-              state.paused = false; // the retired consumer's pause ended with it; a fresh one pauses again if need be
-              current = createConsumer(deps, lineageKey, state);
-              await current.start();
-            },
-          },
+          consumer: { assignment: () => current.assignment, isPaused: () => state.paused },
           monitor: deps.lagMonitor,
-          metrics: deps.metrics,
+          restarter,
           log: log.child({ module: 'ingest-watchdog' }),
           afterMs: config.ingest.watchdogSeconds * 1000,
         })
@@ -108,6 +135,8 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
     stop: async () => {
       state.stopping = true;
       watchdog?.stop();
+      restarter.stop();
+      clearTimeout(crashes.timer);
       await current.consumer.disconnect();
       log.info('Kafka consumer stopped');
     },
@@ -115,7 +144,12 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
 }
 
 /** A consumer with the service's listeners, not yet connected; start() connects, subscribes and runs it. */
-function createConsumer(deps: IngestDeps, lineageKey: LineageKey, state: IngestState): RunningConsumer {
+function createConsumer(
+  deps: IngestDeps,
+  lineageKey: LineageKey,
+  state: IngestState,
+  onGivenUp: () => void,
+): RunningConsumer {
   const { kafka, config, log } = deps;
   const consumer = kafka.consumer({
     groupId: config.kafka.groupId,
@@ -127,7 +161,7 @@ function createConsumer(deps: IngestDeps, lineageKey: LineageKey, state: IngestS
   const running: RunningConsumer = { consumer, assignment: [], retired: false, start };
   consumer.on(consumer.events.CRASH, ({ payload }) => {
     log.error({ err: payload.error, restart: payload.restart }, 'Kafka consumer crashed');
-    if (!payload.restart && !running.retired) process.exitCode = 1;
+    if (!payload.restart && !running.retired) onGivenUp();
   });
   // A fetch holding only aborted transactional records or transaction markers never reaches eachBatch: kafkajs
   // resolves it and reports it as a batch of 0 messages. With autoCommit off nothing would commit past it, and the

@@ -1,7 +1,6 @@
 import type { ConsumerRestartReason } from '../journal/kinds';
 import type { Logger } from '../shared/logger';
-import type { Metrics } from '../shared/metrics';
-import { TimeoutError, withTimeout } from '../shared/timeout';
+import type { ConsumerRestarter } from './consumer-restart';
 import { describeStall, partitionKey, type LagMonitor, type StalledPartition } from './lag-monitor';
 
 /**
@@ -10,10 +9,8 @@ import { describeStall, partitionKey, type LagMonitor, type StalledPartition } f
  * that stayed "loading" for minutes after its broker was killed — and then nothing in the process notices. The lag
  * monitor, reading the group's committed offsets from outside the consumer, does; this acts on what it reports: when
  * a partition this process owns (or, owning none, any partition of the group) has been stalled for the watchdog's
- * time, and ingestion is not paused on purpose, it restarts the process's Kafka consumer. Offsets are committed only
- * after the journal committed, so the fresh consumer resumes at the committed offset and the journal sets aside
- * what it had already journaled (invariant 2). A restart that cannot finish exits the process (crash-only: the
- * supervisor starts a new one).
+ * time, and ingestion is not paused on purpose, it has the process's Kafka consumer replaced by a fresh one
+ * (ingest/consumer-restart.ts, which also serves a consumer kafkajs crashed for good).
  */
 
 /** A partition given to this process's consumer. */
@@ -22,39 +19,30 @@ export interface AssignedPartition {
   partition: number;
 }
 
-/** What the watchdog restarts: the ingest consumer (ingest/consumer.ts); tests pass fakes. */
+/** What the watchdog watches: the ingest consumer (ingest/consumer.ts); tests pass fakes. */
 export interface WatchedConsumer {
   /** The partitions of the consumer's last group join; empty before it joined. */
   assignment(): AssignedPartition[];
   /** True while ingestion is paused on purpose (Postgres unreachable): a stall is then expected, not a hang. */
   isPaused(): boolean;
-  /** Retires the running Kafka consumer and disconnects it; may hang (the watchdog gives up waiting). */
-  disconnect(): Promise<void>;
-  /** Creates a fresh Kafka consumer in the same group and runs it. */
-  startFresh(): Promise<void>;
 }
 
 export interface WatchdogOptions {
   consumer: WatchedConsumer;
   monitor: Pick<LagMonitor, 'stalled' | 'lastRead'>;
-  metrics: Pick<Metrics, 'consumerRestarts'>;
+  /** Replaces the consumer when a restart is due (shared with the consumer's crash listener). */
+  restarter: ConsumerRestarter;
   log: Logger;
   /** INGEST_WATCHDOG_SECONDS in ms: how long a partition stays stalled before the consumer is restarted. */
   afterMs: number;
   /** How often the watchdog looks (default: a quarter of afterMs, between 100 ms and 5 s). */
   checkEveryMs?: number;
-  /** A disconnect still running after this long is abandoned (default 10 s). */
-  disconnectTimeoutMs?: number;
-  /** A fresh consumer not running after this long exits the process (default 60 s). */
-  startTimeoutMs?: number;
-  /** How the process exits when a restart fails (default process.exit). */
-  exit?: (code: number) => void;
 }
 
 export interface Watchdog {
   /** Looks once, and restarts the consumer if due; resolves when that restart is over. The timer calls it. */
   check(): Promise<void>;
-  /** No more checks; a restart in flight neither starts a fresh consumer nor exits (the shutdown stops ingest). */
+  /** No more checks (the restarter's own stop ends a restart in flight). */
   stop(): void;
 }
 
@@ -103,11 +91,8 @@ export function restartDue(view: WatchdogView): RestartDue | undefined {
  * restart that did not end the stall (at most 8 × afterMs), back to afterMs once nothing is due.
  */
 export function startWatchdog(opts: WatchdogOptions): Watchdog {
-  const { consumer, monitor, metrics, log, afterMs } = opts;
+  const { consumer, monitor, restarter, log, afterMs } = opts;
   const checkEveryMs = opts.checkEveryMs ?? Math.min(5000, Math.max(100, afterMs / 4));
-  const disconnectTimeoutMs = opts.disconnectTimeoutMs ?? 10_000;
-  const startTimeoutMs = opts.startTimeoutMs ?? 60_000;
-  const exit = opts.exit ?? ((code: number) => process.exit(code));
   let quietSince = Date.now(); // the start, or the end of the last restart
   let fruitless = 0; // restarts since the last check that found nothing due
   let stopped = false;
@@ -116,33 +101,11 @@ export function startWatchdog(opts: WatchdogOptions): Watchdog {
   const restart = async ({ reason, partitions }: RestartDue) => {
     const names = partitions.map(partitionKey);
     const now = Date.now();
-    metrics.consumerRestarts.inc({ reason });
     log.warn(
       { reason, partitions: names, stalls: partitions.map((s) => describeStall(s, now)) },
       `Ingest watchdog: restarting the Kafka consumer (${reason}: ${names.join(', ')} stalled for ${afterMs / 1000} s or more)`,
     );
-    const left = await settleWithin(consumer.disconnect(), disconnectTimeoutMs);
-    if (left !== 'done') {
-      log.warn(
-        { err: left === 'timeout' ? undefined : left.message, timeout_ms: disconnectTimeoutMs },
-        left === 'timeout'
-          ? `Ingest watchdog: the old consumer did not disconnect within ${disconnectTimeoutMs} ms; abandoned it`
-          : 'Ingest watchdog: the old consumer failed to disconnect; abandoned it',
-      );
-    }
-    if (stopped) return;
-    const started = await settleWithin(consumer.startFresh(), startTimeoutMs);
-    if (stopped) return;
-    if (started !== 'done') {
-      const why = started === 'timeout' ? `not running within ${startTimeoutMs} ms` : started.message;
-      log.fatal(
-        { reason, partitions: names, err: why, timeout_ms: startTimeoutMs },
-        `Ingest watchdog: could not restart the Kafka consumer (${why}); exiting with code 1 so that the process is restarted`,
-      );
-      exit(1);
-      return;
-    }
-    log.info({ reason, partitions: names }, 'Ingest watchdog: Kafka consumer restarted');
+    await restarter.restart(reason, { partitions: names });
   };
 
   const check = async () => {
@@ -184,12 +147,4 @@ export function startWatchdog(opts: WatchdogOptions): Watchdog {
       clearTimeout(timer);
     },
   };
-}
-
-/** 'done', the error it failed with, or 'timeout'; a promise still running after ms is left to itself. */
-function settleWithin(promise: Promise<unknown>, ms: number): Promise<'done' | 'timeout' | Error> {
-  return withTimeout(promise, ms, '').then(
-    () => 'done' as const,
-    (err: Error) => (err instanceof TimeoutError ? ('timeout' as const) : err),
-  );
 }

@@ -25,10 +25,11 @@ export const RECORD_OUTCOMES = ['journaled', 'dead_lettered', 'redelivered'] as 
 export type RecordOutcome = (typeof RECORD_OUTCOMES)[number];
 
 /**
- * Why the ingest watchdog restarted this process's Kafka consumer (crm_events_ingest_consumer_restarts_total{reason}):
- * a partition it owns is stalled, or it owns none while the group has a stalled partition.
+ * Why this process's Kafka consumer was replaced by a fresh one (crm_events_ingest_consumer_restarts_total{reason}):
+ * by the watchdog, because a partition it owns is stalled, or it owns none while the group has a stalled partition;
+ * or because kafkajs crashed it with an error it does not retry, and would not have started it again.
  */
-export const CONSUMER_RESTART_REASONS = ['stalled', 'unassigned'] as const;
+export const CONSUMER_RESTART_REASONS = ['stalled', 'unassigned', 'crashed'] as const;
 export type ConsumerRestartReason = (typeof CONSUMER_RESTART_REASONS)[number];
 
 /** Life of a dead letter; `discarded` is an operator's decision (with a reason): the row stays, nothing retries it. */

@@ -92,7 +92,7 @@ export function createMetrics(tenantLabelLimit = 100, sources: MetricSources = {
     ),
     consumerRestarts: counter(
       'crm_events_ingest_consumer_restarts_total',
-      `Kafka consumer restarts by the ingest watchdog, by reason (${CONSUMER_RESTART_REASONS.join(', ')})`,
+      `Kafka consumer restarts (by the ingest watchdog, or after a crash kafkajs does not retry), by reason (${CONSUMER_RESTART_REASONS.join(', ')})`,
       ['reason'],
     ),
     batchPersistSeconds: new client.Histogram({

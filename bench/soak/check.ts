@@ -384,6 +384,14 @@ export function checkAccounting(metricsText: string): { present: boolean; violat
   return { present: consumed.size > 0, violations };
 }
 
+/** crm_events_ingest_consumer_restarts_total by reason, from one scrape. */
+export function consumerRestarts(metricsText: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const m of metricsText.matchAll(/^crm_events_ingest_consumer_restarts_total\{reason="([^"]*)"\}\s+(\S+)/gm))
+    out[m[1]] = Number(m[2]);
+  return out;
+}
+
 /** One ingest process's counters summed over topics and partitions. */
 export interface CounterTotals {
   consumed: number;
@@ -421,6 +429,8 @@ export interface IngestProcess {
   /** When the last successful scrape was sent (epoch ms); the counters are from then or a little later. */
   lastScrapeAt?: number;
   totals?: CounterTotals;
+  /** crm_events_ingest_consumer_restarts_total by reason, at the last scrape (watchdog and crash restarts). */
+  consumerRestarts?: Record<string, number>;
 }
 
 /** Rows written by ingest (journal rows a DLQ retry inserted excluded), and those inside the processes' blind windows. */

@@ -196,6 +196,8 @@ async function main(): Promise<number> {
         groupId,
       });
       if (!f.ok) log(`fault ${kind} did not recover cleanly: ${f.error}`);
+      if (f.replaysSettled === false)
+        log(`${f.target} deleted with replay records possibly unconsumed: ingest had not caught up in time`);
       faults.push(f);
     }
   })();
@@ -365,7 +367,11 @@ async function main(): Promise<number> {
   await services.stopAll();
   await stack(o, ['down']).catch(() => undefined);
 
-  log(`report: ${path.relative(process.cwd(), file)}`);
+  log(`report: ${path.relative(process.cwd(), file)}; service logs in ${path.join(o.stackDir, 'logs')}`);
+  const restarts: Record<string, number> = {};
+  for (const p of processes)
+    for (const [reason, n] of Object.entries(p.consumerRestarts ?? {})) restarts[reason] = (restarts[reason] ?? 0) + n;
+  log(`ingest processes ${processes.length}; Kafka consumer restarts by reason ${JSON.stringify(restarts)}`);
   log(
     `produced ${records.produced}: journaled ${records.journaled}, dead-lettered ${records.deadLettered}, deleted with topic ${records.deletedWithTopic}, lost ${records.lost}, altered ${records.altered}, duplicated ${records.duplicated}; replay rows ${replays.replayRows}; faults ${faults.length}`,
   );

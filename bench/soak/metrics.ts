@@ -1,4 +1,4 @@
-import { checkAccounting, counterTotals, type IngestProcess, type Violation } from './check';
+import { checkAccounting, consumerRestarts, counterTotals, type IngestProcess, type Violation } from './check';
 import type { Services } from './instance';
 
 /**
@@ -75,6 +75,7 @@ export class IngestScraper {
           scrapes: s?.scrapes ?? 0,
           lastScrapeAt: s?.at,
           totals: s ? counterTotals(s.text) : undefined,
+          consumerRestarts: s ? consumerRestarts(s.text) : undefined,
         };
       });
   }

@@ -4,6 +4,7 @@ import {
   checkRecords,
   checkReplayFaults,
   checkReplays,
+  consumerRestarts,
   counterTotals,
   stuckPartitions,
   type DlqRow,
@@ -225,6 +226,17 @@ describe('soak checker: partitions and metrics', () => {
     expect(v.present).toBe(true);
     expect(v.violations.map((x) => x.detail)).toEqual(['t/1: consumed 3, outcomes 2']);
     expect(checkAccounting('').present).toBe(false);
+  });
+
+  it('reads the Kafka consumer restarts by reason from a scrape', () => {
+    const text = [
+      '# HELP crm_events_ingest_consumer_restarts_total Kafka consumer restarts',
+      'crm_events_ingest_consumer_restarts_total{reason="stalled"} 0',
+      'crm_events_ingest_consumer_restarts_total{reason="crashed"} 2',
+      'crm_events_consumed_total{topic="t",partition="0"} 7',
+    ].join('\n');
+    expect(consumerRestarts(text)).toEqual({ stalled: 0, crashed: 2 });
+    expect(consumerRestarts('up 1')).toEqual({});
   });
 
   it('sums counters, and checks them across ingest processes against the rows ingest wrote', () => {

@@ -1,4 +1,5 @@
 import fc from 'fast-check';
+import { createConsumerRestarter, type ConsumerRestarter } from '../../ingest/consumer-restart';
 import type { StalledPartition } from '../../ingest/lag-monitor';
 import {
   restartDue,
@@ -98,19 +99,26 @@ describe('startWatchdog', () => {
   let metrics: Metrics;
   let exit: jest.Mock;
   let watchdog: Watchdog | undefined;
+  let restarter: ConsumerRestarter | undefined;
   const log = { warn: jest.fn(), info: jest.fn(), error: jest.fn(), fatal: jest.fn() };
 
-  const start = (opts: { disconnectTimeoutMs?: number; startTimeoutMs?: number } = {}) =>
-    (watchdog = startWatchdog({
+  /** The watchdog and the restarter it shares with the consumer's crash listener, as ingest/consumer.ts wires them. */
+  const start = (opts: { disconnectTimeoutMs?: number; startTimeoutMs?: number } = {}) => {
+    restarter = createConsumerRestarter({ consumer, metrics, log: log as unknown as Logger, exit, ...opts });
+    watchdog = startWatchdog({
       consumer,
       monitor: { stalled: () => stalled, lastRead: () => new Date() },
-      metrics,
+      restarter,
       log: log as unknown as Logger,
       afterMs: AFTER,
       checkEveryMs: 1000,
-      exit,
-      ...opts,
-    }));
+    });
+  };
+  /** What the ingest shutdown does to both. */
+  const stopBoth = () => {
+    watchdog?.stop();
+    restarter?.stop();
+  };
   /** Partition 0 (ours by default) stalls from now on. */
   const stallNow = (partition = 0) => {
     stalled = [{ topic: TOPIC, partition, lag: 12, since: new Date() }];
@@ -128,7 +136,7 @@ describe('startWatchdog', () => {
     for (const fn of Object.values(log)) fn.mockClear();
   });
   afterEach(() => {
-    watchdog?.stop();
+    stopBoth();
     jest.useRealTimers();
   });
 
@@ -147,7 +155,7 @@ describe('startWatchdog', () => {
     expect(log.warn.mock.calls[0][0]).toMatchObject({ reason: 'stalled', partitions: [`${TOPIC}/0`] });
     expect(log.info).toHaveBeenCalledWith(
       { reason: 'stalled', partitions: [`${TOPIC}/0`] },
-      'Ingest watchdog: Kafka consumer restarted',
+      'Kafka consumer restarted (stalled)',
     );
     expect(exit).not.toHaveBeenCalled();
   });
@@ -214,8 +222,8 @@ describe('startWatchdog', () => {
     await jest.advanceTimersByTimeAsync(10_000);
     expect(consumer.calls).toEqual(['disconnect', 'start']);
     expect(log.warn).toHaveBeenCalledWith(
-      { err: undefined, timeout_ms: 10_000 },
-      'Ingest watchdog: the old consumer did not disconnect within 10000 ms; abandoned it',
+      { reason: 'stalled', err: undefined, timeout_ms: 10_000 },
+      'The old Kafka consumer did not disconnect within 10000 ms; abandoned it',
     );
     expect(exit).not.toHaveBeenCalled();
   });
@@ -230,7 +238,7 @@ describe('startWatchdog', () => {
     await jest.advanceTimersByTimeAsync(60_000);
     expect(exit).toHaveBeenCalledWith(1);
     expect(log.fatal.mock.calls[0][1]).toBe(
-      'Ingest watchdog: could not restart the Kafka consumer (not running within 60000 ms); exiting with code 1 so that the process is restarted',
+      'Could not restart the Kafka consumer (not running within 60000 ms); exiting with code 1 so that the process is restarted',
     );
   });
 
@@ -248,7 +256,7 @@ describe('startWatchdog', () => {
     start({ disconnectTimeoutMs: 10_000 });
     stallNow();
     await jest.advanceTimersByTimeAsync(AFTER + 2000);
-    watchdog!.stop();
+    stopBoth();
     await jest.advanceTimersByTimeAsync(10 * AFTER);
     expect(consumer.calls).toEqual(['disconnect']);
     expect(exit).not.toHaveBeenCalled();

@@ -1,0 +1,94 @@
+import type { ConsumerRestartReason } from '../journal/kinds';
+import type { Logger } from '../shared/logger';
+import type { Metrics } from '../shared/metrics';
+import { TimeoutError, withTimeout } from '../shared/timeout';
+
+/**
+ * Replacing the ingest process's Kafka consumer by a fresh one, for whoever finds it dead or hung: the watchdog
+ * (a partition stalled, ingest/watchdog.ts) and the consumer's own crash listener (kafkajs gave up on it without
+ * restarting it, ingest/consumer.ts). Offsets are committed only after the journal committed, so the fresh consumer
+ * resumes at the committed offsets and the journal sets aside what it had journaled already (invariant 2).
+ * Bounded: a disconnect that hangs is abandoned, and a fresh consumer that is not running in time exits the process
+ * (crash-only: the supervisor starts a new one). One restart at a time: a second request joins the one in flight.
+ */
+
+/** What a restart acts on: the ingest consumer (ingest/consumer.ts); tests pass fakes. */
+export interface RestartableConsumer {
+  /** Retires the running Kafka consumer and disconnects it; may hang (the restart gives up waiting). */
+  disconnect(): Promise<void>;
+  /** Creates a fresh Kafka consumer in the same group and runs it. */
+  startFresh(): Promise<void>;
+}
+
+export interface ConsumerRestarterOptions {
+  consumer: RestartableConsumer;
+  metrics: Pick<Metrics, 'consumerRestarts'>;
+  log: Logger;
+  /** A disconnect still running after this long is abandoned (default 10 s). */
+  disconnectTimeoutMs?: number;
+  /** A fresh consumer not running after this long exits the process (default 60 s). */
+  startTimeoutMs?: number;
+  /** How the process exits when a restart fails (default process.exit). */
+  exit?: (code: number) => void;
+}
+
+export interface ConsumerRestarter {
+  /** Counts the restart by reason, disconnects, starts a fresh consumer; resolves when done (or given up). */
+  restart(reason: ConsumerRestartReason, detail?: Record<string, unknown>): Promise<void>;
+  /** No more restarts; one in flight neither starts a fresh consumer nor exits (the shutdown stops ingest). */
+  stop(): void;
+}
+
+export function createConsumerRestarter(opts: ConsumerRestarterOptions): ConsumerRestarter {
+  const { consumer, metrics, log } = opts;
+  const disconnectTimeoutMs = opts.disconnectTimeoutMs ?? 10_000;
+  const startTimeoutMs = opts.startTimeoutMs ?? 60_000;
+  const exit = opts.exit ?? ((code: number) => process.exit(code));
+  let stopped = false;
+  let inFlight: Promise<void> | undefined;
+
+  const run = async (reason: ConsumerRestartReason, detail: Record<string, unknown>) => {
+    metrics.consumerRestarts.inc({ reason });
+    const left = await settleWithin(consumer.disconnect(), disconnectTimeoutMs);
+    if (left !== 'done') {
+      log.warn(
+        { reason, err: left === 'timeout' ? undefined : left.message, timeout_ms: disconnectTimeoutMs },
+        left === 'timeout'
+          ? `The old Kafka consumer did not disconnect within ${disconnectTimeoutMs} ms; abandoned it`
+          : 'The old Kafka consumer failed to disconnect; abandoned it',
+      );
+    }
+    if (stopped) return;
+    const started = await settleWithin(consumer.startFresh(), startTimeoutMs);
+    if (stopped) return;
+    if (started !== 'done') {
+      const why = started === 'timeout' ? `not running within ${startTimeoutMs} ms` : started.message;
+      log.fatal(
+        { reason, ...detail, err: why, timeout_ms: startTimeoutMs },
+        `Could not restart the Kafka consumer (${why}); exiting with code 1 so that the process is restarted`,
+      );
+      exit(1);
+      return;
+    }
+    log.info({ reason, ...detail }, `Kafka consumer restarted (${reason})`);
+  };
+
+  return {
+    restart: (reason, detail = {}) => {
+      if (stopped) return Promise.resolve();
+      inFlight ??= run(reason, detail).finally(() => (inFlight = undefined));
+      return inFlight;
+    },
+    stop: () => {
+      stopped = true;
+    },
+  };
+}
+
+/** 'done', the error it failed with, or 'timeout'; a promise still running after ms is left to itself. */
+function settleWithin(promise: Promise<unknown>, ms: number): Promise<'done' | 'timeout' | Error> {
+  return withTimeout(promise, ms, '').then(
+    () => 'done' as const,
+    (err: Error) => (err instanceof TimeoutError ? ('timeout' as const) : err),
+  );
+}
