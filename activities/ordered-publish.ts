@@ -5,15 +5,19 @@ import type { OutgoingEvent } from './replay-messages';
 import { publishMessages } from './publish';
 
 /**
- * Sends of per-key replays still running in this process, by replay id: publishMessages returns when an attempt is
- * cancelled or times out, while kafkajs finishes its send in the background. The next attempt waits for it, so that
- * an older event cannot land after a newer one of its key.
+ * Sends of per-key replays still running in this process, by sender (the workflow whose activity sends: a replay's,
+ * or each child's of a sharded replay): publishMessages returns when an attempt is cancelled or times out, while
+ * kafkajs finishes its send in the background. The sender's next attempt waits for it, so that an older event cannot
+ * land after a newer one of its key. By sender, not by replay id: the children of a sharded replay share the replay
+ * id and send at the same time, and one child's send must not take the place of another's.
  */
 const running = new Map<string, Promise<void>>();
 
 export interface PageSend {
   ordering?: ReplayOrdering;
   replayId: string;
+  /** Whose sends a retry waits for (default replayId): the sending workflow's id, distinct per shard child. */
+  sender?: string;
   /** Ids of this page that an earlier attempt sent (per_key, from its heartbeat): not sent again. */
   sent?: number[];
   /** Called after each wave (per_key) with every id of the page sent so far: the caller heartbeats them. */
@@ -37,15 +41,16 @@ export async function publishPage(producer: Producer, outgoing: OutgoingEvent[],
     );
     return;
   }
+  const sender = send.sender ?? send.replayId;
   const done = [...(send.sent ?? [])];
   const skip = new Set(done);
   for (const wave of keyWaves(outgoing.filter((o) => !skip.has(o.id)))) {
-    await running.get(send.replayId);
+    await running.get(sender);
     await publishMessages(
       producer,
       wave.map((o) => o.message),
       send.signal,
-      (sending) => track(send.replayId, sending),
+      (sending) => track(sender, sending),
     );
     done.push(...wave.map((o) => o.id));
     send.onWave?.(done);
@@ -66,6 +71,7 @@ export function publishChunkPage<P extends { pageSent?: number[] }>(
   return publishPage(producer, outgoing, {
     ordering: input.ordering,
     replayId: input.replayId,
+    sender: ctx.info.workflowExecution?.workflowId,
     sent: progress.pageSent,
     onWave: (pageSent) => ctx.heartbeat({ ...progress, pageSent }),
     signal: ctx.cancellationSignal,
@@ -89,13 +95,13 @@ export function keyWaves(outgoing: OutgoingEvent[]): OutgoingEvent[][] {
   return waves;
 }
 
-function track(replayId: string, sending: Promise<unknown>): void {
+function track(sender: string, sending: Promise<unknown>): void {
   const settled = sending.then(
     () => undefined,
     () => undefined,
   );
-  running.set(replayId, settled);
+  running.set(sender, settled);
   void settled.then(() => {
-    if (running.get(replayId) === settled) running.delete(replayId);
+    if (running.get(sender) === settled) running.delete(sender);
   });
 }

@@ -85,6 +85,7 @@ export function createReplayActivities({ pool, producer, metrics, config, lineag
       await publishPage(producer, page.outgoing, {
         ordering: input.ordering,
         replayId: input.replayId,
+        sender: ctx.info.workflowExecution?.workflowId,
         sent: (ctx.info.heartbeatDetails as BatchPageProgress | undefined)?.sent,
         onWave: (sent) => ctx.heartbeat({ sent } satisfies BatchPageProgress),
         signal: ctx.cancellationSignal,
