@@ -144,7 +144,9 @@ export async function coordinateShards(
       matched: planned.total,
       published,
       failed: total('failed'),
-      cursor: cursors.length > 0 ? Math.min(...cursors) : filter.maxId,
+      // The lowest id not yet passed by every child: 0 while the shards are being planned (none done yet), the range's
+      // maxId once all are done. A finished child leaves the minimum, which can then only rise: it never moves back.
+      cursor: cursors.length > 0 ? Math.min(...cursors) : children.length > 0 ? filter.maxId : 0,
       pages: total('pages'),
       eventsPerSecond: Math.round((published / seconds) * 10) / 10,
       maxEventsPerSecond: control.rate,
