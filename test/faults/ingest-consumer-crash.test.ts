@@ -1,7 +1,7 @@
 import pg from 'pg';
 import type { Consumer } from 'kafkajs';
 import type { ConsumerRestartReason } from '../../journal/kinds';
-import { produceRecords, type Coordinates, type OutgoingRecord } from '../support/coordinates';
+import { produceSeqLeads, type Coordinates, type SentRecord } from '../support/coordinates';
 import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
 
 /**
@@ -26,17 +26,10 @@ afterAll(async () => {
   await h?.close();
 });
 
-const sent: { at: Coordinates; payload: Record<string, unknown> }[] = [];
+const sent: SentRecord[] = [];
 
 async function produce(from: number, count: number): Promise<void> {
-  const payloads = Array.from({ length: count }, (_, i) => ({ tenant_id: 'acme', seq: from + i }));
-  const records: OutgoingRecord[] = payloads.map((p) => ({
-    partition: p.seq % 3,
-    key: Buffer.from(`lead-${p.seq}`),
-    value: Buffer.from(JSON.stringify(p)),
-  }));
-  const coords = await produceRecords(h.producer, h.topics.leads, records);
-  coords.forEach((at, i) => sent.push({ at, payload: payloads[i] }));
+  sent.push(...(await produceSeqLeads(h.producer, h.topics.leads, from, count)));
 }
 
 const restarts = async (reason: ConsumerRestartReason) =>

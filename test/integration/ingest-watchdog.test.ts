@@ -3,7 +3,7 @@ import type { Consumer } from 'kafkajs';
 import type { IngestService } from '../../ingest/consumer';
 import { startLagMonitor, type LagMonitor } from '../../ingest/lag-monitor';
 import type { ConsumerRestartReason } from '../../journal/kinds';
-import { produceRecords, type Coordinates, type OutgoingRecord } from '../support/coordinates';
+import { produceSeqLeads, type Coordinates, type SentRecord } from '../support/coordinates';
 import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
 
 /**
@@ -39,26 +39,11 @@ afterAll(async () => {
   await h?.close();
 });
 
-interface Sent {
-  at: Coordinates;
-  payload: Record<string, unknown>;
-}
-const sent: Sent[] = [];
+const sent: SentRecord[] = [];
 
 /** Leads with payload.seq in [from, from + count), spread over the three partitions; remembered with their coordinates. */
 async function produce(from: number, count: number): Promise<void> {
-  const payloads = Array.from({ length: count }, (_, i) => ({
-    tenant_id: 'acme',
-    seq: from + i,
-    name: `Lead ${from + i}`,
-  }));
-  const records: OutgoingRecord[] = payloads.map((p) => ({
-    partition: p.seq % 3,
-    key: Buffer.from(`lead-${p.seq}`),
-    value: Buffer.from(JSON.stringify(p)),
-  }));
-  const coords = await produceRecords(h.producer, h.topics.leads, records);
-  coords.forEach((at, i) => sent.push({ at, payload: payloads[i] }));
+  sent.push(...(await produceSeqLeads(h.producer, h.topics.leads, from, count, (seq) => ({ name: `Lead ${seq}` }))));
 }
 
 /** Every record sent so far sits in the journal exactly once, at its coordinates, with its content; nothing else. */

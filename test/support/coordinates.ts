@@ -42,6 +42,33 @@ export async function produceRecords(
   });
 }
 
+/** A produced JSON record: where it landed and what it holds. */
+export interface SentRecord {
+  at: Coordinates;
+  payload: Record<string, unknown>;
+}
+
+/**
+ * Leads of tenant acme with payload.seq in [from, from + count) (plus `extra(seq)`), keyed lead-<seq> and spread over
+ * three partitions by seq, produced in one request; returned with their coordinates.
+ */
+export async function produceSeqLeads(
+  producer: Producer,
+  topic: string,
+  from: number,
+  count: number,
+  extra: (seq: number) => Record<string, unknown> = () => ({}),
+): Promise<SentRecord[]> {
+  const payloads = Array.from({ length: count }, (_, i) => ({ tenant_id: 'acme', seq: from + i, ...extra(from + i) }));
+  const records: OutgoingRecord[] = payloads.map((p) => ({
+    partition: p.seq % 3,
+    key: Buffer.from(`lead-${p.seq}`),
+    value: Buffer.from(JSON.stringify(p)),
+  }));
+  const coords = await produceRecords(producer, topic, records);
+  return coords.map((at, i) => ({ at, payload: payloads[i] }));
+}
+
 /** Committed offset (-1: none yet), low and high watermark of one partition. */
 export interface PartitionProgress {
   topic: string;
