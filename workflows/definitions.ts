@@ -126,6 +126,11 @@ export interface ShardProgress {
   matched: number;
   published: number;
   failed: number;
+  pages: number;
+  /** The lowest id this child has not passed yet. */
+  cursor: number;
+  /** Since the replay started: the shares add up to the replay's rate. */
+  eventsPerSecond: number;
   maxEventsPerSecond: number | null;
 }
 

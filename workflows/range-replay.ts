@@ -24,6 +24,7 @@ import {
 import { addRefusedTopics, refusedTopicsNote } from './refused-topics';
 import { joinNotes, keptFailures, replayOptions, transformFailuresNote } from './replay-options';
 import { recordFailure } from './replay-event';
+import { perSecond } from './shard-progress';
 import {
   coordinateShards,
   lateUnderPerKey,
@@ -31,6 +32,7 @@ import {
   reportToCoordinator,
   shardable,
   SHARDED_REPLAY_PATCH,
+  UNCAPPED_REPORTS_PATCH,
 } from './range-shards';
 
 const { planRange, countRangeEvents, replayRangePage, replayArchivePage, planLateArchive } =
@@ -160,7 +162,6 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
   };
   let finished: ReplayProgress['status'] | undefined;
   const progress = (): ReplayProgress => {
-    const seconds = Math.max(0.001, (Date.now() - state.startedAt) / 1000);
     return {
       status: finished ?? (state.paused ? 'paused' : 'running'),
       matched: state.matched,
@@ -168,7 +169,7 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
       failed: state.failed,
       cursor: state.cursor,
       pages: state.pages,
-      eventsPerSecond: Math.round((state.published / seconds) * 10) / 10,
+      eventsPerSecond: perSecond(state.published, (Date.now() - state.startedAt) / 1000),
       maxEventsPerSecond: state.maxEventsPerSecond,
     };
   };
@@ -223,7 +224,8 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
       state.published += chunk.published;
       state.failed += chunk.failed;
       state.pages += chunk.pages ?? 1; // results recorded before chunks were one page without a count
-      if (input.shard && reportDue(state.startedAt, reportedAt, Date.now())) {
+      const legacyCap = input.shard !== undefined && !patched(UNCAPPED_REPORTS_PATCH);
+      if (input.shard && reportDue(state.startedAt, reportedAt, Date.now(), legacyCap)) {
         reportedAt = Date.now();
         const { published, failed, pages, cursor } = state;
         await reportToCoordinator(input.shard, { index: input.shard.index, published, failed, pages, cursor });

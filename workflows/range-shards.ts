@@ -27,11 +27,13 @@ import {
   type RefusedEvent,
   type ReplayProgress,
   type ShardAssignment,
+  type ShardProgress,
   type ShardReport,
 } from './definitions';
 import { addRefusedTopics, refusedTopicsNote } from './refused-topics';
 import { joinNotes, keptFailures, transformFailuresNote } from './replay-options';
 import { recordFailure } from './replay-event';
+import { perSecond, shardTotals } from './shard-progress';
 
 const { planShards, planLateArchive } = proxyActivities<Activities>(pageOptions);
 const { recordReplayFinished } = proxyActivities<Activities>(auditOptions);
@@ -41,18 +43,22 @@ export const SHARDED_REPLAY_PATCH = 'sharded-range-replay';
 
 /**
  * A child reports its progress after a chunk once this share of its running time has passed since its last report,
- * and never more often than MIN_REPORT_MS nor less often than MAX_REPORT_MS: the coordinator's history grows by the
- * logarithm of the replay's length (then linearly, slowly), while its progress view is never staler than 5% of the
- * time it has run (or 10 minutes).
+ * and never more often than MIN_REPORT_MS. There is no upper bound on the spacing: the reports of a child grow with
+ * the logarithm of its running time (about 145 in a day, 185 in a week, 260 in a year), which keeps the coordinator's
+ * history, which never continues as new, far below Temporal's limit however long a throttled replay runs. The view
+ * stays fresh anyway: GET /replays/:id asks the running children themselves (withChildProgress).
  */
 export const REPORT_SHARE = 0.05;
 export const MIN_REPORT_MS = 5_000;
-export const MAX_REPORT_MS = 600_000;
+/** Marks children that space their reports without the 10-minute cap that runs started before had. */
+export const UNCAPPED_REPORTS_PATCH = 'shard-reports-uncapped';
+/** That cap, still applied to runs started before the patch so that their histories replay unchanged. */
+const LEGACY_MAX_REPORT_MS = 600_000;
 
 /** Whether a child that started at `startedAt` and last reported at `reportedAt` reports now. */
-export function reportDue(startedAt: number, reportedAt: number, now: number): boolean {
-  const every = Math.min(MAX_REPORT_MS, Math.max(MIN_REPORT_MS, (now - startedAt) * REPORT_SHARE));
-  return now - reportedAt >= every;
+export function reportDue(startedAt: number, reportedAt: number, now: number, legacyCap = false): boolean {
+  const every = Math.max(MIN_REPORT_MS, (now - startedAt) * REPORT_SHARE);
+  return now - reportedAt >= (legacyCap ? Math.min(LEGACY_MAX_REPORT_MS, every) : every);
 }
 
 /** A child's progress, signalled to its coordinator; a coordinator already closed (cancelled, failed) is ignored. */
@@ -115,7 +121,7 @@ interface Child {
  *
  * Progress travels by signal from child to parent: it is then part of the parent's history, so the query answers the
  * same on every worker and after a replay of the history, and the parent needs no timer or activity to poll. The
- * signals are bounded by reportDue.
+ * signals are bounded by reportDue; the API freshens the view with the children's own answers (shard-progress.ts).
  */
 export async function coordinateShards(
   workflow: RangeReplay,
@@ -134,30 +140,28 @@ export async function coordinateShards(
   const countsOf = (child: Child): ChildCounts =>
     child.done ?? child.report ?? { published: 0, failed: 0, pages: 0, cursor: child.state.cursor };
   const progress = (): ReplayProgress => {
-    const total = (field: 'published' | 'failed' | 'pages') =>
-      children.reduce((sum, child) => sum + countsOf(child)[field], 0);
-    const published = total('published');
-    const seconds = Math.max(0.001, (Date.now() - startedAt) / 1000);
-    const cursors = running().map((child) => countsOf(child).cursor);
-    return {
-      status: finished ?? (control.paused ? 'paused' : 'running'),
-      matched: planned.total,
-      published,
-      failed: total('failed'),
-      // The lowest id not yet passed by every child: 0 while the shards are being planned (none done yet), the range's
-      // maxId once all are done. A finished child leaves the minimum, which can then only rise: it never moves back.
-      cursor: cursors.length > 0 ? Math.min(...cursors) : children.length > 0 ? filter.maxId : 0,
-      pages: total('pages'),
-      eventsPerSecond: Math.round((published / seconds) * 10) / 10,
-      maxEventsPerSecond: control.rate,
-      shards: children.map((child) => ({
+    const seconds = (Date.now() - startedAt) / 1000;
+    const shards = children.map((child): ShardProgress => {
+      const { published, failed, pages, cursor } = countsOf(child);
+      return {
         workflow_id: child.id,
         status: child.done ? 'completed' : control.paused ? 'paused' : 'running',
         matched: child.matched,
-        published: countsOf(child).published,
-        failed: countsOf(child).failed,
+        published,
+        failed,
+        pages,
+        cursor,
+        eventsPerSecond: perSecond(published, seconds),
         maxEventsPerSecond: child.done ? null : child.applied.rate,
-      })),
+      };
+    });
+    return {
+      status: finished ?? (control.paused ? 'paused' : 'running'),
+      matched: planned.total,
+      // 0 as cursor while the shards are being planned (none done yet), the range's maxId once all are done.
+      ...shardTotals(shards, children.length > 0 ? filter.maxId : 0),
+      maxEventsPerSecond: control.rate,
+      shards,
     };
   };
   setHandler(progressQuery, progress);

@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import type { WorkflowExecutionDescription, WorkflowHandle } from '@temporalio/client';
+import type { Client, WorkflowExecutionDescription, WorkflowHandle } from '@temporalio/client';
 import { WorkflowNotFoundError } from '@temporalio/common';
 import { AUDIT_STATUSES, REPLAY_KINDS, type AuditStatus, type ReplayKind } from '../../journal/kinds';
 import { getAudit, listAudits, type AuditRow } from '../../repository/replay-audit';
@@ -22,6 +22,7 @@ import {
   rangeReplayWorkflow,
   replayEventWorkflow,
 } from '../../workflows';
+import { withChildProgress } from '../../workflows/shard-progress';
 import { httpError } from '../http-error';
 import { keysetPage } from '../route-helpers';
 import { StringEnum, errorResponses, NullableInteger, NullableString, Timestamp, Id } from '../schemas';
@@ -64,6 +65,9 @@ const Progress = Type.Object({
         matched: Type.Integer(),
         published: Type.Integer(),
         failed: Type.Integer(),
+        pages: Type.Integer(),
+        cursor: Type.Integer(),
+        eventsPerSecond: Type.Number(),
         maxEventsPerSecond: Type.Union([Type.Number(), Type.Null()]),
       }),
       { description: 'A sharded range replay: its child workflows, reached only through this replay' },
@@ -200,12 +204,15 @@ const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config
     async (request) => {
       const { workflowId } = request.params;
       const { audit, handle, description } = await ownWorkflow(request, workflowId);
-      return app.temporal.call(async () => {
+      return app.temporal.call(async (client) => {
         const running = description.status.name === 'RUNNING';
         const progress: ReplayProgress | DlqBulkProgress | null = !running
           ? null
           : description.type === rangeReplayWorkflow.name
-            ? await handle.query(progressQuery).catch(() => null)
+            ? await handle
+                .query(progressQuery)
+                .then((p) => freshShards(client, p))
+                .catch(() => null)
             : description.type === dlqBulkWorkflow.name
               ? await handle.query(dlqBulkProgressQuery).catch(() => null)
               : null;
@@ -299,6 +306,27 @@ const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config
 };
 
 /** 409 unless the workflow is running and, for a range-only control (pause, resume, rate), is a range replay. */
+/**
+ * A sharded range replay's progress with each unfinished child's own answer: the coordinator holds their reports,
+ * which grow rarer the longer they run (workflows/range-shards.ts reportDue), the children their live counts. At most
+ * one query per child (REPLAY_SHARDS is capped), all at once; a child that does not answer keeps its last report.
+ */
+async function freshShards(client: Client, progress: ReplayProgress): Promise<ReplayProgress> {
+  if (!progress.shards) return progress;
+  const answers = await Promise.all(
+    progress.shards
+      .filter((shard) => shard.status !== 'completed')
+      .map(async (shard) => {
+        const own = await client.workflow
+          .getHandle(shard.workflow_id)
+          .query(progressQuery)
+          .catch(() => null);
+        return [shard.workflow_id, own] as const;
+      }),
+  );
+  return withChildProgress(progress, new Map(answers));
+}
+
 function requireRunning(description: WorkflowExecutionDescription, rangeOnly?: string): void {
   const { workflowId, status, type } = description;
   if (status.name !== 'RUNNING') throw httpError(409, `Replay ${workflowId} is ${status.name}, not running`);

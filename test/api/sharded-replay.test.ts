@@ -152,3 +152,40 @@ it('republishes every matching event once, journaled once for the replay, with t
     expect(headers['x-replay-id']).toBe(workflowId);
   }
 });
+
+it('shows each running child’s own counts, not only the reports its coordinator holds (they grow rarer with time)', async () => {
+  const workflowId = await startRange({ max_events_per_second: 3 });
+  const coordinator = env.client.workflow.getHandle(workflowId);
+  // The coordinator's own view, from reports alone: wait for a first report (at most one per child every 5 s at
+  // first), then let the children send about two more events each (one a second) before pausing them.
+  await eventually(
+    async () => ((await coordinator.query(progressQuery).catch(() => undefined))?.published ?? 0) > 0,
+    'a first report to the coordinator',
+  );
+  await new Promise((resolve) => setTimeout(resolve, 2_000));
+  expect((await post(`/replays/${workflowId}/pause`)).statusCode).toBe(202);
+  const childIds = [0, 1, 2].map((i) => `${workflowId}-shard-${i}`);
+  await eventually(
+    async () => (await childrenProgress(childIds)).every((p) => p.status === 'paused'),
+    'every child paused',
+  );
+  const own = await childrenProgress(childIds);
+  const reported = await coordinator.query(progressQuery);
+  const view = (await progressOf(workflowId))!;
+
+  // The control: the coordinator's copy is behind what the children sent since their last report.
+  expect(reported.published).toBeLessThan(own.reduce((sum, p) => sum + p.published, 0));
+  // The API's view is the children's own, shard by shard, and its totals are their sums.
+  expect(view.shards!.map(({ published, failed, pages, cursor }) => ({ published, failed, pages, cursor }))).toEqual(
+    own.map(({ published, failed, pages, cursor }) => ({ published, failed, pages, cursor })),
+  );
+  expect(view).toMatchObject({
+    status: 'paused',
+    published: own.reduce((sum, p) => sum + p.published, 0),
+    pages: own.reduce((sum, p) => sum + p.pages, 0),
+    cursor: Math.min(...own.map((p) => p.cursor)),
+  });
+
+  expect((await post(`/replays/${workflowId}/cancel`)).statusCode).toBe(202);
+  expect((await closedWorkflow(env.app, workflowId)).workflow_status).toBe('CANCELLED');
+});
