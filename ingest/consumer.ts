@@ -181,7 +181,13 @@ function createConsumer(
       );
   });
   consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
-    if (running.retired) return;
+    if (running.retired || state.stopping) {
+      // Disconnected by the service (retired by a restart, or ingest stopping) while it was joining: kafkajs's
+      // disconnect does not stop a runner still joining, which then joins on, or crashes on the closed connections
+      // and restarts itself after the disconnect. Disconnected again once the join is done and its runner can stop.
+      setImmediate(() => void consumer.disconnect().catch(() => undefined));
+      return;
+    }
     log.info({ member_id: payload.memberId, assignment: payload.memberAssignment }, 'Joined consumer group');
     running.assignment = Object.entries(payload.memberAssignment).flatMap(([topic, partitions]) =>
       partitions.map((partition) => ({ topic, partition })),
