@@ -2,7 +2,8 @@ import { MAX_REPLAY_SHARDS } from '../../journal/kinds';
 import { CHUNK_BUDGET_MS } from '../../workflows/range-replay';
 import { reportDue } from '../../workflows/range-shards';
 import { progressQuery } from '../../workflows/definitions';
-import { createApiEnv, json, produceJournaled, type ApiEnv } from '../support/api';
+import { json, type ApiEnv } from '../support/api';
+import { createShardedApiEnv, settled, type ShardedApiEnv } from '../support/sharded-api';
 import { eventually } from '../support/sink';
 
 /**
@@ -31,39 +32,13 @@ const SHARDS = 3;
 
 let env: ApiEnv;
 let window: { start: string; end: string };
+let post: ShardedApiEnv['post'];
 
 beforeAll(async () => {
-  env = await createApiEnv('attack15-controls', {
-    env: {
-      API_REPLAY_RATE_LIMIT_PER_MINUTE: '10000',
-      REPLAY_PAGE_SIZE: '2',
-      REPLAY_SHARD_THRESHOLD: '10',
-      REPLAY_SHARDS: String(SHARDS),
-    },
-  });
-  const start = await dbNow(-1000);
-  await produceJournaled(
-    env.h,
-    env.h.topics.leads,
-    Array.from({ length: 30 }, (_, i) => ({ tenant_id: 'acme', name: `Steered ${i}` })),
-  );
-  window = { start, end: await dbNow(1000) };
+  ({ env, window, post } = await createShardedApiEnv('attack15-controls', SHARDS, 30));
 });
 
 afterAll(() => env?.close());
-
-async function dbNow(offsetMs: number): Promise<string> {
-  const { rows } = await env.h.pool.query<{ t: Date }>('SELECT now() AS t');
-  return new Date(rows[0].t.getTime() + offsetMs).toISOString();
-}
-
-const post = (url: string, body?: unknown) =>
-  env.app.inject({
-    method: 'POST',
-    url,
-    headers: { 'x-requested-by': 'test' },
-    ...(body === undefined ? {} : { payload: body as object }),
-  });
 
 /** Reports one child sends over a year of replaying, one check per unthrottled chunk (as attack14's model). */
 function reportsInAYear(): number {
@@ -84,23 +59,13 @@ it('keeps the coordinator of the most children under the history limit through a
   const children = () => Promise.all(childIds.map((id) => env.client.workflow.getHandle(id).query(progressQuery)));
   await eventually(async () => (await children().catch(() => [])).length === SHARDS, 'the children running');
   const length = async () => (await coordinator.fetchHistory()).events?.length ?? 0;
-  /** The history a control adds, once the coordinator is idle again (no report meanwhile: a child sends one event every 30 s and reports at its second). */
+  // The history a control adds, once the coordinator is idle again (no report meanwhile: a child sends one event
+  // every 30 s and reports at its second).
   const costOf = async (control: () => Promise<unknown>, applied: () => Promise<boolean>) => {
     const before = await length();
     await control();
     await eventually(applied, 'the control applied');
-    let last = -1;
-    const after = await eventually(
-      async () => {
-        const now = await length();
-        const same = now === last;
-        last = now;
-        return same ? now : undefined;
-      },
-      'the coordinator idle',
-      30_000,
-      1_000,
-    );
+    const after = await settled(length, 'the coordinator idle', 1_000);
     return after - before;
   };
 

@@ -1,13 +1,6 @@
 import { progressQuery, type ReplayProgress } from '../../workflows/definitions';
-import {
-  closedWorkflow,
-  createApiEnv,
-  json,
-  produceJournaled,
-  replayRowsOf,
-  type ApiEnv,
-  type WorkflowDetail,
-} from '../support/api';
+import { closedWorkflow, json, replayRowsOf, type ApiEnv, type WorkflowDetail } from '../support/api';
+import { createShardedApiEnv, settled, type ShardedApiEnv } from '../support/sharded-api';
 import { eventually } from '../support/sink';
 
 /**
@@ -28,41 +21,15 @@ import { eventually } from '../support/sink';
 let env: ApiEnv;
 let leads: string;
 let window: { start: string; end: string };
+let post: ShardedApiEnv['post'];
 const EVENTS = 30;
 
 beforeAll(async () => {
-  env = await createApiEnv('attack15-cancel-counts', {
-    env: {
-      API_REPLAY_RATE_LIMIT_PER_MINUTE: '10000',
-      REPLAY_PAGE_SIZE: '2',
-      REPLAY_SHARD_THRESHOLD: '10',
-      REPLAY_SHARDS: '3',
-    },
-  });
+  ({ env, window, post } = await createShardedApiEnv('attack15-cancel-counts', 3, EVENTS));
   leads = env.h.topics.leads;
-  const start = await dbNow(-1000);
-  await produceJournaled(
-    env.h,
-    leads,
-    Array.from({ length: EVENTS }, (_, i) => ({ tenant_id: 'acme', name: `Cancelled ${i}` })),
-  );
-  window = { start, end: await dbNow(1000) };
 });
 
 afterAll(() => env?.close());
-
-async function dbNow(offsetMs: number): Promise<string> {
-  const { rows } = await env.h.pool.query<{ t: Date }>('SELECT now() AS t');
-  return new Date(rows[0].t.getTime() + offsetMs).toISOString();
-}
-
-const post = (url: string, body?: unknown) =>
-  env.app.inject({
-    method: 'POST',
-    url,
-    headers: { 'x-requested-by': 'test' },
-    ...(body === undefined ? {} : { payload: body as object }),
-  });
 
 const detailOf = async (workflowId: string) => {
   const res = await env.app.inject({ method: 'GET', url: `/replays/${encodeURIComponent(workflowId)}` });
@@ -91,24 +58,13 @@ it('records in the audit row of a cancelled sharded replay what its children pub
   await new Promise((resolve) => setTimeout(resolve, 2_000));
   expect((await post(`/replays/${workflowId}/pause`)).statusCode).toBe(202);
   // Paused, and the page each may have had in flight done: their counts no longer move.
-  let last = -1;
-  const settled = await eventually(
-    async () => {
-      const now = await ownPublished(childIds);
-      const same = now === last;
-      last = now;
-      return same ? now : undefined;
-    },
-    'the children’s counts to settle after the pause',
-    30_000,
-    1_500,
-  );
+  const paused = await settled(() => ownPublished(childIds), 'the children’s counts to settle after the pause', 1_500);
 
   // Read 1: the running replay's view, the children's own counts.
   const running = await detailOf(workflowId);
-  expect(running.progress?.published).toBe(settled);
+  expect(running.progress?.published).toBe(paused);
   // The control: the coordinator's copy is behind.
-  expect((await coordinator.query(progressQuery)).published).toBeLessThan(settled);
+  expect((await coordinator.query(progressQuery)).published).toBeLessThan(paused);
 
   expect((await post(`/replays/${workflowId}/cancel`)).statusCode).toBe(202);
   const closed = await closedWorkflow(env.app, workflowId);
@@ -116,10 +72,10 @@ it('records in the audit row of a cancelled sharded replay what its children pub
   // Every event the children published came back as a replay row of this replay.
   const journaled = await eventually(async () => {
     const rows = await replayRowsOf(env.h, workflowId);
-    return rows.length >= settled ? rows : undefined;
+    return rows.length >= paused ? rows : undefined;
   }, 'the published replays to be journaled');
-  expect(journaled).toHaveLength(settled);
+  expect(journaled).toHaveLength(paused);
 
   // Read 2: the cancelled replay's audit row. It counts what was published, and never less than read 1 showed.
-  expect(closed.audit).toMatchObject({ status: 'cancelled', published: settled });
+  expect(closed.audit).toMatchObject({ status: 'cancelled', published: paused });
 });

@@ -1,17 +1,9 @@
 import { lineageProof, toReplayMessage } from '../../journal/lineage';
 import { replayRows } from '../../repository/event-journal';
 import { progressQuery, type ReplayProgress } from '../../workflows/definitions';
-import {
-  closedWorkflow,
-  createApiEnv,
-  json,
-  produceJournaled,
-  publishedBy,
-  replayRowsOf,
-  type ApiEnv,
-  type WorkflowDetail,
-} from '../support/api';
+import { closedWorkflow, json, publishedBy, replayRowsOf, type ApiEnv, type WorkflowDetail } from '../support/api';
 import { eventually } from '../support/sink';
+import { createShardedApiEnv, type ShardedApiEnv } from '../support/sharded-api';
 import { closedStatuses } from '../support/temporal';
 
 /**
@@ -25,40 +17,17 @@ let env: ApiEnv;
 let leads: string;
 let ids: number[];
 let window: { start: string; end: string };
+let post: ShardedApiEnv['post'];
 const EVENTS = 30;
 
 beforeAll(async () => {
-  env = await createApiEnv('api-sharded', {
-    env: {
-      API_REPLAY_RATE_LIMIT_PER_MINUTE: '10000',
-      REPLAY_PAGE_SIZE: '2',
-      REPLAY_SHARD_THRESHOLD: '10',
-      REPLAY_SHARDS: '3',
-    },
-  });
+  ({ env, window, ids, post } = await createShardedApiEnv('api-sharded', 3, EVENTS));
   leads = env.h.topics.leads;
-  const start = await dbNow(-1000);
-  const events = Array.from({ length: EVENTS }, (_, i) => ({ tenant_id: 'acme', name: `Sharded ${i}` }));
-  ids = await produceJournaled(env.h, leads, events);
-  window = { start, end: await dbNow(1000) };
 });
 
 afterAll(() => env?.close());
 
-const post = (url: string, body?: unknown) =>
-  env.app.inject({
-    method: 'POST',
-    url,
-    headers: { 'x-requested-by': 'test' },
-    ...(body === undefined ? {} : { payload: body as object }),
-  });
 const get = (url: string) => env.app.inject({ method: 'GET', url });
-
-/** The database's clock: received_at is stamped by it, so windows are taken from it too. */
-async function dbNow(offsetMs: number): Promise<string> {
-  const { rows } = await env.h.pool.query<{ t: Date }>('SELECT now() AS t');
-  return new Date(rows[0].t.getTime() + offsetMs).toISOString();
-}
 
 async function startRange(body: Record<string, unknown>): Promise<string> {
   const res = await post('/replay/range', { ...window, topic: leads, ...body });
