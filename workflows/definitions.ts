@@ -100,6 +100,15 @@ export interface ShardingOptions {
   shards: number;
 }
 
+/**
+ * The history a replay's workflow may hold before its operator controls (pause, resume, rate) are refused. The
+ * coordinator of a sharded replay never continues as new, and Temporal terminates a workflow at 51,200 history
+ * events; each control costs it at most 4 + 4 per child (72 with the most children), and the reports still to come
+ * at most about 4,500 in a year of running (docs/integrity.md §5). Below this budget a control can never push it past
+ * the limit; above it, cancel remains possible. An unsharded range replay continues as new and never gets near it.
+ */
+export const CONTROL_HISTORY_BUDGET = 45_000;
+
 /** Which part of its parent's range a child replays, and for which replay. */
 export interface ShardAssignment {
   index: number;
@@ -132,6 +141,11 @@ export interface ShardProgress {
   /** Since the replay started: the shares add up to the replay's rate. */
   eventsPerSecond: number;
   maxEventsPerSecond: number | null;
+  /**
+   * Set by GET /replays/:id when this running child did not answer its own progress query: its counts are then its
+   * last report to the coordinator, which may be older (and lower) than what an earlier read showed.
+   */
+  stale?: boolean;
 }
 
 export interface RangeState {

@@ -29,6 +29,7 @@ import {
   coordinateShards,
   lateUnderPerKey,
   reportDue,
+  reportFinalCounts,
   reportToCoordinator,
   shardable,
   SHARDED_REPLAY_PATCH,
@@ -224,8 +225,8 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
       state.published += chunk.published;
       state.failed += chunk.failed;
       state.pages += chunk.pages ?? 1; // results recorded before chunks were one page without a count
-      const legacyCap = input.shard !== undefined && !patched(UNCAPPED_REPORTS_PATCH);
-      if (input.shard && reportDue(state.startedAt, reportedAt, Date.now(), legacyCap)) {
+      const legacy = input.shard !== undefined && !patched(UNCAPPED_REPORTS_PATCH);
+      if (input.shard && reportDue(state.startedAt, reportedAt, Date.now(), legacy)) {
         reportedAt = Date.now();
         const { published, failed, pages, cursor } = state;
         await reportToCoordinator(input.shard, { index: input.shard.index, published, failed, pages, cursor });
@@ -252,8 +253,11 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
   } catch (err) {
     if (err instanceof ContinueAsNew) throw err;
     finished = isCancellation(err) ? 'cancelled' : 'failed';
-    // A shard has no audit row: its coordinator records how the replay ended.
-    if (!input.shard) {
+    // A shard has no audit row: its coordinator records how the replay ended, from the counts reported to it.
+    if (input.shard) {
+      const { published, failed, pages, cursor } = state;
+      await reportFinalCounts(input.shard, { index: input.shard.index, published, failed, pages, cursor });
+    } else {
       await recordFailure(workflowId, err, state.matched, { published: state.published, failed: state.failed });
     }
     throw err;

@@ -35,7 +35,7 @@ export function shardTotals(shards: ShardProgress[], idleCursor: number): ShardT
 /**
  * The coordinator's view with each unfinished child's counts replaced by what that child answers itself, when it
  * answered and is not behind the coordinator's copy (reports are cumulative; `pages` only grows). A child that did
- * not answer (between two runs, just completed) keeps its last report.
+ * not answer (null: between two runs, its worker busy) keeps its last report and is marked stale.
  */
 export function withChildProgress(
   parent: ReplayProgress,
@@ -43,7 +43,9 @@ export function withChildProgress(
 ): ReplayProgress {
   if (!parent.shards) return parent;
   const shards = parent.shards.map((shard): ShardProgress => {
-    const own = shard.status === 'completed' ? undefined : answers.get(shard.workflow_id);
+    if (shard.status === 'completed') return shard;
+    const own = answers.get(shard.workflow_id);
+    if (own === null) return { ...shard, stale: true };
     if (!own || own.pages < shard.pages) return shard;
     const { published, failed, pages, cursor, eventsPerSecond } = own;
     return { ...shard, published, failed, pages, cursor, eventsPerSecond };

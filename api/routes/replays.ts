@@ -7,6 +7,7 @@ import { getAudit, listAudits, type AuditRow } from '../../repository/replay-aud
 import type { Config } from '../../shared/config';
 import type { Pool } from '../../shared/db';
 import {
+  CONTROL_HISTORY_BUDGET,
   dlqBulkProgressQuery,
   pauseSignal,
   progressQuery,
@@ -69,6 +70,7 @@ const Progress = Type.Object({
         cursor: Type.Integer(),
         eventsPerSecond: Type.Number(),
         maxEventsPerSecond: Type.Union([Type.Number(), Type.Null()]),
+        stale: Type.Optional(Type.Boolean()),
       }),
       { description: 'A sharded range replay: its child workflows, reached only through this replay' },
     ),
@@ -305,33 +307,52 @@ const replaysRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config
   );
 };
 
-/** 409 unless the workflow is running and, for a range-only control (pause, resume, rate), is a range replay. */
+/** How long GET /replays/:id waits for one child's answer, and before asking a child that did not answer again. */
+const CHILD_QUERY_TIMEOUT_MS = 2_000;
+const CHILD_QUERY_RETRY_MS = 250;
+
 /**
  * A sharded range replay's progress with each unfinished child's own answer: the coordinator holds their reports,
- * which grow rarer the longer they run (workflows/range-shards.ts reportDue), the children their live counts. At most
- * one query per child (REPLAY_SHARDS is capped), all at once; a child that does not answer keeps its last report.
+ * which grow rarer the longer they run (workflows/range-shards.ts reportDue), the children their live counts. All
+ * children at once (REPLAY_SHARDS is capped), each asked at most twice within CHILD_QUERY_TIMEOUT_MS (a child between
+ * two runs answers a moment later); one that does not answer shows its last report, marked stale.
  */
 async function freshShards(client: Client, progress: ReplayProgress): Promise<ReplayProgress> {
   if (!progress.shards) return progress;
+  const ask = (workflowId: string) =>
+    Promise.race([
+      client.workflow.getHandle(workflowId).query(progressQuery),
+      new Promise<never>((_, reject) => setTimeout(reject, CHILD_QUERY_TIMEOUT_MS).unref()),
+    ]).catch(() => null);
   const answers = await Promise.all(
     progress.shards
       .filter((shard) => shard.status !== 'completed')
       .map(async (shard) => {
-        const own = await client.workflow
-          .getHandle(shard.workflow_id)
-          .query(progressQuery)
-          .catch(() => null);
+        const own =
+          (await ask(shard.workflow_id)) ??
+          (await new Promise((resolve) => setTimeout(resolve, CHILD_QUERY_RETRY_MS)).then(() =>
+            ask(shard.workflow_id),
+          ));
         return [shard.workflow_id, own] as const;
       }),
   );
   return withChildProgress(progress, new Map(answers));
 }
 
+/** 409 unless the workflow is running and, for a range-only control (pause, resume, rate), is a range replay. */
 function requireRunning(description: WorkflowExecutionDescription, rangeOnly?: string): void {
-  const { workflowId, status, type } = description;
+  const { workflowId, status, type, historyLength } = description;
   if (status.name !== 'RUNNING') throw httpError(409, `Replay ${workflowId} is ${status.name}, not running`);
   if (rangeOnly && type !== rangeReplayWorkflow.name) {
     throw httpError(409, `Only range replays can ${rangeOnly}; ${workflowId} is a ${type}`);
+  }
+  if (rangeOnly && historyLength >= CONTROL_HISTORY_BUDGET) {
+    throw httpError(
+      409,
+      `Replay ${workflowId} cannot ${rangeOnly} any more: its history holds ${historyLength} events, and past ` +
+        `${CONTROL_HISTORY_BUDGET} controls are refused so that it stays under Temporal's limit and can finish; ` +
+        'cancel it and replay the rest of the range (its progress cursor says from where)',
+    );
   }
 }
 

@@ -20,6 +20,10 @@ import { eventually } from '../support/sink';
  * its rate lowered for business hours and raised after), a year-long replay of the most children receives 730
  * controls.
  *
+ * Fixed: reports are spaced by a fifth of the running time (about 66 a year per child), which leaves room for a
+ * nightly pause and morning resume over a year, and past CONTROL_HISTORY_BUDGET the API refuses controls
+ * (test/api/attack15-replays-fake-temporal.test.ts).
+ *
  * Measured, then extrapolated: the cost of one control is measured on the real stack (dev server, a real worker) for
  * a replay of 3 children, split into the part every control costs and the part per child (from a control that
  * reaches the children and one that reaches none: a second pause while paused), and applied to the most children;

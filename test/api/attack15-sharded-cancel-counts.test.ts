@@ -16,6 +16,9 @@ import { eventually } from '../support/sink';
  * is cancelled shows an audit row with fewer, although every one of the N was sent and journaled. The longer the
  * replay ran, the larger the gap (a child that ran a day reports every ~70 minutes).
  *
+ * Fixed: a child ending cancelled or failed sends its final counts, and the coordinator waits for its children
+ * to close (at most FINAL_COUNTS_WAIT_MS) before writing the audit row.
+ *
  * The ground truth is the journal: every replayed record comes back through the ingest consumer as a replay row.
  */
 let env: ApiEnv;
