@@ -29,7 +29,6 @@ import {
   coordinateShards,
   lateUnderPerKey,
   reportDue,
-  reportFinalCounts,
   reportToCoordinator,
   shardable,
   SHARDED_REPLAY_PATCH,
@@ -253,11 +252,8 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
   } catch (err) {
     if (err instanceof ContinueAsNew) throw err;
     finished = isCancellation(err) ? 'cancelled' : 'failed';
-    // A shard has no audit row: its coordinator records how the replay ended, from the counts reported to it.
-    if (input.shard) {
-      const { published, failed, pages, cursor } = state;
-      await reportFinalCounts(input.shard, { index: input.shard.index, published, failed, pages, cursor });
-    } else {
+    // A shard has no audit row: its coordinator records how the replay ended.
+    if (!input.shard) {
       await recordFailure(workflowId, err, state.matched, { published: state.published, failed: state.failed });
     }
     throw err;

@@ -5,10 +5,8 @@ import {
   getExternalWorkflowHandle,
   isCancellation,
   ParentClosePolicy,
-  patched,
   proxyActivities,
   setHandler,
-  sleep,
   startChild,
   workflowInfo,
   type ChildWorkflowHandle,
@@ -49,7 +47,7 @@ export const SHARDED_REPLAY_PATCH = 'sharded-range-replay';
  * the logarithm of its running time (about 40 in a day, 50 in a week, 66 in a year), which keeps the coordinator's
  * history, which never continues as new, far below Temporal's limit however long a throttled replay runs, with room
  * for operators' controls (CONTROL_HISTORY_BUDGET). The view stays fresh anyway: GET /replays/:id asks the running
- * children themselves (withChildProgress), and a child that ends cancelled or failed sends its final counts.
+ * children themselves (withChildProgress).
  */
 export const REPORT_SHARE = 0.2;
 export const MIN_REPORT_MS = 5_000;
@@ -70,20 +68,6 @@ export async function reportToCoordinator(shard: ShardAssignment, report: ShardR
   await getExternalWorkflowHandle(shard.replayId)
     .signal(shardReportSignal, report)
     .catch(() => undefined);
-}
-
-/** Marks runs in which a child ends cancelled or failed with a final report, and its coordinator waits for them. */
-export const FINAL_COUNTS_PATCH = 'shard-final-counts';
-/** How long a cancelled or failed coordinator waits for its children to close with their final counts. */
-export const FINAL_COUNTS_WAIT_MS = 60_000;
-
-/**
- * A child's last report, as it ends cancelled or failed (the coordinator's audit row then counts what it sent, not
- * its last periodic report, which may be hours old). Not cancellable: it is sent while the child is being cancelled.
- */
-export async function reportFinalCounts(shard: ShardAssignment, report: ShardReport): Promise<void> {
-  if (!patched(FINAL_COUNTS_PATCH)) return;
-  await CancellationScope.nonCancellable(() => reportToCoordinator(shard, report));
 }
 
 /**
@@ -309,9 +293,6 @@ export async function coordinateShards(
     }
   } catch (err) {
     scope.cancel();
-    // Each child closes with a final report (reportFinalCounts): waited for, at most FINAL_COUNTS_WAIT_MS, so that
-    // the audit row counts what they sent.
-    if (patched(FINAL_COUNTS_PATCH)) await closed(children.filter((child) => child.handle && !child.done));
     finished = isCancellation(err) ? 'cancelled' : 'failed';
     const { published, failed } = progress();
     await recordFailure(workflowId, err, planned.total, { published, failed });
@@ -341,14 +322,4 @@ export async function coordinateShards(
     ...(Object.keys(refused).length > 0 ? { refused_topics: refused } : {}),
     ...(transformFailed ? { transform_failures: transformFailed } : {}),
   };
-}
-
-/** Waits, however the coordinator itself is cancelled, until these children have closed or FINAL_COUNTS_WAIT_MS. */
-async function closed(children: Child[]): Promise<void> {
-  await CancellationScope.nonCancellable(async () => {
-    const timer = new CancellationScope();
-    const timeout = timer.run(() => sleep(FINAL_COUNTS_WAIT_MS)).catch(() => undefined);
-    await Promise.race([Promise.allSettled(children.map((child) => child.handle!.result())), timeout]);
-    timer.cancel();
-  });
 }
