@@ -224,8 +224,7 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
       state.published += chunk.published;
       state.failed += chunk.failed;
       state.pages += chunk.pages ?? 1; // results recorded before chunks were one page without a count
-      const legacy = input.shard !== undefined && !patched(UNCAPPED_REPORTS_PATCH);
-      if (input.shard && reportDue(state.startedAt, reportedAt, Date.now(), legacy)) {
+      if (input.shard && reportDue(state.startedAt, reportedAt, Date.now(), !patched(UNCAPPED_REPORTS_PATCH))) {
         reportedAt = Date.now();
         const { published, failed, pages, cursor } = state;
         await reportToCoordinator(input.shard, { index: input.shard.index, published, failed, pages, cursor });
