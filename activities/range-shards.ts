@@ -1,5 +1,7 @@
+import { getClient } from '@temporalio/activity';
 import type { ReplayOrdering } from '../journal/kinds';
 import { rangeIdShards, rangeKeyShardCounts, type RangeFilter } from '../repository/event-journal';
+import { progressQuery, type ShardReport } from '../workflows/definitions';
 import type { ActivityDeps } from './deps';
 
 /** One child's part of a sharded range replay: an id range (after < id <= upTo), or a key shard of the whole range. */
@@ -12,6 +14,9 @@ export interface RangeShard {
   /** Matching journal rows in it when planned. */
   events: number;
 }
+
+/** How long shardCounts waits for one child's answer. */
+const SHARD_QUERY_TIMEOUT_MS = 10_000;
 
 /** Sharded range replay: how a pinned range is cut between child workflows (workflows/range-shards.ts). */
 export function createRangeShardActivities({ pool }: Pick<ActivityDeps, 'pool'>) {
@@ -30,6 +35,35 @@ export function createRangeShardActivities({ pool }: Pick<ActivityDeps, 'pool'>)
       }
       const parts = await rangeIdShards(pool, filter, shards);
       return parts.map((part, index) => ({ by: 'id' as const, index, of: parts.length, ...part }));
+    },
+
+    /**
+     * The counts the children of a sharded replay answer themselves once they have closed (a closed workflow still
+     * answers its progress query: a worker replays its history), so that the audit row of a cancelled or failed
+     * replay counts what its children sent, not their last reports. Each answer is bounded by SHARD_QUERY_TIMEOUT_MS;
+     * a child that does not answer is null (its coordinator keeps its last report).
+     */
+    async shardCounts(workflowIds: string[]): Promise<(Omit<ShardReport, 'index'> | null)[]> {
+      const client = getClient();
+      return Promise.all(
+        workflowIds.map(async (workflowId) => {
+          let timer: NodeJS.Timeout | undefined;
+          const timeout = new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`${workflowId} did not answer`)), SHARD_QUERY_TIMEOUT_MS);
+          });
+          try {
+            const { published, failed, pages, cursor } = await Promise.race([
+              client.workflow.getHandle(workflowId).query(progressQuery),
+              timeout,
+            ]);
+            return { published, failed, pages, cursor };
+          } catch {
+            return null;
+          } finally {
+            clearTimeout(timer);
+          }
+        }),
+      );
     },
   };
 }

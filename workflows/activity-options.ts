@@ -39,6 +39,12 @@ export const auditOptions: ActivityOptions = {
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
 };
 
+/** Asking closed child workflows for their counts (each answer bounded in the activity): a few tries, then done. */
+export const shardCountOptions: ActivityOptions = {
+  startToCloseTimeout: '1m',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumAttempts: 3 },
+};
+
 /**
  * Journal maintenance (archive, verify, drop): long reads and writes that heartbeat every few thousand rows, retried
  * with backoff until the archive store or Postgres is back. A segment that does not match what it should remove

@@ -5,8 +5,10 @@ import {
   getExternalWorkflowHandle,
   isCancellation,
   ParentClosePolicy,
+  patched,
   proxyActivities,
   setHandler,
+  sleep,
   startChild,
   workflowInfo,
   type ChildWorkflowHandle,
@@ -15,7 +17,7 @@ import type { Activities } from '../activities';
 import { MAX_REPLAY_SHARDS } from '../journal/kinds';
 import type { PlannedRange } from '../activities/range';
 import type { RangeShard } from '../activities/range-shards';
-import { auditOptions, pageOptions } from './activity-options';
+import { auditOptions, pageOptions, shardCountOptions } from './activity-options';
 import {
   pauseSignal,
   progressQuery,
@@ -37,6 +39,7 @@ import { perSecond, shardTotals } from './shard-progress';
 
 const { planShards, planLateArchive } = proxyActivities<Activities>(pageOptions);
 const { recordReplayFinished } = proxyActivities<Activities>(auditOptions);
+const { shardCounts } = proxyActivities<Activities>(shardCountOptions);
 
 /** Marks histories whose range replay was split into child workflows. */
 export const SHARDED_REPLAY_PATCH = 'sharded-range-replay';
@@ -90,6 +93,14 @@ export function lateUnderPerKey(late: string[]): ApplicationFailure {
     'InvalidRequest',
   );
 }
+
+/**
+ * Marks coordinators that, ended by a cancel or a failure, wait for their children to close and ask them for their
+ * counts before writing the audit row (collectFinalCounts).
+ */
+export const FINAL_COUNTS_PATCH = 'shard-final-counts-queried';
+/** How long a cancelled or failed coordinator waits for its children to close. */
+export const FINAL_COUNTS_WAIT_MS = 60_000;
 
 type RangeReplay = (input: RangeReplayInput) => Promise<RangeReplayResult>;
 
@@ -293,6 +304,7 @@ export async function coordinateShards(
     }
   } catch (err) {
     scope.cancel();
+    if (patched(FINAL_COUNTS_PATCH)) await collectFinalCounts(children.filter((child) => child.handle && !child.done));
     finished = isCancellation(err) ? 'cancelled' : 'failed';
     const { published, failed } = progress();
     await recordFailure(workflowId, err, planned.total, { published, failed });
@@ -322,4 +334,25 @@ export async function coordinateShards(
     ...(Object.keys(refused).length > 0 ? { refused_topics: refused } : {}),
     ...(transformFailed ? { transform_failures: transformFailed } : {}),
   };
+}
+
+/**
+ * The counts of children cut short (the coordinator was cancelled, or another child failed): once they have closed,
+ * or FINAL_COUNTS_WAIT_MS, each child's own answer replaces its last report, which may be hours old (reports grow
+ * rarer the longer a child runs). Runs however the coordinator itself is cancelled; a child that does not answer keeps
+ * its last report. The children send nothing for it: a closed workflow answers queries from its history.
+ */
+async function collectFinalCounts(children: Child[]): Promise<void> {
+  if (children.length === 0) return;
+  await CancellationScope.nonCancellable(async () => {
+    const timer = new CancellationScope();
+    const timeout = timer.run(() => sleep(FINAL_COUNTS_WAIT_MS)).catch(() => undefined);
+    await Promise.race([Promise.allSettled(children.map((child) => child.handle!.result())), timeout]);
+    timer.cancel();
+    const answers = await shardCounts(children.map((child) => child.id)).catch(() => []);
+    children.forEach((child, i) => {
+      const own = answers[i];
+      if (own && own.pages >= (child.report?.pages ?? 0)) child.report = { index: child.assignment.index, ...own };
+    });
+  });
 }
