@@ -4,7 +4,8 @@ import { ensureTopics } from '../../shared/kafka';
 import { prepareDatabase } from '../../lifecycle/prepare';
 import { certFileOf, loadTlsPair, SELF_SIGNED_NAMES } from '../../shared/tls';
 import { startMetricsServer } from '../../shared/metrics-server';
-import { createRuntime, untilShutdown, watchStopSignals, type Stopper } from '../runtime';
+import { createLogger } from '../../shared/logger';
+import { createRuntime, untilShutdown, watchStopSignals, type StopSignal, type Stopper } from '../runtime';
 import { stackCommand } from './stack';
 
 type Component = 'ingest' | 'worker' | 'api';
@@ -19,7 +20,7 @@ export async function serve(components: Component[], options: { stack?: boolean;
   const signals = watchStopSignals(config.shutdownTimeoutMs);
   // The API's certificate first (a self-signed one is made now): a pair that cannot be had stops the start at once.
   const tls = components.includes('api') && config.api.tls ? await loadTlsPair(config.api.tls) : undefined;
-  if (options.stack) await stackCommand(['up']);
+  if (options.stack && (await stackUpOrInterrupted(signals, config.logLevel)) === 'interrupted') return;
   const rt = createRuntime(components.length > 1 ? 'sink' : components[0], config);
   if (options.prepare) {
     await prepareDatabase(config.databaseUrl, rt.log, config.journal);
@@ -74,6 +75,32 @@ export async function serve(components: Component[], options: { stack?: boolean;
     config.shutdownTimeoutMs,
     signals,
   );
+}
+
+/** How long a failed `stack up` waits for the stop signal that may have interrupted it. */
+const INTERRUPT_GRACE_MS = 1000;
+
+/**
+ * Brings the local stack up. Ctrl-C reaches the whole foreground process group, so it interrupts scripts/stack.sh,
+ * this process's child, as well as this process: a `stack up` that fails then is the stop the operator asked for,
+ * not a failed start (nothing of the service runs yet). The signal and the child's exit come in either order.
+ */
+async function stackUpOrInterrupted(signals: StopSignal, logLevel: string): Promise<'up' | 'interrupted'> {
+  const failed = await stackCommand(['up']).then(
+    () => undefined,
+    (err: Error) => err,
+  );
+  if (!failed) return 'up';
+  let timer: NodeJS.Timeout | undefined;
+  const stop = await Promise.race([
+    signals.received,
+    new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), INTERRUPT_GRACE_MS))),
+  ]);
+  clearTimeout(timer);
+  if (!stop) throw failed;
+  signals.claim();
+  createLogger(logLevel, 'sink').info({ signal: stop.signal }, 'Stopped while bringing the local stack up');
+  return 'interrupted';
 }
 
 function authLine(config: ReturnType<typeof loadConfig>): string {
