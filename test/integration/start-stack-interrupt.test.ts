@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { uniqueSuffix } from '../support/env';
 import { exited } from '../support/ingest-process';
-import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
+import { createSinkHarness, type SinkHarness } from '../support/sink';
 
 /**
  * Invariant 5 at the first step of `npm start`: Ctrl-C while `start --stack` is still bringing the local stack up
@@ -24,9 +24,15 @@ afterAll(async () => {
   await h?.close();
 });
 
-it('Ctrl-C while `start --stack` brings the stack up exits 0, without a fatal error', async () => {
+/** One `start --stack`, interrupted (its whole process group) the moment stack.sh reports its first component. */
+async function interruptedStart(): Promise<{
+  code: number | null;
+  signal: string | null;
+  fatal: unknown[];
+  inStackUp: boolean;
+}> {
   const queue = `start-interrupt-${uniqueSuffix()}`;
-  child = spawn(process.execPath, [path.resolve(__dirname, '../../dist/cli/main.js'), 'start', '--stack'], {
+  const started = spawn(process.execPath, [path.resolve(__dirname, '../../dist/cli/main.js'), 'start', '--stack'], {
     env: {
       ...process.env,
       LOG_LEVEL: 'info',
@@ -42,23 +48,36 @@ it('Ctrl-C while `start --stack` brings the stack up exits 0, without a fatal er
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true, // its own process group, which the test then interrupts as a whole
   });
+  child = started;
   let stdout = '';
   let stderr = '';
-  child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  // scripts/stack.sh checks postgres first and s3 last: interrupted between the two, it is still running.
-  await eventually(async () => stderr.includes('postgres: already up'), 'stack.sh checking the stack', 60_000);
-  process.kill(-child.pid!, 'SIGINT');
-  const code = await exited(child);
-
-  expect(stderr).not.toContain('s3: already up'); // the signal came while the stack was being brought up
-  const lines = stdout
+  let signalled = false;
+  started.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  // scripts/stack.sh checks postgres first and s3 last, a few hundred milliseconds apart: the signal goes as soon as
+  // the first line arrives, not at the next poll.
+  started.stderr?.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+    if (!signalled && stderr.includes('postgres: already up')) {
+      signalled = true;
+      process.kill(-started.pid!, 'SIGINT');
+    }
+  });
+  const code = await exited(started);
+  expect(signalled).toBe(true);
+  const fatal = stdout
     .split('\n')
     .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as { level: string; msg: string });
-  expect({ code, signal: child.signalCode, fatal: lines.filter((l) => ['error', 'fatal'].includes(l.level)) }).toEqual({
-    code: 0,
-    signal: null,
-    fatal: [],
-  });
-}, 120_000);
+    .map((l) => JSON.parse(l) as { level: string; msg: string })
+    .filter((l) => ['error', 'fatal'].includes(l.level));
+  return { code, signal: started.signalCode, fatal, inStackUp: !stderr.includes('s3: already up') };
+}
+
+it('Ctrl-C while `start --stack` brings the stack up exits 0, without a fatal error', async () => {
+  // Every attempt must stop cleanly; on a loaded machine the signal may land after stack.sh is done (then it stops a
+  // starting service, which must end the same way), so it is tried again until one did interrupt stack.sh.
+  const attempts: Awaited<ReturnType<typeof interruptedStart>>[] = [];
+  while (attempts.length < 4 && !attempts.some((a) => a.inStackUp)) attempts.push(await interruptedStart());
+  for (const { code, signal, fatal } of attempts)
+    expect({ code, signal, fatal }).toEqual({ code: 0, signal: null, fatal: [] });
+  expect(attempts.some((a) => a.inStackUp)).toBe(true);
+}, 240_000);
