@@ -1,6 +1,7 @@
 import { getClient } from '@temporalio/activity';
 import type { ReplayOrdering } from '../journal/kinds';
 import { rangeIdShards, rangeKeyShardCounts, type RangeFilter } from '../repository/event-journal';
+import { withTimeout } from '../shared/timeout';
 import { progressQuery, type ShardReport } from '../workflows/definitions';
 import type { ActivityDeps } from './deps';
 
@@ -47,20 +48,15 @@ export function createRangeShardActivities({ pool }: Pick<ActivityDeps, 'pool'>)
       const client = getClient();
       return Promise.all(
         workflowIds.map(async (workflowId) => {
-          let timer: NodeJS.Timeout | undefined;
-          const timeout = new Promise<never>((_, reject) => {
-            timer = setTimeout(() => reject(new Error(`${workflowId} did not answer`)), SHARD_QUERY_TIMEOUT_MS);
-          });
           try {
-            const { published, failed, pages, cursor } = await Promise.race([
+            const { published, failed, pages, cursor } = await withTimeout(
               client.workflow.getHandle(workflowId).query(progressQuery),
-              timeout,
-            ]);
+              SHARD_QUERY_TIMEOUT_MS,
+              `${workflowId} did not answer`,
+            );
             return { published, failed, pages, cursor };
           } catch {
             return null;
-          } finally {
-            clearTimeout(timer);
           }
         }),
       );

@@ -35,7 +35,7 @@ import {
 import { addRefusedTopics, refusedTopicsNote } from './refused-topics';
 import { joinNotes, keptFailures, transformFailuresNote } from './replay-options';
 import { recordFailure } from './replay-event';
-import { perSecond, shardTotals } from './shard-progress';
+import { notBehind, perSecond, shardTotals } from './shard-progress';
 
 const { planShards, planLateArchive } = proxyActivities<Activities>(pageOptions);
 const { recordReplayFinished } = proxyActivities<Activities>(auditOptions);
@@ -353,7 +353,7 @@ async function collectFinalCounts(children: Child[]): Promise<void> {
     const answers = await shardCounts(children.map((child) => child.id)).catch(() => []);
     children.forEach((child, i) => {
       const own = answers[i];
-      if (own && own.pages >= (child.report?.pages ?? 0)) child.report = { index: child.assignment.index, ...own };
+      if (own && notBehind(own, child.report)) child.report = { index: child.assignment.index, ...own };
     });
   });
 }

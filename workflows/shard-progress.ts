@@ -32,6 +32,10 @@ export function shardTotals(shards: ShardProgress[], idleCursor: number): ShardT
   };
 }
 
+/** Whether a child's own counts may replace what its coordinator holds: reports are cumulative, `pages` only grows. */
+export const notBehind = (own: Pick<ShardTotals, 'pages'>, known: Pick<ShardTotals, 'pages'> | undefined): boolean =>
+  own.pages >= (known?.pages ?? 0);
+
 /**
  * The coordinator's view with each unfinished child's counts replaced by what that child answers itself, when it
  * answered and is not behind the coordinator's copy (reports are cumulative; `pages` only grows). A child that did
@@ -46,7 +50,7 @@ export function withChildProgress(
     if (shard.status === 'completed') return shard;
     const own = answers.get(shard.workflow_id);
     if (own === null) return { ...shard, stale: true };
-    if (!own || own.pages < shard.pages) return shard;
+    if (!own || !notBehind(own, shard)) return shard;
     const { published, failed, pages, cursor, eventsPerSecond } = own;
     return { ...shard, published, failed, pages, cursor, eventsPerSecond };
   });

@@ -6,6 +6,7 @@ import { AUDIT_STATUSES, REPLAY_KINDS, type AuditStatus, type ReplayKind } from 
 import { getAudit, listAudits, type AuditRow } from '../../repository/replay-audit';
 import type { Config } from '../../shared/config';
 import type { Pool } from '../../shared/db';
+import { withTimeout } from '../../shared/timeout';
 import {
   CONTROL_HISTORY_BUDGET,
   dlqBulkProgressQuery,
@@ -320,10 +321,11 @@ const CHILD_QUERY_RETRY_MS = 250;
 async function freshShards(client: Client, progress: ReplayProgress): Promise<ReplayProgress> {
   if (!progress.shards) return progress;
   const ask = (workflowId: string) =>
-    Promise.race([
+    withTimeout(
       client.workflow.getHandle(workflowId).query(progressQuery),
-      new Promise<never>((_, reject) => setTimeout(reject, CHILD_QUERY_TIMEOUT_MS).unref()),
-    ]).catch(() => null);
+      CHILD_QUERY_TIMEOUT_MS,
+      `${workflowId} did not answer`,
+    ).catch(() => null);
   const answers = await Promise.all(
     progress.shards
       .filter((shard) => shard.status !== 'completed')
