@@ -5,6 +5,7 @@ import { prepareDatabase } from '../../lifecycle/prepare';
 import { certFileOf, loadTlsPair, SELF_SIGNED_NAMES } from '../../shared/tls';
 import { startMetricsServer } from '../../shared/metrics-server';
 import { createLogger } from '../../shared/logger';
+import { withTimeout } from '../../shared/timeout';
 import { createRuntime, untilShutdown, watchStopSignals, type StopSignal, type Stopper } from '../runtime';
 import { stackCommand } from './stack';
 
@@ -91,12 +92,7 @@ async function stackUpOrInterrupted(signals: StopSignal, logLevel: string): Prom
     (err: Error) => err,
   );
   if (!failed) return 'up';
-  let timer: NodeJS.Timeout | undefined;
-  const stop = await Promise.race([
-    signals.received,
-    new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), INTERRUPT_GRACE_MS))),
-  ]);
-  clearTimeout(timer);
+  const stop = await withTimeout(signals.received, INTERRUPT_GRACE_MS, 'no stop signal').catch(() => undefined);
   if (!stop) throw failed;
   signals.claim();
   createLogger(logLevel, 'sink').info({ signal: stop.signal }, 'Stopped while bringing the local stack up');
