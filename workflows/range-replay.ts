@@ -72,6 +72,13 @@ export const COLD_REPLAY_PATCH = 'cold-replay';
  */
 export const PLAN_FAILURE_PATCH = 'record-plan-failure';
 
+/**
+ * Marks histories in which a rate change (setRateSignal) cuts the wait between two rate-limited chunks short and sets
+ * it again from the new rate. Before, the wait of the old rate ran out first (200 s per event for a child given
+ * 0.005/s, whatever the operator then asked).
+ */
+export const RATE_CHANGE_CUTS_WAIT_PATCH = 'rate-change-cuts-wait';
+
 /** Runs a step before the pages (planning, a dry run's count); if it fails, the audit row says so and why. */
 async function recordingFailure<T>(workflowId: string, step: () => Promise<T>): Promise<T> {
   try {
@@ -243,7 +250,13 @@ export async function rangeReplayWorkflow(input: RangeReplayInput): Promise<Rang
         archived.late = true;
         if (late.length === 0) break;
       }
-      if (rate) {
+      if (rate && patched(RATE_CHANGE_CUTS_WAIT_PATCH)) {
+        // A rate changed meanwhile (POST /replays/:id/rate) sets the wait again from the new one, at once.
+        for (let current: number | null = rate; current !== null; current = state.maxEventsPerSecond) {
+          const due = (chunk.read / current) * 1000 - (Date.now() - began);
+          if (due <= 0 || !(await condition(() => state.maxEventsPerSecond !== current, due))) break;
+        }
+      } else if (rate) {
         const due = (chunk.read / rate) * 1000 - (Date.now() - began);
         if (due > 0) await sleep(due);
       }
