@@ -14,6 +14,7 @@ import type { LagMonitor } from './lag-monitor';
 import { accountBatch, reportBatch } from './report-batch';
 import { createConsumerRestarter } from './consumer-restart';
 import { startWatchdog, type AssignedPartition } from './watchdog';
+import { pinGroupStart } from './group-start';
 
 export interface IngestDeps {
   kafka: Kafka;
@@ -196,6 +197,11 @@ function createConsumer(
   });
 
   async function start(): Promise<void> {
+    // A start at the end must be committed before the first fetch, or it lives only in this consumer's memory.
+    if (!config.kafka.fromBeginning) {
+      const pinned = await pinGroupStart(kafka, config.kafka.groupId, config.kafka.topics, log);
+      if (pinned.length > 0) log.info({ pinned }, `Consumer group starts at the end of ${pinned.length} partition(s)`);
+    }
     await consumer.connect();
     // A shutdown (or a watchdog that gave up on this consumer) while connecting: do not join the group after it.
     if (state.stopping || running.retired) throw new Error('ingest stopped while the Kafka consumer was connecting');

@@ -195,7 +195,9 @@ export class StallTracker {
 /**
  * Joins the group's committed offsets with the watermarks. Where the group has committed nothing it resumes at the
  * low watermark (from the beginning) or the high one; a committed offset below the low watermark (retention deleted
- * those records) resumes at the low one, and one past the high watermark (topic re-created) has no lag.
+ * those records) resumes at the low one, and one past the high watermark (topic re-created) has no lag. The high one
+ * can only be read as "caught up", so ingest commits it before its consumer joins (ingest/group-start.ts): the
+ * reading stands for what the consumer does only until then.
  */
 export function readings(
   topics: string[],

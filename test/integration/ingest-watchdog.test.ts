@@ -1,10 +1,8 @@
 import pg from 'pg';
-import type { Consumer } from 'kafkajs';
-import type { IngestService } from '../../ingest/consumer';
-import { startLagMonitor, type LagMonitor } from '../../ingest/lag-monitor';
+import type { LagMonitor } from '../../ingest/lag-monitor';
 import type { ConsumerRestartReason } from '../../journal/kinds';
 import { produceSeqLeads, type Coordinates, type SentRecord } from '../support/coordinates';
-import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
+import { createSinkHarness, eventually, hangConsumer, startHarnessLagMonitor, type SinkHarness } from '../support/sink';
 
 /**
  * The ingest watchdog on the real single-broker stack. The cluster fault suite saw kafkajs stop consuming without an
@@ -22,16 +20,7 @@ beforeAll(async () => {
     INGEST_WATCHDOG_SECONDS: String(WATCHDOG_SECONDS),
     INGEST_LAG_INTERVAL_MS: '250',
   });
-  monitor = startLagMonitor({
-    kafka: h.kafka,
-    groupId: h.config.kafka.groupId,
-    topics: h.config.kafka.topics,
-    fromBeginning: h.config.kafka.fromBeginning,
-    metrics: h.metrics,
-    log: h.log,
-    intervalMs: h.config.ingest.lagIntervalMs,
-    stallSeconds: h.config.ingest.stallSeconds,
-  });
+  monitor = startHarnessLagMonitor(h);
   await h.startIngest({ lagMonitor: monitor });
 }, 60_000);
 afterAll(async () => {
@@ -79,19 +68,6 @@ async function accounting() {
 
 const restarts = async (reason: ConsumerRestartReason) =>
   (await h.metrics.consumerRestarts.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0;
-
-/**
- * Test-only seam: pauses the running kafkajs consumer on every partition it was given, directly, so that it stops
- * fetching while the service's own bookkeeping (isPaused, the assignment) says it is consuming — what the hang does.
- */
-function hangConsumer(ingest: IngestService): Consumer {
-  const byTopic = new Map<string, number[]>();
-  for (const { topic, partition } of ingest.assignment())
-    byTopic.set(topic, [...(byTopic.get(topic) ?? []), partition]);
-  const consumer = ingest.consumer();
-  consumer.pause([...byTopic].map(([topic, partitions]) => ({ topic, partitions })));
-  return consumer;
-}
 
 it('restarts a consumer that silently stopped fetching; every record is journaled exactly once', async () => {
   await produce(0, 30);

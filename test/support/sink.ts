@@ -1,9 +1,10 @@
 import { rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { Kafka, Producer } from 'kafkajs';
+import type { Consumer, Kafka, Producer } from 'kafkajs';
 import { createArchiveStore, type ArchiveStore } from '../../archive';
 import { startIngest, type IngestDeps, type IngestService } from '../../ingest/consumer';
+import { startLagMonitor, type LagMonitor } from '../../ingest/lag-monitor';
 import type { Config } from '../../shared/config';
 import { createPool, type Pool } from '../../shared/db';
 import { createKafka, createProducer, ensureTopics } from '../../shared/kafka';
@@ -120,6 +121,34 @@ export async function createSinkHarness(label: string, env: Record<string, strin
     },
   };
   return harness;
+}
+
+/** The process's lag monitor as serve starts it, on the harness's group, topics and INGEST_* settings. */
+export function startHarnessLagMonitor(h: SinkHarness): LagMonitor {
+  return startLagMonitor({
+    kafka: h.kafka,
+    groupId: h.config.kafka.groupId,
+    topics: h.config.kafka.topics,
+    fromBeginning: h.config.kafka.fromBeginning,
+    metrics: h.metrics,
+    log: h.log,
+    intervalMs: h.config.ingest.lagIntervalMs,
+    stallSeconds: h.config.ingest.stallSeconds,
+  });
+}
+
+/**
+ * Test-only seam: pauses the running kafkajs consumer on every partition it was given, directly, so that it stops
+ * fetching while the service's own bookkeeping (isPaused, the assignment) says it is consuming — what a silent kafkajs
+ * hang does. Returns the consumer it hung.
+ */
+export function hangConsumer(ingest: IngestService): Consumer {
+  const byTopic = new Map<string, number[]>();
+  for (const { topic, partition } of ingest.assignment())
+    byTopic.set(topic, [...(byTopic.get(topic) ?? []), partition]);
+  const consumer = ingest.consumer();
+  consumer.pause([...byTopic].map(([topic, partitions]) => ({ topic, partitions })));
+  return consumer;
 }
 
 /**
