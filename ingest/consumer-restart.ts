@@ -1,7 +1,7 @@
 import type { ConsumerRestartReason } from '../journal/kinds';
 import type { Logger } from '../shared/logger';
 import type { Metrics } from '../shared/metrics';
-import { TimeoutError, withTimeout } from '../shared/timeout';
+import { settleWithin } from '../shared/timeout';
 
 /**
  * Replacing the ingest process's Kafka consumer by a fresh one, for whoever finds it dead or hung: the watchdog
@@ -20,11 +20,18 @@ export interface RestartableConsumer {
   startFresh(): Promise<void>;
 }
 
+/**
+ * How long a Kafka consumer's disconnect is waited for, by a restart and by ingest's stop. kafkajs's disconnect waits
+ * for a group join in progress, and a join waits for every member: with one member frozen, until that member's
+ * session expires (KAFKA_SESSION_TIMEOUT_MS, 30 s by default).
+ */
+export const CONSUMER_DISCONNECT_TIMEOUT_MS = 10_000;
+
 export interface ConsumerRestarterOptions {
   consumer: RestartableConsumer;
   metrics: Pick<Metrics, 'consumerRestarts'>;
   log: Logger;
-  /** A disconnect still running after this long is abandoned (default 10 s). */
+  /** A disconnect still running after this long is abandoned (default CONSUMER_DISCONNECT_TIMEOUT_MS). */
   disconnectTimeoutMs?: number;
   /** A fresh consumer not running after this long exits the process (default 60 s). */
   startTimeoutMs?: number;
@@ -41,7 +48,7 @@ export interface ConsumerRestarter {
 
 export function createConsumerRestarter(opts: ConsumerRestarterOptions): ConsumerRestarter {
   const { consumer, metrics, log } = opts;
-  const disconnectTimeoutMs = opts.disconnectTimeoutMs ?? 10_000;
+  const disconnectTimeoutMs = opts.disconnectTimeoutMs ?? CONSUMER_DISCONNECT_TIMEOUT_MS;
   const startTimeoutMs = opts.startTimeoutMs ?? 60_000;
   const exit = opts.exit ?? ((code: number) => process.exit(code));
   let stopped = false;
@@ -83,12 +90,4 @@ export function createConsumerRestarter(opts: ConsumerRestarterOptions): Consume
       stopped = true;
     },
   };
-}
-
-/** 'done', the error it failed with, or 'timeout'; a promise still running after ms is left to itself. */
-function settleWithin(promise: Promise<unknown>, ms: number): Promise<'done' | 'timeout' | Error> {
-  return withTimeout(promise, ms, '').then(
-    () => 'done' as const,
-    (err: Error) => (err instanceof TimeoutError ? ('timeout' as const) : err),
-  );
 }

@@ -6,13 +6,14 @@ import type { Metrics } from '../shared/metrics';
 import { countBy } from '../shared/count-by';
 import { ConfigError } from '../shared/errors';
 import { missingTopics } from '../shared/kafka';
+import { settleWithin } from '../shared/timeout';
 import { initPartitionSeries } from '../shared/metrics';
 import { appendBatch, type AppendOutcome } from '../journal/append';
 import { loadLineageKey, type LineageKey } from '../journal/lineage';
 import { parseRecord } from '../journal/record';
 import type { LagMonitor } from './lag-monitor';
 import { accountBatch, reportBatch } from './report-batch';
-import { createConsumerRestarter } from './consumer-restart';
+import { CONSUMER_DISCONNECT_TIMEOUT_MS, createConsumerRestarter } from './consumer-restart';
 import { startWatchdog, type AssignedPartition } from './watchdog';
 import { pinGroupStart } from './group-start';
 
@@ -38,7 +39,10 @@ export interface IngestService {
    * watchdog knows of: a partition paused any other way (consumer().pause()) looks hung to it.
    */
   isPaused(): boolean;
-  /** Stops the watchdog, finishes the batch in flight, commits it, and leaves the group. */
+  /**
+   * Stops the watchdog, finishes the batch in flight, commits it, and leaves the group; gives up waiting for the
+   * consumer after CONSUMER_DISCONNECT_TIMEOUT_MS.
+   */
   stop(): Promise<void>;
 }
 
@@ -138,8 +142,21 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
       watchdog?.stop();
       restarter.stop();
       clearTimeout(crashes.timer);
-      await current.consumer.disconnect();
-      log.info('Kafka consumer stopped');
+      // Bounded on its own (a rebalance waiting on a frozen member holds the disconnect until that member's session
+      // expires). Giving up loses nothing: offsets are committed only after Postgres, so a batch left uncommitted
+      // comes again to the partition's next owner, and a consumer that completes its join after this leaves at once.
+      const left = await settleWithin(current.consumer.disconnect(), CONSUMER_DISCONNECT_TIMEOUT_MS);
+      if (left === 'done') {
+        log.info('Kafka consumer stopped');
+        return;
+      }
+      log.warn(
+        { err: left === 'timeout' ? undefined : left.message, timeout_ms: CONSUMER_DISCONNECT_TIMEOUT_MS },
+        left === 'timeout'
+          ? `The Kafka consumer did not leave its group within ${CONSUMER_DISCONNECT_TIMEOUT_MS} ms ` +
+              '(a rebalance waiting on another member); stopped without it, its uncommitted batches come again'
+          : 'The Kafka consumer failed to disconnect; stopped without it, its uncommitted batches come again',
+      );
     },
   };
 }

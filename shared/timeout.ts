@@ -11,3 +11,11 @@ export function withTimeout<T>(promise: Promise<T>, ms: number, message: string)
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
+
+/** 'done', the error the promise failed with, or 'timeout' after `ms` (the promise is then left to itself). */
+export function settleWithin(promise: Promise<unknown>, ms: number): Promise<'done' | 'timeout' | Error> {
+  return withTimeout(promise, ms, '').then(
+    () => 'done' as const,
+    (err: Error) => (err instanceof TimeoutError ? ('timeout' as const) : err),
+  );
+}
