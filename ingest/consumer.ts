@@ -217,7 +217,9 @@ function createConsumer(
     // A start at the end must be committed before the first fetch, or it lives only in this consumer's memory.
     if (!config.kafka.fromBeginning) {
       const pinned = await pinGroupStart(kafka, config.kafka.groupId, config.kafka.topics, log);
-      if (pinned.length > 0) log.info({ pinned }, `Consumer group starts at the end of ${pinned.length} partition(s)`);
+      if (pinned.length > 0) {
+        log.info({ pinned }, `Consumer group start committed at the end of ${pinned.length} partition(s)`);
+      }
     }
     await consumer.connect();
     // A shutdown (or a watchdog that gave up on this consumer) while connecting: do not join the group after it.

@@ -12,17 +12,20 @@ import { withTimeout } from '../shared/timeout';
  *   records sent in between are never journaled;
  * - the lag monitor, which reads only what the broker stores for the group, cannot tell where the consumer is and
  *   reads it as caught up, so a consumer that stopped fetching before its first commit looks healthy (attack17).
- * So before its consumer joins, ingest commits the current end of every such partition for the group. A start at the
- * beginning needs nothing: the beginning resolves to the same place again (retention aside, which the consumer and
- * the monitor handle alike).
+ * So before its consumer joins, ingest commits the current end of every such partition for the group, and joins only
+ * once the broker shows every partition committed. A start at the beginning needs nothing: the beginning resolves to
+ * the same place again (retention aside, which the consumer and the monitor handle alike).
  *
- * The commit goes through kafkajs's admin setOffsets, which refuses while the group has members. When it has members,
- * they hold the group's start (one of them committed it before it joined), and nothing is committed here. A failure
- * (a coordinator still loading on a new cluster does that for seconds) is retried; if the start still cannot be
- * committed, the consumer does not start: starting without it is what could lose records.
+ * The commit goes through kafkajs's admin setOffsets, which refuses while the group has members and, when two run at
+ * once, commits only the partitions its own temporary member was given (attack18: two replicas starting together
+ * left partitions uncommitted). So the broker's committed offsets are read again after every attempt, and what is
+ * still missing is pinned again once the group is empty; replicas starting together wait for one another that way,
+ * since none joins before all is committed. Bounded: after PIN_DEADLINE_MS a pin that kept failing throws (starting
+ * without the start is what could lose records), while one that kept finding members that committed nothing goes on
+ * with a warning (members running without a pin: a version from before it).
  */
 
-/** One partition whose start was committed. */
+/** One partition's start: the end it had when read, committed as the group's offset. */
 export interface PinnedStart {
   topic: string;
   partition: number;
@@ -34,7 +37,7 @@ const PIN_DEADLINE_MS = 30_000;
 /** One attempt gives up after this long (kafkajs's setOffsets joins the group with a consumer of its own). */
 const PIN_ATTEMPT_TIMEOUT_MS = 15_000;
 const PIN_RETRY_MIN_MS = 250;
-const PIN_RETRY_MAX_MS = 5000;
+const PIN_RETRY_MAX_MS = 2000;
 
 /** Thrown when the start could not be committed in time: the consumer must not start without it. */
 export class GroupStartError extends Error {
@@ -42,53 +45,80 @@ export class GroupStartError extends Error {
 }
 
 /**
- * Commits the end of every partition of `topics` for which `groupId` has no committed offset, while the group has
- * no member, and returns what it committed (nothing when the group has members). Failures are retried for
- * PIN_DEADLINE_MS; after that it throws GroupStartError, and the consumer is not started without its start.
+ * Commits the end of every partition of `topics` for which `groupId` has no committed offset, and returns once the
+ * broker shows all of them committed: the partitions that had none when it began (committed by this call or by a
+ * replica starting with it). Retried for `deadlineMs` (PIN_DEADLINE_MS), waiting `retryMinMs` (PIN_RETRY_MIN_MS)
+ * after the first failure and twice as long after each next one; see above for what happens after that.
  */
 export async function pinGroupStart(
   kafka: Kafka,
   groupId: string,
   topics: string[],
   log: Logger,
-  deadlineMs = PIN_DEADLINE_MS,
+  opts: { deadlineMs?: number; retryMinMs?: number } = {},
 ): Promise<PinnedStart[]> {
+  const deadlineMs = opts.deadlineMs ?? PIN_DEADLINE_MS;
+  const retryMinMs = opts.retryMinMs ?? PIN_RETRY_MIN_MS;
   const deadline = Date.now() + deadlineMs;
   const admin = kafka.admin();
+  let before: PinnedStart[] | undefined; // what the group lacked at the first reading
+  let failures = 0;
+  let readBack = false;
   try {
-    for (let attempt = 0; ; attempt++) {
+    for (;;) {
+      let missing: PinnedStart[] | undefined;
+      let failure: string | undefined;
       try {
-        return await withTimeout(pin(admin, groupId, topics), PIN_ATTEMPT_TIMEOUT_MS, 'no answer in time');
+        missing = await withTimeout(uncommitted(admin, groupId, topics), PIN_ATTEMPT_TIMEOUT_MS, 'no answer in time');
+        before ??= missing;
+        if (missing.length === 0) return before;
+        await withTimeout(commit(admin, groupId, missing), PIN_ATTEMPT_TIMEOUT_MS, 'no answer in time');
       } catch (err) {
-        const message = (err as Error).message;
-        if (/no running instances/.test(message)) {
-          log.debug({ group: groupId }, 'Consumer group has members: they hold its start');
-          return [];
-        }
-        const delay = Math.min(PIN_RETRY_MIN_MS * 2 ** attempt, PIN_RETRY_MAX_MS);
-        if (Date.now() + delay > deadline) {
+        failure = (err as Error).message;
+      }
+      // The first commit that went through is read back at once; anything else waits, longer each time.
+      if (failure === undefined && !readBack) {
+        readBack = true;
+        continue;
+      }
+      const members = failure !== undefined && /no running instances/.test(failure);
+      const delay = Math.min(retryMinMs * 2 ** failures, PIN_RETRY_MAX_MS);
+      failures += 1;
+      if (Date.now() + delay > deadline) {
+        const within = `within ${Math.round(deadlineMs / 1000)} s`;
+        if (!members) {
+          const why = failure ?? 'committed, but not all of it shows as committed';
           throw new GroupStartError(
-            `Could not commit where consumer group ${groupId} starts (KAFKA_FROM_BEGINNING=false) ` +
-              `within ${Math.round(deadlineMs / 1000)} s: ${message}`,
+            `Could not commit where consumer group ${groupId} starts (KAFKA_FROM_BEGINNING=false) ${within}: ${why}`,
           );
         }
         log.warn(
-          { err: message, group: groupId, attempt: attempt + 1, retry_in_ms: delay },
+          { group: groupId, uncommitted: missing?.map((m) => `${m.topic}/${m.partition}`) },
+          `Consumer group members hold partitions with no committed start ${within}; ` +
+            'starting anyway: kafkajs resolves their end in memory until their first batch',
+        );
+        const still = new Set(missing?.map((m) => `${m.topic}/${m.partition}`));
+        return (before ?? []).filter((b) => !still.has(`${b.topic}/${b.partition}`));
+      }
+      if (failure !== undefined && !members) {
+        log.warn(
+          { err: failure, group: groupId, attempt: failures, retry_in_ms: delay },
           'Could not commit where the consumer group starts yet; retrying',
         );
         await admin.disconnect().catch(() => undefined);
-        await new Promise((resolve) => setTimeout(resolve, delay));
       }
+      await new Promise((resolve) => setTimeout(resolve, delay));
     }
   } finally {
     await admin.disconnect().catch(() => undefined);
   }
 }
 
-async function pin(admin: Admin, groupId: string, topics: string[]): Promise<PinnedStart[]> {
+/** Every partition of `topics` with no committed offset for the group, with its current end. */
+async function uncommitted(admin: Admin, groupId: string, topics: string[]): Promise<PinnedStart[]> {
   await admin.connect();
   const committed = await admin.fetchOffsets({ groupId, topics });
-  const pinned: PinnedStart[] = [];
+  const missing: PinnedStart[] = [];
   for (const topic of topics) {
     const has = new Set(
       committed
@@ -97,13 +127,21 @@ async function pin(admin: Admin, groupId: string, topics: string[]): Promise<Pin
         .map((p) => p.partition),
     );
     const ends = await admin.fetchTopicOffsets(topic);
-    const partitions = ends
-      .filter((e) => !has.has(e.partition))
-      .map((e) => ({ partition: e.partition, offset: e.high }))
-      .sort((a, b) => a.partition - b.partition);
-    if (partitions.length === 0) continue;
-    await admin.setOffsets({ groupId, topic, partitions });
-    pinned.push(...partitions.map((p) => ({ topic, ...p })));
+    missing.push(
+      ...ends
+        .filter((e) => !has.has(e.partition))
+        .map((e) => ({ topic, partition: e.partition, offset: e.high }))
+        .sort((a, b) => a.partition - b.partition),
+    );
   }
-  return pinned;
+  return missing;
+}
+
+/** Commits the given starts, one setOffsets per topic (it refuses while the group has members). */
+async function commit(admin: Admin, groupId: string, starts: PinnedStart[]): Promise<void> {
+  const byTopic = new Map<string, { partition: number; offset: string }[]>();
+  for (const { topic, partition, offset } of starts) {
+    byTopic.set(topic, [...(byTopic.get(topic) ?? []), { partition, offset }]);
+  }
+  for (const [topic, partitions] of byTopic) await admin.setOffsets({ groupId, topic, partitions });
 }

@@ -3,43 +3,53 @@ import { pinGroupStart } from '../../ingest/group-start';
 import type { Logger } from '../../shared/logger';
 
 /**
- * pinGroupStart with a fake admin client over generated groups: what it commits is exactly the end of every partition
- * the group has no offset for, nothing else, and it never throws. The real broker is in
- * test/integration/attack17-health-uncommitted-stall.test.ts.
+ * pinGroupStart with a fake admin client that keeps the group's committed offsets, over generated groups and
+ * generated refusals: it returns only once every partition has a committed start, commits the end of exactly the
+ * partitions that had none, never moves a committed offset, and is bounded. The real broker is in
+ * test/integration/attack17-health-uncommitted-stall.test.ts and attack18-concurrent-group-start.test.ts.
  */
 
-interface FakeTopic {
-  /** Per partition: the committed offset ('-1': none) and the high watermark. */
-  partitions: { committed: string; high: string }[];
-}
+/** Per topic, per partition: the committed offset ('-1': none) and the high watermark. */
+type Group = Record<string, { committed: string; high: string }[]>;
 
-/** `failures(n)`: the error the n-th setOffsets call (from 0) fails with, if any. */
-function fakeKafka(topics: Record<string, FakeTopic>, failures: (n: number) => Error | undefined = () => undefined) {
-  const calls: { topic: string; partitions: { partition: number; offset: string }[] }[] = [];
-  let disconnects = 0;
-  let attempts = 0;
+/** What one setOffsets call does: commit all it is given, only some (a temporary member given a share), or refuse. */
+type SetOffsetsOutcome = { commit: 'all' | 'first' } | { error: Error };
+
+const MEMBERS = () => new Error('The consumer group must have no running instances, current state: Stable');
+const LOADING = () => new Error("The coordinator is loading and hence can't process requests for this group");
+
+function fakeKafka(group: Group, outcome: (n: number) => SetOffsetsOutcome = () => ({ commit: 'all' })) {
+  const commits: { topic: string; partition: number; offset: string }[] = [];
+  let calls = 0;
+  let connected = 0;
   const admin = {
-    connect: async () => undefined,
-    disconnect: async () => {
-      disconnects += 1;
+    connect: async () => {
+      connected += 1;
     },
-    fetchOffsets: async ({ topics: names }: { topics: string[] }) =>
-      names.map((topic) => ({
+    disconnect: async () => {
+      connected = 0;
+    },
+    fetchOffsets: async ({ topics }: { topics: string[] }) =>
+      topics.map((topic) => ({
         topic,
-        partitions: topics[topic].partitions.map((p, partition) => ({ partition, offset: p.committed })),
+        partitions: group[topic].map((p, partition) => ({ partition, offset: p.committed })),
       })),
     fetchTopicOffsets: async (topic: string) =>
-      topics[topic].partitions.map((p, partition) => ({ partition, low: '0', high: p.high, offset: p.high })),
+      group[topic].map((p, partition) => ({ partition, low: '0', high: p.high, offset: p.high })),
     setOffsets: async (call: { topic: string; partitions: { partition: number; offset: string }[] }) => {
-      const error = failures(attempts++);
-      if (error) throw error;
-      calls.push({ topic: call.topic, partitions: call.partitions });
+      const result = outcome(calls++);
+      if ('error' in result) throw result.error;
+      const given = result.commit === 'all' ? call.partitions : call.partitions.slice(0, 1);
+      for (const p of given) {
+        group[call.topic][p.partition].committed = p.offset;
+        commits.push({ topic: call.topic, ...p });
+      }
     },
   };
-  return { kafka: { admin: () => admin } as unknown as Kafka, calls, disconnects: () => disconnects };
+  return { kafka: { admin: () => admin } as unknown as Kafka, commits, connected: () => connected };
 }
 
-function silentLog(): Logger & { warnings: string[] } {
+function capturingLog(): Logger & { warnings: string[] } {
   const warnings: string[] = [];
   const log = {
     warnings,
@@ -60,52 +70,80 @@ function random(seed: number) {
   };
 }
 
-it('commits the end of exactly the partitions the group has no offset for, over 300 generated groups', async () => {
+function generatedGroup(next: (n: number) => number): Group {
+  const group: Group = {};
+  for (let t = 0; t < 1 + next(3); t++) {
+    group[`topic-${t}`] = Array.from({ length: 1 + next(6) }, () => {
+      const high = next(1000);
+      return { committed: next(2) === 0 ? '-1' : String(next(high + 1)), high: String(high) };
+    });
+  }
+  return group;
+}
+
+it('leaves every partition with a committed start, the end where there was none, over 300 generated groups', async () => {
   for (let seed = 1; seed <= 300; seed++) {
     const next = random(seed);
-    const topics: Record<string, FakeTopic> = {};
-    for (let t = 0; t < 1 + next(3); t++) {
-      topics[`topic-${t}`] = {
-        partitions: Array.from({ length: 1 + next(6) }, () => {
-          const high = next(1000);
-          const committed = next(2) === 0 ? '-1' : String(next(high + 1));
-          return { committed, high: String(high) };
-        }),
-      };
-    }
-    const { kafka, calls, disconnects } = fakeKafka(topics);
-    const pinned = await pinGroupStart(kafka, 'group', Object.keys(topics), silentLog());
+    const group = generatedGroup(next);
+    const before = structuredClone(group);
+    // Refusals and partial commits, as a loading coordinator and a replica pinning at the same time cause them.
+    const outcomes: SetOffsetsOutcome[] = Array.from(
+      { length: next(4) },
+      () => [{ commit: 'first' as const }, { error: LOADING() }, { error: MEMBERS() }][next(3)],
+    );
+    const { kafka, commits, connected } = fakeKafka(group, (n) => outcomes[n] ?? { commit: 'all' });
+    const pinned = await pinGroupStart(kafka, 'group', Object.keys(group), capturingLog(), { retryMinMs: 1 });
 
-    const expected = Object.entries(topics).flatMap(([topic, { partitions }]) =>
+    const lacking = Object.entries(before).flatMap(([topic, partitions]) =>
       partitions.flatMap((p, partition) => (p.committed === '-1' ? [{ topic, partition, offset: p.high }] : [])),
     );
-    expect({ seed, pinned }).toEqual({ seed, pinned: expected });
-    // One setOffsets per topic that needed one, with just its uncommitted partitions.
-    expect(calls.flatMap((c) => c.partitions.map((p) => ({ topic: c.topic, ...p })))).toEqual(expected);
-    expect(new Set(calls.map((c) => c.topic)).size).toBe(calls.length);
-    expect(disconnects()).toBeGreaterThanOrEqual(1);
+    expect({ seed, pinned }).toEqual({ seed, pinned: lacking });
+    // Every partition now has a start: the end where it had none, its own offset untouched elsewhere.
+    const after = Object.entries(group).flatMap(([topic, ps]) => ps.map((p, partition) => [topic, partition, p]));
+    for (const [topic, partition, p] of after as [string, number, { committed: string; high: string }][]) {
+      const was = before[topic][partition].committed;
+      expect({ seed, topic, partition, committed: p.committed }).toEqual({
+        seed,
+        topic,
+        partition,
+        committed: was === '-1' ? p.high : was,
+      });
+    }
+    expect(new Set(commits.map((c) => `${c.topic}/${c.partition}`)).size).toBe(commits.length); // none twice
+    expect(connected()).toBe(0);
   }
 });
 
-it('commits nothing and says nothing when the group has members (they hold its start)', async () => {
-  const { kafka, calls } = fakeKafka(
-    { t: { partitions: [{ committed: '-1', high: '5' }] } },
-    () => new Error('The consumer group must have no running instances, current state: Stable'),
-  );
-  const log = silentLog();
-  await expect(pinGroupStart(kafka, 'group', ['t'], log)).resolves.toEqual([]);
-  expect(calls).toEqual([]);
+it('waits for a replica whose pin is under way instead of starting beside it', async () => {
+  const group: Group = { t: [{ committed: '-1', high: '5' }] };
+  const { kafka, commits } = fakeKafka(group, (n) => {
+    if (n === 1) group.t[0].committed = '5'; // the other replica's pin lands while this one is refused
+    return { error: MEMBERS() };
+  });
+  const log = capturingLog();
+  await expect(pinGroupStart(kafka, 'group', ['t'], log, { deadlineMs: 10_000 })).resolves.toEqual([
+    { topic: 't', partition: 0, offset: '5' },
+  ]);
+  expect(commits).toEqual([]);
   expect(log.warnings).toEqual([]);
 });
 
+it('starts with a warning, in time, beside members that hold partitions without a committed start', async () => {
+  const { kafka } = fakeKafka({ t: [{ committed: '-1', high: '5' }] }, () => ({ error: MEMBERS() }));
+  const log = capturingLog();
+  const started = Date.now();
+  await expect(pinGroupStart(kafka, 'group', ['t'], log, { deadlineMs: 1000 })).resolves.toEqual([]);
+  expect(Date.now() - started).toBeLessThan(5000);
+  expect(log.warnings).toEqual([expect.stringMatching(/members hold partitions with no committed start within 1 s/)]);
+});
+
 it('retries a refusal that passes (a coordinator still loading on a new cluster), warning on each', async () => {
-  const loading = new Error("The coordinator is loading and hence can't process requests for this group");
-  const { kafka, calls } = fakeKafka({ t: { partitions: [{ committed: '-1', high: '5' }] } }, (n) =>
-    n < 2 ? loading : undefined,
+  const { kafka, commits } = fakeKafka({ t: [{ committed: '-1', high: '5' }] }, (n) =>
+    n < 2 ? { error: LOADING() } : { commit: 'all' },
   );
-  const log = silentLog();
+  const log = capturingLog();
   await expect(pinGroupStart(kafka, 'group', ['t'], log)).resolves.toEqual([{ topic: 't', partition: 0, offset: '5' }]);
-  expect(calls).toHaveLength(1);
+  expect(commits).toEqual([{ topic: 't', partition: 0, offset: '5' }]);
   expect(log.warnings).toEqual([
     expect.stringMatching(/Could not commit where the consumer group starts yet; retrying/),
     expect.stringMatching(/retrying/),
@@ -113,14 +151,13 @@ it('retries a refusal that passes (a coordinator still loading on a new cluster)
 });
 
 it('refuses to let the consumer start when the start cannot be committed in time', async () => {
-  const { kafka, calls } = fakeKafka(
-    { t: { partitions: [{ committed: '-1', high: '5' }] } },
-    () => new Error('Connection error: connect ECONNREFUSED'),
-  );
+  const { kafka, commits } = fakeKafka({ t: [{ committed: '-1', high: '5' }] }, () => ({
+    error: new Error('Connection error: connect ECONNREFUSED'),
+  }));
   const started = Date.now();
-  await expect(pinGroupStart(kafka, 'group', ['t'], silentLog(), 1000)).rejects.toThrow(
+  await expect(pinGroupStart(kafka, 'group', ['t'], capturingLog(), { deadlineMs: 1000 })).rejects.toThrow(
     /Could not commit where consumer group group starts \(KAFKA_FROM_BEGINNING=false\) within 1 s: Connection error/,
   );
   expect(Date.now() - started).toBeLessThan(5000);
-  expect(calls).toEqual([]);
+  expect(commits).toEqual([]);
 });
