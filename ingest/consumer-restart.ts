@@ -27,13 +27,16 @@ export interface RestartableConsumer {
  */
 export const CONSUMER_DISCONNECT_TIMEOUT_MS = 10_000;
 
+/** How long a fresh consumer has to be running, by default. */
+export const RESTART_START_TIMEOUT_MS = 60_000;
+
 export interface ConsumerRestarterOptions {
   consumer: RestartableConsumer;
   metrics: Pick<Metrics, 'consumerRestarts'>;
   log: Logger;
   /** A disconnect still running after this long is abandoned (default CONSUMER_DISCONNECT_TIMEOUT_MS). */
   disconnectTimeoutMs?: number;
-  /** A fresh consumer not running after this long exits the process (default 60 s). */
+  /** A fresh consumer not running after this long exits the process (default RESTART_START_TIMEOUT_MS). */
   startTimeoutMs?: number;
   /** How the process exits when a restart fails (default process.exit). */
   exit?: (code: number) => void;
@@ -49,7 +52,7 @@ export interface ConsumerRestarter {
 export function createConsumerRestarter(opts: ConsumerRestarterOptions): ConsumerRestarter {
   const { consumer, metrics, log } = opts;
   const disconnectTimeoutMs = opts.disconnectTimeoutMs ?? CONSUMER_DISCONNECT_TIMEOUT_MS;
-  const startTimeoutMs = opts.startTimeoutMs ?? 60_000;
+  const startTimeoutMs = opts.startTimeoutMs ?? RESTART_START_TIMEOUT_MS;
   const exit = opts.exit ?? ((code: number) => process.exit(code));
   let stopped = false;
   let inFlight: Promise<void> | undefined;

@@ -13,9 +13,9 @@ import { loadLineageKey, type LineageKey } from '../journal/lineage';
 import { parseRecord } from '../journal/record';
 import type { LagMonitor } from './lag-monitor';
 import { accountBatch, reportBatch } from './report-batch';
-import { CONSUMER_DISCONNECT_TIMEOUT_MS, createConsumerRestarter } from './consumer-restart';
+import { CONSUMER_DISCONNECT_TIMEOUT_MS, RESTART_START_TIMEOUT_MS, createConsumerRestarter } from './consumer-restart';
 import { startWatchdog, type AssignedPartition } from './watchdog';
-import { pinGroupStart } from './group-start';
+import { groupStartDeadlineMs, pinGroupStart } from './group-start';
 
 export interface IngestDeps {
   kafka: Kafka;
@@ -97,6 +97,8 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
     },
     metrics: deps.metrics,
     log: log.child({ module: 'consumer-restart' }),
+    // A fresh consumer may first wait out a dead member to commit where the group starts.
+    startTimeoutMs: Math.max(RESTART_START_TIMEOUT_MS, groupStartDeadlineMs(config.kafka.sessionTimeoutMs) + 20_000),
   });
   // kafkajs disconnects a consumer for good after an error it does not retry (UNKNOWN_MEMBER_ID on a commit after the
   // coordinator dropped the member, seen after a broker restart): a fresh one is started after a pause that doubles
@@ -216,7 +218,9 @@ function createConsumer(
   async function start(): Promise<void> {
     // A start at the end must be committed before the first fetch, or it lives only in this consumer's memory.
     if (!config.kafka.fromBeginning) {
-      const pinned = await pinGroupStart(kafka, config.kafka.groupId, config.kafka.topics, log);
+      const pinned = await pinGroupStart(kafka, config.kafka.groupId, config.kafka.topics, log, {
+        deadlineMs: groupStartDeadlineMs(config.kafka.sessionTimeoutMs),
+      });
       if (pinned.length > 0) {
         log.info({ pinned }, `Consumer group start committed at the end of ${pinned.length} partition(s)`);
       }

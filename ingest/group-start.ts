@@ -20,9 +20,12 @@ import { withTimeout } from '../shared/timeout';
  * once, commits only the partitions its own temporary member was given (attack18: two replicas starting together
  * left partitions uncommitted). So the broker's committed offsets are read again after every attempt, and what is
  * still missing is pinned again once the group is empty; replicas starting together wait for one another that way,
- * since none joins before all is committed. Bounded: after PIN_DEADLINE_MS a pin that kept failing throws (starting
- * without the start is what could lose records), while one that kept finding members that committed nothing goes on
- * with a warning (members running without a pin: a version from before it).
+ * since none joins before all is committed. A member that died in the group (a SIGKILLed replica, a temporary member
+ * cut short) holds it non-empty until its session expires, so attempts go on past that (groupStartDeadlineMs). Then a
+ * pin that kept failing throws (starting without the start is what could lose records), while one that kept finding
+ * live members that committed nothing goes on with a warning: replicas running without that partition's start, such
+ * as the old replicas of a rolling deploy that adds a topic, which never subscribed to it. Their consumers would keep
+ * this one out for good, and the partitions are this one's to start in memory, as before the pin.
  */
 
 /** One partition's start: the end it had when read, committed as the group's offset. */
@@ -32,8 +35,16 @@ export interface PinnedStart {
   offset: string;
 }
 
-/** Attempts go on for this long (a coordinator still loading answers with a retriable refusal for a while). */
-const PIN_DEADLINE_MS = 30_000;
+/**
+ * How long attempts go on: past the session of a member that died in the group (a SIGKILLed replica, or the temporary
+ * member of a setOffsets cut short, which kafkajs gives its default 30 s session), which holds the group non-empty
+ * until the broker drops it, and a little more. A coordinator still loading refuses for a few seconds at most.
+ */
+export function groupStartDeadlineMs(sessionTimeoutMs: number): number {
+  return Math.max(sessionTimeoutMs, KAFKAJS_DEFAULT_SESSION_MS) + PIN_MARGIN_MS;
+}
+const KAFKAJS_DEFAULT_SESSION_MS = 30_000;
+const PIN_MARGIN_MS = 10_000;
 /** One attempt gives up after this long (kafkajs's setOffsets joins the group with a consumer of its own). */
 const PIN_ATTEMPT_TIMEOUT_MS = 15_000;
 const PIN_RETRY_MIN_MS = 250;
@@ -47,7 +58,7 @@ export class GroupStartError extends Error {
 /**
  * Commits the end of every partition of `topics` for which `groupId` has no committed offset, and returns once the
  * broker shows all of them committed: the partitions that had none when it began (committed by this call or by a
- * replica starting with it). Retried for `deadlineMs` (PIN_DEADLINE_MS), waiting `retryMinMs` (PIN_RETRY_MIN_MS)
+ * replica starting with it). Retried for `deadlineMs` (groupStartDeadlineMs), waiting `retryMinMs` (PIN_RETRY_MIN_MS)
  * after the first failure and twice as long after each next one; see above for what happens after that.
  */
 export async function pinGroupStart(
@@ -57,7 +68,7 @@ export async function pinGroupStart(
   log: Logger,
   opts: { deadlineMs?: number; retryMinMs?: number } = {},
 ): Promise<PinnedStart[]> {
-  const deadlineMs = opts.deadlineMs ?? PIN_DEADLINE_MS;
+  const deadlineMs = opts.deadlineMs ?? groupStartDeadlineMs(KAFKAJS_DEFAULT_SESSION_MS);
   const retryMinMs = opts.retryMinMs ?? PIN_RETRY_MIN_MS;
   const deadline = Date.now() + deadlineMs;
   const admin = kafka.admin();
@@ -94,7 +105,7 @@ export async function pinGroupStart(
         }
         log.warn(
           { group: groupId, uncommitted: missing?.map((m) => `${m.topic}/${m.partition}`) },
-          `Consumer group members hold partitions with no committed start ${within}; ` +
+          `Consumer group members without a committed start for these partitions stayed ${within}; ` +
             'starting anyway: kafkajs resolves their end in memory until their first batch',
         );
         const still = new Set(missing?.map((m) => `${m.topic}/${m.partition}`));

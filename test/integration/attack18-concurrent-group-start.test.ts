@@ -1,7 +1,8 @@
 import { startIngest, type IngestService } from '../../ingest/consumer';
 import { createMetrics } from '../../shared/metrics';
 import { partitionProgress, produceRecords, type Coordinates } from '../support/coordinates';
-import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
+import type { LagMonitor } from '../../ingest/lag-monitor';
+import { createSinkHarness, eventually, hangConsumer, startHarnessLagMonitor, type SinkHarness } from '../support/sink';
 
 /**
  * attack18: two ingest processes of one group start together on a new group with KAFKA_FROM_BEGINNING=false (a
@@ -18,9 +19,16 @@ let h: SinkHarness;
 const extra: IngestService[] = [];
 
 beforeEach(async () => {
-  h = await createSinkHarness('concurrentpin', { KAFKA_FROM_BEGINNING: 'false' });
+  h = await createSinkHarness('concurrentpin', {
+    KAFKA_FROM_BEGINNING: 'false',
+    INGEST_STALL_SECONDS: '2',
+    INGEST_LAG_INTERVAL_MS: '250',
+  });
 }, 60_000);
+let monitor: LagMonitor | undefined;
 afterEach(async () => {
+  await monitor?.stop();
+  monitor = undefined;
   for (const i of extra.splice(0)) await i.stop().catch(() => undefined);
   await h?.close();
 });
@@ -78,27 +86,27 @@ async function produceBoth(from: number, count: number): Promise<Coordinates[]> 
   }
   return sent;
 }
-const at = (c: Coordinates) => `${c.topic}/${c.partition}/${c.offset}`;
-
-it("a replica starting while another pins a new group's start leaves no partition without a committed start", async () => {
-  await produceBoth(0, 3); // history from before the group existed: not to be journaled
+/** Some history first (from before the group existed: not to be journaled), then two replicas, staggered, sharing all. */
+async function twoReplicasOnHistory(): Promise<IngestService> {
+  await produceBoth(0, 3);
   const replica = await startStaggered();
   await eventually(
     async () => h.ingest!.assignment().length + replica.assignment().length === 6,
     'the six partitions assigned between the two',
   );
+  return replica;
+}
+const at = (c: Coordinates) => `${c.topic}/${c.partition}/${c.offset}`;
+
+it("a replica starting while another pins a new group's start leaves no partition without a committed start", async () => {
+  await twoReplicasOnHistory();
   const progress = await partitionProgress(h.kafka, h.config.kafka.groupId, h.config.kafka.topics);
   const unpinned = progress.filter((p) => p.committed < 0n).map((p) => `${p.topic}/${p.partition}`);
   expect(unpinned).toEqual([]);
 });
 
 it("journals what was sent while two replicas, one started during the other's pin, were down before their first batch", async () => {
-  await produceBoth(0, 3); // history from before the group existed: not to be journaled
-  const replica = await startStaggered();
-  await eventually(
-    async () => h.ingest!.assignment().length + replica.assignment().length === 6,
-    'the six partitions assigned between the two',
-  );
+  const replica = await twoReplicasOnHistory();
   await Promise.all([h.stopIngest(), replica.stop()]);
   extra.splice(0);
 
@@ -117,5 +125,28 @@ it("journals what was sent while two replicas, one started during the other's pi
   const { rows } = await h.pool.query<{ at: string }>(
     `SELECT topic || '/' || kafka_partition || '/' || kafka_offset AS at FROM event_journal ORDER BY 1`,
   );
-  expect(rows.map((r) => r.at)).toEqual(sent.map(at).sort());
+  expect(rows.map((r) => r.at).sort()).toEqual(sent.map(at).sort());
+});
+
+it("sees replicas that stop fetching before their first batch as stalled, one started during the other's pin", async () => {
+  const replica = await twoReplicasOnHistory();
+  monitor = startHarnessLagMonitor(h);
+  hangConsumer(h.ingest!);
+  hangConsumer(replica);
+  await produceBoth(100, 5); // five on each of the six partitions, none of them fetched
+
+  // Every partition is behind by five and nothing moves: all six are reported stalled, /health fails.
+  const stalled = await eventually(
+    async () => {
+      const s = monitor!.stalled();
+      return s.length === 6 ? s : undefined;
+    },
+    'all six partitions reported stalled',
+    20_000,
+    250,
+  ).catch(() => monitor!.stalled());
+  expect(stalled.map((s) => `${s.topic}/${s.partition}:${s.lag}`).sort()).toEqual(
+    [h.topics.jobs, h.topics.leads].flatMap((t) => [0, 1, 2].map((p) => `${t}/${p}:5`)),
+  );
+  await expect(monitor.check()).rejects.toThrow(/stalled/);
 });
