@@ -2,6 +2,7 @@ import type { ConsumerRestartReason } from '../journal/kinds';
 import type { Logger } from '../shared/logger';
 import type { Metrics } from '../shared/metrics';
 import { settleWithin } from '../shared/timeout';
+import { IngestStartInterrupted } from './group-start';
 
 /**
  * Replacing the ingest process's Kafka consumer by a fresh one, for whoever finds it dead or hung: the watchdog
@@ -70,7 +71,8 @@ export function createConsumerRestarter(opts: ConsumerRestarterOptions): Consume
     }
     if (stopped) return;
     const started = await settleWithin(consumer.startFresh(), startTimeoutMs);
-    if (stopped) return;
+    // A stop asked for while the fresh one was starting ended its start: the shutdown stops ingest.
+    if (stopped || started instanceof IngestStartInterrupted) return;
     if (started !== 'done') {
       const why = started === 'timeout' ? `not running within ${startTimeoutMs} ms` : started.message;
       log.fatal(

@@ -15,7 +15,7 @@ import type { LagMonitor } from './lag-monitor';
 import { accountBatch, reportBatch } from './report-batch';
 import { CONSUMER_DISCONNECT_TIMEOUT_MS, RESTART_START_TIMEOUT_MS, createConsumerRestarter } from './consumer-restart';
 import { startWatchdog, type AssignedPartition } from './watchdog';
-import { groupStartDeadlineMs, pinGroupStart } from './group-start';
+import { groupStartDeadlineMs, IngestStartInterrupted, pinGroupStart } from './group-start';
 
 export interface IngestDeps {
   kafka: Kafka;
@@ -27,6 +27,12 @@ export interface IngestDeps {
   onJournaled?: (outcome: AppendOutcome) => void;
   /** The process's lag monitor: given it, and INGEST_WATCHDOG_SECONDS above 0, a watchdog restarts a hung consumer. */
   lagMonitor?: Pick<LagMonitor, 'stalled' | 'lastRead'>;
+  /**
+   * Aborted when the process is asked to stop: a start still waiting to commit where the group starts (which can take
+   * longer than SHUTDOWN_TIMEOUT) gives up, and startIngest rejects with IngestStartInterrupted, having consumed
+   * nothing. The rest of a start is short and finishes; the stop follows it.
+   */
+  stopRequested?: AbortSignal;
 }
 
 export interface IngestService {
@@ -69,6 +75,8 @@ const CRASH_STREAK_RESET_MS = 60_000;
 interface IngestState {
   paused: boolean;
   stopping: boolean;
+  /** Aborted by stop(), or by deps.stopRequested: ends a consumer's wait to commit where the group starts. */
+  halt: AbortController;
 }
 
 /**
@@ -80,7 +88,9 @@ interface IngestState {
 export async function startIngest(deps: IngestDeps): Promise<IngestService> {
   const { kafka, config, log } = deps;
   const lineageKey = await loadLineageKey(deps.pool, config.lineageKey);
-  const state: IngestState = { paused: false, stopping: false };
+  const state: IngestState = { paused: false, stopping: false, halt: new AbortController() };
+  if (deps.stopRequested?.aborted) state.halt.abort();
+  deps.stopRequested?.addEventListener('abort', () => state.halt.abort(), { once: true });
   await refuseMissingTopics(kafka, config.kafka.topics);
   const restarter = createConsumerRestarter({
     consumer: {
@@ -141,6 +151,7 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
     isPaused: () => state.paused,
     stop: async () => {
       state.stopping = true;
+      state.halt.abort();
       watchdog?.stop();
       restarter.stop();
       clearTimeout(crashes.timer);
@@ -220,6 +231,7 @@ function createConsumer(
     if (!config.kafka.fromBeginning) {
       const pinned = await pinGroupStart(kafka, config.kafka.groupId, config.kafka.topics, log, {
         deadlineMs: groupStartDeadlineMs(config.kafka.sessionTimeoutMs),
+        signal: state.halt.signal,
       });
       if (pinned.length > 0) {
         log.info({ pinned }, `Consumer group start committed at the end of ${pinned.length} partition(s)`);
@@ -227,7 +239,10 @@ function createConsumer(
     }
     await consumer.connect();
     // A shutdown (or a watchdog that gave up on this consumer) while connecting: do not join the group after it.
-    if (state.stopping || running.retired) throw new Error('ingest stopped while the Kafka consumer was connecting');
+    if (state.stopping || running.retired) {
+      await consumer.disconnect().catch(() => undefined);
+      throw new IngestStartInterrupted('ingest stopped while the Kafka consumer was connecting');
+    }
     await consumer.subscribe({ topics: config.kafka.topics, fromBeginning: config.kafka.fromBeginning });
     await consumer.run({
       autoCommit: false,

@@ -55,6 +55,11 @@ export class GroupStartError extends Error {
   override readonly name = 'GroupStartError';
 }
 
+/** Thrown when ingest was asked to stop while it was starting: it gave up on the start, and nothing was consumed. */
+export class IngestStartInterrupted extends Error {
+  override readonly name = 'IngestStartInterrupted';
+}
+
 /**
  * Commits the end of every partition of `topics` for which `groupId` has no committed offset, and returns once the
  * broker shows all of them committed: the partitions that had none when it began (committed by this call or by a
@@ -66,8 +71,9 @@ export async function pinGroupStart(
   groupId: string,
   topics: string[],
   log: Logger,
-  opts: { deadlineMs?: number; retryMinMs?: number } = {},
+  opts: { deadlineMs?: number; retryMinMs?: number; signal?: AbortSignal } = {},
 ): Promise<PinnedStart[]> {
+  const { signal } = opts;
   const deadlineMs = opts.deadlineMs ?? groupStartDeadlineMs(KAFKAJS_DEFAULT_SESSION_MS);
   const retryMinMs = opts.retryMinMs ?? PIN_RETRY_MIN_MS;
   const deadline = Date.now() + deadlineMs;
@@ -75,16 +81,27 @@ export async function pinGroupStart(
   let before: PinnedStart[] | undefined; // what the group lacked at the first reading
   let failures = 0;
   let readBack = false;
+  // A stop asked for meanwhile ends the pin at once (an attempt in flight is cut off by the disconnect below).
+  let stop = () => {};
+  const interrupted = new Promise<never>((_, reject) => {
+    stop = () => reject(new IngestStartInterrupted('ingest stopped while committing where its group starts'));
+  });
+  interrupted.catch(() => undefined);
+  if (signal?.aborted) stop();
+  signal?.addEventListener('abort', stop, { once: true });
+  const attempt = <T>(work: Promise<T>) =>
+    Promise.race([withTimeout(work, PIN_ATTEMPT_TIMEOUT_MS, 'no answer in time'), interrupted]);
   try {
     for (;;) {
       let missing: PinnedStart[] | undefined;
       let failure: string | undefined;
       try {
-        missing = await withTimeout(uncommitted(admin, groupId, topics), PIN_ATTEMPT_TIMEOUT_MS, 'no answer in time');
+        missing = await attempt(uncommitted(admin, groupId, topics));
         before ??= missing;
         if (missing.length === 0) return before;
-        await withTimeout(commit(admin, groupId, missing), PIN_ATTEMPT_TIMEOUT_MS, 'no answer in time');
+        await attempt(commit(admin, groupId, missing));
       } catch (err) {
+        if (err instanceof IngestStartInterrupted) throw err;
         failure = (err as Error).message;
       }
       // The first commit that went through is read back at once; anything else waits, longer each time.
@@ -118,9 +135,10 @@ export async function pinGroupStart(
         );
         await admin.disconnect().catch(() => undefined);
       }
-      await new Promise((resolve) => setTimeout(resolve, delay));
+      await Promise.race([new Promise((resolve) => setTimeout(resolve, delay)), interrupted]);
     }
   } finally {
+    signal?.removeEventListener('abort', stop);
     await admin.disconnect().catch(() => undefined);
   }
 }

@@ -40,7 +40,7 @@ async function main(): Promise<void> {
     if (mode === 'api') return;
     startIngestComponent(rt).then(
       (ingest) => {
-        stops.unshift(ingest.stop);
+        if (ingest) stops.unshift(ingest.stop); // always here: no stop signal is given to interrupt it
         process.stdout.write('ingesting\n');
       },
       (err: Error) => {

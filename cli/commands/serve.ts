@@ -52,24 +52,30 @@ export async function serve(components: Component[], options: { stack?: boolean;
     });
     rest.push({ name: 'lag-monitor', stop: lagMonitor.stop });
   }
+  // A stop signal during the start: ingest gives up a start that could outlast SHUTDOWN_TIMEOUT (waiting to commit its
+  // group's start), and nothing else is started; the stop then runs at once.
+  const stopRequested = new AbortController();
+  void signals.received.then(() => stopRequested.abort());
+  let interrupted = false;
   if (components.includes('ingest')) {
     const { startIngestComponent } = await import('./ingest.js');
-    const ingest = await startIngestComponent(rt, lagMonitor);
-    intake.push({ name: 'ingest', stop: ingest.stop });
+    const ingest = await startIngestComponent(rt, lagMonitor, stopRequested.signal);
+    if (ingest) intake.push({ name: 'ingest', stop: ingest.stop });
+    interrupted = !ingest;
   }
-  if (components.includes('worker')) {
+  if (components.includes('worker') && !interrupted) {
     const { startWorkerComponent } = await import('./worker.js');
     const worker = await startWorkerComponent(rt);
     intake.push({ name: 'worker', stop: worker.stop });
   }
-  if (components.includes('api')) {
+  if (components.includes('api') && !interrupted) {
     const { startApiComponent } = await import('./api.js');
     if (tls?.generated)
       rt.log.info({ cert: certFileOf(config.api.tls!) }, 'Made a self-signed certificate for the API');
     const api = await startApiComponent(rt, lagMonitor, tls);
     intake.unshift({ name: 'api', stop: api.stop });
   }
-  if (options.prepare) printUrls(config);
+  if (options.prepare && !interrupted) printUrls(config);
   await untilShutdown(
     rt.log,
     [...intake, ...rest, { name: 'postgres-pool', stop: () => rt.pool.end() }],

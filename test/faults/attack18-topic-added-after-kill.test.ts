@@ -1,7 +1,6 @@
-import type { ChildProcess } from 'node:child_process';
 import { AssignerProtocol } from 'kafkajs';
 import { partitionProgress, produceRecords, type Coordinates } from '../support/coordinates';
-import { exited, spawnIngest } from '../support/ingest-process';
+import { ingestChildren } from '../support/ingest-children';
 import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
 
 /**
@@ -14,36 +13,18 @@ import { createSinkHarness, eventually, type SinkHarness } from '../support/sink
  * Invariant (docs/integrity.md section 1): every record sent after ingest started on a topic is journaled once.
  */
 let h: SinkHarness;
-const children: ChildProcess[] = [];
+const children = ingestChildren(() => h);
 
 beforeEach(async () => {
   h = await createSinkHarness('topicadded', { KAFKA_FROM_BEGINNING: 'false' });
 }, 60_000);
 afterEach(async () => {
-  for (const c of children.splice(0)) {
-    c.kill('SIGKILL');
-    await exited(c);
-  }
+  await children.killAll();
   await h?.close();
 });
 
-function ingest(topics: string[]): ChildProcess {
-  const child = spawnIngest({
-    DATABASE_URL: h.config.databaseUrl,
-    KAFKA_TOPICS: topics.join(','),
-    KAFKA_GROUP_ID: h.config.kafka.groupId,
-    KAFKA_FROM_BEGINNING: 'false',
-    KAFKA_SESSION_TIMEOUT_MS: '30000',
-  });
-  children.push(child);
-  return child;
-}
-
-async function stop(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
-  child.kill(signal);
-  await exited(child);
-  children.splice(children.indexOf(child), 1);
-}
+const ingest = (topics: string[]) => children.start(topics);
+const stop = (child: ReturnType<typeof ingest>, signal: NodeJS.Signals) => children.stop(child, signal);
 
 /** `count` records on each of the three partitions of `topic`, payload.seq from `from`; their coordinates. */
 async function produce(topic: string, from: number, count: number): Promise<Coordinates[]> {

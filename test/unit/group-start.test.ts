@@ -1,5 +1,5 @@
 import type { Kafka } from 'kafkajs';
-import { pinGroupStart } from '../../ingest/group-start';
+import { IngestStartInterrupted, pinGroupStart } from '../../ingest/group-start';
 import type { Logger } from '../../shared/logger';
 
 /**
@@ -162,4 +162,23 @@ it('refuses to let the consumer start when the start cannot be committed in time
   );
   expect(Date.now() - started).toBeLessThan(5000);
   expect(commits).toEqual([]);
+});
+
+it('gives up at once, having committed nothing, when ingest is stopped while it waits on members', async () => {
+  const { kafka, commits, connected } = fakeKafka({ t: [{ committed: '-1', high: '5' }] }, () => ({
+    error: MEMBERS(),
+  }));
+  const stop = new AbortController();
+  const pin = pinGroupStart(kafka, 'group', ['t'], capturingLog(), { deadlineMs: 60_000, signal: stop.signal });
+  await new Promise((r) => setTimeout(r, 300)); // into its waits
+  const stopped = Date.now();
+  stop.abort();
+  await expect(pin).rejects.toThrow(IngestStartInterrupted);
+  expect(Date.now() - stopped).toBeLessThan(1000);
+  expect(commits).toEqual([]);
+  expect(connected()).toBe(0);
+  // Already stopped before it begins: it does not begin.
+  await expect(pinGroupStart(kafka, 'group', ['t'], capturingLog(), { signal: stop.signal })).rejects.toThrow(
+    IngestStartInterrupted,
+  );
 });
