@@ -81,7 +81,8 @@ export async function pinGroupStart(
   let before: PinnedStart[] | undefined; // what the group lacked at the first reading
   let failures = 0;
   let readBack = false;
-  // A stop asked for meanwhile ends the pin at once (an attempt in flight is cut off by the disconnect below).
+  // A stop asked for meanwhile ends the pin at once. An attempt in flight is left to itself, and its admin connection
+  // is closed below; a commit of it that still lands writes an end read before any member started consuming.
   let stop = () => {};
   const interrupted = new Promise<never>((_, reject) => {
     stop = () => reject(new IngestStartInterrupted('ingest stopped while committing where its group starts'));
@@ -89,8 +90,11 @@ export async function pinGroupStart(
   interrupted.catch(() => undefined);
   if (signal?.aborted) stop();
   signal?.addEventListener('abort', stop, { once: true });
-  const attempt = <T>(work: Promise<T>) =>
-    Promise.race([withTimeout(work, PIN_ATTEMPT_TIMEOUT_MS, 'no answer in time'), interrupted]);
+  // Each attempt gets at most what is left before the deadline, so the pin as a whole ends by then.
+  const attempt = <T>(work: Promise<T>) => {
+    const ms = Math.max(1, Math.min(PIN_ATTEMPT_TIMEOUT_MS, deadline - Date.now()));
+    return Promise.race([withTimeout(work, ms, 'no answer in time'), interrupted]);
+  };
   try {
     for (;;) {
       let missing: PinnedStart[] | undefined;

@@ -182,3 +182,19 @@ it('gives up at once, having committed nothing, when ingest is stopped while it 
     IngestStartInterrupted,
   );
 });
+
+it('ends by its deadline even when every answer is slow (each attempt gets only what is left)', async () => {
+  const { kafka } = fakeKafka({ t: [{ committed: '-1', high: '5' }] });
+  const slow = kafka.admin() as unknown as { fetchOffsets: (...args: unknown[]) => Promise<unknown> };
+  const fetchOffsets = slow.fetchOffsets;
+  slow.fetchOffsets = async (...args: unknown[]) => {
+    await new Promise((r) => setTimeout(r, 900));
+    return fetchOffsets(...args);
+  };
+  const started = Date.now();
+  await expect(pinGroupStart(kafka, 'group', ['t'], capturingLog(), { deadlineMs: 1500 })).rejects.toThrow(
+    /within 2 s: no answer in time/,
+  );
+  // Without the cap an attempt could run its full 15 s past the deadline.
+  expect(Date.now() - started).toBeLessThan(3000);
+});
