@@ -128,7 +128,7 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
   }
 
   let current = createConsumer(deps, lineageKey, state, onGivenUp);
-  await current.start();
+  await startOrGiveUp(current, state, log);
   log.info(
     { topics: config.kafka.topics },
     `CRM Events Sink started. Listening to topics: ${JSON.stringify(config.kafka.topics)}`,
@@ -172,6 +172,42 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
       );
     },
   };
+}
+
+/**
+ * How long the first group join may go on once a stop was asked for. A join waits for every member, one that died in
+ * the group for its whole session (KAFKA_SESSION_TIMEOUT_MS, up to 300 s), which SHUTDOWN_TIMEOUT would not allow.
+ */
+const JOIN_GRACE_AFTER_STOP_MS = 5000;
+
+/**
+ * Runs the service's first consumer. A stop asked for meanwhile (deps.stopRequested) ends a wait to commit where the
+ * group starts at once, and a join still going on JOIN_GRACE_AFTER_STOP_MS later: the consumer is disconnected
+ * (bounded) and IngestStartInterrupted thrown; nothing was consumed, since nothing is fetched before the join.
+ */
+async function startOrGiveUp(running: RunningConsumer, state: IngestState, log: Logger): Promise<void> {
+  const started = running.start();
+  started.catch(() => undefined);
+  let timer: NodeJS.Timeout | undefined;
+  let onHalt = () => {};
+  const givenUp = new Promise<'given up'>((resolve) => {
+    onHalt = () => (timer = setTimeout(() => resolve('given up'), JOIN_GRACE_AFTER_STOP_MS));
+  });
+  if (state.halt.signal.aborted) onHalt();
+  state.halt.signal.addEventListener('abort', onHalt, { once: true });
+  try {
+    if ((await Promise.race([started, givenUp])) !== 'given up') return;
+  } finally {
+    clearTimeout(timer);
+    state.halt.signal.removeEventListener('abort', onHalt);
+  }
+  state.stopping = true; // a join that completes after this leaves at once (the GROUP_JOIN listener)
+  await settleWithin(running.consumer.disconnect(), CONSUMER_DISCONNECT_TIMEOUT_MS);
+  log.warn(
+    { grace_ms: JOIN_GRACE_AFTER_STOP_MS },
+    'Gave up joining the consumer group after the stop signal (it waits on a member that died in the group)',
+  );
+  throw new IngestStartInterrupted('ingest stopped while joining its consumer group');
 }
 
 /** A consumer with the service's listeners, not yet connected; start() connects, subscribes and runs it. */

@@ -69,3 +69,23 @@ it('with the default 30 s session, a SIGTERM soon after coming back from a SIGKI
   await new Promise((r) => setTimeout(r, 1500));
   expect(await terminate(second)).toEqual({ code: 0, withinShutdownTimeout: true });
 }, 180_000);
+
+// attack20 (a read-only review): with every start already committed the pin returns at once, and the first group
+// join is what waits on the dead member, for its whole 45 s session. A stop gives that join a few seconds, then
+// gives up on it.
+it('SIGTERM while the first join waits on a SIGKILLed member: exits 0 within SHUTDOWN_TIMEOUT', async () => {
+  const { leads, jobs } = h.topics;
+  const first = children.start([leads, jobs], SESSION_TIMEOUT_MS);
+  await eventually(
+    async () =>
+      (await partitionProgress(h.kafka, h.config.kafka.groupId, [leads, jobs])).every((p) => p.committed >= 0n),
+    'the first process to pin both topics',
+    60_000,
+    250,
+  );
+  await new Promise((r) => setTimeout(r, 5000)); // it joins as a member too
+  await children.stop(first, 'SIGKILL');
+  const second = children.start([leads, jobs], SESSION_TIMEOUT_MS);
+  await new Promise((r) => setTimeout(r, 4000)); // its join is waiting on the dead member now
+  expect(await terminate(second)).toEqual({ code: 0, withinShutdownTimeout: true });
+}, 180_000);
