@@ -28,6 +28,29 @@ export interface RestartableConsumer {
  */
 export const CONSUMER_DISCONNECT_TIMEOUT_MS = 10_000;
 
+/**
+ * Waits at most `ms` for a Kafka consumer's disconnect. One still disconnecting then is abandoned, which loses nothing
+ * (offsets are committed only after Postgres, so its uncommitted batches come again to the partition's next owner).
+ * Logs a give-up as `what` did not disconnect; resolves whether it did.
+ */
+export async function disconnectWithin(
+  disconnect: Promise<void>,
+  ms: number,
+  log: Logger,
+  what: string,
+  fields: Record<string, unknown> = {},
+): Promise<boolean> {
+  const left = await settleWithin(disconnect, ms);
+  if (left === 'done') return true;
+  log.warn(
+    { ...fields, err: left === 'timeout' ? undefined : left.message, timeout_ms: ms },
+    left === 'timeout'
+      ? `${what} did not disconnect within ${ms} ms; abandoned it`
+      : `${what} failed to disconnect; abandoned it`,
+  );
+  return false;
+}
+
 /** How long a fresh consumer has to be running, by default. */
 export const RESTART_START_TIMEOUT_MS = 60_000;
 
@@ -60,15 +83,7 @@ export function createConsumerRestarter(opts: ConsumerRestarterOptions): Consume
 
   const run = async (reason: ConsumerRestartReason, detail: Record<string, unknown>) => {
     metrics.consumerRestarts.inc({ reason });
-    const left = await settleWithin(consumer.disconnect(), disconnectTimeoutMs);
-    if (left !== 'done') {
-      log.warn(
-        { reason, err: left === 'timeout' ? undefined : left.message, timeout_ms: disconnectTimeoutMs },
-        left === 'timeout'
-          ? `The old Kafka consumer did not disconnect within ${disconnectTimeoutMs} ms; abandoned it`
-          : 'The old Kafka consumer failed to disconnect; abandoned it',
-      );
-    }
+    await disconnectWithin(consumer.disconnect(), disconnectTimeoutMs, log, 'The old Kafka consumer', { reason });
     if (stopped) return;
     const started = await settleWithin(consumer.startFresh(), startTimeoutMs);
     // A stop asked for while the fresh one was starting ended its start: the shutdown stops ingest.

@@ -6,14 +6,18 @@ import type { Metrics } from '../shared/metrics';
 import { countBy } from '../shared/count-by';
 import { ConfigError } from '../shared/errors';
 import { missingTopics } from '../shared/kafka';
-import { settleWithin } from '../shared/timeout';
 import { initPartitionSeries } from '../shared/metrics';
 import { appendBatch, type AppendOutcome } from '../journal/append';
 import { loadLineageKey, type LineageKey } from '../journal/lineage';
 import { parseRecord } from '../journal/record';
 import type { LagMonitor } from './lag-monitor';
 import { accountBatch, reportBatch } from './report-batch';
-import { CONSUMER_DISCONNECT_TIMEOUT_MS, RESTART_START_TIMEOUT_MS, createConsumerRestarter } from './consumer-restart';
+import {
+  CONSUMER_DISCONNECT_TIMEOUT_MS,
+  RESTART_START_TIMEOUT_MS,
+  createConsumerRestarter,
+  disconnectWithin,
+} from './consumer-restart';
 import { startWatchdog, type AssignedPartition } from './watchdog';
 import { groupStartDeadlineMs, IngestStartInterrupted, pinGroupStart } from './group-start';
 
@@ -155,21 +159,15 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
       watchdog?.stop();
       restarter.stop();
       clearTimeout(crashes.timer);
-      // Bounded on its own (a rebalance waiting on a frozen member holds the disconnect until that member's session
-      // expires). Giving up loses nothing: offsets are committed only after Postgres, so a batch left uncommitted
-      // comes again to the partition's next owner, and a consumer that completes its join after this leaves at once.
-      const left = await settleWithin(current.consumer.disconnect(), CONSUMER_DISCONNECT_TIMEOUT_MS);
-      if (left === 'done') {
-        log.info('Kafka consumer stopped');
-        return;
-      }
-      log.warn(
-        { err: left === 'timeout' ? undefined : left.message, timeout_ms: CONSUMER_DISCONNECT_TIMEOUT_MS },
-        left === 'timeout'
-          ? `The Kafka consumer did not leave its group within ${CONSUMER_DISCONNECT_TIMEOUT_MS} ms ` +
-              '(a rebalance waiting on another member); stopped without it, its uncommitted batches come again'
-          : 'The Kafka consumer failed to disconnect; stopped without it, its uncommitted batches come again',
+      // Bounded on its own: a rebalance waiting on a frozen member holds the disconnect until that member's session
+      // expires. A consumer that completes its join after this leaves at once (the GROUP_JOIN listener).
+      const left = await disconnectWithin(
+        current.consumer.disconnect(),
+        CONSUMER_DISCONNECT_TIMEOUT_MS,
+        log,
+        'The Kafka consumer',
       );
+      if (left) log.info('Kafka consumer stopped');
     },
   };
 }
@@ -202,7 +200,12 @@ async function startOrGiveUp(running: RunningConsumer, state: IngestState, log: 
     state.halt.signal.removeEventListener('abort', onHalt);
   }
   state.stopping = true; // a join that completes after this leaves at once (the GROUP_JOIN listener)
-  await settleWithin(running.consumer.disconnect(), CONSUMER_DISCONNECT_TIMEOUT_MS);
+  await disconnectWithin(
+    running.consumer.disconnect(),
+    CONSUMER_DISCONNECT_TIMEOUT_MS,
+    log,
+    'The joining Kafka consumer',
+  );
   log.warn(
     { grace_ms: JOIN_GRACE_AFTER_STOP_MS },
     'Gave up joining the consumer group after the stop signal (it waits on a member that died in the group)',
