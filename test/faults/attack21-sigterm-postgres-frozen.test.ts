@@ -1,0 +1,137 @@
+import net from 'node:net';
+import { exited, spawnIngest } from '../support/ingest-process';
+import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
+
+/**
+ * attack21: a SIGTERM while Postgres does not answer (frozen: a VM paused, SIGSTOP, a network path that drops
+ * packets) and a batch is being written.
+ *
+ * Invariant (brief): every stop of an ingest process ends within SHUTDOWN_TIMEOUT (30 s) with exit 0, Postgres down
+ * included; the records sent meanwhile are journaled exactly once by the next consumer.
+ *
+ * Attack: the batch's INSERT waits for an answer that does not come. statement_timeout is enforced by the server
+ * (which is the one not answering), and the pool has no client-side query timeout, so the query never ends. Ingest's
+ * stop gives up on its consumer after CONSUMER_DISCONNECT_TIMEOUT_MS (disconnectWithin, 4e9bd2f) and goes on — but
+ * the batch still holds its pool client, and the last stopper, `postgres-pool` (pool.end()), waits for every client
+ * to be released: the shutdown runs into SHUTDOWN_TIMEOUT and exits 1 ("postgres-pool was still stopping").
+ *
+ * Postgres is frozen by a TCP proxy in front of it that stops passing bytes (and FINs) on; the test's own pool talks
+ * to Postgres directly.
+ */
+let h: SinkHarness;
+
+beforeAll(async () => {
+  h = await createSinkHarness('a21pgfrozen');
+}, 60_000);
+afterAll(() => h?.close());
+
+interface FreezableProxy {
+  port: number;
+  freeze(): void;
+  thaw(): void;
+  close(): Promise<void>;
+}
+
+/** A TCP proxy to host:port whose freeze() stops passing anything on, in either direction, without closing. */
+async function freezableProxy(host: string, port: number): Promise<FreezableProxy> {
+  let frozen = false;
+  const pairs: { client: net.Socket; upstream: net.Socket }[] = [];
+  const link = ({ client, upstream }: { client: net.Socket; upstream: net.Socket }) => {
+    client.pipe(upstream);
+    upstream.pipe(client);
+  };
+  const hold = ({ client, upstream }: { client: net.Socket; upstream: net.Socket }) => {
+    client.unpipe(upstream);
+    upstream.unpipe(client);
+    client.pause();
+    upstream.pause();
+  };
+  const server = net.createServer({ allowHalfOpen: true }, (client) => {
+    const upstream = net.connect({ host, port, allowHalfOpen: true });
+    const pair = { client, upstream };
+    pairs.push(pair);
+    client.on('error', () => upstream.destroy());
+    upstream.on('error', () => client.destroy());
+    if (frozen) hold(pair);
+    else link(pair);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    freeze() {
+      frozen = true;
+      pairs.forEach(hold);
+    },
+    thaw() {
+      frozen = false;
+      for (const pair of pairs) {
+        link(pair);
+        pair.client.resume();
+        pair.upstream.resume();
+      }
+    },
+    async close() {
+      for (const { client, upstream } of pairs) {
+        client.destroy();
+        upstream.destroy();
+      }
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+it('SIGTERM while Postgres is frozen mid-batch: exits 0 within SHUTDOWN_TIMEOUT, and nothing is lost', async () => {
+  const db = new URL(h.config.databaseUrl);
+  const proxy = await freezableProxy(db.hostname, Number(db.port || 5432));
+  const viaProxy = new URL(h.config.databaseUrl);
+  viaProxy.port = String(proxy.port);
+  const child = spawnIngest({
+    DATABASE_URL: viaProxy.toString(),
+    KAFKA_TOPICS: h.config.kafka.topics.join(','),
+    KAFKA_GROUP_ID: h.config.kafka.groupId,
+  });
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  let stdout = '';
+  child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  try {
+    await h.send(
+      h.topics.leads,
+      [0, 1, 2].map((n) => ({ tenant_id: 'acme', n })),
+    );
+    await eventually(async () => (await h.journalCount()) === 3, 'the first three records journaled', 60_000);
+
+    proxy.freeze();
+    await h.send(
+      h.topics.leads,
+      [3, 4, 5].map((n) => ({ tenant_id: 'acme', n })),
+    );
+    await new Promise((r) => setTimeout(r, 4000)); // the batch of 3..5 is fetched and waits on its INSERT
+
+    const signalled = Date.now();
+    child.kill('SIGTERM');
+    const code = await Promise.race([exited(child), new Promise((r) => setTimeout(() => r('running'), 45_000))]);
+    const tookMs = Date.now() - signalled;
+    const shutdownLine = stdout
+      .split('\n')
+      .find((line) => line.includes('Shutdown did not finish'))
+      ?.slice(0, 300);
+    // Before: code 1 after ~30 s, "Shutdown did not finish within 30000 ms: postgres-pool was still stopping".
+    expect({ code, withinShutdownTimeout: tookMs < 30_000, shutdownLine }).toEqual({
+      code: 0,
+      withinShutdownTimeout: true,
+      shutdownLine: undefined,
+    });
+  } finally {
+    child.kill('SIGKILL');
+    await exited(child);
+    proxy.thaw();
+    await proxy.close();
+  }
+
+  // The next consumer journals what was in flight, once.
+  await h.startIngest();
+  await eventually(async () => (await h.journalCount()) === 6, 'all six records journaled', 120_000, 500);
+  await new Promise((r) => setTimeout(r, 2000));
+  expect(await h.journalCount()).toBe(6);
+}, 240_000);
