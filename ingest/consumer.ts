@@ -6,6 +6,7 @@ import type { Metrics } from '../shared/metrics';
 import { countBy } from '../shared/count-by';
 import { ConfigError } from '../shared/errors';
 import { missingTopics } from '../shared/kafka';
+import { untilAborted } from '../shared/timeout';
 import { initPartitionSeries } from '../shared/metrics';
 import { appendBatch, type AppendOutcome } from '../journal/append';
 import { loadLineageKey, type LineageKey } from '../journal/lineage';
@@ -91,11 +92,21 @@ interface IngestState {
  */
 export async function startIngest(deps: IngestDeps): Promise<IngestService> {
   const { kafka, config, log } = deps;
-  const lineageKey = await loadLineageKey(deps.pool, config.lineageKey);
   const state: IngestState = { paused: false, stopping: false, halt: new AbortController() };
   if (deps.stopRequested?.aborted) state.halt.abort();
   deps.stopRequested?.addEventListener('abort', () => state.halt.abort(), { once: true });
-  await refuseMissingTopics(kafka, config.kafka.topics);
+  // Both wait out an outage (Postgres up to 2 minutes, Kafka for the client's retries): a stop ends the wait.
+  const unlessStopped = <T>(waiting: Promise<T>, on: string) =>
+    untilAborted(
+      waiting,
+      state.halt.signal,
+      () => new IngestStartInterrupted(`ingest stopped while waiting for ${on}`),
+    );
+  const lineageKey = await unlessStopped(
+    loadLineageKey(deps.pool, config.lineageKey, undefined, state.halt.signal),
+    'Postgres (the lineage key)',
+  );
+  await unlessStopped(refuseMissingTopics(kafka, config.kafka.topics), 'Kafka (the topics)');
   const restarter = createConsumerRestarter({
     consumer: {
       disconnect: async () => {

@@ -190,11 +190,13 @@ export function refusalOf(row: Pick<ReplayRow, 'id' | 'replay_count'>, maxHops: 
 /**
  * The lineage key: LINEAGE_KEY when configured, else the one migration 007 generated in Postgres. A process starting
  * while Postgres is down or still starting up waits for it (up to `waitMs`) instead of exiting: an outage pauses.
+ * An aborted `signal` ends the wait at the next retry.
  */
 export async function loadLineageKey(
   db: Queryable,
   configured: string | undefined,
   waitMs = 120_000,
+  signal?: AbortSignal,
 ): Promise<LineageKey> {
   if (configured) return Buffer.from(configured);
   const deadline = Date.now() + waitMs;
@@ -204,7 +206,7 @@ export async function loadLineageKey(
       if (!stored) throw new Error('service_keys has no lineage key: run `npm run cli -- migrate`');
       return stored;
     } catch (err) {
-      if (!isOutage(err) || Date.now() + delay > deadline) throw err;
+      if (!isOutage(err) || Date.now() + delay > deadline || signal?.aborted) throw err;
       await new Promise((resolve) => setTimeout(resolve, delay));
     }
   }

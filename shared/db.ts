@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import pg from 'pg';
 import type { Logger } from './logger';
+import { settleWithin } from './timeout';
 
 // bigint columns (ids, offsets) come back as JS numbers: journal ids stay far below 2^53.
 pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number(value));
@@ -36,6 +37,26 @@ export function createPool(
   });
   pool.on('error', (err) => log.warn({ err: err.message }, 'Postgres connection dropped'));
   return pool;
+}
+
+/** How long a shutdown waits for the pool's clients to be given back and closed. */
+export const POOL_END_TIMEOUT_MS = 5000;
+
+/**
+ * Closes the pool within a bound. pool.end() waits until every client is given back, and a query to a server that
+ * does not answer (frozen, or a network path that drops packets) never returns: statement_timeout is the server's to
+ * enforce. Such a client is left open for the process's exit to close; its transaction never committed, so the server
+ * rolls it back, and the records of an ingest batch among them come again (offsets are committed after Postgres).
+ */
+export async function endPool(pool: pg.Pool, log: Logger, ms = POOL_END_TIMEOUT_MS): Promise<void> {
+  const ended = await settleWithin(pool.end(), ms);
+  if (ended === 'done') return;
+  log.warn(
+    { timeout_ms: ms, in_use: pool.totalCount - pool.idleCount, err: ended === 'timeout' ? undefined : ended.message },
+    ended === 'timeout'
+      ? `Postgres clients still busy ${ms} ms into the stop (a query the server does not answer); left them`
+      : 'Could not close the Postgres pool; left it',
+  );
 }
 
 // SQLSTATE classes that mean the server, not a row: connection exception, insufficient resources, operator

@@ -19,3 +19,17 @@ export function settleWithin(promise: Promise<unknown>, ms: number): Promise<'do
     (err: Error) => (err instanceof TimeoutError ? ('timeout' as const) : err),
   );
 }
+
+/**
+ * The promise's outcome, or the error `interrupted()` makes once `signal` aborts, whichever comes first (the promise
+ * is then left to itself).
+ */
+export function untilAborted<T>(promise: Promise<T>, signal: AbortSignal, interrupted: () => Error): Promise<T> {
+  if (signal.aborted) return Promise.reject(interrupted());
+  let onAbort = () => {};
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(interrupted());
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  return Promise.race([promise, aborted]).finally(() => signal.removeEventListener('abort', onAbort));
+}

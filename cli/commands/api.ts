@@ -1,5 +1,5 @@
 import { buildApp } from '../../api/app';
-import { createPool } from '../../shared/db';
+import { createPool, endPool } from '../../shared/db';
 import type { TlsPair } from '../../shared/tls';
 import type { LagMonitor } from '../../ingest/lag-monitor';
 import type { Runtime } from '../runtime';
@@ -46,7 +46,7 @@ export async function startApiComponent(rt: Runtime, lagMonitor?: LagMonitor, tl
     stop: async () => {
       await app.close();
       await admin.disconnect().catch(() => undefined);
-      await pool.end();
+      await endPool(pool, rt.log);
     },
   };
 }

@@ -1,5 +1,6 @@
 import type { LagMonitor } from '../../ingest/lag-monitor';
 import { loadConfig } from '../../shared/config';
+import { endPool } from '../../shared/db';
 import { ensureTopics } from '../../shared/kafka';
 import { prepareDatabase } from '../../lifecycle/prepare';
 import { certFileOf, loadTlsPair, SELF_SIGNED_NAMES } from '../../shared/tls';
@@ -78,7 +79,7 @@ export async function serve(components: Component[], options: { stack?: boolean;
   if (options.prepare && !interrupted) printUrls(config);
   await untilShutdown(
     rt.log,
-    [...intake, ...rest, { name: 'postgres-pool', stop: () => rt.pool.end() }],
+    [...intake, ...rest, { name: 'postgres-pool', stop: () => endPool(rt.pool, rt.log) }],
     config.shutdownTimeoutMs,
     signals,
   );

@@ -9,7 +9,7 @@ import { createSinkHarness, eventually, type SinkHarness } from '../support/sink
  * Invariant (brief): every stop of an ingest process ends within SHUTDOWN_TIMEOUT (30 s) with exit 0, Postgres down
  * included; the records sent meanwhile are journaled exactly once by the next consumer.
  *
- * Attack: the batch's INSERT waits for an answer that does not come. statement_timeout is enforced by the server
+ * Attack (fixed: the pool's end is bounded, endPool in shared/db.ts): the batch's INSERT waits for an answer that does not come. statement_timeout is enforced by the server
  * (which is the one not answering), and the pool has no client-side query timeout, so the query never ends. Ingest's
  * stop gives up on its consumer after CONSUMER_DISCONNECT_TIMEOUT_MS (disconnectWithin, 4e9bd2f) and goes on — but
  * the batch still holds its pool client, and the last stopper, `postgres-pool` (pool.end()), waits for every client

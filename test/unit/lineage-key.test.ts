@@ -43,3 +43,16 @@ it('uses LINEAGE_KEY when configured, without asking Postgres', async () => {
   );
   expect(db.calls).toBe(0);
 });
+
+it('stops waiting at the next retry once its signal is aborted', async () => {
+  const down = Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
+  const db = database(Array.from({ length: 100 }, () => down));
+  const stop = new AbortController();
+  const waiting = loadLineageKey(db, undefined, 120_000, stop.signal);
+  await new Promise((r) => setTimeout(r, 300)); // the first retry has begun
+  stop.abort();
+  const started = Date.now();
+  await expect(waiting).rejects.toThrow(/ECONNREFUSED/);
+  // The retry it was sleeping through (at most 500 ms here), not the 120 s wait.
+  expect(Date.now() - started).toBeLessThan(5_000);
+});

@@ -1,0 +1,67 @@
+import type pg from 'pg';
+import { endPool } from '../../shared/db';
+import type { Logger } from '../../shared/logger';
+import { untilAborted } from '../../shared/timeout';
+
+// Waits a stop must not sit through: a start waiting out an outage, and a pool whose client never comes back.
+
+const never = new Promise<never>(() => undefined);
+
+describe('untilAborted', () => {
+  it.each([
+    ['already aborted', true],
+    ['aborted while waiting', false],
+  ])('rejects with the interruption when %s', async (_, before) => {
+    const stop = new AbortController();
+    if (before) stop.abort();
+    const waiting = untilAborted(never, stop.signal, () => new Error('interrupted'));
+    stop.abort();
+    await expect(waiting).rejects.toThrow('interrupted');
+  });
+
+  it("passes the promise's outcome through, and leaves no listener on the signal", async () => {
+    const stop = new AbortController();
+    const added: unknown[] = [];
+    const removed: unknown[] = [];
+    const signal = stop.signal;
+    const add = signal.addEventListener.bind(signal);
+    const remove = signal.removeEventListener.bind(signal);
+    signal.addEventListener = ((type: string, fn: () => void, o?: AddEventListenerOptions) => {
+      added.push(fn);
+      add(type, fn, o);
+    }) as typeof signal.addEventListener;
+    signal.removeEventListener = ((type: string, fn: () => void) => {
+      removed.push(fn);
+      remove(type, fn);
+    }) as typeof signal.removeEventListener;
+    await expect(untilAborted(Promise.resolve(7), signal, () => new Error('no'))).resolves.toBe(7);
+    await expect(untilAborted(Promise.reject(new Error('own')), signal, () => new Error('no'))).rejects.toThrow('own');
+    expect(removed).toEqual(added);
+    expect(added).toHaveLength(2);
+  });
+});
+
+describe('endPool', () => {
+  const logger = () => {
+    const warnings: string[] = [];
+    return { warnings, log: { warn: (_: unknown, msg: string) => warnings.push(msg) } as unknown as Logger };
+  };
+
+  it('returns within its bound when a client is never given back, and says so', async () => {
+    const { warnings, log } = logger();
+    const pool = { end: () => never, totalCount: 3, idleCount: 1 } as unknown as pg.Pool;
+    const started = Date.now();
+    await endPool(pool, log, 200);
+    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(warnings).toEqual([expect.stringMatching(/still busy 200 ms into the stop/)]);
+  });
+
+  it('is quiet when the pool closes, and names a failure to close', async () => {
+    const quiet = logger();
+    await endPool({ end: () => Promise.resolve() } as unknown as pg.Pool, quiet.log, 200);
+    expect(quiet.warnings).toEqual([]);
+    const failing = logger();
+    await endPool({ end: () => Promise.reject(new Error('boom')) } as unknown as pg.Pool, failing.log, 200);
+    expect(failing.warnings).toEqual(['Could not close the Postgres pool; left it']);
+  });
+});
