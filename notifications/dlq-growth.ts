@@ -1,5 +1,9 @@
 import { dlqGroupsSince, type DlqGroupCount } from '../repository/event-dlq';
 import { emitNotification, type EmitDeps } from './emit';
+import { settleWithin } from '../shared/timeout';
+
+/** How long a stop waits for a check in progress (a query a frozen Postgres never answers would hold it). */
+const STOP_TIMEOUT_MS = 5000;
 
 /**
  * dlq_group_growing, defined simply: at least NOTIFY_DLQ_GROWTH_THRESHOLD dead letters of one reason and topic
@@ -33,7 +37,7 @@ export async function checkDlqGrowth(deps: EmitDeps, now = Date.now()): Promise<
  * The worker's watch of the DLQ, outside every data path: a timer (unref'd) that checks the growth; a check that
  * fails (Postgres away) is logged and the next one runs on time. Runs only when notifications are signed.
  */
-export function startDlqGrowthWatch(deps: EmitDeps): { stop: () => Promise<void> } {
+export function startDlqGrowthWatch(deps: EmitDeps, stopTimeoutMs = STOP_TIMEOUT_MS): { stop: () => Promise<void> } {
   if (!deps.config.signingSecret) return { stop: async () => undefined };
   let running: Promise<unknown> = Promise.resolve();
   let busy = false;
@@ -50,7 +54,7 @@ export function startDlqGrowthWatch(deps: EmitDeps): { stop: () => Promise<void>
   return {
     stop: async () => {
       clearInterval(timer);
-      await running;
+      await settleWithin(running, stopTimeoutMs);
     },
   };
 }

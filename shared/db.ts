@@ -45,8 +45,9 @@ export const POOL_END_TIMEOUT_MS = 5000;
 /**
  * Closes the pool within a bound. pool.end() waits until every client is given back, and a query to a server that
  * does not answer (frozen, or a network path that drops packets) never returns: statement_timeout is the server's to
- * enforce. Such a client is left open for the process's exit to close; its transaction never committed, so the server
- * rolls it back, and the records of an ingest batch among them come again (offsets are committed after Postgres).
+ * enforce. Such a client is left open for the process's exit to close. Nothing is lost or doubled either way: an
+ * ingest batch's offsets are committed only after Postgres answered its COMMIT, so its records come again to the next
+ * consumer, and should the server still commit the transaction once it wakes, the journal sets the redelivery aside.
  */
 export async function endPool(pool: pg.Pool, log: Logger, ms = POOL_END_TIMEOUT_MS): Promise<void> {
   const ended = await settleWithin(pool.end(), ms);

@@ -9,12 +9,18 @@ import {
   type JournalRow,
 } from '../../repository/event-journal';
 import type { Logger } from '../../shared/logger';
+import { settleWithin } from '../../shared/timeout';
 
 const PAGE = 500;
 /** How long an id skipped over may still turn up (a transaction that took its ids earlier but committed later). */
 const GAP_WAIT_MS = 60_000;
 /** Gaps followed at most; the oldest are given up first. */
 const MAX_GAPS = 1000;
+/**
+ * How long close() waits for its LISTEN client to end. Ending an idle client waits for the server to close the socket,
+ * which a frozen server never does; the client is then left for the process's exit to close.
+ */
+const CLOSE_TIMEOUT_MS = 3000;
 
 interface Gap extends IdRange {
   until: number;
@@ -139,8 +145,8 @@ export class JournalFeed extends EventEmitter {
     const client = this.client;
     this.client = undefined;
     client?.removeAllListeners();
-    await client?.end().catch(() => undefined);
-    await this.reading;
+    const ended = client?.end().catch(() => undefined);
+    await settleWithin(Promise.all([ended, this.reading]), CLOSE_TIMEOUT_MS);
   }
 }
 

@@ -1,5 +1,6 @@
+import type { ChildProcess } from 'node:child_process';
 import net from 'node:net';
-import { exited, spawnIngest } from '../support/ingest-process';
+import { exited, spawnCli, spawnIngest } from '../support/ingest-process';
 import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
 
 /**
@@ -80,6 +81,21 @@ async function freezableProxy(host: string, port: number): Promise<FreezableProx
   };
 }
 
+const STOPPED_IN_TIME = { code: 0, withinShutdownTimeout: true, shutdownLine: undefined };
+
+/** SIGTERMs the process and reports how its stop ended: exit code, within SHUTDOWN_TIMEOUT, its give-up line. */
+async function sigterm(child: ChildProcess, stdout: () => string) {
+  const signalled = Date.now();
+  child.kill('SIGTERM');
+  const code = await Promise.race([exited(child), new Promise((r) => setTimeout(() => r('running'), 45_000))]);
+  const tookMs = Date.now() - signalled;
+  const shutdownLine = stdout()
+    .split('\n')
+    .find((line) => line.includes('Shutdown did not finish'))
+    ?.slice(0, 300);
+  return { code, withinShutdownTimeout: tookMs < 30_000, shutdownLine };
+}
+
 it('SIGTERM while Postgres is frozen mid-batch: exits 0 within SHUTDOWN_TIMEOUT, and nothing is lost', async () => {
   const db = new URL(h.config.databaseUrl);
   const proxy = await freezableProxy(db.hostname, Number(db.port || 5432));
@@ -108,20 +124,10 @@ it('SIGTERM while Postgres is frozen mid-batch: exits 0 within SHUTDOWN_TIMEOUT,
     );
     await new Promise((r) => setTimeout(r, 4000)); // the batch of 3..5 is fetched and waits on its INSERT
 
-    const signalled = Date.now();
-    child.kill('SIGTERM');
-    const code = await Promise.race([exited(child), new Promise((r) => setTimeout(() => r('running'), 45_000))]);
-    const tookMs = Date.now() - signalled;
-    const shutdownLine = stdout
-      .split('\n')
-      .find((line) => line.includes('Shutdown did not finish'))
-      ?.slice(0, 300);
     // Before: code 1 after ~30 s, "Shutdown did not finish within 30000 ms: postgres-pool was still stopping".
-    expect({ code, withinShutdownTimeout: tookMs < 30_000, shutdownLine }).toEqual({
-      code: 0,
-      withinShutdownTimeout: true,
-      shutdownLine: undefined,
-    });
+    expect(await sigterm(child, () => stdout)).toEqual(STOPPED_IN_TIME);
+    // The pool's bound is what let it go: a batch still held its client (else this proves nothing).
+    expect(stdout).toContain('Postgres clients still busy');
   } finally {
     child.kill('SIGKILL');
     await exited(child);
@@ -135,3 +141,38 @@ it('SIGTERM while Postgres is frozen mid-batch: exits 0 within SHUTDOWN_TIMEOUT,
   await new Promise((r) => setTimeout(r, 2000));
   expect(await h.journalCount()).toBe(6);
 }, 240_000);
+
+it("SIGTERM to an API process while Postgres is frozen: exits 0 within SHUTDOWN_TIMEOUT (the live stream's LISTEN connection and the pool are left)", async () => {
+  const db = new URL(h.config.databaseUrl);
+  const proxy = await freezableProxy(db.hostname, Number(db.port || 5432));
+  const viaProxy = new URL(h.config.databaseUrl);
+  viaProxy.port = String(proxy.port);
+  const port = 20_000 + Math.floor(Math.random() * 10_000);
+  const api = spawnCli('api', {
+    DATABASE_URL: viaProxy.toString(),
+    KAFKA_TOPICS: h.config.kafka.topics.join(','),
+    KAFKA_GROUP_ID: h.config.kafka.groupId,
+    API_HOST: '127.0.0.1',
+    API_PORT: String(port),
+  });
+  let stdout = '';
+  api.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+  try {
+    await eventually(async () => (await fetch(`http://127.0.0.1:${port}/healthz`)).ok, 'the API up', 60_000);
+    // A request that holds a pool client when the server freezes.
+    await fetch(`http://127.0.0.1:${port}/health`);
+    proxy.freeze();
+    const held = fetch(`http://127.0.0.1:${port}/health`).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 2000));
+
+    // Before: exit 1 at 30 s, "api was still stopping" (the live stream's client.end() waits for a close that a
+    // frozen server never sends).
+    expect(await sigterm(api, () => stdout)).toEqual(STOPPED_IN_TIME);
+    await held;
+  } finally {
+    api.kill('SIGKILL');
+    await exited(api);
+    proxy.thaw();
+    await proxy.close();
+  }
+}, 120_000);

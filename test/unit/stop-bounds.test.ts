@@ -2,8 +2,12 @@ import type pg from 'pg';
 import { endPool } from '../../shared/db';
 import type { Logger } from '../../shared/logger';
 import { untilAborted } from '../../shared/timeout';
+import { startDlqGrowthWatch } from '../../notifications/dlq-growth';
+import type { EmitDeps } from '../../notifications/emit';
+import { eventually } from '../support/sink';
 
-// Waits a stop must not sit through: a start waiting out an outage, and a pool whose client never comes back.
+// Waits a stop must not sit through: a start waiting out an outage, a pool whose client never comes back, and a
+// periodic check waiting on a query.
 
 const never = new Promise<never>(() => undefined);
 
@@ -52,5 +56,27 @@ describe('endPool', () => {
     const failing = logger();
     await endPool({ end: () => Promise.reject(new Error('boom')) } as unknown as pg.Pool, failing.log, 200);
     expect(failing.warnings).toEqual(['Could not close the Postgres pool; left it']);
+  });
+});
+
+describe('the DLQ growth watch', () => {
+  it('stops within its bound while a check waits on a query that never answers', async () => {
+    let queried = false;
+    const pool = {
+      query: () => {
+        queried = true;
+        return never;
+      },
+    };
+    const deps = {
+      pool,
+      log: { warn: () => undefined },
+      config: { signingSecret: 'secret', dlqGrowth: { intervalMs: 20, threshold: 1, windowMs: 60_000 } },
+    } as unknown as EmitDeps;
+    const watch = startDlqGrowthWatch(deps, 200);
+    await eventually(async () => queried, 'a check under way', 2_000, 10);
+    const started = Date.now();
+    await watch.stop();
+    expect(Date.now() - started).toBeLessThan(2_000);
   });
 });
