@@ -82,6 +82,8 @@ interface IngestState {
   stopping: boolean;
   /** Aborted by stop(), or by deps.stopRequested: ends a consumer's wait to commit where the group starts. */
   halt: AbortController;
+  /** Aborted START_GRACE_AFTER_STOP_MS after halt: ends the start's waits on Postgres, Kafka and the first join. */
+  giveUp: AbortController;
 }
 
 /**
@@ -92,18 +94,25 @@ interface IngestState {
  */
 export async function startIngest(deps: IngestDeps): Promise<IngestService> {
   const { kafka, config, log } = deps;
-  const state: IngestState = { paused: false, stopping: false, halt: new AbortController() };
+  const state: IngestState = {
+    paused: false,
+    stopping: false,
+    halt: new AbortController(),
+    giveUp: new AbortController(),
+  };
+  const giveUpLater = () => setTimeout(() => state.giveUp.abort(), START_GRACE_AFTER_STOP_MS).unref();
+  state.halt.signal.addEventListener('abort', giveUpLater, { once: true });
   if (deps.stopRequested?.aborted) state.halt.abort();
   deps.stopRequested?.addEventListener('abort', () => state.halt.abort(), { once: true });
   // Both wait out an outage (Postgres up to 2 minutes, Kafka for the client's retries): a stop ends the wait.
   const unlessStopped = <T>(waiting: Promise<T>, on: string) =>
     untilAborted(
       waiting,
-      state.halt.signal,
+      state.giveUp.signal,
       () => new IngestStartInterrupted(`ingest stopped while waiting for ${on}`),
     );
   const lineageKey = await unlessStopped(
-    loadLineageKey(deps.pool, config.lineageKey, undefined, state.halt.signal),
+    loadLineageKey(deps.pool, config.lineageKey, undefined, state.giveUp.signal),
     'Postgres (the lineage key)',
   );
   await unlessStopped(refuseMissingTopics(kafka, config.kafka.topics), 'Kafka (the topics)');
@@ -184,31 +193,25 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
 }
 
 /**
- * How long the first group join may go on once a stop was asked for. A join waits for every member, one that died in
- * the group for its whole session (KAFKA_SESSION_TIMEOUT_MS, up to 300 s), which SHUTDOWN_TIMEOUT would not allow.
+ * How long ingest's start may go on once a stop was asked for: a healthy start finishes (then stops in order), while
+ * one waiting out an outage (Postgres, Kafka) or a first group join is given up. A join waits for every member, one
+ * that died in the group for its whole session (KAFKA_SESSION_TIMEOUT_MS, up to 300 s), which SHUTDOWN_TIMEOUT would
+ * not allow.
  */
-const JOIN_GRACE_AFTER_STOP_MS = 5000;
+const START_GRACE_AFTER_STOP_MS = 5000;
 
 /**
  * Runs the service's first consumer. A stop asked for meanwhile (deps.stopRequested) ends a wait to commit where the
- * group starts at once, and a join still going on JOIN_GRACE_AFTER_STOP_MS later: the consumer is disconnected
+ * group starts at once, and a join still going on START_GRACE_AFTER_STOP_MS after it: the consumer is disconnected
  * (bounded) and IngestStartInterrupted thrown; nothing was consumed, since nothing is fetched before the join.
  */
 async function startOrGiveUp(running: RunningConsumer, state: IngestState, log: Logger): Promise<void> {
-  const started = running.start();
-  started.catch(() => undefined);
-  let timer: NodeJS.Timeout | undefined;
-  let onHalt = () => {};
-  const givenUp = new Promise<'given up'>((resolve) => {
-    onHalt = () => (timer = setTimeout(() => resolve('given up'), JOIN_GRACE_AFTER_STOP_MS));
-  });
-  if (state.halt.signal.aborted) onHalt();
-  state.halt.signal.addEventListener('abort', onHalt, { once: true });
+  const gaveUp = new IngestStartInterrupted('ingest stopped while joining its consumer group');
   try {
-    if ((await Promise.race([started, givenUp])) !== 'given up') return;
-  } finally {
-    clearTimeout(timer);
-    state.halt.signal.removeEventListener('abort', onHalt);
+    await untilAborted(running.start(), state.giveUp.signal, () => gaveUp);
+    return;
+  } catch (err) {
+    if (err !== gaveUp) throw err;
   }
   state.stopping = true; // a join that completes after this leaves at once (the GROUP_JOIN listener)
   await disconnectWithin(
@@ -218,10 +221,10 @@ async function startOrGiveUp(running: RunningConsumer, state: IngestState, log: 
     'The joining Kafka consumer',
   );
   log.warn(
-    { grace_ms: JOIN_GRACE_AFTER_STOP_MS },
+    { grace_ms: START_GRACE_AFTER_STOP_MS },
     'Gave up joining the consumer group after the stop signal (it waits on a member that died in the group)',
   );
-  throw new IngestStartInterrupted('ingest stopped while joining its consumer group');
+  throw gaveUp;
 }
 
 /** A consumer with the service's listeners, not yet connected; start() connects, subscribes and runs it. */

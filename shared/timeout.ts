@@ -25,6 +25,7 @@ export function settleWithin(promise: Promise<unknown>, ms: number): Promise<'do
  * is then left to itself).
  */
 export function untilAborted<T>(promise: Promise<T>, signal: AbortSignal, interrupted: () => Error): Promise<T> {
+  promise.catch(() => undefined); // left to itself once aborted: its failure is nobody's to handle then
   if (signal.aborted) return Promise.reject(interrupted());
   let onAbort = () => {};
   const aborted = new Promise<never>((_, reject) => {

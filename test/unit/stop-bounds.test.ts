@@ -23,6 +23,24 @@ describe('untilAborted', () => {
     await expect(waiting).rejects.toThrow('interrupted');
   });
 
+  it('leaves no unhandled rejection behind when the promise it gave up on fails later', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const stop = new AbortController();
+      stop.abort();
+      let fail = (_: Error) => {};
+      const failing = new Promise<never>((_, reject) => (fail = reject));
+      await expect(untilAborted(failing, stop.signal, () => new Error('interrupted'))).rejects.toThrow('interrupted');
+      fail(new Error('late'));
+      await new Promise((r) => setTimeout(r, 50));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
   it("passes the promise's outcome through, and leaves no listener on the signal", async () => {
     const { signal } = new AbortController();
     const added = jest.spyOn(signal, 'addEventListener');
