@@ -1,5 +1,6 @@
 import { partitionProgress, produceRecords } from '../support/coordinates';
 import { ingestChildren } from '../support/ingest-children';
+import { untilPrinted } from '../support/ingest-process';
 import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
 
 /**
@@ -66,6 +67,9 @@ it('SIGTERM while the pin waits on a SIGKILLed member: exits 0 within SHUTDOWN_T
 it('with the default 30 s session, a SIGTERM soon after coming back from a SIGKILL: exits 0 within SHUTDOWN_TIMEOUT', async () => {
   // Back at once with topic B (a deploy adding a topic after an OOM kill), and asked to stop soon after.
   const second = await comeBackBesideDeadMember(30_000);
+  // Soon after it catches signals (before, node is still loading it, and a SIGTERM ends it by the signal: code null,
+  // seen under a full CI run's load with a fixed 1.5 s).
+  await untilPrinted(second, 'Metrics listening');
   await new Promise((r) => setTimeout(r, 1500));
   expect(await terminate(second)).toEqual({ code: 0, withinShutdownTimeout: true });
 }, 180_000);

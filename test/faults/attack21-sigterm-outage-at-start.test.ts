@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { exited, spawnIngest } from '../support/ingest-process';
+import { exited, spawnIngest, untilPrinted } from '../support/ingest-process';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
 
 /**
@@ -40,11 +40,13 @@ async function sigtermDuringStart(env: Record<string, string>) {
     DATABASE_URL: h.config.databaseUrl,
     KAFKA_TOPICS: h.config.kafka.topics.join(','),
     KAFKA_GROUP_ID: h.config.kafka.groupId,
+    LOG_LEVEL: 'info',
     ...env,
   });
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  await new Promise((r) => setTimeout(r, 3000)); // the start is waiting on the outage now
+  await untilPrinted(child, 'Metrics listening'); // it catches stop signals from here on; ingest's start follows
+  await new Promise((r) => setTimeout(r, 2000)); // the start is waiting on the outage now
   const signalled = Date.now();
   child.kill('SIGTERM');
   const code = await Promise.race([exited(child), new Promise((r) => setTimeout(() => r('still running'), 45_000))]);

@@ -30,6 +30,7 @@ export function ingestChildren(h: () => SinkHarness): IngestChildren {
         KAFKA_GROUP_ID: config.kafka.groupId,
         KAFKA_FROM_BEGINNING: 'false',
         KAFKA_SESSION_TIMEOUT_MS: String(sessionTimeoutMs),
+        LOG_LEVEL: 'info', // untilPrinted(child, 'Metrics listening'): it catches stop signals from then on
       });
       running.push(child);
       return child;

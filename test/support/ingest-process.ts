@@ -18,12 +18,32 @@ export function spawnCli(command: 'start' | 'ingest' | 'worker' | 'api', env: Re
     env: { ...process.env, LOG_LEVEL: shown ?? 'warn', METRICS_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  const output = { text: '' };
+  outputs.set(child, output);
   for (const stream of [child.stdout, child.stderr]) {
     stream?.on('data', (chunk: Buffer) => {
+      if (output.text.length < MAX_KEPT_OUTPUT) output.text += chunk.toString();
       if (shown) process.stderr.write(chunk);
     });
   }
   return child;
+}
+
+/** What each child printed so far (stdout and stderr), up to MAX_KEPT_OUTPUT characters. */
+const outputs = new WeakMap<ChildProcess, { text: string }>();
+const MAX_KEPT_OUTPUT = 1_000_000;
+
+/**
+ * Resolves once the child printed `text` (at LOG_LEVEL=info, 'Metrics listening' comes after the process catches
+ * SIGTERM/SIGINT: a signal sent before then, while node still loads, ends it by the signal instead).
+ */
+export async function untilPrinted(child: ChildProcess, text: string, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!outputs.get(child)?.text.includes(text)) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`exited before printing "${text}"`);
+    if (Date.now() > deadline) throw new Error(`did not print "${text}" within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 export const spawnIngest = (env: Record<string, string>) => spawnCli('ingest', env);
