@@ -12,6 +12,7 @@ import type { TlsPair } from '../shared/tls';
 import { authSettings } from './auth/jwt';
 import auth from './plugins/auth';
 import browserGuard from './plugins/browser-guard';
+import { closeConnectionsOnClose } from './plugins/close-connections';
 import errorHandler from './plugins/error-handler';
 import replayRateLimit from './plugins/replay-rate-limit';
 import requestMetrics from './plugins/request-metrics';
@@ -102,6 +103,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       }) as unknown as FastifyInstance)
     : Fastify(options);
   const app = server.withTypeProvider<TypeBoxTypeProvider>();
+  if (deps.tls) closeConnectionsOnClose(server);
   app.setValidatorCompiler(requestValidator());
 
   app.addSchema(ErrorBody);

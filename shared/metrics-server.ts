@@ -39,3 +39,15 @@ export async function startMetricsServer(
   log.info({ port: (server.address() as { port: number }).port }, 'Metrics listening');
   return server;
 }
+
+/**
+ * Stops the metrics server: no new connections, and every open one dropped at once. close() alone waits for a
+ * connection whose request has begun and not finished (a scraper paused mid-request, or anyone sending half a
+ * request) until node's header timeout, past the process's SHUTDOWN_TIMEOUT. A scrape cut short is just retried.
+ */
+export function stopMetricsServer(server: http.Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}

@@ -4,7 +4,7 @@ import { endPool } from '../../shared/db';
 import { ensureTopics } from '../../shared/kafka';
 import { prepareDatabase } from '../../lifecycle/prepare';
 import { certFileOf, loadTlsPair, SELF_SIGNED_NAMES } from '../../shared/tls';
-import { startMetricsServer } from '../../shared/metrics-server';
+import { startMetricsServer, stopMetricsServer } from '../../shared/metrics-server';
 import { createLogger } from '../../shared/logger';
 import { withTimeout } from '../../shared/timeout';
 import { createRuntime, untilShutdown, watchStopSignals, type StopSignal, type Stopper } from '../runtime';
@@ -34,7 +34,7 @@ export async function serve(components: Component[], options: { stack?: boolean;
   if (components.includes('ingest') || components.includes('worker')) {
     // Every series of the process on :9105 (the API's /metrics serves only the API's own, none labelled by tenant).
     const server = await startMetricsServer(rt.metrics.registry, config.metrics.host, config.metrics.port, rt.log);
-    rest.push({ name: 'metrics-server', stop: () => new Promise((resolve) => server.close(resolve)) });
+    rest.push({ name: 'metrics-server', stop: () => stopMetricsServer(server) });
   }
   // One lag monitor per process, wherever ingest or the API runs: it reads the group's offsets from Kafka on a timer,
   // so an API-only process sees stalls too (its /health names them; :9105 exports the gauges with ingest's metrics).
