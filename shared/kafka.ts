@@ -13,6 +13,7 @@ import {
   type TopicMessages,
 } from 'kafkajs';
 import type { Logger } from './logger';
+import { settleWithin } from './timeout';
 
 const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
   [KafkaLogLevel.ERROR]: 'error',
@@ -95,8 +96,23 @@ export interface TopicCatalog {
 const CATALOG_TTL_MS = 10_000;
 const CATALOG_LOOKUP_TIMEOUT_MS = 5_000;
 
+/**
+ * How long a stop waits for an admin client to disconnect. kafkajs's disconnect waits for the requests in flight, which
+ * a frozen broker answers only at their request timeout; an admin client only reads, so it is left for the exit.
+ */
+export const ADMIN_DISCONNECT_TIMEOUT_MS = 3_000;
+
+/** Disconnects an admin client, giving up after `ms`; never rejects. */
+export async function disconnectAdmin(admin: Admin, ms = ADMIN_DISCONNECT_TIMEOUT_MS): Promise<void> {
+  await settleWithin(admin.disconnect(), ms);
+}
+
 /** A TopicCatalog on its own admin client, connected on first use and again after a failure. */
-export function createTopicCatalog(kafka: Kafka, ttlMs = CATALOG_TTL_MS): TopicCatalog {
+export function createTopicCatalog(
+  kafka: Kafka,
+  ttlMs = CATALOG_TTL_MS,
+  disconnectTimeoutMs = ADMIN_DISCONNECT_TIMEOUT_MS,
+): TopicCatalog {
   // Few retries: a caller waiting on this (an HTTP request, an activity) would rather hear "unreachable" soon.
   const admin = kafka.admin({ retry: { retries: 2, initialRetryTime: 200, maxRetryTime: 1000 } });
   let connected: Promise<void> | undefined;
@@ -136,7 +152,7 @@ export function createTopicCatalog(kafka: Kafka, ttlMs = CATALOG_TTL_MS): TopicC
       return absent.filter((t) => !fresh.has(t));
     },
     async close() {
-      if (connected) await admin.disconnect().catch(() => undefined);
+      if (connected) await disconnectAdmin(admin, disconnectTimeoutMs);
     },
   };
 }

@@ -1,5 +1,6 @@
 import { buildApp } from '../../api/app';
 import { createPool, endPool } from '../../shared/db';
+import { disconnectAdmin } from '../../shared/kafka';
 import type { TlsPair } from '../../shared/tls';
 import type { LagMonitor } from '../../ingest/lag-monitor';
 import type { Runtime } from '../runtime';
@@ -45,7 +46,7 @@ export async function startApiComponent(rt: Runtime, lagMonitor?: LagMonitor, tl
     app,
     stop: async () => {
       await app.close();
-      await admin.disconnect().catch(() => undefined);
+      await disconnectAdmin(admin);
       await endPool(pool, rt.log);
     },
   };

@@ -1,5 +1,7 @@
 import type pg from 'pg';
+import type { Admin, Kafka } from 'kafkajs';
 import { endPool } from '../../shared/db';
+import { createTopicCatalog, disconnectAdmin } from '../../shared/kafka';
 import type { Logger } from '../../shared/logger';
 import { untilAborted } from '../../shared/timeout';
 import { startDlqGrowthWatch } from '../../notifications/dlq-growth';
@@ -95,6 +97,32 @@ describe('the DLQ growth watch', () => {
     await eventually(async () => queried, 'a check under way', 2_000, 10);
     const started = Date.now();
     await watch.stop();
+    expect(Date.now() - started).toBeLessThan(2_000);
+  });
+});
+
+describe('Kafka admin clients', () => {
+  // kafkajs's disconnect waits for the requests in flight; a frozen broker answers them only at their timeout.
+  const stuckAdmin = () =>
+    ({
+      connect: () => Promise.resolve(),
+      listTopics: () => Promise.resolve(['a']),
+      disconnect: () => never,
+    }) as unknown as Admin;
+
+  it('disconnectAdmin gives up within its bound and never rejects', async () => {
+    const started = Date.now();
+    await disconnectAdmin(stuckAdmin(), 200);
+    await disconnectAdmin({ disconnect: () => Promise.reject(new Error('gone')) } as unknown as Admin, 200);
+    expect(Date.now() - started).toBeLessThan(2_000);
+  });
+
+  it("the topic catalog's close returns within its bound while its admin cannot disconnect", async () => {
+    const kafka = { admin: () => stuckAdmin() } as unknown as Kafka;
+    const catalog = createTopicCatalog(kafka, 10_000, 200);
+    await expect(catalog.missing(['a', 'b'])).resolves.toEqual(['b']);
+    const started = Date.now();
+    await catalog.close();
     expect(Date.now() - started).toBeLessThan(2_000);
   });
 });
