@@ -1,3 +1,4 @@
+import { disconnectAdmin } from '../shared/kafka';
 import type { Logger } from '../shared/logger';
 import type { Metrics } from '../shared/metrics';
 import { withTimeout } from '../shared/timeout';
@@ -163,7 +164,7 @@ export function startLagMonitor(opts: LagMonitorOptions): LagMonitor {
       stopped = true;
       clearTimeout(timer);
       await withTimeout(inFlight ?? Promise.resolve(), STOP_WAIT_MS, '').catch(() => undefined);
-      await withTimeout(admin?.disconnect() ?? Promise.resolve(), STOP_WAIT_MS, '').catch(() => undefined);
+      if (admin) await disconnectAdmin(admin, STOP_WAIT_MS);
     },
   };
 }

@@ -103,7 +103,10 @@ const CATALOG_LOOKUP_TIMEOUT_MS = 5_000;
 export const ADMIN_DISCONNECT_TIMEOUT_MS = 3_000;
 
 /** Disconnects an admin client, giving up after `ms`; never rejects. */
-export async function disconnectAdmin(admin: Admin, ms = ADMIN_DISCONNECT_TIMEOUT_MS): Promise<void> {
+export async function disconnectAdmin(
+  admin: Pick<Admin, 'disconnect'>,
+  ms = ADMIN_DISCONNECT_TIMEOUT_MS,
+): Promise<void> {
   await settleWithin(admin.disconnect(), ms);
 }
 
