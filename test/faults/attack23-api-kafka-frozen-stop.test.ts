@@ -96,12 +96,10 @@ it('SIGTERM with the broker frozen and /health and replays in flight: exits 0 wi
     api.kill('SIGTERM');
     const code = await Promise.race([exited(api), new Promise((r) => setTimeout(() => r('running'), 45_000))]);
     const tookMs = Date.now() - signalled;
-    // Before: { code: 0, withinShutdownTimeout: false } (exit about 10.5 s after the signal, "Still running 2 s after
-    // stopping; exiting" logged at 8.5 s + 2 s).
-    expect({ code, withinShutdownTimeout: tookMs < SHUTDOWN_TIMEOUT_MS }).toEqual({
-      code: 0,
-      withinShutdownTimeout: true,
-    });
+    // Before: code 0, but tookMs about 10 500 (live: 10.54 s; "Stopped" at 8.5 s, then "Still running 2 s after
+    // stopping; exiting").
+    expect(code).toBe(0);
+    expect(tookMs).toBeLessThan(SHUTDOWN_TIMEOUT_MS);
   } finally {
     if (pid !== undefined) process.kill(pid, 'SIGCONT');
     for (const c of clients) c.kill('SIGKILL');
