@@ -82,10 +82,20 @@ export function watchStopSignals(timeoutMs: number = loadConfig().shutdownTimeou
   };
 }
 
+/** How long a stopped process waits for what a library still holds open before it exits anyway. */
+const AFTER_STOP_WAIT_MS = 2000;
+/** How long before SHUTDOWN_TIMEOUT a stopped process exits at the latest, so the exit itself is within it. */
+const EXIT_MARGIN_MS = 250;
+
+/** How long a process that stopped at `now` may wait before it exits: AFTER_STOP_WAIT_MS, ending before the deadline. */
+export function afterStopWaitMs(deadlineAt: number, now: number): number {
+  return Math.max(0, Math.min(AFTER_STOP_WAIT_MS, deadlineAt - EXIT_MARGIN_MS - now));
+}
+
 /**
  * Waits for SIGTERM/SIGINT (caught since `signals` was watched), then runs the stoppers in order (intake first,
  * pools last). A second signal exits at once. Resolves when everything has stopped; the process exits at the latest
- * 2 s later.
+ * AFTER_STOP_WAIT_MS later, and never past the deadline (EXIT_MARGIN_MS before it).
  *
  * The whole stop is bounded by `timeoutMs` (SHUTDOWN_TIMEOUT): past it the process logs which stoppers had not
  * finished and the resources still open, and exits with code 1. Nothing is lost by that exit: the consumer commits
@@ -126,11 +136,16 @@ export function untilShutdown(
       }
       clearTimeout(deadline);
       log.info('Stopped');
-      // Everything is closed; should a library still hold a timer or socket open, do not hang around for it.
+      // Everything is closed; should a library still hold a timer or socket open (a Kafka client abandoned while its
+      // broker does not answer), do not hang around for it, and never past the deadline a supervisor counts on.
+      const waitMs = afterStopWaitMs(at + timeoutMs, Date.now());
       setTimeout(() => {
-        log.warn({ open: process.getActiveResourcesInfo() }, 'Still running 2 s after stopping; exiting');
+        log.warn(
+          { open: process.getActiveResourcesInfo(), waited_ms: waitMs },
+          'Still running after stopping; exiting',
+        );
         process.exit(process.exitCode ?? 0);
-      }, 2000).unref();
+      }, waitMs).unref();
       resolve();
     };
     void signals.received.then(shutdown);

@@ -29,6 +29,16 @@ export interface RestartableConsumer {
 export const CONSUMER_DISCONNECT_TIMEOUT_MS = 10_000;
 
 /**
+ * The consumer's disconnect bound when the process stops: a third of SHUTDOWN_TIMEOUT, at most
+ * CONSUMER_DISCONNECT_TIMEOUT_MS, so that the stoppers after it (metrics server, lag monitor, pools) fit in the rest
+ * even when the broker does not answer. Without a SHUTDOWN_TIMEOUT, the ceiling.
+ */
+export function stopDisconnectTimeoutMs(shutdownTimeoutMs?: number): number {
+  if (shutdownTimeoutMs === undefined) return CONSUMER_DISCONNECT_TIMEOUT_MS;
+  return Math.min(CONSUMER_DISCONNECT_TIMEOUT_MS, Math.floor(shutdownTimeoutMs / 3));
+}
+
+/**
  * Waits at most `ms` for a Kafka consumer's disconnect. One still disconnecting then is abandoned, which loses nothing
  * (offsets are committed only after Postgres, so its uncommitted batches come again to the partition's next owner).
  * Logs a give-up as `what` did not disconnect; resolves whether it did.

@@ -14,10 +14,10 @@ import { parseRecord } from '../journal/record';
 import type { LagMonitor } from './lag-monitor';
 import { accountBatch, reportBatch } from './report-batch';
 import {
-  CONSUMER_DISCONNECT_TIMEOUT_MS,
   RESTART_START_TIMEOUT_MS,
   createConsumerRestarter,
   disconnectWithin,
+  stopDisconnectTimeoutMs,
 } from './consumer-restart';
 import { startWatchdog, type AssignedPartition } from './watchdog';
 import { groupStartDeadlineMs, IngestStartInterrupted, pinGroupStart } from './group-start';
@@ -27,7 +27,8 @@ export interface IngestDeps {
   pool: Pool;
   metrics: Metrics;
   log: Logger;
-  config: Pick<Config, 'kafka' | 'ingest' | 'lineageKey'>;
+  /** With shutdownTimeoutMs (SHUTDOWN_TIMEOUT), the stop's own waits take a share of it (stopDisconnectTimeoutMs). */
+  config: Pick<Config, 'kafka' | 'ingest' | 'lineageKey'> & Partial<Pick<Config, 'shutdownTimeoutMs'>>;
   /** Called after each batch is committed in Postgres (the live stream hooks in here). */
   onJournaled?: (outcome: AppendOutcome) => void;
   /** The process's lag monitor: given it, and INGEST_WATCHDOG_SECONDS above 0, a watchdog restarts a hung consumer. */
@@ -52,7 +53,7 @@ export interface IngestService {
   isPaused(): boolean;
   /**
    * Stops the watchdog, finishes the batch in flight, commits it, and leaves the group; gives up waiting for the
-   * consumer after CONSUMER_DISCONNECT_TIMEOUT_MS.
+   * consumer after stopDisconnectTimeoutMs (a third of SHUTDOWN_TIMEOUT, at most 10 s).
    */
   stop(): Promise<void>;
 }
@@ -82,8 +83,12 @@ interface IngestState {
   stopping: boolean;
   /** Aborted by stop(), or by deps.stopRequested: ends a consumer's wait to commit where the group starts. */
   halt: AbortController;
-  /** Aborted START_GRACE_AFTER_STOP_MS after halt: ends the start's waits on Postgres, Kafka and the first join. */
+  /** Aborted startGraceMs after halt: ends the start's waits on Postgres, Kafka and the first join. */
   giveUp: AbortController;
+  /** How long a start goes on after halt (startGraceAfterStopMs). */
+  startGraceMs: number;
+  /** How long a stopping consumer's disconnect is waited for (stopDisconnectTimeoutMs). */
+  disconnectMs: number;
 }
 
 /**
@@ -99,8 +104,10 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
     stopping: false,
     halt: new AbortController(),
     giveUp: new AbortController(),
+    startGraceMs: startGraceAfterStopMs(config.shutdownTimeoutMs),
+    disconnectMs: stopDisconnectTimeoutMs(config.shutdownTimeoutMs),
   };
-  const giveUpLater = () => setTimeout(() => state.giveUp.abort(), START_GRACE_AFTER_STOP_MS).unref();
+  const giveUpLater = () => setTimeout(() => state.giveUp.abort(), state.startGraceMs).unref();
   state.halt.signal.addEventListener('abort', giveUpLater, { once: true });
   if (deps.stopRequested?.aborted) state.halt.abort();
   deps.stopRequested?.addEventListener('abort', () => state.halt.abort(), { once: true });
@@ -181,12 +188,7 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
       clearTimeout(crashes.timer);
       // Bounded on its own: a rebalance waiting on a frozen member holds the disconnect until that member's session
       // expires. A consumer that completes its join after this leaves at once (the GROUP_JOIN listener).
-      const left = await disconnectWithin(
-        current.consumer.disconnect(),
-        CONSUMER_DISCONNECT_TIMEOUT_MS,
-        log,
-        'The Kafka consumer',
-      );
+      const left = await disconnectWithin(current.consumer.disconnect(), state.disconnectMs, log, 'The Kafka consumer');
       if (left) log.info('Kafka consumer stopped');
     },
   };
@@ -200,9 +202,14 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
  */
 const START_GRACE_AFTER_STOP_MS = 5000;
 
+/** START_GRACE_AFTER_STOP_MS, or a quarter of SHUTDOWN_TIMEOUT if that is less: the disconnect and the rest follow. */
+function startGraceAfterStopMs(shutdownTimeoutMs?: number): number {
+  return Math.min(START_GRACE_AFTER_STOP_MS, shutdownTimeoutMs === undefined ? Infinity : shutdownTimeoutMs / 4);
+}
+
 /**
  * Runs the service's first consumer. A stop asked for meanwhile (deps.stopRequested) ends a wait to commit where the
- * group starts at once, and a join still going on START_GRACE_AFTER_STOP_MS after it: the consumer is disconnected
+ * group starts at once, and a join still going on state.startGraceMs after it: the consumer is disconnected
  * (bounded) and IngestStartInterrupted thrown; nothing was consumed, since nothing is fetched before the join.
  */
 async function startOrGiveUp(running: RunningConsumer, state: IngestState, log: Logger): Promise<void> {
@@ -214,14 +221,9 @@ async function startOrGiveUp(running: RunningConsumer, state: IngestState, log: 
     if (err !== gaveUp) throw err;
   }
   state.stopping = true; // a join that completes after this leaves at once (the GROUP_JOIN listener)
-  await disconnectWithin(
-    running.consumer.disconnect(),
-    CONSUMER_DISCONNECT_TIMEOUT_MS,
-    log,
-    'The joining Kafka consumer',
-  );
+  await disconnectWithin(running.consumer.disconnect(), state.disconnectMs, log, 'The joining Kafka consumer');
   log.warn(
-    { grace_ms: START_GRACE_AFTER_STOP_MS },
+    { grace_ms: state.startGraceMs },
     'Gave up joining the consumer group after the stop signal (it waits on a member that died in the group)',
   );
   throw gaveUp;

@@ -1,10 +1,11 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort } from '../../bench/support/ports';
 import { exited, spawnCli, untilPrinted } from '../support/ingest-process';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
+import { kafkaBrokerPid } from '../support/stack';
 
 /**
  * attack23: SIGTERM to an `api` process (API_TLS=self-signed, SHUTDOWN_TIMEOUT=10s) while the Kafka broker is frozen
@@ -47,15 +48,6 @@ afterAll(async () => {
   fs.rmSync(tlsDir, { recursive: true, force: true });
 });
 
-/** The pid of the process listening on the stack's Kafka port (the broker this test freezes). */
-function kafkaPid(): number {
-  const port = h.config.kafka.brokers[0].split(':').pop();
-  const out = execFileSync('ss', ['-Hltnp', `sport = :${port}`]).toString();
-  const pid = out.match(/pid=(\d+)/)?.[1];
-  if (!pid) throw new Error(`no process found listening on Kafka's port ${port}: ${out}`);
-  return Number(pid);
-}
-
 function curl(args: string[]): ChildProcess {
   const child = spawn('curl', ['-k', '-sS', '-m', '60', '-o', '/dev/null', ...args]);
   child.on('error', () => undefined);
@@ -87,7 +79,7 @@ it('SIGTERM with the broker frozen and /health and replays in flight: exits 0 wi
     // Both admin clients connected, as in any API that has answered /health and started a replay.
     for (const args of [[`${base}/health`], replay]) await exited(curl(args));
     await new Promise((r) => setTimeout(r, 11_000)); // the topic catalog's cache (10 s) has expired
-    pid = kafkaPid();
+    pid = kafkaBrokerPid(h.config.kafka.brokers);
     process.kill(pid, 'SIGSTOP');
     for (let i = 0; i < 5; i++) clients.push(curl([`${base}/health`]));
     for (let i = 0; i < 2; i++) clients.push(curl(replay));

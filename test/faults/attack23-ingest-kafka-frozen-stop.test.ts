@@ -1,6 +1,6 @@
-import { execFileSync } from 'node:child_process';
 import { exited, spawnIngest, untilPrinted } from '../support/ingest-process';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
+import { kafkaBrokerPid } from '../support/stack';
 
 /**
  * attack23: SIGTERM to an `ingest` process with SHUTDOWN_TIMEOUT=10s while the Kafka broker is frozen (SIGSTOP: a
@@ -28,15 +28,6 @@ beforeAll(async () => {
 }, 60_000);
 afterAll(() => h?.close());
 
-/** The pid of the process listening on the stack's Kafka port (the broker this test freezes). */
-function kafkaPid(): number {
-  const port = h.config.kafka.brokers[0].split(':').pop();
-  const out = execFileSync('ss', ['-Hltnp', `sport = :${port}`]).toString();
-  const pid = out.match(/pid=(\d+)/)?.[1];
-  if (!pid) throw new Error(`no process found listening on Kafka's port ${port}: ${out}`);
-  return Number(pid);
-}
-
 it('SIGTERM with the broker frozen (SHUTDOWN_TIMEOUT=10s): exits 0 within SHUTDOWN_TIMEOUT', async () => {
   const ingest = spawnIngest({
     DATABASE_URL: h.databaseUrl,
@@ -50,7 +41,7 @@ it('SIGTERM with the broker frozen (SHUTDOWN_TIMEOUT=10s): exits 0 within SHUTDO
   let pid: number | undefined;
   try {
     await untilPrinted(ingest, 'CRM Events Sink started');
-    pid = kafkaPid();
+    pid = kafkaBrokerPid(h.config.kafka.brokers);
     process.kill(pid, 'SIGSTOP');
     await new Promise((r) => setTimeout(r, 2000));
     const signalled = Date.now();

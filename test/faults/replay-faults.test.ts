@@ -1,7 +1,7 @@
 import { Client, Connection } from '@temporalio/client';
 import type { ChildProcess } from 'node:child_process';
 import type { RangeReplayInput } from '../../workflows/definitions';
-import { seedJournal } from '../support/journal';
+import { journaledReplays, seedJournal } from '../support/journal';
 import { exited, spawnCli } from '../support/ingest-process';
 import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
 import { stack } from '../support/stack';
@@ -69,36 +69,31 @@ function startRange(workflowId: string) {
   return client.workflow.start('rangeReplayWorkflow', { taskQueue: queue, workflowId, args: [input] });
 }
 
-/** Replays of this workflow in the journal: rows and distinct source events. */
-async function journaledReplays(workflowId: string) {
-  const { rows } = await h.pool.query<{ total: number; sources: number }>(
-    `SELECT count(*)::int AS total, count(DISTINCT payload->>'_replayed_from_event_id')::int AS sources
-       FROM event_journal WHERE replay_count > 0 AND payload->>'_replay_id' = $1`,
-    [workflowId],
-  );
-  return rows[0];
-}
-
 async function expectCompleteOnce(workflowId: string, handle: Awaited<ReturnType<typeof startRange>>) {
   const result = await handle.result();
   expect(result).toMatchObject({ status: 'completed', matched: EVENTS, failed: 0 });
   expect(result.published).toBeGreaterThanOrEqual(EVENTS); // a page resent after a crash counts again here...
   await eventually(
-    async () => (await journaledReplays(workflowId)).sources === EVENTS,
+    async () => (await journaledReplays(h.pool, workflowId)).sources === EVENTS,
     'every replay journaled',
     120_000,
   );
   await new Promise((r) => setTimeout(r, 2000));
-  expect(await journaledReplays(workflowId)).toEqual({ total: EVENTS, sources: EVENTS }); // ...but is journaled once
+  expect(await journaledReplays(h.pool, workflowId)).toEqual({ total: EVENTS, sources: EVENTS }); // ...but is journaled once
 }
 
 it('worker SIGKILLed mid-range-replay and restarted: the range finishes with every event replayed once', async () => {
   startWorker();
   const id = `replay-range-fault-worker-${uniqueSuffix()}`;
   const handle = await startRange(id);
-  await eventually(async () => (await journaledReplays(id)).total > 300, 'the replay to be under way', 60_000, 50);
+  await eventually(
+    async () => (await journaledReplays(h.pool, id)).total > 300,
+    'the replay to be under way',
+    60_000,
+    50,
+  );
   await stopWorker('SIGKILL');
-  const atKill = (await journaledReplays(id)).total;
+  const atKill = (await journaledReplays(h.pool, id)).total;
   expect(atKill).toBeLessThan(EVENTS);
   await new Promise((r) => setTimeout(r, 2000));
   startWorker();
@@ -109,7 +104,12 @@ it('Temporal dev server restarted mid-range-replay: the workflow resumes from it
   if (!worker) startWorker();
   const id = `replay-range-fault-temporal-${uniqueSuffix()}`;
   const handle = await startRange(id);
-  await eventually(async () => (await journaledReplays(id)).total > 300, 'the replay to be under way', 60_000, 50);
+  await eventually(
+    async () => (await journaledReplays(h.pool, id)).total > 300,
+    'the replay to be under way',
+    60_000,
+    50,
+  );
   stack('down', 'temporal');
   await new Promise((r) => setTimeout(r, 2000));
   stack('up', 'temporal');
@@ -120,7 +120,12 @@ it('Kafka broker SIGKILLed mid-range-replay: pages retry until it is back, every
   if (!worker) startWorker();
   const id = `replay-range-fault-kafka-${uniqueSuffix()}`;
   const handle = await startRange(id);
-  await eventually(async () => (await journaledReplays(id)).total > 300, 'the replay to be under way', 60_000, 50);
+  await eventually(
+    async () => (await journaledReplays(h.pool, id)).total > 300,
+    'the replay to be under way',
+    60_000,
+    50,
+  );
   stack('kill', 'kafka');
   await new Promise((r) => setTimeout(r, 3000));
   stack('up', 'kafka');

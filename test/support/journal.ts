@@ -77,3 +77,13 @@ export async function topicSize(kafka: Kafka, topic: string): Promise<number> {
     await admin.disconnect();
   }
 }
+
+/** The replays a replay workflow journaled: rows, and distinct source events among them. */
+export async function journaledReplays(pool: Pool, workflowId: string): Promise<{ total: number; sources: number }> {
+  const { rows } = await pool.query<{ total: number; sources: number }>(
+    `SELECT count(*)::int AS total, count(DISTINCT payload->>'_replayed_from_event_id')::int AS sources
+       FROM event_journal WHERE replay_count > 0 AND payload->>'_replay_id' = $1`,
+    [workflowId],
+  );
+  return rows[0];
+}

@@ -7,3 +7,15 @@ const STACK = path.resolve(__dirname, '../../scripts/stack.sh');
 export function stack(...args: string[]): void {
   execFileSync('bash', [STACK, ...args], { stdio: ['ignore', 'ignore', 'pipe'], timeout: 120_000 });
 }
+
+/**
+ * The pid of the process listening on a broker's port (the first of `brokers`): tests freeze it with SIGSTOP (a paused
+ * VM, a GC stall) and must SIGCONT it in `finally`, in the alone group.
+ */
+export function kafkaBrokerPid(brokers: string[]): number {
+  const port = brokers[0].split(':').pop();
+  const out = execFileSync('ss', ['-Hltnp', `sport = :${port}`]).toString();
+  const pid = out.match(/pid=(\d+)/)?.[1];
+  if (!pid) throw new Error(`no process found listening on Kafka's port ${port}: ${out}`);
+  return Number(pid);
+}

@@ -7,6 +7,8 @@ import { untilAborted } from '../../shared/timeout';
 import { startDlqGrowthWatch } from '../../notifications/dlq-growth';
 import type { EmitDeps } from '../../notifications/emit';
 import { eventually } from '../support/sink';
+import { afterStopWaitMs } from '../../cli/runtime';
+import { CONSUMER_DISCONNECT_TIMEOUT_MS, stopDisconnectTimeoutMs } from '../../ingest/consumer-restart';
 
 // Waits a stop must not sit through: a start waiting out an outage, a pool whose client never comes back, and a
 // periodic check waiting on a query.
@@ -124,5 +126,42 @@ describe('Kafka admin clients', () => {
     const started = Date.now();
     await catalog.close();
     expect(Date.now() - started).toBeLessThan(2_000);
+  });
+});
+
+describe("ingest's stop bound", () => {
+  it('is a third of SHUTDOWN_TIMEOUT at most, never above the restart ceiling, whatever the timeout', () => {
+    let seed = 7;
+    const next = () => (seed = (seed * 48271) % 2147483647);
+    const timeouts = [1, 999, 3_000, 30_000, 30_001, 3_600_000, ...Array.from({ length: 200 }, () => next() % 120_000)];
+    for (const timeoutMs of timeouts) {
+      const bound = stopDisconnectTimeoutMs(timeoutMs);
+      expect({
+        timeoutMs,
+        ok: bound >= 0 && bound * 3 <= timeoutMs && bound <= CONSUMER_DISCONNECT_TIMEOUT_MS,
+      }).toEqual({
+        timeoutMs,
+        ok: true,
+      });
+    }
+    expect(stopDisconnectTimeoutMs(undefined)).toBe(CONSUMER_DISCONNECT_TIMEOUT_MS);
+  });
+});
+
+describe('the exit after a stop', () => {
+  it('waits at most 2 s for what a library holds open, and always ends before the deadline', () => {
+    let seed = 11;
+    const next = () => (seed = (seed * 48271) % 2147483647);
+    for (let i = 0; i < 500; i++) {
+      const deadlineAt = 1_000_000 + (next() % 60_000);
+      const now = deadlineAt - 40_000 + (next() % 45_000); // stopped well before the deadline, near it or past it
+      const wait = afterStopWaitMs(deadlineAt, now);
+      expect({ deadlineAt, now, ok: wait >= 0 && wait <= 2_000 && (now + wait < deadlineAt || wait === 0) }).toEqual({
+        deadlineAt,
+        now,
+        ok: true,
+      });
+    }
+    expect(afterStopWaitMs(100_000, 50_000)).toBe(2_000);
   });
 });
