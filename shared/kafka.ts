@@ -232,6 +232,14 @@ export const PRODUCER_RETRIES = 5;
 /** How long the broker may wait for the in-sync replicas' acks of one produce request. */
 export const PRODUCE_ACK_TIMEOUT_MS = 10_000;
 
+/**
+ * How long disconnect() waits for the producer: kafkajs waits for the requests in flight, which a frozen broker answers
+ * only at their timeout. A producer still sending then is left for the exit: the activity that sent has ended
+ * without an acknowledgement, so its retry sends the page again, and the journal keeps one row per replay and source
+ * event.
+ */
+export const PRODUCER_DISCONNECT_TIMEOUT_MS = 3_000;
+
 type Listener = (event: InstrumentationEvent<unknown>) => void;
 
 interface Generation {
@@ -323,7 +331,17 @@ export function createProducer(kafka: Kafka, log?: Logger): ReplayProducer {
     async disconnect() {
       wanted = false;
       current.retired = true;
-      await Promise.all([current.producer.disconnect(), catalog.close()]);
+      const [left] = await Promise.all([
+        settleWithin(current.producer.disconnect(), PRODUCER_DISCONNECT_TIMEOUT_MS),
+        catalog.close(),
+      ]);
+      if (left instanceof Error) throw left;
+      if (left === 'timeout') {
+        log?.warn(
+          { timeout_ms: PRODUCER_DISCONNECT_TIMEOUT_MS },
+          `The Kafka producer did not disconnect within ${PRODUCER_DISCONNECT_TIMEOUT_MS} ms; abandoned it`,
+        );
+      }
     },
     send: (record: ProducerRecord) => sending([record], (p) => p.send({ timeout: PRODUCE_ACK_TIMEOUT_MS, ...record })),
     sendBatch: (batch: ProducerBatch) =>

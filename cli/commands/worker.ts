@@ -14,7 +14,7 @@ export async function startWorkerComponent(rt: Runtime) {
   const { config, kafka, pool, metrics } = rt;
   const log = rt.log.child({ module: 'worker' });
   installSdkRuntime(log);
-  const producer = createProducer(kafka);
+  const producer = createProducer(kafka, log);
   await producer.connect();
   const connection = await connectWorker(config, log);
   const clientConnection = await Connection.connect({ address: config.temporal.address });

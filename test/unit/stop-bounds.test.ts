@@ -1,7 +1,12 @@
 import type pg from 'pg';
 import type { Admin, Kafka } from 'kafkajs';
 import { endPool } from '../../shared/db';
-import { createTopicCatalog, disconnectAdmin } from '../../shared/kafka';
+import {
+  createProducer,
+  createTopicCatalog,
+  disconnectAdmin,
+  PRODUCER_DISCONNECT_TIMEOUT_MS,
+} from '../../shared/kafka';
 import type { Logger } from '../../shared/logger';
 import { untilAborted } from '../../shared/timeout';
 import { startDlqGrowthWatch } from '../../notifications/dlq-growth';
@@ -117,6 +122,23 @@ describe('Kafka admin clients', () => {
     await disconnectAdmin(stuckAdmin(), 200);
     await disconnectAdmin({ disconnect: () => Promise.reject(new Error('gone')) } as unknown as Admin, 200);
     expect(Date.now() - started).toBeLessThan(2_000);
+  });
+
+  it("the replay producer's disconnect gives up within its bound while kafkajs waits on a frozen broker, and says so", async () => {
+    const warnings: string[] = [];
+    const log = { warn: (_: unknown, msg: string) => warnings.push(msg) } as unknown as Logger;
+    const kafka = {
+      admin: () => stuckAdmin(),
+      producer: () => ({ on: () => () => undefined, connect: () => Promise.resolve(), disconnect: () => never }),
+    } as unknown as Kafka;
+    const producer = createProducer(kafka, log);
+    await producer.connect();
+    const started = Date.now();
+    await producer.disconnect();
+    expect(Date.now() - started).toBeLessThan(PRODUCER_DISCONNECT_TIMEOUT_MS + 2_000);
+    expect(warnings).toEqual([
+      `The Kafka producer did not disconnect within ${PRODUCER_DISCONNECT_TIMEOUT_MS} ms; abandoned it`,
+    ]);
   });
 
   it("the topic catalog's close returns within its bound while its admin cannot disconnect", async () => {
