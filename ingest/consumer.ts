@@ -5,7 +5,7 @@ import type { Logger } from '../shared/logger';
 import type { Metrics } from '../shared/metrics';
 import { countBy } from '../shared/count-by';
 import { ConfigError } from '../shared/errors';
-import { missingTopics } from '../shared/kafka';
+import { disconnectAdmin, missingTopics } from '../shared/kafka';
 import { untilAborted } from '../shared/timeout';
 import { initPartitionSeries } from '../shared/metrics';
 import { appendBatch, type AppendOutcome } from '../journal/append';
@@ -327,7 +327,7 @@ async function refuseMissingTopics(kafka: Kafka, topics: string[]): Promise<void
       );
     }
   } finally {
-    await admin.disconnect();
+    await disconnectAdmin(admin);
   }
 }
 

@@ -1,4 +1,5 @@
 import type { Admin, Kafka } from 'kafkajs';
+import { disconnectAdmin } from '../shared/kafka';
 import type { Logger } from '../shared/logger';
 import { withTimeout } from '../shared/timeout';
 
@@ -137,13 +138,13 @@ export async function pinGroupStart(
           { err: failure, group: groupId, attempt: failures, retry_in_ms: delay },
           'Could not commit where the consumer group starts yet; retrying',
         );
-        await admin.disconnect().catch(() => undefined);
+        await disconnectAdmin(admin);
       }
       await Promise.race([new Promise((resolve) => setTimeout(resolve, delay)), interrupted]);
     }
   } finally {
     signal?.removeEventListener('abort', stop);
-    await admin.disconnect().catch(() => undefined);
+    await disconnectAdmin(admin);
   }
 }
 
