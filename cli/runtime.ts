@@ -84,12 +84,16 @@ export function watchStopSignals(timeoutMs: number = loadConfig().shutdownTimeou
 
 /** How long a stopped process waits for what a library still holds open before it exits anyway. */
 const AFTER_STOP_WAIT_MS = 2000;
-/** How long before SHUTDOWN_TIMEOUT a stopped process exits at the latest, so the exit itself is within it. */
-const EXIT_MARGIN_MS = 250;
-
-/** How long a process that stopped at `now` may wait before it exits: AFTER_STOP_WAIT_MS, ending before the deadline. */
-export function afterStopWaitMs(deadlineAt: number, now: number): number {
-  return Math.max(0, Math.min(AFTER_STOP_WAIT_MS, deadlineAt - EXIT_MARGIN_MS - now));
+/** Logged when a process that stopped is still held open by a library's timer or socket, as it exits anyway. */
+export const STILL_RUNNING_AFTER_STOP = 'Still running after stopping; exiting';
+/**
+ * How long a process that stopped at `now` may wait before it exits: AFTER_STOP_WAIT_MS, and ending a margin before
+ * the deadline (SHUTDOWN_TIMEOUT after the signal) so that the exit itself, and a supervisor's clock, are within it:
+ * a twentieth of the timeout, from 250 ms to 1 s.
+ */
+export function afterStopWaitMs(signalAt: number, timeoutMs: number, now: number): number {
+  const marginMs = Math.min(1000, Math.max(250, timeoutMs / 20));
+  return Math.max(0, Math.min(AFTER_STOP_WAIT_MS, Math.floor(signalAt + timeoutMs - marginMs - now)));
 }
 
 /**
@@ -138,12 +142,9 @@ export function untilShutdown(
       log.info('Stopped');
       // Everything is closed; should a library still hold a timer or socket open (a Kafka client abandoned while its
       // broker does not answer), do not hang around for it, and never past the deadline a supervisor counts on.
-      const waitMs = afterStopWaitMs(at + timeoutMs, Date.now());
+      const waitMs = afterStopWaitMs(at, timeoutMs, Date.now());
       setTimeout(() => {
-        log.warn(
-          { open: process.getActiveResourcesInfo(), waited_ms: waitMs },
-          'Still running after stopping; exiting',
-        );
+        log.warn({ open: process.getActiveResourcesInfo(), waited_ms: waitMs }, STILL_RUNNING_AFTER_STOP);
         process.exit(process.exitCode ?? 0);
       }, waitMs).unref();
       resolve();

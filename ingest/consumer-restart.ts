@@ -1,7 +1,8 @@
 import type { ConsumerRestartReason } from '../journal/kinds';
 import type { Logger } from '../shared/logger';
 import type { Metrics } from '../shared/metrics';
-import { settleWithin } from '../shared/timeout';
+import { disconnectWithin } from '../shared/kafka';
+import { settleWithin, shareOf } from '../shared/timeout';
 import { IngestStartInterrupted } from './group-start';
 
 /**
@@ -28,37 +29,17 @@ export interface RestartableConsumer {
  */
 export const CONSUMER_DISCONNECT_TIMEOUT_MS = 10_000;
 
-/**
- * The consumer's disconnect bound when the process stops: a third of SHUTDOWN_TIMEOUT, at most
- * CONSUMER_DISCONNECT_TIMEOUT_MS, so that the stoppers after it (metrics server, lag monitor, pools) fit in the rest
- * even when the broker does not answer. Without a SHUTDOWN_TIMEOUT, the ceiling.
- */
-export function stopDisconnectTimeoutMs(shutdownTimeoutMs?: number): number {
-  if (shutdownTimeoutMs === undefined) return CONSUMER_DISCONNECT_TIMEOUT_MS;
-  return Math.min(CONSUMER_DISCONNECT_TIMEOUT_MS, Math.floor(shutdownTimeoutMs / 3));
-}
+/** The most the stoppers after ingest's (metrics server, lag monitor 2 s, Postgres pool 5 s) take, with some room. */
+const AFTER_CONSUMER_STOP_MS = 8_000;
 
 /**
- * Waits at most `ms` for a Kafka consumer's disconnect. One still disconnecting then is abandoned, which loses nothing
- * (offsets are committed only after Postgres, so its uncommitted batches come again to the partition's next owner).
- * Logs a give-up as `what` did not disconnect; resolves whether it did.
+ * The consumer's disconnect bound when the process stops: what SHUTDOWN_TIMEOUT leaves after AFTER_CONSUMER_STOP_MS,
+ * at least a third of it, at most CONSUMER_DISCONNECT_TIMEOUT_MS; so the stoppers after it fit in the rest even when
+ * the broker does not answer, while a healthy consumer gets as long as can be to leave its group (a member that
+ * does not leave holds its partitions for its session). Without a SHUTDOWN_TIMEOUT, the ceiling.
  */
-export async function disconnectWithin(
-  disconnect: Promise<void>,
-  ms: number,
-  log: Logger,
-  what: string,
-  fields: Record<string, unknown> = {},
-): Promise<boolean> {
-  const left = await settleWithin(disconnect, ms);
-  if (left === 'done') return true;
-  log.warn(
-    { ...fields, err: left === 'timeout' ? undefined : left.message, timeout_ms: ms },
-    left === 'timeout'
-      ? `${what} did not disconnect within ${ms} ms; abandoned it`
-      : `${what} failed to disconnect; abandoned it`,
-  );
-  return false;
+export function stopDisconnectTimeoutMs(shutdownTimeoutMs?: number): number {
+  return shareOf(shutdownTimeoutMs, 3, CONSUMER_DISCONNECT_TIMEOUT_MS, AFTER_CONSUMER_STOP_MS);
 }
 
 /** How long a fresh consumer has to be running, by default. */

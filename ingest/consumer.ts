@@ -5,20 +5,15 @@ import type { Logger } from '../shared/logger';
 import type { Metrics } from '../shared/metrics';
 import { countBy } from '../shared/count-by';
 import { ConfigError } from '../shared/errors';
-import { disconnectAdmin, missingTopics } from '../shared/kafka';
-import { untilAborted } from '../shared/timeout';
+import { disconnectAdmin, disconnectWithin, missingTopics } from '../shared/kafka';
+import { shareOf, untilAborted } from '../shared/timeout';
 import { initPartitionSeries } from '../shared/metrics';
 import { appendBatch, type AppendOutcome } from '../journal/append';
 import { loadLineageKey, type LineageKey } from '../journal/lineage';
 import { parseRecord } from '../journal/record';
 import type { LagMonitor } from './lag-monitor';
 import { accountBatch, reportBatch } from './report-batch';
-import {
-  RESTART_START_TIMEOUT_MS,
-  createConsumerRestarter,
-  disconnectWithin,
-  stopDisconnectTimeoutMs,
-} from './consumer-restart';
+import { RESTART_START_TIMEOUT_MS, createConsumerRestarter, stopDisconnectTimeoutMs } from './consumer-restart';
 import { startWatchdog, type AssignedPartition } from './watchdog';
 import { groupStartDeadlineMs, IngestStartInterrupted, pinGroupStart } from './group-start';
 
@@ -203,8 +198,8 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
 const START_GRACE_AFTER_STOP_MS = 5000;
 
 /** START_GRACE_AFTER_STOP_MS, or a quarter of SHUTDOWN_TIMEOUT if that is less: the disconnect and the rest follow. */
-function startGraceAfterStopMs(shutdownTimeoutMs?: number): number {
-  return Math.min(START_GRACE_AFTER_STOP_MS, shutdownTimeoutMs === undefined ? Infinity : shutdownTimeoutMs / 4);
+export function startGraceAfterStopMs(shutdownTimeoutMs?: number): number {
+  return shareOf(shutdownTimeoutMs, 4, START_GRACE_AFTER_STOP_MS);
 }
 
 /**

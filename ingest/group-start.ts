@@ -78,7 +78,7 @@ export async function pinGroupStart(
   const deadlineMs = opts.deadlineMs ?? groupStartDeadlineMs(KAFKAJS_DEFAULT_SESSION_MS);
   const retryMinMs = opts.retryMinMs ?? PIN_RETRY_MIN_MS;
   const deadline = Date.now() + deadlineMs;
-  const admin = kafka.admin();
+  let admin = kafka.admin();
   let before: PinnedStart[] | undefined; // what the group lacked at the first reading
   let failures = 0;
   let readBack = false;
@@ -138,7 +138,10 @@ export async function pinGroupStart(
           { err: failure, group: groupId, attempt: failures, retry_in_ms: delay },
           'Could not commit where the consumer group starts yet; retrying',
         );
+        // A fresh client for the next attempt: the old one's disconnect may still be going on after its bound, and
+        // would close the connection the next attempt opened on it.
         await disconnectAdmin(admin);
+        admin = kafka.admin();
       }
       await Promise.race([new Promise((resolve) => setTimeout(resolve, delay)), interrupted]);
     }

@@ -72,7 +72,7 @@ export async function ensureTopics(
     }
     return missing;
   } finally {
-    await admin.disconnect();
+    await disconnectAdmin(admin);
   }
 }
 
@@ -101,6 +101,30 @@ const CATALOG_LOOKUP_TIMEOUT_MS = 5_000;
  * a frozen broker answers only at their request timeout; an admin client only reads, so it is left for the exit.
  */
 export const ADMIN_DISCONNECT_TIMEOUT_MS = 3_000;
+
+/**
+ * Waits at most `ms` for a Kafka client's disconnect. One still disconnecting then is abandoned (left for the exit),
+ * which loses nothing: a consumer commits offsets only after Postgres, so its uncommitted batches come again to the
+ * partition's next owner; a producer's unacknowledged send is sent again by its activity's retry. Logs a give-up as
+ * `what` did not disconnect (with a logger); never rejects; resolves whether it did.
+ */
+export async function disconnectWithin(
+  disconnect: Promise<void>,
+  ms: number,
+  log: Pick<Logger, 'warn'> | undefined,
+  what: string,
+  fields: Record<string, unknown> = {},
+): Promise<boolean> {
+  const left = await settleWithin(disconnect, ms);
+  if (left === 'done') return true;
+  log?.warn(
+    { ...fields, err: left === 'timeout' ? undefined : left.message, timeout_ms: ms },
+    left === 'timeout'
+      ? `${what} did not disconnect within ${ms} ms; abandoned it`
+      : `${what} failed to disconnect; abandoned it`,
+  );
+  return false;
+}
 
 /** Disconnects an admin client, giving up after `ms`; never rejects. */
 export async function disconnectAdmin(
@@ -233,10 +257,10 @@ export const PRODUCER_RETRIES = 5;
 export const PRODUCE_ACK_TIMEOUT_MS = 10_000;
 
 /**
- * How long disconnect() waits for the producer: kafkajs waits for the requests in flight, which a frozen broker answers
- * only at their timeout. A producer still sending then is left for the exit: the activity that sent has ended
- * without an acknowledgement, so its retry sends the page again, and the journal keeps one row per replay and source
- * event.
+ * How long disconnect() waits for the producer at most (createProducer's disconnectTimeoutMs): kafkajs waits for the
+ * requests in flight, which a frozen broker answers only at their timeout. A producer still sending then is left for
+ * the exit: the activity that sent has ended without an acknowledgement, so its retry sends the page again, and the
+ * journal keeps one row per replay and source event.
  */
 export const PRODUCER_DISCONNECT_TIMEOUT_MS = 3_000;
 
@@ -261,7 +285,11 @@ interface Generation {
  * remembered topics); sends already in flight finish on the old one, which is then disconnected.
  * Keys go to partitions the way the Java client puts them (murmur2, kafkajs' default since 2.0).
  */
-export function createProducer(kafka: Kafka, log?: Logger): ReplayProducer {
+export function createProducer(
+  kafka: Kafka,
+  log?: Logger,
+  { disconnectTimeoutMs = PRODUCER_DISCONNECT_TIMEOUT_MS }: { disconnectTimeoutMs?: number } = {},
+): ReplayProducer {
   const catalog = createTopicCatalog(kafka);
   const listeners: [Parameters<Producer['on']>[0], Listener][] = [];
   let wanted = false;
@@ -331,17 +359,10 @@ export function createProducer(kafka: Kafka, log?: Logger): ReplayProducer {
     async disconnect() {
       wanted = false;
       current.retired = true;
-      const [left] = await Promise.all([
-        settleWithin(current.producer.disconnect(), PRODUCER_DISCONNECT_TIMEOUT_MS),
+      await Promise.all([
+        disconnectWithin(current.producer.disconnect(), disconnectTimeoutMs, log, 'The Kafka producer'),
         catalog.close(),
       ]);
-      if (left instanceof Error) throw left;
-      if (left === 'timeout') {
-        log?.warn(
-          { timeout_ms: PRODUCER_DISCONNECT_TIMEOUT_MS },
-          `The Kafka producer did not disconnect within ${PRODUCER_DISCONNECT_TIMEOUT_MS} ms; abandoned it`,
-        );
-      }
     },
     send: (record: ProducerRecord) => sending([record], (p) => p.send({ timeout: PRODUCE_ACK_TIMEOUT_MS, ...record })),
     sendBatch: (batch: ProducerBatch) =>

@@ -34,3 +34,12 @@ export function untilAborted<T>(promise: Promise<T>, signal: AbortSignal, interr
   });
   return Promise.race([promise, aborted]).finally(() => signal.removeEventListener('abort', onAbort));
 }
+
+/**
+ * A wait's share of a stop's budget (SHUTDOWN_TIMEOUT): `totalMs / divisor`, or all of it but `reserveMs` when that
+ * is more, at most `capMs`; without a budget, `capMs`. The waits after it keep the rest.
+ */
+export function shareOf(totalMs: number | undefined, divisor: number, capMs: number, reserveMs = Infinity): number {
+  if (totalMs === undefined) return capMs;
+  return Math.min(capMs, Math.floor(Math.max(totalMs / divisor, totalMs - reserveMs)));
+}

@@ -1,6 +1,7 @@
 import { Client, Connection } from '@temporalio/client';
 import { createArchiveStore } from '../../archive';
-import { createProducer } from '../../shared/kafka';
+import { createProducer, PRODUCER_DISCONNECT_TIMEOUT_MS } from '../../shared/kafka';
+import { shareOf } from '../../shared/timeout';
 import { ensureDlqRetrySchedule } from '../../worker/dlq-schedule';
 import { ensureMaintenanceSchedule } from '../../worker/maintenance-schedule';
 import { installSdkRuntime } from '../../worker/sdk-runtime';
@@ -14,7 +15,10 @@ export async function startWorkerComponent(rt: Runtime) {
   const { config, kafka, pool, metrics } = rt;
   const log = rt.log.child({ module: 'worker' });
   installSdkRuntime(log);
-  const producer = createProducer(kafka, log);
+  // Its disconnect comes after the worker drained (5 s): a tenth of SHUTDOWN_TIMEOUT, at most 3 s.
+  const producer = createProducer(kafka, log, {
+    disconnectTimeoutMs: shareOf(config.shutdownTimeoutMs, 10, PRODUCER_DISCONNECT_TIMEOUT_MS),
+  });
   await producer.connect();
   const connection = await connectWorker(config, log);
   const clientConnection = await Connection.connect({ address: config.temporal.address });

@@ -105,6 +105,8 @@ it('SIGTERM mid-range-replay with the broker frozen: exits within SHUTDOWN_TIMEO
     code: 0,
     withinShutdownTimeout: true,
   });
+  // A send was in flight at the stop, which is what held the producer's disconnect (a tenth of the timeout here).
+  await untilPrinted(worker, 'The Kafka producer did not disconnect within 1000 ms; abandoned it', 1_000);
 
   startWorker();
   const result = await handle.result();

@@ -1,4 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
+import { STILL_RUNNING_AFTER_STOP } from '../../cli/runtime';
 import { uniqueSuffix } from '../support/env';
 import { exited, spawnCli } from '../support/ingest-process';
 import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
@@ -69,7 +70,7 @@ it('`start` stops on SIGTERM in order (intake first, then the worker drained), i
   expect(Date.now() - signalled).toBeLessThan(10_000);
   const log = lines();
   expect(log.filter((l) => l.level === 'error' || l.level === 'fatal')).toEqual([]);
-  expect(log.map((l) => l.msg)).not.toContain('Still running 2 s after stopping; exiting');
+  expect(log.map((l) => l.msg)).not.toContain(STILL_RUNNING_AFTER_STOP);
   const at = (test: (l: LogLine) => boolean) => log.findIndex(test);
   const shuttingDown = at((l) => l.msg === 'Shutting down: finishing work in flight');
   const ingestStopped = at((l) => l.msg === 'Kafka consumer stopped');

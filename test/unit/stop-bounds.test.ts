@@ -14,6 +14,7 @@ import type { EmitDeps } from '../../notifications/emit';
 import { eventually } from '../support/sink';
 import { afterStopWaitMs } from '../../cli/runtime';
 import { CONSUMER_DISCONNECT_TIMEOUT_MS, stopDisconnectTimeoutMs } from '../../ingest/consumer-restart';
+import { startGraceAfterStopMs } from '../../ingest/consumer';
 
 // Waits a stop must not sit through: a start waiting out an outage, a pool whose client never comes back, and a
 // periodic check waiting on a query.
@@ -151,39 +152,57 @@ describe('Kafka admin clients', () => {
   });
 });
 
-describe("ingest's stop bound", () => {
-  it('is a third of SHUTDOWN_TIMEOUT at most, never above the restart ceiling, whatever the timeout', () => {
-    let seed = 7;
-    const next = () => (seed = (seed * 48271) % 2147483647);
-    const timeouts = [1, 999, 3_000, 30_000, 30_001, 3_600_000, ...Array.from({ length: 200 }, () => next() % 120_000)];
-    for (const timeoutMs of timeouts) {
+/** Stop budgets (SHUTDOWN_TIMEOUT) from 1 ms to an hour: edge values and a seeded spread. */
+function budgets(seed: number): number[] {
+  const next = () => (seed = (seed * 48271) % 2147483647);
+  return [
+    1,
+    250,
+    999,
+    3_000,
+    8_000,
+    10_000,
+    24_000,
+    30_000,
+    30_001,
+    3_600_000,
+    ...Array.from({ length: 300 }, () => next() % 120_000),
+  ];
+}
+
+describe('shares of the stop budget', () => {
+  it("ingest's consumer leave: at most 10 s, and a third of the budget or all but the 8 s the stoppers after it need", () => {
+    for (const timeoutMs of budgets(7)) {
       const bound = stopDisconnectTimeoutMs(timeoutMs);
-      expect({
-        timeoutMs,
-        ok: bound >= 0 && bound * 3 <= timeoutMs && bound <= CONSUMER_DISCONNECT_TIMEOUT_MS,
-      }).toEqual({
-        timeoutMs,
-        ok: true,
-      });
+      const ok =
+        bound >= 0 && bound <= CONSUMER_DISCONNECT_TIMEOUT_MS && (bound * 3 <= timeoutMs || bound + 8_000 <= timeoutMs);
+      expect({ timeoutMs, bound, ok }).toEqual({ timeoutMs, bound, ok: true });
     }
+    expect([10_000, 15_000, 30_000].map(stopDisconnectTimeoutMs)).toEqual([3_333, 7_000, 10_000]);
     expect(stopDisconnectTimeoutMs(undefined)).toBe(CONSUMER_DISCONNECT_TIMEOUT_MS);
   });
-});
 
-describe('the exit after a stop', () => {
-  it('waits at most 2 s for what a library holds open, and always ends before the deadline', () => {
+  it("ingest's start grace after a stop: a quarter of the budget, at most 5 s, in whole milliseconds", () => {
+    for (const timeoutMs of budgets(13)) {
+      const grace = startGraceAfterStopMs(timeoutMs);
+      const ok = Number.isInteger(grace) && grace >= 0 && grace <= 5_000 && grace * 4 <= timeoutMs;
+      expect({ timeoutMs, grace, ok }).toEqual({ timeoutMs, grace, ok: true });
+    }
+    expect(startGraceAfterStopMs(undefined)).toBe(5_000);
+  });
+
+  it('the exit after a stop waits at most 2 s, and always ends a margin (250 ms to 1 s) before the deadline', () => {
     let seed = 11;
     const next = () => (seed = (seed * 48271) % 2147483647);
-    for (let i = 0; i < 500; i++) {
-      const deadlineAt = 1_000_000 + (next() % 60_000);
-      const now = deadlineAt - 40_000 + (next() % 45_000); // stopped well before the deadline, near it or past it
-      const wait = afterStopWaitMs(deadlineAt, now);
-      expect({ deadlineAt, now, ok: wait >= 0 && wait <= 2_000 && (now + wait < deadlineAt || wait === 0) }).toEqual({
-        deadlineAt,
-        now,
-        ok: true,
-      });
+    for (const timeoutMs of budgets(17)) {
+      const signalAt = 1_000_000;
+      const now = signalAt + (next() % (timeoutMs + 2_000)); // stopped early, near the deadline, or past it
+      const wait = afterStopWaitMs(signalAt, timeoutMs, now);
+      const deadline = signalAt + timeoutMs;
+      const ok = wait >= 0 && wait <= 2_000 && (wait === 0 || now + wait <= deadline - 250);
+      expect({ timeoutMs, now, wait, ok }).toEqual({ timeoutMs, now, wait, ok: true });
     }
-    expect(afterStopWaitMs(100_000, 50_000)).toBe(2_000);
+    expect(afterStopWaitMs(0, 30_000, 5_000)).toBe(2_000);
+    expect(afterStopWaitMs(0, 10_000, 8_500)).toBe(1_000); // 500 ms before the 10 s deadline
   });
 });
