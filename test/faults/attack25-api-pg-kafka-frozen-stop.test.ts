@@ -1,4 +1,3 @@
-import type { ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { freePort } from '../../bench/support/ports';
 import { exited, spawnCli } from '../support/ingest-process';
@@ -90,19 +89,6 @@ async function freezableProxy(host: string, port: number): Promise<FreezableProx
   };
 }
 
-async function sigterm(child: ChildProcess, out: () => string) {
-  const signalled = Date.now();
-  child.kill('SIGTERM');
-  const code = await Promise.race([exited(child), new Promise((r) => setTimeout(() => r('running'), 45_000))]);
-  const tookMs = Date.now() - signalled;
-  const shutdownLine = out()
-    .split('\n')
-    .find((line) => line.includes('Shutdown did not finish'))
-    ?.match(/"msg":"([^"]*)"/)?.[1];
-  // eslint-disable-next-line no-console
-  console.log(`exit ${String(code)} after ${tookMs} ms; ${shutdownLine ?? 'no deadline line'}`);
-  return { code, withinShutdownTimeout: tookMs < SHUTDOWN_TIMEOUT_MS, shutdownLine };
-}
 it('SIGTERM with Postgres and Kafka frozen and /health in flight (SHUTDOWN_TIMEOUT=10s): exits 0 within it', async () => {
   const db = new URL(h.config.databaseUrl);
   const proxy = await freezableProxy(db.hostname, Number(db.port || 5432));
@@ -141,7 +127,6 @@ it('SIGTERM with Postgres and Kafka frozen and /health in flight (SHUTDOWN_TIMEO
       .split('\n')
       .find((line) => line.includes('Shutdown did not finish'))
       ?.match(/"msg":"([^"]*)"/)?.[1];
-    // eslint-disable-next-line no-console
     console.log(`api exit ${String(code)} after ${tookMs} ms; ${shutdownLine ?? 'no deadline line'}`);
     expect({ code, withinShutdownTimeout: tookMs < SHUTDOWN_TIMEOUT_MS, shutdownLine }).toEqual({
       code: 0,

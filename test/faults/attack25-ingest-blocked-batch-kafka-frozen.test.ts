@@ -81,7 +81,6 @@ it(`SIGTERM while a batch waits on a lock and the broker is frozen (SHUTDOWN_TIM
     .split('\n')
     .find((line) => line.includes('Shutdown did not finish'))
     ?.match(/"msg":"([^"]*)"/)?.[1];
-  // eslint-disable-next-line no-console
   console.log(`ingest exit ${String(code)} after ${tookMs} ms; ${shutdownLine ?? 'no deadline line'}`);
 
   await h.startIngest(); // the next consumer journals what was in flight, once

@@ -76,7 +76,6 @@ it(`SIGTERM while a batch waits on a lock (SHUTDOWN_TIMEOUT=${SHUTDOWN_TIMEOUT_M
     .split('\n')
     .find((line) => line.includes('Shutdown did not finish'))
     ?.match(/"msg":"([^"]*)"/)?.[1];
-  // eslint-disable-next-line no-console
   console.log(`ingest exit ${String(code)} after ${tookMs} ms; ${shutdownLine ?? 'no deadline line'}`);
 
   await h.startIngest(); // the next consumer journals what was in flight, once

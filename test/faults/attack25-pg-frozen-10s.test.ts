@@ -98,7 +98,6 @@ async function sigterm(child: ChildProcess, out: () => string) {
     .split('\n')
     .find((line) => line.includes('Shutdown did not finish'))
     ?.match(/"msg":"([^"]*)"/)?.[1];
-  // eslint-disable-next-line no-console
   console.log(`exit ${String(code)} after ${tookMs} ms; ${shutdownLine ?? 'no deadline line'}`);
   return { code, withinShutdownTimeout: tookMs < SHUTDOWN_TIMEOUT_MS, shutdownLine };
 }

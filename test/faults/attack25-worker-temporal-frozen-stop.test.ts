@@ -76,7 +76,6 @@ it(`SIGTERM to a started worker with Temporal frozen (SHUTDOWN_TIMEOUT=${SHUTDOW
     .split('\n')
     .find((line) => line.includes('Shutdown did not finish'))
     ?.match(/"msg":"([^"]*)"/)?.[1];
-  // eslint-disable-next-line no-console
   console.log(`worker exit ${String(code)} after ${tookMs} ms; ${shutdownLine ?? 'no deadline line'}`);
   expect({ code, withinShutdownTimeout: tookMs < SHUTDOWN_TIMEOUT_MS, shutdownLine }).toEqual({
     code: 0,
