@@ -2,6 +2,7 @@ import { loadConfig, type Config } from '../shared/config';
 import { createPool, type Pool } from '../shared/db';
 import { createKafka } from '../shared/kafka';
 import { createLogger, type Logger } from '../shared/logger';
+import { exitMarginMs, startStopClock } from '../shared/stop-clock';
 import { countDefaultPartitionRows, countPartitionsAhead } from '../repository/journal-partitions';
 import { lastMaintenanceSuccess } from '../repository/lifecycle-audit';
 import { createMetrics, initAlertSeries, type Metrics } from '../shared/metrics';
@@ -88,12 +89,11 @@ const AFTER_STOP_WAIT_MS = 2000;
 export const STILL_RUNNING_AFTER_STOP = 'Still running after stopping; exiting';
 /**
  * How long a process that stopped at `now` may wait before it exits: AFTER_STOP_WAIT_MS, and ending a margin before
- * the deadline (SHUTDOWN_TIMEOUT after the signal) so that the exit itself, and a supervisor's clock, are within it:
- * a twentieth of the timeout, from 250 ms to 1 s.
+ * the deadline (SHUTDOWN_TIMEOUT after the signal; exitMarginMs) so that the exit itself, and a supervisor's clock,
+ * are within it.
  */
 export function afterStopWaitMs(signalAt: number, timeoutMs: number, now: number): number {
-  const marginMs = Math.min(1000, Math.max(250, timeoutMs / 20));
-  return Math.max(0, Math.min(AFTER_STOP_WAIT_MS, Math.floor(signalAt + timeoutMs - marginMs - now)));
+  return Math.max(0, Math.min(AFTER_STOP_WAIT_MS, signalAt + timeoutMs - exitMarginMs(timeoutMs) - now));
 }
 
 /**
@@ -115,6 +115,7 @@ export function untilShutdown(
   return new Promise((resolve) => {
     const shutdown = async ({ signal, at }: { signal: string; at: number }) => {
       log.info({ signal, timeout_ms: timeoutMs }, 'Shutting down: finishing work in flight');
+      startStopClock(at, timeoutMs); // from here the stoppers' bounded waits end before the deadline
       if (process.listenerCount(signal) === 0) process.once(signal, () => process.exit(130));
       const names = stoppers.map(stopperName);
       let current = 0;

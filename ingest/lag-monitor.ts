@@ -1,7 +1,8 @@
 import { disconnectAdmin } from '../shared/kafka';
 import type { Logger } from '../shared/logger';
 import type { Metrics } from '../shared/metrics';
-import { withTimeout } from '../shared/timeout';
+import { stopWait } from '../shared/stop-clock';
+import { settleWithin, withTimeout } from '../shared/timeout';
 
 /**
  * Invariant 4 (docs/integrity.md): lag and liveness are watched from outside the data path. A timer reads the consumer
@@ -163,7 +164,7 @@ export function startLagMonitor(opts: LagMonitorOptions): LagMonitor {
     async stop() {
       stopped = true;
       clearTimeout(timer);
-      await withTimeout(inFlight ?? Promise.resolve(), STOP_WAIT_MS, '').catch(() => undefined);
+      await settleWithin(inFlight ?? Promise.resolve(), stopWait(STOP_WAIT_MS));
       if (admin) await disconnectAdmin(admin, STOP_WAIT_MS);
     },
   };

@@ -1,5 +1,6 @@
 import { dlqGroupsSince, type DlqGroupCount } from '../repository/event-dlq';
 import { emitNotification, type EmitDeps } from './emit';
+import { stopWait } from '../shared/stop-clock';
 import { settleWithin } from '../shared/timeout';
 
 /** How long a stop waits for a check in progress (a query a frozen Postgres never answers would hold it). */
@@ -54,7 +55,7 @@ export function startDlqGrowthWatch(deps: EmitDeps, stopTimeoutMs = STOP_TIMEOUT
   return {
     stop: async () => {
       clearInterval(timer);
-      await settleWithin(running, stopTimeoutMs);
+      await settleWithin(running, stopWait(stopTimeoutMs));
     },
   };
 }

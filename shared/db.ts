@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import pg from 'pg';
 import type { Logger } from './logger';
+import { stopWait } from './stop-clock';
 import { settleWithin } from './timeout';
 
 // bigint columns (ids, offsets) come back as JS numbers: journal ids stay far below 2^53.
@@ -49,7 +50,8 @@ export const POOL_END_TIMEOUT_MS = 5000;
  * ingest batch's offsets are committed only after Postgres answered its COMMIT, so its records come again to the next
  * consumer, and should the server still commit the transaction once it wakes, the journal sets the redelivery aside.
  */
-export async function endPool(pool: pg.Pool, log: Logger, ms = POOL_END_TIMEOUT_MS): Promise<void> {
+export async function endPool(pool: pg.Pool, log: Logger, bound = POOL_END_TIMEOUT_MS): Promise<void> {
+  const ms = stopWait(bound);
   const ended = await settleWithin(pool.end(), ms);
   if (ended === 'done') return;
   log.warn(

@@ -13,6 +13,7 @@ import {
   type TopicMessages,
 } from 'kafkajs';
 import type { Logger } from './logger';
+import { closeWithin, stopWait } from './stop-clock';
 import { settleWithin } from './timeout';
 
 const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
@@ -103,27 +104,19 @@ const CATALOG_LOOKUP_TIMEOUT_MS = 5_000;
 export const ADMIN_DISCONNECT_TIMEOUT_MS = 3_000;
 
 /**
- * Waits at most `ms` for a Kafka client's disconnect. One still disconnecting then is abandoned (left for the exit),
- * which loses nothing: a consumer commits offsets only after Postgres, so its uncommitted batches come again to the
- * partition's next owner; a producer's unacknowledged send is sent again by its activity's retry. Logs a give-up as
- * `what` did not disconnect (with a logger); never rejects; resolves whether it did.
+ * Waits at most `ms` (cut by the stop's clock) for a Kafka client's disconnect. One still disconnecting then is
+ * abandoned (left for the exit), which loses nothing: a consumer commits offsets only after Postgres, so its
+ * uncommitted batches come again to the partition's next owner; a producer's unacknowledged send is sent again by its
+ * activity's retry. Never rejects; resolves whether it disconnected.
  */
-export async function disconnectWithin(
+export function disconnectWithin(
   disconnect: Promise<void>,
   ms: number,
   log: Pick<Logger, 'warn'> | undefined,
   what: string,
   fields: Record<string, unknown> = {},
 ): Promise<boolean> {
-  const left = await settleWithin(disconnect, ms);
-  if (left === 'done') return true;
-  log?.warn(
-    { ...fields, err: left === 'timeout' ? undefined : left.message, timeout_ms: ms },
-    left === 'timeout'
-      ? `${what} did not disconnect within ${ms} ms; abandoned it`
-      : `${what} failed to disconnect; abandoned it`,
-  );
-  return false;
+  return closeWithin(disconnect, ms, log, what, { verb: 'disconnect', fields });
 }
 
 /** Disconnects an admin client, giving up after `ms`; never rejects. */
@@ -131,7 +124,7 @@ export async function disconnectAdmin(
   admin: Pick<Admin, 'disconnect'>,
   ms = ADMIN_DISCONNECT_TIMEOUT_MS,
 ): Promise<void> {
-  await settleWithin(admin.disconnect(), ms);
+  await settleWithin(admin.disconnect(), stopWait(ms));
 }
 
 /** A TopicCatalog on its own admin client, connected on first use and again after a failure. */

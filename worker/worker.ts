@@ -40,3 +40,39 @@ export async function connectWorker(config: Pick<Config, 'temporal'>, log: Logge
   log.info({ address: config.temporal.address, namespace: config.temporal.namespace }, 'Connected to Temporal');
   return connection;
 }
+
+/** How long run() gets to resolve once the SDK reports the worker STOPPED (or FAILED). */
+const FINALIZE_GRACE_MS = 1000;
+const STATE_POLL_MS = 50;
+
+/**
+ * Stops a running worker and waits for its run() to end, which resolves only once the core has also told the server
+ * the worker is gone: with the server frozen, that call waits for its own RPC timeout, long after the SDK reported
+ * STOPPED (every activity and workflow task ended). So once the state is STOPPED or FAILED, run() gets
+ * FINALIZE_GRACE_MS more and is then left for the exit. Before that, draining activities are bounded by the SDK
+ * (shutdownGraceTime, then shutdownForceTime), and the whole wait by `maxMs`. Resolves whether run() ended; never
+ * rejects.
+ */
+export async function stopWorker(
+  worker: Pick<Worker, 'shutdown' | 'getState'>,
+  running: Promise<void>,
+  maxMs = Infinity,
+): Promise<boolean> {
+  const until = Date.now() + maxMs;
+  const pause = (ms: number) => new Promise((r) => setTimeout(r, Math.max(0, Math.min(ms, until - Date.now()))));
+  let ended = false;
+  const settled = running.then(
+    () => (ended = true),
+    () => (ended = true),
+  );
+  if (worker.getState() === 'RUNNING') worker.shutdown();
+  while (!ended && Date.now() < until) {
+    const state = worker.getState();
+    if (state === 'STOPPED' || state === 'FAILED') {
+      await Promise.race([settled, pause(FINALIZE_GRACE_MS)]);
+      break;
+    }
+    await Promise.race([settled, pause(STATE_POLL_MS)]);
+  }
+  return ended;
+}

@@ -9,6 +9,7 @@ import {
   type JournalRow,
 } from '../../repository/event-journal';
 import type { Logger } from '../../shared/logger';
+import { stopWait } from '../../shared/stop-clock';
 import { settleWithin } from '../../shared/timeout';
 
 const PAGE = 500;
@@ -146,7 +147,7 @@ export class JournalFeed extends EventEmitter {
     this.client = undefined;
     client?.removeAllListeners();
     const ended = client?.end().catch(() => undefined);
-    await settleWithin(Promise.all([ended, this.reading]), CLOSE_TIMEOUT_MS);
+    await settleWithin(Promise.all([ended, this.reading]), stopWait(CLOSE_TIMEOUT_MS));
   }
 }
 

@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import type { FastifyInstance } from 'fastify';
+import { stopWait } from '../../shared/stop-clock';
 
 /** How long connections get, once the app closes, to finish what they were sending (the live streams' end). */
 const CLOSE_GRACE_MS = 500;
@@ -28,7 +29,7 @@ export function closeConnectionsOnClose(app: FastifyInstance, graceMs = CLOSE_GR
     setTimeout(() => {
       for (const socket of sockets) socket.destroy();
       sockets.clear();
-    }, graceMs).unref();
+    }, stopWait(graceMs)).unref();
     done();
   });
 }

@@ -1,14 +1,18 @@
 import { Client, Connection } from '@temporalio/client';
 import { createArchiveStore } from '../../archive';
 import { createProducer, PRODUCER_DISCONNECT_TIMEOUT_MS } from '../../shared/kafka';
+import { closeWithin, stopWait } from '../../shared/stop-clock';
 import { shareOf } from '../../shared/timeout';
 import { ensureDlqRetrySchedule } from '../../worker/dlq-schedule';
 import { ensureMaintenanceSchedule } from '../../worker/maintenance-schedule';
 import { installSdkRuntime } from '../../worker/sdk-runtime';
-import { connectWorker, createReplayWorker } from '../../worker/worker';
+import { connectWorker, createReplayWorker, stopWorker } from '../../worker/worker';
 import type { Runtime } from '../runtime';
 import { loadLineageKey } from '../../journal/lineage';
 import { startDlqGrowthWatch } from '../../notifications/dlq-growth';
+
+/** How long the worker's stop waits for each of its clients to close (cut by the stop's clock). */
+const CLIENT_CLOSE_TIMEOUT_MS = 3_000;
 
 /** Starts the Temporal replay worker (and makes sure the DLQ retry and maintenance schedules exist); returns its stopper. */
 export async function startWorkerComponent(rt: Runtime) {
@@ -50,12 +54,15 @@ export async function startWorkerComponent(rt: Runtime) {
   return {
     stop: async function temporalWorker() {
       await growthWatch.stop();
-      worker.shutdown();
-      await running.catch(() => undefined);
-      await clientConnection.close();
+      // Draining activities are bounded by the SDK (grace, then forced stop); the whole by the stop's clock.
+      if (!(await stopWorker(worker, running, stopWait(Infinity)))) {
+        log.warn('The Temporal worker did not finish stopping in time (a server that does not answer); left it');
+      }
+      // Each close has a bound: a frozen Temporal server or object store would hold it until the deadline.
+      await closeWithin(clientConnection.close(), CLIENT_CLOSE_TIMEOUT_MS, log, 'The Temporal client connection');
       await producer.disconnect();
-      await archive.close();
-      await connection.close();
+      await closeWithin(archive.close(), CLIENT_CLOSE_TIMEOUT_MS, log, 'The archive store');
+      await closeWithin(connection.close(), CLIENT_CLOSE_TIMEOUT_MS, log, 'The Temporal worker connection');
     },
   };
 }

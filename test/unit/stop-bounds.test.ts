@@ -13,6 +13,9 @@ import { startDlqGrowthWatch } from '../../notifications/dlq-growth';
 import type { EmitDeps } from '../../notifications/emit';
 import { eventually } from '../support/sink';
 import { afterStopWaitMs } from '../../cli/runtime';
+import type { Worker } from '@temporalio/worker';
+import { stopWorker } from '../../worker/worker';
+import { closeWithin, resetStopClock, startStopClock, stopWait } from '../../shared/stop-clock';
 import { CONSUMER_DISCONNECT_TIMEOUT_MS, stopDisconnectTimeoutMs } from '../../ingest/consumer-restart';
 import { startGraceAfterStopMs } from '../../ingest/consumer';
 
@@ -204,5 +207,69 @@ describe('shares of the stop budget', () => {
     }
     expect(afterStopWaitMs(0, 30_000, 5_000)).toBe(2_000);
     expect(afterStopWaitMs(0, 10_000, 8_500)).toBe(1_000); // 500 ms before the 10 s deadline
+  });
+});
+
+describe("the stop's clock", () => {
+  afterEach(() => resetStopClock());
+
+  it('cuts every bounded wait to end a margin before the deadline once a stop began, and leaves it alone before', () => {
+    expect(stopWait(5_000)).toBe(5_000);
+    for (const timeoutMs of budgets(23)) {
+      const signalAt = 2_000_000;
+      startStopClock(signalAt, timeoutMs);
+      for (const at of [signalAt, signalAt + timeoutMs / 2, signalAt + timeoutMs, signalAt + timeoutMs + 5_000]) {
+        const wait = stopWait(5_000, at);
+        const ok = wait >= 0 && wait <= 5_000 && (wait === 0 || at + wait <= signalAt + timeoutMs - 250);
+        expect({ timeoutMs, at, wait, ok }).toEqual({ timeoutMs, at, wait, ok: true });
+      }
+    }
+  });
+
+  it('a series of closes that never finish ends before the deadline, each logged as abandoned', async () => {
+    const warnings: string[] = [];
+    const log = { warn: (_: unknown, msg: string) => warnings.push(msg) } as unknown as Logger;
+    const started = Date.now();
+    startStopClock(started, 1_000); // 250 ms margin: the waits may take 750 ms in all
+    for (const what of ['A', 'B', 'C', 'D']) await closeWithin(never, 400, log, what);
+    expect(Date.now() - started).toBeLessThan(1_000);
+    expect(warnings).toHaveLength(4);
+    expect(warnings[0]).toBe('A did not close within 400 ms; abandoned it');
+    expect(warnings[3]).toMatch(/^D did not close within \d+ ms; abandoned it$/);
+  });
+});
+
+describe("the Temporal worker's stop", () => {
+  type State = ReturnType<Worker['getState']>;
+  const fakeWorker = (states: State[]) => {
+    let state: State = 'RUNNING';
+    return {
+      shutdown: () => {
+        const next = [...states];
+        const step = () => {
+          state = next.shift() ?? state;
+          if (next.length > 0) setTimeout(step, 20);
+        };
+        step();
+      },
+      getState: () => state,
+    };
+  };
+
+  it('gives run() a second once the SDK reports STOPPED, then leaves it (a frozen server holds its end)', async () => {
+    const started = Date.now();
+    expect(await stopWorker(fakeWorker(['STOPPING', 'DRAINING', 'DRAINED', 'STOPPED']), never)).toBe(false);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1_000);
+    expect(Date.now() - started).toBeLessThan(3_000);
+  });
+
+  it('returns as soon as run() ends, and never waits past its bound while the SDK still drains', async () => {
+    let end = () => {};
+    const running = new Promise<void>((r) => (end = r));
+    setTimeout(() => end(), 100);
+    expect(await stopWorker(fakeWorker(['STOPPING', 'DRAINING']), running)).toBe(true);
+    const started = Date.now();
+    expect(await stopWorker(fakeWorker(['STOPPING', 'DRAINING']), never, 300)).toBe(false);
+    expect(Date.now() - started).toBeLessThan(1_500);
   });
 });
