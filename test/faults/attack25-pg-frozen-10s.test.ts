@@ -1,9 +1,9 @@
 import type { ChildProcess } from 'node:child_process';
-import net from 'node:net';
 import { exited, spawnCli, spawnIngest, untilPrinted } from '../support/ingest-process';
 import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
 import { deleteSchedule } from '../support/temporal';
 import { uniqueSuffix } from '../support/env';
+import { freezableProxy } from '../support/freezable-proxy';
 
 /**
  * attack25 (I1): SIGTERM with SHUTDOWN_TIMEOUT=10s (the brief's value) while Postgres does not answer (frozen by a TCP
@@ -33,61 +33,6 @@ beforeAll(async () => {
   h = await createSinkHarness('a25pgfrozen');
 }, 60_000);
 afterAll(() => h?.close());
-
-interface FreezableProxy {
-  port: number;
-  freeze(): void;
-  thaw(): void;
-  close(): Promise<void>;
-}
-
-/** A TCP proxy to host:port whose freeze() stops passing anything on, in either direction, without closing. */
-async function freezableProxy(host: string, port: number): Promise<FreezableProxy> {
-  let frozen = false;
-  const pairs: { client: net.Socket; upstream: net.Socket }[] = [];
-  const link = ({ client, upstream }: { client: net.Socket; upstream: net.Socket }) => {
-    client.pipe(upstream);
-    upstream.pipe(client);
-  };
-  const hold = ({ client, upstream }: { client: net.Socket; upstream: net.Socket }) => {
-    client.unpipe(upstream);
-    upstream.unpipe(client);
-    client.pause();
-    upstream.pause();
-  };
-  const server = net.createServer({ allowHalfOpen: true }, (client) => {
-    const upstream = net.connect({ host, port, allowHalfOpen: true });
-    const pair = { client, upstream };
-    pairs.push(pair);
-    client.on('error', () => upstream.destroy());
-    upstream.on('error', () => client.destroy());
-    if (frozen) hold(pair);
-    else link(pair);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    freeze() {
-      frozen = true;
-      pairs.forEach(hold);
-    },
-    thaw() {
-      frozen = false;
-      for (const pair of pairs) {
-        link(pair);
-        pair.client.resume();
-        pair.upstream.resume();
-      }
-    },
-    async close() {
-      for (const { client, upstream } of pairs) {
-        client.destroy();
-        upstream.destroy();
-      }
-      await new Promise((resolve) => server.close(resolve));
-    },
-  };
-}
 
 async function sigterm(child: ChildProcess, out: () => string) {
   const signalled = Date.now();
