@@ -20,6 +20,13 @@ import { createSinkHarness, eventually, type SinkHarness } from '../support/sink
  * the abandoned members should have expired (docs: "its partitions wait for its session to expire"). Root cause not
  * isolated (abandoned mid-join members vs kafkajs's rejoin loop against the Kafka 4.4 coordinator); a second run
  * with 10x the traffic showed the same (1,992,000 produced, 127,534 journaled).
+ *
+ * Cause and fix (patches/kafkajs+2.2.4.patch; test/unit/kafkajs-connection.test.ts): a member that died mid-join can
+ * be the generation's leader; the coordinator then holds the others' SyncGroup up to the rebalance timeout, and
+ * kafkajs gave up after its request timeout and restarted the consumer under a new member id; the old connection's
+ * late `end` then rejected the new member's JoinGroup, which the coordinator kept as a member nobody runs, the next
+ * leader that never syncs. SyncGroup now waits as long as the coordinator may hold it and a replaced socket's events
+ * are ignored: the fresh ingest keeps one member id and is never restarted.
  */
 jest.setTimeout(300_000);
 
@@ -108,4 +115,16 @@ it(`SIGTERM mid-join ${ROUNDS} times (peer running) at SHUTDOWN_TIMEOUT=${SHUTDO
     stops.map(() => ({ code: 0, inTime: true })),
   );
   expect(summary).toEqual({ produced, journaled: produced, distinct: produced, dlq: 0 });
+  const lines = lastOut
+    .split('\n')
+    .filter((line) => line.startsWith('{'))
+    .map((line) => JSON.parse(line) as { msg?: string; member_id?: string });
+  const memberIds = new Set(lines.filter((l) => l.msg === 'Joined consumer group').map((l) => l.member_id));
+  expect({
+    memberIds: memberIds.size,
+    restarts: lines.filter((l) => l.msg?.startsWith('Restarting the consumer')),
+  }).toEqual({
+    memberIds: 1,
+    restarts: [],
+  });
 });
