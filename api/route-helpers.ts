@@ -12,14 +12,24 @@ export function keysetPage<T extends { id: number }>(
   return { items, next_cursor: rows.length > limit ? items[items.length - 1].id : null };
 }
 
-/** The promise's value, or undefined when it has not settled within `ms` (the caller answers 202 then). */
-export async function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+/**
+ * The promise's value, or undefined when it has not settled within `ms` or once `signal` aborts, whichever comes first
+ * (the caller answers 202 then; the promise is left to itself).
+ */
+export async function within<T>(promise: Promise<T>, ms: number, signal?: AbortSignal): Promise<T | undefined> {
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
+  let onAbort = () => {};
+  const ended = new Promise<undefined>((resolve) => {
+    onAbort = () => resolve(undefined);
+    timer = setTimeout(onAbort, ms);
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+  });
   try {
-    return await Promise.race([promise, timeout]);
+    return await Promise.race([promise, ended]);
   } finally {
     clearTimeout(timer);
+    signal?.removeEventListener('abort', onAbort);
   }
 }
 

@@ -12,7 +12,6 @@ import { dlqRepairWorkflow } from '../../workflows';
 import { MAX_REPAIR_ENTRIES } from '../../workflows/definitions';
 import { DlqFilterFields, dlqFilterOf, type DlqFilterParams } from '../dlq-filter';
 import { httpError } from '../http-error';
-import { within } from '../route-helpers';
 import { Id, NullableInteger, NullableString, StringEnum, Timestamp, errorResponses } from '../schemas';
 import { startForRequest } from '../start-workflow';
 
@@ -158,7 +157,7 @@ const dlqRepairRoutes: FastifyPluginAsyncTypebox<{
       });
       const statusUrl = `/dlq/repairs/${encodeURIComponent(handle.workflowId)}`;
       const accepted = { repair_id: handle.workflowId, workflow_id: handle.workflowId, status_url: statusUrl };
-      const result = await within(handle.result(), config.api.replayWaitMs);
+      const result = await reply.workflowResult(handle.result(), config.api.replayWaitMs);
       if (result === undefined) return reply.status(202).send({ status: 'accepted', ...accepted });
       return { ...result, ...accepted };
     },

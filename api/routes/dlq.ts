@@ -7,7 +7,7 @@ import type { Pool } from '../../shared/db';
 import { dlqRetryWorkflow } from '../../workflows';
 import { replaySearchAttributes } from '../../workflows/search-attributes';
 import { httpError } from '../http-error';
-import { keysetPage, recordStarted, within } from '../route-helpers';
+import { keysetPage, recordStarted } from '../route-helpers';
 import { StringEnum, errorResponses, NullableInteger, NullableString, Timestamp, Id } from '../schemas';
 import { startForRequest } from '../start-workflow';
 import { canSee } from '../tenant-scope';
@@ -123,7 +123,7 @@ const dlqRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config, 't
         tenantId: request.principal.tenantId,
         filter: { entry_ids: [entry.id] },
       });
-      const result = await within(handle.result(), config.api.replayWaitMs);
+      const result = await reply.workflowResult(handle.result(), config.api.replayWaitMs);
       if (result === undefined) {
         const statusUrl = `/replays/${encodeURIComponent(handle.workflowId)}`;
         return reply.status(202).send({ status: 'accepted', workflow_id: handle.workflowId, status_url: statusUrl });

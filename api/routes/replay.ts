@@ -16,7 +16,7 @@ import { erasedEventError } from '../erased';
 import { httpError } from '../http-error';
 import { checkPayloadFilter, PayloadFilter } from '../payload-filter';
 import { checkTransform, Ordering, orderingOf, Transform } from '../replay-transform';
-import { recordStarted as recordStartedRequest, within } from '../route-helpers';
+import { recordStarted as recordStartedRequest } from '../route-helpers';
 import { errorResponses, EventSummary, Id } from '../schemas';
 import { startForRequest } from '../start-workflow';
 import { canSee, scopedTenant } from '../tenant-scope';
@@ -148,7 +148,7 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
         eventId: id,
         filter: { ...(target ? { target_topic: target } : {}), ...replayOptions({ transform }) },
       });
-      const result = await within(handle.result(), config.api.replayWaitMs).catch(failureToHttp);
+      const result = await reply.workflowResult(handle.result(), config.api.replayWaitMs).catch(failureToHttp);
       if (result === undefined) {
         return reply
           .status(202)
