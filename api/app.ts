@@ -17,7 +17,7 @@ import errorHandler from './plugins/error-handler';
 import replayRateLimit from './plugins/replay-rate-limit';
 import requestMetrics from './plugins/request-metrics';
 import kafkaTopics from './plugins/kafka-topics';
-import workflowWaits from './plugins/workflow-waits';
+import answerAtClose from './plugins/answer-at-close';
 import temporal, { createTemporalGateway, type TemporalGateway } from './plugins/temporal';
 import archiveRoutes from './routes/archive';
 import consoleRoutes from './routes/console';
@@ -104,7 +104,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       }) as unknown as FastifyInstance)
     : Fastify(options);
   const app = server.withTypeProvider<TypeBoxTypeProvider>();
-  await app.register(workflowWaits); // its preClose answers the workflow waits before connections are dropped
+  await app.register(answerAtClose); // its preClose lets the requests in flight answer before connections drop
   if (deps.tls) closeConnectionsOnClose(server);
   app.setValidatorCompiler(requestValidator());
 

@@ -1,0 +1,61 @@
+import { finished } from 'node:stream';
+import fp from 'fastify-plugin';
+import type { FastifyReply } from 'fastify';
+import { stopWait } from '../../shared/stop-clock';
+import { settleWithin } from '../../shared/timeout';
+import { within } from '../route-helpers';
+
+declare module 'fastify' {
+  interface FastifyReply {
+    /**
+     * The workflow's result, or undefined when it has not settled within `ms` or once the app began to close (the
+     * route answers 202 with the workflow id then).
+     */
+    workflowResult<T>(result: Promise<T>, ms: number): Promise<T | undefined>;
+  }
+}
+
+/** How long, at most, the app's close waits for the answers of the requests in flight (cut by the stop's clock). */
+const ANSWER_GRACE_MS = 2000;
+
+/** Methods that change nothing: their requests (the live stream among them) are not waited for at close. */
+const READS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/** Resolves once the reply has been written out, or its client has gone. */
+function whenSent(raw: FastifyReply['raw']): Promise<void> {
+  // An HTTP/2 reply whose stream the client already reset never tells `finished` so.
+  if ((raw as { stream?: { destroyed: boolean } }).stream?.destroyed) return Promise.resolve();
+  return new Promise((resolve) => finished(raw, () => resolve()));
+}
+
+/**
+ * A request that changes something and is in flight when the app begins to close (SIGTERM) gets its answer before
+ * connections are dropped (fastify's forceCloseConnections, close-connections.ts over TLS), within ANSWER_GRACE_MS
+ * cut by the stop's clock. A reset instead leaves the client not knowing what was done: a replay accepted but its
+ * workflow id never seen, and a retry without an Idempotency-Key starts a second one.
+ *
+ * The routes that start a workflow wait up to API_REPLAY_WAIT_MS for its result (`reply.workflowResult`); the workflow
+ * is started and its audit row written by then, so the request is decided. At close each such wait ends at once and
+ * its route answers what it answers when the wait runs out: 202 with the workflow id.
+ *
+ * Register it before closeConnectionsOnClose and before the routes: preClose hooks run in order, and that one's grace
+ * must start after the answers are out; the onRequest hook applies to routes registered after it.
+ */
+export default fp(
+  async (app) => {
+    const stopping = new AbortController();
+    const inFlight = new Set<Promise<void>>();
+    app.decorateReply('workflowResult', <T>(result: Promise<T>, ms: number) => within(result, ms, stopping.signal));
+    app.addHook('onRequest', async (request, reply) => {
+      if (READS.has(request.method)) return;
+      const sent = whenSent(reply.raw);
+      inFlight.add(sent);
+      void sent.then(() => inFlight.delete(sent));
+    });
+    app.addHook('preClose', async () => {
+      stopping.abort();
+      if (inFlight.size) await settleWithin(Promise.all(inFlight), stopWait(ANSWER_GRACE_MS));
+    });
+  },
+  { name: 'answer-at-close' },
+);

@@ -1,0 +1,105 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import Fastify from 'fastify';
+import answerAtClose from '../../api/plugins/answer-at-close';
+import { within } from '../../api/route-helpers';
+
+const never = new Promise<string>(() => undefined);
+
+describe('within', () => {
+  it("is the promise's value when it settles in time", async () => {
+    await expect(within(Promise.resolve('done'), 60_000, new AbortController().signal)).resolves.toBe('done');
+  });
+
+  it('is undefined once the wait runs out', async () => {
+    await expect(within(never, 10)).resolves.toBeUndefined();
+  });
+
+  it('is undefined at once when the signal aborts, long before the wait runs out', async () => {
+    const stop = new AbortController();
+    const started = Date.now();
+    const waiting = within(never, 60_000, stop.signal);
+    setTimeout(() => stop.abort(), 20);
+    await expect(waiting).resolves.toBeUndefined();
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+
+  it('is undefined at once when the signal had already aborted', async () => {
+    const stop = new AbortController();
+    stop.abort();
+    const started = Date.now();
+    await expect(within(never, 60_000, stop.signal)).resolves.toBeUndefined();
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+});
+
+describe('answer-at-close', () => {
+  it("the app's close ends a route's workflow wait at once, and the route answers 202", async () => {
+    const app = Fastify();
+    await app.register(answerAtClose);
+    let waiting!: () => void;
+    const inWait = new Promise<void>((resolve) => (waiting = resolve));
+    app.post('/replay', async (_request, reply) => {
+      const result = reply.workflowResult(never, 60_000);
+      waiting();
+      if ((await result) === undefined) return reply.status(202).send({ status: 'accepted', workflow_id: 'wf-1' });
+      return { status: 'done' };
+    });
+    await app.ready();
+    const started = Date.now();
+    const response = app.inject({ method: 'POST', url: '/replay' });
+    await inWait;
+    const closing = app.close();
+    const answer = await response;
+    expect(answer.statusCode).toBe(202);
+    expect(answer.json()).toEqual({ status: 'accepted', workflow_id: 'wf-1' });
+    await closing;
+    expect(Date.now() - started).toBeLessThan(5_000);
+  });
+
+  /** A request over a real socket: its status code, or the error that ended it (a reset: 'socket hang up'). */
+  function post(port: number, path: string): Promise<number | string> {
+    return new Promise((resolve) => {
+      const req = http.request({ host: '127.0.0.1', port, path, method: 'POST' }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      });
+      req.on('error', (err) => resolve(err.message));
+      req.end();
+    });
+  }
+
+  it.each([
+    ['with the plugin', true, 201],
+    ['without it (what the plugin prevents)', false, 'socket hang up'],
+  ])(
+    'a change in flight when the app closes, %s, ends in %s (forceCloseConnections drops every connection)',
+    async (_name, registered, expected) => {
+      const app = Fastify({ forceCloseConnections: true });
+      if (registered) await app.register(answerAtClose);
+      let handling!: () => void;
+      const inHandler = new Promise<void>((resolve) => (handling = resolve));
+      app.post('/dlq/triage', async (_request, reply) => {
+        handling();
+        await new Promise((resolve) => setTimeout(resolve, 300)); // the writes of a triage
+        return reply.status(201).send({ status: 'triaged' });
+      });
+      app.get('/stream', (_request, reply) => {
+        reply.raw.writeHead(200, { 'content-type': 'text/event-stream' });
+        reply.raw.write(': open\n\n'); // a live stream never ends by itself: not waited for
+      });
+      await app.listen({ host: '127.0.0.1', port: 0 });
+      const { port } = app.server.address() as AddressInfo;
+      const stream = new Promise<void>((resolve) =>
+        http.get({ host: '127.0.0.1', port, path: '/stream' }, () => resolve()).on('error', () => undefined),
+      );
+      await stream;
+      const answer = post(port, '/dlq/triage');
+      await inHandler;
+      const started = Date.now();
+      await app.close();
+      expect(await answer).toBe(expected);
+      expect(Date.now() - started).toBeLessThan(2_000);
+    },
+  );
+});
