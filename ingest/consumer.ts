@@ -72,6 +72,13 @@ const CRASH_RESTART_MAX_MS = 30_000;
 /** A crash this long after the previous one starts a new streak. */
 const CRASH_STREAK_RESET_MS = 60_000;
 
+/**
+ * The longest a fetch waits for records on idle partitions (kafkajs's maxWaitTimeInMs). A stop's disconnect waits for
+ * the fetch in flight, and its share of SHUTDOWN_TIMEOUT is 1.7 s at 5 s: with kafkajs's 5 s the member was abandoned
+ * rather than left, and its partitions waited a session. 500 ms is the Java client's default (fetch.max.wait.ms).
+ */
+const FETCH_MAX_WAIT_MS = 500;
+
 /** What the consumers of one service share. */
 interface IngestState {
   paused: boolean;
@@ -236,6 +243,7 @@ function createConsumer(
     groupId: config.kafka.groupId,
     sessionTimeout: config.kafka.sessionTimeoutMs,
     heartbeatInterval: 3000,
+    maxWaitTimeInMs: FETCH_MAX_WAIT_MS,
     maxBytesPerPartition: config.ingest.fetchBytesPerPartition,
     retry: { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 300, maxRetryTime: 10_000 },
   });
