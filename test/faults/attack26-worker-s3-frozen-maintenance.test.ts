@@ -1,0 +1,121 @@
+import { Client, Connection } from '@temporalio/client';
+import type { ChildProcess } from 'node:child_process';
+import { createJournalPartition } from '../../repository/journal-partitions';
+import { putRetentionRows } from '../../repository/retention';
+import { withTransaction } from '../../shared/db';
+import { shrinkConversionPartition } from '../support/journal-history';
+import { kafkaBrokerPid } from '../support/stack';
+import { createTestBucket } from '../support/s3';
+import { deleteSchedule } from '../support/temporal';
+import { exited, spawnCli, untilPrinted } from '../support/ingest-process';
+import { createSinkHarness, type SinkHarness } from '../support/sink';
+import { uniqueSuffix } from '../support/env';
+
+/**
+ * attack26 (I1): SIGTERM to a `worker` process (ARCHIVE_STORE=s3) mid-maintenance, while the journal maintenance
+ * archives an expired partition to the object store and the S3 server is frozen (SIGSTOP to the process on
+ * ARCHIVE_S3_ENDPOINT's port). Postgres, Kafka and Temporal answer.
+ *
+ * Invariant (brief I1; docs/integrity.md "Shutdown"): the worker exits 0 within SHUTDOWN_TIMEOUT, mid-archive too.
+ * The only documented exception for running activities is one hanging on a frozen Postgres; S3 is not it.
+ *
+ * Attack: the archive step's write to a frozen object store does not end when the SDK cancels the activity (5 s
+ * grace), so the SDK forces the stop at 0.8 x SHUTDOWN_TIMEOUT: "Worker failed", state FAILED, and run() rejects
+ * (IllegalStateError "Worker still in use: Expected 1 reference, but got 2" from workerFinalizeShutdown). The
+ * rejection reaches cli/commands/worker.ts's `running.catch`, which logs fatal "Temporal worker stopped unexpectedly"
+ * and sets process.exitCode = 1; stopWorker then returns, "Stopped" is logged, and untilShutdown exits with
+ * process.exitCode ?? 0 = 1 (after "Still running after stopping; exiting").
+ *
+ * Observed live (20,000 rows in an expired January partition, S3 frozen before the maintenance starts, SIGTERM 4 s
+ * later): SHUTDOWN_TIMEOUT=10s: exit 1 after 9.53 s (FAILED at 8.0 s); SHUTDOWN_TIMEOUT=30s: exit 1 after 26.03 s.
+ * Reproduce: A26_SHUTDOWN_TIMEOUT_MS=30000 for the 30 s run. Run in the alone group (it freezes the stack's S3).
+ */
+jest.setTimeout(240_000);
+
+const SHUTDOWN_TIMEOUT_MS = Number(process.env.A26_SHUTDOWN_TIMEOUT_MS ?? 10_000);
+const queue = `a26-wk-s3frozen-${uniqueSuffix()}`;
+const JANUARY = 'event_journal_p2025_01';
+let h: SinkHarness;
+let bucket: Awaited<ReturnType<typeof createTestBucket>>;
+let connection: Connection;
+let client: Client;
+let worker: ChildProcess | undefined;
+
+beforeAll(async () => {
+  h = await createSinkHarness('a26wks3frozen');
+  bucket = await createTestBucket('a26wks3');
+  const january = new Date('2025-01-01T00:00:00Z');
+  const february = new Date('2025-02-01T00:00:00Z');
+  const first = await shrinkConversionPartition(h.pool, january);
+  await withTransaction(h.pool, (c) => createJournalPartition(c, JANUARY, january, february));
+  await withTransaction(h.pool, (c) => createJournalPartition(c, 'event_journal_p2025_02', february, first));
+  await h.pool.query(
+    `INSERT INTO event_journal (tenant_id, topic, payload, received_at)
+       SELECT 'acme', $1, jsonb_build_object('tenant_id', 'acme', 'n', n, 'pad', repeat('x', 200)),
+              '2025-01-15T00:00:00Z'::timestamptz + n * interval '1 second'
+         FROM generate_series(1, 20000) AS n`,
+    [h.topics.leads],
+  );
+  await putRetentionRows(h.pool, { [h.topics.leads]: 30 }, 'attack26');
+  connection = await Connection.connect({ address: h.config.temporal.address });
+  client = new Client({ connection, namespace: h.config.temporal.namespace });
+}, 120_000);
+afterAll(async () => {
+  worker?.kill('SIGKILL');
+  for (const id of [`${queue}-dlq`, `${queue}-mnt`]) await deleteSchedule(h.config.temporal.address, id);
+  await connection?.close();
+  await h?.close();
+});
+
+it(`SIGTERM mid-archive with S3 frozen (SHUTDOWN_TIMEOUT=${SHUTDOWN_TIMEOUT_MS}ms): exits 0 within it`, async () => {
+  const s3 = bucket.config;
+  worker = spawnCli('worker', {
+    DATABASE_URL: h.config.databaseUrl,
+    KAFKA_TOPICS: h.config.kafka.topics.join(','),
+    TEMPORAL_TASK_QUEUE: queue,
+    DLQ_RETRY_SCHEDULE_ID: `${queue}-dlq`,
+    MAINTENANCE_SCHEDULE_ID: `${queue}-mnt`,
+    ARCHIVE_STORE: 's3',
+    ARCHIVE_S3_ENDPOINT: s3.endpoint ?? '',
+    ARCHIVE_S3_BUCKET: s3.bucket,
+    ARCHIVE_S3_REGION: s3.region,
+    ARCHIVE_S3_ACCESS_KEY_ID: s3.accessKeyId ?? '',
+    ARCHIVE_S3_SECRET_ACCESS_KEY: s3.secretAccessKey ?? '',
+    SHUTDOWN_TIMEOUT: `${SHUTDOWN_TIMEOUT_MS}ms`,
+    LOG_LEVEL: 'info',
+  });
+  let out = '';
+  worker.stdout?.on('data', (c: Buffer) => (out += c.toString()));
+  await untilPrinted(worker, 'Temporal worker started');
+  const pid = kafkaBrokerPid([new URL(s3.endpoint!).host]);
+  let code: unknown;
+  let tookMs = 0;
+  try {
+    process.kill(pid, 'SIGSTOP');
+    await client.workflow.start('journalMaintenanceWorkflow', {
+      taskQueue: queue,
+      workflowId: `a26-mnt-${uniqueSuffix()}`,
+      args: [{ trigger: 'operator', requestedBy: 'attack26' }],
+    });
+    await new Promise((r) => setTimeout(r, 4000)); // the archive step is writing to the frozen store
+    const signalled = Date.now();
+    worker.kill('SIGTERM');
+    code = await Promise.race([
+      exited(worker),
+      new Promise((r) => setTimeout(() => r('running'), SHUTDOWN_TIMEOUT_MS + 15_000)),
+    ]);
+    tookMs = Date.now() - signalled;
+  } finally {
+    process.kill(pid, 'SIGCONT');
+  }
+  const bad = out
+    .split('\n')
+    .filter((l) => /"level":(40|50|60|"warn"|"error"|"fatal")/.test(l))
+    .map((l) => l.match(/"msg":"([^"]*)"/)?.[1]);
+  if (process.env.A26_DUMP) require('node:fs').writeFileSync(process.env.A26_DUMP, out);
+  console.log(`worker exit ${String(code)} after ${tookMs} ms; warnings/errors: ${JSON.stringify(bad)}`);
+  expect({ code, withinShutdownTimeout: tookMs < SHUTDOWN_TIMEOUT_MS }).toEqual({
+    code: 0,
+    withinShutdownTimeout: true,
+  });
+});
