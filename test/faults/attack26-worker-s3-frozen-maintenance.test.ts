@@ -1,4 +1,5 @@
 import { Client, Connection } from '@temporalio/client';
+import fs from 'node:fs';
 import type { ChildProcess } from 'node:child_process';
 import { createJournalPartition } from '../../repository/journal-partitions';
 import { putRetentionRows } from '../../repository/retention';
@@ -112,7 +113,7 @@ it(`SIGTERM mid-archive with S3 frozen (SHUTDOWN_TIMEOUT=${SHUTDOWN_TIMEOUT_MS}m
     .split('\n')
     .filter((l) => /"level":(40|50|60|"warn"|"error"|"fatal")/.test(l))
     .map((l) => l.match(/"msg":"([^"]*)"/)?.[1]);
-  if (process.env.A26_DUMP) require('node:fs').writeFileSync(process.env.A26_DUMP, out);
+  if (process.env.A26_DUMP) fs.writeFileSync(process.env.A26_DUMP, out);
   console.log(`worker exit ${String(code)} after ${tookMs} ms; warnings/errors: ${JSON.stringify(bad)}`);
   expect({ code, withinShutdownTimeout: tookMs < SHUTDOWN_TIMEOUT_MS }).toEqual({
     code: 0,
