@@ -1,6 +1,14 @@
 import { createHash } from 'node:crypto';
 import { Context, ApplicationFailure } from '@temporalio/activity';
-import { deleteSegment, findManifest, verifySegment, writeSegment, type SegmentManifest } from '../archive';
+import {
+  deleteSegment,
+  findManifest,
+  verifySegment,
+  withSignal,
+  writeSegment,
+  type ProgressListener,
+  type SegmentManifest,
+} from '../archive';
 import { ensurePartitions } from '../lifecycle/partitions';
 import { effectivePolicies, planDeadLetterExpiry, planRetention, type RetentionStep } from '../lifecycle/retention';
 import { deleteExpiredDeadLetters } from '../repository/dlq-retention';
@@ -48,8 +56,23 @@ async function waitForErasures(pool: ActivityDeps['pool']): Promise<void> {
   }
 }
 
-/** Rows between heartbeats while a segment is written. */
+/** Rows between heartbeats while a segment is written or read back. */
 const HEARTBEAT_EVERY = 5000;
+
+/**
+ * Heartbeats a segment's write and its read-back (verify) every HEARTBEAT_EVERY rows of each: a large segment's
+ * read-back takes longer than the heartbeat timeout too. The store tells its progress every chunk.
+ */
+function heartbeatProgress(context: Context, segment: string): ProgressListener {
+  let phase = '';
+  let next = 0;
+  return (progress) => {
+    if (progress.phase !== phase) [phase, next] = [progress.phase, 0];
+    if (progress.rows < next) return;
+    next = progress.rows + HEARTBEAT_EVERY;
+    context.heartbeat({ segment, ...progress });
+  };
+}
 
 /** Dead letters deleted per statement by dead-letter retention. */
 const DEAD_LETTER_BATCH = 5000;
@@ -77,7 +100,8 @@ function sourceOf(step: RetentionStep): JournalArchiveSource {
  * or topic slice archived, verified, and only then dropped or deleted. Every step is idempotent and recorded in
  * lifecycle_audit.
  */
-export function createMaintenanceActivities({ pool, archive, config, log }: ActivityDeps) {
+export function createMaintenanceActivities(deps: ActivityDeps) {
+  const { pool, config, log } = deps;
   /** Retention's plan for the given partitions now, under the policies in force now. */
   const plan = async (now: Date, only?: string): Promise<RetentionStep[]> => {
     const partitions = (await listJournalPartitions(pool)).filter((p) => only === undefined || p.name === only);
@@ -129,6 +153,9 @@ export function createMaintenanceActivities({ pool, archive, config, log }: Acti
      */
     async archiveRetentionStep(input: { workflowId: string; step: RetentionStep }): Promise<ArchivedStep> {
       const { step } = input;
+      const context = Context.current();
+      // Cancelled (the worker stops, the workflow is cancelled), every request to the store ends at once.
+      const archive = withSignal(deps.archive, context.cancellationSignal);
       await waitForErasures(pool);
       if (!(await stillPlanned(step))) return { segment: null, rows: 0 };
       const segment = segmentOf(step);
@@ -138,9 +165,10 @@ export function createMaintenanceActivities({ pool, archive, config, log }: Acti
       }
       // A segment of this partition archived by a step that was not applied holds rows this one would archive again.
       await withdrawStaleSegments({ pool, archive, log }, input.workflowId, step.partition, segment);
+      const onProgress = heartbeatProgress(context, segment);
       const existing = await findManifest(archive, segment);
       if (existing) {
-        await verifySegment(archive, existing);
+        await verifySegment(archive, existing, { onProgress });
         return { segment, rows: existing.rows };
       }
       const writing = await databaseClock(pool);
@@ -150,13 +178,6 @@ export function createMaintenanceActivities({ pool, archive, config, log }: Acti
         const source = sourceOf(step);
         const expectedRows = await countJournalRows(client, source);
         if (expectedRows === 0 && step.action === 'delete_rows') return undefined;
-        let n = 0;
-        const rows = async function* () {
-          for await (const row of journalArchiveRows(client, source)) {
-            if (++n % HEARTBEAT_EVERY === 0) Context.current().heartbeat({ segment, rows: n });
-            yield row;
-          }
-        };
         return writeSegment(archive, {
           segment,
           table: step.partition,
@@ -164,8 +185,9 @@ export function createMaintenanceActivities({ pool, archive, config, log }: Acti
             step.action === 'drop_partition'
               ? { from: step.from ?? '-infinity', to: step.to }
               : { from: '-infinity', to: step.before },
-          rows: rows(),
+          rows: journalArchiveRows(client, source),
           expectedRows,
+          onProgress,
         });
       });
       if (!manifest) return { segment: null, rows: 0 };
@@ -198,12 +220,16 @@ export function createMaintenanceActivities({ pool, archive, config, log }: Acti
      */
     async applyRetentionStep(input: { workflowId: string; step: RetentionStep; segment: string }) {
       const { step } = input;
+      const context = Context.current();
+      const archive = withSignal(deps.archive, context.cancellationSignal);
       await waitForErasures(pool);
       if (!(await stillPlanned(step))) {
         log.info({ partition: step.partition }, 'Retention changed since the plan: the step is left for the next run');
         return { rows: 0 };
       }
-      const manifest: SegmentManifest = await verifySegment(archive, input.segment);
+      const manifest: SegmentManifest = await verifySegment(archive, input.segment, {
+        onProgress: heartbeatProgress(context, input.segment),
+      });
       const removed = await withTransaction(pool, async (client) => {
         const source = sourceOf(step);
         await holdPartitionForRemoval(client, step.partition);

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import { countNewlines, tap } from './streams';
+import { countNewlines, isCorruptGzip, tap } from './streams';
 import type { ArchiveStore } from './store';
 
 /** What a segment file holds, as the manifest records it: rows, and size and sha256 before and after compression. */
@@ -23,7 +23,8 @@ export type ProgressListener = (progress: { phase: 'write' | 'verify'; rows: num
 /**
  * Reads a stored segment file through and digests it: counts the rows (lines), hashes the compressed bytes and the
  * NDJSON. A file that does not decompress (truncated, corrupted) is a `problem`, not an exception, so that a verify
- * can report it beside the other differences.
+ * can report it beside the other differences. A read that fails on its own (aborted, timed out, cut by the store)
+ * rejects: it says nothing of the file, which a verify must neither condemn nor delete for it.
  */
 export async function digestStoredFile(
   store: ArchiveStore,
@@ -56,7 +57,7 @@ export async function digestStoredFile(
     );
     if (lastByte !== undefined && lastByte !== 0x0a) problem = 'the last line has no newline (cut short)';
   } catch (err) {
-    if ((err as Error).name === 'ArchiveObjectNotFoundError') throw err;
+    if (!isCorruptGzip(err)) throw err;
     problem = `the file does not decompress: ${(err as Error).message}`;
   }
   return { ...digest, sha256: compressed.digest('hex'), ndjson_sha256: ndjson.digest('hex'), problem };

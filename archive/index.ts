@@ -5,7 +5,7 @@
 export { createArchiveStore } from './create-store';
 export { createLocalStore } from './local-store';
 export { createS3Store } from './s3-store';
-export type { ArchiveStore, StoredObject } from './store';
+export { withSignal, type ArchiveStore, type StoreCallOptions, type StoredObject } from './store';
 export type { ProgressListener } from './digest';
 export { writeSegment, verifySegment, type WriteSegmentInput } from './write-segment';
 export { readSegment, type ReadSegmentOptions } from './read-segment';

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { createWriteStream, type Dirent } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import { addAbortSignal, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ArchiveObjectNotFoundError } from './errors';
 import { assertKey, type ArchiveStore, type StoredObject } from './store';
@@ -10,7 +10,8 @@ import { assertKey, type ArchiveStore, type StoredObject } from './store';
 /**
  * An archive in a local directory: each key is a file under it. A put writes a dot-named temp file beside the target,
  * fsyncs it, renames it over the target and fsyncs the directory, so a crash leaves the old file or the new one,
- * never a torn one; list() ignores dot-names (left-over temp files of a crash).
+ * never a torn one; list() ignores dot-names (left-over temp files of a crash). A call's signal is checked before it
+ * starts and ends a put's copy or a read stream part way.
  */
 export function createLocalStore(dir: string): ArchiveStore {
   const root = path.resolve(dir);
@@ -23,13 +24,15 @@ export function createLocalStore(dir: string): ArchiveStore {
     kind: 'local',
     location: root,
 
-    async put(key, body) {
+    async put(key, body, options) {
+      options?.signal?.throwIfAborted();
       const file = fileOf(key);
       const folder = path.dirname(file);
       await mkdir(folder, { recursive: true });
       const temp = path.join(folder, `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
       try {
-        await pipeline(Buffer.isBuffer(body) ? Readable.from([body]) : body, createWriteStream(temp, { flags: 'wx' }));
+        const source = Buffer.isBuffer(body) ? Readable.from([body]) : body;
+        await pipeline(source, createWriteStream(temp, { flags: 'wx' }), { signal: options?.signal });
         await fsync(temp);
         await rename(temp, file);
       } catch (err) {
@@ -40,19 +43,22 @@ export function createLocalStore(dir: string): ArchiveStore {
       return (await this.stat(key))!;
     },
 
-    async get(key) {
+    async get(key, options) {
+      options?.signal?.throwIfAborted();
       const file = fileOf(key);
       try {
         // Opened first, so that a missing file rejects here rather than as a stream error later.
         const handle = await open(file, 'r');
-        return handle.createReadStream();
+        const stream = handle.createReadStream();
+        return options?.signal ? addAbortSignal(options.signal, stream) : stream;
       } catch (err) {
         if (isMissing(err)) throw new ArchiveObjectNotFoundError(key, root, { cause: err });
         throw err;
       }
     },
 
-    async stat(key) {
+    async stat(key, options) {
+      options?.signal?.throwIfAborted();
       try {
         const info = await stat(fileOf(key));
         return info.isFile() ? { key, size: info.size, lastModified: info.mtime } : undefined;
@@ -62,14 +68,16 @@ export function createLocalStore(dir: string): ArchiveStore {
       }
     },
 
-    async *list(prefix) {
+    async *list(prefix, options) {
+      options?.signal?.throwIfAborted();
       // Walk only the folder the prefix names (its part up to the last '/'), not the whole archive.
       const base = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';
       if (base) assertKey(base);
       for await (const object of walk(root, base)) if (object.key.startsWith(prefix)) yield object;
     },
 
-    async delete(key) {
+    async delete(key, options) {
+      options?.signal?.throwIfAborted();
       const file = fileOf(key);
       try {
         await unlink(file);

@@ -5,7 +5,7 @@ import { ArchiveVerifyError } from './errors';
 import { rowMatcher, type RowFilter, type RowPredicate } from './filter';
 import { readManifest, type SegmentManifest } from './manifest';
 import { decodeRow, type ArchiveRow } from './row';
-import { splitLines, tap } from './streams';
+import { isCorruptGzip, splitLines, tap } from './streams';
 import type { ArchiveStore } from './store';
 
 export interface ReadSegmentOptions {
@@ -49,8 +49,7 @@ export async function* readSegment(
       if (matches(row)) yield row;
     }
   } catch (err) {
-    // zlib's codes: a truncated or corrupted file.
-    if (/^Z_/.test(String((err as NodeJS.ErrnoException).code))) {
+    if (isCorruptGzip(err)) {
       throw new ArchiveVerifyError(manifest.segment, [`the file does not decompress: ${(err as Error).message}`], {
         cause: err,
       });

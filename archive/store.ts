@@ -9,6 +9,16 @@ export interface StoredObject {
   lastModified: Date;
 }
 
+/** What one call of a store may be given. */
+export interface StoreCallOptions {
+  /**
+   * Ends the call once aborted (an activity's cancellation): it rejects with an AbortError (or the signal's reason),
+   * and a stream it returned is destroyed with one. A put aborted part way leaves the old object or the whole new one,
+   * as any failed put.
+   */
+  signal?: AbortSignal;
+}
+
 /**
  * Where archive segments live: a local directory or an S3-compatible bucket, behind one interface. Keys are relative,
  * '/'-separated paths (see assertKey). A `put` is all or nothing: readers see the whole new object or none (or the old
@@ -20,17 +30,35 @@ export interface ArchiveStore {
   /** Where it is (a directory, s3://bucket), for logs and error messages. */
   readonly location: string;
   /** Writes the body under key, replacing any object there; streams, so the body can be larger than memory. */
-  put(key: string, body: Readable | Buffer): Promise<StoredObject>;
+  put(key: string, body: Readable | Buffer, options?: StoreCallOptions): Promise<StoredObject>;
   /** The object's bytes as a stream; rejects with ArchiveObjectNotFoundError when there is none. */
-  get(key: string): Promise<Readable>;
+  get(key: string, options?: StoreCallOptions): Promise<Readable>;
   /** Size and date of the object, or undefined when there is none. */
-  stat(key: string): Promise<StoredObject | undefined>;
+  stat(key: string, options?: StoreCallOptions): Promise<StoredObject | undefined>;
   /** Every object whose key starts with prefix (in no promised order: callers sort what they show). */
-  list(prefix: string): AsyncIterable<StoredObject>;
+  list(prefix: string, options?: StoreCallOptions): AsyncIterable<StoredObject>;
   /** Removes the object; no error when there is none. */
-  delete(key: string): Promise<void>;
+  delete(key: string, options?: StoreCallOptions): Promise<void>;
   /** Releases connections (S3 client); the store is not used after. */
   close(): Promise<void>;
+}
+
+/**
+ * The store seen by one piece of work (a Temporal activity) that `signal` cancels: every call it makes is given the
+ * signal, so an object store that stopped answering holds it no longer than the cancellation. Closing it does nothing:
+ * the store is its creator's to close.
+ */
+export function withSignal(store: ArchiveStore, signal: AbortSignal): ArchiveStore {
+  return {
+    kind: store.kind,
+    location: store.location,
+    put: (key, body) => store.put(key, body, { signal }),
+    get: (key) => store.get(key, { signal }),
+    stat: (key) => store.stat(key, { signal }),
+    list: (prefix) => store.list(prefix, { signal }),
+    delete: (key) => store.delete(key, { signal }),
+    close: async () => {},
+  };
 }
 
 // No part may start with a dot: that rules out '.' and '..', and leaves dot-names free for the local store's temp files.

@@ -10,6 +10,11 @@ export function tap(see: (chunk: Buffer) => void): Transform {
   });
 }
 
+/** Whether gunzip refused the bytes (zlib's Z_ codes): a truncated or corrupted file, not a store that failed. */
+export function isCorruptGzip(err: unknown): boolean {
+  return /^Z_/.test(String((err as NodeJS.ErrnoException | undefined)?.code));
+}
+
 const NEWLINE = 0x0a;
 
 /** How many '\n' bytes a chunk holds. */

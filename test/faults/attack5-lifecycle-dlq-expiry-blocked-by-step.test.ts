@@ -1,6 +1,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { MockActivityEnvironment, type TestWorkflowEnvironment } from '@temporalio/testing';
 import { findManifest } from '../../archive';
 import { createActivities } from '../../activities';
 import { putRetentionRows } from '../../repository/retention';
@@ -43,7 +43,9 @@ it('a journal step that fails for an operator does not keep every dead letter pa
   const [step] = (await activities.planJournalRetention({ now: Date.now() })).filter(
     (s) => s.action === 'delete_rows' && s.topic === leads,
   );
-  const { segment } = await activities.archiveRetentionStep({ workflowId: 'attack5-earlier', step });
+  const { segment } = (await new MockActivityEnvironment().run(() =>
+    activities.archiveRetentionStep({ workflowId: 'attack5-earlier', step }),
+  )) as Awaited<ReturnType<typeof activities.archiveRetentionStep>>;
   const manifest = (await findManifest(h.archive, segment!))!;
   const file = path.join(h.config.archive.dir, manifest.file.key);
   const bytes = await fs.readFile(file);

@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { MockActivityEnvironment, type TestWorkflowEnvironment } from '@temporalio/testing';
 import { createArchiveStore, findManifest, listSegments, readSegment } from '../../archive';
 import { createActivities } from '../../activities';
 import { nextPeriod, partitionName } from '../../lifecycle/periods';
@@ -22,6 +22,8 @@ let env: TestWorkflowEnvironment;
 let h: SinkHarness;
 let close: () => Promise<void>;
 const taskQueue = 'journal-maintenance-test';
+/** An activity called as a Temporal worker runs it (in an activity context: its heartbeat, its cancellation). */
+const act = <R>(fn: () => Promise<R>): Promise<R> => new MockActivityEnvironment().run(fn) as Promise<R>;
 
 beforeAll(async () => {
   ({ env, h, close } = await createTimeSkippingWorld('maintenance', taskQueue, {
@@ -169,7 +171,7 @@ it('a segment that no longer verifies stops the step: nothing is dropped', async
       (s) => s.partition === 'event_journal_p2025_03',
     )!;
     expect(step).toMatchObject({ action: 'drop_partition' });
-    const archivedStep = await activities.archiveRetentionStep({ workflowId: 'manual', step });
+    const archivedStep = await act(() => activities.archiveRetentionStep({ workflowId: 'manual', step }));
     expect(archivedStep.segment).toBe('event_journal_p2025_03');
     const store = createArchiveStore(h.config.archive);
     const manifest = (await findManifest(store, 'event_journal_p2025_03'))!;
@@ -179,8 +181,8 @@ it('a segment that no longer verifies stops the step: nothing is dropped', async
     bytes[bytes.length - 12] ^= 0xff;
     await fs.writeFile(file, bytes);
     await expect(
-      activities.applyRetentionStep({ workflowId: 'manual', step, segment: 'event_journal_p2025_03' }),
-    ).rejects.toThrow();
+      act(() => activities.applyRetentionStep({ workflowId: 'manual', step, segment: 'event_journal_p2025_03' })),
+    ).rejects.toThrow(/failed verification/);
     expect((await listJournalPartitions(h.pool)).map((p) => p.name)).toContain('event_journal_p2025_03');
   } finally {
     await putRetentionRows(h.pool, { quotes: null }, 'test');
@@ -199,7 +201,7 @@ it('archives nothing while an erasure runs: the step fails retryably and nothing
     "INSERT INTO lifecycle_audit (workflow_id, kind, status) VALUES ('erasure-running-test', 'erasure', 'running')",
   );
   try {
-    const err = await activities.archiveRetentionStep({ workflowId: 'manual', step }).catch((e: Error) => e);
+    const err = await act(() => activities.archiveRetentionStep({ workflowId: 'manual', step })).catch((e: Error) => e);
     expect(err).toMatchObject({ type: 'ErasureInProgress', nonRetryable: false });
     expect(
       await findManifest(createArchiveStore(h.config.archive), 'event_journal_p2025_03.quotes.before-20250401'),
