@@ -28,6 +28,7 @@ import {
   appendLifecycleAction,
   databaseClock,
   erasuresInProgress,
+  segmentArchiveRecorded,
   finishLifecycleAudit,
   startLifecycleAudit,
 } from '../repository/lifecycle-audit';
@@ -148,8 +149,8 @@ export function createMaintenanceActivities(deps: ActivityDeps) {
 
     /**
      * Archives the rows a step will remove as one segment, verified (re-read, counted, checksummed) before its
-     * manifest is written. A step whose segment already exists (an earlier attempt archived it, then failed before
-     * removing) is verified again instead. A topic slice with no rows left is nothing to do.
+     * manifest is written. A step whose segment an earlier attempt archived and recorded, then failed before removing,
+     * is verified again instead. A topic slice with no rows left is nothing to do.
      */
     async archiveRetentionStep(input: { workflowId: string; step: RetentionStep }): Promise<ArchivedStep> {
       const { step } = input;
@@ -167,10 +168,13 @@ export function createMaintenanceActivities(deps: ActivityDeps) {
       await withdrawStaleSegments({ pool, archive, log }, input.workflowId, step.partition, segment);
       const onProgress = heartbeatProgress(context, segment);
       const existing = await findManifest(archive, segment);
-      if (existing) {
+      if (existing && (await segmentArchiveRecorded(pool, segment))) {
         await verifySegment(archive, existing, { onProgress });
         return { segment, rows: existing.rows };
       }
+      // A segment no run recorded was left by an attempt that ended (cancelled, crashed) before its erasure check
+      // below: an erasure may have run unseen while it was written, and its rows may be in it. It is written again.
+      if (existing) await deleteSegment(archive, segment);
       const writing = await databaseClock(pool);
       const manifest = await withTransaction(pool, async (client) => {
         // One snapshot for the count and the rows: the segment holds exactly what the count says.

@@ -114,6 +114,21 @@ export async function erasuresInProgress(db: Queryable, since?: Date): Promise<s
   return rows.map((r) => r.workflow_id);
 }
 
+/**
+ * Whether a maintenance run recorded the segment as archived: it does so only after the segment passed its erasure
+ * check (no erasure ran unseen while it was written).
+ */
+export async function segmentArchiveRecorded(db: Queryable, segment: string): Promise<boolean> {
+  const { rows } = await db.query(
+    `SELECT 1 FROM lifecycle_audit
+      WHERE kind = 'maintenance'
+        AND actions @> jsonb_build_array(jsonb_build_object('action', 'segment_archived', 'segment', $1::text))
+      LIMIT 1`,
+    [segment],
+  );
+  return rows.length > 0;
+}
+
 /** The database's clock now (not the transaction's start): a point every later snapshot comes after. */
 export async function databaseClock(db: Queryable): Promise<Date> {
   const { rows } = await db.query<{ now: Date }>('SELECT clock_timestamp() AS now');

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { MockActivityEnvironment, type TestWorkflowEnvironment } from '@temporalio/testing';
 import { findManifest } from '../../archive';
 import { createActivities } from '../../activities';
+import { startLifecycleAudit } from '../../repository/lifecycle-audit';
 import { putRetentionRows } from '../../repository/retention';
 import { seedOldDeadLetters } from '../support/journal';
 import type { SinkHarness } from '../support/sink';
@@ -38,8 +39,9 @@ it('a journal step that fails for an operator does not keep every dead letter pa
   await seedOldDeadLetters(h.pool, jobs, 1, 25);
   await putRetentionRows(h.pool, { [leads]: 30, [jobs]: 10 }, 'attack5');
 
-  // The leads slice was archived by an earlier attempt, and its file then damaged in the store.
+  // The leads slice was archived (and recorded) by an earlier run, and its file then damaged in the store.
   const activities = createActivities(activityDeps(h));
+  await startLifecycleAudit(h.pool, { workflowId: 'attack5-earlier', kind: 'maintenance' });
   const [step] = (await activities.planJournalRetention({ now: Date.now() })).filter(
     (s) => s.action === 'delete_rows' && s.topic === leads,
   );

@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { MockActivityEnvironment, type TestWorkflowEnvironment } from '@temporalio/testing';
-import { createArchiveStore, findManifest, listSegments, readSegment } from '../../archive';
+import { createArchiveStore, deleteSegment, findManifest, listSegments, readSegment } from '../../archive';
 import { createActivities } from '../../activities';
 import { nextPeriod, partitionName } from '../../lifecycle/periods';
 import { createJournalPartition, listJournalPartitions } from '../../repository/journal-partitions';
@@ -210,5 +210,37 @@ it('archives nothing while an erasure runs: the step fails retryably and nothing
     expect(rows[0].n).toBe(PER_MONTH);
   } finally {
     await h.pool.query("DELETE FROM lifecycle_audit WHERE workflow_id = 'erasure-running-test'");
+  }
+});
+
+it('a segment no run recorded (its attempt ended before the erasure check) is written again, not trusted', async () => {
+  const activities = createActivities(activityDeps(h));
+  const store = createArchiveStore(h.config.archive);
+  const segment = 'event_journal_p2025_03';
+  // March 2025 holds only quotes by now: with quotes at 1 day, retention plans to drop it.
+  await putRetentionRows(h.pool, { quotes: 1 }, 'test');
+  try {
+    const step = (await activities.planJournalRetention({ now: Date.now() })).find((s) => s.partition === segment)!;
+    expect(step).toMatchObject({ action: 'drop_partition' });
+    await deleteSegment(store, segment); // the one the test before corrupted
+    // 'manual' has no lifecycle_audit row: the attempt writes its segment and records nothing, as one cancelled or
+    // killed between the segment's manifest and its record would.
+    const first = await act(() => activities.archiveRetentionStep({ workflowId: 'manual', step }));
+    expect(first).toEqual({ segment, rows: PER_MONTH });
+    // An erasure that ran while that segment was written did not see it (no manifest yet): the row is gone from the
+    // journal, and still in the segment.
+    const { rowCount } = await h.pool.query(
+      `DELETE FROM event_journal WHERE topic = 'quotes' AND payload->>'n' = '0' AND received_at < '2025-04-01'`,
+    );
+    expect(rowCount).toBe(1);
+    const again = await act(() => activities.archiveRetentionStep({ workflowId: 'manual', step }));
+    expect(again).toEqual({ segment, rows: PER_MONTH - 1 });
+    const archived = [];
+    for await (const row of readSegment(store, segment)) archived.push(row);
+    expect(archived).toHaveLength(PER_MONTH - 1);
+    expect(archived.filter((row) => (row.payload as { n?: number }).n === 0)).toEqual([]);
+  } finally {
+    await deleteSegment(store, segment);
+    await putRetentionRows(h.pool, { quotes: null }, 'test');
   }
 });
