@@ -1,3 +1,5 @@
+import { withSignal } from '../archive';
+import { activityCancellation } from './cancellation';
 import { createArchiveRangeActivities } from './archive-range';
 import { createAuditActivities } from './audit';
 import type { ActivityDeps } from './deps';
@@ -13,8 +15,13 @@ import { createReplayActivities } from './replay';
 
 export type { ActivityDeps } from './deps';
 
-/** Every activity the replay worker registers, bound to its dependencies. */
-export function createActivities(deps: ActivityDeps) {
+/**
+ * Every activity the replay worker registers, bound to its dependencies. Each sees the archive through its own
+ * cancellation: a worker stopped while an activity waits on a frozen object store ends that activity at the SDK's
+ * cancel, not at its forced stop (maintenance, cold replay and erasure alike).
+ */
+export function createActivities(given: ActivityDeps) {
+  const deps = { ...given, archive: withSignal(given.archive, activityCancellation) };
   return {
     ...createAuditActivities(deps),
     ...createReplayActivities(deps),

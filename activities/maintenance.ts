@@ -4,7 +4,6 @@ import {
   deleteSegment,
   findManifest,
   verifySegment,
-  withSignal,
   writeSegment,
   type ProgressListener,
   type SegmentManifest,
@@ -102,7 +101,7 @@ function sourceOf(step: RetentionStep): JournalArchiveSource {
  * lifecycle_audit.
  */
 export function createMaintenanceActivities(deps: ActivityDeps) {
-  const { pool, config, log } = deps;
+  const { pool, archive, config, log } = deps;
   /** Retention's plan for the given partitions now, under the policies in force now. */
   const plan = async (now: Date, only?: string): Promise<RetentionStep[]> => {
     const partitions = (await listJournalPartitions(pool)).filter((p) => only === undefined || p.name === only);
@@ -155,8 +154,6 @@ export function createMaintenanceActivities(deps: ActivityDeps) {
     async archiveRetentionStep(input: { workflowId: string; step: RetentionStep }): Promise<ArchivedStep> {
       const { step } = input;
       const context = Context.current();
-      // Cancelled (the worker stops, the workflow is cancelled), every request to the store ends at once.
-      const archive = withSignal(deps.archive, context.cancellationSignal);
       await waitForErasures(pool);
       if (!(await stillPlanned(step))) return { segment: null, rows: 0 };
       const segment = segmentOf(step);
@@ -225,7 +222,6 @@ export function createMaintenanceActivities(deps: ActivityDeps) {
     async applyRetentionStep(input: { workflowId: string; step: RetentionStep; segment: string }) {
       const { step } = input;
       const context = Context.current();
-      const archive = withSignal(deps.archive, context.cancellationSignal);
       await waitForErasures(pool);
       if (!(await stillPlanned(step))) {
         log.info({ partition: step.partition }, 'Retention changed since the plan: the step is left for the next run');

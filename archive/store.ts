@@ -44,19 +44,23 @@ export interface ArchiveStore {
 }
 
 /**
- * The store seen by one piece of work (a Temporal activity) that `signal` cancels: every call it makes is given the
- * signal, so an object store that stopped answering holds it no longer than the cancellation. Closing it does nothing:
- * the store is its creator's to close.
+ * The store as seen by work that a signal cancels (Temporal activities): every call is given the signal `signalOf`
+ * answers at that call, if any, so an object store that stopped answering holds the work no longer than its
+ * cancellation. Closing it does nothing: the store is its creator's to close.
  */
-export function withSignal(store: ArchiveStore, signal: AbortSignal): ArchiveStore {
+export function withSignal(store: ArchiveStore, signalOf: () => AbortSignal | undefined): ArchiveStore {
+  const options = (): StoreCallOptions | undefined => {
+    const signal = signalOf();
+    return signal && { signal };
+  };
   return {
     kind: store.kind,
     location: store.location,
-    put: (key, body) => store.put(key, body, { signal }),
-    get: (key) => store.get(key, { signal }),
-    stat: (key) => store.stat(key, { signal }),
-    list: (prefix) => store.list(prefix, { signal }),
-    delete: (key) => store.delete(key, { signal }),
+    put: (key, body) => store.put(key, body, options()),
+    get: (key) => store.get(key, options()),
+    stat: (key) => store.stat(key, options()),
+    list: (prefix) => store.list(prefix, options()),
+    delete: (key) => store.delete(key, options()),
     close: async () => {},
   };
 }

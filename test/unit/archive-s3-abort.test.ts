@@ -9,6 +9,8 @@ import {
   type ArchiveStore,
   type SegmentManifest,
 } from '../../archive';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { activityCancellation } from '../../activities/cancellation';
 import { plainRow } from '../support/archive';
 
 /**
@@ -107,7 +109,7 @@ it('a multipart upload whose body is still being produced rejects when aborted, 
 it('archiving a segment through a store seen with a cancelled signal ends at once, having written nothing', async () => {
   const before = requests.length;
   const controller = new AbortController();
-  const cancelled = withSignal(store, controller.signal);
+  const cancelled = withSignal(store, () => controller.signal);
   const writing = writeSegment(cancelled, { segment: 'frozen', table: 't', rows: [plainRow(1, '{}')] }).catch(
     (err: Error) => err,
   );
@@ -134,4 +136,25 @@ it('a read-back that fails in the store (not in gunzip) rejects: the segment is 
   };
   const manifest = { segment: 'broken', rows: 1, file: { key: 'segments/broken/broken.g1.ndjson.gz' } };
   await expect(verifySegment(broken, manifest as SegmentManifest)).rejects.toMatchObject({ code: 'ECONNRESET' });
+});
+
+it("the activities' archive (activityCancellation) ends a call at the running activity's cancel, and has no signal outside one", async () => {
+  const seen = withSignal(store, activityCancellation);
+  expect(activityCancellation()).toBeUndefined();
+  const env = new MockActivityEnvironment();
+  const before = requests.length;
+  const listing = env
+    .run(async () => {
+      for await (const object of seen.list('segments/')) return object;
+      return undefined;
+    })
+    .catch((err: Error) => err);
+  for (let waited = 0; requests.length === before && waited < 5000; waited += 10) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  expect(requests.length).toBeGreaterThan(before);
+  env.cancel();
+  const cancelledAt = Date.now();
+  expect(await listing).toBeInstanceOf(Error);
+  expect(Date.now() - cancelledAt).toBeLessThan(500);
 });
