@@ -63,18 +63,28 @@ export async function startForRequest<W extends OneInputWorkflow>(
     workflowId = recorded.workflowId;
   }
   return app.temporal.call(async (client: Client) => {
+    // A request the app's close gave up on (its connection is being dropped) starts nothing: its client never hears
+    // of it. A start already on its way is cancelled; one Temporal had already received may still run.
+    const abandoned = app.requestsAbandoned;
+    if (abandoned.aborted) throw httpError(503, 'The API is stopping: the workflow was not started');
     try {
       // One cast, where the generic meets the SDK's conditional argument type: callers are checked by StartRequest<W>.
       // USE_EXISTING: requests racing with one key (or a retry after a start that failed) all land on one workflow.
-      return (await client.workflow.start<OneInputWorkflow>(start.workflow, {
-        taskQueue: config.temporal.taskQueue,
-        workflowId,
-        args: [start.input],
-        typedSearchAttributes: start.searchAttributes,
-        memo: { request: start.input as Record<string, unknown>, requested_by: request.principal.subject, fingerprint },
-        workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
-        workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
-      })) as StartedWorkflow<W>;
+      return (await client.connection.withAbortSignal(abandoned, () =>
+        client.workflow.start<OneInputWorkflow>(start.workflow, {
+          taskQueue: config.temporal.taskQueue,
+          workflowId,
+          args: [start.input],
+          typedSearchAttributes: start.searchAttributes,
+          memo: {
+            request: start.input as Record<string, unknown>,
+            requested_by: request.principal.subject,
+            fingerprint,
+          },
+          workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
+          workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+        }),
+      )) as StartedWorkflow<W>;
     } catch (err) {
       // Same key, first workflow already finished: answer with that one.
       if (!key || !(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;

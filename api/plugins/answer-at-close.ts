@@ -6,6 +6,13 @@ import { settleWithin } from '../../shared/timeout';
 import { within } from '../route-helpers';
 
 declare module 'fastify' {
+  interface FastifyInstance {
+    /**
+     * Aborted once the close stopped waiting for the requests still in flight: their connections are about to be
+     * dropped, so what they have not done yet (a workflow's start) they must not do (startForRequest).
+     */
+    requestsAbandoned: AbortSignal;
+  }
   interface FastifyReply {
     /**
      * The workflow's result, or undefined when it has not settled within `ms` or once the app began to close (the
@@ -15,8 +22,15 @@ declare module 'fastify' {
   }
 }
 
-/** How long, at most, the app's close waits for the answers of the requests in flight (cut by the stop's clock). */
+/**
+ * How long the app's close waits for the answers of the requests in flight: half of what is left of the stop (the
+ * other half is for the closes after it), or ANSWER_GRACE_MS when the app is closed outside a stop (tests).
+ */
 const ANSWER_GRACE_MS = 2000;
+function answerGraceMs(): number {
+  const left = stopWait(Number.POSITIVE_INFINITY);
+  return Number.isFinite(left) ? Math.floor(left / 2) : ANSWER_GRACE_MS;
+}
 
 /** Methods that change nothing: their requests (the live stream among them) are not waited for at close. */
 const READS = new Set(['GET', 'HEAD', 'OPTIONS']);
@@ -30,8 +44,8 @@ function whenSent(raw: FastifyReply['raw']): Promise<void> {
 
 /**
  * A request that changes something and is in flight when the app begins to close (SIGTERM) gets its answer before
- * connections are dropped (fastify's forceCloseConnections, close-connections.ts over TLS), within ANSWER_GRACE_MS
- * cut by the stop's clock. A reset instead leaves the client not knowing what was done: a replay accepted but its
+ * connections are dropped (fastify's forceCloseConnections, close-connections.ts over TLS), within half of what is
+ * left of the stop; one still unanswered then does not go on to start a workflow (requestsAbandoned). A reset instead leaves the client not knowing what was done: a replay accepted but its
  * workflow id never seen, and a retry without an Idempotency-Key starts a second one.
  *
  * The routes that start a workflow wait up to API_REPLAY_WAIT_MS for its result (`reply.workflowResult`); the workflow
@@ -44,7 +58,9 @@ function whenSent(raw: FastifyReply['raw']): Promise<void> {
 export default fp(
   async (app) => {
     const stopping = new AbortController();
+    const abandoned = new AbortController();
     const inFlight = new Set<Promise<void>>();
+    app.decorate('requestsAbandoned', abandoned.signal);
     app.decorateReply('workflowResult', <T>(result: Promise<T>, ms: number) => within(result, ms, stopping.signal));
     app.addHook('onRequest', async (request, reply) => {
       if (READS.has(request.method)) return;
@@ -54,7 +70,8 @@ export default fp(
     });
     app.addHook('preClose', async () => {
       stopping.abort();
-      if (inFlight.size) await settleWithin(Promise.all(inFlight), stopWait(ANSWER_GRACE_MS));
+      if (inFlight.size) await settleWithin(Promise.all(inFlight), answerGraceMs());
+      abandoned.abort();
     });
   },
   { name: 'answer-at-close' },

@@ -302,7 +302,11 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
           ...replayOptions(input),
         },
       });
-      if (body.dry_run) return handle.result().catch(failureToHttp);
+      if (body.dry_run) {
+        // The counts, when they come within API_REPLAY_WAIT_MS (and before the API stops); else the id to ask later.
+        const counts = await reply.workflowResult(handle.result(), config.api.replayWaitMs).catch(failureToHttp);
+        if (counts !== undefined) return counts;
+      }
       return reply
         .status(202)
         .send({ status: 'accepted', workflow_id: handle.workflowId, status_url: statusUrl(handle.workflowId) });

@@ -23,6 +23,9 @@ import { uniqueSuffix } from '../support/env';
  * workflow listed on its task queue) but no replay_audit row is written for it (0: the stop had gone on to end the
  * API's pool), and the API exits 0 after 4.03 s. Nothing in answer-at-close.ts / startForRequest stops a handler whose
  * connection the close dropped, and the grace is a fixed 2 s even when the stop's clock has 28 s left.
+ *
+ * Fixed: the close waits up to half of what is left of the stop (here about 14 s), so the start answers and the route
+ * sends its 202 with the workflow id; a request still unanswered after that starts no workflow (requestsAbandoned).
  */
 jest.setTimeout(120_000);
 

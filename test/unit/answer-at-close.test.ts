@@ -73,7 +73,7 @@ describe('answer-at-close', () => {
     ['with the plugin', true, 201],
     ['without it (what the plugin prevents)', false, 'socket hang up'],
   ])(
-    'a change in flight when the app closes, %s, ends in %s (forceCloseConnections drops every connection)',
+    'a change in flight when the app closes, %s (registered: %s), ends in %s (forceCloseConnections drops every connection)',
     async (_name, registered, expected) => {
       const app = Fastify({ forceCloseConnections: true });
       if (registered) await app.register(answerAtClose);
@@ -102,4 +102,25 @@ describe('answer-at-close', () => {
       expect(Date.now() - started).toBeLessThan(2_000);
     },
   );
+
+  it('a change still unanswered after the grace is abandoned: requestsAbandoned aborts once the close stops waiting', async () => {
+    const app = Fastify();
+    await app.register(answerAtClose);
+    let handling!: () => void;
+    const inHandler = new Promise<void>((resolve) => (handling = resolve));
+    const seenInHandler: boolean[] = [];
+    app.post('/replay/range', async () => {
+      handling();
+      await never; // a workflow start stuck on a frozen Temporal
+    });
+    await app.ready();
+    void app.inject({ method: 'POST', url: '/replay/range' }).catch(() => undefined);
+    await inHandler;
+    seenInHandler.push(app.requestsAbandoned.aborted);
+    const started = Date.now();
+    await app.close();
+    expect({ before: seenInHandler, after: app.requestsAbandoned.aborted }).toEqual({ before: [false], after: true });
+    // Outside a stop the close waits its fallback grace for the answer, then gives up.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1_900);
+  });
 });

@@ -24,6 +24,9 @@ import { EventEmitter } from 'node:events';
  * `if (replaced()) return`), so the promise neither resolves nor rejects, and its request is never written nor
  * timed out. With the patch's `if (replaced()) return` lines removed, both connect and are written (checked by hand:
  * ['a connected', 'b connected']).
+ *
+ * Fixed in the same patch: concurrent connect() calls share one attempt and one socket, so no socket replaces one
+ * still connecting; both sends are written on it.
  */
 /* eslint-disable @typescript-eslint/no-require-imports -- kafkajs's internals have no typings */
 const ConnectionPool = require('kafkajs/src/network/connectionPool') as new (options: object) => KafkaPool;
@@ -32,6 +35,7 @@ const Encoder = require('kafkajs/src/protocol/encoder') as new () => object;
 
 interface KafkaPool {
   getConnection(index?: number): Promise<{ isConnected(): boolean }>;
+  destroy(): Promise<void>;
   send(protocol: object): Promise<unknown>;
 }
 
@@ -89,6 +93,7 @@ it('two concurrent sends on a connection that must reconnect: both are written o
   const settled = (p: Promise<string>) =>
     Promise.race([p, new Promise<string>((r) => setTimeout(() => r('still pending after 5 s'), 5000))]);
   const [a, b] = await Promise.all([settled(first), settled(second)]);
+  await pool.destroy();
   const written = sockets.slice(1).map((s) => s.written.length);
   console.log(JSON.stringify({ sockets: sockets.length, written, a, b }));
   // A request not answered by the fake socket is rejected by the request timeout (2 s): what matters is that it is.
