@@ -12,12 +12,19 @@ import { EventEmitter } from 'node:events';
  */
 /* eslint-disable @typescript-eslint/no-require-imports -- kafkajs's internals have no typings */
 const Connection = require('kafkajs/src/network/connection') as new (options: object) => KafkaConnection;
+const ConnectionPool = require('kafkajs/src/network/connectionPool') as new (options: object) => KafkaPool;
 const Encoder = require('kafkajs/src/protocol/encoder') as new () => object;
 const syncGroupRequests = require('kafkajs/src/protocol/requests/syncGroup') as {
   versions: string[];
   protocol: (args: { version: number }) => (request: object) => { requestTimeout?: number };
 };
 /* eslint-enable @typescript-eslint/no-require-imports */
+
+interface KafkaPool {
+  getConnection(): Promise<KafkaConnection>;
+  send(protocol: object): Promise<unknown>;
+  destroy(): Promise<void>;
+}
 
 interface KafkaConnection {
   connect(): Promise<boolean>;
@@ -38,7 +45,8 @@ class FakeSocket extends EventEmitter {
   setKeepAlive(): void {}
 }
 
-function fakeConnection(): { connection: KafkaConnection; sockets: FakeSocket[] } {
+/** Fake sockets that connect at once, and the options kafkajs's Connection and ConnectionPool take to use them. */
+function fakeSockets(requestTimeout: number) {
   const sockets: FakeSocket[] = [];
   const socketFactory = ({ onConnect }: { onConnect: () => void }) => {
     const socket = new FakeSocket();
@@ -48,20 +56,25 @@ function fakeConnection(): { connection: KafkaConnection; sockets: FakeSocket[] 
   };
   const noop = () => undefined;
   const logger = { namespace: () => logger, debug: noop, info: noop, warn: noop, error: noop };
-  const connection = new Connection({
+  const options = {
     host: '127.0.0.1',
     port: 1,
     logger: { namespace: () => logger },
     socketFactory,
     connectionTimeout: 1000,
-    requestTimeout: 60_000,
-    enforceRequestTimeout: false,
-  });
-  return { connection, sockets };
+    requestTimeout,
+    enforceRequestTimeout: requestTimeout < 60_000,
+  };
+  return { sockets, options };
+}
+
+function fakeConnection(): { connection: KafkaConnection; sockets: FakeSocket[] } {
+  const { sockets, options } = fakeSockets(60_000);
+  return { connection: new Connection(options), sockets };
 }
 
 /** A request the fake never answers: it stays pending until the connection rejects it. */
-function pendingRequest(connection: KafkaConnection): Promise<string> {
+function pendingRequest(connection: Pick<KafkaConnection, 'send'>): Promise<string> {
   const request = { apiKey: 18, apiVersion: 0, apiName: 'ApiVersions', encode: async () => new Encoder() };
   return connection.send({ request, response: { decode: noopDecode, parse: noopDecode } }).then(
     () => 'answered',
@@ -91,6 +104,33 @@ describe('kafkajs Connection with a replaced socket', () => {
     sockets[1].emit('end');
     expect(await settledWithin(request, 1000)).toBe('rejected: Closed connection');
     expect(connection.isConnected()).toBe(false);
+  });
+});
+
+describe('kafkajs Connection with concurrent connects', () => {
+  // The pool's sends reconnect outside any lock: ingest commits offsets of several partitions at once after the
+  // coordinator's connection closed. With the replaced-socket guard, the first of two concurrent connects was left
+  // pending forever, its send neither written nor timed out (attack27). They now share one attempt and one socket.
+  it('two sends that must reconnect at once are both written on one socket, and both time out', async () => {
+    const { sockets, options } = fakeSockets(2000);
+    const pool = new ConnectionPool(options);
+    try {
+      const connection = await pool.getConnection();
+      sockets[0].emit('end');
+      for (let i = 0; i < 100 && connection.isConnected(); i++) await new Promise((r) => setTimeout(r, 10));
+      expect(connection.isConnected()).toBe(false);
+      const [first, second] = await Promise.all(
+        [pendingRequest(pool), pendingRequest(pool)].map((request) => settledWithin(request, 5000)),
+      );
+      expect({ sockets: sockets.length, written: sockets[1].written.length, first, second }).toEqual({
+        sockets: 2,
+        written: 2,
+        first: expect.stringMatching(/^rejected: .*timed out/),
+        second: expect.stringMatching(/^rejected: .*timed out/),
+      });
+    } finally {
+      await pool.destroy();
+    }
   });
 });
 
