@@ -165,12 +165,13 @@ export function createMaintenanceActivities(deps: ActivityDeps) {
       await withdrawStaleSegments({ pool, archive, log }, input.workflowId, step.partition, segment);
       const onProgress = heartbeatProgress(context, segment);
       const existing = await findManifest(archive, segment);
-      if (existing && (await segmentArchiveRecorded(pool, segment))) {
+      if (existing && (await segmentArchiveRecorded(pool, existing))) {
         await verifySegment(archive, existing, { onProgress });
         return { segment, rows: existing.rows };
       }
-      // A segment no run recorded was left by an attempt that ended (cancelled, crashed) before its erasure check
-      // below: an erasure may have run unseen while it was written, and its rows may be in it. It is written again.
+      // A segment file no run recorded was left by an attempt that ended (cancelled, crashed) before its erasure check
+      // below: an erasure may have run unseen while it was written, and its rows may be in it. It is written again
+      // (as is one an erasure rewrote since: its rows are still journaled, less the erased ones).
       if (existing) await deleteSegment(archive, segment);
       const writing = await databaseClock(pool);
       const manifest = await withTransaction(pool, async (client) => {
@@ -209,6 +210,7 @@ export function createMaintenanceActivities(deps: ActivityDeps) {
         ...(step.action === 'delete_rows' ? { topic: step.topic, before: step.before } : {}),
         rows: manifest.rows,
         sha256: manifest.file.sha256,
+        manifest_created_at: manifest.created_at,
       });
       log.info({ segment, rows: manifest.rows }, 'Journal segment archived and verified');
       return { segment, rows: manifest.rows };

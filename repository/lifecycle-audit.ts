@@ -115,16 +115,21 @@ export async function erasuresInProgress(db: Queryable, since?: Date): Promise<s
 }
 
 /**
- * Whether a maintenance run recorded the segment as archived: it does so only after the segment passed its erasure
- * check (no erasure ran unseen while it was written).
+ * Whether a maintenance run recorded this very write of the segment (its manifest's created_at and file sha256) as
+ * archived: a run does so only after the segment passed its erasure check (no erasure ran unseen while it was
+ * written). A record of the name, or of a file with the same bytes written before, says nothing of this write.
  */
-export async function segmentArchiveRecorded(db: Queryable, segment: string): Promise<boolean> {
+export async function segmentArchiveRecorded(
+  db: Queryable,
+  manifest: { segment: string; created_at: string; file: { sha256: string } },
+): Promise<boolean> {
   const { rows } = await db.query(
     `SELECT 1 FROM lifecycle_audit
       WHERE kind = 'maintenance'
-        AND actions @> jsonb_build_array(jsonb_build_object('action', 'segment_archived', 'segment', $1::text))
+        AND actions @> jsonb_build_array(jsonb_build_object('action', 'segment_archived', 'segment', $1::text,
+                                                            'sha256', $2::text, 'manifest_created_at', $3::text))
       LIMIT 1`,
-    [segment],
+    [manifest.segment, manifest.file.sha256, manifest.created_at],
   );
   return rows.length > 0;
 }

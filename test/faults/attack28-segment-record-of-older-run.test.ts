@@ -26,6 +26,9 @@ import { activityDeps, createTimeSkippingWorld } from '../support/temporal';
  *
  * Observed: the retry returns { rows: 40 } and the segment keeps 40 rows, the erased one among them (the journal has
  * 39); expected 39. Cause: activities/maintenance.ts:168 trusts `existing` on a record by name from another run.
+ *
+ * Fixed: a run records the manifest's created_at and the file's sha256 with the segment, and a later attempt trusts
+ * only that very write (the rewrite here has the same bytes as run A's, so a sha256 alone was not enough).
  */
 jest.setTimeout(180_000);
 
