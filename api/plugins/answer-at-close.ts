@@ -53,7 +53,7 @@ function whenSent(raw: FastifyReply['raw']): Promise<void> {
  * its route answers what it answers when the wait runs out: 202 with the workflow id.
  *
  * Register it before closeConnectionsOnClose and before the routes: preClose hooks run in order, and that one's grace
- * must start after the answers are out; the onRequest hook applies to routes registered after it.
+ * must start after the answers are out; the preHandler hook applies to routes registered after it.
  */
 export default fp(
   async (app) => {
@@ -62,7 +62,9 @@ export default fp(
     const inFlight = new Set<Promise<void>>();
     app.decorate('requestsAbandoned', abandoned.signal);
     app.decorateReply('workflowResult', <T>(result: Promise<T>, ms: number) => within(result, ms, stopping.signal));
-    app.addHook('onRequest', async (request, reply) => {
+    // From preHandler: a request whose body has not all come yet has done nothing, and a client sending it slowly
+    // must not hold the stop (in `start`, ingest's and the worker's stops come after the API's).
+    app.addHook('preHandler', async (request, reply) => {
       if (READS.has(request.method)) return;
       const sent = whenSent(reply.raw);
       inFlight.add(sent);

@@ -123,4 +123,26 @@ describe('answer-at-close', () => {
     // Outside a stop the close waits its fallback grace for the answer, then gives up.
     expect(Date.now() - started).toBeGreaterThanOrEqual(1_900);
   });
+
+  it('a change whose body has not all come is not waited for: a slow client does not hold the close', async () => {
+    const app = Fastify({ forceCloseConnections: true });
+    await app.register(answerAtClose);
+    app.post('/dlq/triage', async () => ({ status: 'triaged' }));
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    const { port } = app.server.address() as AddressInfo;
+    const req = http.request({
+      host: '127.0.0.1',
+      port,
+      path: '/dlq/triage',
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'content-length': '100' },
+    });
+    const ended = new Promise<string>((resolve) => req.on('error', (err) => resolve(err.message)));
+    req.write('{"ids":'); // and nothing more
+    await new Promise((r) => setTimeout(r, 100));
+    const started = Date.now();
+    await app.close();
+    expect(Date.now() - started).toBeLessThan(1_000);
+    expect(await ended).toBe('socket hang up');
+  });
 });
