@@ -66,7 +66,8 @@ export async function startForRequest<W extends OneInputWorkflow>(
     // A request the app's close gave up on (its connection is being dropped) starts nothing: its client never hears
     // of it. A start already on its way is cancelled; one Temporal had already received may still run.
     const abandoned = app.requestsAbandoned;
-    if (abandoned.aborted) throw httpError(503, 'The API is stopping: the workflow was not started');
+    const stopping = () => httpError(503, 'The API is stopping: the workflow was not started');
+    if (abandoned.aborted) throw stopping();
     try {
       // One cast, where the generic meets the SDK's conditional argument type: callers are checked by StartRequest<W>.
       // USE_EXISTING: requests racing with one key (or a retry after a start that failed) all land on one workflow.
@@ -86,6 +87,7 @@ export async function startForRequest<W extends OneInputWorkflow>(
         }),
       )) as StartedWorkflow<W>;
     } catch (err) {
+      if (abandoned.aborted) throw stopping(); // the start cancelled on its way: not a failure of the request's
       // Same key, first workflow already finished: answer with that one.
       if (!key || !(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
       return client.workflow.getHandle<W>(workflowId) as StartedWorkflow<W>;

@@ -3,6 +3,7 @@ import fp from 'fastify-plugin';
 import type { FastifyReply } from 'fastify';
 import { stopWait } from '../../shared/stop-clock';
 import { settleWithin } from '../../shared/timeout';
+import { httpError } from '../http-error';
 import { within } from '../route-helpers';
 
 declare module 'fastify' {
@@ -23,13 +24,14 @@ declare module 'fastify' {
 }
 
 /**
- * How long the app's close waits for the answers of the requests in flight: half of what is left of the stop (the
- * other half is for the closes after it), or ANSWER_GRACE_MS when the app is closed outside a stop (tests).
+ * How long the app's close waits for the answers of the requests in flight: a quarter of what is left of the stop (the
+ * rest is for the closes after it, and in `start` for ingest's and the worker's stops), or ANSWER_GRACE_MS when the app
+ * is closed outside a stop (tests).
  */
 const ANSWER_GRACE_MS = 2000;
 function answerGraceMs(): number {
   const left = stopWait(Number.POSITIVE_INFINITY);
-  return Number.isFinite(left) ? Math.floor(left / 2) : ANSWER_GRACE_MS;
+  return Number.isFinite(left) ? Math.floor(left / 4) : ANSWER_GRACE_MS;
 }
 
 /** Methods that change nothing: their requests (the live stream among them) are not waited for at close. */
@@ -44,9 +46,10 @@ function whenSent(raw: FastifyReply['raw']): Promise<void> {
 
 /**
  * A request that changes something and is in flight when the app begins to close (SIGTERM) gets its answer before
- * connections are dropped (fastify's forceCloseConnections, close-connections.ts over TLS), within half of what is
- * left of the stop; one still unanswered then does not go on to start a workflow (requestsAbandoned). A reset instead leaves the client not knowing what was done: a replay accepted but its
- * workflow id never seen, and a retry without an Idempotency-Key starts a second one.
+ * connections are dropped (fastify's forceCloseConnections, close-connections.ts over TLS), within a quarter of what
+ * is left of the stop; one still unanswered then does not go on to start a workflow (requestsAbandoned), and one whose
+ * body comes in after the close began is refused with a 503. A reset instead leaves the client not knowing what was
+ * done: a replay accepted but its workflow id never seen, and a retry without an Idempotency-Key starts a second one.
  *
  * The routes that start a workflow wait up to API_REPLAY_WAIT_MS for its result (`reply.workflowResult`); the workflow
  * is started and its audit row written by then, so the request is decided. At close each such wait ends at once and
@@ -66,6 +69,11 @@ export default fp(
     // must not hold the stop (in `start`, ingest's and the worker's stops come after the API's).
     app.addHook('preHandler', async (request, reply) => {
       if (READS.has(request.method)) return;
+      // One whose body came after the close began has done nothing yet, and is not waited for: it is refused.
+      if (stopping.signal.aborted) {
+        if (request.raw.httpVersionMajor < 2) reply.header('connection', 'close');
+        throw httpError(503, 'The API is stopping: the request was not handled; send it again');
+      }
       const sent = whenSent(reply.raw);
       inFlight.add(sent);
       void sent.then(() => inFlight.delete(sent));

@@ -303,8 +303,9 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
         },
       });
       if (body.dry_run) {
-        // The counts, when they come within API_REPLAY_WAIT_MS (and before the API stops); else the id to ask later.
-        const counts = await reply.workflowResult(handle.result(), config.api.replayWaitMs).catch(failureToHttp);
+        // The counts (the CLI and the console wait for them), unless the API stops first or they take longer than
+        // DRY_RUN_WAIT_MS: then the workflow's id, whose status shows them once counted.
+        const counts = await reply.workflowResult(handle.result(), DRY_RUN_WAIT_MS).catch(failureToHttp);
         if (counts !== undefined) return counts;
       }
       return reply
@@ -313,6 +314,9 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
     },
   );
 };
+
+/** How long a range dry run's request waits for its counts. */
+const DRY_RUN_WAIT_MS = 10 * 60_000;
 
 const FAILURE_STATUS: Partial<Record<PermanentFailure, number>> = {
   EventNotFound: 404,

@@ -1,7 +1,9 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Fastify from 'fastify';
+import type { Client } from '@temporalio/client';
 import answerAtClose from '../../api/plugins/answer-at-close';
+import { startForRequest } from '../../api/start-workflow';
 import { within } from '../../api/route-helpers';
 
 const never = new Promise<string>(() => undefined);
@@ -144,5 +146,82 @@ describe('answer-at-close', () => {
     await app.close();
     expect(Date.now() - started).toBeLessThan(1_000);
     expect(await ended).toBe('socket hang up');
+  });
+
+  it('a change whose body comes in after the close began is refused with a 503, and closes its connection', async () => {
+    const app = Fastify({ forceCloseConnections: true });
+    await app.register(answerAtClose);
+    let handled = 0;
+    app.post('/dlq/triage', async () => ({ status: 'triaged', handled: ++handled }));
+    let slowHandling!: () => void;
+    const inSlow = new Promise<void>((resolve) => (slowHandling = resolve));
+    app.post('/slow', async () => {
+      slowHandling();
+      await new Promise((r) => setTimeout(r, 500)); // keeps the close waiting meanwhile
+      return { status: 'done' };
+    });
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    const { port } = app.server.address() as AddressInfo;
+    const slow = post(port, '/slow');
+    await inSlow;
+    const late = new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = http.request(
+        {
+          host: '127.0.0.1',
+          port,
+          path: '/dlq/triage',
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+        },
+        (res) => {
+          let body = '';
+          res.on('data', (c: Buffer) => (body += c.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        },
+      );
+      req.on('error', reject);
+      req.write('{"ids":'); // the headers are in before the close ...
+      setTimeout(() => req.end('[1]}'), 150); // ... the rest of the body after it began
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    const closing = app.close();
+    expect(await late).toMatchObject({ status: 503, body: expect.stringContaining('The API is stopping') });
+    expect(await slow).toBe(200); // the slow one, in flight before, was answered
+    await closing;
+    expect(handled).toBe(0);
+  });
+
+  it('startForRequest starts nothing once the close gave up on the requests in flight', async () => {
+    const app = Fastify();
+    await app.register(answerAtClose);
+    let starts = 0;
+    const client = {
+      connection: { withAbortSignal: (_signal: AbortSignal, fn: () => Promise<unknown>) => fn() },
+      workflow: { start: async () => ++starts },
+    } as unknown as Client;
+    app.decorate('temporal', { call: <T>(fn: (c: Client) => Promise<T>) => fn(client), close: async () => {} });
+    let handling!: () => void;
+    const inHandler = new Promise<void>((resolve) => (handling = resolve));
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let outcome: unknown;
+    app.post('/replay/1', async (request) => {
+      handling();
+      await released; // the request is still on its way (authorising, reading the event) when the close gives up
+      outcome = await startForRequest(app, request, { temporal: { taskQueue: 'q' } } as never, {
+        prefix: 'replay-event-1',
+        workflow: async (input: { eventId: number }) => input.eventId,
+        input: { eventId: 1 },
+        searchAttributes: [],
+      }).catch((err: { statusCode?: number }) => err.statusCode);
+      return { outcome };
+    });
+    await app.ready();
+    void app.inject({ method: 'POST', url: '/replay/1' }).catch(() => undefined);
+    await inHandler;
+    await app.close(); // waits its 2 s grace, then gives up
+    release();
+    for (let i = 0; i < 100 && outcome === undefined; i++) await new Promise((r) => setTimeout(r, 10));
+    expect({ outcome, starts }).toEqual({ outcome: 503, starts: 0 });
   });
 });
