@@ -171,8 +171,9 @@ export function createMaintenanceActivities(deps: ActivityDeps) {
       }
       // A segment file no run recorded was left by an attempt that ended (cancelled, crashed) before its erasure check
       // below: an erasure may have run unseen while it was written, and its rows may be in it. It is written again
-      // (as is one an erasure rewrote since: its rows are still journaled, less the erased ones).
-      if (existing) await deleteSegment(archive, segment);
+      // (as is one an erasure rewrote since: its rows are still journaled, less the erased ones). Whatever of it is
+      // there goes first, manifest or not: a delete cut off may have left data files without their manifest.
+      await deleteSegment(archive, segment);
       const writing = await databaseClock(pool);
       const manifest = await withTransaction(pool, async (client) => {
         // One snapshot for the count and the rows: the segment holds exactly what the count says.

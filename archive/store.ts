@@ -45,8 +45,8 @@ export interface ArchiveStore {
 
 /**
  * The store as seen by work that a signal cancels (Temporal activities): every call is given the signal `signalOf`
- * answers at that call, if any, so an object store that stopped answering holds the work no longer than its
- * cancellation. Closing it does nothing: the store is its creator's to close.
+ * answers at that call, if any (a call that brings its own options keeps them), so an object store that stopped
+ * answering holds the work no longer than its cancellation. Closing it does nothing: the store is its creator's.
  */
 export function withSignal(store: ArchiveStore, signalOf: () => AbortSignal | undefined): ArchiveStore {
   const options = (): StoreCallOptions | undefined => {
@@ -56,11 +56,11 @@ export function withSignal(store: ArchiveStore, signalOf: () => AbortSignal | un
   return {
     kind: store.kind,
     location: store.location,
-    put: (key, body) => store.put(key, body, options()),
-    get: (key) => store.get(key, options()),
-    stat: (key) => store.stat(key, options()),
-    list: (prefix) => store.list(prefix, options()),
-    delete: (key) => store.delete(key, options()),
+    put: (key, body, given) => store.put(key, body, given ?? options()),
+    get: (key, given) => store.get(key, given ?? options()),
+    stat: (key, given) => store.stat(key, given ?? options()),
+    list: (prefix, given) => store.list(prefix, given ?? options()),
+    delete: (key, given) => store.delete(key, given ?? options()),
     close: async () => {},
   };
 }
