@@ -83,8 +83,18 @@ function pendingRequest(connection: Pick<KafkaConnection, 'send'>): Promise<stri
 }
 const noopDecode = async () => ({});
 
-const settledWithin = (promise: Promise<string>, ms: number) =>
-  Promise.race([promise, new Promise<string>((resolve) => setTimeout(() => resolve('pending'), ms))]);
+/** The request's outcome, or 'pending' when it has none after `ms` (the timer cleared either way). */
+async function settledWithin(promise: Promise<string>, ms: number): Promise<string> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<string>((resolve) => (timer = setTimeout(resolve, ms, 'pending'))),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 describe('kafkajs Connection with a replaced socket', () => {
   it("ignores the old socket's end: the new socket's request stays pending and the connection stays up", async () => {
