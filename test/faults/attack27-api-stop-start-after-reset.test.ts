@@ -25,7 +25,8 @@ import { uniqueSuffix } from '../support/env';
  * connection the close dropped, and the grace is a fixed 2 s even when the stop's clock has 28 s left.
  *
  * Fixed: the close waits up to a quarter of what is left of the stop (here about 7 s), so the start answers and the
- * route sends its 202 with the workflow id; a request still unanswered after that starts no workflow (requestsAbandoned).
+ * route sends its 202 with the workflow id; a request still unanswered after that starts no workflow
+ * (requestsAbandoned).
  */
 jest.setTimeout(120_000);
 
