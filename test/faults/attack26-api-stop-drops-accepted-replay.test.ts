@@ -1,10 +1,10 @@
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort } from '../../bench/support/ports';
 import { exited, spawnCli, untilPrinted } from '../support/ingest-process';
 import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
+import { curl } from '../support/curl';
 import { uniqueSuffix } from '../support/env';
 
 /**
@@ -50,14 +50,6 @@ afterAll(async () => {
   await h?.close();
   fs.rmSync(tlsDir, { recursive: true, force: true });
 });
-
-function curl(args: string[]): Promise<{ exit: number | null; out: string }> {
-  const child = spawn('curl', ['-k', '-sS', '-m', '60', '-w', '\nHTTP %{http_code}', ...args]);
-  let out = '';
-  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-  child.on('error', () => undefined);
-  return new Promise((resolve) => child.on('exit', (exit) => resolve({ exit, out })));
-}
 
 it.each([['http'], ['https']])(
   'SIGTERM while an accepted POST /replay/:id waits for its result (%s): the client gets the 202, not a reset',

@@ -1,9 +1,9 @@
-import { spawn } from 'node:child_process';
 import { Client, Connection } from '@temporalio/client';
 import { freePort } from '../../bench/support/ports';
 import { exited, spawnCli, untilPrinted } from '../support/ingest-process';
 import { freezableProxy, type FreezableProxy } from '../support/freezable-proxy';
 import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
+import { curl } from '../support/curl';
 import { uniqueSuffix } from '../support/env';
 
 /**
@@ -57,14 +57,6 @@ afterAll(async () => {
   await proxy?.close();
   await h?.close();
 });
-
-function curl(args: string[]): Promise<{ exit: number | null; out: string }> {
-  const child = spawn('curl', ['-k', '-sS', '-m', '60', '-w', '\nHTTP %{http_code}', ...args]);
-  let out = '';
-  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-  child.on('error', () => undefined);
-  return new Promise((resolve) => child.on('exit', (exit) => resolve({ exit, out })));
-}
 
 async function workflowsOn(queue: string): Promise<string[]> {
   const ids: string[] = [];

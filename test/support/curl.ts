@@ -1,0 +1,13 @@
+import { spawn } from 'node:child_process';
+
+/**
+ * One request by curl (any TLS certificate accepted, 60 s at most), as an outside client sees it: curl's exit code
+ * (52 an empty reply, 18 a transfer cut short) and what it printed, the body then `HTTP <status>` (000 when none came).
+ */
+export function curl(args: string[]): Promise<{ exit: number | null; out: string }> {
+  const child = spawn('curl', ['-k', '-sS', '-m', '60', '-w', '\nHTTP %{http_code}', ...args]);
+  let out = '';
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  child.on('error', () => undefined);
+  return new Promise((resolve) => child.on('exit', (exit) => resolve({ exit, out })));
+}
