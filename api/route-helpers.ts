@@ -12,27 +12,6 @@ export function keysetPage<T extends { id: number }>(
   return { items, next_cursor: rows.length > limit ? items[items.length - 1].id : null };
 }
 
-/**
- * The promise's value, or undefined when it has not settled within `ms` or once `signal` aborts, whichever comes first
- * (the caller answers 202 then; the promise is left to itself).
- */
-export async function within<T>(promise: Promise<T>, ms: number, signal?: AbortSignal): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  let onAbort = () => {};
-  const ended = new Promise<undefined>((resolve) => {
-    onAbort = () => resolve(undefined);
-    timer = setTimeout(onAbort, ms);
-    if (signal?.aborted) onAbort();
-    else signal?.addEventListener('abort', onAbort, { once: true });
-  });
-  try {
-    return await Promise.race([promise, ended]);
-  } finally {
-    clearTimeout(timer);
-    signal?.removeEventListener('abort', onAbort);
-  }
-}
-
 /** The audit row of a workflow just started, so the replay routes know it as ours before its first activity. */
 export function recordStarted(
   db: Queryable,

@@ -21,6 +21,27 @@ export function settleWithin(promise: Promise<unknown>, ms: number): Promise<'do
 }
 
 /**
+ * The promise's value, or undefined when it has not settled within `ms` or once `signal` aborts, whichever comes first
+ * (the promise is then left to itself).
+ */
+export async function within<T>(promise: Promise<T>, ms: number, signal?: AbortSignal): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  let onAbort = () => {};
+  const ended = new Promise<undefined>((resolve) => {
+    onAbort = () => resolve(undefined);
+    timer = setTimeout(onAbort, ms);
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([promise, ended]);
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+/**
  * The promise's outcome, or the error `interrupted()` makes once `signal` aborts, whichever comes first (the promise
  * is then left to itself).
  */

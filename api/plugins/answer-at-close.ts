@@ -2,9 +2,8 @@ import { finished } from 'node:stream';
 import fp from 'fastify-plugin';
 import type { FastifyReply } from 'fastify';
 import { stopWait } from '../../shared/stop-clock';
-import { settleWithin } from '../../shared/timeout';
+import { settleWithin, within } from '../../shared/timeout';
 import { httpError } from '../http-error';
-import { within } from '../route-helpers';
 
 declare module 'fastify' {
   interface FastifyInstance {

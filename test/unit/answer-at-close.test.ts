@@ -4,7 +4,7 @@ import Fastify from 'fastify';
 import type { Client } from '@temporalio/client';
 import answerAtClose from '../../api/plugins/answer-at-close';
 import { startForRequest } from '../../api/start-workflow';
-import { within } from '../../api/route-helpers';
+import { within } from '../../shared/timeout';
 
 const never = new Promise<string>(() => undefined);
 
