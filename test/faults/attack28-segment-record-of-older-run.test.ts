@@ -1,4 +1,4 @@
-import { MockActivityEnvironment, type TestWorkflowEnvironment } from '@temporalio/testing';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { createArchiveStore, deleteSegment, readSegment } from '../../archive';
 import { createActivities } from '../../activities';
 import { nextPeriod, partitionName } from '../../lifecycle/periods';
@@ -8,7 +8,7 @@ import { putRetentionRows } from '../../repository/retention';
 import { withTransaction } from '../../shared/db';
 import { shrinkConversionPartition } from '../support/journal-history';
 import type { SinkHarness } from '../support/sink';
-import { activityDeps, createTimeSkippingWorld } from '../support/temporal';
+import { activityDeps, createTimeSkippingWorld, inActivity } from '../support/temporal';
 
 /**
  * attack28 (against 2c76405): maintenance trusts an existing segment when *any* maintenance run ever recorded
@@ -36,7 +36,6 @@ let env: TestWorkflowEnvironment;
 let h: SinkHarness;
 let close: () => Promise<void>;
 const PER_MONTH = 40;
-const act = <R>(fn: () => Promise<R>): Promise<R> => new MockActivityEnvironment().run(fn) as Promise<R>;
 
 beforeAll(async () => {
   ({ env, h, close } = await createTimeSkippingWorld('a28segrec', 'a28-segrec', {
@@ -68,20 +67,20 @@ it('a segment rewritten by an unrecorded attempt is not trusted because an older
     await deleteSegment(store, segment);
     // Run A: a real run (audit row), archives and records the segment; its step is not applied.
     await startLifecycleAudit(h.pool, { workflowId: 'a28-run-a', kind: 'maintenance', request: {} });
-    expect(await act(() => activities.archiveRetentionStep({ workflowId: 'a28-run-a', step }))).toEqual({
+    expect(await inActivity(() => activities.archiveRetentionStep({ workflowId: 'a28-run-a', step }))).toEqual({
       segment,
       rows: PER_MONTH,
     });
     // The segment is withdrawn later (the partition's step changed meanwhile).
     await deleteSegment(store, segment);
     // A later attempt writes it again and ends before its erasure check and record ('manual': no audit row).
-    await act(() => activities.archiveRetentionStep({ workflowId: 'manual', step }));
+    await inActivity(() => activities.archiveRetentionStep({ workflowId: 'manual', step }));
     // An erasure ran while it was written, unseen: the row is gone from the journal, still in the segment.
     const { rowCount } = await h.pool.query(
       `DELETE FROM event_journal WHERE topic = 'quotes' AND payload->>'n' = '0' AND received_at < '2025-04-01'`,
     );
     expect(rowCount).toBe(1);
-    const again = await act(() => activities.archiveRetentionStep({ workflowId: 'manual', step }));
+    const again = await inActivity(() => activities.archiveRetentionStep({ workflowId: 'manual', step }));
     const archived: { payload: unknown }[] = [];
     for await (const row of readSegment(store, segment)) archived.push(row);
     const journal = Number(

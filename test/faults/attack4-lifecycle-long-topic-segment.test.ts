@@ -1,11 +1,9 @@
-import { MockActivityEnvironment } from '@temporalio/testing';
 import { createMaintenanceActivities } from '../../activities/maintenance';
 import { putRetentionRows } from '../../repository/retention';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
-import { activityDeps } from '../support/temporal';
+import { activityDeps, inActivity } from '../support/temporal';
 
 /** Runs an activity in the mock environment, keeping its result's type. */
-const act = <R>(env: MockActivityEnvironment, fn: () => Promise<R>): Promise<R> => env.run(fn) as Promise<R>;
 
 /**
  * Retention per topic: a topic's expired rows in a partition that other topics keep are archived as the segment
@@ -33,18 +31,17 @@ it('a topic with a long (valid Kafka) name has its expired rows archived and rem
   await putRetentionRows(h.pool, { [longTopic]: 30, [h.topics.jobs]: null }, 'attack4');
 
   const activities = createMaintenanceActivities(activityDeps(h));
-  const env = new MockActivityEnvironment();
-  const steps = (await act(env, () => activities.planJournalRetention({ now: Date.now() }))).filter(
+  const steps = (await inActivity(() => activities.planJournalRetention({ now: Date.now() }))).filter(
     (s) => s.action === 'delete_rows' && s.topic === longTopic,
   );
   expect(steps).toHaveLength(1);
   const errors: string[] = [];
   for (const step of steps) {
     try {
-      const archived = await act(env, () => activities.archiveRetentionStep({ workflowId: 'attack4-long', step }));
+      const archived = await inActivity(() => activities.archiveRetentionStep({ workflowId: 'attack4-long', step }));
       const { segment } = archived;
       if (segment) {
-        await act(env, () => activities.applyRetentionStep({ workflowId: 'attack4-long', step, segment }));
+        await inActivity(() => activities.applyRetentionStep({ workflowId: 'attack4-long', step, segment }));
       }
     } catch (err) {
       errors.push((err as Error).message);

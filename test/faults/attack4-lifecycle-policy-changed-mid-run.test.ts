@@ -1,11 +1,9 @@
-import { MockActivityEnvironment } from '@temporalio/testing';
 import { createMaintenanceActivities } from '../../activities/maintenance';
 import { putRetentionRows } from '../../repository/retention';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
-import { activityDeps } from '../support/temporal';
+import { activityDeps, inActivity } from '../support/temporal';
 
 /** Runs an activity in the mock environment, keeping its result's type. */
-const act = <R>(env: MockActivityEnvironment, fn: () => Promise<R>): Promise<R> => env.run(fn) as Promise<R>;
 
 /**
  * Invariant 2: nothing within retention is removed. The maintenance workflow plans its steps once
@@ -30,8 +28,7 @@ it('rows of a topic set to keep forever after the plan are not removed by the ru
   await putRetentionRows(h.pool, { [h.topics.leads]: 30 }, 'attack4');
 
   const activities = createMaintenanceActivities(activityDeps(h));
-  const env = new MockActivityEnvironment();
-  const steps = (await act(env, () => activities.planJournalRetention({ now: Date.now() }))).filter(
+  const steps = (await inActivity(() => activities.planJournalRetention({ now: Date.now() }))).filter(
     (s) => s.action === 'drop_partition' || s.topic === h.topics.leads,
   );
   expect(steps.length).toBeGreaterThan(0);
@@ -41,10 +38,10 @@ it('rows of a topic set to keep forever after the plan are not removed by the ru
 
   for (const step of steps) {
     try {
-      const archived = await act(env, () => activities.archiveRetentionStep({ workflowId: 'attack4-hold', step }));
+      const archived = await inActivity(() => activities.archiveRetentionStep({ workflowId: 'attack4-hold', step }));
       const { segment } = archived;
       if (segment) {
-        await act(env, () => activities.applyRetentionStep({ workflowId: 'attack4-hold', step, segment }));
+        await inActivity(() => activities.applyRetentionStep({ workflowId: 'attack4-hold', step, segment }));
       }
     } catch {
       // A step that refuses because the policy changed is the wanted behaviour.

@@ -1,10 +1,8 @@
-import { MockActivityEnvironment } from '@temporalio/testing';
 import { createMaintenanceActivities } from '../../activities/maintenance';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
-import { activityDeps } from '../support/temporal';
+import { activityDeps, inActivity } from '../support/temporal';
 
 /** Runs an activity in the mock environment, keeping its result's type. */
-const act = <R>(env: MockActivityEnvironment, fn: () => Promise<R>): Promise<R> => env.run(fn) as Promise<R>;
 
 /**
  * Invariant 2: nothing within retention is removed; a topic without a policy is kept forever. The policies are a
@@ -27,12 +25,12 @@ it.each(['constructor', 'valueOf'])('rows of a topic named %s, with no policy, a
     [topic],
   );
   const activities = createMaintenanceActivities(activityDeps(h));
-  const env = new MockActivityEnvironment();
-  const steps = await act(env, () => activities.planJournalRetention({ now: Date.now() }));
+  const steps = await inActivity(() => activities.planJournalRetention({ now: Date.now() }));
   for (const step of steps) {
-    const archived = await act(env, () => activities.archiveRetentionStep({ workflowId: `attack4-${topic}`, step }));
+    const archived = await inActivity(() => activities.archiveRetentionStep({ workflowId: `attack4-${topic}`, step }));
     const { segment } = archived;
-    if (segment) await act(env, () => activities.applyRetentionStep({ workflowId: `attack4-${topic}`, step, segment }));
+    if (segment)
+      await inActivity(() => activities.applyRetentionStep({ workflowId: `attack4-${topic}`, step, segment }));
   }
   const { rows } = await h.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM event_journal WHERE topic = $1', [
     topic,

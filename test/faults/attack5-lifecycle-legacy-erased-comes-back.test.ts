@@ -1,4 +1,3 @@
-import { MockActivityEnvironment } from '@temporalio/testing';
 import { createErasureActivities } from '../../activities/erasure';
 import { appendBatch } from '../../journal/append';
 import { parseRecord, type ParsedRecord } from '../../journal/record';
@@ -6,7 +5,7 @@ import { subjectHash, type ErasureTarget } from '../../lifecycle/erasure-target'
 import { storeErasureSubject } from '../../repository/erasure';
 import { ensureServiceKey } from '../../repository/service-keys';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
-import { activityDeps } from '../support/temporal';
+import { activityDeps, inActivity } from '../support/temporal';
 
 /**
  * Invariants 1 and 3 (docs/lifecycle.md, "Redeliveries of removed records"; "Erasure"): every row removed whose
@@ -23,8 +22,6 @@ beforeAll(async () => {
 });
 afterAll(() => h?.close());
 
-const act = <R>(env: MockActivityEnvironment, fn: () => Promise<R>): Promise<R> => env.run(fn) as Promise<R>;
-
 const email = 'legacy-subject@example.com';
 const value = JSON.stringify({ tenant_id: 'acme', email, name: 'Ann' });
 
@@ -38,9 +35,8 @@ async function erase(target: ErasureTarget, erasureId: string) {
   const hash = subjectHash(await ensureServiceKey(h.pool, 'erasure'), target);
   await storeErasureSubject(h.pool, hash, target);
   const activities = createErasureActivities(activityDeps(h));
-  const env = new MockActivityEnvironment();
   for (const table of ['event_journal', 'event_dlq'] as const) {
-    await act(env, () => activities.eraseRows({ erasureId, subjectHash: hash, table, afterId: 0, windowIds: 1000 }));
+    await inActivity(() => activities.eraseRows({ erasureId, subjectHash: hash, table, afterId: 0, windowIds: 1000 }));
   }
 }
 

@@ -1,4 +1,3 @@
-import { MockActivityEnvironment } from '@temporalio/testing';
 import type { ArchiveStore } from '../../archive';
 import { createErasureActivities } from '../../activities/erasure';
 import { createMaintenanceActivities } from '../../activities/maintenance';
@@ -12,7 +11,7 @@ import { uniqueSuffix } from '../support/env';
 import { findValue } from '../support/erasure';
 import { shrinkConversionPartition } from '../support/journal-history';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
-import { activityDeps } from '../support/temporal';
+import { activityDeps, inActivity } from '../support/temporal';
 
 /**
  * Invariant 5: after an erasure completes, no store holds the value. Archiving checks for a running erasure only
@@ -34,8 +33,6 @@ beforeAll(async () => {
 });
 afterAll(() => h?.close());
 
-const act = <R>(fn: () => Promise<R>): Promise<R> => new MockActivityEnvironment().run(fn) as Promise<R>;
-
 it('an erasure that runs while a segment is being written leaves the value in no store', async () => {
   const value = `attack6-${uniqueSuffix()}@example.com`;
   await h.pool.query(
@@ -55,12 +52,12 @@ it('an erasure that runs while a segment is being written leaves the value in no
   let erased = false;
   const eraseNow = async () => {
     erased = true;
-    await act(() => erasure.recordErasureStarted(ref));
+    await inActivity(() => erasure.recordErasureStarted(ref));
     for (const table of ['event_journal', 'event_dlq'] as const) {
-      await act(() => erasure.eraseRows({ ...ref, table, afterId: 0, windowIds: 1000 }));
+      await inActivity(() => erasure.eraseRows({ ...ref, table, afterId: 0, windowIds: 1000 }));
     }
-    await act(() => erasure.eraseArchiveRows(ref));
-    await act(() => erasure.recordErasureFinished({ ...ref, status: 'completed' }));
+    await inActivity(() => erasure.eraseArchiveRows(ref));
+    await inActivity(() => erasure.recordErasureFinished({ ...ref, status: 'completed' }));
   };
   const store: ArchiveStore = Object.assign(Object.create(h.archive) as ArchiveStore, {
     put: async (key: string, body: Parameters<ArchiveStore['put']>[1]) => {
@@ -71,13 +68,13 @@ it('an erasure that runs while a segment is being written leaves the value in no
   const maintenance = createMaintenanceActivities({ ...activityDeps(h), archive: store });
 
   // Maintenance as Temporal runs it: a retryable failure is tried again, a non-retryable one ends the step.
-  const [step] = (await act(() => maintenance.planJournalRetention({ now: Date.now() }))).filter(
+  const [step] = (await inActivity(() => maintenance.planJournalRetention({ now: Date.now() }))).filter(
     (s) => s.partition === JANUARY,
   );
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
-      const { segment } = await act(() => maintenance.archiveRetentionStep({ workflowId: 'attack6', step }));
-      if (segment) await act(() => maintenance.applyRetentionStep({ workflowId: 'attack6', step, segment }));
+      const { segment } = await inActivity(() => maintenance.archiveRetentionStep({ workflowId: 'attack6', step }));
+      if (segment) await inActivity(() => maintenance.applyRetentionStep({ workflowId: 'attack6', step, segment }));
       break;
     } catch (err) {
       if ((err as { nonRetryable?: boolean }).nonRetryable) break;

@@ -1,4 +1,3 @@
-import { MockActivityEnvironment } from '@temporalio/testing';
 import { listSegments, readSegment } from '../../archive';
 import { countArchivedRange } from '../../activities/archive-range';
 import { createMaintenanceActivities } from '../../activities/maintenance';
@@ -7,7 +6,7 @@ import { putRetentionRows } from '../../repository/retention';
 import { withTransaction } from '../../shared/db';
 import { shrinkConversionPartition } from '../support/journal-history';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
-import { activityDeps } from '../support/temporal';
+import { activityDeps, inActivity } from '../support/temporal';
 
 /**
  * Invariants 3 and 4: every row leaves the journal into exactly one segment, and a cold replay sends each archived
@@ -32,17 +31,15 @@ beforeAll(async () => {
 });
 afterAll(() => h?.close());
 
-const act = <R>(fn: () => Promise<R>): Promise<R> => new MockActivityEnvironment().run(fn) as Promise<R>;
-
 /** One maintenance pass over January's partition: archive then apply every step retention plans for it now. */
 async function maintainJanuary(activities: ReturnType<typeof createMaintenanceActivities>, between = async () => {}) {
-  const steps = (await act(() => activities.planJournalRetention({ now: Date.now() }))).filter(
+  const steps = (await inActivity(() => activities.planJournalRetention({ now: Date.now() }))).filter(
     (s) => s.partition === JANUARY,
   );
   for (const step of steps) {
-    const { segment } = await act(() => activities.archiveRetentionStep({ workflowId: 'attack6-hold', step }));
+    const { segment } = await inActivity(() => activities.archiveRetentionStep({ workflowId: 'attack6-hold', step }));
     await between();
-    if (segment) await act(() => activities.applyRetentionStep({ workflowId: 'attack6-hold', step, segment }));
+    if (segment) await inActivity(() => activities.applyRetentionStep({ workflowId: 'attack6-hold', step, segment }));
   }
   return steps;
 }

@@ -1,5 +1,4 @@
 import fc from 'fast-check';
-import { MockActivityEnvironment } from '@temporalio/testing';
 import { listSegments } from '../../archive';
 import { createErasureActivities } from '../../activities/erasure';
 import { createMaintenanceActivities } from '../../activities/maintenance';
@@ -10,7 +9,7 @@ import { storeErasureSubject } from '../../repository/erasure';
 import { putRetentionRows } from '../../repository/retention';
 import { ensureServiceKey } from '../../repository/service-keys';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
-import { activityDeps } from '../support/temporal';
+import { activityDeps, inActivity } from '../support/temporal';
 
 /**
  * Invariant 1 over the journal's lifecycle (docs/lifecycle.md, "Redeliveries of removed records"): a consumed record
@@ -24,8 +23,6 @@ beforeAll(async () => {
   h = await createSinkHarness('removed-records');
 });
 afterAll(() => h?.close());
-
-const act = <R>(env: MockActivityEnvironment, fn: () => Promise<R>): Promise<R> => env.run(fn) as Promise<R>;
 
 let nextOffset = 0;
 function record(topic: string, payload: unknown, offset = nextOffset++, partition = 0): ParsedRecord {
@@ -58,9 +55,8 @@ async function erase(
     ...deps,
     config: { ...deps.config, journal: { ...deps.config.journal, redeliveryHorizonMs: horizonMs } },
   });
-  const env = new MockActivityEnvironment();
   for (const table of ['event_journal', 'event_dlq'] as const) {
-    await act(env, () => activities.eraseRows({ erasureId, subjectHash: hash, table, afterId: 0, windowIds: 1000 }));
+    await inActivity(() => activities.eraseRows({ erasureId, subjectHash: hash, table, afterId: 0, windowIds: 1000 }));
   }
 }
 
@@ -156,16 +152,15 @@ async function retain(topic: string, workflowId: string, horizonMs: number | nul
     ...deps,
     config: { ...deps.config, journal: { ...deps.config.journal, redeliveryHorizonMs: horizonMs } },
   });
-  const env = new MockActivityEnvironment();
-  await act(env, () => activities.maintenanceStarted({ workflowId, request: {} }));
-  const steps = (await act(env, () => activities.planJournalRetention({ now: Date.now() }))).filter(
+  await inActivity(() => activities.maintenanceStarted({ workflowId, request: {} }));
+  const steps = (await inActivity(() => activities.planJournalRetention({ now: Date.now() }))).filter(
     (s) => s.action === 'drop_partition' || s.topic === topic,
   );
   for (const step of steps) {
-    const { segment } = await act(env, () => activities.archiveRetentionStep({ workflowId, step }));
-    if (segment) await act(env, () => activities.applyRetentionStep({ workflowId, step, segment }));
+    const { segment } = await inActivity(() => activities.archiveRetentionStep({ workflowId, step }));
+    if (segment) await inActivity(() => activities.applyRetentionStep({ workflowId, step, segment }));
   }
-  return { activities, env };
+  return { activities };
 }
 
 it('a record redelivered after retention archived and removed its row is not journaled a second time', async () => {
@@ -190,7 +185,7 @@ it('rows received before the redelivery horizon are not remembered, and notes pa
   await appendBatch(h.pool, [record(topic, { tenant_id: 'acme', n: 1 }, 3, 0)]);
   await h.pool.query(`UPDATE event_journal SET received_at = '2025-01-15T00:00:00Z' WHERE topic = $1`, [topic]);
   await putRetentionRows(h.pool, { [topic]: 30 }, 'test');
-  const { activities, env } = await retain(topic, 'retention-beyond', 15 * 86_400_000);
+  const { activities } = await retain(topic, 'retention-beyond', 15 * 86_400_000);
   expect(await count('event_journal WHERE topic = $1', [topic])).toBe(0);
   expect(await count('removed_records WHERE topic = $1', [topic])).toBe(0);
 
@@ -200,7 +195,7 @@ it('rows received before the redelivery horizon are not remembered, and notes pa
      VALUES ($1, 0, 1, '\\x00', 'retention', now() - interval '20 days'), ($1, 0, 2, '\\x00', 'retention', now())`,
     [topic],
   );
-  const pruned = await act(env, () =>
+  const pruned = await inActivity(() =>
     activities.pruneRemovedRecords({ workflowId: 'retention-beyond', now: Date.now() }),
   );
   expect(pruned).toBeGreaterThanOrEqual(1);
@@ -231,9 +226,10 @@ it('retention deletes dead letters past their topic retention, keeps the others,
     ...deps,
     config: { ...deps.config, journal: { ...deps.config.journal, redeliveryHorizonMs: 30 * 86_400_000 } },
   });
-  const env = new MockActivityEnvironment();
-  await act(env, () => activities.maintenanceStarted({ workflowId: 'dlq-retention', request: {} }));
-  const deleted = await act(env, () => activities.expireDeadLetters({ workflowId: 'dlq-retention', now: Date.now() }));
+  await inActivity(() => activities.maintenanceStarted({ workflowId: 'dlq-retention', request: {} }));
+  const deleted = await inActivity(() =>
+    activities.expireDeadLetters({ workflowId: 'dlq-retention', now: Date.now() }),
+  );
   expect(deleted).toBeGreaterThanOrEqual(2);
   const left = await h.pool.query<{ topic: string; kafka_offset: string }>(
     'SELECT topic, kafka_offset::text FROM event_dlq WHERE topic = ANY($1) ORDER BY topic, kafka_offset',
@@ -275,8 +271,8 @@ it('rows written before 007 (no content hash) removed by retention are known by 
     [topic, raw],
   );
   await putRetentionRows(h.pool, { [topic]: 30 }, 'test');
-  const { activities, env } = await retain(topic, 'retention-legacy', null);
-  await act(env, () => activities.expireDeadLetters({ workflowId: 'retention-legacy', now: Date.now() }));
+  const { activities } = await retain(topic, 'retention-legacy', null);
+  await inActivity(() => activities.expireDeadLetters({ workflowId: 'retention-legacy', now: Date.now() }));
   expect(await count('event_journal WHERE topic = $1', [topic])).toBe(0);
   expect(await count('event_dlq WHERE topic = $1', [topic])).toBe(0);
   expect(await count('removed_records WHERE topic = $1', [topic])).toBe(2);

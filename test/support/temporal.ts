@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { TestWorkflowEnvironment } from '@temporalio/testing';
+import { MockActivityEnvironment, TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../../activities';
 import { activityInterceptors } from '../../worker/deterministic-failures';
@@ -67,6 +67,11 @@ export async function createTimeSkippingWorld(label: string, taskQueue: string, 
       await testEnv.teardown();
     },
   };
+}
+
+/** `fn` (calls of real activities) run as an activity of a mock environment, so Context.current() answers. */
+export function inActivity<R>(fn: () => Promise<R>): Promise<R> {
+  return new MockActivityEnvironment().run(fn) as Promise<R>;
 }
 
 /** The real activities' dependencies, from a sink harness (pool, producer, metrics, config, lineage key, archive). */

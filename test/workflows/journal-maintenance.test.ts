@@ -1,7 +1,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import { MockActivityEnvironment, type TestWorkflowEnvironment } from '@temporalio/testing';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { createArchiveStore, deleteSegment, findManifest, listSegments, readSegment } from '../../archive';
 import { createActivities } from '../../activities';
 import { nextPeriod, partitionName } from '../../lifecycle/periods';
@@ -11,7 +11,7 @@ import { withTransaction } from '../../shared/db';
 import type { MaintenanceResult } from '../../workflows/definitions';
 import { shrinkConversionPartition } from '../support/journal-history';
 import type { SinkHarness } from '../support/sink';
-import { activityDeps, createTimeSkippingWorld } from '../support/temporal';
+import { activityDeps, createTimeSkippingWorld, inActivity } from '../support/temporal';
 
 // The journal maintenance workflow (docs/lifecycle.md, points 3 and 4 of the lifecycle issue) with its real
 // activities on a real Postgres and a real archive directory: partitions ahead, retention per topic, archive before
@@ -23,7 +23,6 @@ let h: SinkHarness;
 let close: () => Promise<void>;
 const taskQueue = 'journal-maintenance-test';
 /** An activity called as a Temporal worker runs it (in an activity context: its heartbeat, its cancellation). */
-const act = <R>(fn: () => Promise<R>): Promise<R> => new MockActivityEnvironment().run(fn) as Promise<R>;
 
 beforeAll(async () => {
   ({ env, h, close } = await createTimeSkippingWorld('maintenance', taskQueue, {
@@ -171,7 +170,7 @@ it('a segment that no longer verifies stops the step: nothing is dropped', async
       (s) => s.partition === 'event_journal_p2025_03',
     )!;
     expect(step).toMatchObject({ action: 'drop_partition' });
-    const archivedStep = await act(() => activities.archiveRetentionStep({ workflowId: 'manual', step }));
+    const archivedStep = await inActivity(() => activities.archiveRetentionStep({ workflowId: 'manual', step }));
     expect(archivedStep.segment).toBe('event_journal_p2025_03');
     const store = createArchiveStore(h.config.archive);
     const manifest = (await findManifest(store, 'event_journal_p2025_03'))!;
@@ -181,7 +180,9 @@ it('a segment that no longer verifies stops the step: nothing is dropped', async
     bytes[bytes.length - 12] ^= 0xff;
     await fs.writeFile(file, bytes);
     await expect(
-      act(() => activities.applyRetentionStep({ workflowId: 'manual', step, segment: 'event_journal_p2025_03' })),
+      inActivity(() =>
+        activities.applyRetentionStep({ workflowId: 'manual', step, segment: 'event_journal_p2025_03' }),
+      ),
     ).rejects.toThrow(/failed verification/);
     expect((await listJournalPartitions(h.pool)).map((p) => p.name)).toContain('event_journal_p2025_03');
   } finally {
@@ -201,7 +202,9 @@ it('archives nothing while an erasure runs: the step fails retryably and nothing
     "INSERT INTO lifecycle_audit (workflow_id, kind, status) VALUES ('erasure-running-test', 'erasure', 'running')",
   );
   try {
-    const err = await act(() => activities.archiveRetentionStep({ workflowId: 'manual', step })).catch((e: Error) => e);
+    const err = await inActivity(() => activities.archiveRetentionStep({ workflowId: 'manual', step })).catch(
+      (e: Error) => e,
+    );
     expect(err).toMatchObject({ type: 'ErasureInProgress', nonRetryable: false });
     expect(
       await findManifest(createArchiveStore(h.config.archive), 'event_journal_p2025_03.quotes.before-20250401'),
@@ -225,7 +228,7 @@ it('a segment no run recorded (its attempt ended before the erasure check) is wr
     await deleteSegment(store, segment); // the one the test before corrupted
     // 'manual' has no lifecycle_audit row: the attempt writes its segment and records nothing, as one cancelled or
     // killed between the segment's manifest and its record would.
-    const first = await act(() => activities.archiveRetentionStep({ workflowId: 'manual', step }));
+    const first = await inActivity(() => activities.archiveRetentionStep({ workflowId: 'manual', step }));
     expect(first).toEqual({ segment, rows: PER_MONTH });
     // An erasure that ran while that segment was written did not see it (no manifest yet): the row is gone from the
     // journal, and still in the segment.
@@ -233,7 +236,7 @@ it('a segment no run recorded (its attempt ended before the erasure check) is wr
       `DELETE FROM event_journal WHERE topic = 'quotes' AND payload->>'n' = '0' AND received_at < '2025-04-01'`,
     );
     expect(rowCount).toBe(1);
-    const again = await act(() => activities.archiveRetentionStep({ workflowId: 'manual', step }));
+    const again = await inActivity(() => activities.archiveRetentionStep({ workflowId: 'manual', step }));
     expect(again).toEqual({ segment, rows: PER_MONTH - 1 });
     const archived = [];
     for await (const row of readSegment(store, segment)) archived.push(row);
