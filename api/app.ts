@@ -132,7 +132,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   await app.register(temporal, { gateway: deps.temporal ?? createTemporalGateway(config) });
   const catalog =
-    deps.topics ?? createTopicCatalog(createKafka(config.kafka.brokers, `${config.kafka.clientId}-api`, deps.log));
+    deps.topics ??
+    createTopicCatalog(createKafka(config.kafka.brokers, `${config.kafka.clientId}-api`, deps.log), { log: deps.log });
   await app.register(kafkaTopics, { catalog });
   await app.register(healthRoutes, { checks: deps.healthChecks });
   await app.register(infoRoutes, { config });

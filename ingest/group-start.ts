@@ -140,14 +140,14 @@ export async function pinGroupStart(
         );
         // A fresh client for the next attempt: the old one's disconnect may still be going on after its bound, and
         // would close the connection the next attempt opened on it.
-        await disconnectAdmin(admin);
+        await disconnectAdmin(admin, undefined, log);
         admin = kafka.admin();
       }
       await Promise.race([new Promise((resolve) => setTimeout(resolve, delay)), interrupted]);
     }
   } finally {
     signal?.removeEventListener('abort', stop);
-    await disconnectAdmin(admin);
+    await disconnectAdmin(admin, undefined, log);
   }
 }
 

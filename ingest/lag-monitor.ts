@@ -165,7 +165,7 @@ export function startLagMonitor(opts: LagMonitorOptions): LagMonitor {
       stopped = true;
       clearTimeout(timer);
       await settleWithin(inFlight ?? Promise.resolve(), stopWait(STOP_WAIT_MS));
-      if (admin) await disconnectAdmin(admin, STOP_WAIT_MS);
+      if (admin) await disconnectAdmin(admin, STOP_WAIT_MS, log);
     },
   };
 }

@@ -13,8 +13,7 @@ import {
   type TopicMessages,
 } from 'kafkajs';
 import type { Logger } from './logger';
-import { closeWithin, stopWait } from './stop-clock';
-import { settleWithin } from './timeout';
+import { closeWithin } from './stop-clock';
 
 const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
   [KafkaLogLevel.ERROR]: 'error',
@@ -119,19 +118,23 @@ export function disconnectWithin(
   return closeWithin(disconnect, ms, log, what, { verb: 'disconnect', fields });
 }
 
-/** Disconnects an admin client, giving up after `ms`; never rejects. */
+/** Disconnects an admin client, giving up after `ms` (cut by the stop's clock) with a warning; never rejects. */
 export async function disconnectAdmin(
   admin: Pick<Admin, 'disconnect'>,
   ms = ADMIN_DISCONNECT_TIMEOUT_MS,
+  log?: Pick<Logger, 'warn'>,
 ): Promise<void> {
-  await settleWithin(admin.disconnect(), stopWait(ms));
+  await closeWithin(admin.disconnect(), ms, log, 'A Kafka admin client', { verb: 'disconnect' });
 }
 
 /** A TopicCatalog on its own admin client, connected on first use and again after a failure. */
 export function createTopicCatalog(
   kafka: Kafka,
-  ttlMs = CATALOG_TTL_MS,
-  disconnectTimeoutMs = ADMIN_DISCONNECT_TIMEOUT_MS,
+  {
+    ttlMs = CATALOG_TTL_MS,
+    disconnectTimeoutMs = ADMIN_DISCONNECT_TIMEOUT_MS,
+    log,
+  }: { ttlMs?: number; disconnectTimeoutMs?: number; log?: Pick<Logger, 'warn'> } = {},
 ): TopicCatalog {
   // Few retries: a caller waiting on this (an HTTP request, an activity) would rather hear "unreachable" soon.
   const admin = kafka.admin({ retry: { retries: 2, initialRetryTime: 200, maxRetryTime: 1000 } });
@@ -172,7 +175,7 @@ export function createTopicCatalog(
       return absent.filter((t) => !fresh.has(t));
     },
     async close() {
-      if (connected) await disconnectAdmin(admin, disconnectTimeoutMs);
+      if (connected) await disconnectAdmin(admin, disconnectTimeoutMs, log);
     },
   };
 }
@@ -283,7 +286,7 @@ export function createProducer(
   log?: Logger,
   { disconnectTimeoutMs = PRODUCER_DISCONNECT_TIMEOUT_MS }: { disconnectTimeoutMs?: number } = {},
 ): ReplayProducer {
-  const catalog = createTopicCatalog(kafka);
+  const catalog = createTopicCatalog(kafka, { log });
   const listeners: [Parameters<Producer['on']>[0], Listener][] = [];
   let wanted = false;
 

@@ -46,7 +46,7 @@ export async function startApiComponent(rt: Runtime, lagMonitor?: LagMonitor, tl
     app,
     stop: async () => {
       await app.close();
-      await disconnectAdmin(admin);
+      await disconnectAdmin(admin, undefined, log);
       await endPool(pool, rt.log);
     },
   };

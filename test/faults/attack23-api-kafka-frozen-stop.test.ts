@@ -91,6 +91,8 @@ it('SIGTERM with the broker frozen and /health and replays in flight: exits 0 wi
     const tookMs = Date.now() - signalled;
     // The stop ran into what this test is about: abandoned Kafka clients held the process open after "Stopped".
     await untilPrinted(api, STILL_RUNNING_AFTER_STOP, 1_000);
+    // And it says which clients it left: the topic catalog's and the health check's admin clients.
+    await untilPrinted(api, 'A Kafka admin client did not disconnect within', 1_000);
     // Before: code 0, but tookMs about 10 500 (live: 10.54 s; "Stopped" at 8.5 s, then "Still running 2 s after
     // stopping; exiting").
     expect(code).toBe(0);

@@ -121,11 +121,18 @@ describe('Kafka admin clients', () => {
       disconnect: () => never,
     }) as unknown as Admin;
 
-  it('disconnectAdmin gives up within its bound and never rejects', async () => {
+  it('disconnectAdmin gives up within its bound, never rejects, and says what it abandoned', async () => {
+    const warnings: string[] = [];
+    const log = { warn: (_: unknown, msg: string) => warnings.push(msg) } as unknown as Logger;
     const started = Date.now();
-    await disconnectAdmin(stuckAdmin(), 200);
-    await disconnectAdmin({ disconnect: () => Promise.reject(new Error('gone')) } as unknown as Admin, 200);
+    await disconnectAdmin(stuckAdmin(), 200, log);
+    await disconnectAdmin({ disconnect: () => Promise.reject(new Error('gone')) } as unknown as Admin, 200, log);
+    await disconnectAdmin({ disconnect: () => Promise.resolve() } as unknown as Admin, 200, log);
     expect(Date.now() - started).toBeLessThan(2_000);
+    expect(warnings).toEqual([
+      'A Kafka admin client did not disconnect within 200 ms; abandoned it',
+      'A Kafka admin client failed to disconnect; abandoned it',
+    ]);
   });
 
   it("the replay producer's disconnect gives up within its bound while kafkajs waits on a frozen broker, and says so", async () => {
@@ -147,7 +154,7 @@ describe('Kafka admin clients', () => {
 
   it("the topic catalog's close returns within its bound while its admin cannot disconnect", async () => {
     const kafka = { admin: () => stuckAdmin() } as unknown as Kafka;
-    const catalog = createTopicCatalog(kafka, 10_000, 200);
+    const catalog = createTopicCatalog(kafka, { disconnectTimeoutMs: 200 });
     await expect(catalog.missing(['a', 'b'])).resolves.toEqual(['b']);
     const started = Date.now();
     await catalog.close();
