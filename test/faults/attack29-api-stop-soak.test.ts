@@ -1,0 +1,248 @@
+import http from 'node:http';
+import net from 'node:net';
+import { Client, Connection } from '@temporalio/client';
+import { freePort } from '../../bench/support/ports';
+import { exited, spawnCli, untilPrinted } from '../support/ingest-process';
+import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
+import { uniqueSuffix } from '../support/env';
+
+/**
+ * attack29 soak: rounds of an `api` process given SIGTERM at a random moment while a random mix of clients is at
+ * work: many concurrent POST /replay/:id and /replay/batch (some with Idempotency-Keys, shared between requests),
+ * slow writers trickling a body across the signal, keep-alive clients sending another change after close began,
+ * and live streams (GET /stream) open at the stop. On the real stack, nothing slowed down artificially.
+ *
+ * Checked each round: the process exits 0 within SHUTDOWN_TIMEOUT + 1 s; every workflow on the round's task queue
+ * was named to a client in a 2xx answer, or its request got no answer at all (counted); one workflow per key.
+ */
+jest.setTimeout(120_000);
+
+const SHUTDOWN_TIMEOUT_MS = Number(process.env.A29_SHUTDOWN_MS ?? 10_000);
+const ROUNDS = Number(process.env.A29_ROUNDS ?? 6);
+const CONCURRENCY = Number(process.env.A29_CONCURRENCY ?? 150);
+let h: SinkHarness;
+let temporal: Client;
+let connection: Connection;
+const eventIds: string[] = [];
+
+beforeAll(async () => {
+  h = await createSinkHarness('a29soak');
+  connection = await Connection.connect({ address: h.config.temporal.address });
+  temporal = new Client({ connection, namespace: h.config.temporal.namespace });
+  for (let i = 0; i < 5; i++) {
+    const { rows } = await h.pool.query<{ id: string }>(
+      `INSERT INTO event_journal (tenant_id, topic, payload)
+       VALUES ('acme', $1, jsonb_build_object('tenant_id','acme','n',$2::int)) RETURNING id`,
+      [h.topics.leads, i],
+    );
+    eventIds.push(rows[0].id);
+  }
+}, 60_000);
+
+afterAll(async () => {
+  await connection?.close();
+  await h?.close();
+});
+
+async function workflowsOn(queue: string): Promise<string[]> {
+  const ids: string[] = [];
+  for await (const wf of temporal.workflow.list({ query: `TaskQueue = '${queue}'` })) ids.push(wf.workflowId);
+  return ids.sort();
+}
+
+interface Outcome {
+  kind: string;
+  key?: string;
+  status?: number;
+  body?: string;
+  error?: string;
+}
+
+const pick = <T>(xs: T[]) => xs[Math.floor(Math.random() * xs.length)];
+
+function change(
+  port: number,
+  key?: string,
+): { kind: string; path: string; body: string; headers: Record<string, string> } {
+  const headers: Record<string, string> = { 'x-requested-by': 'attack29', 'content-type': 'application/json' };
+  if (key) headers['idempotency-key'] = key;
+  if (Math.random() < 0.5) {
+    return { kind: 'one', path: `/replay/${pick(eventIds)}`, body: '{}', headers };
+  }
+  // A key is for one request body: keyed batches all name the same ids.
+  return {
+    kind: 'batch',
+    path: '/replay/batch',
+    body: JSON.stringify({ ids: key ? eventIds : [pick(eventIds)] }),
+    headers,
+  };
+}
+
+function send(port: number, req: ReturnType<typeof change>, agent?: http.Agent): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const r = http.request(
+      { host: '127.0.0.1', port, method: 'POST', path: req.path, headers: req.headers, agent: agent ?? false },
+      (res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () =>
+          resolve({ kind: req.kind, key: req.headers['idempotency-key'], status: res.statusCode, body }),
+        );
+        res.on('error', (e) =>
+          resolve({
+            kind: req.kind,
+            key: req.headers['idempotency-key'],
+            status: res.statusCode,
+            body,
+            error: `body ${e.message}`,
+          }),
+        );
+      },
+    );
+    r.on('error', (e) => resolve({ kind: req.kind, key: req.headers['idempotency-key'], error: e.message }));
+    r.setTimeout(60_000, () => r.destroy(new Error('client timeout')));
+    r.end(req.body);
+  });
+}
+
+/** A body trickled byte by byte, one every `everyMs`. */
+function trickle(port: number, req: ReturnType<typeof change>, everyMs: number): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    let got = '';
+    const head =
+      `POST ${req.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+      Object.entries(req.headers)
+        .map(([k, v]) => `${k}: ${v}\r\n`)
+        .join('') +
+      `content-length: ${Buffer.byteLength(req.body)}\r\n\r\n`;
+    s.write(head);
+    let i = 0;
+    const timer = setInterval(() => {
+      if (i < req.body.length && !s.destroyed) s.write(req.body[i++]);
+      else clearInterval(timer);
+    }, everyMs);
+    s.on('data', (c: Buffer) => (got += c.toString()));
+    const done = (error?: string) => {
+      clearInterval(timer);
+      const status = Number(got.match(/^HTTP\/1\.1 (\d+)/)?.[1]) || undefined;
+      resolve({ kind: `trickle-${req.kind}`, key: req.headers['idempotency-key'], status, body: got, error });
+    };
+    s.on('error', (e) => done(e.message));
+    s.on('close', () => done());
+    setTimeout(() => s.destroy(), 40_000);
+  });
+}
+
+function openStream(port: number): http.ClientRequest {
+  const r = http.get({
+    host: '127.0.0.1',
+    port,
+    path: '/crm-events',
+    agent: false,
+    headers: { accept: 'text/event-stream' },
+  });
+  r.on('response', (res) => res.resume());
+  r.on('error', () => undefined);
+  return r;
+}
+
+it(`${ROUNDS} rounds of SIGTERM amid ${CONCURRENCY} concurrent changes: exit 0 in time, every workflow named to its client`, async () => {
+  const report: string[] = [];
+  const failures: string[] = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    const port = await freePort();
+    const queue = `a29-soak-${uniqueSuffix()}`;
+    const api = spawnCli('api', {
+      DATABASE_URL: h.databaseUrl,
+      KAFKA_TOPICS: h.config.kafka.topics.join(','),
+      KAFKA_GROUP_ID: h.config.kafka.groupId,
+      TEMPORAL_TASK_QUEUE: queue,
+      API_HOST: '127.0.0.1',
+      API_PORT: String(port),
+      API_TLS: '',
+      AUTH_JWT_SECRET: '',
+      AUTH_MODE: '',
+      API_REPLAY_WAIT_MS: '20000',
+      API_REPLAY_RATE_LIMIT_PER_MINUTE: '1000000',
+      SHUTDOWN_TIMEOUT: `${SHUTDOWN_TIMEOUT_MS}ms`,
+      LOG_LEVEL: 'info',
+    });
+    try {
+      await untilPrinted(api, 'Server listening at http://');
+      const keys = Array.from({ length: 4 }, (_, i) => `a29-${round}-${i}-${uniqueSuffix()}`);
+      const streams = Array.from({ length: 3 }, () => openStream(port));
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+      const pending: Promise<Outcome>[] = [];
+      const launch = () => {
+        const key = Math.random() < 0.3 ? pick(keys) : undefined;
+        const req = change(port, key);
+        const r = Math.random();
+        if (r < 0.1) pending.push(trickle(port, req, 20 + Math.floor(Math.random() * 200)));
+        else if (r < 0.3) pending.push(send(port, req, agent));
+        else pending.push(send(port, req));
+      };
+      for (let i = 0; i < CONCURRENCY; i++) launch();
+      await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 1500)));
+      const signalled = Date.now();
+      api.kill('SIGTERM');
+      // Clients keep coming during the stop: keep-alive ones and new ones.
+      for (let i = 0; i < 10; i++) {
+        await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 300)));
+        launch();
+      }
+      const code = await Promise.race([exited(api), new Promise((r) => setTimeout(() => r('running'), 30_000))]);
+      const tookMs = Date.now() - signalled;
+      const outcomes = await Promise.all(pending);
+      agent.destroy();
+      for (const s of streams) s.destroy();
+      const told = new Set(
+        outcomes.flatMap((o) => [...(o.body ?? '').matchAll(/"workflow_id":"([^"]+)"/g)].map((m) => m[1])),
+      );
+      let started: string[] = [];
+      await eventually(
+        async () => {
+          const before = started.length;
+          started = await workflowsOn(queue);
+          return started.length === before; // visibility settled (two equal reads)
+        },
+        'visibility settles',
+        20_000,
+      ).catch(() => undefined);
+      const unanswered = outcomes.filter((o) => o.status === undefined || o.error).length;
+      const untold = started.filter((id) => !told.has(id));
+      const byStatus: Record<string, number> = {};
+      for (const o of outcomes)
+        byStatus[String(o.status ?? o.error)] = (byStatus[String(o.status ?? o.error)] ?? 0) + 1;
+      const keyedIds = new Map<string, Set<string>>();
+      for (const id of started.filter((i) => i.includes('-idem-'))) {
+        const k = id.replace(/-[0-9a-f]{8}$/, '');
+        keyedIds.set(k, (keyedIds.get(k) ?? new Set()).add(id));
+      }
+      const halfWritten = outcomes.filter((o) => {
+        if (!o.status || o.status < 200 || o.status >= 300 || o.kind.startsWith('trickle')) return false;
+        try {
+          JSON.parse(o.body ?? '');
+          return false;
+        } catch {
+          return true;
+        }
+      }).length;
+      const notStarted = outcomes.filter((o) => /workflow was not started/.test(o.body ?? '')).length;
+      const untoldKeyed = untold.filter((id) => id.includes('-idem-')).length;
+      const resets = outcomes.filter((o) => o.error).map((o) => `${o.kind}:${o.error}`);
+      const dupKeys = [...keyedIds.values()].filter((s) => s.size > 1).length;
+      const line =
+        `round ${round}: exit ${String(code)} after ${tookMs} ms; requests ${outcomes.length} ${JSON.stringify(byStatus)}; ` +
+        `workflows ${started.length}, told ${told.size}, untold ${untold.length} (${untoldKeyed} keyed), told 503 not started ${notStarted}, unanswered requests ${unanswered}, keys with >1 workflow ${dupKeys}, half-written 2xx ${halfWritten}; errors ${resets.join(' | ')}`;
+      report.push(line);
+      if (code !== 0 || tookMs > SHUTDOWN_TIMEOUT_MS + 1000 || untold.length > 0 || dupKeys > 0 || halfWritten > 0)
+        failures.push(line);
+    } finally {
+      api.kill('SIGKILL');
+      await exited(api);
+    }
+  }
+  console.log(report.join('\n'));
+  expect(failures).toEqual([]);
+});
