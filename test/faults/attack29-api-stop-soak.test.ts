@@ -15,6 +15,7 @@ import { uniqueSuffix } from '../support/env';
  * attack29 soak: rounds of an `api` process given SIGTERM at a random moment while a random mix of clients is at
  * work: many concurrent POST /replay/:id and /replay/batch (some with Idempotency-Keys, shared between requests),
  * slow writers trickling a body across the signal, keep-alive clients sending another change after close began,
+ * HTTP/1.1 pipelined triples of changes on one connection,
  * and live streams (GET /stream) open at the stop. On the real stack, nothing slowed down artificially.
  *
  * Checked each round: the process exits 0 within SHUTDOWN_TIMEOUT + 1 s; every workflow on the round's task queue
@@ -126,6 +127,48 @@ function send(port: number, req: ReturnType<typeof change>, agent?: http.Agent):
   });
 }
 
+/** HTTP/1.1 pipelining: several changes written at once on one connection; every response read. */
+function pipelined(port: number, reqs: ReturnType<typeof change>[]): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const s = TLS
+      ? tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] })
+      : net.connect(port, '127.0.0.1');
+    let got = '';
+    s.write(
+      reqs
+        .map(
+          (req) =>
+            `POST ${req.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+            Object.entries(req.headers)
+              .map(([k, v]) => `${k}: ${v}\r\n`)
+              .join('') +
+            `content-length: ${Buffer.byteLength(req.body)}\r\n\r\n${req.body}`,
+        )
+        .join(''),
+    );
+    s.on('data', (c: Buffer) => {
+      got += c.toString();
+      if ((got.match(/HTTP\/1\.1 \d{3} /g) ?? []).length === reqs.length && /\}$/.test(got)) s.end();
+    });
+    let settled = false;
+    const done = (error?: string) => {
+      if (settled) return;
+      settled = true;
+      const answers = (got.match(/HTTP\/1\.1 \d{3} /g) ?? []).length;
+      const status = answers === reqs.length ? Number(got.match(/^HTTP\/1\.1 (\d+)/)?.[1]) : undefined;
+      resolve({
+        kind: `pipelined-${reqs.length}`,
+        status,
+        body: got,
+        error: error ?? (status ? undefined : `${answers} of ${reqs.length} answers`),
+      });
+    };
+    s.on('error', (e) => done(e.message));
+    s.on('close', () => done());
+    setTimeout(() => s.destroy(), 40_000);
+  });
+}
+
 /** A body trickled byte by byte, one every `everyMs`. */
 function trickle(port: number, req: ReturnType<typeof change>, everyMs: number): Promise<Outcome> {
   return new Promise((resolve) => {
@@ -205,7 +248,8 @@ it(`${ROUNDS} rounds of SIGTERM amid ${CONCURRENCY} concurrent changes: exit 0 i
         const key = Math.random() < 0.3 ? pick(keys) : undefined;
         const req = change(port, key);
         const r = Math.random();
-        if (r < 0.1) pending.push(trickle(port, req, 20 + Math.floor(Math.random() * 200)));
+        if (r < 0.05) pending.push(pipelined(port, [req, change(port), change(port)]));
+        else if (r < 0.1) pending.push(trickle(port, req, 20 + Math.floor(Math.random() * 200)));
         else if (r < 0.3) pending.push(send(port, req, agent));
         else pending.push(send(port, req));
       };
@@ -247,7 +291,14 @@ it(`${ROUNDS} rounds of SIGTERM amid ${CONCURRENCY} concurrent changes: exit 0 i
         keyedIds.set(k, (keyedIds.get(k) ?? new Set()).add(id));
       }
       const halfWritten = outcomes.filter((o) => {
-        if (!o.status || o.status < 200 || o.status >= 300 || o.kind.startsWith('trickle')) return false;
+        if (
+          !o.status ||
+          o.status < 200 ||
+          o.status >= 300 ||
+          o.kind.startsWith('trickle') ||
+          o.kind.startsWith('pipelined')
+        )
+          return false;
         try {
           JSON.parse(o.body ?? '');
           return false;
