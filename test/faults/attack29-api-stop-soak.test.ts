@@ -282,6 +282,7 @@ it(`${ROUNDS} rounds of SIGTERM amid ${CONCURRENCY} concurrent changes: exit 0 i
       ).catch(() => undefined);
       const unanswered = outcomes.filter((o) => o.status === undefined || o.error).length;
       const untold = started.filter((id) => !told.has(id));
+      const phantom = [...told].filter((id) => !started.includes(id)).length;
       const byStatus: Record<string, number> = {};
       for (const o of outcomes)
         byStatus[String(o.status ?? o.error)] = (byStatus[String(o.status ?? o.error)] ?? 0) + 1;
@@ -312,9 +313,16 @@ it(`${ROUNDS} rounds of SIGTERM amid ${CONCURRENCY} concurrent changes: exit 0 i
       const dupKeys = [...keyedIds.values()].filter((s) => s.size > 1).length;
       const line =
         `round ${round}: exit ${String(code)} after ${tookMs} ms; requests ${outcomes.length} ${JSON.stringify(byStatus)}; ` +
-        `workflows ${started.length}, told ${told.size}, untold ${untold.length} (${untoldKeyed} keyed), told 503 not started ${notStarted}, unanswered requests ${unanswered}, keys with >1 workflow ${dupKeys}, half-written 2xx ${halfWritten}; errors ${resets.join(' | ')}`;
+        `workflows ${started.length}, told ${told.size}, untold ${untold.length} (${untoldKeyed} keyed), told but absent ${phantom}, told 503 not started ${notStarted}, unanswered requests ${unanswered}, keys with >1 workflow ${dupKeys}, half-written 2xx ${halfWritten}; errors ${resets.join(' | ')}`;
       report.push(line);
-      if (code !== 0 || tookMs > SHUTDOWN_TIMEOUT_MS + 1000 || untold.length > 0 || dupKeys > 0 || halfWritten > 0)
+      if (
+        code !== 0 ||
+        tookMs > SHUTDOWN_TIMEOUT_MS + 1000 ||
+        untold.length > 0 ||
+        phantom > 0 ||
+        dupKeys > 0 ||
+        halfWritten > 0
+      )
         failures.push(line);
     } finally {
       api.kill('SIGKILL');
