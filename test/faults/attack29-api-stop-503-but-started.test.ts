@@ -16,6 +16,9 @@ import { uniqueSuffix } from '../support/env';
  * requestsAbandoned; start-workflow.ts cancels the start on its way and turns it into a 503 "The API is stopping: the
  * workflow was not started" (or the connection is dropped first by forceCloseConnections). The workflow exists and
  * runs: a client told "not started, send it again" sends it again, and the batch is replayed twice.
+ *
+ * Observed (SHUTDOWN_TIMEOUT=10s, two runs): exit 0 after 2.4-2.6 s; 3 workflows started, all 3 clients answered
+ * 503 {"message":"The API is stopping: the workflow was not started"}, 0 workflow ids told.
  */
 jest.setTimeout(120_000);
 
