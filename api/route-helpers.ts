@@ -1,3 +1,4 @@
+import type { FastifyReply } from 'fastify';
 import type { Queryable } from '../repository/queryable';
 import { recordRequested, type AuditStart } from '../repository/replay-audit';
 /**
@@ -12,16 +13,23 @@ export function keysetPage<T extends { id: number }>(
   return { items, next_cursor: rows.length > limit ? items[items.length - 1].id : null };
 }
 
-/** The audit row of a workflow just started, so the replay routes know it as ours before its first activity. */
-export function recordStarted(
+/**
+ * The audit row of a workflow just started, so the replay routes know it as ours before its first activity. Not
+ * waited for once the API began to close (`reply.unlessClosing`): the request is decided, and the workflow writes the
+ * row itself.
+ */
+export async function recordStarted(
+  reply: FastifyReply,
   db: Queryable,
   handle: { workflowId: string },
   audit: Omit<AuditStart, 'workflowId' | 'runId'>,
 ): Promise<void> {
-  return recordRequested(db, {
-    workflowId: handle.workflowId,
-    // A handle found again by Idempotency-Key has no run id: the workflow's own audit write supplies it.
-    runId: (handle as { firstExecutionRunId?: string }).firstExecutionRunId,
-    ...audit,
-  });
+  await reply.unlessClosing(
+    recordRequested(db, {
+      workflowId: handle.workflowId,
+      // A handle found again by Idempotency-Key has no run id: the workflow's own audit write supplies it.
+      runId: (handle as { firstExecutionRunId?: string }).firstExecutionRunId,
+      ...audit,
+    }),
+  );
 }

@@ -63,11 +63,10 @@ export async function startForRequest<W extends OneInputWorkflow>(
     workflowId = recorded.workflowId;
   }
   return app.temporal.call(async (client: Client) => {
-    // A request the app's close gave up on (its connection is being dropped) starts nothing: its client never hears
-    // of it. A start already on its way is cancelled; one Temporal had already received may still run.
+    // A request the app's close gave up on starts nothing. A start already on its way is cancelled; Temporal may
+    // have received it, so the answer names the workflow to look up rather than saying it was not started.
     const abandoned = app.requestsAbandoned;
-    const stopping = () => httpError(503, 'The API is stopping: the workflow was not started');
-    if (abandoned.aborted) throw stopping();
+    if (abandoned.aborted) throw httpError(503, 'The API is stopping: the workflow was not started; send it again');
     try {
       // One cast, where the generic meets the SDK's conditional argument type: callers are checked by StartRequest<W>.
       // USE_EXISTING: requests racing with one key (or a retry after a start that failed) all land on one workflow.
@@ -87,10 +86,26 @@ export async function startForRequest<W extends OneInputWorkflow>(
         }),
       )) as StartedWorkflow<W>;
     } catch (err) {
-      if (abandoned.aborted) throw stopping(); // the start cancelled on its way: not a failure of the request's
+      if (abandoned.aborted) throw unconfirmedStart(workflowId, key !== undefined);
       // Same key, first workflow already finished: answer with that one.
       if (!key || !(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
       return client.workflow.getHandle<W>(workflowId) as StartedWorkflow<W>;
     }
   });
+}
+
+/**
+ * The answer to a request whose start was cancelled on its way because the API stopped: Temporal may have started the
+ * workflow. A 504 (its answer did not come in time) naming it, so that the client looks it up before sending the
+ * request again, which without an Idempotency-Key would start a second one.
+ */
+function unconfirmedStart(workflowId: string, keyed: boolean): Error {
+  const resend = keyed
+    ? 'sending it again with the same Idempotency-Key finds it if it did'
+    : 'look it up before sending the request again';
+  return httpError(
+    504,
+    `The API stopped before Temporal confirmed the start of workflow ${workflowId}: it may have started; ${resend}`,
+    { workflow_id: workflowId },
+  );
 }

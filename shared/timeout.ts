@@ -21,15 +21,15 @@ export function settleWithin(promise: Promise<unknown>, ms: number): Promise<'do
 }
 
 /**
- * The promise's value, or undefined when it has not settled within `ms` or once `signal` aborts, whichever comes first
- * (the promise is then left to itself).
+ * The promise's value, or undefined when it has not settled within `ms` (never, when infinite) or once `signal`
+ * aborts, whichever comes first (the promise is then left to itself).
  */
 export async function within<T>(promise: Promise<T>, ms: number, signal?: AbortSignal): Promise<T | undefined> {
   let timer: NodeJS.Timeout | undefined;
   let onAbort = () => {};
   const ended = new Promise<undefined>((resolve) => {
     onAbort = () => resolve(undefined);
-    timer = setTimeout(onAbort, ms);
+    if (Number.isFinite(ms)) timer = setTimeout(onAbort, ms);
     if (signal?.aborted) onAbort();
     else signal?.addEventListener('abort', onAbort, { once: true });
   });

@@ -1,6 +1,6 @@
 import { finished } from 'node:stream';
 import fp from 'fastify-plugin';
-import type { FastifyReply } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { stopWait } from '../../shared/stop-clock';
 import { settleWithin, within } from '../../shared/timeout';
 import { httpError } from '../http-error';
@@ -19,6 +19,12 @@ declare module 'fastify' {
      * route answers 202 with the workflow id then).
      */
     workflowResult<T>(result: Promise<T>, ms: number): Promise<T | undefined>;
+    /**
+     * What a request does once its workflow started (its audit row): its value, or undefined once the app began to
+     * close. The request is decided by then, and its answer (202 with the workflow id) must go out before its
+     * connection drops; the work is left to finish (the workflow writes the same row itself), its failure logged.
+     */
+    unlessClosing<T>(work: Promise<T>): Promise<T | undefined>;
   }
 }
 
@@ -31,6 +37,15 @@ const ANSWER_GRACE_MS = 2000;
 function answerGraceMs(): number {
   const left = stopWait(Number.POSITIVE_INFINITY);
   return Number.isFinite(left) ? Math.floor(left / 4) : ANSWER_GRACE_MS;
+}
+
+/**
+ * How long the requests still in flight at the end of the grace get to write the answers that end gives them (a start
+ * cancelled on its way, one refused before it began): at most a second, and a tenth of what is left of the stop.
+ */
+const LAST_ANSWERS_MS = 1000;
+function lastAnswersMs(): number {
+  return Math.min(LAST_ANSWERS_MS, Math.floor(stopWait(Number.POSITIVE_INFINITY) / 10));
 }
 
 /** Methods that change nothing: their requests (the live stream among them) are not waited for at close. */
@@ -46,42 +61,114 @@ function whenSent(raw: FastifyReply['raw']): Promise<void> {
 /**
  * A request that changes something and is in flight when the app begins to close (SIGTERM) gets its answer before
  * connections are dropped (fastify's forceCloseConnections, close-connections.ts over TLS), within a quarter of what
- * is left of the stop; one still unanswered then does not go on to start a workflow (requestsAbandoned), and one whose
- * body comes in after the close began is refused with a 503. A reset instead leaves the client not knowing what was
- * done: a replay accepted but its workflow id never seen, and a retry without an Idempotency-Key starts a second one.
+ * is left of the stop; one whose body comes in after the close began is refused with a 503. A reset instead leaves the
+ * client not knowing what was done: a replay accepted but its workflow id never seen, and a retry without an
+ * Idempotency-Key starts a second one.
  *
- * The routes that start a workflow wait up to API_REPLAY_WAIT_MS for its result (`reply.workflowResult`); the workflow
- * is started and its audit row written by then, so the request is decided. At close each such wait ends at once and
- * its route answers what it answers when the wait runs out: 202 with the workflow id.
+ * Once its workflow started a request is decided: at close, what it still waits for (its audit row,
+ * `reply.unlessClosing`; the workflow's result, `reply.workflowResult`, which waits up to API_REPLAY_WAIT_MS) ends at
+ * once and its route answers 202 with the workflow id. One still unanswered when the grace ends starts nothing
+ * (requestsAbandoned): refused with a 503 before its start, or, with its start on its way cancelled, told that
+ * Temporal had not confirmed it and which workflow to look up (start-workflow.ts).
  *
  * Register it before closeConnectionsOnClose and before the routes: preClose hooks run in order, and that one's grace
- * must start after the answers are out; the preHandler hook applies to routes registered after it.
+ * must start after the answers are out; the hooks apply to routes registered after it.
  */
 export default fp(
   async (app) => {
     const stopping = new AbortController();
     const abandoned = new AbortController();
-    const inFlight = new Set<Promise<void>>();
+    const inFlight = new Map<FastifyRequest['raw'], Promise<void>>();
+    // Those whose body had not all come when the close began.
+    const late = new WeakSet<FastifyRequest['raw']>();
     app.decorate('requestsAbandoned', abandoned.signal);
     app.decorateReply('workflowResult', <T>(result: Promise<T>, ms: number) => within(result, ms, stopping.signal));
-    // From preHandler: a request whose body has not all come yet has done nothing, and a client sending it slowly
-    // must not hold the stop (in `start`, ingest's and the worker's stops come after the API's).
+    app.decorateReply('unlessClosing', async function <T>(this: FastifyReply, work: Promise<T>) {
+      const outcome = work.then(
+        (value) => ({ value }),
+        (err: unknown) => ({ err }),
+      );
+      const settled = await within(outcome, Number.POSITIVE_INFINITY, stopping.signal);
+      if (settled === undefined) {
+        const log = this.log;
+        void outcome.then((o) => {
+          if ('err' in o) log.warn({ err: o.err }, 'Work left to finish at close failed');
+        });
+        return undefined;
+      }
+      if ('err' in settled) throw settled.err;
+      return settled.value;
+    });
+    // From onRequest, the first hook (a request routed after the close began gets fastify's own 503 instead): one
+    // whose body has all come is answered before its connection drops, wherever it is (parsing, the rate limit, a
+    // query). One whose body has not all come has done nothing, and a client sending it slowly must not hold the stop
+    // (in `start`, ingest's and the worker's stops come after the API's): it is waited for only once it has.
+    app.addHook('onRequest', async (request, reply) => {
+      if (READS.has(request.method)) return;
+      const sent = whenSent(reply.raw);
+      inFlight.set(request.raw, sent);
+      void sent.then(() => inFlight.delete(request.raw));
+    });
     app.addHook('preHandler', async (request, reply) => {
       if (READS.has(request.method)) return;
-      // One whose body came after the close began has done nothing yet, and is not waited for: it is refused.
-      if (stopping.signal.aborted) {
+      // One whose body came after the close began has done nothing yet: it is refused rather than handled.
+      if (late.has(request.raw)) {
         if (request.raw.httpVersionMajor < 2) reply.header('connection', 'close');
         throw httpError(503, 'The API is stopping: the request was not handled; send it again');
       }
-      const sent = whenSent(reply.raw);
-      inFlight.add(sent);
-      void sent.then(() => inFlight.delete(sent));
     });
     app.addHook('preClose', async () => {
       stopping.abort();
-      if (inFlight.size) await settleWithin(Promise.all(inFlight), answerGraceMs());
+      for (const raw of inFlight.keys()) if (raw.complete === false) late.add(raw);
+      const until = Date.now() + answerGraceMs();
+      await intakeSettled(app.server, until);
+      await answered(inFlight, until - Date.now());
+      // Those still unanswered start nothing from here; the start of one on its way is cancelled (start-workflow.ts),
+      // and each gets a moment to say so before its connection drops.
       abandoned.abort();
+      if (inFlight.size) await answered(inFlight, lastAnswersMs());
     });
   },
   { name: 'answer-at-close' },
 );
+
+/** How long no connection and no request must come before the close stops taking them in. */
+const INTAKE_QUIET_MS = 100;
+
+/**
+ * Resolves once the server has gone INTAKE_QUIET_MS without a new connection or request, or at `until`. The server
+ * accepts until the preClose hooks are done, and what clients sent before the close began may still wait in its
+ * sockets (connections not yet accepted, requests not yet read): taken in, each gets an answer (fastify's 503 at once,
+ * or ours) rather than a reset when connections are dropped.
+ */
+async function intakeSettled(server: FastifyInstance['server'], until: number): Promise<void> {
+  let last = Date.now();
+  const touch = () => (last = Date.now());
+  server.on('connection', touch).on('request', touch);
+  try {
+    for (let now = last; now - last < INTAKE_QUIET_MS && now < until; now = Date.now()) {
+      await new Promise((resolve) => setTimeout(resolve, Math.min(last + INTAKE_QUIET_MS, until) - now));
+    }
+  } finally {
+    server.off('connection', touch).off('request', touch);
+  }
+}
+
+/** How often a wait for answers looks again for requests whose body has come meanwhile. */
+const RECHECK_MS = 50;
+
+/**
+ * Resolves once every request in flight whose body has all come, by then or while waiting, has been answered, or
+ * after `ms`.
+ */
+async function answered(inFlight: Map<FastifyRequest['raw'], Promise<void>>, ms: number): Promise<void> {
+  const until = Date.now() + ms;
+  for (;;) {
+    // (A request injected in a test has no `complete`: all of it is there.)
+    const waiting = [...inFlight].filter(([raw]) => raw.complete !== false).map(([, sent]) => sent);
+    const left = until - Date.now();
+    if (waiting.length === 0 || left <= 0) return;
+    // Until those are answered, and meanwhile again and again for a body that has all come since.
+    await settleWithin(Promise.all(waiting), inFlight.size > waiting.length ? Math.min(RECHECK_MS, left) : left);
+  }
+}

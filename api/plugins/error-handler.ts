@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin';
 import type { FastifyError } from 'fastify';
 import { deterministicPgError } from '../../shared/db';
+import { clientFields } from '../http-error';
 
 /**
  * One error handler for the whole API: 4xx answers say what was wrong with the request; 5xx answers never carry a
@@ -13,8 +14,12 @@ export default fp(
       if (err.validation) {
         return reply.status(400).send({ statusCode: 400, error: 'Bad Request', message: describeValidation(err) });
       }
-      if (status < 500) {
-        return reply.status(status).send({ statusCode: status, error: httpError(status), message: err.message });
+      const fields = clientFields(err);
+      if (status < 500 || fields) {
+        if (status >= 500) request.log.warn({ err }, 'request not carried out');
+        return reply
+          .status(status)
+          .send({ statusCode: status, error: httpError(status), message: err.message, ...fields });
       }
       const limit = beyondPostgresLimits(err);
       if (limit) {
@@ -23,8 +28,7 @@ export default fp(
         return reply.status(422).send({ statusCode: 422, error: httpError(422), message: limit });
       }
       request.log.error({ err }, 'request failed');
-      const message =
-        status === 503 && err.message ? err.message : 'Internal error; see the service log for request ' + request.id;
+      const message = 'Internal error; see the service log for request ' + request.id;
       return reply.status(status).send({ statusCode: status, error: httpError(status), message });
     });
     app.setNotFoundHandler((request, reply) =>
@@ -79,6 +83,7 @@ const NAMES: Record<number, string> = {
   429: 'Too Many Requests',
   500: 'Internal Server Error',
   503: 'Service Unavailable',
+  504: 'Gateway Timeout',
 };
 
 function httpError(status: number): string {

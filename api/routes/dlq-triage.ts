@@ -118,7 +118,7 @@ const dlqTriageRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Conf
           topic: filter.topic,
         }),
       });
-      await recordStarted(pool, handle, {
+      await recordStarted(reply, pool, handle, {
         kind: 'dlq_bulk',
         source: 'operator_api',
         requestedBy,

@@ -116,7 +116,7 @@ const dlqRoutes: FastifyPluginAsyncTypebox<{ pool: Pool; config: Pick<Config, 't
           topic: entry.topic,
         }),
       });
-      await recordStarted(pool, handle, {
+      await recordStarted(reply, pool, handle, {
         kind: 'dlq_retry',
         source: 'operator_api',
         requestedBy: request.principal.subject,

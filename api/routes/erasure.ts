@@ -132,12 +132,14 @@ const erasureRoutes: FastifyPluginAsyncTypebox<{
         searchAttributes: [],
       });
       // The workflow writes the same row first thing; written here too (if still absent), the status URL answers at once.
-      await recordLifecycleRequested(pool, {
-        workflowId: handle.workflowId,
-        kind: 'erasure',
-        requestedBy: request.principal.subject,
-        request: { ...describeTarget(target), subject_hash: hash },
-      });
+      await reply.unlessClosing(
+        recordLifecycleRequested(pool, {
+          workflowId: handle.workflowId,
+          kind: 'erasure',
+          requestedBy: request.principal.subject,
+          request: { ...describeTarget(target), subject_hash: hash },
+        }),
+      );
       return reply.status(202).send({
         status: 'accepted',
         erasure_id: handle.workflowId,

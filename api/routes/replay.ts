@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import type { FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { WorkflowFailedError } from '@temporalio/client';
 import type { PermanentFailure } from '../../journal/kinds';
 import { replayTargetRule, targetRefusal } from '../../journal/replay-targets';
@@ -95,8 +95,11 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
     if (refused.length > 0) throw httpError(400, refused.join('; '));
     await app.kafkaTopics.refuseMissing(topics);
   };
-  const recordStarted = (handle: { workflowId: string }, audit: Omit<AuditStart, 'workflowId' | 'runId'>) =>
-    recordStartedRequest(pool, handle, audit);
+  const recordStarted = (
+    reply: FastifyReply,
+    handle: { workflowId: string },
+    audit: Omit<AuditStart, 'workflowId' | 'runId'>,
+  ) => recordStartedRequest(reply, pool, handle, audit);
 
   app.post(
     '/replay/:id',
@@ -140,7 +143,7 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
           eventId: id,
         }),
       });
-      await recordStarted(handle, {
+      await recordStarted(reply, handle, {
         kind: 'single',
         source: 'operator_api',
         requestedBy: request.principal.subject,
@@ -202,7 +205,7 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
           topic: target_topic,
         }),
       });
-      await recordStarted(handle, {
+      await recordStarted(reply, handle, {
         kind: 'batch',
         source: 'batch',
         requestedBy: request.principal.subject,
@@ -285,7 +288,7 @@ const replayRoutes: FastifyPluginAsyncTypebox<{
         input,
         searchAttributes: replaySearchAttributes({ kind: 'range', source: 'range', tenantId, topic: body.topic }),
       });
-      await recordStarted(handle, {
+      await recordStarted(reply, handle, {
         kind: 'range',
         source: 'range',
         requestedBy: request.principal.subject,

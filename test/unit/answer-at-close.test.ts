@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import Fastify from 'fastify';
 import type { Client } from '@temporalio/client';
 import answerAtClose from '../../api/plugins/answer-at-close';
+import errorHandler from '../../api/plugins/error-handler';
 import { startForRequest } from '../../api/start-workflow';
 import { within } from '../../shared/timeout';
 
@@ -223,5 +224,96 @@ describe('answer-at-close', () => {
     release();
     for (let i = 0; i < 100 && outcome === undefined; i++) await new Promise((r) => setTimeout(r, 10));
     expect({ outcome, starts }).toEqual({ outcome: 503, starts: 0 });
+  });
+
+  it('a change whose body has all come is answered at close even before its handler (a slow hook before it)', async () => {
+    const app = Fastify({ forceCloseConnections: true });
+    await app.register(answerAtClose);
+    let hooked!: () => void;
+    const inHook = new Promise<void>((resolve) => (hooked = resolve));
+    // Before preHandler, as the body's parsing or a rate limit's query may be when the close begins.
+    app.addHook('preValidation', async () => {
+      hooked();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    });
+    app.post('/dlq/triage', async (_request, reply) => reply.status(201).send({ status: 'triaged' }));
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    const { port } = app.server.address() as AddressInfo;
+    const answer = post(port, '/dlq/triage');
+    await inHook;
+    await app.close();
+    // Before (counted from preHandler): 'socket hang up'.
+    expect(await answer).toBe(201);
+  });
+
+  it("a decided request's audit write is not waited for at close (reply.unlessClosing): it answers 202 at once", async () => {
+    const app = Fastify();
+    await app.register(answerAtClose);
+    let writing!: () => void;
+    const inWrite = new Promise<void>((resolve) => (writing = resolve));
+    const warnings: string[] = [];
+    let failWrite!: (err: Error) => void;
+    app.post('/replay/1', async (request, reply) => {
+      Object.assign(request.log, { warn: (_: unknown, msg: string) => warnings.push(msg) });
+      const write = new Promise<void>((_resolve, reject) => (failWrite = reject)); // an audit row on a stalled Postgres
+      writing();
+      const written = await reply.unlessClosing(write);
+      return reply.status(202).send({ status: 'accepted', workflow_id: 'wf-1', audit_written: written !== undefined });
+    });
+    await app.ready();
+    const response = app.inject({ method: 'POST', url: '/replay/1' });
+    await inWrite;
+    const started = Date.now();
+    const closing = app.close();
+    const answer = await response;
+    expect({ status: answer.statusCode, body: answer.json() }).toEqual({
+      status: 202,
+      body: { status: 'accepted', workflow_id: 'wf-1', audit_written: false },
+    });
+    await closing;
+    expect(Date.now() - started).toBeLessThan(1_500); // not the 2 s grace
+    failWrite(new Error('the write failed later')); // left to finish: its failure is logged, not unhandled
+    await new Promise((r) => setTimeout(r, 20));
+    expect(warnings).toEqual(['Work left to finish at close failed']);
+  });
+
+  it('a start on its way when the close gives up is cancelled, and the answer (504) names the workflow to look up', async () => {
+    const app = Fastify();
+    await app.register(errorHandler);
+    await app.register(answerAtClose);
+    let starting!: () => void;
+    const inStart = new Promise<void>((resolve) => (starting = resolve));
+    const client = {
+      connection: {
+        // Temporal has the start, its answer does not come (a frozen frontend): only the abort ends the call.
+        withAbortSignal: (signal: AbortSignal) =>
+          new Promise((_resolve, reject) => {
+            starting();
+            signal.addEventListener('abort', () => reject(new Error('cancelled')));
+          }),
+      },
+    } as unknown as Client;
+    app.decorate('temporal', { call: <T>(fn: (c: Client) => Promise<T>) => fn(client), close: async () => {} });
+    app.post('/replay/1', async (request) =>
+      startForRequest(app, request, { temporal: { taskQueue: 'q' } } as never, {
+        prefix: 'replay-event-1',
+        workflow: async (input: { eventId: number }) => input.eventId,
+        input: { eventId: 1 },
+        searchAttributes: [],
+      }).then(() => ({ started: true })),
+    );
+    await app.ready();
+    const response = app.inject({ method: 'POST', url: '/replay/1' });
+    await inStart;
+    await app.close(); // its 2 s grace, then requestsAbandoned cancels the start
+    const answer = await response;
+    expect(answer.statusCode).toBe(504);
+    expect(answer.json()).toMatchObject({
+      statusCode: 504,
+      error: 'Gateway Timeout',
+      workflow_id: expect.stringMatching(/^replay-event-1-[0-9a-f]{10}$/),
+      message: expect.stringContaining('it may have started; look it up before sending the request again'),
+    });
+    expect(answer.json().message).toContain(answer.json().workflow_id);
   });
 });
