@@ -1,0 +1,305 @@
+import { Client, Connection } from '@temporalio/client';
+import net from 'node:net';
+import type { ChildProcess } from 'node:child_process';
+import fc from 'fast-check';
+import { createArchiveStore, listSegments, writeSegment, type ArchiveRow, type ArchiveStore } from '../../archive';
+import { subjectHash, type ErasureTarget } from '../../lifecycle/erasure-target';
+import { storeErasureSubject } from '../../repository/erasure';
+import { getLifecycleAudit } from '../../repository/lifecycle-audit';
+import { ensureServiceKey } from '../../repository/service-keys';
+import { plainRow } from '../support/archive';
+import { findValue } from '../support/erasure';
+import { createTestBucket } from '../support/s3';
+import { deleteSchedule } from '../support/temporal';
+import { exited, spawnCli, untilPrinted } from '../support/ingest-process';
+import { createSinkHarness, type SinkHarness } from '../support/sink';
+import { uniqueSuffix } from '../support/env';
+
+/**
+ * attack30 (area A, erasure): an erasure of a subject whose rows are in archived S3 segments, run by a real `worker`
+ * process; the object store stops answering (frozen: TCP accepted, no byte back, as a SIGSTOPped server) at a chosen
+ * request of the erasure's archive pass; SIGTERM to the worker while it is frozen; the store answers again and a new
+ * worker finishes the erasure.
+ *
+ * Invariants (docs/lifecycle.md section 5, docs/archive.md "Rewriting", docs/integrity.md "Shutdown"): the worker
+ * exits 0 within SHUTDOWN_TIMEOUT; the erasure completes; no object of the archive (every object, decompressed)
+ * holds the subject's value; every object under segments/<name>/ is the manifest or the file it points at.
+ *
+ * The freeze is done by a TCP proxy in front of the stack's S3 server (the worker's ARCHIVE_S3_ENDPOINT), so that it
+ * lands at a chosen request: the first round freezes right after the rewrite's manifest PUT of the first segment
+ * holding the subject (before rewriteSegment's sweep deletes generation 1); later rounds at a random request.
+ *
+ * Observed (2 runs, same result): round 0 froze at the request after the manifest PUT of a30_r0_s0 (generation 2);
+ * the worker exited 0 after 5.1 s; the new worker completed the erasure (audit "completed", archive_segments 2,
+ * archive_rows 24 of the 36 erased) but segments/a30_r0_s0/a30_r0_s0.g1.ndjson.gz, the previous generation, is still
+ * in the bucket, not pointed at by any manifest, and holds the erased subject's email (findValue finds it). Random
+ * cuts (requests 15, 5, 1, and one past the end) held.
+ *
+ * Cause: activities/erasure.ts:105 rewrites a segment only when its *current* generation still holds a match. A
+ * rewrite that died between writeManifest and sweepSegment (archive/rewrite-segment.ts:71-72) left generation N+1 in
+ * force (no match) and generation N (the erased rows) beside it; the retried activity reads N+1, finds nothing,
+ * skips the segment, and the erasure completes with the subject's rows still in the archive. docs/archive.md says
+ * running the rewrite again deletes the stale file, but the activity never runs it again.
+ */
+jest.setTimeout(170_000);
+
+const SHUTDOWN_TIMEOUT_MS = 10_000;
+const SEGMENTS = 3;
+const ROWS = 120;
+let h: SinkHarness;
+let bucket: Awaited<ReturnType<typeof createTestBucket>>;
+let store: ArchiveStore;
+let connection: Connection;
+let client: Client;
+let proxy: TriggerProxy;
+const children = new Set<ChildProcess>();
+const queue = `a30-erase-${uniqueSuffix()}`;
+
+/** A TCP proxy that, once `freezeWhen` says so for a request line, holds that request and every later byte. */
+interface TriggerProxy {
+  port: number;
+  lines: string[];
+  frozenAt?: string;
+  arm(freezeWhen: (line: string, index: number) => boolean): void;
+  thaw(): void;
+  close(): Promise<void>;
+}
+
+async function triggerProxy(host: string, port: number): Promise<TriggerProxy> {
+  const sockets = new Set<net.Socket>();
+  let frozen = false;
+  let freezeWhen: ((line: string, index: number) => boolean) | undefined;
+  const state: TriggerProxy = {
+    port: 0,
+    lines: [],
+    arm(fn) {
+      state.lines = [];
+      state.frozenAt = undefined;
+      freezeWhen = fn;
+    },
+    thaw() {
+      frozen = false;
+      freezeWhen = undefined;
+      for (const s of sockets) s.destroy();
+      sockets.clear();
+    },
+    async close() {
+      state.thaw();
+      await new Promise((r) => server.close(r));
+    },
+  };
+  const server = net.createServer((clientSocket) => {
+    const upstream = net.connect({ host, port });
+    sockets.add(clientSocket);
+    sockets.add(upstream);
+    clientSocket.on('error', () => upstream.destroy());
+    upstream.on('error', () => clientSocket.destroy());
+    clientSocket.on('close', () => upstream.destroy());
+    upstream.on('close', () => clientSocket.destroy());
+    upstream.on('data', (chunk: Buffer) => {
+      if (!frozen) clientSocket.write(chunk);
+    });
+    clientSocket.on('data', (chunk: Buffer) => {
+      if (frozen) return; // swallowed: a frozen server reads nothing and answers nothing
+      const line = chunk.toString('latin1', 0, Math.min(chunk.length, 300)).split('\r\n')[0];
+      if (/^(GET|PUT|POST|DELETE|HEAD) /.test(line)) {
+        const index = state.lines.length;
+        state.lines.push(line);
+        if (freezeWhen?.(line, index)) {
+          frozen = true;
+          state.frozenAt = `${index}: ${line}`;
+          return;
+        }
+      }
+      upstream.write(chunk);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  state.port = (server.address() as net.AddressInfo).port;
+  return state;
+}
+
+beforeAll(async () => {
+  h = await createSinkHarness('a30erase');
+  bucket = await createTestBucket('a30erase');
+  store = createArchiveStore({ ...h.config.archive, store: 's3', s3: bucket.config });
+  const s3 = new URL(bucket.config.endpoint!);
+  proxy = await triggerProxy(s3.hostname, Number(s3.port));
+  connection = await Connection.connect({ address: h.config.temporal.address });
+  client = new Client({ connection, namespace: h.config.temporal.namespace });
+}, 120_000);
+
+afterAll(async () => {
+  for (const child of children) child.kill('SIGKILL');
+  await proxy?.close();
+  for (const id of [`${queue}-dlq`, `${queue}-mnt`]) await deleteSchedule(h.config.temporal.address, id);
+  await connection?.close();
+  await store?.close();
+  await h?.close();
+});
+
+function startWorker(): ChildProcess {
+  const s3 = bucket.config;
+  const worker = spawnCli('worker', {
+    DATABASE_URL: h.config.databaseUrl,
+    KAFKA_TOPICS: h.config.kafka.topics.join(','),
+    TEMPORAL_TASK_QUEUE: queue,
+    DLQ_RETRY_SCHEDULE_ID: `${queue}-dlq`,
+    MAINTENANCE_SCHEDULE_ID: `${queue}-mnt`,
+    ARCHIVE_STORE: 's3',
+    ARCHIVE_S3_ENDPOINT: `http://127.0.0.1:${proxy.port}`,
+    ARCHIVE_S3_BUCKET: s3.bucket,
+    ARCHIVE_S3_REGION: s3.region,
+    ARCHIVE_S3_ACCESS_KEY_ID: s3.accessKeyId ?? '',
+    ARCHIVE_S3_SECRET_ACCESS_KEY: s3.secretAccessKey ?? '',
+    SHUTDOWN_TIMEOUT: `${SHUTDOWN_TIMEOUT_MS}ms`,
+    LOG_LEVEL: 'info',
+  });
+  children.add(worker);
+  worker.once('exit', () => children.delete(worker));
+  return worker;
+}
+
+/** SEGMENTS segments of ROWS rows; every 10th row of each holds the subject (payload, key or header). */
+async function seedArchive(round: number, value: string): Promise<string[]> {
+  const names: string[] = [];
+  for (let s = 0; s < SEGMENTS; s++) {
+    const base = 1_000_000 * (round + 1) + s * 10_000;
+    const rows: ArchiveRow[] = [];
+    for (let i = 1; i <= ROWS; i++) {
+      const holds = i % 10 === 0;
+      const how = i % 30;
+      rows.push(
+        plainRow(
+          base + i,
+          JSON.stringify({ tenant_id: 'acme', n: i, email: holds && how === 10 ? value : `keep-${i}@example.com` }),
+          holds && how === 20 ? { kafka_key: value, kafka_key_bytes: Buffer.from(value).toString('base64') } : {},
+        ),
+      );
+      if (holds && how === 0) {
+        rows[rows.length - 1].kafka_headers = JSON.stringify([['x-contact', Buffer.from(value).toString('base64')]]);
+      }
+    }
+    const segment = `a30_r${round}_s${s}`;
+    await writeSegment(store, { segment, table: 'event_journal', rows, expectedRows: rows.length });
+    names.push(segment);
+  }
+  return names;
+}
+
+/** Objects under segments/<name>/ that are neither its manifest nor the file the manifest points at. */
+async function strayObjects(round: number): Promise<string[]> {
+  const accounted = new Set<string>();
+  for (const m of await listSegments(store)) {
+    accounted.add(`segments/${m.segment}/manifest.json`);
+    accounted.add(m.file.key);
+  }
+  const stray: string[] = [];
+  for await (const object of store.list(`segments/a30_r${round}_`)) {
+    if (!accounted.has(object.key)) stray.push(object.key);
+  }
+  return stray;
+}
+
+interface Outcome {
+  round: number;
+  cut: string;
+  frozenAt?: string;
+  exit: unknown;
+  stopMs: number;
+  status?: string;
+  result?: unknown;
+  valueFound: string[];
+  stray: string[];
+  audit?: string;
+}
+
+async function round(r: number, cut: { kind: 'after-manifest' } | { kind: 'request'; at: number }): Promise<Outcome> {
+  const value = `a30-subject-${r}-${uniqueSuffix()}@example.com`;
+  await seedArchive(r, value);
+  const target: ErasureTarget = { kind: 'subject', field: 'email', value };
+  const hash = subjectHash(await ensureServiceKey(h.pool, 'erasure'), target);
+  await storeErasureSubject(h.pool, hash, target);
+
+  let sawManifest = false;
+  proxy.arm((line, index) => {
+    if (cut.kind === 'request') return index === cut.at;
+    if (sawManifest) return true;
+    if (/^PUT \/[^/]+\/segments\/[^/]+\/manifest\.json/.test(line)) sawManifest = true;
+    return false;
+  });
+  const first = startWorker();
+  await untilPrinted(first, 'Temporal worker started');
+  const workflowId = `a30-erasure-${r}-${uniqueSuffix()}`;
+  const handle = await client.workflow.start('erasureWorkflow', {
+    taskQueue: queue,
+    workflowId,
+    args: [{ subjectHash: hash, requestedBy: 'attack30' }],
+  });
+  const deadline = Date.now() + 30_000;
+  while (!proxy.frozenAt && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
+  await new Promise((res) => setTimeout(res, 500 + Math.floor(Math.random() * 1500)));
+  const signalled = Date.now();
+  first.kill('SIGTERM');
+  const exit = await Promise.race([
+    exited(first),
+    new Promise((res) => setTimeout(() => res('running'), SHUTDOWN_TIMEOUT_MS + 10_000)),
+  ]);
+  const stopMs = Date.now() - signalled;
+  first.kill('SIGKILL');
+  const frozenAt = proxy.frozenAt;
+  proxy.thaw();
+
+  const second = startWorker();
+  await untilPrinted(second, 'Temporal worker started');
+  const result = await Promise.race([
+    handle.result().catch((err: Error) => ({ failed: err.message })),
+    new Promise((res) => setTimeout(() => res('not finished in 60 s'), 60_000)),
+  ]);
+  second.kill('SIGTERM');
+  await Promise.race([exited(second), new Promise((res) => setTimeout(res, SHUTDOWN_TIMEOUT_MS + 5000))]);
+  second.kill('SIGKILL');
+  const audit = await getLifecycleAudit(h.pool, workflowId);
+  return {
+    round: r,
+    cut: JSON.stringify(cut),
+    frozenAt,
+    exit,
+    stopMs,
+    result,
+    valueFound: await findValue(h.pool, store, value),
+    stray: await strayObjects(r),
+    audit: audit?.status,
+  };
+}
+
+it('S3 frozen mid-erasure, SIGTERM, new worker: erasure completes, no segment keeps the subject, no stray object', async () => {
+  // Cut points: right after the first rewritten manifest, then random requests of the archive pass.
+  const randomCuts = fc.sample(fc.integer({ min: 0, max: 40 }), { numRuns: 2 });
+  const cuts = [{ kind: 'after-manifest' as const }, ...randomCuts.map((at) => ({ kind: 'request' as const, at }))];
+  const outcomes: Outcome[] = [];
+  for (const [i, cut] of cuts.entries()) {
+    const outcome = await round(i, cut);
+    console.log(JSON.stringify(outcome));
+    outcomes.push(outcome);
+  }
+  expect(
+    outcomes.map((o) => ({
+      round: o.round,
+      exit: o.exit,
+      withinShutdownTimeout: o.stopMs < SHUTDOWN_TIMEOUT_MS,
+      audit: o.audit,
+      valueFound: o.valueFound,
+      stray: o.stray,
+    })),
+  ).toEqual(
+    outcomes.map((o) => ({
+      round: o.round,
+      exit: 0,
+      withinShutdownTimeout: true,
+      audit: 'completed',
+      valueFound: [],
+      stray: [],
+    })),
+  );
+});
