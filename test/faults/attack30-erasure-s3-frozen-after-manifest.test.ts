@@ -10,6 +10,7 @@ import { ensureServiceKey } from '../../repository/service-keys';
 import { plainRow } from '../support/archive';
 import { findValue } from '../support/erasure';
 import { createTestBucket } from '../support/s3';
+import { kafkaBrokerPid } from '../support/stack';
 import { deleteSchedule } from '../support/temporal';
 import { exited, spawnCli, untilPrinted } from '../support/ingest-process';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
@@ -17,23 +18,25 @@ import { uniqueSuffix } from '../support/env';
 
 /**
  * attack30 (area A, erasure): an erasure of a subject whose rows are in archived S3 segments, run by a real `worker`
- * process; the object store stops answering (frozen: TCP accepted, no byte back, as a SIGSTOPped server) at a chosen
- * request of the erasure's archive pass; SIGTERM to the worker while it is frozen; the store answers again and a new
- * worker finishes the erasure.
+ * process; the stack's S3 server is frozen (SIGSTOP of its process) at a chosen request of the erasure's archive
+ * pass; SIGTERM to the worker while it is frozen; SIGCONT, and a new worker finishes the erasure.
  *
  * Invariants (docs/lifecycle.md section 5, docs/archive.md "Rewriting", docs/integrity.md "Shutdown"): the worker
  * exits 0 within SHUTDOWN_TIMEOUT; the erasure completes; no object of the archive (every object, decompressed)
  * holds the subject's value; every object under segments/<name>/ is the manifest or the file it points at.
  *
- * The freeze is done by a TCP proxy in front of the stack's S3 server (the worker's ARCHIVE_S3_ENDPOINT), so that it
- * lands at a chosen request: the first round freezes right after the rewrite's manifest PUT of the first segment
+ * A TCP proxy in front of the S3 server (the worker's ARCHIVE_S3_ENDPOINT) watches the requests so that the SIGSTOP
+ * lands at a chosen one: the first round freezes right after the rewrite's manifest PUT of the first segment
  * holding the subject (before rewriteSegment's sweep deletes generation 1); later rounds at a random request.
  *
- * Observed (2 runs, same result): round 0 froze at the request after the manifest PUT of a30_r0_s0 (generation 2);
- * the worker exited 0 after 5.1 s; the new worker completed the erasure (audit "completed", archive_segments 2,
- * archive_rows 24 of the 36 erased) but segments/a30_r0_s0/a30_r0_s0.g1.ndjson.gz, the previous generation, is still
- * in the bucket, not pointed at by any manifest, and holds the erased subject's email (findValue finds it). Random
- * cuts (requests 15, 5, 1, and one past the end) held.
+ * Observed (3 runs; the last one with the real SIGSTOP): round 0 froze S3 at the request after the manifest PUT of
+ * a30_r0_s0 (generation 2); the worker exited 0 after 5.1 s; the new worker completed the erasure (audit
+ * "completed", archive_segments 2, archive_rows 24 of the 36 erased) but segments/a30_r0_s0/a30_r0_s0.g1.ndjson.gz,
+ * the previous generation, is still in the bucket, pointed at by no manifest, and holds the erased subject's email
+ * (findValue finds it). A random cut hit the same hole another way: S3 stopped *as* the manifest PUT of a30_r2_s0
+ * reached it (request 22); the worker gave up on it and exited 0 (5.2 s), the server wrote the manifest when it was
+ * resumed, and the new worker's retry found generation 2 in force: g1 left, with the subject. Other random cuts
+ * (requests 1, 5, 15, 30, one past the end) held.
  *
  * Cause: activities/erasure.ts:105 rewrites a segment only when its *current* generation still holds a match. A
  * rewrite that died between writeManifest and sweepSegment (archive/rewrite-segment.ts:71-72) left generation N+1 in
@@ -52,10 +55,14 @@ let store: ArchiveStore;
 let connection: Connection;
 let client: Client;
 let proxy: TriggerProxy;
+let s3Pid: number | undefined;
 const children = new Set<ChildProcess>();
 const queue = `a30-erase-${uniqueSuffix()}`;
 
-/** A TCP proxy that, once `freezeWhen` says so for a request line, holds that request and every later byte. */
+/**
+ * A TCP proxy to the S3 server that watches request lines; once `freezeWhen` says so for one, it SIGSTOPs the S3
+ * server itself before passing that request on (so the request and every later one meet a stopped server).
+ */
 interface TriggerProxy {
   port: number;
   lines: string[];
@@ -65,7 +72,7 @@ interface TriggerProxy {
   close(): Promise<void>;
 }
 
-async function triggerProxy(host: string, port: number): Promise<TriggerProxy> {
+async function triggerProxy(host: string, port: number, serverPid: number): Promise<TriggerProxy> {
   const sockets = new Set<net.Socket>();
   let frozen = false;
   let freezeWhen: ((line: string, index: number) => boolean) | undefined;
@@ -78,6 +85,7 @@ async function triggerProxy(host: string, port: number): Promise<TriggerProxy> {
       freezeWhen = fn;
     },
     thaw() {
+      process.kill(serverPid, 'SIGCONT');
       frozen = false;
       freezeWhen = undefined;
       for (const s of sockets) s.destroy();
@@ -96,19 +104,16 @@ async function triggerProxy(host: string, port: number): Promise<TriggerProxy> {
     upstream.on('error', () => clientSocket.destroy());
     clientSocket.on('close', () => upstream.destroy());
     upstream.on('close', () => clientSocket.destroy());
-    upstream.on('data', (chunk: Buffer) => {
-      if (!frozen) clientSocket.write(chunk);
-    });
+    upstream.pipe(clientSocket);
     clientSocket.on('data', (chunk: Buffer) => {
-      if (frozen) return; // swallowed: a frozen server reads nothing and answers nothing
       const line = chunk.toString('latin1', 0, Math.min(chunk.length, 300)).split('\r\n')[0];
       if (/^(GET|PUT|POST|DELETE|HEAD) /.test(line)) {
         const index = state.lines.length;
         state.lines.push(line);
-        if (freezeWhen?.(line, index)) {
+        if (!frozen && freezeWhen?.(line, index)) {
           frozen = true;
+          process.kill(serverPid, 'SIGSTOP');
           state.frozenAt = `${index}: ${line}`;
-          return;
         }
       }
       upstream.write(chunk);
@@ -124,12 +129,14 @@ beforeAll(async () => {
   bucket = await createTestBucket('a30erase');
   store = createArchiveStore({ ...h.config.archive, store: 's3', s3: bucket.config });
   const s3 = new URL(bucket.config.endpoint!);
-  proxy = await triggerProxy(s3.hostname, Number(s3.port));
+  s3Pid = kafkaBrokerPid([s3.host]);
+  proxy = await triggerProxy(s3.hostname, Number(s3.port), s3Pid);
   connection = await Connection.connect({ address: h.config.temporal.address });
   client = new Client({ connection, namespace: h.config.temporal.namespace });
 }, 120_000);
 
 afterAll(async () => {
+  if (s3Pid) process.kill(s3Pid, 'SIGCONT');
   for (const child of children) child.kill('SIGKILL');
   await proxy?.close();
   for (const id of [`${queue}-dlq`, `${queue}-mnt`]) await deleteSchedule(h.config.temporal.address, id);
