@@ -19,6 +19,7 @@ import {
   type RangeFilter,
   type ReplayRow,
 } from '../repository/event-journal';
+import { erasuresOf } from '../repository/erasure';
 import type { Queryable } from '../repository/queryable';
 import type { ActivityDeps } from './deps';
 import { ownTopicCheck, withRefusedTopics } from './own-topic';
@@ -149,7 +150,10 @@ export interface ArchiveChunkResult {
   read: number;
   published: number;
   failed: number;
-  /** Archived rows the journal still holds: the journal pass sends them, not this one. */
+  /**
+   * Archived rows the journal still holds (the journal pass sends them, not this one), and rows an erasure dropped
+   * from a segment after this pass opened it.
+   */
   skipped: number;
   pages: number;
   /** Every pinned segment has been read through: the archive pass is over. */
@@ -261,7 +265,14 @@ export function createArchiveRangeActivities({
         let pending = next();
         try {
           for (;;) {
-            const page = await pending;
+            const taken = await pending;
+            const page = withoutErased(
+              taken,
+              await erasuresOf(
+                pool,
+                taken.rows.map((row) => row.id),
+              ),
+            );
             readNow += page.read;
             const ended = page.read < input.limit;
             const stop = result.pages + 1 >= input.maxPages || Date.now() >= deadline;
@@ -310,9 +321,19 @@ interface ArchivePage {
   rows: ReplayRow[];
   /** Rows taken from the segment (fewer than asked: the segment has no more). */
   read: number;
-  /** Of those, the ones the journal still holds. */
+  /** Of those, the ones the journal still holds (and, once withoutErased, those erased). */
   skipped: number;
   lastId?: number;
+}
+
+/**
+ * The page without the rows an erasure has dropped from the archive since the segment was opened (the generation being
+ * read still holds them): looked up just before the page is sent, and counted as skipped.
+ */
+function withoutErased(page: ArchivePage, erased: Map<number, string>): ArchivePage {
+  if (erased.size === 0) return page;
+  const rows = page.rows.filter((row) => !erased.has(row.id));
+  return { ...page, rows, skipped: page.skipped + page.rows.length - rows.length };
 }
 
 async function nextPage(db: Queryable, rows: AsyncGenerator<ArchiveRow>, limit: number): Promise<ArchivePage> {

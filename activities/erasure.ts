@@ -1,5 +1,5 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
-import { listSegments, readSegment, rewriteSegment, type ArchiveRow } from '../archive';
+import { listSegments, readSegment, rewriteSegment, sweepSegment, type ArchiveRow } from '../archive';
 import { archiveRowMatcher, idWindows } from '../lifecycle/erasure-scan';
 import { describeTarget, type ErasureTarget } from '../lifecycle/erasure-target';
 import {
@@ -7,6 +7,7 @@ import {
   erasureCounts,
   forgetErasureSubject,
   loadErasureSubject,
+  recordErasedArchiveIds,
   type ErasureCounts,
 } from '../repository/erasure';
 import { deleteMatches, type ErasureTable } from '../repository/erasure-match';
@@ -18,6 +19,7 @@ import {
   startLifecycleAudit,
 } from '../repository/lifecycle-audit';
 import { redeliveryHorizon } from '../repository/removed-records';
+import { withSessionLock } from '../shared/db';
 import type { ActivityDeps } from './deps';
 import { activityNotifier } from './notification';
 
@@ -34,6 +36,9 @@ export interface EraseRowsInput extends ErasureRef {
   /** Ids per delete statement. */
   windowIds: number;
 }
+
+/** The lock an erasure's archive pass holds (shared/db.ts withSessionLock). */
+const ARCHIVE_PASS_LOCK = 'erasure-archive-pass';
 
 /** Rows read between two heartbeats while a segment is read or rewritten. */
 const HEARTBEAT_ROWS = 1000;
@@ -87,8 +92,10 @@ export function createErasureActivities(deps: ActivityDeps) {
 
     /**
      * Rewrites every archived segment that holds a row of the target without those rows (rewriteSegment: new
-     * generation, verified, manifest swapped, old file deleted). A segment is read first and rewritten only when it
-     * holds one; segments are taken in name order and the heartbeat carries the last one done.
+     * generation, verified, the dropped ids recorded in erased_events, manifest swapped, old file deleted). A segment
+     * is read first and rewritten only when it holds one; one that does not is swept of files its manifest does not
+     * point at (a rewrite cut between its manifest and its sweep left the previous generation, with the rows, behind).
+     * Segments are taken in name order and the heartbeat carries the last one done.
      */
     async eraseArchiveRows(input: ErasureRef): Promise<void> {
       const target = await targetOf(input);
@@ -100,18 +107,33 @@ export function createErasureActivities(deps: ActivityDeps) {
       const tick = () => {
         if (++read % HEARTBEAT_ROWS === 0) context.heartbeat(lastDone);
       };
-      for (const manifest of await listSegments(archive)) {
-        if (resumeAfter !== undefined && manifest.segment <= resumeAfter) continue;
-        if (await holdsMatch(readSegment(archive, manifest, { verify: false }), matches, tick)) {
-          const result = await rewriteSegment(archive, manifest.segment, async (row) => {
-            tick();
-            return (await matches(row)) ? 'drop' : 'keep';
-          });
-          if (result.changed) await countErasedArchiveRows(pool, input.erasureId, result.dropped);
+      // One archive pass at a time, whichever erasure and worker: two rewrites of a segment at once would both write
+      // its next generation under one key, and the last manifest switch would bring back the other's rows.
+      const waiting = { onWait: () => context.heartbeat(lastDone), signal: context.cancellationSignal };
+      await withSessionLock(pool, ARCHIVE_PASS_LOCK, waiting, async () => {
+        for (const manifest of await listSegments(archive)) {
+          if (resumeAfter !== undefined && manifest.segment <= resumeAfter) continue;
+          if (await holdsMatch(readSegment(archive, manifest, { verify: false }), matches, tick)) {
+            const dropped: number[] = [];
+            const result = await rewriteSegment(
+              archive,
+              manifest.segment,
+              async (row) => {
+                tick();
+                if (!(await matches(row))) return 'keep';
+                dropped.push(row.id);
+                return 'drop';
+              },
+              { beforeSwitch: () => recordErasedArchiveIds(pool, input.erasureId, dropped) },
+            );
+            if (result.changed) await countErasedArchiveRows(pool, input.erasureId, result.dropped);
+          } else {
+            await sweepSegment(archive, manifest);
+          }
+          lastDone = manifest.segment;
+          context.heartbeat(lastDone);
         }
-        lastDone = manifest.segment;
-        context.heartbeat(lastDone);
-      }
+      });
     },
 
     /**

@@ -32,7 +32,11 @@ export async function rewriteSegment(
   store: ArchiveStore,
   segment: string,
   decide: (row: ArchiveRow) => RowDecision | Promise<RowDecision>,
-  options: { onProgress?: ProgressListener } = {},
+  options: {
+    onProgress?: ProgressListener;
+    /** Called once the new generation is verified, before the manifest switches to it (not when nothing changed). */
+    beforeSwitch?: () => Promise<void>;
+  } = {},
 ): Promise<RewriteResult> {
   const current = await readManifest(store, segment);
   const counts = { kept: 0, dropped: 0, replaced: 0 };
@@ -60,6 +64,7 @@ export async function rewriteSegment(
     return { segment, changed: false, ...counts, manifest: current, deleted: await sweepSegment(store, current) };
   }
   await verifyWrittenFile(store, key, segment, written, counts.kept + counts.replaced, options.onProgress);
+  await options.beforeSwitch?.();
   const manifest: SegmentManifest = {
     ...current,
     ...describeFile(key, written),

@@ -49,6 +49,18 @@ export async function erasuresOf(db: Queryable, ids: number[]): Promise<Map<numb
   return new Map(rows.map((r) => [Number(r.event_id), r.erasure_id]));
 }
 
+/**
+ * Records the ids of archived rows an erasure is dropping from a segment (before the segment's manifest switches to the
+ * rewritten file): reads answer 410 for them, and a cold replay still reading the generation it opened leaves them out.
+ */
+export async function recordErasedArchiveIds(db: Queryable, erasureId: string, ids: number[]): Promise<void> {
+  if (ids.length === 0) return;
+  await db.query(
+    `INSERT INTO erased_events (event_id, erasure_id) SELECT unnest($1::bigint[]), $2 ON CONFLICT (event_id) DO NOTHING`,
+    [ids, erasureId],
+  );
+}
+
 /** Adds a rewritten segment's dropped rows to the erasure's archive count. */
 export async function countErasedArchiveRows(db: Queryable, erasureId: string, rows: number): Promise<void> {
   await db.query(

@@ -152,13 +152,57 @@ export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClie
   }
 }
 
+/** The 64-bit advisory lock key of a name (a SHA-256 prefix). */
+export function advisoryKey(name: string): bigint {
+  return createHash('sha256').update(name).digest().readBigInt64BE(0);
+}
+
+/** How often a wait for a session lock asks again. */
+const SESSION_LOCK_POLL_MS = 1000;
+
+/**
+ * Runs fn holding a session-level advisory lock named by a string, on a client of its own for the whole run: work
+ * longer than a transaction should be (an erasure's pass over the archive). Released at the end, or with the
+ * connection if the process dies. Waits by asking again every second (calling `onWait`, e.g. an activity's
+ * heartbeat) until it has the lock or `signal` aborts.
+ */
+export async function withSessionLock<T>(
+  pool: pg.Pool,
+  name: string,
+  { onWait, signal }: { onWait?: () => void; signal?: AbortSignal },
+  fn: () => Promise<T>,
+): Promise<T> {
+  const key = advisoryKey(name).toString();
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  const onError = (err: Error) => (broken = err);
+  client.on('error', onError);
+  try {
+    for (;;) {
+      const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS ok', [key]);
+      if (rows[0].ok) break;
+      signal?.throwIfAborted();
+      onWait?.();
+      await new Promise((resolve) => setTimeout(resolve, SESSION_LOCK_POLL_MS));
+    }
+    try {
+      return await fn();
+    } finally {
+      await client.query('SELECT pg_advisory_unlock($1::bigint)', [key]).catch((err: Error) => (broken = err));
+    }
+  } finally {
+    client.off('error', onError);
+    client.release(broken);
+  }
+}
+
 /**
  * Takes transaction-scoped advisory locks named by strings (released at COMMIT or ROLLBACK). Each name maps to a
  * 64-bit key (SHA-256 prefix) and keys are taken in ascending order, so two transactions locking overlapping sets
  * never deadlock. A collision only serialises two unrelated names.
  */
 export async function lockNames(client: pg.PoolClient, names: Iterable<string>): Promise<void> {
-  const keys = [...new Set([...names].map((name) => createHash('sha256').update(name).digest().readBigInt64BE(0)))];
+  const keys = [...new Set([...names].map(advisoryKey))];
   keys.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   for (const key of keys) await client.query('SELECT pg_advisory_xact_lock($1::bigint)', [key.toString()]);
 }
