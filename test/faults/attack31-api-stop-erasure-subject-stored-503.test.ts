@@ -19,7 +19,7 @@ import { uniqueSuffix } from '../support/env';
  * Observed: api exit 0 after 2.8 s; 3 of 3 answered 503 "The API is stopping: the workflow was not started; send it
  * again", 3 of 3 subjects stored in erasure_subjects (only the workflow's forgetErasureSubject ever deletes them).
  * Suspected cause: api/start-workflow.ts:69 (the 503 "not started" for requestsAbandoned) does not know the route
- * already changed rows; api/routes/erasure.ts:128 stores the subject before the start.
+ * already changed rows; api/routes/erasure.ts:127 stores the subject before the start.
  */
 jest.setTimeout(120_000);
 
