@@ -110,7 +110,7 @@ export function createErasureActivities(deps: ActivityDeps) {
       // One archive pass at a time, whichever erasure and worker: two rewrites of a segment at once would both write
       // its next generation under one key, and the last manifest switch would bring back the other's rows.
       const waiting = { onWait: () => context.heartbeat(lastDone), signal: context.cancellationSignal };
-      await withSessionLock(pool, ARCHIVE_PASS_LOCK, waiting, async () => {
+      await withSessionLock(pool, ARCHIVE_PASS_LOCK, waiting, async (held) => {
         for (const manifest of await listSegments(archive)) {
           if (resumeAfter !== undefined && manifest.segment <= resumeAfter) continue;
           if (await holdsMatch(readSegment(archive, manifest, { verify: false }), matches, tick)) {
@@ -124,7 +124,13 @@ export function createErasureActivities(deps: ActivityDeps) {
                 dropped.push(row.id);
                 return 'drop';
               },
-              { beforeSwitch: () => recordErasedArchiveIds(pool, input.erasureId, dropped) },
+              {
+                // Still this pass's turn (its lock's connection may have ended), then the ids, then the switch.
+                beforeSwitch: async () => {
+                  await held();
+                  await recordErasedArchiveIds(pool, input.erasureId, dropped);
+                },
+              },
             );
             if (result.changed) await countErasedArchiveRows(pool, input.erasureId, result.dropped);
           } else {

@@ -51,8 +51,9 @@ export function assertSegmentName(name: string): void {
 }
 
 export const manifestKey = (segment: string) => `${SEGMENTS}${segment}/${MANIFEST}`;
-export const dataKey = (segment: string, generation: number) =>
-  `${SEGMENTS}${segment}/${segment}.g${generation}.ndjson.gz`;
+/** A generation's file; a rewrite's also carries a random tag, so that two rewrites never write one key. */
+export const dataKey = (segment: string, generation: number, tag?: string) =>
+  `${SEGMENTS}${segment}/${segment}.g${generation}${tag ? `-${tag}` : ''}.ndjson.gz`;
 /** The prefix every object of a segment has. */
 export const segmentPrefix = (segment: string) => `${SEGMENTS}${segment}/`;
 

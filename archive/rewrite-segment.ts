@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { describeFile, putDataFile, verifyWrittenFile } from './data-file';
 import type { ProgressListener } from './digest';
 import { dataKey, readManifest, segmentPrefix, manifestKey, writeManifest, type SegmentManifest } from './manifest';
@@ -57,7 +58,8 @@ export async function rewriteSegment(
   }
 
   const generation = current.generation + 1;
-  const key = dataKey(segment, generation);
+  // Its own key: a rewrite that lost its turn (its lock's connection cut) and one that has it never share a file.
+  const key = dataKey(segment, generation, randomBytes(4).toString('hex'));
   const written = await putDataFile(store, key, segment, rewritten(), options.onProgress);
   if (counts.dropped + counts.replaced === 0) {
     await store.delete(key);

@@ -165,12 +165,16 @@ const SESSION_LOCK_POLL_MS = 1000;
  * longer than a transaction should be (an erasure's pass over the archive). Released at the end, or with the
  * connection if the process dies. Waits by asking again every second (calling `onWait`, e.g. an activity's
  * heartbeat) until it has the lock or `signal` aborts.
+ *
+ * The lock goes with its connection (a terminated backend, an idle_session_timeout, a network cut) while fn runs on:
+ * fn calls `held()` before each step that must not run beside another holder, which rejects unless the lock is
+ * still this session's.
  */
 export async function withSessionLock<T>(
   pool: pg.Pool,
   name: string,
   { onWait, signal }: { onWait?: () => void; signal?: AbortSignal },
-  fn: () => Promise<T>,
+  fn: (held: () => Promise<void>) => Promise<T>,
 ): Promise<T> {
   const key = advisoryKey(name).toString();
   const client = await pool.connect();
@@ -185,8 +189,21 @@ export async function withSessionLock<T>(
       onWait?.();
       await new Promise((resolve) => setTimeout(resolve, SESSION_LOCK_POLL_MS));
     }
+    const held = async () => {
+      const { rows } = await client.query<{ held: boolean }>(
+        `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+            AND objsubid = 1 AND classid::bigint = ($1::bigint >> 32) & 4294967295
+            AND objid::bigint = $1::bigint & 4294967295) AS held`,
+        [key],
+      );
+      if (!rows[0].held) throw new Error(`The lock ${name} is no longer held`);
+    };
     try {
-      return await fn();
+      return await fn(() =>
+        held().catch((err: Error) => {
+          throw new Error(`Lost the lock ${name} (its connection ended?): ${err.message}`, { cause: err });
+        }),
+      );
     } finally {
       await client.query('SELECT pg_advisory_unlock($1::bigint)', [key]).catch((err: Error) => (broken = err));
     }

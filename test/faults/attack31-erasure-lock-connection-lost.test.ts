@@ -160,7 +160,8 @@ it('the lock connection of an erasure pass is cut, a second erasure runs: no sub
   for (const manifest of await listSegments(store)) {
     for await (const row of readSegment(store, manifest, { verify: false })) {
       seen.set(row.id, (seen.get(row.id) ?? 0) + 1);
-      if (row.payload.includes(valueA) || row.payload.includes(valueB)) subjectRows.push(`${manifest.segment}:${row.id}`);
+      if (row.payload.includes(valueA) || row.payload.includes(valueB))
+        subjectRows.push(`${manifest.segment}:${row.id}`);
     }
   }
   // Every object in the bucket, whatever manifest points at it.

@@ -152,7 +152,8 @@ it('worker SIGKILLed mid-pass holding the lock, new worker, second erasure: no s
   for (const manifest of await listSegments(store)) {
     for await (const row of readSegment(store, manifest, { verify: false })) {
       seen.set(row.id, (seen.get(row.id) ?? 0) + 1);
-      if (row.payload.includes(valueA) || row.payload.includes(valueB)) subjectRows.push(`${manifest.segment}:${row.id}`);
+      if (row.payload.includes(valueA) || row.payload.includes(valueB))
+        subjectRows.push(`${manifest.segment}:${row.id}`);
     }
   }
   // Every object in the bucket, whatever manifest points at it.
