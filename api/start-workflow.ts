@@ -67,6 +67,7 @@ export async function startForRequest<W extends OneInputWorkflow>(
     // have received it, so the answer names the workflow to look up rather than saying it was not started.
     const abandoned = app.requestsAbandoned;
     if (abandoned.aborted) throw httpError(503, 'The API is stopping: the workflow was not started; send it again');
+    request.startingWorkflowId = workflowId;
     try {
       // One cast, where the generic meets the SDK's conditional argument type: callers are checked by StartRequest<W>.
       // USE_EXISTING: requests racing with one key (or a retry after a start that failed) all land on one workflow.
@@ -86,7 +87,7 @@ export async function startForRequest<W extends OneInputWorkflow>(
         }),
       )) as StartedWorkflow<W>;
     } catch (err) {
-      if (abandoned.aborted) throw unconfirmedStart(workflowId, key !== undefined);
+      if (abandoned.aborted) throw unconfirmedStart(workflowId);
       // Same key, first workflow already finished: answer with that one.
       if (!key || !(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
       return client.workflow.getHandle<W>(workflowId) as StartedWorkflow<W>;
@@ -99,13 +100,14 @@ export async function startForRequest<W extends OneInputWorkflow>(
  * workflow. A 504 (its answer did not come in time) naming it, so that the client looks it up before sending the
  * request again, which without an Idempotency-Key would start a second one.
  */
-function unconfirmedStart(workflowId: string, keyed: boolean): Error {
-  const resend = keyed
-    ? 'sending it again with the same Idempotency-Key finds it if it did'
-    : 'look it up before sending the request again';
-  return httpError(
-    504,
-    `The API stopped before Temporal confirmed the start of workflow ${workflowId}: it may have started; ${resend}`,
-    { workflow_id: workflowId },
+function unconfirmedStart(workflowId: string): Error {
+  return httpError(504, unconfirmedStartMessage(workflowId), { workflow_id: workflowId });
+}
+
+/** What a client whose workflow's start was not confirmed when the API stopped is told. */
+export function unconfirmedStartMessage(workflowId: string): string {
+  return (
+    `The API stopped before Temporal confirmed the start of workflow ${workflowId}: it may have started; look it ` +
+    'up before sending the request again (with the same Idempotency-Key, sending it again finds it)'
   );
 }

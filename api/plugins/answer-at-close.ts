@@ -4,6 +4,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { stopWait } from '../../shared/stop-clock';
 import { settleWithin, within } from '../../shared/timeout';
 import { httpError } from '../http-error';
+import { unconfirmedStartMessage } from '../start-workflow';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -25,6 +26,10 @@ declare module 'fastify' {
      * connection drops; the work is left to finish (the workflow writes the same row itself), its failure logged.
      */
     unlessClosing<T>(work: Promise<T>): Promise<T | undefined>;
+  }
+  interface FastifyRequest {
+    /** The workflow this request is starting or has started (start-workflow.ts), for the answer at close. */
+    startingWorkflowId?: string;
   }
 }
 
@@ -79,8 +84,10 @@ export default fp(
     const stopping = new AbortController();
     const abandoned = new AbortController();
     const inFlight = new Map<FastifyRequest['raw'], Promise<void>>();
-    // Those whose body had not all come when the close began.
+    // Those whose body had not all come when the close began, and those past this plugin's preHandler.
     const late = new WeakSet<FastifyRequest['raw']>();
+    const handling = new WeakSet<FastifyRequest['raw']>();
+    const replies = new Map<FastifyRequest['raw'], FastifyReply>();
     app.decorate('requestsAbandoned', abandoned.signal);
     app.decorateReply('workflowResult', <T>(result: Promise<T>, ms: number) => within(result, ms, stopping.signal));
     app.decorateReply('unlessClosing', async function <T>(this: FastifyReply, work: Promise<T>) {
@@ -107,15 +114,21 @@ export default fp(
       if (READS.has(request.method)) return;
       const sent = whenSent(reply.raw);
       inFlight.set(request.raw, sent);
-      void sent.then(() => inFlight.delete(request.raw));
+      replies.set(request.raw, reply);
+      void sent.then(() => {
+        inFlight.delete(request.raw);
+        replies.delete(request.raw);
+      });
     });
     app.addHook('preHandler', async (request, reply) => {
       if (READS.has(request.method)) return;
-      // One whose body came after the close began has done nothing yet: it is refused rather than handled.
-      if (late.has(request.raw)) {
+      // One whose body came after the close began, or that comes here after the close gave up waiting, has done
+      // nothing yet: it is refused rather than handled.
+      if (late.has(request.raw) || abandoned.signal.aborted) {
         if (request.raw.httpVersionMajor < 2) reply.header('connection', 'close');
-        throw httpError(503, 'The API is stopping: the request was not handled; send it again');
+        throw httpError(503, NOT_HANDLED);
       }
+      handling.add(request.raw);
     });
     app.addHook('preClose', async () => {
       stopping.abort();
@@ -126,11 +139,43 @@ export default fp(
       // Those still unanswered start nothing from here; the start of one on its way is cancelled (start-workflow.ts),
       // and each gets a moment to say so before its connection drops.
       abandoned.abort();
-      if (inFlight.size) await answered(inFlight, lastAnswersMs());
+      const last = lastAnswersMs();
+      if (inFlight.size) await answered(inFlight, last);
+      // Still unanswered (a statement waiting on a lock, a start whose cancellation has not come back): told what may
+      // have happened, rather than reset.
+      for (const [raw, reply] of replies) {
+        if (!reply.sent && raw.complete !== false) answerAtClose(reply, handling.has(raw));
+      }
+      if (inFlight.size) await answered(inFlight, Math.min(FORCED_ANSWERS_MS, last));
     });
   },
   { name: 'answer-at-close' },
 );
+
+const NOT_HANDLED = 'The API is stopping: the request was not handled; send it again';
+
+/** How long the answers the close gives itself get to be written. */
+const FORCED_ANSWERS_MS = 200;
+
+/**
+ * The close's own answer to a request still unanswered at its end: one not yet handled did nothing (503); one being
+ * handled may have done what it asked (504), and one starting a workflow names it.
+ */
+function answerAtClose(reply: FastifyReply, handled: boolean): void {
+  const workflowId = reply.request.startingWorkflowId;
+  const [status, error, message, fields] = workflowId
+    ? [504, 'Gateway Timeout', unconfirmedStartMessage(workflowId), { workflow_id: workflowId }]
+    : handled
+      ? [
+          504,
+          'Gateway Timeout',
+          'The API stopped before this request finished: it may have been carried out; check before sending it again',
+          {},
+        ]
+      : [503, 'Service Unavailable', NOT_HANDLED, {}];
+  if (reply.request.raw.httpVersionMajor < 2) reply.header('connection', 'close');
+  reply.code(status).send({ statusCode: status, error, message, ...fields });
+}
 
 /** How long no connection and no request must come before the close stops taking them in. */
 const INTAKE_QUIET_MS = 100;

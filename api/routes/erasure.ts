@@ -4,13 +4,13 @@ import type { ArchiveStore } from '../../archive';
 import { LIFECYCLE_STATUSES } from '../../journal/kinds';
 import { countErasureMatches } from '../../lifecycle/erasure-scan';
 import { describeTarget, subjectHash, type ErasureTarget } from '../../lifecycle/erasure-target';
-import { storeErasureSubject } from '../../repository/erasure';
+import { forgetErasureSubject, storeErasureSubject } from '../../repository/erasure';
 import { getLifecycleAudit, listLifecycleAudit, recordLifecycleRequested } from '../../repository/lifecycle-audit';
 import { ensureServiceKey } from '../../repository/service-keys';
 import type { Config } from '../../shared/config';
 import type { Pool } from '../../shared/db';
 import { erasureWorkflow } from '../../workflows';
-import { httpError } from '../http-error';
+import { clientFields, httpError } from '../http-error';
 import { errorResponses, StringEnum, Timestamp, NullableString } from '../schemas';
 import { startForRequest } from '../start-workflow';
 
@@ -130,6 +130,11 @@ const erasureRoutes: FastifyPluginAsyncTypebox<{
         workflow: erasureWorkflow,
         input: { subjectHash: hash, requestedBy: request.principal.subject },
         searchAttributes: [],
+      }).catch(async (err: Error) => {
+        // Not started (refused at a stop, Temporal unreachable): the value is not kept for an erasure that does not
+        // run. One whose start may have reached Temporal (504) keeps it: that erasure needs it.
+        if (!clientFields(err)?.workflow_id) await forgetErasureSubject(pool, hash, '').catch(() => undefined);
+        throw err;
       });
       // The workflow writes the same row first thing; written here too (if still absent), the status URL answers at once.
       await reply.unlessClosing(

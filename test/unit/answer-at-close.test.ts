@@ -316,4 +316,34 @@ describe('answer-at-close', () => {
     });
     expect(answer.json().message).toContain(answer.json().workflow_id);
   });
+
+  it('a change whose handler is still running when the close ends is told it may have been carried out (504), not reset', async () => {
+    const app = Fastify({ forceCloseConnections: true });
+    await app.register(answerAtClose);
+    let handling!: () => void;
+    const inHandler = new Promise<void>((resolve) => (handling = resolve));
+    app.put('/retention', async () => {
+      handling();
+      await never; // an UPDATE waiting on a locked table: it may still commit
+    });
+    await app.listen({ host: '127.0.0.1', port: 0 });
+    const { port } = app.server.address() as AddressInfo;
+    const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port, path: '/retention', method: 'PUT' }, (res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    await inHandler;
+    await app.close(); // its 2 s grace, then its last second, then its own answer
+    const { status, body } = await answer;
+    expect({ status, message: (JSON.parse(body) as { message: string }).message }).toEqual({
+      status: 504,
+      message:
+        'The API stopped before this request finished: it may have been carried out; check before sending it again',
+    });
+  });
 });
