@@ -163,8 +163,8 @@ const SESSION_LOCK_POLL_MS = 1000;
 /**
  * Runs fn holding a session-level advisory lock named by a string, on a client of its own for the whole run: work
  * longer than a transaction should be (an erasure's pass over the archive). Released at the end, or with the
- * connection if the process dies. Waits by asking again every second (calling `onWait`, e.g. an activity's
- * heartbeat) until it has the lock or `signal` aborts.
+ * connection if the process dies. Waits by asking again every second, on a connection taken from the pool for the
+ * try (calling `onWait`, e.g. an activity's heartbeat), until it has the lock or `signal` aborts.
  *
  * The lock goes with its connection (a terminated backend, an idle_session_timeout, a network cut) while fn runs on:
  * fn calls `held()` before each step that must not run beside another holder, which rejects unless the lock is
@@ -177,18 +177,31 @@ export async function withSessionLock<T>(
   fn: (held: () => Promise<void>) => Promise<T>,
 ): Promise<T> {
   const key = advisoryKey(name).toString();
-  const client = await pool.connect();
+  // A connection for each try, kept only once it has the lock: many waiting (twenty erasures) must not hold the
+  // pool's connections that the holder's own queries need.
+  let client: pg.PoolClient;
+  for (;;) {
+    const trying = await pool.connect();
+    const ok = await trying
+      .query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS ok', [key])
+      .then(({ rows }) => rows[0].ok)
+      .catch((err: Error) => {
+        trying.release(err);
+        throw err;
+      });
+    if (ok) {
+      client = trying;
+      break;
+    }
+    trying.release();
+    signal?.throwIfAborted();
+    onWait?.();
+    await new Promise((resolve) => setTimeout(resolve, SESSION_LOCK_POLL_MS));
+  }
   let broken: Error | undefined;
   const onError = (err: Error) => (broken = err);
   client.on('error', onError);
   try {
-    for (;;) {
-      const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1::bigint) AS ok', [key]);
-      if (rows[0].ok) break;
-      signal?.throwIfAborted();
-      onWait?.();
-      await new Promise((resolve) => setTimeout(resolve, SESSION_LOCK_POLL_MS));
-    }
     const held = async () => {
       const { rows } = await client.query<{ held: boolean }>(
         `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
