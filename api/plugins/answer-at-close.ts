@@ -88,6 +88,18 @@ export default fp(
     const late = new WeakSet<FastifyRequest['raw']>();
     const handling = new WeakSet<FastifyRequest['raw']>();
     const replies = new Map<FastifyRequest['raw'], FastifyReply>();
+    /**
+     * An answer given at close ends its HTTP/1.1 connection (a keep-alive client must not send another request on a
+     * connection about to be dropped), unless another change pipelined on it has not had its answer written yet (given,
+     * or still to come): answers go out in request order, and those queued behind one that ends the connection are
+     * never written.
+     */
+    const endConnectionAfter = (reply: FastifyReply) => {
+      const { raw } = reply.request;
+      if (raw.httpVersionMajor >= 2) return;
+      for (const other of inFlight.keys()) if (other !== raw && other.socket === raw.socket) return;
+      reply.header('connection', 'close');
+    };
     app.decorate('requestsAbandoned', abandoned.signal);
     app.decorateReply('workflowResult', <T>(result: Promise<T>, ms: number) => within(result, ms, stopping.signal));
     app.decorateReply('unlessClosing', async function <T>(this: FastifyReply, work: Promise<T>) {
@@ -125,7 +137,7 @@ export default fp(
       // One whose body came after the close began, or that comes here after the close gave up waiting, has done
       // nothing yet: it is refused rather than handled.
       if (late.has(request.raw) || abandoned.signal.aborted) {
-        if (request.raw.httpVersionMajor < 2) reply.header('connection', 'close');
+        endConnectionAfter(reply);
         throw httpError(503, NOT_HANDLED);
       }
       handling.add(request.raw);
@@ -144,7 +156,10 @@ export default fp(
       // Still unanswered (a statement waiting on a lock, a start whose cancellation has not come back): told what may
       // have happened, rather than reset.
       for (const [raw, reply] of replies) {
-        if (!reply.sent && raw.complete !== false) answerAtClose(reply, handling.has(raw));
+        if (!reply.sent && raw.complete !== false) {
+          endConnectionAfter(reply);
+          answerAtClose(reply, handling.has(raw));
+        }
       }
       if (inFlight.size) await answered(inFlight, Math.min(FORCED_ANSWERS_MS, last));
     });
@@ -173,7 +188,6 @@ function answerAtClose(reply: FastifyReply, handled: boolean): void {
           {},
         ]
       : [503, 'Service Unavailable', NOT_HANDLED, {}];
-  if (reply.request.raw.httpVersionMajor < 2) reply.header('connection', 'close');
   reply.code(status).send({ statusCode: status, error, message, ...fields });
 }
 

@@ -28,10 +28,17 @@ import { uniqueSuffix } from '../support/env';
  * every request answered (62 of them 503 "the workflow was not started"); exits all 0 within 4.6 s. Over HTTPS
  * (A29_TLS=1, API_TLS=self-signed): 3 of 5 rounds, exits 0 within 5.1 s. No key ever had two workflows, no 2xx body
  * was cut. Knobs: A29_ROUNDS, A29_CONCURRENCY, A29_SHUTDOWN_MS.
+ *
+ * At SHUTDOWN_TIMEOUT=1s (attack31), after the fixes for the above: untold workflows in 2 of 6 rounds, then 2 of 12.
+ * Each was the second or third change pipelined on a connection whose first answer, given by the close, said
+ * `connection: close`: answers go out in request order, and Node never wrote those queued behind it (a 202 its route
+ * had given, or the close's own 504 naming the workflow). Held after that (answer-at-close.ts `endConnectionAfter`):
+ * 16 of 16 rounds.
  */
 jest.setTimeout(120_000);
 
-const SHUTDOWN_TIMEOUT_MS = Number(process.env.A29_SHUTDOWN_MS ?? 10_000);
+// The brief's 10 s, and 1 s, where the grace for answers is about 250 ms (attack31 found workflows untold there).
+const SHUTDOWN_TIMEOUTS_MS = process.env.A29_SHUTDOWN_MS ? [Number(process.env.A29_SHUTDOWN_MS)] : [10_000, 1_000];
 const ROUNDS = Number(process.env.A29_ROUNDS ?? 6);
 const TLS = process.env.A29_TLS === '1';
 const proto = (TLS ? https : http) as unknown as typeof https;
@@ -224,130 +231,133 @@ function openStream(port: number): http.ClientRequest {
   return r;
 }
 
-it(`${ROUNDS} rounds of SIGTERM amid ${CONCURRENCY} concurrent changes: exit 0 in time, every workflow named to its client`, async () => {
-  const report: string[] = [];
-  const failures: string[] = [];
-  for (let round = 0; round < ROUNDS; round++) {
-    const port = await freePort();
-    const queue = `a29-soak-${uniqueSuffix()}`;
-    const api = spawnCli('api', {
-      DATABASE_URL: h.databaseUrl,
-      KAFKA_TOPICS: h.config.kafka.topics.join(','),
-      KAFKA_GROUP_ID: h.config.kafka.groupId,
-      TEMPORAL_TASK_QUEUE: queue,
-      API_HOST: '127.0.0.1',
-      API_PORT: String(port),
-      ...(TLS
-        ? { API_TLS: 'self-signed', API_TLS_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'a29-soak-')) }
-        : { API_TLS: '' }),
-      AUTH_JWT_SECRET: '',
-      AUTH_MODE: '',
-      API_REPLAY_WAIT_MS: '20000',
-      API_REPLAY_RATE_LIMIT_PER_MINUTE: '1000000',
-      SHUTDOWN_TIMEOUT: `${SHUTDOWN_TIMEOUT_MS}ms`,
-      LOG_LEVEL: 'info',
-    });
-    try {
-      await untilPrinted(api, `Server listening at ${TLS ? 'https' : 'http'}://`);
-      const keys = Array.from({ length: 4 }, (_, i) => `a29-${round}-${i}-${uniqueSuffix()}`);
-      const streams = Array.from({ length: 3 }, () => openStream(port));
-      const agent = TLS
-        ? new https.Agent({ rejectUnauthorized: false, keepAlive: true, maxSockets: 4 })
-        : new http.Agent({ keepAlive: true, maxSockets: 4 });
-      const pending: Promise<Outcome>[] = [];
-      const launch = () => {
-        const key = Math.random() < 0.3 ? pick(keys) : undefined;
-        const req = change(port, key);
-        const r = Math.random();
-        if (r < 0.05) pending.push(pipelined(port, [req, change(port), change(port)]));
-        else if (r < 0.1) pending.push(trickle(port, req, 20 + Math.floor(Math.random() * 200)));
-        else if (r < 0.3) pending.push(send(port, req, agent));
-        else pending.push(send(port, req));
-      };
-      for (let i = 0; i < CONCURRENCY; i++) launch();
-      await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 1500)));
-      const signalled = Date.now();
-      api.kill('SIGTERM');
-      // Clients keep coming during the stop: keep-alive ones and new ones.
-      for (let i = 0; i < 10; i++) {
-        await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 300)));
-        launch();
-      }
-      const code = await Promise.race([exited(api), new Promise((r) => setTimeout(() => r('running'), 30_000))]);
-      const tookMs = Date.now() - signalled;
-      const outcomes = await Promise.all(pending);
-      agent.destroy();
-      for (const s of streams) s.destroy();
-      const named = (statuses: (s: number) => boolean) =>
-        new Set(
-          outcomes
-            .flatMap(answersOf)
-            .filter((a) => statuses(a.status))
-            .flatMap((a) => [...a.body.matchAll(/"workflow_id":"([^"]+)"/g)].map((m) => m[1])),
-        );
-      // Accepted (2xx), and those whose start Temporal had not confirmed when the API stopped: a 504 naming the
-      // workflow to look up, which may or may not exist.
-      const told = named((s) => s >= 200 && s < 300);
-      const maybe = named((s) => s === 504);
-      let started: string[] = [];
-      await eventually(
-        async () => {
-          const before = started.length;
-          started = await workflowsOn(queue);
-          return started.length === before; // visibility settled (two equal reads)
-        },
-        'visibility settles',
-        20_000,
-      ).catch(() => undefined);
-      const unanswered = outcomes.filter((o) => o.status === undefined || o.error).length;
-      const untold = started.filter((id) => !told.has(id) && !maybe.has(id));
-      const phantom = [...told].filter((id) => !started.includes(id)).length;
-      const byStatus: Record<string, number> = {};
-      for (const o of outcomes)
-        byStatus[String(o.status ?? o.error)] = (byStatus[String(o.status ?? o.error)] ?? 0) + 1;
-      const keyedIds = new Map<string, Set<string>>();
-      for (const id of started.filter((i) => i.includes('-idem-'))) {
-        const k = id.replace(/-[0-9a-f]{8}$/, '');
-        keyedIds.set(k, (keyedIds.get(k) ?? new Set()).add(id));
-      }
-      const halfWritten = outcomes.filter((o) => {
-        if (
-          !o.status ||
-          o.status < 200 ||
-          o.status >= 300 ||
-          o.kind.startsWith('trickle') ||
-          o.kind.startsWith('pipelined')
-        )
-          return false;
-        try {
-          JSON.parse(o.body ?? '');
-          return false;
-        } catch {
-          return true;
+it.each(SHUTDOWN_TIMEOUTS_MS)(
+  `${ROUNDS} rounds of SIGTERM amid ${CONCURRENCY} concurrent changes, SHUTDOWN_TIMEOUT %i ms: exit 0 in time, every workflow named to its client`,
+  async (SHUTDOWN_TIMEOUT_MS) => {
+    const report: string[] = [];
+    const failures: string[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      const port = await freePort();
+      const queue = `a29-soak-${uniqueSuffix()}`;
+      const api = spawnCli('api', {
+        DATABASE_URL: h.databaseUrl,
+        KAFKA_TOPICS: h.config.kafka.topics.join(','),
+        KAFKA_GROUP_ID: h.config.kafka.groupId,
+        TEMPORAL_TASK_QUEUE: queue,
+        API_HOST: '127.0.0.1',
+        API_PORT: String(port),
+        ...(TLS
+          ? { API_TLS: 'self-signed', API_TLS_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'a29-soak-')) }
+          : { API_TLS: '' }),
+        AUTH_JWT_SECRET: '',
+        AUTH_MODE: '',
+        API_REPLAY_WAIT_MS: '20000',
+        API_REPLAY_RATE_LIMIT_PER_MINUTE: '1000000',
+        SHUTDOWN_TIMEOUT: `${SHUTDOWN_TIMEOUT_MS}ms`,
+        LOG_LEVEL: 'info',
+      });
+      try {
+        await untilPrinted(api, `Server listening at ${TLS ? 'https' : 'http'}://`);
+        const keys = Array.from({ length: 4 }, (_, i) => `a29-${round}-${i}-${uniqueSuffix()}`);
+        const streams = Array.from({ length: 3 }, () => openStream(port));
+        const agent = TLS
+          ? new https.Agent({ rejectUnauthorized: false, keepAlive: true, maxSockets: 4 })
+          : new http.Agent({ keepAlive: true, maxSockets: 4 });
+        const pending: Promise<Outcome>[] = [];
+        const launch = () => {
+          const key = Math.random() < 0.3 ? pick(keys) : undefined;
+          const req = change(port, key);
+          const r = Math.random();
+          if (r < 0.05) pending.push(pipelined(port, [req, change(port), change(port)]));
+          else if (r < 0.1) pending.push(trickle(port, req, 20 + Math.floor(Math.random() * 200)));
+          else if (r < 0.3) pending.push(send(port, req, agent));
+          else pending.push(send(port, req));
+        };
+        for (let i = 0; i < CONCURRENCY; i++) launch();
+        await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 1500)));
+        const signalled = Date.now();
+        api.kill('SIGTERM');
+        // Clients keep coming during the stop: keep-alive ones and new ones.
+        for (let i = 0; i < 10; i++) {
+          await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 300)));
+          launch();
         }
-      }).length;
-      const notStarted = outcomes.filter((o) => /workflow was not started/.test(o.body ?? '')).length;
-      const untoldKeyed = untold.filter((id) => id.includes('-idem-')).length;
-      const resets = outcomes.filter((o) => o.error).map((o) => `${o.kind}:${o.error}`);
-      const dupKeys = [...keyedIds.values()].filter((s) => s.size > 1).length;
-      const line =
-        `round ${round}: exit ${String(code)} after ${tookMs} ms; requests ${outcomes.length} ${JSON.stringify(byStatus)}; ` +
-        `workflows ${started.length}, told ${told.size}, named unconfirmed ${maybe.size}, untold ${untold.length} (${untoldKeyed} keyed), told but absent ${phantom}, told 503 not started ${notStarted}, unanswered requests ${unanswered}, keys with >1 workflow ${dupKeys}, half-written 2xx ${halfWritten}; errors ${resets.join(' | ')}`;
-      report.push(line);
-      if (
-        code !== 0 ||
-        tookMs > SHUTDOWN_TIMEOUT_MS + 1000 ||
-        untold.length > 0 ||
-        phantom > 0 ||
-        dupKeys > 0 ||
-        halfWritten > 0
-      )
-        failures.push(line);
-    } finally {
-      api.kill('SIGKILL');
-      await exited(api);
+        const code = await Promise.race([exited(api), new Promise((r) => setTimeout(() => r('running'), 30_000))]);
+        const tookMs = Date.now() - signalled;
+        const outcomes = await Promise.all(pending);
+        agent.destroy();
+        for (const s of streams) s.destroy();
+        const named = (statuses: (s: number) => boolean) =>
+          new Set(
+            outcomes
+              .flatMap(answersOf)
+              .filter((a) => statuses(a.status))
+              .flatMap((a) => [...a.body.matchAll(/"workflow_id":"([^"]+)"/g)].map((m) => m[1])),
+          );
+        // Accepted (2xx), and those whose start Temporal had not confirmed when the API stopped: a 504 naming the
+        // workflow to look up, which may or may not exist.
+        const told = named((s) => s >= 200 && s < 300);
+        const maybe = named((s) => s === 504);
+        let started: string[] = [];
+        await eventually(
+          async () => {
+            const before = started.length;
+            started = await workflowsOn(queue);
+            return started.length === before; // visibility settled (two equal reads)
+          },
+          'visibility settles',
+          20_000,
+        ).catch(() => undefined);
+        const unanswered = outcomes.filter((o) => o.status === undefined || o.error).length;
+        const untold = started.filter((id) => !told.has(id) && !maybe.has(id));
+        const phantom = [...told].filter((id) => !started.includes(id)).length;
+        const byStatus: Record<string, number> = {};
+        for (const o of outcomes)
+          byStatus[String(o.status ?? o.error)] = (byStatus[String(o.status ?? o.error)] ?? 0) + 1;
+        const keyedIds = new Map<string, Set<string>>();
+        for (const id of started.filter((i) => i.includes('-idem-'))) {
+          const k = id.replace(/-[0-9a-f]{8}$/, '');
+          keyedIds.set(k, (keyedIds.get(k) ?? new Set()).add(id));
+        }
+        const halfWritten = outcomes.filter((o) => {
+          if (
+            !o.status ||
+            o.status < 200 ||
+            o.status >= 300 ||
+            o.kind.startsWith('trickle') ||
+            o.kind.startsWith('pipelined')
+          )
+            return false;
+          try {
+            JSON.parse(o.body ?? '');
+            return false;
+          } catch {
+            return true;
+          }
+        }).length;
+        const notStarted = outcomes.filter((o) => /workflow was not started/.test(o.body ?? '')).length;
+        const untoldKeyed = untold.filter((id) => id.includes('-idem-')).length;
+        const resets = outcomes.filter((o) => o.error).map((o) => `${o.kind}:${o.error}`);
+        const dupKeys = [...keyedIds.values()].filter((s) => s.size > 1).length;
+        const line =
+          `round ${round}: exit ${String(code)} after ${tookMs} ms; requests ${outcomes.length} ${JSON.stringify(byStatus)}; ` +
+          `workflows ${started.length}, told ${told.size}, named unconfirmed ${maybe.size}, untold ${untold.length} (${untoldKeyed} keyed), told but absent ${phantom}, told 503 not started ${notStarted}, unanswered requests ${unanswered}, keys with >1 workflow ${dupKeys}, half-written 2xx ${halfWritten}; errors ${resets.join(' | ')}`;
+        report.push(line);
+        if (
+          code !== 0 ||
+          tookMs > SHUTDOWN_TIMEOUT_MS + 1000 ||
+          untold.length > 0 ||
+          phantom > 0 ||
+          dupKeys > 0 ||
+          halfWritten > 0
+        )
+          failures.push(line);
+      } finally {
+        api.kill('SIGKILL');
+        await exited(api);
+      }
     }
-  }
-  console.log(report.join('\n'));
-  expect(failures).toEqual([]);
-});
+    console.log(report.join('\n'));
+    expect(failures).toEqual([]);
+  },
+);

@@ -1,4 +1,5 @@
 import http from 'node:http';
+import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import Fastify from 'fastify';
 import type { Client } from '@temporalio/client';
@@ -346,4 +347,51 @@ describe('answer-at-close', () => {
         'The API stopped before this request finished: it may have been carried out; check before sending it again',
     });
   });
+
+  it.each([
+    ['still unanswered', false],
+    ['answered by its route, queued behind the first', true],
+  ])(
+    'changes pipelined on one connection, the first unanswered when the close ends, the second %s: both answers are written, in order',
+    async (_name, answersAtOnce) => {
+      const app = Fastify({ forceCloseConnections: true });
+      await app.register(errorHandler);
+      await app.register(answerAtClose);
+      let handled = 0;
+      let bothHandling!: () => void;
+      const inHandlers = new Promise<void>((resolve) => (bothHandling = resolve));
+      app.put('/retention', async () => {
+        if (++handled === 2) bothHandling();
+        await never; // an UPDATE waiting on a locked table
+      });
+      app.post('/replay/1', async (request, reply) => {
+        request.startingWorkflowId = 'replay-event-1-0123456789';
+        if (++handled === 2) bothHandling();
+        if (answersAtOnce) return reply.status(202).send({ workflow_id: request.startingWorkflowId });
+        await never; // a start whose answer Temporal never sends
+      });
+      await app.listen({ host: '127.0.0.1', port: 0 });
+      const { port } = app.server.address() as AddressInfo;
+      const socket = net.connect(port, '127.0.0.1');
+      let got = '';
+      socket.on('data', (c: Buffer) => (got += c.toString()));
+      const ended = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+      socket.write(
+        'PUT /retention HTTP/1.1\r\nHost: x\r\ncontent-length: 0\r\n\r\n' +
+          'POST /replay/1 HTTP/1.1\r\nHost: x\r\ncontent-length: 0\r\n\r\n',
+      );
+      await inHandlers;
+      await app.close(); // its 2 s grace, its last second, then its own answers
+      await ended;
+      const answers = [...got.matchAll(/HTTP\/1\.1 (\d{3})[^]*?\r\n\r\n(\{[^]*?\})(?=HTTP|$)/g)].map((m) => ({
+        status: Number(m[1]),
+        workflow_id: (JSON.parse(m[2]) as { workflow_id?: string }).workflow_id,
+      }));
+      // Before: the first answer ended the connection ('connection: close') and the second, queued behind it, was lost.
+      expect(answers).toEqual([
+        { status: 504, workflow_id: undefined },
+        { status: answersAtOnce ? 202 : 504, workflow_id: 'replay-event-1-0123456789' },
+      ]);
+    },
+  );
 });
