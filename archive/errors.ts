@@ -18,6 +18,21 @@ export class ArchiveObjectNotFoundError extends Error {
   }
 }
 
+/**
+ * A conditional replace found the object changed since it was read: another writer (a rewrite of the same segment
+ * that had the turn) got there first. Nothing was written; read it again and start over.
+ */
+export class ArchiveObjectChangedError extends Error {
+  override readonly name = 'ArchiveObjectChangedError';
+  constructor(
+    readonly key: string,
+    readonly location: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`Archive object "${key}" in ${location} changed since it was read: not replaced`, options);
+  }
+}
+
 /** A segment of that name is already archived; archiving it again would hide which copy is the real one. */
 export class SegmentExistsError extends Error {
   override readonly name = 'SegmentExistsError';

@@ -1,17 +1,18 @@
-import { randomBytes } from 'node:crypto';
-import { createWriteStream, type Dirent } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, type Dirent } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { addAbortSignal, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { ArchiveObjectNotFoundError } from './errors';
-import { assertKey, type ArchiveStore, type StoredObject } from './store';
+import { ArchiveObjectChangedError, ArchiveObjectNotFoundError } from './errors';
+import { assertKey, collectUpTo, type ArchiveStore, type StoredObject } from './store';
 
 /**
  * An archive in a local directory: each key is a file under it. A put writes a dot-named temp file beside the target,
  * fsyncs it, renames it over the target and fsyncs the directory, so a crash leaves the old file or the new one,
  * never a torn one; list() ignores dot-names (left-over temp files of a crash). A call's signal is checked before it
- * starts and ends a put's copy or a read stream part way.
+ * starts and ends a put's copy or a read stream part way. A conditional replace holds a lock file beside the target
+ * (processes of one machine share the directory) while it compares and renames; a version is the bytes' sha256.
  */
 export function createLocalStore(dir: string): ArchiveStore {
   const root = path.resolve(dir);
@@ -76,6 +77,21 @@ export function createLocalStore(dir: string): ArchiveStore {
       for await (const object of walk(root, base)) if (object.key.startsWith(prefix)) yield object;
     },
 
+    async readVersioned(key, maxBytes, options) {
+      options?.signal?.throwIfAborted();
+      const bytes = await readUpTo(fileOf(key), maxBytes, key, root);
+      return bytes && { bytes, version: sha256(bytes) };
+    },
+
+    async replaceIfVersion(key, body, version, options) {
+      const file = fileOf(key);
+      await withLockFile(`${path.join(path.dirname(file), `.${path.basename(file)}`)}.lock`, async () => {
+        const bytes = await readUpTo(file, COMPARED_MAX_BYTES, key, root);
+        if (!bytes || sha256(bytes) !== version) throw new ArchiveObjectChangedError(key, root);
+        await this.put(key, body, options);
+      });
+    },
+
     async delete(key, options) {
       options?.signal?.throwIfAborted();
       const file = fileOf(key);
@@ -90,6 +106,50 @@ export function createLocalStore(dir: string): ArchiveStore {
 
     async close() {},
   };
+}
+
+const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');
+
+/** A file's bytes, or undefined when there is none. */
+async function readUpTo(file: string, maxBytes: number, key: string, root: string): Promise<Buffer | undefined> {
+  try {
+    return await collectUpTo(createReadStream(file), maxBytes, key, root);
+  } catch (err) {
+    if (isMissing(err)) return undefined;
+    throw err;
+  }
+}
+
+/** The most a conditional replace reads to compare (it is for manifests, a few KiB). */
+const COMPARED_MAX_BYTES = 16 * 1024 * 1024;
+
+/** How long a lock file may stand before it counts as left by a process that died holding it, and how long to wait. */
+const LOCK_STALE_MS = 10_000;
+const LOCK_WAIT_MS = 15_000;
+
+/** Runs fn while holding the lock file (created exclusively; one older than LOCK_STALE_MS is taken over). */
+async function withLockFile<T>(lock: string, fn: () => Promise<T>): Promise<T> {
+  const until = Date.now() + LOCK_WAIT_MS;
+  for (;;) {
+    try {
+      await (await open(lock, 'wx')).close();
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const since = await stat(lock).then(
+        (info) => Date.now() - info.mtimeMs,
+        () => 0,
+      );
+      if (since > LOCK_STALE_MS) await rm(lock, { force: true });
+      else if (Date.now() > until) throw new Error(`Archive lock ${lock} still held after ${LOCK_WAIT_MS} ms`);
+      else await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    await rm(lock, { force: true });
+  }
 }
 
 /** Files under root/base ('/'-joined paths relative to root), depth first, skipping dot-names. */

@@ -69,7 +69,7 @@ export async function findManifest(store: ArchiveStore, segment: string): Promis
   assertSegmentName(segment);
   let bytes: Buffer;
   try {
-    bytes = await readSmallObject(store, manifestKey(segment));
+    bytes = await readSmallObject(store, manifestKey(segment), MANIFEST_MAX_BYTES);
   } catch (err) {
     if ((err as Error).name === 'ArchiveObjectNotFoundError') return undefined;
     throw err;
@@ -77,9 +77,37 @@ export async function findManifest(store: ArchiveStore, segment: string): Promis
   return parseManifest(bytes, segment);
 }
 
+/** Manifests are a few KiB; anything much larger is not one. */
+const MANIFEST_MAX_BYTES = 1024 * 1024;
+
+/**
+ * The manifest of a segment and its version in the store, read together (what switchManifest compares);
+ * SegmentNotFoundError when it has none.
+ */
+export async function readManifestVersion(
+  store: ArchiveStore,
+  segment: string,
+): Promise<{ manifest: SegmentManifest; version: string }> {
+  assertSegmentName(segment);
+  const read = await store.readVersioned(manifestKey(segment), MANIFEST_MAX_BYTES);
+  if (!read) throw new SegmentNotFoundError(segment);
+  return { manifest: parseManifest(read.bytes, segment), version: read.version };
+}
+
+/**
+ * Switches a segment to a new manifest if the one in force is still at `version`: a rewrite that lost its turn (its
+ * lock gone with its connection) can never put its generation over the one written meanwhile.
+ * ArchiveObjectChangedError when another switch came first.
+ */
+export async function switchManifest(store: ArchiveStore, manifest: SegmentManifest, version: string): Promise<void> {
+  await store.replaceIfVersion(manifestKey(manifest.segment), manifestBytes(manifest), version);
+}
+
+const manifestBytes = (manifest: SegmentManifest) => Buffer.from(JSON.stringify(manifest, null, 2) + '\n');
+
 /** Writes a manifest; the store's put replaces the previous one in one step. */
 export async function writeManifest(store: ArchiveStore, manifest: SegmentManifest): Promise<void> {
-  await store.put(manifestKey(manifest.segment), Buffer.from(JSON.stringify(manifest, null, 2) + '\n'));
+  await store.put(manifestKey(manifest.segment), manifestBytes(manifest));
 }
 
 /** Every segment's manifest, ordered by segment name (for GET /archive and the cold replay's planning). */
@@ -88,7 +116,7 @@ export async function listSegments(store: ArchiveStore): Promise<SegmentManifest
   for await (const object of store.list(SEGMENTS)) {
     const parts = object.key.slice(SEGMENTS.length).split('/');
     if (parts.length !== 2 || parts[1] !== MANIFEST) continue;
-    manifests.push(parseManifest(await readSmallObject(store, object.key), parts[0]));
+    manifests.push(parseManifest(await readSmallObject(store, object.key, MANIFEST_MAX_BYTES), parts[0]));
   }
   return manifests.sort((a, b) => (a.segment < b.segment ? -1 : a.segment > b.segment ? 1 : 0));
 }

@@ -1,7 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { describeFile, putDataFile, verifyWrittenFile } from './data-file';
 import type { ProgressListener } from './digest';
-import { dataKey, readManifest, segmentPrefix, manifestKey, writeManifest, type SegmentManifest } from './manifest';
+import {
+  dataKey,
+  manifestKey,
+  readManifestVersion,
+  segmentPrefix,
+  switchManifest,
+  type SegmentManifest,
+} from './manifest';
 import { readSegment } from './read-segment';
 import type { ArchiveRow } from './row';
 import type { ArchiveStore } from './store';
@@ -26,8 +33,10 @@ export interface RewriteResult {
  * Rewrites a segment row by row (for erasure): streams the current generation through `decide` into a new file under
  * a new key, verifies it, swaps the manifest to it, then deletes the old file. At every moment the manifest points at
  * a complete, verified file; once this resolves, no file of the segment holds a dropped or replaced row. A rewrite
- * that died half-way is finished by running it again: rows already erased are kept as they are, and every file the
- * manifest does not point at is deleted. Run one rewrite of a segment at a time (the manifest swap is last-writer-wins).
+ * that died half-way is finished by running it again: rows already erased are kept as they are, and every file of an
+ * earlier generation is deleted. The swap is conditional on the manifest read at the start: a rewrite overtaken by
+ * another (two passes at once, one whose lock was lost) fails with ArchiveObjectChangedError and changes nothing, so
+ * what the other erased stays erased; run it again.
  */
 export async function rewriteSegment(
   store: ArchiveStore,
@@ -39,7 +48,7 @@ export async function rewriteSegment(
     beforeSwitch?: () => Promise<void>;
   } = {},
 ): Promise<RewriteResult> {
-  const current = await readManifest(store, segment);
+  const { manifest: current, version } = await readManifestVersion(store, segment);
   const counts = { kept: 0, dropped: 0, replaced: 0 };
   async function* rewritten(): AsyncGenerator<ArchiveRow> {
     // verify: a corrupted source fails the rewrite instead of silently losing the rows after the damage.
@@ -73,20 +82,34 @@ export async function rewriteSegment(
     generation,
     rewrite: { at: new Date().toISOString(), ...counts },
   };
-  await writeManifest(store, manifest);
+  await switchManifest(store, manifest, version);
   return { segment, changed: true, ...counts, manifest, deleted: await sweepSegment(store, manifest) };
 }
 
 /**
- * Deletes every object of the segment but its manifest and the file the manifest points at (older generations,
- * leftovers of a rewrite or an archiving that died half-way); returns their keys.
+ * Deletes every object of the segment but its manifest and the file the manifest points at, up to the manifest's
+ * generation (older generations, leftovers of a rewrite or an archiving that died half-way); returns their keys. Files
+ * of a later generation are left: another rewrite may be about to switch to one (a manifest read a moment ago may no
+ * longer be the one in force), and none of an earlier generation can come back (the switch is conditional).
  */
 export async function sweepSegment(store: ArchiveStore, manifest: SegmentManifest): Promise<string[]> {
   const keep = new Set([manifestKey(manifest.segment), manifest.file.key]);
   const stale: string[] = [];
   for await (const object of store.list(segmentPrefix(manifest.segment))) {
-    if (!keep.has(object.key)) stale.push(object.key);
+    const generation = generationOf(manifest.segment, object.key);
+    if (!keep.has(object.key) && !(generation !== undefined && generation > manifest.generation)) {
+      stale.push(object.key);
+    }
   }
   for (const key of stale) await store.delete(key);
   return stale;
+}
+
+/** The generation a data file's key names (dataKey), or undefined for a key that is not one. */
+function generationOf(segment: string, key: string): number | undefined {
+  const name = key.slice(segmentPrefix(segment).length);
+  const match = name.startsWith(`${segment}.g`)
+    ? /^(\d+)(-[0-9a-f]+)?\.ndjson\.gz$/.exec(name.slice(segment.length + 2))
+    : null;
+  return match ? Number(match[1]) : undefined;
 }

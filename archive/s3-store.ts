@@ -9,8 +9,8 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { addAbortSignal, Readable } from 'node:stream';
 import type { ArchiveS3Config } from '../shared/config';
-import { ArchiveObjectNotFoundError } from './errors';
-import { assertKey, type ArchiveStore } from './store';
+import { ArchiveObjectChangedError, ArchiveObjectNotFoundError } from './errors';
+import { assertKey, collectUpTo, type ArchiveStore } from './store';
 
 // Multipart: 8 MiB parts, two in flight, so an upload holds about 16 MiB whatever the segment's size.
 const PART_SIZE = 8 * 1024 * 1024;
@@ -95,6 +95,31 @@ export function createS3Store(config: ArchiveS3Config): ArchiveStore {
       }
     },
 
+    async readVersioned(key, maxBytes, options) {
+      assertKey(key);
+      const abortSignal = options?.signal;
+      try {
+        const { Body, ETag } = await client.send(new GetObjectCommand({ Bucket, Key: key }), { abortSignal });
+        if (!(Body instanceof Readable) || !ETag) throw new Error(`No body or ETag for "${key}" in ${location}`);
+        return { bytes: await collectUpTo(Body, maxBytes, key, location), version: ETag };
+      } catch (err) {
+        if (isNotFound(err)) return undefined;
+        throw err;
+      }
+    },
+
+    async replaceIfVersion(key, body, version, options) {
+      assertKey(key);
+      // S3's conditional write: the server checks the ETag and writes in one step.
+      const put = new PutObjectCommand({ Bucket, Key: key, Body: body, ContentLength: body.length, IfMatch: version });
+      try {
+        await client.send(put, { abortSignal: options?.signal });
+      } catch (err) {
+        if (isChanged(err)) throw new ArchiveObjectChangedError(key, location, { cause: err });
+        throw err;
+      }
+    },
+
     async delete(key, options) {
       assertKey(key);
       await client.send(new DeleteObjectCommand({ Bucket, Key: key }), { abortSignal: options?.signal });
@@ -134,6 +159,12 @@ async function uploadStream(
   } finally {
     signal?.removeEventListener('abort', abort);
   }
+}
+
+/** A conditional write refused: the ETag no longer matches (412), another conditional write raced it (409), or gone. */
+function isChanged(err: unknown): boolean {
+  const { name } = (err ?? {}) as { name?: string };
+  return name === 'PreconditionFailed' || name === 'ConditionalRequestConflict' || isNotFound(err);
 }
 
 // By name, not by status 404: a missing bucket (NoSuchBucket) is a configuration error, not a missing object.

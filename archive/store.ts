@@ -37,6 +37,20 @@ export interface ArchiveStore {
   stat(key: string, options?: StoreCallOptions): Promise<StoredObject | undefined>;
   /** Every object whose key starts with prefix (in no promised order: callers sort what they show). */
   list(prefix: string, options?: StoreCallOptions): AsyncIterable<StoredObject>;
+  /**
+   * A small object's bytes (at most maxBytes) and its version, read together, or undefined when there is none. The
+   * version is what replaceIfVersion compares (an S3 ETag; the local store's sha256 of the bytes).
+   */
+  readVersioned(
+    key: string,
+    maxBytes: number,
+    options?: StoreCallOptions,
+  ): Promise<{ bytes: Buffer; version: string } | undefined>;
+  /**
+   * Replaces a small object only while it is still at `version` (as readVersioned gave it), in one step with the
+   * check: ArchiveObjectChangedError, and nothing written, when it has changed or gone.
+   */
+  replaceIfVersion(key: string, body: Buffer, version: string, options?: StoreCallOptions): Promise<void>;
   /** Removes the object; no error when there is none. */
   delete(key: string, options?: StoreCallOptions): Promise<void>;
   /** Releases connections (S3 client); the store is not used after. */
@@ -60,6 +74,8 @@ export function withSignal(store: ArchiveStore, signalOf: () => AbortSignal | un
     get: (key, given) => store.get(key, given ?? options()),
     stat: (key, given) => store.stat(key, given ?? options()),
     list: (prefix, given) => store.list(prefix, given ?? options()),
+    readVersioned: (key, maxBytes, given) => store.readVersioned(key, maxBytes, given ?? options()),
+    replaceIfVersion: (key, body, version, given) => store.replaceIfVersion(key, body, version, given ?? options()),
     delete: (key, given) => store.delete(key, given ?? options()),
     close: async () => {},
   };
@@ -75,12 +91,21 @@ export function assertKey(key: string): void {
 
 /** Reads a whole (small) object, such as a manifest, into memory. */
 export async function readSmallObject(store: ArchiveStore, key: string, maxBytes = 1024 * 1024): Promise<Buffer> {
+  return collectUpTo(await store.get(key), maxBytes, key, store.location);
+}
+
+/** A stream's bytes, or an error naming the object once they pass maxBytes. */
+export async function collectUpTo(
+  stream: AsyncIterable<unknown>,
+  maxBytes: number,
+  key: string,
+  location: string,
+): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of await store.get(key)) {
+  for await (const chunk of stream) {
     size += (chunk as Buffer).length;
-    if (size > maxBytes)
-      throw new Error(`Archive object "${key}" in ${store.location} is larger than ${maxBytes} bytes`);
+    if (size > maxBytes) throw new Error(`Archive object "${key}" in ${location} is larger than ${maxBytes} bytes`);
     chunks.push(chunk as Buffer);
   }
   return Buffer.concat(chunks);

@@ -261,6 +261,31 @@ export function archiveStoreBehaviour(store: () => ArchiveStore): void {
     expect((await collect(readSegment(store(), before.segment))).map((r) => r.id)).toEqual([2]);
   });
 
+  it('a rewrite overtaken by another (a pass that lost its lock) switches nothing: what the other erased stays erased', async () => {
+    const [alice, bob] = [`alice-${randomUUID()}`, `bob-${randomUUID()}`];
+    const rows = Array.from({ length: 30 }, (_, i) =>
+      plainRow(i + 1, JSON.stringify({ who: i % 3 === 0 ? alice : i % 3 === 1 ? bob : `other-${i}` })),
+    );
+    const before = await archive(store(), 'overtaken', rows);
+    const dropping = (name: string) => (row: ArchiveRow) => (row.payload.includes(name) ? 'drop' : 'keep') as 'drop';
+    // Alice's rewrite has its new generation verified when Bob's runs whole (it took the turn Alice's pass lost).
+    const late = rewriteSegment(store(), before.segment, dropping(alice), {
+      beforeSwitch: async () => void (await rewriteSegment(store(), before.segment, dropping(bob))),
+    });
+    await rejectsWith(late, 'ArchiveObjectChangedError');
+    // Before: Alice's switch put Bob's rows back, or named a file Bob's sweep had deleted (every row lost).
+    const after = await collect(readSegment(store(), before.segment));
+    expect(after.map((r) => r.id)).toEqual(rows.filter((r) => !r.payload.includes(bob)).map((r) => r.id));
+    // Run again, Alice's erasure goes through on top of Bob's, and only the segment's current file is left.
+    const again = await rewriteSegment(store(), before.segment, dropping(alice));
+    expect(again).toMatchObject({ changed: true, dropped: 10, manifest: { generation: 3, rows: 10 } });
+    const keys = [...(await storeContents(store())).keys()].filter((k) => k.includes(`/${before.segment}/`));
+    expect(keys.sort()).toEqual([again.manifest.file.key, `segments/${before.segment}/manifest.json`].sort());
+    for (const text of (await storeContents(store())).values()) {
+      expect([text.includes(alice), text.includes(bob)]).toEqual([false, false]);
+    }
+  });
+
   it('answers a missing segment and a missing object by name', async () => {
     await rejectsWith(readManifest(store(), segmentName('absent')), 'SegmentNotFoundError');
     await rejectsWith(store().get('segments/absent/nothing.gz'), 'ArchiveObjectNotFoundError');
