@@ -21,6 +21,8 @@ export interface StartRequest<W extends OneInputWorkflow> {
   workflow: W;
   input: Parameters<W>[0];
   searchAttributes: SearchAttributePair[];
+  /** Runs once the workflow's id is decided, before its start is sent (what the workflow needs, stored under its id). */
+  beforeStart?: (workflowId: string) => Promise<void>;
 }
 
 /** A started workflow whose result() has the workflow's own result type. */
@@ -62,6 +64,7 @@ export async function startForRequest<W extends OneInputWorkflow>(
     }
     workflowId = recorded.workflowId;
   }
+  await start.beforeStart?.(workflowId);
   return app.temporal.call(async (client: Client) => {
     // A request the app's close gave up on starts nothing. A start already on its way is cancelled; Temporal may
     // have received it, so the answer names the workflow to look up rather than saying it was not started.

@@ -3,18 +3,46 @@ import type { ErasureTarget } from '../lifecycle/erasure-target';
 import type { Queryable } from './queryable';
 
 /**
- * The tables of erasure's own bookkeeping (sql/010_erasure.sql): the subject of a running erasure (erasure_subjects),
- * the journal ids erased (erased_events) and the rows erased per store (erasure_counts). None holds a subject's value
- * for longer than its erasure runs.
+ * The tables of erasure's own bookkeeping (sql/010_erasure.sql, 017_erasure_claims.sql): the subject of a running
+ * erasure (erasure_subjects) and the workflows it is kept for (erasure_subject_claims), the journal ids erased
+ * (erased_events) and the rows erased per store (erasure_counts). None holds a subject's value for longer than an
+ * erasure that needs it may run.
  */
 
-/** Keeps the target of an erasure about to start under its hash, where its activities find it (the API writes it). */
-export async function storeErasureSubject(db: Queryable, hash: string, target: ErasureTarget): Promise<void> {
-  await db.query(
-    `INSERT INTO erasure_subjects (subject_hash, target) VALUES ($1, $2)
-     ON CONFLICT (subject_hash) DO UPDATE SET created_at = now()`,
-    [hash, JSON.stringify(target)],
+/**
+ * Keeps the target of an erasure about to start under its hash, where its activities find it, claimed for the workflow
+ * that will run it (the API writes both, in one statement, before the start). True when the claim is this call's: a
+ * request sent again with its Idempotency-Key names the workflow a first one already claimed, and must not release it.
+ * Without a workflow id (a caller starting the workflow itself) the target is kept until an erasure of it ends.
+ */
+export async function storeErasureSubject(
+  db: Queryable,
+  hash: string,
+  target: ErasureTarget,
+  workflowId?: string,
+): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `WITH subject AS (
+       INSERT INTO erasure_subjects (subject_hash, target) VALUES ($1, $2)
+       ON CONFLICT (subject_hash) DO UPDATE SET created_at = now())
+     INSERT INTO erasure_subject_claims (workflow_id, subject_hash) SELECT $3, $1 WHERE $3::text IS NOT NULL
+     ON CONFLICT (workflow_id) DO NOTHING`,
+    [hash, JSON.stringify(target), workflowId ?? null],
   );
+  return rowCount === 1;
+}
+
+/** Claims older than `olderThanMs` (the API's prune asks Temporal whether each one's workflow still runs). */
+export async function staleErasureClaims(
+  db: Queryable,
+  olderThanMs: number,
+): Promise<{ workflowId: string; subjectHash: string }[]> {
+  const { rows } = await db.query<{ workflow_id: string; subject_hash: string }>(
+    `SELECT workflow_id, subject_hash FROM erasure_subject_claims
+      WHERE created_at < now() - make_interval(secs => $1 / 1000.0) ORDER BY created_at LIMIT 1000`,
+    [olderThanMs],
+  );
+  return rows.map((r) => ({ workflowId: r.workflow_id, subjectHash: r.subject_hash }));
 }
 
 /** The target stored under hash, or undefined once its erasures have finished. */
@@ -27,14 +55,17 @@ export async function loadErasureSubject(db: Queryable, hash: string): Promise<E
 }
 
 /**
- * Deletes the stored target once no other erasure of the same subject is still running (one may have been requested
- * while this one ran: it still needs the value).
+ * Releases erasure `erasureId`'s claim on the stored target, and deletes the target once no other erasure claims it
+ * or is still running (one may have been requested while this one ran: it still needs the value).
  */
 export async function forgetErasureSubject(db: Queryable, hash: string, erasureId: string): Promise<void> {
   await db.query(
-    `DELETE FROM erasure_subjects WHERE subject_hash = $1 AND NOT EXISTS (
-       SELECT 1 FROM lifecycle_audit WHERE kind = 'erasure' AND status = 'running' AND workflow_id <> $2
-          AND request->>'subject_hash' = $1)`,
+    `WITH released AS (DELETE FROM erasure_subject_claims WHERE workflow_id = $2)
+     DELETE FROM erasure_subjects WHERE subject_hash = $1
+        AND NOT EXISTS (SELECT 1 FROM erasure_subject_claims WHERE subject_hash = $1 AND workflow_id <> $2)
+        AND NOT EXISTS (
+          SELECT 1 FROM lifecycle_audit WHERE kind = 'erasure' AND status = 'running' AND workflow_id <> $2
+             AND request->>'subject_hash' = $1)`,
     [hash, erasureId],
   );
 }

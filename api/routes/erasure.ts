@@ -5,6 +5,7 @@ import { LIFECYCLE_STATUSES } from '../../journal/kinds';
 import { countErasureMatches } from '../../lifecycle/erasure-scan';
 import { describeTarget, subjectHash, type ErasureTarget } from '../../lifecycle/erasure-target';
 import { forgetErasureSubject, storeErasureSubject } from '../../repository/erasure';
+import { pruneErasureClaimsWhileOpen, releaseUnlessRunning } from '../erasure-claims';
 import { getLifecycleAudit, listLifecycleAudit, recordLifecycleRequested } from '../../repository/lifecycle-audit';
 import { ensureServiceKey } from '../../repository/service-keys';
 import type { Config } from '../../shared/config';
@@ -91,6 +92,7 @@ const erasureRoutes: FastifyPluginAsyncTypebox<{
   archive: ArchiveStore;
   config: Pick<Config, 'temporal' | 'erasure'>;
 }> = async (app, { pool, archive, config }) => {
+  pruneErasureClaimsWhileOpen(app, pool);
   const targetOf = (body: { tenant_id?: string; subject?: { field: string; value: string | number } }) => {
     if ((body.tenant_id === undefined) === (body.subject === undefined)) {
       throw httpError(400, 'body must name either tenant_id (offboarding) or subject {field, value}, not both');
@@ -124,18 +126,28 @@ const erasureRoutes: FastifyPluginAsyncTypebox<{
         const counts = await countErasureMatches(pool, archive, target);
         return { status: 'dry_run' as const, ...describeTarget(target), subject_hash: hash, counts };
       }
-      await storeErasureSubject(pool, hash, target);
+      // The value is claimed for this request's workflow: released here when its start was refused, by the workflow
+      // when it ends, or by the prune (erasure-claims.ts) once Temporal shows the workflow is not running.
+      let claimed: string | undefined;
       const handle = await startForRequest(app, request, config, {
         prefix: 'erasure',
         workflow: erasureWorkflow,
         input: { subjectHash: hash, requestedBy: request.principal.subject },
         searchAttributes: [],
+        beforeStart: async (workflowId) => {
+          if (await storeErasureSubject(pool, hash, target, workflowId)) claimed = workflowId;
+        },
       }).catch(async (err: Error) => {
-        // Not started (refused at a stop, Temporal unreachable): the value is not kept for an erasure that does not
-        // run. One whose start may have reached Temporal (504) keeps it: that erasure needs it.
-        if (!clientFields(err)?.workflow_id) await forgetErasureSubject(pool, hash, '').catch(() => undefined);
+        // Not started (refused at a stop, Temporal unreachable): nothing runs for this claim. One whose start may have
+        // reached Temporal (504) keeps it: that erasure needs the value if it started.
+        if (claimed && !clientFields(err)?.workflow_id) {
+          await forgetErasureSubject(pool, hash, claimed).catch(() => undefined);
+        }
         throw err;
       });
+      // Sent again with its Idempotency-Key after its erasure ended, the request is answered with that erasure: the
+      // value it stored again is released at once rather than at the next prune.
+      if (claimed) void releaseUnlessRunning(app, pool, { workflowId: claimed, subjectHash: hash });
       // The workflow writes the same row first thing; written here too (if still absent), the status URL answers at once.
       await reply.unlessClosing(
         recordLifecycleRequested(pool, {

@@ -1,0 +1,143 @@
+import type { ChildProcess } from 'node:child_process';
+import { freePort } from '../../bench/support/ports';
+import { subjectHash, type ErasureTarget } from '../../lifecycle/erasure-target';
+import { ensureServiceKey } from '../../repository/service-keys';
+import { curl } from '../support/curl';
+import { uniqueSuffix } from '../support/env';
+import { exited, spawnCli, untilPrinted } from '../support/ingest-process';
+import { createSinkHarness, type SinkHarness } from '../support/sink';
+import { deleteSchedule } from '../support/temporal';
+
+/**
+ * attack32 (area of 131a9c6, "a refused/failed POST /erasure start deletes the subject it stored").
+ *
+ * Invariant (docs/lifecycle.md erasure; README Idempotency-Key): the subject's plaintext value is stored only while an
+ * erasure of it is to run (the workflow forgets it at its end); a request that starts nothing leaves nothing stored.
+ * A request sent again with the same Idempotency-Key is answered with the workflow the first one started.
+ *
+ * Attack: POST /erasure (dry_run false, Idempotency-Key K) runs to completion (the subject forgotten). The client sends
+ * the same request again with K (its first answer lost: the very case Idempotency-Key is for). The route stores the
+ * subject again (storeErasureSubject, before the start), startForRequest finds K's workflow already finished
+ * (WorkflowExecutionAlreadyStartedError: answered with that handle), and the route answers 202 with the finished
+ * erasure. Nothing will run for it, so nothing forgets the subject: its plaintext stays in erasure_subjects.
+ *
+ * Observed (2 of 2 runs): first erasure completed, subject not stored after it; the resend answered 202 with the same
+ * erasure_id; the subject stored again, still there 5 s later (and for ever: nothing prunes erasure_subjects).
+ * Suspected cause: api/routes/erasure.ts (storeErasureSubject before startForRequest; the subject is forgotten only on
+ * an error, not when the start found an existing, finished workflow).
+ *
+ * Fixed: the subject is claimed per workflow (sql/017_erasure_claims.sql): a refused request releases only its own
+ * claim, a request answered with an erasure that has already ended releases its claim at once, and a subject goes
+ * once no claim names it (repository/erasure.ts forgetErasureSubject, api/erasure-claims.ts).
+ */
+jest.setTimeout(180_000);
+
+let h: SinkHarness;
+const children = new Set<ChildProcess>();
+const queue = `a32-eridem-${uniqueSuffix()}`;
+
+beforeAll(async () => {
+  h = await createSinkHarness('a32eridem');
+}, 120_000);
+
+afterAll(async () => {
+  for (const child of children) child.kill('SIGKILL');
+  for (const id of [`${queue}-dlq`, `${queue}-mnt`]) await deleteSchedule(h.config.temporal.address, id);
+  await h?.close();
+});
+
+function track(child: ChildProcess): ChildProcess {
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+
+it('an erasure sent again with its Idempotency-Key after it completed leaves the subject stored for ever', async () => {
+  const port = await freePort();
+  const common = {
+    DATABASE_URL: h.databaseUrl,
+    KAFKA_TOPICS: h.config.kafka.topics.join(','),
+    KAFKA_GROUP_ID: h.config.kafka.groupId,
+    TEMPORAL_TASK_QUEUE: queue,
+    ARCHIVE_STORE: 'local',
+    ARCHIVE_DIR: h.config.archive.dir,
+    SHUTDOWN_TIMEOUT: '10s',
+    LOG_LEVEL: 'info',
+  };
+  const api = track(
+    spawnCli('api', {
+      ...common,
+      API_HOST: '127.0.0.1',
+      API_PORT: String(port),
+      API_TLS: '',
+      AUTH_JWT_SECRET: '',
+      AUTH_MODE: '',
+    }),
+  );
+  const worker = track(
+    spawnCli('worker', { ...common, DLQ_RETRY_SCHEDULE_ID: `${queue}-dlq`, MAINTENANCE_SCHEDULE_ID: `${queue}-mnt` }),
+  );
+  const value = `a32-idem-${uniqueSuffix()}@example.com`;
+  const hash = subjectHash(await ensureServiceKey(h.pool, 'erasure'), {
+    kind: 'subject',
+    field: 'email',
+    value,
+  } as ErasureTarget);
+  const stored = async () =>
+    (await h.pool.query('SELECT 1 FROM erasure_subjects WHERE subject_hash = $1', [hash])).rows.length > 0;
+  const post = () =>
+    curl([
+      '-X',
+      'POST',
+      '-H',
+      'content-type: application/json',
+      '-H',
+      'X-Requested-By: attack32',
+      '-H',
+      `Idempotency-Key: a32-${hash.slice(0, 12)}`,
+      '--data',
+      JSON.stringify({ subject: { field: 'email', value }, dry_run: false }),
+      `http://127.0.0.1:${port}/erasure`,
+    ]);
+  try {
+    await untilPrinted(api, 'Server listening at http://');
+    await untilPrinted(worker, 'Temporal worker started');
+    const first = await post();
+    const id = first.out.match(/"erasure_id":"([^"]+)"/)?.[1];
+    expect(id).toBeDefined();
+    let status = '';
+    for (let i = 0; i < 120 && status !== 'completed' && status !== 'failed'; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      const got = await curl([`http://127.0.0.1:${port}/erasure/${id}`]);
+      status = got.out.match(/"status":"([^"]+)"/)?.[1] ?? '';
+    }
+    const storedAfterFirst = await stored();
+    const again = await post();
+    const idAgain = again.out.match(/"erasure_id":"([^"]+)"/)?.[1];
+    await new Promise((r) => setTimeout(r, 5000));
+    const storedAfterAgain = await stored();
+    const seen = {
+      first: first.out.match(/HTTP (\d+)$/)?.[1],
+      status,
+      storedAfterFirst,
+      again: again.out.match(/HTTP (\d+)$/)?.[1],
+      sameErasure: idAgain === id,
+      storedAfterAgain,
+    };
+    console.log(JSON.stringify(seen));
+    expect(seen).toEqual({
+      first: '202',
+      status: 'completed',
+      storedAfterFirst: false,
+      again: '202',
+      sameErasure: true,
+      storedAfterAgain: false,
+    });
+  } finally {
+    worker.kill('SIGTERM');
+    api.kill('SIGTERM');
+    await Promise.race([Promise.all([exited(worker), exited(api)]), new Promise((r) => setTimeout(r, 15_000))]);
+    worker.kill('SIGKILL');
+    api.kill('SIGKILL');
+  }
+});
