@@ -99,6 +99,15 @@ export async function startForRequest<W extends OneInputWorkflow>(
 }
 
 /**
+ * Whether a request's answer (its status code) says it started nothing: a server error before its start was attempted,
+ * among them startForRequest's 503 "not started" and the close's 503 "not handled". A 504 says something may have
+ * happened, and once a start was on its way (startingWorkflowId) a workflow may exist whatever the answer.
+ */
+export function answerSaysNothingStarted(request: FastifyRequest, statusCode: number): boolean {
+  return statusCode >= 500 && statusCode !== 504 && request.startingWorkflowId === undefined;
+}
+
+/**
  * The answer to a request whose start was cancelled on its way because the API stopped: Temporal may have started the
  * workflow. A 504 (its answer did not come in time) naming it, so that the client looks it up before sending the
  * request again, which without an Idempotency-Key would start a second one.

@@ -1,7 +1,10 @@
 import type { Queryable } from './queryable';
 
-/** What a rate-limited request learns: admitted, or refused with the seconds until a slot frees up. */
-export type RateDecision = { admitted: true } | { admitted: false; retryAfterSeconds: number };
+/**
+ * What a rate-limited request learns: admitted, with the hit it was recorded as (the database's time, as text, for
+ * giveBackRateSlot), or refused with the seconds until a slot frees up.
+ */
+export type RateDecision = { admitted: true; hit: string } | { admitted: false; retryAfterSeconds: number };
 
 /**
  * Counts one request of `caller` against a sliding one-minute window of `perMinute` requests, on the database's
@@ -11,23 +14,37 @@ export type RateDecision = { admitted: true } | { admitted: false; retryAfterSec
 export async function takeRateSlot(db: Queryable, caller: string, perMinute: number): Promise<RateDecision> {
   // The refused branch reads the caller's hits in a second subquery; its snapshot may predate a row another instance
   // just inserted, so "refused" comes from the CTE alone and a missing retry time falls back to the whole window.
-  const { rows } = await db.query<{ admitted: boolean; retry_after: number | null }>(
+  const { rows } = await db.query<{ hit: string | null; retry_after: number | null }>(
     `WITH taken AS (
        INSERT INTO api_rate_limit AS r (caller, hits, last_hit) VALUES ($1, ARRAY[now()], now())
        ON CONFLICT (caller) DO UPDATE
           SET hits = ARRAY(SELECT h FROM unnest(r.hits) h WHERE h > now() - interval '1 minute' ORDER BY h) || now(),
               last_hit = now()
         WHERE (SELECT count(*) FROM unnest(r.hits) h WHERE h > now() - interval '1 minute') < $2
-       RETURNING 1
+       RETURNING now()::text AS hit
      )
-     SELECT EXISTS (SELECT 1 FROM taken) AS admitted,
+     SELECT (SELECT hit FROM taken) AS hit,
             (SELECT ceil(extract(epoch FROM min(h) + interval '1 minute' - now()))::int
                FROM api_rate_limit, unnest(hits) h
               WHERE caller = $1 AND h > now() - interval '1 minute') AS retry_after`,
     [caller, perMinute],
   );
-  const { admitted, retry_after: retryAfter } = rows[0];
-  return admitted ? { admitted: true } : { admitted: false, retryAfterSeconds: Math.max(1, retryAfter ?? 60) };
+  const { hit, retry_after: retryAfter } = rows[0];
+  return hit !== null ? { admitted: true, hit } : { admitted: false, retryAfterSeconds: Math.max(1, retryAfter ?? 60) };
+}
+
+/**
+ * Gives back a slot takeRateSlot admitted: removes one hit of that time from the caller's window (two requests
+ * counted at the same instant are alike, so either one goes). Nothing once the hit has left the window.
+ */
+export async function giveBackRateSlot(db: Queryable, caller: string, hit: string): Promise<void> {
+  // One statement: the row lock orders it with the takes of other instances, and it edits the window they left.
+  await db.query(
+    `UPDATE api_rate_limit
+        SET hits = hits[:array_position(hits, $2::timestamptz) - 1] || hits[array_position(hits, $2::timestamptz) + 1:]
+      WHERE caller = $1 AND $2::timestamptz = ANY (hits)`,
+    [caller, hit],
+  );
 }
 
 /** A recorded Idempotency-Key: the workflow its first request started, and what that request asked for. */

@@ -1,7 +1,16 @@
 import fp from 'fastify-plugin';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Pool } from '../../shared/db';
-import { claimIdempotencyKey, pruneApiLimits, takeRateSlot, type IdempotencyRecord } from '../../repository/api-limits';
+import {
+  claimIdempotencyKey,
+  giveBackRateSlot,
+  pruneApiLimits,
+  takeRateSlot,
+  type IdempotencyRecord,
+} from '../../repository/api-limits';
+import { settleWithin } from '../../shared/timeout';
 import { httpError } from '../http-error';
+import { answerSaysNothingStarted } from '../start-workflow';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -28,9 +37,17 @@ export interface ApiLimitsOptions {
 }
 
 /**
+ * How long an answer that started nothing waits for its slot to be given back before it goes out anyway: an answer
+ * the close gives has 200 ms to be written (answer-at-close.ts), and the answer matters more than the slot.
+ */
+const GIVE_BACK_WAIT_MS = 100;
+
+/**
  * Replay requests per token (or client address when auth is off) per minute, a sliding one-minute window kept in
- * Postgres so that every API instance on one database draws on one budget. Beyond it: 429 with Retry-After. Also
- * holds the Idempotency-Key records, and prunes both on a timer.
+ * Postgres so that every API instance on one database draws on one budget. Beyond it: 429 with Retry-After. A request
+ * whose answer says it started nothing (answerSaysNothingStarted: a 503 "send it again" at a stop, any 5xx before its
+ * start) gives its slot back before that answer goes out, so that sending it again is counted once. Also holds the
+ * Idempotency-Key records, and prunes both on a timer.
  */
 export default fp<ApiLimitsOptions>(
   async (app, { perMinute, pool, idempotencyKeyTtlSeconds, pruneEveryMs = 60_000 }) => {
@@ -38,14 +55,38 @@ export default fp<ApiLimitsOptions>(
       claim: (keyHash, workflowId, fingerprint) => claimIdempotencyKey(pool, keyHash, workflowId, fingerprint),
     } satisfies IdempotencyKeys);
 
+    // The slot each admitted request took, until its answer decides whether it keeps it.
+    const taken = new WeakMap<FastifyRequest, { caller: string; hit: string }>();
+    const settle = async (request: FastifyRequest, reply: FastifyReply) => {
+      const slot = taken.get(request);
+      if (!slot || !answerSaysNothingStarted(request, reply.statusCode)) return;
+      taken.delete(request);
+      const givenBack = giveBackRateSlot(pool, slot.caller, slot.hit);
+      const outcome = await settleWithin(givenBack, GIVE_BACK_WAIT_MS);
+      if (outcome instanceof Error || outcome === 'timeout') {
+        request.log.warn(
+          { err: outcome instanceof Error ? outcome.message : undefined },
+          `Giving back the replay rate slot of a request that started nothing ${outcome === 'timeout' ? 'is slow' : 'failed'}; answering all the same`,
+        );
+      }
+    };
+
     app.addHook('preHandler', async (request, reply) => {
-      if (!request.routeOptions.config?.replayLimited) return;
-      const key = request.principal.subject === 'anonymous' ? `ip:${request.ip}` : `sub:${request.principal.subject}`;
-      const decision = await takeRateSlot(pool, key, perMinute);
+      if (!request.routeOptions.config?.replayLimited || reply.sent) return;
+      const caller =
+        request.principal.subject === 'anonymous' ? `ip:${request.ip}` : `sub:${request.principal.subject}`;
+      const decision = await takeRateSlot(pool, caller, perMinute);
       if (!decision.admitted) {
         reply.header('retry-after', String(decision.retryAfterSeconds));
         throw httpError(429, `Replay rate limit reached: at most ${perMinute} replay requests per minute per token`);
       }
+      taken.set(request, { caller, hit: decision.hit });
+      // The close may have answered while the slot was being taken.
+      if (reply.sent) await settle(request, reply);
+    });
+    app.addHook('onSend', async (request, reply, payload) => {
+      await settle(request, reply);
+      return payload;
     });
 
     // Every instance prunes; the deletes are idempotent and bounded, so several doing it at once only repeat work.
