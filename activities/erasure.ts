@@ -78,7 +78,8 @@ export function createErasureActivities(deps: ActivityDeps) {
       let cursor = (context.info.heartbeatDetails as number | undefined) ?? input.afterId;
       const client = await pool.connect();
       try {
-        for await (const [from, to] of idWindows(pool, input.table, cursor, input.windowIds)) {
+        // The windows' bounds are read on the same connection: a pass holds one, never two (a pool shared by many at once).
+        for await (const [from, to] of idWindows(client, input.table, cursor, input.windowIds)) {
           const horizon = redeliveryHorizon(config.journal.redeliveryHorizonMs);
           await deleteMatches(client, input.table, target, input.erasureId, from, to, horizon);
           cursor = to;
