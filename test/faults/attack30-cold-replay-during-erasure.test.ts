@@ -1,17 +1,13 @@
-import { Client, Connection } from '@temporalio/client';
-import type { ChildProcess } from 'node:child_process';
+import type { Client } from '@temporalio/client';
 import fc from 'fast-check';
-import type { IHeaders, Kafka } from 'kafkajs';
 import { createArchiveStore, writeSegment, type ArchiveRow, type ArchiveStore } from '../../archive';
-import { LINEAGE_HEADERS } from '../../journal/lineage';
-import { subjectHash, type ErasureTarget } from '../../lifecycle/erasure-target';
-import { storeErasureSubject } from '../../repository/erasure';
-import { ensureServiceKey } from '../../repository/service-keys';
 import { ensureTopics } from '../../shared/kafka';
 import { plainRow } from '../support/archive';
+import { storeEmailSubject } from '../support/erasure';
+import { readRaw } from '../support/raw-messages';
 import { createTestBucket } from '../support/s3';
-import { deleteSchedule } from '../support/temporal';
-import { spawnCli, untilPrinted } from '../support/ingest-process';
+import { connectClient } from '../support/temporal';
+import { s3WorkerProcesses, type WorkerProcesses } from '../support/worker-process';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
 import { uniqueSuffix } from '../support/env';
 
@@ -43,88 +39,27 @@ const ROWS = 300;
 let h: SinkHarness;
 let bucket: Awaited<ReturnType<typeof createTestBucket>>;
 let store: ArchiveStore;
-let connection: Connection;
 let client: Client;
-let worker: ChildProcess | undefined;
+let workers: WorkerProcesses;
 const queue = `a30-colderase-${uniqueSuffix()}`;
-
-interface RawMessage {
-  from: number;
-  key: string | null;
-  value: string;
-  headers: Array<[string, string | null]>;
-  timestamp: number;
-}
-
-function headerPairs(headers: IHeaders): Array<[string, string | null]> {
-  return Object.entries(headers).flatMap(([name, value]) =>
-    (Array.isArray(value) ? value : [value]).map((v): [string, string | null] => [
-      name,
-      v === undefined || v === null ? null : Buffer.from(v).toString('base64'),
-    ]),
-  );
-}
-
-async function readRaw(kafka: Kafka, topic: string, expected: number): Promise<RawMessage[]> {
-  const consumer = kafka.consumer({ groupId: `raw-${topic}-${Date.now()}` });
-  const seen: RawMessage[] = [];
-  await consumer.connect();
-  await consumer.subscribe({ topic, fromBeginning: true });
-  const done = new Promise<void>((resolve) => {
-    if (expected === 0) resolve();
-    void consumer.run({
-      eachMessage: async ({ message }) => {
-        const from = Number(String(message.headers![LINEAGE_HEADERS.from]));
-        seen.push({
-          from,
-          key: message.key?.toString('base64') ?? null,
-          value: message.value!.toString('utf8'),
-          headers: headerPairs(message.headers!),
-          timestamp: Number(message.timestamp),
-        });
-        if (seen.length >= expected) resolve();
-      },
-    });
-  });
-  await Promise.race([done, new Promise((r) => setTimeout(r, 20_000))]);
-  await new Promise((r) => setTimeout(r, 1500));
-  await consumer.disconnect();
-  return seen;
-}
 
 beforeAll(async () => {
   h = await createSinkHarness('a30colderase');
   bucket = await createTestBucket('a30colderase');
   store = createArchiveStore({ ...h.config.archive, store: 's3', s3: bucket.config });
-  connection = await Connection.connect({ address: h.config.temporal.address });
-  client = new Client({ connection, namespace: h.config.temporal.namespace });
+  client = await connectClient(h.config.temporal);
+  workers = s3WorkerProcesses(h, queue, bucket.config);
 }, 120_000);
 
 afterAll(async () => {
-  worker?.kill('SIGKILL');
-  for (const id of [`${queue}-dlq`, `${queue}-mnt`]) await deleteSchedule(h.config.temporal.address, id);
-  await connection?.close();
+  await workers?.close();
+  await client?.connection.close();
   await store?.close();
   await h?.close();
 });
 
 it('a cold replay running while an erasure completes publishes no erased row after the erasure completed', async () => {
-  const s3 = bucket.config;
-  worker = spawnCli('worker', {
-    DATABASE_URL: h.config.databaseUrl,
-    KAFKA_TOPICS: h.config.kafka.topics.join(','),
-    TEMPORAL_TASK_QUEUE: queue,
-    DLQ_RETRY_SCHEDULE_ID: `${queue}-dlq`,
-    MAINTENANCE_SCHEDULE_ID: `${queue}-mnt`,
-    ARCHIVE_STORE: 's3',
-    ARCHIVE_S3_ENDPOINT: s3.endpoint ?? '',
-    ARCHIVE_S3_BUCKET: s3.bucket,
-    ARCHIVE_S3_REGION: s3.region,
-    ARCHIVE_S3_ACCESS_KEY_ID: s3.accessKeyId ?? '',
-    ARCHIVE_S3_SECRET_ACCESS_KEY: s3.secretAccessKey ?? '',
-    LOG_LEVEL: 'info',
-  });
-  await untilPrinted(worker, 'Temporal worker started');
+  const worker = await workers.start();
   const plans = fc.sample(
     fc.record({
       rate: fc.integer({ min: 25, max: 60 }),
@@ -176,9 +111,7 @@ it('a cold replay running while an erasure completes publishes no erased row aft
     });
     await new Promise((res) => setTimeout(res, plan.erasureAfterMs)); // the replay is sending from generation 1
 
-    const target: ErasureTarget = { kind: 'subject', field: 'email', value };
-    const hash = subjectHash(await ensureServiceKey(h.pool, 'erasure'), target);
-    await storeErasureSubject(h.pool, hash, target);
+    const hash = await storeEmailSubject(h.pool, value);
     const erasure = await client.workflow.execute('erasureWorkflow', {
       taskQueue: queue,
       workflowId: `a30-colderase-erasure-${r}-${uniqueSuffix()}`,
