@@ -1,14 +1,11 @@
-import type { Client } from '@temporalio/client';
 import fc from 'fast-check';
-import { createArchiveStore, writeSegment, type ArchiveRow, type ArchiveStore } from '../../archive';
+import { writeSegment, type ArchiveRow } from '../../archive';
 import { ensureTopics } from '../../shared/kafka';
 import { plainRow } from '../support/archive';
 import { storeEmailSubject } from '../support/erasure';
 import { readRaw } from '../support/raw-messages';
-import { createTestBucket } from '../support/s3';
-import { connectClient } from '../support/temporal';
 import { s3WorkerProcesses, type WorkerProcesses } from '../support/worker-process';
-import { createSinkHarness, type SinkHarness } from '../support/sink';
+import { createS3World, type S3World } from '../support/s3-world';
 import { uniqueSuffix } from '../support/env';
 
 /**
@@ -36,26 +33,18 @@ import { uniqueSuffix } from '../support/env';
 jest.setTimeout(170_000);
 
 const ROWS = 300;
-let h: SinkHarness;
-let bucket: Awaited<ReturnType<typeof createTestBucket>>;
-let store: ArchiveStore;
-let client: Client;
+let w: S3World;
 let workers: WorkerProcesses;
 const queue = `a30-colderase-${uniqueSuffix()}`;
 
 beforeAll(async () => {
-  h = await createSinkHarness('a30colderase');
-  bucket = await createTestBucket('a30colderase');
-  store = createArchiveStore({ ...h.config.archive, store: 's3', s3: bucket.config });
-  client = await connectClient(h.config.temporal);
-  workers = s3WorkerProcesses(h, queue, bucket.config);
+  w = await createS3World('a30colderase');
+  workers = s3WorkerProcesses(w.h, queue, w.bucket.config);
 }, 120_000);
 
 afterAll(async () => {
   await workers?.close();
-  await client?.connection.close();
-  await store?.close();
-  await h?.close();
+  await w?.close();
 });
 
 it('a cold replay running while an erasure completes publishes no erased row after the erasure completed', async () => {
@@ -83,17 +72,17 @@ it('a cold replay running while an erasure completes publishes no erased row aft
           base + i,
           JSON.stringify({ tenant_id: 'acme', n: i, email: holds ? value : `keep-${i}@example.com` }),
           {
-            topic: h.topics.leads,
+            topic: w.h.topics.leads,
             received_at: new Date(Date.UTC(2025, r, 1, 0, i)).toISOString().replace('Z', '000Z'),
           },
         ),
       );
     }
-    await writeSegment(store, { segment: `a30_cold_erase_${r}`, table: 'event_journal', rows, expectedRows: ROWS });
+    await writeSegment(w.store, { segment: `a30_cold_erase_${r}`, table: 'event_journal', rows, expectedRows: ROWS });
     const replayId = `a30-colderase-replay-${r}-${uniqueSuffix()}`;
-    const targetTopic = `${h.topics.leads}.${replayId}`;
-    await ensureTopics(h.kafka, [targetTopic], 1);
-    const replay = await client.workflow.start('rangeReplayWorkflow', {
+    const targetTopic = `${w.h.topics.leads}.${replayId}`;
+    await ensureTopics(w.h.kafka, [targetTopic], 1);
+    const replay = await w.client.workflow.start('rangeReplayWorkflow', {
       taskQueue: queue,
       workflowId: replayId,
       args: [
@@ -111,8 +100,8 @@ it('a cold replay running while an erasure completes publishes no erased row aft
     });
     await new Promise((res) => setTimeout(res, plan.erasureAfterMs)); // the replay is sending from generation 1
 
-    const hash = await storeEmailSubject(h.pool, value);
-    const erasure = await client.workflow.execute('erasureWorkflow', {
+    const hash = await storeEmailSubject(w.h.pool, value);
+    const erasure = await w.client.workflow.execute('erasureWorkflow', {
       taskQueue: queue,
       workflowId: `a30-colderase-erasure-${r}-${uniqueSuffix()}`,
       args: [{ subjectHash: hash, requestedBy: 'attack30' }],
@@ -122,7 +111,7 @@ it('a cold replay running while an erasure completes publishes no erased row aft
       replay.result(),
       new Promise((res) => setTimeout(() => res({ failed: 'not finished in 40 s' }), 40_000)),
     ])) as { published?: number };
-    const messages = await readRaw(h.kafka, targetTopic, result.published ?? ROWS);
+    const messages = await readRaw(w.h.kafka, targetTopic, result.published ?? ROWS);
     // More than a second after: not a page already read (a page is at most 20 rows at >= 25/s) when the erasure ended.
     const after = messages.filter((m) => erased.has(m.from) && m.timestamp > erasedAt + 1000);
     const summary = {

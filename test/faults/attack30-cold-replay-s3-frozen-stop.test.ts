@@ -1,18 +1,14 @@
-import type { Client } from '@temporalio/client';
 import net from 'node:net';
 import type { ChildProcess } from 'node:child_process';
 import fc from 'fast-check';
-import { createArchiveStore, type ArchiveStore } from '../../archive';
 import { LINEAGE_HEADERS } from '../../journal/lineage';
 import { ensureTopics } from '../../shared/kafka';
 import { archiveWindow } from '../../bench/support/archive';
 import { terminate } from '../support/ingest-process';
 import { readRaw, type RawMessage } from '../support/raw-messages';
-import { createTestBucket } from '../support/s3';
 import { kafkaBrokerPid } from '../support/stack';
-import { connectClient } from '../support/temporal';
 import { s3WorkerProcesses, type WorkerProcesses } from '../support/worker-process';
-import { createSinkHarness, type SinkHarness } from '../support/sink';
+import { createS3World, type S3World } from '../support/s3-world';
 import { uniqueSuffix } from '../support/env';
 
 /**
@@ -31,10 +27,7 @@ const SHUTDOWN_TIMEOUT_MS = 10_000;
 const DAYS = 6;
 const PER_DAY = 80;
 const ROUNDS = Number(process.env.A30_ROUNDS ?? 3);
-let h: SinkHarness;
-let bucket: Awaited<ReturnType<typeof createTestBucket>>;
-let store: ArchiveStore;
-let client: Client;
+let w: S3World;
 let proxy: Proxy;
 let s3Pid: number | undefined;
 /** A30_PROXY_FREEZE=1: the proxy holds the bytes instead of a SIGSTOP of the S3 server. */
@@ -106,9 +99,9 @@ const comparable = (m: RawMessage, replayId: string) => ({
 const RANGE = { start: '2025-01-01T00:00:00Z', end: '2100-01-01T00:00:00Z', includeReplays: true };
 
 async function startReplay(workflowId: string, extra: Record<string, unknown> = {}) {
-  const targetTopic = `${h.topics.leads}.${workflowId}`;
-  await ensureTopics(h.kafka, [targetTopic], 3);
-  const handle = await client.workflow.start('rangeReplayWorkflow', {
+  const targetTopic = `${w.h.topics.leads}.${workflowId}`;
+  await ensureTopics(w.h.kafka, [targetTopic], 3);
+  const handle = await w.client.workflow.start('rangeReplayWorkflow', {
     taskQueue: queue,
     workflowId,
     args: [{ source: 'range', targetTopic, ...RANGE, ...extra }],
@@ -118,18 +111,15 @@ async function startReplay(workflowId: string, extra: Record<string, unknown> = 
 }
 
 beforeAll(async () => {
-  h = await createSinkHarness('a30cold');
-  bucket = await createTestBucket('a30cold');
-  store = createArchiveStore({ ...h.config.archive, store: 's3', s3: bucket.config });
-  const s3 = new URL(bucket.config.endpoint!);
+  w = await createS3World('a30cold');
+  const s3 = new URL(w.bucket.config.endpoint!);
   s3Pid = kafkaBrokerPid([s3.host]);
   proxy = await proxyTo(s3.hostname, Number(s3.port));
-  client = await connectClient(h.config.temporal);
-  workers = s3WorkerProcesses(h, queue, bucket.config, {
+  workers = s3WorkerProcesses(w.h, queue, w.bucket.config, {
     ARCHIVE_S3_ENDPOINT: `http://127.0.0.1:${proxy.port}`,
     SHUTDOWN_TIMEOUT: `${SHUTDOWN_TIMEOUT_MS}ms`,
   });
-  const { rows } = await h.pool.query<{ id: string }>(
+  const { rows } = await w.h.pool.query<{ id: string }>(
     `INSERT INTO event_journal (tenant_id, topic, payload, received_at, kafka_key, kafka_key_bytes, kafka_headers,
                                 content_hash)
      SELECT 'acme', $1,
@@ -141,17 +131,17 @@ beforeAll(async () => {
             sha256(convert_to('c' || g, 'UTF8'))
        FROM generate_series(0, $3 - 1) AS g
      RETURNING id`,
-    [h.topics.leads, DAYS, DAYS * PER_DAY],
+    [w.h.topics.leads, DAYS, DAYS * PER_DAY],
   );
   allIds = rows.map((r) => Number(r.id)).sort((a, b) => a - b);
   // A few rows left in the journal, after the archived days.
-  await h.pool.query(
+  await w.h.pool.query(
     `INSERT INTO event_journal (tenant_id, topic, payload, received_at, kafka_key)
      SELECT 'acme', $1, jsonb_build_object('tenant_id', 'acme', 'recent', g), now() - make_interval(hours => g), 'r' || g
        FROM generate_series(1, 20) AS g`,
-    [h.topics.leads],
+    [w.h.topics.leads],
   );
-  const recent = await h.pool.query<{ id: string }>(`SELECT id FROM event_journal WHERE payload ? 'recent'`);
+  const recent = await w.h.pool.query<{ id: string }>(`SELECT id FROM event_journal WHERE payload ? 'recent'`);
   allIds = [...allIds, ...recent.rows.map((r) => Number(r.id))].sort((a, b) => a - b);
 
   worker = await workers.start();
@@ -159,12 +149,12 @@ beforeAll(async () => {
   hotId = `a30-cold-hot-${uniqueSuffix()}`;
   const { handle, targetTopic } = await startReplay(hotId);
   const result = (await handle.result()) as { published: number };
-  hot = new Map((await readRaw(h.kafka, targetTopic, result.published)).map((m) => [m.from, m]));
+  hot = new Map((await readRaw(w.h.kafka, targetTopic, result.published)).map((m) => [m.from, m]));
   expect(hot.size).toBe(allIds.length);
   for (let d = 0; d < DAYS; d++) {
     const from = new Date(Date.UTC(2025, 0, 1 + d)).toISOString();
     const before = new Date(Date.UTC(2025, 0, 2 + d)).toISOString();
-    const manifest = await archiveWindow(h.pool, store, { segment: `a30_day_${d}`, from, before });
+    const manifest = await archiveWindow(w.h.pool, w.store, { segment: `a30_day_${d}`, from, before });
     expect(manifest.rows).toBe(PER_DAY);
   }
 }, 150_000);
@@ -173,9 +163,7 @@ afterAll(async () => {
   if (s3Pid) process.kill(s3Pid, 'SIGCONT');
   await workers?.close();
   await proxy?.close();
-  await client?.connection.close();
-  await store?.close();
-  await h?.close();
+  await w?.close();
 });
 
 it('S3 frozen mid cold replay, SIGTERM, new worker: exits 0 in time, every event once, byte for byte', async () => {
@@ -210,7 +198,7 @@ it('S3 frozen mid cold replay, SIGTERM, new worker: exits 0 in time, every event
       handle.result().catch((err: Error) => ({ failed: err.message })),
       new Promise((res) => setTimeout(() => res({ failed: 'not finished in 60 s' }), 60_000)),
     ])) as { published?: number; matched?: number; status?: string; failed?: string };
-    const messages = await readRaw(h.kafka, targetTopic, allIds.length);
+    const messages = await readRaw(w.h.kafka, targetTopic, allIds.length);
     const counts = new Map<number, number>();
     for (const m of messages) counts.set(m.from, (counts.get(m.from) ?? 0) + 1);
     const missing = allIds.filter((id) => !counts.has(id));

@@ -1,15 +1,12 @@
-import type { Client } from '@temporalio/client';
 import fc from 'fast-check';
-import { createArchiveStore, writeSegment, type ArchiveRow, type ArchiveStore } from '../../archive';
+import { writeSegment, type ArchiveRow } from '../../archive';
 import { getLifecycleAudit } from '../../repository/lifecycle-audit';
 import { plainRow, strayObjects } from '../support/archive';
 import { findValue, storeEmailSubject } from '../support/erasure';
 import { terminate } from '../support/ingest-process';
-import { createTestBucket } from '../support/s3';
 import { MANIFEST_PUT, s3TriggerProxy, type TriggerProxy } from '../support/s3-trigger-proxy';
-import { connectClient } from '../support/temporal';
 import { s3WorkerProcesses, type WorkerProcesses } from '../support/worker-process';
-import { createSinkHarness, type SinkHarness } from '../support/sink';
+import { createS3World, type S3World } from '../support/s3-world';
 import { uniqueSuffix } from '../support/env';
 
 /**
@@ -45,21 +42,15 @@ jest.setTimeout(170_000);
 const SHUTDOWN_TIMEOUT_MS = 10_000;
 const SEGMENTS = 3;
 const ROWS = 120;
-let h: SinkHarness;
-let bucket: Awaited<ReturnType<typeof createTestBucket>>;
-let store: ArchiveStore;
-let client: Client;
+let w: S3World;
 let proxy: TriggerProxy;
 let workers: WorkerProcesses;
 const queue = `a30-erase-${uniqueSuffix()}`;
 
 beforeAll(async () => {
-  h = await createSinkHarness('a30erase');
-  bucket = await createTestBucket('a30erase');
-  store = createArchiveStore({ ...h.config.archive, store: 's3', s3: bucket.config });
-  proxy = await s3TriggerProxy(bucket.config);
-  client = await connectClient(h.config.temporal);
-  workers = s3WorkerProcesses(h, queue, bucket.config, {
+  w = await createS3World('a30erase');
+  proxy = await s3TriggerProxy(w.bucket.config);
+  workers = s3WorkerProcesses(w.h, queue, w.bucket.config, {
     ARCHIVE_S3_ENDPOINT: `http://127.0.0.1:${proxy.port}`,
     SHUTDOWN_TIMEOUT: `${SHUTDOWN_TIMEOUT_MS}ms`,
   });
@@ -69,9 +60,7 @@ afterAll(async () => {
   proxy?.thaw(); // first: S3 must not stay stopped whatever fails below
   await workers?.close();
   await proxy?.close();
-  await client?.connection.close();
-  await store?.close();
-  await h?.close();
+  await w?.close();
 });
 
 /** SEGMENTS segments of ROWS rows; every 10th row of each holds the subject (payload, key or header). */
@@ -95,7 +84,7 @@ async function seedArchive(round: number, value: string): Promise<string[]> {
       }
     }
     const segment = `a30_r${round}_s${s}`;
-    await writeSegment(store, { segment, table: 'event_journal', rows, expectedRows: rows.length });
+    await writeSegment(w.store, { segment, table: 'event_journal', rows, expectedRows: rows.length });
     names.push(segment);
   }
   return names;
@@ -117,7 +106,7 @@ interface Outcome {
 async function round(r: number, cut: { kind: 'after-manifest' } | { kind: 'request'; at: number }): Promise<Outcome> {
   const value = `a30-subject-${r}-${uniqueSuffix()}@example.com`;
   await seedArchive(r, value);
-  const hash = await storeEmailSubject(h.pool, value);
+  const hash = await storeEmailSubject(w.h.pool, value);
 
   let sawManifest = false;
   proxy.arm((line, index) => {
@@ -128,7 +117,7 @@ async function round(r: number, cut: { kind: 'after-manifest' } | { kind: 'reque
   });
   const first = await workers.start();
   const workflowId = `a30-erasure-${r}-${uniqueSuffix()}`;
-  const handle = await client.workflow.start('erasureWorkflow', {
+  const handle = await w.client.workflow.start('erasureWorkflow', {
     taskQueue: queue,
     workflowId,
     args: [{ subjectHash: hash, requestedBy: 'attack30' }],
@@ -148,7 +137,7 @@ async function round(r: number, cut: { kind: 'after-manifest' } | { kind: 'reque
   ]);
   await terminate(second, SHUTDOWN_TIMEOUT_MS + 5000);
   second.kill('SIGKILL');
-  const audit = await getLifecycleAudit(h.pool, workflowId);
+  const audit = await getLifecycleAudit(w.h.pool, workflowId);
   return {
     round: r,
     cut: JSON.stringify(cut),
@@ -156,8 +145,8 @@ async function round(r: number, cut: { kind: 'after-manifest' } | { kind: 'reque
     exit,
     stopMs,
     result,
-    valueFound: await findValue(h.pool, store, value),
-    stray: await strayObjects(store, `segments/a30_r${r}_`),
+    valueFound: await findValue(w.h.pool, w.store, value),
+    stray: await strayObjects(w.store, `segments/a30_r${r}_`),
     audit: audit?.status,
   };
 }

@@ -1,13 +1,9 @@
-import type { Client } from '@temporalio/client';
 import net from 'node:net';
 import fc from 'fast-check';
-import { createArchiveStore, type ArchiveStore } from '../../archive';
 import { checkArchivedPartitions, seedExpiredPartitions } from '../support/expired-partitions';
 import { terminate } from '../support/ingest-process';
-import { createTestBucket } from '../support/s3';
-import { connectClient } from '../support/temporal';
 import { s3WorkerProcesses, type WorkerProcesses } from '../support/worker-process';
-import { createSinkHarness, type SinkHarness } from '../support/sink';
+import { createS3World, type S3World } from '../support/s3-world';
 import { uniqueSuffix } from '../support/env';
 
 /**
@@ -29,10 +25,7 @@ const CUT_SHARE = Number(process.env.A30_CUT_SHARE ?? 0.35);
 // A30_MIXED=1: each partition also holds rows of a topic kept for ever, so retention deletes the expired topic's rows
 // (delete_rows steps, a segment per topic slice) instead of dropping the partition.
 const MIXED = process.env.A30_MIXED === '1';
-let h: SinkHarness;
-let bucket: Awaited<ReturnType<typeof createTestBucket>>;
-let store: ArchiveStore;
-let client: Client;
+let w: S3World;
 let workers: WorkerProcesses;
 const queue = `a30-mntcut-${uniqueSuffix()}`;
 let seeded: Map<string, number[]>;
@@ -107,19 +100,16 @@ async function flakyProxy(host: string, port: number): Promise<number> {
 let proxyPort: number;
 
 beforeAll(async () => {
-  h = await createSinkHarness('a30mntcut');
-  bucket = await createTestBucket('a30mntcut');
-  store = createArchiveStore({ ...h.config.archive, store: 's3', s3: bucket.config });
-  const s3 = new URL(bucket.config.endpoint!);
+  w = await createS3World('a30mntcut');
+  const s3 = new URL(w.bucket.config.endpoint!);
   proxyPort = await flakyProxy(s3.hostname, Number(s3.port));
-  seeded = await seedExpiredPartitions(h, {
+  seeded = await seedExpiredPartitions(w.h, {
     months: MONTHS,
     perMonth: PER_MONTH,
     mixed: MIXED,
     requestedBy: 'attack30',
   });
-  client = await connectClient(h.config.temporal);
-  workers = s3WorkerProcesses(h, queue, bucket.config, {
+  workers = s3WorkerProcesses(w.h, queue, w.bucket.config, {
     ARCHIVE_S3_ENDPOINT: `http://127.0.0.1:${proxyPort}`,
     SHUTDOWN_TIMEOUT: '10s',
   });
@@ -129,15 +119,13 @@ afterAll(async () => {
   await workers?.close();
   for (const s of sockets) s.destroy();
   await new Promise((r) => server?.close(r));
-  await client?.connection.close();
-  await store?.close();
-  await h?.close();
+  await w?.close();
 });
 
 it('maintenance through an S3 connection cut mid-body at random: no partition dropped without its verified segment', async () => {
   const worker = await workers.start();
   const workflowId = `a30-mnt-${uniqueSuffix()}`;
-  const handle = await client.workflow.start('journalMaintenanceWorkflow', {
+  const handle = await w.client.workflow.start('journalMaintenanceWorkflow', {
     taskQueue: queue,
     workflowId,
     args: [{ trigger: 'operator', requestedBy: 'attack30' }],
@@ -148,7 +136,7 @@ it('maintenance through an S3 connection cut mid-body at random: no partition dr
   ]);
   await terminate(worker, 15_000);
 
-  const { states, problems, stray } = await checkArchivedPartitions(h, store, workflowId, seeded, MIXED);
+  const { states, problems, stray } = await checkArchivedPartitions(w.h, w.store, workflowId, seeded, MIXED);
   console.log(JSON.stringify({ result, stats, states, problems, stray }));
   expect({ problems, stray }).toEqual({ problems: [], stray: [] });
 });

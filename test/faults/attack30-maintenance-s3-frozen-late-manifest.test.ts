@@ -1,12 +1,8 @@
-import type { Client } from '@temporalio/client';
-import { createArchiveStore, type ArchiveStore } from '../../archive';
 import { checkArchivedPartitions, seedExpiredPartitions } from '../support/expired-partitions';
 import { terminate } from '../support/ingest-process';
-import { createTestBucket } from '../support/s3';
 import { MANIFEST_PUT, s3TriggerProxy, type TriggerProxy } from '../support/s3-trigger-proxy';
-import { connectClient } from '../support/temporal';
 import { s3WorkerProcesses, type WorkerProcesses } from '../support/worker-process';
-import { createSinkHarness, type SinkHarness } from '../support/sink';
+import { createS3World, type S3World } from '../support/s3-world';
 import { uniqueSuffix } from '../support/env';
 
 /**
@@ -28,28 +24,22 @@ const PER_MONTH = 3000;
 // A30_MIXED=1: each partition also holds rows of a topic kept for ever, so retention deletes the expired topic's rows
 // (delete_rows steps, a segment per topic slice) instead of dropping the partition.
 const MIXED = process.env.A30_MIXED === '1';
-let h: SinkHarness;
-let bucket: Awaited<ReturnType<typeof createTestBucket>>;
-let store: ArchiveStore;
-let client: Client;
+let w: S3World;
 let proxy: TriggerProxy;
 let workers: WorkerProcesses;
 const queue = `a30-mntcut-${uniqueSuffix()}`;
 let seeded: Map<string, number[]>;
 
 beforeAll(async () => {
-  h = await createSinkHarness('a30mntcut');
-  bucket = await createTestBucket('a30mntcut');
-  store = createArchiveStore({ ...h.config.archive, store: 's3', s3: bucket.config });
-  proxy = await s3TriggerProxy(bucket.config);
-  seeded = await seedExpiredPartitions(h, {
+  w = await createS3World('a30mntcut');
+  proxy = await s3TriggerProxy(w.bucket.config);
+  seeded = await seedExpiredPartitions(w.h, {
     months: MONTHS,
     perMonth: PER_MONTH,
     mixed: MIXED,
     requestedBy: 'attack30',
   });
-  client = await connectClient(h.config.temporal);
-  workers = s3WorkerProcesses(h, queue, bucket.config, {
+  workers = s3WorkerProcesses(w.h, queue, w.bucket.config, {
     ARCHIVE_S3_ENDPOINT: `http://127.0.0.1:${proxy.port}`,
     SHUTDOWN_TIMEOUT: `${SHUTDOWN_TIMEOUT_MS}ms`,
   });
@@ -59,9 +49,7 @@ afterAll(async () => {
   proxy?.thaw(); // first: S3 must not stay stopped whatever fails below
   await workers?.close();
   await proxy?.close();
-  await client?.connection.close();
-  await store?.close();
-  await h?.close();
+  await w?.close();
 });
 
 it('S3 frozen mid-maintenance (late manifest PUT), SIGTERM, new worker: no partition dropped without its segment', async () => {
@@ -80,7 +68,7 @@ it('S3 frozen mid-maintenance (late manifest PUT), SIGTERM, new worker: no parti
   });
   let worker = await workers.start();
   const workflowId = `a30-mnt-${uniqueSuffix()}`;
-  const handle = await client.workflow.start('journalMaintenanceWorkflow', {
+  const handle = await w.client.workflow.start('journalMaintenanceWorkflow', {
     taskQueue: queue,
     workflowId,
     args: [{ trigger: 'operator', requestedBy: 'attack30' }],
@@ -99,7 +87,7 @@ it('S3 frozen mid-maintenance (late manifest PUT), SIGTERM, new worker: no parti
   ]);
   await terminate(worker, 15_000);
 
-  const { states, problems, stray } = await checkArchivedPartitions(h, store, workflowId, seeded, MIXED);
+  const { states, problems, stray } = await checkArchivedPartitions(w.h, w.store, workflowId, seeded, MIXED);
   console.log(JSON.stringify({ cut: cutEnv, frozenAt, exit, stopMs, result, states, problems, stray }));
   expect({ exit, inTime: stopMs < SHUTDOWN_TIMEOUT_MS, problems, stray }).toEqual({
     exit: 0,

@@ -1,21 +1,11 @@
-import type { Client } from '@temporalio/client';
 import type { ChildProcess } from 'node:child_process';
-import {
-  createArchiveStore,
-  listSegments,
-  readSegment,
-  writeSegment,
-  type ArchiveRow,
-  type ArchiveStore,
-} from '../../archive';
+import { listSegments, readSegment, writeSegment, type ArchiveRow } from '../../archive';
 import { advisoryKey, type Pool } from '../../shared/db';
 import { plainRow } from '../support/archive';
 import { findValue, storeEmailSubject } from '../support/erasure';
-import { createTestBucket } from '../support/s3';
-import { connectClient } from '../support/temporal';
 import { exited, terminate } from '../support/ingest-process';
+import { createS3World, type S3World } from '../support/s3-world';
 import { s3WorkerProcesses, type WorkerProcesses } from '../support/worker-process';
-import { createSinkHarness, type SinkHarness } from '../support/sink';
 import { uniqueSuffix } from '../support/env';
 
 // Two erasures of the archive at once, the first one's hold on the archive pass's session lock lost in two ways. Each
@@ -25,29 +15,18 @@ jest.setTimeout(240_000);
 const SEGMENTS = 3;
 const ROWS = 40_000;
 
-interface World {
-  h: SinkHarness;
-  store: ArchiveStore;
-  client: Client;
-  queue: string;
-  workers: WorkerProcesses;
-}
+type World = S3World & { queue: string; workers: WorkerProcesses };
 
 /** A database, a bucket, a task queue and its workers for the tests of the enclosing describe. */
 function world(label: string, queue: string): World {
   const w = { queue } as World;
   beforeAll(async () => {
-    w.h = await createSinkHarness(label);
-    const bucket = await createTestBucket(label);
-    w.store = createArchiveStore({ ...w.h.config.archive, store: 's3', s3: bucket.config });
-    w.client = await connectClient(w.h.config.temporal);
-    w.workers = s3WorkerProcesses(w.h, queue, bucket.config, { SHUTDOWN_TIMEOUT: '10s' });
+    Object.assign(w, await createS3World(label));
+    w.workers = s3WorkerProcesses(w.h, queue, w.bucket.config, { SHUTDOWN_TIMEOUT: '10s' });
   }, 120_000);
   afterAll(async () => {
     await w.workers?.close();
-    await w.client?.connection.close();
-    await w.store?.close();
-    await w.h?.close();
+    await w.close?.();
   });
   return w;
 }
