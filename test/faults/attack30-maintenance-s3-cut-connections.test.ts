@@ -25,6 +25,7 @@ const CUT_SHARE = Number(process.env.A30_CUT_SHARE ?? 0.35);
 // A30_MIXED=1: each partition also holds rows of a topic kept for ever, so retention deletes the expired topic's rows
 // (delete_rows steps, a segment per topic slice) instead of dropping the partition.
 const MIXED = process.env.A30_MIXED === '1';
+const SEED = { months: MONTHS, perMonth: PER_MONTH, mixed: MIXED, requestedBy: 'attack30' };
 let w: S3World;
 let workers: WorkerProcesses;
 const queue = `a30-mntcut-${uniqueSuffix()}`;
@@ -103,12 +104,7 @@ beforeAll(async () => {
   w = await createS3World('a30mntcut');
   const s3 = new URL(w.bucket.config.endpoint!);
   proxyPort = await flakyProxy(s3.hostname, Number(s3.port));
-  seeded = await seedExpiredPartitions(w.h, {
-    months: MONTHS,
-    perMonth: PER_MONTH,
-    mixed: MIXED,
-    requestedBy: 'attack30',
-  });
+  seeded = await seedExpiredPartitions(w.h, SEED);
   workers = s3WorkerProcesses(w.h, queue, w.bucket.config, {
     ARCHIVE_S3_ENDPOINT: `http://127.0.0.1:${proxyPort}`,
     SHUTDOWN_TIMEOUT: '10s',

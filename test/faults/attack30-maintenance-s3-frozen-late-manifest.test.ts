@@ -24,6 +24,7 @@ const PER_MONTH = 3000;
 // A30_MIXED=1: each partition also holds rows of a topic kept for ever, so retention deletes the expired topic's rows
 // (delete_rows steps, a segment per topic slice) instead of dropping the partition.
 const MIXED = process.env.A30_MIXED === '1';
+const SEED = { months: MONTHS, perMonth: PER_MONTH, mixed: MIXED, requestedBy: 'attack30' };
 let w: S3World;
 let proxy: TriggerProxy;
 let workers: WorkerProcesses;
@@ -33,12 +34,7 @@ let seeded: Map<string, number[]>;
 beforeAll(async () => {
   w = await createS3World('a30mntcut');
   proxy = await s3TriggerProxy(w.bucket.config);
-  seeded = await seedExpiredPartitions(w.h, {
-    months: MONTHS,
-    perMonth: PER_MONTH,
-    mixed: MIXED,
-    requestedBy: 'attack30',
-  });
+  seeded = await seedExpiredPartitions(w.h, SEED);
   workers = s3WorkerProcesses(w.h, queue, w.bucket.config, {
     ARCHIVE_S3_ENDPOINT: `http://127.0.0.1:${proxy.port}`,
     SHUTDOWN_TIMEOUT: `${SHUTDOWN_TIMEOUT_MS}ms`,
