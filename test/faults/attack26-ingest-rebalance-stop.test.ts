@@ -1,7 +1,8 @@
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import { exited, spawnCli, untilPrinted } from '../support/ingest-process';
+import { exited, spawnCli, terminate, untilPrinted } from '../support/ingest-process';
 import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
+import { steadyTraffic } from '../support/traffic';
 
 /**
  * attack26 (I1, I2): mid-rebalance. A peer `ingest` runs throughout; another one is started again and again and
@@ -53,18 +54,7 @@ function startIngest(): ChildProcess {
 }
 
 it(`SIGTERM mid-join ${ROUNDS} times (peer running) at SHUTDOWN_TIMEOUT=${SHUTDOWN_TIMEOUT_MS}ms: exit 0 in time, every record once`, async () => {
-  let produced = 0;
-  let sending = true;
-  const traffic = (async () => {
-    for (let i = 0; sending; i++) {
-      await h.send(
-        i % 2 ? h.topics.leads : h.topics.jobs,
-        Array.from({ length: PER_SEND }, (_, j) => ({ tenant_id: 'acme', i, j })),
-      );
-      produced += PER_SEND;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  })();
+  const traffic = steadyTraffic(h, PER_SEND, 200, (i, j) => ({ tenant_id: 'acme', i, j }));
   const stops: { code: unknown; ms: number }[] = [];
   const peer = startIngest();
   await untilPrinted(peer, 'Joined consumer group');
@@ -72,17 +62,11 @@ it(`SIGTERM mid-join ${ROUNDS} times (peer running) at SHUTDOWN_TIMEOUT=${SHUTDO
     const ingest = startIngest();
     await untilPrinted(ingest, 'Metrics listening');
     await new Promise((r) => setTimeout(r, 300 + round * 700));
-    const signalled = Date.now();
-    ingest.kill('SIGTERM');
-    const code = await Promise.race([
-      exited(ingest),
-      new Promise((r) => setTimeout(() => r('running'), SHUTDOWN_TIMEOUT_MS + 15_000)),
-    ]);
-    stops.push({ code, ms: Date.now() - signalled });
+    const { exit: code, stopMs: ms } = await terminate(ingest, SHUTDOWN_TIMEOUT_MS + 15_000);
+    stops.push({ code, ms });
     ingest.kill('SIGKILL');
   }
-  sending = false;
-  await traffic;
+  const produced = await traffic.stop();
   peer.kill('SIGTERM');
   const peerCode = await exited(peer);
   stops.push({ code: peerCode, ms: 0 });

@@ -1,14 +1,14 @@
-import { Client, Connection } from '@temporalio/client';
+import type { Client } from '@temporalio/client';
 import fs from 'node:fs';
-import type { ChildProcess } from 'node:child_process';
 import { createJournalPartition } from '../../repository/journal-partitions';
 import { putRetentionRows } from '../../repository/retention';
 import { withTransaction } from '../../shared/db';
 import { shrinkConversionPartition } from '../support/journal-history';
 import { kafkaBrokerPid } from '../support/stack';
 import { createTestBucket } from '../support/s3';
-import { deleteSchedule } from '../support/temporal';
-import { exited, spawnCli, untilPrinted } from '../support/ingest-process';
+import { connectClient } from '../support/temporal';
+import { terminate, untilPrinted } from '../support/ingest-process';
+import { s3WorkerProcesses, type WorkerProcesses } from '../support/worker-process';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
 import { uniqueSuffix } from '../support/env';
 
@@ -38,9 +38,8 @@ const queue = `a26-wk-s3frozen-${uniqueSuffix()}`;
 const JANUARY = 'event_journal_p2025_01';
 let h: SinkHarness;
 let bucket: Awaited<ReturnType<typeof createTestBucket>>;
-let connection: Connection;
 let client: Client;
-let worker: ChildProcess | undefined;
+let workers: WorkerProcesses;
 
 beforeAll(async () => {
   h = await createSinkHarness('a26wks3frozen');
@@ -58,33 +57,18 @@ beforeAll(async () => {
     [h.topics.leads],
   );
   await putRetentionRows(h.pool, { [h.topics.leads]: 30 }, 'attack26');
-  connection = await Connection.connect({ address: h.config.temporal.address });
-  client = new Client({ connection, namespace: h.config.temporal.namespace });
+  client = await connectClient(h.config.temporal);
+  workers = s3WorkerProcesses(h, queue, bucket.config, { SHUTDOWN_TIMEOUT: `${SHUTDOWN_TIMEOUT_MS}ms` });
 }, 120_000);
 afterAll(async () => {
-  worker?.kill('SIGKILL');
-  for (const id of [`${queue}-dlq`, `${queue}-mnt`]) await deleteSchedule(h.config.temporal.address, id);
-  await connection?.close();
+  await workers?.close();
+  await client?.connection.close();
   await h?.close();
 });
 
 it(`SIGTERM mid-archive with S3 frozen (SHUTDOWN_TIMEOUT=${SHUTDOWN_TIMEOUT_MS}ms): exits 0 within it`, async () => {
   const s3 = bucket.config;
-  worker = spawnCli('worker', {
-    DATABASE_URL: h.config.databaseUrl,
-    KAFKA_TOPICS: h.config.kafka.topics.join(','),
-    TEMPORAL_TASK_QUEUE: queue,
-    DLQ_RETRY_SCHEDULE_ID: `${queue}-dlq`,
-    MAINTENANCE_SCHEDULE_ID: `${queue}-mnt`,
-    ARCHIVE_STORE: 's3',
-    ARCHIVE_S3_ENDPOINT: s3.endpoint ?? '',
-    ARCHIVE_S3_BUCKET: s3.bucket,
-    ARCHIVE_S3_REGION: s3.region,
-    ARCHIVE_S3_ACCESS_KEY_ID: s3.accessKeyId ?? '',
-    ARCHIVE_S3_SECRET_ACCESS_KEY: s3.secretAccessKey ?? '',
-    SHUTDOWN_TIMEOUT: `${SHUTDOWN_TIMEOUT_MS}ms`,
-    LOG_LEVEL: 'info',
-  });
+  const worker = workers.spawn();
   let out = '';
   worker.stdout?.on('data', (c: Buffer) => (out += c.toString()));
   await untilPrinted(worker, 'Temporal worker started');
@@ -99,13 +83,7 @@ it(`SIGTERM mid-archive with S3 frozen (SHUTDOWN_TIMEOUT=${SHUTDOWN_TIMEOUT_MS}m
       args: [{ trigger: 'operator', requestedBy: 'attack26' }],
     });
     await new Promise((r) => setTimeout(r, 4000)); // the archive step is writing to the frozen store
-    const signalled = Date.now();
-    worker.kill('SIGTERM');
-    code = await Promise.race([
-      exited(worker),
-      new Promise((r) => setTimeout(() => r('running'), SHUTDOWN_TIMEOUT_MS + 15_000)),
-    ]);
-    tookMs = Date.now() - signalled;
+    ({ exit: code, stopMs: tookMs } = await terminate(worker, SHUTDOWN_TIMEOUT_MS + 15_000));
   } finally {
     process.kill(pid, 'SIGCONT');
   }

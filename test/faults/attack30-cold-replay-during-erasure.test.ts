@@ -1,18 +1,11 @@
-import { Client, Connection } from '@temporalio/client';
-import type { ChildProcess } from 'node:child_process';
 import fc from 'fast-check';
-import type { IHeaders, Kafka } from 'kafkajs';
-import { createArchiveStore, writeSegment, type ArchiveRow, type ArchiveStore } from '../../archive';
-import { LINEAGE_HEADERS } from '../../journal/lineage';
-import { subjectHash, type ErasureTarget } from '../../lifecycle/erasure-target';
-import { storeErasureSubject } from '../../repository/erasure';
-import { ensureServiceKey } from '../../repository/service-keys';
+import { writeSegment, type ArchiveRow } from '../../archive';
 import { ensureTopics } from '../../shared/kafka';
 import { plainRow } from '../support/archive';
-import { createTestBucket } from '../support/s3';
-import { deleteSchedule } from '../support/temporal';
-import { spawnCli, untilPrinted } from '../support/ingest-process';
-import { createSinkHarness, type SinkHarness } from '../support/sink';
+import { storeEmailSubject } from '../support/erasure';
+import { readRaw } from '../support/raw-messages';
+import { s3WorkerProcesses, type WorkerProcesses } from '../support/worker-process';
+import { createS3World, type S3World } from '../support/s3-world';
 import { uniqueSuffix } from '../support/env';
 
 /**
@@ -40,91 +33,22 @@ import { uniqueSuffix } from '../support/env';
 jest.setTimeout(170_000);
 
 const ROWS = 300;
-let h: SinkHarness;
-let bucket: Awaited<ReturnType<typeof createTestBucket>>;
-let store: ArchiveStore;
-let connection: Connection;
-let client: Client;
-let worker: ChildProcess | undefined;
+let w: S3World;
+let workers: WorkerProcesses;
 const queue = `a30-colderase-${uniqueSuffix()}`;
 
-interface RawMessage {
-  from: number;
-  key: string | null;
-  value: string;
-  headers: Array<[string, string | null]>;
-  timestamp: number;
-}
-
-function headerPairs(headers: IHeaders): Array<[string, string | null]> {
-  return Object.entries(headers).flatMap(([name, value]) =>
-    (Array.isArray(value) ? value : [value]).map((v): [string, string | null] => [
-      name,
-      v === undefined || v === null ? null : Buffer.from(v).toString('base64'),
-    ]),
-  );
-}
-
-async function readRaw(kafka: Kafka, topic: string, expected: number): Promise<RawMessage[]> {
-  const consumer = kafka.consumer({ groupId: `raw-${topic}-${Date.now()}` });
-  const seen: RawMessage[] = [];
-  await consumer.connect();
-  await consumer.subscribe({ topic, fromBeginning: true });
-  const done = new Promise<void>((resolve) => {
-    if (expected === 0) resolve();
-    void consumer.run({
-      eachMessage: async ({ message }) => {
-        const from = Number(String(message.headers![LINEAGE_HEADERS.from]));
-        seen.push({
-          from,
-          key: message.key?.toString('base64') ?? null,
-          value: message.value!.toString('utf8'),
-          headers: headerPairs(message.headers!),
-          timestamp: Number(message.timestamp),
-        });
-        if (seen.length >= expected) resolve();
-      },
-    });
-  });
-  await Promise.race([done, new Promise((r) => setTimeout(r, 20_000))]);
-  await new Promise((r) => setTimeout(r, 1500));
-  await consumer.disconnect();
-  return seen;
-}
-
 beforeAll(async () => {
-  h = await createSinkHarness('a30colderase');
-  bucket = await createTestBucket('a30colderase');
-  store = createArchiveStore({ ...h.config.archive, store: 's3', s3: bucket.config });
-  connection = await Connection.connect({ address: h.config.temporal.address });
-  client = new Client({ connection, namespace: h.config.temporal.namespace });
+  w = await createS3World('a30colderase');
+  workers = s3WorkerProcesses(w.h, queue, w.bucket.config);
 }, 120_000);
 
 afterAll(async () => {
-  worker?.kill('SIGKILL');
-  for (const id of [`${queue}-dlq`, `${queue}-mnt`]) await deleteSchedule(h.config.temporal.address, id);
-  await connection?.close();
-  await store?.close();
-  await h?.close();
+  await workers?.close();
+  await w?.close();
 });
 
 it('a cold replay running while an erasure completes publishes no erased row after the erasure completed', async () => {
-  const s3 = bucket.config;
-  worker = spawnCli('worker', {
-    DATABASE_URL: h.config.databaseUrl,
-    KAFKA_TOPICS: h.config.kafka.topics.join(','),
-    TEMPORAL_TASK_QUEUE: queue,
-    DLQ_RETRY_SCHEDULE_ID: `${queue}-dlq`,
-    MAINTENANCE_SCHEDULE_ID: `${queue}-mnt`,
-    ARCHIVE_STORE: 's3',
-    ARCHIVE_S3_ENDPOINT: s3.endpoint ?? '',
-    ARCHIVE_S3_BUCKET: s3.bucket,
-    ARCHIVE_S3_REGION: s3.region,
-    ARCHIVE_S3_ACCESS_KEY_ID: s3.accessKeyId ?? '',
-    ARCHIVE_S3_SECRET_ACCESS_KEY: s3.secretAccessKey ?? '',
-    LOG_LEVEL: 'info',
-  });
-  await untilPrinted(worker, 'Temporal worker started');
+  const worker = await workers.start();
   const plans = fc.sample(
     fc.record({
       rate: fc.integer({ min: 25, max: 60 }),
@@ -148,17 +72,17 @@ it('a cold replay running while an erasure completes publishes no erased row aft
           base + i,
           JSON.stringify({ tenant_id: 'acme', n: i, email: holds ? value : `keep-${i}@example.com` }),
           {
-            topic: h.topics.leads,
+            topic: w.h.topics.leads,
             received_at: new Date(Date.UTC(2025, r, 1, 0, i)).toISOString().replace('Z', '000Z'),
           },
         ),
       );
     }
-    await writeSegment(store, { segment: `a30_cold_erase_${r}`, table: 'event_journal', rows, expectedRows: ROWS });
+    await writeSegment(w.store, { segment: `a30_cold_erase_${r}`, table: 'event_journal', rows, expectedRows: ROWS });
     const replayId = `a30-colderase-replay-${r}-${uniqueSuffix()}`;
-    const targetTopic = `${h.topics.leads}.${replayId}`;
-    await ensureTopics(h.kafka, [targetTopic], 1);
-    const replay = await client.workflow.start('rangeReplayWorkflow', {
+    const targetTopic = `${w.h.topics.leads}.${replayId}`;
+    await ensureTopics(w.h.kafka, [targetTopic], 1);
+    const replay = await w.client.workflow.start('rangeReplayWorkflow', {
       taskQueue: queue,
       workflowId: replayId,
       args: [
@@ -176,10 +100,8 @@ it('a cold replay running while an erasure completes publishes no erased row aft
     });
     await new Promise((res) => setTimeout(res, plan.erasureAfterMs)); // the replay is sending from generation 1
 
-    const target: ErasureTarget = { kind: 'subject', field: 'email', value };
-    const hash = subjectHash(await ensureServiceKey(h.pool, 'erasure'), target);
-    await storeErasureSubject(h.pool, hash, target);
-    const erasure = await client.workflow.execute('erasureWorkflow', {
+    const hash = await storeEmailSubject(w.h.pool, value);
+    const erasure = await w.client.workflow.execute('erasureWorkflow', {
       taskQueue: queue,
       workflowId: `a30-colderase-erasure-${r}-${uniqueSuffix()}`,
       args: [{ subjectHash: hash, requestedBy: 'attack30' }],
@@ -189,7 +111,7 @@ it('a cold replay running while an erasure completes publishes no erased row aft
       replay.result(),
       new Promise((res) => setTimeout(() => res({ failed: 'not finished in 40 s' }), 40_000)),
     ])) as { published?: number };
-    const messages = await readRaw(h.kafka, targetTopic, result.published ?? ROWS);
+    const messages = await readRaw(w.h.kafka, targetTopic, result.published ?? ROWS);
     // More than a second after: not a page already read (a page is at most 20 rows at >= 25/s) when the erasure ended.
     const after = messages.filter((m) => erased.has(m.from) && m.timestamp > erasedAt + 1000);
     const summary = {

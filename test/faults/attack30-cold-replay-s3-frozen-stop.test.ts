@@ -1,17 +1,14 @@
-import { Client, Connection } from '@temporalio/client';
 import net from 'node:net';
 import type { ChildProcess } from 'node:child_process';
 import fc from 'fast-check';
-import type { IHeaders, Kafka } from 'kafkajs';
-import { createArchiveStore, type ArchiveStore } from '../../archive';
 import { LINEAGE_HEADERS } from '../../journal/lineage';
 import { ensureTopics } from '../../shared/kafka';
 import { archiveWindow } from '../../bench/support/archive';
-import { createTestBucket } from '../support/s3';
+import { terminate } from '../support/ingest-process';
+import { readRaw, type RawMessage } from '../support/raw-messages';
 import { kafkaBrokerPid } from '../support/stack';
-import { deleteSchedule } from '../support/temporal';
-import { exited, spawnCli, untilPrinted } from '../support/ingest-process';
-import { createSinkHarness, type SinkHarness } from '../support/sink';
+import { s3WorkerProcesses, type WorkerProcesses } from '../support/worker-process';
+import { createS3World, type S3World } from '../support/s3-world';
 import { uniqueSuffix } from '../support/env';
 
 /**
@@ -30,28 +27,17 @@ const SHUTDOWN_TIMEOUT_MS = 10_000;
 const DAYS = 6;
 const PER_DAY = 80;
 const ROUNDS = Number(process.env.A30_ROUNDS ?? 3);
-let h: SinkHarness;
-let bucket: Awaited<ReturnType<typeof createTestBucket>>;
-let store: ArchiveStore;
-let connection: Connection;
-let client: Client;
+let w: S3World;
 let proxy: Proxy;
 let s3Pid: number | undefined;
 /** A30_PROXY_FREEZE=1: the proxy holds the bytes instead of a SIGSTOP of the S3 server. */
 const PROXY_FREEZE = process.env.A30_PROXY_FREEZE === '1';
-const children = new Set<ChildProcess>();
+let workers: WorkerProcesses;
 const queue = `a30-cold-${uniqueSuffix()}`;
 let worker: ChildProcess;
 let hot: Map<number, RawMessage>;
 let hotId: string;
 let allIds: number[];
-
-interface RawMessage {
-  from: number;
-  key: string | null;
-  value: string;
-  headers: Array<[string, string | null]>;
-}
 
 interface Proxy {
   port: number;
@@ -104,63 +90,6 @@ async function proxyTo(host: string, port: number): Promise<Proxy> {
   return state;
 }
 
-function startWorker(): ChildProcess {
-  const s3 = bucket.config;
-  const child = spawnCli('worker', {
-    DATABASE_URL: h.config.databaseUrl,
-    KAFKA_TOPICS: h.config.kafka.topics.join(','),
-    TEMPORAL_TASK_QUEUE: queue,
-    DLQ_RETRY_SCHEDULE_ID: `${queue}-dlq`,
-    MAINTENANCE_SCHEDULE_ID: `${queue}-mnt`,
-    ARCHIVE_STORE: 's3',
-    ARCHIVE_S3_ENDPOINT: `http://127.0.0.1:${proxy.port}`,
-    ARCHIVE_S3_BUCKET: s3.bucket,
-    ARCHIVE_S3_REGION: s3.region,
-    ARCHIVE_S3_ACCESS_KEY_ID: s3.accessKeyId ?? '',
-    ARCHIVE_S3_SECRET_ACCESS_KEY: s3.secretAccessKey ?? '',
-    SHUTDOWN_TIMEOUT: `${SHUTDOWN_TIMEOUT_MS}ms`,
-    LOG_LEVEL: 'info',
-  });
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  return child;
-}
-
-function headerPairs(headers: IHeaders): Array<[string, string | null]> {
-  return Object.entries(headers).flatMap(([name, value]) =>
-    (Array.isArray(value) ? value : [value]).map((v): [string, string | null] => [
-      name,
-      v === undefined || v === null ? null : Buffer.from(v).toString('base64'),
-    ]),
-  );
-}
-
-async function readRaw(kafka: Kafka, topic: string, expected: number): Promise<RawMessage[]> {
-  const consumer = kafka.consumer({ groupId: `raw-${topic}-${Date.now()}` });
-  const seen: RawMessage[] = [];
-  await consumer.connect();
-  await consumer.subscribe({ topic, fromBeginning: true });
-  const done = new Promise<void>((resolve) => {
-    if (expected === 0) resolve();
-    void consumer.run({
-      eachMessage: async ({ message }) => {
-        const from = Number(String(message.headers![LINEAGE_HEADERS.from]));
-        seen.push({
-          from,
-          key: message.key?.toString('base64') ?? null,
-          value: message.value!.toString('utf8'),
-          headers: headerPairs(message.headers!),
-        });
-        if (seen.length >= expected) resolve();
-      },
-    });
-  });
-  await Promise.race([done, new Promise((r) => setTimeout(r, 20_000))]);
-  await new Promise((r) => setTimeout(r, 1500));
-  await consumer.disconnect();
-  return seen;
-}
-
 const comparable = (m: RawMessage, replayId: string) => ({
   key: m.key,
   value: m.value.replace(JSON.stringify(replayId), '"<replay>"'),
@@ -170,9 +99,9 @@ const comparable = (m: RawMessage, replayId: string) => ({
 const RANGE = { start: '2025-01-01T00:00:00Z', end: '2100-01-01T00:00:00Z', includeReplays: true };
 
 async function startReplay(workflowId: string, extra: Record<string, unknown> = {}) {
-  const targetTopic = `${h.topics.leads}.${workflowId}`;
-  await ensureTopics(h.kafka, [targetTopic], 3);
-  const handle = await client.workflow.start('rangeReplayWorkflow', {
+  const targetTopic = `${w.h.topics.leads}.${workflowId}`;
+  await ensureTopics(w.h.kafka, [targetTopic], 3);
+  const handle = await w.client.workflow.start('rangeReplayWorkflow', {
     taskQueue: queue,
     workflowId,
     args: [{ source: 'range', targetTopic, ...RANGE, ...extra }],
@@ -182,15 +111,15 @@ async function startReplay(workflowId: string, extra: Record<string, unknown> = 
 }
 
 beforeAll(async () => {
-  h = await createSinkHarness('a30cold');
-  bucket = await createTestBucket('a30cold');
-  store = createArchiveStore({ ...h.config.archive, store: 's3', s3: bucket.config });
-  const s3 = new URL(bucket.config.endpoint!);
+  w = await createS3World('a30cold');
+  const s3 = new URL(w.bucket.config.endpoint!);
   s3Pid = kafkaBrokerPid([s3.host]);
   proxy = await proxyTo(s3.hostname, Number(s3.port));
-  connection = await Connection.connect({ address: h.config.temporal.address });
-  client = new Client({ connection, namespace: h.config.temporal.namespace });
-  const { rows } = await h.pool.query<{ id: string }>(
+  workers = s3WorkerProcesses(w.h, queue, w.bucket.config, {
+    ARCHIVE_S3_ENDPOINT: `http://127.0.0.1:${proxy.port}`,
+    SHUTDOWN_TIMEOUT: `${SHUTDOWN_TIMEOUT_MS}ms`,
+  });
+  const { rows } = await w.h.pool.query<{ id: string }>(
     `INSERT INTO event_journal (tenant_id, topic, payload, received_at, kafka_key, kafka_key_bytes, kafka_headers,
                                 content_hash)
      SELECT 'acme', $1,
@@ -202,43 +131,39 @@ beforeAll(async () => {
             sha256(convert_to('c' || g, 'UTF8'))
        FROM generate_series(0, $3 - 1) AS g
      RETURNING id`,
-    [h.topics.leads, DAYS, DAYS * PER_DAY],
+    [w.h.topics.leads, DAYS, DAYS * PER_DAY],
   );
   allIds = rows.map((r) => Number(r.id)).sort((a, b) => a - b);
   // A few rows left in the journal, after the archived days.
-  await h.pool.query(
+  await w.h.pool.query(
     `INSERT INTO event_journal (tenant_id, topic, payload, received_at, kafka_key)
      SELECT 'acme', $1, jsonb_build_object('tenant_id', 'acme', 'recent', g), now() - make_interval(hours => g), 'r' || g
        FROM generate_series(1, 20) AS g`,
-    [h.topics.leads],
+    [w.h.topics.leads],
   );
-  const recent = await h.pool.query<{ id: string }>(`SELECT id FROM event_journal WHERE payload ? 'recent'`);
+  const recent = await w.h.pool.query<{ id: string }>(`SELECT id FROM event_journal WHERE payload ? 'recent'`);
   allIds = [...allIds, ...recent.rows.map((r) => Number(r.id))].sort((a, b) => a - b);
 
-  worker = startWorker();
-  await untilPrinted(worker, 'Temporal worker started');
+  worker = await workers.start();
   // What a replay from Postgres sends for every row, before any is archived.
   hotId = `a30-cold-hot-${uniqueSuffix()}`;
   const { handle, targetTopic } = await startReplay(hotId);
   const result = (await handle.result()) as { published: number };
-  hot = new Map((await readRaw(h.kafka, targetTopic, result.published)).map((m) => [m.from, m]));
+  hot = new Map((await readRaw(w.h.kafka, targetTopic, result.published)).map((m) => [m.from, m]));
   expect(hot.size).toBe(allIds.length);
   for (let d = 0; d < DAYS; d++) {
     const from = new Date(Date.UTC(2025, 0, 1 + d)).toISOString();
     const before = new Date(Date.UTC(2025, 0, 2 + d)).toISOString();
-    const manifest = await archiveWindow(h.pool, store, { segment: `a30_day_${d}`, from, before });
+    const manifest = await archiveWindow(w.h.pool, w.store, { segment: `a30_day_${d}`, from, before });
     expect(manifest.rows).toBe(PER_DAY);
   }
 }, 150_000);
 
 afterAll(async () => {
   if (s3Pid) process.kill(s3Pid, 'SIGCONT');
-  for (const child of children) child.kill('SIGKILL');
+  await workers?.close();
   await proxy?.close();
-  for (const id of [`${queue}-dlq`, `${queue}-mnt`]) await deleteSchedule(h.config.temporal.address, id);
-  await connection?.close();
-  await store?.close();
-  await h?.close();
+  await w?.close();
 });
 
 it('S3 frozen mid cold replay, SIGTERM, new worker: exits 0 in time, every event once, byte for byte', async () => {
@@ -264,23 +189,16 @@ it('S3 frozen mid cold replay, SIGTERM, new worker: exits 0 in time, every event
     if (PROXY_FREEZE) proxy.freeze();
     else process.kill(s3Pid!, 'SIGSTOP');
     await new Promise((res) => setTimeout(res, plan.termAfterMs));
-    const signalled = Date.now();
-    worker.kill('SIGTERM');
-    const exit = await Promise.race([
-      exited(worker),
-      new Promise((res) => setTimeout(() => res('running'), SHUTDOWN_TIMEOUT_MS + 10_000)),
-    ]);
-    const stopMs = Date.now() - signalled;
+    const { exit, stopMs } = await terminate(worker, SHUTDOWN_TIMEOUT_MS + 10_000);
     worker.kill('SIGKILL');
     if (!PROXY_FREEZE) process.kill(s3Pid!, 'SIGCONT');
     proxy.thaw();
-    worker = startWorker();
-    await untilPrinted(worker, 'Temporal worker started');
+    worker = await workers.start();
     const result = (await Promise.race([
       handle.result().catch((err: Error) => ({ failed: err.message })),
       new Promise((res) => setTimeout(() => res({ failed: 'not finished in 60 s' }), 60_000)),
     ])) as { published?: number; matched?: number; status?: string; failed?: string };
-    const messages = await readRaw(h.kafka, targetTopic, allIds.length);
+    const messages = await readRaw(w.h.kafka, targetTopic, allIds.length);
     const counts = new Map<number, number>();
     for (const m of messages) counts.set(m.from, (counts.get(m.from) ?? 0) + 1);
     const missing = allIds.filter((id) => !counts.has(id));

@@ -1,19 +1,12 @@
-import { Client, Connection } from '@temporalio/client';
-import net from 'node:net';
-import type { ChildProcess } from 'node:child_process';
 import fc from 'fast-check';
-import { createArchiveStore, listSegments, writeSegment, type ArchiveRow, type ArchiveStore } from '../../archive';
-import { subjectHash, type ErasureTarget } from '../../lifecycle/erasure-target';
-import { storeErasureSubject } from '../../repository/erasure';
+import { writeSegment, type ArchiveRow } from '../../archive';
 import { getLifecycleAudit } from '../../repository/lifecycle-audit';
-import { ensureServiceKey } from '../../repository/service-keys';
-import { plainRow } from '../support/archive';
-import { findValue } from '../support/erasure';
-import { createTestBucket } from '../support/s3';
-import { kafkaBrokerPid } from '../support/stack';
-import { deleteSchedule } from '../support/temporal';
-import { exited, spawnCli, untilPrinted } from '../support/ingest-process';
-import { createSinkHarness, type SinkHarness } from '../support/sink';
+import { plainRow, strayObjects } from '../support/archive';
+import { findValue, storeEmailSubject } from '../support/erasure';
+import { terminate } from '../support/ingest-process';
+import { MANIFEST_PUT, s3TriggerProxy, type TriggerProxy } from '../support/s3-trigger-proxy';
+import { s3WorkerProcesses, type WorkerProcesses } from '../support/worker-process';
+import { createS3World, type S3World } from '../support/s3-world';
 import { uniqueSuffix } from '../support/env';
 
 /**
@@ -49,123 +42,26 @@ jest.setTimeout(170_000);
 const SHUTDOWN_TIMEOUT_MS = 10_000;
 const SEGMENTS = 3;
 const ROWS = 120;
-let h: SinkHarness;
-let bucket: Awaited<ReturnType<typeof createTestBucket>>;
-let store: ArchiveStore;
-let connection: Connection;
-let client: Client;
+let w: S3World;
 let proxy: TriggerProxy;
-let s3Pid: number | undefined;
-const children = new Set<ChildProcess>();
+let workers: WorkerProcesses;
 const queue = `a30-erase-${uniqueSuffix()}`;
 
-/**
- * A TCP proxy to the S3 server that watches request lines; once `freezeWhen` says so for one, it SIGSTOPs the S3
- * server itself before passing that request on (so the request and every later one meet a stopped server).
- */
-interface TriggerProxy {
-  port: number;
-  lines: string[];
-  frozenAt?: string;
-  arm(freezeWhen: (line: string, index: number) => boolean): void;
-  thaw(): void;
-  close(): Promise<void>;
-}
-
-async function triggerProxy(host: string, port: number, serverPid: number): Promise<TriggerProxy> {
-  const sockets = new Set<net.Socket>();
-  let frozen = false;
-  let freezeWhen: ((line: string, index: number) => boolean) | undefined;
-  const state: TriggerProxy = {
-    port: 0,
-    lines: [],
-    arm(fn) {
-      state.lines = [];
-      state.frozenAt = undefined;
-      freezeWhen = fn;
-    },
-    thaw() {
-      process.kill(serverPid, 'SIGCONT');
-      frozen = false;
-      freezeWhen = undefined;
-      for (const s of sockets) s.destroy();
-      sockets.clear();
-    },
-    async close() {
-      state.thaw();
-      await new Promise((r) => server.close(r));
-    },
-  };
-  const server = net.createServer((clientSocket) => {
-    const upstream = net.connect({ host, port });
-    sockets.add(clientSocket);
-    sockets.add(upstream);
-    clientSocket.on('error', () => upstream.destroy());
-    upstream.on('error', () => clientSocket.destroy());
-    clientSocket.on('close', () => upstream.destroy());
-    upstream.on('close', () => clientSocket.destroy());
-    upstream.pipe(clientSocket);
-    clientSocket.on('data', (chunk: Buffer) => {
-      const line = chunk.toString('latin1', 0, Math.min(chunk.length, 300)).split('\r\n')[0];
-      if (/^(GET|PUT|POST|DELETE|HEAD) /.test(line)) {
-        const index = state.lines.length;
-        state.lines.push(line);
-        if (!frozen && freezeWhen?.(line, index)) {
-          frozen = true;
-          process.kill(serverPid, 'SIGSTOP');
-          state.frozenAt = `${index}: ${line}`;
-        }
-      }
-      upstream.write(chunk);
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  state.port = (server.address() as net.AddressInfo).port;
-  return state;
-}
-
 beforeAll(async () => {
-  h = await createSinkHarness('a30erase');
-  bucket = await createTestBucket('a30erase');
-  store = createArchiveStore({ ...h.config.archive, store: 's3', s3: bucket.config });
-  const s3 = new URL(bucket.config.endpoint!);
-  s3Pid = kafkaBrokerPid([s3.host]);
-  proxy = await triggerProxy(s3.hostname, Number(s3.port), s3Pid);
-  connection = await Connection.connect({ address: h.config.temporal.address });
-  client = new Client({ connection, namespace: h.config.temporal.namespace });
+  w = await createS3World('a30erase');
+  proxy = await s3TriggerProxy(w.bucket.config);
+  workers = s3WorkerProcesses(w.h, queue, w.bucket.config, {
+    ARCHIVE_S3_ENDPOINT: `http://127.0.0.1:${proxy.port}`,
+    SHUTDOWN_TIMEOUT: `${SHUTDOWN_TIMEOUT_MS}ms`,
+  });
 }, 120_000);
 
 afterAll(async () => {
-  if (s3Pid) process.kill(s3Pid, 'SIGCONT');
-  for (const child of children) child.kill('SIGKILL');
+  proxy?.thaw(); // first: S3 must not stay stopped whatever fails below
+  await workers?.close();
   await proxy?.close();
-  for (const id of [`${queue}-dlq`, `${queue}-mnt`]) await deleteSchedule(h.config.temporal.address, id);
-  await connection?.close();
-  await store?.close();
-  await h?.close();
+  await w?.close();
 });
-
-function startWorker(): ChildProcess {
-  const s3 = bucket.config;
-  const worker = spawnCli('worker', {
-    DATABASE_URL: h.config.databaseUrl,
-    KAFKA_TOPICS: h.config.kafka.topics.join(','),
-    TEMPORAL_TASK_QUEUE: queue,
-    DLQ_RETRY_SCHEDULE_ID: `${queue}-dlq`,
-    MAINTENANCE_SCHEDULE_ID: `${queue}-mnt`,
-    ARCHIVE_STORE: 's3',
-    ARCHIVE_S3_ENDPOINT: `http://127.0.0.1:${proxy.port}`,
-    ARCHIVE_S3_BUCKET: s3.bucket,
-    ARCHIVE_S3_REGION: s3.region,
-    ARCHIVE_S3_ACCESS_KEY_ID: s3.accessKeyId ?? '',
-    ARCHIVE_S3_SECRET_ACCESS_KEY: s3.secretAccessKey ?? '',
-    SHUTDOWN_TIMEOUT: `${SHUTDOWN_TIMEOUT_MS}ms`,
-    LOG_LEVEL: 'info',
-  });
-  children.add(worker);
-  worker.once('exit', () => children.delete(worker));
-  return worker;
-}
 
 /** SEGMENTS segments of ROWS rows; every 10th row of each holds the subject (payload, key or header). */
 async function seedArchive(round: number, value: string): Promise<string[]> {
@@ -188,24 +84,10 @@ async function seedArchive(round: number, value: string): Promise<string[]> {
       }
     }
     const segment = `a30_r${round}_s${s}`;
-    await writeSegment(store, { segment, table: 'event_journal', rows, expectedRows: rows.length });
+    await writeSegment(w.store, { segment, table: 'event_journal', rows, expectedRows: rows.length });
     names.push(segment);
   }
   return names;
-}
-
-/** Objects under segments/<name>/ that are neither its manifest nor the file the manifest points at. */
-async function strayObjects(round: number): Promise<string[]> {
-  const accounted = new Set<string>();
-  for (const m of await listSegments(store)) {
-    accounted.add(`segments/${m.segment}/manifest.json`);
-    accounted.add(m.file.key);
-  }
-  const stray: string[] = [];
-  for await (const object of store.list(`segments/a30_r${round}_`)) {
-    if (!accounted.has(object.key)) stray.push(object.key);
-  }
-  return stray;
 }
 
 interface Outcome {
@@ -224,21 +106,18 @@ interface Outcome {
 async function round(r: number, cut: { kind: 'after-manifest' } | { kind: 'request'; at: number }): Promise<Outcome> {
   const value = `a30-subject-${r}-${uniqueSuffix()}@example.com`;
   await seedArchive(r, value);
-  const target: ErasureTarget = { kind: 'subject', field: 'email', value };
-  const hash = subjectHash(await ensureServiceKey(h.pool, 'erasure'), target);
-  await storeErasureSubject(h.pool, hash, target);
+  const hash = await storeEmailSubject(w.h.pool, value);
 
   let sawManifest = false;
   proxy.arm((line, index) => {
     if (cut.kind === 'request') return index === cut.at;
     if (sawManifest) return true;
-    if (/^PUT \/[^/]+\/segments\/[^/]+\/manifest\.json/.test(line)) sawManifest = true;
+    if (MANIFEST_PUT.test(line)) sawManifest = true;
     return false;
   });
-  const first = startWorker();
-  await untilPrinted(first, 'Temporal worker started');
+  const first = await workers.start();
   const workflowId = `a30-erasure-${r}-${uniqueSuffix()}`;
-  const handle = await client.workflow.start('erasureWorkflow', {
+  const handle = await w.client.workflow.start('erasureWorkflow', {
     taskQueue: queue,
     workflowId,
     args: [{ subjectHash: hash, requestedBy: 'attack30' }],
@@ -246,27 +125,19 @@ async function round(r: number, cut: { kind: 'after-manifest' } | { kind: 'reque
   const deadline = Date.now() + 30_000;
   while (!proxy.frozenAt && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
   await new Promise((res) => setTimeout(res, 500 + Math.floor(Math.random() * 1500)));
-  const signalled = Date.now();
-  first.kill('SIGTERM');
-  const exit = await Promise.race([
-    exited(first),
-    new Promise((res) => setTimeout(() => res('running'), SHUTDOWN_TIMEOUT_MS + 10_000)),
-  ]);
-  const stopMs = Date.now() - signalled;
+  const { exit, stopMs } = await terminate(first, SHUTDOWN_TIMEOUT_MS + 10_000);
   first.kill('SIGKILL');
   const frozenAt = proxy.frozenAt;
   proxy.thaw();
 
-  const second = startWorker();
-  await untilPrinted(second, 'Temporal worker started');
+  const second = await workers.start();
   const result = await Promise.race([
     handle.result().catch((err: Error) => ({ failed: err.message })),
     new Promise((res) => setTimeout(() => res('not finished in 60 s'), 60_000)),
   ]);
-  second.kill('SIGTERM');
-  await Promise.race([exited(second), new Promise((res) => setTimeout(res, SHUTDOWN_TIMEOUT_MS + 5000))]);
+  await terminate(second, SHUTDOWN_TIMEOUT_MS + 5000);
   second.kill('SIGKILL');
-  const audit = await getLifecycleAudit(h.pool, workflowId);
+  const audit = await getLifecycleAudit(w.h.pool, workflowId);
   return {
     round: r,
     cut: JSON.stringify(cut),
@@ -274,8 +145,8 @@ async function round(r: number, cut: { kind: 'after-manifest' } | { kind: 'reque
     exit,
     stopMs,
     result,
-    valueFound: await findValue(h.pool, store, value),
-    stray: await strayObjects(r),
+    valueFound: await findValue(w.h.pool, w.store, value),
+    stray: await strayObjects(w.store, `segments/a30_r${r}_`),
     audit: audit?.status,
   };
 }

@@ -2,6 +2,7 @@ import type { ChildProcess } from 'node:child_process';
 import fc from 'fast-check';
 import { exited, spawnIngest, untilPrinted } from '../support/ingest-process';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
+import { steadyTraffic } from '../support/traffic';
 import { uniqueSuffix } from '../support/env';
 
 /**
@@ -60,21 +61,11 @@ it('a peer frozen mid-join, then thawed or killed: every record once, no partiti
     { numRuns: ROUNDS },
   );
   const run = uniqueSuffix();
-  let produced = 0;
-  let sending = true;
-  const traffic = (async () => {
-    for (let i = 0; sending; i++) {
-      await h.send(
-        i % 2 ? h.topics.leads : h.topics.jobs,
-        Array.from({ length: PER_SEND }, (_, j) => ({ tenant_id: 'acme', uid: `${run}-${i}-${j}` })),
-      );
-      produced += PER_SEND;
-      await new Promise((r) => setTimeout(r, 150));
-    }
-  })();
+  const traffic = steadyTraffic(h, PER_SEND, 150, (i, j) => ({ tenant_id: 'acme', uid: `${run}-${i}-${j}` }));
   const members = [member(), member(), member()];
   for (const m of members) await untilPrinted(m, 'Joined consumer group', 90_000);
   const outcomes: unknown[] = [];
+  let produced = 0;
   try {
     for (const [r, plan] of plans.entries()) {
       let stopped: ChildProcess | undefined;
@@ -101,8 +92,7 @@ it('a peer frozen mid-join, then thawed or killed: every record once, no partiti
       outcomes.push({ round: r, plan, stopCode });
     }
   } finally {
-    sending = false;
-    await traffic;
+    produced = await traffic.stop();
   }
   const endedAt = Date.now();
   const bound = 2 * SESSION_TIMEOUT_MS + REBALANCE_TIMEOUT_MS;
@@ -153,18 +143,7 @@ it('traffic ends while a peer is frozen mid-join: the others journal everything 
     { numRuns: 1 },
   )[0];
   const run = uniqueSuffix();
-  let produced = 0;
-  let sending = true;
-  const traffic = (async () => {
-    for (let i = 0; sending; i++) {
-      await h.send(
-        i % 2 ? h.topics.leads : h.topics.jobs,
-        Array.from({ length: PER_SEND }, (_, j) => ({ tenant_id: 'acme', uid: `${run}-${i}-${j}` })),
-      );
-      produced += PER_SEND;
-      await new Promise((r) => setTimeout(r, 150));
-    }
-  })();
+  const traffic = steadyTraffic(h, PER_SEND, 150, (i, j) => ({ tenant_id: 'acme', uid: `${run}-${i}-${j}` }));
   const members = [member(), member(), member()];
   for (const m of members) await untilPrinted(m, 'Joined consumer group', 90_000);
   await new Promise((res) => setTimeout(res, 2000));
@@ -180,8 +159,7 @@ it('traffic ends while a peer is frozen mid-join: the others journal everything 
   victim.kill('SIGSTOP');
   const frozenAt = Date.now();
   await new Promise((res) => setTimeout(res, 1000));
-  sending = false;
-  await traffic;
+  const produced = await traffic.stop();
   const bound = 2 * SESSION_TIMEOUT_MS + REBALANCE_TIMEOUT_MS;
   const count = async () =>
     Number(

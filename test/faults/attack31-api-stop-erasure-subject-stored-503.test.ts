@@ -1,10 +1,10 @@
-import { Client as PgClient } from 'pg';
-import { freePort } from '../../bench/support/ports';
 import { subjectHash, type ErasureTarget } from '../../lifecycle/erasure-target';
 import { ensureServiceKey } from '../../repository/service-keys';
-import { exited, spawnCli, untilPrinted } from '../support/ingest-process';
+import { plainApiEnv, spawnApiProcess } from '../support/api-process';
+import { exited, untilPrinted } from '../support/ingest-process';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
-import { curl } from '../support/curl';
+import { curlJson } from '../support/curl';
+import { connectTableLock, untilWaitingOn } from '../support/table-lock';
 import { uniqueSuffix } from '../support/env';
 
 /**
@@ -36,57 +36,28 @@ afterAll(async () => {
 });
 
 it('SIGTERM while POST /erasure stores its subject slowly: a request answered 503 left no subject stored', async () => {
-  const port = await freePort();
-  const api = spawnCli('api', {
-    DATABASE_URL: h.databaseUrl,
-    KAFKA_TOPICS: h.config.kafka.topics.join(','),
-    KAFKA_GROUP_ID: h.config.kafka.groupId,
-    TEMPORAL_TASK_QUEUE: `a31-ersubj-${uniqueSuffix()}`,
-    API_HOST: '127.0.0.1',
-    API_PORT: String(port),
-    API_TLS: '',
-    AUTH_JWT_SECRET: '',
-    AUTH_MODE: '',
-    SHUTDOWN_TIMEOUT: `${SHUTDOWN_TIMEOUT_MS}ms`,
-    LOG_LEVEL: 'info',
-  });
-  const locker = new PgClient({ connectionString: h.databaseUrl });
-  await locker.connect();
+  const { child: api, url: base } = await spawnApiProcess(
+    h,
+    plainApiEnv(h, `a31-ersubj-${uniqueSuffix()}`, SHUTDOWN_TIMEOUT_MS),
+  );
+  const locker = await connectTableLock(h.databaseUrl, 'erasure_subjects');
   const values = Array.from({ length: REQUESTS }, (_, i) => `a31-subj-${i}-${uniqueSuffix()}@example.com`);
   const key = await ensureServiceKey(h.pool, 'erasure');
   const hashes = values.map((value) => subjectHash(key, { kind: 'subject', field: 'email', value } as ErasureTarget));
   try {
     await untilPrinted(api, 'Server listening at http://');
-    const url = `http://127.0.0.1:${port}/erasure`;
-    await locker.query('BEGIN');
-    await locker.query('LOCK TABLE erasure_subjects IN SHARE ROW EXCLUSIVE MODE');
+    const url = `${base}/erasure`;
+    await locker.take();
     const requests = values.map((value) =>
-      curl([
-        '-X',
-        'POST',
-        '-H',
-        'content-type: application/json',
-        '-H',
-        'X-Requested-By: attack31',
-        '--data',
-        JSON.stringify({ subject: { field: 'email', value }, dry_run: false }),
-        url,
-      ]),
+      curlJson('POST', url, { subject: { field: 'email', value }, dry_run: false }, 'attack31'),
     );
-    for (let i = 0; i < 100; i++) {
-      const { rows } = await h.pool.query<{ n: string }>(
-        `SELECT count(*) AS n FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-          WHERE NOT l.granted AND a.query LIKE '%erasure_subjects%'`,
-      );
-      if (Number(rows[0].n) >= REQUESTS) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await untilWaitingOn(h.pool, 'erasure_subjects', REQUESTS);
     await new Promise((r) => setTimeout(r, 300));
     const signalled = Date.now();
     api.kill('SIGTERM');
     // Past the grace (a quarter of the stop, ~2.1 s here), within the last second it gives.
     await new Promise((r) => setTimeout(r, 2600));
-    await locker.query('COMMIT');
+    await locker.release();
     const answers = await Promise.all(requests);
     const code = await Promise.race([exited(api), new Promise((r) => setTimeout(() => r('running'), 30_000))]);
     const tookMs = Date.now() - signalled;
@@ -106,7 +77,7 @@ it('SIGTERM while POST /erasure stores its subject slowly: a request answered 50
     expect(tookMs).toBeLessThan(SHUTDOWN_TIMEOUT_MS + 1000);
     expect(outcomes.filter((o) => o.status === '503' && o.subjectStored)).toEqual([]);
   } finally {
-    await locker.end().catch(() => undefined);
+    await locker.end();
     api.kill('SIGKILL');
     await exited(api);
   }

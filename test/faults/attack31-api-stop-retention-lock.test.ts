@@ -1,8 +1,8 @@
-import { Client as PgClient } from 'pg';
-import { freePort } from '../../bench/support/ports';
-import { exited, spawnCli, untilPrinted } from '../support/ingest-process';
+import { plainApiEnv, spawnApiProcess } from '../support/api-process';
+import { exited, untilPrinted } from '../support/ingest-process';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
-import { curl } from '../support/curl';
+import { curlJson } from '../support/curl';
+import { connectTableLock, untilWaitingOn } from '../support/table-lock';
 import { uniqueSuffix } from '../support/env';
 
 /**
@@ -35,56 +35,25 @@ afterAll(async () => {
 });
 
 it('SIGTERM while PUT /retention waits on a locked table: a request whose change is applied is answered 2xx', async () => {
-  const port = await freePort();
-  const api = spawnCli('api', {
-    DATABASE_URL: h.databaseUrl,
-    KAFKA_TOPICS: h.config.kafka.topics.join(','),
-    KAFKA_GROUP_ID: h.config.kafka.groupId,
-    TEMPORAL_TASK_QUEUE: `a31-retlock-${uniqueSuffix()}`,
-    API_HOST: '127.0.0.1',
-    API_PORT: String(port),
-    API_TLS: '',
-    AUTH_JWT_SECRET: '',
-    AUTH_MODE: '',
-    SHUTDOWN_TIMEOUT: `${SHUTDOWN_TIMEOUT_MS}ms`,
-    LOG_LEVEL: 'info',
-  });
-  const locker = new PgClient({ connectionString: h.databaseUrl });
-  await locker.connect();
+  const { child: api, url: base } = await spawnApiProcess(
+    h,
+    plainApiEnv(h, `a31-retlock-${uniqueSuffix()}`, SHUTDOWN_TIMEOUT_MS),
+  );
+  const locker = await connectTableLock(h.databaseUrl, 'retention_policies');
   const topics = Array.from({ length: REQUESTS }, (_, i) => `a31-ret-${uniqueSuffix()}-${i}`);
   try {
     await untilPrinted(api, 'Server listening at http://');
-    const url = `http://127.0.0.1:${port}/retention`;
-    await locker.query('BEGIN');
-    await locker.query('LOCK TABLE retention_policies IN SHARE ROW EXCLUSIVE MODE');
-    const requests = topics.map((t) =>
-      curl([
-        '-X',
-        'PUT',
-        '-H',
-        'content-type: application/json',
-        '-H',
-        'X-Requested-By: attack31',
-        '--data',
-        JSON.stringify({ policies: { [t]: 7 } }),
-        url,
-      ]),
-    );
+    const url = `${base}/retention`;
+    await locker.take();
+    const requests = topics.map((t) => curlJson('PUT', url, { policies: { [t]: 7 } }, 'attack31'));
     // Each request is waiting on its INSERT behind the lock.
-    for (let i = 0; i < 100; i++) {
-      const { rows } = await h.pool.query<{ n: string }>(
-        `SELECT count(*) AS n FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-          WHERE NOT l.granted AND a.query LIKE '%retention_policies%'`,
-      );
-      if (Number(rows[0].n) >= REQUESTS) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await untilWaitingOn(h.pool, 'retention_policies', REQUESTS);
     await new Promise((r) => setTimeout(r, 300));
     const signalled = Date.now();
     api.kill('SIGTERM');
     const answers = await Promise.all(requests);
     const answeredMs = Date.now() - signalled;
-    await locker.query('COMMIT'); // the queued INSERTs go in now
+    await locker.release(); // the queued INSERTs go in now
     const code = await Promise.race([exited(api), new Promise((r) => setTimeout(() => r('running'), 30_000))]);
     const tookMs = Date.now() - signalled;
     await new Promise((r) => setTimeout(r, 500));
@@ -110,7 +79,7 @@ it('SIGTERM while PUT /retention waits on a locked table: a request whose change
     const untold = outcomes.filter((o) => o.applied && !/^(2|504)/.test(o.status ?? ''));
     expect(untold).toEqual([]);
   } finally {
-    await locker.end().catch(() => undefined);
+    await locker.end();
     api.kill('SIGKILL');
     await exited(api);
   }

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { gunzipSync } from 'node:zlib';
-import type { ArchiveRow, ArchiveStore } from '../../archive';
+import { listSegments, type ArchiveRow, type ArchiveStore } from '../../archive';
 
 // Numbers no double can hold: a reader that parsed the payload would change their digits.
 const bigNumber = fc
@@ -106,4 +106,19 @@ export async function storeContents(store: ArchiveStore): Promise<Map<string, st
     contents.set(object.key, (object.key.endsWith('.gz') ? gunzipSync(raw) : raw).toString('utf8'));
   }
   return contents;
+}
+
+/**
+ * Objects under `prefix` (segments/...) that are neither a segment's manifest nor the file its manifest points at:
+ * what a rewrite or an archive step left behind.
+ */
+export async function strayObjects(store: ArchiveStore, prefix: string): Promise<string[]> {
+  const accounted = new Set<string>();
+  for (const m of await listSegments(store)) {
+    accounted.add(`segments/${m.segment}/manifest.json`);
+    accounted.add(m.file.key);
+  }
+  const stray: string[] = [];
+  for await (const object of store.list(prefix)) if (!accounted.has(object.key)) stray.push(object.key);
+  return stray;
 }

@@ -11,3 +11,18 @@ export function curl(args: string[]): Promise<{ exit: number | null; out: string
   child.on('error', () => undefined);
   return new Promise((resolve) => child.on('exit', (exit) => resolve({ exit, out })));
 }
+
+/** A JSON change request by curl, as an operator's client sends it (X-Requested-By: `requestedBy`). */
+export function curlJson(method: string, url: string, body: unknown, requestedBy: string) {
+  return curl([
+    '-X',
+    method,
+    '-H',
+    'content-type: application/json',
+    '-H',
+    `X-Requested-By: ${requestedBy}`,
+    '--data',
+    JSON.stringify(body),
+    url,
+  ]);
+}

@@ -1,7 +1,10 @@
 import { writeSegment, type ArchiveRow, type ArchiveStore } from '../../archive';
+import { subjectHash, type ErasureTarget } from '../../lifecycle/erasure-target';
+import { storeErasureSubject } from '../../repository/erasure';
 import { insertDlqEntries } from '../../repository/event-dlq';
 import { insertJournalEntries, type NewJournalEntry } from '../../repository/event-journal';
 import type { Queryable } from '../../repository/queryable';
+import { ensureServiceKey } from '../../repository/service-keys';
 import { plainRow, storeContents } from './archive';
 import { dlqEntry } from './dlq';
 import { uniqueSuffix } from './env';
@@ -161,4 +164,12 @@ export async function findValue(db: Queryable, archive: ArchiveStore, value: str
     if (forms.some((form) => text.includes(form))) found.push(`archive ${key}`);
   }
   return found;
+}
+
+/** Stores the subject (email `value`) for an erasure, as POST /erasure does: its hash, what erasureWorkflow takes. */
+export async function storeEmailSubject(db: Queryable, value: string): Promise<string> {
+  const target: ErasureTarget = { kind: 'subject', field: 'email', value };
+  const hash = subjectHash(await ensureServiceKey(db, 'erasure'), target);
+  await storeErasureSubject(db, hash, target);
+  return hash;
 }

@@ -52,3 +52,22 @@ export function exited(child: ChildProcess): Promise<number | null> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
   return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
 }
+
+/**
+ * SIGTERM, then up to `waitMs` for the child to exit: its exit code ('running' if it had not exited by then) and the
+ * milliseconds from the signal to that answer. Leaves a child still running as it is (callers SIGKILL it).
+ */
+export async function terminate(
+  child: ChildProcess,
+  waitMs: number,
+): Promise<{ exit: number | null | 'running'; stopMs: number }> {
+  const signalled = Date.now();
+  child.kill('SIGTERM');
+  let timer: NodeJS.Timeout | undefined;
+  const exit = await Promise.race([
+    exited(child),
+    new Promise<'running'>((res) => (timer = setTimeout(() => res('running'), waitMs))),
+  ]);
+  clearTimeout(timer);
+  return { exit, stopMs: Date.now() - signalled };
+}

@@ -28,6 +28,12 @@ export async function deleteSchedule(address: string, scheduleId: string): Promi
   await connection.close();
 }
 
+/** A client of the dev server a config names; `client.connection.close()` ends it. */
+export async function connectClient(temporal: { address: string; namespace: string }): Promise<Client> {
+  const connection = await Connection.connect({ address: temporal.address });
+  return new Client({ connection, namespace: temporal.namespace });
+}
+
 let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
 
 /** workflows/ bundled once per test file (bundling takes seconds). */

@@ -38,3 +38,34 @@ export async function tallySeq(h: SinkHarness, from: number, count: number) {
 
 /** What exactly-once looks like for `count` events. */
 export const exactlyOnce = (count: number) => ({ total: count, seqs: count, coords: count });
+
+/**
+ * Steady traffic until stop(): `perSend` JSON events (`event(send, index)`) at a time, every `everyMs` ms, to the
+ * harness's two topics in turn. stop() waits for the send in flight and returns how many events were produced.
+ */
+export function steadyTraffic(
+  h: SinkHarness,
+  perSend: number,
+  everyMs: number,
+  event: (send: number, index: number) => unknown,
+): { stop(): Promise<number> } {
+  let produced = 0;
+  let sending = true;
+  const traffic = (async () => {
+    for (let i = 0; sending; i++) {
+      await h.send(
+        i % 2 ? h.topics.leads : h.topics.jobs,
+        Array.from({ length: perSend }, (_, j) => event(i, j)),
+      );
+      produced += perSend;
+      await new Promise((r) => setTimeout(r, everyMs));
+    }
+  })();
+  return {
+    async stop() {
+      sending = false;
+      await traffic;
+      return produced;
+    },
+  };
+}

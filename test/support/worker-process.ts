@@ -1,0 +1,62 @@
+import type { ChildProcess } from 'node:child_process';
+import type { ArchiveS3Config } from '../../shared/config';
+import { spawnCli, untilPrinted } from './ingest-process';
+import type { SinkHarness } from './sink';
+import { deleteSchedule } from './temporal';
+
+/**
+ * The real `crm-events-sink worker` processes of one test file: on the harness's database and topics, archiving to
+ * an S3 bucket, on the file's own task queue and schedule ids (so that no other file's worker takes its tasks and the
+ * schedules they create can be deleted afterwards).
+ */
+export interface WorkerProcesses {
+  /** Spawns one, with `env` on top of the set's. */
+  spawn(env?: Record<string, string>): ChildProcess;
+  /** Spawns one and waits until its Temporal worker has started. */
+  start(env?: Record<string, string>): Promise<ChildProcess>;
+  /** SIGKILLs every one still running and deletes the schedules they created. */
+  close(): Promise<void>;
+}
+
+/** `env` goes on top of every worker's (ARCHIVE_S3_ENDPOINT to put a proxy in front of the bucket, SHUTDOWN_TIMEOUT). */
+export function s3WorkerProcesses(
+  h: SinkHarness,
+  queue: string,
+  s3: ArchiveS3Config,
+  env: Record<string, string> = {},
+): WorkerProcesses {
+  const running = new Set<ChildProcess>();
+  const spawn = (extra: Record<string, string> = {}) => {
+    const worker = spawnCli('worker', {
+      DATABASE_URL: h.config.databaseUrl,
+      KAFKA_TOPICS: h.config.kafka.topics.join(','),
+      TEMPORAL_TASK_QUEUE: queue,
+      DLQ_RETRY_SCHEDULE_ID: `${queue}-dlq`,
+      MAINTENANCE_SCHEDULE_ID: `${queue}-mnt`,
+      ARCHIVE_STORE: 's3',
+      ARCHIVE_S3_ENDPOINT: s3.endpoint ?? '',
+      ARCHIVE_S3_BUCKET: s3.bucket,
+      ARCHIVE_S3_REGION: s3.region,
+      ARCHIVE_S3_ACCESS_KEY_ID: s3.accessKeyId ?? '',
+      ARCHIVE_S3_SECRET_ACCESS_KEY: s3.secretAccessKey ?? '',
+      LOG_LEVEL: 'info',
+      ...env,
+      ...extra,
+    });
+    running.add(worker);
+    worker.once('exit', () => running.delete(worker));
+    return worker;
+  };
+  return {
+    spawn,
+    async start(extra) {
+      const worker = spawn(extra);
+      await untilPrinted(worker, 'Temporal worker started');
+      return worker;
+    },
+    async close() {
+      for (const worker of running) worker.kill('SIGKILL');
+      for (const id of [`${queue}-dlq`, `${queue}-mnt`]) await deleteSchedule(h.config.temporal.address, id);
+    },
+  };
+}
