@@ -1,14 +1,13 @@
 import { Client, Connection } from '@temporalio/client';
 import type { ChildProcess } from 'node:child_process';
 import fc from 'fast-check';
-import type { IHeaders, Kafka } from 'kafkajs';
 import { createArchiveStore, writeSegment, type ArchiveRow, type ArchiveStore } from '../../archive';
-import { LINEAGE_HEADERS } from '../../journal/lineage';
 import { subjectHash, type ErasureTarget } from '../../lifecycle/erasure-target';
 import { storeErasureSubject } from '../../repository/erasure';
 import { ensureServiceKey } from '../../repository/service-keys';
 import { ensureTopics } from '../../shared/kafka';
 import { plainRow } from '../support/archive';
+import { readReplayed } from '../support/replayed';
 import { createTestBucket } from '../support/s3';
 import { deleteSchedule } from '../support/temporal';
 import { spawnCli, untilPrinted } from '../support/ingest-process';
@@ -47,50 +46,6 @@ let connection: Connection;
 let client: Client;
 let worker: ChildProcess | undefined;
 const queue = `a30-colderase-${uniqueSuffix()}`;
-
-interface RawMessage {
-  from: number;
-  key: string | null;
-  value: string;
-  headers: Array<[string, string | null]>;
-  timestamp: number;
-}
-
-function headerPairs(headers: IHeaders): Array<[string, string | null]> {
-  return Object.entries(headers).flatMap(([name, value]) =>
-    (Array.isArray(value) ? value : [value]).map((v): [string, string | null] => [
-      name,
-      v === undefined || v === null ? null : Buffer.from(v).toString('base64'),
-    ]),
-  );
-}
-
-async function readRaw(kafka: Kafka, topic: string, expected: number): Promise<RawMessage[]> {
-  const consumer = kafka.consumer({ groupId: `raw-${topic}-${Date.now()}` });
-  const seen: RawMessage[] = [];
-  await consumer.connect();
-  await consumer.subscribe({ topic, fromBeginning: true });
-  const done = new Promise<void>((resolve) => {
-    if (expected === 0) resolve();
-    void consumer.run({
-      eachMessage: async ({ message }) => {
-        const from = Number(String(message.headers![LINEAGE_HEADERS.from]));
-        seen.push({
-          from,
-          key: message.key?.toString('base64') ?? null,
-          value: message.value!.toString('utf8'),
-          headers: headerPairs(message.headers!),
-          timestamp: Number(message.timestamp),
-        });
-        if (seen.length >= expected) resolve();
-      },
-    });
-  });
-  await Promise.race([done, new Promise((r) => setTimeout(r, 20_000))]);
-  await new Promise((r) => setTimeout(r, 1500));
-  await consumer.disconnect();
-  return seen;
-}
 
 beforeAll(async () => {
   h = await createSinkHarness('a30colderase');
@@ -189,7 +144,7 @@ it('a cold replay running while an erasure completes publishes no erased row aft
       replay.result(),
       new Promise((res) => setTimeout(() => res({ failed: 'not finished in 40 s' }), 40_000)),
     ])) as { published?: number };
-    const messages = await readRaw(h.kafka, targetTopic, result.published ?? ROWS);
+    const messages = await readReplayed(h.kafka, targetTopic, result.published ?? ROWS);
     // More than a second after: not a page already read (a page is at most 20 rows at >= 25/s) when the erasure ended.
     const after = messages.filter((m) => erased.has(m.from) && m.timestamp > erasedAt + 1000);
     const summary = {

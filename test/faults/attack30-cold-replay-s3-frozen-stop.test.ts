@@ -2,11 +2,11 @@ import { Client, Connection } from '@temporalio/client';
 import net from 'node:net';
 import type { ChildProcess } from 'node:child_process';
 import fc from 'fast-check';
-import type { IHeaders, Kafka } from 'kafkajs';
 import { createArchiveStore, type ArchiveStore } from '../../archive';
 import { LINEAGE_HEADERS } from '../../journal/lineage';
 import { ensureTopics } from '../../shared/kafka';
 import { archiveWindow } from '../../bench/support/archive';
+import { readReplayed, type RawMessage } from '../support/replayed';
 import { createTestBucket } from '../support/s3';
 import { kafkaBrokerPid } from '../support/stack';
 import { deleteSchedule } from '../support/temporal';
@@ -45,13 +45,6 @@ let worker: ChildProcess;
 let hot: Map<number, RawMessage>;
 let hotId: string;
 let allIds: number[];
-
-interface RawMessage {
-  from: number;
-  key: string | null;
-  value: string;
-  headers: Array<[string, string | null]>;
-}
 
 interface Proxy {
   port: number;
@@ -126,41 +119,6 @@ function startWorker(): ChildProcess {
   return child;
 }
 
-function headerPairs(headers: IHeaders): Array<[string, string | null]> {
-  return Object.entries(headers).flatMap(([name, value]) =>
-    (Array.isArray(value) ? value : [value]).map((v): [string, string | null] => [
-      name,
-      v === undefined || v === null ? null : Buffer.from(v).toString('base64'),
-    ]),
-  );
-}
-
-async function readRaw(kafka: Kafka, topic: string, expected: number): Promise<RawMessage[]> {
-  const consumer = kafka.consumer({ groupId: `raw-${topic}-${Date.now()}` });
-  const seen: RawMessage[] = [];
-  await consumer.connect();
-  await consumer.subscribe({ topic, fromBeginning: true });
-  const done = new Promise<void>((resolve) => {
-    if (expected === 0) resolve();
-    void consumer.run({
-      eachMessage: async ({ message }) => {
-        const from = Number(String(message.headers![LINEAGE_HEADERS.from]));
-        seen.push({
-          from,
-          key: message.key?.toString('base64') ?? null,
-          value: message.value!.toString('utf8'),
-          headers: headerPairs(message.headers!),
-        });
-        if (seen.length >= expected) resolve();
-      },
-    });
-  });
-  await Promise.race([done, new Promise((r) => setTimeout(r, 20_000))]);
-  await new Promise((r) => setTimeout(r, 1500));
-  await consumer.disconnect();
-  return seen;
-}
-
 const comparable = (m: RawMessage, replayId: string) => ({
   key: m.key,
   value: m.value.replace(JSON.stringify(replayId), '"<replay>"'),
@@ -221,7 +179,7 @@ beforeAll(async () => {
   hotId = `a30-cold-hot-${uniqueSuffix()}`;
   const { handle, targetTopic } = await startReplay(hotId);
   const result = (await handle.result()) as { published: number };
-  hot = new Map((await readRaw(h.kafka, targetTopic, result.published)).map((m) => [m.from, m]));
+  hot = new Map((await readReplayed(h.kafka, targetTopic, result.published)).map((m) => [m.from, m]));
   expect(hot.size).toBe(allIds.length);
   for (let d = 0; d < DAYS; d++) {
     const from = new Date(Date.UTC(2025, 0, 1 + d)).toISOString();
@@ -280,7 +238,7 @@ it('S3 frozen mid cold replay, SIGTERM, new worker: exits 0 in time, every event
       handle.result().catch((err: Error) => ({ failed: err.message })),
       new Promise((res) => setTimeout(() => res({ failed: 'not finished in 60 s' }), 60_000)),
     ])) as { published?: number; matched?: number; status?: string; failed?: string };
-    const messages = await readRaw(h.kafka, targetTopic, allIds.length);
+    const messages = await readReplayed(h.kafka, targetTopic, allIds.length);
     const counts = new Map<number, number>();
     for (const m of messages) counts.set(m.from, (counts.get(m.from) ?? 0) + 1);
     const missing = allIds.filter((id) => !counts.has(id));
