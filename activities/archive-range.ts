@@ -19,7 +19,7 @@ import {
   type RangeFilter,
   type ReplayRow,
 } from '../repository/event-journal';
-import { erasuresOf } from '../repository/erasure';
+import { withErasuresChecked } from '../repository/erasure';
 import type { Queryable } from '../repository/queryable';
 import type { ActivityDeps } from './deps';
 import { ownTopicCheck, withRefusedTopics } from './own-topic';
@@ -266,22 +266,25 @@ export function createArchiveRangeActivities({
         try {
           for (;;) {
             const taken = await pending;
-            const page = withoutErased(
-              taken,
-              await erasuresOf(
-                pool,
-                taken.rows.map((row) => row.id),
-              ),
-            );
-            readNow += page.read;
-            const ended = page.read < input.limit;
+            readNow += taken.read;
+            const ended = taken.read < input.limit;
             const stop = result.pages + 1 >= input.maxPages || Date.now() >= deadline;
             if (!ended && !stop) pending = next();
-            const prepared = preparePage(page.rows, input, lineageKey, config.replay.maxHops, (row) =>
-              ownTopic.refusal(row),
-            );
             const before = result;
-            await publishChunkPage(producer, prepared.outgoing, input, before, ctx);
+            // The erased check and the send under the erasures' barrier: an erasure that records ids of this page
+            // after the check does not complete before the send has ended.
+            const { page, prepared } = await withErasuresChecked(
+              pool,
+              taken.rows.map((row) => row.id),
+              async (erased, keep) => {
+                const kept = withoutErased(taken, erased);
+                const out = preparePage(kept.rows, input, lineageKey, config.replay.maxHops, (row) =>
+                  ownTopic.refusal(row),
+                );
+                await publishChunkPage(producer, out.outgoing, input, before, ctx, keep);
+                return { page: kept, prepared: out };
+              },
+            );
             metrics.replayPublished.inc({ kind: 'range' }, prepared.outgoing.length);
             const transformFailed = keptFailures(before.transformFailed, prepared.transformFailed);
             const position = ended
@@ -328,7 +331,8 @@ interface ArchivePage {
 
 /**
  * The page without the rows an erasure has dropped from the archive since the segment was opened (the generation being
- * read still holds them): looked up just before the page is sent, and counted as skipped.
+ * read still holds them): looked up just before the page is sent, under the erasures' barrier (withErasuresChecked),
+ * and counted as skipped.
  */
 function withoutErased(page: ArchivePage, erased: Map<number, string>): ArchivePage {
   if (erased.size === 0) return page;

@@ -3,6 +3,7 @@ import { listSegments, readSegment, rewriteSegment, sweepSegment, type ArchiveRo
 import { archiveRowMatcher, idWindows } from '../lifecycle/erasure-scan';
 import { describeTarget, type ErasureTarget } from '../lifecycle/erasure-target';
 import {
+  awaitReplaySends,
   countErasedArchiveRows,
   erasureCounts,
   forgetErasureSubject,
@@ -70,7 +71,8 @@ export function createErasureActivities(deps: ActivityDeps) {
     /**
      * Deletes the target's rows of one table, window by window from afterId to the table's end (read again at the
      * end). Each window is one transaction with its erased ids and count; the heartbeat carries the last window done,
-     * so a retry resumes there. Returns the last id covered.
+     * so a retry resumes there. Then waits for the replay pages that checked ids before they were recorded to end
+     * their sends (awaitReplaySends), so that none goes out after the erasure completed. Returns the last id covered.
      */
     async eraseRows(input: EraseRowsInput): Promise<{ lastId: number }> {
       const target = await targetOf(input);
@@ -88,6 +90,7 @@ export function createErasureActivities(deps: ActivityDeps) {
       } finally {
         client.release();
       }
+      await awaitReplaySends(pool, { onWait: () => context.heartbeat(cursor), signal: context.cancellationSignal });
       return { lastId: cursor };
     },
 
@@ -96,7 +99,8 @@ export function createErasureActivities(deps: ActivityDeps) {
      * generation, verified, the dropped ids recorded in erased_events, manifest swapped, old file deleted). A segment
      * is read first and rewritten only when it holds one; one that does not is swept of files its manifest does not
      * point at (a rewrite cut between its manifest and its sweep left the previous generation, with the rows, behind).
-     * Segments are taken in name order and the heartbeat carries the last one done.
+     * Segments are taken in name order and the heartbeat carries the last one done. At the end, waits for the cold
+     * replay pages that checked ids before they were recorded to end their sends (awaitReplaySends).
      */
     async eraseArchiveRows(input: ErasureRef): Promise<void> {
       const target = await targetOf(input);
@@ -141,6 +145,7 @@ export function createErasureActivities(deps: ActivityDeps) {
           context.heartbeat(lastDone);
         }
       });
+      await awaitReplaySends(pool, waiting);
     },
 
     /**

@@ -23,6 +23,8 @@ export interface PageSend {
   /** Called after each wave (per_key) with every id of the page sent so far: the caller heartbeats them. */
   onWave?: (sent: number[]) => void;
   signal?: AbortSignal;
+  /** Given each producer send, which may outlive the call (cancelled): what must wait for its end (withErasuresChecked). */
+  keep?: (sending: Promise<unknown>) => void;
 }
 
 /**
@@ -38,6 +40,7 @@ export async function publishPage(producer: Producer, outgoing: OutgoingEvent[],
       producer,
       outgoing.map((o) => o.message),
       send.signal,
+      send.keep,
     );
     return;
   }
@@ -50,7 +53,10 @@ export async function publishPage(producer: Producer, outgoing: OutgoingEvent[],
       producer,
       wave.map((o) => o.message),
       send.signal,
-      (sending) => track(sender, sending),
+      (sending) => {
+        track(sender, sending);
+        send.keep?.(sending);
+      },
     );
     done.push(...wave.map((o) => o.id));
     send.onWave?.(done);
@@ -67,6 +73,7 @@ export function publishChunkPage<P extends { pageSent?: number[] }>(
   input: { ordering?: ReplayOrdering; replayId: string },
   progress: P,
   ctx: Context,
+  keep?: (sending: Promise<unknown>) => void,
 ): Promise<void> {
   return publishPage(producer, outgoing, {
     ordering: input.ordering,
@@ -75,6 +82,7 @@ export function publishChunkPage<P extends { pageSent?: number[] }>(
     sent: progress.pageSent,
     onWave: (pageSent) => ctx.heartbeat({ ...progress, pageSent }),
     signal: ctx.cancellationSignal,
+    keep,
   });
 }
 

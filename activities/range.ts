@@ -13,6 +13,7 @@ import type { ReplayOrdering } from '../journal/kinds';
 import { type Lineage } from '../journal/lineage';
 import { applyTransform, type ReplayTransform } from '../journal/transform';
 import { replayRows } from '../repository/event-journal';
+import { withErasuresChecked } from '../repository/erasure';
 import { publishChunkPage } from './ordered-publish';
 import { ownTopicCheck, withRefusedTopics } from './own-topic';
 import { keptFailures } from '../workflows/replay-options';
@@ -191,9 +192,24 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
         const last = done || result.pages + 1 >= maxPages || Date.now() >= deadline;
         const cursor = rows.length ? rows[rows.length - 1].id : result.cursor;
         if (!last) next = prefetch(rangePage(pool, input.filter, cursor, input.limit));
-        const page = preparePage(rows, input, lineageKey, config.replay.maxHops, (row) => ownTopic.refusal(row));
         const before = result;
-        await publishChunkPage(producer, page.outgoing, input, before, ctx);
+        // Read before this page's turn (prefetched): checked against erased_events and sent under the erasures'
+        // barrier, so that an erasure deleting rows of it meanwhile does not complete before the send has ended.
+        const page = await withErasuresChecked(
+          pool,
+          rows.map((row) => row.id),
+          async (erased, keep) => {
+            const out = preparePage(
+              erased.size ? rows.filter((row) => !erased.has(row.id)) : rows,
+              input,
+              lineageKey,
+              config.replay.maxHops,
+              (row) => ownTopic.refusal(row),
+            );
+            await publishChunkPage(producer, out.outgoing, input, before, ctx, keep);
+            return out;
+          },
+        );
         metrics.replayPublished.inc({ kind: 'range' }, page.outgoing.length);
         const transformFailed = keptFailures(before.transformFailed, page.transformFailed);
         result = {

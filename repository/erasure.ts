@@ -1,5 +1,6 @@
 import type { ErasureStore } from '../journal/kinds';
 import type { ErasureTarget } from '../lifecycle/erasure-target';
+import { awaitSharedHolders, withSharedLock, type Pool } from '../shared/db';
 import type { Queryable } from './queryable';
 
 /**
@@ -78,6 +79,40 @@ export async function erasuresOf(db: Queryable, ids: number[]): Promise<Map<numb
     [ids],
   );
   return new Map(rows.map((r) => [Number(r.event_id), r.erasure_id]));
+}
+
+/**
+ * The barrier between replay sends and erasures (docs/lifecycle.md, erasure): a replay page holds it shared from its
+ * erased check until its send has ended (withErasuresChecked); an erasure, once it has recorded erased ids, takes it
+ * exclusively once (awaitReplaySends). A page that checked before the ids were recorded has then been sent, and one
+ * checking after sees them: no page sends an erased row after the erasure completed.
+ */
+const REPLAY_SEND_LOCK = 'erasure-replay-send';
+
+/** How long an erasure waits for the replay pages in flight (each bounded by its producer's retries) at most. */
+export const REPLAY_SEND_WAIT_MS = 10 * 60_000;
+
+/**
+ * Runs a replay page's send with the erasures of its ids (erasuresOf), holding the barrier until the send has ended:
+ * `keep` takes each send that may outlive send's return (kafkajs finishes a send its activity gave up on).
+ */
+export function withErasuresChecked<T>(
+  pool: Pool,
+  ids: number[],
+  send: (erased: Map<number, string>, keep: (sending: Promise<unknown>) => void) => Promise<T>,
+): Promise<T> {
+  return withSharedLock(pool, REPLAY_SEND_LOCK, async (client, keep) => send(await erasuresOf(client, ids), keep));
+}
+
+/** Waits until every replay page that checked its ids before now has ended its send (an erasure's last step). */
+export function awaitReplaySends(
+  pool: Pool,
+  waiting: { onWait?: () => void; signal?: AbortSignal; timeoutMs?: number },
+): Promise<void> {
+  return awaitSharedHolders(pool, REPLAY_SEND_LOCK, {
+    ...waiting,
+    timeoutMs: waiting.timeoutMs ?? REPLAY_SEND_WAIT_MS,
+  });
 }
 
 /**

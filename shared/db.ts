@@ -227,6 +227,78 @@ export async function withSessionLock<T>(
 }
 
 /**
+ * Runs fn holding a name's advisory lock SHARED (many holders at once, none while awaitSharedHolders takes it), in a
+ * transaction on a pool client of its own that fn's queries may use. `keep` holds the lock past fn's end until a
+ * promise settles: work fn started that outlives it (a Kafka send, which kafkajs cannot abort, goes on after its
+ * activity was cancelled); the transaction then ends in the background. The wait for the lock is bounded by
+ * statement_timeout; the lock goes with the connection if the process dies.
+ */
+export async function withSharedLock<T>(
+  pool: pg.Pool,
+  name: string,
+  fn: (client: pg.PoolClient, keep: (until: Promise<unknown>) => void) => Promise<T>,
+): Promise<T> {
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  const onError = (err: Error) => (broken ??= err);
+  client.on('error', onError);
+  const kept: Promise<unknown>[] = [];
+  const end = async () => {
+    await Promise.allSettled(kept);
+    // COMMIT of a transaction a failed statement aborted rolls it back: either way the lock is released.
+    await client.query('COMMIT').catch((err: Error) => (broken ??= err));
+    client.off('error', onError);
+    client.release(broken);
+  };
+  let result: T;
+  try {
+    await client.query('BEGIN');
+    await client.query('SELECT pg_advisory_xact_lock_shared($1::bigint)', [advisoryKey(name).toString()]);
+    result = await fn(client, (until) => kept.push(until));
+  } catch (err) {
+    void end();
+    throw err;
+  }
+  await end();
+  return result;
+}
+
+/** How long one try of awaitSharedHolders waits in Postgres (lock_timeout) before it reports and tries again. */
+const BARRIER_TRY_MS = 2000;
+
+/**
+ * A barrier: returns once every holder of the name's shared lock (withSharedLock) that took it before this call has
+ * let it go, by taking it exclusively and letting it go at once. While it waits, later shared requests queue behind
+ * it (Postgres grants no lock that conflicts with a waiting request), so a stream of holders cannot starve it. Each
+ * try waits BARRIER_TRY_MS, then calls `onWait` (an activity's heartbeat), honours `signal`, and gives up with an
+ * error once `timeoutMs` has passed.
+ */
+export async function awaitSharedHolders(
+  pool: pg.Pool,
+  name: string,
+  { onWait, signal, timeoutMs }: { onWait?: () => void; signal?: AbortSignal; timeoutMs: number },
+): Promise<void> {
+  const key = advisoryKey(name).toString();
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const got = await withTransaction(pool, async (client) => {
+      await client.query(`SET LOCAL lock_timeout = ${BARRIER_TRY_MS}`);
+      return client.query('SELECT pg_advisory_xact_lock($1::bigint)', [key]).then(
+        () => true,
+        (err: { code?: string }) => {
+          if (err.code === '55P03') return false; // lock_not_available: the try's lock_timeout
+          throw err;
+        },
+      );
+    });
+    if (got) return;
+    signal?.throwIfAborted();
+    if (Date.now() >= until) throw new Error(`The shared holders of ${name} did not let it go within ${timeoutMs} ms`);
+    onWait?.();
+  }
+}
+
+/**
  * Takes transaction-scoped advisory locks named by strings (released at COMMIT or ROLLBACK). Each name maps to a
  * 64-bit key (SHA-256 prefix) and keys are taken in ascending order, so two transactions locking overlapping sets
  * never deadlock. A collision only serialises two unrelated names.

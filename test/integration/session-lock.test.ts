@@ -1,11 +1,19 @@
-import { advisoryKey, createPool, withSessionLock, type Pool } from '../../shared/db';
+import {
+  advisoryKey,
+  awaitSharedHolders,
+  createPool,
+  withSessionLock,
+  withSharedLock,
+  type Pool,
+} from '../../shared/db';
 import { createLogger } from '../../shared/logger';
 import { createTestDatabase } from '../support/database';
 import { baseConfig } from '../support/env';
 
 /**
  * withSessionLock (shared/db.ts), the turn an erasure's archive pass takes: held on a connection of its own, lost with
- * it, and waited for without keeping the pool's connections from the holder.
+ * it, and waited for without keeping the pool's connections from the holder. withSharedLock and awaitSharedHolders,
+ * the barrier between replay sends and erasures.
  */
 let db: Awaited<ReturnType<typeof createTestDatabase>>;
 let pool: Pool;
@@ -67,3 +75,40 @@ it('held() rejects once the lock went with its connection', async () => {
     await expect(held()).rejects.toThrow(/Lost the lock test-lost/);
   });
 });
+
+it('the barrier waits for shared holders that came before it, and their kept work, and later holders wait for it', async () => {
+  const order: string[] = [];
+  let finish!: () => void;
+  const sending = new Promise<void>((resolve) => (finish = resolve));
+  let holding!: () => void;
+  const holds = new Promise<void>((resolve) => (holding = resolve));
+  // A holder whose work outlives it (a send kafkajs finishes after its activity gave up).
+  const holder = withSharedLock(pool, 'test-barrier', async (_client, keep) => {
+    keep(sending.then(() => order.push('send ended')));
+    holding();
+    throw new Error('gave up');
+  });
+  await expect(holder).rejects.toThrow('gave up');
+  await holds;
+  let waits = 0;
+  const barrier = awaitSharedHolders(pool, 'test-barrier', { onWait: () => waits++, timeoutMs: 20_000 }).then(() =>
+    order.push('barrier'),
+  );
+  await new Promise((resolve) => setTimeout(resolve, 2500)); // the barrier has tried at least once
+  expect(order).toEqual([]);
+  finish();
+  await barrier;
+  await withSharedLock(pool, 'test-barrier', async () => order.push('later holder'));
+  expect(order).toEqual(['send ended', 'barrier', 'later holder']);
+  expect(waits).toBeGreaterThanOrEqual(1);
+}, 30_000);
+
+it('the barrier gives up after its bound while a holder stays', async () => {
+  let finish!: () => void;
+  const staying = new Promise<void>((resolve) => (finish = resolve));
+  const holder = withSharedLock(pool, 'test-bound', () => staying);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  await expect(awaitSharedHolders(pool, 'test-bound', { timeoutMs: 1000 })).rejects.toThrow(/did not let it go/);
+  finish();
+  await holder;
+}, 30_000);
