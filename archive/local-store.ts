@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream, type Dirent } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { addAbortSignal, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -12,7 +12,7 @@ import { assertKey, collectUpTo, type ArchiveStore, type StoredObject } from './
  * fsyncs it, renames it over the target and fsyncs the directory, so a crash leaves the old file or the new one,
  * never a torn one; list() ignores dot-names (left-over temp files of a crash). A call's signal is checked before it
  * starts and ends a put's copy or a read stream part way. A conditional replace holds a lock file beside the target
- * (processes of one machine share the directory) while it compares and renames; a version is the bytes' sha256.
+ * (processes of one host share the directory) while it compares and renames; a version is the bytes' sha256.
  */
 export function createLocalStore(dir: string): ArchiveStore {
   const root = path.resolve(dir);
@@ -123,24 +123,27 @@ async function readUpTo(file: string, maxBytes: number, key: string, root: strin
 /** The most a conditional replace reads to compare (it is for manifests, a few KiB). */
 const COMPARED_MAX_BYTES = 16 * 1024 * 1024;
 
-/** How long a lock file may stand before it counts as left by a process that died holding it, and how long to wait. */
-const LOCK_STALE_MS = 10_000;
+/** How long to wait for a lock file another live process holds, and how long one left empty may stand. */
 const LOCK_WAIT_MS = 15_000;
+const LOCK_UNWRITTEN_MS = 60_000;
 
-/** Runs fn while holding the lock file (created exclusively; one older than LOCK_STALE_MS is taken over). */
+/**
+ * Runs fn while holding the lock file. It is created exclusively and names its holder (pid and a random token); one
+ * left by a process that is gone is taken over, never one whose holder still runs however long it takes (a process
+ * frozen between its compare and its rename must not find its lock taken and the manifest changed under it). Holders
+ * share one pid namespace: a local archive is for one host. Only the holder's own lock is removed at the end.
+ */
 async function withLockFile<T>(lock: string, fn: () => Promise<T>): Promise<T> {
+  const mine = `${process.pid} ${randomBytes(8).toString('hex')}`;
   const until = Date.now() + LOCK_WAIT_MS;
   for (;;) {
     try {
-      await (await open(lock, 'wx')).close();
+      await writeFile(lock, mine, { flag: 'wx' });
       break;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const since = await stat(lock).then(
-        (info) => Date.now() - info.mtimeMs,
-        () => 0,
-      );
-      if (since > LOCK_STALE_MS) await rm(lock, { force: true });
+      const held = await readFile(lock, 'utf8').catch(() => undefined);
+      if (held !== undefined && (await lockAbandoned(lock, held))) await takeOver(lock, held);
       else if (Date.now() > until) throw new Error(`Archive lock ${lock} still held after ${LOCK_WAIT_MS} ms`);
       else await new Promise((resolve) => setTimeout(resolve, 20));
     }
@@ -148,8 +151,39 @@ async function withLockFile<T>(lock: string, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } finally {
-    await rm(lock, { force: true });
+    if ((await readFile(lock, 'utf8').catch(() => undefined)) === mine) await rm(lock, { force: true });
   }
+}
+
+/** Whether a lock file's holder is gone: its pid no longer runs, or it was never written and is old. */
+async function lockAbandoned(lock: string, held: string): Promise<boolean> {
+  const pid = Number(held.split(' ')[0]);
+  if (!Number.isSafeInteger(pid) || pid <= 0) {
+    const info = await stat(lock).catch(() => undefined);
+    return info !== undefined && Date.now() - info.mtimeMs > LOCK_UNWRITTEN_MS;
+  }
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
+/**
+ * Removes an abandoned lock file, only if it is still the one judged abandoned: it is moved aside first (one step), and
+ * a lock another process took meanwhile is put back.
+ */
+async function takeOver(lock: string, held: string): Promise<void> {
+  const aside = `${lock}.${randomBytes(6).toString('hex')}.abandoned`;
+  try {
+    await rename(lock, aside);
+  } catch (err) {
+    if (isMissing(err)) return;
+    throw err;
+  }
+  if ((await readFile(aside, 'utf8').catch(() => undefined)) !== held) await link(aside, lock).catch(() => undefined);
+  await rm(aside, { force: true });
 }
 
 /** Files under root/base ('/'-joined paths relative to root), depth first, skipping dot-names. */

@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { describeFile, putDataFile, verifyWrittenFile } from './data-file';
+import { ArchiveObjectChangedError } from './errors';
 import type { ProgressListener } from './digest';
 import {
   dataKey,
+  findManifest,
   manifestKey,
   readManifestVersion,
   segmentPrefix,
@@ -74,16 +76,32 @@ export async function rewriteSegment(
     await store.delete(key);
     return { segment, changed: false, ...counts, manifest: current, deleted: await sweepSegment(store, current) };
   }
-  await verifyWrittenFile(store, key, segment, written, counts.kept + counts.replaced, options.onProgress);
-  await options.beforeSwitch?.();
   const manifest: SegmentManifest = {
     ...current,
     ...describeFile(key, written),
     generation,
     rewrite: { at: new Date().toISOString(), ...counts },
   };
-  await switchManifest(store, manifest, version);
+  try {
+    await verifyWrittenFile(store, key, segment, written, counts.kept + counts.replaced, options.onProgress);
+    await options.beforeSwitch?.();
+  } catch (err) {
+    await dropUnswitched(store, key);
+    throw err;
+  }
+  await switchManifest(store, manifest, version).catch(async (err: unknown) => {
+    // Refused, the manifest names another file for good: this one (made from a generation another rewrite has since
+    // replaced, so holding rows it may have erased) goes now rather than at some later pass's sweep. Any other failure
+    // may have switched after all, and leaves it.
+    if (err instanceof ArchiveObjectChangedError) await dropUnswitched(store, key);
+    throw err;
+  });
   return { segment, changed: true, ...counts, manifest, deleted: await sweepSegment(store, manifest) };
+}
+
+/** Deletes a rewrite's file that no manifest will name; a failure to is left to a later sweep. */
+async function dropUnswitched(store: ArchiveStore, key: string): Promise<void> {
+  await store.delete(key).catch(() => undefined);
 }
 
 /**
@@ -101,8 +119,12 @@ export async function sweepSegment(store: ArchiveStore, manifest: SegmentManifes
       stale.push(object.key);
     }
   }
-  for (const key of stale) await store.delete(key);
-  return stale;
+  // The manifest in force now, read after the listing: a sweep working from an older one (a pass that lost its turn)
+  // never deletes the file it names, whatever its generation (a segment archived again starts over at 1).
+  const current = await findManifest(store, manifest.segment);
+  const doomed = stale.filter((key) => key !== current?.file.key);
+  for (const key of doomed) await store.delete(key);
+  return doomed;
 }
 
 /** The generation a data file's key names (dataKey), or undefined for a key that is not one. */

@@ -1,4 +1,5 @@
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
@@ -23,6 +24,30 @@ afterAll(async () => {
 
 describe('local archive store', () => {
   archiveStoreBehaviour(() => store);
+
+  it("a conditional replace waits for a live holder's lock, however old, and takes over one whose holder is gone", async () => {
+    const key = `locks/${randomUUID()}/manifest.json`;
+    await store.put(key, Buffer.from('v1'));
+    const lock = path.join(dir, path.dirname(key), '.manifest.json.lock');
+    const version = (await store.readVersioned(key, 1024))!.version;
+    // A holder frozen between its compare and its rename: alive, its lock old. Not taken over while it runs.
+    const holder = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], { stdio: 'ignore' });
+    await writeFile(lock, `${holder.pid} token`);
+    await utimes(lock, new Date(Date.now() - 3_600_000), new Date(Date.now() - 3_600_000));
+    let replaced = false;
+    const replacing = store.replaceIfVersion(key, Buffer.from('v2'), version).then(() => (replaced = true));
+    await new Promise((r) => setTimeout(r, 1500));
+    expect({ replaced, lockLeft: await readFile(lock, 'utf8') }).toEqual({
+      replaced: false,
+      lockLeft: `${holder.pid} token`,
+    });
+    // Gone: its lock is taken over, the replace goes through and leaves no lock behind.
+    holder.kill('SIGKILL');
+    await new Promise((r) => holder.once('exit', r));
+    await replacing;
+    expect((await readFile(path.join(dir, key))).toString()).toBe('v2');
+    expect((await readdir(path.dirname(lock))).filter((f) => f.includes('.lock'))).toEqual([]);
+  });
 
   it('leaves no file anywhere in the directory that holds an erased value, temp files included', async () => {
     const name = `Zoë ${randomUUID()}`;

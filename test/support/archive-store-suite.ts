@@ -10,6 +10,7 @@ import {
   writeSegment,
   type ArchiveRow,
   type ArchiveStore,
+  type RewriteResult,
   type SegmentManifest,
 } from '../../archive';
 import { tap } from '../../archive/streams';
@@ -269,18 +270,22 @@ export function archiveStoreBehaviour(store: () => ArchiveStore): void {
     const before = await archive(store(), 'overtaken', rows);
     const dropping = (name: string) => (row: ArchiveRow) => (row.payload.includes(name) ? 'drop' : 'keep') as 'drop';
     // Alice's rewrite has its new generation verified when Bob's runs whole (it took the turn Alice's pass lost).
+    let bobs: RewriteResult | undefined;
     const late = rewriteSegment(store(), before.segment, dropping(alice), {
-      beforeSwitch: async () => void (await rewriteSegment(store(), before.segment, dropping(bob))),
+      beforeSwitch: async () => void (bobs = await rewriteSegment(store(), before.segment, dropping(bob))),
     });
     await rejectsWith(late, 'ArchiveObjectChangedError');
+    // Alice's refused file (made from generation 1, Bob's rows in it) is gone too, not left for a later sweep.
+    const segmentKeys = async () =>
+      [...(await storeContents(store())).keys()].filter((k) => k.includes(`/${before.segment}/`)).sort();
+    expect(await segmentKeys()).toEqual([bobs!.manifest.file.key, `segments/${before.segment}/manifest.json`].sort());
     // Before: Alice's switch put Bob's rows back, or named a file Bob's sweep had deleted (every row lost).
     const after = await collect(readSegment(store(), before.segment));
     expect(after.map((r) => r.id)).toEqual(rows.filter((r) => !r.payload.includes(bob)).map((r) => r.id));
     // Run again, Alice's erasure goes through on top of Bob's, and only the segment's current file is left.
     const again = await rewriteSegment(store(), before.segment, dropping(alice));
     expect(again).toMatchObject({ changed: true, dropped: 10, manifest: { generation: 3, rows: 10 } });
-    const keys = [...(await storeContents(store())).keys()].filter((k) => k.includes(`/${before.segment}/`));
-    expect(keys.sort()).toEqual([again.manifest.file.key, `segments/${before.segment}/manifest.json`].sort());
+    expect(await segmentKeys()).toEqual([again.manifest.file.key, `segments/${before.segment}/manifest.json`].sort());
     for (const text of (await storeContents(store())).values()) {
       expect([text.includes(alice), text.includes(bob)]).toEqual([false, false]);
     }
