@@ -1,6 +1,6 @@
 import type { ErasureStore } from '../journal/kinds';
 import type { ErasureTarget } from '../lifecycle/erasure-target';
-import { awaitSharedHolders, withSharedLock, type Pool } from '../shared/db';
+import { awaitSharedHolders, withSharedLock, withTransaction, type Pool } from '../shared/db';
 import type { Queryable } from './queryable';
 
 /**
@@ -22,15 +22,17 @@ export async function storeErasureSubject(
   target: ErasureTarget,
   workflowId?: string,
 ): Promise<boolean> {
-  const { rowCount } = await db.query(
+  const { rows } = await db.query<{ inserted: boolean }>(
     `WITH subject AS (
        INSERT INTO erasure_subjects (subject_hash, target) VALUES ($1, $2)
        ON CONFLICT (subject_hash) DO UPDATE SET created_at = now())
      INSERT INTO erasure_subject_claims (workflow_id, subject_hash) SELECT $3, $1 WHERE $3::text IS NOT NULL
-     ON CONFLICT (workflow_id) DO NOTHING`,
+     ON CONFLICT (workflow_id) DO UPDATE SET created_at = now()
+     RETURNING xmax = 0 AS inserted`,
     [hash, JSON.stringify(target), workflowId ?? null],
   );
-  return rowCount === 1;
+  // A claim already there (a resend) is dated anew, so the prune's grace counts from this start, but stays the first's.
+  return rows[0]?.inserted === true;
 }
 
 /** Claims older than `olderThanMs` (the API's prune asks Temporal whether each one's workflow still runs). */
@@ -59,16 +61,22 @@ export async function loadErasureSubject(db: Queryable, hash: string): Promise<E
  * Releases erasure `erasureId`'s claim on the stored target, and deletes the target once no other erasure claims it
  * or is still running (one may have been requested while this one ran: it still needs the value).
  */
-export async function forgetErasureSubject(db: Queryable, hash: string, erasureId: string): Promise<void> {
-  await db.query(
-    `WITH released AS (DELETE FROM erasure_subject_claims WHERE workflow_id = $2)
-     DELETE FROM erasure_subjects WHERE subject_hash = $1
-        AND NOT EXISTS (SELECT 1 FROM erasure_subject_claims WHERE subject_hash = $1 AND workflow_id <> $2)
-        AND NOT EXISTS (
-          SELECT 1 FROM lifecycle_audit WHERE kind = 'erasure' AND status = 'running' AND workflow_id <> $2
-             AND request->>'subject_hash' = $1)`,
-    [hash, erasureId],
-  );
+export async function forgetErasureSubject(pool: Pool, hash: string, erasureId: string): Promise<void> {
+  await withTransaction(pool, async (client) => {
+    // The subject's row first, locked: a request storing it (storeErasureSubject's upsert) either committed its claim
+    // before this, and the check below (a statement of its own, so a snapshot taken after the lock) sees it, or waits
+    // and stores the row again after this delete.
+    await client.query('SELECT 1 FROM erasure_subjects WHERE subject_hash = $1 FOR UPDATE', [hash]);
+    await client.query('DELETE FROM erasure_subject_claims WHERE workflow_id = $1', [erasureId]);
+    await client.query(
+      `DELETE FROM erasure_subjects WHERE subject_hash = $1
+          AND NOT EXISTS (SELECT 1 FROM erasure_subject_claims WHERE subject_hash = $1)
+          AND NOT EXISTS (
+            SELECT 1 FROM lifecycle_audit WHERE kind = 'erasure' AND status = 'running' AND workflow_id <> $2
+               AND request->>'subject_hash' = $1)`,
+      [hash, erasureId],
+    );
+  });
 }
 
 /** Of these journal ids, the ones an erasure deleted, with that erasure's id. */

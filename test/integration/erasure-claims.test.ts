@@ -1,0 +1,104 @@
+import { WorkflowNotFoundError } from '@temporalio/common';
+import type { Client } from '@temporalio/client';
+import type { FastifyInstance } from 'fastify';
+import { pruneErasureClaims } from '../../api/erasure-claims';
+import type { ErasureTarget } from '../../lifecycle/erasure-target';
+import { forgetErasureSubject, storeErasureSubject } from '../../repository/erasure';
+import { createPool, type Pool } from '../../shared/db';
+import { createLogger } from '../../shared/logger';
+import { createTestDatabase } from '../support/database';
+import { baseConfig } from '../support/env';
+
+/**
+ * Erasure subjects claimed per workflow (sql/017_erasure_claims.sql, repository/erasure.ts, api/erasure-claims.ts):
+ * the value stays while an erasure that needs it may run, and goes once none can. On real Postgres; Temporal's answers
+ * to the prune are given by a stand-in.
+ */
+let db: Awaited<ReturnType<typeof createTestDatabase>>;
+let pool: Pool;
+const target: ErasureTarget = { kind: 'subject', field: 'email', value: 'claims@example.com' };
+
+beforeAll(async () => {
+  db = await createTestDatabase(baseConfig().databaseUrl, 'erasure_claims');
+  pool = createPool(db.databaseUrl, 4, createLogger('silent'));
+});
+
+afterAll(async () => {
+  await pool?.end();
+  await db?.drop();
+});
+
+const stored = async (hash: string) =>
+  (await pool.query('SELECT 1 FROM erasure_subjects WHERE subject_hash = $1', [hash])).rowCount === 1;
+
+it('a request storing the subject while an ended erasure forgets it keeps it: the new claim is seen', async () => {
+  const hash = `race-${Date.now()}`;
+  await storeErasureSubject(pool, hash, target, 'erasure-ended');
+  // A new request's store, not yet committed when the ended erasure forgets the subject.
+  const storing = await pool.connect();
+  try {
+    await storing.query('BEGIN');
+    await storeErasureSubject(storing, hash, target, 'erasure-new');
+    const forgetting = forgetErasureSubject(pool, hash, 'erasure-ended');
+    await new Promise((r) => setTimeout(r, 300)); // the forget waits on the subject's row
+    await storing.query('COMMIT');
+    await forgetting;
+  } finally {
+    storing.release();
+  }
+  // Before: the forget's check ran on a snapshot older than the new claim and deleted the value it needs.
+  expect(await stored(hash)).toBe(true);
+  await forgetErasureSubject(pool, hash, 'erasure-new');
+  expect(await stored(hash)).toBe(false);
+});
+
+it("a resend naming a claimed workflow is not the claim's owner, and dates the claim anew", async () => {
+  const hash = `resend-${Date.now()}`;
+  expect(await storeErasureSubject(pool, hash, target, 'erasure-resent')).toBe(true);
+  await pool.query(`UPDATE erasure_subject_claims SET created_at = now() - interval '1 hour' WHERE workflow_id = $1`, [
+    'erasure-resent',
+  ]);
+  expect(await storeErasureSubject(pool, hash, target, 'erasure-resent')).toBe(false);
+  const { rows } = await pool.query<{ age: number }>(
+    `SELECT extract(epoch FROM now() - created_at) AS age FROM erasure_subject_claims WHERE workflow_id = $1`,
+    ['erasure-resent'],
+  );
+  expect(Number(rows[0].age)).toBeLessThan(60);
+});
+
+it('the prune releases old claims of workflows Temporal does not run, keeps running and young ones', async () => {
+  const suffix = Date.now();
+  const claims = {
+    running: `run-${suffix}`,
+    gone: `gone-${suffix}`,
+    ended: `ended-${suffix}`,
+    young: `young-${suffix}`,
+  };
+  for (const id of Object.values(claims)) await storeErasureSubject(pool, `${id}-hash`, target, id);
+  await pool.query(
+    `UPDATE erasure_subject_claims SET created_at = now() - interval '5 minutes' WHERE workflow_id = ANY($1::text[])`,
+    [[claims.running, claims.gone, claims.ended]],
+  );
+  const asked: string[] = [];
+  const client = {
+    workflow: {
+      getHandle: (id: string) => ({
+        describe: async () => {
+          asked.push(id);
+          if (id === claims.gone) throw new WorkflowNotFoundError('not found', id, undefined);
+          return { status: { name: id === claims.running ? 'RUNNING' : 'COMPLETED' } };
+        },
+      }),
+    },
+  } as unknown as Client;
+  const app = {
+    temporal: { call: <T>(fn: (c: Client) => Promise<T>) => fn(client), close: async () => {} },
+    log: createLogger('silent'),
+  } as unknown as FastifyInstance;
+  expect(await pruneErasureClaims(app, pool)).toBe(2);
+  expect(asked.sort()).toEqual([claims.ended, claims.gone, claims.running].sort());
+  const left = Object.fromEntries(
+    await Promise.all(Object.entries(claims).map(async ([k, id]) => [k, await stored(`${id}-hash`)] as const)),
+  );
+  expect(left).toEqual({ running: true, gone: false, ended: false, young: true });
+});
