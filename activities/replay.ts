@@ -1,7 +1,7 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { erasedEventMessage } from '../lifecycle/erasure-target';
 import { replayRows } from '../repository/event-journal';
-import { erasuresOf } from '../repository/erasure';
+import { erasuresOf, withErasuresChecked } from '../repository/erasure';
 import type { ActivityDeps } from './deps';
 import type { ReplayOrdering } from '../journal/kinds';
 import { refusalOf, replayMessageOf, type Lineage } from '../journal/lineage';
@@ -52,54 +52,69 @@ export interface ReplayPageResult {
   erased: ErasedEvent[];
 }
 
+/** What must wait for a send that may outlive its call (withErasuresChecked). */
+type Keep = (sending: Promise<unknown>) => void;
+
 /** Single and batch replay: read journal rows, republish them with lineage. */
 export function createReplayActivities({ pool, producer, metrics, config, lineageKey }: ActivityDeps) {
   return {
     async replayEvent(input: ReplayOneInput): Promise<ReplayOneResult> {
-      const [row] = await replayRows(pool, [input.eventId]);
-      const erasure = row ? undefined : (await erasuresOf(pool, [input.eventId])).get(input.eventId);
-      if (erasure) throw ApplicationFailure.nonRetryable(erasedEventMessage(input.eventId, erasure), 'EventErased');
-      if (!row || (input.tenantId !== undefined && row.tenant_id !== input.tenantId)) {
-        throw ApplicationFailure.nonRetryable(`Event ${input.eventId} not found in event_journal`, 'EventNotFound');
-      }
-      const refusal = refusalOf(row, config.replay.maxHops);
-      if (refusal) throw ApplicationFailure.nonRetryable(refusal, 'HopLimitExceeded');
-      const topicRefusal = ownTopicCheck(config, { ...input, tenantScoped: input.tenantId !== undefined }).refusal(row);
-      if (topicRefusal) throw ApplicationFailure.nonRetryable(topicRefusal, 'InvalidRequest');
-      const built = replayMessageOf(row, input, lineageKey);
-      if (!built.ok) throw ApplicationFailure.nonRetryable(built.reason, 'TransformFailed');
-      const { message } = built;
-      await publishMessages(producer, [message], Context.current().cancellationSignal);
-      metrics.replayPublished.inc({ kind: 'single' });
-      return { event_id: row.id, topic: message.topic, tenant_id: row.tenant_id, replay_count: row.replay_count + 1 };
+      // Read and sent under the erasures' barrier (withErasuresChecked): an erasure deleting the row meanwhile does
+      // not complete before this send has ended. Rows are read after the barrier is held; a missing one is looked up
+      // in erased_events after the read (an erasure may have deleted it since the barrier's own check).
+      return withErasuresChecked(pool, [input.eventId], (_erased, keep) => replayOne(input, keep));
     },
 
     async replayBatchPage(input: ReplayPageInput): Promise<ReplayPageResult> {
-      const rows = (await replayRows(pool, input.ids)).filter(
-        (row) => input.tenantId === undefined || row.tenant_id === input.tenantId,
-      );
-      const found = new Set(rows.map((r) => r.id));
-      const ownTopic = ownTopicCheck(config, { ...input, tenantScoped: input.tenantId !== undefined });
-      const page = preparePage(rows, input, lineageKey, config.replay.maxHops, (row) => ownTopic.refusal(row));
-      const ctx = Context.current();
-      await publishPage(producer, page.outgoing, {
-        ordering: input.ordering,
-        replayId: input.replayId,
-        sender: ctx.info.workflowExecution?.workflowId,
-        sent: (ctx.info.heartbeatDetails as BatchPageProgress | undefined)?.sent,
-        onWave: (sent) => ctx.heartbeat({ sent } satisfies BatchPageProgress),
-        signal: ctx.cancellationSignal,
-      });
-      metrics.replayPublished.inc({ kind: 'batch' }, page.outgoing.length);
-      const missing = input.ids.filter((id) => !found.has(id));
-      const erasures = await erasuresOf(pool, missing);
-      return {
-        published: page.outgoing.length,
-        unknown: missing.filter((id) => !erasures.has(id)),
-        refused: [...page.refused, ...page.transformFailed],
-        erased: [...erasures].map(([id, erasure_id]) => ({ id, erasure_id })),
-        ...withRefusedTopics(ownTopic.refusedTopics()),
-      };
+      return withErasuresChecked(pool, input.ids, (_erased, keep) => replayPage(input, keep));
     },
   };
+
+  async function replayOne(input: ReplayOneInput, keep: Keep): Promise<ReplayOneResult> {
+    const [row] = await replayRows(pool, [input.eventId]);
+    const erasure = row ? undefined : (await erasuresOf(pool, [input.eventId])).get(input.eventId);
+    if (erasure) throw ApplicationFailure.nonRetryable(erasedEventMessage(input.eventId, erasure), 'EventErased');
+    if (!row || (input.tenantId !== undefined && row.tenant_id !== input.tenantId)) {
+      throw ApplicationFailure.nonRetryable(`Event ${input.eventId} not found in event_journal`, 'EventNotFound');
+    }
+    const refusal = refusalOf(row, config.replay.maxHops);
+    if (refusal) throw ApplicationFailure.nonRetryable(refusal, 'HopLimitExceeded');
+    const topicRefusal = ownTopicCheck(config, { ...input, tenantScoped: input.tenantId !== undefined }).refusal(row);
+    if (topicRefusal) throw ApplicationFailure.nonRetryable(topicRefusal, 'InvalidRequest');
+    const built = replayMessageOf(row, input, lineageKey);
+    if (!built.ok) throw ApplicationFailure.nonRetryable(built.reason, 'TransformFailed');
+    const { message } = built;
+    await publishMessages(producer, [message], Context.current().cancellationSignal, keep);
+    metrics.replayPublished.inc({ kind: 'single' });
+    return { event_id: row.id, topic: message.topic, tenant_id: row.tenant_id, replay_count: row.replay_count + 1 };
+  }
+
+  async function replayPage(input: ReplayPageInput, keep: Keep): Promise<ReplayPageResult> {
+    const rows = (await replayRows(pool, input.ids)).filter(
+      (row) => input.tenantId === undefined || row.tenant_id === input.tenantId,
+    );
+    const found = new Set(rows.map((r) => r.id));
+    const ownTopic = ownTopicCheck(config, { ...input, tenantScoped: input.tenantId !== undefined });
+    const page = preparePage(rows, input, lineageKey, config.replay.maxHops, (row) => ownTopic.refusal(row));
+    const ctx = Context.current();
+    await publishPage(producer, page.outgoing, {
+      ordering: input.ordering,
+      replayId: input.replayId,
+      sender: ctx.info.workflowExecution?.workflowId,
+      sent: (ctx.info.heartbeatDetails as BatchPageProgress | undefined)?.sent,
+      onWave: (sent) => ctx.heartbeat({ sent } satisfies BatchPageProgress),
+      signal: ctx.cancellationSignal,
+      keep,
+    });
+    metrics.replayPublished.inc({ kind: 'batch' }, page.outgoing.length);
+    const missing = input.ids.filter((id) => !found.has(id));
+    const erasures = await erasuresOf(pool, missing);
+    return {
+      published: page.outgoing.length,
+      unknown: missing.filter((id) => !erasures.has(id)),
+      refused: [...page.refused, ...page.transformFailed],
+      erased: [...erasures].map(([id, erasure_id]) => ({ id, erasure_id })),
+      ...withRefusedTopics(ownTopic.refusedTopics()),
+    };
+  }
 }

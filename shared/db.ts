@@ -238,7 +238,14 @@ export async function withSharedLock<T>(
   name: string,
   fn: (client: pg.PoolClient, keep: (until: Promise<unknown>) => void) => Promise<T>,
 ): Promise<T> {
-  const client = await pool.connect();
+  const leave = await sharedHolderSlot(pool);
+  let client: pg.PoolClient;
+  try {
+    client = await pool.connect();
+  } catch (err) {
+    leave();
+    throw err;
+  }
   let broken: Error | undefined;
   const onError = (err: Error) => (broken ??= err);
   client.on('error', onError);
@@ -249,6 +256,7 @@ export async function withSharedLock<T>(
     await client.query('COMMIT').catch((err: Error) => (broken ??= err));
     client.off('error', onError);
     client.release(broken);
+    leave();
   };
   let result: T;
   try {
@@ -263,15 +271,45 @@ export async function withSharedLock<T>(
   return result;
 }
 
-/** How long one try of awaitSharedHolders waits in Postgres (lock_timeout) before it reports and tries again. */
-const BARRIER_TRY_MS = 2000;
+/**
+ * Shared holders hold a pool connection as long as their work (a Kafka send, for as long as a frozen broker keeps it),
+ * so at most half of a pool's connections go to them: the rest stay for everything else (an erasure's own passes,
+ * audits), and the others wait here, in memory, for a turn.
+ */
+const sharedSlots = new WeakMap<pg.Pool, { free: number; waiting: (() => void)[] }>();
+async function sharedHolderSlot(pool: pg.Pool): Promise<() => void> {
+  let slots = sharedSlots.get(pool);
+  if (!slots) {
+    slots = { free: Math.max(1, Math.floor((pool.options.max ?? 10) / 2)), waiting: [] };
+    sharedSlots.set(pool, slots);
+  }
+  const own = slots;
+  if (own.free > 0) own.free--;
+  else await new Promise<void>((resolve) => own.waiting.push(resolve));
+  let left = false;
+  return () => {
+    if (left) return;
+    left = true;
+    const next = own.waiting.shift();
+    if (next) next();
+    else own.free++;
+  };
+}
+
+/**
+ * How long one try of awaitSharedHolders waits in Postgres (lock_timeout) before it looks at its signal and tries
+ * again, and how often it calls onWait meanwhile. A try keeps its place in the lock's queue for its whole length: one
+ * given up lets the holders queued behind it in, and short tries could be starved by sends that overlap.
+ */
+const BARRIER_TRY_MS = 30_000;
+const BARRIER_REPORT_MS = 1000;
 
 /**
  * A barrier: returns once every holder of the name's shared lock (withSharedLock) that took it before this call has
  * let it go, by taking it exclusively and letting it go at once. While it waits, later shared requests queue behind
- * it (Postgres grants no lock that conflicts with a waiting request), so a stream of holders cannot starve it. Each
- * try waits BARRIER_TRY_MS, then calls `onWait` (an activity's heartbeat), honours `signal`, and gives up with an
- * error once `timeoutMs` has passed.
+ * it (Postgres grants no lock that conflicts with a waiting request), so a stream of holders cannot starve it. It
+ * calls `onWait` (an activity's heartbeat) every BARRIER_REPORT_MS, honours `signal` between tries of BARRIER_TRY_MS,
+ * and gives up with an error once `timeoutMs` has passed.
  */
 export async function awaitSharedHolders(
   pool: pg.Pool,
@@ -280,21 +318,28 @@ export async function awaitSharedHolders(
 ): Promise<void> {
   const key = advisoryKey(name).toString();
   const until = Date.now() + timeoutMs;
-  for (;;) {
-    const got = await withTransaction(pool, async (client) => {
-      await client.query(`SET LOCAL lock_timeout = ${BARRIER_TRY_MS}`);
-      return client.query('SELECT pg_advisory_xact_lock($1::bigint)', [key]).then(
-        () => true,
-        (err: { code?: string }) => {
-          if (err.code === '55P03') return false; // lock_not_available: the try's lock_timeout
-          throw err;
-        },
-      );
-    });
-    if (got) return;
-    signal?.throwIfAborted();
-    if (Date.now() >= until) throw new Error(`The shared holders of ${name} did not let it go within ${timeoutMs} ms`);
-    onWait?.();
+  const reporting = onWait ? setInterval(onWait, BARRIER_REPORT_MS) : undefined;
+  try {
+    for (;;) {
+      const tryMs = Math.max(1, Math.min(BARRIER_TRY_MS, until - Date.now()));
+      const got = await withTransaction(pool, async (client) => {
+        await client.query(`SET LOCAL lock_timeout = ${tryMs}`);
+        return client.query('SELECT pg_advisory_xact_lock($1::bigint)', [key]).then(
+          () => true,
+          (err: { code?: string }) => {
+            if (err.code === '55P03') return false; // lock_not_available: the try's lock_timeout
+            throw err;
+          },
+        );
+      });
+      if (got) return;
+      signal?.throwIfAborted();
+      if (Date.now() >= until) {
+        throw new Error(`The shared holders of ${name} did not let it go within ${timeoutMs} ms`);
+      }
+    }
+  } finally {
+    clearInterval(reporting);
   }
 }
 

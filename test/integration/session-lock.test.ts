@@ -112,3 +112,24 @@ it('the barrier gives up after its bound while a holder stays', async () => {
   finish();
   await holder;
 }, 30_000);
+
+it('shared holders take at most half the pool: while their sends are stuck, others still get a connection', async () => {
+  let finish!: () => void;
+  const stuck = new Promise<void>((resolve) => (finish = resolve));
+  const ran: string[] = [];
+  // Two pages whose sends a frozen broker holds; the pool has two connections, so one slot for holders.
+  const first = withSharedLock(pool, 'test-slots', async (_client, keep) => {
+    ran.push('first');
+    keep(stuck);
+  });
+  // (withSharedLock itself returns once the kept send has ended.)
+  for (let i = 0; i < 100 && ran.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+  const second = withSharedLock(pool, 'test-slots', async () => void ran.push('second'));
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  // Before: the second holder took the last connection, and this waited for a stuck send (an erasure's own pass).
+  const { rows } = await pool.query<{ one: number }>('SELECT 1 AS one');
+  expect({ one: rows[0].one, ran }).toEqual({ one: 1, ran: ['first'] });
+  finish();
+  await Promise.all([first, second]);
+  expect(ran).toEqual(['first', 'second']);
+}, 30_000);
