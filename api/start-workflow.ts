@@ -9,6 +9,7 @@ import {
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Config } from '../shared/config';
 import { httpError } from './http-error';
+import { GRPC_DEADLINE_EXCEEDED, grpcCode } from './plugins/temporal';
 
 /** A workflow of this service: one input object, a result. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the input type is inferred per workflow below
@@ -90,7 +91,8 @@ export async function startForRequest<W extends OneInputWorkflow>(
         }),
       )) as StartedWorkflow<W>;
     } catch (err) {
-      if (abandoned.aborted) throw unconfirmedStart(workflowId);
+      // Cancelled at a stop, or timed out: Temporal may have started it all the same.
+      if (abandoned.aborted || grpcCode(err) === GRPC_DEADLINE_EXCEEDED) throw unconfirmedStart(workflowId);
       // Same key, first workflow already finished: answer with that one.
       if (!key || !(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
       return client.workflow.getHandle<W>(workflowId) as StartedWorkflow<W>;
@@ -99,27 +101,29 @@ export async function startForRequest<W extends OneInputWorkflow>(
 }
 
 /**
- * Whether a request's answer (its status code) says it started nothing: a server error before its start was attempted,
- * among them startForRequest's 503 "not started" and the close's 503 "not handled". A 504 says something may have
- * happened, and once a start was on its way (startingWorkflowId) a workflow may exist whatever the answer.
+ * Whether a request's answer (its status code) says it started nothing and to send it again: a 503 before its start
+ * was attempted (startForRequest's "not started", the close's "not handled", Temporal unreachable). Once a start was
+ * on its way (startingWorkflowId) a workflow may exist whatever the answer; a 504 says something may have happened;
+ * another server error is the request's own failure (a statement timeout in costly work), counted like any other.
  */
 export function answerSaysNothingStarted(request: FastifyRequest, statusCode: number): boolean {
-  return statusCode >= 500 && statusCode !== 504 && request.startingWorkflowId === undefined;
+  return statusCode === 503 && request.startingWorkflowId === undefined;
 }
 
 /**
- * The answer to a request whose start was cancelled on its way because the API stopped: Temporal may have started the
- * workflow. A 504 (its answer did not come in time) naming it, so that the client looks it up before sending the
- * request again, which without an Idempotency-Key would start a second one.
+ * The answer to a request whose start was cancelled on its way because the API stopped, or timed out: Temporal may
+ * have started the workflow. A 504 (its answer did not come in time) naming it, so that the client looks it up before
+ * sending the request again, which without an Idempotency-Key would start a second one.
  */
 function unconfirmedStart(workflowId: string): Error {
   return httpError(504, unconfirmedStartMessage(workflowId), { workflow_id: workflowId });
 }
 
-/** What a client whose workflow's start was not confirmed when the API stopped is told. */
+/** What a client whose workflow's start Temporal did not confirm in time (the API stopped, or the call timed out) is told. */
 export function unconfirmedStartMessage(workflowId: string): string {
   return (
-    `The API stopped before Temporal confirmed the start of workflow ${workflowId}: it may have started; look it ` +
-    'up before sending the request again (with the same Idempotency-Key, sending it again finds it)'
+    `Temporal did not confirm the start of workflow ${workflowId} in time (the API stopped, or the call timed out): ` +
+    'it may have started; look it up before sending the request again (with the same Idempotency-Key, sending it ' +
+    'again finds it)'
   );
 }

@@ -45,8 +45,8 @@ const GIVE_BACK_WAIT_MS = 100;
 /**
  * Replay requests per token (or client address when auth is off) per minute, a sliding one-minute window kept in
  * Postgres so that every API instance on one database draws on one budget. Beyond it: 429 with Retry-After. A request
- * whose answer says it started nothing (answerSaysNothingStarted: a 503 "send it again" at a stop, any 5xx before its
- * start) gives its slot back before that answer goes out, so that sending it again is counted once. Also holds the
+ * whose answer says it started nothing (answerSaysNothingStarted: a 503 "send it again" before its start) gives its
+ * slot back before that answer goes out, so that sending it again is counted once. Also holds the
  * Idempotency-Key records, and prunes both on a timer.
  */
 export default fp<ApiLimitsOptions>(

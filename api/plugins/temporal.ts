@@ -15,7 +15,15 @@ declare module 'fastify' {
   }
 }
 
-const UNAVAILABLE_CODES = new Set([4, 14]); // gRPC DEADLINE_EXCEEDED, UNAVAILABLE
+/** gRPC DEADLINE_EXCEEDED: the call may have been carried out, its answer did not come in time. */
+export const GRPC_DEADLINE_EXCEEDED = 4;
+const UNAVAILABLE_CODES = new Set([GRPC_DEADLINE_EXCEEDED, 14]); // and UNAVAILABLE
+
+/** The gRPC status code of an error from Temporal's client (on it or its cause), if any. */
+export function grpcCode(err: unknown): number | undefined {
+  const code = (err as { code?: unknown }).code ?? (err as { cause?: { code?: unknown } }).cause?.code;
+  return typeof code === 'number' ? code : undefined;
+}
 
 /**
  * The Temporal client of the API, connected on first use and reconnected after a failure, so that the API (and its
@@ -46,8 +54,8 @@ export function createTemporalGateway(config: Pick<Config, 'temporal'>): Tempora
       try {
         return await fn(c);
       } catch (err) {
-        const code = (err as { code?: number }).code ?? (err as { cause?: { code?: number } }).cause?.code;
-        if (typeof code === 'number' && UNAVAILABLE_CODES.has(code)) throw unavailable(err);
+        const code = grpcCode(err);
+        if (code !== undefined && UNAVAILABLE_CODES.has(code)) throw unavailable(err);
         throw err;
       }
     },

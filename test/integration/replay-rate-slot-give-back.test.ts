@@ -77,33 +77,36 @@ const replay = (app: FastifyInstance, headers: Record<string, string> = {}) =>
   app.inject({ method: 'POST', url: '/replay', headers });
 
 describe('the replay rate limit', () => {
-  it.each([
-    ['a 503 before the start', 503],
-    ['a 500 before the start', 500],
-    ['a 502 before the start', 502],
-  ])('gives back the slot of %s: the next request is admitted', async (_name, status) => {
-    let next: number | undefined = status;
-    const app = await api(async () => {
-      const failWith = next;
-      next = undefined;
-      if (failWith) throw httpError(failWith, 'not started');
-      return { status: 'accepted' };
-    });
-    try {
-      expect((await replay(app)).statusCode).toBe(status);
-      expect(await hits()).toBe(0); // before the answer went out
-      expect((await replay(app)).statusCode).toBe(200);
-      expect((await replay(app)).statusCode).toBe(429);
-    } finally {
-      await app.close();
-    }
-  });
+  it.each([['a 503 before the start', 503]])(
+    'gives back the slot of %s: the next request is admitted',
+    async (_name, status) => {
+      let next: number | undefined = status;
+      const app = await api(async () => {
+        const failWith = next;
+        next = undefined;
+        if (failWith) throw httpError(failWith, 'not started');
+        return { status: 'accepted' };
+      });
+      try {
+        expect((await replay(app)).statusCode).toBe(status);
+        expect(await hits()).toBe(0); // before the answer went out
+        expect((await replay(app)).statusCode).toBe(200);
+        expect((await replay(app)).statusCode).toBe(429);
+      } finally {
+        await app.close();
+      }
+    },
+  );
 
   it.each([
     ['a 2xx', 200, false],
     ['a 504 (may have started)', 504, false],
     ['a 503 once its start was on its way', 503, true],
     ['a 500 once its start was on its way', 500, true],
+    // A failure of its own (a statement timeout in costly work before the start) is counted: gave back, the heaviest
+    // failing requests would never be limited.
+    ['a 500 before the start', 500, false],
+    ['a 502 before the start', 502, false],
     ['a 4xx', 404, false],
   ])('keeps the slot of %s: the next request gets 429', async (_name, status, startAttempted) => {
     const app = await api(async (request) => {

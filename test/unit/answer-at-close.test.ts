@@ -318,6 +318,31 @@ describe('answer-at-close', () => {
     expect(answer.json().message).toContain(answer.json().workflow_id);
   });
 
+  it('a start whose call times out (DEADLINE_EXCEEDED: Temporal may have started it) is answered 504 naming it', async () => {
+    const app = Fastify();
+    await app.register(errorHandler);
+    await app.register(answerAtClose);
+    const client = {
+      connection: {
+        withAbortSignal: () => Promise.reject(Object.assign(new Error('deadline exceeded'), { code: 4 })),
+      },
+    } as unknown as Client;
+    app.decorate('temporal', { call: <T>(fn: (c: Client) => Promise<T>) => fn(client), close: async () => {} });
+    app.post('/replay/1', async (request) =>
+      startForRequest(app, request, { temporal: { taskQueue: 'q' } } as never, {
+        prefix: 'replay-event-1',
+        workflow: async (input: { eventId: number }) => input.eventId,
+        input: { eventId: 1 },
+        searchAttributes: [],
+      }).then(() => ({ started: true })),
+    );
+    const answer = await app.inject({ method: 'POST', url: '/replay/1' });
+    // Before: the gateway's 503 "Temporal is unreachable", naming no workflow, though it may have started.
+    expect(answer.statusCode).toBe(504);
+    expect(answer.json()).toMatchObject({ workflow_id: expect.stringMatching(/^replay-event-1-[0-9a-f]{10}$/) });
+    await app.close();
+  });
+
   it('a change whose handler is still running when the close ends is told it may have been carried out (504), not reset', async () => {
     const app = Fastify({ forceCloseConnections: true });
     await app.register(answerAtClose);
