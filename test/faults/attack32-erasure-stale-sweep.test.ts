@@ -7,9 +7,9 @@ import { ensureServiceKey } from '../../repository/service-keys';
 import { advisoryKey } from '../../shared/db';
 import { plainRow } from '../support/archive';
 import { uniqueSuffix } from '../support/env';
-import { exited, spawnCli, untilPrinted } from '../support/ingest-process';
+import { exited, untilPrinted } from '../support/ingest-process';
+import { localWorkerProcesses, type WorkerProcesses } from '../support/worker-process';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
-import { deleteSchedule } from '../support/temporal';
 
 /**
  * attack32 (fixes 41aea9c and 5c92ad3: a pass that lost its lock must not change the archive; held() is asked only
@@ -46,38 +46,23 @@ const ROWS = 20_000;
 let h: SinkHarness;
 let connection: Connection;
 let client: Client;
-const children = new Set<ChildProcess>();
+let workers: WorkerProcesses;
 const queue = `a32-sweep-${uniqueSuffix()}`;
 
 beforeAll(async () => {
   h = await createSinkHarness('a32sweep');
   connection = await Connection.connect({ address: h.config.temporal.address });
   client = new Client({ connection, namespace: h.config.temporal.namespace });
+  workers = localWorkerProcesses(h, queue, { SHUTDOWN_TIMEOUT: '10s' });
 }, 120_000);
 
 afterAll(async () => {
-  for (const child of children) child.kill('SIGKILL');
-  for (const id of [`${queue}-dlq`, `${queue}-mnt`]) await deleteSchedule(h.config.temporal.address, id);
+  await workers?.close();
   await connection?.close();
   await h?.close();
 });
 
-function startWorker(): ChildProcess {
-  const worker = spawnCli('worker', {
-    DATABASE_URL: h.config.databaseUrl,
-    KAFKA_TOPICS: h.config.kafka.topics.join(','),
-    TEMPORAL_TASK_QUEUE: queue,
-    DLQ_RETRY_SCHEDULE_ID: `${queue}-dlq`,
-    MAINTENANCE_SCHEDULE_ID: `${queue}-mnt`,
-    ARCHIVE_STORE: 'local',
-    ARCHIVE_DIR: h.config.archive.dir,
-    SHUTDOWN_TIMEOUT: '10s',
-    LOG_LEVEL: 'info',
-  });
-  children.add(worker);
-  worker.once('exit', () => children.delete(worker));
-  return worker;
-}
+const startWorker = (): ChildProcess => workers.spawn();
 
 const result = (id: string, ms: number) =>
   Promise.race([

@@ -25,6 +25,23 @@ export function s3WorkerProcesses(
   s3: ArchiveS3Config,
   env: Record<string, string> = {},
 ): WorkerProcesses {
+  return workerProcesses(h, queue, {
+    ARCHIVE_STORE: 's3',
+    ARCHIVE_S3_ENDPOINT: s3.endpoint ?? '',
+    ARCHIVE_S3_BUCKET: s3.bucket,
+    ARCHIVE_S3_REGION: s3.region,
+    ARCHIVE_S3_ACCESS_KEY_ID: s3.accessKeyId ?? '',
+    ARCHIVE_S3_SECRET_ACCESS_KEY: s3.secretAccessKey ?? '',
+    ...env,
+  });
+}
+
+/** The same, archiving to the harness's local archive directory. */
+export function localWorkerProcesses(h: SinkHarness, queue: string, env: Record<string, string> = {}): WorkerProcesses {
+  return workerProcesses(h, queue, { ARCHIVE_STORE: 'local', ARCHIVE_DIR: h.config.archive.dir, ...env });
+}
+
+function workerProcesses(h: SinkHarness, queue: string, env: Record<string, string>): WorkerProcesses {
   const running = new Set<ChildProcess>();
   const spawn = (extra: Record<string, string> = {}) => {
     const worker = spawnCli('worker', {
@@ -33,12 +50,6 @@ export function s3WorkerProcesses(
       TEMPORAL_TASK_QUEUE: queue,
       DLQ_RETRY_SCHEDULE_ID: `${queue}-dlq`,
       MAINTENANCE_SCHEDULE_ID: `${queue}-mnt`,
-      ARCHIVE_STORE: 's3',
-      ARCHIVE_S3_ENDPOINT: s3.endpoint ?? '',
-      ARCHIVE_S3_BUCKET: s3.bucket,
-      ARCHIVE_S3_REGION: s3.region,
-      ARCHIVE_S3_ACCESS_KEY_ID: s3.accessKeyId ?? '',
-      ARCHIVE_S3_SECRET_ACCESS_KEY: s3.secretAccessKey ?? '',
       LOG_LEVEL: 'info',
       ...env,
       ...extra,
