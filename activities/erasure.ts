@@ -1,5 +1,13 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
-import { listSegments, readSegment, rewriteSegment, sweepSegment, type ArchiveRow } from '../archive';
+import {
+  ArchiveConditionalWriteError,
+  checkConditionalWrites,
+  listSegments,
+  readSegment,
+  rewriteSegment,
+  sweepSegment,
+  type ArchiveRow,
+} from '../archive';
 import { archiveRowMatcher, idWindows } from '../lifecycle/erasure-scan';
 import { describeTarget, type ErasureTarget } from '../lifecycle/erasure-target';
 import {
@@ -55,6 +63,16 @@ export function createErasureActivities(deps: ActivityDeps) {
       `The subject of erasure ${ref.erasureId} is no longer stored (its erasure ended): request the erasure again`,
       'InvalidRequest',
     );
+  };
+  // Once per process, before its first rewrite: a store that ignores If-Match would make the manifest switch blind.
+  let conditionalWrites: Promise<void> | undefined;
+  const assertConditionalWrites = (): Promise<void> => {
+    conditionalWrites ??= checkConditionalWrites(archive).catch((err: unknown) => {
+      if (err instanceof ArchiveConditionalWriteError) throw ApplicationFailure.nonRetryable(err.message, err.name);
+      conditionalWrites = undefined; // a store that did not answer is asked again by the next attempt
+      throw err;
+    });
+    return conditionalWrites;
   };
 
   return {
@@ -119,6 +137,7 @@ export function createErasureActivities(deps: ActivityDeps) {
         for (const manifest of await listSegments(archive)) {
           if (resumeAfter !== undefined && manifest.segment <= resumeAfter) continue;
           if (await holdsMatch(readSegment(archive, manifest, { verify: false }), matches, tick)) {
+            await assertConditionalWrites();
             const dropped: number[] = [];
             const result = await rewriteSegment(
               archive,

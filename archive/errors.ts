@@ -75,3 +75,17 @@ export class ArchiveFormatError extends Error {
     super(`Archive segment "${segment}" is malformed: ${problem}`, options);
   }
 }
+
+/**
+ * The store replaced an object at a version it no longer had (an S3-compatible server that ignores `If-Match` on PUT):
+ * a segment's rewrite could then switch its manifest over another's and bring erased rows back, or lose kept ones.
+ */
+export class ArchiveConditionalWriteError extends Error {
+  override readonly name = 'ArchiveConditionalWriteError';
+  constructor(readonly location: string) {
+    super(
+      `The archive store ${location} replaced an object at a version it no longer had (it ignores If-Match on PUT): ` +
+        'archived segments are not rewritten on it; use a store that honours conditional writes',
+    );
+  }
+}

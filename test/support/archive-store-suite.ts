@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import {
+  checkConditionalWrites,
   listSegments,
   readManifest,
   readSegment,
@@ -289,6 +290,23 @@ export function archiveStoreBehaviour(store: () => ArchiveStore): void {
     for (const text of (await storeContents(store())).values()) {
       expect([text.includes(alice), text.includes(bob)]).toEqual([false, false]);
     }
+  });
+
+  it('refuses a replace at a stale version (the check before a rewrite passes); a store taking it fails the check', async () => {
+    const checkObjects = async () => (await collect(store().list('checks/'))).map((o) => o.key);
+    await checkConditionalWrites(store());
+    // A server that ignores If-Match on PUT, as the check sees it: every replace is a plain put.
+    const blind: ArchiveStore = {
+      ...store(),
+      replaceIfVersion: (key, body) =>
+        store()
+          .put(key, body)
+          .then(() => undefined),
+    };
+    const err = await rejectsWith(checkConditionalWrites(blind), 'ArchiveConditionalWriteError');
+    expect(err.message).toContain(store().location);
+    expect(err.message).toContain('If-Match');
+    expect(await checkObjects()).toEqual([]);
   });
 
   it('answers a missing segment and a missing object by name', async () => {

@@ -1,7 +1,7 @@
 import { MockActivityEnvironment, type TestWorkflowEnvironment } from '@temporalio/testing';
-import { WorkflowFailedError } from '@temporalio/client';
+import { type ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 import { collect, plainRow } from '../support/archive';
-import { readManifest, readSegment, verifySegment, writeSegment } from '../../archive';
+import { readManifest, readSegment, verifySegment, writeSegment, type ArchiveStore } from '../../archive';
 import { createErasureActivities } from '../../activities/erasure';
 import { subjectHash, type ErasureTarget } from '../../lifecycle/erasure-target';
 import { erasureCounts, forgetErasureSubject, storeErasureSubject } from '../../repository/erasure';
@@ -288,4 +288,43 @@ it('two erasures at once over one segment each leave their subject out of it (re
     tenants: ['stays'],
   });
   for (const tenant of tenants) expect(await findValue(h.pool, h.archive, tenant)).toEqual([]);
+});
+
+it('on a store that ignores If-Match, fails without retrying before any rewrite, naming it; the segment is untouched', async () => {
+  const seed = await seedSubject(h.pool, h.archive, h.topics.leads);
+  const before = await readManifest(h.archive, seed.segment);
+  // A server that ignores If-Match on PUT, as the workers see it: every conditional replace is a plain put.
+  const blind: ArchiveStore = {
+    ...h.archive,
+    replaceIfVersion: (key, body) => h.archive.put(key, body).then(() => undefined),
+  };
+  const blindQueue = `${taskQueue}-blind`;
+  const worker = await Worker.create({
+    connection: env.nativeConnection,
+    taskQueue: blindQueue,
+    workflowBundle: await workflowBundle(),
+    activities: createActivities({ ...activityDeps(h), archive: blind }),
+  });
+  const target: ErasureTarget = { kind: 'subject', field: 'email', value: seed.value };
+  const hash = subjectHash(await ensureServiceKey(h.pool, 'erasure'), target);
+  await storeErasureSubject(h.pool, hash, target);
+  const workflowId = `erasure-test-${++run}`;
+  const err = await worker
+    .runUntil(
+      env.client.workflow.execute('erasureWorkflow', {
+        taskQueue: blindQueue,
+        workflowId,
+        args: [{ subjectHash: hash, windowIds: 2 }],
+        workflowExecutionTimeout: '1m',
+      }),
+    )
+    .catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(WorkflowFailedError);
+  const failure = (err as WorkflowFailedError).cause?.cause as ApplicationFailure;
+  expect(failure).toMatchObject({ type: 'ArchiveConditionalWriteError', nonRetryable: true });
+  expect(failure.message).toContain('If-Match');
+  // The archived segment is as it was (its rows with the value included); the audit says why the erasure failed.
+  expect(await readManifest(h.archive, seed.segment)).toEqual(before);
+  const { rows } = await h.pool.query('SELECT status, error FROM lifecycle_audit WHERE workflow_id = $1', [workflowId]);
+  expect(rows[0]).toMatchObject({ status: 'failed', error: expect.stringContaining('If-Match') });
 });
