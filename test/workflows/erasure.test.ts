@@ -8,6 +8,10 @@ import { erasureCounts, forgetErasureSubject, storeErasureSubject } from '../../
 import { ensureServiceKey } from '../../repository/service-keys';
 import type { ErasureInput, ErasureResult } from '../../workflows/erasure';
 import { findValue, seedSubject } from '../support/erasure';
+import { dlqEntry } from '../support/dlq';
+import { eventually } from '../support/sink';
+import { createDlqActivities } from '../../activities/dlq-retry';
+import { insertDlqEntries } from '../../repository/event-dlq';
 import type { SinkHarness } from '../support/sink';
 import { Worker } from '@temporalio/worker';
 import { createActivities } from '../../activities';
@@ -327,4 +331,73 @@ it('on a store that ignores If-Match, fails without retrying before any rewrite,
   expect(await readManifest(h.archive, seed.segment)).toEqual(before);
   const { rows } = await h.pool.query('SELECT status, error FROM lifecycle_audit WHERE workflow_id = $1', [workflowId]);
   expect(rows[0]).toMatchObject({ status: 'failed', error: expect.stringContaining('If-Match') });
+});
+
+it('a DLQ retry racing the erasure journals its row after the first journal pass: the second pass erases it', async () => {
+  const value = `erase-retried-${Date.now().toString(36)}@example.com`;
+  const [dead] = await insertDlqEntries(h.pool, [
+    dlqEntry(h.topics.leads, {
+      tenantId: 'acme',
+      reason: 'db_error',
+      payloadJson: JSON.stringify({ tenant_id: 'acme', email: value }),
+      error: 'Insert into event_journal failed: a CHECK since dropped (SQLSTATE 23514)',
+    }),
+  ]);
+  const deadId = Number(dead.id);
+  // A slow journal insert of this subject's rows (any slow disk or lock would do): it waits for the holder's lock.
+  const gate = 0x5e7a1;
+  await h.pool.query(`
+    CREATE FUNCTION erasure_test_gate() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF strpos(NEW.payload::text, 'erase-retried-') > 0 THEN PERFORM pg_advisory_xact_lock_shared(${gate}); END IF;
+      RETURN NEW;
+    END $$;
+    CREATE TRIGGER erasure_test_gate BEFORE INSERT ON event_journal FOR EACH ROW EXECUTE FUNCTION erasure_test_gate()`);
+  const holder = await h.pool.connect();
+  const waitersOn = async (pattern: string) =>
+    (
+      await h.pool.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE $1`,
+        [pattern],
+      )
+    ).rows[0].n;
+  try {
+    await holder.query('SELECT pg_advisory_lock($1)', [gate]);
+    // The retry locks its dead letter, then waits in its journal insert.
+    const retry = createDlqActivities(activityDeps(h)).retryDlqEntries({ ids: [deadId], now: Date.now(), force: true });
+    await eventually(async () => (await waitersOn('%INSERT INTO event_journal%')) === 1, 'the retry waiting');
+
+    const target: ErasureTarget = { kind: 'subject', field: 'email', value };
+    const hash = subjectHash(await ensureServiceKey(h.pool, 'erasure'), target);
+    await storeErasureSubject(h.pool, hash, target);
+    const activities = createErasureActivities(activityDeps(h));
+    const ref = { erasureId: `erasure-dlq-race-${Date.now()}`, subjectHash: hash };
+    const pass = (table: 'event_journal' | 'event_dlq') =>
+      inActivity(() => activities.eraseRows({ ...ref, table, afterId: 0, windowIds: 1000 }));
+    await pass('event_journal');
+    // The DLQ pass waits for the retry's lock on the dead letter; the retry then journals it and commits.
+    const dlqPass = pass('event_dlq');
+    await eventually(async () => (await waitersOn('%DELETE FROM event_dlq%')) === 1, 'the DLQ pass waiting');
+    await holder.query('SELECT pg_advisory_unlock($1)', [gate]);
+    expect(await retry).toMatchObject({ resolved: 1 });
+    await dlqPass;
+    const journaled = await h.pool.query<{ id: string }>(
+      'SELECT id::text FROM event_journal WHERE strpos(payload::text, $1) > 0',
+      [value],
+    );
+    // The race happened: after the first journal pass, the retried dead letter is a journal row of the subject.
+    expect(journaled.rows).toHaveLength(1);
+    await inActivity(() => activities.eraseArchiveRows(ref));
+    await pass('event_journal');
+    await pass('event_dlq');
+    await forgetErasureSubject(h.pool, hash, ref.erasureId);
+    expect(await ids('event_journal', [Number(journaled.rows[0].id)])).toEqual([]);
+    expect(await ids('event_dlq', [deadId])).toEqual([]);
+    expect(await erasureCounts(h.pool, ref.erasureId)).toMatchObject({ journal: { rows: 1 }, dlq: { rows: 1 } });
+    expect(await findValue(h.pool, h.archive, value)).toEqual([]);
+  } finally {
+    await holder.query('SELECT pg_advisory_unlock_all()').catch(() => undefined);
+    holder.release();
+    await h.pool.query('DROP TRIGGER erasure_test_gate ON event_journal; DROP FUNCTION erasure_test_gate()');
+  }
 });
