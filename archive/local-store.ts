@@ -11,8 +11,9 @@ import { assertKey, collectUpTo, type ArchiveStore, type StoredObject } from './
  * An archive in a local directory: each key is a file under it. A put writes a dot-named temp file beside the target,
  * fsyncs it, renames it over the target and fsyncs the directory, so a crash leaves the old file or the new one,
  * never a torn one; list() ignores dot-names (left-over temp files of a crash). A call's signal is checked before it
- * starts and ends a put's copy or a read stream part way. A conditional replace holds a lock file beside the target
- * (processes of one host share the directory) while it compares and renames; a version is the bytes' sha256.
+ * starts and ends a put's copy or a read stream part way. A conditional replace holds a claim on the version beside
+ * the target (processes of one host share the directory) while it compares and renames; a version is the bytes'
+ * sha256.
  */
 export function createLocalStore(dir: string): ArchiveStore {
   const root = path.resolve(dir);
@@ -85,9 +86,10 @@ export function createLocalStore(dir: string): ArchiveStore {
 
     async replaceIfVersion(key, body, version, options) {
       const file = fileOf(key);
-      await withLockFile(`${path.join(path.dirname(file), `.${path.basename(file)}`)}.lock`, async () => {
+      const changed = () => new ArchiveObjectChangedError(key, root);
+      await withVersionClaim(file, version, changed, async () => {
         const bytes = await readUpTo(file, COMPARED_MAX_BYTES, key, root);
-        if (!bytes || sha256(bytes) !== version) throw new ArchiveObjectChangedError(key, root);
+        if (!bytes || sha256(bytes) !== version) throw changed();
         await this.put(key, body, options);
       });
     },
@@ -123,67 +125,108 @@ async function readUpTo(file: string, maxBytes: number, key: string, root: strin
 /** The most a conditional replace reads to compare (it is for manifests, a few KiB). */
 const COMPARED_MAX_BYTES = 16 * 1024 * 1024;
 
-/** How long to wait for a lock file another live process holds, and how long one left empty may stand. */
-const LOCK_WAIT_MS = 15_000;
-const LOCK_UNWRITTEN_MS = 60_000;
+/** How long to wait for a claim another live process holds. */
+const CLAIM_WAIT_MS = 15_000;
 
 /**
- * Runs fn while holding the lock file. It is created exclusively and names its holder (pid and a random token); one
- * left by a process that is gone is taken over, never one whose holder still runs however long it takes (a process
- * frozen between its compare and its rename must not find its lock taken and the manifest changed under it). Holders
- * share one pid namespace: a local archive is for one host. Only the holder's own lock is removed at the end.
+ * Runs fn (compare, then rename) holding the claim to replace this version of the file. A claim is a file created
+ * once and never taken from a live holder: `.<name>.claim-<version>-<attempt>`, linked from a note naming the
+ * claimant (pid and a random token), so it appears whole or not at all. The claimant of the lowest attempt whose
+ * holder still runs has it; a claim whose holder is gone (pid no longer running) is not removed but passed over: the
+ * next attempt is claimed in its turn, by one contender only (a link fails when the name exists). No contender ever
+ * removes a claim another may hold while the version is current, so two never hold it at once. A live holder, however
+ * long frozen, is waited for (at most CLAIM_WAIT_MS). Holders share one pid namespace: a local archive is for one
+ * host. When the version is no longer current every claim on it is removed (no one can replace it any more);
+ * otherwise the holder removes its own.
  */
-async function withLockFile<T>(lock: string, fn: () => Promise<T>): Promise<T> {
-  const mine = `${process.pid} ${randomBytes(8).toString('hex')}`;
-  const until = Date.now() + LOCK_WAIT_MS;
-  for (;;) {
-    try {
-      await writeFile(lock, mine, { flag: 'wx' });
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const held = await readFile(lock, 'utf8').catch(() => undefined);
-      if (held !== undefined && (await lockAbandoned(lock, held))) await takeOver(lock, held);
-      else if (Date.now() > until) throw new Error(`Archive lock ${lock} still held after ${LOCK_WAIT_MS} ms`);
-      else await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+async function withVersionClaim<T>(
+  file: string,
+  version: string,
+  changed: () => Error,
+  fn: () => Promise<T>,
+): Promise<T> {
+  const folder = path.dirname(file);
+  const prefix = `.${path.basename(file)}.claim-${version}-`;
+  const note = path.join(folder, `${prefix}${randomBytes(6).toString('hex')}.tmp`);
+  await mkdir(folder, { recursive: true });
+  await writeFile(note, `${process.pid} ${randomBytes(8).toString('hex')}`, { flag: 'wx' });
+  let claim: string;
+  try {
+    const claimed = await claimAttempt(folder, prefix, note, () => stillVersion(file, version));
+    if (claimed === undefined) throw changed();
+    claim = claimed;
+  } finally {
+    await rm(note, { force: true });
   }
+  let current = true;
   try {
     return await fn();
+  } catch (err) {
+    if (err instanceof ArchiveObjectChangedError) current = false;
+    throw err;
   } finally {
-    if ((await readFile(lock, 'utf8').catch(() => undefined)) === mine) await rm(lock, { force: true });
+    if (current && (await stillVersion(file, version))) await rm(claim, { force: true });
+    else await removeClaims(folder, prefix);
   }
 }
 
-/** Whether a lock file's holder is gone: its pid no longer runs, or it was never written and is old. */
-async function lockAbandoned(lock: string, held: string): Promise<boolean> {
-  const pid = Number(held.split(' ')[0]);
-  if (!Number.isSafeInteger(pid) || pid <= 0) {
-    const info = await stat(lock).catch(() => undefined);
-    return info !== undefined && Date.now() - info.mtimeMs > LOCK_UNWRITTEN_MS;
+/**
+ * Claims the first attempt no live process holds (see withVersionClaim); returns its path, or undefined once the file
+ * no longer has the version (a holder replaced it: waiting longer would only end in refusal).
+ */
+async function claimAttempt(
+  folder: string,
+  prefix: string,
+  note: string,
+  current: () => Promise<boolean>,
+): Promise<string | undefined> {
+  const until = Date.now() + CLAIM_WAIT_MS;
+  for (let attempt = 1; ;) {
+    const claim = path.join(folder, `${prefix}${attempt}`);
+    try {
+      await link(note, claim);
+      return claim;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const held = await readFile(claim, 'utf8').catch(() => undefined);
+    if (held === undefined) continue; // released just now: claim this attempt again
+    if (holderGone(held)) {
+      attempt += 1;
+      continue;
+    }
+    if (!(await current())) return undefined;
+    if (Date.now() > until) throw new Error(`Archive object claim ${claim} still held after ${CLAIM_WAIT_MS} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
   }
+}
+
+/** Whether the file still has this version (sha256 of its bytes). */
+async function stillVersion(file: string, version: string): Promise<boolean> {
+  const bytes = await readFile(file).catch(() => undefined);
+  return bytes !== undefined && sha256(bytes) === version;
+}
+
+/** Removes every claim on a version the file no longer has (left by holders that died, or by this one). */
+async function removeClaims(folder: string, prefix: string): Promise<void> {
+  const names = await readdir(folder).catch(() => [] as string[]);
+  await Promise.all(
+    names
+      .filter((n) => n.startsWith(prefix) && !n.endsWith('.tmp'))
+      .map((n) => rm(path.join(folder, n), { force: true })),
+  );
+}
+
+/** Whether a claim's holder is gone: its pid no longer runs. */
+function holderGone(held: string): boolean {
+  const pid = Number(held.split(' ')[0]);
+  if (!Number.isSafeInteger(pid) || pid <= 0) return true; // not a claimant's note: no one holds it
   try {
     process.kill(pid, 0);
     return false;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'ESRCH';
   }
-}
-
-/**
- * Removes an abandoned lock file, only if it is still the one judged abandoned: it is moved aside first (one step), and
- * a lock another process took meanwhile is put back.
- */
-async function takeOver(lock: string, held: string): Promise<void> {
-  const aside = `${lock}.${randomBytes(6).toString('hex')}.abandoned`;
-  try {
-    await rename(lock, aside);
-  } catch (err) {
-    if (isMissing(err)) return;
-    throw err;
-  }
-  if ((await readFile(aside, 'utf8').catch(() => undefined)) !== held) await link(aside, lock).catch(() => undefined);
-  await rm(aside, { force: true });
 }
 
 /** Files under root/base ('/'-joined paths relative to root), depth first, skipping dot-names. */

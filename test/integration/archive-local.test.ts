@@ -25,28 +25,58 @@ afterAll(async () => {
 describe('local archive store', () => {
   archiveStoreBehaviour(() => store);
 
-  it("a conditional replace waits for a live holder's lock, however old, and takes over one whose holder is gone", async () => {
+  const claimsOf = async (key: string) =>
+    (await readdir(path.join(dir, path.dirname(key)))).filter((f) => f.includes('.claim-'));
+  /** A claim on the version as a holder leaves it: its first attempt, naming that pid. */
+  const claimFile = (key: string, version: string, attempt = 1) =>
+    path.join(dir, path.dirname(key), `.${path.basename(key)}.claim-${version}-${attempt}`);
+
+  it("a conditional replace waits for a live holder's claim, however old, and passes over one whose holder is gone", async () => {
     const key = `locks/${randomUUID()}/manifest.json`;
     await store.put(key, Buffer.from('v1'));
-    const lock = path.join(dir, path.dirname(key), '.manifest.json.lock');
     const version = (await store.readVersioned(key, 1024))!.version;
-    // A holder frozen between its compare and its rename: alive, its lock old. Not taken over while it runs.
+    // A holder frozen between its compare and its rename: alive, its claim old. Never taken from it while it runs.
     const holder = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], { stdio: 'ignore' });
-    await writeFile(lock, `${holder.pid} token`);
-    await utimes(lock, new Date(Date.now() - 3_600_000), new Date(Date.now() - 3_600_000));
+    const claim = claimFile(key, version);
+    await writeFile(claim, `${holder.pid} token`);
+    await utimes(claim, new Date(Date.now() - 3_600_000), new Date(Date.now() - 3_600_000));
     let replaced = false;
     const replacing = store.replaceIfVersion(key, Buffer.from('v2'), version).then(() => (replaced = true));
     await new Promise((r) => setTimeout(r, 1500));
-    expect({ replaced, lockLeft: await readFile(lock, 'utf8') }).toEqual({
+    expect({ replaced, claimLeft: await readFile(claim, 'utf8') }).toEqual({
       replaced: false,
-      lockLeft: `${holder.pid} token`,
+      claimLeft: `${holder.pid} token`,
     });
-    // Gone: its lock is taken over, the replace goes through and leaves no lock behind.
+    // Gone: its claim is passed over, the replace goes through, and no claim on the old version is left behind.
     holder.kill('SIGKILL');
     await new Promise((r) => holder.once('exit', r));
     await replacing;
     expect((await readFile(path.join(dir, key))).toString()).toBe('v2');
-    expect((await readdir(path.dirname(lock))).filter((f) => f.includes('.lock'))).toEqual([]);
+    expect(await claimsOf(key)).toEqual([]);
+  });
+
+  // attack33 (against 9f5342a): a lock file left by a holder killed mid-switch was taken over by moving it aside; a
+  // contender that judged it abandoned but moved it after another had already taken over and made its own moved
+  // that live lock aside, and a third then made one too: two live holders switched one version (trial 0 of 150, 24
+  // contenders). A claim is now never removed while its version is current: a dead holder's is passed over.
+  it("contenders racing past a killed holder's claim switch each version once", async () => {
+    const key = `locks/${randomUUID()}/manifest.json`;
+    const dead = spawn(process.execPath, ['-e', ''], { stdio: 'ignore' });
+    await new Promise((r) => dead.once('exit', r));
+    for (let trial = 0; trial < 150; trial++) {
+      await store.put(key, Buffer.from(`{"trial":${trial}}`));
+      const version = (await store.readVersioned(key, 1024))!.version;
+      await writeFile(claimFile(key, version), `${dead.pid} token`);
+      const results = await Promise.allSettled(
+        Array.from({ length: 24 }, (_, i) =>
+          store.replaceIfVersion(key, Buffer.from(`{"trial":${trial},"by":${i}}`), version),
+        ),
+      );
+      const refused = results.filter((r) => r.status === 'rejected');
+      for (const r of refused) expect((r.reason as Error).name).toBe('ArchiveObjectChangedError');
+      expect({ trial, switched: results.length - refused.length }).toEqual({ trial, switched: 1 });
+      expect(await claimsOf(key)).toEqual([]);
+    }
   });
 
   it('leaves no file anywhere in the directory that holds an erased value, temp files included', async () => {
