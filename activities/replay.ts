@@ -2,6 +2,7 @@ import { ApplicationFailure, Context } from '@temporalio/activity';
 import { erasedEventMessage } from '../lifecycle/erasure-target';
 import { replayRows } from '../repository/event-journal';
 import { erasuresOf, withErasuresChecked } from '../repository/erasure';
+import type { Queryable } from '../repository/queryable';
 import type { ActivityDeps } from './deps';
 import type { ReplayOrdering } from '../journal/kinds';
 import { refusalOf, replayMessageOf, type Lineage } from '../journal/lineage';
@@ -62,17 +63,17 @@ export function createReplayActivities({ pool, producer, metrics, config, lineag
       // Read and sent under the erasures' barrier (withErasuresChecked): an erasure deleting the row meanwhile does
       // not complete before this send has ended. Rows are read after the barrier is held; a missing one is looked up
       // in erased_events after the read (an erasure may have deleted it since the barrier's own check).
-      return withErasuresChecked(pool, [input.eventId], (_erased, keep) => replayOne(input, keep));
+      return withErasuresChecked(pool, [input.eventId], (_erased, keep, db) => replayOne(db, input, keep));
     },
 
     async replayBatchPage(input: ReplayPageInput): Promise<ReplayPageResult> {
-      return withErasuresChecked(pool, input.ids, (_erased, keep) => replayPage(input, keep));
+      return withErasuresChecked(pool, input.ids, (_erased, keep, db) => replayPage(db, input, keep));
     },
   };
 
-  async function replayOne(input: ReplayOneInput, keep: Keep): Promise<ReplayOneResult> {
-    const [row] = await replayRows(pool, [input.eventId]);
-    const erasure = row ? undefined : (await erasuresOf(pool, [input.eventId])).get(input.eventId);
+  async function replayOne(db: Queryable, input: ReplayOneInput, keep: Keep): Promise<ReplayOneResult> {
+    const [row] = await replayRows(db, [input.eventId]);
+    const erasure = row ? undefined : (await erasuresOf(db, [input.eventId])).get(input.eventId);
     if (erasure) throw ApplicationFailure.nonRetryable(erasedEventMessage(input.eventId, erasure), 'EventErased');
     if (!row || (input.tenantId !== undefined && row.tenant_id !== input.tenantId)) {
       throw ApplicationFailure.nonRetryable(`Event ${input.eventId} not found in event_journal`, 'EventNotFound');
@@ -89,8 +90,8 @@ export function createReplayActivities({ pool, producer, metrics, config, lineag
     return { event_id: row.id, topic: message.topic, tenant_id: row.tenant_id, replay_count: row.replay_count + 1 };
   }
 
-  async function replayPage(input: ReplayPageInput, keep: Keep): Promise<ReplayPageResult> {
-    const rows = (await replayRows(pool, input.ids)).filter(
+  async function replayPage(db: Queryable, input: ReplayPageInput, keep: Keep): Promise<ReplayPageResult> {
+    const rows = (await replayRows(db, input.ids)).filter(
       (row) => input.tenantId === undefined || row.tenant_id === input.tenantId,
     );
     const found = new Set(rows.map((r) => r.id));
@@ -108,7 +109,7 @@ export function createReplayActivities({ pool, producer, metrics, config, lineag
     });
     metrics.replayPublished.inc({ kind: 'batch' }, page.outgoing.length);
     const missing = input.ids.filter((id) => !found.has(id));
-    const erasures = await erasuresOf(pool, missing);
+    const erasures = await erasuresOf(db, missing);
     return {
       published: page.outgoing.length,
       unknown: missing.filter((id) => !erasures.has(id)),

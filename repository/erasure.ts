@@ -102,14 +102,18 @@ export const REPLAY_SEND_WAIT_MS = 10 * 60_000;
 
 /**
  * Runs a replay page's send with the erasures of its ids (erasuresOf), holding the barrier until the send has ended:
- * `keep` takes each send that may outlive send's return (kafkajs finishes a send its activity gave up on).
+ * `keep` takes each send that may outlive send's return (kafkajs finishes a send its activity gave up on). The
+ * barrier's connection is given to send for its reads: asking the pool for another while holding one would starve a
+ * small pool (one of one connection held, waiting for a second).
  */
 export function withErasuresChecked<T>(
   pool: Pool,
   ids: number[],
-  send: (erased: Map<number, string>, keep: (sending: Promise<unknown>) => void) => Promise<T>,
+  send: (erased: Map<number, string>, keep: (sending: Promise<unknown>) => void, db: Queryable) => Promise<T>,
 ): Promise<T> {
-  return withSharedLock(pool, REPLAY_SEND_LOCK, async (client, keep) => send(await erasuresOf(client, ids), keep));
+  return withSharedLock(pool, REPLAY_SEND_LOCK, async (client, keep) =>
+    send(await erasuresOf(client, ids), keep, client),
+  );
 }
 
 /** Waits until every replay page that checked its ids before now has ended its send (an erasure's last step). */

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import pg from 'pg';
 import type { Logger } from './logger';
 import { stopWait } from './stop-clock';
-import { settleWithin } from './timeout';
+import { settleWithin, withTimeout } from './timeout';
 
 // bigint columns (ids, offsets) come back as JS numbers: journal ids stay far below 2^53.
 pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number(value));
@@ -303,13 +303,20 @@ async function sharedHolderSlot(pool: pg.Pool): Promise<() => void> {
  */
 const BARRIER_TRY_MS = 30_000;
 const BARRIER_REPORT_MS = 1000;
+/**
+ * How long past its lock_timeout a try waits for the server's answer before it takes the connection for lost (a
+ * network gone silent: nothing passes, nothing closes). It is also the server's idle_in_transaction_session_timeout for
+ * the try, so a lock the server grants after this side gave up is not held by a session no one will end.
+ */
+const BARRIER_SILENCE_MS = 5000;
 
 /**
  * A barrier: returns once every holder of the name's shared lock (withSharedLock) that took it before this call has
  * let it go, by taking it exclusively and letting it go at once. While it waits, later shared requests queue behind
  * it (Postgres grants no lock that conflicts with a waiting request), so a stream of holders cannot starve it. It
  * calls `onWait` (an activity's heartbeat) every BARRIER_REPORT_MS, honours `signal` between tries of BARRIER_TRY_MS,
- * and gives up with an error once `timeoutMs` has passed.
+ * and gives up with an error once `timeoutMs` has passed, or as soon as a try gets no answer at all (BARRIER_SILENCE_MS
+ * past its lock_timeout): onWait is then called no more, whatever the connection does.
  */
 export async function awaitSharedHolders(
   pool: pg.Pool,
@@ -322,17 +329,7 @@ export async function awaitSharedHolders(
   try {
     for (;;) {
       const tryMs = Math.max(1, Math.min(BARRIER_TRY_MS, until - Date.now()));
-      const got = await withTransaction(pool, async (client) => {
-        await client.query(`SET LOCAL lock_timeout = ${tryMs}`);
-        return client.query('SELECT pg_advisory_xact_lock($1::bigint)', [key]).then(
-          () => true,
-          (err: { code?: string }) => {
-            if (err.code === '55P03') return false; // lock_not_available: the try's lock_timeout
-            throw err;
-          },
-        );
-      });
-      if (got) return;
+      if (await barrierTry(pool, name, key, tryMs)) return;
       signal?.throwIfAborted();
       if (Date.now() >= until) {
         throw new Error(`The shared holders of ${name} did not let it go within ${timeoutMs} ms`);
@@ -340,6 +337,42 @@ export async function awaitSharedHolders(
     }
   } finally {
     clearInterval(reporting);
+  }
+}
+
+/**
+ * One try of awaitSharedHolders on a connection of its own: whether it got the lock (and let it go) within tryMs.
+ * A connection that does not answer within tryMs + BARRIER_SILENCE_MS fails the try and is destroyed, not given back
+ * (a late answer must not reach its next user).
+ */
+async function barrierTry(pool: pg.Pool, name: string, key: string, tryMs: number): Promise<boolean> {
+  const client = await pool.connect();
+  const statements = async () => {
+    await client.query('BEGIN');
+    await client.query(`SET LOCAL idle_in_transaction_session_timeout = ${BARRIER_SILENCE_MS}`);
+    await client.query(`SET LOCAL lock_timeout = ${tryMs}`);
+    const got = await client.query('SELECT pg_advisory_xact_lock($1::bigint)', [key]).then(
+      () => true,
+      (err: { code?: string }) => {
+        if (err.code === '55P03') return false; // lock_not_available: the try's lock_timeout
+        throw err;
+      },
+    );
+    await client.query(got ? 'COMMIT' : 'ROLLBACK');
+    return got;
+  };
+  const silence = tryMs + BARRIER_SILENCE_MS;
+  try {
+    const got = await withTimeout(
+      statements(),
+      silence,
+      `The barrier ${name}: Postgres did not answer in ${silence} ms`,
+    );
+    client.release();
+    return got;
+  } catch (err) {
+    client.release(err instanceof Error ? err : new Error(String(err)));
+    throw err;
   }
 }
 
