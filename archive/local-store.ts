@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, type Dirent } from 'node:fs';
+import { createReadStream, createWriteStream, readFileSync, type Dirent } from 'node:fs';
 import { link, mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { addAbortSignal, Readable } from 'node:stream';
@@ -131,8 +131,8 @@ const CLAIM_WAIT_MS = 15_000;
 /**
  * Runs fn (compare, then rename) holding the claim to replace this version of the file. A claim is a file created
  * once and never taken from a live holder: `.<name>.claim-<version>-<attempt>`, linked from a note naming the
- * claimant (pid and a random token), so it appears whole or not at all. The claimant of the lowest attempt whose
- * holder still runs has it; a claim whose holder is gone (pid no longer running) is not removed but passed over: the
+ * claimant (claimantNote), so it appears whole or not at all. The claimant of the lowest attempt whose
+ * holder still runs has it; a claim whose holder is gone (holderGone) is not removed but passed over: the
  * next attempt is claimed in its turn, by one contender only (a link fails when the name exists). No contender ever
  * removes a claim another may hold while the version is current, so two never hold it at once. A live holder, however
  * long frozen, is waited for (at most CLAIM_WAIT_MS). Holders share one pid namespace: a local archive is for one
@@ -149,7 +149,7 @@ async function withVersionClaim<T>(
   const prefix = `.${path.basename(file)}.claim-${version}-`;
   const note = path.join(folder, `${prefix}${randomBytes(6).toString('hex')}.tmp`);
   await mkdir(folder, { recursive: true });
-  await writeFile(note, `${process.pid} ${randomBytes(8).toString('hex')}`, { flag: 'wx' });
+  await writeFile(note, claimantNote(), { flag: 'wx' });
   let claim: string;
   try {
     const claimed = await claimAttempt(folder, prefix, note, () => stillVersion(file, version));
@@ -217,15 +217,37 @@ async function removeClaims(folder: string, prefix: string): Promise<void> {
   );
 }
 
-/** Whether a claim's holder is gone: its pid no longer runs. */
+/**
+ * What a claim says of its holder: pid, the process's start time (clock ticks since boot, /proc/<pid>/stat) and a
+ * random token. The start time tells a holder from a later process given its pid again (a restarted container's
+ * worker is pid 1 again).
+ */
+function claimantNote(): string {
+  return `${process.pid} ${startTimeOf(process.pid) ?? '-'} ${randomBytes(8).toString('hex')}`;
+}
+
+/** Whether a claim's holder is gone: its pid no longer runs, or runs a process started at another time. */
 function holderGone(held: string): boolean {
-  const pid = Number(held.split(' ')[0]);
+  const [pidText, started] = held.split(' ');
+  const pid = Number(pidText);
   if (!Number.isSafeInteger(pid) || pid <= 0) return true; // not a claimant's note: no one holds it
   try {
     process.kill(pid, 0);
-    return false;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+  const now = startTimeOf(pid);
+  return /^\d+$/.test(started ?? '') && now !== undefined && now !== started;
+}
+
+/** A process's start time as /proc gives it (field 22 of its stat), or undefined where there is no /proc. */
+function startTimeOf(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) is in parentheses and may hold spaces: fields are counted after its last ')'.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
   }
 }
 

@@ -90,10 +90,13 @@ export async function rewriteSegment(
     throw err;
   }
   await switchManifest(store, manifest, version).catch(async (err: unknown) => {
+    if (!(err instanceof ArchiveObjectChangedError)) throw err; // may have switched after all: the file stays
+    // A switch whose answer was lost is sent again by the client and refused by its own success: the manifest then
+    // names this very file (its key is this rewrite's alone), and the rewrite has switched.
+    if ((await findManifest(store, segment))?.file.key === key) return;
     // Refused, the manifest names another file for good: this one (made from a generation another rewrite has since
-    // replaced, so holding rows it may have erased) goes now rather than at some later pass's sweep. Any other failure
-    // may have switched after all, and leaves it.
-    if (err instanceof ArchiveObjectChangedError) await dropUnswitched(store, key);
+    // replaced, so holding rows it may have erased) goes now rather than at some later pass's sweep.
+    await dropUnswitched(store, key);
     throw err;
   });
   return { segment, changed: true, ...counts, manifest, deleted: await sweepSegment(store, manifest) };
@@ -119,10 +122,13 @@ export async function sweepSegment(store: ArchiveStore, manifest: SegmentManifes
       stale.push(object.key);
     }
   }
-  // The manifest in force now, read after the listing: a sweep working from an older one (a pass that lost its turn)
-  // never deletes the file it names, whatever its generation (a segment archived again starts over at 1).
+  // The manifest in force now, read after the listing. Generations count within one archiving of the segment (one
+  // created_at; a segment archived again starts over at 1): a sweep whose manifest is of another archiving, or that
+  // finds none in force (deleted, or an archiving about to write it), deletes nothing, since the files it listed may be
+  // that archiving's. Within one, it never deletes the file in force (a pass that lost its turn works from an older one).
   const current = await findManifest(store, manifest.segment);
-  const doomed = stale.filter((key) => key !== current?.file.key);
+  if (current?.created_at !== manifest.created_at) return [];
+  const doomed = stale.filter((key) => key !== current.file.key);
   for (const key of doomed) await store.delete(key);
   return doomed;
 }

@@ -10,6 +10,12 @@ import { plainRow } from '../support/archive';
 import { archiveStoreBehaviour } from '../support/archive-store-suite';
 
 // The archive in a local directory (ARCHIVE_STORE=local), on the real filesystem.
+
+/** A process's start time, as /proc/<pid>/stat gives it (field 22): what a claim names beside the pid. */
+async function startTime(pid: number): Promise<string> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+}
 let dir: string;
 let store: ArchiveStore;
 
@@ -38,15 +44,13 @@ describe('local archive store', () => {
     // A holder frozen between its compare and its rename: alive, its claim old. Never taken from it while it runs.
     const holder = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], { stdio: 'ignore' });
     const claim = claimFile(key, version);
-    await writeFile(claim, `${holder.pid} token`);
+    const note = `${holder.pid} ${await startTime(holder.pid!)} token`;
+    await writeFile(claim, note);
     await utimes(claim, new Date(Date.now() - 3_600_000), new Date(Date.now() - 3_600_000));
     let replaced = false;
     const replacing = store.replaceIfVersion(key, Buffer.from('v2'), version).then(() => (replaced = true));
     await new Promise((r) => setTimeout(r, 1500));
-    expect({ replaced, claimLeft: await readFile(claim, 'utf8') }).toEqual({
-      replaced: false,
-      claimLeft: `${holder.pid} token`,
-    });
+    expect({ replaced, claimLeft: await readFile(claim, 'utf8') }).toEqual({ replaced: false, claimLeft: note });
     // Gone: its claim is passed over, the replace goes through, and no claim on the old version is left behind.
     holder.kill('SIGKILL');
     await new Promise((r) => holder.once('exit', r));
@@ -77,6 +81,24 @@ describe('local archive store', () => {
       expect({ trial, switched: results.length - refused.length }).toEqual({ trial, switched: 1 });
       expect(await claimsOf(key)).toEqual([]);
     }
+  });
+
+  // attack33 (against 9f5342a): the image runs the worker as pid 1, so a worker killed mid-switch leaves a lock naming
+  // pid 1, and the restarted worker is pid 1 again: the lock looked held by a live process for ever (each replace of
+  // the manifest failed after 15 s). A claim also names its holder's start time, which a later process of that pid
+  // does not have.
+  it('a claim left by an earlier process of the same pid (another start time) is passed over, not waited on', async () => {
+    const key = `locks/${randomUUID()}/manifest.json`;
+    await store.put(key, Buffer.from('{"generation":1}'));
+    const first = (await store.readVersioned(key, 1024))!.version;
+    const earlier = Number(await startTime(process.pid)) - 1;
+    await writeFile(claimFile(key, first), `${process.pid} ${earlier} 00deadholder0000`);
+    // Waited on as live, each replace would fail after 15 s ("claim ... still held").
+    await store.replaceIfVersion(key, Buffer.from('{"generation":2}'), first);
+    const second = (await store.readVersioned(key, 1024))!.version;
+    await store.replaceIfVersion(key, Buffer.from('{"generation":3}'), second);
+    expect((await readFile(path.join(dir, key))).toString()).toBe('{"generation":3}');
+    expect(await claimsOf(key)).toEqual([]);
   });
 
   it('leaves no file anywhere in the directory that holds an erased value, temp files included', async () => {
