@@ -1,9 +1,8 @@
-import type { ChildProcess } from 'node:child_process';
 import { Client as PgClient } from 'pg';
-import { freePort } from '../../bench/support/ports';
-import { curl } from '../support/curl';
+import { plainApiEnv, spawnApiProcess } from '../support/api-process';
+import { curlJson } from '../support/curl';
 import { uniqueSuffix } from '../support/env';
-import { exited, spawnCli, untilPrinted } from '../support/ingest-process';
+import { exited, trackedChildren, untilPrinted } from '../support/ingest-process';
 import { seedJournal } from '../support/journal';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
 
@@ -31,61 +30,39 @@ jest.setTimeout(120_000);
 
 const SHUTDOWN_TIMEOUT_MS = 10_000;
 let h: SinkHarness;
-const children = new Set<ChildProcess>();
+const children = trackedChildren();
 
 beforeAll(async () => {
   h = await createSinkHarness('a32rateslot');
 }, 60_000);
 
 afterAll(async () => {
-  for (const child of children) child.kill('SIGKILL');
+  children.killAll();
   await h?.close();
 });
 
-async function startApi(port: number): Promise<ChildProcess> {
-  const api = spawnCli('api', {
-    DATABASE_URL: h.databaseUrl,
-    KAFKA_TOPICS: h.config.kafka.topics.join(','),
-    KAFKA_GROUP_ID: h.config.kafka.groupId,
-    TEMPORAL_TASK_QUEUE: `a32-rateslot-${uniqueSuffix()}`,
-    API_HOST: '127.0.0.1',
-    API_PORT: String(port),
-    API_TLS: '',
-    AUTH_JWT_SECRET: '',
-    AUTH_MODE: '',
+/** An API (a task queue of its own, one replay a minute), once it listens. */
+async function startApi() {
+  const api = await spawnApiProcess(h, {
+    ...plainApiEnv(h, `a32-rateslot-${uniqueSuffix()}`, SHUTDOWN_TIMEOUT_MS),
     API_REPLAY_RATE_LIMIT_PER_MINUTE: '1',
-    SHUTDOWN_TIMEOUT: `${SHUTDOWN_TIMEOUT_MS}ms`,
-    LOG_LEVEL: 'info',
   });
-  children.add(api);
-  api.once('exit', () => children.delete(api));
-  await untilPrinted(api, 'Server listening at http://');
+  children.track(api.child);
+  await untilPrinted(api.child, 'Server listening at http://');
   return api;
 }
 
-const replay = (port: number, id: number) =>
-  curl([
-    '-X',
-    'POST',
-    '-H',
-    'content-type: application/json',
-    '-H',
-    'X-Requested-By: attack32',
-    '--data',
-    '{}',
-    `http://127.0.0.1:${port}/replay/${id}`,
-  ]);
+const replay = (url: string, id: number) => curlJson('POST', `${url}/replay/${id}`, {}, 'attack32');
 
 it('a POST /replay answered 503 "not started; send it again" at a stop gives its rate slot back: the resend is not refused 429', async () => {
   const [id] = await seedJournal(h.pool, 1, { topics: [h.topics.leads], label: 'a32rateslot' });
-  const port = await freePort();
-  const api = await startApi(port);
+  const { child: api, url } = await startApi();
   const locker = new PgClient({ connectionString: h.databaseUrl });
   await locker.connect();
   try {
     await locker.query('BEGIN');
     await locker.query('LOCK TABLE event_journal IN ACCESS EXCLUSIVE MODE');
-    const first = replay(port, id);
+    const first = replay(url, id);
     for (let i = 0; i < 100; i++) {
       const { rows } = await h.pool.query(
         `SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM event_journal WHERE id%'`,
@@ -104,9 +81,8 @@ it('a POST /replay answered 503 "not started; send it again" at a stop gives its
     const { rows: hits } = await h.pool.query<{ n: number }>(
       `SELECT cardinality(hits) AS n FROM api_rate_limit WHERE caller = 'ip:127.0.0.1'`,
     );
-    const port2 = await freePort();
-    const api2 = await startApi(port2);
-    const again = await replay(port2, id);
+    const { child: api2, url: url2 } = await startApi();
+    const again = await replay(url2, id);
     api2.kill('SIGTERM');
     await exited(api2);
     const seen = {

@@ -1,13 +1,11 @@
-import { Client, Connection } from '@temporalio/client';
 import { execFileSync } from 'node:child_process';
-import { freePort } from '../../bench/support/ports';
-import { subjectHash, type ErasureTarget } from '../../lifecycle/erasure-target';
-import { ensureServiceKey } from '../../repository/service-keys';
-import { curl } from '../support/curl';
-import { uniqueSuffix } from '../support/env';
-import { exited, spawnCli, untilPrinted } from '../support/ingest-process';
-import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
 import { CLAIM_GRACE_MS } from '../../api/erasure-claims';
+import { curlJson } from '../support/curl';
+import { uniqueSuffix } from '../support/env';
+import { emailSubjectHash } from '../support/erasure';
+import { exited, untilPrinted } from '../support/ingest-process';
+import { createProcessWorld, type ProcessWorld } from '../support/process-world';
+import { eventually } from '../support/sink';
 
 /**
  * attack32 (fix 131a9c6: "a refused erasure forgets its subject ... one whose start may have reached Temporal (504)
@@ -38,25 +36,20 @@ jest.setTimeout(300_000);
 
 const REQUESTS = 3;
 const SHUTDOWN_TIMEOUT_MS = 8000;
-let h: SinkHarness;
-let connection: Connection;
-let client: Client;
+let w: ProcessWorld;
 let frozen: number | undefined;
 
 beforeAll(async () => {
-  h = await createSinkHarness('a32er504');
-  connection = await Connection.connect({ address: h.config.temporal.address });
-  client = new Client({ connection, namespace: h.config.temporal.namespace });
+  w = await createProcessWorld('a32er504', `a32-er504-${uniqueSuffix()}`);
 }, 120_000);
 
 afterAll(async () => {
   if (frozen) process.kill(frozen, 'SIGCONT');
-  await connection?.close();
-  await h?.close();
+  await w?.close();
 });
 
 function temporalPid(): number {
-  const port = h.config.temporal.address.split(':').pop();
+  const port = w.h.config.temporal.address.split(':').pop();
   const out = execFileSync('ss', ['-Hltnp', `sport = :${port}`]).toString();
   const pid = out.match(/pid=(\d+)/)?.[1];
   if (!pid) throw new Error(`no process on Temporal's port ${port}`);
@@ -64,53 +57,20 @@ function temporalPid(): number {
 }
 
 it('POST /erasure answered 504 at a stop with Temporal frozen: no subject stored without its workflow', async () => {
-  const port = await freePort();
-  const env = {
-    DATABASE_URL: h.databaseUrl,
-    KAFKA_TOPICS: h.config.kafka.topics.join(','),
-    KAFKA_GROUP_ID: h.config.kafka.groupId,
-    TEMPORAL_TASK_QUEUE: `a32-er504-${uniqueSuffix()}`,
-    API_HOST: '127.0.0.1',
-    API_PORT: String(port),
-    API_TLS: '',
-    AUTH_JWT_SECRET: '',
-    AUTH_MODE: '',
-    SHUTDOWN_TIMEOUT: `${SHUTDOWN_TIMEOUT_MS}ms`,
-    LOG_LEVEL: 'info',
-  };
-  const api = spawnCli('api', env);
+  const { h, client } = w;
+  const { child: api, url } = await w.spawnApi(SHUTDOWN_TIMEOUT_MS);
   const values = Array.from({ length: REQUESTS }, (_, i) => `a32-er504-${i}-${uniqueSuffix()}@example.com`);
-  const key = await ensureServiceKey(h.pool, 'erasure');
-  const hashes = values.map((value) => subjectHash(key, { kind: 'subject', field: 'email', value } as ErasureTarget));
+  const hashes: string[] = [];
+  for (const value of values) hashes.push(await emailSubjectHash(h.pool, value));
+  const postErasure = (value: string) =>
+    curlJson('POST', `${url}/erasure`, { subject: { field: 'email', value }, dry_run: false }, 'attack32');
   try {
     await untilPrinted(api, 'Server listening at http://');
     // One erasure first: the API's Temporal connection is up before the freeze (as in steady state).
-    await curl([
-      '-X',
-      'POST',
-      '-H',
-      'content-type: application/json',
-      '-H',
-      'X-Requested-By: attack32',
-      '--data',
-      JSON.stringify({ subject: { field: 'email', value: `warm-${uniqueSuffix()}@example.com` }, dry_run: false }),
-      `http://127.0.0.1:${port}/erasure`,
-    ]);
+    await postErasure(`warm-${uniqueSuffix()}@example.com`);
     frozen = temporalPid();
     process.kill(frozen, 'SIGSTOP');
-    const requests = values.map((value) =>
-      curl([
-        '-X',
-        'POST',
-        '-H',
-        'content-type: application/json',
-        '-H',
-        'X-Requested-By: attack32',
-        '--data',
-        JSON.stringify({ subject: { field: 'email', value }, dry_run: false }),
-        `http://127.0.0.1:${port}/erasure`,
-      ]),
-    );
+    const requests = values.map((value) => postErasure(value));
     for (let i = 0; i < 100; i++) {
       const { rows } = await h.pool.query('SELECT 1 FROM erasure_subjects WHERE subject_hash = ANY($1::text[])', [
         hashes,
@@ -152,7 +112,7 @@ it('POST /erasure answered 504 at a stop with Temporal frozen: no subject stored
     // Kept at the stop (the start may have reached Temporal), released by the next API's prune once its claim is older
     // than CLAIM_GRACE_MS and Temporal shows no such workflow.
     const orphans = hashes.filter((_, i) => !outcomes[i].exists);
-    const next = spawnCli('api', { ...env, API_PORT: String(await freePort()) });
+    const { child: next } = await w.spawnApi(SHUTDOWN_TIMEOUT_MS);
     try {
       await untilPrinted(next, 'Server listening at http://');
       await eventually(

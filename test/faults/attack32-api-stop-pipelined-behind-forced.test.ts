@@ -1,8 +1,8 @@
 import net from 'node:net';
 import { Client as PgClient } from 'pg';
-import { freePort } from '../../bench/support/ports';
+import { plainApiEnv, spawnApiProcess } from '../support/api-process';
 import { uniqueSuffix } from '../support/env';
-import { exited, spawnCli, untilPrinted } from '../support/ingest-process';
+import { exited, untilPrinted } from '../support/ingest-process';
 import { seedJournal } from '../support/journal';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
 
@@ -54,20 +54,9 @@ function request(method: string, path: string, body: string, port: number): stri
 }
 
 it('a 202 pipelined behind a request the close answers itself (504, connection: close) never reaches its client', async () => {
-  const port = await freePort();
-  const api = spawnCli('api', {
-    DATABASE_URL: h.databaseUrl,
-    KAFKA_TOPICS: h.config.kafka.topics.join(','),
-    KAFKA_GROUP_ID: h.config.kafka.groupId,
-    TEMPORAL_TASK_QUEUE: `a32-pipe-${uniqueSuffix()}`,
-    API_HOST: '127.0.0.1',
-    API_PORT: String(port),
-    API_TLS: '',
-    AUTH_JWT_SECRET: '',
-    AUTH_MODE: '',
+  const { child: api, port } = await spawnApiProcess(h, {
+    ...plainApiEnv(h, `a32-pipe-${uniqueSuffix()}`, SHUTDOWN_TIMEOUT_MS),
     API_REPLAY_WAIT_MS: '60000',
-    SHUTDOWN_TIMEOUT: `${SHUTDOWN_TIMEOUT_MS}ms`,
-    LOG_LEVEL: 'info',
   });
   const ids = await seedJournal(h.pool, CONNECTIONS, { topics: [h.topics.leads], label: 'a32pipe' });
   const locker = new PgClient({ connectionString: h.databaseUrl });

@@ -1,16 +1,11 @@
-import { Client, Connection } from '@temporalio/client';
-import type { ChildProcess } from 'node:child_process';
-import { writeSegment, type ArchiveRow } from '../../archive';
-import { subjectHash, type ErasureTarget } from '../../lifecycle/erasure-target';
-import { storeErasureSubject } from '../../repository/erasure';
-import { ensureServiceKey } from '../../repository/service-keys';
-import { plainRow } from '../support/archive';
+import type { ArchiveRow } from '../../archive';
+import { plainRow, writeJournalSegment } from '../support/archive';
 import { uniqueSuffix } from '../support/env';
-import { spawnCli, untilPrinted } from '../support/ingest-process';
-import { createSinkHarness, type SinkHarness } from '../support/sink';
+import { storeEmailSubject } from '../support/erasure';
+import { untilPrinted } from '../support/ingest-process';
+import { createProcessWorld, type ProcessWorld } from '../support/process-world';
 import { readRaw } from '../support/raw-messages';
 import { kafkaBrokerPid } from '../support/stack';
-import { deleteSchedule } from '../support/temporal';
 
 /**
  * attack32 (fix c174e01, "no erased row ... sent by a cold replay": each page of archived rows is checked against
@@ -41,38 +36,22 @@ import { deleteSchedule } from '../support/temporal';
 jest.setTimeout(180_000);
 
 const ROWS = 300;
-let h: SinkHarness;
-let connection: Connection;
-let client: Client;
-let worker: ChildProcess | undefined;
+let w: ProcessWorld;
 let frozen: number | undefined;
 const queue = `a32-coldsend-${uniqueSuffix()}`;
 
 beforeAll(async () => {
-  h = await createSinkHarness('a32coldsend');
-  connection = await Connection.connect({ address: h.config.temporal.address });
-  client = new Client({ connection, namespace: h.config.temporal.namespace });
+  w = await createProcessWorld('a32coldsend', queue);
 }, 120_000);
 
 afterAll(async () => {
   if (frozen) process.kill(frozen, 'SIGCONT');
-  worker?.kill('SIGKILL');
-  for (const id of [`${queue}-dlq`, `${queue}-mnt`]) await deleteSchedule(h.config.temporal.address, id);
-  await connection?.close();
-  await h?.close();
+  await w?.close();
 });
 
 it('a page checked before an erasure and stuck in its send while Kafka is frozen goes out after the erasure completed', async () => {
-  worker = spawnCli('worker', {
-    DATABASE_URL: h.config.databaseUrl,
-    KAFKA_TOPICS: h.config.kafka.topics.join(','),
-    TEMPORAL_TASK_QUEUE: queue,
-    DLQ_RETRY_SCHEDULE_ID: `${queue}-dlq`,
-    MAINTENANCE_SCHEDULE_ID: `${queue}-mnt`,
-    ARCHIVE_STORE: 'local',
-    ARCHIVE_DIR: h.config.archive.dir,
-    LOG_LEVEL: 'info',
-  });
+  const { h, client } = w;
+  const worker = w.workers.spawn();
   await untilPrinted(worker, 'Temporal worker started');
   const suffix = uniqueSuffix();
   const value = `a32-coldsend-${suffix}@example.com`;
@@ -89,12 +68,7 @@ it('a page checked before an erasure and stuck in its send while Kafka is frozen
       }),
     );
   }
-  await writeSegment(h.archive, {
-    segment: `a32_coldsend_${suffix.toLowerCase().replace(/[^a-z0-9]/g, '')}`,
-    table: 'event_journal',
-    rows,
-    expectedRows: ROWS,
-  });
+  await writeJournalSegment(h.archive, `a32_coldsend_${suffix.toLowerCase().replace(/[^a-z0-9]/g, '')}`, rows);
   const replayId = `a32-coldsend-replay-${suffix}`;
   const targetTopic = `${h.topics.leads}.${replayId}`;
   const admin = h.kafka.admin();
@@ -110,9 +84,7 @@ it('a page checked before an erasure and stuck in its send while Kafka is frozen
     waitForLeaders: true,
   });
   await admin.disconnect();
-  const target: ErasureTarget = { kind: 'subject', field: 'email', value };
-  const hash = subjectHash(await ensureServiceKey(h.pool, 'erasure'), target);
-  await storeErasureSubject(h.pool, hash, target);
+  const hash = await storeEmailSubject(h.pool, value);
 
   const replay = await client.workflow.start('rangeReplayWorkflow', {
     taskQueue: queue,

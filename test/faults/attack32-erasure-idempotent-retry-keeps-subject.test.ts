@@ -1,12 +1,9 @@
-import type { ChildProcess } from 'node:child_process';
-import { freePort } from '../../bench/support/ports';
-import { subjectHash, type ErasureTarget } from '../../lifecycle/erasure-target';
-import { ensureServiceKey } from '../../repository/service-keys';
-import { curl } from '../support/curl';
+import { curl, curlJson } from '../support/curl';
 import { uniqueSuffix } from '../support/env';
-import { exited, spawnCli, untilPrinted } from '../support/ingest-process';
-import { createSinkHarness, type SinkHarness } from '../support/sink';
-import { deleteSchedule } from '../support/temporal';
+import { emailSubjectHash, subjectStored } from '../support/erasure';
+import { exited, untilPrinted } from '../support/ingest-process';
+import { createProcessWorld, type ProcessWorld } from '../support/process-world';
+import { localArchiveEnv } from '../support/sink';
 
 /**
  * attack32 (area of 131a9c6, "a refused/failed POST /erasure start deletes the subject it stored").
@@ -32,73 +29,32 @@ import { deleteSchedule } from '../support/temporal';
  */
 jest.setTimeout(180_000);
 
-let h: SinkHarness;
-const children = new Set<ChildProcess>();
+let w: ProcessWorld;
 const queue = `a32-eridem-${uniqueSuffix()}`;
 
 beforeAll(async () => {
-  h = await createSinkHarness('a32eridem');
+  w = await createProcessWorld('a32eridem', queue, { SHUTDOWN_TIMEOUT: '10s' });
 }, 120_000);
 
 afterAll(async () => {
-  for (const child of children) child.kill('SIGKILL');
-  for (const id of [`${queue}-dlq`, `${queue}-mnt`]) await deleteSchedule(h.config.temporal.address, id);
-  await h?.close();
+  await w?.close();
 });
 
-function track(child: ChildProcess): ChildProcess {
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  return child;
-}
-
 it('an erasure sent again with its Idempotency-Key after it completed leaves the subject stored for ever', async () => {
-  const port = await freePort();
-  const common = {
-    DATABASE_URL: h.databaseUrl,
-    KAFKA_TOPICS: h.config.kafka.topics.join(','),
-    KAFKA_GROUP_ID: h.config.kafka.groupId,
-    TEMPORAL_TASK_QUEUE: queue,
-    ARCHIVE_STORE: 'local',
-    ARCHIVE_DIR: h.config.archive.dir,
-    SHUTDOWN_TIMEOUT: '10s',
-    LOG_LEVEL: 'info',
-  };
-  const api = track(
-    spawnCli('api', {
-      ...common,
-      API_HOST: '127.0.0.1',
-      API_PORT: String(port),
-      API_TLS: '',
-      AUTH_JWT_SECRET: '',
-      AUTH_MODE: '',
-    }),
-  );
-  const worker = track(
-    spawnCli('worker', { ...common, DLQ_RETRY_SCHEDULE_ID: `${queue}-dlq`, MAINTENANCE_SCHEDULE_ID: `${queue}-mnt` }),
-  );
+  const { h } = w;
+  const { child: api, port } = await w.spawnApi(10_000, localArchiveEnv(h));
+  const worker = w.workers.spawn();
   const value = `a32-idem-${uniqueSuffix()}@example.com`;
-  const hash = subjectHash(await ensureServiceKey(h.pool, 'erasure'), {
-    kind: 'subject',
-    field: 'email',
-    value,
-  } as ErasureTarget);
-  const stored = async () =>
-    (await h.pool.query('SELECT 1 FROM erasure_subjects WHERE subject_hash = $1', [hash])).rows.length > 0;
+  const hash = await emailSubjectHash(h.pool, value);
+  const stored = () => subjectStored(h.pool, hash);
   const post = () =>
-    curl([
-      '-X',
+    curlJson(
       'POST',
-      '-H',
-      'content-type: application/json',
-      '-H',
-      'X-Requested-By: attack32',
-      '-H',
-      `Idempotency-Key: a32-${hash.slice(0, 12)}`,
-      '--data',
-      JSON.stringify({ subject: { field: 'email', value }, dry_run: false }),
       `http://127.0.0.1:${port}/erasure`,
-    ]);
+      { subject: { field: 'email', value }, dry_run: false },
+      'attack32',
+      [`Idempotency-Key: a32-${hash.slice(0, 12)}`],
+    );
   try {
     await untilPrinted(api, 'Server listening at http://');
     await untilPrinted(worker, 'Temporal worker started');

@@ -1,16 +1,11 @@
-import { Client, Connection } from '@temporalio/client';
-import type { ChildProcess } from 'node:child_process';
 import { Client as PgClient } from 'pg';
-import { listSegments, readSegment, writeSegment, type ArchiveRow } from '../../archive';
-import { subjectHash, type ErasureTarget } from '../../lifecycle/erasure-target';
-import { storeErasureSubject } from '../../repository/erasure';
-import { ensureServiceKey } from '../../repository/service-keys';
-import { advisoryKey } from '../../shared/db';
-import { plainRow } from '../support/archive';
+import { listSegments, readSegment, type ArchiveRow } from '../../archive';
+import { plainRow, writeJournalSegment } from '../support/archive';
 import { uniqueSuffix } from '../support/env';
+import { archivePassLockHolders, storeEmailSubject } from '../support/erasure';
 import { exited, untilPrinted } from '../support/ingest-process';
-import { localWorkerProcesses, type WorkerProcesses } from '../support/worker-process';
-import { createSinkHarness, type SinkHarness } from '../support/sink';
+import { createProcessWorld, type ProcessWorld } from '../support/process-world';
+import { resultWithin } from '../support/temporal';
 
 /**
  * attack32 (fixes 41aea9c and 5c92ad3: "a pass whose lock went with its connection does not switch a manifest";
@@ -44,38 +39,19 @@ import { createSinkHarness, type SinkHarness } from '../support/sink';
 jest.setTimeout(240_000);
 
 const ROWS = 3000;
-let h: SinkHarness;
-let connection: Connection;
-let client: Client;
-let workers: WorkerProcesses;
+let w: ProcessWorld;
 const queue = `a32-lockgone-${uniqueSuffix()}`;
 
 beforeAll(async () => {
-  h = await createSinkHarness('a32lockgone');
-  connection = await Connection.connect({ address: h.config.temporal.address });
-  client = new Client({ connection, namespace: h.config.temporal.namespace });
-  workers = localWorkerProcesses(h, queue, { SHUTDOWN_TIMEOUT: '10s' });
+  w = await createProcessWorld('a32lockgone', queue, { SHUTDOWN_TIMEOUT: '10s' });
 }, 120_000);
 
 afterAll(async () => {
-  await workers?.close();
-  await connection?.close();
-  await h?.close();
+  await w?.close();
 });
 
-const startWorker = (): ChildProcess => workers.spawn();
-
-const result = (id: string, ms: number) =>
-  Promise.race([
-    client.workflow
-      .getHandle(id)
-      .result()
-      .then((r: unknown) => JSON.stringify(r))
-      .catch((err: Error) => `failed: ${err.message}`),
-    new Promise<string>((res) => setTimeout(() => res(`not finished in ${ms} ms`), ms)),
-  ]);
-
 it('a pass that lost its lock after held() switches its manifest over the next holder: the segment file is gone', async () => {
+  const { h, client } = w;
   const store = h.archive;
   const suffix = uniqueSuffix();
   const valueA = `a32-gone-A-${suffix}@example.com`;
@@ -91,25 +67,17 @@ it('a pass that lost its lock after held() switches its manifest over the next h
     rows.push(plainRow(base + i, JSON.stringify({ tenant_id: 'acme', n: i, email })));
   }
   const segment = `a32_gone_${suffix.replace(/[^a-z0-9]/gi, '').toLowerCase()}`;
-  await writeSegment(store, { segment, table: 'event_journal', rows, expectedRows: rows.length });
+  await writeJournalSegment(store, segment, rows);
   const hashes: string[] = [];
-  for (const value of [valueA, valueB]) {
-    const target: ErasureTarget = { kind: 'subject', field: 'email', value };
-    const hash = subjectHash(await ensureServiceKey(h.pool, 'erasure'), target);
-    await storeErasureSubject(h.pool, hash, target);
-    hashes.push(hash);
-  }
+  for (const value of [valueA, valueB]) hashes.push(await storeEmailSubject(h.pool, value));
   // A slow statement in A's way after held(): an uncommitted insert of one of the ids A records before its switch.
   const locker = new PgClient({ connectionString: h.databaseUrl });
   await locker.connect();
   await locker.query('BEGIN');
   await locker.query(`INSERT INTO erased_events (event_id, erasure_id) VALUES ($1, 'a32-locker')`, [idsA[0]]);
-  const worker = startWorker();
+  const worker = w.workers.spawn();
   try {
     await untilPrinted(worker, 'Temporal worker started');
-    const key = advisoryKey('erasure-archive-pass');
-    const classid = Number((BigInt.asUintN(64, key) >> 32n) & 0xffffffffn);
-    const objid = Number(BigInt.asUintN(64, key) & 0xffffffffn);
     const ids = [`a32-gone-A-${suffix}`, `a32-gone-B-${suffix}`];
     await client.workflow.start('erasureWorkflow', {
       taskQueue: queue,
@@ -127,23 +95,20 @@ it('a pass that lost its lock after held() switches its manifest over the next h
       if (!blocked) await new Promise((r) => setTimeout(r, 50));
     }
     expect(blocked).toBe(true);
-    const { rows: holders } = await h.pool.query<{ pid: number }>(
-      `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1 AND objid = $2`,
-      [classid, objid],
-    );
+    const holders = await archivePassLockHolders(h.pool);
     expect(holders).toHaveLength(1);
     // What idle_session_timeout (or a cut connection) does to the idle session holding the lock.
-    await h.pool.query('SELECT pg_terminate_backend($1)', [holders[0].pid]);
+    await h.pool.query('SELECT pg_terminate_backend($1)', [holders[0]]);
     await client.workflow.start('erasureWorkflow', {
       taskQueue: queue,
       workflowId: ids[1],
       args: [{ subjectHash: hashes[1], requestedBy: 'attack32' }],
     });
-    const resultB = await result(ids[1], 90_000);
+    const resultB = await resultWithin(client, ids[1], 90_000);
     const filesAfterB: string[] = [];
     for await (const object of store.list('segments/')) if (object.key.includes(segment)) filesAfterB.push(object.key);
     await locker.query('ROLLBACK');
-    const resultA = await result(ids[0], 90_000);
+    const resultA = await resultWithin(client, ids[0], 90_000);
 
     const files: string[] = [];
     for await (const object of store.list('segments/')) if (object.key.includes(segment)) files.push(object.key);

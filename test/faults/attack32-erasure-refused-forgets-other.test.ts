@@ -1,14 +1,11 @@
-import { Client, Connection } from '@temporalio/client';
 import type { ChildProcess } from 'node:child_process';
 import { Client as PgClient } from 'pg';
-import { freePort } from '../../bench/support/ports';
-import { subjectHash, type ErasureTarget } from '../../lifecycle/erasure-target';
-import { ensureServiceKey } from '../../repository/service-keys';
-import { curl } from '../support/curl';
+import { curlJson } from '../support/curl';
 import { uniqueSuffix } from '../support/env';
-import { exited, spawnCli, untilPrinted } from '../support/ingest-process';
-import { createSinkHarness, type SinkHarness } from '../support/sink';
-import { deleteSchedule } from '../support/temporal';
+import { emailSubjectHash, subjectStored } from '../support/erasure';
+import { exited, untilPrinted } from '../support/ingest-process';
+import { createProcessWorld, type ProcessWorld } from '../support/process-world';
+import { localArchiveEnv } from '../support/sink';
 
 /**
  * attack32 (fix 131a9c6, "a refused/failed POST /erasure start deletes the subject it stored").
@@ -43,82 +40,32 @@ import { deleteSchedule } from '../support/temporal';
  */
 jest.setTimeout(240_000);
 
-let h: SinkHarness;
-let connection: Connection;
-let client: Client;
-const children = new Set<ChildProcess>();
+let w: ProcessWorld;
 const queue = `a32-erforget-${uniqueSuffix()}`;
 
 beforeAll(async () => {
-  h = await createSinkHarness('a32erforget');
-  connection = await Connection.connect({ address: h.config.temporal.address });
-  client = new Client({ connection, namespace: h.config.temporal.namespace });
+  w = await createProcessWorld('a32erforget', queue, { SHUTDOWN_TIMEOUT: '10s' });
 }, 120_000);
 
 afterAll(async () => {
-  for (const child of children) child.kill('SIGKILL');
-  for (const id of [`${queue}-dlq`, `${queue}-mnt`]) await deleteSchedule(h.config.temporal.address, id);
-  await connection?.close();
-  await h?.close();
+  await w?.close();
 });
 
-function track(child: ChildProcess): ChildProcess {
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  return child;
-}
-
-async function startApi(port: number): Promise<ChildProcess> {
-  const api = track(
-    spawnCli('api', {
-      DATABASE_URL: h.databaseUrl,
-      KAFKA_TOPICS: h.config.kafka.topics.join(','),
-      KAFKA_GROUP_ID: h.config.kafka.groupId,
-      TEMPORAL_TASK_QUEUE: queue,
-      API_HOST: '127.0.0.1',
-      API_PORT: String(port),
-      API_TLS: '',
-      AUTH_JWT_SECRET: '',
-      AUTH_MODE: '',
-      ARCHIVE_STORE: 'local',
-      ARCHIVE_DIR: h.config.archive.dir,
-      SHUTDOWN_TIMEOUT: '10s',
-      LOG_LEVEL: 'info',
-    }),
-  );
+/** An API on the world's queue and local archive, once it listens: its process and port. */
+async function startApi(): Promise<{ api: ChildProcess; port: number }> {
+  const { child: api, port } = await w.spawnApi(10_000, localArchiveEnv(w.h));
   await untilPrinted(api, 'Server listening at http://');
-  return api;
-}
-
-function startWorker(): ChildProcess {
-  return track(
-    spawnCli('worker', {
-      DATABASE_URL: h.databaseUrl,
-      KAFKA_TOPICS: h.config.kafka.topics.join(','),
-      TEMPORAL_TASK_QUEUE: queue,
-      DLQ_RETRY_SCHEDULE_ID: `${queue}-dlq`,
-      MAINTENANCE_SCHEDULE_ID: `${queue}-mnt`,
-      ARCHIVE_STORE: 'local',
-      ARCHIVE_DIR: h.config.archive.dir,
-      SHUTDOWN_TIMEOUT: '10s',
-      LOG_LEVEL: 'info',
-    }),
-  );
+  return { api, port };
 }
 
 function postErasure(port: number, value: string, headers: string[] = []) {
-  return curl([
-    '-X',
+  return curlJson(
     'POST',
-    '-H',
-    'content-type: application/json',
-    '-H',
-    'X-Requested-By: attack32',
-    ...headers.flatMap((x) => ['-H', x]),
-    '--data',
-    JSON.stringify({ subject: { field: 'email', value }, dry_run: false }),
     `http://127.0.0.1:${port}/erasure`,
-  ]);
+    { subject: { field: 'email', value }, dry_run: false },
+    'attack32',
+    headers,
+  );
 }
 
 const statusOf = (out: string) => out.match(/HTTP (\d+)$/)?.[1];
@@ -126,7 +73,7 @@ const messageOf = (out: string) => out.match(/"message":"([^"]*)"/)?.[1];
 
 async function waitingOn(table: string, n: number): Promise<void> {
   for (let i = 0; i < 150; i++) {
-    const { rows } = await h.pool.query<{ n: string }>(
+    const { rows } = await w.h.pool.query<{ n: string }>(
       `SELECT count(*) AS n FROM pg_locks l JOIN pg_stat_activity a USING (pid)
         WHERE NOT l.granted AND a.query LIKE $1 AND a.query NOT LIKE '%pg_locks%'`,
       [`%${table}%`],
@@ -137,22 +84,9 @@ async function waitingOn(table: string, n: number): Promise<void> {
   throw new Error(`nothing waited on ${table}`);
 }
 
-async function hashOf(value: string): Promise<string> {
-  return subjectHash(await ensureServiceKey(h.pool, 'erasure'), {
-    kind: 'subject',
-    field: 'email',
-    value,
-  } as ErasureTarget);
-}
-
-async function subjectStored(hash: string): Promise<boolean> {
-  const { rows } = await h.pool.query('SELECT 1 FROM erasure_subjects WHERE subject_hash = $1', [hash]);
-  return rows.length > 0;
-}
-
 /** A's workflow run to its end by a worker (started here if none is): 'completed' or 'failed: <message>'. */
 async function outcome(workflowId: string): Promise<string> {
-  return client.workflow
+  return w.client.workflow
     .getHandle(workflowId)
     .result()
     .then(
@@ -166,10 +100,10 @@ async function outcome(workflowId: string): Promise<string> {
 }
 
 it('case 1: a POST /erasure refused 400 (bad Idempotency-Key) deletes the subject of an accepted erasure of the same subject', async () => {
-  const port = await freePort();
-  const api = await startApi(port);
+  const { h } = w;
+  const { api, port } = await startApi();
   const value = `a32-forget-1-${uniqueSuffix()}@example.com`;
-  const hash = await hashOf(value);
+  const hash = await emailSubjectHash(h.pool, value);
   const locker = new PgClient({ connectionString: h.databaseUrl });
   await locker.connect();
   try {
@@ -178,11 +112,11 @@ it('case 1: a POST /erasure refused 400 (bad Idempotency-Key) deletes the subjec
     const a = postErasure(port, value);
     await waitingOn('lifecycle_audit', 1); // A stored its subject and started its workflow; its audit row waits
     const b = await postErasure(port, value, [`Idempotency-Key: ${'k'.repeat(201)}`]);
-    const storedAfterB = await subjectStored(hash);
+    const storedAfterB = await subjectStored(h.pool, hash);
     await locker.query('COMMIT');
     const aAnswer = await a;
     const erasureId = aAnswer.out.match(/"erasure_id":"([^"]+)"/)?.[1] ?? '';
-    const worker = startWorker();
+    const worker = w.workers.spawn();
     await untilPrinted(worker, 'Temporal worker started');
     const result = erasureId ? await outcome(erasureId) : 'no erasure id';
     const seen = {
@@ -209,10 +143,10 @@ it('case 1: a POST /erasure refused 400 (bad Idempotency-Key) deletes the subjec
 });
 
 it('case 2: at SIGTERM a POST /erasure answered 503 "not started" deletes the subject of one answered 202 beside it', async () => {
-  const port = await freePort();
-  const api = await startApi(port);
+  const { h } = w;
+  const { api, port } = await startApi();
   const value = `a32-forget-2-${uniqueSuffix()}@example.com`;
-  const hash = await hashOf(value);
+  const hash = await emailSubjectHash(h.pool, value);
   const auditLock = new PgClient({ connectionString: h.databaseUrl });
   const rowLock = new PgClient({ connectionString: h.databaseUrl });
   await auditLock.connect();
@@ -235,12 +169,12 @@ it('case 2: at SIGTERM a POST /erasure answered 503 "not started" deletes the su
     await new Promise((r) => setTimeout(r, Math.max(0, 2700 - (Date.now() - signalled))));
     await rowLock.query('COMMIT');
     const bAnswer = await b;
-    const storedAfterB = await subjectStored(hash);
+    const storedAfterB = await subjectStored(h.pool, hash);
     await auditLock.query('COMMIT');
     const code = await Promise.race([exited(api), new Promise((r) => setTimeout(() => r('running'), 30_000))]);
     const tookMs = Date.now() - signalled;
     const erasureId = aAnswer.out.match(/"erasure_id":"([^"]+)"/)?.[1] ?? '';
-    const worker = startWorker();
+    const worker = w.workers.spawn();
     await untilPrinted(worker, 'Temporal worker started');
     const result = erasureId ? await outcome(erasureId) : 'no erasure id';
     const seen = {

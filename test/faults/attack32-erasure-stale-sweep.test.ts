@@ -1,15 +1,10 @@
-import { Client, Connection } from '@temporalio/client';
-import type { ChildProcess } from 'node:child_process';
-import { listSegments, readSegment, writeSegment, type ArchiveRow } from '../../archive';
-import { subjectHash, type ErasureTarget } from '../../lifecycle/erasure-target';
-import { storeErasureSubject } from '../../repository/erasure';
-import { ensureServiceKey } from '../../repository/service-keys';
-import { advisoryKey } from '../../shared/db';
-import { plainRow } from '../support/archive';
+import { listSegments, readSegment, type ArchiveRow } from '../../archive';
+import { plainRow, writeJournalSegment } from '../support/archive';
 import { uniqueSuffix } from '../support/env';
+import { archivePassLockHolders, storeEmailSubject } from '../support/erasure';
 import { exited, untilPrinted } from '../support/ingest-process';
-import { localWorkerProcesses, type WorkerProcesses } from '../support/worker-process';
-import { createSinkHarness, type SinkHarness } from '../support/sink';
+import { createProcessWorld, type ProcessWorld } from '../support/process-world';
+import { resultWithin } from '../support/temporal';
 
 /**
  * attack32 (fixes 41aea9c and 5c92ad3: a pass that lost its lock must not change the archive; held() is asked only
@@ -43,38 +38,19 @@ import { createSinkHarness, type SinkHarness } from '../support/sink';
 jest.setTimeout(240_000);
 
 const ROWS = 20_000;
-let h: SinkHarness;
-let connection: Connection;
-let client: Client;
-let workers: WorkerProcesses;
+let w: ProcessWorld;
 const queue = `a32-sweep-${uniqueSuffix()}`;
 
 beforeAll(async () => {
-  h = await createSinkHarness('a32sweep');
-  connection = await Connection.connect({ address: h.config.temporal.address });
-  client = new Client({ connection, namespace: h.config.temporal.namespace });
-  workers = localWorkerProcesses(h, queue, { SHUTDOWN_TIMEOUT: '10s' });
+  w = await createProcessWorld('a32sweep', queue, { SHUTDOWN_TIMEOUT: '10s' });
 }, 120_000);
 
 afterAll(async () => {
-  await workers?.close();
-  await connection?.close();
-  await h?.close();
+  await w?.close();
 });
 
-const startWorker = (): ChildProcess => workers.spawn();
-
-const result = (id: string, ms: number) =>
-  Promise.race([
-    client.workflow
-      .getHandle(id)
-      .result()
-      .then((r: unknown) => JSON.stringify(r))
-      .catch((err: Error) => `failed: ${err.message}`),
-    new Promise<string>((res) => setTimeout(() => res(`not finished in ${ms} ms`), ms)),
-  ]);
-
 it('a pass that lost its lock sweeps a segment the next holder rewrote meanwhile: the new file is deleted', async () => {
+  const { h, client } = w;
   const store = h.archive;
   const suffix = uniqueSuffix();
   const valueA = `a32-sweep-A-${suffix}@example.com`;
@@ -87,7 +63,7 @@ it('a pass that lost its lock sweeps a segment the next holder rewrote meanwhile
     small.push(plainRow(base + i, JSON.stringify({ tenant_id: 'acme', n: i, email: `s${i}@example.com` })));
     kept.push(base + i);
   }
-  await writeSegment(store, { segment: `a32_sweep_${tag}_0`, table: 'event_journal', rows: small, expectedRows: 100 });
+  await writeJournalSegment(store, `a32_sweep_${tag}_0`, small);
   const rows: ArchiveRow[] = [];
   for (let i = 1; i <= ROWS; i++) {
     const id = base + 1000 + i;
@@ -96,20 +72,12 @@ it('a pass that lost its lock sweeps a segment the next holder rewrote meanwhile
     rows.push(plainRow(id, JSON.stringify({ tenant_id: 'acme', n: i, email, note: `seen,${valueA},twice` })));
   }
   const segment = `a32_sweep_${tag}_1`;
-  await writeSegment(store, { segment, table: 'event_journal', rows, expectedRows: rows.length });
+  await writeJournalSegment(store, segment, rows);
   const hashes: string[] = [];
-  for (const value of [valueA, valueB]) {
-    const target: ErasureTarget = { kind: 'subject', field: 'email', value };
-    const hash = subjectHash(await ensureServiceKey(h.pool, 'erasure'), target);
-    await storeErasureSubject(h.pool, hash, target);
-    hashes.push(hash);
-  }
-  const worker = startWorker();
+  for (const value of [valueA, valueB]) hashes.push(await storeEmailSubject(h.pool, value));
+  const worker = w.workers.spawn();
   try {
     await untilPrinted(worker, 'Temporal worker started');
-    const key = advisoryKey('erasure-archive-pass');
-    const classid = Number((BigInt.asUintN(64, key) >> 32n) & 0xffffffffn);
-    const objid = Number(BigInt.asUintN(64, key) & 0xffffffffn);
     const ids = [`a32-sweep-A-${suffix}`, `a32-sweep-B-${suffix}`];
     await client.workflow.start('erasureWorkflow', {
       taskQueue: queue,
@@ -118,11 +86,7 @@ it('a pass that lost its lock sweeps a segment the next holder rewrote meanwhile
     });
     let holder: number | undefined;
     for (let i = 0; i < 600 && holder === undefined; i++) {
-      const { rows: r } = await h.pool.query<{ pid: number }>(
-        `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1 AND objid = $2`,
-        [classid, objid],
-      );
-      holder = r[0]?.pid;
+      holder = (await archivePassLockHolders(h.pool))[0];
       if (holder === undefined) await new Promise((res) => setTimeout(res, 20));
     }
     expect(holder).toBeDefined();
@@ -132,7 +96,10 @@ it('a pass that lost its lock sweeps a segment the next holder rewrote meanwhile
       workflowId: ids[1],
       args: [{ subjectHash: hashes[1], requestedBy: 'attack32' }],
     });
-    const [resultA, resultB] = await Promise.all([result(ids[0], 150_000), result(ids[1], 150_000)]);
+    const [resultA, resultB] = await Promise.all([
+      resultWithin(client, ids[0], 150_000),
+      resultWithin(client, ids[1], 150_000),
+    ]);
     const files: string[] = [];
     for await (const object of store.list('segments/')) if (object.key.includes(segment)) files.push(object.key);
     const seen = new Set<number>();

@@ -1,15 +1,10 @@
-import { Client, Connection } from '@temporalio/client';
-import type { ChildProcess } from 'node:child_process';
-import { listSegments, readSegment, writeSegment, type ArchiveRow } from '../../archive';
-import { subjectHash, type ErasureTarget } from '../../lifecycle/erasure-target';
-import { storeErasureSubject } from '../../repository/erasure';
-import { ensureServiceKey } from '../../repository/service-keys';
-import { plainRow } from '../support/archive';
+import { listSegments, readSegment, type ArchiveRow } from '../../archive';
+import { plainRow, writeJournalSegment } from '../support/archive';
 import { uniqueSuffix } from '../support/env';
-import { exited, spawnCli, untilPrinted } from '../support/ingest-process';
+import { storeEmailSubject } from '../support/erasure';
+import { exited, untilPrinted } from '../support/ingest-process';
 import { seedJournal } from '../support/journal';
-import { createSinkHarness, type SinkHarness } from '../support/sink';
-import { deleteSchedule } from '../support/temporal';
+import { createProcessWorld, type ProcessWorld } from '../support/process-world';
 
 /**
  * attack32 (fix 5c92ad3: "waiting erasures no longer hold the pool's connections the holder needs"; attack31 measured
@@ -42,26 +37,22 @@ const ERASURES = Number(process.env.A32_ERASURES ?? 20);
 const SEGMENTS = 2;
 const ROWS = 2000;
 const JOURNAL_ROWS = 30_000;
-let h: SinkHarness;
-let connection: Connection;
-let client: Client;
-const children = new Set<ChildProcess>();
+let w: ProcessWorld;
 const queue = `a32-twenty-${uniqueSuffix()}`;
 
 beforeAll(async () => {
-  h = await createSinkHarness('a32twenty');
-  connection = await Connection.connect({ address: h.config.temporal.address });
-  client = new Client({ connection, namespace: h.config.temporal.namespace });
+  w = await createProcessWorld('a32twenty', queue, {
+    DATABASE_POOL_SIZE: process.env.A32_POOL ?? '5',
+    SHUTDOWN_TIMEOUT: '10s',
+  });
 }, 120_000);
 
 afterAll(async () => {
-  for (const child of children) child.kill('SIGKILL');
-  for (const id of [`${queue}-dlq`, `${queue}-mnt`]) await deleteSchedule(h.config.temporal.address, id);
-  await connection?.close();
-  await h?.close();
+  await w?.close();
 });
 
 it('twenty erasures at once on a 5-connection pool: all complete, no attempt fails for want of a connection', async () => {
+  const { h, client } = w;
   const suffix = uniqueSuffix();
   const values = Array.from({ length: ERASURES }, (_, i) => `a32-twenty-${i}-${suffix}@example.com`);
   await seedJournal(h.pool, JOURNAL_ROWS, { topics: [h.topics.leads], label: 'a32twenty' });
@@ -74,34 +65,11 @@ it('twenty erasures at once on a 5-connection pool: all complete, no attempt fai
       if (!subject) kept.push(base + i);
       rows.push(plainRow(base + i, JSON.stringify({ tenant_id: 'acme', n: i, email: subject ?? `k${i}@example.com` })));
     }
-    await writeSegment(h.archive, {
-      segment: `a32_twenty_${suffix.toLowerCase().replace(/[^a-z0-9]/g, '')}_${s}`,
-      table: 'event_journal',
-      rows,
-      expectedRows: rows.length,
-    });
+    await writeJournalSegment(h.archive, `a32_twenty_${suffix.toLowerCase().replace(/[^a-z0-9]/g, '')}_${s}`, rows);
   }
   const hashes: string[] = [];
-  for (const value of values) {
-    const target: ErasureTarget = { kind: 'subject', field: 'email', value };
-    const hash = subjectHash(await ensureServiceKey(h.pool, 'erasure'), target);
-    await storeErasureSubject(h.pool, hash, target);
-    hashes.push(hash);
-  }
-  const worker = spawnCli('worker', {
-    DATABASE_URL: h.config.databaseUrl,
-    KAFKA_TOPICS: h.config.kafka.topics.join(','),
-    TEMPORAL_TASK_QUEUE: queue,
-    DLQ_RETRY_SCHEDULE_ID: `${queue}-dlq`,
-    MAINTENANCE_SCHEDULE_ID: `${queue}-mnt`,
-    ARCHIVE_STORE: 'local',
-    ARCHIVE_DIR: h.config.archive.dir,
-    DATABASE_POOL_SIZE: process.env.A32_POOL ?? '5',
-    SHUTDOWN_TIMEOUT: '10s',
-    LOG_LEVEL: 'info',
-  });
-  children.add(worker);
-  worker.once('exit', () => children.delete(worker));
+  for (const value of values) hashes.push(await storeEmailSubject(h.pool, value));
+  const worker = w.workers.spawn();
   try {
     await untilPrinted(worker, 'Temporal worker started');
     const ids = values.map((_, i) => `a32-twenty-${i}-${suffix}`);

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { gunzipSync } from 'node:zlib';
-import { listSegments, type ArchiveRow, type ArchiveStore } from '../../archive';
+import { listSegments, writeSegment, type ArchiveRow, type ArchiveStore } from '../../archive';
 
 // Numbers no double can hold: a reader that parsed the payload would change their digits.
 const bigNumber = fc
@@ -82,6 +82,11 @@ export function plainRow(id: number, payload: string, overrides: Partial<Archive
     replay_source: null,
     ...overrides,
   };
+}
+
+/** Archives `rows` as segment `segment` of event_journal (all of them expected), as the archive step writes one. */
+export async function writeJournalSegment(store: ArchiveStore, segment: string, rows: ArchiveRow[]): Promise<void> {
+  await writeSegment(store, { segment, table: 'event_journal', rows, expectedRows: rows.length });
 }
 
 /** Every row an async iterable yields. */

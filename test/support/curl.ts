@@ -12,8 +12,11 @@ export function curl(args: string[]): Promise<{ exit: number | null; out: string
   return new Promise((resolve) => child.on('exit', (exit) => resolve({ exit, out })));
 }
 
-/** A JSON change request by curl, as an operator's client sends it (X-Requested-By: `requestedBy`). */
-export function curlJson(method: string, url: string, body: unknown, requestedBy: string) {
+/**
+ * A JSON change request by curl, as an operator's client sends it (X-Requested-By: `requestedBy`, then `headers`, each
+ * `Name: value`).
+ */
+export function curlJson(method: string, url: string, body: unknown, requestedBy: string, headers: string[] = []) {
   return curl([
     '-X',
     method,
@@ -21,6 +24,7 @@ export function curlJson(method: string, url: string, body: unknown, requestedBy
     'content-type: application/json',
     '-H',
     `X-Requested-By: ${requestedBy}`,
+    ...headers.flatMap((header) => ['-H', header]),
     '--data',
     JSON.stringify(body),
     url,

@@ -5,6 +5,7 @@ import { insertDlqEntries } from '../../repository/event-dlq';
 import { insertJournalEntries, type NewJournalEntry } from '../../repository/event-journal';
 import type { Queryable } from '../../repository/queryable';
 import { ensureServiceKey } from '../../repository/service-keys';
+import { advisoryKey } from '../../shared/db';
 import { plainRow, storeContents } from './archive';
 import { dlqEntry } from './dlq';
 import { uniqueSuffix } from './env';
@@ -166,10 +167,34 @@ export async function findValue(db: Queryable, archive: ArchiveStore, value: str
   return found;
 }
 
+/** The hash an erasure subject (email `value`) is stored under, with the database's erasure key. */
+export async function emailSubjectHash(db: Queryable, value: string): Promise<string> {
+  return subjectHash(await ensureServiceKey(db, 'erasure'), emailSubject(value));
+}
+
 /** Stores the subject (email `value`) for an erasure, as POST /erasure does: its hash, what erasureWorkflow takes. */
 export async function storeEmailSubject(db: Queryable, value: string): Promise<string> {
-  const target: ErasureTarget = { kind: 'subject', field: 'email', value };
-  const hash = subjectHash(await ensureServiceKey(db, 'erasure'), target);
-  await storeErasureSubject(db, hash, target);
+  const hash = await emailSubjectHash(db, value);
+  await storeErasureSubject(db, hash, emailSubject(value));
   return hash;
+}
+
+const emailSubject = (value: string): ErasureTarget => ({ kind: 'subject', field: 'email', value });
+
+/** Whether erasure_subjects still holds a subject (its plaintext value) under `hash`. */
+export async function subjectStored(db: Queryable, hash: string): Promise<boolean> {
+  const { rows } = await db.query('SELECT 1 FROM erasure_subjects WHERE subject_hash = $1', [hash]);
+  return rows.length > 0;
+}
+
+/** The backends holding the erasure archive pass's session lock (advisory, 'erasure-archive-pass') now: one or none. */
+export async function archivePassLockHolders(db: Queryable): Promise<number[]> {
+  const key = advisoryKey('erasure-archive-pass');
+  const classid = Number((BigInt.asUintN(64, key) >> 32n) & 0xffffffffn);
+  const objid = Number(BigInt.asUintN(64, key) & 0xffffffffn);
+  const { rows } = await db.query<{ pid: number }>(
+    `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = $1 AND objid = $2`,
+    [classid, objid],
+  );
+  return rows.map((r) => r.pid);
 }

@@ -48,6 +48,28 @@ export async function untilPrinted(child: ChildProcess, text: string, timeoutMs 
 
 export const spawnIngest = (env: Record<string, string>) => spawnCli('ingest', env);
 
+/** The child processes of a test file still running: what its afterAll SIGKILLs (killAll). */
+export interface TrackedChildren {
+  /** Tracks `child` until it exits; returns it. */
+  track<T extends ChildProcess>(child: T): T;
+  /** SIGKILLs every tracked child still running. */
+  killAll(): void;
+}
+
+export function trackedChildren(): TrackedChildren {
+  const running = new Set<ChildProcess>();
+  return {
+    track(child) {
+      running.add(child);
+      child.once('exit', () => running.delete(child));
+      return child;
+    },
+    killAll() {
+      for (const child of running) child.kill('SIGKILL');
+    },
+  };
+}
+
 export function exited(child: ChildProcess): Promise<number | null> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
   return new Promise((resolve) => child.once('exit', (code) => resolve(code)));

@@ -123,6 +123,11 @@ export async function createSinkHarness(label: string, env: Record<string, strin
   return harness;
 }
 
+/** The env that points a spawned api or worker at the harness's local archive directory. */
+export function localArchiveEnv(h: SinkHarness): Record<string, string> {
+  return { ARCHIVE_STORE: 'local', ARCHIVE_DIR: h.config.archive.dir };
+}
+
 /** The process's lag monitor as serve starts it, on the harness's group, topics and INGEST_* settings. */
 export function startHarnessLagMonitor(h: SinkHarness): LagMonitor {
   return startLagMonitor({

@@ -106,3 +106,15 @@ export async function closedStatuses(client: Client, workflowIds: string[]): Pro
   }
   return statuses;
 }
+
+/** A workflow's result as text, within `ms`: its JSON, `failed: <message>`, or `not finished in <ms> ms`. */
+export function resultWithin(client: Client, workflowId: string, ms: number): Promise<string> {
+  return Promise.race([
+    client.workflow
+      .getHandle(workflowId)
+      .result()
+      .then((r: unknown) => JSON.stringify(r))
+      .catch((err: Error) => `failed: ${err.message}`),
+    new Promise<string>((res) => setTimeout(() => res(`not finished in ${ms} ms`), ms)),
+  ]);
+}

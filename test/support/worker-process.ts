@@ -1,7 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
 import type { ArchiveS3Config } from '../../shared/config';
-import { spawnCli, untilPrinted } from './ingest-process';
-import type { SinkHarness } from './sink';
+import { spawnCli, trackedChildren, untilPrinted } from './ingest-process';
+import { localArchiveEnv, type SinkHarness } from './sink';
 import { deleteSchedule } from './temporal';
 
 /**
@@ -38,26 +38,24 @@ export function s3WorkerProcesses(
 
 /** The same, archiving to the harness's local archive directory. */
 export function localWorkerProcesses(h: SinkHarness, queue: string, env: Record<string, string> = {}): WorkerProcesses {
-  return workerProcesses(h, queue, { ARCHIVE_STORE: 'local', ARCHIVE_DIR: h.config.archive.dir, ...env });
+  return workerProcesses(h, queue, { ...localArchiveEnv(h), ...env });
 }
 
 function workerProcesses(h: SinkHarness, queue: string, env: Record<string, string>): WorkerProcesses {
-  const running = new Set<ChildProcess>();
-  const spawn = (extra: Record<string, string> = {}) => {
-    const worker = spawnCli('worker', {
-      DATABASE_URL: h.config.databaseUrl,
-      KAFKA_TOPICS: h.config.kafka.topics.join(','),
-      TEMPORAL_TASK_QUEUE: queue,
-      DLQ_RETRY_SCHEDULE_ID: `${queue}-dlq`,
-      MAINTENANCE_SCHEDULE_ID: `${queue}-mnt`,
-      LOG_LEVEL: 'info',
-      ...env,
-      ...extra,
-    });
-    running.add(worker);
-    worker.once('exit', () => running.delete(worker));
-    return worker;
-  };
+  const running = trackedChildren();
+  const spawn = (extra: Record<string, string> = {}) =>
+    running.track(
+      spawnCli('worker', {
+        DATABASE_URL: h.config.databaseUrl,
+        KAFKA_TOPICS: h.config.kafka.topics.join(','),
+        TEMPORAL_TASK_QUEUE: queue,
+        DLQ_RETRY_SCHEDULE_ID: `${queue}-dlq`,
+        MAINTENANCE_SCHEDULE_ID: `${queue}-mnt`,
+        LOG_LEVEL: 'info',
+        ...env,
+        ...extra,
+      }),
+    );
   return {
     spawn,
     async start(extra) {
@@ -66,7 +64,7 @@ function workerProcesses(h: SinkHarness, queue: string, env: Record<string, stri
       return worker;
     },
     async close() {
-      for (const worker of running) worker.kill('SIGKILL');
+      running.killAll();
       for (const id of [`${queue}-dlq`, `${queue}-mnt`]) await deleteSchedule(h.config.temporal.address, id);
     },
   };
