@@ -1,11 +1,11 @@
 import { Client, Connection } from '@temporalio/client';
-import { execFileSync } from 'node:child_process';
 import { freePort } from '../../bench/support/ports';
 import { subjectHash, type ErasureTarget } from '../../lifecycle/erasure-target';
 import { ensureServiceKey } from '../../repository/service-keys';
 import { curl } from '../support/curl';
 import { uniqueSuffix } from '../support/env';
 import { exited, spawnCli, untilPrinted } from '../support/ingest-process';
+import { listenerPid } from '../support/stack';
 import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
 import { CLAIM_GRACE_MS } from '../../api/erasure-claims';
 
@@ -55,14 +55,6 @@ afterAll(async () => {
   await h?.close();
 });
 
-function temporalPid(): number {
-  const port = h.config.temporal.address.split(':').pop();
-  const out = execFileSync('ss', ['-Hltnp', `sport = :${port}`]).toString();
-  const pid = out.match(/pid=(\d+)/)?.[1];
-  if (!pid) throw new Error(`no process on Temporal's port ${port}`);
-  return Number(pid);
-}
-
 it('POST /erasure answered 504 at a stop with Temporal frozen: no subject stored without its workflow', async () => {
   const port = await freePort();
   const env = {
@@ -96,7 +88,7 @@ it('POST /erasure answered 504 at a stop with Temporal frozen: no subject stored
       JSON.stringify({ subject: { field: 'email', value: `warm-${uniqueSuffix()}@example.com` }, dry_run: false }),
       `http://127.0.0.1:${port}/erasure`,
     ]);
-    frozen = temporalPid();
+    frozen = listenerPid(h.config.temporal.address);
     process.kill(frozen, 'SIGSTOP');
     const requests = values.map((value) =>
       curl([

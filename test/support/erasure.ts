@@ -166,10 +166,46 @@ export async function findValue(db: Queryable, archive: ArchiveStore, value: str
   return found;
 }
 
+/** The hash POST /erasure keeps the subject (email `value`) under: what erasureWorkflow takes. */
+export async function emailSubjectHash(db: Queryable, value: string): Promise<string> {
+  return subjectHash(await ensureServiceKey(db, 'erasure'), { kind: 'subject', field: 'email', value });
+}
+
 /** Stores the subject (email `value`) for an erasure, as POST /erasure does: its hash, what erasureWorkflow takes. */
 export async function storeEmailSubject(db: Queryable, value: string): Promise<string> {
   const target: ErasureTarget = { kind: 'subject', field: 'email', value };
-  const hash = subjectHash(await ensureServiceKey(db, 'erasure'), target);
+  const hash = await emailSubjectHash(db, value);
   await storeErasureSubject(db, hash, target);
   return hash;
+}
+
+/** Whether a subject's value is stored under `hash` (erasure_subjects). */
+export async function subjectStored(db: Queryable, hash: string): Promise<boolean> {
+  return (await db.query('SELECT 1 FROM erasure_subjects WHERE subject_hash = $1', [hash])).rowCount === 1;
+}
+
+/** What a client of POST /erasure saw: the status (or that it gave up waiting) and the body's ids. */
+export interface ErasureAnswer {
+  status: number | string;
+  body: { erasure_id?: string; workflow_id?: string };
+}
+
+/**
+ * POST /erasure, a real run (dry_run false), of the email `value` on the API at `url`, with an Idempotency-Key when
+ * given; the client gives up after `waitMs`, and its status then says so.
+ */
+export function postErasure(url: string, value: string, waitMs: number, key?: string): Promise<ErasureAnswer> {
+  return fetch(`${url}/erasure`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      'x-requested-by': 'erasure-test',
+      ...(key ? { 'idempotency-key': key } : {}),
+    },
+    body: JSON.stringify({ subject: { field: 'email', value }, dry_run: false }),
+    signal: AbortSignal.timeout(waitMs),
+  }).then(
+    async (r) => ({ status: r.status, body: (await r.json()) as ErasureAnswer['body'] }),
+    (err: Error) => ({ status: `no answer within ${waitMs} ms (${err.name})`, body: {} }),
+  );
 }
