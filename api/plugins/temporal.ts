@@ -4,7 +4,10 @@ import type { Config } from '../../shared/config';
 import { httpError } from '../http-error';
 
 export interface TemporalGateway {
-  /** Runs fn with a connected client; Temporal being unreachable becomes a 503 that says so. */
+  /**
+   * Runs fn with a connected client, each of its calls bounded by TEMPORAL_CALL_DEADLINE_MS; Temporal being
+   * unreachable becomes a 503 that says so.
+   */
   call<T>(fn: (client: Client) => Promise<T>): Promise<T>;
   close(): Promise<void>;
 }
@@ -14,6 +17,15 @@ declare module 'fastify' {
     temporal: TemporalGateway;
   }
 }
+
+/**
+ * How long any call the API makes to Temporal (a workflow's start, a describe, a query, a signal) may take before it
+ * fails with DEADLINE_EXCEEDED: without a deadline a call to a stalled frontend (its connection up, the server frozen)
+ * waits for ever and its request is never answered. Well below the 30 s most HTTP clients and proxies wait, so that the
+ * client gets the answer (a start's 504 naming its workflow) rather than giving up without it; the API has no request
+ * timeout of its own.
+ */
+export const TEMPORAL_CALL_DEADLINE_MS = 10_000;
 
 /** gRPC DEADLINE_EXCEEDED: the call may have been carried out, its answer did not come in time. */
 export const GRPC_DEADLINE_EXCEEDED = 4;
@@ -52,7 +64,7 @@ export function createTemporalGateway(config: Pick<Config, 'temporal'>): Tempora
     async call(fn) {
       const c = await client();
       try {
-        return await fn(c);
+        return await c.withDeadline(Date.now() + TEMPORAL_CALL_DEADLINE_MS, () => fn(c));
       } catch (err) {
         const code = grpcCode(err);
         if (code !== undefined && UNAVAILABLE_CODES.has(code)) throw unavailable(err);
