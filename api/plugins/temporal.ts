@@ -29,12 +29,25 @@ export const TEMPORAL_CALL_DEADLINE_MS = 10_000;
 
 /** gRPC DEADLINE_EXCEEDED: the call may have been carried out, its answer did not come in time. */
 export const GRPC_DEADLINE_EXCEEDED = 4;
-const UNAVAILABLE_CODES = new Set([GRPC_DEADLINE_EXCEEDED, 14]); // and UNAVAILABLE
+/** gRPC UNAVAILABLE: the link failed (never made, or cut with the call on it, and the client's retries failed too). */
+const GRPC_UNAVAILABLE = 14;
+const UNAVAILABLE_CODES = new Set([GRPC_DEADLINE_EXCEEDED, GRPC_UNAVAILABLE]);
+/**
+ * The codes with which a call already sent may have been carried out all the same: cancelled (CANCELLED, 1), timed
+ * out, cut (UNAVAILABLE after the client's retries, UNKNOWN 2, INTERNAL 13). Any other is Temporal's own answer.
+ */
+const OUTCOME_UNKNOWN_CODES = new Set([1, 2, GRPC_DEADLINE_EXCEEDED, 13, GRPC_UNAVAILABLE]);
 
 /** The gRPC status code of an error from Temporal's client (on it or its cause), if any. */
 export function grpcCode(err: unknown): number | undefined {
   const code = (err as { code?: unknown }).code ?? (err as { cause?: { code?: unknown } }).cause?.code;
   return typeof code === 'number' ? code : undefined;
+}
+
+/** Whether a call that failed with err, once sent, may have been carried out by Temporal (see OUTCOME_UNKNOWN_CODES). */
+export function outcomeUnknown(err: unknown): boolean {
+  const code = grpcCode(err);
+  return code !== undefined && OUTCOME_UNKNOWN_CODES.has(code);
 }
 
 /**

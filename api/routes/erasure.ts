@@ -11,9 +11,9 @@ import { ensureServiceKey } from '../../repository/service-keys';
 import type { Config } from '../../shared/config';
 import type { Pool } from '../../shared/db';
 import { erasureWorkflow } from '../../workflows';
-import { clientFields, httpError } from '../http-error';
+import { httpError } from '../http-error';
 import { errorResponses, StringEnum, Timestamp, NullableString } from '../schemas';
-import { startForRequest } from '../start-workflow';
+import { startForRequest, startWasSent } from '../start-workflow';
 
 /** The service_keys row whose secret salts subject hashes. */
 const ERASURE_KEY = 'erasure';
@@ -127,7 +127,7 @@ const erasureRoutes: FastifyPluginAsyncTypebox<{
         return { status: 'dry_run' as const, ...describeTarget(target), subject_hash: hash, counts };
       }
       // The value is claimed by this request (a claim of its own, even when sent again for a workflow another request
-      // claimed): released here when its start was refused, by the workflow when it ends, or by the prune
+      // claimed): released here when its start was never sent, by the workflow when it ends, or by the prune
       // (erasure-claims.ts) once Temporal shows the workflow is not running.
       let claim: { workflowId: string; claimId: string } | undefined;
       const handle = await startForRequest(app, request, config, {
@@ -140,10 +140,10 @@ const erasureRoutes: FastifyPluginAsyncTypebox<{
           if (claimId) claim = { workflowId, claimId };
         },
       }).catch(async (err: Error) => {
-        // Not started (refused at a stop, Temporal unreachable): nothing runs for this request, and its own claim goes
-        // (another request's, for the same workflow or another, stays). One whose start may have reached Temporal
-        // (504) keeps it: that erasure needs the value if it started.
-        if (claim && !clientFields(err)?.workflow_id) {
+        // Not sent (refused at a stop, Temporal unreachable at connect): nothing runs for this request, and its own
+        // claim goes (another request's, for the same workflow or another, stays). One whose start was sent keeps it
+        // whatever the answer (a 504 naming the workflow): that erasure needs the value if it started.
+        if (claim && !startWasSent(request)) {
           await releaseErasureClaim(pool, hash, claim.claimId).catch(() => undefined);
         }
         throw err;
