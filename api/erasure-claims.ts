@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { forgetErasureSubject, staleErasureClaims } from '../repository/erasure';
 import type { Pool } from '../shared/db';
 
-/** A stored subject claimed for one erasure workflow (sql/017_erasure_claims.sql). */
+/** A stored subject claimed for one erasure workflow, by one request or several (sql/017, 018_erasure_claims_*). */
 export interface ErasureClaim {
   workflowId: string;
   subjectHash: string;
@@ -19,7 +19,7 @@ export const CLAIM_GRACE_MS = 60_000;
 export const CLAIM_PRUNE_EVERY_MS = 60_000;
 
 /**
- * Releases the claim when Temporal shows its workflow is not running (ended, or never started: a 504 at a stop whose
+ * Releases the workflow's claims when Temporal shows it is not running (ended, or never started: a 504 at a stop whose
  * start did not arrive). True when released; undefined when Temporal could not say (tried again at the next prune).
  */
 export async function releaseUnlessRunning(
@@ -47,8 +47,8 @@ export async function releaseUnlessRunning(
 }
 
 /**
- * Releases every claim older than CLAIM_GRACE_MS whose workflow is not running, and with it each subject no other
- * erasure claims: a subject's value stays stored only while an erasure that needs it may run.
+ * Releases the claims of every workflow not running whose newest claim is older than CLAIM_GRACE_MS, and with them
+ * each subject no other erasure claims: a subject's value stays stored only while an erasure that needs it may run.
  */
 export async function pruneErasureClaims(
   app: Pick<FastifyInstance, 'temporal' | 'log'>,

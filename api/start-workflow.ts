@@ -9,7 +9,7 @@ import {
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Config } from '../shared/config';
 import { httpError } from './http-error';
-import { GRPC_DEADLINE_EXCEEDED, grpcCode } from './plugins/temporal';
+import { outcomeUnknown } from './plugins/temporal';
 
 /** A workflow of this service: one input object, a result. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the input type is inferred per workflow below
@@ -91,8 +91,9 @@ export async function startForRequest<W extends OneInputWorkflow>(
         }),
       )) as StartedWorkflow<W>;
     } catch (err) {
-      // Cancelled at a stop, or timed out: Temporal may have started it all the same.
-      if (abandoned.aborted || grpcCode(err) === GRPC_DEADLINE_EXCEEDED) throw unconfirmedStart(workflowId);
+      // Sent, and no answer from Temporal (cancelled at a stop, timed out, the link cut and not made again): it may
+      // have started it all the same.
+      if (abandoned.aborted || outcomeUnknown(err)) throw unconfirmedStart(workflowId);
       // Same key, first workflow already finished: answer with that one.
       if (!key || !(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
       return client.workflow.getHandle<W>(workflowId) as StartedWorkflow<W>;
@@ -101,28 +102,43 @@ export async function startForRequest<W extends OneInputWorkflow>(
 }
 
 /**
- * Whether a request's answer (its status code) says it started nothing and to send it again: a 503 before its start
- * was attempted (startForRequest's "not started", the close's "not handled", Temporal unreachable). Once a start was
- * on its way (startingWorkflowId) a workflow may exist whatever the answer; a 504 says something may have happened;
- * another server error is the request's own failure (a statement timeout in costly work), counted like any other.
+ * Whether the request's workflow start was sent to Temporal (startForRequest): from then on a workflow may exist
+ * whatever the answer, and what it needs (its rate slot, an erasure's claim on its subject) is kept. The one owner of
+ * that notion: the rate limit (answerSaysNothingStarted) and the erasure route ask it, and the answer at close names
+ * the workflow it records.
  */
-export function answerSaysNothingStarted(request: FastifyRequest, statusCode: number): boolean {
-  return statusCode === 503 && request.startingWorkflowId === undefined;
+export function startWasSent(request: FastifyRequest): boolean {
+  return request.startingWorkflowId !== undefined;
 }
 
 /**
- * The answer to a request whose start was cancelled on its way because the API stopped, or timed out: Temporal may
- * have started the workflow. A 504 (its answer did not come in time) naming it, so that the client looks it up before
+ * Whether a request's answer (its status code) says it started nothing and to send it again: a 503 before its start
+ * was sent (startForRequest's "not started", the close's "not handled", Temporal unreachable at connect). Once a start
+ * was sent a workflow may exist whatever the answer (a failure with no answer from Temporal is a 504 naming it); a 504
+ * says something may have happened; another server error is the request's own failure (a statement timeout in costly
+ * work), counted like any other.
+ */
+export function answerSaysNothingStarted(request: FastifyRequest, statusCode: number): boolean {
+  return statusCode === 503 && !startWasSent(request);
+}
+
+/**
+ * The answer to a request whose start was sent and not answered by Temporal (cancelled on its way because the API
+ * stopped, timed out, its link cut): Temporal may have started the workflow. A 504 (its answer did not come in time) naming it, so that the client looks it up before
  * sending the request again, which without an Idempotency-Key would start a second one.
  */
 function unconfirmedStart(workflowId: string): Error {
   return httpError(504, unconfirmedStartMessage(workflowId), { workflow_id: workflowId });
 }
 
-/** What a client whose workflow's start Temporal did not confirm in time (the API stopped, or the call timed out) is told. */
+/**
+ * What a client whose workflow's start Temporal did not confirm (the API stopped, the call timed out, the link to
+ * Temporal was cut) is told.
+ */
 export function unconfirmedStartMessage(workflowId: string): string {
   return (
-    `Temporal did not confirm the start of workflow ${workflowId} in time (the API stopped, or the call timed out): ` +
+    `Temporal did not confirm the start of workflow ${workflowId} (the API stopped, the call timed out, or the link ` +
+    'to Temporal was cut): ' +
     'it may have started; look it up before sending the request again (with the same Idempotency-Key, sending it ' +
     'again finds it)'
   );

@@ -4,45 +4,48 @@ import { awaitSharedHolders, withSharedLock, withTransaction, type Pool } from '
 import type { Queryable } from './queryable';
 
 /**
- * The tables of erasure's own bookkeeping (sql/010_erasure.sql, 017_erasure_claims.sql): the subject of a running
- * erasure (erasure_subjects) and the workflows it is kept for (erasure_subject_claims), the journal ids erased
- * (erased_events) and the rows erased per store (erasure_counts). None holds a subject's value for longer than an
- * erasure that needs it may run.
+ * The tables of erasure's own bookkeeping (sql/010_erasure.sql, 017_erasure_claims.sql, 018_...): the subject of a
+ * running erasure (erasure_subjects) and the requests and workflows it is kept for (erasure_subject_claims), the
+ * journal ids erased (erased_events) and the rows erased per store (erasure_counts). None holds a subject's value for
+ * longer than an erasure that needs it may run.
  */
 
 /**
- * Keeps the target of an erasure about to start under its hash, where its activities find it, claimed for the workflow
- * that will run it (the API writes both, in one statement, before the start). True when the claim is this call's: a
- * request sent again with its Idempotency-Key names the workflow a first one already claimed, and must not release it.
- * Without a workflow id (a caller starting the workflow itself) the target is kept until an erasure of it ends.
+ * Keeps the target of an erasure about to start under its hash, where its activities find it, claimed by the request
+ * that will start workflow `workflowId` (the API writes both, in one statement, before the start). Returns the claim's
+ * own token: each request has its own claim, even one sent again with its Idempotency-Key (naming the workflow a first
+ * one already claimed), so a request whose start was refused releases its claim only (releaseErasureClaim), never the
+ * one an accepted request of the same workflow relies on. Without a workflow id (a caller starting the workflow itself)
+ * the target is kept until an erasure of it ends, and there is no claim.
  */
 export async function storeErasureSubject(
   db: Queryable,
   hash: string,
   target: ErasureTarget,
   workflowId?: string,
-): Promise<boolean> {
-  const { rows } = await db.query<{ inserted: boolean }>(
+): Promise<string | undefined> {
+  const { rows } = await db.query<{ claim_id: string }>(
     `WITH subject AS (
        INSERT INTO erasure_subjects (subject_hash, target) VALUES ($1, $2)
        ON CONFLICT (subject_hash) DO UPDATE SET created_at = now())
      INSERT INTO erasure_subject_claims (workflow_id, subject_hash) SELECT $3, $1 WHERE $3::text IS NOT NULL
-     ON CONFLICT (workflow_id) DO UPDATE SET created_at = now()
-     RETURNING xmax = 0 AS inserted`,
+     RETURNING claim_id`,
     [hash, JSON.stringify(target), workflowId ?? null],
   );
-  // A claim already there (a resend) is dated anew, so the prune's grace counts from this start, but stays the first's.
-  return rows[0]?.inserted === true;
+  return rows[0]?.claim_id;
 }
 
-/** Claims older than `olderThanMs` (the API's prune asks Temporal whether each one's workflow still runs). */
+/**
+ * The workflows whose newest claim is older than `olderThanMs` (the API's prune asks Temporal whether each one still
+ * runs): a request sent again for a workflow keeps all its claims young, its start possibly still on its way.
+ */
 export async function staleErasureClaims(
   db: Queryable,
   olderThanMs: number,
 ): Promise<{ workflowId: string; subjectHash: string }[]> {
   const { rows } = await db.query<{ workflow_id: string; subject_hash: string }>(
-    `SELECT workflow_id, subject_hash FROM erasure_subject_claims
-      WHERE created_at < now() - make_interval(secs => $1 / 1000.0) ORDER BY created_at LIMIT 1000`,
+    `SELECT workflow_id, subject_hash FROM erasure_subject_claims GROUP BY workflow_id, subject_hash
+      HAVING max(created_at) < now() - make_interval(secs => $1 / 1000.0) ORDER BY max(created_at) LIMIT 1000`,
     [olderThanMs],
   );
   return rows.map((r) => ({ workflowId: r.workflow_id, subjectHash: r.subject_hash }));
@@ -58,23 +61,43 @@ export async function loadErasureSubject(db: Queryable, hash: string): Promise<E
 }
 
 /**
- * Releases erasure `erasureId`'s claim on the stored target, and deletes the target once no other erasure claims it
- * or is still running (one may have been requested while this one ran: it still needs the value).
+ * Releases every claim of erasure `erasureId` on the stored target (its end, or the prune once Temporal shows it is not
+ * running), and deletes the target once no other erasure claims it or is still running (one may have been requested
+ * while this one ran: it still needs the value).
  */
 export async function forgetErasureSubject(pool: Pool, hash: string, erasureId: string): Promise<void> {
+  await releaseAndForget(pool, hash, 'workflow_id', erasureId, erasureId);
+}
+
+/**
+ * Releases one request's claim (storeErasureSubject's token) when that request's start was refused, and deletes the
+ * target once nothing else claims it or runs for it: the claims of other requests, of this workflow or another, stay.
+ */
+export async function releaseErasureClaim(pool: Pool, hash: string, claimId: string): Promise<void> {
+  await releaseAndForget(pool, hash, 'claim_id', claimId, null);
+}
+
+async function releaseAndForget(
+  pool: Pool,
+  hash: string,
+  by: 'workflow_id' | 'claim_id',
+  id: string,
+  endingErasureId: string | null,
+): Promise<void> {
   await withTransaction(pool, async (client) => {
     // The subject's row first, locked: a request storing it (storeErasureSubject's upsert) either committed its claim
     // before this, and the check below (a statement of its own, so a snapshot taken after the lock) sees it, or waits
     // and stores the row again after this delete.
     await client.query('SELECT 1 FROM erasure_subjects WHERE subject_hash = $1 FOR UPDATE', [hash]);
-    await client.query('DELETE FROM erasure_subject_claims WHERE workflow_id = $1', [erasureId]);
+    await client.query(`DELETE FROM erasure_subject_claims WHERE ${by} = $1 AND subject_hash = $2`, [id, hash]);
+    // A running erasure of the subject keeps it, unless it is the one ending here.
     await client.query(
       `DELETE FROM erasure_subjects WHERE subject_hash = $1
           AND NOT EXISTS (SELECT 1 FROM erasure_subject_claims WHERE subject_hash = $1)
           AND NOT EXISTS (
-            SELECT 1 FROM lifecycle_audit WHERE kind = 'erasure' AND status = 'running' AND workflow_id <> $2
-               AND request->>'subject_hash' = $1)`,
-      [hash, erasureId],
+            SELECT 1 FROM lifecycle_audit WHERE kind = 'erasure' AND status = 'running'
+               AND workflow_id IS DISTINCT FROM $2 AND request->>'subject_hash' = $1)`,
+      [hash, endingErasureId],
     );
   });
 }

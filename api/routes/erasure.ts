@@ -4,16 +4,16 @@ import type { ArchiveStore } from '../../archive';
 import { LIFECYCLE_STATUSES } from '../../journal/kinds';
 import { countErasureMatches } from '../../lifecycle/erasure-scan';
 import { describeTarget, subjectHash, type ErasureTarget } from '../../lifecycle/erasure-target';
-import { forgetErasureSubject, storeErasureSubject } from '../../repository/erasure';
+import { releaseErasureClaim, storeErasureSubject } from '../../repository/erasure';
 import { pruneErasureClaimsWhileOpen, releaseUnlessRunning } from '../erasure-claims';
 import { getLifecycleAudit, listLifecycleAudit, recordLifecycleRequested } from '../../repository/lifecycle-audit';
 import { ensureServiceKey } from '../../repository/service-keys';
 import type { Config } from '../../shared/config';
 import type { Pool } from '../../shared/db';
 import { erasureWorkflow } from '../../workflows';
-import { clientFields, httpError } from '../http-error';
+import { httpError } from '../http-error';
 import { errorResponses, StringEnum, Timestamp, NullableString } from '../schemas';
-import { startForRequest } from '../start-workflow';
+import { startForRequest, startWasSent } from '../start-workflow';
 
 /** The service_keys row whose secret salts subject hashes. */
 const ERASURE_KEY = 'erasure';
@@ -126,28 +126,31 @@ const erasureRoutes: FastifyPluginAsyncTypebox<{
         const counts = await countErasureMatches(pool, archive, target);
         return { status: 'dry_run' as const, ...describeTarget(target), subject_hash: hash, counts };
       }
-      // The value is claimed for this request's workflow: released here when its start was refused, by the workflow
-      // when it ends, or by the prune (erasure-claims.ts) once Temporal shows the workflow is not running.
-      let claimed: string | undefined;
+      // The value is claimed by this request (a claim of its own, even when sent again for a workflow another request
+      // claimed): released here when its start was never sent, by the workflow when it ends, or by the prune
+      // (erasure-claims.ts) once Temporal shows the workflow is not running.
+      let claim: { workflowId: string; claimId: string } | undefined;
       const handle = await startForRequest(app, request, config, {
         prefix: 'erasure',
         workflow: erasureWorkflow,
         input: { subjectHash: hash, requestedBy: request.principal.subject },
         searchAttributes: [],
         beforeStart: async (workflowId) => {
-          if (await storeErasureSubject(pool, hash, target, workflowId)) claimed = workflowId;
+          const claimId = await storeErasureSubject(pool, hash, target, workflowId);
+          if (claimId) claim = { workflowId, claimId };
         },
       }).catch(async (err: Error) => {
-        // Not started (refused at a stop, Temporal unreachable): nothing runs for this claim. One whose start may have
-        // reached Temporal (504) keeps it: that erasure needs the value if it started.
-        if (claimed && !clientFields(err)?.workflow_id) {
-          await forgetErasureSubject(pool, hash, claimed).catch(() => undefined);
+        // Not sent (refused at a stop, Temporal unreachable at connect): nothing runs for this request, and its own
+        // claim goes (another request's, for the same workflow or another, stays). One whose start was sent keeps it
+        // whatever the answer (a 504 naming the workflow): that erasure needs the value if it started.
+        if (claim && !startWasSent(request)) {
+          await releaseErasureClaim(pool, hash, claim.claimId).catch(() => undefined);
         }
         throw err;
       });
       // Sent again with its Idempotency-Key after its erasure ended, the request is answered with that erasure: the
       // value it stored again is released at once rather than at the next prune.
-      if (claimed) void releaseUnlessRunning(app, pool, { workflowId: claimed, subjectHash: hash });
+      if (claim) void releaseUnlessRunning(app, pool, { workflowId: claim.workflowId, subjectHash: hash });
       // The workflow writes the same row first thing; written here too (if still absent), the status URL answers at once.
       await reply.unlessClosing(
         recordLifecycleRequested(pool, {

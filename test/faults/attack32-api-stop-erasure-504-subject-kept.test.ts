@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { CLAIM_GRACE_MS } from '../../api/erasure-claims';
 import { curlJson } from '../support/curl';
 import { uniqueSuffix } from '../support/env';
@@ -6,6 +5,7 @@ import { emailSubjectHash } from '../support/erasure';
 import { exited, untilPrinted } from '../support/ingest-process';
 import { createProcessWorld, type ProcessWorld } from '../support/process-world';
 import { eventually } from '../support/sink';
+import { listenerPid } from '../support/stack';
 
 /**
  * attack32 (fix 131a9c6: "a refused erasure forgets its subject ... one whose start may have reached Temporal (504)
@@ -48,14 +48,6 @@ afterAll(async () => {
   await w?.close();
 });
 
-function temporalPid(): number {
-  const port = w.h.config.temporal.address.split(':').pop();
-  const out = execFileSync('ss', ['-Hltnp', `sport = :${port}`]).toString();
-  const pid = out.match(/pid=(\d+)/)?.[1];
-  if (!pid) throw new Error(`no process on Temporal's port ${port}`);
-  return Number(pid);
-}
-
 it('POST /erasure answered 504 at a stop with Temporal frozen: no subject stored without its workflow', async () => {
   const { h, client } = w;
   const { child: api, url } = await w.spawnApi(SHUTDOWN_TIMEOUT_MS);
@@ -68,7 +60,7 @@ it('POST /erasure answered 504 at a stop with Temporal frozen: no subject stored
     await untilPrinted(api, 'Server listening at http://');
     // One erasure first: the API's Temporal connection is up before the freeze (as in steady state).
     await postErasure(`warm-${uniqueSuffix()}@example.com`);
-    frozen = temporalPid();
+    frozen = listenerPid(h.config.temporal.address);
     process.kill(frozen, 'SIGSTOP');
     const requests = values.map((value) => postErasure(value));
     for (let i = 0; i < 100; i++) {

@@ -3,16 +3,21 @@ import type { Client } from '@temporalio/client';
 import type { FastifyInstance } from 'fastify';
 import { pruneErasureClaims } from '../../api/erasure-claims';
 import type { ErasureTarget } from '../../lifecycle/erasure-target';
-import { forgetErasureSubject, storeErasureSubject } from '../../repository/erasure';
+import {
+  forgetErasureSubject,
+  releaseErasureClaim,
+  staleErasureClaims,
+  storeErasureSubject,
+} from '../../repository/erasure';
 import { createPool, type Pool } from '../../shared/db';
 import { createLogger } from '../../shared/logger';
 import { createTestDatabase } from '../support/database';
 import { baseConfig } from '../support/env';
 
 /**
- * Erasure subjects claimed per workflow (sql/017_erasure_claims.sql, repository/erasure.ts, api/erasure-claims.ts):
- * the value stays while an erasure that needs it may run, and goes once none can. On real Postgres; Temporal's answers
- * to the prune are given by a stand-in.
+ * Erasure subjects claimed per request, for a workflow (sql/017 and 018_erasure_claims_per_request.sql,
+ * repository/erasure.ts, api/erasure-claims.ts): the value stays while an erasure that needs it may run, and goes once
+ * none can. On real Postgres; Temporal's answers to the prune are given by a stand-in.
  */
 let db: Awaited<ReturnType<typeof createTestDatabase>>;
 let pool: Pool;
@@ -52,18 +57,36 @@ it('a request storing the subject while an ended erasure forgets it keeps it: th
   expect(await stored(hash)).toBe(false);
 });
 
-it("a resend naming a claimed workflow is not the claim's owner, and dates the claim anew", async () => {
+it('a resend naming a claimed workflow has a claim of its own: the first, refused, releases only its own', async () => {
   const hash = `resend-${Date.now()}`;
-  expect(await storeErasureSubject(pool, hash, target, 'erasure-resent')).toBe(true);
+  const first = await storeErasureSubject(pool, hash, target, 'erasure-resent');
   await pool.query(`UPDATE erasure_subject_claims SET created_at = now() - interval '1 hour' WHERE workflow_id = $1`, [
     'erasure-resent',
   ]);
-  expect(await storeErasureSubject(pool, hash, target, 'erasure-resent')).toBe(false);
-  const { rows } = await pool.query<{ age: number }>(
-    `SELECT extract(epoch FROM now() - created_at) AS age FROM erasure_subject_claims WHERE workflow_id = $1`,
-    ['erasure-resent'],
-  );
-  expect(Number(rows[0].age)).toBeLessThan(60);
+  const resend = await storeErasureSubject(pool, hash, target, 'erasure-resent');
+  expect({ first: typeof first, resend: typeof resend, same: first === resend }).toEqual({
+    first: 'string',
+    resend: 'string',
+    same: false,
+  });
+  // The workflow's newest claim is young: the prune leaves it (the resend's start may still be on its way).
+  expect((await staleErasureClaims(pool, 60_000)).map((c) => c.workflowId)).not.toContain('erasure-resent');
+  // Before (one claim per workflow): the first's release took the resend's claim, and the subject, with it.
+  await releaseErasureClaim(pool, hash, first!);
+  expect(await stored(hash)).toBe(true);
+  await releaseErasureClaim(pool, hash, resend!);
+  expect(await stored(hash)).toBe(false);
+});
+
+it("a workflow's end releases every request's claim on it, and the subject once no other erasure claims it", async () => {
+  const hash = `ended-all-${Date.now()}`;
+  await storeErasureSubject(pool, hash, target, 'erasure-twice');
+  await storeErasureSubject(pool, hash, target, 'erasure-twice');
+  const other = await storeErasureSubject(pool, hash, target, 'erasure-other');
+  await forgetErasureSubject(pool, hash, 'erasure-twice');
+  expect(await stored(hash)).toBe(true);
+  await releaseErasureClaim(pool, hash, other!);
+  expect(await stored(hash)).toBe(false);
 });
 
 it('the prune releases old claims of workflows Temporal does not run, keeps running and young ones', async () => {

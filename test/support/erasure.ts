@@ -198,3 +198,29 @@ export async function archivePassLockHolders(db: Queryable): Promise<number[]> {
   );
   return rows.map((r) => r.pid);
 }
+
+/** What a client of POST /erasure saw: the status (or that it gave up waiting) and the body's ids. */
+export interface ErasureAnswer {
+  status: number | string;
+  body: { erasure_id?: string; workflow_id?: string };
+}
+
+/**
+ * POST /erasure, a real run (dry_run false), of the email `value` on the API at `url`, with an Idempotency-Key when
+ * given; the client gives up after `waitMs`, and its status then says so.
+ */
+export function postErasure(url: string, value: string, waitMs: number, key?: string): Promise<ErasureAnswer> {
+  return fetch(`${url}/erasure`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      'x-requested-by': 'erasure-test',
+      ...(key ? { 'idempotency-key': key } : {}),
+    },
+    body: JSON.stringify({ subject: { field: 'email', value }, dry_run: false }),
+    signal: AbortSignal.timeout(waitMs),
+  }).then(
+    async (r) => ({ status: r.status, body: (await r.json()) as ErasureAnswer['body'] }),
+    (err: Error) => ({ status: `no answer within ${waitMs} ms (${err.name})`, body: {} }),
+  );
+}

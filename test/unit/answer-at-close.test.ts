@@ -1,12 +1,25 @@
 import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import Fastify from 'fastify';
+import Fastify, { type FastifyInstance } from 'fastify';
 import type { Client } from '@temporalio/client';
 import answerAtClose from '../../api/plugins/answer-at-close';
 import errorHandler from '../../api/plugins/error-handler';
 import { startForRequest } from '../../api/start-workflow';
 import { within } from '../../shared/timeout';
+
+/** POST /replay/1, which starts its workflow through startForRequest on `client` (Temporal's stand-in). */
+function startingRoute(app: FastifyInstance, client: Client): void {
+  app.decorate('temporal', { call: <T>(fn: (c: Client) => Promise<T>) => fn(client), close: async () => {} });
+  app.post('/replay/1', async (request) =>
+    startForRequest(app, request, { temporal: { taskQueue: 'q' } } as never, {
+      prefix: 'replay-event-1',
+      workflow: async (input: { eventId: number }) => input.eventId,
+      input: { eventId: 1 },
+      searchAttributes: [],
+    }).then(() => ({ started: true })),
+  );
+}
 
 const never = new Promise<string>(() => undefined);
 
@@ -294,15 +307,7 @@ describe('answer-at-close', () => {
           }),
       },
     } as unknown as Client;
-    app.decorate('temporal', { call: <T>(fn: (c: Client) => Promise<T>) => fn(client), close: async () => {} });
-    app.post('/replay/1', async (request) =>
-      startForRequest(app, request, { temporal: { taskQueue: 'q' } } as never, {
-        prefix: 'replay-event-1',
-        workflow: async (input: { eventId: number }) => input.eventId,
-        input: { eventId: 1 },
-        searchAttributes: [],
-      }).then(() => ({ started: true })),
-    );
+    startingRoute(app, client);
     await app.ready();
     const response = app.inject({ method: 'POST', url: '/replay/1' });
     await inStart;
@@ -318,30 +323,33 @@ describe('answer-at-close', () => {
     expect(answer.json().message).toContain(answer.json().workflow_id);
   });
 
-  it('a start whose call times out (DEADLINE_EXCEEDED: Temporal may have started it) is answered 504 naming it', async () => {
-    const app = Fastify();
-    await app.register(errorHandler);
-    await app.register(answerAtClose);
-    const client = {
-      connection: {
-        withAbortSignal: () => Promise.reject(Object.assign(new Error('deadline exceeded'), { code: 4 })),
-      },
-    } as unknown as Client;
-    app.decorate('temporal', { call: <T>(fn: (c: Client) => Promise<T>) => fn(client), close: async () => {} });
-    app.post('/replay/1', async (request) =>
-      startForRequest(app, request, { temporal: { taskQueue: 'q' } } as never, {
-        prefix: 'replay-event-1',
-        workflow: async (input: { eventId: number }) => input.eventId,
-        input: { eventId: 1 },
-        searchAttributes: [],
-      }).then(() => ({ started: true })),
-    );
-    const answer = await app.inject({ method: 'POST', url: '/replay/1' });
-    // Before: the gateway's 503 "Temporal is unreachable", naming no workflow, though it may have started.
-    expect(answer.statusCode).toBe(504);
-    expect(answer.json()).toMatchObject({ workflow_id: expect.stringMatching(/^replay-event-1-[0-9a-f]{10}$/) });
-    await app.close();
-  });
+  it.each([
+    ['times out (DEADLINE_EXCEEDED)', 504, 4],
+    ['loses its link and the retries fail (UNAVAILABLE)', 504, 14],
+    ['is cut (CANCELLED)', 504, 1],
+    ['is refused by Temporal itself (INVALID_ARGUMENT: nothing started)', 500, 3],
+  ])(
+    'a start sent whose call %s is answered %i (a 504 names the workflow Temporal may have started)',
+    async (_, status, code) => {
+      const app = Fastify();
+      await app.register(errorHandler);
+      await app.register(answerAtClose);
+      const client = {
+        connection: {
+          withAbortSignal: () => Promise.reject(Object.assign(new Error(`grpc ${code}`), { code })),
+        },
+      } as unknown as Client;
+      startingRoute(app, client);
+      const answer = await app.inject({ method: 'POST', url: '/replay/1' });
+      // Before: the gateway's 503 "Temporal is unreachable" (DEADLINE_EXCEEDED until 477e805, UNAVAILABLE until
+      // attack33), naming no workflow, though it may have started.
+      expect(answer.statusCode).toBe(status);
+      if (status === 504) {
+        expect(answer.json()).toMatchObject({ workflow_id: expect.stringMatching(/^replay-event-1-[0-9a-f]{10}$/) });
+      }
+      await app.close();
+    },
+  );
 
   it('a change whose handler is still running when the close ends is told it may have been carried out (504), not reset', async () => {
     const app = Fastify({ forceCloseConnections: true });
