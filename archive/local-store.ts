@@ -234,7 +234,8 @@ function holderGone(held: string): boolean {
   try {
     process.kill(pid, 0);
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+    // EPERM: the pid runs, as another user (perhaps a process given the pid since): its start time tells.
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return true;
   }
   const now = startTimeOf(pid);
   return /^\d+$/.test(started ?? '') && now !== undefined && now !== started;

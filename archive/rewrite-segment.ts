@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { describeFile, putDataFile, verifyWrittenFile } from './data-file';
-import { ArchiveObjectChangedError } from './errors';
+import { ArchiveObjectChangedError, SegmentNotFoundError } from './errors';
 import type { ProgressListener } from './digest';
 import {
   dataKey,
@@ -90,13 +90,18 @@ export async function rewriteSegment(
     throw err;
   }
   await switchManifest(store, manifest, version).catch(async (err: unknown) => {
-    if (!(err instanceof ArchiveObjectChangedError)) throw err; // may have switched after all: the file stays
+    const now = await readManifestVersion(store, segment).then(
+      (read) => read,
+      (readErr: unknown) => (readErr instanceof SegmentNotFoundError ? undefined : 'unknown'),
+    );
+    if (now === 'unknown') throw err; // nothing known: the file stays (a later sweep of the segment decides)
     // A switch whose answer was lost is sent again by the client and refused by its own success: the manifest then
     // names this very file (its key is this rewrite's alone), and the rewrite has switched.
-    if ((await findManifest(store, segment))?.file.key === key) return;
-    // Refused, the manifest names another file for good: this one (made from a generation another rewrite has since
-    // replaced, so holding rows it may have erased) goes now rather than at some later pass's sweep.
-    await dropUnswitched(store, key);
+    if (now?.manifest.file.key === key) return;
+    // This switch can no longer land (refused; or the manifest it compared is replaced, or gone with its segment, which
+    // no sweep will visit again): its file, made from a generation since replaced, goes now. A switch that failed
+    // otherwise while the manifest is still the one it compared may land yet: its file stays for the segment's sweep.
+    if (err instanceof ArchiveObjectChangedError || now?.version !== version) await dropUnswitched(store, key);
     throw err;
   });
   return { segment, changed: true, ...counts, manifest, deleted: await sweepSegment(store, manifest) };

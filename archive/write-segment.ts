@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { describeFile, putDataFile, verifyWrittenFile } from './data-file';
 import { compareDigests, digestStoredFile, type ProgressListener } from './digest';
 import { ArchiveVerifyError, SegmentExistsError } from './errors';
@@ -39,8 +40,9 @@ export interface WriteSegmentInput {
 /**
  * Archives rows as a new segment: streams them into the store as gzip NDJSON, reads the file back and checks its row
  * count and both checksums (and expectedRows), and only then writes the manifest, the mark that the segment exists.
- * A segment that already has a manifest is refused (SegmentExistsError) or verified (ifExists: 'verify'); a file
- * left by an earlier attempt that died before its manifest is overwritten. Resolves to the manifest; ArchiveVerifyError when the check fails (the file is
+ * A segment that already has a manifest is refused (SegmentExistsError) or verified (ifExists: 'verify'). Each
+ * archiving writes a file of its own key (a random tag): a file left by an earlier attempt that died before its
+ * manifest stays until the segment is deleted (the maintenance step deletes a segment before archiving it again). Resolves to the manifest; ArchiveVerifyError when the check fails (the file is
  * deleted then, and the caller must not drop the source).
  */
 export async function writeSegment(store: ArchiveStore, input: WriteSegmentInput): Promise<SegmentManifest> {
@@ -51,7 +53,8 @@ export async function writeSegment(store: ArchiveStore, input: WriteSegmentInput
   }
   if (existing) throw new SegmentExistsError(input.segment);
   const generation = 1;
-  const key = dataKey(input.segment, generation);
+  // Its own key, as a rewrite's: a later archiving of the segment never writes a key an earlier one's sweep listed.
+  const key = dataKey(input.segment, generation, randomBytes(4).toString('hex'));
   const written = await putDataFile(store, key, input.segment, input.rows, input.onProgress);
   await verifyWrittenFile(store, key, input.segment, written, input.expectedRows, input.onProgress);
   const manifest: SegmentManifest = {

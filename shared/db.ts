@@ -351,6 +351,8 @@ async function barrierTry(pool: pg.Pool, name: string, key: string, tryMs: numbe
     await client.query('BEGIN');
     await client.query(`SET LOCAL idle_in_transaction_session_timeout = ${BARRIER_SILENCE_MS}`);
     await client.query(`SET LOCAL lock_timeout = ${tryMs}`);
+    // The pool's statement_timeout may be no longer than the try: the try's own bound must come first.
+    await client.query(`SET LOCAL statement_timeout = ${tryMs + BARRIER_SILENCE_MS}`);
     const got = await client.query('SELECT pg_advisory_xact_lock($1::bigint)', [key]).then(
       () => true,
       (err: { code?: string }) => {

@@ -1,0 +1,68 @@
+/**
+ * attack34 against fd242d2 (archive/local-store.ts holderGone: "a claim whose holder is gone (pid not running, or
+ * running with another start time) is passed over").
+ *
+ * Invariant: a dead holder never wedges the object for good.
+ *
+ * Attack: the holder was killed after its link; its pid was given since to a process of another user (a root daemon
+ * on the host; the worker runs as an unprivileged user: the image's USER node). process.kill(pid, 0) then fails with
+ * EPERM, and holderGone returns false from its catch without comparing the start time the claim names, so the claim
+ * looks held by a live process for as long as that other process runs: every conditional replace of that version
+ * waits CLAIM_WAIT_MS and fails ("still held"), and the segment's manifest can never be switched (erasures of it fail
+ * on every retry).
+ * Observed on main (contender as uid 65534, claim naming pid 1 with another start time):
+ * 'Error: Archive object claim ... still held after 15000 ms'.
+ * Fixed: a kill(pid, 0) refused with EPERM means the pid runs as another user: the start times are compared then too.
+ */
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createLocalStore } from '../../archive/local-store';
+
+const REPO = path.resolve(__dirname, '../..');
+const CONTENDER = `
+const { createLocalStore } = require(${JSON.stringify(path.join(REPO, 'dist/archive/local-store.js'))});
+const [dir, key, version] = process.argv.slice(1);
+createLocalStore(dir).replaceIfVersion(key, Buffer.from('{"by":"contender"}'), version).then(
+  () => console.log('switched'),
+  (err) => console.log(String(err)),
+);
+`;
+const NOBODY = 65534;
+jest.setTimeout(40_000);
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'attack34-eperm-'));
+  await chmod(dir, 0o777);
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+it("a claim naming a pid now run by another user's process (another start time) is passed over", async () => {
+  expect(process.getuid?.()).toBe(0); // to run the contender as another user than pid 1's
+  const store = createLocalStore(dir);
+  const key = 'seg/manifest.json';
+  const v1 = Buffer.from('{"manifest":"v1"}');
+  await store.put(key, v1);
+  await chmod(path.join(dir, 'seg'), 0o777);
+  await chmod(path.join(dir, 'seg', 'manifest.json'), 0o666);
+  const version = createHash('sha256').update(v1).digest('hex');
+  // The dead holder's claim: pid 1 (root's, alive) at a start time it does not have.
+  const pid1Start = (await readFile('/proc/1/stat', 'utf8')).split(') ')[1].split(' ')[19];
+  const claim = path.join(dir, 'seg', `.manifest.json.claim-${version}-1`);
+  await writeFile(claim, `1 ${Number(pid1Start) + 1} deadholdertoken`);
+
+  const child = spawn(process.execPath, ['-e', CONTENDER, dir, key, version], {
+    uid: NOBODY,
+    gid: NOBODY,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  await new Promise((resolve) => child.once('exit', resolve));
+  expect(out.trim()).toBe('switched');
+});
