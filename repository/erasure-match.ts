@@ -42,12 +42,28 @@ function dlqPredicate(target: ErasureTarget, values: unknown[]): string {
     target.kind === 'tenant'
       ? `(tenant_id = $${values.push(target.value)} OR ${TENANT_FIELDS.map((f) => `payload->>'${f}' = $${values.length}`).join(' OR ')})`
       : journalPredicate(target, values);
-  const text = `$${values.push(target.value)}`;
-  const bytes = `convert_to(${text}, 'UTF8')`;
-  return `(${exact} OR ((payload IS NULL OR reason = 'db_error') AND (
-    strpos(raw_value, ${text}) > 0 OR position(${bytes} IN raw_bytes) > 0 OR strpos(kafka_key, ${text}) > 0
-    OR position(${bytes} IN kafka_key_bytes) > 0 OR strpos(error, ${text}) > 0 OR strpos(last_error, ${text}) > 0
+  const forms = `$${values.push(textForms(target.value))}`;
+  const bytes = `convert_to(f, 'UTF8')`;
+  return `(${exact} OR ((payload IS NULL OR reason = 'db_error') AND EXISTS (SELECT 1 FROM unnest(${forms}::text[]) AS f
+    WHERE strpos(raw_value, f) > 0 OR position(${bytes} IN raw_bytes) > 0 OR strpos(kafka_key, f) > 0
+    OR position(${bytes} IN kafka_key_bytes) > 0 OR strpos(error, f) > 0 OR strpos(last_error, f) > 0
     OR EXISTS (SELECT 1 FROM ${HEADERS} WHERE position(${bytes} IN decode(h.v->>1, 'base64')) > 0))))`;
+}
+
+/**
+ * The value as it may be written in text that was meant to be JSON: as is, and as a JSON string's content escapes it
+ * (quotes, backslashes and control characters), each also with every non-ASCII character as \uXXXX in lower and in
+ * upper case hex (Python's json.dumps, Jackson's ESCAPE_NON_ASCII) and with '/' as '\/' (PHP's json_encode).
+ */
+export function textForms(value: string): string[] {
+  const escaped = JSON.stringify(value).slice(1, -1);
+  const ascii = (upper: boolean) =>
+    escaped.replace(/[\u0080-\uffff]/g, (c) => {
+      const hex = c.charCodeAt(0).toString(16).padStart(4, '0');
+      return `\\u${upper ? hex.toUpperCase() : hex}`;
+    });
+  const forms = [value, escaped, ascii(false), ascii(true)];
+  return [...new Set([...forms, ...forms.map((form) => form.replaceAll('/', '\\/'))])];
 }
 
 function predicate(table: ErasureTable, target: ErasureTarget, values: unknown[]): string {
