@@ -133,11 +133,12 @@ const CLAIM_WAIT_MS = 15_000;
  * once and never taken from a live holder: `.<name>.claim-<version>-<attempt>`, linked from a note naming the
  * claimant (claimantNote), so it appears whole or not at all. The claimant of the lowest attempt whose
  * holder still runs has it; a claim whose holder is gone (holderGone) is not removed but passed over: the
- * next attempt is claimed in its turn, by one contender only (a link fails when the name exists). No contender ever
- * removes a claim another may hold while the version is current, so two never hold it at once. A live holder, however
- * long frozen, is waited for (at most CLAIM_WAIT_MS). Holders share one pid namespace: a local archive is for one
- * host. When the version is no longer current every claim on it is removed (no one can replace it any more);
- * otherwise the holder removes its own.
+ * next attempt is claimed in its turn, by one contender only (a link fails when the name exists). A holder removes
+ * only its own claim; no one removes a claim on the version in force, nor a recent one on any version (the bytes of a
+ * version may come back), so a lower attempt is never claimed again while a higher one is held, and two never hold a
+ * version at once. A live holder, however long frozen, is waited for (at most CLAIM_WAIT_MS). Holders share one pid
+ * namespace: a local archive is for one host. Claims left by holders that died are collected once an hour old and
+ * of a version no longer in force (collectClaims).
  */
 async function withVersionClaim<T>(
   file: string,
@@ -158,15 +159,11 @@ async function withVersionClaim<T>(
   } finally {
     await rm(note, { force: true });
   }
-  let current = true;
   try {
     return await fn();
-  } catch (err) {
-    if (err instanceof ArchiveObjectChangedError) current = false;
-    throw err;
   } finally {
-    if (current && (await stillVersion(file, version))) await rm(claim, { force: true });
-    else await removeClaims(folder, prefix);
+    await rm(claim, { force: true });
+    await collectClaims(folder, path.basename(file), file);
   }
 }
 
@@ -207,14 +204,23 @@ async function stillVersion(file: string, version: string): Promise<boolean> {
   return bytes !== undefined && sha256(bytes) === version;
 }
 
-/** Removes every claim on a version the file no longer has (left by holders that died, or by this one). */
-async function removeClaims(folder: string, prefix: string): Promise<void> {
-  const names = await readdir(folder).catch(() => [] as string[]);
-  await Promise.all(
-    names
-      .filter((n) => n.startsWith(prefix) && !n.endsWith('.tmp'))
-      .map((n) => rm(path.join(folder, n), { force: true })),
+/** How old a dead holder's claim on a version no longer in force is before it is collected. */
+const CLAIM_COLLECT_MS = 3_600_000;
+
+/** Removes claims (and notes) left by holders that died, on versions no longer in force, once CLAIM_COLLECT_MS old. */
+async function collectClaims(folder: string, name: string, file: string): Promise<void> {
+  const bytes = await readFile(file).catch(() => undefined);
+  const inForce = bytes && `.${name}.claim-${sha256(bytes)}-`;
+  const claims = (await readdir(folder).catch(() => [] as string[])).filter(
+    (n) => n.startsWith(`.${name}.claim-`) && !(inForce && n.startsWith(inForce)),
   );
+  for (const claim of claims) {
+    const where = path.join(folder, claim);
+    const info = await stat(where).catch(() => undefined);
+    if (!info || Date.now() - info.mtimeMs < CLAIM_COLLECT_MS) continue;
+    const held = await readFile(where, 'utf8').catch(() => undefined);
+    if (held !== undefined && holderGone(held)) await rm(where, { force: true });
+  }
 }
 
 /**
