@@ -186,9 +186,12 @@ async function claimAttempt(
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
-    const held = await readFile(claim, 'utf8').catch(() => undefined);
-    if (held === undefined) continue; // released just now: claim this attempt again
-    if (holderGone(held)) {
+    // Gone (released just now): claim this attempt again. Unreadable (another user's): waited on as a live holder's.
+    const held = await readFile(claim, 'utf8').catch((err: NodeJS.ErrnoException) =>
+      err.code === 'ENOENT' ? undefined : null,
+    );
+    if (held === undefined) continue;
+    if (held !== null && holderGone(held)) {
       attempt += 1;
       continue;
     }

@@ -52,8 +52,9 @@ function dlqPredicate(target: ErasureTarget, values: unknown[]): string {
 
 /**
  * The value as it may be written in text that was meant to be JSON: as is, and as a JSON string's content escapes it
- * (quotes, backslashes and control characters), each also with every non-ASCII character as \uXXXX in lower and in
- * upper case hex (Python's json.dumps, Jackson's ESCAPE_NON_ASCII) and with '/' as '\/' (PHP's json_encode).
+ * (quotes, backslashes and control characters), also with every non-ASCII character as \uXXXX in lower and in upper
+ * case hex (Python's json.dumps, Jackson's ESCAPE_NON_ASCII), each of those also with '/' as '\/' (PHP's json_encode).
+ * The value itself comes first; every other form reads back as the value from a JSON string.
  */
 export function textForms(value: string): string[] {
   const escaped = JSON.stringify(value).slice(1, -1);
@@ -62,8 +63,8 @@ export function textForms(value: string): string[] {
       const hex = c.charCodeAt(0).toString(16).padStart(4, '0');
       return `\\u${upper ? hex.toUpperCase() : hex}`;
     });
-  const forms = [value, escaped, ascii(false), ascii(true)];
-  return [...new Set([...forms, ...forms.map((form) => form.replaceAll('/', '\\/'))])];
+  const escapes = [escaped, ascii(false), ascii(true)];
+  return [...new Set([value, ...escapes, ...escapes.map((form) => form.replaceAll('/', '\\/'))])];
 }
 
 function predicate(table: ErasureTable, target: ErasureTarget, values: unknown[]): string {

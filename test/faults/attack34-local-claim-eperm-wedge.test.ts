@@ -31,7 +31,7 @@ createLocalStore(dir).replaceIfVersion(key, Buffer.from('{"by":"contender"}'), v
 );
 `;
 const NOBODY = 65534;
-jest.setTimeout(40_000);
+jest.setTimeout(60_000);
 
 let dir: string;
 beforeAll(async () => {
@@ -65,4 +65,36 @@ it("a claim naming a pid now run by another user's process (another start time) 
   child.stdout!.on('data', (d) => (out += d));
   await new Promise((resolve) => child.once('exit', resolve));
   expect(out.trim()).toBe('switched');
+});
+
+// Review of 68d8b25: a claim the contender cannot read (another user's, mode 000) made its loop spin (link, EEXIST,
+// read refused, again) with no wait and no bound. Now it is waited on as a live holder's, within the claim's bound.
+it("a claim the contender cannot read is waited on as a live holder's, within its bound, not spun on", async () => {
+  const store = createLocalStore(dir);
+  const key = 'unreadable/manifest.json';
+  const v1 = Buffer.from('{"manifest":"v1"}');
+  await store.put(key, v1);
+  await chmod(path.join(dir, 'unreadable'), 0o777);
+  await chmod(path.join(dir, 'unreadable', 'manifest.json'), 0o666);
+  const version = createHash('sha256').update(v1).digest('hex');
+  const claim = path.join(dir, 'unreadable', `.manifest.json.claim-${version}-1`);
+  await writeFile(claim, `1 1 roottoken`);
+  await chmod(claim, 0o000);
+
+  const child = spawn(process.execPath, ['-e', CONTENDER, dir, key, version], {
+    uid: NOBODY,
+    gid: NOBODY,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  const ended = await Promise.race([
+    new Promise((resolve) => child.once('exit', () => resolve('exited'))),
+    new Promise((resolve) => setTimeout(() => resolve('still running after 30 s'), 30_000)),
+  ]);
+  child.kill('SIGKILL');
+  expect({ ended, out: out.trim() }).toEqual({
+    ended: 'exited',
+    out: expect.stringMatching(/still held after 15000 ms/),
+  });
 });
