@@ -42,18 +42,22 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
+/** An object in `folder` that the other user can replace, its version, and where its first claim goes. */
+async function sharedObject(folder: string) {
+  const key = `${folder}/manifest.json`;
+  const v1 = Buffer.from('{"manifest":"v1"}');
+  await createLocalStore(dir).put(key, v1);
+  await chmod(path.join(dir, folder), 0o777);
+  await chmod(path.join(dir, key), 0o666);
+  const version = createHash('sha256').update(v1).digest('hex');
+  return { key, version, claim: path.join(dir, folder, `.manifest.json.claim-${version}-1`) };
+}
+
 it("a claim naming a pid now run by another user's process (another start time) is passed over", async () => {
   expect(process.getuid?.()).toBe(0); // to run the contender as another user than pid 1's
-  const store = createLocalStore(dir);
-  const key = 'seg/manifest.json';
-  const v1 = Buffer.from('{"manifest":"v1"}');
-  await store.put(key, v1);
-  await chmod(path.join(dir, 'seg'), 0o777);
-  await chmod(path.join(dir, 'seg', 'manifest.json'), 0o666);
-  const version = createHash('sha256').update(v1).digest('hex');
+  const { key, version, claim } = await sharedObject('seg');
   // The dead holder's claim: pid 1 (root's, alive) at a start time it does not have.
   const pid1Start = (await readFile('/proc/1/stat', 'utf8')).split(') ')[1].split(' ')[19];
-  const claim = path.join(dir, 'seg', `.manifest.json.claim-${version}-1`);
   await writeFile(claim, `1 ${Number(pid1Start) + 1} deadholdertoken`);
 
   const child = spawn(process.execPath, ['-e', CONTENDER, dir, key, version], {
@@ -70,14 +74,7 @@ it("a claim naming a pid now run by another user's process (another start time) 
 // Review of 68d8b25: a claim the contender cannot read (another user's, mode 000) made its loop spin (link, EEXIST,
 // read refused, again) with no wait and no bound. Now it is waited on as a live holder's, within the claim's bound.
 it("a claim the contender cannot read is waited on as a live holder's, within its bound, not spun on", async () => {
-  const store = createLocalStore(dir);
-  const key = 'unreadable/manifest.json';
-  const v1 = Buffer.from('{"manifest":"v1"}');
-  await store.put(key, v1);
-  await chmod(path.join(dir, 'unreadable'), 0o777);
-  await chmod(path.join(dir, 'unreadable', 'manifest.json'), 0o666);
-  const version = createHash('sha256').update(v1).digest('hex');
-  const claim = path.join(dir, 'unreadable', `.manifest.json.claim-${version}-1`);
+  const { key, version, claim } = await sharedObject('unreadable');
   await writeFile(claim, `1 1 roottoken`);
   await chmod(claim, 0o000);
 
