@@ -1,12 +1,14 @@
 import { WorkflowNotFoundError } from '@temporalio/common';
 import type { FastifyInstance } from 'fastify';
-import { forgetErasureSubject, staleErasureClaims } from '../repository/erasure';
+import { releaseErasureClaims, staleErasureClaims } from '../repository/erasure';
 import type { Pool } from '../shared/db';
 
 /** A stored subject claimed for one erasure workflow, by one request or several (sql/017, 018_erasure_claims_*). */
 export interface ErasureClaim {
   workflowId: string;
   subjectHash: string;
+  /** The claims to release (each request's token): those seen, not one a resend made since. */
+  claimIds: string[];
 }
 
 /**
@@ -19,8 +21,8 @@ export const CLAIM_GRACE_MS = 60_000;
 export const CLAIM_PRUNE_EVERY_MS = 60_000;
 
 /**
- * Releases the workflow's claims when Temporal shows it is not running (ended, or never started: a 504 at a stop whose
- * start did not arrive). True when released; undefined when Temporal could not say (tried again at the next prune).
+ * Releases the claims given when Temporal shows their workflow is not running (ended, or never started: a 504 at a stop
+ * whose start did not arrive); a claim a resend made meanwhile, its start perhaps on its way, is not among them. True when released; undefined when Temporal could not say (tried again at the next prune).
  */
 export async function releaseUnlessRunning(
   app: Pick<FastifyInstance, 'temporal' | 'log'>,
@@ -38,7 +40,7 @@ export async function releaseUnlessRunning(
         },
       );
     if (running) return false;
-    await forgetErasureSubject(pool, claim.subjectHash, claim.workflowId);
+    await releaseErasureClaims(pool, claim.subjectHash, claim.claimIds);
     return true;
   } catch (err) {
     app.log.warn({ err, erasure_id: claim.workflowId }, 'Could not check an erasure claim; tried again later');

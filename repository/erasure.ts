@@ -14,7 +14,7 @@ import type { Queryable } from './queryable';
  * Keeps the target of an erasure about to start under its hash, where its activities find it, claimed by the request
  * that will start workflow `workflowId` (the API writes both, in one statement, before the start). Returns the claim's
  * own token: each request has its own claim, even one sent again with its Idempotency-Key (naming the workflow a first
- * one already claimed), so a request whose start was refused releases its claim only (releaseErasureClaim), never the
+ * one already claimed), so a request whose start was refused releases its claim only (releaseErasureClaims), never the
  * one an accepted request of the same workflow relies on. Without a workflow id (a caller starting the workflow itself)
  * the target is kept until an erasure of it ends, and there is no claim.
  */
@@ -42,13 +42,14 @@ export async function storeErasureSubject(
 export async function staleErasureClaims(
   db: Queryable,
   olderThanMs: number,
-): Promise<{ workflowId: string; subjectHash: string }[]> {
-  const { rows } = await db.query<{ workflow_id: string; subject_hash: string }>(
-    `SELECT workflow_id, subject_hash FROM erasure_subject_claims GROUP BY workflow_id, subject_hash
+): Promise<{ workflowId: string; subjectHash: string; claimIds: string[] }[]> {
+  const { rows } = await db.query<{ workflow_id: string; subject_hash: string; claim_ids: string[] }>(
+    `SELECT workflow_id, subject_hash, array_agg(claim_id::text) AS claim_ids FROM erasure_subject_claims
+      GROUP BY workflow_id, subject_hash
       HAVING max(created_at) < now() - make_interval(secs => $1 / 1000.0) ORDER BY max(created_at) LIMIT 1000`,
     [olderThanMs],
   );
-  return rows.map((r) => ({ workflowId: r.workflow_id, subjectHash: r.subject_hash }));
+  return rows.map((r) => ({ workflowId: r.workflow_id, subjectHash: r.subject_hash, claimIds: r.claim_ids }));
 }
 
 /** The target stored under hash, or undefined once its erasures have finished. */
@@ -66,22 +67,23 @@ export async function loadErasureSubject(db: Queryable, hash: string): Promise<E
  * while this one ran: it still needs the value).
  */
 export async function forgetErasureSubject(pool: Pool, hash: string, erasureId: string): Promise<void> {
-  await releaseAndForget(pool, hash, 'workflow_id', erasureId, erasureId);
+  await releaseAndForget(pool, hash, 'workflow_id', [erasureId], erasureId);
 }
 
 /**
- * Releases one request's claim (storeErasureSubject's token) when that request's start was refused, and deletes the
- * target once nothing else claims it or runs for it: the claims of other requests, of this workflow or another, stay.
+ * Releases requests' claims (storeErasureSubject's tokens: one whose start was refused, or those the prune saw on a
+ * workflow Temporal does not run), and deletes the target once nothing else claims it or runs for it: the claims of
+ * other requests, of this workflow (a resend since) or another, stay.
  */
-export async function releaseErasureClaim(pool: Pool, hash: string, claimId: string): Promise<void> {
-  await releaseAndForget(pool, hash, 'claim_id', claimId, null);
+export async function releaseErasureClaims(pool: Pool, hash: string, claimIds: string[]): Promise<void> {
+  await releaseAndForget(pool, hash, 'claim_id', claimIds, null);
 }
 
 async function releaseAndForget(
   pool: Pool,
   hash: string,
   by: 'workflow_id' | 'claim_id',
-  id: string,
+  ids: string[],
   endingErasureId: string | null,
 ): Promise<void> {
   await withTransaction(pool, async (client) => {
@@ -89,7 +91,10 @@ async function releaseAndForget(
     // before this, and the check below (a statement of its own, so a snapshot taken after the lock) sees it, or waits
     // and stores the row again after this delete.
     await client.query('SELECT 1 FROM erasure_subjects WHERE subject_hash = $1 FOR UPDATE', [hash]);
-    await client.query(`DELETE FROM erasure_subject_claims WHERE ${by} = $1 AND subject_hash = $2`, [id, hash]);
+    await client.query(`DELETE FROM erasure_subject_claims WHERE ${by}::text = ANY($1::text[]) AND subject_hash = $2`, [
+      ids,
+      hash,
+    ]);
     // A running erasure of the subject keeps it, unless it is the one ending here.
     await client.query(
       `DELETE FROM erasure_subjects WHERE subject_hash = $1

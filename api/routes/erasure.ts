@@ -4,7 +4,7 @@ import type { ArchiveStore } from '../../archive';
 import { LIFECYCLE_STATUSES } from '../../journal/kinds';
 import { countErasureMatches } from '../../lifecycle/erasure-scan';
 import { describeTarget, subjectHash, type ErasureTarget } from '../../lifecycle/erasure-target';
-import { releaseErasureClaim, storeErasureSubject } from '../../repository/erasure';
+import { releaseErasureClaims, storeErasureSubject } from '../../repository/erasure';
 import { pruneErasureClaimsWhileOpen, releaseUnlessRunning } from '../erasure-claims';
 import { getLifecycleAudit, listLifecycleAudit, recordLifecycleRequested } from '../../repository/lifecycle-audit';
 import { ensureServiceKey } from '../../repository/service-keys';
@@ -144,13 +144,19 @@ const erasureRoutes: FastifyPluginAsyncTypebox<{
         // claim goes (another request's, for the same workflow or another, stays). One whose start was sent keeps it
         // whatever the answer (a 504 naming the workflow): that erasure needs the value if it started.
         if (claim && !startWasSent(request)) {
-          await releaseErasureClaim(pool, hash, claim.claimId).catch(() => undefined);
+          await releaseErasureClaims(pool, hash, [claim.claimId]).catch(() => undefined);
         }
         throw err;
       });
       // Sent again with its Idempotency-Key after its erasure ended, the request is answered with that erasure: the
       // value it stored again is released at once rather than at the next prune.
-      if (claim) void releaseUnlessRunning(app, pool, { workflowId: claim.workflowId, subjectHash: hash });
+      if (claim) {
+        void releaseUnlessRunning(app, pool, {
+          workflowId: claim.workflowId,
+          subjectHash: hash,
+          claimIds: [claim.claimId],
+        });
+      }
       // The workflow writes the same row first thing; written here too (if still absent), the status URL answers at once.
       await reply.unlessClosing(
         recordLifecycleRequested(pool, {

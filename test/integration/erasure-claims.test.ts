@@ -1,11 +1,11 @@
 import { WorkflowNotFoundError } from '@temporalio/common';
 import type { Client } from '@temporalio/client';
 import type { FastifyInstance } from 'fastify';
-import { pruneErasureClaims } from '../../api/erasure-claims';
+import { pruneErasureClaims, releaseUnlessRunning } from '../../api/erasure-claims';
 import type { ErasureTarget } from '../../lifecycle/erasure-target';
 import {
   forgetErasureSubject,
-  releaseErasureClaim,
+  releaseErasureClaims,
   staleErasureClaims,
   storeErasureSubject,
 } from '../../repository/erasure';
@@ -32,6 +32,25 @@ afterAll(async () => {
   await pool?.end();
   await db?.drop();
 });
+
+/** An app whose Temporal describes each workflow as `status` says (or does not know it). */
+function temporalSaying(status: (id: string) => 'RUNNING' | 'COMPLETED' | 'not found'): FastifyInstance {
+  const client = {
+    workflow: {
+      getHandle: (id: string) => ({
+        describe: async () => {
+          const said = status(id);
+          if (said === 'not found') throw new WorkflowNotFoundError('not found', id, undefined);
+          return { status: { name: said } };
+        },
+      }),
+    },
+  } as unknown as Client;
+  return {
+    temporal: { call: <T>(fn: (c: Client) => Promise<T>) => fn(client), close: async () => {} },
+    log: createLogger('silent'),
+  } as unknown as FastifyInstance;
+}
 
 const stored = async (hash: string) =>
   (await pool.query('SELECT 1 FROM erasure_subjects WHERE subject_hash = $1', [hash])).rowCount === 1;
@@ -72,9 +91,9 @@ it('a resend naming a claimed workflow has a claim of its own: the first, refuse
   // The workflow's newest claim is young: the prune leaves it (the resend's start may still be on its way).
   expect((await staleErasureClaims(pool, 60_000)).map((c) => c.workflowId)).not.toContain('erasure-resent');
   // Before (one claim per workflow): the first's release took the resend's claim, and the subject, with it.
-  await releaseErasureClaim(pool, hash, first!);
+  await releaseErasureClaims(pool, hash, [first!]);
   expect(await stored(hash)).toBe(true);
-  await releaseErasureClaim(pool, hash, resend!);
+  await releaseErasureClaims(pool, hash, [resend!]);
   expect(await stored(hash)).toBe(false);
 });
 
@@ -85,7 +104,7 @@ it("a workflow's end releases every request's claim on it, and the subject once 
   const other = await storeErasureSubject(pool, hash, target, 'erasure-other');
   await forgetErasureSubject(pool, hash, 'erasure-twice');
   expect(await stored(hash)).toBe(true);
-  await releaseErasureClaim(pool, hash, other!);
+  await releaseErasureClaims(pool, hash, [other!]);
   expect(await stored(hash)).toBe(false);
 });
 
@@ -103,25 +122,42 @@ it('the prune releases old claims of workflows Temporal does not run, keeps runn
     [[claims.running, claims.gone, claims.ended]],
   );
   const asked: string[] = [];
-  const client = {
-    workflow: {
-      getHandle: (id: string) => ({
-        describe: async () => {
-          asked.push(id);
-          if (id === claims.gone) throw new WorkflowNotFoundError('not found', id, undefined);
-          return { status: { name: id === claims.running ? 'RUNNING' : 'COMPLETED' } };
-        },
-      }),
-    },
-  } as unknown as Client;
-  const app = {
-    temporal: { call: <T>(fn: (c: Client) => Promise<T>) => fn(client), close: async () => {} },
-    log: createLogger('silent'),
-  } as unknown as FastifyInstance;
+  const app = temporalSaying((id) => {
+    asked.push(id);
+    return id === claims.gone ? 'not found' : id === claims.running ? 'RUNNING' : 'COMPLETED';
+  });
   expect(await pruneErasureClaims(app, pool)).toBe(2);
   expect(asked.sort()).toEqual([claims.ended, claims.gone, claims.running].sort());
   const left = Object.fromEntries(
     await Promise.all(Object.entries(claims).map(async ([k, id]) => [k, await stored(`${id}-hash`)] as const)),
   );
   expect(left).toEqual({ running: true, gone: false, ended: false, young: true });
+});
+
+// Review of 284a4fe: the prune released every claim of a workflow it found stale and not running, a resend's fresh
+// claim included (its start still on its way): the subject was deleted and the erasure, once started, failed.
+it('the prune releases only the claims it saw: a resend claiming the workflow since keeps the subject', async () => {
+  const [workflowId, hash] = [`resent-late-${Date.now()}`, `resent-late-${Date.now()}-hash`];
+  await storeErasureSubject(pool, hash, target, workflowId);
+  await pool.query(
+    `UPDATE erasure_subject_claims SET created_at = now() - interval '5 minutes' WHERE workflow_id = $1`,
+    [workflowId],
+  );
+  const [seen] = (await staleErasureClaims(pool, 60_000)).filter((c) => c.workflowId === workflowId);
+  // The resend claims the workflow after the prune looked; its start has not reached Temporal yet.
+  const resend = await storeErasureSubject(pool, hash, target, workflowId);
+  expect(
+    await releaseUnlessRunning(
+      temporalSaying(() => 'not found'),
+      pool,
+      seen,
+    ),
+  ).toBe(true);
+  const { rows } = await pool.query('SELECT claim_id::text FROM erasure_subject_claims WHERE workflow_id = $1', [
+    workflowId,
+  ]);
+  expect({ stored: await stored(hash), claims: rows.map((r) => r.claim_id) }).toEqual({
+    stored: true,
+    claims: [resend],
+  });
 });
