@@ -53,13 +53,11 @@ async function sharedObject(folder: string) {
   return { key, version, claim: path.join(dir, folder, `.manifest.json.claim-${version}-1`) };
 }
 
-it("a claim naming a pid now run by another user's process (another start time) is passed over", async () => {
-  expect(process.getuid?.()).toBe(0); // to run the contender as another user than pid 1's
-  const { key, version, claim } = await sharedObject('seg');
-  // The dead holder's claim: pid 1 (root's, alive) at a start time it does not have.
-  const pid1Start = (await readFile('/proc/1/stat', 'utf8')).split(') ')[1].split(' ')[19];
-  await writeFile(claim, `1 ${Number(pid1Start) + 1} deadholdertoken`);
-
+/**
+ * Runs the contender as another user on the object's version: what it printed, and 'exited', or that it was still
+ * running after `waitMs` (then killed).
+ */
+async function contend(key: string, version: string, waitMs: number): Promise<{ ended: string; out: string }> {
   const child = spawn(process.execPath, ['-e', CONTENDER, dir, key, version], {
     uid: NOBODY,
     gid: NOBODY,
@@ -67,8 +65,23 @@ it("a claim naming a pid now run by another user's process (another start time) 
   });
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
-  await new Promise((resolve) => child.once('exit', resolve));
-  expect(out.trim()).toBe('switched');
+  const ended = await Promise.race([
+    new Promise<string>((resolve) => child.once('exit', () => resolve('exited'))),
+    new Promise<string>((resolve) => setTimeout(() => resolve(`still running after ${waitMs / 1000} s`), waitMs)),
+  ]);
+  child.kill('SIGKILL');
+  return { ended, out: out.trim() };
+}
+
+it("a claim naming a pid now run by another user's process (another start time) is passed over", async () => {
+  expect(process.getuid?.()).toBe(0); // to run the contender as another user than pid 1's
+  const { key, version, claim } = await sharedObject('seg');
+  // The dead holder's claim: pid 1 (root's, alive) at a start time it does not have.
+  const pid1Start = (await readFile('/proc/1/stat', 'utf8')).split(') ')[1].split(' ')[19];
+  await writeFile(claim, `1 ${Number(pid1Start) + 1} deadholdertoken`);
+
+  const { out } = await contend(key, version, 30_000);
+  expect(out).toBe('switched');
 });
 
 // Review of 68d8b25: a claim the contender cannot read (another user's, mode 000) made its loop spin (link, EEXIST,
@@ -78,19 +91,7 @@ it("a claim the contender cannot read is waited on as a live holder's, within it
   await writeFile(claim, `1 1 roottoken`);
   await chmod(claim, 0o000);
 
-  const child = spawn(process.execPath, ['-e', CONTENDER, dir, key, version], {
-    uid: NOBODY,
-    gid: NOBODY,
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  const ended = await Promise.race([
-    new Promise((resolve) => child.once('exit', () => resolve('exited'))),
-    new Promise((resolve) => setTimeout(() => resolve('still running after 30 s'), 30_000)),
-  ]);
-  child.kill('SIGKILL');
-  expect({ ended, out: out.trim() }).toEqual({
+  expect(await contend(key, version, 30_000)).toEqual({
     ended: 'exited',
     out: expect.stringMatching(/still held after 15000 ms/),
   });
