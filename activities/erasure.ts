@@ -5,8 +5,10 @@ import {
   listSegments,
   readSegment,
   rewriteSegment,
+  settlePendingWrite,
   sweepSegment,
   type ArchiveRow,
+  type PendingWriteLog,
 } from '../archive';
 import { archiveRowMatcher, idWindows } from '../lifecycle/erasure-scan';
 import { describeTarget, type ErasureTarget } from '../lifecycle/erasure-target';
@@ -20,6 +22,11 @@ import {
   type ErasureCounts,
 } from '../repository/erasure';
 import { deleteMatches, type ErasureTable } from '../repository/erasure-match';
+import {
+  forgetPendingArchiveWrite,
+  listPendingArchiveWrites,
+  recordPendingArchiveWrite,
+} from '../repository/archive-pending-writes';
 import { redactOperatorCopies } from '../repository/erasure-redaction';
 import {
   appendLifecycleAction,
@@ -73,6 +80,17 @@ export function createErasureActivities(deps: ActivityDeps) {
       throw err;
     });
     return conditionalWrites;
+  };
+  // A rewrite's new file is in Postgres from before it is written until its switch is settled (docs/archive.md).
+  const pendingWrites: PendingWriteLog = {
+    record: (write) => recordPendingArchiveWrite(pool, write),
+    forget: (write) => forgetPendingArchiveWrite(pool, write.key),
+  };
+  // Any erasure's leftovers: each file whose switch can no longer land is deleted (a store that does not answer throws).
+  const settlePendingWrites = async (): Promise<void> => {
+    for (const write of await listPendingArchiveWrites(pool)) {
+      if ((await settlePendingWrite(archive, write)) !== 'pending') await forgetPendingArchiveWrite(pool, write.key);
+    }
   };
 
   return {
@@ -134,6 +152,7 @@ export function createErasureActivities(deps: ActivityDeps) {
       // its next generation under one key, and the last manifest switch would bring back the other's rows.
       const waiting = { onWait: () => context.heartbeat(lastDone), signal: context.cancellationSignal };
       await withSessionLock(pool, ARCHIVE_PASS_LOCK, waiting, async (held) => {
+        await settlePendingWrites();
         for (const manifest of await listSegments(archive)) {
           if (resumeAfter !== undefined && manifest.segment <= resumeAfter) continue;
           if (await holdsMatch(readSegment(archive, manifest, { verify: false }), matches, tick)) {
@@ -154,6 +173,7 @@ export function createErasureActivities(deps: ActivityDeps) {
                   await held();
                   await recordErasedArchiveIds(pool, input.erasureId, dropped);
                 },
+                pending: pendingWrites,
               },
             );
             if (result.changed) await countErasedArchiveRows(pool, input.erasureId, result.dropped);

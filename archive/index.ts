@@ -10,6 +10,7 @@ export type { ProgressListener } from './digest';
 export { writeSegment, verifySegment, type WriteSegmentInput } from './write-segment';
 export { readSegment, type ReadSegmentOptions } from './read-segment';
 export { rewriteSegment, sweepSegment, type RewriteResult, type RowDecision } from './rewrite-segment';
+export { settlePendingWrite, type PendingWrite, type PendingWriteLog } from './pending-writes';
 export { restoreSegment } from './restore-segment';
 export { deleteSegment } from './delete-segment';
 export { checkConditionalWrites } from './conditional-writes';

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { describeFile, putDataFile, verifyWrittenFile } from './data-file';
 import { ArchiveObjectChangedError, SegmentNotFoundError } from './errors';
 import type { ProgressListener } from './digest';
+import type { PendingWrite, PendingWriteLog } from './pending-writes';
 import {
   dataKey,
   findManifest,
@@ -38,7 +39,11 @@ export interface RewriteResult {
  * that died half-way is finished by running it again: rows already erased are kept as they are, and every file of an
  * earlier generation is deleted. The swap is conditional on the manifest read at the start: a rewrite overtaken by
  * another (two passes at once, one whose lock was lost) fails with ArchiveObjectChangedError and changes nothing, so
- * what the other erased stays erased; run it again.
+ * what the other erased stays erased; run it again. With `pending`, the new file is recorded there before it is
+ * written and forgotten once settled: a rewrite stopped in between (a store outage through its switch and the
+ * manifest's re-read, a put whose answer was lost, a killed process) leaves the record, and settlePendingWrite deletes
+ * the file once its switch can no longer land. Every object of the segment is then named by its manifest, or is a
+ * pending write that a later step deletes.
  */
 export async function rewriteSegment(
   store: ArchiveStore,
@@ -48,6 +53,8 @@ export async function rewriteSegment(
     onProgress?: ProgressListener;
     /** Called once the new generation is verified, before the manifest switches to it (not when nothing changed). */
     beforeSwitch?: () => Promise<void>;
+    /** Where the new file is recorded before it is written (docs/archive.md, "Rewriting"). */
+    pending?: PendingWriteLog;
   } = {},
 ): Promise<RewriteResult> {
   const { manifest: current, version } = await readManifestVersion(store, segment);
@@ -71,9 +78,14 @@ export async function rewriteSegment(
   const generation = current.generation + 1;
   // Its own key: a rewrite that lost its turn (its lock's connection cut) and one that has it never share a file.
   const key = dataKey(segment, generation, randomBytes(4).toString('hex'));
+  // Recorded before the put: whatever stops the rewrite after it (no answer, no process) leaves a record to settle.
+  const pending: PendingWrite = { key, segment, version };
+  await options.pending?.record(pending);
+  const settled = () => options.pending?.forget(pending).catch(() => undefined); // a record left is settled later
   const written = await putDataFile(store, key, segment, rewritten(), options.onProgress);
   if (counts.dropped + counts.replaced === 0) {
     await store.delete(key);
+    await settled();
     return { segment, changed: false, ...counts, manifest: current, deleted: await sweepSegment(store, current) };
   }
   const manifest: SegmentManifest = {
@@ -94,7 +106,8 @@ export async function rewriteSegment(
       (read) => read,
       (readErr: unknown) => (readErr instanceof SegmentNotFoundError ? undefined : 'unknown'),
     );
-    if (now === 'unknown') throw err; // nothing known: the file stays (a later sweep of the segment decides)
+    // Nothing known: the file stays, pending (settlePendingWrite, or a later sweep of the segment, decides).
+    if (now === 'unknown') throw err;
     // A switch whose answer was lost is sent again by the client and refused by its own success: the manifest then
     // names this very file (its key is this rewrite's alone), and the rewrite has switched.
     if (now?.manifest.file.key === key) return;
@@ -104,6 +117,7 @@ export async function rewriteSegment(
     if (err instanceof ArchiveObjectChangedError || now?.version !== version) await dropUnswitched(store, key);
     throw err;
   });
+  await settled();
   return { segment, changed: true, ...counts, manifest, deleted: await sweepSegment(store, manifest) };
 }
 
