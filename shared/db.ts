@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { hostname } from 'node:os';
 import pg from 'pg';
 import type { Logger } from './logger';
 import { stopWait } from './stop-clock';
@@ -227,16 +228,33 @@ export async function withSessionLock<T>(
 }
 
 /**
+ * A barrier's holders are also written down (barrier_holders, sql/020), because the shared lock goes with its session
+ * and a holder's session can end while its work goes on (Postgres restarted or failed over, a connection reset): the
+ * lock is then gone while the send it guarded is still in flight. A holder commits its row before it takes the lock
+ * (so before anything it reads under it) and deletes it in the transaction that lets the lock go, or, when its session
+ * has ended, on other connections afterwards. While it holds, it renews the row's lease on a connection of the pool's
+ * every lease / 4. A row whose holder's process died (or lost Postgres for a whole lease) expires a lease
+ * (BARRIER_LEASE_MS unless the holder says otherwise) after its last renewal. Times are the server's (now()): the
+ * clocks of processes do not matter.
+ */
+export const BARRIER_LEASE_MS = 120_000;
+
+/** Who holds, as barrier_holders shows it to an operator. */
+const HOLDER = `${hostname()}:${process.pid}`;
+
+/**
  * Runs fn holding a name's advisory lock SHARED (many holders at once, none while awaitSharedHolders takes it), in a
- * transaction on a pool client of its own that fn's queries may use. `keep` holds the lock past fn's end until a
- * promise settles: work fn started that outlives it (a Kafka send, which kafkajs cannot abort, goes on after its
- * activity was cancelled); the transaction then ends in the background. The wait for the lock is bounded by
- * statement_timeout; the lock goes with the connection if the process dies.
+ * transaction on a pool client of its own that fn's queries may use, its row in barrier_holders committed before.
+ * `keep` holds the lock (and the row) past fn's end until a promise settles: work fn started that outlives it (a Kafka
+ * send, which kafkajs cannot abort, goes on after its activity was cancelled); the transaction then ends in the
+ * background. The wait for the lock is bounded by statement_timeout; the lock goes with the connection if the process
+ * dies, the row with its lease.
  */
 export async function withSharedLock<T>(
   pool: pg.Pool,
   name: string,
   fn: (client: pg.PoolClient, keep: (until: Promise<unknown>) => void) => Promise<T>,
+  { leaseMs = BARRIER_LEASE_MS }: { leaseMs?: number } = {},
 ): Promise<T> {
   const leave = await sharedHolderSlot(pool);
   let client: pg.PoolClient;
@@ -250,16 +268,38 @@ export async function withSharedLock<T>(
   const onError = (err: Error) => (broken ??= err);
   client.on('error', onError);
   const kept: Promise<unknown>[] = [];
+  let holder: number | undefined;
+  let renewing: NodeJS.Timeout | undefined;
   const end = async () => {
     await Promise.allSettled(kept);
-    // COMMIT of a transaction a failed statement aborted rolls it back: either way the lock is released.
-    await client.query('COMMIT').catch((err: Error) => (broken ??= err));
+    clearInterval(renewing);
+    // The row goes in the transaction that lets the lock go; a transaction a failed statement aborted keeps it.
+    const deleted =
+      holder === undefined ||
+      (await client.query('DELETE FROM barrier_holders WHERE id = $1', [holder]).then(
+        () => true,
+        () => false,
+      ));
+    const committed = await client.query('COMMIT').then(
+      (result) => result.command === 'COMMIT',
+      (err: Error) => ((broken ??= err), false),
+    );
     client.off('error', onError);
     client.release(broken);
     leave();
+    if (holder !== undefined && !(deleted && committed)) void dropHolder(pool, holder, leaseMs);
   };
   let result: T;
   try {
+    const { rows } = await client.query<{ id: number }>(
+      `INSERT INTO barrier_holders (name, holder, expires_at)
+       VALUES ($1, $2, now() + $3 * interval '1 millisecond') RETURNING id`,
+      [name, HOLDER, leaseMs],
+    );
+    const id = rows[0].id;
+    holder = id;
+    renewing = setInterval(() => renewHolder(pool, id, leaseMs), leaseMs / 4);
+    renewing.unref();
     await client.query('BEGIN');
     await client.query('SELECT pg_advisory_xact_lock_shared($1::bigint)', [advisoryKey(name).toString()]);
     result = await fn(client, (until) => kept.push(until));
@@ -269,6 +309,39 @@ export async function withSharedLock<T>(
   }
   await end();
   return result;
+}
+
+/** The holder rows whose renewal has not answered yet: one renewal at a time per row. */
+const renewals = new Set<number>();
+function renewHolder(pool: pg.Pool, id: number, leaseMs: number): void {
+  if (renewals.has(id)) return;
+  renewals.add(id);
+  void onBoundedClient(pool, BARRIER_SILENCE_MS, `Renewing barrier holder ${id}`, (client) =>
+    client.query(`UPDATE barrier_holders SET expires_at = now() + $2 * interval '1 millisecond' WHERE id = $1`, [
+      id,
+      leaseMs,
+    ]),
+  )
+    .catch(() => undefined) // tried again at the next tick; the lease outlasts three missed ones
+    .finally(() => renewals.delete(id));
+}
+
+/**
+ * Deletes a holder's row on connections of the pool's, its own session having ended: tried again after 0.25, 0.5, 1, 2, 2 … s
+ * for as long as the lease would last (past that the row has expired anyway).
+ */
+async function dropHolder(pool: pg.Pool, id: number, leaseMs: number): Promise<void> {
+  const until = Date.now() + leaseMs;
+  for (let pause = 250; ; pause = Math.min(pause * 2, 2000)) {
+    const dropped = await onBoundedClient(pool, BARRIER_SILENCE_MS, `Dropping barrier holder ${id}`, (client) =>
+      client.query('DELETE FROM barrier_holders WHERE id = $1', [id]),
+    ).then(
+      () => true,
+      () => false,
+    );
+    if (dropped || Date.now() + pause >= until) return;
+    await new Promise((resolve) => setTimeout(resolve, pause).unref());
+  }
 }
 
 /**
@@ -306,17 +379,24 @@ const BARRIER_REPORT_MS = 1000;
 /**
  * How long past its lock_timeout a try waits for the server's answer before it takes the connection for lost (a
  * network gone silent: nothing passes, nothing closes). It is also the server's idle_in_transaction_session_timeout for
- * the try, so a lock the server grants after this side gave up is not held by a session no one will end.
+ * the try, so a lock the server grants after this side gave up is not held by a session no one will end; and the
+ * bound of every other statement of the barrier (its look at barrier_holders).
  */
 const BARRIER_SILENCE_MS = 5000;
+/** How often the barrier looks again at holder rows that outlived their sessions (doubling from the first). */
+const BARRIER_POLL_FIRST_MS = 25;
+const BARRIER_POLL_MAX_MS = 1000;
 
 /**
  * A barrier: returns once every holder of the name's shared lock (withSharedLock) that took it before this call has
- * let it go, by taking it exclusively and letting it go at once. While it waits, later shared requests queue behind
- * it (Postgres grants no lock that conflicts with a waiting request), so a stream of holders cannot starve it. It
- * calls `onWait` (an activity's heartbeat) every BARRIER_REPORT_MS, honours `signal` between tries of BARRIER_TRY_MS,
- * and gives up with an error once `timeoutMs` has passed, or as soon as a try gets no answer at all (BARRIER_SILENCE_MS
- * past its lock_timeout): onWait is then called no more, whatever the connection does.
+ * let it go. First it takes the lock exclusively and lets it go at once: the holders whose sessions live. While it
+ * waits, later shared requests queue behind it (Postgres grants no lock that conflicts with a waiting request), so a
+ * stream of holders cannot starve it. Then it waits until none of the barrier_holders rows there at its call is left
+ * unexpired: the holders whose sessions ended while their work went on (later rows are not waited for, so neither
+ * starve it). It calls `onWait` (an activity's heartbeat) every BARRIER_REPORT_MS, honours `signal` between tries of
+ * BARRIER_TRY_MS and looks at the rows, and gives up with an error once `timeoutMs` has passed, or as soon as a
+ * statement gets no answer at all (BARRIER_SILENCE_MS past its own bound): onWait is then called no more, whatever the
+ * connection does.
  */
 export async function awaitSharedHolders(
   pool: pg.Pool,
@@ -326,14 +406,36 @@ export async function awaitSharedHolders(
   const key = advisoryKey(name).toString();
   const until = Date.now() + timeoutMs;
   const reporting = onWait ? setInterval(onWait, BARRIER_REPORT_MS) : undefined;
+  const silent = `The barrier ${name}: Postgres did not answer in ${BARRIER_SILENCE_MS} ms`;
+  const unexpired = (ids?: number[]) =>
+    onBoundedClient(pool, BARRIER_SILENCE_MS, silent, async (client) => {
+      const { rows } = await client.query<{ id: number }>(
+        `SELECT id FROM barrier_holders
+          WHERE name = $1 AND expires_at > now() AND ($2::bigint[] IS NULL OR id = ANY($2::bigint[]))`,
+        [name, ids ?? null],
+      );
+      return rows.map((row) => row.id);
+    });
+  const giveUpAt = (what: string) => {
+    signal?.throwIfAborted();
+    if (Date.now() >= until) throw new Error(`The shared holders of ${name} ${what} within ${timeoutMs} ms`);
+  };
   try {
+    // The rows of holders that died an hour ago and more go first (nothing else deletes them).
+    await onBoundedClient(pool, BARRIER_SILENCE_MS, silent, (client) =>
+      client.query(`DELETE FROM barrier_holders WHERE name = $1 AND expires_at < now() - interval '1 hour'`, [name]),
+    );
+    let held = await unexpired();
     for (;;) {
       const tryMs = Math.max(1, Math.min(BARRIER_TRY_MS, until - Date.now()));
-      if (await barrierTry(pool, name, key, tryMs)) return;
-      signal?.throwIfAborted();
-      if (Date.now() >= until) {
-        throw new Error(`The shared holders of ${name} did not let it go within ${timeoutMs} ms`);
-      }
+      if (await barrierTry(pool, name, key, tryMs)) break;
+      giveUpAt('did not let it go');
+    }
+    for (let pause = BARRIER_POLL_FIRST_MS; held.length > 0; pause = Math.min(pause * 2, BARRIER_POLL_MAX_MS)) {
+      held = await unexpired(held);
+      if (held.length === 0) break;
+      giveUpAt(`did not let it go (${held.length} whose sessions ended: barrier_holders ${held.join(', ')})`);
+      await new Promise((resolve) => setTimeout(resolve, Math.min(pause, until - Date.now())));
     }
   } finally {
     clearInterval(reporting);
@@ -341,41 +443,54 @@ export async function awaitSharedHolders(
 }
 
 /**
- * One try of awaitSharedHolders on a connection of its own: whether it got the lock (and let it go) within tryMs.
- * A connection that does not answer within tryMs + BARRIER_SILENCE_MS fails the try and is destroyed, not given back
- * (a late answer must not reach its next user).
+ * Runs fn on a pool connection of its own within ms: a connection that does not answer in time fails the call and is
+ * destroyed, not given back (a late answer must not reach its next user).
  */
-async function barrierTry(pool: pg.Pool, name: string, key: string, tryMs: number): Promise<boolean> {
+async function onBoundedClient<T>(
+  pool: pg.Pool,
+  ms: number,
+  message: string,
+  fn: (client: pg.PoolClient) => Promise<T>,
+): Promise<T> {
   const client = await pool.connect();
-  const statements = async () => {
-    await client.query('BEGIN');
-    await client.query(`SET LOCAL idle_in_transaction_session_timeout = ${BARRIER_SILENCE_MS}`);
-    await client.query(`SET LOCAL lock_timeout = ${tryMs}`);
-    // The pool's statement_timeout may be no longer than the try: the try's own bound must come first.
-    await client.query(`SET LOCAL statement_timeout = ${tryMs + BARRIER_SILENCE_MS}`);
-    const got = await client.query('SELECT pg_advisory_xact_lock($1::bigint)', [key]).then(
-      () => true,
-      (err: { code?: string }) => {
-        if (err.code === '55P03') return false; // lock_not_available: the try's lock_timeout
-        throw err;
-      },
-    );
-    await client.query(got ? 'COMMIT' : 'ROLLBACK');
-    return got;
-  };
-  const silence = tryMs + BARRIER_SILENCE_MS;
+  // A connection lost mid-statement fails the statement and is also emitted: unheard, that would end the process.
+  const onError = () => undefined;
+  client.on('error', onError);
   try {
-    const got = await withTimeout(
-      statements(),
-      silence,
-      `The barrier ${name}: Postgres did not answer in ${silence} ms`,
-    );
+    const result = await withTimeout(fn(client), ms, message);
+    client.off('error', onError);
     client.release();
-    return got;
+    return result;
   } catch (err) {
     client.release(err instanceof Error ? err : new Error(String(err)));
     throw err;
   }
+}
+
+/** One try of awaitSharedHolders on a connection of its own: whether it got the lock (and let it go) within tryMs. */
+async function barrierTry(pool: pg.Pool, name: string, key: string, tryMs: number): Promise<boolean> {
+  const silence = tryMs + BARRIER_SILENCE_MS;
+  return onBoundedClient(
+    pool,
+    silence,
+    `The barrier ${name}: Postgres did not answer in ${silence} ms`,
+    async (client) => {
+      await client.query('BEGIN');
+      await client.query(`SET LOCAL idle_in_transaction_session_timeout = ${BARRIER_SILENCE_MS}`);
+      await client.query(`SET LOCAL lock_timeout = ${tryMs}`);
+      // The pool's statement_timeout may be no longer than the try: the try's own bound must come first.
+      await client.query(`SET LOCAL statement_timeout = ${silence}`);
+      const got = await client.query('SELECT pg_advisory_xact_lock($1::bigint)', [key]).then(
+        () => true,
+        (err: { code?: string }) => {
+          if (err.code === '55P03') return false; // lock_not_available: the try's lock_timeout
+          throw err;
+        },
+      );
+      await client.query(got ? 'COMMIT' : 'ROLLBACK');
+      return got;
+    },
+  );
 }
 
 /**

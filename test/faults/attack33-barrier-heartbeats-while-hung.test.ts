@@ -73,5 +73,6 @@ it('a barrier wait whose connection went silent gives up (no answer 5 s past its
   // Either the wait gave up at its bound (4x past it here), or it went quiet so that a heartbeat timeout retries it.
   expect(verdict).not.toMatch(/still heartbeating/);
   // Fixed: a try the server does not answer within its lock_timeout and 5 s fails, and its heartbeats end with it.
-  expect(verdict).toMatch(/^rejected: The barrier a33-hung: Postgres did not answer in 8000 ms/);
+  // (The try's bound is what is left of the wait's, 3 s less its look at barrier_holders, plus 5 s.)
+  expect(verdict).toMatch(/^rejected: The barrier a33-hung: Postgres did not answer in (79\d\d|8000) ms/);
 });

@@ -4,12 +4,15 @@ export interface FreezableProxy {
   port: number;
   freeze(): void;
   thaw(): void;
+  /** What a server restart does to its clients: every connection reset now, new ones refused for downMs. */
+  cut(downMs: number): void;
   close(): Promise<void>;
 }
 
 /** A TCP proxy to host:port whose freeze() stops passing anything on, in either direction, without closing. */
 export async function freezableProxy(host: string, port: number): Promise<FreezableProxy> {
   let frozen = false;
+  let downUntil = 0;
   const pairs: { client: net.Socket; upstream: net.Socket }[] = [];
   const link = ({ client, upstream }: { client: net.Socket; upstream: net.Socket }) => {
     client.pipe(upstream);
@@ -22,6 +25,11 @@ export async function freezableProxy(host: string, port: number): Promise<Freeza
     upstream.pause();
   };
   const server = net.createServer({ allowHalfOpen: true }, (client) => {
+    if (Date.now() < downUntil) {
+      client.on('error', () => undefined);
+      client.resetAndDestroy();
+      return;
+    }
     const upstream = net.connect({ host, port, allowHalfOpen: true });
     const pair = { client, upstream };
     pairs.push(pair);
@@ -43,6 +51,13 @@ export async function freezableProxy(host: string, port: number): Promise<Freeza
         link(pair);
         pair.client.resume();
         pair.upstream.resume();
+      }
+    },
+    cut(downMs) {
+      downUntil = Date.now() + downMs;
+      for (const { client, upstream } of pairs.splice(0)) {
+        client.resetAndDestroy();
+        upstream.destroy();
       }
     },
     async close() {
