@@ -21,9 +21,10 @@ import { freezableProxy, type FreezableProxy } from '../support/freezable-proxy'
  * Observed with the lock alone (6fcbd40): nine violations in one run ("erasure of 33,34 returned while 33,33 were
  * sending"): the lock went with each cut session while its send went on. With barrier_holders: none.
  */
-jest.setTimeout(120_000);
+jest.setTimeout(240_000);
 
 const SOAK_MS = 40_000;
+const SOAK_MAX_MS = 120_000;
 
 let db: Awaited<ReturnType<typeof createTestDatabase>>;
 let direct: Pool;
@@ -59,8 +60,10 @@ it('no erasure completes while a page that checked before it still sends its era
   const violations: string[] = [];
   const stats = { pages: 0, pagesFailed: 0, erasures: 0, raced: 0, racedAndCut: 0, faults: 0, faultsMidSend: 0 };
   let nextErased = 1; // erasure k erases ids 2k-1 and 2k
-  const deadline = Date.now() + SOAK_MS;
-  const running = () => Date.now() < deadline;
+  // At least SOAK_MS, and on (up to SOAK_MAX_MS) until enough races were seen: a loaded machine runs fewer.
+  const started = Date.now();
+  const enough = () => stats.erasures >= 10 && stats.raced >= 10 && stats.racedAndCut >= 3;
+  const running = () => Date.now() - started < SOAK_MS || (!enough() && Date.now() - started < SOAK_MAX_MS);
 
   const page = async () => {
     // Around the ids the next erasures take, so that pages and erasures race.
@@ -116,8 +119,8 @@ it('no erasure completes while a page that checked before it still sends its era
     const pending = new Set<Promise<void>>();
     while (running()) {
       if (pending.size < 16) {
-        const started = page().finally(() => pending.delete(started));
-        pending.add(started);
+        const one = page().finally(() => pending.delete(one));
+        pending.add(one);
       }
       await sleep(20 + random(60));
     }
@@ -146,9 +149,7 @@ it('no erasure completes while a page that checked before it still sends its era
   console.log(`barrier soak: ${JSON.stringify(stats)} ${JSON.stringify([...reasons])}`);
   expect(violations).toEqual([]);
   // Not vacuous: erasures completed while pages that had checked before them were sending, sessions cut under them.
-  expect(stats.erasures).toBeGreaterThanOrEqual(10);
-  expect(stats.raced).toBeGreaterThanOrEqual(10);
-  expect(stats.racedAndCut).toBeGreaterThanOrEqual(3);
+  expect(enough()).toBe(true);
   expect(stats.faultsMidSend).toBeGreaterThanOrEqual(10);
   expect(stats.pages - stats.pagesFailed).toBeGreaterThanOrEqual(100);
   // Every holder's row is gone once the faults stopped (deleted on another connection when its session had ended).
