@@ -134,8 +134,12 @@ export type AppendOneResult = { journalId: number } | { error: string };
 
 /**
  * Journals one entry inside the caller's transaction, behind a savepoint: a dead letter retried or repaired
- * (journal/dead-letter.ts, journal/repair.ts). The same record already journaled (its coordinates and content hash)
- * counts as done, with that row's id. A row the journal refuses is the entry's error; an outage is thrown.
+ * (journal/dead-letter.ts, journal/repair.ts). A row the journal refuses is the entry's error; an outage is thrown.
+ * A second journaling of one dead letter is not kept out here: the partitioned journal has no unique index spanning
+ * its partitions, so ON CONFLICT only catches a record already in the same partition (then that row's id is the
+ * result). The callers keep it out: they hold the dead letter's row lock (getDlqEntry FOR UPDATE) from its read to
+ * their commit and mark it resolved with the journal row's id in the same transaction, so a later retry or repair of
+ * it finds it resolved; ingest sets a redelivery of a dead-lettered record aside (journal/redelivery.ts).
  */
 export async function appendOne(client: PoolClient, entry: NewJournalEntry): Promise<AppendOneResult> {
   const inserted = await behindSavepoint(client, 'journal_one', () => insertJournalEntries(client, [entry]));

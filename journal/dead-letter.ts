@@ -23,8 +23,8 @@ export type DeadLetterResult = AppendOneResult;
 /**
  * Journals a dead letter, inside the caller's transaction: its record as consumed (raw bytes, key, headers,
  * timestamp, same content hash) goes through the consumer's parser again and, if it now passes, into the journal
- * (journal/append.ts appendOne). Already journaled (same record) counts as done. An outage is thrown; anything else
- * is the entry's error.
+ * (journal/append.ts appendOne; the caller holds the dead letter's row lock and marks it resolved, so it is journaled
+ * once). An outage is thrown; anything else is the entry's error.
  */
 export async function journalDeadLetter(
   client: PoolClient,
