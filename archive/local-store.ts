@@ -10,7 +10,8 @@ import { assertKey, collectUpTo, type ArchiveStore, type StoredObject } from './
 /**
  * An archive in a local directory: each key is a file under it. A put writes a dot-named temp file beside the target,
  * fsyncs it, renames it over the target and fsyncs the directory, so a crash leaves the old file or the new one,
- * never a torn one; list() ignores dot-names (left-over temp files of a crash). A call's signal is checked before it
+ * never a torn one; list() ignores dot-names (left-over temp files of a crash, deleted by the next put or delete in
+ * their folder once their writer is gone). A call's signal is checked before it
  * starts and ends a put's copy or a read stream part way. A conditional replace holds a claim on the version beside
  * the target (processes of one host share the directory) while it compares and renames; a version is the bytes'
  * sha256.
@@ -31,7 +32,7 @@ export function createLocalStore(dir: string): ArchiveStore {
       const file = fileOf(key);
       const folder = path.dirname(file);
       await mkdir(folder, { recursive: true });
-      const temp = path.join(folder, `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
+      const temp = path.join(folder, putTempName(path.basename(file)));
       try {
         const source = Buffer.isBuffer(body) ? Readable.from([body]) : body;
         await pipeline(source, createWriteStream(temp, { flags: 'wx' }), { signal: options?.signal });
@@ -42,6 +43,7 @@ export function createLocalStore(dir: string): ArchiveStore {
         throw err;
       }
       await fsync(folder);
+      await collectPutTemps(folder);
       return (await this.stat(key))!;
     },
 
@@ -104,6 +106,7 @@ export function createLocalStore(dir: string): ArchiveStore {
         throw err;
       }
       await fsync(path.dirname(file));
+      await collectPutTemps(path.dirname(file));
     },
 
     async close() {},
@@ -233,6 +236,33 @@ async function collectClaims(folder: string, name: string, file: string): Promis
  */
 function claimantNote(): string {
   return `${process.pid} ${startTimeOf(process.pid) ?? '-'} ${randomBytes(8).toString('hex')}`;
+}
+
+/**
+ * A put's temp file: `.<name>.put-<pid>-<start time>-<random>.tmp`, its writer told by its name, so that the temp
+ * file of a writer that died (it holds rows: a rewritten segment's, an erasure's subject's neighbours) is deleted by
+ * the next put or delete in its folder (collectPutTemps), which is its segment's.
+ */
+function putTempName(name: string): string {
+  return `.${name}.put-${process.pid}-${startTimeOf(process.pid) ?? '-'}-${randomBytes(6).toString('hex')}.tmp`;
+}
+const PUT_TEMP = /^\..+\.put-(\d+)-(\d+|-)-[0-9a-f]{12}\.tmp$/;
+/** A temp file of a version before putTempName (its writer unknown): deleted once PUT_TEMP_OLD_MS old. */
+const PUT_TEMP_BEFORE = /^\.(?!.*\.claim-).+\.[0-9a-f]{12}\.tmp$/;
+const PUT_TEMP_OLD_MS = 3_600_000;
+
+/** Deletes the temp files in a folder whose writers are gone (see putTempName). */
+async function collectPutTemps(folder: string): Promise<void> {
+  for (const name of await readdir(folder).catch(() => [] as string[])) {
+    const where = path.join(folder, name);
+    const writer = PUT_TEMP.exec(name);
+    if (writer) {
+      if (holderGone(`${writer[1]} ${writer[2]}`)) await rm(where, { force: true });
+    } else if (PUT_TEMP_BEFORE.test(name)) {
+      const info = await stat(where).catch(() => undefined);
+      if (info && Date.now() - info.mtimeMs > PUT_TEMP_OLD_MS) await rm(where, { force: true });
+    }
+  }
 }
 
 /** Whether a claim's holder is gone: its pid no longer runs, or runs a process started at another time. */
