@@ -2,6 +2,7 @@ import { ApplicationFailure, Context } from '@temporalio/activity';
 import {
   ArchiveConditionalWriteError,
   checkConditionalWrites,
+  deleteIncompleteSegments,
   listSegments,
   readSegment,
   rewriteSegment,
@@ -153,6 +154,9 @@ export function createErasureActivities(deps: ActivityDeps) {
       const waiting = { onWait: () => context.heartbeat(lastDone), signal: context.cancellationSignal };
       await withSessionLock(pool, ARCHIVE_PASS_LOCK, waiting, async (held) => {
         await settlePendingWrites();
+        const incomplete = await deleteIncompleteSegments(archive);
+        if (incomplete.length)
+          context.log.info('Erasure deleted the files of unfinished archivings', { keys: incomplete });
         for (const manifest of await listSegments(archive)) {
           if (resumeAfter !== undefined && manifest.segment <= resumeAfter) continue;
           if (await holdsMatch(readSegment(archive, manifest, { verify: false }), matches, tick)) {

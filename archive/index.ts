@@ -12,7 +12,7 @@ export { readSegment, type ReadSegmentOptions } from './read-segment';
 export { rewriteSegment, sweepSegment, type RewriteResult, type RowDecision } from './rewrite-segment';
 export { settlePendingWrite, type PendingWrite, type PendingWriteLog } from './pending-writes';
 export { restoreSegment } from './restore-segment';
-export { deleteSegment } from './delete-segment';
+export { deleteIncompleteSegments, deleteSegment } from './delete-segment';
 export { checkConditionalWrites } from './conditional-writes';
 export { journalArchiveRows, type JournalArchiveSource } from '../repository/journal-archive';
 export {

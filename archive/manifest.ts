@@ -6,7 +6,8 @@ export const SEGMENT_FORMAT = 'crm-events-sink/journal-segment';
 export const SEGMENT_FORMAT_VERSION = 1;
 
 /** Where segments live in a store: segments/<name>/manifest.json beside segments/<name>/<name>.g<N>.ndjson.gz. */
-const SEGMENTS = 'segments/';
+/** The prefix of every segment's objects (segmentPrefix). */
+export const SEGMENTS = 'segments/';
 const MANIFEST = 'manifest.json';
 
 /** Describes one archived segment: its file, what it holds, and the checksums that verify it. */
