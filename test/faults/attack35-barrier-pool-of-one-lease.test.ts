@@ -1,0 +1,85 @@
+import { awaitSharedHolders, createPool, withSharedLock, type Pool } from '../../shared/db';
+import { createLogger } from '../../shared/logger';
+import { createTestDatabase } from '../support/database';
+import { baseConfig } from '../support/env';
+
+/**
+ * Attacks 40544dc (shared/db.ts withSharedLock / renewHolder / sharedHolderSlot; awaitSharedHolders), used by
+ * repository/erasure.ts withErasuresChecked / awaitReplaySends.
+ *
+ * Invariant: once awaitSharedHolders (an erasure's awaitReplaySends) returns, no holder that took the barrier before
+ * the call is still sending (its kept promises unsettled), unless that holder's process has been unable to renew its
+ * row for a whole lease. Holders take at most half the pool, so the rest stays for everything else (renewals).
+ *
+ * Attack: a worker with DATABASE_POOL_SIZE=1 (config allows 1..200). sharedHolderSlot gives max(1, floor(1/2)) = 1
+ * slot: the holder takes the pool's only connection. Its session is ended by the server (Postgres restart/failover,
+ * connection reset) while its kept send goes on. The dead client is not given back until the send settles (end()
+ * awaits kept first), so every renewal (renewHolder -> onBoundedClient -> pool.connect) waits for a connection that
+ * never comes and times out: the row is never renewed although Postgres answers all along and the process is healthy.
+ * Once the lease passes, the barrier (an erasure on another worker, its own pool) returns while the send is still on.
+ * The lease is shortened to 4 s here (withSharedLock's own option, as test/integration/barrier-holders.test.ts does);
+ * in production the same happens after BARRIER_LEASE_MS (2 min) of a send that outlives its session.
+ * Control: the same with a pool of 2 holds (the renewal has a connection), so the lease is lost only because the
+ * holder starved its own renewals.
+ *
+ * Observed: with a pool of 1 the barrier returns while the send is still on ('returned while sending'); with 2 it
+ * waits ('waiting').
+ */
+jest.setTimeout(60_000);
+
+let db: Awaited<ReturnType<typeof createTestDatabase>>;
+let erasurePool: Pool;
+const pools: Pool[] = [];
+
+beforeAll(async () => {
+  db = await createTestDatabase(baseConfig().databaseUrl, 'a35_barrier_pool1');
+  erasurePool = createPool(db.databaseUrl, 4, createLogger('silent'));
+});
+afterAll(async () => {
+  for (const p of pools) await p.end().catch(() => undefined);
+  await erasurePool?.end();
+  await db?.drop();
+});
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function scenario(poolSize: number, name: string): Promise<string> {
+  const replayPool = createPool(db.databaseUrl, poolSize, createLogger('silent'));
+  pools.push(replayPool);
+  let end!: () => void;
+  const ending = new Promise<void>((resolve) => (end = resolve));
+  let pid: number | undefined;
+  let sending = false;
+  const held = withSharedLock(
+    replayPool,
+    name,
+    async (client, keep) => {
+      pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+      sending = true;
+      keep(ending.then(() => (sending = false)));
+    },
+    { leaseMs: 4000 },
+  ).catch(() => undefined);
+  for (let i = 0; i < 200 && !sending; i++) await sleep(10);
+  expect(sending).toBe(true);
+  // The holder's session ends (what a Postgres restart or failover does); its send goes on.
+  await erasurePool.query('SELECT pg_terminate_backend($1)', [pid]);
+  await sleep(200);
+  // The erasure's barrier, on another worker (its own pool).
+  let verdict = 'waiting';
+  void awaitSharedHolders(erasurePool, name, { timeoutMs: 30_000 }).then(
+    () => (verdict = sending ? 'returned while sending' : 'returned'),
+    (err: Error) => (verdict = `rejected: ${err.message}`),
+  );
+  await sleep(12_000); // three leases
+  const seen = verdict;
+  end();
+  await held;
+  return seen;
+}
+
+it('a holder on a pool of one connection keeps its lease while its send is on (control: pool of two)', async () => {
+  const two = await scenario(2, 'a35-pool-two');
+  const one = await scenario(1, 'a35-pool-one');
+  expect({ two, one }).toEqual({ two: 'waiting', one: 'waiting' });
+});
