@@ -265,7 +265,18 @@ export async function withSharedLock<T>(
     throw err;
   }
   let broken: Error | undefined;
-  const onError = (err: Error) => (broken ??= err);
+  let released = false;
+  const release = () => {
+    if (released) return;
+    released = true;
+    client.release(broken);
+  };
+  // A session that ended took the lock with it: its connection goes back (destroyed) at once, not once the send has
+  // ended, so that the row's renewals have a connection (on a pool of one they would wait for the dead one).
+  const onError = (err: Error) => {
+    broken ??= err;
+    release();
+  };
   client.on('error', onError);
   const kept: Promise<unknown>[] = [];
   let holder: number | undefined;
@@ -273,19 +284,22 @@ export async function withSharedLock<T>(
   const end = async () => {
     await Promise.allSettled(kept);
     clearInterval(renewing);
-    // The row goes in the transaction that lets the lock go; a transaction a failed statement aborted keeps it.
-    const deleted =
-      holder === undefined ||
-      (await client.query('DELETE FROM barrier_holders WHERE id = $1', [holder]).then(
-        () => true,
-        () => false,
-      ));
-    const committed = await client.query('COMMIT').then(
-      (result) => result.command === 'COMMIT',
-      (err: Error) => ((broken ??= err), false),
-    );
-    client.off('error', onError);
-    client.release(broken);
+    let [deleted, committed] = [false, false];
+    if (!released) {
+      // The row goes in the transaction that lets the lock go; a transaction a failed statement aborted keeps it.
+      deleted =
+        holder === undefined ||
+        (await client.query('DELETE FROM barrier_holders WHERE id = $1', [holder]).then(
+          () => true,
+          () => false,
+        ));
+      committed = await client.query('COMMIT').then(
+        (result) => result.command === 'COMMIT',
+        (err: Error) => ((broken ??= err), false),
+      );
+    }
+    if (!released) client.off('error', onError); // a destroyed client keeps it: its late errors are not the pool's
+    release();
     leave();
     if (holder !== undefined && !(deleted && committed)) void dropHolder(pool, holder, leaseMs);
   };

@@ -24,6 +24,8 @@ import { baseConfig } from '../support/env';
  *
  * Observed: with a pool of 1 the barrier returns while the send is still on ('returned while sending'); with 2 it
  * waits ('waiting').
+ * Fixed: a holder gives its connection back (destroyed) as soon as its session ends, not once its send has ended; the
+ * renewals then have it.
  */
 jest.setTimeout(60_000);
 
