@@ -1,12 +1,11 @@
 import { gunzipSync } from 'node:zlib';
-import { createArchiveStore, deleteSegment, type ArchiveRow, type ArchiveStore } from '../../archive';
+import { deleteSegment, type ArchiveRow, type ArchiveStore } from '../../archive';
 import { createErasureActivities } from '../../activities/erasure';
 import { listPendingArchiveWrites } from '../../repository/archive-pending-writes';
 import { plainRow, readObject, strayObjects, writeJournalSegment } from '../support/archive';
 import { uniqueSuffix } from '../support/env';
 import { storeEmailSubject } from '../support/erasure';
-import { createTestBucket } from '../support/s3';
-import { createSinkHarness, type SinkHarness } from '../support/sink';
+import { erasureStoresWorld, s3Unavailable } from '../support/erasure-stores';
 import { activityDeps, inActivity } from '../support/temporal';
 
 /**
@@ -30,25 +29,7 @@ import { activityDeps, inActivity } from '../support/temporal';
  */
 jest.setTimeout(60_000);
 
-let h: SinkHarness;
-let s3: ArchiveStore;
-let dropBucket: (() => Promise<void>) | undefined;
-
-beforeAll(async () => {
-  h = await createSinkHarness('a34-outage-orphan');
-  const bucket = await createTestBucket('a34-outage-orphan');
-  dropBucket = bucket.drop;
-  s3 = createArchiveStore({ ...h.config.archive, store: 's3', s3: bucket.config });
-}, 60_000);
-
-afterAll(async () => {
-  await s3?.close();
-  await dropBucket?.().catch(() => undefined);
-  await h?.close();
-});
-
-const unavailable = () =>
-  Object.assign(new Error('Service Unavailable'), { name: 'ServiceUnavailable', $metadata: { httpStatusCode: 503 } });
+const world = erasureStoresWorld('a34-outage-orphan');
 
 /**
  * The store as the erasure sees it: the segment is withdrawn just before the rewrite's file is put; then, for
@@ -59,7 +40,7 @@ function faultyStore(store: ArchiveStore, segment: string, fault: 'outage' | 'an
   let down = false;
   const guard = <A extends unknown[], R>(call: (...args: A) => Promise<R>) => {
     return async (...args: A): Promise<R> => {
-      if (down) throw unavailable();
+      if (down) throw s3Unavailable();
       return call(...args);
     };
   };
@@ -70,20 +51,20 @@ function faultyStore(store: ArchiveStore, segment: string, fault: 'outage' | 'an
       if (!key.startsWith(`segments/${segment}/${segment}.g2-`)) return store.put(key, body, options);
       await deleteSegment(store, segment); // withdrawn while the pass read it: the new file is not there yet
       const stored = await store.put(key, body, options);
-      if (fault === 'answer-lost') throw unavailable();
+      if (fault === 'answer-lost') throw s3Unavailable();
       return stored;
     }),
     get: guard((key, options) => store.get(key, options)),
     stat: guard((key, options) => store.stat(key, options)),
     list: (prefix, options) => {
-      if (down) throw unavailable();
+      if (down) throw s3Unavailable();
       return store.list(prefix, options);
     },
     readVersioned: guard((key, max, options) => store.readVersioned(key, max, options)),
     replaceIfVersion: guard(async (key, body, version, options) => {
       if (fault === 'outage' && key === `segments/${segment}/manifest.json`) {
         down = true;
-        throw unavailable();
+        throw s3Unavailable();
       }
       return store.replaceIfVersion(key, body, version, options);
     }),
@@ -93,10 +74,7 @@ function faultyStore(store: ArchiveStore, segment: string, fault: 'outage' | 'an
   return { faulty, restore: () => (down = false) };
 }
 
-describe.each([
-  ['local', () => h.archive],
-  ['s3', () => s3],
-])('%s store', (_kind, storeOf) => {
+describe.each(world.stores)('%s store', (_kind, storeOf) => {
   it.each(['outage', 'answer-lost'] as const)(
     'a rewrite of a segment withdrawn meanwhile leaves no file after the next attempt (%s)',
     async (fault) => {
@@ -110,9 +88,9 @@ describe.each([
         plainRow(base + i + 1, JSON.stringify({ tenant_id: 'acme', email: i === 0 ? erased : kept })),
       );
       await writeJournalSegment(store, segment, rows);
-      const ref = { erasureId: `a34-outage-${suffix}`, subjectHash: await storeEmailSubject(h.pool, erased) };
+      const ref = { erasureId: `a34-outage-${suffix}`, subjectHash: await storeEmailSubject(world.h().pool, erased) };
       const { faulty, restore } = faultyStore(store, segment, fault);
-      const erasure = createErasureActivities({ ...activityDeps(h), archive: faulty });
+      const erasure = createErasureActivities({ ...activityDeps(world.h()), archive: faulty });
       await inActivity(() => erasure.recordErasureStarted(ref));
 
       const first = await inActivity(() => erasure.eraseArchiveRows(ref)).then(
@@ -136,7 +114,7 @@ describe.each([
         )
           holdingKept.push(key);
       }
-      const pending = (await listPendingArchiveWrites(h.pool)).filter((write) => write.segment === segment);
+      const pending = (await listPendingArchiveWrites(world.h().pool)).filter((write) => write.segment === segment);
       expect({ first, next, stray, holdingKept, pending }).toEqual({
         first: 'ServiceUnavailable',
         next: 'completed',

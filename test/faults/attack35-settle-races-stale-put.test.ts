@@ -1,13 +1,12 @@
 import { gunzipSync } from 'node:zlib';
-import { createArchiveStore, deleteSegment, type ArchiveRow, type ArchiveStore } from '../../archive';
+import { deleteSegment, type ArchiveRow, type ArchiveStore } from '../../archive';
 import { createErasureActivities } from '../../activities/erasure';
 import { listPendingArchiveWrites } from '../../repository/archive-pending-writes';
 import { advisoryKey } from '../../shared/db';
 import { plainRow, readObject, strayObjects, writeJournalSegment } from '../support/archive';
 import { uniqueSuffix } from '../support/env';
 import { storeEmailSubject } from '../support/erasure';
-import { createTestBucket } from '../support/s3';
-import { createSinkHarness, type SinkHarness } from '../support/sink';
+import { erasureStoresWorld, s3Unavailable } from '../support/erasure-stores';
 import { activityDeps, inActivity } from '../support/temporal';
 
 /**
@@ -34,25 +33,7 @@ import { activityDeps, inActivity } from '../support/temporal';
  */
 jest.setTimeout(90_000);
 
-let h: SinkHarness;
-let s3: ArchiveStore;
-let dropBucket: (() => Promise<void>) | undefined;
-
-beforeAll(async () => {
-  h = await createSinkHarness('a35-settle-race');
-  const bucket = await createTestBucket('a35-settle-race');
-  dropBucket = bucket.drop;
-  s3 = createArchiveStore({ ...h.config.archive, store: 's3', s3: bucket.config });
-}, 60_000);
-
-afterAll(async () => {
-  await s3?.close();
-  await dropBucket?.().catch(() => undefined);
-  await h?.close();
-});
-
-const unavailable = () =>
-  Object.assign(new Error('Service Unavailable'), { name: 'ServiceUnavailable', $metadata: { httpStatusCode: 503 } });
+const world = erasureStoresWorld('a35-settle-race');
 
 function deferred() {
   let resolve!: () => void;
@@ -60,10 +41,7 @@ function deferred() {
   return { promise, resolve };
 }
 
-describe.each([
-  ['local', () => h.archive],
-  ['s3', () => s3],
-])('%s store', (_kind, storeOf) => {
+describe.each(world.stores)('%s store', (_kind, storeOf) => {
   it("a pass's settle racing a live rewrite's put leaves no unrecorded file", async () => {
     const store = storeOf();
     const suffix = uniqueSuffix();
@@ -93,15 +71,15 @@ describe.each([
         putStarted.resolve();
         await p2Done.promise;
         await store.put(key, body, options);
-        throw unavailable();
+        throw s3Unavailable();
       },
       close: async () => {},
     };
 
-    const ref1 = { erasureId: `a35-settle-1-${suffix}`, subjectHash: await storeEmailSubject(h.pool, erased) };
-    const ref2 = { erasureId: `a35-settle-2-${suffix}`, subjectHash: await storeEmailSubject(h.pool, other) };
-    const p1 = createErasureActivities({ ...activityDeps(h), archive: slow });
-    const p2 = createErasureActivities({ ...activityDeps(h), archive: store });
+    const ref1 = { erasureId: `a35-settle-1-${suffix}`, subjectHash: await storeEmailSubject(world.h().pool, erased) };
+    const ref2 = { erasureId: `a35-settle-2-${suffix}`, subjectHash: await storeEmailSubject(world.h().pool, other) };
+    const p1 = createErasureActivities({ ...activityDeps(world.h()), archive: slow });
+    const p2 = createErasureActivities({ ...activityDeps(world.h()), archive: store });
     await inActivity(() => p1.recordErasureStarted(ref1));
     await inActivity(() => p2.recordErasureStarted(ref2));
 
@@ -112,7 +90,7 @@ describe.each([
     await putStarted.promise;
     // P1's lock session ends (a connection reset); its rewrite goes on.
     const key = advisoryKey('erasure-archive-pass');
-    await h.pool.query(
+    await world.h().pool.query(
       `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
          AND classid::bigint = ($1::bigint >> 32) & 4294967295 AND objid::bigint = $1::bigint & 4294967295`,
       [key.toString()],
@@ -139,7 +117,7 @@ describe.each([
       )
         holdingKept.push(k);
     }
-    const pending = (await listPendingArchiveWrites(h.pool)).filter((write) => write.segment === segment);
+    const pending = (await listPendingArchiveWrites(world.h().pool)).filter((write) => write.segment === segment);
     // Either no file is left, or it is still recorded for a later pass to delete.
     expect({ second, firstResult, retry, unrecorded: stray.filter((k) => !pending.some((p) => p.key === k)) }).toEqual({
       second: 'completed',

@@ -1,10 +1,9 @@
-import { createArchiveStore, type ArchiveRow, type ArchiveStore } from '../../archive';
+import { type ArchiveRow, type ArchiveStore } from '../../archive';
 import { createErasureActivities } from '../../activities/erasure';
 import { plainRow, writeJournalSegment } from '../support/archive';
 import { uniqueSuffix } from '../support/env';
 import { storeEmailSubject } from '../support/erasure';
-import { createTestBucket } from '../support/s3';
-import { createSinkHarness, type SinkHarness } from '../support/sink';
+import { erasureStoresWorld } from '../support/erasure-stores';
 import { activityDeps, inActivity } from '../support/temporal';
 
 /**
@@ -18,22 +17,7 @@ import { activityDeps, inActivity } from '../support/temporal';
  */
 jest.setTimeout(60_000);
 
-let h: SinkHarness;
-let s3: ArchiveStore;
-let dropBucket: (() => Promise<void>) | undefined;
-
-beforeAll(async () => {
-  h = await createSinkHarness('erasure-incomplete');
-  const bucket = await createTestBucket('erasure-incomplete');
-  dropBucket = bucket.drop;
-  s3 = createArchiveStore({ ...h.config.archive, store: 's3', s3: bucket.config });
-}, 60_000);
-
-afterAll(async () => {
-  await s3?.close();
-  await dropBucket?.().catch(() => undefined);
-  await h?.close();
-});
+const world = erasureStoresWorld('erasure-incomplete');
 
 async function keysUnder(store: ArchiveStore, prefix: string): Promise<string[]> {
   const keys: string[] = [];
@@ -41,10 +25,7 @@ async function keysUnder(store: ArchiveStore, prefix: string): Promise<string[]>
   return keys.sort();
 }
 
-describe.each([
-  ['local', () => h.archive],
-  ['s3', () => s3],
-])('%s store', (_kind, storeOf) => {
+describe.each(world.stores)('%s store', (_kind, storeOf) => {
   it("an erasure's archive pass deletes the file of an archiving that never wrote its manifest", async () => {
     const store = storeOf();
     const suffix = uniqueSuffix();
@@ -62,8 +43,8 @@ describe.each([
     await store.delete(`segments/${unfinished}/manifest.json`);
     expect(await keysUnder(store, `segments/${unfinished}/`)).toHaveLength(1);
 
-    const ref = { erasureId: `incomplete-${suffix}`, subjectHash: await storeEmailSubject(h.pool, erased) };
-    const erasure = createErasureActivities({ ...activityDeps(h), archive: store });
+    const ref = { erasureId: `incomplete-${suffix}`, subjectHash: await storeEmailSubject(world.h().pool, erased) };
+    const erasure = createErasureActivities({ ...activityDeps(world.h()), archive: store });
     await inActivity(() => erasure.recordErasureStarted(ref));
     await inActivity(() => erasure.eraseArchiveRows(ref));
 
