@@ -1,6 +1,7 @@
 import type { ErasureStore } from '../journal/kinds';
 import type { ErasureTarget } from '../lifecycle/erasure-target';
-import { awaitSharedHolders, withSharedLock, withTransaction, type Pool } from '../shared/db';
+import { awaitBarrierHolders, holdBarrier } from '../shared/barrier';
+import { withTransaction, type Pool } from '../shared/db';
 import type { Queryable } from './queryable';
 
 /**
@@ -118,12 +119,12 @@ export async function erasuresOf(db: Queryable, ids: number[]): Promise<Map<numb
 }
 
 /**
- * The barrier between replay sends and erasures (docs/lifecycle.md, erasure): a replay page holds it shared from its
- * erased check until its send has ended (withErasuresChecked); an erasure, once it has recorded erased ids, takes it
- * exclusively once (awaitReplaySends). A page that checked before the ids were recorded has then been sent, and one
- * checking after sees them: no page sends an erased row after the erasure completed.
+ * The barrier between replay sends and erasures (docs/lifecycle.md, erasure; shared/barrier.ts): a replay page holds
+ * it from before its erased check until its send has ended (withErasuresChecked); an erasure, once it has recorded
+ * erased ids, waits for the pages holding it then (awaitReplaySends). A page that checked before the ids were recorded
+ * has then been sent, and one checking after sees them: no page sends an erased row after the erasure completed.
  */
-const REPLAY_SEND_LOCK = 'erasure-replay-send';
+const REPLAY_SEND_BARRIER = 'erasure-replay-send';
 
 /** How long an erasure waits for the replay pages in flight (each bounded by its producer's retries) at most. */
 export const REPLAY_SEND_WAIT_MS = 10 * 60_000;
@@ -139,7 +140,7 @@ export function withErasuresChecked<T>(
   ids: number[],
   send: (erased: Map<number, string>, keep: (sending: Promise<unknown>) => void, db: Queryable) => Promise<T>,
 ): Promise<T> {
-  return withSharedLock(pool, REPLAY_SEND_LOCK, async (client, keep) =>
+  return holdBarrier(pool, REPLAY_SEND_BARRIER, async (client, keep) =>
     send(await erasuresOf(client, ids), keep, client),
   );
 }
@@ -149,7 +150,7 @@ export function awaitReplaySends(
   pool: Pool,
   waiting: { onWait?: () => void; signal?: AbortSignal; timeoutMs?: number },
 ): Promise<void> {
-  return awaitSharedHolders(pool, REPLAY_SEND_LOCK, {
+  return awaitBarrierHolders(pool, REPLAY_SEND_BARRIER, {
     ...waiting,
     timeoutMs: waiting.timeoutMs ?? REPLAY_SEND_WAIT_MS,
   });

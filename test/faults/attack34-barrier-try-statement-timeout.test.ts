@@ -1,10 +1,11 @@
-import { awaitSharedHolders, createPool, withSharedLock, type Pool } from '../../shared/db';
+import { awaitBarrierHolders, holdBarrier } from '../../shared/barrier';
+import { createPool, type Pool } from '../../shared/db';
 import { createLogger } from '../../shared/logger';
 import { createTestDatabase } from '../support/database';
 import { baseConfig } from '../support/env';
 
 /**
- * attack34 against 98fa3cd (shared/db.ts awaitSharedHolders / barrierTry; the try's bound of 5811654).
+ * attack34 against 98fa3cd (shared/db.ts awaitBarrierHolders / barrierTry; the try's bound of 5811654).
  *
  * Invariant: an erasure is never stuck for ever, and its wait for the replay sends is what the docs say: "tries for
  * 30 s at a time, each keeping its place in the lock's queue ... fails the pass after 10 minutes".
@@ -18,6 +19,7 @@ import { baseConfig } from '../support/env';
  * Observed on main: 'rejected after ~30 s: canceling statement due to statement timeout' while the holder was still
  * there and the wait's bound (60 s) far off.
  * Fixed: each try sets its own statement_timeout (its lock_timeout + 5 s), so its lock_timeout always comes first.
+ * Since the barrier became rows (shared/barrier.ts, no lock tries), the same wait longer than 30 s is a poll of them.
  */
 jest.setTimeout(80_000);
 
@@ -37,11 +39,11 @@ afterAll(async () => {
 it('a barrier wait outlasting one try tries again instead of failing on the connection statement_timeout', async () => {
   let finish!: () => void;
   const staying = new Promise<void>((resolve) => (finish = resolve));
-  const holder = withSharedLock(pool, 'a34-stmt', () => staying);
+  const holder = holdBarrier(pool, 'a34-stmt', () => staying);
   await new Promise((resolve) => setTimeout(resolve, 200));
   const started = Date.now();
   let verdict: string | undefined;
-  const barrier = awaitSharedHolders(pool, 'a34-stmt', { timeoutMs: 60_000 }).then(
+  const barrier = awaitBarrierHolders(pool, 'a34-stmt', { timeoutMs: 60_000 }).then(
     () => (verdict = `returned after ${Math.round((Date.now() - started) / 1000)} s`),
     (err: Error) => (verdict = `rejected after ${Math.round((Date.now() - started) / 1000)} s: ${err.message}`),
   );

@@ -1,13 +1,14 @@
-import { awaitSharedHolders, createPool, withSharedLock, type Pool } from '../../shared/db';
+import { awaitBarrierHolders, holdBarrier } from '../../shared/barrier';
+import { createPool, type Pool } from '../../shared/db';
 import { createLogger } from '../../shared/logger';
 import { createTestDatabase } from '../support/database';
 import { baseConfig } from '../support/env';
 
 /**
- * Attacks 40544dc (shared/db.ts withSharedLock / renewHolder / sharedHolderSlot; awaitSharedHolders), used by
+ * Attacks 40544dc (shared/db.ts holdBarrier / renewHolder / sharedHolderSlot; awaitBarrierHolders), used by
  * repository/erasure.ts withErasuresChecked / awaitReplaySends.
  *
- * Invariant: once awaitSharedHolders (an erasure's awaitReplaySends) returns, no holder that took the barrier before
+ * Invariant: once awaitBarrierHolders (an erasure's awaitReplaySends) returns, no holder that took the barrier before
  * the call is still sending (its kept promises unsettled), unless that holder's process has been unable to renew its
  * row for a whole lease. Holders take at most half the pool, so the rest stays for everything else (renewals).
  *
@@ -17,7 +18,7 @@ import { baseConfig } from '../support/env';
  * awaits kept first), so every renewal (renewHolder -> onBoundedClient -> pool.connect) waits for a connection that
  * never comes and times out: the row is never renewed although Postgres answers all along and the process is healthy.
  * Once the lease passes, the barrier (an erasure on another worker, its own pool) returns while the send is still on.
- * The lease is shortened to 4 s here (withSharedLock's own option, as test/integration/barrier-holders.test.ts does);
+ * The lease is shortened to 4 s here (holdBarrier's own option, as test/integration/barrier-holders.test.ts does);
  * in production the same happens after BARRIER_LEASE_MS (2 min) of a send that outlives its session.
  * Control: the same with a pool of 2 holds (the renewal has a connection), so the lease is lost only because the
  * holder starved its own renewals.
@@ -52,7 +53,7 @@ async function scenario(poolSize: number, name: string): Promise<string> {
   const ending = new Promise<void>((resolve) => (end = resolve));
   let pid: number | undefined;
   let sending = false;
-  const held = withSharedLock(
+  const held = holdBarrier(
     replayPool,
     name,
     async (client, keep) => {
@@ -69,7 +70,7 @@ async function scenario(poolSize: number, name: string): Promise<string> {
   await sleep(200);
   // The erasure's barrier, on another worker (its own pool).
   let verdict = 'waiting';
-  void awaitSharedHolders(erasurePool, name, { timeoutMs: 30_000 }).then(
+  void awaitBarrierHolders(erasurePool, name, { timeoutMs: 30_000 }).then(
     () => (verdict = sending ? 'returned while sending' : 'returned'),
     (err: Error) => (verdict = `rejected: ${err.message}`),
   );

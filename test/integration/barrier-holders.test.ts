@@ -1,14 +1,15 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { awaitSharedHolders, createPool, withSharedLock, type Pool } from '../../shared/db';
+import { awaitBarrierHolders, holdBarrier } from '../../shared/barrier';
+import { createPool, type Pool } from '../../shared/db';
 import { createLogger } from '../../shared/logger';
 import { createTestDatabase } from '../support/database';
 import { baseConfig } from '../support/env';
 
 /**
- * The barrier's holders outlive their sessions (shared/db.ts withSharedLock / awaitSharedHolders, sql/020).
+ * The barrier's holders outlive their sessions (shared/barrier.ts holdBarrier / awaitBarrierHolders, sql/020).
  *
- * Invariant: awaitSharedHolders returns only once every holder that took the barrier before the call has ended its
+ * Invariant: awaitBarrierHolders returns only once every holder that took the barrier before the call has ended its
  * work (kept sends included), or its process has been gone for a lease; it does not wait for holders that came later.
  * Shown here with the holder's session ended by the server (what a Postgres restart or failover does to it), with a
  * holder process SIGKILLed, and with a later holder that never ends.
@@ -35,7 +36,7 @@ function heldSend(name: string, leaseMs?: number) {
   const ending = new Promise<void>((resolve) => (end = resolve));
   let pid: number | undefined;
   let sending = false;
-  const held = withSharedLock(
+  const held = holdBarrier(
     pool,
     name,
     async (client, keep) => {
@@ -77,7 +78,7 @@ it('waits for a holder whose session ended while its send goes on, and returns o
   const page = heldSend('bh-cut');
   await page.started();
   await page.cut();
-  const verdict = watch(awaitSharedHolders(pool, 'bh-cut', { timeoutMs: 30_000 }), page.sending);
+  const verdict = watch(awaitBarrierHolders(pool, 'bh-cut', { timeoutMs: 30_000 }), page.sending);
   await sleep(1500);
   expect(verdict()).toBe('waiting');
   page.end();
@@ -92,7 +93,7 @@ it('keeps the row of a holder whose session ended alive past its lease while its
   const page = heldSend('bh-renew', 1000);
   await page.started();
   await page.cut();
-  const verdict = watch(awaitSharedHolders(pool, 'bh-renew', { timeoutMs: 30_000 }), page.sending);
+  const verdict = watch(awaitBarrierHolders(pool, 'bh-renew', { timeoutMs: 30_000 }), page.sending);
   await sleep(3500); // three and a half leases
   expect(verdict()).toBe('waiting');
   page.end();
@@ -105,8 +106,8 @@ it('does not wait for holders that took the barrier after its call (no starving)
   const first = heldSend('bh-later');
   await first.started();
   await first.cut();
-  const verdict = watch(awaitSharedHolders(pool, 'bh-later', { timeoutMs: 30_000 }), first.sending);
-  await sleep(300); // the barrier has looked at the rows and passed the lock (the only live holder is gone)
+  const verdict = watch(awaitBarrierHolders(pool, 'bh-later', { timeoutMs: 30_000 }), first.sending);
+  await sleep(300); // the barrier has looked at the rows
   const later = heldSend('bh-later');
   await later.started();
   await later.cut();
@@ -123,10 +124,11 @@ it('does not wait for holders that took the barrier after its call (no starving)
 it('waits for a SIGKILLed holder process until its lease ran out, not for ever and not less', async () => {
   const leaseMs = 4000;
   const script = `
-    const { createPool, withSharedLock } = require('./dist/shared/db.js');
+    const { createPool } = require('./dist/shared/db.js');
+    const { holdBarrier } = require('./dist/shared/barrier.js');
     const { createLogger } = require('./dist/shared/logger.js');
     const pool = createPool(process.argv[1], 2, createLogger('silent'));
-    withSharedLock(pool, 'bh-killed', async (_client, keep) => {
+    holdBarrier(pool, 'bh-killed', async (_client, keep) => {
       process.stdout.write('sending\\n');
       keep(new Promise(() => {}));
     }, { leaseMs: ${leaseMs} });`;
@@ -142,7 +144,7 @@ it('waits for a SIGKILLed holder process until its lease ran out, not for ever a
   await new Promise((resolve) => child.on('exit', resolve));
   const killedAt = Date.now();
   let returnedAt: number | undefined;
-  await awaitSharedHolders(pool, 'bh-killed', { timeoutMs: 30_000 }).then(() => (returnedAt = Date.now()));
+  await awaitBarrierHolders(pool, 'bh-killed', { timeoutMs: 30_000 }).then(() => (returnedAt = Date.now()));
   // Not before the lease, counted from its last renewal (at most a quarter lease before the kill).
   expect(returnedAt! - killedAt).toBeGreaterThanOrEqual((leaseMs * 3) / 4 - 200);
   expect(returnedAt! - killedAt).toBeLessThan(leaseMs + 3000);
@@ -152,9 +154,77 @@ it('gives up at its bound naming the holders whose sessions ended', async () => 
   const page = heldSend('bh-bound');
   await page.started();
   await page.cut();
-  await expect(awaitSharedHolders(pool, 'bh-bound', { timeoutMs: 1500 })).rejects.toThrow(
-    /did not let it go \(1 whose sessions ended: barrier_holders \d+\) within 1500 ms/,
+  await expect(awaitBarrierHolders(pool, 'bh-bound', { timeoutMs: 1500 })).rejects.toThrow(
+    /did not let it go within 1500 ms \(1 still held: barrier_holders \d+\)/,
   );
   page.end();
   await page.held;
+});
+
+describe('on a pool of two connections', () => {
+  let pool2: Pool;
+  beforeAll(() => {
+    pool2 = createPool(db.databaseUrl, 2, createLogger('silent'));
+  });
+  afterAll(async () => {
+    await pool2?.end();
+  });
+
+  it('waits for holders that came before it, and their kept work', async () => {
+    const order: string[] = [];
+    let finish!: () => void;
+    const sending = new Promise<void>((resolve) => (finish = resolve));
+    let holding!: () => void;
+    const holds = new Promise<void>((resolve) => (holding = resolve));
+    // A holder whose work outlives it (a send kafkajs finishes after its activity gave up).
+    const holder = holdBarrier(pool2, 'test-barrier', async (_client, keep) => {
+      keep(sending.then(() => order.push('send ended')));
+      holding();
+      throw new Error('gave up');
+    });
+    await expect(holder).rejects.toThrow('gave up');
+    await holds;
+    let waits = 0;
+    const barrier = awaitBarrierHolders(pool2, 'test-barrier', { onWait: () => waits++, timeoutMs: 20_000 }).then(() =>
+      order.push('barrier'),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 2500)); // the barrier has looked at least once
+    expect(order).toEqual([]);
+    finish();
+    await barrier;
+    await holdBarrier(pool2, 'test-barrier', async () => order.push('later holder'));
+    expect(order).toEqual(['send ended', 'barrier', 'later holder']);
+    expect(waits).toBeGreaterThanOrEqual(1);
+  }, 30_000);
+
+  it('gives up after its bound while a holder stays', async () => {
+    let finish!: () => void;
+    const staying = new Promise<void>((resolve) => (finish = resolve));
+    const holder = holdBarrier(pool2, 'test-bound', () => staying);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await expect(awaitBarrierHolders(pool2, 'test-bound', { timeoutMs: 1000 })).rejects.toThrow(/did not let it go/);
+    finish();
+    await holder;
+  }, 30_000);
+
+  it('holders take at most half the pool2: while their sends are stuck, others still get a connection', async () => {
+    let finish!: () => void;
+    const stuck = new Promise<void>((resolve) => (finish = resolve));
+    const ran: string[] = [];
+    // Two pages whose sends a frozen broker holds; the pool2 has two connections, so one slot for holders.
+    const first = holdBarrier(pool2, 'test-slots', async (_client, keep) => {
+      ran.push('first');
+      keep(stuck);
+    });
+    // (holdBarrier itself returns once the kept send has ended.)
+    for (let i = 0; i < 100 && ran.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+    const second = holdBarrier(pool2, 'test-slots', async () => void ran.push('second'));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Before: the second holder took the last connection, and this waited for a stuck send (an erasure's own pass).
+    const { rows } = await pool2.query<{ one: number }>('SELECT 1 AS one');
+    expect({ one: rows[0].one, ran }).toEqual({ one: 1, ran: ['first'] });
+    finish();
+    await Promise.all([first, second]);
+    expect(ran).toEqual(['first', 'second']);
+  }, 30_000);
 });

@@ -1,19 +1,11 @@
-import {
-  advisoryKey,
-  awaitSharedHolders,
-  createPool,
-  withSessionLock,
-  withSharedLock,
-  type Pool,
-} from '../../shared/db';
+import { advisoryKey, createPool, withSessionLock, type Pool } from '../../shared/db';
 import { createLogger } from '../../shared/logger';
 import { createTestDatabase } from '../support/database';
 import { baseConfig } from '../support/env';
 
 /**
  * withSessionLock (shared/db.ts), the turn an erasure's archive pass takes: held on a connection of its own, lost with
- * it, and waited for without keeping the pool's connections from the holder. withSharedLock and awaitSharedHolders,
- * the barrier between replay sends and erasures.
+ * it, and waited for without keeping the pool's connections from the holder.
  */
 let db: Awaited<ReturnType<typeof createTestDatabase>>;
 let pool: Pool;
@@ -75,61 +67,3 @@ it('held() rejects once the lock went with its connection', async () => {
     await expect(held()).rejects.toThrow(/Lost the lock test-lost/);
   });
 });
-
-it('the barrier waits for shared holders that came before it, and their kept work, and later holders wait for it', async () => {
-  const order: string[] = [];
-  let finish!: () => void;
-  const sending = new Promise<void>((resolve) => (finish = resolve));
-  let holding!: () => void;
-  const holds = new Promise<void>((resolve) => (holding = resolve));
-  // A holder whose work outlives it (a send kafkajs finishes after its activity gave up).
-  const holder = withSharedLock(pool, 'test-barrier', async (_client, keep) => {
-    keep(sending.then(() => order.push('send ended')));
-    holding();
-    throw new Error('gave up');
-  });
-  await expect(holder).rejects.toThrow('gave up');
-  await holds;
-  let waits = 0;
-  const barrier = awaitSharedHolders(pool, 'test-barrier', { onWait: () => waits++, timeoutMs: 20_000 }).then(() =>
-    order.push('barrier'),
-  );
-  await new Promise((resolve) => setTimeout(resolve, 2500)); // the barrier has tried at least once
-  expect(order).toEqual([]);
-  finish();
-  await barrier;
-  await withSharedLock(pool, 'test-barrier', async () => order.push('later holder'));
-  expect(order).toEqual(['send ended', 'barrier', 'later holder']);
-  expect(waits).toBeGreaterThanOrEqual(1);
-}, 30_000);
-
-it('the barrier gives up after its bound while a holder stays', async () => {
-  let finish!: () => void;
-  const staying = new Promise<void>((resolve) => (finish = resolve));
-  const holder = withSharedLock(pool, 'test-bound', () => staying);
-  await new Promise((resolve) => setTimeout(resolve, 200));
-  await expect(awaitSharedHolders(pool, 'test-bound', { timeoutMs: 1000 })).rejects.toThrow(/did not let it go/);
-  finish();
-  await holder;
-}, 30_000);
-
-it('shared holders take at most half the pool: while their sends are stuck, others still get a connection', async () => {
-  let finish!: () => void;
-  const stuck = new Promise<void>((resolve) => (finish = resolve));
-  const ran: string[] = [];
-  // Two pages whose sends a frozen broker holds; the pool has two connections, so one slot for holders.
-  const first = withSharedLock(pool, 'test-slots', async (_client, keep) => {
-    ran.push('first');
-    keep(stuck);
-  });
-  // (withSharedLock itself returns once the kept send has ended.)
-  for (let i = 0; i < 100 && ran.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
-  const second = withSharedLock(pool, 'test-slots', async () => void ran.push('second'));
-  await new Promise((resolve) => setTimeout(resolve, 300));
-  // Before: the second holder took the last connection, and this waited for a stuck send (an erasure's own pass).
-  const { rows } = await pool.query<{ one: number }>('SELECT 1 AS one');
-  expect({ one: rows[0].one, ran }).toEqual({ one: 1, ran: ['first'] });
-  finish();
-  await Promise.all([first, second]);
-  expect(ran).toEqual(['first', 'second']);
-}, 30_000);

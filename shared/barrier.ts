@@ -1,0 +1,250 @@
+import { hostname } from 'node:os';
+import type pg from 'pg';
+import { withTimeout } from './timeout';
+
+/**
+ * A barrier between holders (replay pages: their check against erased_events, then their Kafka send) and waiters (an
+ * erasure, once it has recorded its erased ids): a waiter returns once every holder that began before it was called
+ * has ended its work. Its state is rows in barrier_holders (sql/020), not a session lock: a lock goes with its
+ * session, and a session can end (Postgres restarted or failed over, a connection reset) while the send it guarded
+ * goes on; and a waiter queued on a lock lets later holders in each time its try gives up, so a stream of long
+ * overlapping sends starved it.
+ *
+ * A holder commits its row before its work reads anything (so before its check: a waiter called after its ids were
+ * committed sees the row of every holder whose check missed them) and deletes it once its work, sends it kept
+ * included, has ended. While it holds it renews the row's lease every lease / 4 on its own connection, which it holds
+ * for that (so no other use of the pool can starve the renewals), or, once that connection's session has ended, on the
+ * pool's. A row whose holder's process died, or could reach Postgres on no connection for a whole lease, expires a
+ * lease after its last renewal. Times are the server's (now()): the clocks of processes do not matter.
+ */
+export const BARRIER_LEASE_MS = 120_000;
+
+/** Who holds, as barrier_holders shows it to an operator (with the session, session_pid). */
+const HOLDER = `${hostname()}:${process.pid}`;
+
+/**
+ * Runs fn as a holder of the barrier `name`, with a pool client of its own that fn's queries may use (its row is
+ * committed before fn starts). `keep` holds the barrier past fn's end until a promise settles: work fn started that
+ * outlives it (a Kafka send, which kafkajs cannot abort, goes on after its activity was cancelled); the row is then
+ * deleted in the background.
+ */
+export async function holdBarrier<T>(
+  pool: pg.Pool,
+  name: string,
+  fn: (client: pg.PoolClient, keep: (until: Promise<unknown>) => void) => Promise<T>,
+  { leaseMs = BARRIER_LEASE_MS }: { leaseMs?: number } = {},
+): Promise<T> {
+  const leave = await holderSlot(pool);
+  let client: pg.PoolClient;
+  try {
+    client = await pool.connect();
+  } catch (err) {
+    leave();
+    throw err;
+  }
+  let broken: Error | undefined;
+  let released = false;
+  let holder: number | undefined;
+  const release = () => {
+    if (released) return;
+    released = true;
+    client.release(broken);
+  };
+  // A session that ended gives its connection back (destroyed) at once, and the lease is renewed on the pool's at once:
+  // the send goes on without it.
+  const onError = (err: Error) => {
+    broken ??= err;
+    release();
+    if (holder !== undefined) renewHolder(pool, undefined, holder, leaseMs);
+  };
+  client.on('error', onError);
+  const kept: Promise<unknown>[] = [];
+  let renewing: NodeJS.Timeout | undefined;
+  const end = async () => {
+    await Promise.allSettled(kept);
+    clearInterval(renewing);
+    const deleted =
+      holder === undefined ||
+      (!released &&
+        (await withTimeout(
+          client.query('DELETE FROM barrier_holders WHERE id = $1', [holder]),
+          BARRIER_SILENCE_MS,
+          `Deleting barrier holder ${holder}: Postgres did not answer in ${BARRIER_SILENCE_MS} ms`,
+        ).then(
+          () => true,
+          (err: Error) => ((broken ??= err), false),
+        )));
+    if (!released) client.off('error', onError); // a destroyed client keeps it: its late errors are not the pool's
+    release();
+    leave();
+    if (!deleted) void dropHolder(pool, holder!, leaseMs);
+  };
+  let result: T;
+  try {
+    const { rows } = await withTimeout(
+      client.query<{ id: number }>(
+        `INSERT INTO barrier_holders (name, holder, session_pid, expires_at)
+         VALUES ($1, $2, pg_backend_pid(), now() + $3 * interval '1 millisecond') RETURNING id`,
+        [name, HOLDER, leaseMs],
+      ),
+      BARRIER_SILENCE_MS,
+      `Holding the barrier ${name}: Postgres did not answer in ${BARRIER_SILENCE_MS} ms`,
+    ).catch((err: Error) => {
+      broken ??= err; // its connection is not given back for another user: a late answer could reach them
+      throw err;
+    });
+    const id = rows[0].id;
+    holder = id;
+    renewing = setInterval(() => renewHolder(pool, released ? undefined : client, id, leaseMs), leaseMs / 4);
+    renewing.unref();
+    result = await fn(client, (until) => kept.push(until));
+  } catch (err) {
+    void end();
+    throw err;
+  }
+  await end();
+  return result;
+}
+
+/** The holder rows whose renewal has not answered yet: one renewal at a time per row. */
+const renewals = new Set<number>();
+/** Renews a holder's lease on its own connection (`own`, while its session lives) or on one of the pool's. */
+function renewHolder(pool: pg.Pool, own: pg.PoolClient | undefined, id: number, leaseMs: number): void {
+  if (renewals.has(id)) return;
+  renewals.add(id);
+  const renew = (client: pg.PoolClient) =>
+    client.query(`UPDATE barrier_holders SET expires_at = now() + $2 * interval '1 millisecond' WHERE id = $1`, [
+      id,
+      leaseMs,
+    ]);
+  const onPool = () => onBoundedClient(pool, BARRIER_SILENCE_MS, `Renewing barrier holder ${id}`, renew);
+  // On its own connection first; one that does not answer (gone silent) leaves it to the pool's.
+  const renewing = own
+    ? withTimeout(renew(own), BARRIER_SILENCE_MS, `Renewing barrier holder ${id}`).catch(onPool)
+    : onPool();
+  void renewing
+    .catch(() => undefined) // tried again at the next tick; the lease outlasts three missed ones
+    .finally(() => renewals.delete(id));
+}
+
+/**
+ * Deletes a holder's row on connections of the pool's, its own session having ended: tried again after 0.25, 0.5, 1,
+ * 2, 2 … s for as long as the lease would last (past that the row has expired anyway).
+ */
+async function dropHolder(pool: pg.Pool, id: number, leaseMs: number): Promise<void> {
+  const until = Date.now() + leaseMs;
+  for (let pause = 250; ; pause = Math.min(pause * 2, 2000)) {
+    const dropped = await onBoundedClient(pool, BARRIER_SILENCE_MS, `Dropping barrier holder ${id}`, (client) =>
+      client.query('DELETE FROM barrier_holders WHERE id = $1', [id]),
+    ).then(
+      () => true,
+      () => false,
+    );
+    if (dropped || Date.now() + pause >= until) return;
+    await new Promise((resolve) => setTimeout(resolve, pause).unref());
+  }
+}
+
+/**
+ * Holders hold a pool connection as long as their work (a Kafka send, for as long as a frozen broker keeps it), so at
+ * most half of a pool's connections go to them: the rest stay for everything else (an erasure's own passes, audits),
+ * and the others wait here, in memory, for a turn.
+ */
+const holderSlots = new WeakMap<pg.Pool, { free: number; waiting: (() => void)[] }>();
+async function holderSlot(pool: pg.Pool): Promise<() => void> {
+  let slots = holderSlots.get(pool);
+  if (!slots) {
+    slots = { free: Math.max(1, Math.floor((pool.options.max ?? 10) / 2)), waiting: [] };
+    holderSlots.set(pool, slots);
+  }
+  const own = slots;
+  if (own.free > 0) own.free--;
+  else await new Promise<void>((resolve) => own.waiting.push(resolve));
+  let left = false;
+  return () => {
+    if (left) return;
+    left = true;
+    const next = own.waiting.shift();
+    if (next) next();
+    else own.free++;
+  };
+}
+
+/** How often awaitBarrierHolders calls onWait. */
+const BARRIER_REPORT_MS = 1000;
+/** How long any statement of the barrier may go unanswered before its connection is taken for lost (and destroyed). */
+const BARRIER_SILENCE_MS = 5000;
+/** How often a waiter looks at the rows again (doubling from the first). */
+const BARRIER_POLL_FIRST_MS = 25;
+const BARRIER_POLL_MAX_MS = 1000;
+
+/**
+ * Returns once none of the name's barrier_holders rows unexpired at its call is left unexpired: every holder that
+ * began before it has ended its work (or its process has been gone for a lease). Later rows are not waited for, so a
+ * stream of holders cannot starve it. It calls `onWait` (an activity's heartbeat) every BARRIER_REPORT_MS, honours
+ * `signal` between looks (at most BARRIER_POLL_MAX_MS apart), and gives up with an error once `timeoutMs` has passed,
+ * or as soon as a look gets no answer within BARRIER_SILENCE_MS (a connection gone silent): onWait is then called no
+ * more, whatever the connection does.
+ */
+export async function awaitBarrierHolders(
+  pool: pg.Pool,
+  name: string,
+  { onWait, signal, timeoutMs }: { onWait?: () => void; signal?: AbortSignal; timeoutMs: number },
+): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  const reporting = onWait ? setInterval(onWait, BARRIER_REPORT_MS) : undefined;
+  const silent = `The barrier ${name}: Postgres did not answer in ${BARRIER_SILENCE_MS} ms`;
+  const unexpired = (ids?: number[]) =>
+    onBoundedClient(pool, BARRIER_SILENCE_MS, silent, async (client) => {
+      const { rows } = await client.query<{ id: number }>(
+        `SELECT id FROM barrier_holders
+          WHERE name = $1 AND expires_at > now() AND ($2::bigint[] IS NULL OR id = ANY($2::bigint[]))`,
+        [name, ids ?? null],
+      );
+      return rows.map((row) => row.id);
+    });
+  try {
+    // The rows of holders that died an hour ago and more go first (nothing else deletes them).
+    await onBoundedClient(pool, BARRIER_SILENCE_MS, silent, (client) =>
+      client.query(`DELETE FROM barrier_holders WHERE name = $1 AND expires_at < now() - interval '1 hour'`, [name]),
+    );
+    let held = await unexpired();
+    for (let pause = BARRIER_POLL_FIRST_MS; held.length > 0; pause = Math.min(pause * 2, BARRIER_POLL_MAX_MS)) {
+      signal?.throwIfAborted();
+      if (Date.now() >= until) {
+        throw new Error(
+          `The holders of ${name} did not let it go within ${timeoutMs} ms (${held.length} still held: barrier_holders ${held.join(', ')})`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, Math.min(pause, until - Date.now())));
+      held = await unexpired(held);
+    }
+  } finally {
+    clearInterval(reporting);
+  }
+}
+
+/**
+ * Runs fn on a pool connection of its own within ms: a connection that does not answer in time fails the call and is
+ * destroyed, not given back (a late answer must not reach its next user).
+ */
+async function onBoundedClient<T>(
+  pool: pg.Pool,
+  ms: number,
+  message: string,
+  fn: (client: pg.PoolClient) => Promise<T>,
+): Promise<T> {
+  const client = await pool.connect();
+  // A connection lost mid-statement fails the statement and is also emitted: unheard, that would end the process.
+  const onError = () => undefined;
+  client.on('error', onError);
+  try {
+    const result = await withTimeout(fn(client), ms, message);
+    client.off('error', onError);
+    client.release();
+    return result;
+  } catch (err) {
+    client.release(err instanceof Error ? err : new Error(String(err)));
+    throw err;
+  }
+}
