@@ -106,12 +106,15 @@ export async function holdBarrier<T>(
   return result;
 }
 
-/** The holder rows whose renewal has not answered yet: one renewal at a time per row. */
-const renewals = new Set<number>();
+/** The holder rows (of each pool: ids of two databases may be equal) whose renewal has not answered yet: one at a time. */
+const renewals = new WeakMap<pg.Pool, Set<number>>();
 /** Renews a holder's lease on its own connection (`own`, while its session lives) or on one of the pool's. */
 function renewHolder(pool: pg.Pool, own: pg.PoolClient | undefined, id: number, leaseMs: number): void {
-  if (renewals.has(id)) return;
-  renewals.add(id);
+  let pending = renewals.get(pool);
+  if (!pending) renewals.set(pool, (pending = new Set()));
+  if (pending.has(id)) return;
+  const mine = pending;
+  mine.add(id);
   const renew = (client: pg.PoolClient) =>
     client.query(`UPDATE barrier_holders SET expires_at = now() + $2 * interval '1 millisecond' WHERE id = $1`, [
       id,
@@ -124,7 +127,7 @@ function renewHolder(pool: pg.Pool, own: pg.PoolClient | undefined, id: number, 
     : onPool();
   void renewing
     .catch(() => undefined) // tried again at the next tick; the lease outlasts three missed ones
-    .finally(() => renewals.delete(id));
+    .finally(() => mine.delete(id));
 }
 
 /**

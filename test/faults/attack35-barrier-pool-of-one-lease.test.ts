@@ -1,8 +1,4 @@
-import { awaitBarrierHolders, holdBarrier } from '../../shared/barrier';
-import { createPool, type Pool } from '../../shared/db';
-import { createLogger } from '../../shared/logger';
-import { createTestDatabase } from '../support/database';
-import { baseConfig } from '../support/env';
+import { barrierWorld } from '../support/barrier-world';
 
 /**
  * Attacks 40544dc (shared/db.ts holdBarrier / renewHolder / sharedHolderSlot; awaitBarrierHolders), used by
@@ -30,54 +26,20 @@ import { baseConfig } from '../support/env';
  */
 jest.setTimeout(60_000);
 
-let db: Awaited<ReturnType<typeof createTestDatabase>>;
-let erasurePool: Pool;
-const pools: Pool[] = [];
-
-beforeAll(async () => {
-  db = await createTestDatabase(baseConfig().databaseUrl, 'a35_barrier_pool1');
-  erasurePool = createPool(db.databaseUrl, 4, createLogger('silent'));
-});
-afterAll(async () => {
-  for (const p of pools) await p.end().catch(() => undefined);
-  await erasurePool?.end();
-  await db?.drop();
-});
-
+const world = barrierWorld('a35_barrier_pool1');
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function scenario(poolSize: number, name: string): Promise<string> {
-  const replayPool = createPool(db.databaseUrl, poolSize, createLogger('silent'));
-  pools.push(replayPool);
-  let end!: () => void;
-  const ending = new Promise<void>((resolve) => (end = resolve));
-  let pid: number | undefined;
-  let sending = false;
-  const held = holdBarrier(
-    replayPool,
-    name,
-    async (client, keep) => {
-      pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
-      sending = true;
-      keep(ending.then(() => (sending = false)));
-    },
-    { leaseMs: 4000 },
-  ).catch(() => undefined);
-  for (let i = 0; i < 200 && !sending; i++) await sleep(10);
-  expect(sending).toBe(true);
+  const page = await world.sendingPage(world.replayPool(poolSize), name, 4000);
   // The holder's session ends (what a Postgres restart or failover does); its send goes on.
-  await erasurePool.query('SELECT pg_terminate_backend($1)', [pid]);
+  await world.erasurePool().query('SELECT pg_terminate_backend($1)', [page.pid]);
   await sleep(200);
   // The erasure's barrier, on another worker (its own pool).
-  let verdict = 'waiting';
-  void awaitBarrierHolders(erasurePool, name, { timeoutMs: 30_000 }).then(
-    () => (verdict = sending ? 'returned while sending' : 'returned'),
-    (err: Error) => (verdict = `rejected: ${err.message}`),
-  );
+  const verdict = world.watchBarrier(name, page.sending);
   await sleep(12_000); // three leases
-  const seen = verdict;
-  end();
-  await held;
+  const seen = verdict();
+  page.end();
+  await page.held;
   return seen;
 }
 
