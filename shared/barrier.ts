@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type pg from 'pg';
 import { withTimeout } from './timeout';
@@ -44,7 +45,8 @@ export async function holdBarrier<T>(
   }
   let broken: Error | undefined;
   let released = false;
-  let holder: number | undefined;
+  let holder: string | undefined;
+  let inserted = false;
   const release = () => {
     if (released) return;
     released = true;
@@ -77,24 +79,29 @@ export async function holdBarrier<T>(
     if (!released) client.off('error', onError); // a destroyed client keeps it: its late errors are not the pool's
     release();
     leave();
-    if (!deleted) void dropHolder(pool, holder!, leaseMs);
+    if (!deleted) void dropHolder(pool, holder!, leaseMs, { untilDeleted: !inserted });
   };
   let result: T;
   try {
-    const { rows } = await withTimeout(
-      client.query<{ id: number }>(
-        `INSERT INTO barrier_holders (name, holder, session_pid, expires_at)
-         VALUES ($1, $2, pg_backend_pid(), now() + $3 * interval '1 millisecond') RETURNING id`,
-        [name, HOLDER, leaseMs],
+    // Its id is its own before the insert: an insert without an answer may still commit (a lock on the table let go
+    // later), and its row is then deleted by that id (dropHolder) rather than left to hold every waiter for a lease.
+    const id = randomUUID();
+    holder = id;
+    await withTimeout(
+      client.query(
+        `INSERT INTO barrier_holders (id, name, holder, session_pid, expires_at)
+         VALUES ($1, $2, $3, pg_backend_pid(), now() + $4 * interval '1 millisecond')`,
+        [id, name, HOLDER, leaseMs],
       ),
       BARRIER_SILENCE_MS,
       `Holding the barrier ${name}: Postgres did not answer in ${BARRIER_SILENCE_MS} ms`,
-    ).catch((err: Error) => {
+    ).catch((err: Error & { code?: string }) => {
+      if (err.code !== undefined) holder = undefined; // Postgres' own refusal (SQLSTATE): no row
       broken ??= err; // its connection is not given back for another user: a late answer could reach them
+      release();
       throw err;
     });
-    const id = rows[0].id;
-    holder = id;
+    inserted = true;
     renewing = setInterval(() => renewHolder(pool, released ? undefined : client, id, leaseMs), leaseMs / 4);
     renewing.unref();
     result = await fn(client, (until) => kept.push(until));
@@ -106,10 +113,10 @@ export async function holdBarrier<T>(
   return result;
 }
 
-/** The holder rows (of each pool: ids of two databases may be equal) whose renewal has not answered yet: one at a time. */
-const renewals = new WeakMap<pg.Pool, Set<number>>();
+/** The holder rows (per pool) whose renewal has not answered yet: one at a time. */
+const renewals = new WeakMap<pg.Pool, Set<string>>();
 /** Renews a holder's lease on its own connection (`own`, while its session lives) or on one of the pool's. */
-function renewHolder(pool: pg.Pool, own: pg.PoolClient | undefined, id: number, leaseMs: number): void {
+function renewHolder(pool: pg.Pool, own: pg.PoolClient | undefined, id: string, leaseMs: number): void {
   let pending = renewals.get(pool);
   if (!pending) renewals.set(pool, (pending = new Set()));
   if (pending.has(id)) return;
@@ -132,15 +139,21 @@ function renewHolder(pool: pg.Pool, own: pg.PoolClient | undefined, id: number, 
 
 /**
  * Deletes a holder's row on connections of the pool's, its own session having ended: tried again after 0.25, 0.5, 1,
- * 2, 2 … s for as long as the lease would last (past that the row has expired anyway).
+ * 2, 2 … s for as long as the lease would last (past that the row has expired anyway). `untilDeleted` (its insert got
+ * no answer): a delete that finds no row is tried again too, since the insert may still commit after it.
  */
-async function dropHolder(pool: pg.Pool, id: number, leaseMs: number): Promise<void> {
+async function dropHolder(
+  pool: pg.Pool,
+  id: string,
+  leaseMs: number,
+  { untilDeleted = false }: { untilDeleted?: boolean } = {},
+): Promise<void> {
   const until = Date.now() + leaseMs;
   for (let pause = 250; ; pause = Math.min(pause * 2, 2000)) {
     const dropped = await onBoundedClient(pool, BARRIER_SILENCE_MS, `Dropping barrier holder ${id}`, (client) =>
       client.query('DELETE FROM barrier_holders WHERE id = $1', [id]),
     ).then(
-      () => true,
+      (result) => !untilDeleted || (result.rowCount ?? 0) > 0,
       () => false,
     );
     if (dropped || Date.now() + pause >= until) return;
@@ -184,10 +197,9 @@ const BARRIER_POLL_MAX_MS = 1000;
 /**
  * Returns once none of the name's barrier_holders rows unexpired at its call is left unexpired: every holder that
  * began before it has ended its work (or its process has been gone for a lease). Later rows are not waited for, so a
- * stream of holders cannot starve it. It calls `onWait` (an activity's heartbeat) every BARRIER_REPORT_MS, honours
- * `signal` between looks (at most BARRIER_POLL_MAX_MS apart), and gives up with an error once `timeoutMs` has passed,
- * or as soon as a look gets no answer within BARRIER_SILENCE_MS (a connection gone silent): onWait is then called no
- * more, whatever the connection does.
+ * stream of holders cannot starve it. It calls `onWait` (an activity's heartbeat) every BARRIER_REPORT_MS until it
+ * ends or `signal` aborts, rejects with the signal's reason as soon as it aborts, and gives up with an error once
+ * `timeoutMs` has passed, or as soon as a look gets no answer within BARRIER_SILENCE_MS (a connection gone silent).
  */
 export async function awaitBarrierHolders(
   pool: pg.Pool,
@@ -195,20 +207,31 @@ export async function awaitBarrierHolders(
   { onWait, signal, timeoutMs }: { onWait?: () => void; signal?: AbortSignal; timeoutMs: number },
 ): Promise<void> {
   const until = Date.now() + timeoutMs;
-  const reporting = onWait ? setInterval(onWait, BARRIER_REPORT_MS) : undefined;
+  // A cancelled wait reports no more: an activity's heartbeat must not outlive its cancellation.
+  const reporting = onWait ? setInterval(() => signal?.aborted || onWait(), BARRIER_REPORT_MS) : undefined;
+  // Each statement within the silence bound (so the wait ends at most that long past timeoutMs) or the signal.
   const silent = `The barrier ${name}: Postgres did not answer in ${BARRIER_SILENCE_MS} ms`;
-  const unexpired = (ids?: number[]) =>
-    onBoundedClient(pool, BARRIER_SILENCE_MS, silent, async (client) => {
-      const { rows } = await client.query<{ id: number }>(
+  const bounded = <T>(fn: (client: pg.PoolClient) => Promise<T>) =>
+    onBoundedClient(pool, BARRIER_SILENCE_MS, silent, fn, signal);
+  // A look at the rows takes the lock writing them takes (ROW EXCLUSIVE): while something keeps holders from
+  // renewing (a migration's lock on the table), the rows are not looked at either, so no lease is seen to run out
+  // that could not be renewed.
+  const unexpired = (ids?: string[]) =>
+    bounded(async (client) => {
+      await client.query('BEGIN');
+      await client.query(`SET LOCAL lock_timeout = ${BARRIER_SILENCE_MS}`);
+      await client.query('LOCK TABLE barrier_holders IN ROW EXCLUSIVE MODE');
+      const { rows } = await client.query<{ id: string }>(
         `SELECT id FROM barrier_holders
-          WHERE name = $1 AND expires_at > now() AND ($2::bigint[] IS NULL OR id = ANY($2::bigint[]))`,
+          WHERE name = $1 AND expires_at > now() AND ($2::uuid[] IS NULL OR id = ANY($2::uuid[]))`,
         [name, ids ?? null],
       );
+      await client.query('COMMIT');
       return rows.map((row) => row.id);
     });
   try {
     // The rows of holders that died an hour ago and more go first (nothing else deletes them).
-    await onBoundedClient(pool, BARRIER_SILENCE_MS, silent, (client) =>
+    await bounded((client) =>
       client.query(`DELETE FROM barrier_holders WHERE name = $1 AND expires_at < now() - interval '1 hour'`, [name]),
     );
     let held = await unexpired();
@@ -236,18 +259,27 @@ async function onBoundedClient<T>(
   ms: number,
   message: string,
   fn: (client: pg.PoolClient) => Promise<T>,
+  signal?: AbortSignal,
 ): Promise<T> {
+  signal?.throwIfAborted();
   const client = await pool.connect();
   // A connection lost mid-statement fails the statement and is also emitted: unheard, that would end the process.
   const onError = () => undefined;
   client.on('error', onError);
+  let onAbort = () => {};
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal!.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
   try {
-    const result = await withTimeout(fn(client), ms, message);
+    const result = await withTimeout(Promise.race([fn(client), aborted]), ms, message);
     client.off('error', onError);
     client.release();
     return result;
   } catch (err) {
     client.release(err instanceof Error ? err : new Error(String(err)));
     throw err;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
   }
 }

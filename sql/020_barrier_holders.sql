@@ -5,7 +5,7 @@
 -- none of the rows unexpired at that moment is left unexpired. Rows, not a session lock: a session can end while the
 -- send it guarded goes on (a Postgres restart or failover, a connection reset).
 CREATE TABLE barrier_holders (
-  id          bigserial   PRIMARY KEY,
+  id          uuid        PRIMARY KEY,
   name        text        NOT NULL,
   holder      text        NOT NULL,
   session_pid integer     NOT NULL,
