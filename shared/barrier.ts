@@ -113,15 +113,12 @@ export async function holdBarrier<T>(
   return result;
 }
 
-/** The holder rows (per pool) whose renewal has not answered yet: one at a time. */
-const renewals = new WeakMap<pg.Pool, Set<string>>();
+/** The holder rows (uuids: unique across databases) whose renewal has not answered yet: one at a time. */
+const renewals = new Set<string>();
 /** Renews a holder's lease on its own connection (`own`, while its session lives) or on one of the pool's. */
 function renewHolder(pool: pg.Pool, own: pg.PoolClient | undefined, id: string, leaseMs: number): void {
-  let pending = renewals.get(pool);
-  if (!pending) renewals.set(pool, (pending = new Set()));
-  if (pending.has(id)) return;
-  const mine = pending;
-  mine.add(id);
+  if (renewals.has(id)) return;
+  renewals.add(id);
   const renew = (client: pg.PoolClient) =>
     client.query(`UPDATE barrier_holders SET expires_at = now() + $2 * interval '1 millisecond' WHERE id = $1`, [
       id,
@@ -134,7 +131,7 @@ function renewHolder(pool: pg.Pool, own: pg.PoolClient | undefined, id: string, 
     : onPool();
   void renewing
     .catch(() => undefined) // tried again at the next tick; the lease outlasts three missed ones
-    .finally(() => mine.delete(id));
+    .finally(() => renewals.delete(id));
 }
 
 /**

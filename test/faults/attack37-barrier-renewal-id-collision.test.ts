@@ -23,8 +23,9 @@ import { connectTableLock } from '../support/table-lock';
  *
  * Observed: with A blocked, B's row expires 2 s after A's renewal started waiting (B's own database answering all
  * along) and the barrier on database two returns 'returned while sending'; without A, 'waiting'.
- * Fixed: 09f7f50 remembers pending renewals per pool, and since the fix of attack37's other findings a holder's id
- * is its own uuid (no two rows share one); the same-id condition is no longer reachable, the scenario stays.
+ * Fixed: a holder's id is its own uuid (d2df392), so no two rows share one and a pending renewal skips only its
+ * own holder's next one (09f7f50 had keyed them per pool first); the same-id condition is no longer reachable, the
+ * scenario stays.
  */
 jest.setTimeout(60_000);
 

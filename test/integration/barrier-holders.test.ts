@@ -1,10 +1,8 @@
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { awaitBarrierHolders, holdBarrier } from '../../shared/barrier';
-import { createPool, type Pool } from '../../shared/db';
-import { createLogger } from '../../shared/logger';
-import { createTestDatabase } from '../support/database';
-import { baseConfig } from '../support/env';
+import { awaitBarrierHolders, BARRIER_LEASE_MS, holdBarrier } from '../../shared/barrier';
+import type { Pool } from '../../shared/db';
+import { barrierWorld } from '../support/barrier-world';
 
 /**
  * The barrier's holders outlive their sessions (shared/barrier.ts holdBarrier / awaitBarrierHolders, sql/020).
@@ -16,69 +14,29 @@ import { baseConfig } from '../support/env';
  */
 jest.setTimeout(60_000);
 
-let db: Awaited<ReturnType<typeof createTestDatabase>>;
+const world = barrierWorld('barrier_holders');
 let pool: Pool;
 
-beforeAll(async () => {
-  db = await createTestDatabase(baseConfig().databaseUrl, 'barrier_holders');
-  pool = createPool(db.databaseUrl, 6, createLogger('silent'));
-});
-afterAll(async () => {
-  await pool?.end();
-  await db?.drop();
+beforeAll(() => {
+  pool = world.replayPool(6);
 });
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** A holder whose work stays until `end()`; its session is ended by the server once `cut()` is called. */
-function heldSend(name: string, leaseMs?: number) {
-  let end!: () => void;
-  const ending = new Promise<void>((resolve) => (end = resolve));
-  let pid: number | undefined;
-  let sending = false;
-  const held = holdBarrier(
-    pool,
-    name,
-    async (client, keep) => {
-      pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
-      sending = true;
-      keep(ending.then(() => (sending = false)));
-    },
-    { leaseMs },
-  ).catch(() => undefined);
-  return {
-    held,
-    end,
-    sending: () => sending,
-    async started() {
-      for (let i = 0; i < 200 && !sending; i++) await sleep(10);
-      expect(sending).toBe(true);
-    },
-    async cut() {
-      await pool.query('SELECT pg_terminate_backend($1)', [pid]);
-      await sleep(200);
-    },
-  };
-}
-
-/** What the barrier did within ms: 'returned' (with whether the send was still on), 'rejected', or 'waiting'. */
-function watch(barrier: Promise<void>, sending: () => boolean) {
-  let verdict = 'waiting';
-  void barrier.then(
-    () => (verdict = sending() ? 'returned while sending' : 'returned'),
-    (err: Error) => (verdict = `rejected: ${err.message}`),
-  );
-  return () => verdict;
+/** A page sending (its send stays until `end()`) whose session the server has ended (a restart, a failover). */
+async function cutPage(name: string, leaseMs = BARRIER_LEASE_MS) {
+  const page = await world.sendingPage(pool, name, leaseMs);
+  await pool.query('SELECT pg_terminate_backend($1)', [page.pid]);
+  await sleep(200);
+  return page;
 }
 
 const holderRows = async (name: string) =>
   (await pool.query<{ n: number }>('SELECT count(*)::int AS n FROM barrier_holders WHERE name = $1', [name])).rows[0].n;
 
 it('waits for a holder whose session ended while its send goes on, and returns once the send ended', async () => {
-  const page = heldSend('bh-cut');
-  await page.started();
-  await page.cut();
-  const verdict = watch(awaitBarrierHolders(pool, 'bh-cut', { timeoutMs: 30_000 }), page.sending);
+  const page = await cutPage('bh-cut');
+  const verdict = world.watchBarrier('bh-cut', page.sending);
   await sleep(1500);
   expect(verdict()).toBe('waiting');
   page.end();
@@ -90,10 +48,8 @@ it('waits for a holder whose session ended while its send goes on, and returns o
 });
 
 it('keeps the row of a holder whose session ended alive past its lease while its send goes on (renewed)', async () => {
-  const page = heldSend('bh-renew', 1000);
-  await page.started();
-  await page.cut();
-  const verdict = watch(awaitBarrierHolders(pool, 'bh-renew', { timeoutMs: 30_000 }), page.sending);
+  const page = await cutPage('bh-renew', 1000);
+  const verdict = world.watchBarrier('bh-renew', page.sending);
   await sleep(3500); // three and a half leases
   expect(verdict()).toBe('waiting');
   page.end();
@@ -103,14 +59,10 @@ it('keeps the row of a holder whose session ended alive past its lease while its
 });
 
 it('does not wait for holders that took the barrier after its call (no starving)', async () => {
-  const first = heldSend('bh-later');
-  await first.started();
-  await first.cut();
-  const verdict = watch(awaitBarrierHolders(pool, 'bh-later', { timeoutMs: 30_000 }), first.sending);
+  const first = await cutPage('bh-later');
+  const verdict = world.watchBarrier('bh-later', first.sending);
   await sleep(300); // the barrier has looked at the rows
-  const later = heldSend('bh-later');
-  await later.started();
-  await later.cut();
+  const later = await cutPage('bh-later');
   expect(verdict()).toBe('waiting');
   first.end();
   await first.held;
@@ -132,7 +84,7 @@ it('waits for a SIGKILLed holder process until its lease ran out, not for ever a
       process.stdout.write('sending\\n');
       keep(new Promise(() => {}));
     }, { leaseMs: ${leaseMs} });`;
-  const child = spawn(process.execPath, ['-e', script, db.databaseUrl], {
+  const child = spawn(process.execPath, ['-e', script, world.databaseUrl()], {
     cwd: path.resolve(__dirname, '../..'),
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -151,9 +103,7 @@ it('waits for a SIGKILLed holder process until its lease ran out, not for ever a
 });
 
 it('gives up at its bound naming the holders whose sessions ended', async () => {
-  const page = heldSend('bh-bound');
-  await page.started();
-  await page.cut();
+  const page = await cutPage('bh-bound');
   await expect(awaitBarrierHolders(pool, 'bh-bound', { timeoutMs: 1500 })).rejects.toThrow(
     /did not let it go within 1500 ms \(1 still held: barrier_holders [0-9a-f-]{36}\)/,
   );
@@ -164,10 +114,7 @@ it('gives up at its bound naming the holders whose sessions ended', async () => 
 describe('on a pool of two connections', () => {
   let pool2: Pool;
   beforeAll(() => {
-    pool2 = createPool(db.databaseUrl, 2, createLogger('silent'));
-  });
-  afterAll(async () => {
-    await pool2?.end();
+    pool2 = world.replayPool(2);
   });
 
   it('waits for holders that came before it, and their kept work', async () => {
@@ -207,11 +154,11 @@ describe('on a pool of two connections', () => {
     await holder;
   }, 30_000);
 
-  it('holders take at most half the pool2: while their sends are stuck, others still get a connection', async () => {
+  it('holders take at most half the pool: while their sends are stuck, others still get a connection', async () => {
     let finish!: () => void;
     const stuck = new Promise<void>((resolve) => (finish = resolve));
     const ran: string[] = [];
-    // Two pages whose sends a frozen broker holds; the pool2 has two connections, so one slot for holders.
+    // Two pages whose sends a frozen broker holds; the pool has two connections, so one slot for holders.
     const first = holdBarrier(pool2, 'test-slots', async (_client, keep) => {
       ran.push('first');
       keep(stuck);

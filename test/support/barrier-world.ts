@@ -24,6 +24,7 @@ export function barrierWorld(label: string) {
     await db?.drop();
   });
   return {
+    databaseUrl: () => db!.databaseUrl,
     erasurePool: () => erasurePool!,
     replayPool(size: number): Pool {
       const pool = createPool(db!.databaseUrl, size, createLogger('silent'));
