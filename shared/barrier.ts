@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import type pg from 'pg';
+import pg from 'pg';
 import { withTimeout } from './timeout';
 
 /**
@@ -95,8 +95,10 @@ export async function holdBarrier<T>(
       ),
       BARRIER_SILENCE_MS,
       `Holding the barrier ${name}: Postgres did not answer in ${BARRIER_SILENCE_MS} ms`,
-    ).catch((err: Error & { code?: string }) => {
-      if (err.code !== undefined) holder = undefined; // Postgres' own refusal (SQLSTATE): no row
+    ).catch((err: Error) => {
+      // Postgres' own answer refusing it: no row. Anything else (a socket error has a `code` too, ECONNRESET; a silence)
+      // may have reached the server, which commits it even after its client left.
+      if (err instanceof pg.DatabaseError) holder = undefined;
       broken ??= err; // its connection is not given back for another user: a late answer could reach them
       release();
       throw err;
