@@ -261,15 +261,28 @@ async function onBoundedClient<T>(
   signal?: AbortSignal,
 ): Promise<T> {
   signal?.throwIfAborted();
-  const client = await pool.connect();
-  // A connection lost mid-statement fails the statement and is also emitted: unheard, that would end the process.
-  const onError = () => undefined;
-  client.on('error', onError);
   let onAbort = () => {};
   const aborted = new Promise<never>((_, reject) => {
     onAbort = () => reject(signal!.reason);
     signal?.addEventListener('abort', onAbort, { once: true });
   });
+  aborted.catch(() => undefined); // raced below; unheard when nothing races it any more
+  // The wait for a connection of a busy pool races the signal too; one given after the abort goes straight back.
+  const connecting = pool.connect();
+  let client: pg.PoolClient;
+  try {
+    client = await Promise.race([connecting, aborted]);
+  } catch (err) {
+    signal?.removeEventListener('abort', onAbort);
+    connecting.then(
+      (late) => late.release(),
+      () => undefined,
+    );
+    throw err;
+  }
+  // A connection lost mid-statement fails the statement and is also emitted: unheard, that would end the process.
+  const onError = () => undefined;
+  client.on('error', onError);
   try {
     const result = await withTimeout(Promise.race([fn(client), aborted]), ms, message);
     client.off('error', onError);
