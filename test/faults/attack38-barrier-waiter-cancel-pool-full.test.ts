@@ -1,8 +1,5 @@
-import { awaitBarrierHolders, holdBarrier } from '../../shared/barrier';
-import { createPool, type Pool } from '../../shared/db';
-import { createLogger } from '../../shared/logger';
-import { createTestDatabase } from '../support/database';
-import { baseConfig } from '../support/env';
+import { awaitBarrierHolders, BARRIER_LEASE_MS } from '../../shared/barrier';
+import { barrierWorld } from '../support/barrier-world';
 
 /**
  * attack38 against 922b557 (shared/barrier.ts awaitBarrierHolders / onBoundedClient), used by repository/erasure.ts
@@ -26,29 +23,12 @@ import { baseConfig } from '../support/env';
  */
 jest.setTimeout(60_000);
 
-let db: Awaited<ReturnType<typeof createTestDatabase>>;
-let pool: Pool;
-
-beforeAll(async () => {
-  db = await createTestDatabase(baseConfig().databaseUrl, 'a38_waiter_pool_full');
-  pool = createPool(db.databaseUrl, 2, createLogger('silent'));
-});
-afterAll(async () => {
-  await pool?.end();
-  await db?.drop();
-});
+const world = barrierWorld('a38_waiter_pool_full');
 
 it('a barrier wait cancelled while the pool is busy ends within about a second with the abort', async () => {
   const name = 'a38-pool-full';
-  let end!: () => void;
-  const ending = new Promise<void>((resolve) => (end = resolve));
-  let sending = false;
-  const held = holdBarrier(pool, name, async (_client, keep) => {
-    sending = true;
-    keep(ending);
-  }).catch(() => undefined);
-  for (let i = 0; i < 200 && !sending; i++) await new Promise((resolve) => setTimeout(resolve, 10));
-  expect(sending).toBe(true);
+  const pool = world.replayPool(2);
+  const page = await world.sendingPage(pool, name, BARRIER_LEASE_MS);
   // The rest of the pool in use by other work.
   const other = await pool.connect();
 
@@ -63,8 +43,8 @@ it('a barrier wait cancelled while the pool is busy ends within about a second w
   const verdict = await waited;
   const msAfterAbort = Date.now() - started - 300;
   other.release();
-  end();
-  await held;
+  page.end();
+  await page.held;
   console.log(JSON.stringify({ msAfterAbort, verdict }));
   // A fix may reject with the abort's reason or wrap it: not with the pool's connect timeout, and not by returning.
   expect({ endedWithinASecond: msAfterAbort <= 1500, verdict }).toEqual({
