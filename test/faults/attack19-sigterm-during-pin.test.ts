@@ -1,3 +1,4 @@
+import { AssignerProtocol } from 'kafkajs';
 import { partitionProgress, produceRecords } from '../support/coordinates';
 import { ingestChildren } from '../support/ingest-children';
 import { untilPrinted } from '../support/ingest-process';
@@ -39,9 +40,29 @@ async function comeBackBesideDeadMember(sessionMs: number) {
     60_000,
     250,
   );
-  await new Promise((r) => setTimeout(r, 5000)); // it joins as a member too: what stays in the group after the kill
+  // It joins as a member too: what stays in the group after the kill. A fixed 5 s was once not enough under a full CI
+  // run's load (the kill came before the join, no dead member stayed, and the second pin had nothing to wait on).
+  await eventually(stableWithAssignedMember, 'the first process to join the group with partitions', 60_000, 250);
   await children.stop(first, 'SIGKILL');
   return children.start([leads, jobs], sessionMs);
+}
+
+/** Whether the group is Stable with a member that was given partitions. */
+async function stableWithAssignedMember(): Promise<boolean> {
+  const admin = h.kafka.admin();
+  await admin.connect();
+  try {
+    const [group] = (await admin.describeGroups([h.config.kafka.groupId])).groups;
+    return (
+      group.state === 'Stable' &&
+      group.members.some((m) => {
+        const a = AssignerProtocol.MemberAssignment.decode(m.memberAssignment);
+        return Object.values(a?.assignment ?? {}).some((ps) => ps.length > 0);
+      })
+    );
+  } finally {
+    await admin.disconnect();
+  }
 }
 
 /** SIGTERMs the process; how it exited and whether within SHUTDOWN_TIMEOUT (30 s). */
@@ -53,6 +74,7 @@ async function terminate(child: ReturnType<typeof children.start>) {
 
 it('SIGTERM while the pin waits on a SIGKILLed member: exits 0 within SHUTDOWN_TIMEOUT', async () => {
   const second = await comeBackBesideDeadMember(SESSION_TIMEOUT_MS);
+  await untilPrinted(second, 'Metrics listening'); // it catches signals from here on (before, a SIGTERM ends node)
   await new Promise((r) => setTimeout(r, 5000)); // its pin is waiting now
   const stillUnpinned = (await partitionProgress(h.kafka, h.config.kafka.groupId, [h.topics.jobs])).some(
     (p) => p.committed < 0n,
