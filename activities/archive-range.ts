@@ -20,6 +20,7 @@ import {
   type ReplayRow,
 } from '../repository/event-journal';
 import { withErasuresChecked } from '../repository/erasure';
+import { replayFencing } from '../shared/kafka';
 import type { Queryable } from '../repository/queryable';
 import type { ActivityDeps } from './deps';
 import { ownTopicCheck, withRefusedTopics } from './own-topic';
@@ -284,6 +285,7 @@ export function createArchiveRangeActivities({
                 await publishChunkPage(producer, out.outgoing, input, before, ctx, keep);
                 return { page: kept, prepared: out };
               },
+              replayFencing(producer)?.fenceScope,
             );
             metrics.replayPublished.inc({ kind: 'range' }, prepared.outgoing.length);
             const transformFailed = keptFailures(before.transformFailed, prepared.transformFailed);

@@ -37,6 +37,7 @@ import {
 } from '../repository/lifecycle-audit';
 import { redeliveryHorizon } from '../repository/removed-records';
 import { withSessionLock } from '../shared/db';
+import { replayFencing } from '../shared/kafka';
 import type { ActivityDeps } from './deps';
 import { activityNotifier } from './notification';
 
@@ -63,6 +64,8 @@ const HEARTBEAT_ROWS = 1000;
 /** The erasure workflow's steps: audit, journal and DLQ deletes in id windows, archive rewrites. All idempotent. */
 export function createErasureActivities(deps: ActivityDeps) {
   const { pool, archive, config } = deps;
+  // A replay page whose process went may have left its send in a broker: its producer is fenced before it counts gone.
+  const fence = replayFencing(deps.producer)?.fenceOthers;
   const notify = activityNotifier(deps);
   const targetOf = async (ref: ErasureRef): Promise<ErasureTarget> => {
     const target = await loadErasureSubject(pool, ref.subjectHash);
@@ -127,7 +130,11 @@ export function createErasureActivities(deps: ActivityDeps) {
       } finally {
         client.release();
       }
-      await awaitReplaySends(pool, { onWait: () => context.heartbeat(cursor), signal: context.cancellationSignal });
+      await awaitReplaySends(pool, {
+        onWait: () => context.heartbeat(cursor),
+        signal: context.cancellationSignal,
+        fence,
+      });
       return { lastId: cursor };
     },
 
@@ -188,7 +195,7 @@ export function createErasureActivities(deps: ActivityDeps) {
           context.heartbeat(lastDone);
         }
       });
-      await awaitReplaySends(pool, waiting);
+      await awaitReplaySends(pool, { ...waiting, fence });
     },
 
     /**

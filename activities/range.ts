@@ -14,6 +14,7 @@ import { type Lineage } from '../journal/lineage';
 import { applyTransform, type ReplayTransform } from '../journal/transform';
 import { replayRows } from '../repository/event-journal';
 import { withErasuresChecked } from '../repository/erasure';
+import { replayFencing } from '../shared/kafka';
 import { publishChunkPage } from './ordered-publish';
 import { ownTopicCheck, withRefusedTopics } from './own-topic';
 import { keptFailures } from '../workflows/replay-options';
@@ -209,6 +210,7 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
             await publishChunkPage(producer, out.outgoing, input, before, ctx, keep);
             return out;
           },
+          replayFencing(producer)?.fenceScope,
         );
         metrics.replayPublished.inc({ kind: 'range' }, page.outgoing.length);
         const transformFailed = keptFailures(before.transformFailed, page.transformFailed);

@@ -71,6 +71,8 @@ export async function rangeReplayBench({ repeat, events: requested }: BenchOptio
 
       const producer = createProducer(kafka);
       await producer.connect();
+      const plain = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+      await plain.connect();
       const worker = await startWorker(config, pool, producer, log);
       const api = await startApi(config, pool, log);
       const connection = await Connection.connect({ address: config.temporal.address });
@@ -78,6 +80,7 @@ export async function rangeReplayBench({ repeat, events: requested }: BenchOptio
       const samples = {
         workflow: [] as number[],
         rawLoop: [] as number[],
+        rawLoopPlain: [] as number[],
         seeds: [] as number[],
         cold: [] as number[],
         filtered: [] as number[],
@@ -132,11 +135,23 @@ export async function rangeReplayBench({ repeat, events: requested }: BenchOptio
           );
           samples.rawLoop.push(Math.round(events / rawSeconds));
 
+          // The same loop without transactions (before the replay producer's sends were fenced): what they cost.
+          const plainSeconds = await rawLoop(
+            pool,
+            plain,
+            config,
+            { ...range, maxId: Number.MAX_SAFE_INTEGER },
+            target,
+            `bench-raw-plain-${suffix}-${r}`,
+            events,
+          );
+          samples.rawLoopPlain.push(Math.round(events / plainSeconds));
+
           const t1 = performance.now();
           for (const id of ids) await postReplay(api.url, id, target);
           samples.seeds.push(round(SEEDS_SAMPLE / ((performance.now() - t1) / 1000)));
           console.log(
-            `[range-replay] #${r + 1} workflow ${samples.workflow[r]} ev/s, with payload filter ${samples.filtered[r]} ev/s, with transform ${samples.transformed[r]} ev/s, raw loop ${samples.rawLoop[r]} ev/s, seeds' POST /replay/:id ${samples.seeds[r]} ev/s`,
+            `[range-replay] #${r + 1} workflow ${samples.workflow[r]} ev/s, with payload filter ${samples.filtered[r]} ev/s, with transform ${samples.transformed[r]} ev/s, raw loop ${samples.rawLoop[r]} ev/s (without transactions ${samples.rawLoopPlain[r]}), seeds' POST /replay/:id ${samples.seeds[r]} ev/s`,
           );
         }
 
@@ -161,11 +176,13 @@ export async function rangeReplayBench({ repeat, events: requested }: BenchOptio
         await api.app.close();
         await worker.stop();
         await producer.disconnect();
+        await plain.disconnect();
         await pool.end();
       }
 
       const workflow = summarize(samples.workflow);
       const rawLoopRate = summarize(samples.rawLoop);
+      const rawLoopPlain = summarize(samples.rawLoopPlain);
       const seeds = summarize(samples.seeds);
       const cold = summarize(samples.cold);
       const filtered = summarize(samples.filtered);
@@ -175,6 +192,8 @@ export async function rangeReplayBench({ repeat, events: requested }: BenchOptio
         transformedOverPlain: ratio(transformed.median, workflow.median),
         coldOverHot: ratio(cold.median, workflow.median),
         workflowOverRawLoop: ratio(workflow.median, rawLoopRate.median),
+        workflowOverRawLoopWithoutTransactions: ratio(workflow.median, rawLoopPlain.median),
+        rawLoopOverRawLoopWithoutTransactions: ratio(rawLoopRate.median, rawLoopPlain.median),
         workflowOverSeeds: ratio(workflow.median, seeds.median),
       };
       const targets: Target[] = [
@@ -196,14 +215,16 @@ export async function rangeReplayBench({ repeat, events: requested }: BenchOptio
           workflow:
             'client.workflow.execute(rangeReplayWorkflow) on the project worker (in the benchmark process, private task queue) until its result; published count and topic growth checked',
           rawLoop:
-            'in the benchmark: rangePage keyset pages of the same size, toReplayMessage, one producer.sendBatch per page (same idempotent producer settings)',
+            'in the benchmark: rangePage keyset pages of the same size, toReplayMessage, one sendBatch per page on the project replay producer (createProducer: each send a transaction)',
+          rawLoopPlain:
+            'the same loop on a plain idempotent kafkajs producer (acks=all, 1 request in flight, no transactions): the cost of the transactions the replay producer runs each send in',
           filtered: `the same workflow over the same range with payloadFilter ${JSON.stringify(PAYLOAD_FILTER)} (every seeded row matches: the predicate is evaluated on each row by Postgres and every row is sent), in the same repeat as the plain run (plain, filtered, transformed in even repeats; the reverse in odd ones)`,
           transformed: `the same workflow with the transform ${JSON.stringify(TRANSFORM.patch)} (each payload parsed, patched with rfc6902 and serialised in the activity), in the same repeat as the plain run`,
           seeds: `sequential POST /replay/:id?target_topic on ${SEEDS_SAMPLE} ids (the seeds' way), extrapolated to ${events}`,
           cold: 'after the runs above: every row archived as one gzip NDJSON segment in a local directory (verified) and deleted from the journal, then the same client.workflow.execute(rangeReplayWorkflow) over the same range, which reads the archive (planning counts it once, then streams it); published count and topic growth checked',
         },
         archiveSeconds,
-        eventsPerSecond: { workflow, filtered, transformed, rawLoop: rawLoopRate, seeds, cold },
+        eventsPerSecond: { workflow, filtered, transformed, rawLoop: rawLoopRate, rawLoopPlain, seeds, cold },
         extrapolatedSeedsSeconds: round(events / seeds.median),
         ratios,
         targets,

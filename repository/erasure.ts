@@ -139,16 +139,27 @@ export function withErasuresChecked<T>(
   pool: Pool,
   ids: number[],
   send: (erased: Map<number, string>, keep: (sending: Promise<unknown>) => void, db: Queryable) => Promise<T>,
+  /** The sending producer's fence scope (ReplayProducer.fenceScope): fenced by an erasure if the page's process goes. */
+  fence?: string,
 ): Promise<T> {
-  return holdBarrier(pool, REPLAY_SEND_BARRIER, async (client, keep) =>
-    send(await erasuresOf(client, ids), keep, client),
+  return holdBarrier(
+    pool,
+    REPLAY_SEND_BARRIER,
+    async (client, keep) => send(await erasuresOf(client, ids), keep, client),
+    { fence },
   );
 }
 
 /** Waits until every replay page that checked its ids before now has ended its send (an erasure's last step). */
 export function awaitReplaySends(
   pool: Pool,
-  waiting: { onWait?: () => void; signal?: AbortSignal; timeoutMs?: number },
+  waiting: {
+    onWait?: () => void;
+    signal?: AbortSignal;
+    timeoutMs?: number;
+    /** Fences the producers of a page whose process went (ReplayProducer.fenceOthers). */
+    fence?: (scope: string) => Promise<void>;
+  },
 ): Promise<void> {
   return awaitBarrierHolders(pool, REPLAY_SEND_BARRIER, {
     ...waiting,

@@ -27,13 +27,15 @@ const HOLDER = `${hostname()}:${process.pid}`;
  * Runs fn as a holder of the barrier `name`, with a pool client of its own that fn's queries may use (its row is
  * committed before fn starts). `keep` holds the barrier past fn's end until a promise settles: work fn started that
  * outlives it (a Kafka send, which kafkajs cannot abort, goes on after its activity was cancelled); the row is then
- * deleted in the background.
+ * deleted in the background. `fence`: what must be fenced if the holder goes without deleting its row (its process
+ * died, or reached Postgres on no connection for a lease): the waiter that finds its row expired calls its `fence`
+ * with it before it counts the holder gone (a send may outlive its process in a broker; see awaitBarrierHolders).
  */
 export async function holdBarrier<T>(
   pool: pg.Pool,
   name: string,
   fn: (client: pg.PoolClient, keep: (until: Promise<unknown>) => void) => Promise<T>,
-  { leaseMs = BARRIER_LEASE_MS }: { leaseMs?: number } = {},
+  { leaseMs = BARRIER_LEASE_MS, fence }: { leaseMs?: number; fence?: string } = {},
 ): Promise<T> {
   const leave = await holderSlot(pool);
   let client: pg.PoolClient;
@@ -89,9 +91,9 @@ export async function holdBarrier<T>(
     holder = id;
     await withTimeout(
       client.query(
-        `INSERT INTO barrier_holders (id, name, holder, session_pid, expires_at)
-         VALUES ($1, $2, $3, pg_backend_pid(), now() + $4 * interval '1 millisecond')`,
-        [id, name, HOLDER, leaseMs],
+        `INSERT INTO barrier_holders (id, name, holder, session_pid, expires_at, fence)
+         VALUES ($1, $2, $3, pg_backend_pid(), now() + $4 * interval '1 millisecond', $5)`,
+        [id, name, HOLDER, leaseMs, fence ?? null],
       ),
       BARRIER_SILENCE_MS,
       `Holding the barrier ${name}: Postgres did not answer in ${BARRIER_SILENCE_MS} ms`,
@@ -196,14 +198,22 @@ const BARRIER_POLL_MAX_MS = 1000;
 /**
  * Returns once none of the name's barrier_holders rows unexpired at its call is left unexpired: every holder that
  * began before it has ended its work (or its process has been gone for a lease). Later rows are not waited for, so a
- * stream of holders cannot starve it. It calls `onWait` (an activity's heartbeat) every BARRIER_REPORT_MS until it
- * ends or `signal` aborts, rejects with the signal's reason as soon as it aborts, and gives up with an error once
- * `timeoutMs` has passed, or as soon as a look gets no answer within BARRIER_SILENCE_MS (a connection gone silent).
+ * stream of holders cannot starve it. With `fence`, a row whose lease ran out with a fence scope (holdBarrier's
+ * `fence`: its holder went without deleting it, and its send may still be in a broker) is waited for until
+ * fence(scope) has succeeded, whenever it expired, and is then deleted. It calls `onWait` (an activity's heartbeat)
+ * every BARRIER_REPORT_MS until it ends or `signal` aborts, rejects with the signal's reason as soon as it aborts, and
+ * gives up with an error once `timeoutMs` has passed, or as soon as a look gets no answer within BARRIER_SILENCE_MS
+ * (a connection gone silent).
  */
 export async function awaitBarrierHolders(
   pool: pg.Pool,
   name: string,
-  { onWait, signal, timeoutMs }: { onWait?: () => void; signal?: AbortSignal; timeoutMs: number },
+  {
+    onWait,
+    signal,
+    timeoutMs,
+    fence,
+  }: { onWait?: () => void; signal?: AbortSignal; timeoutMs: number; fence?: (scope: string) => Promise<void> },
 ): Promise<void> {
   const until = Date.now() + timeoutMs;
   // A cancelled wait reports no more: an activity's heartbeat must not outlive its cancellation.
@@ -215,37 +225,90 @@ export async function awaitBarrierHolders(
   // A look at the rows takes the lock writing them takes (ROW EXCLUSIVE): while something keeps holders from
   // renewing (a migration's lock on the table), the rows are not looked at either, so no lease is seen to run out
   // that could not be renewed.
-  const unexpired = (ids?: string[]) =>
+  const look = (ids?: string[]) =>
     bounded(async (client) => {
       await client.query('BEGIN');
       await client.query(`SET LOCAL lock_timeout = ${BARRIER_SILENCE_MS}`);
       await client.query('LOCK TABLE barrier_holders IN ROW EXCLUSIVE MODE');
-      const { rows } = await client.query<{ id: string }>(
-        `SELECT id FROM barrier_holders
-          WHERE name = $1 AND expires_at > now() AND ($2::uuid[] IS NULL OR id = ANY($2::uuid[]))`,
-        [name, ids ?? null],
+      const { rows } = await client.query<HeldRow>(
+        `SELECT id, fence, expires_at > now() AS live FROM barrier_holders
+          WHERE name = $1 AND (expires_at > now() OR ($3 AND fence IS NOT NULL))
+            AND ($2::uuid[] IS NULL OR id = ANY($2::uuid[]))`,
+        [name, ids ?? null, fence !== undefined],
       );
       await client.query('COMMIT');
-      return rows.map((row) => row.id);
+      return rows;
     });
+  const failures = new Map<string, string>();
+  // The scopes of rows whose holders are gone fenced, then those rows deleted; a scope whose fence fails stays held.
+  const fenceGone = async (rows: HeldRow[]) => {
+    for (const scope of new Set(rows.flatMap((row) => (!row.live && row.fence !== null ? [row.fence] : [])))) {
+      try {
+        const left = Math.max(BARRIER_REPORT_MS, until - Date.now());
+        await raceSignal(withTimeout(fence!(scope), left, `Fencing ${scope}: no answer in ${left} ms`), signal);
+        failures.delete(scope);
+      } catch (err) {
+        signal?.throwIfAborted();
+        failures.set(scope, (err as Error).message);
+        continue;
+      }
+      await bounded((client) =>
+        client.query(`DELETE FROM barrier_holders WHERE name = $1 AND fence = $2 AND expires_at <= now()`, [
+          name,
+          scope,
+        ]),
+      );
+    }
+  };
   try {
-    // The rows of holders that died an hour ago and more go first (nothing else deletes them).
+    // The rows of holders that died an hour ago and more go first (nothing else deletes them), unless still to fence.
     await bounded((client) =>
-      client.query(`DELETE FROM barrier_holders WHERE name = $1 AND expires_at < now() - interval '1 hour'`, [name]),
+      client.query(
+        `DELETE FROM barrier_holders WHERE name = $1 AND expires_at < now() - interval '1 hour' AND fence IS NULL`,
+        [name],
+      ),
     );
-    let held = await unexpired();
+    let held = await look();
     for (let pause = BARRIER_POLL_FIRST_MS; held.length > 0; pause = Math.min(pause * 2, BARRIER_POLL_MAX_MS)) {
       signal?.throwIfAborted();
+      await fenceGone(held);
       if (Date.now() >= until) {
+        const ids = held.map((row) => row.id);
+        const unfenced = [...failures].map(([scope, message]) => `${scope}: ${message}`);
         throw new Error(
-          `The holders of ${name} did not let it go within ${timeoutMs} ms (${held.length} still held: barrier_holders ${held.join(', ')})`,
+          `The holders of ${name} did not let it go within ${timeoutMs} ms (${ids.length} still held: barrier_holders ${ids.join(', ')}${unfenced.length ? `; not fenced: ${unfenced.join('; ')}` : ''})`,
         );
       }
-      await new Promise((resolve) => setTimeout(resolve, Math.min(pause, until - Date.now())));
-      held = await unexpired(held);
+      await new Promise((resolve) => setTimeout(resolve, Math.min(pause, Math.max(0, until - Date.now()))));
+      held = await look(held.map((row) => row.id));
     }
   } finally {
     clearInterval(reporting);
+  }
+}
+
+interface HeldRow {
+  id: string;
+  fence: string | null;
+  live: boolean;
+}
+
+/** Settles as `work` does, or rejects with the signal's reason as soon as it aborts (work goes on, unheard). */
+async function raceSignal<T>(work: Promise<T>, signal?: AbortSignal): Promise<T> {
+  if (!signal) return work;
+  signal.throwIfAborted();
+  work.catch(() => undefined);
+  let onAbort = () => {};
+  try {
+    return await Promise.race([
+      work,
+      new Promise<never>((_, reject) => {
+        onAbort = () => reject(signal.reason);
+        signal.addEventListener('abort', onAbort, { once: true });
+      }),
+    ]);
+  } finally {
+    signal.removeEventListener('abort', onAbort);
   }
 }
 

@@ -11,7 +11,10 @@ import {
   type ProducerRecord,
   type RecordMetadata,
   type TopicMessages,
+  type Transaction,
 } from 'kafkajs';
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import type { Logger } from './logger';
 import { closeWithin } from './stop-clock';
 
@@ -213,8 +216,12 @@ export function refusedRecordsError(err: unknown): string | undefined {
 export interface ReplayProducer extends Producer {
   /** Which of these topics the cluster does not have (TopicCatalog.missing, on the producer's own client). */
   missingTopics(topics: string[], opts?: { fresh?: boolean }): Promise<string[]>;
-  /** Starts over on a new kafkajs producer (new producer id, no remembered topics); sends in flight finish first. */
+  /** Starts over on new kafkajs producers (no remembered topics); sends in flight finish first. */
   renew(reason: string): void;
+  /** The prefix of its transactional ids: recorded with each replay page, for fenceOthers once its holder is gone. */
+  readonly fenceScope: string;
+  /** Fences the transactional ids of another producer's fenceScope (see fenceScopeOf). */
+  fenceOthers(scope: string): Promise<void>;
 }
 
 /**
@@ -262,23 +269,41 @@ export const PRODUCER_DISCONNECT_TIMEOUT_MS = 3_000;
 
 type Listener = (event: InstrumentationEvent<unknown>) => void;
 
-interface Generation {
+/** How many sends one replay producer runs at once: each is a transaction, and a transactional id runs one at a time. */
+export const REPLAY_PRODUCER_SLOTS = 8;
+
+/** How long a send may stay in its transaction before the broker aborts it (and fences its producer). */
+export const REPLAY_TRANSACTION_TIMEOUT_MS = 60_000;
+
+/** Pauses between tries of a fence that failed (Kafka unreachable): 0.5 s doubling to 10 s. */
+const FENCE_PAUSE_FIRST_MS = 500;
+const FENCE_PAUSE_MAX_MS = 10_000;
+
+interface Slot {
+  id: string;
   producer: Producer;
   connecting?: Promise<void>;
-  inFlight: number;
-  retired: boolean;
+  /** Whether connect was ever called on its kafkajs producer (it is disconnected at the end; the others need not be). */
+  opened: boolean;
+  /** Renewed before its next send (renew(): a topic deleted, looked up again on a new kafkajs producer). */
+  stale: boolean;
   removers: Map<unknown, () => void>;
 }
 
 /**
- * An idempotent producer (acks from all in-sync replicas, one request in flight per broker so retries never reorder
- * or duplicate) with a finite number of retries, so that a send always ends. kafkajs requires at least one retry for
- * idempotence and warns when they are finite, for a reason that is real: after it gives up on a batch it rolls the
- * partition's sequence number back, and if that batch did reach the broker the next batch with the same sequence
- * numbers is acknowledged as a duplicate and dropped (or the partition wedges on OUT_OF_ORDER_SEQUENCE_NUMBER).
- * A deleted topic also stays in every metadata request of a kafkajs producer that once sent to it, failing all of
- * its sends. So after any failed send this producer starts over on a new kafkajs producer (a new producer id, no
- * remembered topics); sends already in flight finish on the old one, which is then disconnected.
+ * The producer replays publish through. Every send is one Kafka transaction (acks from all in-sync replicas, one
+ * request in flight per broker, idempotent) on one of REPLAY_PRODUCER_SLOTS transactional producers, whose ids
+ * begin with the producer's `fenceScope`; its promise settles only once what it put into Kafka is settled for good:
+ * committed, or fenced. A send that failed in any way (a request timed out, a broker lost, a partition unacknowledged:
+ * kafkajs issue #1303, see refuseUnacknowledged) may still have requests in a broker (a frozen broker reads its
+ * socket when it runs again and appends what it finds). So its slot starts over on a new kafkajs producer with the
+ * same transactional id before the send rejects: Kafka bumps the id's epoch, aborts the open transaction and, once
+ * every partition of it has its abort marker, answers; a request of the old epoch that reaches a partition after that
+ * is refused, one that reached it before is aborted (consumers reading committed records never see it). The fence is
+ * tried again until it succeeds (a broker may be down for long); the send stays unsettled meanwhile, and forever if
+ * the producer is disconnected first (the process is ending: an erasure's waiter fences its ids, fenceOthers).
+ * The new kafkajs producer also forgets the topics the old one knew (a deleted topic stays in every metadata request
+ * of a kafkajs producer that once sent to it, failing all of its sends).
  * Keys go to partitions the way the Java client puts them (murmur2, kafkajs' default since 2.0).
  */
 export function createProducer(
@@ -289,11 +314,12 @@ export function createProducer(
   const catalog = createTopicCatalog(kafka, { log });
   const listeners: [Parameters<Producer['on']>[0], Listener][] = [];
   let wanted = false;
+  const fenceScope = `crm-events-replay:${hostname()}:${process.pid}:${randomUUID()}`;
 
   // The partition each message was last given, to check that every partition of a send was acknowledged.
   const assigned = new WeakMap<Message, number>();
-  const generation = (): Generation => {
-    const producer = kafka.producer({
+  const kafkaProducer = (id: string): Producer =>
+    kafka.producer({
       createPartitioner: () => {
         const partition = Partitioners.DefaultPartitioner();
         return (args) => {
@@ -302,86 +328,177 @@ export function createProducer(
           return chosen;
         };
       },
+      transactionalId: id,
+      transactionTimeout: REPLAY_TRANSACTION_TIMEOUT_MS,
       idempotent: true,
       maxInFlightRequests: 1,
       retry: { retries: PRODUCER_RETRIES, initialRetryTime: 300, maxRetryTime: 5_000 },
     });
-    const gen: Generation = { producer, inFlight: 0, retired: false, removers: new Map() };
-    for (const [event, listener] of listeners) gen.removers.set(listener, producer.on(event, listener));
-    return gen;
+  const listen = (slot: Slot) => {
+    for (const [event, listener] of listeners) slot.removers.set(listener, slot.producer.on(event, listener));
   };
-  let current = generation();
+  const slots: Slot[] = Array.from({ length: REPLAY_PRODUCER_SLOTS }, (_, i) => {
+    const slot: Slot = {
+      id: `${fenceScope}:${i}`,
+      producer: undefined!,
+      stale: false,
+      opened: false,
+      removers: new Map(),
+    };
+    slot.producer = kafkaProducer(slot.id);
+    listen(slot);
+    return slot;
+  });
+  const free = [...slots];
+  const waiting: ((slot: Slot) => void)[] = [];
+  const take = () => new Promise<Slot>((resolve) => (free.length > 0 ? resolve(free.pop()!) : waiting.push(resolve)));
+  const give = (slot: Slot) => {
+    const next = waiting.shift();
+    if (next) next(slot);
+    else free.push(slot);
+  };
 
-  const release = (gen: Generation) => {
-    if (gen.retired && gen.inFlight === 0) void gen.producer.disconnect().catch(() => undefined);
-  };
-  const renew = (reason: string) => {
-    const old = current;
-    current = generation();
-    old.retired = true;
-    log?.warn({ reason }, 'Kafka producer renewed (new producer id, topics looked up again)');
-    release(old);
+  /** The slot on a new kafkajs producer with its id, connected: its id's epoch bumped, its open transaction aborted. */
+  const fence = async (slot: Slot, reason: string) => {
+    log?.warn(
+      { reason, transactionalId: slot.id },
+      'Kafka replay producer fenced (its transaction aborted, new epoch)',
+    );
+    for (let pause = FENCE_PAUSE_FIRST_MS; ; pause = Math.min(pause * 2, FENCE_PAUSE_MAX_MS)) {
+      // Ending (disconnected): no new connection; the send stays unsettled, its holder's row runs out, and an
+      // erasure's waiter fences its ids (fenceOthers).
+      if (!wanted) await new Promise<never>(() => undefined);
+      const old = slot.producer;
+      for (const remove of slot.removers.values()) remove();
+      slot.removers.clear();
+      void disconnectWithin(old.disconnect(), disconnectTimeoutMs, log, 'A fenced Kafka producer').catch(
+        () => undefined,
+      );
+      slot.producer = kafkaProducer(slot.id);
+      listen(slot);
+      slot.opened = true;
+      slot.connecting = slot.producer.connect();
+      try {
+        await slot.connecting;
+        slot.stale = false;
+        return;
+      } catch (err) {
+        slot.connecting = undefined;
+        log?.warn({ err, transactionalId: slot.id }, 'Fencing a Kafka replay producer failed; trying again');
+      }
+      await new Promise((resolve) => setTimeout(resolve, pause));
+    }
   };
 
   const sending = async (
     sent: TopicMessages[],
-    fn: (p: Producer) => Promise<RecordMetadata[]>,
+    fn: (p: Transaction) => Promise<RecordMetadata[]>,
   ): Promise<RecordMetadata[]> => {
-    const gen = current;
-    gen.inFlight++;
+    if (!wanted) throw new Error('The producer is disconnected');
+    const slot = await take();
     try {
-      if (!wanted) throw new Error('The producer is disconnected');
-      await (gen.connecting ??= gen.producer.connect());
-      const acknowledged = await fn(gen.producer);
-      refuseUnacknowledged(sent, acknowledged, (message) => assigned.get(message));
-      return acknowledged;
-    } catch (err) {
-      if (gen === current) renew((err as Error).message);
-      throw err;
+      if (slot.stale) await fence(slot, 'renewed');
+      slot.opened = true;
+      await (slot.connecting ??= slot.producer.connect()).catch((err: unknown) => {
+        slot.connecting = undefined;
+        throw err;
+      });
+      const transaction = await slot.producer.transaction();
+      try {
+        const acknowledged = await fn(transaction);
+        refuseUnacknowledged(sent, acknowledged, (message) => assigned.get(message));
+        await transaction.commit();
+        return acknowledged;
+      } catch (err) {
+        await fence(slot, (err as Error).message);
+        throw err;
+      }
     } finally {
-      gen.inFlight--;
-      release(gen);
+      give(slot);
     }
   };
 
   const facade: ReplayProducer = {
     async connect() {
       wanted = true;
-      await (current.connecting ??= current.producer.connect()).catch((err: unknown) => {
-        current.connecting = undefined;
+      // One slot connected now (Kafka reachable, the transactional id's epoch taken); the others on their first send.
+      const first = slots[0];
+      first.opened = true;
+      await (first.connecting ??= first.producer.connect()).catch((err: unknown) => {
+        first.connecting = undefined;
         throw err;
       });
     },
     async disconnect() {
       wanted = false;
-      current.retired = true;
+      // The slots that ever connected, under one bound (a frozen broker holds them all: one warning, not eight).
+      const connected = slots.filter((slot) => slot.opened);
       await Promise.all([
-        disconnectWithin(current.producer.disconnect(), disconnectTimeoutMs, log, 'The Kafka producer'),
+        disconnectWithin(
+          Promise.all(connected.map((slot) => slot.producer.disconnect())).then(() => undefined),
+          disconnectTimeoutMs,
+          log,
+          'The Kafka producer',
+        ),
         catalog.close(),
       ]);
     },
-    send: (record: ProducerRecord) => sending([record], (p) => p.send({ timeout: PRODUCE_ACK_TIMEOUT_MS, ...record })),
+    send: (record: ProducerRecord) => sending([record], (t) => t.send({ timeout: PRODUCE_ACK_TIMEOUT_MS, ...record })),
     sendBatch: (batch: ProducerBatch) =>
-      sending(batch.topicMessages ?? [], (p) => p.sendBatch({ timeout: PRODUCE_ACK_TIMEOUT_MS, ...batch })),
+      sending(batch.topicMessages ?? [], (t) => t.sendBatch({ timeout: PRODUCE_ACK_TIMEOUT_MS, ...batch })),
     isIdempotent: () => true,
     get events() {
-      return current.producer.events;
+      return slots[0].producer.events;
     },
     on(event: Parameters<Producer['on']>[0], listener: (event: never) => void) {
       listeners.push([event, listener as Listener]);
-      current.removers.set(listener, current.producer.on(event, listener as Listener));
+      for (const slot of slots) slot.removers.set(listener, slot.producer.on(event, listener as Listener));
       return () => {
         listeners.splice(
           listeners.findIndex(([, l]) => l === listener),
           1,
         );
-        current.removers.get(listener)?.();
+        for (const slot of slots) {
+          slot.removers.get(listener)?.();
+          slot.removers.delete(listener);
+        }
       };
     },
-    transaction: () => Promise.reject(new Error('createProducer makes no transactional producer')),
-    logger: () => current.producer.logger(),
+    transaction: () => Promise.reject(new Error('createProducer runs each send in a transaction of its own')),
+    logger: () => slots[0].producer.logger(),
     missingTopics: (topics, opts) => catalog.missing(topics, opts),
-    renew,
+    renew(reason: string) {
+      log?.warn({ reason }, 'Kafka producer renewed (topics looked up again on new producers)');
+      for (const slot of slots) slot.stale = true;
+    },
+    fenceScope,
+    fenceOthers: (scope: string) => fenceScopeOf(kafka, scope),
   };
   return facade;
+}
+
+/**
+ * Fences every transactional id of another replay producer (its `fenceScope`; its process gone, or cut off for a
+ * lease): each id's open transaction aborted and its epoch bumped, so that nothing it sent before is appended visibly
+ * from now on. Resolves once every one has answered.
+ */
+async function fenceScopeOf(kafka: Kafka, scope: string): Promise<void> {
+  await Promise.all(
+    Array.from({ length: REPLAY_PRODUCER_SLOTS }, async (_, i) => {
+      const producer = kafka.producer({ transactionalId: `${scope}:${i}`, idempotent: true, maxInFlightRequests: 1 });
+      try {
+        await producer.connect();
+      } finally {
+        await producer.disconnect().catch(() => undefined);
+      }
+    }),
+  );
+}
+
+/** The fencing of a replay producer (createProducer's), or undefined for another producer (a test's fake). */
+export function replayFencing(producer: Producer): Pick<ReplayProducer, 'fenceScope' | 'fenceOthers'> | undefined {
+  const candidate = producer as Partial<ReplayProducer>;
+  return typeof candidate.fenceScope === 'string' && typeof candidate.fenceOthers === 'function'
+    ? { fenceScope: candidate.fenceScope, fenceOthers: (scope) => candidate.fenceOthers!(scope) }
+    : undefined;
 }

@@ -8,6 +8,7 @@ import { createReplayWorker } from '../../worker/worker';
 import { uniqueSuffix } from './env';
 import { createSinkHarness, eventually, type SinkHarness } from './sink';
 import { activityDeps, workflowBundle } from './temporal';
+import { readToEnd } from '../../bench/support/topic-end';
 
 export interface ApiEnv {
   h: SinkHarness;
@@ -206,41 +207,16 @@ export async function publishedBy(
   topic: string,
   workflowId: string,
 ): Promise<Record<string, unknown>[]> {
-  const admin = h.kafka.admin();
-  await admin.connect();
-  const offsets = await admin.fetchTopicOffsets(topic).finally(() => admin.disconnect());
-  const pending = new Map(
-    offsets.filter((p) => Number(p.high) > Number(p.low)).map((p) => [p.partition, Number(p.high)]),
-  );
-  if (pending.size === 0) return [];
   const found: Record<string, unknown>[] = [];
-  const consumer = h.kafka.consumer({ groupId: `api-test-reader-${uniqueSuffix()}` });
-  await consumer.connect();
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    await consumer.subscribe({ topic, fromBeginning: true });
-    await new Promise<void>((resolve, reject) => {
-      timer = setTimeout(() => reject(new Error(`Reading ${topic} did not reach its end within 30 s`)), 30_000);
-      void consumer
-        .run({
-          eachMessage: async ({ partition, message }) => {
-            const value = parseObject(message.value);
-            if (value?._replay_id === workflowId) {
-              const headers = Object.fromEntries(
-                Object.entries(message.headers ?? {}).map(([name, v]) => [name, v?.toString()]),
-              );
-              found.push({ ...value, _key: message.key?.toString() ?? null, _headers: headers });
-            }
-            if (Number(message.offset) + 1 >= (pending.get(partition) ?? 0)) pending.delete(partition);
-            if (pending.size === 0) resolve();
-          },
-        })
-        .catch(reject);
-    });
-  } finally {
-    clearTimeout(timer);
-    await consumer.disconnect();
-  }
+  await readToEnd(h.kafka, topic, (_partition, message) => {
+    const value = parseObject(message.value);
+    if (value?._replay_id === workflowId) {
+      const headers = Object.fromEntries(
+        Object.entries(message.headers ?? {}).map(([name, v]) => [name, v?.toString()]),
+      );
+      found.push({ ...value, _key: message.key?.toString() ?? null, _headers: headers });
+    }
+  });
   return found;
 }
 

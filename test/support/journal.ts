@@ -1,5 +1,6 @@
 import type { Kafka } from 'kafkajs';
 import type { Pool } from '../../shared/db';
+import { readToEnd } from '../../bench/support/topic-end';
 
 /**
  * Seeds `count` original events directly into event_journal, one second apart from `from`, spread over tenants and
@@ -66,16 +67,11 @@ export async function readTopic(
   return seen;
 }
 
-/** Sum of the high watermarks of a topic: how many messages it holds. */
+/** How many messages a topic holds (read to its end: transaction markers and aborted records are not messages). */
 export async function topicSize(kafka: Kafka, topic: string): Promise<number> {
-  const admin = kafka.admin();
-  await admin.connect();
-  try {
-    const offsets = await admin.fetchTopicOffsets(topic);
-    return offsets.reduce((sum, p) => sum + Number(p.high) - Number(p.low), 0);
-  } finally {
-    await admin.disconnect();
-  }
+  let count = 0;
+  await readToEnd(kafka, topic, () => count++);
+  return count;
 }
 
 /** The replays a replay workflow journaled: rows, and distinct source events among them. */
