@@ -20,7 +20,6 @@ import {
   type ReplayRow,
 } from '../repository/event-journal';
 import { withErasuresChecked } from '../repository/erasure';
-import { replayFencing } from '../shared/kafka';
 import type { Queryable } from '../repository/queryable';
 import type { ActivityDeps } from './deps';
 import { ownTopicCheck, withRefusedTopics } from './own-topic';
@@ -277,6 +276,7 @@ export function createArchiveRangeActivities({
             const { page, prepared } = await withErasuresChecked(
               pool,
               taken.rows.map((row) => row.id),
+              producer,
               async (erased, keep) => {
                 const kept = withoutErased(taken, erased);
                 const out = preparePage(kept.rows, input, lineageKey, config.replay.maxHops, (row) =>
@@ -285,7 +285,6 @@ export function createArchiveRangeActivities({
                 await publishChunkPage(producer, out.outgoing, input, before, ctx, keep);
                 return { page: kept, prepared: out };
               },
-              replayFencing(producer)?.fenceScope,
             );
             metrics.replayPublished.inc({ kind: 'range' }, prepared.outgoing.length);
             const transformFailed = keptFailures(before.transformFailed, prepared.transformFailed);

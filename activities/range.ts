@@ -14,7 +14,6 @@ import { type Lineage } from '../journal/lineage';
 import { applyTransform, type ReplayTransform } from '../journal/transform';
 import { replayRows } from '../repository/event-journal';
 import { withErasuresChecked } from '../repository/erasure';
-import { replayFencing } from '../shared/kafka';
 import { publishChunkPage } from './ordered-publish';
 import { ownTopicCheck, withRefusedTopics } from './own-topic';
 import { keptFailures } from '../workflows/replay-options';
@@ -199,6 +198,7 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
         const page = await withErasuresChecked(
           pool,
           rows.map((row) => row.id),
+          producer,
           async (erased, keep) => {
             const out = preparePage(
               erased.size ? rows.filter((row) => !erased.has(row.id)) : rows,
@@ -210,7 +210,6 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
             await publishChunkPage(producer, out.outgoing, input, before, ctx, keep);
             return out;
           },
-          replayFencing(producer)?.fenceScope,
         );
         metrics.replayPublished.inc({ kind: 'range' }, page.outgoing.length);
         const transformFailed = keptFailures(before.transformFailed, page.transformFailed);

@@ -63,11 +63,11 @@ export function createReplayActivities({ pool, producer, metrics, config, lineag
       // Read and sent under the erasures' barrier (withErasuresChecked): an erasure deleting the row meanwhile does
       // not complete before this send has ended. Rows are read after the barrier is held; a missing one is looked up
       // in erased_events after the read (an erasure may have deleted it since the barrier's own check).
-      return withErasuresChecked(pool, [input.eventId], (_erased, keep, db) => replayOne(db, input, keep));
+      return withErasuresChecked(pool, [input.eventId], producer, (_erased, keep, db) => replayOne(db, input, keep));
     },
 
     async replayBatchPage(input: ReplayPageInput): Promise<ReplayPageResult> {
-      return withErasuresChecked(pool, input.ids, (_erased, keep, db) => replayPage(db, input, keep));
+      return withErasuresChecked(pool, input.ids, producer, (_erased, keep, db) => replayPage(db, input, keep));
     },
   };
 

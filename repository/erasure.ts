@@ -1,6 +1,8 @@
 import type { ErasureStore } from '../journal/kinds';
+import type { Producer } from 'kafkajs';
 import type { ErasureTarget } from '../lifecycle/erasure-target';
 import { awaitBarrierHolders, holdBarrier } from '../shared/barrier';
+import { replayFencing } from '../shared/kafka';
 import { withTransaction, type Pool } from '../shared/db';
 import type { Queryable } from './queryable';
 
@@ -133,20 +135,21 @@ export const REPLAY_SEND_WAIT_MS = 10 * 60_000;
  * Runs a replay page's send with the erasures of its ids (erasuresOf), holding the barrier until the send has ended:
  * `keep` takes each send that may outlive send's return (kafkajs finishes a send its activity gave up on). The
  * barrier's connection is given to send for its reads: asking the pool for another while holding one would starve a
- * small pool (one of one connection held, waiting for a second).
+ * small pool (one of one connection held, waiting for a second). `producer` is what the page sends on: the barrier
+ * row records its fence scope (replayFencing), which an erasure fences if the page's process goes without ending the
+ * send; null only for a page that sends on no Kafka producer (tests of the barrier itself).
  */
 export function withErasuresChecked<T>(
   pool: Pool,
   ids: number[],
+  producer: Producer | null,
   send: (erased: Map<number, string>, keep: (sending: Promise<unknown>) => void, db: Queryable) => Promise<T>,
-  /** The sending producer's fence scope (ReplayProducer.fenceScope): fenced by an erasure if the page's process goes. */
-  fence?: string,
 ): Promise<T> {
   return holdBarrier(
     pool,
     REPLAY_SEND_BARRIER,
     async (client, keep) => send(await erasuresOf(client, ids), keep, client),
-    { fence },
+    { fence: producer ? replayFencing(producer)?.fenceScope : undefined },
   );
 }
 

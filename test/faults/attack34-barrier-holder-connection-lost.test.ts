@@ -42,7 +42,7 @@ it("an erasure's barrier does not pass while a page's send is in flight, even wh
   let sent!: () => void;
   const sending = new Promise<void>((resolve) => (sent = resolve));
   let inFlight = false;
-  const page = withErasuresChecked(pool, [1, 2, 3], async (erased, keep) => {
+  const page = withErasuresChecked(pool, [1, 2, 3], null, async (erased, keep) => {
     // The check found nothing erased; the send starts and outlives the activity (kafkajs, frozen broker).
     inFlight = true;
     keep(sending.then(() => (inFlight = false)));

@@ -80,10 +80,10 @@ const message = (id) => ({ topic, key: Buffer.from('subject'), value: JSON.strin
   await publishMessages(producer, [message(1)]);
   console.log('ready');
   process.stdin.once('data', () => {
-    withErasuresChecked(pool, [2], async (erased, keep) => {
+    withErasuresChecked(pool, [2], producer, async (erased, keep) => {
       console.log(erased.has(2) ? 'left out' : 'sending');
       if (!erased.has(2)) await publishMessages(producer, [message(2)], undefined, keep);
-    }, producer.fenceScope).then(() => console.log('sent'), (err) => console.log('failed ' + err.message));
+    }).then(() => console.log('sent'), (err) => console.log('failed ' + err.message));
   });
 })().catch((err) => { console.log('error ' + err.message); process.exit(1); });
 `;

@@ -103,7 +103,7 @@ it('a send kafkajs gave up on while the broker was frozen is not appended after 
   freezeAtProduce = true;
   // The page: checked (not erased yet), then sent: the broker freezes as the Produce request goes out.
   let checked = false;
-  const page = withErasuresChecked(pool, [erasedId], async (erased, keep) => {
+  const page = withErasuresChecked(pool, [erasedId], producer!, async (erased, keep) => {
     checked = true;
     if (erased.has(erasedId)) return 'left out';
     await publishMessages(producer!, [message(erasedId)], undefined, keep);

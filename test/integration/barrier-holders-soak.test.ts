@@ -69,7 +69,7 @@ it('no erasure completes while a page that checked before it still sends its era
     // Around the ids the next erasures take, so that pages and erasures race.
     const ids = [0, 1, 2].map(() => nextErased + random(6));
     stats.pages++;
-    await withErasuresChecked(proxied, ids, async (erased, keep) => {
+    await withErasuresChecked(proxied, ids, null, async (erased, keep) => {
       const send: Send = { ids: ids.filter((id) => !erased.has(id)), cut: false };
       inFlight.add(send);
       const ms = random(10) < 8 ? random(200) : 500 + random(2000);
