@@ -275,6 +275,13 @@ export const REPLAY_PRODUCER_SLOTS = 8;
 /** How long a send may stay in its transaction before the broker aborts it (and fences its producer). */
 export const REPLAY_TRANSACTION_TIMEOUT_MS = 60_000;
 
+/**
+ * How often the broker looks for transactions past their timeout (`transaction.abort.timed.out.transaction.cleanup
+ * .interval.ms`, its default; set so in both stack profiles): a dead worker's open transaction holds read-committed
+ * consumers of its partitions for up to REPLAY_TRANSACTION_TIMEOUT_MS plus this.
+ */
+export const BROKER_TRANSACTION_ABORT_CHECK_MS = 10_000;
+
 /** Pauses between tries of a fence that failed (Kafka unreachable): 0.5 s doubling to 10 s. */
 const FENCE_PAUSE_FIRST_MS = 500;
 const FENCE_PAUSE_MAX_MS = 10_000;

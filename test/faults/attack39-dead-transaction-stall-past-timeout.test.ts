@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { createKafka, REPLAY_TRANSACTION_TIMEOUT_MS } from '../../shared/kafka';
+import { BROKER_TRANSACTION_ABORT_CHECK_MS, createKafka, REPLAY_TRANSACTION_TIMEOUT_MS } from '../../shared/kafka';
 import { createLogger } from '../../shared/logger';
 import { baseConfig, uniqueSuffix } from '../support/env';
 
@@ -27,6 +27,10 @@ import { baseConfig, uniqueSuffix } from '../support/env';
  *
  * Suspected cause: docs/operations.md:262 and docs/lifecycle.md:303 ("at most this long") against shared/kafka.ts
  * REPLAY_TRANSACTION_TIMEOUT_MS = 60_000 (~line 281): the bound left out the broker's abort-check interval.
+ *
+ * Fixed (the bound, in the docs): the stall is bounded by REPLAY_TRANSACTION_TIMEOUT_MS plus the broker's check
+ * interval (BROKER_TRANSACTION_ABORT_CHECK_MS, 10 s, now set by name in both stack profiles); docs/operations.md and
+ * docs/lifecycle.md say up to 70 s. This test holds the stall to that bound (plus 2 s).
  */
 jest.setTimeout(180_000);
 
@@ -75,7 +79,9 @@ it("a killed worker's open transaction stalls read_committed consumers for at mo
   await admin.createTopics({ topics: [{ topic, numPartitions: 2 }], waitForLeaders: true });
   await admin.disconnect();
 
-  child = spawn(process.execPath, ['-e', WORKER, config.kafka.brokers[0], topic], { stdio: ['pipe', 'pipe', 'inherit'] });
+  child = spawn(process.execPath, ['-e', WORKER, config.kafka.brokers[0], topic], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
   const printed: string[] = [];
   createInterface({ input: child.stdout! }).on('line', (line) => printed.push(line));
   const waitFor = async (n: number, prefix: string) => {
@@ -95,7 +101,13 @@ it("a killed worker's open transaction stalls read_committed consumers for at mo
   // The next record of each partition, and when a read_committed consumer sees it.
   const plain = kafka.producer();
   await plain.connect();
-  await plain.send({ topic, messages: [{ partition: 0, value: 'next-0' }, { partition: 1, value: 'next-1' }] });
+  await plain.send({
+    topic,
+    messages: [
+      { partition: 0, value: 'next-0' },
+      { partition: 1, value: 'next-1' },
+    ],
+  });
   await plain.disconnect();
   const seenAt: Record<number, number> = {};
   const consumer = kafka.consumer({ groupId: `${topic}-read` });
@@ -111,5 +123,8 @@ it("a killed worker's open transaction stalls read_committed consumers for at mo
   const stalls = [0, 1].map((p) => (seenAt[p] ?? Date.now()) - producedAt[p]);
   console.log(JSON.stringify({ printed, stallsMs: stalls, seen: Object.keys(seenAt) }));
   // Each partition stalled at most the transaction timeout (2 s of slack for the consumer's fetch and this test).
-  expect(stalls.map((ms) => ms <= REPLAY_TRANSACTION_TIMEOUT_MS + 2000)).toEqual([true, true]);
+  expect(stalls.map((ms) => ms <= REPLAY_TRANSACTION_TIMEOUT_MS + BROKER_TRANSACTION_ABORT_CHECK_MS + 2000)).toEqual([
+    true,
+    true,
+  ]);
 });
