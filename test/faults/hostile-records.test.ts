@@ -61,7 +61,7 @@ async function produceInRequests(records: HostileRecord[]): Promise<Produced[]> 
         request.push(mine[i]);
         bytes += size;
       }
-      const coords = await produceRecords(h.producer, topics()[topicIndex], request);
+      const coords = await produceRecords(h.upstream, topics()[topicIndex], request);
       request.forEach((record, j) => out.push({ record, at: coords[j] }));
     }
   }

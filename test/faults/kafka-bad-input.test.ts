@@ -36,7 +36,7 @@ async function outcomes(): Promise<Map<number, Outcome[]>> {
 let sent = 0;
 /** Sends one record to partition 0 and returns its offset. */
 async function send(value: Buffer | string | null, headers?: Record<string, string>): Promise<number> {
-  const [meta] = await h.producer.send({
+  const [meta] = await h.upstream.send({
     topic: h.topics.leads,
     acks: -1,
     messages: [{ partition: 0, value, headers }],

@@ -19,7 +19,13 @@ export interface SinkHarness {
   databaseUrl: string;
   pool: Pool;
   kafka: Kafka;
+  /** The replay producer (createProducer: each send a Kafka transaction), what the activities publish on. */
   producer: Producer;
+  /**
+   * What ApexFlow publishes with: a plain idempotent producer (send() uses it). Its records take consecutive offsets;
+   * the replay producer's commit markers take offsets too.
+   */
+  upstream: Producer;
   metrics: Metrics;
   log: Logger;
   /** The lineage key of this database (what ingest verifies and the activities sign with). */
@@ -66,6 +72,8 @@ export async function createSinkHarness(label: string, env: Record<string, strin
   await ensureTopics(kafka, Object.values(topics), 3);
   const producer = createProducer(kafka);
   await producer.connect();
+  const upstream = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await upstream.connect();
   const metrics = createMetrics(config.metrics.tenantLabelLimit);
   const lineageKey = await loadLineageKey(pool, config.lineageKey);
   const archive = createArchiveStore(config.archive);
@@ -76,6 +84,7 @@ export async function createSinkHarness(label: string, env: Record<string, strin
     pool,
     kafka,
     producer,
+    upstream,
     metrics,
     log,
     lineageKey,
@@ -90,7 +99,7 @@ export async function createSinkHarness(label: string, env: Record<string, strin
       harness.ingest = undefined;
     },
     async send(topic, values, opts = {}) {
-      await producer.send({
+      await upstream.send({
         topic,
         acks: -1,
         messages: values.map((v) => ({
@@ -110,6 +119,7 @@ export async function createSinkHarness(label: string, env: Record<string, strin
     async close() {
       await harness.stopIngest();
       await producer.disconnect();
+      await upstream.disconnect();
       const admin = kafka.admin();
       await admin.connect();
       await admin.deleteTopics({ topics: Object.values(topics) }).catch(() => undefined);
