@@ -28,7 +28,7 @@ const decode = (stored: unknown): Headers =>
 
 it("replaying an original keeps all of the original's headers, in order, and adds only the lineage headers", async () => {
   const { h, env } = world;
-  await h.producer.send({
+  await h.upstream.send({
     topic: h.topics.leads,
     acks: -1,
     messages: [

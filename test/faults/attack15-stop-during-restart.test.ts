@@ -55,7 +55,7 @@ it('leaves no live consumer once stop() resolved, when the shutdown comes while 
   };
   service = await startIngest({ kafka, pool: h.pool, metrics: h.metrics, log: h.log, config: h.config });
 
-  await produceSeqLeads(h.producer, h.topics.leads, 0, 10);
+  await produceSeqLeads(h.upstream, h.topics.leads, 0, 10);
   await eventually(async () => (await h.journalCount()) === 10, 'the first 10 records journaled', 60_000);
   const crashes: boolean[] = [];
   consumers[0].on(consumers[0].events.CRASH, ({ payload }) => crashes.push(payload.restart));
@@ -64,7 +64,7 @@ it('leaves no live consumer once stop() resolved, when the shutdown comes while 
   try {
     await locker.query('BEGIN');
     await locker.query('LOCK TABLE event_journal IN ACCESS EXCLUSIVE MODE');
-    await produceSeqLeads(h.producer, h.topics.leads, 10, 5);
+    await produceSeqLeads(h.upstream, h.topics.leads, 10, 5);
     await new Promise((r) => setTimeout(r, 15_000));
     await locker.query('COMMIT');
   } finally {
@@ -76,7 +76,7 @@ it('leaves no live consumer once stop() resolved, when the shutdown comes while 
 
   // Ingest is stopped: a record sent now must stay unconsumed, and the group must hold no member of this process.
   const journaled = await h.journalCount();
-  await produceSeqLeads(h.producer, h.topics.leads, 15, 5);
+  await produceSeqLeads(h.upstream, h.topics.leads, 15, 5);
   await new Promise((r) => setTimeout(r, 12_000)); // an observation window: a live consumer would join and journal
   const admin = h.kafka.admin();
   await admin.connect();

@@ -33,7 +33,7 @@ async function produce(topic: string, from: number, count: number): Promise<Coor
     key: Buffer.from(`k-${from + i}`),
     value: Buffer.from(JSON.stringify({ tenant_id: 'acme', seq: from + i })),
   }));
-  return produceRecords(h.producer, topic, records);
+  return produceRecords(h.upstream, topic, records);
 }
 
 const journaled = async (fromSeq: number, toSeq: number) =>

@@ -30,7 +30,7 @@ afterEach(async () => {
  */
 async function comeBackBesideDeadMember(sessionMs: number) {
   const { leads, jobs } = h.topics;
-  await produceRecords(h.producer, jobs, [
+  await produceRecords(h.upstream, jobs, [
     { partition: 0, key: Buffer.from('k'), value: Buffer.from('{"tenant_id":"acme"}') },
   ]);
   const first = children.start([leads], sessionMs);

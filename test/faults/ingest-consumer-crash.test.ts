@@ -29,7 +29,7 @@ afterAll(async () => {
 const sent: SentRecord[] = [];
 
 async function produce(from: number, count: number): Promise<void> {
-  sent.push(...(await produceSeqLeads(h.producer, h.topics.leads, from, count)));
+  sent.push(...(await produceSeqLeads(h.upstream, h.topics.leads, from, count)));
 }
 
 const restarts = async (reason: ConsumerRestartReason) =>

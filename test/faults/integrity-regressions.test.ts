@@ -1,5 +1,4 @@
 import { REJECT_REASONS } from '../../journal/kinds';
-import { createProducer } from '../../shared/kafka';
 import {
   counterSum,
   partitionProgress,
@@ -60,7 +59,7 @@ async function journaledAsProduced(h: SinkHarness, items: { at: Coordinates; val
 }
 
 /** Sends records to a topic and pairs each with its coordinates. */
-async function produce(h: SinkHarness, topic: string, records: OutgoingRecord[], producer = h.producer) {
+async function produce(h: SinkHarness, topic: string, records: OutgoingRecord[], producer = h.upstream) {
   const coords = await produceRecords(producer, topic, records);
   return records.map((r, i) => ({ at: coords[i], value: r.value! }));
 }
@@ -149,7 +148,8 @@ describe('coordinates used again after the topic is deleted and re-created', () 
     await h.stopIngest();
 
     await recreateTopic(h, topic);
-    const producer = createProducer(h.kafka); // a fresh producer: the old one's sequence numbers belong to the old topic
+    // a fresh upstream producer: the old one's sequence numbers belong to the old topic
+    const producer = h.kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
     await producer.connect();
     const after = await produce(h, topic, hundredEach('after'), producer).finally(() => producer.disconnect());
     expect(after.filter((x) => x.at.offset === '0')).toHaveLength(PARTITIONS.length); // offsets restarted at 0

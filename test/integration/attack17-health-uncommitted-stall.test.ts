@@ -39,7 +39,7 @@ async function expectJournaledExactlyOnce(sent: SentRecord[]): Promise<void> {
 }
 
 const produce = (from: number, count: number) =>
-  produceSeqLeads(h.producer, h.topics.leads, from, count, (seq) => ({ name: `Lead ${seq}` }));
+  produceSeqLeads(h.upstream, h.topics.leads, from, count, (seq) => ({ name: `Lead ${seq}` }));
 
 it('sees a consumer that stops fetching before its first commit as stalled, and the watchdog brings it back', async () => {
   const before = await produce(0, 9); // history from before the group existed: not to be journaled

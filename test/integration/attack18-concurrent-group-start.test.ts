@@ -82,7 +82,7 @@ async function produceBoth(from: number, count: number): Promise<Coordinates[]> 
       key: Buffer.from(`k-${from + i}`),
       value: Buffer.from(JSON.stringify({ tenant_id: 'acme', seq: from + i })),
     }));
-    sent.push(...(await produceRecords(h.producer, topic, records)));
+    sent.push(...(await produceRecords(h.upstream, topic, records)));
   }
   return sent;
 }

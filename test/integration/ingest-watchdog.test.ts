@@ -32,7 +32,7 @@ const sent: SentRecord[] = [];
 
 /** Leads with payload.seq in [from, from + count), spread over the three partitions; remembered with their coordinates. */
 async function produce(from: number, count: number): Promise<void> {
-  sent.push(...(await produceSeqLeads(h.producer, h.topics.leads, from, count, (seq) => ({ name: `Lead ${seq}` }))));
+  sent.push(...(await produceSeqLeads(h.upstream, h.topics.leads, from, count, (seq) => ({ name: `Lead ${seq}` }))));
 }
 
 /** Every record sent so far sits in the journal exactly once, at its coordinates, with its content; nothing else. */

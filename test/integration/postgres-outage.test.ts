@@ -42,7 +42,7 @@ it('pauses while Postgres is down for 20 s, answers 503 on /health, then journal
   const producing = (async () => {
     while (produced < total) {
       const events = Array.from({ length: 50 }, (_, i) => makeEvent(produced + i, 10));
-      await h.producer.send({
+      await h.upstream.send({
         topic: h.topics.leads,
         acks: -1,
         messages: events.map(({ key, value }) => ({ key, value })),

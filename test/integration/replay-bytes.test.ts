@@ -42,7 +42,7 @@ async function rowsOf(where: string, values: unknown[]): Promise<Row[]> {
 it('republishes the payload digit for digit, the key bytes (same partition) and the headers, plus lineage and proof', async () => {
   const { h, env } = world;
   const key = Buffer.concat([Buffer.from([0, 255, 254]), randomBytes(13)]);
-  await h.producer.send({
+  await h.upstream.send({
     topic: h.topics.leads,
     acks: -1,
     messages: [
@@ -112,7 +112,7 @@ it('a record with lineage fields and headers but no valid proof is journaled as 
     _replay_source: 'operator_api',
     _replay_count: 1,
   };
-  await h.producer.send({
+  await h.upstream.send({
     topic: h.topics.jobs,
     acks: -1,
     messages: [

@@ -15,7 +15,7 @@ export async function produceSeq(
   for (let i = 0; i < count; i += batch) {
     const events = Array.from({ length: Math.min(batch, count - i) }, (_, j) => makeEvent(from + i + j, tenants));
     const of = (kind: string) => events.filter((e) => e.topic.includes(kind)).map(({ key, value }) => ({ key, value }));
-    await h.producer.sendBatch({
+    await h.upstream.sendBatch({
       acks: -1,
       topicMessages: [
         { topic: h.topics.leads, messages: of('leads') },
