@@ -37,6 +37,14 @@ export interface AppendOutcome {
   reused: Reuse[];
 }
 
+/**
+ * How long a batch's transaction may sit idle between statements before Postgres ends its session. The transaction
+ * holds its partitions' advisory locks: an ingest process frozen mid-batch (SIGSTOP, a paused VM) keeps its
+ * connection, and the consumer the group gives its partitions to would queue on those locks until the frozen one is
+ * killed. Ended, the batch rolls back and is redelivered; a batch's own statements follow one another without a wait.
+ */
+export const BATCH_IDLE_TIMEOUT_MS = 10_000;
+
 type JournalWriter = (client: PoolClient, entries: NewJournalEntry[]) => Promise<InsertedJournalRow[]>;
 
 /**
@@ -51,14 +59,18 @@ export async function appendBatch(pool: Pool, records: ParsedRecord[]): Promise<
   const writers: JournalWriter[] = [copyJournalEntries, insertJournalEntries];
   for (const write of writers) {
     try {
-      return await withTransaction(pool, async (client) => {
-        const { classified, accepted, rejected } = await classify(client, records);
-        const rows = await write(
-          client,
-          accepted.map((r) => r.entry),
-        );
-        return outcome(records, classified, await store(client, rows, rejected));
-      });
+      return await withTransaction(
+        pool,
+        async (client) => {
+          const { classified, accepted, rejected } = await classify(client, records);
+          const rows = await write(
+            client,
+            accepted.map((r) => r.entry),
+          );
+          return outcome(records, classified, await store(client, rows, rejected));
+        },
+        BATCH_IDLE_TIMEOUT_MS,
+      );
     } catch (err) {
       if (err instanceof JournalUnavailableError) throw err;
       if (isOutage(err)) throw unavailable(err);
@@ -89,17 +101,23 @@ interface Written {
 
 async function writeRowByRow(pool: Pool, records: ParsedRecord[]): Promise<AppendOutcome> {
   try {
-    return await withTransaction(pool, async (client) => {
-      const { classified, accepted, rejected } = await classify(client, records);
-      const rows: InsertedJournalRow[] = [];
-      const refused: DeadLetter[] = [];
-      for (const record of accepted) {
-        const result = await behindSavepoint(client, 'journal_row', () => insertJournalEntries(client, [record.entry]));
-        if (result instanceof Error) refused.push(refusedByJournal(record, result));
-        else rows.push(...result);
-      }
-      return outcome(records, classified, await store(client, rows, [...rejected, ...refused]));
-    });
+    return await withTransaction(
+      pool,
+      async (client) => {
+        const { classified, accepted, rejected } = await classify(client, records);
+        const rows: InsertedJournalRow[] = [];
+        const refused: DeadLetter[] = [];
+        for (const record of accepted) {
+          const result = await behindSavepoint(client, 'journal_row', () =>
+            insertJournalEntries(client, [record.entry]),
+          );
+          if (result instanceof Error) refused.push(refusedByJournal(record, result));
+          else rows.push(...result);
+        }
+        return outcome(records, classified, await store(client, rows, [...rejected, ...refused]));
+      },
+      BATCH_IDLE_TIMEOUT_MS,
+    );
   } catch (err) {
     if (err instanceof JournalUnavailableError) throw err;
     // Every row-level refusal is absorbed above: what is left is Postgres itself.

@@ -62,6 +62,8 @@ export async function endPool(pool: pg.Pool, log: Logger, bound = POOL_END_TIMEO
   );
 }
 
+// SQLSTATE 25P03: the session was ended by idle_in_transaction_session_timeout (withTransaction's idleTimeoutMs).
+const IDLE_IN_TRANSACTION_TIMEOUT = '25P03';
 // SQLSTATE classes that mean the server, not a row: connection exception, insufficient resources, operator
 // intervention (shutdown, cancelled statement), system error, transaction rollback (serialization, deadlock).
 const OUTAGE_CLASSES = ['08', '53', '57', '58', '40'];
@@ -78,6 +80,7 @@ export function isOutage(err: unknown): boolean {
   const { code, message } = (err ?? {}) as { code?: unknown; message?: unknown };
   if (typeof code === 'string') {
     if (/^E[A-Z]+$/.test(code)) return true; // ECONNREFUSED, ECONNRESET, ETIMEDOUT ...
+    if (code === IDLE_IN_TRANSACTION_TIMEOUT) return true; // the server ended the session: nothing about the rows
     return OUTAGE_CLASSES.some((cls) => code.startsWith(cls));
   }
   return typeof message === 'string' && CONNECTION_MESSAGES.test(message);
@@ -128,8 +131,16 @@ export async function rolledBack<T>(pool: pg.Pool, fn: (client: pg.PoolClient) =
   return trial.value;
 }
 
-/** Runs fn in a transaction on one pooled client; rolls back on error. */
-export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+/**
+ * Runs fn in a transaction on one pooled client; rolls back on error. `idleTimeoutMs` has Postgres end the session
+ * when the transaction sits idle that long between statements: a process frozen mid-transaction (SIGSTOP, a paused
+ * VM) keeps its socket open, so without it the transaction and its locks outlive the process's turn.
+ */
+export async function withTransaction<T>(
+  pool: pg.Pool,
+  fn: (client: pg.PoolClient) => Promise<T>,
+  idleTimeoutMs?: number,
+): Promise<T> {
   const client = await pool.connect();
   let broken: Error | undefined;
   // pg-pool stops listening for a client's errors while it is checked out: a connection dropped by the server (a
@@ -138,7 +149,11 @@ export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClie
   const onError = (err: Error) => (broken ??= err);
   client.on('error', onError);
   try {
-    await client.query('BEGIN');
+    await client.query(
+      idleTimeoutMs === undefined
+        ? 'BEGIN'
+        : `BEGIN; SET LOCAL idle_in_transaction_session_timeout = ${Math.max(1, Math.round(idleTimeoutMs))}`,
+    );
     const result = await fn(client);
     await client.query('COMMIT');
     return result;
