@@ -282,6 +282,13 @@ export const REPLAY_TRANSACTION_TIMEOUT_MS = 60_000;
  */
 export const BROKER_TRANSACTION_ABORT_CHECK_MS = 10_000;
 
+/**
+ * How long a commit that got no answer is asked again (commitSettled) before the send fails as ambiguous: each ask is
+ * bounded by the request timeout, so a send settles within this plus one request timeout.
+ */
+export const COMMIT_SETTLE_MS = 20_000;
+const COMMIT_ASK_PAUSE_MS = 250;
+
 /** Pauses between tries of a fence that failed (Kafka unreachable): 0.5 s doubling to 10 s. */
 const FENCE_PAUSE_FIRST_MS = 500;
 const FENCE_PAUSE_MAX_MS = 10_000;
@@ -414,7 +421,7 @@ export function createProducer(
       try {
         const acknowledged = await fn(transaction);
         refuseUnacknowledged(sent, acknowledged, (message) => assigned.get(message));
-        await transaction.commit();
+        await commitSettled(transaction, slot.id, log);
         return acknowledged;
       } catch (err) {
         await fence(slot, (err as Error).message);
@@ -482,6 +489,36 @@ export function createProducer(
     fenceOthers: (scope: string) => fenceScopeOf(kafka, scope),
   };
   return facade;
+}
+
+/**
+ * Commits a transaction whose records were acknowledged, and settles what a commit without an answer leaves open. Its
+ * EndTxn may have reached the coordinator before the request failed here (timed out at a frozen broker, a connection
+ * lost), so the transaction may be committed; a fence then aborts nothing, and the caller's retry would publish the
+ * page a second time. So the commit is asked again (the patched kafkajs keeps the transaction open after a failed
+ * EndTxn) until the coordinator answers: success (committed, by this ask or an earlier one; the coordinator answers a
+ * repeated commit of a committed transaction so) or a refusal (aborted: timed out, fenced). No answer within
+ * COMMIT_SETTLE_MS: the send fails as any other, fenced (its retry may then publish the page again).
+ */
+async function commitSettled(transaction: Transaction, transactionalId: string, log?: Logger): Promise<void> {
+  const deadline = Date.now() + COMMIT_SETTLE_MS;
+  for (let pause = COMMIT_ASK_PAUSE_MS; ; pause = Math.min(pause * 2, FENCE_PAUSE_MAX_MS)) {
+    try {
+      await transaction.commit();
+      return;
+    } catch (err) {
+      // A refusal or no time left: the send failed. Not an answer: no answer (kafkajs marks request timeouts and lost
+      // connections retriable), a coordinator not there yet, or one still writing the commit's markers.
+      const { retriable, type } = err as { retriable?: unknown; type?: unknown };
+      const unsettled = retriable === true || type === 'CONCURRENT_TRANSACTIONS';
+      if (!unsettled || Date.now() + pause >= deadline) throw err;
+      log?.warn(
+        { err: (err as Error).message, transactionalId },
+        'Kafka did not answer a replay commit (it may have committed); asking again',
+      );
+      await new Promise((resolve) => setTimeout(resolve, pause));
+    }
+  }
 }
 
 /**
