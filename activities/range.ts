@@ -199,7 +199,7 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
           pool,
           rows.map((row) => row.id),
           producer,
-          async (erased, keep) => {
+          async (erased, keep, _db, sender) => {
             const out = preparePage(
               erased.size ? rows.filter((row) => !erased.has(row.id)) : rows,
               input,
@@ -207,7 +207,7 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
               config.replay.maxHops,
               (row) => ownTopic.refusal(row),
             );
-            await publishChunkPage(producer, out.outgoing, input, before, ctx, keep);
+            await publishChunkPage(sender, out.outgoing, input, before, ctx, keep);
             return out;
           },
         );

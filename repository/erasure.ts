@@ -137,19 +137,29 @@ export const REPLAY_SEND_WAIT_MS = 10 * 60_000;
  * barrier's connection is given to send for its reads: asking the pool for another while holding one would starve a
  * small pool (one of one connection held, waiting for a second). `producer` is what the page sends on: the barrier
  * row records its fence scope (replayFencing), which an erasure fences if the page's process goes without ending the
- * send; null only for a page that sends on no Kafka producer (tests of the barrier itself).
+ * send, and send is given it guarded: each of its sends first checks, once its transactional epoch is fixed, that
+ * the page still holds the barrier (no erasure has claimed its row to fence it), so that no send of a page counted
+ * gone begins after the fence (send it on the producer given, not another). null only for a page that sends on no
+ * Kafka producer (tests of the barrier itself).
  */
-export function withErasuresChecked<T>(
+export function withErasuresChecked<T, P extends Producer | null>(
   pool: Pool,
   ids: number[],
-  producer: Producer | null,
-  send: (erased: Map<number, string>, keep: (sending: Promise<unknown>) => void, db: Queryable) => Promise<T>,
+  producer: P,
+  send: (
+    erased: Map<number, string>,
+    keep: (sending: Promise<unknown>) => void,
+    db: Queryable,
+    producer: P,
+  ) => Promise<T>,
 ): Promise<T> {
+  const fencing = producer ? replayFencing(producer) : undefined;
   return holdBarrier(
     pool,
     REPLAY_SEND_BARRIER,
-    async (client, keep) => send(await erasuresOf(client, ids), keep, client),
-    { fence: producer ? replayFencing(producer)?.fenceScope : undefined },
+    async (client, keep, held) =>
+      send(await erasuresOf(client, ids), keep, client, (fencing ? fencing.guarded(held) : producer) as P),
+    { fence: fencing?.fenceScope },
   );
 }
 

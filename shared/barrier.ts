@@ -30,11 +30,14 @@ const HOLDER = `${hostname()}:${process.pid}`;
  * deleted in the background. `fence`: what must be fenced if the holder goes without deleting its row (its process
  * died, or reached Postgres on no connection for a lease): the waiter that finds its row expired calls its `fence`
  * with it before it counts the holder gone (a send may outlive its process in a broker; see awaitBarrierHolders).
+ * `held` resolves only while the row is unexpired and unclaimed (asked of Postgres, within BARRIER_SILENCE_MS): what a
+ * send checks once nothing can change what a waiter's fence will supersede, before it begins (see the replay
+ * producer's guard, shared/kafka.ts).
  */
 export async function holdBarrier<T>(
   pool: pg.Pool,
   name: string,
-  fn: (client: pg.PoolClient, keep: (until: Promise<unknown>) => void) => Promise<T>,
+  fn: (client: pg.PoolClient, keep: (until: Promise<unknown>) => void, held: () => Promise<void>) => Promise<T>,
   { leaseMs = BARRIER_LEASE_MS, fence }: { leaseMs?: number; fence?: string } = {},
 ): Promise<T> {
   const leave = await holderSlot(pool);
@@ -108,7 +111,20 @@ export async function holdBarrier<T>(
     inserted = true;
     renewing = setInterval(() => renewHolder(pool, released ? undefined : client, id, leaseMs), leaseMs / 4);
     renewing.unref();
-    result = await fn(client, (until) => kept.push(until));
+    const held = async () => {
+      const ask = (on: pg.PoolClient) =>
+        on.query(`SELECT 1 FROM barrier_holders WHERE id = $1 AND claimed_at IS NULL AND expires_at > now()`, [id]);
+      const silent = `Checking barrier holder ${id}: Postgres did not answer in ${BARRIER_SILENCE_MS} ms`;
+      const { rowCount } = released
+        ? await onBoundedClient(pool, BARRIER_SILENCE_MS, silent, ask)
+        : await withTimeout(ask(client), BARRIER_SILENCE_MS, silent);
+      if (!rowCount) {
+        throw new Error(
+          `The barrier holder ${id} no longer holds ${name} (its lease ran out, or an erasure claimed it to fence its sends): nothing more is sent under it`,
+        );
+      }
+    };
+    result = await fn(client, (until) => kept.push(until), held);
   } catch (err) {
     void end();
     throw err;
@@ -124,10 +140,11 @@ function renewHolder(pool: pg.Pool, own: pg.PoolClient | undefined, id: string, 
   if (renewals.has(id)) return;
   renewals.add(id);
   const renew = (client: pg.PoolClient) =>
-    client.query(`UPDATE barrier_holders SET expires_at = now() + $2 * interval '1 millisecond' WHERE id = $1`, [
-      id,
-      leaseMs,
-    ]);
+    client.query(
+      `UPDATE barrier_holders SET expires_at = now() + $2 * interval '1 millisecond'
+        WHERE id = $1 AND claimed_at IS NULL`,
+      [id, leaseMs],
+    );
   const onPool = () => onBoundedClient(pool, BARRIER_SILENCE_MS, `Renewing barrier holder ${id}`, renew);
   // On its own connection first; one that does not answer (gone silent) leaves it to the pool's.
   const renewing = own
@@ -240,9 +257,19 @@ export async function awaitBarrierHolders(
       return rows;
     });
   const failures = new Map<string, string>();
-  // The scopes of rows whose holders are gone fenced, then those rows deleted; a scope whose fence fails stays held.
+  // The rows of holders that are gone claimed (no renewal revives them, and their holders' guards refuse to send from
+  // now on), their scopes fenced, then the rows deleted; a scope whose fence fails stays held (claimed).
   const fenceGone = async (rows: HeldRow[]) => {
     for (const scope of new Set(rows.flatMap((row) => (!row.live && row.fence !== null ? [row.fence] : [])))) {
+      // A row renewed since the look is live again (not claimed); one claimed before (a failed fence) stays claimed.
+      const { rowCount } = await bounded((client) =>
+        client.query(
+          `UPDATE barrier_holders SET claimed_at = coalesce(claimed_at, now())
+            WHERE name = $1 AND fence = $2 AND (expires_at <= now() OR claimed_at IS NOT NULL)`,
+          [name, scope],
+        ),
+      );
+      if (!rowCount) continue;
       try {
         const left = Math.max(BARRIER_REPORT_MS, until - Date.now());
         await raceSignal(withTimeout(fence!(scope), left, `Fencing ${scope}: no answer in ${left} ms`), signal);
@@ -253,7 +280,7 @@ export async function awaitBarrierHolders(
         continue;
       }
       await bounded((client) =>
-        client.query(`DELETE FROM barrier_holders WHERE name = $1 AND fence = $2 AND expires_at <= now()`, [
+        client.query(`DELETE FROM barrier_holders WHERE name = $1 AND fence = $2 AND claimed_at IS NOT NULL`, [
           name,
           scope,
         ]),

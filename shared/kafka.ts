@@ -222,6 +222,11 @@ export interface ReplayProducer extends Producer {
   readonly fenceScope: string;
   /** Fences the transactional ids of another producer's fenceScope (see fenceScopeOf). */
   fenceOthers(scope: string): Promise<void>;
+  /**
+   * This producer, with each send first asking `guard` once its transactional epoch is fixed and before it produces
+   * anything: a rejection fails the send with nothing sent (a barrier holder's check that it still holds).
+   */
+  guarded(guard: () => Promise<void>): ReplayProducer;
 }
 
 /**
@@ -407,6 +412,7 @@ export function createProducer(
   const sending = async (
     sent: TopicMessages[],
     fn: (p: Transaction) => Promise<RecordMetadata[]>,
+    guard?: () => Promise<void>,
   ): Promise<RecordMetadata[]> => {
     if (!wanted) throw new Error('The producer is disconnected');
     const slot = await take();
@@ -417,6 +423,9 @@ export function createProducer(
         slot.connecting = undefined;
         throw err;
       });
+      // The slot's epoch is fixed from here on (only a fence after a failure changes it): a send the guard lets through
+      // is one a later fence of this producer's scope supersedes.
+      await guard?.();
       const transaction = await slot.producer.transaction();
       try {
         const acknowledged = await fn(transaction);
@@ -460,6 +469,22 @@ export function createProducer(
     send: (record: ProducerRecord) => sending([record], (t) => t.send({ timeout: PRODUCE_ACK_TIMEOUT_MS, ...record })),
     sendBatch: (batch: ProducerBatch) =>
       sending(batch.topicMessages ?? [], (t) => t.sendBatch({ timeout: PRODUCE_ACK_TIMEOUT_MS, ...batch })),
+    guarded(guard: () => Promise<void>): ReplayProducer {
+      return Object.create(facade, {
+        send: {
+          value: (record: ProducerRecord) =>
+            sending([record], (t) => t.send({ timeout: PRODUCE_ACK_TIMEOUT_MS, ...record }), guard),
+        },
+        sendBatch: {
+          value: (batch: ProducerBatch) =>
+            sending(
+              batch.topicMessages ?? [],
+              (t) => t.sendBatch({ timeout: PRODUCE_ACK_TIMEOUT_MS, ...batch }),
+              guard,
+            ),
+        },
+      }) as ReplayProducer;
+    },
     isIdempotent: () => true,
     get events() {
       return slots[0].producer.events;
@@ -540,9 +565,17 @@ async function fenceScopeOf(kafka: Kafka, scope: string): Promise<void> {
 }
 
 /** The fencing of a replay producer (createProducer's), or undefined for another producer (a test's fake). */
-export function replayFencing(producer: Producer): Pick<ReplayProducer, 'fenceScope' | 'fenceOthers'> | undefined {
+export function replayFencing(
+  producer: Producer,
+): Pick<ReplayProducer, 'fenceScope' | 'fenceOthers' | 'guarded'> | undefined {
   const candidate = producer as Partial<ReplayProducer>;
-  return typeof candidate.fenceScope === 'string' && typeof candidate.fenceOthers === 'function'
-    ? { fenceScope: candidate.fenceScope, fenceOthers: (scope) => candidate.fenceOthers!(scope) }
+  return typeof candidate.fenceScope === 'string' &&
+    typeof candidate.fenceOthers === 'function' &&
+    typeof candidate.guarded === 'function'
+    ? {
+        fenceScope: candidate.fenceScope,
+        fenceOthers: (scope) => candidate.fenceOthers!(scope),
+        guarded: (guard) => candidate.guarded!(guard),
+      }
     : undefined;
 }

@@ -175,3 +175,41 @@ describe('on a pool of two connections', () => {
     expect(ran).toEqual(['first', 'second']);
   }, 30_000);
 });
+
+// attack39 (a holder cut off for a lease, fenced, then sending on an epoch taken after the fence): a waiter claims an
+// expired row before it fences its scope, and from the claim on the holder's guard (`held`) refuses.
+it("claims an expired holder's row before fencing its scope: the holder's guard refuses from then on", async () => {
+  let guard!: () => Promise<void>;
+  let release!: () => void;
+  const holding = holdBarrier(
+    pool,
+    'bh-claim',
+    async (_client, keep, held) => {
+      await held(); // a live holder's guard lets its send through
+      guard = held;
+      keep(new Promise<void>((resolve) => (release = resolve)));
+    },
+    { fence: 'scope-claim' },
+  );
+  for (let i = 0; i < 100 && !guard; i++) await sleep(20);
+  // The lease runs out (its renewals every lease / 4 are far off): what a holder cut off from Postgres comes to.
+  await pool.query(`UPDATE barrier_holders SET expires_at = now() - interval '1 second' WHERE name = 'bh-claim'`);
+  const seen: { scope: string; claimed: number; guard: string }[] = [];
+  await awaitBarrierHolders(pool, 'bh-claim', {
+    timeoutMs: 10_000,
+    fence: async (scope) => {
+      const { rows } = await pool.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM barrier_holders WHERE name = 'bh-claim' AND claimed_at IS NOT NULL`,
+      );
+      const verdict = await guard().then(
+        () => 'sends',
+        (err: Error) => err.message,
+      );
+      seen.push({ scope, claimed: rows[0].n, guard: verdict });
+    },
+  });
+  expect(seen).toEqual([{ scope: 'scope-claim', claimed: 1, guard: expect.stringMatching(/no longer holds/) }]);
+  expect(await holderRows('bh-claim')).toBe(0);
+  release();
+  await holding;
+});
