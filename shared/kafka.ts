@@ -525,9 +525,17 @@ export function createProducer(
  * repeated commit of a committed transaction so) or a refusal (aborted: timed out, fenced). No answer within
  * COMMIT_SETTLE_MS: the send fails as any other, fenced (its retry may then publish the page again).
  */
-async function commitSettled(transaction: Transaction, transactionalId: string, log?: Logger): Promise<void> {
-  const deadline = Date.now() + COMMIT_SETTLE_MS;
-  for (let pause = COMMIT_ASK_PAUSE_MS; ; pause = Math.min(pause * 2, FENCE_PAUSE_MAX_MS)) {
+export async function commitSettled(
+  transaction: Pick<Transaction, 'commit'>,
+  transactionalId: string,
+  log?: Logger,
+  {
+    settleMs = COMMIT_SETTLE_MS,
+    firstPauseMs = COMMIT_ASK_PAUSE_MS,
+  }: { settleMs?: number; firstPauseMs?: number } = {},
+): Promise<void> {
+  const deadline = Date.now() + settleMs;
+  for (let pause = firstPauseMs; ; pause = Math.min(pause * 2, FENCE_PAUSE_MAX_MS)) {
     try {
       await transaction.commit();
       return;
