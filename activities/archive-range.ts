@@ -277,12 +277,12 @@ export function createArchiveRangeActivities({
               pool,
               taken.rows.map((row) => row.id),
               producer,
-              async (erased, keep, _db, sender) => {
+              async (erased, keep) => {
                 const kept = withoutErased(taken, erased);
                 const out = preparePage(kept.rows, input, lineageKey, config.replay.maxHops, (row) =>
                   ownTopic.refusal(row),
                 );
-                await publishChunkPage(sender, out.outgoing, input, before, ctx, keep);
+                await publishChunkPage(producer, out.outgoing, input, before, ctx, keep);
                 return { page: kept, prepared: out };
               },
             );

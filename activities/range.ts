@@ -199,7 +199,7 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
           pool,
           rows.map((row) => row.id),
           producer,
-          async (erased, keep, _db, sender) => {
+          async (erased, keep) => {
             const out = preparePage(
               erased.size ? rows.filter((row) => !erased.has(row.id)) : rows,
               input,
@@ -207,7 +207,7 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
               config.replay.maxHops,
               (row) => ownTopic.refusal(row),
             );
-            await publishChunkPage(sender, out.outgoing, input, before, ctx, keep);
+            await publishChunkPage(producer, out.outgoing, input, before, ctx, keep);
             return out;
           },
         );

@@ -1,4 +1,3 @@
-import type { Producer } from 'kafkajs';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { erasedEventMessage } from '../lifecycle/erasure-target';
 import { replayRows } from '../repository/event-journal';
@@ -64,25 +63,15 @@ export function createReplayActivities({ pool, producer, metrics, config, lineag
       // Read and sent under the erasures' barrier (withErasuresChecked): an erasure deleting the row meanwhile does
       // not complete before this send has ended. Rows are read after the barrier is held; a missing one is looked up
       // in erased_events after the read (an erasure may have deleted it since the barrier's own check).
-      return withErasuresChecked(pool, [input.eventId], producer, (_erased, keep, db, sender) =>
-        replayOne(db, sender, input, keep),
-      );
+      return withErasuresChecked(pool, [input.eventId], producer, (_erased, keep, db) => replayOne(db, input, keep));
     },
 
     async replayBatchPage(input: ReplayPageInput): Promise<ReplayPageResult> {
-      return withErasuresChecked(pool, input.ids, producer, (_erased, keep, db, sender) =>
-        replayPage(db, sender, input, keep),
-      );
+      return withErasuresChecked(pool, input.ids, producer, (_erased, keep, db) => replayPage(db, input, keep));
     },
   };
 
-  /** `sender`: the producer withErasuresChecked gives (guarded by the page's hold), never the activities' own. */
-  async function replayOne(
-    db: Queryable,
-    sender: Producer,
-    input: ReplayOneInput,
-    keep: Keep,
-  ): Promise<ReplayOneResult> {
+  async function replayOne(db: Queryable, input: ReplayOneInput, keep: Keep): Promise<ReplayOneResult> {
     const [row] = await replayRows(db, [input.eventId]);
     const erasure = row ? undefined : (await erasuresOf(db, [input.eventId])).get(input.eventId);
     if (erasure) throw ApplicationFailure.nonRetryable(erasedEventMessage(input.eventId, erasure), 'EventErased');
@@ -96,17 +85,12 @@ export function createReplayActivities({ pool, producer, metrics, config, lineag
     const built = replayMessageOf(row, input, lineageKey);
     if (!built.ok) throw ApplicationFailure.nonRetryable(built.reason, 'TransformFailed');
     const { message } = built;
-    await publishMessages(sender, [message], Context.current().cancellationSignal, keep);
+    await publishMessages(producer, [message], Context.current().cancellationSignal, keep);
     metrics.replayPublished.inc({ kind: 'single' });
     return { event_id: row.id, topic: message.topic, tenant_id: row.tenant_id, replay_count: row.replay_count + 1 };
   }
 
-  async function replayPage(
-    db: Queryable,
-    sender: Producer,
-    input: ReplayPageInput,
-    keep: Keep,
-  ): Promise<ReplayPageResult> {
+  async function replayPage(db: Queryable, input: ReplayPageInput, keep: Keep): Promise<ReplayPageResult> {
     const rows = (await replayRows(db, input.ids)).filter(
       (row) => input.tenantId === undefined || row.tenant_id === input.tenantId,
     );
@@ -114,7 +98,7 @@ export function createReplayActivities({ pool, producer, metrics, config, lineag
     const ownTopic = ownTopicCheck(config, { ...input, tenantScoped: input.tenantId !== undefined });
     const page = preparePage(rows, input, lineageKey, config.replay.maxHops, (row) => ownTopic.refusal(row));
     const ctx = Context.current();
-    await publishPage(sender, page.outgoing, {
+    await publishPage(producer, page.outgoing, {
       ordering: input.ordering,
       replayId: input.replayId,
       sender: ctx.info.workflowExecution?.workflowId,

@@ -2,7 +2,7 @@ import type { ErasureStore } from '../journal/kinds';
 import type { Producer } from 'kafkajs';
 import type { ErasureTarget } from '../lifecycle/erasure-target';
 import { awaitBarrierHolders, holdBarrier } from '../shared/barrier';
-import { replayFencing } from '../shared/kafka';
+import { replayFencing, withSendGuard } from '../shared/kafka';
 import { withTransaction, type Pool } from '../shared/db';
 import type { Queryable } from './queryable';
 
@@ -137,29 +137,22 @@ export const REPLAY_SEND_WAIT_MS = 10 * 60_000;
  * barrier's connection is given to send for its reads: asking the pool for another while holding one would starve a
  * small pool (one of one connection held, waiting for a second). `producer` is what the page sends on: the barrier
  * row records its fence scope (replayFencing), which an erasure fences if the page's process goes without ending the
- * send, and send is given it guarded: each of its sends first checks, once its transactional epoch is fixed, that
- * the page still holds the barrier (no erasure has claimed its row to fence it), so that no send of a page counted
- * gone begins after the fence (send it on the producer given, not another). null only for a page that sends on no
- * Kafka producer (tests of the barrier itself).
+ * send; and every replay-producer send made in `send` first checks, once its transactional epoch is fixed, that the
+ * page still holds the barrier (withSendGuard: no erasure has claimed its row to fence it), so that no send of a page
+ * counted gone begins after the fence. null only for a page that sends on no Kafka producer (tests of the barrier
+ * itself).
  */
-export function withErasuresChecked<T, P extends Producer | null>(
+export function withErasuresChecked<T>(
   pool: Pool,
   ids: number[],
-  producer: P,
-  send: (
-    erased: Map<number, string>,
-    keep: (sending: Promise<unknown>) => void,
-    db: Queryable,
-    producer: P,
-  ) => Promise<T>,
+  producer: Producer | null,
+  send: (erased: Map<number, string>, keep: (sending: Promise<unknown>) => void, db: Queryable) => Promise<T>,
 ): Promise<T> {
-  const fencing = producer ? replayFencing(producer) : undefined;
   return holdBarrier(
     pool,
     REPLAY_SEND_BARRIER,
-    async (client, keep, held) =>
-      send(await erasuresOf(client, ids), keep, client, (fencing ? fencing.guarded(held) : producer) as P),
-    { fence: fencing?.fenceScope },
+    async (client, keep, held) => withSendGuard(held, async () => send(await erasuresOf(client, ids), keep, client)),
+    { fence: producer ? replayFencing(producer)?.fenceScope : undefined },
   );
 }
 

@@ -113,7 +113,10 @@ export async function holdBarrier<T>(
     renewing.unref();
     const held = async () => {
       const ask = (on: pg.PoolClient) =>
-        on.query(`SELECT 1 FROM barrier_holders WHERE id = $1 AND claimed_at IS NULL AND expires_at > now()`, [id]);
+        on.query(
+          `SELECT 1 FROM barrier_holders WHERE id = $1 AND claimed_at IS NULL AND expires_at > clock_timestamp()`,
+          [id],
+        );
       const silent = `Checking barrier holder ${id}: Postgres did not answer in ${BARRIER_SILENCE_MS} ms`;
       const { rowCount } = released
         ? await onBoundedClient(pool, BARRIER_SILENCE_MS, silent, ask)

@@ -13,6 +13,7 @@ import {
   type TopicMessages,
   type Transaction,
 } from 'kafkajs';
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Logger } from './logger';
@@ -222,11 +223,6 @@ export interface ReplayProducer extends Producer {
   readonly fenceScope: string;
   /** Fences the transactional ids of another producer's fenceScope (see fenceScopeOf). */
   fenceOthers(scope: string): Promise<void>;
-  /**
-   * This producer, with each send first asking `guard` once its transactional epoch is fixed and before it produces
-   * anything: a rejection fails the send with nothing sent (a barrier holder's check that it still holds).
-   */
-  guarded(guard: () => Promise<void>): ReplayProducer;
 }
 
 /**
@@ -412,8 +408,8 @@ export function createProducer(
   const sending = async (
     sent: TopicMessages[],
     fn: (p: Transaction) => Promise<RecordMetadata[]>,
-    guard?: () => Promise<void>,
   ): Promise<RecordMetadata[]> => {
+    const guard = sendGuards.getStore();
     if (!wanted) throw new Error('The producer is disconnected');
     const slot = await take();
     try {
@@ -469,22 +465,6 @@ export function createProducer(
     send: (record: ProducerRecord) => sending([record], (t) => t.send({ timeout: PRODUCE_ACK_TIMEOUT_MS, ...record })),
     sendBatch: (batch: ProducerBatch) =>
       sending(batch.topicMessages ?? [], (t) => t.sendBatch({ timeout: PRODUCE_ACK_TIMEOUT_MS, ...batch })),
-    guarded(guard: () => Promise<void>): ReplayProducer {
-      return Object.create(facade, {
-        send: {
-          value: (record: ProducerRecord) =>
-            sending([record], (t) => t.send({ timeout: PRODUCE_ACK_TIMEOUT_MS, ...record }), guard),
-        },
-        sendBatch: {
-          value: (batch: ProducerBatch) =>
-            sending(
-              batch.topicMessages ?? [],
-              (t) => t.sendBatch({ timeout: PRODUCE_ACK_TIMEOUT_MS, ...batch }),
-              guard,
-            ),
-        },
-      }) as ReplayProducer;
-    },
     isIdempotent: () => true,
     get events() {
       return slots[0].producer.events;
@@ -573,17 +553,21 @@ async function fenceScopeOf(kafka: Kafka, scope: string): Promise<void> {
 }
 
 /** The fencing of a replay producer (createProducer's), or undefined for another producer (a test's fake). */
-export function replayFencing(
-  producer: Producer,
-): Pick<ReplayProducer, 'fenceScope' | 'fenceOthers' | 'guarded'> | undefined {
+export function replayFencing(producer: Producer): Pick<ReplayProducer, 'fenceScope' | 'fenceOthers'> | undefined {
   const candidate = producer as Partial<ReplayProducer>;
-  return typeof candidate.fenceScope === 'string' &&
-    typeof candidate.fenceOthers === 'function' &&
-    typeof candidate.guarded === 'function'
-    ? {
-        fenceScope: candidate.fenceScope,
-        fenceOthers: (scope) => candidate.fenceOthers!(scope),
-        guarded: (guard) => candidate.guarded!(guard),
-      }
+  return typeof candidate.fenceScope === 'string' && typeof candidate.fenceOthers === 'function'
+    ? { fenceScope: candidate.fenceScope, fenceOthers: (scope) => candidate.fenceOthers!(scope) }
     : undefined;
+}
+
+const sendGuards = new AsyncLocalStorage<() => Promise<void>>();
+
+/**
+ * Runs fn with every replay-producer send it makes, on any createProducer producer and through any wrapper of one,
+ * first asking `guard` once the send's transactional epoch is fixed and before it produces anything: a rejection
+ * fails the send with nothing sent. A barrier holder's check that it still holds (repository/erasure.ts
+ * withErasuresChecked): carried by the call, so no send under the barrier can leave it out.
+ */
+export function withSendGuard<T>(guard: () => Promise<void>, fn: () => Promise<T>): Promise<T> {
+  return sendGuards.run(guard, fn);
 }

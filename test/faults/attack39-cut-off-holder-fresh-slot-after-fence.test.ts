@@ -37,10 +37,11 @@ import { baseConfig, uniqueSuffix } from '../support/env';
  * holdBarrier does not stop or check fn's send once its lease could not be renewed (the waiter counts it gone).
  *
  * Fixed: the waiter claims an expired row (sql/022) before it fences the row's scope, and renewals leave a claimed row
- * alone; withErasuresChecked hands the page its producer guarded by holdBarrier's `held`, which each send asks once its
- * slot's epoch is fixed and before it produces: here the holder's connections are silent, so the question gets no
- * answer and the send fails with nothing sent. Run 11:05 UTC: the send failed ("Checking barrier holder …: Postgres did
- * not answer in 5000 ms"), the erasure's wait returned 121.9 s after the cut, and the topic holds nothing of B.
+ * alone; every replay-producer send made under the barrier (withErasuresChecked runs the page in withSendGuard with
+ * holdBarrier's `held`) asks, once its slot's epoch is fixed and before it produces, whether the row is still
+ * unexpired and unclaimed: here the holder's connections are silent, so the question gets no answer and the send
+ * fails with nothing sent. Run 11:05 UTC: the send failed ("Checking barrier holder …: Postgres did not answer in
+ * 5000 ms"), the erasure's wait returned 121.9 s after the cut, and the topic holds nothing of B.
  */
 jest.setTimeout(300_000);
 
@@ -96,12 +97,12 @@ it("a holder cut off for a lease does not send an erased row after the erasure's
   let open!: () => void;
   const gate = new Promise<void>((resolve) => (open = resolve));
   let sentAt: number | undefined;
-  const holding = withErasuresChecked(holderPool, [B], producer, async (erased, keep, _db, sender) => {
+  const holding = withErasuresChecked(holderPool, [B], producer, async (erased, keep) => {
     checked = true;
     await gate; // the page waits for its turn
     if (erased.has(B)) return 'left out';
     await publishMessages(
-      sender,
+      producer,
       [{ topic, key: Buffer.from('subject'), value: JSON.stringify({ id: B }), headers: {} } as never],
       undefined,
       keep,
