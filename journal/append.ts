@@ -8,7 +8,7 @@ import {
   type InsertedJournalRow,
   type NewJournalEntry,
 } from '../repository/event-journal';
-import { classifyAgainstStore, type Classified, type Reuse } from './redelivery';
+import { BATCH_IDLE_TIMEOUT_MS, classifyAgainstStore, type Classified, type Reuse } from './redelivery';
 import { JournalUnavailableError } from './errors';
 import type { RecordOutcome } from './kinds';
 import { classified } from './error-class';
@@ -36,14 +36,6 @@ export interface AppendOutcome {
   /** Records written although their coordinates already held a different record (topic re-created). */
   reused: Reuse[];
 }
-
-/**
- * How long a batch's transaction may sit idle between statements before Postgres ends its session. The transaction
- * holds its partitions' advisory locks: an ingest process frozen mid-batch (SIGSTOP, a paused VM) keeps its
- * connection, and the consumer the group gives its partitions to would queue on those locks until the frozen one is
- * killed. Ended, the batch rolls back and is redelivered; a batch's own statements follow one another without a wait.
- */
-export const BATCH_IDLE_TIMEOUT_MS = 10_000;
 
 type JournalWriter = (client: PoolClient, entries: NewJournalEntry[]) => Promise<InsertedJournalRow[]>;
 

@@ -26,6 +26,15 @@ export interface Classified {
 }
 
 /**
+ * How long a batch's session may be held up by its own process (idle in its transaction, or in a statement waiting on
+ * it) before Postgres, or the next writer of its partition, ends it. The transaction holds its partitions' locks: an
+ * ingest process frozen mid-batch (SIGSTOP, a paused VM) keeps its connection, and the consumer the group gives its
+ * partitions to would queue on those locks until the frozen one is killed. Ended, the batch rolls back and is
+ * redelivered; a batch's own statements follow one another without a wait.
+ */
+export const BATCH_IDLE_TIMEOUT_MS = 10_000;
+
+/**
  * Tells proven redeliveries from new records by what the journal and the DLQ already hold, inside the transaction
  * that will write the batch. The journal is partitioned by received_at, so no unique index can span the partitions a
  * record and its redelivery may land in: instead, writers of the same Kafka partition (and of copies of the same
@@ -38,7 +47,7 @@ export interface Classified {
  *   republished copy, not journaled again.
  */
 export async function classifyAgainstStore(client: PoolClient, records: ParsedRecord[]): Promise<Classified> {
-  await lockNames(client, lockNamesOf(records));
+  await lockNames(client, lockNamesOf(records), BATCH_IDLE_TIMEOUT_MS);
   const redelivered = new Set<number>();
   const reused: Reuse[] = [];
   let removedKey: Buffer | undefined;

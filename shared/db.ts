@@ -241,13 +241,67 @@ export async function withSessionLock<T>(
   }
 }
 
+/** How long lockNames waits for one lock before it fails (the pool's default statement timeout, which bounded it). */
+export const LOCK_WAIT_MS = DEFAULT_STATEMENT_TIMEOUT_MS;
+
 /**
  * Takes transaction-scoped advisory locks named by strings (released at COMMIT or ROLLBACK). Each name maps to a
  * 64-bit key (SHA-256 prefix) and keys are taken in ascending order, so two transactions locking overlapping sets
- * never deadlock. A collision only serialises two unrelated names.
+ * never deadlock. A collision only serialises two unrelated names. A lock another transaction holds is waited for,
+ * up to LOCK_WAIT_MS, then the call fails. A holder that has been waiting on its own client inside a statement for
+ * `stuckMs` (a COPY whose process stopped between its statement and its data: a frozen process keeps its socket, and
+ * Postgres neither cancels a statement waiting on its client nor counts it idle) has its session ended: its
+ * transaction rolls back and the lock is free.
  */
-export async function lockNames(client: pg.PoolClient, names: Iterable<string>): Promise<void> {
+export async function lockNames(client: pg.PoolClient, names: Iterable<string>, stuckMs: number): Promise<void> {
   const keys = [...new Set([...names].map(advisoryKey))];
   keys.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-  for (const key of keys) await client.query('SELECT pg_advisory_xact_lock($1::bigint)', [key.toString()]);
+  for (const key of keys) {
+    const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_xact_lock($1::bigint) AS locked', [
+      key.toString(),
+    ]);
+    if (!rows[0].locked) await waitForLock(client, key, stuckMs);
+  }
+}
+
+/** Waits for advisory lock `key` in steps of `stuckMs` (lock_timeout, in a savepoint), ending stuck holders between. */
+async function waitForLock(client: pg.PoolClient, key: bigint, stuckMs: number): Promise<void> {
+  const started = Date.now();
+  for (;;) {
+    const left = LOCK_WAIT_MS - (Date.now() - started);
+    if (left <= 0) throw new Error(`Another transaction held advisory lock ${key} for ${LOCK_WAIT_MS} ms`);
+    // The wait's lock_timeout is undone by the rollback to the savepoint, or set back once the lock is taken.
+    await client.query(
+      `SAVEPOINT lock_wait; SET LOCAL lock_timeout = ${Math.max(1, Math.round(Math.min(stuckMs, left)))}`,
+    );
+    try {
+      await client.query('SELECT pg_advisory_xact_lock($1::bigint)', [key.toString()]);
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== LOCK_NOT_AVAILABLE) throw err;
+      await client.query('ROLLBACK TO SAVEPOINT lock_wait; RELEASE SAVEPOINT lock_wait');
+      await endStuckHolders(client, key, stuckMs);
+      continue;
+    }
+    await client.query('RELEASE SAVEPOINT lock_wait; SET LOCAL lock_timeout TO DEFAULT');
+    return;
+  }
+}
+
+// SQLSTATE 55P03: a lock wait ran past lock_timeout.
+const LOCK_NOT_AVAILABLE = '55P03';
+
+/** Ends the sessions that hold advisory lock `key` and have waited on their client in a statement for `stuckMs`. */
+async function endStuckHolders(client: pg.PoolClient, key: bigint, stuckMs: number): Promise<void> {
+  // pg_locks shows a bigint advisory key as its high half (classid) and low half (objid), objsubid 1. The clock, not
+  // now(): this runs inside the waiter's transaction, whose now() stays at its start.
+  await client.query(
+    `SELECT pg_terminate_backend(a.pid)
+       FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+      WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        AND l.classid::bigint = ($1::bigint >> 32) & 4294967295 AND l.objid::bigint = $1::bigint & 4294967295
+        AND a.pid <> pg_backend_pid() AND a.state = 'active' AND a.wait_event = 'ClientRead'
+        AND a.state_change < clock_timestamp() - $2 * interval '1 millisecond'`,
+    [key.toString(), stuckMs],
+  );
 }
