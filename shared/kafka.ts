@@ -392,7 +392,7 @@ export function createProducer(
       slot.producer = kafkaProducer(slot.id);
       listen(slot);
       slot.opened = true;
-      slot.connecting = slot.producer.connect();
+      slot.connecting = connectTransactional(slot.producer);
       try {
         await slot.connecting;
         slot.stale = false;
@@ -415,7 +415,7 @@ export function createProducer(
     try {
       if (slot.stale) await fence(slot, 'renewed');
       slot.opened = true;
-      await (slot.connecting ??= slot.producer.connect()).catch((err: unknown) => {
+      await (slot.connecting ??= connectTransactional(slot.producer)).catch((err: unknown) => {
         slot.connecting = undefined;
         throw err;
       });
@@ -443,7 +443,7 @@ export function createProducer(
       // One slot connected now (Kafka reachable, the transactional id's epoch taken); the others on their first send.
       const first = slots[0];
       first.opened = true;
-      await (first.connecting ??= first.producer.connect()).catch((err: unknown) => {
+      await (first.connecting ??= connectTransactional(first.producer)).catch((err: unknown) => {
         first.connecting = undefined;
         throw err;
       });
@@ -535,6 +535,19 @@ export async function commitSettled(
 }
 
 /**
+ * Connects a transactional kafkajs producer and takes its transactional id's epoch now. kafkajs's connect() alone
+ * does not: it asks for a producer id without the transactional id, and the id's InitProducerId (which bumps the
+ * epoch and aborts the id's open transaction) waits for the first transaction(). So a fence that only connected
+ * fenced nothing (checked against the broker: a transaction opened before such a "fence" still committed), and a
+ * slot's epoch was taken after its send's guard. An empty transaction begun and aborted takes it (no EndTxn is sent).
+ */
+async function connectTransactional(producer: Producer): Promise<void> {
+  await producer.connect();
+  const transaction = await producer.transaction();
+  await transaction.abort();
+}
+
+/**
  * Fences every transactional id of another replay producer (its `fenceScope`; its process gone, or cut off for a
  * lease): each id's open transaction aborted and its epoch bumped, so that nothing it sent before is appended visibly
  * from now on. Resolves once every one has answered.
@@ -544,7 +557,7 @@ async function fenceScopeOf(kafka: Kafka, scope: string): Promise<void> {
     Array.from({ length: REPLAY_PRODUCER_SLOTS }, async (_, i) => {
       const producer = kafka.producer({ transactionalId: `${scope}:${i}`, idempotent: true, maxInFlightRequests: 1 });
       try {
-        await producer.connect();
+        await connectTransactional(producer);
       } finally {
         await producer.disconnect().catch(() => undefined);
       }

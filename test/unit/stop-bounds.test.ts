@@ -140,7 +140,12 @@ describe('Kafka admin clients', () => {
     const log = { warn: (_: unknown, msg: string) => warnings.push(msg) } as unknown as Logger;
     const kafka = {
       admin: () => stuckAdmin(),
-      producer: () => ({ on: () => () => undefined, connect: () => Promise.resolve(), disconnect: () => never }),
+      producer: () => ({
+        on: () => () => undefined,
+        connect: () => Promise.resolve(),
+        transaction: () => Promise.resolve({ abort: () => Promise.resolve() }),
+        disconnect: () => never,
+      }),
     } as unknown as Kafka;
     const producer = createProducer(kafka, log);
     await producer.connect();
