@@ -248,10 +248,24 @@ export const LOCK_WAIT_MS = DEFAULT_STATEMENT_TIMEOUT_MS;
  * Takes transaction-scoped advisory locks named by strings (released at COMMIT or ROLLBACK). Each name maps to a
  * 64-bit key (SHA-256 prefix) and keys are taken in ascending order, so two transactions locking overlapping sets
  * never deadlock. A collision only serialises two unrelated names. A lock another transaction holds is waited for,
- * up to LOCK_WAIT_MS, then the call fails. A holder that has been waiting on its own client inside a statement for
- * `stuckMs` (a COPY whose process stopped between its statement and its data: a frozen process keeps its socket, and
- * Postgres neither cancels a statement waiting on its client nor counts it idle) has its session ended: its
- * transaction rolls back and the lock is free.
+ * up to LOCK_WAIT_MS, then the call fails.
+ *
+ * The wait goes in steps of `stuckMs`, and between steps it ends a holder stuck on its own client: a process frozen
+ * (SIGSTOP, a paused VM) inside a statement keeps its socket, and Postgres neither cancels a statement waiting on its
+ * client nor counts it idle, so its transaction would keep the lock until the process is killed. Such a holder is in
+ * a statement waiting to read from its client (ClientRead: a COPY whose data stopped coming) or to write to it
+ * (ClientWrite: a result larger than the socket buffers that nobody reads). A live writer waits there too: a COPY of
+ * a big batch reads its data a chunk at a time, in ClientRead between chunks. So a holder is ended only when two
+ * looks, at least `stuckMs` apart (a step), see it waiting on its client in the same statement (query_start) with no
+ * progress in between: for a COPY, pg_stat_progress_copy's bytes and tuples unchanged; for any other statement there
+ * is no progress to see, and the same statement waiting at both looks counts as stuck (ingest's statements under its
+ * locks return a batch's rows at most). A holder first seen at a look is not ended before the next: a frozen holder
+ * ends about two steps after it froze (the first look sees it, the second ends it), 2 x BATCH_IDLE_TIMEOUT_MS for
+ * ingest, within LOCK_WAIT_MS; should the wait run out first, the call fails and the batch is retried.
+ *
+ * Ending another session (pg_terminate_backend) is allowed to a role for its own role's sessions, or with
+ * pg_signal_backend: the ingest processes must connect as the same role, or a stuck holder of another role is only
+ * waited for (pg_stat_activity hides its statement and wait from this role, so it is never even seen as stuck).
  */
 export async function lockNames(client: pg.PoolClient, names: Iterable<string>, stuckMs: number): Promise<void> {
   const keys = [...new Set([...names].map(advisoryKey))];
@@ -264,9 +278,16 @@ export async function lockNames(client: pg.PoolClient, names: Iterable<string>, 
   }
 }
 
+/**
+ * What a look saw of a holder waiting on its client, by pid: its statement's start, the wait, its COPY's progress
+ * (`look`), and when the look had answered (`at`, this process's clock).
+ */
+type HolderLooks = Map<number, { look: string; at: number }>;
+
 /** Waits for advisory lock `key` in steps of `stuckMs` (lock_timeout, in a savepoint), ending stuck holders between. */
 async function waitForLock(client: pg.PoolClient, key: bigint, stuckMs: number): Promise<void> {
   const started = Date.now();
+  let looks: HolderLooks = new Map();
   for (;;) {
     const left = LOCK_WAIT_MS - (Date.now() - started);
     if (left <= 0) throw new Error(`Another transaction held advisory lock ${key} for ${LOCK_WAIT_MS} ms`);
@@ -279,7 +300,7 @@ async function waitForLock(client: pg.PoolClient, key: bigint, stuckMs: number):
     } catch (err) {
       if ((err as { code?: unknown }).code !== LOCK_NOT_AVAILABLE) throw err;
       await client.query('ROLLBACK TO SAVEPOINT lock_wait; RELEASE SAVEPOINT lock_wait');
-      await endStuckHolders(client, key, stuckMs);
+      looks = await endStuckHolders(client, key, stuckMs, looks);
       continue;
     }
     await client.query('RELEASE SAVEPOINT lock_wait; SET LOCAL lock_timeout TO DEFAULT');
@@ -290,18 +311,41 @@ async function waitForLock(client: pg.PoolClient, key: bigint, stuckMs: number):
 // SQLSTATE 55P03: a lock wait ran past lock_timeout.
 const LOCK_NOT_AVAILABLE = '55P03';
 
-/** Ends the sessions that hold advisory lock `key` and have waited on their client in a statement for `stuckMs`. */
-async function endStuckHolders(client: pg.PoolClient, key: bigint, stuckMs: number): Promise<void> {
-  // pg_locks shows a bigint advisory key as its high half (classid) and low half (objid), objsubid 1. The clock, not
-  // now(): this runs inside the waiter's transaction, whose now() stays at its start.
-  await client.query(
-    `SELECT pg_terminate_backend(a.pid)
-       FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-      WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-        AND l.classid::bigint = ($1::bigint >> 32) & 4294967295 AND l.objid::bigint = $1::bigint & 4294967295
-        AND a.pid <> pg_backend_pid() AND a.state = 'active' AND a.wait_event = 'ClientRead'
-        AND a.state_change < clock_timestamp() - $2 * interval '1 millisecond'`,
-    [key.toString(), stuckMs],
+/**
+ * Looks at the sessions holding advisory lock `key` that wait on their client inside a statement, and ends those a
+ * look at least `stuckMs` earlier (in `previous`) saw the same: same statement, same wait, no COPY progress. Returns
+ * this look, for the next.
+ */
+async function endStuckHolders(
+  client: pg.PoolClient,
+  key: bigint,
+  stuckMs: number,
+  previous: HolderLooks,
+): Promise<HolderLooks> {
+  const sent = Date.now();
+  // Only looks that answered at least a step before this one is sent: the server's looks are then that far apart.
+  const comparable = Object.fromEntries(
+    [...previous].filter(([, { at }]) => sent - at >= stuckMs).map(([pid, { look }]) => [pid, look]),
   );
+  // pg_stat_activity and the progress views are read from a snapshot taken once per transaction (this runs inside
+  // the waiter's), except wait_event, read live: without clearing it, a later look would see the first look's
+  // progress and statement beside the wait of now.
+  await client.query('SELECT pg_stat_clear_snapshot()');
+  // pg_locks shows a bigint advisory key as its high half (classid) and low half (objid), objsubid 1. CASE, not AND:
+  // only CASE promises the terminate is not evaluated for a holder whose look changed.
+  const { rows } = await client.query<{ pid: number; look: string; ended: boolean }>(
+    `SELECT pid, look, CASE WHEN look = $2::jsonb ->> pid::text THEN pg_terminate_backend(pid) ELSE false END AS ended
+       FROM (SELECT a.pid, concat_ws(' ', a.query_start, a.wait_event, coalesce(p.bytes_processed, -1),
+                                     coalesce(p.tuples_processed, -1)) AS look
+               FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+               LEFT JOIN pg_stat_progress_copy p ON p.pid = a.pid
+              WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                AND l.classid::bigint = ($1::bigint >> 32) & 4294967295 AND l.objid::bigint = $1::bigint & 4294967295
+                AND a.pid <> pg_backend_pid() AND a.state = 'active'
+                AND a.wait_event IN ('ClientRead', 'ClientWrite')) holders`,
+    [key.toString(), JSON.stringify(comparable)],
+  );
+  const at = Date.now();
+  return new Map(rows.filter((r) => !r.ended).map((r) => [r.pid, { look: r.look, at }]));
 }

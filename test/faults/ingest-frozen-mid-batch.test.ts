@@ -3,6 +3,7 @@ import { appendBatch } from '../../journal/append';
 import { JournalUnavailableError } from '../../journal/errors';
 import { loadLineageKey, type LineageKey } from '../../journal/lineage';
 import { parseRecord, type ParsedRecord } from '../../journal/record';
+import { BATCH_IDLE_TIMEOUT_MS } from '../../journal/redelivery';
 import { createPool, type Pool } from '../../shared/db';
 import { createLogger } from '../../shared/logger';
 import { createTestDatabase } from '../support/database';
@@ -16,15 +17,22 @@ import { freezableProxy, type FreezableProxy } from '../support/freezable-proxy'
  * still unjournaled 80 s after the traffic ended, and all of them were journaled within 3 s of the SIGKILL.
  *
  * Invariant (docs/integrity.md, "Ingest"): a batch whose process stops mid-transaction holds its partitions for about
- * BATCH_IDLE_TIMEOUT_MS, wherever it stopped. The next owner's batch of the same records journals them while the
- * first process is still frozen; when it wakes, its batch ends as an outage (redelivered, never dead-lettered); every
- * record is in the journal once.
+ * BATCH_IDLE_TIMEOUT_MS when it stopped between statements (Postgres's idle timeout), about twice that when it stopped
+ * inside one (the next owner's second look at it ends it: lockNames). The next owner's batch of the same records
+ * journals them while the first process is still frozen; when it wakes, its batch ends as an outage (redelivered,
+ * never dead-lettered); every record is in the journal once.
  *
  * Attack: the first batch's connection is frozen (a TCP proxy that stops passing bytes, as a stopped process's kernel
  * keeps the socket): after its partition's lock, as its COPY asks for its data (the server then waits in the statement,
  * where neither statement_timeout nor the idle timeout applies), and after a generated number of its statements.
  * Before: the next owner waited on the lock for its whole statement timeout (60 s here) and failed; with only the idle
- * timeout, the frozen COPY still held it so.
+ * timeout, the frozen COPY still held it so. With the lock's looks (b055ee3) the frozen COPY was ended at the next
+ * owner's first step (10 s); since a holder is ended only at a second look without progress (attack41), at its second
+ * (20 s, within LOCK_WAIT_MS's 30 s).
+ *
+ * Also (docs/integrity.md, "Ingest"): a live writer whose event loop stalls longer than BATCH_IDLE_TIMEOUT_MS between
+ * two statements of its batch has its session ended by Postgres (idle_in_transaction_session_timeout); the batch
+ * fails as an outage and its retry journals every record once.
  */
 jest.setTimeout(120_000);
 
@@ -153,6 +161,8 @@ it('a batch frozen mid-transaction lets the next owner journal its records while
       );
       const dlq = await direct.query(`SELECT 1 FROM event_dlq WHERE topic = 'frozen.leads'`);
       console.log(JSON.stringify({ at, statements, secondTookMs, firstEnded }));
+      // Frozen between statements: Postgres's idle timeout ends it; inside the COPY: the next owner's second look.
+      expect(secondTookMs).toBeLessThan((at === 'copy' ? 2 : 1) * BATCH_IDLE_TIMEOUT_MS + 3000);
       expect({
         secondJournaled: second.journaled.length,
         frozenLocksLeft,
@@ -175,5 +185,51 @@ it('a batch frozen mid-transaction lets the next owner journal its records while
       await frozenPool.end().catch(() => undefined);
       await proxy.close();
     }
+  }
+});
+
+it('a live writer whose event loop stalls past BATCH_IDLE_TIMEOUT_MS mid-batch fails as an outage; its retry journals all once', async () => {
+  const pool = createPool(db.databaseUrl, 1, log, 60_000, 'crm-events-sink-stalled');
+  let stalled = false;
+  pool.on('connect', (client) => {
+    const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+    let sent = 0;
+    (client as unknown as { query: typeof query }).query = (...args: unknown[]) => {
+      // Statements: 1 BEGIN, 2 the partition's lock, 3 what is stored. Before the third the whole process stops (a
+      // synchronous wait: no timer, no socket is served), as a long garbage collection or a starved CPU would.
+      if (++sent === 3 && !stalled) {
+        stalled = true;
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, BATCH_IDLE_TIMEOUT_MS + 2000);
+      }
+      return query(...args);
+    };
+  });
+  try {
+    const from = nextOffset;
+    const batch = records(20);
+    const first = await appendBatch(pool, batch).then(
+      () => 'journaled',
+      (err: Error & { cause?: { code?: string } }) =>
+        err instanceof JournalUnavailableError ? `outage (${String(err.cause?.code ?? err.message)})` : err.message,
+    );
+    // The consumer pauses and retries the same batch (ingest's outage handling): here at once, on the same pool.
+    const retry = await appendBatch(pool, batch);
+    const { rows } = await direct.query<{ total: string; coords: string }>(
+      `SELECT count(*) AS total, count(DISTINCT kafka_offset) AS coords FROM event_journal
+        WHERE topic = 'frozen.leads' AND kafka_offset >= $1 AND kafka_offset < $2`,
+      [from, nextOffset],
+    );
+    const dlq = await direct.query(`SELECT 1 FROM event_dlq WHERE topic = 'frozen.leads'`);
+    console.log(JSON.stringify({ stalled, first }));
+    expect({
+      stalled,
+      first,
+      retryJournaled: retry.journaled.length,
+      total: Number(rows[0].total),
+      coords: Number(rows[0].coords),
+      dlq: dlq.rowCount,
+    }).toEqual({ stalled: true, first: 'outage (25P03)', retryJournaled: 20, total: 20, coords: 20, dlq: 0 });
+  } finally {
+    await pool.end().catch(() => undefined);
   }
 });
