@@ -72,10 +72,15 @@ export async function startForRequest<W extends OneInputWorkflow>(
     const abandoned = app.requestsAbandoned;
     if (abandoned.aborted) throw httpError(503, 'The API is stopping: the workflow was not started; send it again');
     request.startingWorkflowId = workflowId;
+    // The start's own signal, aborted with the API's: the Temporal client hangs a listener on the signal it is given
+    // for each call and never takes it off, so on the API's one signal they would pile up with every request.
+    const cancel = new AbortController();
+    const onAbandoned = () => cancel.abort(abandoned.reason);
+    abandoned.addEventListener('abort', onAbandoned, { once: true });
     try {
       // One cast, where the generic meets the SDK's conditional argument type: callers are checked by StartRequest<W>.
       // USE_EXISTING: requests racing with one key (or a retry after a start that failed) all land on one workflow.
-      return (await client.connection.withAbortSignal(abandoned, () =>
+      return (await client.connection.withAbortSignal(cancel.signal, () =>
         client.workflow.start<OneInputWorkflow>(start.workflow, {
           taskQueue: config.temporal.taskQueue,
           workflowId,
@@ -97,6 +102,8 @@ export async function startForRequest<W extends OneInputWorkflow>(
       // Same key, first workflow already finished: answer with that one.
       if (!key || !(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
       return client.workflow.getHandle<W>(workflowId) as StartedWorkflow<W>;
+    } finally {
+      abandoned.removeEventListener('abort', onAbandoned);
     }
   });
 }

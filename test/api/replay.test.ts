@@ -1,3 +1,4 @@
+import { getEventListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ensureTopics } from '../../shared/kafka';
 import { CrmEventId, CrmReplayKind, CrmReplaySource, CrmTenantId, CrmTopic } from '../../workflows/search-attributes';
@@ -238,6 +239,16 @@ describe('POST /replay/:id', () => {
 });
 
 describe('POST /replay/batch', () => {
+  it('leaves no listener per start on the API-wide stop signal (one per request, before: the SDK never removes its own)', async () => {
+    // Each start runs under the signal a stop aborts (requestsAbandoned); the Temporal client hangs a listener on the
+    // signal it is given for every call and never takes it off, each holding its call: on the API's one signal that
+    // grew with every replay request for the life of the process (Node's MaxListenersExceededWarning at 11).
+    const [id] = await produceJournaled(env.h, leads, [{ tenant_id: 'listeners-t', n: 1 }]);
+    const before = getEventListeners(env.app.requestsAbandoned, 'abort').length;
+    for (let i = 0; i < 12; i++) expect((await post('/replay/batch', { ids: [id] })).statusCode).toBe(202);
+    expect(getEventListeners(env.app.requestsAbandoned, 'abort').length).toBe(before);
+  });
+
   it('answers 202, reports unknown ids in the result and republishes each known id exactly once', async () => {
     const ids = await produceJournaled(env.h, leads, [
       { tenant_id: 'batch-t', n: 1 },
