@@ -497,13 +497,105 @@ export function createProducer(
 }
 
 /**
+ * What a failed commit's error says about its transaction (commitSettled). kafkajs's commit (eosManager.commit) finds
+ * the transaction coordinator (cluster.findGroupCoordinator: FindCoordinator through its retrier) and sends one EndTxn.
+ * It can end with:
+ * - a KafkaJSProtocolError: the broker's answer, by its `type` (see NOT_YET_ANSWERS for the ones that mean "ask
+ *   again"); also found wrapped in the errors below (the retrier keeps the error it gave up on as `cause`);
+ * - a request timeout, a connection error or closed connection (KafkaJSRequestTimeoutError, KafkaJSConnectionError,
+ *   KafkaJSConnectionClosedError: kafkajs marks them retriable), thrown as they are by EndTxn;
+ * - the same, tried by the retrier until its count ran out: KafkaJSNumberOfRetriesExceeded (not retriable; the error
+ *   it gave up on as `cause`), e.g. a coordinator whose port refuses connections (ECONNREFUSED) for longer than the
+ *   producer's retries;
+ * - a coordinator it could not find: KafkaJSGroupCoordinatorNotFound (every broker failed its FindCoordinator),
+ *   KafkaJSBrokerNotFound (a node missing from the metadata), KafkaJSLockTimeout (a broker's connect lock);
+ * - an error of this side that no ask changes: the transaction already ended here ("Cannot continue to use
+ *   transaction once ended"), a state machine refusal, a bug (TypeError).
+ * The first is an answer unless it says "not yet"; the next three are no answer (the EndTxn may or may not have
+ * reached the coordinator); the last is neither.
+ */
+export type CommitErrorKind = 'refused' | 'unanswered' | 'local';
+
+/**
+ * Protocol errors of a coordinator that has not settled the transaction yet: still writing an earlier ask's markers
+ * (CONCURRENT_TRANSACTIONS), loading its log, or not (or no longer) the coordinator (kafkajs's names for
+ * COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE and NOT_COORDINATOR are the GROUP_ ones), and the broker's
+ * own "no answer" (a request it timed out, a network error on its side).
+ */
+const NOT_YET_ANSWERS = new Set([
+  'CONCURRENT_TRANSACTIONS',
+  'GROUP_LOAD_IN_PROGRESS',
+  'GROUP_COORDINATOR_NOT_AVAILABLE',
+  'NOT_COORDINATOR_FOR_GROUP',
+  'COORDINATOR_LOAD_IN_PROGRESS',
+  'COORDINATOR_NOT_AVAILABLE',
+  'NOT_COORDINATOR',
+  'REQUEST_TIMED_OUT',
+  'NETWORK_EXCEPTION',
+]);
+
+/** kafkajs errors that carry no answer from the coordinator (see CommitErrorKind). */
+const NO_ANSWER_ERRORS = new Set([
+  'KafkaJSRequestTimeoutError',
+  'KafkaJSConnectionError',
+  'KafkaJSConnectionClosedError',
+  'KafkaJSNumberOfRetriesExceeded',
+  'KafkaJSGroupCoordinatorNotFound',
+  'KafkaJSBrokerNotFound',
+  'KafkaJSNoBrokerAvailableError',
+  'KafkaJSLockTimeout',
+  'KafkaJSMetadataNotLoaded',
+]);
+
+/** Node's codes for a connection that failed or was lost. */
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+]);
+
+/** The error and the errors it wraps (`cause`, kafkajs's retrier; `originalError`, older wrappers), outermost first. */
+function errorChain(err: unknown): { name?: unknown; type?: unknown; code?: unknown; retriable?: unknown }[] {
+  const chain: object[] = [];
+  for (let e: unknown = err; typeof e === 'object' && e !== null && !chain.includes(e) && chain.length < 16;) {
+    chain.push(e);
+    const { cause, originalError } = e as { cause?: unknown; originalError?: unknown };
+    e = cause ?? originalError;
+  }
+  return chain;
+}
+
+/** See CommitErrorKind. A broker's answer anywhere in the chain decides; else any sign of no answer; else local. */
+export function commitErrorKind(err: unknown): CommitErrorKind {
+  const chain = errorChain(err);
+  const answer = chain.find((e) => typeof e.type === 'string');
+  if (answer) return NOT_YET_ANSWERS.has(answer.type as string) ? 'unanswered' : 'refused';
+  const unanswered = chain.some(
+    (e) =>
+      NO_ANSWER_ERRORS.has(e.name as string) ||
+      (typeof e.code === 'string' && NETWORK_CODES.has(e.code)) ||
+      e.retriable === true,
+  );
+  return unanswered ? 'unanswered' : 'local';
+}
+
+/**
  * Commits a transaction whose records were acknowledged, and settles what a commit without an answer leaves open. Its
  * EndTxn may have reached the coordinator before the request failed here (timed out at a frozen broker, a connection
  * lost), so the transaction may be committed; a fence then aborts nothing, and the caller's retry would publish the
  * page a second time. So the commit is asked again (the patched kafkajs keeps the transaction open after a failed
  * EndTxn) until the coordinator answers: success (committed, by this ask or an earlier one; the coordinator answers a
- * repeated commit of a committed transaction so) or a refusal (aborted: timed out, fenced). No answer within
- * COMMIT_SETTLE_MS: the send fails as any other, fenced (its retry may then publish the page again).
+ * repeated commit of a committed transaction so) or a refusal (aborted: timed out, fenced). What is an answer is
+ * commitErrorKind's: kafkajs wraps a lost coordinator in errors it does not mark retriable (retries exceeded, a
+ * coordinator not found), which are no answer all the same. No answer within COMMIT_SETTLE_MS: the send fails as any
+ * other, fenced (its retry may then publish the page again).
  */
 export async function commitSettled(
   transaction: Pick<Transaction, 'commit'>,
@@ -520,11 +612,9 @@ export async function commitSettled(
       await transaction.commit();
       return;
     } catch (err) {
-      // A refusal or no time left: the send failed. Not an answer: no answer (kafkajs marks request timeouts and lost
-      // connections retriable), a coordinator not there yet, or one still writing the commit's markers.
-      const { retriable, type } = err as { retriable?: unknown; type?: unknown };
-      const unsettled = retriable === true || type === 'CONCURRENT_TRANSACTIONS';
-      if (!unsettled || Date.now() + pause >= deadline) throw err;
+      // A refusal, an error of this side or no time left: the send failed. Else no answer, or a coordinator not
+      // there yet or still writing the commit's markers (commitErrorKind): asked again.
+      if (commitErrorKind(err) !== 'unanswered' || Date.now() + pause >= deadline) throw err;
       log?.warn(
         { err: (err as Error).message, transactionalId },
         'Kafka did not answer a replay commit (it may have committed); asking again',
