@@ -284,8 +284,11 @@ export const REPLAY_TRANSACTION_TIMEOUT_MS = 60_000;
 export const BROKER_TRANSACTION_ABORT_CHECK_MS = 10_000;
 
 /**
- * How long a commit that got no answer is asked again (commitSettled) before the send fails as ambiguous: each ask is
- * bounded by the request timeout, so a send settles within this plus one request timeout.
+ * How long a commit that got no answer is asked again (commitSettled) before the send fails as ambiguous. No ask is
+ * started after it; the one under way ends within kafkajs's bounds: its EndTxn within one request timeout, but its
+ * coordinator lookup retries refused connections (ECONNREFUSED) with the client's retries, about 40 s in all (tried:
+ * 12 s of refused connections were one ask that then succeeded). A re-ask refused as fenced adds a read back
+ * (READ_BACK_MS).
  */
 export const COMMIT_SETTLE_MS = 20_000;
 const COMMIT_ASK_PAUSE_MS = 250;
@@ -426,7 +429,14 @@ export function createProducer(
       try {
         const acknowledged = await fn(transaction);
         refuseUnacknowledged(sent, acknowledged, (message) => assigned.get(message));
-        await commitSettled(transaction, slot.id, log);
+        await commitSettled(transaction, slot.id, log, {
+          // Fenced: this kafkajs producer's epoch is gone (and its transaction left open on this side), so the slot
+          // starts on a new one before its next send, whatever is read.
+          readBack: () => {
+            slot.stale = true;
+            return committedReadBack(kafka, acknowledged, `${fenceScope}:read-back`, log);
+          },
+        });
         return acknowledged;
       } catch (err) {
         await fence(slot, (err as Error).message);
@@ -595,7 +605,8 @@ export function commitErrorKind(err: unknown): CommitErrorKind {
  * repeated commit of a committed transaction so) or a refusal (aborted: timed out, fenced). What is an answer is
  * commitErrorKind's: kafkajs wraps a lost coordinator in errors it does not mark retriable (retries exceeded, a
  * coordinator not found), which are no answer all the same. No answer within COMMIT_SETTLE_MS: the send fails as any
- * other, fenced (its retry may then publish the page again).
+ * other, fenced (its retry may then publish the page again). A re-ask refused as fenced is not an answer about the
+ * transaction (see isFencedRefusal's use below): `readBack` decides it (committedReadBack), unknown fails the send.
  */
 export async function commitSettled(
   transaction: Pick<Transaction, 'commit'>,
@@ -604,14 +615,36 @@ export async function commitSettled(
   {
     settleMs = COMMIT_SETTLE_MS,
     firstPauseMs = COMMIT_ASK_PAUSE_MS,
-  }: { settleMs?: number; firstPauseMs?: number } = {},
+    readBack,
+  }: {
+    settleMs?: number;
+    firstPauseMs?: number;
+    /** Whether the transaction's records are read committed, once it is settled (committedReadBack); undefined: unknown. */
+    readBack?: () => Promise<'committed' | 'aborted' | undefined>;
+  } = {},
 ): Promise<void> {
   const deadline = Date.now() + settleMs;
-  for (let pause = firstPauseMs; ; pause = Math.min(pause * 2, FENCE_PAUSE_MAX_MS)) {
+  for (let pause = firstPauseMs, asked = 1; ; pause = Math.min(pause * 2, FENCE_PAUSE_MAX_MS), asked++) {
     try {
       await transaction.commit();
       return;
     } catch (err) {
+      // A fence (another party's InitProducerId for this id: an erasure's waiter fencing a cut-off holder) that reached
+      // the coordinator after an earlier ask's EndTxn found the transaction committing: it waited for the commit, then
+      // bumped the epoch, and this ask is refused as fenced although the transaction is committed. The first ask's
+      // refusal is exact (the fence came first and aborted it); a re-ask's says nothing, so the records are read back.
+      if (asked > 1 && readBack && isFencedRefusal(err)) {
+        const found = await readBack().catch((readErr: unknown) => {
+          log?.warn({ err: readErr, transactionalId }, 'Reading a fenced replay commit back failed');
+          return undefined;
+        });
+        log?.warn(
+          { err: (err as Error).message, transactionalId, found: found ?? 'unknown' },
+          'A replay commit asked again was refused as fenced; read back',
+        );
+        if (found === 'committed') return;
+        throw err;
+      }
       // A refusal, an error of this side or no time left: the send failed. Else no answer, or a coordinator not
       // there yet or still writing the commit's markers (commitErrorKind): asked again.
       if (commitErrorKind(err) !== 'unanswered' || Date.now() + pause >= deadline) throw err;
@@ -621,6 +654,83 @@ export async function commitSettled(
       );
       await new Promise((resolve) => setTimeout(resolve, pause));
     }
+  }
+}
+
+/** Whether err is the coordinator's refusal of an old epoch: the id fenced by a newer producer, or timed out. */
+export function isFencedRefusal(err: unknown): boolean {
+  return errorChain(err).some(
+    (e) =>
+      e.type === 'INVALID_PRODUCER_EPOCH' ||
+      e.type === 'PRODUCER_FENCED' ||
+      // kafkajs 2.2.4 does not know PRODUCER_FENCED (90; EndTxn v1, kafkajs's, gets INVALID_PRODUCER_EPOCH instead).
+      (e.type === 'KAFKAJS_UNKNOWN_ERROR_CODE' && / 90$/.test(String((e as { message?: unknown }).message))),
+  );
+}
+
+/** How long committedReadBack waits for its consumer to fetch the record (a group joined, the transaction settled). */
+export const READ_BACK_MS = 15_000;
+
+/**
+ * Whether a transaction whose commit is unknown (its re-ask refused by a fence: commitSettled) is committed, read from
+ * Kafka: the first record the send had acknowledged (topic, partition, baseOffset) fetched read committed by a consumer
+ * of a group of its own (no offsets committed). A transaction fenced or committed is settled or being settled (its
+ * markers being written); a read-committed fetch returns nothing at its offset until its partition's marker is written,
+ * then the record if committed, or the batch holding it with the record filtered out as aborted (kafkajs's Batch drops
+ * the aborted transactions' records; such a batch, empty after filtering, is seen through END_BATCH_PROCESS). So the
+ * first fetched batch whose offsets span the record decides: the record delivered is committed, left out is aborted.
+ * Unknown (undefined) if no such batch comes within timeoutMs, or there is no offset to read (a send without records).
+ */
+export async function committedReadBack(
+  kafka: Kafka,
+  acknowledged: RecordMetadata[],
+  groupPrefix: string,
+  log?: Logger,
+  { timeoutMs = READ_BACK_MS, disconnectTimeoutMs = PRODUCER_DISCONNECT_TIMEOUT_MS } = {},
+): Promise<'committed' | 'aborted' | undefined> {
+  const record = acknowledged.find((m) => m.baseOffset !== undefined && m.errorCode === 0);
+  if (!record?.baseOffset) return undefined;
+  const { topicName: topic, partition } = record;
+  const offset = BigInt(record.baseOffset);
+  let settle!: (found: 'committed' | 'aborted' | undefined) => void;
+  const found = new Promise<'committed' | 'aborted' | undefined>((resolve) => (settle = resolve));
+  const timer = setTimeout(() => settle(undefined), timeoutMs);
+  const delivered = new Set<bigint>();
+  let done = false;
+  const judge = (batch: { topic: string; partition: number; firstOffset: string | null; lastOffset: string }) => {
+    if (batch.topic !== topic || batch.partition !== partition || batch.firstOffset === null) return;
+    if (delivered.has(offset)) settle('committed');
+    else if (BigInt(batch.firstOffset) <= offset && offset <= BigInt(batch.lastOffset)) settle('aborted');
+  };
+  const consumer = kafka.consumer({ groupId: `${groupPrefix}:${randomUUID()}`, readUncommitted: false });
+  // Batches whose every record was filtered out (aborted, control) reach no eachBatch, only this event; it comes after
+  // eachBatch for the others, so a delivered record is counted first.
+  consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => judge(payload));
+  try {
+    await Promise.race([
+      found,
+      (async () => {
+        await consumer.connect();
+        // Given up meanwhile (its time ran out): nothing more started (a run begun after the disconnect would last).
+        if (done) return;
+        await consumer.subscribe({ topics: [topic] });
+        if (done) return;
+        await consumer.run({
+          autoCommit: false,
+          eachBatch: async ({ batch }) => {
+            if (batch.topic !== topic || batch.partition !== partition) return;
+            for (const message of batch.messages) delivered.add(BigInt(message.offset));
+          },
+        });
+        consumer.seek({ topic, partition, offset: record.baseOffset! });
+      })(),
+    ]);
+    return await found;
+  } finally {
+    done = true;
+    clearTimeout(timer);
+    settle(undefined);
+    await disconnectWithin(consumer.disconnect(), disconnectTimeoutMs, log, 'A replay read-back consumer');
   }
 }
 

@@ -188,3 +188,48 @@ it('asks again through every no-answer error kafkajs wraps, and settles on an an
     { numRuns: 60 },
   );
 });
+
+/**
+ * A re-ask refused as fenced (INVALID_PRODUCER_EPOCH) says nothing about the transaction (a fence that came after an
+ * earlier ask's EndTxn waited for its commit): the records are read back, and the send settles as read (unknown:
+ * rejects). The first ask's fencing refusal is exact (the fence came first and aborted it): nothing is read back.
+ */
+it('reads a re-ask refused as fenced back, and settles as read; a first ask refused so is settled as aborted', async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.nat(3),
+      fc.constantFrom<'committed' | 'aborted' | undefined | 'fails'>('committed', 'aborted', undefined, 'fails'),
+      async (unanswered, read) => {
+        const fenced = createErrorFromCode(47);
+        const errors = [...Array.from({ length: unanswered }, () => roots[0][2]()), fenced];
+        let asked = 0;
+        let readBacks = 0;
+        const settled = await commitSettled(
+          {
+            commit: async () => {
+              throw errors[asked++] ?? new Error('asked past the answer');
+            },
+          },
+          'id',
+          undefined,
+          {
+            settleMs: 60_000,
+            firstPauseMs: 1,
+            readBack: async () => {
+              readBacks++;
+              if (read === 'fails') throw new Error('read back timed out');
+              return read;
+            },
+          },
+        ).then(
+          () => 'committed',
+          (err: unknown) => err,
+        );
+        expect(asked).toBe(errors.length);
+        expect(readBacks).toBe(unanswered > 0 ? 1 : 0);
+        expect(settled).toBe(unanswered > 0 && read === 'committed' ? 'committed' : fenced);
+      },
+    ),
+    { numRuns: 40 },
+  );
+});
