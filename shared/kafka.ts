@@ -284,11 +284,11 @@ export const REPLAY_TRANSACTION_TIMEOUT_MS = 60_000;
 export const BROKER_TRANSACTION_ABORT_CHECK_MS = 10_000;
 
 /**
- * How long a commit that got no answer is asked again (commitSettled) before the send fails as ambiguous. No ask is
- * started after it; the one under way ends within kafkajs's bounds: its EndTxn within one request timeout, but its
- * coordinator lookup retries refused connections (ECONNREFUSED) with the client's retries, about 40 s in all (tried:
- * 12 s of refused connections were one ask that then succeeded). A re-ask refused as fenced adds a read back
- * (READ_BACK_MS).
+ * How long a commit that got no answer is asked again (commitSettled), from its first ask's failure, before the send
+ * fails as ambiguous. No ask is started after it; the one under way ends within kafkajs's bounds: its EndTxn within
+ * one request timeout, but its coordinator lookup retries refused connections (ECONNREFUSED) with the client's
+ * retries, about 40 s in all (tried: 12 s of refused connections were one ask that then succeeded). A re-ask refused
+ * as fenced adds a read back (READ_BACK_MS).
  */
 export const COMMIT_SETTLE_MS = 20_000;
 const COMMIT_ASK_PAUSE_MS = 250;
@@ -623,7 +623,10 @@ export async function commitSettled(
     readBack?: () => Promise<'committed' | 'aborted' | undefined>;
   } = {},
 ): Promise<void> {
-  const deadline = Date.now() + settleMs;
+  // Counted from the first ask's failure, not its start: an EndTxn that timed out took a request timeout (15 s) of it,
+  // and a broker frozen that long answers only once it runs again (attack39: thawed at 20 s, it answered the re-ask
+  // "concurrent transactions" while writing the first ask's markers, with no time left to ask once more).
+  let deadline: number | undefined;
   for (let pause = firstPauseMs, asked = 1; ; pause = Math.min(pause * 2, FENCE_PAUSE_MAX_MS), asked++) {
     try {
       await transaction.commit();
@@ -647,6 +650,7 @@ export async function commitSettled(
       }
       // A refusal, an error of this side or no time left: the send failed. Else no answer, or a coordinator not
       // there yet or still writing the commit's markers (commitErrorKind): asked again.
+      deadline ??= Date.now() + settleMs;
       if (commitErrorKind(err) !== 'unanswered' || Date.now() + pause >= deadline) throw err;
       log?.warn(
         { err: (err as Error).message, transactionalId },

@@ -233,3 +233,18 @@ it('reads a re-ask refused as fenced back, and settles as read; a first ask refu
     { numRuns: 40 },
   );
 });
+
+it('counts its time from the first ask’s failure: a first ask that took longer is still asked again', async () => {
+  let asked = 0;
+  const slow = {
+    commit: async () => {
+      asked++;
+      if (asked > 1) return;
+      // The first EndTxn waited out its request timeout (at a frozen broker), longer than settleMs.
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      throw failure('timeout');
+    },
+  };
+  await expect(commitSettled(slow, 'id', undefined, { settleMs: 100, firstPauseMs: 5 })).resolves.toBeUndefined();
+  expect(asked).toBe(2);
+});
