@@ -284,8 +284,11 @@ export const REPLAY_TRANSACTION_TIMEOUT_MS = 60_000;
 export const BROKER_TRANSACTION_ABORT_CHECK_MS = 10_000;
 
 /**
- * How long a commit that got no answer is asked again (commitSettled) before the send fails as ambiguous: each ask is
- * bounded by the request timeout, so a send settles within this plus one request timeout.
+ * How long a commit that got no answer is asked again (commitSettled), from its first ask's failure, before the send
+ * fails as ambiguous. No ask is started after it; the one under way ends within kafkajs's bounds: its EndTxn within
+ * one request timeout, but its coordinator lookup retries refused connections (ECONNREFUSED) with the client's
+ * retries, about 40 s in all (tried: 12 s of refused connections were one ask that then succeeded). A re-ask refused
+ * as fenced adds a read back (READ_BACK_MS).
  */
 export const COMMIT_SETTLE_MS = 20_000;
 const COMMIT_ASK_PAUSE_MS = 250;
@@ -426,7 +429,14 @@ export function createProducer(
       try {
         const acknowledged = await fn(transaction);
         refuseUnacknowledged(sent, acknowledged, (message) => assigned.get(message));
-        await commitSettled(transaction, slot.id, log);
+        await commitSettled(transaction, slot.id, log, {
+          // Fenced: this kafkajs producer's epoch is gone (and its transaction left open on this side), so the slot
+          // starts on a new one before its next send, whatever is read.
+          readBack: () => {
+            slot.stale = true;
+            return committedReadBack(kafka, acknowledged, `${fenceScope}:read-back`, log);
+          },
+        });
         return acknowledged;
       } catch (err) {
         await fence(slot, (err as Error).message);
@@ -497,13 +507,106 @@ export function createProducer(
 }
 
 /**
+ * What a failed commit's error says about its transaction (commitSettled). kafkajs's commit (eosManager.commit) finds
+ * the transaction coordinator (cluster.findGroupCoordinator: FindCoordinator through its retrier) and sends one EndTxn.
+ * It can end with:
+ * - a KafkaJSProtocolError: the broker's answer, by its `type` (see NOT_YET_ANSWERS for the ones that mean "ask
+ *   again"); also found wrapped in the errors below (the retrier keeps the error it gave up on as `cause`);
+ * - a request timeout, a connection error or closed connection (KafkaJSRequestTimeoutError, KafkaJSConnectionError,
+ *   KafkaJSConnectionClosedError: kafkajs marks them retriable), thrown as they are by EndTxn;
+ * - the same, tried by the retrier until its count ran out: KafkaJSNumberOfRetriesExceeded (not retriable; the error
+ *   it gave up on as `cause`), e.g. a coordinator whose port refuses connections (ECONNREFUSED) for longer than the
+ *   producer's retries;
+ * - a coordinator it could not find: KafkaJSGroupCoordinatorNotFound (every broker failed its FindCoordinator),
+ *   KafkaJSBrokerNotFound (a node missing from the metadata), KafkaJSLockTimeout (a broker's connect lock);
+ * - an error of this side that no ask changes: the transaction already ended here ("Cannot continue to use
+ *   transaction once ended"), a state machine refusal, a bug (TypeError).
+ * The first is an answer unless it says "not yet"; the next three are no answer (the EndTxn may or may not have
+ * reached the coordinator); the last is neither.
+ */
+export type CommitErrorKind = 'refused' | 'unanswered' | 'local';
+
+/**
+ * Protocol errors of a coordinator that has not settled the transaction yet: still writing an earlier ask's markers
+ * (CONCURRENT_TRANSACTIONS), loading its log, or not (or no longer) the coordinator (kafkajs's names for
+ * COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE and NOT_COORDINATOR are the GROUP_ ones), and the broker's
+ * own "no answer" (a request it timed out, a network error on its side).
+ */
+const NOT_YET_ANSWERS = new Set([
+  'CONCURRENT_TRANSACTIONS',
+  'GROUP_LOAD_IN_PROGRESS',
+  'GROUP_COORDINATOR_NOT_AVAILABLE',
+  'NOT_COORDINATOR_FOR_GROUP',
+  'COORDINATOR_LOAD_IN_PROGRESS',
+  'COORDINATOR_NOT_AVAILABLE',
+  'NOT_COORDINATOR',
+  'REQUEST_TIMED_OUT',
+  'NETWORK_EXCEPTION',
+]);
+
+/** kafkajs errors that carry no answer from the coordinator (see CommitErrorKind). */
+const NO_ANSWER_ERRORS = new Set([
+  'KafkaJSRequestTimeoutError',
+  'KafkaJSConnectionError',
+  'KafkaJSConnectionClosedError',
+  'KafkaJSNumberOfRetriesExceeded',
+  'KafkaJSGroupCoordinatorNotFound',
+  'KafkaJSBrokerNotFound',
+  'KafkaJSNoBrokerAvailableError',
+  'KafkaJSLockTimeout',
+  'KafkaJSMetadataNotLoaded',
+]);
+
+/** Node's codes for a connection that failed or was lost. */
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+]);
+
+/** The error and the errors it wraps (`cause`, kafkajs's retrier; `originalError`, older wrappers), outermost first. */
+function errorChain(err: unknown): { name?: unknown; type?: unknown; code?: unknown; retriable?: unknown }[] {
+  const chain: object[] = [];
+  for (let e: unknown = err; typeof e === 'object' && e !== null && !chain.includes(e) && chain.length < 16;) {
+    chain.push(e);
+    const { cause, originalError } = e as { cause?: unknown; originalError?: unknown };
+    e = cause ?? originalError;
+  }
+  return chain;
+}
+
+/** See CommitErrorKind. A broker's answer anywhere in the chain decides; else any sign of no answer; else local. */
+export function commitErrorKind(err: unknown): CommitErrorKind {
+  const chain = errorChain(err);
+  const answer = chain.find((e) => typeof e.type === 'string');
+  if (answer) return NOT_YET_ANSWERS.has(answer.type as string) ? 'unanswered' : 'refused';
+  const unanswered = chain.some(
+    (e) =>
+      NO_ANSWER_ERRORS.has(e.name as string) ||
+      (typeof e.code === 'string' && NETWORK_CODES.has(e.code)) ||
+      e.retriable === true,
+  );
+  return unanswered ? 'unanswered' : 'local';
+}
+
+/**
  * Commits a transaction whose records were acknowledged, and settles what a commit without an answer leaves open. Its
  * EndTxn may have reached the coordinator before the request failed here (timed out at a frozen broker, a connection
  * lost), so the transaction may be committed; a fence then aborts nothing, and the caller's retry would publish the
  * page a second time. So the commit is asked again (the patched kafkajs keeps the transaction open after a failed
  * EndTxn) until the coordinator answers: success (committed, by this ask or an earlier one; the coordinator answers a
- * repeated commit of a committed transaction so) or a refusal (aborted: timed out, fenced). No answer within
- * COMMIT_SETTLE_MS: the send fails as any other, fenced (its retry may then publish the page again).
+ * repeated commit of a committed transaction so) or a refusal (aborted: timed out, fenced). What is an answer is
+ * commitErrorKind's: kafkajs wraps a lost coordinator in errors it does not mark retriable (retries exceeded, a
+ * coordinator not found), which are no answer all the same. No answer within COMMIT_SETTLE_MS: the send fails as any
+ * other, fenced (its retry may then publish the page again). A re-ask refused as fenced is not an answer about the
+ * transaction (see isFencedRefusal's use below): `readBack` decides it (committedReadBack), unknown fails the send.
  */
 export async function commitSettled(
   transaction: Pick<Transaction, 'commit'>,
@@ -512,25 +615,126 @@ export async function commitSettled(
   {
     settleMs = COMMIT_SETTLE_MS,
     firstPauseMs = COMMIT_ASK_PAUSE_MS,
-  }: { settleMs?: number; firstPauseMs?: number } = {},
+    readBack,
+  }: {
+    settleMs?: number;
+    firstPauseMs?: number;
+    /** Whether the transaction's records are read committed, once it is settled (committedReadBack); undefined: unknown. */
+    readBack?: () => Promise<'committed' | 'aborted' | undefined>;
+  } = {},
 ): Promise<void> {
-  const deadline = Date.now() + settleMs;
-  for (let pause = firstPauseMs; ; pause = Math.min(pause * 2, FENCE_PAUSE_MAX_MS)) {
+  // Counted from the first ask's failure, not its start: an EndTxn that timed out took a request timeout (15 s) of it,
+  // and a broker frozen that long answers only once it runs again (attack39: thawed at 20 s, it answered the re-ask
+  // "concurrent transactions" while writing the first ask's markers, with no time left to ask once more).
+  let deadline: number | undefined;
+  for (let pause = firstPauseMs, asked = 1; ; pause = Math.min(pause * 2, FENCE_PAUSE_MAX_MS), asked++) {
     try {
       await transaction.commit();
       return;
     } catch (err) {
-      // A refusal or no time left: the send failed. Not an answer: no answer (kafkajs marks request timeouts and lost
-      // connections retriable), a coordinator not there yet, or one still writing the commit's markers.
-      const { retriable, type } = err as { retriable?: unknown; type?: unknown };
-      const unsettled = retriable === true || type === 'CONCURRENT_TRANSACTIONS';
-      if (!unsettled || Date.now() + pause >= deadline) throw err;
+      // A fence (another party's InitProducerId for this id: an erasure's waiter fencing a cut-off holder) that reached
+      // the coordinator after an earlier ask's EndTxn found the transaction committing: it waited for the commit, then
+      // bumped the epoch, and this ask is refused as fenced although the transaction is committed. The first ask's
+      // refusal is exact (the fence came first and aborted it); a re-ask's says nothing, so the records are read back.
+      if (asked > 1 && readBack && isFencedRefusal(err)) {
+        const found = await readBack().catch((readErr: unknown) => {
+          log?.warn({ err: readErr, transactionalId }, 'Reading a fenced replay commit back failed');
+          return undefined;
+        });
+        log?.warn(
+          { err: (err as Error).message, transactionalId, found: found ?? 'unknown' },
+          'A replay commit asked again was refused as fenced; read back',
+        );
+        if (found === 'committed') return;
+        throw err;
+      }
+      // A refusal, an error of this side or no time left: the send failed. Else no answer, or a coordinator not
+      // there yet or still writing the commit's markers (commitErrorKind): asked again.
+      deadline ??= Date.now() + settleMs;
+      if (commitErrorKind(err) !== 'unanswered' || Date.now() + pause >= deadline) throw err;
       log?.warn(
         { err: (err as Error).message, transactionalId },
         'Kafka did not answer a replay commit (it may have committed); asking again',
       );
       await new Promise((resolve) => setTimeout(resolve, pause));
     }
+  }
+}
+
+/** Whether err is the coordinator's refusal of an old epoch: the id fenced by a newer producer, or timed out. */
+export function isFencedRefusal(err: unknown): boolean {
+  return errorChain(err).some(
+    (e) =>
+      e.type === 'INVALID_PRODUCER_EPOCH' ||
+      e.type === 'PRODUCER_FENCED' ||
+      // kafkajs 2.2.4 does not know PRODUCER_FENCED (90; EndTxn v1, kafkajs's, gets INVALID_PRODUCER_EPOCH instead).
+      (e.type === 'KAFKAJS_UNKNOWN_ERROR_CODE' && / 90$/.test(String((e as { message?: unknown }).message))),
+  );
+}
+
+/** How long committedReadBack waits for its consumer to fetch the record (a group joined, the transaction settled). */
+export const READ_BACK_MS = 15_000;
+
+/**
+ * Whether a transaction whose commit is unknown (its re-ask refused by a fence: commitSettled) is committed, read from
+ * Kafka: the first record the send had acknowledged (topic, partition, baseOffset) fetched read committed by a consumer
+ * of a group of its own (no offsets committed). A transaction fenced or committed is settled or being settled (its
+ * markers being written); a read-committed fetch returns nothing at its offset until its partition's marker is written,
+ * then the record if committed, or the batch holding it with the record filtered out as aborted (kafkajs's Batch drops
+ * the aborted transactions' records; such a batch, empty after filtering, is seen through END_BATCH_PROCESS). So the
+ * first fetched batch whose offsets span the record decides: the record delivered is committed, left out is aborted.
+ * Unknown (undefined) if no such batch comes within timeoutMs, or there is no offset to read (a send without records).
+ */
+export async function committedReadBack(
+  kafka: Kafka,
+  acknowledged: RecordMetadata[],
+  groupPrefix: string,
+  log?: Logger,
+  { timeoutMs = READ_BACK_MS, disconnectTimeoutMs = PRODUCER_DISCONNECT_TIMEOUT_MS } = {},
+): Promise<'committed' | 'aborted' | undefined> {
+  const record = acknowledged.find((m) => m.baseOffset !== undefined && m.errorCode === 0);
+  if (!record?.baseOffset) return undefined;
+  const { topicName: topic, partition } = record;
+  const offset = BigInt(record.baseOffset);
+  let settle!: (found: 'committed' | 'aborted' | undefined) => void;
+  const found = new Promise<'committed' | 'aborted' | undefined>((resolve) => (settle = resolve));
+  const timer = setTimeout(() => settle(undefined), timeoutMs);
+  const delivered = new Set<bigint>();
+  let done = false;
+  const judge = (batch: { topic: string; partition: number; firstOffset: string | null; lastOffset: string }) => {
+    if (batch.topic !== topic || batch.partition !== partition || batch.firstOffset === null) return;
+    if (delivered.has(offset)) settle('committed');
+    else if (BigInt(batch.firstOffset) <= offset && offset <= BigInt(batch.lastOffset)) settle('aborted');
+  };
+  const consumer = kafka.consumer({ groupId: `${groupPrefix}:${randomUUID()}`, readUncommitted: false });
+  // Batches whose every record was filtered out (aborted, control) reach no eachBatch, only this event; it comes after
+  // eachBatch for the others, so a delivered record is counted first.
+  consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => judge(payload));
+  try {
+    await Promise.race([
+      found,
+      (async () => {
+        await consumer.connect();
+        // Given up meanwhile (its time ran out): nothing more started (a run begun after the disconnect would last).
+        if (done) return;
+        await consumer.subscribe({ topics: [topic] });
+        if (done) return;
+        await consumer.run({
+          autoCommit: false,
+          eachBatch: async ({ batch }) => {
+            if (batch.topic !== topic || batch.partition !== partition) return;
+            for (const message of batch.messages) delivered.add(BigInt(message.offset));
+          },
+        });
+        consumer.seek({ topic, partition, offset: record.baseOffset! });
+      })(),
+    ]);
+    return await found;
+  } finally {
+    done = true;
+    clearTimeout(timer);
+    settle(undefined);
+    await disconnectWithin(consumer.disconnect(), disconnectTimeoutMs, log, 'A replay read-back consumer');
   }
 }
 
