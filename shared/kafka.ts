@@ -269,6 +269,11 @@ export const PRODUCE_ACK_TIMEOUT_MS = 10_000;
 export const PRODUCER_DISCONNECT_TIMEOUT_MS = 3_000;
 
 type Listener = (event: InstrumentationEvent<unknown>) => void;
+/** A listener registered on the replay producer for one event (each `on` call is one). */
+interface Registration {
+  event: Parameters<Producer['on']>[0];
+  listener: Listener;
+}
 
 /** How many sends one replay producer runs at once: each is a transaction, and a transactional id runs one at a time. */
 export const REPLAY_PRODUCER_SLOTS = 8;
@@ -305,7 +310,8 @@ interface Slot {
   opened: boolean;
   /** Renewed before its next send (renew(): a topic deleted, looked up again on a new kafkajs producer). */
   stale: boolean;
-  removers: Map<unknown, () => void>;
+  /** The remover of each registration (`on`) on its current kafkajs producer, by the registration. */
+  removers: Map<Registration, () => void>;
 }
 
 /**
@@ -330,7 +336,7 @@ export function createProducer(
   { disconnectTimeoutMs = PRODUCER_DISCONNECT_TIMEOUT_MS }: { disconnectTimeoutMs?: number } = {},
 ): ReplayProducer {
   const catalog = createTopicCatalog(kafka, { log });
-  const listeners: [Parameters<Producer['on']>[0], Listener][] = [];
+  const registrations: Registration[] = [];
   let wanted = false;
   const fenceScope = `crm-events-replay:${hostname()}:${process.pid}:${randomUUID()}`;
 
@@ -353,7 +359,7 @@ export function createProducer(
       retry: { retries: PRODUCER_RETRIES, initialRetryTime: 300, maxRetryTime: 5_000 },
     });
   const listen = (slot: Slot) => {
-    for (const [event, listener] of listeners) slot.removers.set(listener, slot.producer.on(event, listener));
+    for (const r of registrations) slot.removers.set(r, slot.producer.on(r.event, r.listener));
   };
   const slots: Slot[] = Array.from({ length: REPLAY_PRODUCER_SLOTS }, (_, i) => {
     const slot: Slot = {
@@ -480,16 +486,16 @@ export function createProducer(
       return slots[0].producer.events;
     },
     on(event: Parameters<Producer['on']>[0], listener: (event: never) => void) {
-      listeners.push([event, listener as Listener]);
-      for (const slot of slots) slot.removers.set(listener, slot.producer.on(event, listener as Listener));
+      // One registration per call: the same listener on two events is two, each taken off by its own remover.
+      const registration: Registration = { event, listener: listener as Listener };
+      registrations.push(registration);
+      for (const slot of slots) slot.removers.set(registration, slot.producer.on(event, registration.listener));
       return () => {
-        listeners.splice(
-          listeners.findIndex(([, l]) => l === listener),
-          1,
-        );
+        const i = registrations.indexOf(registration);
+        if (i >= 0) registrations.splice(i, 1);
         for (const slot of slots) {
-          slot.removers.get(listener)?.();
-          slot.removers.delete(listener);
+          slot.removers.get(registration)?.();
+          slot.removers.delete(registration);
         }
       };
     },
@@ -510,8 +516,9 @@ export function createProducer(
  * What a failed commit's error says about its transaction (commitSettled). kafkajs's commit (eosManager.commit) finds
  * the transaction coordinator (cluster.findGroupCoordinator: FindCoordinator through its retrier) and sends one EndTxn.
  * It can end with:
- * - a KafkaJSProtocolError: the broker's answer, by its `type` (see NOT_YET_ANSWERS for the ones that mean "ask
- *   again"); also found wrapped in the errors below (the retrier keeps the error it gave up on as `cause`);
+ * - a KafkaJSProtocolError thrown as it is: the coordinator's answer to the EndTxn, by its `type` (see NOT_YET_ANSWERS
+ *   for the ones that mean "ask again"); one found only wrapped in the errors below (the retrier keeps the error it gave
+ *   up on as `cause`) is the coordinator lookup's, no answer;
  * - a request timeout, a connection error or closed connection (KafkaJSRequestTimeoutError, KafkaJSConnectionError,
  *   KafkaJSConnectionClosedError: kafkajs marks them retriable), thrown as they are by EndTxn;
  * - the same, tried by the retrier until its count ran out: KafkaJSNumberOfRetriesExceeded (not retriable; the error
@@ -582,13 +589,20 @@ function errorChain(err: unknown): { name?: unknown; type?: unknown; code?: unkn
   return chain;
 }
 
-/** See CommitErrorKind. A broker's answer anywhere in the chain decides; else any sign of no answer; else local. */
+/**
+ * See CommitErrorKind. The coordinator's answer to the EndTxn is a protocol error thrown as it is (kafkajs sends the
+ * EndTxn once per ask, with no retrier around it). A protocol error only found wrapped (by a retrier: retries exceeded,
+ * a bail) is the ask's coordinator lookup giving up (FindCoordinator, or the metadata refresh it makes when the
+ * coordinator cannot be reached: LEADER_NOT_AVAILABLE of a target topic, attack43-reask-lookup-metadata-error): no
+ * EndTxn was sent, so no answer. Else any sign of no answer; else local.
+ */
 export function commitErrorKind(err: unknown): CommitErrorKind {
   const chain = errorChain(err);
-  const answer = chain.find((e) => typeof e.type === 'string');
-  if (answer) return NOT_YET_ANSWERS.has(answer.type as string) ? 'unanswered' : 'refused';
+  const [thrown] = chain;
+  if (typeof thrown?.type === 'string') return NOT_YET_ANSWERS.has(thrown.type) ? 'unanswered' : 'refused';
   const unanswered = chain.some(
     (e) =>
+      typeof e.type === 'string' ||
       NO_ANSWER_ERRORS.has(e.name as string) ||
       (typeof e.code === 'string' && NETWORK_CODES.has(e.code)) ||
       e.retriable === true,
@@ -672,18 +686,30 @@ export function isFencedRefusal(err: unknown): boolean {
   );
 }
 
-/** How long committedReadBack waits for its consumer to fetch the record (a group joined, the transaction settled). */
+/** How long committedReadBack waits for its consumer to find the transaction's marker (a group joined, a fetch). */
 export const READ_BACK_MS = 15_000;
+/** How soon committedReadBack fetches from the record again when a fetch held it but not its marker. */
+const READ_BACK_AGAIN_MS = 200;
+
+/** A fetched record as kafkajs 2.2.4 decodes it (Batch's rawMessages), with what the read-back needs of its batch. */
+interface FetchedRecord {
+  offset: string;
+  key: Buffer | null;
+  isControlRecord?: boolean;
+  batchContext?: { producerId?: string };
+}
 
 /**
  * Whether a transaction whose commit is unknown (its re-ask refused by a fence: commitSettled) is committed, read from
- * Kafka: the first record the send had acknowledged (topic, partition, baseOffset) fetched read committed by a consumer
- * of a group of its own (no offsets committed). A transaction fenced or committed is settled or being settled (its
- * markers being written); a read-committed fetch returns nothing at its offset until its partition's marker is written,
- * then the record if committed, or the batch holding it with the record filtered out as aborted (kafkajs's Batch drops
- * the aborted transactions' records; such a batch, empty after filtering, is seen through END_BATCH_PROCESS). So the
- * first fetched batch whose offsets span the record decides: the record delivered is committed, left out is aborted.
- * Unknown (undefined) if no such batch comes within timeoutMs, or there is no offset to read (a send without records).
+ * Kafka: the send's first acknowledged record (topic, partition, baseOffset) is fetched, read uncommitted, by a
+ * consumer of a group of its own (no offsets committed); the record's batch names its producer id, and the first
+ * control record of that producer id after it is the transaction's marker (one producer id runs one transaction at a
+ * time, each ended by its marker before the next begins): its key's type says commit or abort. kafkajs's own aborted
+ * filter is not used: it is right only for a consumer that walked the partition from before every aborted
+ * transaction the fetch lists, and one seeking to the record would take another producer's abort for its own
+ * (attack43-read-back-interleaved-abort). A fetch holding the record but not its marker (not written yet, or in a
+ * later fetch of control records only, which kafkajs gives to no eachBatch) is made again from the record. Unknown
+ * (undefined) if no marker is found within timeoutMs, or there is no offset to read (a send without records).
  */
 export async function committedReadBack(
   kafka: Kafka,
@@ -695,45 +721,66 @@ export async function committedReadBack(
   const record = acknowledged.find((m) => m.baseOffset !== undefined && m.errorCode === 0);
   if (!record?.baseOffset) return undefined;
   const { topicName: topic, partition } = record;
-  const offset = BigInt(record.baseOffset);
+  const baseOffset = record.baseOffset;
+  const offset = BigInt(baseOffset);
   let settle!: (found: 'committed' | 'aborted' | undefined) => void;
   const found = new Promise<'committed' | 'aborted' | undefined>((resolve) => (settle = resolve));
   const timer = setTimeout(() => settle(undefined), timeoutMs);
-  const delivered = new Set<bigint>();
+  let producerId: string | undefined;
+  let again: NodeJS.Timeout | undefined;
   let done = false;
-  const judge = (batch: { topic: string; partition: number; firstOffset: string | null; lastOffset: string }) => {
-    if (batch.topic !== topic || batch.partition !== partition || batch.firstOffset === null) return;
-    if (delivered.has(offset)) settle('committed');
-    else if (BigInt(batch.firstOffset) <= offset && offset <= BigInt(batch.lastOffset)) settle('aborted');
-  };
-  const consumer = kafka.consumer({ groupId: `${groupPrefix}:${randomUUID()}`, readUncommitted: false });
-  // Batches whose every record was filtered out (aborted, control) reach no eachBatch, only this event; it comes after
-  // eachBatch for the others, so a delivered record is counted first.
-  consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => judge(payload));
+  const consumer = kafka.consumer({ groupId: `${groupPrefix}:${randomUUID()}`, readUncommitted: true });
+  let running: Promise<void> | undefined;
   try {
     await Promise.race([
       found,
       (async () => {
         await consumer.connect();
-        // Given up meanwhile (its time ran out): nothing more started (a run begun after the disconnect would last).
+        // Given up meanwhile (its time ran out): nothing more started.
         if (done) return;
         await consumer.subscribe({ topics: [topic] });
         if (done) return;
-        await consumer.run({
+        running = consumer.run({
           autoCommit: false,
           eachBatch: async ({ batch }) => {
-            if (batch.topic !== topic || batch.partition !== partition) return;
-            for (const message of batch.messages) delivered.add(BigInt(message.offset));
+            if (batch.topic !== topic || batch.partition !== partition || done) return;
+            const fetched = (batch as unknown as { rawMessages?: FetchedRecord[] }).rawMessages ?? [];
+            producerId ??= fetched.find((m) => !m.isControlRecord && BigInt(m.offset) === offset)?.batchContext
+              ?.producerId;
+            if (producerId === undefined) return;
+            const marker = fetched.find(
+              (m) => m.isControlRecord && BigInt(m.offset) > offset && m.batchContext?.producerId === producerId,
+            );
+            // A control record's key: int16 version, int16 type (0 abort, 1 commit).
+            if (marker?.key && marker.key.length >= 4)
+              return settle(marker.key.readInt16BE(2) === 1 ? 'committed' : 'aborted');
+            clearTimeout(again);
+            again = setTimeout(
+              () => !done && consumer.seek({ topic, partition, offset: baseOffset }),
+              READ_BACK_AGAIN_MS,
+            );
           },
         });
-        consumer.seek({ topic, partition, offset: record.baseOffset! });
+        await running;
+        consumer.seek({ topic, partition, offset: baseOffset });
       })(),
     ]);
     return await found;
   } finally {
     done = true;
     clearTimeout(timer);
+    clearTimeout(again);
     settle(undefined);
+    // A consumer still joining its group when disconnected would go on running after it (kafkajs's runner stops only
+    // once started; attack43-read-back-consumer-outlives-disconnect): its join is waited for, within a bound.
+    if (running)
+      await closeWithin(
+        running.catch(() => undefined),
+        timeoutMs,
+        log,
+        'A replay read-back consumer',
+        { verb: 'join' },
+      );
     await disconnectWithin(consumer.disconnect(), disconnectTimeoutMs, log, 'A replay read-back consumer');
   }
 }

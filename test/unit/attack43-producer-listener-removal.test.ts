@@ -21,8 +21,9 @@ import { createProducer } from '../../shared/kafka';
  * Suspected cause: shared/kafka.ts on(): `slot.removers.set(listener, …)` keyed by listener only (the second
  * registration overwrites the first's remover), and the remover's `listeners.findIndex(([, l]) => l === listener)`
  * ignores the event (and splices index -1, the last entry, when called twice).
+ *
+ * Fixed: each `on` call is a registration of its own (event and listener), and its remover takes off that one.
  */
-
 function fakeKafka() {
   const attached: { event: string; listener: unknown }[] = [];
   const kafka = {

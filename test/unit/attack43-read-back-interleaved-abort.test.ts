@@ -33,10 +33,18 @@ import { committedReadBack } from '../../shared/kafka';
  * Suspected cause: shared/kafka.ts committedReadBack (judge/eachBatch, ~lines 704-728) relies on kafkajs's aborted
  * filter, which is only correct for a consumer that walked the partition from before every listed aborted
  * transaction's first offset (node_modules/kafkajs/src/consumer/filterAbortedMessages.js: one shift per message).
+ *
+ * Fixed: committedReadBack no longer trusts kafkajs's filter. It reads uncommitted (Kafka then lists no aborted
+ * transactions; the fake broker below does the same), takes the producer id of the record's batch, and decides by the
+ * first control record of that producer id after the record: its key's type, commit or abort.
  */
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
-const Batch = require('kafkajs/src/consumer/batch') as new (topic: string, fetchedOffset: string, data: object) => object;
+const Batch = require('kafkajs/src/consumer/batch') as new (
+  topic: string,
+  fetchedOffset: string,
+  data: object,
+) => object;
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const Runner = require('kafkajs/src/consumer/runner') as new (opts: object) => {
   running: boolean;
@@ -75,18 +83,23 @@ const abortMarker = (offset: string, producerId: string) => ({
   batchContext: { producerId, inTransaction: true, isControlBatch: true },
 });
 
-/** What a read-committed Fetch from `fetchOffset` returns for the partition above (record batches containing >= 10). */
-function fetched(fetchOffset: string, interleaved: boolean) {
+/**
+ * What a Fetch from `fetchOffset` returns for the partition above (record batches containing >= 10). Kafka lists the
+ * aborted transactions only to a read-committed fetch; a read-uncommitted one gets none.
+ */
+function fetched(fetchOffset: string, interleaved: boolean, readUncommitted: boolean) {
   return new Batch(TOPIC, fetchOffset, {
     partition: PARTITION,
     highWatermark: '13',
     lastStableOffset: '13',
-    abortedTransactions: interleaved
-      ? [
-          { producerId: '5', firstOffset: '5' },
-          { producerId: '7', firstOffset: '10' },
-        ]
-      : [{ producerId: '7', firstOffset: '10' }],
+    abortedTransactions: readUncommitted
+      ? null
+      : interleaved
+        ? [
+            { producerId: '5', firstOffset: '5' },
+            { producerId: '7', firstOffset: '10' },
+          ]
+        : [{ producerId: '7', firstOffset: '10' }],
     messages: interleaved
       ? [record('10', '7'), abortMarker('11', '5'), abortMarker('12', '7')]
       : [record('10', '7'), abortMarker('12', '7')],
@@ -96,7 +109,7 @@ function fetched(fetchOffset: string, interleaved: boolean) {
 /** A kafka whose consumers run kafkajs's own Runner over the fetch a seek brings. */
 function fakeKafka(interleaved: boolean) {
   const kafka = {
-    consumer: () => {
+    consumer: ({ readUncommitted = false }: { readUncommitted?: boolean }) => {
       const instrumentation = new InstrumentationEventEmitter();
       let runner: InstanceType<typeof Runner> | undefined;
       return {
@@ -122,7 +135,7 @@ function fakeKafka(interleaved: boolean) {
           runner.running = true;
         },
         seek: ({ offset }: { offset: string }) => {
-          setImmediate(() => void runner!.handleBatch(fetched(offset, interleaved)));
+          setImmediate(() => void runner!.handleBatch(fetched(offset, interleaved, readUncommitted)));
         },
         disconnect: async () => undefined,
       };

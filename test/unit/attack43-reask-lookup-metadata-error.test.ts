@@ -30,8 +30,10 @@ import { commitErrorKind, commitSettled } from '../../shared/kafka';
  * Suspected cause: shared/kafka.ts commitErrorKind (~line 588: `chain.find((e) => typeof e.type === 'string')`, any
  * type not in NOT_YET_ANSWERS is 'refused'); its doc assumes every protocol error in a commit's chain is the
  * coordinator's EndTxn answer.
+ *
+ * Fixed: commitErrorKind takes only a protocol error thrown as it is for the coordinator's answer (kafkajs sends the
+ * EndTxn once per ask, with no retrier around it); one found only wrapped by a retrier is the lookup's: no answer.
  */
-
 const { KafkaJSRequestTimeoutError } = kafkajs as unknown as Record<string, new (message: string) => Error>;
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { createErrorFromCode } = require('kafkajs/src/protocol/error') as {

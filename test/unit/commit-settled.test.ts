@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import * as kafkajs from 'kafkajs';
-import { commitSettled } from '../../shared/kafka';
+import { commitErrorKind, commitSettled } from '../../shared/kafka';
 
 /**
  * commitSettled (shared/kafka.ts): a replay commit is asked again while the coordinator gives no answer (a request
@@ -166,7 +166,11 @@ it('asks again through every no-answer error kafkajs wraps, and settles on an an
           maxLength: 4,
         },
       ),
-      fc.record({ root: fc.constantFrom(...roots.filter(([, k]) => k !== 'unanswered')), retried: fc.nat(2) }),
+      // A refusal is the EndTxn's answer, which kafkajs throws as it is (no retrier around the EndTxn); wrapped, a
+      // protocol error is the coordinator lookup's (no answer: see the last test of this file).
+      fc
+        .record({ root: fc.constantFrom(...roots.filter(([, k]) => k !== 'unanswered')), retried: fc.nat(2) })
+        .map((r) => (r.root[1] === 'refused' ? { ...r, retried: 0 } : r)),
       async (unanswered, last) => {
         const errors = await Promise.all(
           [...unanswered, last].map(async ({ root: [, , make], retried }) => wrapped(make(), retried)),
@@ -247,4 +251,13 @@ it('counts its time from the first ask’s failure: a first ask that took longer
   };
   await expect(commitSettled(slow, 'id', undefined, { settleMs: 100, firstPauseMs: 5 })).resolves.toBeUndefined();
   expect(asked).toBe(2);
+});
+
+it('takes a protocol error found only wrapped by a retrier for the coordinator lookup giving up: no answer', async () => {
+  for (const [name, kind, make] of roots.filter(([, k]) => k === 'refused')) {
+    expect([name, commitErrorKind(make())]).toEqual([name, kind]);
+    const lookup = await wrapped(make(), 1);
+    expect(lookup.name).toMatch(/^KafkaJS(NonRetriableError|NumberOfRetriesExceeded)$/);
+    expect([name, commitErrorKind(lookup)]).toEqual([name, 'unanswered']);
+  }
 });
