@@ -1,7 +1,7 @@
 import { ApplicationFailure } from '@temporalio/activity';
 import type { Producer } from 'kafkajs';
 import type { ReplayMessage } from '../journal/lineage';
-import { isUnknownTopicError, refusedRecordsError, type ReplayProducer } from '../shared/kafka';
+import { isUnknownTopicError, refusedRecordsError, withSendSignal, type ReplayProducer } from '../shared/kafka';
 
 /** How long a send may run before the topics it goes to are looked up again (a topic deleted mid-replay). */
 export const SLOW_SEND_CHECK_MS = 2_000;
@@ -36,13 +36,16 @@ export async function publishMessages(
   const replay = withTopicLookups(producer);
   if (replay) await refuseUnknown(replay, topics, false, signal);
 
-  const sent = producer.sendBatch({
-    acks: -1,
-    topicMessages: [...byTopic].map(([topic, list]) => ({
-      topic,
-      messages: list.map(({ key, value, headers }) => ({ key, value, headers })),
-    })),
-  });
+  // Bound to the attempt: a send still waiting for a producer slot when the attempt ends is not made (its retry is).
+  const sent = withSendSignal(signal, () =>
+    producer.sendBatch({
+      acks: -1,
+      topicMessages: [...byTopic].map(([topic, list]) => ({
+        topic,
+        messages: list.map(({ key, value, headers }) => ({ key, value, headers })),
+      })),
+    }),
+  );
   sent.catch(() => undefined); // once this call has returned (cancelled, unknown topic) nobody awaits the send
   track?.(sent);
 

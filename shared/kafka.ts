@@ -375,7 +375,23 @@ export function createProducer(
   });
   const free = [...slots];
   const waiting: ((slot: Slot) => void)[] = [];
-  const take = () => new Promise<Slot>((resolve) => (free.length > 0 ? resolve(free.pop()!) : waiting.push(resolve)));
+  /** A free slot, or the first one given back; a wait given up (its attempt over: `signal`) leaves the queue. */
+  const take = (signal?: AbortSignal) =>
+    new Promise<Slot>((resolve, reject) => {
+      if (free.length > 0) return resolve(free.pop()!);
+      if (!signal) return void waiting.push(resolve);
+      const onAbort = () => {
+        const i = waiting.indexOf(given);
+        if (i >= 0) waiting.splice(i, 1);
+        reject(signal.reason);
+      };
+      const given = (slot: Slot) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(slot);
+      };
+      waiting.push(given);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
   const give = (slot: Slot) => {
     const next = waiting.shift();
     if (next) next(slot);
@@ -419,8 +435,10 @@ export function createProducer(
     fn: (p: Transaction) => Promise<RecordMetadata[]>,
   ): Promise<RecordMetadata[]> => {
     const guard = sendGuards.getStore();
+    const signal = sendSignals.getStore();
     if (!wanted) throw new Error('The producer is disconnected');
-    const slot = await take();
+    signal?.throwIfAborted();
+    const slot = await take(signal);
     try {
       if (slot.stale) await fence(slot, 'renewed');
       slot.opened = true;
@@ -431,6 +449,9 @@ export function createProducer(
       // The slot's epoch is fixed from here on (only a fence after a failure changes it): a send the guard lets through
       // is one a later fence of this producer's scope supersedes.
       await guard?.();
+      // Its attempt over while it waited for a slot, a fence or the guard: nothing of it is sent (the attempt's retry
+      // sends the page; sent now as well, it would be in the topic twice).
+      signal?.throwIfAborted();
       const transaction = await slot.producer.transaction();
       try {
         const acknowledged = await fn(transaction);
@@ -825,6 +846,17 @@ export function replayFencing(producer: Producer): Pick<ReplayProducer, 'fenceSc
 }
 
 const sendGuards = new AsyncLocalStorage<() => Promise<void>>();
+const sendSignals = new AsyncLocalStorage<AbortSignal>();
+
+/**
+ * Runs fn with every replay-producer send it makes bound to `signal` (its activity attempt's): a send still waiting
+ * for a slot of the producer (all busy, or fenced again and again while Kafka is away) when the attempt ends leaves
+ * the queue, and one whose attempt ended before it produced anything produces nothing. Once its transaction has begun
+ * a send goes on to its end (its commit may land).
+ */
+export function withSendSignal<T>(signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
+  return signal ? sendSignals.run(signal, fn) : fn();
+}
 
 /**
  * Runs fn with every replay-producer send it makes, on any createProducer producer and through any wrapper of one,

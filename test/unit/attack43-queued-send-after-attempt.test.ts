@@ -36,6 +36,9 @@ import { publishOptions } from '../../workflows/activity-options';
  * Suspected cause: shared/kafka.ts sending() (~line 411: `const slot = await take()`, no signal, no bound, the
  * `waiting` queue ~line 370) together with fence()'s unbounded loop (~line 381) holding the slots; activities/publish.ts
  * gives the send no signal (kafkajs's API has none), so a queued send cannot learn its attempt is gone.
+ *
+ * Fixed: publishMessages binds its send to the attempt's signal (withSendSignal); a send waiting for a slot leaves the
+ * queue when the attempt ends, and one whose attempt ended before it produced anything produces nothing.
  */
 
 const { KafkaJSConnectionError } = kafkajs as unknown as Record<string, new (message: string) => Error>;
