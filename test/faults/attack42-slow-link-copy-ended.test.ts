@@ -14,18 +14,20 @@ import { slowProxy } from '../support/slow-proxy';
  * Invariant (docs/integrity.md, "Ingest"; lockNames' doc comment): a live writer that is making progress is never
  * ended by a waiter, "a slow but moving COPY" included.
  *
- * Attack: the lock is held (lockNames, the same keys as a batch) by a session whose link to Postgres is slow but
- * moving (a TCP proxy passing the client's bytes at 100 KB/s, nothing frozen: every byte written arrives). It journals
- * a batch of 400 records of about 2.5 KB (1 MB) with the product's own copyJournalEntries, which sends the whole batch
- * as one string, hence one CopyData message (Readable.from([text])). The transfer takes about 10 s, five steps of
- * STUCK_MS (2 s). A second writer waits for the same lock with lockNames.
+ * Attack: the lock is held (lockNames, the same keys as a batch, at ingest's step BATCH_IDLE_TIMEOUT_MS, 10 s) by a
+ * session whose link to Postgres is slow but moving (a TCP proxy passing the client's bytes at 100 KB/s, nothing
+ * frozen: every byte written arrives). It journals a batch of 1000 records of about 2.5 KB (2.6 MB) with the
+ * product's own copyJournalEntries, which sends the whole batch as one string, hence one CopyData message
+ * (Readable.from([text])). The transfer takes about 27 s (checked: without a waiter the same COPY commits all 1000).
+ * Half a second in, the partition's next writer waits for the same lock with lockNames at the same step.
  *
- * Observed: the holder is terminated by the waiter about 4 s in, at the waiter's second look (its COPY fails with
- * "terminating connection due to administrator command"); the batch is not journaled, and the same batch on the
- * same link is ended again at every retry while the partition is contended. The same happens at the real step
- * (BATCH_IDLE_TIMEOUT_MS, 10 s) for a transfer over about 20 s: e.g. a 10 MB fetch (INGEST_FETCH_BYTES_PER_PARTITION)
- * over a 500 KB/s link, or a 2 MB one at 100 KB/s. Waiters are common, not only at a rebalance: every batch holding
- * copies of the same replay takes the lock replay:<id>, whatever its partition.
+ * Observed: the holder is terminated by the waiter at its second look, about 20.5 s in (the COPY fails with
+ * "terminating connection due to administrator command"); the batch is not journaled, and the same batch on the same
+ * link is ended again at every retry while the partition is contended. Any transfer longer than about two steps
+ * does the same: e.g. a 10 MB fetch (INGEST_FETCH_BYTES_PER_PARTITION) over a 500 KB/s link. Waiters are common,
+ * not only at a rebalance: every batch holding copies of the same replay takes the lock replay:<id>, whatever its
+ * partition (docs/integrity.md: "Copies of one replay published to two Kafka partitions ... queue on the replay's
+ * lock").
  *
  * Suspected cause: Postgres reads a CopyData message whole (CopyGetData -> pq_getmessage) before it adds its bytes to
  * pg_stat_progress_copy.bytes_processed, and waits in ClientRead meanwhile. copyJournalEntries sends a batch as a
@@ -35,9 +37,8 @@ import { slowProxy } from '../support/slow-proxy';
  */
 jest.setTimeout(120_000);
 
-const STUCK_MS = 2000;
 const RATE_BYTES_PER_S = 100_000;
-const RECORDS = 400;
+const RECORDS = 1000;
 const NAME = 'journal:a42.leads/0';
 let db: Awaited<ReturnType<typeof createTestDatabase>>;
 let direct: Pool;
@@ -79,7 +80,7 @@ function entries(): NewJournalEntry[] {
   }));
 }
 
-it('a live batch COPY on a slow but moving link (one CopyData message, 10 s) is not ended by a waiter', async () => {
+it('a live batch COPY on a slow but moving link (one CopyData message, 27 s) is not ended by a waiter', async () => {
   const target = new URL(db.databaseUrl);
   const proxy = await slowProxy('127.0.0.1', Number(target.port), RATE_BYTES_PER_S);
   const url = new URL(db.databaseUrl);
@@ -90,7 +91,7 @@ it('a live batch COPY on a slow but moving link (one CopyData message, 10 s) is 
   let waiting: Promise<unknown> | undefined;
   try {
     await holder.query(`BEGIN; SET LOCAL idle_in_transaction_session_timeout = ${BATCH_IDLE_TIMEOUT_MS}`);
-    await lockNames(holder as unknown as PoolClient, [NAME], STUCK_MS);
+    await lockNames(holder as unknown as PoolClient, [NAME], BATCH_IDLE_TIMEOUT_MS);
     const started = Date.now();
     const copied = copyJournalEntries(holder as unknown as PoolClient, entries()).then(
       async () => {
@@ -103,7 +104,7 @@ it('a live batch COPY on a slow but moving link (one CopyData message, 10 s) is 
     await sleep(500);
     waiting = (async () => {
       await other.query('BEGIN');
-      await lockNames(other as unknown as PoolClient, [NAME], STUCK_MS);
+      await lockNames(other as unknown as PoolClient, [NAME], BATCH_IDLE_TIMEOUT_MS);
       await other.query('COMMIT');
       return { gotLockAfterMs: Date.now() - started };
     })().catch((err: Error) => ({ error: err.message }));
