@@ -23,8 +23,8 @@ import { baseConfig } from '../support/env';
  * step is lost.)
  *
  * Suspected cause: waitForLock measures its bound with Date.now(), the wall clock, which can step back: `left`
- * (shared/db.ts:291) grows by the step. A monotonic clock (performance.now(), process.hrtime) does not step; the
- * look times of endStuckHolders (shared/db.ts:322-329, 348) have the same dependence.
+ * (shared/db.ts:292) grows by the step. A monotonic clock (performance.now(), process.hrtime) does not step; the
+ * look times of endStuckHolders (shared/db.ts:325-328, 349) have the same dependence.
  */
 jest.setTimeout(120_000);
 

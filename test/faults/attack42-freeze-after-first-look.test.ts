@@ -26,8 +26,8 @@ import { freezableProxy } from '../support/freezable-proxy';
  * lock about 38 s after the freeze, about four steps, not two.
  *
  * Suspected cause: a wait has three steps (LOCK_WAIT_MS / BATCH_IDLE_TIMEOUT_MS) but only two usable looks: the last
- * step is cut to the time left (shared/db.ts:295, min(stuckMs, left)), so its look is always a little less than a
- * step after the one before and is never compared (shared/db.ts:329, sent - at >= stuckMs); a holder first seen stuck
+ * step is cut to the time left (shared/db.ts:296, min(stuckMs, left)), so its look is always a little less than a
+ * step after the one before and is never compared (shared/db.ts:328, sent - at >= stuckMs); a holder first seen stuck
  * at the second look is never ended by this call. And the looks die with the call (waitForLock starts from an empty
  * map, shared/db.ts:290), so the retry needs two more steps.
  */

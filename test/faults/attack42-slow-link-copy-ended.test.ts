@@ -32,7 +32,7 @@ import { slowProxy } from '../support/slow-proxy';
  * Suspected cause: Postgres reads a CopyData message whole (CopyGetData -> pq_getmessage) before it adds its bytes to
  * pg_stat_progress_copy.bytes_processed, and waits in ClientRead meanwhile. copyJournalEntries sends a batch as a
  * single message (repository/event-journal.ts:114), so a COPY whose one message is still arriving looks exactly like
- * a frozen client to endStuckHolders (shared/db.ts:334-349): same query_start, ClientRead, bytes and tuples unchanged
+ * a frozen client to endStuckHolders (shared/db.ts:336-348): same query_start, ClientRead, bytes and tuples unchanged
  * at two looks a step apart.
  */
 jest.setTimeout(120_000);

@@ -21,7 +21,8 @@ import { slowProxy } from '../support/slow-proxy';
  * passing the client's bytes at 100 KB/s; nothing frozen). The batch is 400 records whose value is not JSON (about
  * 2.5 KB each): all go to the DLQ, written with one INSERT whose parameters (raw value, raw bytes: about 3 MB) go in
  * one Bind message, about 30 s on that link. Without anyone waiting, the same call dead-letters all 400 (checked:
- * 32 s). Here, once the INSERT is under way, the partition's next writer waits for the batch's lock
+ * 32 s: Postgres's idle_in_transaction_session_timeout does not end it, the session being active from the Parse
+ * on). Here, once the INSERT is under way, the partition's next writer waits for the batch's lock
  * (journal:<topic>/0) with lockNames at the real step, BATCH_IDLE_TIMEOUT_MS.
  *
  * Observed: the waiter terminates the writer about two steps (20 s) after it started waiting; appendBatch fails with
@@ -30,7 +31,7 @@ import { slowProxy } from '../support/slow-proxy';
  *
  * Suspected cause: a statement's parameters travel in the Bind message, which Postgres reads after the Parse has set
  * the session active (query_start) and before it runs it: meanwhile it waits in ClientRead, in the same statement,
- * with no progress view at all. endStuckHolders (shared/db.ts:334-349) counts any non-COPY statement seen so at two
+ * with no progress view at all. endStuckHolders (shared/db.ts:336-348) counts any non-COPY statement seen so at two
  * looks as stuck; lockNames' premise (shared/db.ts:259-263) considers only results flowing out (ClientWrite), not a
  * batch's own rows flowing in (repository/event-dlq.ts insertDlqEntries, and the INSERT fallback
  * repository/event-journal.ts insertJournalEntries: every row of the batch in one Bind).

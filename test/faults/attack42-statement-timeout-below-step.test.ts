@@ -29,7 +29,7 @@ import { freezableProxy } from '../support/freezable-proxy';
  * is stuck for as long as the frozen process lives (idle_in_transaction_session_timeout does not apply inside a COPY).
  *
  * Suspected cause: waitForLock's step is a lock_timeout of BATCH_IDLE_TIMEOUT_MS on a statement that the pool's
- * statement_timeout also bounds (shared/db.ts:294-299); when statement_timeout <= the step, the wait fails with 57014
+ * statement_timeout also bounds (shared/db.ts:295-299); when statement_timeout <= the step, the wait fails with 57014
  * (not 55P03, shared/db.ts:301) before the first look, so endStuckHolders never runs. LOCK_WAIT_MS is tied to the
  * default statement timeout (shared/db.ts:245), not to the configured one.
  */
