@@ -79,7 +79,7 @@ async function untilInserting(name: string): Promise<void> {
   for (;;) {
     const { rows } = await direct.query<{ wait_event: string | null }>(
       `SELECT wait_event FROM pg_stat_activity
-        WHERE application_name = $1 AND state = 'active' AND query LIKE '%INSERT INTO event_dlq%'`,
+        WHERE application_name LIKE $1 || ':%' AND state = 'active' AND query LIKE '%INSERT INTO event_dlq%'`,
       [name],
     );
     if (rows.length) return;
