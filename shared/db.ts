@@ -321,7 +321,8 @@ function closeBeatClient(client: pg.Client | undefined): void {
 }
 
 async function runBeat(beat: Beat, like: pg.Client): Promise<void> {
-  const from = like as unknown as {
+  // The holder's own connection parameters, copied once: the same server, through the same network path.
+  const { user, host, port, database, password, ssl } = like as unknown as {
     user?: string;
     host?: string;
     port?: number;
@@ -332,16 +333,16 @@ async function runBeat(beat: Beat, like: pg.Client): Promise<void> {
   let failures = 0;
   while (!beat.stopped) {
     const client = new pg.Client({
-      user: from.user,
-      host: from.host,
-      port: from.port,
-      database: from.database,
-      password: from.password,
-      ssl: from.ssl,
+      user,
+      host,
+      port,
+      database,
+      password,
+      ssl,
       application_name: `crm-events-beat:${beat.tag}`,
-      connectionTimeoutMillis: BEAT_ANSWER_MS,
       keepAlive: true,
-      // An unref'd socket: a beat never keeps its process alive.
+      // An unref'd socket, and no connectionTimeoutMillis (a ref'd timer): a beat never keeps its process alive. Its
+      // connect is bounded by answered() instead.
       stream: () => new net.Socket().unref(),
     });
     client.on('error', () => undefined);
@@ -405,7 +406,7 @@ function taggedName(client: pg.ClientBase, tag: string): string {
  * is logged at warn (pid, application_name, reason).
  *
  * Each step's statement sets its own statement_timeout (the step plus a margin), so that a pool's shorter statement
- * timeout cannot cancel the wait before its look; both timeouts go back to the session's values once the lock is
+ * timeout cannot cancel the wait before its look; both timeouts go back to what the transaction had once the lock is
  * taken.
  *
  * Ending another session (pg_terminate_backend) is allowed to a role for its own role's sessions, or with
@@ -446,10 +447,14 @@ async function waitForLock(client: pg.PoolClient, key: bigint, stuckMs: number, 
   const started = performance.now();
   let looks: HolderLooks = new Map();
   let lastTry = false;
+  // What the transaction had before the steps' own timeouts: given back once the lock is taken.
+  const { rows: before } = await client.query<{ lock: string; statement: string }>(
+    "SELECT current_setting('lock_timeout') AS lock, current_setting('statement_timeout') AS statement",
+  );
   for (;;) {
     const left = LOCK_WAIT_MS - (performance.now() - started);
     const step = Math.max(1, Math.round(lastTry ? Math.min(stuckMs, LAST_TRY_MS) : Math.min(stuckMs, left)));
-    // Both timeouts are undone by the rollback to the savepoint, or set back once the lock is taken.
+    // Both timeouts are undone by the rollback to the savepoint, or given back once the lock is taken.
     await client.query(
       `SAVEPOINT lock_wait; SET LOCAL lock_timeout = ${step}; ` +
         `SET LOCAL statement_timeout = ${step + STEP_STATEMENT_MARGIN_MS}`,
@@ -468,9 +473,11 @@ async function waitForLock(client: pg.PoolClient, key: bigint, stuckMs: number, 
       }
       continue;
     }
-    await client.query(
-      'RELEASE SAVEPOINT lock_wait; SET LOCAL lock_timeout TO DEFAULT; SET LOCAL statement_timeout TO DEFAULT',
-    );
+    await client.query('RELEASE SAVEPOINT lock_wait');
+    await client.query("SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)", [
+      before[0].lock,
+      before[0].statement,
+    ]);
     return;
   }
 }
@@ -511,15 +518,18 @@ async function endStuckHolders(
     ended: boolean;
   }>(
     `SELECT pid, app, look, beat_ms,
-            CASE WHEN beat_ms IS NOT NULL THEN (CASE WHEN beat_ms > $3::float8 THEN pg_terminate_backend(pid) ELSE false END)
+            CASE WHEN beat_ms IS NOT NULL
+                 THEN (CASE WHEN beat_ms > $3::float8 THEN pg_terminate_backend(pid) ELSE false END)
                  WHEN look = $2::jsonb ->> pid::text THEN pg_terminate_backend(pid)
                  ELSE false END AS ended
        FROM (SELECT a.pid, a.application_name AS app,
                     concat_ws(' ', a.query_start, a.wait_event, coalesce(p.bytes_processed, -1),
                               coalesce(p.tuples_processed, -1)) AS look,
-                    (SELECT extract(epoch FROM clock_timestamp() - max(coalesce(b.query_start, b.backend_start))) * 1000
+                    (SELECT extract(epoch FROM clock_timestamp() - max(coalesce(b.query_start, b.backend_start)))
+                            * 1000
                        FROM pg_stat_activity b
-                      WHERE b.application_name = 'crm-events-beat:' || substring(a.application_name FROM ':([0-9a-f-]{36})$')
+                      WHERE b.application_name
+                            = 'crm-events-beat:' || substring(a.application_name FROM ':([0-9a-f-]{36})$')
                     )::float8 AS beat_ms
                FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
                LEFT JOIN pg_stat_progress_copy p ON p.pid = a.pid
@@ -539,8 +549,10 @@ async function endStuckHolders(
         lock_key: key.toString(),
         reason:
           r.beat_ms !== null
-            ? `its process's beat last ran ${Math.round(r.beat_ms)} ms ago (> ${stuckMs} ms), in a statement waiting on its client`
-            : `no beat; in the same statement waiting on its client, without progress, at two looks ${stuckMs} ms apart`,
+            ? `waiting on its client in a statement; its process's beat last ran ${Math.round(r.beat_ms)} ms ago ` +
+              `(more than ${stuckMs} ms)`
+            : `no beat; waiting on its client in the same statement, without progress, at two looks ` +
+              `${stuckMs} ms apart`,
       },
       'Ended a stuck holder of an advisory lock',
     );

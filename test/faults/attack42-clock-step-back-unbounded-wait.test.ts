@@ -25,6 +25,9 @@ import { baseConfig } from '../support/env';
  * Suspected cause: waitForLock measures its bound with Date.now(), the wall clock, which can step back: `left`
  * (shared/db.ts:292) grows by the step. A monotonic clock (performance.now(), process.hrtime) does not step; the
  * look times of endStuckHolders (shared/db.ts:325-328, 349) have the same dependence.
+ *
+ * Fixed: every bound in lockNames is measured with performance.now() (monotonic); the look times too. The wait fails
+ * at about 30.0 s, the wall clock's step notwithstanding.
  */
 jest.setTimeout(120_000);
 

@@ -30,6 +30,11 @@ import { freezableProxy } from '../support/freezable-proxy';
  * step after the one before and is never compared (shared/db.ts:328, sent - at >= stuckMs); a holder first seen stuck
  * at the second look is never ended by this call. And the looks die with the call (waitForLock starts from an empty
  * map, shared/db.ts:290), so the retry needs two more steps.
+ *
+ * Fixed: a tagged holder is ended at one look once its process's beat is older than a step (the beat's age is the
+ * evidence of time; nothing from an earlier look or call is needed), and the last, shortened step looks too (should it
+ * end a holder, one more short try follows). The holder's beat runs through the same proxy and freezes with it. The
+ * first wait gets the lock at its third look, about 30.0 s in, 18.0 s after the freeze.
  */
 jest.setTimeout(180_000);
 

@@ -34,6 +34,12 @@ import { slowProxy } from '../support/slow-proxy';
  * single message (repository/event-journal.ts:114), so a COPY whose one message is still arriving looks exactly like
  * a frozen client to endStuckHolders (shared/db.ts:336-348): same query_start, ClientRead, bytes and tuples unchanged
  * at two looks a step apart.
+ *
+ * Fixed: a holder now proves that its process is alive. lockNames tags the holder's session for its transaction
+ * (application_name <name>:<tag>) and starts the process's beat on the holder's own connection parameters, so through
+ * the same slow link (its own connection: a SELECT 1 every second, crm-events-beat:<tag>). A tagged holder waiting on
+ * its client is ended only when its beat's last statement is older than a step. Here the beat stays fresh: the COPY
+ * commits all 1000 rows in about 27.6 s and the waiter gets the lock right after (27.6 s).
  */
 jest.setTimeout(120_000);
 

@@ -35,6 +35,11 @@ import { slowProxy } from '../support/slow-proxy';
  * looks as stuck; lockNames' premise (shared/db.ts:259-263) considers only results flowing out (ClientWrite), not a
  * batch's own rows flowing in (repository/event-dlq.ts insertDlqEntries, and the INSERT fallback
  * repository/event-journal.ts insertJournalEntries: every row of the batch in one Bind).
+ *
+ * Fixed: as in attack42-slow-link-copy-ended: the writer's session is tagged while it holds the batch's locks and its
+ * process beats through the same slow link; the beat is fresh, so the writer is not ended. The writer dead-letters all
+ * 400 in about 32.5 s; the waiter fails at LOCK_WAIT_MS (30 s) and would retry. (untilInserting matches the tagged
+ * application_name, `a42-slow-ingest:<tag>`, which a session carries while it holds locks.)
  */
 jest.setTimeout(180_000);
 

@@ -32,6 +32,12 @@ import { freezableProxy } from '../support/freezable-proxy';
  * statement_timeout also bounds (shared/db.ts:295-299); when statement_timeout <= the step, the wait fails with 57014
  * (not 55P03, shared/db.ts:301) before the first look, so endStuckHolders never runs. LOCK_WAIT_MS is tied to the
  * default statement timeout (shared/db.ts:245), not to the configured one.
+ *
+ * Fixed: each step sets its own statement_timeout (the step plus 2 s) in its savepoint, and gives the transaction its
+ * own back once the lock is taken; LOCK_WAIT_MS is its own 30 s. The holder's beat runs through the same proxy (its
+ * connection parameters), so the freeze freezes the holder's whole process, as SIGSTOP would; the waiter ends the
+ * holder once the beat is older than a step. The first attempt journals all 20, at the waiter's first or second look as
+ * the beat's last run before the freeze falls (10.1 s and 20.1 s in two runs); the holder is gone.
  */
 jest.setTimeout(180_000);
 
