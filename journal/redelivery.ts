@@ -28,10 +28,11 @@ export interface Classified {
 /**
  * How long a batch's session may be held up by its own process before it is ended: idle in its transaction, by
  * Postgres (idle_in_transaction_session_timeout, which also ends a live writer whose event loop stalls that long); in
- * a statement waiting on it, by the next writer of its partition, at its second look a step later (lockNames). The
- * transaction holds its partitions' locks: an ingest process frozen mid-batch (SIGSTOP, a paused VM) keeps its
- * connection, and the consumer the group gives its partitions to would queue on those locks until the frozen one is
- * killed. Ended, the batch rolls back and is redelivered; a batch's own statements follow one another without a wait.
+ * a statement waiting on it, by the next writer of its partition, once its process's beat is a step old
+ * (lockNames). The transaction holds its partitions' locks: an ingest process frozen mid-batch (SIGSTOP, a paused VM)
+ * keeps its connection, and the consumer the group gives its partitions to would queue on those locks until the
+ * frozen one is killed. Ended, the batch rolls back and is redelivered; a batch's own statements follow one another
+ * without a wait.
  */
 export const BATCH_IDLE_TIMEOUT_MS = 10_000;
 

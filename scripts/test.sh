@@ -53,9 +53,9 @@ else
   # alone, after the lanes, when it stops, kills or takes over a shared part of the stack (a broker, Postgres, the
   # Temporal dev server, S3, the Alertmanager port, the stack itself) or bounds a stop or a group's timing in seconds,
   # which a busy neighbour could stretch.
-  alone='test/(faults/(ingest-faults|replay-faults|stack|ingest-stop-frozen-peer|ingest-idle-stop-leaves|attack1[589]-[a-z-]+|attack2[1-9]-[a-z0-9-]+|attack3[0-2]-[a-z0-9-]+|attack33-erasure-start-no-deadline|attack38-(e2e-postgres-restart|barrier-send-timed-out-appended-later|barrier-killed-worker-send-appended-later)|attack39-(batch-replay-unfenced-commit-after-erasure|commit-timed-out-but-committed-doubled)|attack41-(lock-holder-client-waits|commit-coordinator-not-found)|attack42-fence-during-commit-reask|ingest-frozen-mid-batch)'
+  alone='test/(faults/(ingest-faults|replay-faults|stack|ingest-stop-frozen-peer|ingest-idle-stop-leaves|attack1[589]-[a-z-]+|attack2[1-9]-[a-z0-9-]+|attack3[0-2]-[a-z0-9-]+|attack33-erasure-start-no-deadline|attack38-(e2e-postgres-restart|barrier-send-timed-out-appended-later|barrier-killed-worker-send-appended-later)|attack39-(batch-replay-unfenced-commit-after-erasure|commit-timed-out-but-committed-doubled)|attack41-(lock-holder-client-waits|commit-coordinator-not-found)|attack42-[a-z-]+|ingest-frozen-mid-batch)'
   alone+='|integration/(postgres-outage|archive-s3|cli|start-stack-interrupt|alertmanager|service-lifecycle'
-  alone+='|shutdown-timeout|lag-monitor|exactly-once|attack1[78]-[a-z-]+))\.test\.ts$'
+  alone+='|shutdown-timeout|lag-monitor|exactly-once|lock-beat|attack1[78]-[a-z-]+))\.test\.ts$'
   pids=()
   for lane in 1 2; do
     run_jest 8192 --shard="$lane/2" --testSequencer=./test/support/lane-sequencer.js --testPathIgnorePatterns "$alone" \

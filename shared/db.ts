@@ -1,6 +1,8 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
+import net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import pg from 'pg';
-import type { Logger } from './logger';
+import { createLogger, type Logger } from './logger';
 import { stopWait } from './stop-clock';
 import { settleWithin } from './timeout';
 
@@ -37,6 +39,7 @@ export function createPool(
     keepAlive: true,
   });
   pool.on('error', (err) => log.warn({ err: err.message }, 'Postgres connection dropped'));
+  lockLog ??= log;
   return pool;
 }
 
@@ -51,6 +54,7 @@ export const POOL_END_TIMEOUT_MS = 5000;
  * consumer, and should the server still commit the transaction once it wakes, the journal sets the redelivery aside.
  */
 export async function endPool(pool: pg.Pool, log: Logger, bound = POOL_END_TIMEOUT_MS): Promise<void> {
+  stopBeat(new pg.Client(pool.options));
   const ms = stopWait(bound);
   const ended = await settleWithin(pool.end(), ms);
   if (ended === 'done') return;
@@ -241,69 +245,239 @@ export async function withSessionLock<T>(
   }
 }
 
-/** How long lockNames waits for one lock before it fails (the pool's default statement timeout, which bounded it). */
-export const LOCK_WAIT_MS = DEFAULT_STATEMENT_TIMEOUT_MS;
+/** How long lockNames waits for one lock before it fails, whatever the pool's statement timeout. */
+export const LOCK_WAIT_MS = 30_000;
+
+/** How often a process's beat runs its statement (lockNames). */
+export const BEAT_INTERVAL_MS = 1000;
+/** How long a beat's statement or connect may take before the beat reconnects. */
+const BEAT_ANSWER_MS = 5000;
+/** The longest pause between two reconnects of a beat. */
+const BEAT_MAX_PAUSE_MS = 5000;
+/** A step's statement_timeout is the step plus this margin: the lock_timeout must fire first. */
+const STEP_STATEMENT_MARGIN_MS = 2000;
+/** After the last look ended a holder, one more try of at most this long for the lock it left. */
+const LAST_TRY_MS = 2000;
+
+// Who is told when a waiter ends a holder: the first pool's logger, else one of our own.
+let lockLog: Logger | undefined;
+
+/**
+ * A process's beat on one database path (user, host, port, database): a connection of its own, named
+ * crm-events-beat:<tag>, that runs a trivial statement every BEAT_INTERVAL_MS. A lock-holding session of this process
+ * on that path carries the same tag in its application_name (lockNames sets it for the transaction). The beat's last
+ * query_start in pg_stat_activity is then the proof, on the server, that the holder's process is alive and can reach
+ * the server: a process frozen (SIGSTOP, a paused VM) stops beating, a slow but moving writer does not.
+ */
+interface Beat {
+  tag: string;
+  stopped: boolean;
+  client?: pg.Client;
+}
+
+const beats = new Map<string, Beat>();
+
+function pathOf(client: pg.ClientBase): string {
+  const c = client as unknown as { user?: string; host?: string; port?: number; database?: string };
+  return `${c.user ?? ''}@${c.host ?? ''}:${c.port ?? ''}/${c.database ?? ''}`;
+}
+
+const unrefPause = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
+
+/** The beat of client's path, started if there is none yet. */
+function beatFor(client: pg.ClientBase): Beat {
+  const path = pathOf(client);
+  let beat = beats.get(path);
+  if (!beat) {
+    beat = { tag: randomUUID(), stopped: false };
+    beats.set(path, beat);
+    void runBeat(beat, client as pg.Client);
+  }
+  return beat;
+}
+
+/** Stops the beat of client's path (endPool); a later lockNames on that path starts a new one. */
+function stopBeat(client: pg.ClientBase): void {
+  const path = pathOf(client);
+  const beat = beats.get(path);
+  if (!beat) return;
+  beats.delete(path);
+  beat.stopped = true;
+  closeBeatClient(beat.client);
+}
+
+/** Stops every beat of this process (tests, tools). */
+export function stopBeats(): void {
+  for (const beat of beats.values()) {
+    beat.stopped = true;
+    closeBeatClient(beat.client);
+  }
+  beats.clear();
+}
+
+function closeBeatClient(client: pg.Client | undefined): void {
+  // Not end(): a frozen server would never answer its Terminate. The socket is closed and left to itself.
+  (client as unknown as { connection?: { stream?: net.Socket } } | undefined)?.connection?.stream?.destroy();
+}
+
+async function runBeat(beat: Beat, like: pg.Client): Promise<void> {
+  // The holder's own connection parameters, copied once: the same server, through the same network path.
+  const { user, host, port, database, password, ssl } = like as unknown as {
+    user?: string;
+    host?: string;
+    port?: number;
+    database?: string;
+    password?: string;
+    ssl?: pg.ClientConfig['ssl'];
+  };
+  let failures = 0;
+  while (!beat.stopped) {
+    const client = new pg.Client({
+      user,
+      host,
+      port,
+      database,
+      password,
+      ssl,
+      application_name: `crm-events-beat:${beat.tag}`,
+      keepAlive: true,
+      // An unref'd socket, and no connectionTimeoutMillis (a ref'd timer): a beat never keeps its process alive. Its
+      // connect is bounded by answered() instead.
+      stream: () => new net.Socket().unref(),
+    });
+    client.on('error', () => undefined);
+    beat.client = client;
+    try {
+      await answered(client.connect());
+      failures = 0;
+      while (!beat.stopped) {
+        await answered(client.query('SELECT 1'));
+        await unrefPause(BEAT_INTERVAL_MS);
+      }
+    } catch {
+      failures++;
+    } finally {
+      closeBeatClient(client);
+    }
+    if (!beat.stopped) await unrefPause(Math.min(BEAT_MAX_PAUSE_MS, 250 * 2 ** failures));
+  }
+}
+
+/** The promise's outcome, or a rejection once BEAT_ANSWER_MS passed (an unref'd timer). */
+function answered<T>(promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error('beat: no answer')), BEAT_ANSWER_MS).unref();
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+// An application_name is at most 63 bytes: the client's own name is cut to leave room for ':' and the tag.
+function taggedName(client: pg.ClientBase, tag: string): string {
+  const own = (client as unknown as { connectionParameters?: { application_name?: string } }).connectionParameters
+    ?.application_name;
+  const room = 63 - tag.length - 1;
+  let name = own ?? 'crm-events';
+  while (Buffer.byteLength(name) > room) name = name.slice(0, -1);
+  return `${name}:${tag}`;
+}
 
 /**
  * Takes transaction-scoped advisory locks named by strings (released at COMMIT or ROLLBACK). Each name maps to a
  * 64-bit key (SHA-256 prefix) and keys are taken in ascending order, so two transactions locking overlapping sets
  * never deadlock. A collision only serialises two unrelated names. A lock another transaction holds is waited for,
- * up to LOCK_WAIT_MS, then the call fails.
+ * up to LOCK_WAIT_MS (monotonic clock), then the call fails.
  *
- * The wait goes in steps of `stuckMs`, and between steps it ends a holder stuck on its own client: a process frozen
- * (SIGSTOP, a paused VM) inside a statement keeps its socket, and Postgres neither cancels a statement waiting on its
- * client nor counts it idle, so its transaction would keep the lock until the process is killed. Such a holder is in
- * a statement waiting to read from its client (ClientRead: a COPY whose data stopped coming) or to write to it
- * (ClientWrite: a result larger than the socket buffers that nobody reads). A live writer waits there too: a COPY of
- * a big batch reads its data a chunk at a time, in ClientRead between chunks. So a holder is ended only when two
- * looks, at least `stuckMs` apart (a step), see it waiting on its client in the same statement (query_start) with no
- * progress in between: for a COPY, pg_stat_progress_copy's bytes and tuples unchanged; for any other statement there
- * is no progress to see, and the same statement waiting at both looks counts as stuck (ingest's statements under its
- * locks return a batch's rows at most). A holder first seen at a look is not ended before the next: a frozen holder
- * ends about two steps after it froze (the first look sees it, the second ends it), 2 x BATCH_IDLE_TIMEOUT_MS for
- * ingest, within LOCK_WAIT_MS; should the wait run out first, the call fails and the batch is retried.
+ * A holder must prove its process is alive. The first call on a database path starts this process's beat there (a
+ * connection of its own that runs a trivial statement every BEAT_INTERVAL_MS, application_name
+ * crm-events-beat:<tag>), and every call sets the session's application_name to `<name>:<tag>` for the transaction.
+ *
+ * The wait goes in steps of `stuckMs`, and after each step it looks at the holders waiting inside a statement on
+ * their own client (ClientRead: a COPY or a Bind whose data has not all come; ClientWrite: a result nobody reads). A
+ * process frozen (SIGSTOP, a paused VM) inside a statement keeps its socket, and Postgres neither cancels a statement
+ * waiting on its client nor counts it idle, so its transaction would keep the lock until the process is killed. A
+ * live writer on a slow link waits there too, with no progress to see while one message arrives. So the server's
+ * view of the holder cannot tell them apart; its process's beat can. A tagged holder is ended when its beat's last
+ * statement started more than `stuckMs` ago (one look is enough: the beat's age is the evidence of time). A holder
+ * whose tag has no beat session, or with no tag (an older version), is ended when two looks at least `stuckMs`
+ * apart saw it in the same statement (query_start) with no COPY progress (pg_stat_progress_copy). A frozen process
+ * is so ended at the first look more than `stuckMs` after it froze: within two steps, 2 x BATCH_IDLE_TIMEOUT_MS for
+ * ingest. The last, shortened step also looks; should it end a holder, one more short try follows. Each ended holder
+ * is logged at warn (pid, application_name, reason).
+ *
+ * Each step's statement sets its own statement_timeout (the step plus a margin), so that a pool's shorter statement
+ * timeout cannot cancel the wait before its look; both timeouts go back to what the transaction had once the lock is
+ * taken.
  *
  * Ending another session (pg_terminate_backend) is allowed to a role for its own role's sessions, or with
  * pg_signal_backend: the ingest processes must connect as the same role, or a stuck holder of another role is only
  * waited for (pg_stat_activity hides its statement and wait from this role, so it is never even seen as stuck).
  */
-export async function lockNames(client: pg.PoolClient, names: Iterable<string>, stuckMs: number): Promise<void> {
+export async function lockNames(
+  client: pg.PoolClient,
+  names: Iterable<string>,
+  stuckMs: number,
+  log?: Logger,
+): Promise<void> {
   const keys = [...new Set([...names].map(advisoryKey))];
+  if (!keys.length) return;
   keys.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-  for (const key of keys) {
-    const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_xact_lock($1::bigint) AS locked', [
-      key.toString(),
-    ]);
-    if (!rows[0].locked) await waitForLock(client, key, stuckMs);
+  // The tag goes with the first try, in the same statement (no round trip of its own); LOCAL: for this transaction,
+  // as long as its locks.
+  const name = taggedName(client, beatFor(client).tag);
+  for (const [i, key] of keys.entries()) {
+    const { rows } = await client.query<{ locked: boolean }>(
+      i === 0
+        ? "SELECT set_config('application_name', $2, true) AS tagged, pg_try_advisory_xact_lock($1::bigint) AS locked"
+        : 'SELECT pg_try_advisory_xact_lock($1::bigint) AS locked',
+      i === 0 ? [key.toString(), name] : [key.toString()],
+    );
+    if (!rows[0].locked) await waitForLock(client, key, stuckMs, log);
   }
 }
 
 /**
  * What a look saw of a holder waiting on its client, by pid: its statement's start, the wait, its COPY's progress
- * (`look`), and when the look had answered (`at`, this process's clock).
+ * (`look`), and when the look had answered (`at`, this process's monotonic clock).
  */
 type HolderLooks = Map<number, { look: string; at: number }>;
 
 /** Waits for advisory lock `key` in steps of `stuckMs` (lock_timeout, in a savepoint), ending stuck holders between. */
-async function waitForLock(client: pg.PoolClient, key: bigint, stuckMs: number): Promise<void> {
-  const started = Date.now();
+async function waitForLock(client: pg.PoolClient, key: bigint, stuckMs: number, log?: Logger): Promise<void> {
+  const started = performance.now();
   let looks: HolderLooks = new Map();
+  let lastTry = false;
+  // What the transaction had before the steps' own timeouts: given back once the lock is taken.
+  const { rows: before } = await client.query<{ lock: string; statement: string }>(
+    "SELECT current_setting('lock_timeout') AS lock, current_setting('statement_timeout') AS statement",
+  );
   for (;;) {
-    const left = LOCK_WAIT_MS - (Date.now() - started);
-    if (left <= 0) throw new Error(`Another transaction held advisory lock ${key} for ${LOCK_WAIT_MS} ms`);
-    // The wait's lock_timeout is undone by the rollback to the savepoint, or set back once the lock is taken.
+    const left = LOCK_WAIT_MS - (performance.now() - started);
+    const step = Math.max(1, Math.round(lastTry ? Math.min(stuckMs, LAST_TRY_MS) : Math.min(stuckMs, left)));
+    // Both timeouts are undone by the rollback to the savepoint, or given back once the lock is taken.
     await client.query(
-      `SAVEPOINT lock_wait; SET LOCAL lock_timeout = ${Math.max(1, Math.round(Math.min(stuckMs, left)))}`,
+      `SAVEPOINT lock_wait; SET LOCAL lock_timeout = ${step}; ` +
+        `SET LOCAL statement_timeout = ${step + STEP_STATEMENT_MARGIN_MS}`,
     );
     try {
       await client.query('SELECT pg_advisory_xact_lock($1::bigint)', [key.toString()]);
     } catch (err) {
       if ((err as { code?: unknown }).code !== LOCK_NOT_AVAILABLE) throw err;
       await client.query('ROLLBACK TO SAVEPOINT lock_wait; RELEASE SAVEPOINT lock_wait');
-      looks = await endStuckHolders(client, key, stuckMs, looks);
+      if (lastTry) throw new Error(`Another transaction held advisory lock ${key} for ${LOCK_WAIT_MS} ms`);
+      const look = await endStuckHolders(client, key, stuckMs, looks, log ?? (lockLog ??= createLogger('info', 'db')));
+      looks = look.looks;
+      if (performance.now() - started >= LOCK_WAIT_MS) {
+        if (!look.ended) throw new Error(`Another transaction held advisory lock ${key} for ${LOCK_WAIT_MS} ms`);
+        lastTry = true;
+      }
       continue;
     }
-    await client.query('RELEASE SAVEPOINT lock_wait; SET LOCAL lock_timeout TO DEFAULT');
+    await client.query('RELEASE SAVEPOINT lock_wait');
+    await client.query("SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)", [
+      before[0].lock,
+      before[0].statement,
+    ]);
     return;
   }
 }
@@ -312,17 +486,19 @@ async function waitForLock(client: pg.PoolClient, key: bigint, stuckMs: number):
 const LOCK_NOT_AVAILABLE = '55P03';
 
 /**
- * Looks at the sessions holding advisory lock `key` that wait on their client inside a statement, and ends those a
- * look at least `stuckMs` earlier (in `previous`) saw the same: same statement, same wait, no COPY progress. Returns
- * this look, for the next.
+ * Looks at the sessions holding advisory lock `key` that wait on their client inside a statement, and ends those
+ * whose process's beat is older than `stuckMs`, or, without a beat, those a look at least `stuckMs` earlier (in
+ * `previous`) saw the same: same statement, same wait, no COPY progress. Returns this look, for the next, and how
+ * many it ended.
  */
 async function endStuckHolders(
   client: pg.PoolClient,
   key: bigint,
   stuckMs: number,
   previous: HolderLooks,
-): Promise<HolderLooks> {
-  const sent = Date.now();
+  log: Logger,
+): Promise<{ looks: HolderLooks; ended: number }> {
+  const sent = performance.now();
   // Only looks that answered at least a step before this one is sent: the server's looks are then that far apart.
   const comparable = Object.fromEntries(
     [...previous].filter(([, { at }]) => sent - at >= stuckMs).map(([pid, { look }]) => [pid, look]),
@@ -332,11 +508,29 @@ async function endStuckHolders(
   // progress and statement beside the wait of now.
   await client.query('SELECT pg_stat_clear_snapshot()');
   // pg_locks shows a bigint advisory key as its high half (classid) and low half (objid), objsubid 1. CASE, not AND:
-  // only CASE promises the terminate is not evaluated for a holder whose look changed.
-  const { rows } = await client.query<{ pid: number; look: string; ended: boolean }>(
-    `SELECT pid, look, CASE WHEN look = $2::jsonb ->> pid::text THEN pg_terminate_backend(pid) ELSE false END AS ended
-       FROM (SELECT a.pid, concat_ws(' ', a.query_start, a.wait_event, coalesce(p.bytes_processed, -1),
-                                     coalesce(p.tuples_processed, -1)) AS look
+  // only CASE promises the terminate is not evaluated for a holder that does not qualify. A beat's age is measured
+  // by the server's clock_timestamp() against its last query_start (its connect, if it has run none).
+  const { rows } = await client.query<{
+    pid: number;
+    app: string;
+    look: string;
+    beat_ms: number | null;
+    ended: boolean;
+  }>(
+    `SELECT pid, app, look, beat_ms,
+            CASE WHEN beat_ms IS NOT NULL
+                 THEN (CASE WHEN beat_ms > $3::float8 THEN pg_terminate_backend(pid) ELSE false END)
+                 WHEN look = $2::jsonb ->> pid::text THEN pg_terminate_backend(pid)
+                 ELSE false END AS ended
+       FROM (SELECT a.pid, a.application_name AS app,
+                    concat_ws(' ', a.query_start, a.wait_event, coalesce(p.bytes_processed, -1),
+                              coalesce(p.tuples_processed, -1)) AS look,
+                    (SELECT extract(epoch FROM clock_timestamp() - max(coalesce(b.query_start, b.backend_start)))
+                            * 1000
+                       FROM pg_stat_activity b
+                      WHERE b.application_name
+                            = 'crm-events-beat:' || substring(a.application_name FROM ':([0-9a-f-]{36})$')
+                    )::float8 AS beat_ms
                FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
                LEFT JOIN pg_stat_progress_copy p ON p.pid = a.pid
               WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
@@ -344,8 +538,27 @@ async function endStuckHolders(
                 AND l.classid::bigint = ($1::bigint >> 32) & 4294967295 AND l.objid::bigint = $1::bigint & 4294967295
                 AND a.pid <> pg_backend_pid() AND a.state = 'active'
                 AND a.wait_event IN ('ClientRead', 'ClientWrite')) holders`,
-    [key.toString(), JSON.stringify(comparable)],
+    [key.toString(), JSON.stringify(comparable), stuckMs],
   );
-  const at = Date.now();
-  return new Map(rows.filter((r) => !r.ended).map((r) => [r.pid, { look: r.look, at }]));
+  const at = performance.now();
+  for (const r of rows.filter((row) => row.ended)) {
+    log.warn(
+      {
+        pid: r.pid,
+        application_name: r.app,
+        lock_key: key.toString(),
+        reason:
+          r.beat_ms !== null
+            ? `waiting on its client in a statement; its process's beat last ran ${Math.round(r.beat_ms)} ms ago ` +
+              `(more than ${stuckMs} ms)`
+            : `no beat; waiting on its client in the same statement, without progress, at two looks ` +
+              `${stuckMs} ms apart`,
+      },
+      'Ended a stuck holder of an advisory lock',
+    );
+  }
+  return {
+    looks: new Map(rows.filter((r) => !r.ended).map((r) => [r.pid, { look: r.look, at }])),
+    ended: rows.filter((r) => r.ended).length,
+  };
 }

@@ -21,11 +21,13 @@ export function sampleConnections(databaseUrl: string, runningLike = '', everyMs
   let queue: Promise<unknown> = client.connect();
   const sample = async () => {
     const { rows } = await client.query<{ app: string; n: number; running: number }>(
-      `SELECT application_name AS app, count(*)::int AS n,
+      // A session holding advisory locks carries its process's tag (application_name <name>:<tag>, shared/db.ts
+      // lockNames): counted with its pool.
+      `SELECT regexp_replace(application_name, ':[0-9a-f-]{36}$', '') AS app, count(*)::int AS n,
               count(*) FILTER (WHERE state = 'active' AND $1 <> '' AND query LIKE $1)::int AS running
          FROM pg_stat_activity
         WHERE datname = current_database() AND pid <> pg_backend_pid()
-        GROUP BY application_name`,
+        GROUP BY 1`,
       [runningLike],
     );
     for (const { app, n, running } of rows) {

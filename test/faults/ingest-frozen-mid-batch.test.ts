@@ -118,7 +118,7 @@ function freezingPool(proxy: FreezableProxy, at: FreezePoint) {
 async function frozenLockHolders(): Promise<number> {
   const { rows } = await direct.query(
     `SELECT a.pid FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory'
-      WHERE a.application_name = 'crm-events-sink-frozen'`,
+      WHERE a.application_name LIKE 'crm-events-sink-frozen:%'`, // tagged while it holds locks (lockNames)
   );
   return rows.length;
 }

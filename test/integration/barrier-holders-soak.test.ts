@@ -135,7 +135,7 @@ it('no erasure completes while a page that checked before it still sends its era
       for (const send of inFlight) send.cut = true;
       if (random(2) === 0) {
         await direct
-          .query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'barrier-soak'`)
+          .query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name ~ '^barrier-soak(:|$)'`)
           .catch(() => undefined);
       } else {
         proxy.cut(200 + random(1300));

@@ -74,7 +74,8 @@ it('SIGTERM with a batch stuck on a lock: exits 0 within SHUTDOWN_TIMEOUT, leavi
       (
         await h.pool.query<{ n: number }>(
           `SELECT count(*)::int AS n FROM pg_stat_activity
-            WHERE datname = current_database() AND application_name = 'crm-events-sink' AND wait_event_type = 'Lock'`,
+            WHERE datname = current_database() AND wait_event_type = 'Lock'
+              AND (application_name = 'crm-events-sink' OR application_name LIKE 'crm-events-sink:%')`,
         )
       ).rows[0].n > 0,
     'a batch waiting for the lock',
