@@ -54,7 +54,6 @@ export const POOL_END_TIMEOUT_MS = 5000;
  * consumer, and should the server still commit the transaction once it wakes, the journal sets the redelivery aside.
  */
 export async function endPool(pool: pg.Pool, log: Logger, bound = POOL_END_TIMEOUT_MS): Promise<void> {
-  stopBeat(new pg.Client(pool.options));
   const ms = stopWait(bound);
   const ended = await settleWithin(pool.end(), ms);
   if (ended === 'done') return;
@@ -267,7 +266,9 @@ let lockLog: Logger | undefined;
  * crm-events-beat:<tag>, that runs a trivial statement every BEAT_INTERVAL_MS. A lock-holding session of this process
  * on that path carries the same tag in its application_name (lockNames sets it for the transaction). The beat's last
  * query_start in pg_stat_activity is then the proof, on the server, that the holder's process is alive and can reach
- * the server: a process frozen (SIGSTOP, a paused VM) stops beating, a slow but moving writer does not.
+ * the server: a process frozen (SIGSTOP, a paused VM) stops beating, a slow but moving writer does not. It runs until
+ * the process exits (it never keeps it alive); no pool's end stops it: another pool on the same path (the API's, in
+ * `serve`) would take the proof away from a holder still draining (attack44-api-pool-end-stops-ingest-beat).
  */
 interface Beat {
   tag: string;
@@ -294,16 +295,6 @@ function beatFor(client: pg.ClientBase): Beat {
     void runBeat(beat, client as pg.Client);
   }
   return beat;
-}
-
-/** Stops the beat of client's path (endPool); a later lockNames on that path starts a new one. */
-function stopBeat(client: pg.ClientBase): void {
-  const path = pathOf(client);
-  const beat = beats.get(path);
-  if (!beat) return;
-  beats.delete(path);
-  beat.stopped = true;
-  closeBeatClient(beat.client);
 }
 
 /** Stops every beat of this process (tests, tools). */

@@ -709,6 +709,13 @@ export function isFencedRefusal(err: unknown): boolean {
 
 /** How long committedReadBack waits for its consumer to find the transaction's marker (a group joined, a fetch). */
 export const READ_BACK_MS = 15_000;
+/**
+ * How much committedReadBack fetches at once. Kafka returns whole record batches, and a page's batch on a partition is
+ * up to its topic's max.message.bytes; the marker that follows it must come in the same fetch (a fetch of control
+ * records only reaches no eachBatch in kafkajs, attack44-read-back-marker-past-fetch: kafkajs's default, 1 MiB, never
+ * found the marker of a bigger batch). Topics allowing larger batches than this: unknown, as documented.
+ */
+export const READ_BACK_FETCH_BYTES = 16 * 1024 * 1024;
 /** How soon committedReadBack fetches from the record again when a fetch held it but not its marker. */
 const READ_BACK_AGAIN_MS = 200;
 
@@ -750,7 +757,12 @@ export async function committedReadBack(
   let producerId: string | undefined;
   let again: NodeJS.Timeout | undefined;
   let done = false;
-  const consumer = kafka.consumer({ groupId: `${groupPrefix}:${randomUUID()}`, readUncommitted: true });
+  const consumer = kafka.consumer({
+    groupId: `${groupPrefix}:${randomUUID()}`,
+    readUncommitted: true,
+    maxBytesPerPartition: READ_BACK_FETCH_BYTES,
+    maxBytes: READ_BACK_FETCH_BYTES,
+  });
   let running: Promise<void> | undefined;
   try {
     await Promise.race([

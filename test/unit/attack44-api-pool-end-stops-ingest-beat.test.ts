@@ -30,8 +30,9 @@ import { createPool, endPool, lockNames, stopBeats, type PoolClient } from '../.
  *
  * Suspected cause: shared/db.ts:57 `stopBeat(new pg.Client(pool.options))` stops the beat by path, with no count of
  * the pools (or holders) that use it; shared/db.ts:300-307.
+ *
+ * Fixed: no pool's end stops a beat; it runs until the process exits (unref'd, it never keeps the process alive).
  */
-
 const URL = 'postgres://crm:secret@db.example:5432/crm';
 
 afterEach(() => {

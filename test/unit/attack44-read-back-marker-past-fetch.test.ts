@@ -39,8 +39,10 @@ import { committedReadBack } from '../../shared/kafka';
  * only in a batch kafkajs gives to eachBatch, and the retry seeks back to `baseOffset` (shared/kafka.ts:780), which repeats the
  * same fetch; nothing reads the control-records-only fetch that follows a batch of more than maxBytesPerPartition
  * (shared/kafka.ts:753: the consumer's maxBytesPerPartition is not raised, and END_BATCH_PROCESS/isEmptyDueToFiltering is not used).
+ *
+ * Fixed: the read-back's consumer fetches up to READ_BACK_FETCH_BYTES (16 MiB) per partition, so the marker comes in
+ * the fetch of a batch up to that size (the fake broker above answers with the consumer's own maxBytesPerPartition).
  */
-
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const Batch = require('kafkajs/src/consumer/batch') as new (
   topic: string,
@@ -66,8 +68,8 @@ const TOPIC = 'replay-target';
 const PARTITION = 0;
 const PRODUCER_ID = '7';
 const COMMIT_KEY = Buffer.from([0, 0, 0, 1]); // version 0, type 1 (commit)
-/** kafkajs's default maxBytesPerPartition (consumer/index.js). */
-const MAX_BYTES_PER_PARTITION = 1048576;
+/** kafkajs's default maxBytesPerPartition (consumer/index.js), for a consumer that sets none. */
+const DEFAULT_MAX_BYTES_PER_PARTITION = 1048576;
 
 interface LogBatch {
   bytes: number;
@@ -107,12 +109,12 @@ const commitBatch = (offset: string): LogBatch => ({
 const partitionLog = (ourBytes: number): LogBatch[] => [dataBatch('10', ourBytes), commitBatch('11')];
 
 /** A read-uncommitted Fetch from `offset` as Kafka answers it: whole batches up to maxBytes, the first always. */
-function fetch(log: LogBatch[], offset: bigint) {
+function fetch(log: LogBatch[], offset: bigint, maxBytes: number) {
   const from = log.findIndex((b) => b.records.some((r) => BigInt((r as { offset: string }).offset) >= offset));
   const messages: object[] = [];
   let size = 0;
   for (const b of from < 0 ? [] : log.slice(from)) {
-    if (messages.length > 0 && size + b.bytes > MAX_BYTES_PER_PARTITION) break;
+    if (messages.length > 0 && size + b.bytes > maxBytes) break;
     size += b.bytes;
     messages.push(...b.records);
   }
@@ -128,7 +130,7 @@ function fetch(log: LogBatch[], offset: bigint) {
 /** A consumer that fetches in a loop from its position (seek sets it), each fetch through kafkajs's Runner. */
 function fakeKafka(log: LogBatch[]) {
   const kafka = {
-    consumer: () => {
+    consumer: ({ maxBytesPerPartition = DEFAULT_MAX_BYTES_PER_PARTITION }: { maxBytesPerPartition?: number }) => {
       const instrumentation = new InstrumentationEventEmitter();
       let position: bigint | undefined;
       let running = false;
@@ -160,11 +162,12 @@ function fakeKafka(log: LogBatch[]) {
             while (running) {
               await new Promise((resolve) => setTimeout(resolve, 20));
               if (position === undefined) continue;
-              const batch = fetch(log, position);
+              const batch = fetch(log, position, maxBytesPerPartition);
               const last = batch.rawMessages.at(-1);
               await runner.handleBatch(batch);
               // The fetch position moves past what was fetched (resolved offsets), unless a seek moved it meanwhile.
-              if (last && position !== undefined && BigInt(last.offset) >= position) position = BigInt(last.offset) + 1n;
+              if (last && position !== undefined && BigInt(last.offset) >= position)
+                position = BigInt(last.offset) + 1n;
             }
           })();
         },
