@@ -4,7 +4,7 @@ import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { createPool, lockNames, type Pool, type PoolClient } from '../../shared/db';
 import { createLogger } from '../../shared/logger';
-import { createTestDatabase } from '../support/database';
+import { createTestDatabase, ownSession, viaProxy } from '../support/database';
 import { baseConfig } from '../support/env';
 import { freezableProxy } from '../support/freezable-proxy';
 
@@ -53,20 +53,11 @@ afterAll(async () => {
   await db?.drop();
 });
 
-/** A client of its own (not pooled), at `url`, with its backend's pid. Its connection errors are the test's to see. */
-async function session(url: string, name: string): Promise<{ client: pg.Client; pid: number }> {
-  const client = new pg.Client({ connectionString: url, application_name: name });
-  client.on('error', () => undefined);
-  await client.connect();
-  const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
-  return { client, pid: rows[0].pid };
-}
-
 /** A writer that begins a transaction and waits for NAME with lockNames: when it got it, or its error. */
 function waiter() {
   const started = Date.now();
   const done = (async () => {
-    const { client } = await session(db.databaseUrl, 'a41-waiter');
+    const { client } = await ownSession(db.databaseUrl, 'a41-waiter');
     try {
       await client.query('BEGIN');
       await lockNames(client as unknown as PoolClient, [NAME], STUCK_MS);
@@ -107,10 +98,8 @@ async function untilWaiting(pid: number, waitEvent: string): Promise<void> {
 
 it('a holder frozen while Postgres writes it a large result (ClientWrite) is ended within about two steps', async () => {
   const proxy = await freezableProxy('127.0.0.1', Number(new URL(db.databaseUrl).port));
-  const url = new URL(db.databaseUrl);
-  url.hostname = '127.0.0.1';
-  url.port = String(proxy.port);
-  const { client: holder, pid } = await session(url.toString(), 'a41-frozen-reader');
+  const url = viaProxy(db.databaseUrl, proxy.port);
+  const { client: holder, pid } = await ownSession(url, 'a41-frozen-reader');
   let waiting: Promise<unknown> | undefined;
   try {
     await holder.query('BEGIN');
@@ -140,7 +129,7 @@ it('a holder frozen while Postgres writes it a large result (ClientWrite) is end
 });
 
 it('a live holder whose COPY streams a row every 200 ms for 3 steps is not ended; the waiter gets the lock after', async () => {
-  const { client: holder, pid } = await session(db.databaseUrl, 'a41-trickle');
+  const { client: holder, pid } = await ownSession(db.databaseUrl, 'a41-trickle');
   const rows = Math.round((3 * STUCK_MS) / 200);
   let waiting: Promise<unknown> | undefined;
   try {

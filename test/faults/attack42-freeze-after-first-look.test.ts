@@ -1,11 +1,10 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { BATCH_IDLE_TIMEOUT_MS } from '../../journal/redelivery';
 import { createPool, LOCK_WAIT_MS, lockNames, type Pool, type PoolClient } from '../../shared/db';
 import { createLogger } from '../../shared/logger';
-import { createTestDatabase } from '../support/database';
+import { createTestDatabase, ownSession, viaProxy } from '../support/database';
 import { baseConfig } from '../support/env';
 import { freezableProxy } from '../support/freezable-proxy';
 
@@ -55,21 +54,11 @@ afterAll(async () => {
   await db?.drop();
 });
 
-async function session(url: string, name: string): Promise<{ client: pg.Client; pid: number }> {
-  const client = new pg.Client({ connectionString: url, application_name: name });
-  client.on('error', () => undefined);
-  await client.connect();
-  const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
-  return { client, pid: rows[0].pid };
-}
-
 it('a holder that freezes after the next owner first looked at it keeps the partition about two steps, not four', async () => {
   const proxy = await freezableProxy('127.0.0.1', Number(new URL(db.databaseUrl).port));
-  const url = new URL(db.databaseUrl);
-  url.hostname = '127.0.0.1';
-  url.port = String(proxy.port);
-  const { client: holder, pid } = await session(url.toString(), 'a42-trickle-then-frozen');
-  const { client: next } = await session(db.databaseUrl, 'a42-next-owner');
+  const url = viaProxy(db.databaseUrl, proxy.port);
+  const { client: holder, pid } = await ownSession(url, 'a42-trickle-then-frozen');
+  const { client: next } = await ownSession(db.databaseUrl, 'a42-next-owner');
   let stop = false;
   let copied: Promise<unknown> | undefined;
   try {

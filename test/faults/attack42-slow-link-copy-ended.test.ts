@@ -1,9 +1,8 @@
-import pg from 'pg';
 import { BATCH_IDLE_TIMEOUT_MS } from '../../journal/redelivery';
 import { copyJournalEntries, type NewJournalEntry } from '../../repository/event-journal';
 import { createPool, lockNames, type Pool, type PoolClient } from '../../shared/db';
 import { createLogger } from '../../shared/logger';
-import { createTestDatabase } from '../support/database';
+import { createTestDatabase, ownSession, viaProxy } from '../support/database';
 import { baseConfig } from '../support/env';
 import { slowProxy } from '../support/slow-proxy';
 
@@ -60,15 +59,6 @@ afterAll(async () => {
   await db?.drop();
 });
 
-/** A client of its own (not pooled), at `url`, with its backend's pid. */
-async function session(url: string, name: string): Promise<{ client: pg.Client; pid: number }> {
-  const client = new pg.Client({ connectionString: url, application_name: name });
-  client.on('error', () => undefined);
-  await client.connect();
-  const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
-  return { client, pid: rows[0].pid };
-}
-
 function entries(): NewJournalEntry[] {
   return Array.from({ length: RECORDS }, (_, i) => ({
     tenantId: 'a42',
@@ -89,11 +79,9 @@ function entries(): NewJournalEntry[] {
 it('a live batch COPY on a slow but moving link (one CopyData message, 27 s) is not ended by a waiter', async () => {
   const target = new URL(db.databaseUrl);
   const proxy = await slowProxy('127.0.0.1', Number(target.port), RATE_BYTES_PER_S);
-  const url = new URL(db.databaseUrl);
-  url.hostname = '127.0.0.1';
-  url.port = String(proxy.port);
-  const { client: holder, pid } = await session(url.toString(), 'a42-slow-writer');
-  const { client: other } = await session(db.databaseUrl, 'a42-waiter');
+  const url = viaProxy(db.databaseUrl, proxy.port);
+  const { client: holder, pid } = await ownSession(url, 'a42-slow-writer');
+  const { client: other } = await ownSession(db.databaseUrl, 'a42-waiter');
   let waiting: Promise<unknown> | undefined;
   try {
     await holder.query(`BEGIN; SET LOCAL idle_in_transaction_session_timeout = ${BATCH_IDLE_TIMEOUT_MS}`);

@@ -5,7 +5,7 @@ import { parseRecord, type ParsedRecord } from '../../journal/record';
 import { BATCH_IDLE_TIMEOUT_MS } from '../../journal/redelivery';
 import { createPool, lockNames, type Pool, type PoolClient } from '../../shared/db';
 import { createLogger } from '../../shared/logger';
-import { createTestDatabase } from '../support/database';
+import { createTestDatabase, viaProxy } from '../support/database';
 import { baseConfig } from '../support/env';
 import { slowProxy } from '../support/slow-proxy';
 
@@ -96,10 +96,8 @@ async function untilInserting(name: string): Promise<void> {
 it('a batch of dead letters written on a slow but moving link is not ended by the next writer of its partition', async () => {
   const target = new URL(db.databaseUrl);
   const proxy = await slowProxy('127.0.0.1', Number(target.port), RATE_BYTES_PER_S);
-  const url = new URL(db.databaseUrl);
-  url.hostname = '127.0.0.1';
-  url.port = String(proxy.port);
-  const slow = createPool(url.toString(), 2, log, 120_000, 'a42-slow-ingest');
+  const url = viaProxy(db.databaseUrl, proxy.port);
+  const slow = createPool(url, 2, log, 120_000, 'a42-slow-ingest');
   const waiterClient = new pg.Client({ connectionString: db.databaseUrl, application_name: 'a42-next-owner' });
   waiterClient.on('error', () => undefined);
   await waiterClient.connect();

@@ -7,7 +7,7 @@ import { parseRecord, type ParsedRecord } from '../../journal/record';
 import { BATCH_IDLE_TIMEOUT_MS } from '../../journal/redelivery';
 import { createPool, lockNames, type Pool, type PoolClient } from '../../shared/db';
 import { createLogger } from '../../shared/logger';
-import { createTestDatabase } from '../support/database';
+import { createTestDatabase, viaProxy } from '../support/database';
 import { baseConfig } from '../support/env';
 import { freezableProxy } from '../support/freezable-proxy';
 
@@ -77,10 +77,8 @@ function batch(): ParsedRecord[] {
 
 it('with DATABASE_STATEMENT_TIMEOUT=10s the next owner still ends a holder frozen in its COPY', async () => {
   const proxy = await freezableProxy('127.0.0.1', Number(new URL(db.databaseUrl).port));
-  const url = new URL(db.databaseUrl);
-  url.hostname = '127.0.0.1';
-  url.port = String(proxy.port);
-  const holder = new pg.Client({ connectionString: url.toString(), application_name: 'a42-frozen-copy' });
+  const url = viaProxy(db.databaseUrl, proxy.port);
+  const holder = new pg.Client({ connectionString: url, application_name: 'a42-frozen-copy' });
   holder.on('error', () => undefined);
   await holder.connect();
   const { rows: me } = await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');

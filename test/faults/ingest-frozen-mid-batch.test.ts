@@ -6,7 +6,7 @@ import { parseRecord, type ParsedRecord } from '../../journal/record';
 import { BATCH_IDLE_TIMEOUT_MS } from '../../journal/redelivery';
 import { createPool, type Pool } from '../../shared/db';
 import { createLogger } from '../../shared/logger';
-import { createTestDatabase } from '../support/database';
+import { createTestDatabase, viaProxy } from '../support/database';
 import { baseConfig } from '../support/env';
 import { freezableProxy, type FreezableProxy } from '../support/freezable-proxy';
 
@@ -74,10 +74,8 @@ type FreezePoint = number | 'copy';
 
 /** A pool of one connection through `proxy` that freezes the proxy at `at`. */
 function freezingPool(proxy: FreezableProxy, at: FreezePoint) {
-  const url = new URL(db.databaseUrl);
-  url.hostname = '127.0.0.1';
-  url.port = String(proxy.port);
-  const pool = createPool(url.toString(), 1, log, 60_000, 'crm-events-sink-frozen');
+  const url = viaProxy(db.databaseUrl, proxy.port);
+  const pool = createPool(url, 1, log, 60_000, 'crm-events-sink-frozen');
   const statements: string[] = [];
   let frozen = false;
   const freeze = () => {

@@ -1,10 +1,9 @@
 import { PassThrough } from 'node:stream';
-import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import pino from 'pino';
 import { createPool, lockNames, type Pool, type PoolClient } from '../../shared/db';
 import { createLogger } from '../../shared/logger';
-import { createTestDatabase } from '../support/database';
+import { createTestDatabase, ownSession, viaProxy } from '../support/database';
 import { baseConfig } from '../support/env';
 import { freezableProxy } from '../support/freezable-proxy';
 
@@ -32,14 +31,6 @@ afterAll(async () => {
   await db?.drop();
 });
 
-async function session(url: string, name: string): Promise<{ client: pg.Client; pid: number }> {
-  const client = new pg.Client({ connectionString: url, application_name: name });
-  client.on('error', () => undefined);
-  await client.connect();
-  const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
-  return { client, pid: rows[0].pid };
-}
-
 async function appOf(pid: number): Promise<string | undefined> {
   const { rows } = await direct.query<{ app: string }>(
     'SELECT application_name AS app FROM pg_stat_activity WHERE pid = $1',
@@ -49,7 +40,7 @@ async function appOf(pid: number): Promise<string | undefined> {
 }
 
 it('a holder is tagged for its transaction, beside a beat session of its process with the same tag', async () => {
-  const { client: holder, pid } = await session(db.databaseUrl, 'beat-holder');
+  const { client: holder, pid } = await ownSession(db.databaseUrl, 'beat-holder');
   try {
     await holder.query('BEGIN');
     await lockNames(holder as unknown as PoolClient, [NAME], STUCK_MS);
@@ -80,11 +71,9 @@ it('a holder is tagged for its transaction, beside a beat session of its process
 
 it('a holder frozen in its COPY with its process (beat frozen too) is ended at one look, and the ending is logged', async () => {
   const proxy = await freezableProxy('127.0.0.1', Number(new URL(db.databaseUrl).port));
-  const url = new URL(db.databaseUrl);
-  url.hostname = '127.0.0.1';
-  url.port = String(proxy.port);
-  const { client: holder, pid } = await session(url.toString(), 'beat-frozen');
-  const { client: waiter } = await session(db.databaseUrl, 'beat-waiter');
+  const url = viaProxy(db.databaseUrl, proxy.port);
+  const { client: holder, pid } = await ownSession(url, 'beat-frozen');
+  const { client: waiter } = await ownSession(db.databaseUrl, 'beat-waiter');
   const lines: Array<Record<string, unknown>> = [];
   const log = pino({ level: 'warn' }, { write: (line: string) => lines.push(JSON.parse(line)) });
   const data = new PassThrough();
