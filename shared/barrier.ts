@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import pg from 'pg';
+import { LOCK_NOT_AVAILABLE } from './db';
 import { withTimeout } from './timeout';
 
 /**
@@ -211,6 +212,8 @@ async function holderSlot(pool: pg.Pool): Promise<() => void> {
 const BARRIER_REPORT_MS = 1000;
 /** How long any statement of the barrier may go unanswered before its connection is taken for lost (and destroyed). */
 const BARRIER_SILENCE_MS = 5000;
+/** How long a look waits for its lock on barrier_holders before it gives up (and is tried again at the next poll). */
+const BARRIER_LOOK_LOCK_MS = 2000;
 /** How often a waiter looks at the rows again (doubling from the first). */
 const BARRIER_POLL_FIRST_MS = 25;
 const BARRIER_POLL_MAX_MS = 1000;
@@ -223,7 +226,7 @@ const BARRIER_POLL_MAX_MS = 1000;
  * fence(scope) has succeeded, whenever it expired, and is then deleted. It calls `onWait` (an activity's heartbeat)
  * every BARRIER_REPORT_MS until it ends or `signal` aborts, rejects with the signal's reason as soon as it aborts, and
  * gives up with an error once `timeoutMs` has passed, or as soon as a look gets no answer within BARRIER_SILENCE_MS
- * (a connection gone silent).
+ * (a connection gone silent). A look kept out by a lock on the table is tried again until `timeoutMs`.
  */
 export async function awaitBarrierHolders(
   pool: pg.Pool,
@@ -244,21 +247,28 @@ export async function awaitBarrierHolders(
     onBoundedClient(pool, BARRIER_SILENCE_MS, silent, fn, signal);
   // A look at the rows takes the lock writing them takes (ROW EXCLUSIVE): while something keeps holders from
   // renewing (a migration's lock on the table), the rows are not looked at either, so no lease is seen to run out
-  // that could not be renewed.
-  const look = (ids?: string[]) =>
-    bounded(async (client) => {
-      await client.query('BEGIN');
-      await client.query(`SET LOCAL lock_timeout = ${BARRIER_SILENCE_MS}`);
-      await client.query('LOCK TABLE barrier_holders IN ROW EXCLUSIVE MODE');
-      const { rows } = await client.query<HeldRow>(
-        `SELECT id, fence, expires_at > now() AS live FROM barrier_holders
-          WHERE name = $1 AND (expires_at > now() OR ($3 AND fence IS NOT NULL))
-            AND ($2::uuid[] IS NULL OR id = ANY($2::uuid[]))`,
-        [name, ids ?? null, fence !== undefined],
-      );
-      await client.query('COMMIT');
-      return rows;
-    });
+  // that could not be renewed. Its lock wait ends (55P03) well within the silence bound: a locked table is not taken
+  // for a silent Postgres, and the look is undefined (nothing seen), to be tried again.
+  const look = async (ids?: string[]): Promise<HeldRow[] | undefined> => {
+    try {
+      return await bounded(async (client) => {
+        await client.query('BEGIN');
+        await client.query(`SET LOCAL lock_timeout = ${BARRIER_LOOK_LOCK_MS}`);
+        await client.query('LOCK TABLE barrier_holders IN ROW EXCLUSIVE MODE');
+        const { rows } = await client.query<HeldRow>(
+          `SELECT id, fence, expires_at > now() AS live FROM barrier_holders
+            WHERE name = $1 AND (expires_at > now() OR ($3 AND fence IS NOT NULL))
+              AND ($2::uuid[] IS NULL OR id = ANY($2::uuid[]))`,
+          [name, ids ?? null, fence !== undefined],
+        );
+        await client.query('COMMIT');
+        return rows;
+      });
+    } catch (err) {
+      if ((err as { code?: unknown }).code === LOCK_NOT_AVAILABLE) return undefined;
+      throw err;
+    }
+  };
   const failures = new Map<string, string>();
   // The rows of holders that are gone claimed (no renewal revives them, and their holders' guards refuse to send from
   // now on), their scopes fenced, then the rows deleted; a scope whose fence fails stays held (claimed).
@@ -298,19 +308,29 @@ export async function awaitBarrierHolders(
         [name],
       ),
     );
+    // The holders seen at the last look that saw any (later looks ask after those only); undefined until one has.
+    let ids: string[] | undefined;
     let held = await look();
-    for (let pause = BARRIER_POLL_FIRST_MS; held.length > 0; pause = Math.min(pause * 2, BARRIER_POLL_MAX_MS)) {
+    for (
+      let pause = BARRIER_POLL_FIRST_MS;
+      held === undefined || held.length > 0;
+      pause = Math.min(pause * 2, BARRIER_POLL_MAX_MS)
+    ) {
       signal?.throwIfAborted();
-      await fenceGone(held);
+      if (held) {
+        ids = held.map((row) => row.id);
+        await fenceGone(held);
+      }
       if (Date.now() >= until) {
-        const ids = held.map((row) => row.id);
         const unfenced = [...failures].map(([scope, message]) => `${scope}: ${message}`);
+        const seen = ids ? `${ids.length} still held: barrier_holders ${ids.join(', ')}` : 'none seen';
+        const locked = held ? '' : `; barrier_holders was locked against the last look for ${BARRIER_LOOK_LOCK_MS} ms`;
         throw new Error(
-          `The holders of ${name} did not let it go within ${timeoutMs} ms (${ids.length} still held: barrier_holders ${ids.join(', ')}${unfenced.length ? `; not fenced: ${unfenced.join('; ')}` : ''})`,
+          `The holders of ${name} did not let it go within ${timeoutMs} ms (${seen}${locked}${unfenced.length ? `; not fenced: ${unfenced.join('; ')}` : ''})`,
         );
       }
       await new Promise((resolve) => setTimeout(resolve, Math.min(pause, Math.max(0, until - Date.now()))));
-      held = await look(held.map((row) => row.id));
+      held = await look(ids);
     }
   } finally {
     clearInterval(reporting);

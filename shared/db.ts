@@ -473,8 +473,8 @@ async function waitForLock(client: pg.PoolClient, key: bigint, stuckMs: number, 
   }
 }
 
-// SQLSTATE 55P03: a lock wait ran past lock_timeout.
-const LOCK_NOT_AVAILABLE = '55P03';
+/** SQLSTATE 55P03: a lock wait ran past lock_timeout. */
+export const LOCK_NOT_AVAILABLE = '55P03';
 
 /**
  * Looks at the sessions holding advisory lock `key` that wait on their client inside a statement, and ends those

@@ -24,7 +24,10 @@ import { connectTableLock } from '../support/table-lock';
  * Observed: with the lock, 'returned while sending' about 2.5 s after the lock was taken (the row expired at the server while
  * the holder's renewals waited on the lock); without it, 'waiting' (5 s).
  * Fixed: a waiter's look at the rows takes the lock writing them takes (ROW EXCLUSIVE, in its own transaction): while
- * the table is locked against the renewals, it is not looked at either (the look gives up after 5 s and is retried).
+ * the table is locked against the renewals, it is not looked at either.
+ * Stop-29 CI: the look's lock_timeout was the silence bound (5 s) and a timed-out look rejected the wait ('rejected:
+ * canceling statement due to lock timeout' once the lock outlived it on a loaded machine). A look now gives up its lock
+ * wait after 2 s and is tried again until the wait's own timeout: this test's 5 s lock outlasts two such looks.
  */
 jest.setTimeout(60_000);
 
