@@ -6,6 +6,22 @@ import { isUnknownTopicError, refusedRecordsError, withSendSignal, type ReplayPr
 /** How long a send may run before the topics it goes to are looked up again (a topic deleted mid-replay). */
 export const SLOW_SEND_CHECK_MS = 2_000;
 
+/** How often publishMessages calls its onWait while a send is under way. */
+export const SEND_REPORT_MS = 5_000;
+
+export interface PublishOptions {
+  /** The activity's cancellation signal: the wait (not the send) ends when it aborts. */
+  signal?: AbortSignal;
+  /** Given the send itself, which may outlive this call (activities/ordered-publish.ts waits for it). */
+  track?: (sending: Promise<unknown>) => void;
+  /**
+   * Called every SEND_REPORT_MS while the send is waited for: an activity with a heartbeat timeout heartbeats, so that
+   * a send settling within its attempt (a commit asked again for up to COMMIT_PHASE_MS) does not time the attempt out
+   * and have its retry send the page while this send may still commit.
+   */
+  onWait?: () => void;
+}
+
 /**
  * Sends messages in a single producer call (one request per broker), acks from all in-sync replicas. Key bytes and
  * headers go out as given.
@@ -20,9 +36,7 @@ export const SLOW_SEND_CHECK_MS = 2_000;
 export async function publishMessages(
   producer: Producer,
   messages: ReplayMessage[],
-  signal?: AbortSignal,
-  /** Given the send itself, which may outlive this call (activities/ordered-publish.ts waits for it). */
-  track?: (sending: Promise<unknown>) => void,
+  { signal, track, onWait }: PublishOptions = {},
 ): Promise<void> {
   if (messages.length === 0) return;
   signal?.throwIfAborted();
@@ -49,6 +63,7 @@ export async function publishMessages(
   sent.catch(() => undefined); // once this call has returned (cancelled, unknown topic) nobody awaits the send
   track?.(sent);
 
+  const reporting = onWait ? setInterval(() => signal?.aborted || onWait(), SEND_REPORT_MS) : undefined;
   let timer: NodeJS.Timeout | undefined;
   let onAbort: (() => void) | undefined;
   const aborted = new Promise<never>((_, reject) => {
@@ -84,6 +99,7 @@ export async function publishMessages(
     }
     throw err;
   } finally {
+    clearInterval(reporting);
     clearTimeout(timer);
     if (onAbort) signal?.removeEventListener('abort', onAbort);
   }

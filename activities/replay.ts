@@ -85,7 +85,7 @@ export function createReplayActivities({ pool, producer, metrics, config, lineag
     const built = replayMessageOf(row, input, lineageKey);
     if (!built.ok) throw ApplicationFailure.nonRetryable(built.reason, 'TransformFailed');
     const { message } = built;
-    await publishMessages(producer, [message], Context.current().cancellationSignal, keep);
+    await publishMessages(producer, [message], { signal: Context.current().cancellationSignal, track: keep });
     metrics.replayPublished.inc({ kind: 'single' });
     return { event_id: row.id, topic: message.topic, tenant_id: row.tenant_id, replay_count: row.replay_count + 1 };
   }

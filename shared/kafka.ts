@@ -298,6 +298,38 @@ export const BROKER_TRANSACTION_ABORT_CHECK_MS = 10_000;
 export const COMMIT_SETTLE_MS = 20_000;
 const COMMIT_ASK_PAUSE_MS = 250;
 
+/** Refuses a send (before it produces, or before its commit) whose attempt has less than COMMIT_PHASE_MS left. */
+function refuseLateCommit(settleBy: number | undefined, what: string): void {
+  if (settleBy === undefined) return;
+  const left = Math.round(settleBy - performance.now());
+  if (left >= COMMIT_PHASE_MS) return;
+  throw new Error(
+    `The replay send ${what}: ${left} ms left of its attempt, under the ${COMMIT_PHASE_MS} ms a commit is given (its retry sends it)`,
+  );
+}
+
+/** The commit, or an error once settleBy passes with it unsettled (then fenced as any failed send; its outcome unknown). */
+async function settledBy(committing: Promise<void>, settleBy: number, transactionalId: string): Promise<void> {
+  committing.catch(() => undefined); // unheard once the attempt's end has been reached
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new Error(
+            `The commit of ${transactionalId} was not settled before its attempt's end (it may have committed)`,
+          ),
+        ),
+      Math.max(0, settleBy - performance.now()),
+    );
+  });
+  try {
+    await Promise.race([committing, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Pauses between tries of a fence that failed (Kafka unreachable): 0.5 s doubling to 10 s. */
 const FENCE_PAUSE_FIRST_MS = 500;
 const FENCE_PAUSE_MAX_MS = 10_000;
@@ -435,7 +467,7 @@ export function createProducer(
     fn: (p: Transaction) => Promise<RecordMetadata[]>,
   ): Promise<RecordMetadata[]> => {
     const guard = sendGuards.getStore();
-    const signal = sendSignals.getStore();
+    const { signal, settleBy } = sendAttempts.getStore() ?? {};
     if (!wanted) throw new Error('The producer is disconnected');
     signal?.throwIfAborted();
     const slot = await take(signal);
@@ -452,11 +484,14 @@ export function createProducer(
       // Its attempt over while it waited for a slot, a fence or the guard: nothing of it is sent (the attempt's retry
       // sends the page; sent now as well, it would be in the topic twice).
       signal?.throwIfAborted();
+      refuseLateCommit(settleBy, 'produces nothing');
       const transaction = await slot.producer.transaction();
       try {
         const acknowledged = await fn(transaction);
         refuseUnacknowledged(sent, acknowledged, (message) => assigned.get(message));
-        await commitSettled(transaction, slot.id, log, {
+        // Too late to settle a commit within the attempt: aborted (the fence below), never committed behind its retry.
+        refuseLateCommit(settleBy, 'is aborted');
+        const committing = commitSettled(transaction, slot.id, log, {
           // Fenced: this kafkajs producer's epoch is gone (and its transaction left open on this side), so the slot
           // starts on a new one before its next send, whatever is read.
           readBack: () => {
@@ -464,6 +499,7 @@ export function createProducer(
             return committedReadBack(kafka, acknowledged, `${fenceScope}:read-back`, log);
           },
         });
+        await (settleBy === undefined ? committing : settledBy(committing, settleBy, slot.id));
         return acknowledged;
       } catch (err) {
         await fence(slot, (err as Error).message);
@@ -709,6 +745,15 @@ export function isFencedRefusal(err: unknown): boolean {
 
 /** How long committedReadBack waits for its consumer to find the transaction's marker (a group joined, a fetch). */
 export const READ_BACK_MS = 15_000;
+
+/**
+ * How long a send's commit is given, from its records' acknowledgement to its settling, when its attempt has an end
+ * (withSendAttempt's settleBy): a first ask (one request timeout), asks again for COMMIT_SETTLE_MS, the ask under way
+ * then (one request timeout) and a read back (READ_BACK_MS). A send with less than this left before its attempt's
+ * end is not committed.
+ */
+export const COMMIT_PHASE_MS = 2 * KAFKA_REQUEST_TIMEOUT_MS + COMMIT_SETTLE_MS + READ_BACK_MS;
+
 /**
  * How much committedReadBack fetches at once. Kafka returns whole record batches, and a page's batch on a partition is
  * up to its topic's max.message.bytes; the marker that follows it must come in the same fetch (a fetch of control
@@ -858,16 +903,39 @@ export function replayFencing(producer: Producer): Pick<ReplayProducer, 'fenceSc
 }
 
 const sendGuards = new AsyncLocalStorage<() => Promise<void>>();
-const sendSignals = new AsyncLocalStorage<AbortSignal>();
+const sendAttempts = new AsyncLocalStorage<SendAttempt>();
+
+/** What a replay-producer send knows of the activity attempt it is made for (withSendAttempt). */
+export interface SendAttempt {
+  /** Aborts when the attempt ends (cancelled, timed out). */
+  signal?: AbortSignal;
+  /**
+   * performance.now() by which the send must have settled: before the attempt's end as its retry policy sees it, so
+   * that no commit lands after its retry may have sent the page again.
+   */
+  settleBy?: number;
+}
 
 /**
- * Runs fn with every replay-producer send it makes bound to `signal` (its activity attempt's): a send still waiting
- * for a slot of the producer (all busy, or fenced again and again while Kafka is away) when the attempt ends leaves
- * the queue, and one whose attempt ended before it produced anything produces nothing. Once its transaction has begun
- * a send goes on to its end (its commit may land).
+ * Runs fn with every replay-producer send it makes bound to `attempt` (merged over an attempt fn is already under):
+ * - its `signal`: a send still waiting for a slot of the producer (all busy, or fenced again and again while Kafka is
+ *   away) when the attempt ends leaves the queue, and one whose attempt ended before it produced anything produces
+ *   nothing;
+ * - its `settleBy`: a send with less than COMMIT_PHASE_MS left produces nothing, one acknowledged with less than that
+ *   left is aborted (fenced) rather than committed, and a commit still unsettled at `settleBy` fails the send (fenced,
+ *   as any failed send). Either way the send rejects and the attempt's retry sends the page again.
  */
+export function withSendAttempt<T>(attempt: SendAttempt, fn: () => Promise<T>): Promise<T> {
+  const outer = sendAttempts.getStore();
+  return sendAttempts.run(
+    { signal: attempt.signal ?? outer?.signal, settleBy: attempt.settleBy ?? outer?.settleBy },
+    fn,
+  );
+}
+
+/** withSendAttempt with the attempt's signal only (its settleBy, if any, from the attempt fn is already under). */
 export function withSendSignal<T>(signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
-  return signal ? sendSignals.run(signal, fn) : fn();
+  return signal ? withSendAttempt({ signal }, fn) : fn();
 }
 
 /**

@@ -33,8 +33,8 @@ const inbound: ActivityInboundCallsInterceptor = {
 };
 
 /**
- * Activity interceptors of the replay worker: without them, an activity whose query Postgres refuses for the data
- * (a `$.**` payload filter over a payload nested too deep, a value a cast cannot take) would be retried with backoff
- * for as long as its retry policy allows, forever for page activities, and its workflow would never end.
+ * Without it, an activity whose query Postgres refuses for the data (a `$.**` payload filter over a payload nested too
+ * deep, a value a cast cannot take) would be retried with backoff for as long as its retry policy allows, forever for
+ * page activities, and its workflow would never end.
  */
-export const activityInterceptors: ActivityInterceptorsFactory[] = [() => ({ inbound })];
+export const deterministicFailuresInterceptor: ActivityInterceptorsFactory = () => ({ inbound });

@@ -2,7 +2,7 @@ import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker
 import type { Config } from '../shared/config';
 import type { Logger } from '../shared/logger';
 import { createActivities, type ActivityDeps } from '../activities';
-import { activityInterceptors } from './deterministic-failures';
+import { activityInterceptors } from './interceptors';
 
 export interface ReplayWorkerOptions {
   connection: NativeConnection;
@@ -22,7 +22,7 @@ export async function createReplayWorker({ connection, config, deps, workflowBun
     namespace: config.temporal.namespace,
     taskQueue: config.temporal.taskQueue,
     activities: createActivities(deps),
-    // A statement Postgres refuses for the data it reads fails its activity at once instead of being retried.
+    // Refusals of the data fail at once; Kafka sends settle within their attempt (worker/interceptors.ts).
     interceptors: { activity: activityInterceptors },
     ...(workflowBundle ? { workflowBundle } : { workflowsPath: require.resolve('../workflows') }),
     maxConcurrentActivityTaskExecutions: 20,

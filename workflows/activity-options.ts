@@ -5,9 +5,13 @@ import { PERMANENT_FAILURES } from '../journal/kinds';
 // statement Postgres refuses for the data it reads (UnprocessableData, worker/deterministic-failures.ts), so that no
 // policy here, even one without maximumAttempts, retries such a statement forever.
 
-/** Short publishing activities: exponential backoff up to a minute, for about 20 minutes. */
+/**
+ * Short publishing activities: exponential backoff up to a minute, 25 attempts. An attempt lasts long enough for a
+ * send's commit to settle inside it (COMMIT_PHASE_MS, shared/kafka.ts; worker/send-attempt.ts): a commit answered
+ * after its attempt's end would land beside its retry's send.
+ */
 export const publishOptions: ActivityOptions = {
-  startToCloseTimeout: '30s',
+  startToCloseTimeout: '2m',
   retry: {
     initialInterval: '1s',
     backoffCoefficient: 2,

@@ -82,7 +82,7 @@ const message = (id) => ({ topic, key: Buffer.from('subject'), value: JSON.strin
   process.stdin.once('data', () => {
     withErasuresChecked(pool, [2], producer, async (erased, keep) => {
       console.log(erased.has(2) ? 'left out' : 'sending');
-      if (!erased.has(2)) await publishMessages(producer, [message(2)], undefined, keep);
+      if (!erased.has(2)) await publishMessages(producer, [message(2)], { track: keep });
     }).then(() => console.log('sent'), (err) => console.log('failed ' + err.message));
   });
 })().catch((err) => { console.log('error ' + err.message); process.exit(1); });

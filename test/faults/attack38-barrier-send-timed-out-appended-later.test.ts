@@ -106,7 +106,7 @@ it('a send kafkajs gave up on while the broker was frozen is not appended after 
   const page = withErasuresChecked(pool, [erasedId], producer!, async (erased, keep) => {
     checked = true;
     if (erased.has(erasedId)) return 'left out';
-    await publishMessages(producer!, [message(erasedId)], undefined, keep);
+    await publishMessages(producer!, [message(erasedId)], { track: keep });
     return 'sent';
   }).then(
     (r) => r,

@@ -104,8 +104,7 @@ it("a holder cut off for a lease does not send an erased row after the erasure's
     await publishMessages(
       producer,
       [{ topic, key: Buffer.from('subject'), value: JSON.stringify({ id: B }), headers: {} } as never],
-      undefined,
-      keep,
+      { track: keep },
     );
     sentAt = Date.now();
     return 'sent';

@@ -4,7 +4,7 @@ import { Client, Connection } from '@temporalio/client';
 import { MockActivityEnvironment, TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../../activities';
-import { activityInterceptors } from '../../worker/deterministic-failures';
+import { activityInterceptors } from '../../worker/interceptors';
 import { createSinkHarness, eventually, type SinkHarness } from './sink';
 
 const REPO = path.resolve(__dirname, '../..');

@@ -1,8 +1,8 @@
 import * as kafkajs from 'kafkajs';
-import type { Kafka } from 'kafkajs';
 import { publishMessages } from '../../activities/publish';
 import { REPLAY_PRODUCER_SLOTS, createProducer } from '../../shared/kafka';
 import { publishOptions } from '../../workflows/activity-options';
+import { durationMs, fakeTransactionalKafka } from '../support/fake-transactional-kafka';
 
 /**
  * attack43 — Invariant 1 (nothing doubled) and Invariant 2 (bounded: waits and memory per producer).
@@ -18,7 +18,7 @@ import { publishOptions } from '../../workflows/activity-options';
  * withErasuresChecked, shared/barrier.ts holdBarrier) and it commits. The page is published once per attempt that
  * queued; a send whose attempt had long ended is started, not merely finished, in the background.
  *
- * Reproduction (fakes: Kafka unreachable from 0.1 s to 40 s; 20 concurrent activities per worker,
+ * Reproduction (fakes: Kafka unreachable from 0.1 s to 40 s (the start-to-close timeout + 10 s); 20 concurrent activities per worker,
  * worker/worker.ts maxConcurrentActivityTaskExecutions, so more than 8 sends at once is ordinary):
  *   t=0      8 other pages' sends take the 8 slots; their produce fails (connection error) at 0.2 s, each slot is
  *            fenced, and the fence's connect fails, again and again (0.5 s doubling to 10 s);
@@ -44,84 +44,22 @@ import { publishOptions } from '../../workflows/activity-options';
 const { KafkaJSConnectionError } = kafkajs as unknown as Record<string, new (message: string) => Error>;
 
 const DOWN_FROM_MS = 100;
-const UP_AT_MS = 40_000;
+/** Kafka is back 10 s after the attempt's start-to-close timeout (40 s when that was 30 s). */
+const upAtMs = () => durationMs(publishOptions.startToCloseTimeout) + 10_000;
 const TOPIC = 't';
 
-interface Txn {
-  slot: string;
-  values: string[];
-  committed: boolean;
-  at?: number;
-}
-
 function fakeKafka(started: number) {
-  const transactions: Txn[] = [];
   const now = () => Date.now() - started;
-  const down = () => now() >= DOWN_FROM_MS && now() < UP_AT_MS;
-  const unreachable = () => new KafkaJSConnectionError('Connection error: connect ECONNREFUSED 127.0.0.1:9092');
-  const kafka = {
-    admin: () => ({
-      connect: async () => undefined,
-      disconnect: async () => undefined,
-      listTopics: async () => {
-        if (down()) throw unreachable();
-        return [TOPIC];
-      },
-    }),
-    producer: ({
-      transactionalId,
-      createPartitioner,
-    }: {
-      transactionalId: string;
-      createPartitioner: () => (args: object) => number;
-    }) => {
-      const partitioner = createPartitioner();
-      const slot = transactionalId.split(':').pop()!;
-      return {
-        connect: async () => {
-          if (down()) throw unreachable();
-        },
-        disconnect: async () => undefined,
-        on: () => () => undefined,
-        transaction: async () => {
-          if (down()) throw unreachable();
-          const txn: Txn = { slot, values: [], committed: false };
-          transactions.push(txn);
-          return {
-            abort: async () => undefined,
-            sendBatch: async ({ topicMessages }: { topicMessages: { topic: string; messages: object[] }[] }) => {
-              await new Promise((resolve) => setTimeout(resolve, 200));
-              if (down()) throw unreachable();
-              for (const { topic, messages } of topicMessages) {
-                for (const message of messages) {
-                  partitioner({
-                    topic,
-                    message,
-                    partitionMetadata: [{ partitionId: 0, leader: 0, replicas: [0], isr: [0] }],
-                  });
-                  txn.values.push(String((message as { value: unknown }).value));
-                }
-              }
-              return [{ topicName: TOPIC, partition: 0, errorCode: 0, baseOffset: String(transactions.length) }];
-            },
-            commit: async () => {
-              if (down()) throw unreachable();
-              txn.committed = true;
-              txn.at = now();
-            },
-          };
-        },
-      };
+  const down = () => now() >= DOWN_FROM_MS && now() < upAtMs();
+  return fakeTransactionalKafka({
+    topic: TOPIC,
+    now,
+    produceMs: 200,
+    reachable: () => {
+      if (down()) throw new KafkaJSConnectionError('Connection error: connect ECONNREFUSED 127.0.0.1:9092');
     },
-  };
-  return { kafka: kafka as unknown as Kafka, transactions };
+  });
 }
-
-const ms = (duration: unknown) => {
-  const m = /^(\d+)(ms|s|m)$/.exec(String(duration));
-  if (!m) throw new Error(`unexpected duration ${String(duration)}`);
-  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000 }[m[2] as 'ms' | 's' | 'm'];
-};
 
 const page = (value: string) => [{ topic: TOPIC, key: Buffer.from(value), value: Buffer.from(value), headers: {} }];
 
@@ -129,8 +67,8 @@ beforeEach(() => jest.useFakeTimers({ doNotFake: ['nextTick', 'queueMicrotask'] 
 afterEach(() => jest.useRealTimers());
 
 it('does not start a queued send of a page after its attempt ended and its retry sent the page', async () => {
-  const startToClose = ms(publishOptions.startToCloseTimeout);
-  const retryAfter = ms(publishOptions.retry!.initialInterval);
+  const startToClose = durationMs(publishOptions.startToCloseTimeout);
+  const retryAfter = durationMs(publishOptions.retry!.initialInterval);
   const started = Date.now();
   const { kafka, transactions } = fakeKafka(started);
   const producer = createProducer(kafka);
@@ -145,7 +83,7 @@ it('does not start a queued send of a page after its attempt ended and its retry
   // Page P, attempt 1, timed out by its start-to-close timeout while its send waits for a slot.
   const attempt1 = new AbortController();
   setTimeout(() => attempt1.abort(new Error('activity start-to-close timeout')), startToClose);
-  const first = publishMessages(producer, page('P') as never, attempt1.signal).then(
+  const first = publishMessages(producer, page('P') as never, { signal: attempt1.signal }).then(
     () => 'resolved',
     (err: Error) => err.message,
   );
@@ -156,7 +94,7 @@ it('does not start a queued send of a page after its attempt ended and its retry
   await jest.advanceTimersByTimeAsync(retryAfter);
   const attempt2 = new AbortController();
   setTimeout(() => attempt2.abort(new Error('activity start-to-close timeout')), startToClose);
-  const second = publishMessages(producer, page('P') as never, attempt2.signal).then(
+  const second = publishMessages(producer, page('P') as never, { signal: attempt2.signal }).then(
     () => 'resolved',
     (err: Error) => err.message,
   );

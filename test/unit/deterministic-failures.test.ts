@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { DatabaseError } from 'pg';
 import type { ActivityExecuteInput } from '@temporalio/worker';
 import { deterministicPgError } from '../../shared/db';
-import { activityInterceptors } from '../../worker/deterministic-failures';
+import { deterministicFailuresInterceptor } from '../../worker/deterministic-failures';
 
 /** An error as node-postgres raises it for an ErrorResponse with this SQLSTATE. */
 function pgError(code: string, message = `refused (${code})`): DatabaseError {
@@ -59,7 +59,7 @@ describe('deterministicPgError', () => {
 
 describe('the activity interceptor', () => {
   const execute = (next: () => Promise<unknown>) => {
-    const { inbound } = activityInterceptors[0]({} as never);
+    const { inbound } = deterministicFailuresInterceptor({} as never);
     const input: ActivityExecuteInput = { args: [], headers: {} };
     return inbound!.execute!(input, next);
   };

@@ -1,5 +1,5 @@
 import type { Producer, ProducerBatch } from 'kafkajs';
-import { publishMessages } from '../../activities/publish';
+import { SEND_REPORT_MS, publishMessages } from '../../activities/publish';
 import type { ReplayMessage } from '../../journal/lineage';
 
 const message = (topic = 't'): ReplayMessage => ({
@@ -18,7 +18,7 @@ it('a cancelled attempt returns at once although the send never ends', async () 
   const producer = fakeProducer(() => new Promise(() => undefined));
   const controller = new AbortController();
   const started = Date.now();
-  const publishing = publishMessages(producer, [message()], controller.signal);
+  const publishing = publishMessages(producer, [message()], { signal: controller.signal });
   setTimeout(() => controller.abort(new Error('activity cancelled: TIMED_OUT')), 50);
   await expect(publishing).rejects.toThrow('activity cancelled: TIMED_OUT');
   expect(Date.now() - started).toBeLessThan(1000);
@@ -32,7 +32,7 @@ it('a send that fails after the attempt was cancelled leaves no unhandled reject
   process.on('unhandledRejection', onUnhandled);
   try {
     const controller = new AbortController();
-    const publishing = publishMessages(producer, [message()], controller.signal);
+    const publishing = publishMessages(producer, [message()], { signal: controller.signal });
     controller.abort(new Error('cancelled'));
     await expect(publishing).rejects.toThrow('cancelled');
     fail(new Error('KafkaJSNumberOfRetriesExceeded'));
@@ -47,7 +47,7 @@ it('an attempt already cancelled sends nothing', async () => {
   const sendBatch = jest.fn(() => Promise.resolve([]));
   const controller = new AbortController();
   controller.abort(new Error('cancelled before'));
-  await expect(publishMessages(fakeProducer(sendBatch), [message()], controller.signal)).rejects.toThrow(
+  await expect(publishMessages(fakeProducer(sendBatch), [message()], { signal: controller.signal })).rejects.toThrow(
     'cancelled before',
   );
   expect(sendBatch).not.toHaveBeenCalled();
@@ -68,5 +68,41 @@ it('passes key bytes and headers through unchanged, one topicMessages entry per 
 
 it('a send that fails without cancellation fails the attempt with its error', async () => {
   const producer = fakeProducer(() => Promise.reject(new Error('broker down')));
-  await expect(publishMessages(producer, [message()], new AbortController().signal)).rejects.toThrow('broker down');
+  await expect(publishMessages(producer, [message()], { signal: new AbortController().signal })).rejects.toThrow(
+    'broker down',
+  );
+});
+
+it('reports every SEND_REPORT_MS while a send is waited for, and not once the wait has ended', async () => {
+  jest.useFakeTimers();
+  try {
+    let answer!: () => void;
+    const producer = fakeProducer(() => new Promise<unknown>((resolve) => (answer = () => resolve([]))));
+    const onWait = jest.fn();
+    const publishing = publishMessages(producer, [message()], { onWait });
+    await jest.advanceTimersByTimeAsync(3 * SEND_REPORT_MS + 1);
+    expect(onWait).toHaveBeenCalledTimes(3);
+    answer();
+    await publishing;
+    await jest.advanceTimersByTimeAsync(3 * SEND_REPORT_MS);
+    expect(onWait).toHaveBeenCalledTimes(3);
+
+    // A cancelled attempt reports no more (its heartbeat must not outlive it), though its send goes on.
+    const cancelled = new AbortController();
+    const reporting = jest.fn();
+    const waiting = publishMessages(
+      fakeProducer(() => new Promise(() => undefined)),
+      [message()],
+      {
+        signal: cancelled.signal,
+        onWait: reporting,
+      },
+    );
+    cancelled.abort(new Error('cancelled'));
+    await expect(waiting).rejects.toThrow('cancelled');
+    await jest.advanceTimersByTimeAsync(3 * SEND_REPORT_MS);
+    expect(reporting).not.toHaveBeenCalled();
+  } finally {
+    jest.useRealTimers();
+  }
 });
