@@ -1,0 +1,95 @@
+import type { Context } from '@temporalio/activity';
+import type { ActivityOptions } from '@temporalio/workflow';
+import { sendAttemptInterceptor } from '../../worker/send-attempt';
+import { durationMs } from './fake-transactional-kafka';
+
+/** One attempt of an activity as the fake server saw it (ms from the server's start). */
+export interface FakeAttempt {
+  attempt: number;
+  startedAt: number;
+  /** When the server ended it (timed out, failed, completed). */
+  endedAt?: number;
+  /** 'completed', 'failed: …', 'timed out (heartbeat)', 'timed out (start-to-close)'. */
+  outcome?: string;
+  /** When its worker learned (from a heartbeat's answer) that the server had timed it out. */
+  abortedAt?: number;
+  heartbeats: number[];
+}
+
+/**
+ * A Temporal server and worker as far as one activity's attempts go (attack45), under fake timers: the server times
+ * an attempt out when its heartbeat timeout passes without a heartbeat or its start-to-close timeout passes, and
+ * schedules the next attempt after the retry policy's interval. As with the real SDK, the worker learns of a timeout
+ * only from the answer to a heartbeat (the activity's cancellation signal aborts then, not at the timeout itself: an
+ * activity that does not heartbeat never learns). Each attempt runs through the replay worker's send-attempt
+ * interceptor (worker/send-attempt.ts), as worker/worker.ts does. `body` gets a Context-like object.
+ */
+export function fakeActivityServer(
+  options: ActivityOptions,
+  body: (ctx: Context, attempt: number) => Promise<unknown>,
+  { maxAttempts = 20 }: { maxAttempts?: number } = {},
+) {
+  const origin = Date.now();
+  const now = () => Date.now() - origin;
+  const startToCloseMs = durationMs(options.startToCloseTimeout);
+  const heartbeatTimeoutMs = options.heartbeatTimeout ? durationMs(options.heartbeatTimeout) : 0;
+  const initialMs = durationMs(options.retry?.initialInterval ?? '1s');
+  const coefficient = options.retry?.backoffCoefficient ?? 2;
+  const maxIntervalMs = durationMs(options.retry?.maximumInterval ?? '100s');
+  const attempts: FakeAttempt[] = [];
+  let details: unknown;
+  let finish!: () => void;
+  const finished = new Promise<void>((resolve) => (finish = resolve));
+
+  const start = (n: number) => {
+    const record: FakeAttempt = { attempt: n, startedAt: now(), heartbeats: [] };
+    attempts.push(record);
+    const controller = new AbortController();
+    let lastBeat = now();
+    const end = (outcome: string) => {
+      if (record.outcome) return false;
+      record.outcome = outcome;
+      record.endedAt = now();
+      clearInterval(watch);
+      if (outcome === 'completed') finish();
+      else if (n < maxAttempts) {
+        setTimeout(() => start(n + 1), Math.min(initialMs * coefficient ** (n - 1), maxIntervalMs));
+      } else finish();
+      return true;
+    };
+    const watch = setInterval(() => {
+      if (heartbeatTimeoutMs > 0 && now() - lastBeat > heartbeatTimeoutMs) end('timed out (heartbeat)');
+      else if (now() - record.startedAt > startToCloseMs) end('timed out (start-to-close)');
+    }, 100);
+    const ctx = {
+      info: {
+        attempt: n,
+        startToCloseTimeoutMs: startToCloseMs,
+        heartbeatTimeoutMs,
+        heartbeatDetails: details,
+        workflowExecution: { workflowId: 'range-replay-wf', runId: 'run' },
+      },
+      cancellationSignal: controller.signal,
+      heartbeat: (d?: unknown) => {
+        if (record.outcome) {
+          // The heartbeat's answer: the server no longer knows the attempt; the SDK cancels it.
+          if (!controller.signal.aborted) {
+            record.abortedAt = now();
+            controller.abort(new Error(`activity ${record.outcome}`));
+          }
+          return;
+        }
+        lastBeat = now();
+        record.heartbeats.push(lastBeat);
+        details = d;
+      },
+    } as unknown as Context;
+    const { inbound } = sendAttemptInterceptor(ctx as never);
+    void inbound!.execute!({ args: [], headers: {} }, () => body(ctx, n)).then(
+      () => end('completed'),
+      (err: Error) => end(`failed: ${err.message}`),
+    );
+  };
+  start(1);
+  return { attempts, finished, now };
+}

@@ -1,0 +1,98 @@
+import * as kafkajs from 'kafkajs';
+import { publishChunkPage } from '../../activities/ordered-publish';
+import { createProducer } from '../../shared/kafka';
+import { pageOptions } from '../../workflows/activity-options';
+import { fakeActivityServer } from '../support/fake-temporal-attempts';
+import { durationMs, fakeTransactionalKafka } from '../support/fake-transactional-kafka';
+
+/**
+ * attack45 against 3d039ea (replay sends settle within their attempt; page sends heartbeat while waited for).
+ *
+ * Invariant: (1) a page is committed to the topic twice only when a commit got no answer for its whole commit phase,
+ * never because an attempt ended (timed out) and its retry sent the page again; (3) the onWait heartbeat keeps
+ * heartbeat-timeout activities (pageOptions: heartbeat timeout 30 s) alive while they wait on a long commit, and
+ * (2) per_key waves that wait for a previous attempt's send.
+ *
+ * Attack: a per_key range replay page (replayRangePage → publishChunkPage → publishPage, pageOptions: start-to-close
+ * 10 min, heartbeat timeout 30 s) whose send fails as Kafka goes away; its slot is fenced again and again until Kafka
+ * is back (shared/kafka.ts fence). The attempt heartbeats meanwhile (onWait, every 5 s) until its start-to-close
+ * timeout (10 min): the server times it out, its next heartbeat's answer cancels it, publishMessages returns and the
+ * send (its fence) goes on in the background, tracked in ordered-publish's `running`. The retry, on the same worker,
+ * waits for that send before its first wave (`await running.get(sender)`), and that wait heartbeats nothing: the
+ * server times the retry out 30 s later (heartbeat timeout) and starts another, which waits too, and so on. The worker
+ * never hears of those timeouts (an attempt learns it was timed out only from a heartbeat's answer), so when Kafka is
+ * back and the first send's fence ends, every waiting attempt, timed out or not, sends the page: each commits it.
+ * Fakes: Kafka unreachable from 0.1 s to 11 min 40 s (700 s); test/support/fake-temporal-attempts.ts plays the server
+ * (heartbeat and start-to-close timeouts, retry intervals of pageOptions) and the SDK (a timed-out attempt is
+ * cancelled at its next heartbeat).
+ *
+ * Observed: the page committed by 4 transactions (attempts 2, 3 and 4 had been timed out by the server at 631 s,
+ * 663 s and 697 s, heartbeating nothing after their start; each sent at ~710 s; attempt 5 sent it as well).
+ * Expected: committed once (only an attempt the server still runs sends; or the waiting attempts heartbeat and learn).
+ *
+ * Suspected cause: activities/ordered-publish.ts:55 `await running.get(sender)` waits for the previous attempt's
+ * send (up to its commit phase, COMMIT_PHASE_MS 65 s, or its fence, unbounded while Kafka is away) without calling
+ * onWait/onWave and without the signal, and activities/publish.ts:66 heartbeats only once the send itself is under
+ * way; worker/send-attempt.ts's settleBy covers start-to-close only, not the heartbeat timeout, which for pageOptions
+ * (30 s) ends an attempt far sooner. Same cause, another wait: the barrier's holder slot (shared/barrier.ts:45
+ * holderSlot), attack45-barrier-slot-wait-without-heartbeat.test.ts.
+ *
+ * Fixed: not yet.
+ */
+
+const { KafkaJSConnectionError } = kafkajs as unknown as Record<string, new (message: string) => Error>;
+
+const TOPIC = 't';
+const DOWN_FROM_MS = 100;
+const UP_AT_MS = 700_000;
+
+beforeEach(() => jest.useFakeTimers({ doNotFake: ['nextTick', 'queueMicrotask'] }));
+afterEach(() => jest.useRealTimers());
+
+it('a per_key retry waiting for its previous attempt send is not timed out by its heartbeat and then sends anyway', async () => {
+  const started = Date.now();
+  const now = () => Date.now() - started;
+  const { kafka, transactions } = fakeTransactionalKafka({
+    topic: TOPIC,
+    now,
+    produceMs: 200,
+    reachable: () => {
+      if (now() >= DOWN_FROM_MS && now() < UP_AT_MS) {
+        throw new KafkaJSConnectionError('Connection error: connect ECONNREFUSED 127.0.0.1:9092');
+      }
+    },
+  });
+  const producer = createProducer(kafka);
+  await producer.connect();
+
+  // One page of the chunk, one event: a single wave.
+  const outgoing = [{ id: 1, message: { topic: TOPIC, key: Buffer.from('k'), value: 'page-1', headers: {} } }];
+  // Which attempt began a send of the page, and when (ms).
+  const sends: { attempt: number; at: number }[] = [];
+  const server = fakeActivityServer(pageOptions, async (ctx, attempt) => {
+    const progress = (ctx.info.heartbeatDetails as { cursor: number; pageSent?: number[] } | undefined) ?? {
+      cursor: 0,
+    };
+    await publishChunkPage(producer, outgoing, { ordering: 'per_key', replayId: 'r1' }, progress, ctx, () =>
+      sends.push({ attempt, at: now() }),
+    );
+    ctx.heartbeat({ cursor: 1 });
+  });
+  await jest.advanceTimersByTimeAsync(UP_AT_MS + 5 * durationMs(pageOptions.startToCloseTimeout));
+  await server.finished;
+
+  const committed = transactions.filter((t) => t.committed && t.values.includes('page-1'));
+  // Attempts that began a send of the page after the server had timed them out (its retry already started).
+  const late = sends.flatMap(({ attempt, at }) => {
+    const a = server.attempts[attempt - 1];
+    return a.endedAt !== undefined && a.endedAt <= at
+      ? [
+          `attempt ${attempt} (${a.outcome} at ${a.endedAt / 1000} s, ${a.heartbeats.length} heartbeats) sent at ${at / 1000} s`,
+        ]
+      : [];
+  });
+  expect({
+    committed: committed.map((t) => `committed at ${(t.at ?? NaN) / 1000} s`).length,
+    late,
+  }).toEqual({ committed: 1, late: [] });
+});
