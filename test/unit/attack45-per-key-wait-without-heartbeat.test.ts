@@ -26,9 +26,10 @@ import { durationMs, fakeTransactionalKafka } from '../support/fake-transactiona
  * (heartbeat and start-to-close timeouts, retry intervals of pageOptions) and the SDK (a timed-out attempt is
  * cancelled at its next heartbeat).
  *
- * Observed: the page committed by 4 transactions (attempts 2, 3 and 4 had been timed out by the server at 631 s,
- * 663 s and 697 s, heartbeating nothing after their start; each sent at ~710 s; attempt 5 sent it as well).
- * Expected: committed once (only an attempt the server still runs sends; or the waiting attempts heartbeat and learn).
+ * Observed: the page committed by 4 transactions at 705.9 s: attempts 2, 3 and 4 (timed out by the server at
+ * 631.2 s, 663.3 s and 697.4 s, no heartbeat since their start) each sent it at 705.7 s, and attempt 5 sent it too.
+ * Expected: committed once (with the running wait heartbeating (onWait) and checking the signal after it, as a fix
+ * would, the test passes: checked).
  *
  * Suspected cause: activities/ordered-publish.ts:55 `await running.get(sender)` waits for the previous attempt's
  * send (up to its commit phase, COMMIT_PHASE_MS 65 s, or its fence, unbounded while Kafka is away) without calling

@@ -1,0 +1,117 @@
+import * as kafkajs from 'kafkajs';
+import type { Pool } from 'pg';
+import { publishChunkPage } from '../../activities/ordered-publish';
+import { publishMessages } from '../../activities/publish';
+import { withErasuresChecked } from '../../repository/erasure';
+import { createProducer } from '../../shared/kafka';
+import { pageOptions } from '../../workflows/activity-options';
+import { fakeActivityServer } from '../support/fake-temporal-attempts';
+import { fakeTransactionalKafka } from '../support/fake-transactional-kafka';
+
+/**
+ * attack45 against 3d039ea (replay sends settle within their attempt; page sends heartbeat while waited for).
+ *
+ * Invariant: (1) a page is committed to the topic twice only when a commit got no answer for its whole commit phase,
+ * never because an attempt ended (timed out) and its retry sent the page again; (3) the onWait heartbeat keeps
+ * heartbeat-timeout activities (pageOptions: heartbeat timeout 30 s) alive while they wait on long commits.
+ *
+ * Attack: range replay pages (replayRangePage / replayArchivePage, pageOptions) send under the erasures' barrier
+ * (repository/erasure.ts withErasuresChecked → shared/barrier.ts holdBarrier), which first takes one of the pool's
+ * holder slots (half of DATABASE_POOL_SIZE 10: 5) and keeps it until the page's send has ended, its fence included.
+ * A worker runs 20 activities at once, so a sixth concurrent page (six replays, or the shards of one) waits for a slot.
+ * When Kafka goes away the five holders' sends fail and are fenced again and again until it is back (the holders
+ * heartbeat meanwhile, onWait); the sixth page's attempt waits in holderSlot, heartbeating nothing: the server times
+ * it out after 30 s (heartbeat timeout) and starts its retry, which waits behind it, and so on. The worker never hears
+ * of those timeouts (an attempt learns it was timed out only from a heartbeat's answer). When Kafka is back the fences
+ * end, the slots free, and every waiting attempt of the page, timed out or not, sends it: each commits it.
+ * Fakes: Kafka unreachable from 0.1 s to 90 s; a pg pool of 10 that answers every barrier statement at once;
+ * test/support/fake-temporal-attempts.ts plays the server (heartbeat and start-to-close timeouts, pageOptions' retry
+ * intervals) and the SDK (a timed-out attempt is cancelled at its next heartbeat).
+ *
+ * Observed: page P committed by 4 transactions: attempts 1, 2 and 3 (timed out by the server at 30.1 s, 61.2 s and
+ * 93.3 s of P's first attempt, none having heartbeated) each sent it at 94.7 s, and attempt 4 sent it too.
+ * Expected: committed once (with the attempt heartbeating while it waits, as a fix would, the test passes: checked).
+ *
+ * Suspected cause: shared/barrier.ts:45 `await holderSlot(pool)` (and pool.connect, the INSERT) before the page's send
+ * is an unbounded wait with no heartbeat and no signal, and activities/publish.ts:66 heartbeats only once the send
+ * is under way; worker/send-attempt.ts's settleBy covers the start-to-close timeout (10 min), not the 30 s heartbeat
+ * timeout that ends a page attempt first. Same cause, another wait: attack45-per-key-wait-without-heartbeat.test.ts.
+ *
+ * Fixed: not yet.
+ */
+
+const { KafkaJSConnectionError } = kafkajs as unknown as Record<string, new (message: string) => Error>;
+
+const TOPIC = 't';
+const DOWN_FROM_MS = 100;
+const UP_AT_MS = 90_000;
+
+/** A pg pool of `max` connections whose every statement is answered at once (barrier rows, erased_events: none). */
+function answeringPool(max = 10): Pool {
+  const client = {
+    query: async () => ({ rows: [], rowCount: 1 }),
+    on: () => client,
+    off: () => client,
+    release: () => undefined,
+  };
+  return { options: { max }, connect: async () => client } as unknown as Pool;
+}
+
+beforeEach(() => jest.useFakeTimers({ doNotFake: ['nextTick', 'queueMicrotask'] }));
+afterEach(() => jest.useRealTimers());
+
+it('a page waiting for a barrier holder slot is not timed out by its heartbeat and then sent anyway', async () => {
+  const started = Date.now();
+  const now = () => Date.now() - started;
+  const { kafka, transactions } = fakeTransactionalKafka({
+    topic: TOPIC,
+    now,
+    produceMs: 200,
+    reachable: () => {
+      if (now() >= DOWN_FROM_MS && now() < UP_AT_MS) {
+        throw new KafkaJSConnectionError('Connection error: connect ECONNREFUSED 127.0.0.1:9092');
+      }
+    },
+  });
+  const producer = createProducer(kafka);
+  await producer.connect();
+  const pool = answeringPool();
+
+  // Five other pages hold the barrier's five holder slots through their failed sends' fences.
+  const others = Array.from({ length: 5 }, (_, i) =>
+    withErasuresChecked(pool, [100 + i], producer, (_erased, keep) =>
+      publishMessages(producer, [{ topic: TOPIC, key: null, value: `other-${i}`, headers: {} }], { track: keep }),
+    ).catch(() => undefined),
+  );
+  await jest.advanceTimersByTimeAsync(1_000);
+
+  // Page P of a range replay chunk, as replayRangePage sends it.
+  const outgoing = [{ id: 1, message: { topic: TOPIC, key: Buffer.from('k'), value: 'P', headers: {} } }];
+  const sends: { attempt: number; at: number }[] = [];
+  const origin = now();
+  const server = fakeActivityServer(pageOptions, async (ctx, attempt) => {
+    const progress = (ctx.info.heartbeatDetails as { cursor: number } | undefined) ?? { cursor: 0 };
+    await withErasuresChecked(pool, [1], producer, (_erased, keep) =>
+      publishChunkPage(producer, outgoing, { replayId: 'r1' }, progress, ctx, (sending) => {
+        sends.push({ attempt, at: now() - origin });
+        keep(sending);
+      }),
+    );
+    ctx.heartbeat({ cursor: 1 });
+  });
+  await jest.advanceTimersByTimeAsync(UP_AT_MS + 60_000);
+  await server.finished;
+  await Promise.all(others);
+
+  const committed = transactions.filter((t) => t.committed && t.values.includes('P'));
+  // Attempts that began a send of P after the server had timed them out (its retry already started).
+  const late = sends.flatMap(({ attempt, at }) => {
+    const a = server.attempts[attempt - 1];
+    return a.endedAt !== undefined && a.endedAt <= at
+      ? [
+          `attempt ${attempt} (${a.outcome} at ${a.endedAt / 1000} s, ${a.heartbeats.length} heartbeats) sent at ${at / 1000} s`,
+        ]
+      : [];
+  });
+  expect({ committed: committed.length, late }).toEqual({ committed: 1, late: [] });
+});
