@@ -15,8 +15,8 @@ import { awaitBarrierHolders } from '../../shared/barrier';
  * Fakes: a pg pool over one barrier_holders table with a lock held from before the call until 7 s: LOCK TABLE with a
  * lock_timeout is refused with 55P03 after it, DELETE and UPDATE wait for the lock; one holder row, live until 10 s.
  *
- * Observed: the wait rejected at 5 s (the control, lock taken at 0.3 s, returned after the holder went), "The barrier b: Postgres did not answer in 5000 ms". Expected: it returns
- * once the holder is gone (10 s), as it does when the lock is taken just after the call (checked below).
+ * Observed: the wait rejected at 5 s, "The barrier b: Postgres did not answer in 5000 ms". Expected: it returns once
+ * the holder is gone (10 s), as it does when the lock is taken 0.3 s after the call (the control below: returned).
  *
  * Suspected cause: shared/barrier.ts:305-309 the clean-up DELETE (and fenceGone's UPDATE and DELETE, lines 279-283 and
  * 295-299) runs under the silence bound without a lock_timeout, outside the retry abac58a gives the look (252-270).
