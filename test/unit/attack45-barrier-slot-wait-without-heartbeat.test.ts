@@ -32,7 +32,7 @@ import { fakeTransactionalKafka } from '../support/fake-transactional-kafka';
  * 93.3 s of P's first attempt, none having heartbeated) each sent it at 94.7 s, and attempt 4 sent it too.
  * Expected: committed once (with the attempt heartbeating while it waits, as a fix would, the test passes: checked).
  *
- * Suspected cause: shared/barrier.ts:45 `await holderSlot(pool)` (and pool.connect, the INSERT) before the page's send
+ * Suspected cause: shared/barrier.ts:44 `await holderSlot(pool)` (and pool.connect, the INSERT) before the page's send
  * is an unbounded wait with no heartbeat and no signal, and activities/publish.ts:66 heartbeats only once the send
  * is under way; worker/send-attempt.ts's settleBy covers the start-to-close timeout (10 min), not the 30 s heartbeat
  * timeout that ends a page attempt first. Same cause, another wait: attack45-per-key-wait-without-heartbeat.test.ts.

@@ -35,7 +35,7 @@ import { durationMs, fakeTransactionalKafka } from '../support/fake-transactiona
  * send (up to its commit phase, COMMIT_PHASE_MS 65 s, or its fence, unbounded while Kafka is away) without calling
  * onWait/onWave and without the signal, and activities/publish.ts:66 heartbeats only once the send itself is under
  * way; worker/send-attempt.ts's settleBy covers start-to-close only, not the heartbeat timeout, which for pageOptions
- * (30 s) ends an attempt far sooner. Same cause, another wait: the barrier's holder slot (shared/barrier.ts:45
+ * (30 s) ends an attempt far sooner. Same cause, another wait: the barrier's holder slot (shared/barrier.ts:44
  * holderSlot), attack45-barrier-slot-wait-without-heartbeat.test.ts.
  *
  * Fixed: not yet.
