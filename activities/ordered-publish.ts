@@ -2,6 +2,7 @@ import type { Context } from '@temporalio/activity';
 import type { Producer } from 'kafkajs';
 import type { ReplayOrdering } from '../journal/kinds';
 import type { OutgoingEvent } from './replay-messages';
+import { untilAborted } from '../shared/timeout';
 import { publishMessages } from './publish';
 
 /**
@@ -20,10 +21,7 @@ export interface PageSend {
   sender?: string;
   /** Ids of this page that an earlier attempt sent (per_key, from its heartbeat): not sent again. */
   sent?: number[];
-  /**
-   * Called after each wave (per_key) with every id of the page sent so far, and again while a send is waited for: the
-   * caller heartbeats them.
-   */
+  /** Called after each wave (per_key) with every id of the page sent so far: the caller heartbeats them. */
   onWave?: (sent: number[]) => void;
   signal?: AbortSignal;
   /** Given each producer send, which may outlive the call (cancelled): what must wait for its end (withErasuresChecked). */
@@ -38,21 +36,22 @@ export interface PageSend {
  * row but never an older event after a newer one. Messages without a key have no order to keep: first wave.
  */
 export async function publishPage(producer: Producer, outgoing: OutgoingEvent[], send: PageSend): Promise<void> {
-  const done = [...(send.sent ?? [])];
-  // The progress so far, heartbeated again while a send is waited for (a commit may take up to COMMIT_PHASE_MS).
-  const onWait = send.onWave ? () => send.onWave?.(done) : undefined;
   if (send.ordering !== 'per_key') {
     await publishMessages(
       producer,
       outgoing.map((o) => o.message),
-      { signal: send.signal, track: send.keep, onWait },
+      { signal: send.signal, track: send.keep },
     );
     return;
   }
   const sender = send.sender ?? send.replayId;
+  const done = [...(send.sent ?? [])];
   const skip = new Set(done);
   for (const wave of keyWaves(outgoing.filter((o) => !skip.has(o.id)))) {
-    await running.get(sender);
+    // An attempt that ends meanwhile (cancelled, timed out) stops waiting: its retry waits in its place.
+    const previous = running.get(sender);
+    if (previous && send.signal) await untilAborted(previous, send.signal, () => send.signal!.reason as Error);
+    else await previous;
     await publishMessages(
       producer,
       wave.map((o) => o.message),
@@ -62,7 +61,6 @@ export async function publishPage(producer: Producer, outgoing: OutgoingEvent[],
           track(sender, sending);
           send.keep?.(sending);
         },
-        onWait,
       },
     );
     done.push(...wave.map((o) => o.id));

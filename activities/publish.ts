@@ -6,20 +6,11 @@ import { isUnknownTopicError, refusedRecordsError, withSendSignal, type ReplayPr
 /** How long a send may run before the topics it goes to are looked up again (a topic deleted mid-replay). */
 export const SLOW_SEND_CHECK_MS = 2_000;
 
-/** How often publishMessages calls its onWait while a send is under way. */
-export const SEND_REPORT_MS = 5_000;
-
 export interface PublishOptions {
   /** The activity's cancellation signal: the wait (not the send) ends when it aborts. */
   signal?: AbortSignal;
   /** Given the send itself, which may outlive this call (activities/ordered-publish.ts waits for it). */
   track?: (sending: Promise<unknown>) => void;
-  /**
-   * Called every SEND_REPORT_MS while the send is waited for: an activity with a heartbeat timeout heartbeats, so that
-   * a send settling within its attempt (a commit asked again for up to COMMIT_PHASE_MS) does not time the attempt out
-   * and have its retry send the page while this send may still commit.
-   */
-  onWait?: () => void;
 }
 
 /**
@@ -36,7 +27,7 @@ export interface PublishOptions {
 export async function publishMessages(
   producer: Producer,
   messages: ReplayMessage[],
-  { signal, track, onWait }: PublishOptions = {},
+  { signal, track }: PublishOptions = {},
 ): Promise<void> {
   if (messages.length === 0) return;
   signal?.throwIfAborted();
@@ -63,7 +54,6 @@ export async function publishMessages(
   sent.catch(() => undefined); // once this call has returned (cancelled, unknown topic) nobody awaits the send
   track?.(sent);
 
-  const reporting = onWait ? setInterval(() => signal?.aborted || onWait(), SEND_REPORT_MS) : undefined;
   let timer: NodeJS.Timeout | undefined;
   let onAbort: (() => void) | undefined;
   const aborted = new Promise<never>((_, reject) => {
@@ -99,7 +89,6 @@ export async function publishMessages(
     }
     throw err;
   } finally {
-    clearInterval(reporting);
     clearTimeout(timer);
     if (onAbort) signal?.removeEventListener('abort', onAbort);
   }

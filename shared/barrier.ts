@@ -212,7 +212,7 @@ async function holderSlot(pool: pg.Pool): Promise<() => void> {
 const BARRIER_REPORT_MS = 1000;
 /** How long any statement of the barrier may go unanswered before its connection is taken for lost (and destroyed). */
 const BARRIER_SILENCE_MS = 5000;
-/** How long a look waits for its lock on barrier_holders before it gives up (and is tried again at the next poll). */
+/** How long a waiter's statement waits for its lock on barrier_holders before it gives up (tried again at the next look). */
 const BARRIER_LOOK_LOCK_MS = 2000;
 /** How often a waiter looks at the rows again (doubling from the first). */
 const BARRIER_POLL_FIRST_MS = 25;
@@ -226,7 +226,7 @@ const BARRIER_POLL_MAX_MS = 1000;
  * fence(scope) has succeeded, whenever it expired, and is then deleted. It calls `onWait` (an activity's heartbeat)
  * every BARRIER_REPORT_MS until it ends or `signal` aborts, rejects with the signal's reason as soon as it aborts, and
  * gives up with an error once `timeoutMs` has passed, or as soon as a look gets no answer within BARRIER_SILENCE_MS
- * (a connection gone silent). A look kept out by a lock on the table is tried again until `timeoutMs`.
+ * (a connection gone silent). A statement kept out by a lock on the table is tried again until `timeoutMs`.
  */
 export async function awaitBarrierHolders(
   pool: pg.Pool,
@@ -245,44 +245,52 @@ export async function awaitBarrierHolders(
   const silent = `The barrier ${name}: Postgres did not answer in ${BARRIER_SILENCE_MS} ms`;
   const bounded = <T>(fn: (client: pg.PoolClient) => Promise<T>) =>
     onBoundedClient(pool, BARRIER_SILENCE_MS, silent, fn, signal);
-  // A look at the rows takes the lock writing them takes (ROW EXCLUSIVE): while something keeps holders from
-  // renewing (a migration's lock on the table), the rows are not looked at either, so no lease is seen to run out
-  // that could not be renewed. Its lock wait ends (55P03) well within the silence bound: a locked table is not taken
-  // for a silent Postgres, and the look is undefined (nothing seen), to be tried again.
-  const look = async (ids?: string[]): Promise<HeldRow[] | undefined> => {
+  // Every statement on barrier_holders waits BARRIER_LOOK_LOCK_MS for its lock, well within the silence bound: a table
+  // locked against it (a migration's lock) is not taken for a silent Postgres; refused (55P03), it did nothing and is
+  // undefined, tried again at the next look.
+  const unlessLocked = async <T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T | undefined> => {
     try {
       return await bounded(async (client) => {
         await client.query('BEGIN');
         await client.query(`SET LOCAL lock_timeout = ${BARRIER_LOOK_LOCK_MS}`);
-        await client.query('LOCK TABLE barrier_holders IN ROW EXCLUSIVE MODE');
-        const { rows } = await client.query<HeldRow>(
-          `SELECT id, fence, expires_at > now() AS live FROM barrier_holders
-            WHERE name = $1 AND (expires_at > now() OR ($3 AND fence IS NOT NULL))
-              AND ($2::uuid[] IS NULL OR id = ANY($2::uuid[]))`,
-          [name, ids ?? null, fence !== undefined],
-        );
+        const result = await fn(client);
         await client.query('COMMIT');
-        return rows;
+        return result;
       });
     } catch (err) {
       if ((err as { code?: unknown }).code === LOCK_NOT_AVAILABLE) return undefined;
       throw err;
     }
   };
+  // A look at the rows takes the lock writing them takes (ROW EXCLUSIVE): while something keeps holders from
+  // renewing (a migration's lock on the table), the rows are not looked at either, so no lease is seen to run out
+  // that could not be renewed. Undefined: nothing seen.
+  const look = (ids?: string[]) =>
+    unlessLocked(async (client) => {
+      await client.query('LOCK TABLE barrier_holders IN ROW EXCLUSIVE MODE');
+      const { rows } = await client.query<HeldRow>(
+        `SELECT id, fence, expires_at > now() AS live FROM barrier_holders
+          WHERE name = $1 AND (expires_at > now() OR ($3 AND fence IS NOT NULL))
+            AND ($2::uuid[] IS NULL OR id = ANY($2::uuid[]))`,
+        [name, ids ?? null, fence !== undefined],
+      );
+      return rows;
+    });
   const failures = new Map<string, string>();
   // The rows of holders that are gone claimed (no renewal revives them, and their holders' guards refuse to send from
   // now on), their scopes fenced, then the rows deleted; a scope whose fence fails stays held (claimed).
   const fenceGone = async (rows: HeldRow[]) => {
     for (const scope of new Set(rows.flatMap((row) => (!row.live && row.fence !== null ? [row.fence] : [])))) {
       // A row renewed since the look is live again (not claimed); one claimed before (a failed fence) stays claimed.
-      const { rowCount } = await bounded((client) =>
+      // Not claimed while the table is locked (undefined): looked at again at the next look.
+      const claimed = await unlessLocked((client) =>
         client.query(
           `UPDATE barrier_holders SET claimed_at = coalesce(claimed_at, now())
             WHERE name = $1 AND fence = $2 AND (expires_at <= now() OR claimed_at IS NOT NULL)`,
           [name, scope],
         ),
       );
-      if (!rowCount) continue;
+      if (!claimed?.rowCount) continue;
       try {
         const left = Math.max(BARRIER_REPORT_MS, until - Date.now());
         await raceSignal(withTimeout(fence!(scope), left, `Fencing ${scope}: no answer in ${left} ms`), signal);
@@ -292,7 +300,8 @@ export async function awaitBarrierHolders(
         failures.set(scope, (err as Error).message);
         continue;
       }
-      await bounded((client) =>
+      // Left while the table is locked: the claimed row is seen at the next look, fenced again (idempotent), deleted.
+      await unlessLocked((client) =>
         client.query(`DELETE FROM barrier_holders WHERE name = $1 AND fence = $2 AND claimed_at IS NOT NULL`, [
           name,
           scope,
@@ -302,7 +311,7 @@ export async function awaitBarrierHolders(
   };
   try {
     // The rows of holders that died an hour ago and more go first (nothing else deletes them), unless still to fence.
-    await bounded((client) =>
+    await unlessLocked((client) =>
       client.query(
         `DELETE FROM barrier_holders WHERE name = $1 AND expires_at < now() - interval '1 hour' AND fence IS NULL`,
         [name],

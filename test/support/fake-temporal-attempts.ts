@@ -1,6 +1,7 @@
 import type { Context } from '@temporalio/activity';
 import type { ActivityOptions } from '@temporalio/workflow';
-import { sendAttemptInterceptor } from '../../worker/send-attempt';
+import type { ActivityExecuteInput } from '@temporalio/worker';
+import { activityInterceptors } from '../../worker/interceptors';
 import { durationMs } from './fake-transactional-kafka';
 
 /** One attempt of an activity as the fake server saw it (ms from the server's start). */
@@ -22,7 +23,7 @@ export interface FakeAttempt {
  * schedules the next attempt after the retry policy's interval. As with the real SDK, the worker learns of a timeout
  * only from the answer to a heartbeat (the activity's cancellation signal aborts then, not at the timeout itself: an
  * activity that does not heartbeat never learns). Each attempt runs through the replay worker's send-attempt
- * interceptor (worker/send-attempt.ts), as worker/worker.ts does. `body` gets a Context-like object.
+ * interceptors (worker/interceptors.ts), as worker/worker.ts does. `body` gets a Context-like object.
  */
 export function fakeActivityServer(
   options: ActivityOptions,
@@ -84,8 +85,14 @@ export function fakeActivityServer(
         details = d;
       },
     } as unknown as Context;
-    const { inbound } = sendAttemptInterceptor(ctx as never);
-    void inbound!.execute!({ args: [], headers: {} }, () => body(ctx, n)).then(
+    // The replay worker's activity interceptors, the first outermost (as the SDK composes them).
+    const run = activityInterceptors
+      .map((factory) => factory(ctx).inbound)
+      .reduceRight<(input: ActivityExecuteInput) => Promise<unknown>>(
+        (next, inbound) => (input) => (inbound?.execute ? inbound.execute(input, next) : next(input)),
+        () => body(ctx, n),
+      );
+    void run({ args: [], headers: {} }).then(
       () => end('completed'),
       (err: Error) => end(`failed: ${err.message}`),
     );

@@ -37,7 +37,10 @@ import { fakeTransactionalKafka } from '../support/fake-transactional-kafka';
  * is under way; worker/send-attempt.ts's settleBy covers the start-to-close timeout (10 min), not the 30 s heartbeat
  * timeout that ends a page attempt first. Same cause, another wait: attack45-per-key-wait-without-heartbeat.test.ts.
  *
- * Fixed: not yet.
+ * Fixed: worker/heartbeat-keepalive.ts, an activity interceptor of the replay worker, heartbeats an activity with a
+ * heartbeat timeout again every 5 s (its last details) for as long as it runs, so the server ends a live attempt only
+ * at its start-to-close timeout, which its sends settle before (worker/send-attempt.ts); the fake server now runs the
+ * worker's whole interceptor list. Fails with that interceptor taken out of the list.
  */
 
 const { KafkaJSConnectionError } = kafkajs as unknown as Record<string, new (message: string) => Error>;
@@ -90,7 +93,9 @@ it('a page waiting for a barrier holder slot is not timed out by its heartbeat a
   const sends: { attempt: number; at: number }[] = [];
   const origin = now();
   const server = fakeActivityServer(pageOptions, async (ctx, attempt) => {
-    const progress = (ctx.info.heartbeatDetails as { cursor: number } | undefined) ?? { cursor: 0 };
+    const progress = (ctx.info.heartbeatDetails as { cursor: number; pageSent?: number[] } | undefined) ?? {
+      cursor: 0,
+    };
     await withErasuresChecked(pool, [1], producer, (_erased, keep) =>
       publishChunkPage(producer, outgoing, { replayId: 'r1' }, progress, ctx, (sending) => {
         sends.push({ attempt, at: now() - origin });

@@ -21,7 +21,9 @@ import { awaitBarrierHolders } from '../../shared/barrier';
  * Suspected cause: shared/barrier.ts:305-309 the clean-up DELETE (and fenceGone's UPDATE and DELETE, lines 279-283 and
  * 295-299) runs under the silence bound without a lock_timeout, outside the retry abac58a gives the look (252-270).
  *
- * Fixed: not yet.
+ * Fixed: every statement of the waiter on barrier_holders (look, clean-up, claim, delete) waits at most
+ * BARRIER_LOOK_LOCK_MS for its lock and, refused (55P03), is skipped and tried again at the next look. The fake
+ * applies lock_timeout to DELETE and UPDATE as Postgres does (it applied it to LOCK TABLE only when written).
  */
 
 const LOCK_UNTIL_MS = 7_000;
@@ -41,14 +43,15 @@ function lockedTablePool(started: number, lockFromMs: number): Pool {
         const text = sql.trim();
         const setting = /SET LOCAL lock_timeout = (\d+)/.exec(text);
         if (setting) lockTimeout = Number(setting[1]);
-        if (text.startsWith('LOCK TABLE') && locked()) {
+        // Any statement needing the table's lock waits for it, up to the transaction's lock_timeout (as Postgres).
+        if (/^(LOCK TABLE|DELETE|UPDATE)/.test(text) && locked()) {
           if (lockTimeout > 0 && LOCK_UNTIL_MS - now() > lockTimeout) {
             await new Promise((resolve) => setTimeout(resolve, lockTimeout));
             throw Object.assign(new Error('canceling statement due to lock timeout'), { code: '55P03' });
           }
           await unlocked();
         }
-        if ((text.startsWith('DELETE') || text.startsWith('UPDATE')) && locked()) await unlocked();
+        if (text === 'COMMIT' || text === 'ROLLBACK') lockTimeout = 0; // SET LOCAL ends with its transaction
         if (text.startsWith('SELECT id, fence')) {
           const rows = now() < HOLDER_ENDS_MS ? [{ id: 'h1', fence: null, live: true }] : [];
           return { rows, rowCount: rows.length };

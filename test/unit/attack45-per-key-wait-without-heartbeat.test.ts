@@ -38,7 +38,11 @@ import { durationMs, fakeTransactionalKafka } from '../support/fake-transactiona
  * (30 s) ends an attempt far sooner. Same cause, another wait: the barrier's holder slot (shared/barrier.ts:44
  * holderSlot), attack45-barrier-slot-wait-without-heartbeat.test.ts.
  *
- * Fixed: not yet.
+ * Fixed: worker/heartbeat-keepalive.ts, an activity interceptor of the replay worker, heartbeats an activity with a
+ * heartbeat timeout again every 5 s (its last details) for as long as it runs, so the server ends a live attempt only
+ * at its start-to-close timeout, which its sends settle before (worker/send-attempt.ts); the fake server now runs the
+ * worker's whole interceptor list. Fails with that interceptor taken out of the list. The per_key wait for the previous attempt's
+ * send also ends when the attempt does (activities/ordered-publish.ts).
  */
 
 const { KafkaJSConnectionError } = kafkajs as unknown as Record<string, new (message: string) => Error>;

@@ -1,5 +1,5 @@
 import type { Producer, ProducerBatch } from 'kafkajs';
-import { SEND_REPORT_MS, publishMessages } from '../../activities/publish';
+import { publishMessages } from '../../activities/publish';
 import type { ReplayMessage } from '../../journal/lineage';
 
 const message = (topic = 't'): ReplayMessage => ({
@@ -71,38 +71,4 @@ it('a send that fails without cancellation fails the attempt with its error', as
   await expect(publishMessages(producer, [message()], { signal: new AbortController().signal })).rejects.toThrow(
     'broker down',
   );
-});
-
-it('reports every SEND_REPORT_MS while a send is waited for, and not once the wait has ended', async () => {
-  jest.useFakeTimers();
-  try {
-    let answer!: () => void;
-    const producer = fakeProducer(() => new Promise<unknown>((resolve) => (answer = () => resolve([]))));
-    const onWait = jest.fn();
-    const publishing = publishMessages(producer, [message()], { onWait });
-    await jest.advanceTimersByTimeAsync(3 * SEND_REPORT_MS + 1);
-    expect(onWait).toHaveBeenCalledTimes(3);
-    answer();
-    await publishing;
-    await jest.advanceTimersByTimeAsync(3 * SEND_REPORT_MS);
-    expect(onWait).toHaveBeenCalledTimes(3);
-
-    // A cancelled attempt reports no more (its heartbeat must not outlive it), though its send goes on.
-    const cancelled = new AbortController();
-    const reporting = jest.fn();
-    const waiting = publishMessages(
-      fakeProducer(() => new Promise(() => undefined)),
-      [message()],
-      {
-        signal: cancelled.signal,
-        onWait: reporting,
-      },
-    );
-    cancelled.abort(new Error('cancelled'));
-    await expect(waiting).rejects.toThrow('cancelled');
-    await jest.advanceTimersByTimeAsync(3 * SEND_REPORT_MS);
-    expect(reporting).not.toHaveBeenCalled();
-  } finally {
-    jest.useRealTimers();
-  }
 });
