@@ -2,7 +2,7 @@ import type { ErasureStore } from '../journal/kinds';
 import type { Producer } from 'kafkajs';
 import type { ErasureTarget } from '../lifecycle/erasure-target';
 import { awaitBarrierHolders, holdBarrier } from '../shared/barrier';
-import { replayFencing, withSendGuard } from '../shared/kafka';
+import { keepingAttemptAlive, replayFencing, withSendGuard } from '../shared/kafka';
 import { withTransaction, type Pool } from '../shared/db';
 import type { Queryable } from './queryable';
 
@@ -140,7 +140,8 @@ export const REPLAY_SEND_WAIT_MS = 10 * 60_000;
  * send; and every replay-producer send made in `send` first checks, once its transactional epoch is fixed, that the
  * page still holds the barrier (withSendGuard: no erasure has claimed its row to fence it), so that no send of a page
  * counted gone begins after the fence. null only for a page that sends on no Kafka producer (tests of the barrier
- * itself).
+ * itself). Its attempt is kept alive meanwhile (keepingAttemptAlive): the page's waits end with its attempt's
+ * start-to-close timeout, not with a heartbeat timeout the page never hears of.
  */
 export function withErasuresChecked<T>(
   pool: Pool,
@@ -148,11 +149,13 @@ export function withErasuresChecked<T>(
   producer: Producer | null,
   send: (erased: Map<number, string>, keep: (sending: Promise<unknown>) => void, db: Queryable) => Promise<T>,
 ): Promise<T> {
-  return holdBarrier(
-    pool,
-    REPLAY_SEND_BARRIER,
-    async (client, keep, held) => withSendGuard(held, async () => send(await erasuresOf(client, ids), keep, client)),
-    { fence: producer ? replayFencing(producer)?.fenceScope : undefined },
+  return keepingAttemptAlive(() =>
+    holdBarrier(
+      pool,
+      REPLAY_SEND_BARRIER,
+      async (client, keep, held) => withSendGuard(held, async () => send(await erasuresOf(client, ids), keep, client)),
+      { fence: producer ? replayFencing(producer)?.fenceScope : undefined },
+    ),
   );
 }
 

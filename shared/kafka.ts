@@ -914,6 +914,12 @@ export interface SendAttempt {
    * that no commit lands after its retry may have sent the page again.
    */
   settleBy?: number;
+  /**
+   * Heartbeats the attempt's last details again (an activity with a heartbeat timeout), every keepAliveMs while a
+   * page's send is under way (keepingAttemptAlive): the server then ends a live attempt only at settleBy's end.
+   */
+  keepAlive?: () => void;
+  keepAliveMs?: number;
 }
 
 /**
@@ -926,11 +932,29 @@ export interface SendAttempt {
  *   as any failed send). Either way the send rejects and the attempt's retry sends the page again.
  */
 export function withSendAttempt<T>(attempt: SendAttempt, fn: () => Promise<T>): Promise<T> {
-  const outer = sendAttempts.getStore();
-  return sendAttempts.run(
-    { signal: attempt.signal ?? outer?.signal, settleBy: attempt.settleBy ?? outer?.settleBy },
-    fn,
-  );
+  return sendAttempts.run({ ...sendAttempts.getStore(), ...definedOf(attempt) }, fn);
+}
+
+function definedOf(attempt: SendAttempt): SendAttempt {
+  return Object.fromEntries(Object.entries(attempt).filter(([, value]) => value !== undefined));
+}
+
+/**
+ * Runs a page's send (its wait for a barrier slot, for an earlier attempt's send, the send and its commit) keeping its
+ * attempt alive: every keepAliveMs its keepAlive, until fn ends or the attempt's signal aborts. Without it a page
+ * activity (heartbeat timeout 30 s) waiting there heartbeated nothing, was timed out without hearing of it (a timeout
+ * reaches an activity only in a heartbeat's answer) and sent the page beside its retries (attack45). Elsewhere the
+ * heartbeat timeout keeps finding a stuck attempt.
+ */
+export async function keepingAttemptAlive<T>(fn: () => Promise<T>): Promise<T> {
+  const { keepAlive, keepAliveMs, signal } = sendAttempts.getStore() ?? {};
+  if (!keepAlive || !keepAliveMs) return fn();
+  const keeping = setInterval(() => signal?.aborted || keepAlive(), keepAliveMs);
+  try {
+    return await fn();
+  } finally {
+    clearInterval(keeping);
+  }
 }
 
 /** withSendAttempt with the attempt's signal only (its settleBy, if any, from the attempt fn is already under). */

@@ -1,6 +1,6 @@
-import type { Info } from '@temporalio/activity';
+import type { Context, Info } from '@temporalio/activity';
 import type { ActivityInterceptorsFactory } from '@temporalio/worker';
-import { withSendAttempt } from '../shared/kafka';
+import { withSendAttempt, type SendAttempt } from '../shared/kafka';
 
 /**
  * How long before its start-to-close timeout an attempt's sends must have settled: the worker starts the timeout when
@@ -17,15 +17,36 @@ export function attemptSettleBy(
   return info.startToCloseTimeoutMs > 0 ? startedAt + info.startToCloseTimeoutMs - ATTEMPT_END_MARGIN_MS : undefined;
 }
 
+/** How often at most a page's send keeps its attempt alive (a third of its heartbeat timeout if less). */
+export const KEEPALIVE_MS = 5_000;
+
 /**
  * Binds every replay-producer send an activity makes to its attempt (shared/kafka.ts withSendAttempt): its
  * cancellation signal, and its end. Without it a commit left unanswered for longer than the attempt (a coordinator
  * frozen as the EndTxn was written, answered at the re-ask) landed after the attempt's retry had sent the page again:
- * the page twice in the topic (attack43-commit-outlives-activity-timeout).
+ * the page twice in the topic (attack43-commit-outlives-activity-timeout). An activity with a heartbeat timeout also
+ * gets a keepAlive, which heartbeats again the details it last heartbeated (the previous attempt's until it has its
+ * own), used while a page's send is under way (keepingAttemptAlive).
  */
 export const sendAttemptInterceptor: ActivityInterceptorsFactory = (ctx) => ({
   inbound: {
     execute: (input, next) =>
-      withSendAttempt({ signal: ctx.cancellationSignal, settleBy: attemptSettleBy(ctx.info) }, () => next(input)),
+      withSendAttempt(
+        { signal: ctx.cancellationSignal, settleBy: attemptSettleBy(ctx.info), ...keepAliveOf(ctx) },
+        () => next(input),
+      ),
   },
 });
+
+function keepAliveOf(ctx: Context): Pick<SendAttempt, 'keepAlive' | 'keepAliveMs'> {
+  const timeoutMs = ctx.info.heartbeatTimeoutMs;
+  if (!timeoutMs) return {};
+  let last: unknown = ctx.info.heartbeatDetails;
+  const beat = ctx.heartbeat;
+  // The SDK's Context holds heartbeat as an own, writable property: what the activity heartbeats is seen here.
+  (ctx as { heartbeat: Context['heartbeat'] }).heartbeat = (details?: unknown) => {
+    last = details;
+    beat(details);
+  };
+  return { keepAlive: () => beat(last), keepAliveMs: Math.min(KEEPALIVE_MS, Math.floor(timeoutMs / 3)) };
+}

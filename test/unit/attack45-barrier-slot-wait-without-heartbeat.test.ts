@@ -1,10 +1,10 @@
 import * as kafkajs from 'kafkajs';
-import type { Pool } from 'pg';
 import { publishChunkPage } from '../../activities/ordered-publish';
 import { publishMessages } from '../../activities/publish';
 import { withErasuresChecked } from '../../repository/erasure';
 import { createProducer } from '../../shared/kafka';
 import { pageOptions } from '../../workflows/activity-options';
+import { answeringPool } from '../support/answering-pool';
 import { fakeActivityServer } from '../support/fake-temporal-attempts';
 import { fakeTransactionalKafka } from '../support/fake-transactional-kafka';
 
@@ -37,10 +37,11 @@ import { fakeTransactionalKafka } from '../support/fake-transactional-kafka';
  * is under way; worker/send-attempt.ts's settleBy covers the start-to-close timeout (10 min), not the 30 s heartbeat
  * timeout that ends a page attempt first. Same cause, another wait: attack45-per-key-wait-without-heartbeat.test.ts.
  *
- * Fixed: worker/heartbeat-keepalive.ts, an activity interceptor of the replay worker, heartbeats an activity with a
- * heartbeat timeout again every 5 s (its last details) for as long as it runs, so the server ends a live attempt only
- * at its start-to-close timeout, which its sends settle before (worker/send-attempt.ts); the fake server now runs the
- * worker's whole interceptor list. Fails with that interceptor taken out of the list.
+ * Fixed: a page's send under the erasures' barrier keeps its attempt alive (shared/kafka.ts keepingAttemptAlive, in
+ * repository/erasure.ts withErasuresChecked; the replay worker's send-attempt interceptor gives an activity with a
+ * heartbeat timeout a keepAlive that heartbeats its last details again every 5 s): the server ends a live attempt
+ * waiting there only at its start-to-close timeout, which its sends settle before. The fake server runs the worker's
+ * whole interceptor list. Fails with keepingAttemptAlive made a pass-through.
  */
 
 const { KafkaJSConnectionError } = kafkajs as unknown as Record<string, new (message: string) => Error>;
@@ -48,17 +49,6 @@ const { KafkaJSConnectionError } = kafkajs as unknown as Record<string, new (mes
 const TOPIC = 't';
 const DOWN_FROM_MS = 100;
 const UP_AT_MS = 90_000;
-
-/** A pg pool of `max` connections whose every statement is answered at once (barrier rows, erased_events: none). */
-function answeringPool(max = 10): Pool {
-  const client = {
-    query: async () => ({ rows: [], rowCount: 1 }),
-    on: () => client,
-    off: () => client,
-    release: () => undefined,
-  };
-  return { options: { max }, connect: async () => client } as unknown as Pool;
-}
 
 beforeEach(() => jest.useFakeTimers({ doNotFake: ['nextTick', 'queueMicrotask'] }));
 afterEach(() => jest.useRealTimers());

@@ -2,6 +2,8 @@ import * as kafkajs from 'kafkajs';
 import { publishChunkPage } from '../../activities/ordered-publish';
 import { createProducer } from '../../shared/kafka';
 import { pageOptions } from '../../workflows/activity-options';
+import { withErasuresChecked } from '../../repository/erasure';
+import { answeringPool } from '../support/answering-pool';
 import { fakeActivityServer } from '../support/fake-temporal-attempts';
 import { durationMs, fakeTransactionalKafka } from '../support/fake-transactional-kafka';
 
@@ -38,11 +40,13 @@ import { durationMs, fakeTransactionalKafka } from '../support/fake-transactiona
  * (30 s) ends an attempt far sooner. Same cause, another wait: the barrier's holder slot (shared/barrier.ts:44
  * holderSlot), attack45-barrier-slot-wait-without-heartbeat.test.ts.
  *
- * Fixed: worker/heartbeat-keepalive.ts, an activity interceptor of the replay worker, heartbeats an activity with a
- * heartbeat timeout again every 5 s (its last details) for as long as it runs, so the server ends a live attempt only
- * at its start-to-close timeout, which its sends settle before (worker/send-attempt.ts); the fake server now runs the
- * worker's whole interceptor list. Fails with that interceptor taken out of the list. The per_key wait for the previous attempt's
- * send also ends when the attempt does (activities/ordered-publish.ts).
+ * Fixed: a page's send under the erasures' barrier keeps its attempt alive (shared/kafka.ts keepingAttemptAlive, in
+ * repository/erasure.ts withErasuresChecked; the replay worker's send-attempt interceptor gives an activity with a
+ * heartbeat timeout a keepAlive that heartbeats its last details again every 5 s): the server ends a live attempt
+ * waiting there only at its start-to-close timeout, which its sends settle before. The fake server runs the worker's
+ * whole interceptor list. Fails with keepingAttemptAlive made a pass-through. The per_key wait for the previous attempt's
+ * send also ends when the attempt does (activities/ordered-publish.ts); the page is sent under the barrier, as
+ * replayRangePage sends it (written without it).
  */
 
 const { KafkaJSConnectionError } = kafkajs as unknown as Record<string, new (message: string) => Error>;
@@ -69,6 +73,7 @@ it('a per_key retry waiting for its previous attempt send is not timed out by it
   });
   const producer = createProducer(kafka);
   await producer.connect();
+  const pool = answeringPool();
 
   // One page of the chunk, one event: a single wave.
   const outgoing = [{ id: 1, message: { topic: TOPIC, key: Buffer.from('k'), value: 'page-1', headers: {} } }];
@@ -78,8 +83,12 @@ it('a per_key retry waiting for its previous attempt send is not timed out by it
     const progress = (ctx.info.heartbeatDetails as { cursor: number; pageSent?: number[] } | undefined) ?? {
       cursor: 0,
     };
-    await publishChunkPage(producer, outgoing, { ordering: 'per_key', replayId: 'r1' }, progress, ctx, () =>
-      sends.push({ attempt, at: now() }),
+    // As replayRangePage sends it: under the erasures' barrier.
+    await withErasuresChecked(pool, [1], producer, (_erased, keep) =>
+      publishChunkPage(producer, outgoing, { ordering: 'per_key', replayId: 'r1' }, progress, ctx, (sending) => {
+        sends.push({ attempt, at: now() });
+        keep(sending);
+      }),
     );
     ctx.heartbeat({ cursor: 1 });
   });
