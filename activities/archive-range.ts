@@ -241,6 +241,13 @@ export function createArchiveRangeActivities({
       );
       const matches = rowMatcher(archiveRowFilter(input.filter));
 
+      // What was last heartbeated (the resumed details until this attempt heartbeats).
+      let beaten: unknown = result;
+      const heartbeat = (details: unknown) => {
+        beaten = details;
+        ctx.heartbeat(details);
+      };
+
       let readNow = 0; // by this attempt: what its pacing counts
       while (result.position.index < input.segments.length) {
         const { index, lastId } = result.position;
@@ -255,11 +262,13 @@ export function createArchiveRangeActivities({
         if (result.position.generation && manifest.generation !== result.position.generation) {
           log.info({ segment: name, generation: manifest.generation }, 'Archived segment rewritten during a replay');
         }
+        // The reads' beat repeats the details last heartbeated: a per_key page's pageSent included (the chunk's
+        // progress alone would have its retry send the page's sent waves again, an older event after a newer one).
         const rows = readArchived(
           archive,
           manifest,
           (row) => row.id > lastId && matches(row),
-          () => ctx.heartbeat(result),
+          () => ctx.heartbeat(beaten),
         );
         const next = () => prefetch(nextPage(pool, rows, input.limit));
         let pending = next();
@@ -282,7 +291,7 @@ export function createArchiveRangeActivities({
                 const out = preparePage(kept.rows, input, lineageKey, config.replay.maxHops, (row) =>
                   ownTopic.refusal(row),
                 );
-                await publishChunkPage(producer, out.outgoing, input, before, ctx, keep);
+                await publishChunkPage(producer, out.outgoing, input, before, ctx, keep, heartbeat);
                 return { page: kept, prepared: out };
               },
             );
@@ -302,7 +311,7 @@ export function createArchiveRangeActivities({
               ...withRefusedTopics(ownTopic.refusedTopics()),
               ...(transformFailed ? { transformFailed } : {}),
             };
-            ctx.heartbeat(result);
+            heartbeat(result);
             if (stop || result.done) return result;
             ctx.cancellationSignal.throwIfAborted();
             if (input.maxEventsPerSecond) {

@@ -21,7 +21,10 @@ export interface PageSend {
   sender?: string;
   /** Ids of this page that an earlier attempt sent (per_key, from its heartbeat): not sent again. */
   sent?: number[];
-  /** Called after each wave (per_key) with every id of the page sent so far: the caller heartbeats them. */
+  /**
+   * Called after each wave (per_key) with every id of the page sent so far, and again when a wave fails: the caller
+   * heartbeats them.
+   */
   onWave?: (sent: number[]) => void;
   signal?: AbortSignal;
   /** Given each producer send, which may outlive the call (cancelled): what must wait for its end (withErasuresChecked). */
@@ -52,17 +55,24 @@ export async function publishPage(producer: Producer, outgoing: OutgoingEvent[],
     const previous = running.get(sender);
     if (previous && send.signal) await untilAborted(previous, send.signal, () => send.signal!.reason as Error);
     else await previous;
-    await publishMessages(
-      producer,
-      wave.map((o) => o.message),
-      {
-        signal: send.signal,
-        track: (sending) => {
-          track(sender, sending);
-          send.keep?.(sending);
+    try {
+      await publishMessages(
+        producer,
+        wave.map((o) => o.message),
+        {
+          signal: send.signal,
+          track: (sending) => {
+            track(sender, sending);
+            send.keep?.(sending);
+          },
         },
-      },
-    );
+      );
+    } catch (err) {
+      // Reported again as the attempt fails: its failure carries these details whatever was heartbeated meanwhile
+      // (an archive read's beat of older progress), and the retry resumes at this wave.
+      send.onWave?.(done);
+      throw err;
+    }
     done.push(...wave.map((o) => o.id));
     send.onWave?.(done);
   }
@@ -79,13 +89,15 @@ export function publishChunkPage<P extends { pageSent?: number[] }>(
   progress: P,
   ctx: Context,
   keep?: (sending: Promise<unknown>) => void,
+  /** How the chunk heartbeats (default ctx.heartbeat): the archive pass's keeps what it last sent for its reads. */
+  heartbeat: (details: unknown) => void = (details) => ctx.heartbeat(details),
 ): Promise<void> {
   return publishPage(producer, outgoing, {
     ordering: input.ordering,
     replayId: input.replayId,
     sender: ctx.info.workflowExecution?.workflowId,
     sent: progress.pageSent,
-    onWave: (pageSent) => ctx.heartbeat({ ...progress, pageSent }),
+    onWave: (pageSent) => heartbeat({ ...progress, pageSent }),
     signal: ctx.cancellationSignal,
     keep,
   });

@@ -28,7 +28,24 @@ export interface FakeAttempt {
 export function fakeActivityServer(
   options: ActivityOptions,
   body: (ctx: Context, attempt: number) => Promise<unknown>,
-  { maxAttempts = 20 }: { maxAttempts?: number } = {},
+  {
+    maxAttempts = 20,
+    lostHeartbeat,
+    localTimeoutBufferMs,
+  }: {
+    maxAttempts?: number;
+    /**
+     * (attack46) Whether a heartbeat of attempt `attempt` at `at` ms is lost on its way to the server (its worker cut
+     * off from Temporal): the server records nothing and the worker gets no answer (sdk-core logs the RPC error).
+     */
+    lostHeartbeat?: (attempt: number, at: number) => boolean;
+    /**
+     * (attack46) sdk-core's local activity timers (core's local_timeout_buffer_for_activities, 5 s by default): the
+     * worker cancels an attempt itself once its heartbeat timeout plus this passes with no heartbeat report completed
+     * (delivered or not: core resets the timer when the RPC ends, either way), or its start-to-close timeout plus this.
+     */
+    localTimeoutBufferMs?: number;
+  } = {},
 ) {
   const origin = Date.now();
   const now = () => Date.now() - origin;
@@ -47,6 +64,22 @@ export function fakeActivityServer(
     attempts.push(record);
     const controller = new AbortController();
     let lastBeat = now();
+    let lastReport = now();
+    const abort = (reason: string) => {
+      if (controller.signal.aborted) return;
+      record.abortedAt = now();
+      controller.abort(new Error(reason));
+    };
+    const local =
+      localTimeoutBufferMs === undefined
+        ? undefined
+        : setInterval(() => {
+            if (heartbeatTimeoutMs > 0 && now() - lastReport > heartbeatTimeoutMs + localTimeoutBufferMs) {
+              abort('TimedOut (local heartbeat timer)');
+            } else if (now() - record.startedAt > startToCloseMs + localTimeoutBufferMs) {
+              abort('TimedOut (local start-to-close timer)');
+            }
+          }, 100);
     const end = (outcome: string) => {
       if (record.outcome) return false;
       record.outcome = outcome;
@@ -72,6 +105,8 @@ export function fakeActivityServer(
       },
       cancellationSignal: controller.signal,
       heartbeat: (d?: unknown) => {
+        lastReport = now();
+        if (lostHeartbeat?.(n, now())) return;
         if (record.outcome) {
           // The heartbeat's answer: the server no longer knows the attempt; the SDK cancels it.
           if (!controller.signal.aborted) {
@@ -92,10 +127,12 @@ export function fakeActivityServer(
         (next, inbound) => (input) => (inbound?.execute ? inbound.execute(input, next) : next(input)),
         () => body(ctx, n),
       );
-    void run({ args: [], headers: {} }).then(
-      () => end('completed'),
-      (err: Error) => end(`failed: ${err.message}`),
-    );
+    void run({ args: [], headers: {} })
+      .then(
+        () => end('completed'),
+        (err: Error) => end(`failed: ${err.message}`),
+      )
+      .finally(() => clearInterval(local));
   };
   start(1);
   return { attempts, finished, now };
