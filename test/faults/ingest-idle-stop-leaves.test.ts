@@ -42,7 +42,7 @@ function output(child: ChildProcess): Promise<string> {
   return new Promise((resolve) => {
     let text = '';
     child.stdout?.on('data', (chunk: Buffer) => (text += chunk.toString()));
-    child.once('exit', () => resolve(text));
+    child.once('close', () => resolve(text)); // 'close': stdout read to its end
   });
 }
 

@@ -9,7 +9,9 @@ export function curl(args: string[]): Promise<{ exit: number | null; out: string
   let out = '';
   child.stdout.on('data', (c: Buffer) => (out += c.toString()));
   child.on('error', () => undefined);
-  return new Promise((resolve) => child.on('exit', (exit) => resolve({ exit, out })));
+  // 'close', not 'exit': a process can exit before its stdout has been read to the end (a fresh-clone run of 2f176f1:
+  // curl exit 0 with neither the 202's workflow id nor `HTTP 202` in what had been read).
+  return new Promise((resolve) => child.on('close', (exit) => resolve({ exit, out })));
 }
 
 /**
