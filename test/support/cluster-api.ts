@@ -53,6 +53,15 @@ export class ClusterApi {
         await new Promise((r) => setTimeout(r, 250));
         continue;
       }
+      // 503: nothing was done (a process refusing new requests as it closes, README "send it again"): the next
+      // process gets it, with the same Idempotency-Key (the rolling restart's batch met api-1 100 ms into its stop).
+      if (res.status === 503) {
+        failovers++;
+        lastError = `${base}: 503`;
+        await res.body?.cancel();
+        await new Promise((r) => setTimeout(r, 250));
+        continue;
+      }
       if (res.status === 429) {
         const wait = Math.min(Number(res.headers.get('retry-after') ?? '5'), 30);
         lastError = `${base}: 429`;
