@@ -137,3 +137,15 @@ export function fakeActivityServer(
   start(1);
   return { attempts, finished, now };
 }
+
+/** The sends an attempt began after the server had ended it (its retry may already have started), described. */
+export function lateSends(attempts: FakeAttempt[], sends: { attempt: number; at: number }[]): string[] {
+  return sends.flatMap(({ attempt, at }) => {
+    const a = attempts[attempt - 1];
+    return a.endedAt !== undefined && a.endedAt <= at
+      ? [
+          `attempt ${attempt} (${a.outcome} at ${a.endedAt / 1000} s, ${a.heartbeats.length} heartbeats) sent at ${at / 1000} s`,
+        ]
+      : [];
+  });
+}

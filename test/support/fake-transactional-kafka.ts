@@ -1,4 +1,7 @@
+import * as kafkajs from 'kafkajs';
 import type { Kafka } from 'kafkajs';
+
+const { KafkaJSConnectionError } = kafkajs as unknown as Record<string, new (message: string) => Error>;
 
 /** A transaction the fake broker was asked for: its slot (the transactional id's last part) and what it holds. */
 export interface FakeTxn {
@@ -95,4 +98,11 @@ export function durationMs(duration: unknown): number {
   const m = /^(\d+)(ms|s|m)$/.exec(String(duration));
   if (!m) throw new Error(`unexpected duration ${String(duration)}`);
   return Number(m[1]) * { ms: 1, s: 1000, m: 60_000 }[m[2] as 'ms' | 's' | 'm'];
+}
+
+/** A `reachable` for the fake: Kafka refuses connections (kafkajs's connection error) while `down()` holds. */
+export function unreachableWhile(down: () => boolean): () => void {
+  return () => {
+    if (down()) throw new KafkaJSConnectionError('Connection error: connect ECONNREFUSED 127.0.0.1:9092');
+  };
 }

@@ -1,8 +1,7 @@
-import * as kafkajs from 'kafkajs';
 import { publishMessages } from '../../activities/publish';
 import { REPLAY_PRODUCER_SLOTS, createProducer } from '../../shared/kafka';
 import { publishOptions } from '../../workflows/activity-options';
-import { durationMs, fakeTransactionalKafka } from '../support/fake-transactional-kafka';
+import { durationMs, fakeTransactionalKafka, unreachableWhile } from '../support/fake-transactional-kafka';
 
 /**
  * attack43 — Invariant 1 (nothing doubled) and Invariant 2 (bounded: waits and memory per producer).
@@ -41,8 +40,6 @@ import { durationMs, fakeTransactionalKafka } from '../support/fake-transactiona
  * queue when the attempt ends, and one whose attempt ended before it produced anything produces nothing.
  */
 
-const { KafkaJSConnectionError } = kafkajs as unknown as Record<string, new (message: string) => Error>;
-
 const DOWN_FROM_MS = 100;
 /** Kafka is back 10 s after the attempt's start-to-close timeout (40 s when that was 30 s). */
 const upAtMs = () => durationMs(publishOptions.startToCloseTimeout) + 10_000;
@@ -55,9 +52,7 @@ function fakeKafka(started: number) {
     topic: TOPIC,
     now,
     produceMs: 200,
-    reachable: () => {
-      if (down()) throw new KafkaJSConnectionError('Connection error: connect ECONNREFUSED 127.0.0.1:9092');
-    },
+    reachable: unreachableWhile(down),
   });
 }
 

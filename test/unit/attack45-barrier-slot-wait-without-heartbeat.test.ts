@@ -1,12 +1,11 @@
-import * as kafkajs from 'kafkajs';
 import { publishChunkPage } from '../../activities/ordered-publish';
 import { publishMessages } from '../../activities/publish';
 import { withErasuresChecked } from '../../repository/erasure';
 import { createProducer } from '../../shared/kafka';
 import { pageOptions } from '../../workflows/activity-options';
 import { answeringPool } from '../support/answering-pool';
-import { fakeActivityServer } from '../support/fake-temporal-attempts';
-import { fakeTransactionalKafka } from '../support/fake-transactional-kafka';
+import { fakeActivityServer, lateSends } from '../support/fake-temporal-attempts';
+import { fakeTransactionalKafka, unreachableWhile } from '../support/fake-transactional-kafka';
 
 /**
  * attack45 against 3d039ea (replay sends settle within their attempt; page sends heartbeat while waited for).
@@ -44,8 +43,6 @@ import { fakeTransactionalKafka } from '../support/fake-transactional-kafka';
  * whole interceptor list. Fails with keepingAttemptAlive made a pass-through.
  */
 
-const { KafkaJSConnectionError } = kafkajs as unknown as Record<string, new (message: string) => Error>;
-
 const TOPIC = 't';
 const DOWN_FROM_MS = 100;
 const UP_AT_MS = 90_000;
@@ -60,11 +57,7 @@ it('a page waiting for a barrier holder slot is not timed out by its heartbeat a
     topic: TOPIC,
     now,
     produceMs: 200,
-    reachable: () => {
-      if (now() >= DOWN_FROM_MS && now() < UP_AT_MS) {
-        throw new KafkaJSConnectionError('Connection error: connect ECONNREFUSED 127.0.0.1:9092');
-      }
-    },
+    reachable: unreachableWhile(() => now() >= DOWN_FROM_MS && now() < UP_AT_MS),
   });
   const producer = createProducer(kafka);
   await producer.connect();
@@ -100,13 +93,6 @@ it('a page waiting for a barrier holder slot is not timed out by its heartbeat a
 
   const committed = transactions.filter((t) => t.committed && t.values.includes('P'));
   // Attempts that began a send of P after the server had timed them out (its retry already started).
-  const late = sends.flatMap(({ attempt, at }) => {
-    const a = server.attempts[attempt - 1];
-    return a.endedAt !== undefined && a.endedAt <= at
-      ? [
-          `attempt ${attempt} (${a.outcome} at ${a.endedAt / 1000} s, ${a.heartbeats.length} heartbeats) sent at ${at / 1000} s`,
-        ]
-      : [];
-  });
+  const late = lateSends(server.attempts, sends);
   expect({ committed: committed.length, late }).toEqual({ committed: 1, late: [] });
 });

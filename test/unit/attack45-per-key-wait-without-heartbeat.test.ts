@@ -1,11 +1,10 @@
-import * as kafkajs from 'kafkajs';
 import { publishChunkPage } from '../../activities/ordered-publish';
 import { createProducer } from '../../shared/kafka';
 import { pageOptions } from '../../workflows/activity-options';
 import { withErasuresChecked } from '../../repository/erasure';
 import { answeringPool } from '../support/answering-pool';
-import { fakeActivityServer } from '../support/fake-temporal-attempts';
-import { durationMs, fakeTransactionalKafka } from '../support/fake-transactional-kafka';
+import { fakeActivityServer, lateSends } from '../support/fake-temporal-attempts';
+import { durationMs, fakeTransactionalKafka, unreachableWhile } from '../support/fake-transactional-kafka';
 
 /**
  * attack45 against 3d039ea (replay sends settle within their attempt; page sends heartbeat while waited for).
@@ -49,8 +48,6 @@ import { durationMs, fakeTransactionalKafka } from '../support/fake-transactiona
  * replayRangePage sends it (written without it).
  */
 
-const { KafkaJSConnectionError } = kafkajs as unknown as Record<string, new (message: string) => Error>;
-
 const TOPIC = 't';
 const DOWN_FROM_MS = 100;
 const UP_AT_MS = 700_000;
@@ -65,11 +62,7 @@ it('a per_key retry waiting for its previous attempt send is not timed out by it
     topic: TOPIC,
     now,
     produceMs: 200,
-    reachable: () => {
-      if (now() >= DOWN_FROM_MS && now() < UP_AT_MS) {
-        throw new KafkaJSConnectionError('Connection error: connect ECONNREFUSED 127.0.0.1:9092');
-      }
-    },
+    reachable: unreachableWhile(() => now() >= DOWN_FROM_MS && now() < UP_AT_MS),
   });
   const producer = createProducer(kafka);
   await producer.connect();
@@ -97,14 +90,7 @@ it('a per_key retry waiting for its previous attempt send is not timed out by it
 
   const committed = transactions.filter((t) => t.committed && t.values.includes('page-1'));
   // Attempts that began a send of the page after the server had timed them out (its retry already started).
-  const late = sends.flatMap(({ attempt, at }) => {
-    const a = server.attempts[attempt - 1];
-    return a.endedAt !== undefined && a.endedAt <= at
-      ? [
-          `attempt ${attempt} (${a.outcome} at ${a.endedAt / 1000} s, ${a.heartbeats.length} heartbeats) sent at ${at / 1000} s`,
-        ]
-      : [];
-  });
+  const late = lateSends(server.attempts, sends);
   expect({
     committed: committed.map((t) => `committed at ${(t.at ?? NaN) / 1000} s`).length,
     late,

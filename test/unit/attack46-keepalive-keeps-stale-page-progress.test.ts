@@ -1,11 +1,10 @@
-import * as kafkajs from 'kafkajs';
 import { publishChunkPage } from '../../activities/ordered-publish';
 import { createProducer } from '../../shared/kafka';
 import { pageOptions } from '../../workflows/activity-options';
 import { withErasuresChecked } from '../../repository/erasure';
 import { answeringPool } from '../support/answering-pool';
 import { fakeActivityServer } from '../support/fake-temporal-attempts';
-import { fakeTransactionalKafka } from '../support/fake-transactional-kafka';
+import { fakeTransactionalKafka, unreachableWhile } from '../support/fake-transactional-kafka';
 
 /**
  * attack46 against f583c4b ("publishMessages's onWait (3d039ea) goes, the interceptor covers every wait").
@@ -40,8 +39,6 @@ import { fakeTransactionalKafka } from '../support/fake-transactional-kafka';
  * the keepalive runs there only). Fails with the failure-time heartbeat removed.
  */
 
-const { KafkaJSConnectionError } = kafkajs as unknown as Record<string, new (message: string) => Error>;
-
 const TOPIC = 't';
 const DOWN_MS = 60_000;
 
@@ -56,11 +53,7 @@ it('a per_key page retried after a failed wave never sends an older event of a k
     topic: TOPIC,
     now,
     produceMs: 200,
-    reachable: () => {
-      if (now() >= downFrom && now() < downFrom + DOWN_MS) {
-        throw new KafkaJSConnectionError('Connection error: connect ECONNREFUSED 127.0.0.1:9092');
-      }
-    },
+    reachable: unreachableWhile(() => now() >= downFrom && now() < downFrom + DOWN_MS),
   });
   const producer = createProducer(kafka);
   await producer.connect();
