@@ -18,6 +18,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Logger } from './logger';
 import { closeWithin } from './stop-clock';
+import { withTimeout } from './timeout';
 
 const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
   [KafkaLogLevel.ERROR]: 'error',
@@ -308,28 +309,6 @@ function refuseLateCommit(settleBy: number | undefined, what: string): void {
   );
 }
 
-/** The commit, or an error once settleBy passes with it unsettled (then fenced as any failed send; its outcome unknown). */
-async function settledBy(committing: Promise<void>, settleBy: number, transactionalId: string): Promise<void> {
-  committing.catch(() => undefined); // unheard once the attempt's end has been reached
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () =>
-        reject(
-          new Error(
-            `The commit of ${transactionalId} was not settled before its attempt's end (it may have committed)`,
-          ),
-        ),
-      Math.max(0, settleBy - performance.now()),
-    );
-  });
-  try {
-    await Promise.race([committing, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** Pauses between tries of a fence that failed (Kafka unreachable): 0.5 s doubling to 10 s. */
 const FENCE_PAUSE_FIRST_MS = 500;
 const FENCE_PAUSE_MAX_MS = 10_000;
@@ -499,7 +478,15 @@ export function createProducer(
             return committedReadBack(kafka, acknowledged, `${fenceScope}:read-back`, log);
           },
         });
-        await (settleBy === undefined ? committing : settledBy(committing, settleBy, slot.id));
+        // Unsettled at the attempt's end: failed (and fenced below, as any failed send); its outcome unknown.
+        committing.catch(() => undefined); // unheard once the attempt's end has been reached
+        await (settleBy === undefined
+          ? committing
+          : withTimeout(
+              committing,
+              Math.max(0, settleBy - performance.now()),
+              `The commit of ${slot.id} was not settled before its attempt's end (it may have committed)`,
+            ));
         return acknowledged;
       } catch (err) {
         await fence(slot, (err as Error).message);
