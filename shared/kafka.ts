@@ -446,7 +446,10 @@ export function createProducer(
     fn: (p: Transaction) => Promise<RecordMetadata[]>,
   ): Promise<RecordMetadata[]> => {
     const guard = sendGuards.getStore();
-    const { signal, settleBy } = sendAttempts.getStore() ?? {};
+    const { signal, settleBy: attemptEnd, lease } = sendAttempts.getStore() ?? {};
+    // The send's end: its attempt's start-to-close, and the time the server has confirmed it will not end the attempt
+    // before (its lease), whichever is first; read again at each check (a lease only grows).
+    const settleBy = () => (lease ? Math.min(attemptEnd ?? Infinity, lease.until()) : attemptEnd);
     if (!wanted) throw new Error('The producer is disconnected');
     signal?.throwIfAborted();
     const slot = await take(signal);
@@ -457,19 +460,23 @@ export function createProducer(
         slot.connecting = undefined;
         throw err;
       });
+      // The server's word that the attempt lives on for a commit phase yet (its heartbeats reach it): a send of an
+      // attempt the server may already have ended beside its retry waits here, and produces nothing once it is known to
+      // have ended (its signal).
+      await lease?.hold(COMMIT_PHASE_MS, signal);
       // The slot's epoch is fixed from here on (only a fence after a failure changes it): a send the guard lets through
       // is one a later fence of this producer's scope supersedes.
       await guard?.();
       // Its attempt over while it waited for a slot, a fence or the guard: nothing of it is sent (the attempt's retry
       // sends the page; sent now as well, it would be in the topic twice).
       signal?.throwIfAborted();
-      refuseLateCommit(settleBy, 'produces nothing');
+      refuseLateCommit(settleBy(), 'produces nothing');
       const transaction = await slot.producer.transaction();
       try {
         const acknowledged = await fn(transaction);
         refuseUnacknowledged(sent, acknowledged, (message) => assigned.get(message));
         // Too late to settle a commit within the attempt: aborted (the fence below), never committed behind its retry.
-        refuseLateCommit(settleBy, 'is aborted');
+        refuseLateCommit(settleBy(), 'is aborted');
         const committing = commitSettled(transaction, slot.id, log, {
           // Fenced: this kafkajs producer's epoch is gone (and its transaction left open on this side), so the slot
           // starts on a new one before its next send, whatever is read.
@@ -480,11 +487,12 @@ export function createProducer(
         });
         // Unsettled at the attempt's end: failed (and fenced below, as any failed send); its outcome unknown.
         committing.catch(() => undefined); // unheard once the attempt's end has been reached
-        await (settleBy === undefined
+        const end = settleBy();
+        await (end === undefined
           ? committing
           : withTimeout(
               committing,
-              Math.max(0, settleBy - performance.now()),
+              Math.max(0, end - performance.now()),
               `The commit of ${slot.id} was not settled before its attempt's end (it may have committed)`,
             ));
         return acknowledged;
@@ -907,6 +915,25 @@ export interface SendAttempt {
    */
   keepAlive?: () => void;
   keepAliveMs?: number;
+  /** What the server has confirmed of the attempt's life (an activity with a heartbeat timeout; worker/attempt-lease.ts). */
+  lease?: AttemptLease;
+}
+
+/**
+ * An attempt's lease: the time before which the Temporal server has confirmed it does not end the attempt. A heartbeat
+ * the server recorded resets its heartbeat timer from the moment it arrived, which is after the heartbeat was made; so
+ * the attempt lives at least until its last recorded heartbeat's making plus its heartbeat timeout (less a margin),
+ * measured on this side's clock alone. Heartbeats that do not reach the server (a worker cut off from Temporal) grow
+ * nothing, however often they are made.
+ */
+export interface AttemptLease {
+  /** performance.now() before which the server does not end the attempt for want of heartbeats (confirmed). */
+  until(): number;
+  /**
+   * Resolves once at least `ms` of the lease is left, heartbeating and asking the server meanwhile; rejects once the
+   * server is known to have ended the attempt, or `signal` aborts.
+   */
+  hold(ms: number, signal?: AbortSignal): Promise<void>;
 }
 
 /**
@@ -916,7 +943,9 @@ export interface SendAttempt {
  *   nothing;
  * - its `settleBy`: a send with less than COMMIT_PHASE_MS left produces nothing, one acknowledged with less than that
  *   left is aborted (fenced) rather than committed, and a commit still unsettled at `settleBy` fails the send (fenced,
- *   as any failed send). Either way the send rejects and the attempt's retry sends the page again.
+ *   as any failed send). Either way the send rejects and the attempt's retry sends the page again;
+ * - its `lease`: the same with the lease's end where it comes first, and a send first waits until the server has
+ *   confirmed a commit phase of its attempt's life (AttemptLease.hold).
  */
 export function withSendAttempt<T>(attempt: SendAttempt, fn: () => Promise<T>): Promise<T> {
   return sendAttempts.run({ ...sendAttempts.getStore(), ...definedOf(attempt) }, fn);

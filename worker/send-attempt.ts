@@ -1,6 +1,7 @@
 import type { Context, Info } from '@temporalio/activity';
 import type { ActivityInterceptorsFactory } from '@temporalio/worker';
 import { withSendAttempt, type SendAttempt } from '../shared/kafka';
+import { askServerOf, beatDetails, leaseAttempt } from './attempt-lease';
 
 /**
  * How long before its start-to-close timeout an attempt's sends must have settled: the worker starts the timeout when
@@ -26,27 +27,41 @@ export const KEEPALIVE_MS = 5_000;
  * frozen as the EndTxn was written, answered at the re-ask) landed after the attempt's retry had sent the page again:
  * the page twice in the topic (attack43-commit-outlives-activity-timeout). An activity with a heartbeat timeout also
  * gets a keepAlive, which heartbeats again the details it last heartbeated (the previous attempt's until it has its
- * own), used while a page's send is under way (keepingAttemptAlive).
+ * own), used while a page's send is under way (keepingAttemptAlive), and, where the worker has a client, a lease
+ * (worker/attempt-lease.ts): its sends go only within the life the server has confirmed, and end when the server
+ * says the attempt is over.
  */
-export const sendAttemptInterceptor: ActivityInterceptorsFactory = (ctx) => ({
-  inbound: {
-    execute: (input, next) =>
-      withSendAttempt(
-        { signal: ctx.cancellationSignal, settleBy: attemptSettleBy(ctx.info), ...keepAliveOf(ctx) },
-        () => next(input),
-      ),
-  },
-});
+export const sendAttemptInterceptor: ActivityInterceptorsFactory = (ctx) => {
+  const heartbeats = heartbeatsOf(ctx);
+  return {
+    inbound: {
+      execute: (input, next) =>
+        withSendAttempt({ signal: ctx.cancellationSignal, settleBy: attemptSettleBy(ctx.info), ...heartbeats }, () =>
+          next(input),
+        ),
+    },
+  };
+};
 
-function keepAliveOf(ctx: Context): Pick<SendAttempt, 'keepAlive' | 'keepAliveMs'> {
+function heartbeatsOf(ctx: Context): Pick<SendAttempt, 'keepAlive' | 'keepAliveMs' | 'lease' | 'signal'> {
   const timeoutMs = ctx.info.heartbeatTimeoutMs;
   if (!timeoutMs) return {};
-  let last: unknown = ctx.info.heartbeatDetails;
+  const keepAliveMs = Math.min(KEEPALIVE_MS, Math.floor(timeoutMs / 3));
   const beat = ctx.heartbeat;
-  // The SDK's Context holds heartbeat as an own, writable property: what the activity heartbeats is seen here.
-  (ctx as { heartbeat: Context['heartbeat'] }).heartbeat = (details?: unknown) => {
+  const ask = askServerOf(ctx);
+  // The SDK's Context holds heartbeat and info as own, writable properties: what the activity heartbeats is seen here,
+  // and it reads its previous attempt's details as it heartbeated them.
+  const writable = ctx as { heartbeat: Context['heartbeat']; info: Info };
+  if (ask) {
+    const leased = leaseAttempt(ctx, beat, ask);
+    writable.info = { ...ctx.info, heartbeatDetails: beatDetails(ctx.info.heartbeatDetails) };
+    writable.heartbeat = leased.heartbeat;
+    return { keepAlive: leased.keepAlive, keepAliveMs, lease: leased.lease, signal: leased.signal };
+  }
+  let last: unknown = ctx.info.heartbeatDetails;
+  writable.heartbeat = (details?: unknown) => {
     last = details;
     beat(details);
   };
-  return { keepAlive: () => beat(last), keepAliveMs: Math.min(KEEPALIVE_MS, Math.floor(timeoutMs / 3)) };
+  return { keepAlive: () => beat(last), keepAliveMs };
 }

@@ -2,6 +2,7 @@ import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker
 import type { Config } from '../shared/config';
 import type { Logger } from '../shared/logger';
 import { createActivities, type ActivityDeps } from '../activities';
+import { HEARTBEAT_THROTTLE_MS } from './attempt-lease';
 import { activityInterceptors } from './interceptors';
 
 export interface ReplayWorkerOptions {
@@ -24,6 +25,8 @@ export async function createReplayWorker({ connection, config, deps, workflowBun
     activities: createActivities(deps),
     // Refusals of the data fail at once; Kafka sends settle within their attempt (worker/interceptors.ts).
     interceptors: { activity: activityInterceptors },
+    // Heartbeats reach the server within a second of being made: a page's lease follows them (worker/attempt-lease.ts).
+    maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE_MS,
     ...(workflowBundle ? { workflowBundle } : { workflowsPath: require.resolve('../workflows') }),
     maxConcurrentActivityTaskExecutions: 20,
     // At shutdown, activities get a few seconds to finish, then are cancelled (publishing honours that at once).

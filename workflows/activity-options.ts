@@ -24,11 +24,13 @@ export const publishOptions: ActivityOptions = {
 /**
  * Page activities of long replays: they heartbeat after every page, and keep retrying (backoff up to 10 min) until
  * Kafka is back. The heartbeat timeout bounds one page (a read and a send), not a whole chunk of pages; a chunk's
- * time budget (CHUNK_BUDGET_MS) stays far under the start-to-close timeout.
+ * time budget (CHUNK_BUDGET_MS) stays far under the start-to-close timeout. A page is sent only while the server has
+ * confirmed its attempt a commit phase of life (worker/attempt-lease.ts): the heartbeat timeout exceeds that phase
+ * (65 s) by the lease's margin, its renewals and their throttle.
  */
 export const pageOptions: ActivityOptions = {
   startToCloseTimeout: '10m',
-  heartbeatTimeout: '30s',
+  heartbeatTimeout: '90s',
   retry: {
     initialInterval: '1s',
     backoffCoefficient: 2,

@@ -1,8 +1,14 @@
 import type { Context } from '@temporalio/activity';
+import { defaultDataConverter } from '@temporalio/common';
+import { encodeToPayloads } from '@temporalio/common/lib/internal-non-workflow';
 import type { ActivityOptions } from '@temporalio/workflow';
 import type { ActivityExecuteInput } from '@temporalio/worker';
 import { activityInterceptors } from '../../worker/interceptors';
 import { durationMs } from './fake-transactional-kafka';
+
+const ACTIVITY_ID = 'page';
+
+const encode = (details: unknown) => encodeToPayloads(defaultDataConverter, details);
 
 /** One attempt of an activity as the fake server saw it (ms from the server's start). */
 export interface FakeAttempt {
@@ -23,7 +29,9 @@ export interface FakeAttempt {
  * schedules the next attempt after the retry policy's interval. As with the real SDK, the worker learns of a timeout
  * only from the answer to a heartbeat (the activity's cancellation signal aborts then, not at the timeout itself: an
  * activity that does not heartbeat never learns). Each attempt runs through the replay worker's send-attempt
- * interceptors (worker/interceptors.ts), as worker/worker.ts does. `body` gets a Context-like object.
+ * interceptors (worker/interceptors.ts), as worker/worker.ts does, and its client answers a describe of the workflow
+ * with the pending attempt and the details last recorded (an attempt's lease asks it). `body` gets a Context-like
+ * object.
  */
 export function fakeActivityServer(
   options: ActivityOptions,
@@ -56,6 +64,8 @@ export function fakeActivityServer(
   const maxIntervalMs = durationMs(options.retry?.maximumInterval ?? '100s');
   const attempts: FakeAttempt[] = [];
   let details: unknown;
+  /** The attempt the server has pending (started, or scheduled after a failure); undefined once it is all over. */
+  let pending: number | undefined = 1;
   let finish!: () => void;
   const finished = new Promise<void>((resolve) => (finish = resolve));
 
@@ -85,6 +95,7 @@ export function fakeActivityServer(
       record.outcome = outcome;
       record.endedAt = now();
       clearInterval(watch);
+      pending = outcome !== 'completed' && n < maxAttempts ? n + 1 : undefined;
       if (outcome === 'completed') finish();
       else if (n < maxAttempts) {
         setTimeout(() => start(n + 1), Math.min(initialMs * coefficient ** (n - 1), maxIntervalMs));
@@ -102,8 +113,35 @@ export function fakeActivityServer(
         heartbeatTimeoutMs,
         heartbeatDetails: details,
         workflowExecution: { workflowId: 'range-replay-wf', runId: 'run' },
+        workflowNamespace: 'default',
+        activityId: ACTIVITY_ID,
       },
       cancellationSignal: controller.signal,
+      // The worker's client, as far as an attempt's lease asks it (a describe of the workflow); cut off with the
+      // attempt's heartbeats (lostHeartbeat).
+      client: {
+        options: { loadedDataConverter: defaultDataConverter },
+        withDeadline: <R>(_deadline: number, fn: () => Promise<R>) => fn(),
+        workflowService: {
+          describeWorkflowExecution: async () => {
+            if (lostHeartbeat?.(n, now())) {
+              throw Object.assign(new Error('14 UNAVAILABLE: the frontend is unreachable'), { code: 14 });
+            }
+            return {
+              pendingActivities:
+                pending === undefined
+                  ? []
+                  : [
+                      {
+                        activityId: ACTIVITY_ID,
+                        attempt: pending,
+                        heartbeatDetails: details === undefined ? undefined : { payloads: await encode(details) },
+                      },
+                    ],
+            };
+          },
+        },
+      },
       heartbeat: (d?: unknown) => {
         lastReport = now();
         if (lostHeartbeat?.(n, now())) return;

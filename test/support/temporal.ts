@@ -4,6 +4,7 @@ import { Client, Connection } from '@temporalio/client';
 import { MockActivityEnvironment, TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { createActivities, type ActivityDeps } from '../../activities';
+import { HEARTBEAT_THROTTLE_MS } from '../../worker/attempt-lease';
 import { activityInterceptors } from '../../worker/interceptors';
 import { createSinkHarness, eventually, type SinkHarness } from './sink';
 
@@ -61,6 +62,7 @@ export async function createTimeSkippingWorld(label: string, taskQueue: string, 
     workflowBundle: await workflowBundle(),
     activities: createActivities(activityDeps(h)),
     interceptors: { activity: activityInterceptors },
+    maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE_MS,
   });
   const running = worker.run();
   return {

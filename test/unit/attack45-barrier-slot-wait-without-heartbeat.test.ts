@@ -1,11 +1,6 @@
-import { publishChunkPage } from '../../activities/ordered-publish';
-import { publishMessages } from '../../activities/publish';
-import { withErasuresChecked } from '../../repository/erasure';
-import { createProducer } from '../../shared/kafka';
 import { pageOptions } from '../../workflows/activity-options';
-import { answeringPool } from '../support/answering-pool';
 import { fakeActivityServer, lateSends } from '../support/fake-temporal-attempts';
-import { fakeTransactionalKafka, unreachableWhile } from '../support/fake-transactional-kafka';
+import { pageSendSetting } from '../support/page-send-setting';
 
 /**
  * attack45 against 3d039ea (replay sends settle within their attempt; page sends heartbeat while waited for).
@@ -43,7 +38,6 @@ import { fakeTransactionalKafka, unreachableWhile } from '../support/fake-transa
  * whole interceptor list. Fails with keepingAttemptAlive made a pass-through.
  */
 
-const TOPIC = 't';
 const DOWN_FROM_MS = 100;
 const UP_AT_MS = 90_000;
 
@@ -51,47 +45,21 @@ beforeEach(() => jest.useFakeTimers({ doNotFake: ['nextTick', 'queueMicrotask'] 
 afterEach(() => jest.useRealTimers());
 
 it('a page waiting for a barrier holder slot is not timed out by its heartbeat and then sent anyway', async () => {
-  const started = Date.now();
-  const now = () => Date.now() - started;
-  const { kafka, transactions } = fakeTransactionalKafka({
-    topic: TOPIC,
-    now,
-    produceMs: 200,
-    reachable: unreachableWhile(() => now() >= DOWN_FROM_MS && now() < UP_AT_MS),
-  });
-  const producer = createProducer(kafka);
-  await producer.connect();
-  const pool = answeringPool();
-
-  // Five other pages hold the barrier's five holder slots through their failed sends' fences.
-  const others = Array.from({ length: 5 }, (_, i) =>
-    withErasuresChecked(pool, [100 + i], producer, (_erased, keep) =>
-      publishMessages(producer, [{ topic: TOPIC, key: null, value: `other-${i}`, headers: {} }], { track: keep }),
-    ).catch(() => undefined),
-  );
+  const { now, holding, holdBarrierSlots, sendPage } = await pageSendSetting({ from: DOWN_FROM_MS, until: UP_AT_MS });
+  const others = holdBarrierSlots();
   await jest.advanceTimersByTimeAsync(1_000);
 
-  // Page P of a range replay chunk, as replayRangePage sends it.
-  const outgoing = [{ id: 1, message: { topic: TOPIC, key: Buffer.from('k'), value: 'P', headers: {} } }];
+  // Page P of a range replay chunk.
   const sends: { attempt: number; at: number }[] = [];
   const origin = now();
-  const server = fakeActivityServer(pageOptions, async (ctx, attempt) => {
-    const progress = (ctx.info.heartbeatDetails as { cursor: number; pageSent?: number[] } | undefined) ?? {
-      cursor: 0,
-    };
-    await withErasuresChecked(pool, [1], producer, (_erased, keep) =>
-      publishChunkPage(producer, outgoing, { replayId: 'r1' }, progress, ctx, (sending) => {
-        sends.push({ attempt, at: now() - origin });
-        keep(sending);
-      }),
-    );
-    ctx.heartbeat({ cursor: 1 });
-  });
+  const server = fakeActivityServer(pageOptions, (ctx, attempt) =>
+    sendPage(ctx, 'P', undefined, () => sends.push({ attempt, at: now() - origin })),
+  );
   await jest.advanceTimersByTimeAsync(UP_AT_MS + 60_000);
   await server.finished;
   await Promise.all(others);
 
-  const committed = transactions.filter((t) => t.committed && t.values.includes('P'));
+  const committed = holding('P').filter((t) => t.committed);
   // Attempts that began a send of P after the server had timed them out (its retry already started).
   const late = lateSends(server.attempts, sends);
   expect({ committed: committed.length, late }).toEqual({ committed: 1, late: [] });

@@ -1,10 +1,7 @@
-import { publishChunkPage } from '../../activities/ordered-publish';
-import { createProducer } from '../../shared/kafka';
 import { pageOptions } from '../../workflows/activity-options';
-import { withErasuresChecked } from '../../repository/erasure';
-import { answeringPool } from '../support/answering-pool';
 import { fakeActivityServer, lateSends } from '../support/fake-temporal-attempts';
-import { durationMs, fakeTransactionalKafka, unreachableWhile } from '../support/fake-transactional-kafka';
+import { durationMs } from '../support/fake-transactional-kafka';
+import { pageSendSetting } from '../support/page-send-setting';
 
 /**
  * attack45 against 3d039ea (replay sends settle within their attempt; page sends heartbeat while waited for).
@@ -48,7 +45,6 @@ import { durationMs, fakeTransactionalKafka, unreachableWhile } from '../support
  * replayRangePage sends it (written without it).
  */
 
-const TOPIC = 't';
 const DOWN_FROM_MS = 100;
 const UP_AT_MS = 700_000;
 
@@ -56,39 +52,17 @@ beforeEach(() => jest.useFakeTimers({ doNotFake: ['nextTick', 'queueMicrotask'] 
 afterEach(() => jest.useRealTimers());
 
 it('a per_key retry waiting for its previous attempt send is not timed out by its heartbeat and then sends anyway', async () => {
-  const started = Date.now();
-  const now = () => Date.now() - started;
-  const { kafka, transactions } = fakeTransactionalKafka({
-    topic: TOPIC,
-    now,
-    produceMs: 200,
-    reachable: unreachableWhile(() => now() >= DOWN_FROM_MS && now() < UP_AT_MS),
-  });
-  const producer = createProducer(kafka);
-  await producer.connect();
-  const pool = answeringPool();
+  const { now, holding, sendPage } = await pageSendSetting({ from: DOWN_FROM_MS, until: UP_AT_MS });
 
-  // One page of the chunk, one event: a single wave.
-  const outgoing = [{ id: 1, message: { topic: TOPIC, key: Buffer.from('k'), value: 'page-1', headers: {} } }];
-  // Which attempt began a send of the page, and when (ms).
+  // One page of the chunk, one event: a single wave. Which attempt began a send of the page, and when (ms).
   const sends: { attempt: number; at: number }[] = [];
-  const server = fakeActivityServer(pageOptions, async (ctx, attempt) => {
-    const progress = (ctx.info.heartbeatDetails as { cursor: number; pageSent?: number[] } | undefined) ?? {
-      cursor: 0,
-    };
-    // As replayRangePage sends it: under the erasures' barrier.
-    await withErasuresChecked(pool, [1], producer, (_erased, keep) =>
-      publishChunkPage(producer, outgoing, { ordering: 'per_key', replayId: 'r1' }, progress, ctx, (sending) => {
-        sends.push({ attempt, at: now() });
-        keep(sending);
-      }),
-    );
-    ctx.heartbeat({ cursor: 1 });
-  });
+  const server = fakeActivityServer(pageOptions, (ctx, attempt) =>
+    sendPage(ctx, 'page-1', 'per_key', () => sends.push({ attempt, at: now() })),
+  );
   await jest.advanceTimersByTimeAsync(UP_AT_MS + 5 * durationMs(pageOptions.startToCloseTimeout));
   await server.finished;
 
-  const committed = transactions.filter((t) => t.committed && t.values.includes('page-1'));
+  const committed = holding('page-1').filter((t) => t.committed);
   // Attempts that began a send of the page after the server had timed them out (its retry already started).
   const late = lateSends(server.attempts, sends);
   expect({
