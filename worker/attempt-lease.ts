@@ -17,6 +17,9 @@ export const LEASE_MARGIN_MS = 5_000;
 /** How long one question to the server (a describe of the attempt's workflow) may take. */
 const ASK_TIMEOUT_MS = 5_000;
 
+/** How far apart the making times of stamped heartbeats are kept (leaseAttempt). */
+const MADE_STEP_MS = 100;
+
 /** Pauses between a hold's questions: 10 ms doubling to 0.5 s. */
 const HOLD_PAUSE_FIRST_MS = 10;
 const HOLD_PAUSE_MAX_MS = 500;
@@ -24,22 +27,43 @@ const HOLD_PAUSE_MAX_MS = 500;
 /** gRPC NOT_FOUND: the workflow is no longer known to the server (closed and gone, or never there). */
 const GRPC_NOT_FOUND = 5;
 
-/** The key of the envelope an attempt's heartbeat details go to the server in: which attempt made it, its number. */
+/** The key of the stamp an attempt's heartbeat details go to the server with: which attempt made it, its number. */
 const BEAT = 'crmEventsBeat';
 
-interface Beat {
-  [BEAT]: { attempt: number; n: number };
-  details?: unknown;
+/** A stamp; `wrapped`: the details were not a plain object and are under `details` beside it. */
+interface Stamp {
+  attempt: number;
+  n: number;
+  wrapped?: true;
 }
 
-function isBeat(value: unknown): value is Beat {
-  const stamp = (value as Partial<Beat> | null | undefined)?.[BEAT];
+type Stamped = { [BEAT]: Stamp; details?: unknown } & Record<string, unknown>;
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && Object.getPrototypeOf(value) === Object.prototype;
+}
+
+function isStamped(value: unknown): value is Stamped {
+  const stamp = isPlainObject(value) ? (value[BEAT] as Partial<Stamp> | undefined) : undefined;
   return typeof stamp?.attempt === 'number' && typeof stamp.n === 'number';
 }
 
-/** The activity's own heartbeat details, out of the envelope a leased attempt sent them in (as they are otherwise). */
+/**
+ * Details stamped: a plain object gets the stamp as one more property (a worker that knows nothing of stamps reads it
+ * as it was), anything else (a number, a string, nothing) is wrapped.
+ */
+function stamped(details: unknown, stamp: Omit<Stamp, 'wrapped'>): Stamped {
+  return isPlainObject(details) && !(BEAT in details)
+    ? { ...details, [BEAT]: stamp }
+    : { [BEAT]: { ...stamp, wrapped: true }, details };
+}
+
+/** The activity's own heartbeat details, without the stamp a leased attempt sent them with (as they are otherwise). */
 export function beatDetails(details: unknown): unknown {
-  return isBeat(details) ? details.details : details;
+  if (!isStamped(details)) return details;
+  if (details[BEAT].wrapped) return details.details;
+  const { [BEAT]: _stamp, ...own } = details;
+  return own;
 }
 
 /** What the server holds of the activity: its pending attempt and that attempt's last recorded details; undefined: none. */
@@ -81,34 +105,41 @@ export interface LeasedAttempt {
 }
 
 /**
- * The lease of an attempt with a heartbeat timeout (shared/kafka.ts AttemptLease). Its heartbeats go to the SDK (`beat`,
- * which sends them on) stamped with the attempt and a number, and this side remembers when each was made; the server
- * is then asked (`ask`) which one it last recorded: the attempt lives at least until that one's making plus the
- * heartbeat timeout. The SDK is the only one to send heartbeats, in the order they are made, so the details the server
- * holds are never older than ones it held before. The server answering that another attempt is pending, or none, ends
- * the attempt here (`signal`). A heartbeat call of the SDK gives no word of its arrival (it resets the SDK's own timer
- * either way): without the question, a worker cut off from Temporal but not from Kafka sent a page its retry sent too
- * (test/unit/attack46-keepalive-beats-lost-heartbeats.test.ts).
+ * The lease of an attempt with a heartbeat timeout (shared/kafka.ts AttemptLease). Once a send first asks for it, the
+ * attempt's heartbeats go to the SDK (`beat`, which sends them on) stamped with the attempt and a number, and this side
+ * remembers when each was made; the server is then asked (`ask`) which one it last recorded: the attempt lives at least
+ * until that one's making plus the heartbeat timeout. The SDK is the only one to send heartbeats, in the order they
+ * are made, so the details the server holds are never older than ones it held before. The server answering that
+ * another attempt is pending, or none, ends the attempt here (`signal`). A heartbeat call of the SDK gives no word of
+ * its arrival (it resets the SDK's own timer either way): without the question, a worker cut off from Temporal but not
+ * from Kafka sent a page its retry sent too (test/unit/attack46-keepalive-beats-lost-heartbeats.test.ts). An activity
+ * that never sends never stamps: its details go as they are.
  */
 export function leaseAttempt(ctx: Context, beat: (details: unknown) => void, ask: AskServer): LeasedAttempt {
   const { attempt, heartbeatTimeoutMs = 0 } = ctx.info;
   let last = beatDetails(ctx.info.heartbeatDetails);
+  let stamping = false;
   let n = 0;
   let lastMadeAt = -Infinity;
-  /** When each heartbeat not yet known to be recorded was made (performance.now()), by its number. */
-  const made = new Map<number, number>();
+  /**
+   * When stamped heartbeats were made (performance.now()), ascending, one kept per MADE_STEP_MS: a heartbeat not kept
+   * counts as made when the last one kept before it was (earlier: a shorter lease, never a longer one). At most a
+   * heartbeat timeout's worth, so at most heartbeatTimeoutMs / MADE_STEP_MS of them.
+   */
+  const made: { n: number; at: number }[] = [];
   let until = -Infinity;
   const ended = new AbortController();
   const signal = AbortSignal.any([ctx.cancellationSignal, ended.signal]);
 
   const heartbeat = (details?: unknown) => {
     last = details;
+    if (!stamping) return beat(details);
     n += 1;
     lastMadeAt = performance.now();
-    made.set(n, lastMadeAt);
+    if (made.length === 0 || lastMadeAt - made[made.length - 1].at >= MADE_STEP_MS) made.push({ n, at: lastMadeAt });
     // One made a heartbeat timeout ago can grow no lease any more.
-    for (const [k, at] of made) if (at + heartbeatTimeoutMs <= lastMadeAt) made.delete(k);
-    beat({ [BEAT]: { attempt, n }, details } satisfies Beat);
+    while (made.length > 1 && made[0].at + heartbeatTimeoutMs <= lastMadeAt) made.shift();
+    beat(stamped(details, { attempt, n }));
   };
   const end = (why: string) => ended.abort(new Error(`Attempt ${attempt} was ended by the Temporal server (${why})`));
 
@@ -119,11 +150,14 @@ export function leaseAttempt(ctx: Context, beat: (details: unknown) => void, ask
         const held = await ask();
         if (!held) return end('no attempt of the activity is pending');
         if (held.attempt !== attempt) return end(`attempt ${held.attempt} is pending`);
-        if (!isBeat(held.details) || held.details[BEAT].attempt !== attempt) return;
+        if (!isStamped(held.details) || held.details[BEAT].attempt !== attempt) return;
         const recorded = held.details[BEAT].n;
-        const at = made.get(recorded);
-        if (at !== undefined) until = Math.max(until, at + heartbeatTimeoutMs - LEASE_MARGIN_MS);
-        for (const k of made.keys()) if (k < recorded) made.delete(k);
+        // The last one kept at or before the recorded heartbeat: made no later than it.
+        let i = made.length - 1;
+        while (i >= 0 && made[i].n > recorded) i -= 1;
+        if (i < 0) return;
+        until = Math.max(until, made[i].at + heartbeatTimeoutMs - LEASE_MARGIN_MS);
+        made.splice(0, i);
       } catch (err) {
         if ((err as { code?: unknown }).code === GRPC_NOT_FOUND) end((err as Error).message);
         // Otherwise no answer (Temporal unreachable): the lease does not grow.
@@ -135,11 +169,12 @@ export function leaseAttempt(ctx: Context, beat: (details: unknown) => void, ask
   const lease: AttemptLease = {
     until: () => until,
     async hold(ms, holdSignal) {
-      if (heartbeatTimeoutMs - LEASE_MARGIN_MS - HEARTBEAT_THROTTLE_MS < ms) {
+      if (heartbeatTimeoutMs < leaseHeartbeatTimeoutMs(ms)) {
         throw new Error(
-          `A heartbeat timeout of ${heartbeatTimeoutMs} ms can never hold a lease of ${ms} ms (its activity options are wrong)`,
+          `A heartbeat timeout of ${heartbeatTimeoutMs} ms can never hold a lease of ${ms} ms (at least ${leaseHeartbeatTimeoutMs(ms)} ms is needed: its activity options are wrong)`,
         );
       }
+      stamping = true;
       const stop = holdSignal ? AbortSignal.any([signal, holdSignal]) : signal;
       for (let pause = HOLD_PAUSE_FIRST_MS; ; pause = Math.min(pause * 2, HOLD_PAUSE_MAX_MS)) {
         stop.throwIfAborted();
@@ -157,9 +192,14 @@ export function leaseAttempt(ctx: Context, beat: (details: unknown) => void, ask
     keepAlive: () => {
       if (signal.aborted) return;
       heartbeat(last);
-      void askNow();
+      if (stamping) void askNow();
     },
     lease,
     signal,
   };
+}
+
+/** The shortest heartbeat timeout that can hold a lease of `ms`: the margin and the heartbeat throttle come off it. */
+export function leaseHeartbeatTimeoutMs(ms: number): number {
+  return ms + LEASE_MARGIN_MS + HEARTBEAT_THROTTLE_MS;
 }
