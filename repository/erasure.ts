@@ -2,7 +2,7 @@ import type { ErasureStore } from '../journal/kinds';
 import type { Producer } from 'kafkajs';
 import type { ErasureTarget } from '../lifecycle/erasure-target';
 import { awaitBarrierHolders, holdBarrier } from '../shared/barrier';
-import { keepingAttemptAlive, replayFencing, withSendGuard } from '../shared/kafka';
+import { keepingAttemptAlive, replayFencing, sendAttemptSignal, withSendGuard } from '../shared/kafka';
 import { withTransaction, type Pool } from '../shared/db';
 import type { Queryable } from './queryable';
 
@@ -154,7 +154,8 @@ export function withErasuresChecked<T>(
       pool,
       REPLAY_SEND_BARRIER,
       async (client, keep, held) => withSendGuard(held, async () => send(await erasuresOf(client, ids), keep, client)),
-      { fence: producer ? replayFencing(producer)?.fenceScope : undefined },
+      // A page whose attempt ended while it waited for a holder slot leaves the queue (its retry sends the page).
+      { fence: producer ? replayFencing(producer)?.fenceScope : undefined, signal: sendAttemptSignal() },
     ),
   );
 }

@@ -33,15 +33,15 @@ const HOLDER = `${hostname()}:${process.pid}`;
  * with it before it counts the holder gone (a send may outlive its process in a broker; see awaitBarrierHolders).
  * `held` resolves only while the row is unexpired and unclaimed (asked of Postgres, within BARRIER_SILENCE_MS): what a
  * send checks once nothing can change what a waiter's fence will supersede, before it begins (see the replay
- * producer's guard, shared/kafka.ts).
+ * producer's guard, shared/kafka.ts). `signal`: a wait for a holder slot that it aborts leaves the queue and rejects.
  */
 export async function holdBarrier<T>(
   pool: pg.Pool,
   name: string,
   fn: (client: pg.PoolClient, keep: (until: Promise<unknown>) => void, held: () => Promise<void>) => Promise<T>,
-  { leaseMs = BARRIER_LEASE_MS, fence }: { leaseMs?: number; fence?: string } = {},
+  { leaseMs = BARRIER_LEASE_MS, fence, signal }: { leaseMs?: number; fence?: string; signal?: AbortSignal } = {},
 ): Promise<T> {
-  const leave = await holderSlot(pool);
+  const leave = await holderSlot(pool, signal);
   let client: pg.PoolClient;
   try {
     client = await pool.connect();
@@ -189,15 +189,30 @@ async function dropHolder(
  * and the others wait here, in memory, for a turn.
  */
 const holderSlots = new WeakMap<pg.Pool, { free: number; waiting: (() => void)[] }>();
-async function holderSlot(pool: pg.Pool): Promise<() => void> {
+async function holderSlot(pool: pg.Pool, signal?: AbortSignal): Promise<() => void> {
   let slots = holderSlots.get(pool);
   if (!slots) {
     slots = { free: Math.max(1, Math.floor((pool.options.max ?? 10) / 2)), waiting: [] };
     holderSlots.set(pool, slots);
   }
   const own = slots;
+  signal?.throwIfAborted();
   if (own.free > 0) own.free--;
-  else await new Promise<void>((resolve) => own.waiting.push(resolve));
+  else {
+    await new Promise<void>((resolve, reject) => {
+      const given = () => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      const onAbort = () => {
+        const i = own.waiting.indexOf(given);
+        if (i >= 0) own.waiting.splice(i, 1);
+        reject(signal!.reason);
+      };
+      own.waiting.push(given);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
   let left = false;
   return () => {
     if (left) return;

@@ -463,7 +463,7 @@ export function createProducer(
       // The server's word that the attempt lives on for a commit phase yet (its heartbeats reach it): a send of an
       // attempt the server may already have ended beside its retry waits here, and produces nothing once it is known to
       // have ended (its signal).
-      await lease?.hold(COMMIT_PHASE_MS, signal);
+      await lease?.hold(SEND_LEASE_MS, signal);
       // The slot's epoch is fixed from here on (only a fence after a failure changes it): a send the guard lets through
       // is one a later fence of this producer's scope supersedes.
       await guard?.();
@@ -750,6 +750,13 @@ export const READ_BACK_MS = 15_000;
 export const COMMIT_PHASE_MS = 2 * KAFKA_REQUEST_TIMEOUT_MS + COMMIT_SETTLE_MS + READ_BACK_MS;
 
 /**
+ * How much of its lease a send waits for before it produces (AttemptLease.hold): a commit phase after the guard and the
+ * produce's acknowledgement (PRODUCE_ACK_TIMEOUT_MS); with only a commit phase, a healthy page was aborted after its
+ * acks for 0.2 s too little (test/unit/attack47-lease-at-margin-aborts-healthy-page.test.ts).
+ */
+export const SEND_LEASE_MS = COMMIT_PHASE_MS + PRODUCE_ACK_TIMEOUT_MS;
+
+/**
  * How much committedReadBack fetches at once. Kafka returns whole record batches, and a page's batch on a partition is
  * up to its topic's max.message.bytes; the marker that follows it must come in the same fetch (a fetch of control
  * records only reaches no eachBatch in kafkajs, attack44-read-back-marker-past-fetch: kafkajs's default, 1 MiB, never
@@ -971,6 +978,11 @@ export async function keepingAttemptAlive<T>(fn: () => Promise<T>): Promise<T> {
   } finally {
     clearInterval(keeping);
   }
+}
+
+/** The signal of the attempt the caller's sends are bound to (withSendAttempt), if any. */
+export function sendAttemptSignal(): AbortSignal | undefined {
+  return sendAttempts.getStore()?.signal;
 }
 
 /** withSendAttempt with the attempt's signal only (its settleBy, if any, from the attempt fn is already under). */

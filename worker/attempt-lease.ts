@@ -97,7 +97,7 @@ export function askServerOf(ctx: Context): AskServer | undefined {
 export interface LeasedAttempt {
   /** The activity's heartbeat (what ctx.heartbeat becomes): its details, stamped, to the SDK. */
   heartbeat(details?: unknown): void;
-  /** Heartbeats the last details again and asks the server what it recorded. */
+  /** While a send is under way: heartbeats the last details again (while the lease lasts) and asks the server. */
   keepAlive(): void;
   lease: AttemptLease;
   /** The attempt's cancellation, or aborted once the server is known to have ended the attempt. */
@@ -128,6 +128,10 @@ export function leaseAttempt(ctx: Context, beat: (details: unknown) => void, ask
    */
   const made: { n: number; at: number }[] = [];
   let until = -Infinity;
+  /** Questions that got no answer. */
+  let unansweredAsks = 0;
+  /** When the server last answered that this attempt is pending (performance.now()). */
+  let answeredAt = -Infinity;
   const ended = new AbortController();
   const signal = AbortSignal.any([ctx.cancellationSignal, ended.signal]);
 
@@ -141,6 +145,18 @@ export function leaseAttempt(ctx: Context, beat: (details: unknown) => void, ask
     while (made.length > 1 && made[0].at + heartbeatTimeoutMs <= lastMadeAt) made.shift();
     beat(stamped(details, { attempt, n }));
   };
+  /**
+   * Whether this side may heartbeat to keep the attempt alive (the activity's own heartbeats always go): while it
+   * stamps, only once the server has answered since the last heartbeat (the first one needs none). Cut off from
+   * Temporal, it stops after one heartbeat into the void, so that the SDK's own timer (heartbeat timeout plus 5 s after
+   * the last heartbeat) ends a waiting attempt here too: a send waiting for a lease that could no longer come waited
+   * until the attempt's start-to-close timeout, 10 minutes, holding its slots
+   * (test/unit/attack47-hold-outlives-ended-attempt.test.ts).
+   */
+  const renewing = () => !stamping || answeredAt >= lastMadeAt;
+  const renew = () => {
+    if (performance.now() - lastMadeAt >= HEARTBEAT_THROTTLE_MS && renewing()) heartbeat(last);
+  };
   const end = (why: string) => ended.abort(new Error(`Attempt ${attempt} was ended by the Temporal server (${why})`));
 
   let asking: Promise<void> | undefined;
@@ -150,6 +166,7 @@ export function leaseAttempt(ctx: Context, beat: (details: unknown) => void, ask
         const held = await ask();
         if (!held) return end('no attempt of the activity is pending');
         if (held.attempt !== attempt) return end(`attempt ${held.attempt} is pending`);
+        answeredAt = performance.now();
         if (!isStamped(held.details) || held.details[BEAT].attempt !== attempt) return;
         const recorded = held.details[BEAT].n;
         // The last one kept at or before the recorded heartbeat: made no later than it.
@@ -161,6 +178,7 @@ export function leaseAttempt(ctx: Context, beat: (details: unknown) => void, ask
       } catch (err) {
         if ((err as { code?: unknown }).code === GRPC_NOT_FOUND) end((err as Error).message);
         // Otherwise no answer (Temporal unreachable): the lease does not grow.
+        else unansweredAsks += 1;
       } finally {
         asking = undefined;
       }
@@ -176,10 +194,21 @@ export function leaseAttempt(ctx: Context, beat: (details: unknown) => void, ask
       }
       stamping = true;
       const stop = holdSignal ? AbortSignal.any([signal, holdSignal]) : signal;
+      // Once the server may have ended the attempt (a heartbeat timeout past the last heartbeat it is known to have,
+      // or past the hold's start without one) and cannot be asked, the hold gives up: the attempt fails, its retry
+      // sends the page.
+      const startedAt = performance.now();
+      const unanswered = unansweredAsks;
       for (let pause = HOLD_PAUSE_FIRST_MS; ; pause = Math.min(pause * 2, HOLD_PAUSE_MAX_MS)) {
         stop.throwIfAborted();
         if (until - performance.now() >= ms) return;
-        if (performance.now() - lastMadeAt >= HEARTBEAT_THROTTLE_MS) heartbeat(last);
+        const confirmedMadeAt = until === -Infinity ? startedAt : until + LEASE_MARGIN_MS - heartbeatTimeoutMs;
+        if (unansweredAsks > unanswered && performance.now() - confirmedMadeAt >= heartbeatTimeoutMs) {
+          throw new Error(
+            `Attempt ${attempt} has no heartbeat the Temporal server confirmed for its heartbeat timeout (${heartbeatTimeoutMs} ms: Temporal unreachable); its send gives up`,
+          );
+        }
+        renew();
         await within(askNow(), Infinity, stop);
         stop.throwIfAborted();
         if (until - performance.now() >= ms) return;
@@ -191,8 +220,10 @@ export function leaseAttempt(ctx: Context, beat: (details: unknown) => void, ask
     heartbeat,
     keepAlive: () => {
       if (signal.aborted) return;
-      heartbeat(last);
-      if (stamping) void askNow();
+      // Called only while a page's send is under way: its lease is what keeps it alive.
+      stamping = true;
+      renew();
+      void askNow();
     },
     lease,
     signal,

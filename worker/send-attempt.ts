@@ -1,7 +1,7 @@
 import type { Context, Info } from '@temporalio/activity';
 import type { ActivityInterceptorsFactory } from '@temporalio/worker';
-import { withSendAttempt, type SendAttempt } from '../shared/kafka';
-import { askServerOf, beatDetails, leaseAttempt } from './attempt-lease';
+import { SEND_LEASE_MS, withSendAttempt, type SendAttempt } from '../shared/kafka';
+import { askServerOf, beatDetails, leaseAttempt, leaseHeartbeatTimeoutMs } from './attempt-lease';
 
 /**
  * How long before its start-to-close timeout an attempt's sends must have settled: the worker starts the timeout when
@@ -52,7 +52,10 @@ function heartbeatsOf(ctx: Context): Pick<SendAttempt, 'keepAlive' | 'keepAliveM
   // The SDK's Context holds heartbeat and info as own, writable properties: what the activity heartbeats is seen here,
   // and it reads its previous attempt's details as it heartbeated them.
   const writable = ctx as { heartbeat: Context['heartbeat']; info: Info };
-  if (ask) {
+  // An attempt scheduled with a heartbeat timeout too short for a send's lease (a page scheduled before the upgrade
+  // that lengthened it, 30 s then) sends as before the lease, on its start-to-close bound alone: refused, its pages never
+  // went out (test/unit/attack47-page-scheduled-before-deploy.test.ts).
+  if (ask && timeoutMs >= leaseHeartbeatTimeoutMs(SEND_LEASE_MS)) {
     const leased = leaseAttempt(ctx, beat, ask);
     writable.info = { ...ctx.info, heartbeatDetails: beatDetails(ctx.info.heartbeatDetails) };
     writable.heartbeat = leased.heartbeat;
