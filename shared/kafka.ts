@@ -944,7 +944,8 @@ export interface AttemptLease {
 }
 
 /**
- * Runs fn with every replay-producer send it makes bound to `attempt` (merged over an attempt fn is already under):
+ * Runs fn with every replay-producer send it makes bound to `attempt` (merged over an attempt fn is already under; a
+ * signal of each binds it):
  * - its `signal`: a send still waiting for a slot of the producer (all busy, or fenced again and again while Kafka is
  *   away) when the attempt ends leaves the queue, and one whose attempt ended before it produced anything produces
  *   nothing;
@@ -955,7 +956,14 @@ export interface AttemptLease {
  *   confirmed a commit phase of its attempt's life (AttemptLease.hold).
  */
 export function withSendAttempt<T>(attempt: SendAttempt, fn: () => Promise<T>): Promise<T> {
-  return sendAttempts.run({ ...sendAttempts.getStore(), ...definedOf(attempt) }, fn);
+  const outer = sendAttempts.getStore();
+  // Both signals bind the send: the outer one may be the lease's (the server ended the attempt), which the caller's
+  // own cancellation signal does not carry.
+  const signal =
+    outer?.signal && attempt.signal && outer.signal !== attempt.signal
+      ? AbortSignal.any([outer.signal, attempt.signal])
+      : (attempt.signal ?? outer?.signal);
+  return sendAttempts.run({ ...outer, ...definedOf(attempt), signal }, fn);
 }
 
 function definedOf(attempt: SendAttempt): SendAttempt {

@@ -20,6 +20,9 @@ const ASK_TIMEOUT_MS = 5_000;
 /** How far apart the making times of stamped heartbeats are kept (leaseAttempt). */
 const MADE_STEP_MS = 100;
 
+/** How long a hold waits out unanswered questions before it may give up (a Temporal blip shorter than this passes). */
+const HOLD_UNANSWERED_MS = 20_000;
+
 /** Pauses between a hold's questions: 10 ms doubling to 0.5 s. */
 const HOLD_PAUSE_FIRST_MS = 10;
 const HOLD_PAUSE_MAX_MS = 500;
@@ -117,6 +120,7 @@ export interface LeasedAttempt {
  */
 export function leaseAttempt(ctx: Context, beat: (details: unknown) => void, ask: AskServer): LeasedAttempt {
   const { attempt, heartbeatTimeoutMs = 0 } = ctx.info;
+  const attemptStartedAt = performance.now();
   let last = beatDetails(ctx.info.heartbeatDetails);
   let stamping = false;
   let n = 0;
@@ -128,8 +132,8 @@ export function leaseAttempt(ctx: Context, beat: (details: unknown) => void, ask
    */
   const made: { n: number; at: number }[] = [];
   let until = -Infinity;
-  /** Questions that got no answer. */
-  let unansweredAsks = 0;
+  /** When the questions began to go unanswered (performance.now()), since the last answer; undefined: answered. */
+  let unansweredSince: number | undefined;
   /** When the server last answered that this attempt is pending (performance.now()). */
   let answeredAt = -Infinity;
   const ended = new AbortController();
@@ -167,6 +171,7 @@ export function leaseAttempt(ctx: Context, beat: (details: unknown) => void, ask
         if (!held) return end('no attempt of the activity is pending');
         if (held.attempt !== attempt) return end(`attempt ${held.attempt} is pending`);
         answeredAt = performance.now();
+        unansweredSince = undefined;
         if (!isStamped(held.details) || held.details[BEAT].attempt !== attempt) return;
         const recorded = held.details[BEAT].n;
         // The last one kept at or before the recorded heartbeat: made no later than it.
@@ -178,7 +183,7 @@ export function leaseAttempt(ctx: Context, beat: (details: unknown) => void, ask
       } catch (err) {
         if ((err as { code?: unknown }).code === GRPC_NOT_FOUND) end((err as Error).message);
         // Otherwise no answer (Temporal unreachable): the lease does not grow.
-        else unansweredAsks += 1;
+        else unansweredSince ??= performance.now();
       } finally {
         asking = undefined;
       }
@@ -195,15 +200,21 @@ export function leaseAttempt(ctx: Context, beat: (details: unknown) => void, ask
       stamping = true;
       const stop = holdSignal ? AbortSignal.any([signal, holdSignal]) : signal;
       // Once the server may have ended the attempt (a heartbeat timeout past the last heartbeat it is known to have,
-      // or past the hold's start without one) and cannot be asked, the hold gives up: the attempt fails, its retry
-      // sends the page.
+      // or past the attempt's start without one: counted from the hold's start, a first send cut off after a long read
+      // waited 32 s past the server's end, attack48-first-hold-outlives-ended-attempt) and has not answered for HOLD_UNANSWERED_MS, the hold gives up: the
+      // attempt fails, its retry sends the page. A shorter blip is waited out (a confirmation can be old after a long
+      // read that asked nothing: one unanswered question failed a healthy attempt, attack48-blip-after-long-read).
       const startedAt = performance.now();
-      const unanswered = unansweredAsks;
       for (let pause = HOLD_PAUSE_FIRST_MS; ; pause = Math.min(pause * 2, HOLD_PAUSE_MAX_MS)) {
         stop.throwIfAborted();
         if (until - performance.now() >= ms) return;
-        const confirmedMadeAt = until === -Infinity ? startedAt : until + LEASE_MARGIN_MS - heartbeatTimeoutMs;
-        if (unansweredAsks > unanswered && performance.now() - confirmedMadeAt >= heartbeatTimeoutMs) {
+        const confirmedMadeAt = until === -Infinity ? attemptStartedAt : until + LEASE_MARGIN_MS - heartbeatTimeoutMs;
+        const now = performance.now();
+        if (
+          unansweredSince !== undefined &&
+          now - Math.max(unansweredSince, startedAt) >= HOLD_UNANSWERED_MS &&
+          now - confirmedMadeAt >= heartbeatTimeoutMs
+        ) {
           throw new Error(
             `Attempt ${attempt} has no heartbeat the Temporal server confirmed for its heartbeat timeout (${heartbeatTimeoutMs} ms: Temporal unreachable); its send gives up`,
           );

@@ -187,3 +187,51 @@ export function lateSends(attempts: FakeAttempt[], sends: { attempt: number; at:
       : [];
   });
 }
+
+/**
+ * (attack47, attack48) `body`'s page attempts on pageOptions-like `options`, attempt 1's worker cut off from the
+ * Temporal frontend from `cutFromMs` on for good (sdk-core's local timers on), run for `runForMs`: how attempt 1 ended
+ * at the server, and whether its own run ended within the heartbeat timeout and the SDK's local buffer of its last
+ * recorded heartbeat (else when, after how many heartbeats and describes into the void).
+ */
+export async function cutOffFirstAttempt(
+  options: ActivityOptions,
+  body: (ctx: Context, attempt: number) => Promise<unknown>,
+  { cutFromMs, runForMs }: { cutFromMs: number; runForMs: number },
+) {
+  let firstEnded: number | undefined;
+  const calls: number[] = [];
+  const server = fakeActivityServer(
+    options,
+    async (ctx, attempt) => {
+      try {
+        return await body(ctx, attempt);
+      } finally {
+        if (attempt === 1) firstEnded = server.now();
+      }
+    },
+    {
+      localTimeoutBufferMs: 5_000,
+      lostHeartbeat: (attempt, at) => {
+        const lost = attempt === 1 && at >= cutFromMs;
+        if (lost) calls.push(at);
+        return lost;
+      },
+    },
+  );
+  await jest.advanceTimersByTimeAsync(runForMs);
+  await server.finished;
+  const first = server.attempts[0];
+  const lastRecorded = first.heartbeats.at(-1)!;
+  // Heartbeats and describes attempt 1 sent into the void after the server had ended it.
+  const void_ = calls.filter((at) => at >= first.endedAt!).length;
+  return {
+    first: `${first.outcome} at ${first.endedAt! / 1000} s (last heartbeat recorded at ${lastRecorded / 1000} s)`,
+    // By then the server has ended it for certain, and core's local heartbeat timer would have cancelled it (heartbeat
+    // timeout + its 5 s buffer) had nothing been heartbeated into the void.
+    sendEnded:
+      firstEnded! <= lastRecorded + durationMs(options.heartbeatTimeout!) + 5_000
+        ? 'within the heartbeat timeout and its local buffer'
+        : `at ${firstEnded! / 1000} s, after ${void_} heartbeats and describes into the void`,
+  };
+}
