@@ -18,7 +18,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Logger } from './logger';
 import { closeWithin } from './stop-clock';
-import { withTimeout } from './timeout';
+import { eitherSignal, withTimeout } from './timeout';
 
 const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
   [KafkaLogLevel.ERROR]: 'error',
@@ -960,9 +960,7 @@ export function withSendAttempt<T>(attempt: SendAttempt, fn: () => Promise<T>): 
   // Both signals bind the send: the outer one may be the lease's (the server ended the attempt), which the caller's
   // own cancellation signal does not carry.
   const signal =
-    outer?.signal && attempt.signal && outer.signal !== attempt.signal
-      ? AbortSignal.any([outer.signal, attempt.signal])
-      : (attempt.signal ?? outer?.signal);
+    outer?.signal && attempt.signal ? eitherSignal(outer.signal, attempt.signal) : (attempt.signal ?? outer?.signal);
   return sendAttempts.run({ ...outer, ...definedOf(attempt), signal }, fn);
 }
 

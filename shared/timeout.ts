@@ -64,3 +64,19 @@ export function shareOf(totalMs: number | undefined, divisor: number, capMs: num
   if (totalMs === undefined) return capMs;
   return Math.min(capMs, Math.floor(Math.max(totalMs / divisor, totalMs - reserveMs)));
 }
+
+const eitherSignals = new WeakMap<AbortSignal, WeakMap<AbortSignal, AbortSignal>>();
+
+/**
+ * A signal that aborts when `a` or `b` does (with its reason), the same one for the same two: every AbortSignal.any
+ * stays listed on its sources until they abort (Node 20), so one made per send of a long attempt grew two entries per
+ * send (test/unit/attack49-signal-dependants-grow-per-send.test.ts).
+ */
+export function eitherSignal(a: AbortSignal, b: AbortSignal): AbortSignal {
+  if (a === b) return a;
+  let byB = eitherSignals.get(a);
+  if (!byB) eitherSignals.set(a, (byB = new WeakMap()));
+  let either = byB.get(b);
+  if (!either) byB.set(b, (either = AbortSignal.any([a, b])));
+  return either;
+}

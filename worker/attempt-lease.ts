@@ -2,7 +2,7 @@ import type { Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow';
 import type { AttemptLease } from '../shared/kafka';
-import { within } from '../shared/timeout';
+import { eitherSignal, within } from '../shared/timeout';
 
 /**
  * The replay worker's longest heartbeat throttle (WorkerOptions.maxHeartbeatThrottleInterval): a heartbeat reaches the
@@ -132,8 +132,12 @@ export function leaseAttempt(ctx: Context, beat: (details: unknown) => void, ask
    */
   const made: { n: number; at: number }[] = [];
   let until = -Infinity;
-  /** When the questions began to go unanswered (performance.now()), since the last answer; undefined: answered. */
+  /**
+   * When the questions began to go unanswered, and when the last unanswered one was asked (performance.now()): a run of
+   * unanswered questions, each asked within HOLD_UNANSWERED_MS of the one before; undefined: answered since.
+   */
   let unansweredSince: number | undefined;
+  let lastUnansweredAt = -Infinity;
   /** When the server last answered that this attempt is pending (performance.now()). */
   let answeredAt = -Infinity;
   const ended = new AbortController();
@@ -163,9 +167,28 @@ export function leaseAttempt(ctx: Context, beat: (details: unknown) => void, ask
   };
   const end = (why: string) => ended.abort(new Error(`Attempt ${attempt} was ended by the Temporal server (${why})`));
 
+  /**
+   * Whether the server may have ended the attempt and cannot be asked: the questions have gone unanswered for
+   * HOLD_UNANSWERED_MS of asking (a shorter blip is waited out: the span counts from the first unanswered question to the
+   * last one asked, not to now, attack49-blip-under-20s-fails-attempt), and a heartbeat timeout has passed since the
+   * making of the last heartbeat it is known to have, or since the attempt's start without one (from a send's own start,
+   * a first send cut off after a long read waited 32 s past the server's end, attack48-first-hold-outlives-ended-attempt;
+   * and a confirmation can be old after a long read that asked nothing, attack48-blip-after-long-read).
+   */
+  const unreachable = () =>
+    unansweredSince !== undefined &&
+    lastUnansweredAt - unansweredSince >= HOLD_UNANSWERED_MS &&
+    performance.now() - (until === -Infinity ? attemptStartedAt : until + LEASE_MARGIN_MS - heartbeatTimeoutMs) >=
+      heartbeatTimeoutMs;
+  const unreachableError = () =>
+    new Error(
+      `Attempt ${attempt} has no heartbeat the Temporal server confirmed for its heartbeat timeout (${heartbeatTimeoutMs} ms: Temporal unreachable); its send gives up`,
+    );
+
   let asking: Promise<void> | undefined;
   const askNow = () =>
     (asking ??= (async () => {
+      const askedAt = performance.now();
       try {
         const held = await ask();
         if (!held) return end('no attempt of the activity is pending');
@@ -183,7 +206,11 @@ export function leaseAttempt(ctx: Context, beat: (details: unknown) => void, ask
       } catch (err) {
         if ((err as { code?: unknown }).code === GRPC_NOT_FOUND) end((err as Error).message);
         // Otherwise no answer (Temporal unreachable): the lease does not grow.
-        else unansweredSince ??= performance.now();
+        else {
+          if (unansweredSince === undefined || askedAt - lastUnansweredAt > HOLD_UNANSWERED_MS)
+            unansweredSince = askedAt;
+          lastUnansweredAt = askedAt;
+        }
       } finally {
         asking = undefined;
       }
@@ -198,31 +225,17 @@ export function leaseAttempt(ctx: Context, beat: (details: unknown) => void, ask
         );
       }
       stamping = true;
-      const stop = holdSignal ? AbortSignal.any([signal, holdSignal]) : signal;
-      // Once the server may have ended the attempt (a heartbeat timeout past the last heartbeat it is known to have,
-      // or past the attempt's start without one: counted from the hold's start, a first send cut off after a long read
-      // waited 32 s past the server's end, attack48-first-hold-outlives-ended-attempt) and has not answered for HOLD_UNANSWERED_MS, the hold gives up: the
-      // attempt fails, its retry sends the page. A shorter blip is waited out (a confirmation can be old after a long
-      // read that asked nothing: one unanswered question failed a healthy attempt, attack48-blip-after-long-read).
-      const startedAt = performance.now();
+      const stop = holdSignal ? eitherSignal(signal, holdSignal) : signal;
+      // Once the server may have ended the attempt and cannot be asked (unreachable), the hold gives up: the attempt
+      // fails, its retry sends the page.
       for (let pause = HOLD_PAUSE_FIRST_MS; ; pause = Math.min(pause * 2, HOLD_PAUSE_MAX_MS)) {
         stop.throwIfAborted();
         if (until - performance.now() >= ms) return;
-        const confirmedMadeAt = until === -Infinity ? attemptStartedAt : until + LEASE_MARGIN_MS - heartbeatTimeoutMs;
-        const now = performance.now();
-        if (
-          unansweredSince !== undefined &&
-          now - Math.max(unansweredSince, startedAt) >= HOLD_UNANSWERED_MS &&
-          now - confirmedMadeAt >= heartbeatTimeoutMs
-        ) {
-          throw new Error(
-            `Attempt ${attempt} has no heartbeat the Temporal server confirmed for its heartbeat timeout (${heartbeatTimeoutMs} ms: Temporal unreachable); its send gives up`,
-          );
-        }
         renew();
         await within(askNow(), Infinity, stop);
         stop.throwIfAborted();
         if (until - performance.now() >= ms) return;
+        if (unreachable()) throw unreachableError();
         await within(new Promise((resolve) => setTimeout(resolve, pause)), Infinity, stop);
       }
     },
@@ -234,7 +247,9 @@ export function leaseAttempt(ctx: Context, beat: (details: unknown) => void, ask
       // Called only while a page's send is under way: its lease is what keeps it alive.
       stamping = true;
       renew();
-      void askNow();
+      // A wait before the hold (a barrier or producer slot) ends as a hold would: its attempt over on this side too
+      // (the activity's own heartbeats kept the SDK's timer from ending it, attack49-slot-wait-outlives-cut-off).
+      void askNow().then(() => unreachable() && ended.abort(unreachableError()));
     },
     lease,
     signal,

@@ -235,3 +235,14 @@ export async function cutOffFirstAttempt(
         : `at ${firstEnded! / 1000} s, after ${void_} heartbeats and describes into the void`,
   };
 }
+
+/**
+ * How a cut-off attempt 1 ends at the server: timed out by its heartbeat timeout, or failed on its side just before
+ * (its lease gave up: Temporal unreachable for a heartbeat timeout past its last confirmed heartbeat).
+ */
+export const timedOutOrGaveUp = (): unknown =>
+  expect.stringMatching(/^(timed out \(heartbeat\)|failed: Attempt 1 has no heartbeat the Temporal server confirmed)/);
+
+/** Each attempt as `n (start-end s): outcome`. */
+export const attemptLines = (attempts: FakeAttempt[]): string[] =>
+  attempts.map((a) => `${a.attempt} (${a.startedAt / 1000}-${a.endedAt! / 1000} s): ${a.outcome}`);

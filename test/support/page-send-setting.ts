@@ -57,3 +57,24 @@ export async function pageSendSetting(kafkaDown: { from: number; until: number }
     },
   };
 }
+
+/**
+ * (attack48, attack49) A chunk attempt's body: attempt 1 sends P1 at 0.8 s, then reads for `readMs` heartbeating every
+ * `beatEveryMs` (an archive read: the server hears it, nothing asks the server), then sends P2; a retry sends P2.
+ */
+export function pagesAroundLongRead(
+  sendPage: (ctx: Context, value: string) => Promise<void>,
+  { readMs, beatEveryMs }: { readMs: number; beatEveryMs: number },
+) {
+  return async (ctx: Context, attempt: number) => {
+    if (attempt === 1) {
+      await new Promise((resolve) => setTimeout(resolve, 800));
+      await sendPage(ctx, 'P1');
+      for (let read = 0; read < readMs; read += beatEveryMs) {
+        await new Promise((resolve) => setTimeout(resolve, beatEveryMs));
+        ctx.heartbeat({ cursor: 1, reading: read });
+      }
+    }
+    await sendPage(ctx, 'P2');
+  };
+}

@@ -1,6 +1,6 @@
 import { pageOptions } from '../../workflows/activity-options';
-import { fakeActivityServer } from '../support/fake-temporal-attempts';
-import { pageSendSetting } from '../support/page-send-setting';
+import { attemptLines, fakeActivityServer } from '../support/fake-temporal-attempts';
+import { pagesAroundLongRead, pageSendSetting } from '../support/page-send-setting';
 
 /**
  * attack48 against fdb90b1 (the attempt lease and its fixes in 406d44f).
@@ -45,17 +45,7 @@ it('a 10 s Temporal blip as a page holds after a long heartbeating read does not
   const { sendPage, holding } = await pageSendSetting({ from: Infinity, until: Infinity });
   const server = fakeActivityServer(
     pageOptions,
-    async (ctx, attempt) => {
-      if (attempt === 1) {
-        await new Promise((resolve) => setTimeout(resolve, 800));
-        await sendPage(ctx, 'P1');
-        for (let read = 0; read < READ_MS; read += BEAT_EVERY_MS) {
-          await new Promise((resolve) => setTimeout(resolve, BEAT_EVERY_MS));
-          ctx.heartbeat({ cursor: 1, reading: read });
-        }
-      }
-      await sendPage(ctx, 'P2');
-    },
+    pagesAroundLongRead(sendPage, { readMs: READ_MS, beatEveryMs: BEAT_EVERY_MS }),
     { lostHeartbeat: (attempt, at) => attempt === 1 && at >= BLIP.from && at < BLIP.until },
   );
   await jest.advanceTimersByTimeAsync(200_000);
@@ -63,7 +53,7 @@ it('a 10 s Temporal blip as a page holds after a long heartbeating read does not
 
   const first = server.attempts[0];
   expect({
-    attempts: server.attempts.map((a) => `${a.attempt} (${a.startedAt / 1000}-${a.endedAt! / 1000} s): ${a.outcome}`),
+    attempts: attemptLines(server.attempts),
     // The server recorded attempt 1's heartbeats up to the blip: it never came near timing it out.
     lastRecordedBeforeBlip: first.heartbeats.filter((at) => at < BLIP.from).at(-1)! >= BLIP.from - BEAT_EVERY_MS,
     p2Committed: holding('P2').filter((t) => t.committed).length,
