@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import pg from 'pg';
 import { LOCK_NOT_AVAILABLE } from './db';
-import { withTimeout } from './timeout';
+import { queueTurn, withTimeout } from './timeout';
 
 /**
  * A barrier between holders (replay pages: their check against erased_events, then their Kafka send) and waiters (an
@@ -188,7 +188,7 @@ async function dropHolder(
  * most half of a pool's connections go to them: the rest stay for everything else (an erasure's own passes, audits),
  * and the others wait here, in memory, for a turn.
  */
-const holderSlots = new WeakMap<pg.Pool, { free: number; waiting: (() => void)[] }>();
+const holderSlots = new WeakMap<pg.Pool, { free: number; waiting: ((given: void) => void)[] }>();
 async function holderSlot(pool: pg.Pool, signal?: AbortSignal): Promise<() => void> {
   let slots = holderSlots.get(pool);
   if (!slots) {
@@ -198,21 +198,7 @@ async function holderSlot(pool: pg.Pool, signal?: AbortSignal): Promise<() => vo
   const own = slots;
   signal?.throwIfAborted();
   if (own.free > 0) own.free--;
-  else {
-    await new Promise<void>((resolve, reject) => {
-      const given = () => {
-        signal?.removeEventListener('abort', onAbort);
-        resolve();
-      };
-      const onAbort = () => {
-        const i = own.waiting.indexOf(given);
-        if (i >= 0) own.waiting.splice(i, 1);
-        reject(signal!.reason);
-      };
-      own.waiting.push(given);
-      signal?.addEventListener('abort', onAbort, { once: true });
-    });
-  }
+  else await queueTurn(own.waiting, signal);
   let left = false;
   return () => {
     if (left) return;

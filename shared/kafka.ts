@@ -18,7 +18,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Logger } from './logger';
 import { closeWithin } from './stop-clock';
-import { eitherSignal, withTimeout } from './timeout';
+import { eitherSignal, queueTurn, withTimeout } from './timeout';
 
 const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
   [KafkaLogLevel.ERROR]: 'error',
@@ -387,22 +387,8 @@ export function createProducer(
   const free = [...slots];
   const waiting: ((slot: Slot) => void)[] = [];
   /** A free slot, or the first one given back; a wait given up (its attempt over: `signal`) leaves the queue. */
-  const take = (signal?: AbortSignal) =>
-    new Promise<Slot>((resolve, reject) => {
-      if (free.length > 0) return resolve(free.pop()!);
-      if (!signal) return void waiting.push(resolve);
-      const onAbort = () => {
-        const i = waiting.indexOf(given);
-        if (i >= 0) waiting.splice(i, 1);
-        reject(signal.reason);
-      };
-      const given = (slot: Slot) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(slot);
-      };
-      waiting.push(given);
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
+  const take = (signal?: AbortSignal): Promise<Slot> =>
+    free.length > 0 ? Promise.resolve(free.pop()!) : queueTurn(waiting, signal);
   const give = (slot: Slot) => {
     const next = waiting.shift();
     if (next) next(slot);

@@ -80,3 +80,25 @@ export function eitherSignal(a: AbortSignal, b: AbortSignal): AbortSignal {
   if (!either) byB.set(b, (either = AbortSignal.any([a, b])));
   return either;
 }
+
+/**
+ * A turn in a queue of waiters (`waiting`: each is called with what it is given, first in first out): resolves with
+ * what it is given, or, once `signal` aborts before that, leaves the queue and rejects with the signal's reason.
+ */
+export function queueTurn<T>(waiting: ((given: T) => void)[], signal?: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    if (!signal) return void waiting.push(resolve);
+    signal.throwIfAborted();
+    const onAbort = () => {
+      const i = waiting.indexOf(given);
+      if (i >= 0) waiting.splice(i, 1);
+      reject(signal.reason);
+    };
+    const given = (value: T) => {
+      signal.removeEventListener('abort', onAbort);
+      resolve(value);
+    };
+    waiting.push(given);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}

@@ -25,8 +25,8 @@ export const publishOptions: ActivityOptions = {
  * Page activities of long replays: they heartbeat after every page, and keep retrying (backoff up to 10 min) until
  * Kafka is back. The heartbeat timeout bounds one page (a read and a send), not a whole chunk of pages; a chunk's
  * time budget (CHUNK_BUDGET_MS) stays far under the start-to-close timeout. A page is sent only while the server has
- * confirmed its attempt a commit phase of life (worker/attempt-lease.ts): the heartbeat timeout exceeds that phase
- * (65 s) by the lease's margin, its renewals and their throttle.
+ * confirmed its attempt a commit phase of life after its produce (SEND_LEASE_MS, 75 s; worker/attempt-lease.ts): the
+ * heartbeat timeout exceeds that by the lease's margin and the heartbeat throttle (at least 81 s).
  */
 export const pageOptions: ActivityOptions = {
   startToCloseTimeout: '10m',
