@@ -23,7 +23,7 @@ import { withErasuresChecked } from '../repository/erasure';
 import type { Queryable } from '../repository/queryable';
 import type { ActivityDeps } from './deps';
 import { ownTopicCheck, withRefusedTopics } from './own-topic';
-import { publishChunkPage } from './ordered-publish';
+import { chunkRank, durableProgress, publishChunkPage } from './ordered-publish';
 import { prefetch } from './prefetch';
 import { keptFailures } from '../workflows/replay-options';
 import { preparePage, type RefusedEvent } from './replay-messages';
@@ -223,7 +223,11 @@ export function createArchiveRangeActivities({
       const ctx = Context.current();
       const began = Date.now();
       const deadline = began + input.budgetMs;
-      let result: ArchiveChunkResult = (ctx.info.heartbeatDetails as ArchiveChunkResult | undefined) ?? {
+      const durable = input.ordering === 'per_key' ? durableProgress<ArchiveChunkResult>(ctx, chunkRank) : undefined;
+      const resumed = durable
+        ? await durable.resume(pool)
+        : (ctx.info.heartbeatDetails as ArchiveChunkResult | undefined);
+      let result: ArchiveChunkResult = resumed ?? {
         position: input.position,
         read: 0,
         published: 0,
@@ -286,12 +290,16 @@ export function createArchiveRangeActivities({
               pool,
               taken.rows.map((row) => row.id),
               producer,
-              async (erased, keep) => {
+              async (erased, keep, db) => {
                 const kept = withoutErased(taken, erased);
                 const out = preparePage(kept.rows, input, lineageKey, config.replay.maxHops, (row) =>
                   ownTopic.refusal(row),
                 );
-                await publishChunkPage(producer, out.outgoing, input, before, ctx, keep, heartbeat);
+                await publishChunkPage(producer, out.outgoing, input, before, ctx, {
+                  keep,
+                  heartbeat,
+                  durable: durable && { progress: durable, db },
+                });
                 return { page: kept, prepared: out };
               },
             );

@@ -14,7 +14,7 @@ import { type Lineage } from '../journal/lineage';
 import { applyTransform, type ReplayTransform } from '../journal/transform';
 import { replayRows } from '../repository/event-journal';
 import { withErasuresChecked } from '../repository/erasure';
-import { publishChunkPage } from './ordered-publish';
+import { chunkRank, durableProgress, publishChunkPage } from './ordered-publish';
 import { ownTopicCheck, withRefusedTopics } from './own-topic';
 import { keptFailures } from '../workflows/replay-options';
 import { preparePage, type RefusedEvent } from './replay-messages';
@@ -172,7 +172,10 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
       const ctx = Context.current();
       const maxPages = input.maxPages ?? 1;
       const deadline = Date.now() + (input.budgetMs ?? Infinity);
-      const resumed = ctx.info.heartbeatDetails as RangeChunkResult | undefined;
+      const durable = input.ordering === 'per_key' ? durableProgress<RangeChunkResult>(ctx, chunkRank) : undefined;
+      const resumed = durable
+        ? await durable.resume(pool)
+        : (ctx.info.heartbeatDetails as RangeChunkResult | undefined);
       // Details heartbeated by a one-page attempt of an older worker carry no page count.
       let result: RangeChunkResult = resumed
         ? { ...resumed, pages: resumed.pages ?? 1 }
@@ -199,7 +202,7 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
           pool,
           rows.map((row) => row.id),
           producer,
-          async (erased, keep) => {
+          async (erased, keep, db) => {
             const out = preparePage(
               erased.size ? rows.filter((row) => !erased.has(row.id)) : rows,
               input,
@@ -207,7 +210,10 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
               config.replay.maxHops,
               (row) => ownTopic.refusal(row),
             );
-            await publishChunkPage(producer, out.outgoing, input, before, ctx, keep);
+            await publishChunkPage(producer, out.outgoing, input, before, ctx, {
+              keep,
+              durable: durable && { progress: durable, db },
+            });
             return out;
           },
         );

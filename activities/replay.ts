@@ -7,7 +7,7 @@ import type { ActivityDeps } from './deps';
 import type { ReplayOrdering } from '../journal/kinds';
 import { refusalOf, replayMessageOf, type Lineage } from '../journal/lineage';
 import { publishMessages } from './publish';
-import { publishPage } from './ordered-publish';
+import { durableProgress, publishPage } from './ordered-publish';
 import { ownTopicCheck, withRefusedTopics } from './own-topic';
 import { preparePage, type RefusedEvent } from './replay-messages';
 
@@ -98,12 +98,18 @@ export function createReplayActivities({ pool, producer, metrics, config, lineag
     const ownTopic = ownTopicCheck(config, { ...input, tenantScoped: input.tenantId !== undefined });
     const page = preparePage(rows, input, lineageKey, config.replay.maxHops, (row) => ownTopic.refusal(row));
     const ctx = Context.current();
+    const durable =
+      input.ordering === 'per_key'
+        ? durableProgress<BatchPageProgress>(ctx, (progress) => [progress.sent?.length ?? 0])
+        : undefined;
+    const resumed = durable ? await durable.resume(db) : (ctx.info.heartbeatDetails as BatchPageProgress | undefined);
     await publishPage(producer, page.outgoing, {
       ordering: input.ordering,
       replayId: input.replayId,
       sender: ctx.info.workflowExecution?.workflowId,
-      sent: (ctx.info.heartbeatDetails as BatchPageProgress | undefined)?.sent,
+      sent: resumed?.sent,
       onWave: (sent) => ctx.heartbeat({ sent } satisfies BatchPageProgress),
+      beforeWave: durable && ((sent) => durable.write(db, { sent })),
       signal: ctx.cancellationSignal,
       keep,
     });

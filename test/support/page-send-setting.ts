@@ -48,9 +48,11 @@ export async function pageSendSetting(kafkaDown: { from: number; until: number }
       };
       const outgoing = [{ id: 1, message: { topic: TOPIC, key: Buffer.from('k'), value, headers: {} } }];
       await withErasuresChecked(pool, [1], producer, (_erased, keep) =>
-        publishChunkPage(producer, outgoing, { ordering, replayId: 'r1' }, progress, ctx, (sending) => {
-          onSend?.();
-          keep(sending);
+        publishChunkPage(producer, outgoing, { ordering, replayId: 'r1' }, progress, ctx, {
+          keep: (sending) => {
+            onSend?.();
+            keep(sending);
+          },
         }),
       );
       ctx.heartbeat({ cursor: 1 });

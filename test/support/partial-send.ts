@@ -1,5 +1,6 @@
-import type { Producer, ProducerBatch } from 'kafkajs';
+import type { Kafka, Producer, ProducerBatch } from 'kafkajs';
 import type { Pool } from '../../shared/db';
+import { readTopic } from './journal';
 import type { SinkHarness } from './sink';
 
 /** The failure a partly failing producer injects: armed at an event id, counting the sends it broke. */
@@ -55,3 +56,24 @@ export async function seedInterleavedKeys(
   );
   return rows.map((r) => Number(r.id)).sort((a, b) => a - b);
 }
+
+/**
+ * Each key's event ids as the journal holds them (`ids`, in id order) and as `topic` holds their replays (at least
+ * `expected` messages, read from the start; a key stays on one partition): what per-key order is checked against.
+ */
+export async function keyOrders(pool: Pool, kafka: Kafka, topic: string, ids: number[], expected = ids.length) {
+  const seen = new Map<string, number[]>();
+  for (const m of await readTopic(kafka, topic, expected)) {
+    seen.set(m.key as string, [...(seen.get(m.key as string) ?? []), m._replayed_from_event_id as number]);
+  }
+  const { rows } = await pool.query<{ id: string; key: string }>(
+    'SELECT id, kafka_key AS key FROM event_journal WHERE id = ANY($1::bigint[]) ORDER BY id',
+    [ids],
+  );
+  const journal = new Map<string, number[]>();
+  for (const row of rows) journal.set(row.key, [...(journal.get(row.key) ?? []), Number(row.id)]);
+  return { journal, seen };
+}
+
+/** Adjacent repeats dropped: what a consumer sees once it ignores a message equal to the one before it. */
+export const collapseRepeats = (list: number[]) => list.filter((id, i) => i === 0 || id !== list[i - 1]);

@@ -72,13 +72,15 @@ it('a per_key page retried after a failed wave never sends an older event of a k
     let sends = 0;
     // Sent under the erasures' barrier, as replayArchivePage sends it.
     await withErasuresChecked(pool, [1, 2, 3], producer, (_erased, keep) =>
-      publishChunkPage(producer, outgoing, { ordering: 'per_key', replayId: 'r1' }, before, ctx, (sending) => {
-        keep(sending);
-        if (attempt === 1 && ++sends === 3) {
-          // Wave 3 under way: the prefetch's readArchived beat (`() => ctx.heartbeat(result)`, result still `before`).
-          ctx.heartbeat(before);
-          downFrom = now() + 100; // and Kafka goes away for a minute
-        }
+      publishChunkPage(producer, outgoing, { ordering: 'per_key', replayId: 'r1' }, before, ctx, {
+        keep: (sending) => {
+          keep(sending);
+          if (attempt === 1 && ++sends === 3) {
+            // Wave 3 under way: the prefetch's readArchived beat (`() => ctx.heartbeat(result)`, result still `before`).
+            ctx.heartbeat(before);
+            downFrom = now() + 100; // and Kafka goes away for a minute
+          }
+        },
       }),
     );
     ctx.heartbeat({ position: 1 });

@@ -61,7 +61,7 @@ it('a 19.9 s Temporal blip as a page holds on a busy producer does not fail its 
   const sendPage = async (ctx: Context, value: string) => {
     const outgoing = [{ id: 1, message: { topic: TOPIC, key: Buffer.from('k'), value, headers: {} } }];
     await withErasuresChecked(pool, [1], producer, (_erased, keep) =>
-      publishChunkPage(producer, outgoing, { replayId: 'r1' }, progress, ctx, keep),
+      publishChunkPage(producer, outgoing, { replayId: 'r1' }, progress, ctx, { keep }),
     );
     ctx.heartbeat({ cursor: 1 });
   };

@@ -4,9 +4,15 @@ import { Worker } from '@temporalio/worker';
 import { createActivities } from '../../activities';
 import { ensureTopics } from '../../shared/kafka';
 import type { BatchReplayInput, RangeReplayInput } from '../../workflows/definitions';
-import { readTopic, topicSize } from '../support/journal';
+import { topicSize } from '../support/journal';
 import { archiveWindow } from '../../bench/support/archive';
-import { partlyFailingProducer, seedInterleavedKeys, type PartialSendFailure } from '../support/partial-send';
+import {
+  collapseRepeats,
+  keyOrders,
+  partlyFailingProducer,
+  seedInterleavedKeys,
+  type PartialSendFailure,
+} from '../support/partial-send';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
 import { activityDeps, testServerPath, workflowBundle } from '../support/temporal';
 
@@ -51,29 +57,6 @@ afterAll(async () => {
   await env?.teardown();
 });
 
-/** Each key's replayed event ids as the target topic holds them (a key stays on one partition). */
-async function byKey(topic: string, expected: number): Promise<Map<string, number[]>> {
-  const messages = await readTopic(h.kafka, topic, expected);
-  const keys = new Map<string, number[]>();
-  for (const m of messages) {
-    const list = keys.get(m.key as string) ?? [];
-    list.push(m._replayed_from_event_id as number);
-    keys.set(m.key as string, list);
-  }
-  return keys;
-}
-
-/** The journal's ids of each key, in order. */
-async function journalOrder(): Promise<Map<string, number[]>> {
-  const { rows } = await h.pool.query<{ id: string; key: string }>(
-    'SELECT id, kafka_key AS key FROM event_journal WHERE id = ANY($1::bigint[]) ORDER BY id',
-    [ids],
-  );
-  const keys = new Map<string, number[]>();
-  for (const row of rows) keys.set(row.key, [...(keys.get(row.key) ?? []), Number(row.id)]);
-  return keys;
-}
-
 /** A fresh target topic, with the failure armed to hit the send holding event `failAt`. */
 async function target(name: string, failAt: number | undefined): Promise<string> {
   const topic = `${h.topics.leads}.${name}`;
@@ -81,9 +64,6 @@ async function target(name: string, failAt: number | undefined): Promise<string>
   failure.at = failAt;
   return topic;
 }
-
-/** Adjacent repeats dropped: what a consumer sees once it ignores a message equal to the one before it. */
-const collapse = (list: number[]) => list.filter((id, i) => i === 0 || id !== list[i - 1]);
 
 it('a range replay in per_key order keeps each key in journal order through a partial send and its retry', async () => {
   // The second wave of the fourth page of 6 (chunks of two pages): the retry resumes mid-chunk and mid-page.
@@ -103,11 +83,10 @@ it('a range replay in per_key order keeps each key in journal order through a pa
   });
   expect(failure.failed).toBe(1);
   expect(result).toMatchObject({ status: 'completed', matched: EVENTS, published: EVENTS, failed: 0 });
-  const got = await byKey(topic, EVENTS);
-  const journal = await journalOrder();
+  const { journal, seen: got } = await keyOrders(h.pool, h.kafka, topic, ids);
   for (const [key, order] of journal) {
     const seen = got.get(key)!;
-    expect({ key, ids: collapse(seen) }).toEqual({ key, ids: order });
+    expect({ key, ids: collapseRepeats(seen) }).toEqual({ key, ids: order });
     expect(seen.length - order.length).toBeLessThanOrEqual(1); // at most the event of the failed wave, once more
   }
   // The failed wave had written lead-a's event: it is repeated, back to back.
@@ -125,7 +104,7 @@ it('without per_key, the same partial send puts an older event of a key after a 
     args: [input],
   });
   expect(failure.failed).toBe(2);
-  const got = await byKey(topic, EVENTS);
+  const { seen: got } = await keyOrders(h.pool, h.kafka, topic, ids);
   const backwards = [...got.values()].some((list) => list.some((id, i) => i > 0 && id < list[i - 1]));
   expect(backwards).toBe(true);
 });
@@ -140,11 +119,58 @@ it('a batch replay in per_key order sends ids in journal order, whatever order t
   });
   expect(failure.failed).toBe(3);
   expect(result).toMatchObject({ requested: EVENTS, published: EVENTS, refused: [] });
-  const got = await byKey(topic, EVENTS);
-  for (const [key, order] of await journalOrder())
-    expect({ key, ids: collapse(got.get(key)!) }).toEqual({ key, ids: order });
+  const { journal, seen: got } = await keyOrders(h.pool, h.kafka, topic, ids);
+  for (const [key, order] of journal) expect({ key, ids: collapseRepeats(got.get(key)!) }).toEqual({ key, ids: order });
   const audit = await h.pool.query('SELECT filter FROM replay_audit WHERE workflow_id = $1', ['replay-batch-per-key']);
   expect(audit.rows[0].filter).toMatchObject({ ordering: 'per_key' });
+});
+
+it('a cold range replay in per_key order keeps each key in journal order through a partial send in its archive pass', async () => {
+  // 2019: fifteen events in January (archived, gone from the journal), then fifteen in June (in the journal), their
+  // keys interleaved; ids ascending with time, so the archive pass sends before the journal pass, in id order.
+  const { rows } = await h.pool.query<{ id: string; key: string }>(
+    `INSERT INTO event_journal (tenant_id, topic, payload, received_at, kafka_key, kafka_key_bytes)
+     SELECT 'acme', $1, jsonb_build_object('tenant_id', 'acme', 'cold', g, 'key', k),
+            (CASE WHEN g < 15 THEN '2019-01-01' ELSE '2019-06-01' END)::timestamptz + make_interval(secs => g),
+            k, convert_to(k, 'UTF8')
+       FROM generate_series(0, 29) AS g, LATERAL (SELECT ($2::text[])[1 + g % 3] AS k) AS keys
+      ORDER BY g
+     RETURNING id, kafka_key AS key`,
+    [h.topics.leads, KEYS.slice(0, 3)],
+  );
+  const cold = rows.map((r) => ({ id: Number(r.id), key: r.key })).sort((a, b) => a.id - b.id);
+  await archiveWindow(h.pool, h.archive, {
+    segment: 'per-key-cold',
+    from: '2019-01-01T00:00:00Z',
+    before: '2019-02-01T00:00:00Z',
+  });
+  // The second wave of the second page of the archive pass (pages of 6, three keys: two events per key a page).
+  const topic = await target('per-key-cold', cold[9].id);
+  const failedBefore = failure.failed;
+  const result = await env.client.workflow.execute('rangeReplayWorkflow', {
+    taskQueue,
+    workflowId: 'replay-range-per-key-cold',
+    args: [
+      {
+        start: '2019-01-01T00:00:00Z',
+        end: '2020-01-01T00:00:00Z',
+        source: 'range',
+        targetTopic: topic,
+        ordering: 'per_key',
+        pageSize: 6,
+        pagesPerCall: 2,
+      } satisfies RangeReplayInput,
+    ],
+  });
+  expect(failure.failed).toBe(failedBefore + 1);
+  expect(result).toMatchObject({ status: 'completed', matched: 30, failed: 0 });
+  const { seen } = await keyOrders(h.pool, h.kafka, topic, [], 30);
+  for (const key of KEYS.slice(0, 3)) {
+    const order = cold.filter((e) => e.key === key).map((e) => e.id);
+    const got = seen.get(key)!;
+    expect({ key, ids: collapseRepeats(got) }).toEqual({ key, ids: order });
+    expect(got.length - order.length).toBeLessThanOrEqual(1);
+  }
 });
 
 // Last in this file: it adds archived rows to the window the tests above replay.

@@ -13,7 +13,13 @@ import {
 } from '../../workflows/definitions';
 import { CALLS_PER_RUN } from '../../workflows/range-replay';
 import { readTopic } from '../support/journal';
-import { partlyFailingProducer, seedInterleavedKeys, type PartialSendFailure } from '../support/partial-send';
+import {
+  collapseRepeats,
+  keyOrders,
+  partlyFailingProducer,
+  seedInterleavedKeys,
+  type PartialSendFailure,
+} from '../support/partial-send';
 import { createSinkHarness, eventually, type SinkHarness } from '../support/sink';
 import { activityDeps, closedStatuses, testServerPath, workflowBundle } from '../support/temporal';
 
@@ -141,20 +147,11 @@ it('per_key shards by key hash: each key in journal order through a partial send
   const shards = (result as ReplayProgress).shards!;
   expect(shards.length).toBeGreaterThan(1);
   expect(shards.reduce((sum, s) => sum + s.matched, 0)).toBe(EVENTS);
-  const messages = await readTopic(h.kafka, topic, EVENTS);
-  const got = new Map<string, number[]>();
-  for (const m of messages)
-    got.set(m.key as string, [...(got.get(m.key as string) ?? []), m._replayed_from_event_id as number]);
-  const { rows } = await h.pool.query<{ id: string; key: string }>(
-    'SELECT id, kafka_key AS key FROM event_journal WHERE id = ANY($1::bigint[]) ORDER BY id',
-    [ids],
-  );
-  const journal = new Map<string, number[]>();
-  for (const row of rows) journal.set(row.key, [...(journal.get(row.key) ?? []), Number(row.id)]);
+  const { journal, seen: got } = await keyOrders(h.pool, h.kafka, topic, ids, EVENTS);
   for (const [key, order] of journal) {
     const seen = got.get(key)!;
     // Adjacent repeats dropped: at most the failed wave's event of a key, once more, back to back.
-    expect({ key, ids: seen.filter((id, i) => i === 0 || id !== seen[i - 1]) }).toEqual({ key, ids: order });
+    expect({ key, ids: collapseRepeats(seen) }).toEqual({ key, ids: order });
     expect(seen.length - order.length).toBeLessThanOrEqual(1);
   }
 });
