@@ -23,7 +23,8 @@ import { withErasuresChecked } from '../repository/erasure';
 import type { Queryable } from '../repository/queryable';
 import type { ActivityDeps } from './deps';
 import { ownTopicCheck, withRefusedTopics } from './own-topic';
-import { chunkRank, durableProgress, publishChunkPage } from './ordered-publish';
+import { chunkShape, durableProgress } from './durable-progress';
+import { publishChunkPage } from './ordered-publish';
 import { prefetch } from './prefetch';
 import { keptFailures } from '../workflows/replay-options';
 import { preparePage, type RefusedEvent } from './replay-messages';
@@ -223,7 +224,7 @@ export function createArchiveRangeActivities({
       const ctx = Context.current();
       const began = Date.now();
       const deadline = began + input.budgetMs;
-      const durable = input.ordering === 'per_key' ? durableProgress<ArchiveChunkResult>(ctx, chunkRank) : undefined;
+      const durable = input.ordering === 'per_key' ? durableProgress<ArchiveChunkResult>(ctx, chunkShape()) : undefined;
       const resumed = durable
         ? await durable.resume(pool)
         : (ctx.info.heartbeatDetails as ArchiveChunkResult | undefined);

@@ -3,13 +3,8 @@ import type { Producer } from 'kafkajs';
 import type { ReplayOrdering } from '../journal/kinds';
 import type { OutgoingEvent } from './replay-messages';
 import type { Queryable } from '../repository/queryable';
-import {
-  dropOtherSendProgress,
-  readSendProgress,
-  writeSendProgress,
-  type SendProgressKey,
-} from '../repository/send-progress';
-import { untilAborted, withTimeout } from '../shared/timeout';
+import { untilAborted } from '../shared/timeout';
+import type { DurableProgress } from './durable-progress';
 import { publishMessages } from './publish';
 
 /**
@@ -124,85 +119,6 @@ export function publishChunkPage<P extends { pageSent?: number[] }>(
     signal: ctx.cancellationSignal,
     keep,
   });
-}
-
-/** A write or read of durable progress that Postgres does not answer in this long fails the attempt before its wave. */
-export const PROGRESS_SILENCE_MS = 5000;
-
-/**
- * The durable side of a per_key sender's progress (repository/send-progress.ts). A retry resumes from the heartbeat
- * details the server last recorded, and the SDK sends a heartbeat up to a second after it is made, or never (the
- * worker died, or was cut off from Temporal): a retry from those alone could send a key's older event after a newer
- * one (e1, e2, e1, e2; test/unit/attack47-wave-sent-on-unrecorded-progress.test.ts). Written before every wave, the
- * durable progress is at most one wave behind what was sent, so a retry sends at most that wave again: a key may see
- * its last event twice in a row, never an older one after a newer one.
- */
-export interface DurableProgress<P> {
-  /** Where this attempt resumes: the written progress or its heartbeat details, whichever is further on. */
-  resume(db: Queryable): Promise<P | undefined>;
-  /**
-   * Writes the progress before a wave is sent; rejects, and the wave is not sent, when Postgres refuses or is silent,
-   * or a later attempt has written (this one is stale). The attempt's first write deletes the rows of its workflow's
-   * earlier activities.
-   */
-  write(db: Queryable, details: P): Promise<void>;
-}
-
-/**
- * DurableProgress of the activity running in `ctx`, under per_key ordering. `rank` orders its progress: of two, the
- * one ranked higher (compared element by element) is further on.
- */
-export function durableProgress<P>(ctx: Context, rank: (progress: P) => number[]): DurableProgress<P> {
-  const { info } = ctx;
-  if (!info.workflowExecution) throw new Error(`Activity ${info.activityId} has no workflow: no progress to keep`);
-  const key: SendProgressKey = {
-    workflowId: info.workflowExecution.workflowId,
-    runId: info.workflowExecution.runId,
-    activityId: info.activityId,
-    attempt: info.attempt,
-  };
-  const silent = (what: string) =>
-    `${what} of ${key.workflowId} / activity ${key.activityId}: Postgres did not answer in ${PROGRESS_SILENCE_MS} ms`;
-  let first = true;
-  return {
-    async resume(db) {
-      const beat = info.heartbeatDetails as P | undefined;
-      const written = (await withTimeout(
-        readSendProgress(db, key),
-        PROGRESS_SILENCE_MS,
-        silent('Reading the per_key progress'),
-      )) as P | undefined;
-      if (written === undefined) return beat;
-      if (beat === undefined) return written;
-      return compareRanks(rank(written), rank(beat)) >= 0 ? written : beat;
-    },
-    async write(db, details) {
-      const writing = (async () => {
-        if (!(await writeSendProgress(db, key, details))) {
-          throw new Error(
-            `A later attempt than ${key.attempt} of ${key.workflowId} / activity ${key.activityId} has written its progress: this one sends nothing more`,
-          );
-        }
-        if (first) await dropOtherSendProgress(db, key);
-        first = false;
-      })();
-      await withTimeout(writing, PROGRESS_SILENCE_MS, silent('Writing the per_key progress'));
-    },
-  };
-}
-
-/** The rank of a chunk's progress: its pages, then the ids of its next page already sent. */
-export const chunkRank = (progress: { pages?: number; pageSent?: number[] }): number[] => [
-  progress.pages ?? 0,
-  progress.pageSent?.length ?? 0,
-];
-
-function compareRanks(a: number[], b: number[]): number {
-  for (let i = 0; i < Math.max(a.length, b.length); i++) {
-    const d = (a[i] ?? 0) - (b[i] ?? 0);
-    if (d !== 0) return d;
-  }
-  return 0;
 }
 
 /** Splits messages into waves, the n-th holding the n-th message of each key (topic and key bytes), in order. */

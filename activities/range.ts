@@ -14,7 +14,8 @@ import { type Lineage } from '../journal/lineage';
 import { applyTransform, type ReplayTransform } from '../journal/transform';
 import { replayRows } from '../repository/event-journal';
 import { withErasuresChecked } from '../repository/erasure';
-import { chunkRank, durableProgress, publishChunkPage } from './ordered-publish';
+import { chunkShape, durableProgress } from './durable-progress';
+import { publishChunkPage } from './ordered-publish';
 import { ownTopicCheck, withRefusedTopics } from './own-topic';
 import { keptFailures } from '../workflows/replay-options';
 import { preparePage, type RefusedEvent } from './replay-messages';
@@ -172,7 +173,7 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
       const ctx = Context.current();
       const maxPages = input.maxPages ?? 1;
       const deadline = Date.now() + (input.budgetMs ?? Infinity);
-      const durable = input.ordering === 'per_key' ? durableProgress<RangeChunkResult>(ctx, chunkRank) : undefined;
+      const durable = input.ordering === 'per_key' ? durableProgress<RangeChunkResult>(ctx, chunkShape()) : undefined;
       const resumed = durable
         ? await durable.resume(pool)
         : (ctx.info.heartbeatDetails as RangeChunkResult | undefined);

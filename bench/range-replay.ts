@@ -11,14 +11,15 @@ import type { Config } from '../shared/config';
 import { createPool, type Pool } from '../shared/db';
 import { createKafka, createProducer } from '../shared/kafka';
 import { createLogger } from '../shared/logger';
-import type { RangeReplayInput, RangeReplayResult } from '../workflows/definitions';
+import type { RangeReplayInput } from '../workflows/definitions';
 import { createArchiveStore } from '../archive';
 import { archiveWindow } from './support/archive';
 import { withDatabase } from './support/database';
 import { benchConfig, machine, uniqueSuffix } from './support/env';
 import { seedReplayRange } from './support/journal';
-import { createTopics, deleteTopics, topicsSize } from './support/kafka';
+import { createTopics, deleteTopics } from './support/kafka';
 import { printTargets, writeResult, type Target } from './support/results';
+import { timedRangeReplay, type RangeRun } from './support/range-run';
 import { postReplay, startApi, startWorker } from './support/service';
 import { ratio, round, summarize } from './support/stats';
 import type { BenchOptions } from './options';
@@ -87,22 +88,17 @@ export async function rangeReplayBench({ repeat, events: requested }: BenchOptio
         transformed: [] as number[],
       };
       let archiveSeconds = 0;
-      /** Runs the workflow over the whole range once; events/s from start to result, counts checked. */
-      const replayRange = async (workflowId: string, options: Partial<RangeReplayInput> = {}) => {
-        const before = await topicsSize(kafka, [target]);
-        const t0 = performance.now();
-        const result = await client.workflow.execute('rangeReplayWorkflow', {
-          taskQueue: config.temporal.taskQueue,
-          workflowId,
-          args: [{ ...range, targetTopic: target, source: 'bench', pageSize: config.replay.pageSize, ...options }],
-        });
-        const workflowSeconds = (performance.now() - t0) / 1000;
-        const published = (result as Extract<RangeReplayResult, { published: number }>).published;
-        const onTopic = (await topicsSize(kafka, [target])) - before;
-        if (published !== events || onTopic !== events)
-          throw new Error(`workflow published ${published}, topic grew by ${onTopic}, expected ${events}`);
-        return Math.round(events / workflowSeconds);
+      const run: RangeRun = {
+        client,
+        kafka,
+        taskQueue: config.temporal.taskQueue,
+        range,
+        target,
+        events,
+        pageSize: config.replay.pageSize,
       };
+      const replayRange = (workflowId: string, options?: Partial<RangeReplayInput>) =>
+        timedRangeReplay(run, workflowId, options);
       try {
         const ids = (
           await pool.query<{ id: number }>('SELECT id FROM event_journal ORDER BY id LIMIT $1', [SEEDS_SAMPLE])

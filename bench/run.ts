@@ -4,6 +4,7 @@ import { ingestBench } from './ingest';
 import { partitionsBench } from './partitions';
 import { payloadFilterBench } from './payload-filter';
 import type { BenchOptions } from './options';
+import { perKeyReplayBench } from './per-key-replay';
 import { rangeReplayBench } from './range-replay';
 import { replayLatencyBench } from './replay-latency';
 import { shardedReplayBench } from './sharded-replay';
@@ -17,6 +18,7 @@ const BENCHMARKS: Record<string, (opts: BenchOptions) => Promise<void>> = {
   'api-pool': apiPoolBench,
   'payload-filter': payloadFilterBench,
   'sharded-replay': shardedReplayBench,
+  'per-key-replay': perKeyReplayBench,
 };
 
 const USAGE = `Usage: node dist/bench/run.js [${Object.keys(BENCHMARKS).join('|')} ...] [--events N] [--repeat K] [--profile default|cluster]`;

@@ -68,7 +68,11 @@ export type TransformOutcome = { ok: true; text: string } | { ok: false; reason:
 export function applyTransform(payloadText: string, transform: ReplayTransform): TransformOutcome {
   const inexact = inexactNumber(payloadText);
   if (inexact !== undefined) {
-    return { ok: false, reason: `the payload holds the number ${inexact}, which JSON Patch cannot carry exactly` };
+    // Not quoted: a reason goes into the replay's results (Temporal's history), where no payload value may go.
+    return {
+      ok: false,
+      reason: `the payload holds a number (${inexact.length} characters) that JSON Patch cannot carry exactly`,
+    };
   }
   const payload = JSON.parse(payloadText) as Record<string, unknown>;
   const tenant = TENANT_FIELDS.map((field) => JSON.stringify(payload[field]));

@@ -1,18 +1,35 @@
 -- Up Migration
--- The progress of a per_key replay activity (activities/ordered-publish.ts, repository/send-progress.ts): written
--- before each wave of events is sent, so that a retry resumes at most one wave back whatever its heartbeats reached
--- the server (a heartbeat is recorded up to a second later, or never when the worker dies or is cut off from Temporal).
--- One row per activity (its workflow run and activity id), written by attempt number: an attempt never overwrites a
--- later attempt's row. Rows of an activity whose workflow has moved on are deleted by its next per_key activity, rows
--- not written for a week by any attempt's first write.
+-- The progress of a per_key replay activity (activities/ordered-publish.ts durableProgress, repository/send-progress.ts),
+-- made durable before each wave of events is sent, so that a retry resumes at most one wave back whatever its
+-- heartbeats reached the server (a heartbeat is recorded up to a second later, or never when the worker dies or is cut
+-- off from Temporal).
+--
+-- send_progress: one row per activity (its workflow run and activity id): the page it is in and its progress besides
+-- the ids sent (no refusal reasons: they may quote a payload). `fence` is the writing attempt's scheduled time (ms,
+-- the server's): a later attempt, or the first after an activity reset, has a later one, and an earlier attempt's
+-- write is refused. `closed`: the workflow's next activity has begun, this one is over (kept as a fence, emptied).
+-- Rows nobody wrote or resumed from for a week are deleted.
 CREATE TABLE send_progress (
-  workflow_id text        NOT NULL,
   run_id      text        NOT NULL,
   activity_id text        NOT NULL,
-  attempt     integer     NOT NULL,
+  workflow_id text        NOT NULL,
+  fence       bigint      NOT NULL,
+  page        integer     NOT NULL,
   details     jsonb       NOT NULL,
+  closed      boolean     NOT NULL DEFAULT false,
   updated_at  timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (run_id, activity_id)
 );
 CREATE INDEX idx_send_progress_workflow ON send_progress (workflow_id);
 CREATE INDEX idx_send_progress_updated ON send_progress (updated_at);
+
+-- The ids of the activity's current page sent so far, a row per wave (only the wave's ids: a write costs the wave, not
+-- the page); rows of other pages are deleted as a page begins.
+CREATE TABLE send_progress_sent (
+  run_id      text     NOT NULL,
+  activity_id text     NOT NULL,
+  page        integer  NOT NULL,
+  ids         bigint[] NOT NULL,
+  FOREIGN KEY (run_id, activity_id) REFERENCES send_progress (run_id, activity_id) ON DELETE CASCADE
+);
+CREATE INDEX idx_send_progress_sent ON send_progress_sent (run_id, activity_id, page);

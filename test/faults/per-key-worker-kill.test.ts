@@ -52,13 +52,15 @@ function startWorker(target: string): void {
   });
 }
 
-/** The longest list of ids a per_key wave progress of the workflow holds, as written to Postgres. */
+/** How many ids of its current pages the workflow's activities have written as sent (send_progress_sent). */
 async function wavesWritten(workflowId: string): Promise<number> {
-  const { rows } = await h.pool.query<{ n: number | null }>(
-    `SELECT max(jsonb_array_length(details->'pageSent'))::int AS n FROM send_progress WHERE workflow_id = $1`,
+  const { rows } = await h.pool.query<{ n: number }>(
+    `SELECT coalesce(sum(cardinality(s.ids)), 0)::int AS n
+       FROM send_progress_sent s JOIN send_progress p USING (run_id, activity_id)
+      WHERE p.workflow_id = $1`,
     [workflowId],
   );
-  return rows[0].n ?? 0;
+  return rows[0].n;
 }
 
 it('a worker SIGKILLed while a per_key range replay sends: each key keeps journal order through the retry', async () => {
@@ -98,6 +100,11 @@ it('a worker SIGKILLed while a per_key range replay sends: each key keeps journa
     }).toEqual({ key, inJournalOrder: true, repeatedAtMostOnce: true });
   }
   expect(writtenAtKill).toBeGreaterThan(60);
-  // The rows of the finished replay's activities are deleted as the next one starts; the last one's stays (swept later).
-  expect((await h.pool.query('SELECT 1 FROM send_progress WHERE workflow_id = $1', [workflowId])).rowCount).toBe(1);
+  // The rows of the finished replay's activities are closed as the next one starts; the last one's stays open (swept
+  // after a week).
+  const { rows } = await h.pool.query<{ open: number }>(
+    'SELECT count(*) FILTER (WHERE NOT closed)::int AS open FROM send_progress WHERE workflow_id = $1',
+    [workflowId],
+  );
+  expect(rows[0].open).toBe(1);
 });

@@ -1,136 +1,152 @@
-import type { Context } from '@temporalio/activity';
 import fc from 'fast-check';
-import { chunkRank, durableProgress } from '../../activities/ordered-publish';
+import { batchShape, durableProgress } from '../../activities/durable-progress';
+import { resumeSendProgress, SEND_PROGRESS_KEPT_DAYS, writeSendPage } from '../../repository/send-progress';
 import {
-  readSendProgress,
-  SEND_PROGRESS_KEPT_DAYS,
-  writeSendProgress,
-  type SendProgressKey,
-} from '../../repository/send-progress';
-import { createPool, type Pool } from '../../shared/db';
-import { createLogger } from '../../shared/logger';
-import { createTestDatabase } from '../support/database';
-import { baseConfig } from '../support/env';
+  chunkProgressOf as progressOf,
+  progressContext,
+  progressDatabase,
+  type AttemptOf,
+} from '../support/progress-context';
 
 /**
- * send_progress on Postgres (sql/023, repository/send-progress.ts, activities/ordered-publish.ts durableProgress).
+ * send_progress on Postgres (sql/023, repository/send-progress.ts, activities/durable-progress.ts).
  *
- * Invariants: an activity's row is never overwritten by an earlier attempt than the one that last wrote it (a stale
- * attempt's write is refused, and its wave is not sent); a retry resumes from the written progress or its heartbeat,
- * whichever is further on; an attempt's first write deletes its workflow's other rows, and a few rows nobody wrote for
- * SEND_PROGRESS_KEPT_DAYS, and no other row.
+ * Invariants: an activity's row is never taken by an attempt scheduled before the one that last wrote it, nor once
+ * the activity is over (a stale attempt's write is refused, and its wave is not sent); a retry resumes from the
+ * written progress or its heartbeat, whichever is further on; a wave's write stores that wave's ids only (the page's
+ * ids sent so far are their union); an attempt's first write closes its workflow's other rows, and deletes a few rows
+ * nobody wrote or resumed from for SEND_PROGRESS_KEPT_DAYS, and no other row.
  */
-let db: Awaited<ReturnType<typeof createTestDatabase>>;
-let pool: Pool;
+const database = progressDatabase('send_progress');
+
 let run = 0;
-
-beforeAll(async () => {
-  db = await createTestDatabase(baseConfig().databaseUrl, 'send_progress');
-  pool = createPool(db.databaseUrl, 4, createLogger('silent'));
-});
-afterAll(async () => {
-  await pool?.end();
-  await db?.drop();
+const key = (at: AttemptOf) => ({
+  workflowId: at.workflowId,
+  runId: `${at.workflowId}-run`,
+  activityId: at.activityId,
+  fence: at.scheduledMs ?? at.attempt * 1000,
 });
 
-/** Run ids are unique (uuids): each workflow here has its own. */
-const keyOf = (
-  workflowId: string,
-  activityId: string,
-  attempt: number,
-  runId = `${workflowId}-run`,
-): SendProgressKey => ({
-  workflowId,
-  runId,
-  activityId,
-  attempt,
-});
-
-/** A Context as far as durableProgress reads it. */
-const ctxOf = (key: SendProgressKey, heartbeatDetails?: unknown) =>
-  ({
-    info: {
-      workflowExecution: { workflowId: key.workflowId, runId: key.runId },
-      activityId: key.activityId,
-      attempt: key.attempt,
-      heartbeatDetails,
-    },
-  }) as unknown as Context;
-
-it('attempts writing in any order leave the latest attempt’s progress; earlier ones are refused', async () => {
+it('attempts writing in any order leave the latest-scheduled one’s page; earlier ones are refused', async () => {
   await fc.assert(
-    fc.asyncProperty(fc.array(fc.integer({ min: 1, max: 4 }), { minLength: 1, maxLength: 8 }), async (attempts) => {
+    fc.asyncProperty(fc.uniqueArray(fc.integer({ min: 1, max: 50 }), { minLength: 1, maxLength: 8 }), async (times) => {
       const workflowId = `wf-order-${run++}`;
+      const latest = Math.max(...times);
       const outcomes = await Promise.all(
-        attempts.map((attempt, i) => writeSendProgress(pool, keyOf(workflowId, '1', attempt), { attempt, i })),
+        times.map((t) => writeSendPage(database(), key({ workflowId, activityId: '1', attempt: t }), t, { cursor: t })),
       );
-      const written = (await readSendProgress(pool, keyOf(workflowId, '1', 1))) as { attempt: number };
-      expect(written.attempt).toBe(Math.max(...attempts));
-      // Refused only when a later attempt than its own had written.
-      outcomes.forEach((ok, i) => {
-        if (attempts[i] === Math.max(...attempts)) expect(ok).toBe(true);
-      });
+      const stored = await resumeSendProgress(database(), key({ workflowId, activityId: '1', attempt: 1 }));
+      expect(stored).toMatchObject({ page: latest, details: { cursor: latest } });
+      expect(outcomes[times.indexOf(latest)]).toBe(true);
     }),
     { numRuns: 25 },
   );
 });
 
-it('a stale attempt’s write rejects, so that its wave is not sent', async () => {
-  const workflowId = 'wf-stale';
-  const progress = { cursor: 0, pages: 0, pageSent: [1] };
-  await durableProgress(ctxOf(keyOf(workflowId, '1', 2)), chunkRank).write(pool, progress);
-  await expect(durableProgress(ctxOf(keyOf(workflowId, '1', 1)), chunkRank).write(pool, progress)).rejects.toThrow(
-    'A later attempt than 1 of wf-stale / activity 1 has written its progress',
+it('a stale attempt’s writes reject, so that its wave is not sent; the row’s ids are the current attempt’s', async () => {
+  const at = (attempt: number): AttemptOf => ({ workflowId: 'wf-stale', activityId: '1', attempt });
+  const stale = progressOf(at(1));
+  await stale.write(database(), { cursor: 0, pages: 0, pageSent: [] });
+  const retry = progressOf(at(2));
+  await retry.write(database(), { cursor: 0, pages: 0, pageSent: [1] });
+  // Attempt 1's next wave (ids added) and a new page of it (a page write): both refused.
+  await expect(stale.write(database(), { cursor: 0, pages: 0, pageSent: [1, 2] })).rejects.toThrow(
+    'A later attempt of wf-stale / activity 1 (attempt 1) has written its progress, or the activity is over',
   );
-  await durableProgress(ctxOf(keyOf(workflowId, '1', 3)), chunkRank).write(pool, { ...progress, pageSent: [1, 2] });
-  expect(await readSendProgress(pool, keyOf(workflowId, '1', 3))).toEqual({ cursor: 0, pages: 0, pageSent: [1, 2] });
+  await expect(stale.write(database(), { cursor: 9, pages: 1 })).rejects.toThrow('A later attempt of wf-stale');
+  await retry.write(database(), { cursor: 0, pages: 0, pageSent: [1, 3] });
+  expect(await progressOf(at(3)).resume(database())).toEqual({ cursor: 0, pages: 0, pageSent: [1, 3] });
 });
 
 it('a retry resumes from the written progress or its heartbeat, whichever is further on', async () => {
-  const workflowId = 'wf-resume';
-  await writeSendProgress(pool, keyOf(workflowId, '7', 1), { cursor: 10, pages: 1, pageSent: [11, 12] });
-  const resume = (beat: unknown) => durableProgress(ctxOf(keyOf(workflowId, '7', 2), beat), chunkRank).resume(pool);
+  const at = (activityId: string, attempt: number): AttemptOf => ({ workflowId: 'wf-resume', activityId, attempt });
+  await progressOf(at('7', 1)).write(database(), { cursor: 10, pages: 1, pageSent: [11, 12] });
+  const resume = (beat: unknown) => progressOf(at('7', 2), beat).resume(database());
   // Written ahead of the heartbeat the server recorded (the usual case after a cut-off or a death).
   expect(await resume({ cursor: 10, pages: 1, pageSent: [11] })).toEqual({ cursor: 10, pages: 1, pageSent: [11, 12] });
   expect(await resume({ cursor: 0, pages: 0 })).toEqual({ cursor: 10, pages: 1, pageSent: [11, 12] });
   expect(await resume(undefined)).toEqual({ cursor: 10, pages: 1, pageSent: [11, 12] });
   // The heartbeat ahead (an attempt of a worker without send_progress, during an upgrade or a rollback).
   expect(await resume({ cursor: 20, pages: 2 })).toEqual({ cursor: 20, pages: 2 });
+  expect(await resume({ cursor: 10, pages: 1, pageSent: [11, 12, 13] })).toEqual({
+    cursor: 10,
+    pages: 1,
+    pageSent: [11, 12, 13],
+  });
   // Nothing written: the heartbeat, or nothing.
-  const fresh = (beat: unknown) => durableProgress(ctxOf(keyOf(workflowId, '8', 1), beat), chunkRank).resume(pool);
-  expect(await fresh({ cursor: 5, pages: 1 })).toEqual({ cursor: 5, pages: 1 });
-  expect(await fresh(undefined)).toBeUndefined();
+  expect(await progressOf(at('8', 1), { cursor: 5, pages: 1 }).resume(database())).toEqual({ cursor: 5, pages: 1 });
+  expect(await progressOf(at('8', 1)).resume(database())).toBeUndefined();
 });
 
-it('an attempt’s first write deletes its workflow’s earlier activities’ rows and long-unwritten rows, nothing else', async () => {
-  const progress = { cursor: 0, pages: 0 };
-  await writeSendProgress(pool, keyOf('wf-a', '1', 1), progress);
-  await writeSendProgress(pool, keyOf('wf-a', '2', 3, 'wf-a-run-0'), progress); // a run before continue-as-new
-  await writeSendProgress(pool, keyOf('wf-b', '1', 1), progress);
-  await writeSendProgress(pool, keyOf('wf-old', '1', 1), progress);
-  await pool.query(
-    `UPDATE send_progress SET updated_at = now() - ($1 + 1) * interval '1 day' WHERE workflow_id = 'wf-old'`,
-    [SEND_PROGRESS_KEPT_DAYS],
-  );
-  await writeSendProgress(pool, keyOf('wf-recent', '1', 1), progress);
-  await pool.query(
-    `UPDATE send_progress SET updated_at = now() - ($1 - 1) * interval '1 day' WHERE workflow_id = 'wf-recent'`,
-    [SEND_PROGRESS_KEPT_DAYS],
-  );
-
-  const next = durableProgress<{ cursor: number; pages: number }>(ctxOf(keyOf('wf-a', '3', 1)), chunkRank);
-  await next.write(pool, progress);
-  const left = async () =>
+it('each wave stores its own ids: a one-key page of 500 waves stores the 499 sent before the last, the next page none', async () => {
+  const at: AttemptOf = { workflowId: 'wf-waves', activityId: '1', attempt: 1 };
+  const durable = progressOf(at);
+  const sent: number[] = [];
+  for (let id = 1; id <= 500; id++) {
+    await durable.write(database(), { cursor: 0, pages: 0, pageSent: [...sent] }); // before the wave of `id`
+    sent.push(id);
+  }
+  const stored = async () =>
     (
-      await pool.query<{ w: string; a: string }>(
-        `SELECT workflow_id AS w, activity_id AS a FROM send_progress
-          WHERE workflow_id IN ('wf-a', 'wf-b', 'wf-old', 'wf-recent') ORDER BY 1, 2`,
+      await database().query<{ n: number }>(
+        `SELECT coalesce(sum(cardinality(ids)), 0)::int AS n FROM send_progress_sent WHERE run_id = 'wf-waves-run'`,
       )
-    ).rows.map((r) => `${r.w}/${r.a}`);
-  expect(await left()).toEqual(['wf-a/3', 'wf-b/1', 'wf-recent/1']);
-  // Later writes of the attempt delete nothing: a row of its workflow written meanwhile (a stale attempt of an earlier
-  // activity) stays until the next activity's first write, or the week's sweep.
-  await writeSendProgress(pool, keyOf('wf-a', '2', 4, 'wf-a-run-0'), progress);
-  await next.write(pool, { cursor: 1, pages: 1 });
-  expect(await left()).toEqual(['wf-a/2', 'wf-a/3', 'wf-b/1', 'wf-recent/1']);
+    ).rows[0].n;
+  expect(await stored()).toBe(499);
+  expect(await progressOf({ ...at, attempt: 2 }).resume(database())).toEqual({
+    cursor: 0,
+    pages: 0,
+    pageSent: sent.slice(0, 499),
+  });
+  await durable.write(database(), { cursor: 500, pages: 1, pageSent: [] });
+  expect(await stored()).toBe(0);
+});
+
+it('a batch page keeps the ids it sent', async () => {
+  const at: AttemptOf = { workflowId: 'wf-batch', activityId: '1', attempt: 1 };
+  const batch = (attempt: number, beat?: unknown) =>
+    durableProgress<{ sent?: number[] }>(progressContext({ ...at, attempt }, beat), batchShape);
+  await batch(1).write(database(), { sent: [] });
+  await batch(1).write(database(), { sent: [4, 9] });
+  expect(await batch(2, { sent: [4] }).resume(database())).toEqual({ sent: [4, 9] });
+});
+
+it('an attempt’s first write closes its workflow’s other rows and deletes long-untouched rows, nothing else', async () => {
+  const progress = { cursor: 0, pages: 0 };
+  const at = (workflowId: string, activityId: string, attempt = 1, runId?: string): AttemptOf => ({
+    workflowId,
+    activityId,
+    attempt,
+    runId,
+  });
+  await progressOf(at('wf-a', '1')).write(database(), { ...progress, pageSent: [1] });
+  await progressOf(at('wf-a', '2', 3, 'wf-a-run-0')).write(database(), progress); // a run before continue-as-new
+  await progressOf(at('wf-b', '1')).write(database(), progress);
+  await progressOf(at('wf-old', '1')).write(database(), progress);
+  await progressOf(at('wf-recent', '1')).write(database(), progress);
+  const age = (workflowId: string, days: number) =>
+    database().query(`UPDATE send_progress SET updated_at = now() - $2 * interval '1 day' WHERE workflow_id = $1`, [
+      workflowId,
+      days,
+    ]);
+  await age('wf-old', SEND_PROGRESS_KEPT_DAYS + 1);
+  await age('wf-recent', SEND_PROGRESS_KEPT_DAYS - 1);
+
+  const next = progressOf(at('wf-a', '3'));
+  await next.write(database(), progress);
+  const rows = async () =>
+    (
+      await database().query<{ w: string; a: string; closed: boolean; details: unknown; ids: number }>(
+        `SELECT workflow_id AS w, activity_id AS a, closed, details,
+                (SELECT count(*)::int FROM send_progress_sent s WHERE s.run_id = p.run_id AND s.activity_id = p.activity_id) AS ids
+           FROM send_progress p WHERE workflow_id IN ('wf-a', 'wf-b', 'wf-old', 'wf-recent') ORDER BY 1, 2, run_id`,
+      )
+    ).rows.map((r) => `${r.w}/${r.a}${r.closed ? ` closed ${JSON.stringify(r.details)} ids ${r.ids}` : ''}`);
+  expect(await rows()).toEqual(['wf-a/1 closed {} ids 0', 'wf-a/2 closed {} ids 0', 'wf-a/3', 'wf-b/1', 'wf-recent/1']);
+  // A closed row resumes nothing (the activity is over).
+  expect(await progressOf(at('wf-a', '1', 2)).resume(database())).toBeUndefined();
+  // Closed rows go with the week's sweep too.
+  await age('wf-a', SEND_PROGRESS_KEPT_DAYS + 1);
+  await progressOf(at('wf-c', '1')).write(database(), progress);
+  expect(await rows()).toEqual(['wf-b/1', 'wf-recent/1']);
 });

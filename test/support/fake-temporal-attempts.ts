@@ -109,6 +109,8 @@ export function fakeActivityServer(
     const ctx = {
       info: {
         attempt: n,
+        // Scheduled when it started here (the retry's interval passes before start): later for every attempt.
+        currentAttemptScheduledTimestampMs: Date.now(),
         startToCloseTimeoutMs: startToCloseMs,
         heartbeatTimeoutMs,
         heartbeatDetails: details,

@@ -1,6 +1,7 @@
 import type { Context } from '@temporalio/activity';
 import fc from 'fast-check';
-import { chunkRank, durableProgress, publishChunkPage } from '../../activities/ordered-publish';
+import { chunkShape, durableProgress } from '../../activities/durable-progress';
+import { publishChunkPage } from '../../activities/ordered-publish';
 import { withErasuresChecked } from '../../repository/erasure';
 import { createProducer } from '../../shared/kafka';
 import { pageOptions } from '../../workflows/activity-options';
@@ -10,7 +11,7 @@ import { fakeTransactionalKafka } from '../support/fake-transactional-kafka';
 import { sendProgressTable } from '../support/send-progress-table';
 
 /**
- * Per-key order through retries that resume from what the server recorded (activities/ordered-publish.ts
+ * Per-key order through retries that resume from what the server recorded (activities/durable-progress.ts
  * durableProgress), with generated chunks.
  *
  * Invariant: under per_key ordering each key's events reach the topic in journal order, at most its last one repeated
@@ -64,7 +65,7 @@ async function run({ keys, pageSize, produceMs, cutFromMs }: Scenario, durably: 
       message: { topic: TOPIC, key: Buffer.from(`k${key}`), value: `${key}:${i + 1}`, headers: {} },
     }));
     const chunk = async (ctx: Context, attempt: number) => {
-      const durable = durableProgress<Progress>(ctx, chunkRank);
+      const durable = durableProgress<Progress>(ctx, chunkShape());
       let progress: Progress = (durably
         ? await durable.resume(pool)
         : (ctx.info.heartbeatDetails as Progress | undefined)) ?? { cursor: 0, pages: 0 };

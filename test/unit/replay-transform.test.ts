@@ -78,7 +78,7 @@ describe('applyTransform', () => {
     });
     expect(applyTransform('{"name": "a", "big": 12345678901234567890}', transform)).toEqual({
       ok: false,
-      reason: 'the payload holds the number 12345678901234567890, which JSON Patch cannot carry exactly',
+      reason: 'the payload holds a number (20 characters) that JSON Patch cannot carry exactly',
     });
     // Digits inside strings are text, and exact decimals in any notation pass.
     expect(applyTransform('{"name": "12345678901234567890", "x": 2.50e3, "y": -0.0}', transform).ok).toBe(true);
@@ -88,7 +88,7 @@ describe('applyTransform', () => {
     for (const inexact of ['9007199254740993', '-12345678901234567890', '1e400', '0.10000000000000000001']) {
       expect(applyTransform(`{"name": "a", "list": [1, ${inexact}]}`, transform)).toEqual({
         ok: false,
-        reason: `the payload holds the number ${inexact}, which JSON Patch cannot carry exactly`,
+        reason: `the payload holds a number (${inexact.length} characters) that JSON Patch cannot carry exactly`,
       });
     }
   });
