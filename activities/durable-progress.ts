@@ -2,8 +2,8 @@ import type { Context } from '@temporalio/activity';
 import type { Queryable } from '../repository/queryable';
 import {
   addSentIds,
-  closeOtherSendProgress,
-  resumeSendProgress,
+  claimSendProgress,
+  sweepSendProgress,
   writeSendPage,
   type SendProgressKey,
 } from '../repository/send-progress';
@@ -21,13 +21,16 @@ export const PROGRESS_SILENCE_MS = 5000;
  * its last event twice in a row, never an older one after a newer one.
  */
 export interface DurableProgress<P> {
-  /** Where this attempt resumes: the written progress or its heartbeat details, whichever is further on. */
+  /**
+   * Where this attempt resumes: the written progress or its heartbeat details, whichever is further on. Claims the
+   * activity's progress for this attempt first (an earlier attempt's writes are refused from then on, and the rows of
+   * the workflow's earlier activities are closed); rejects when a later attempt, or a later activity, has claimed.
+   */
   resume(db: Queryable): Promise<P | undefined>;
   /**
-   * Makes the progress durable before a wave is sent: the page and its progress as a page begins (and at the attempt's
-   * first write), then only the ids sent since. Rejects, and the wave is not sent, when Postgres refuses or is silent,
-   * or a later attempt has written (this one is stale) or the activity is over. The attempt's first write closes the
-   * rows of its workflow's earlier activities.
+   * Makes the progress durable before a wave is sent: the page and its progress as a page begins, then only the ids
+   * sent since. Rejects, and the wave is not sent, when Postgres refuses or is silent, or the progress is no longer
+   * this attempt's (a later attempt claimed it, or the activity is over). Call resume first.
    */
   write(db: Queryable, details: P): Promise<void>;
 }
@@ -89,20 +92,24 @@ export function durableProgress<P>(ctx: Context, shape: ProgressShape<P>): Durab
     withTimeout(work, PROGRESS_SILENCE_MS, `${what} of ${named}: Postgres did not answer in ${PROGRESS_SILENCE_MS} ms`);
   const stale = () =>
     new Error(
-      `A later attempt of ${named} has written its progress, or the activity is over: this attempt sends nothing more`,
+      `A later attempt of ${named} has claimed its progress, or the activity is over: this attempt sends nothing more`,
     );
-  /** The page this attempt last wrote, and how many of its ids. */
+  /** The page whose progress the row holds for this attempt, and how many of its ids. */
   let written: { page: number; ids: number } | undefined;
   return {
     async resume(db) {
       const beat = info.heartbeatDetails as P | undefined;
-      const stored = await bounded('Reading the per_key progress', resumeSendProgress(db, key));
+      const claim = await bounded('Claiming the per_key progress', claimSendProgress(db, key));
+      if (claim.stale) throw stale();
+      await bounded('Sweeping old per_key progress', sweepSendProgress(db));
+      const { stored } = claim;
       if (stored === undefined) return beat;
       if (beat !== undefined) {
         const page = shape.page(beat);
         const ahead = page > stored.page || (page === stored.page && shape.sent(beat).length > stored.sent.length);
         if (ahead) return beat;
       }
+      written = { page: stored.page, ids: stored.sent.length };
       return shape.join(stored.details, stored.sent, beat);
     },
     async write(db, details) {
@@ -113,7 +120,6 @@ export function durableProgress<P>(ctx: Context, shape: ProgressShape<P>): Durab
         (async () => {
           if (written?.page !== page) {
             if (!(await writeSendPage(db, key, page, shape.rest(details)))) throw stale();
-            if (!written) await closeOtherSendProgress(db, key);
             written = { page, ids: 0 };
           }
           if (sent.length > written.ids) {

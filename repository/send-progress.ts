@@ -2,7 +2,9 @@ import type { Queryable } from './queryable';
 
 /**
  * send_progress and send_progress_sent (sql/023): the progress of a per_key replay activity, made durable before each
- * wave it sends (activities/ordered-publish.ts durableProgress), read by its retry.
+ * wave it sends (activities/durable-progress.ts), read by its retry. Every statement that changes an activity's rows is
+ * one statement, fenced by the writing attempt's `fence` (its scheduled time): a statement that commits late (its
+ * attempt timed out waiting for it) changes nothing once a later attempt has claimed the row.
  */
 
 /** The activity a row belongs to, and the attempt writing it (`fence`: its scheduled time, ms). */
@@ -20,40 +22,67 @@ export interface StoredProgress {
   sent: number[];
 }
 
-/**
- * Rows nobody has written or resumed from for this long belong to activities long over: every attempt of a live one
- * resumes from its row (and touches it) as it starts, and page activities are retried at least every 10 minutes.
- */
+/** A row's page before its first page write: claimed, nothing written. */
+const NO_PAGE = -1;
+
+/** Closed rows (their activity over) are deleted this long after they were closed. */
 export const SEND_PROGRESS_KEPT_DAYS = 7;
 
-/** Stale rows deleted per first write of an attempt: the sweep stays a small statement. */
+/**
+ * Open rows nobody claimed for this long are deleted too: their workflow ended mid-activity (cancelled, terminated), or
+ * its activity has not been attempted for that long (paused, or no worker running): it then resumes from its
+ * heartbeat details alone.
+ */
+export const SEND_PROGRESS_OPEN_DAYS = 30;
+
+/** Rows deleted per claim: the sweep stays a small statement. */
 const SWEEP_LIMIT = 100;
 
 /**
- * The activity's progress as its attempts last wrote it (touching the row: a resumed row is not swept), or undefined
- * (none, or its activity is over).
+ * Claims the activity's row for this attempt (its fence), as the attempt resumes: from now on an earlier attempt's
+ * writes are refused. Closes the rows of the workflow's earlier activities (they run one after another: scheduled
+ * before this one, they are over), emptied and kept as fences against their stale attempts. `stale`: a later attempt
+ * of this activity, or a later activity of the workflow, has claimed (this attempt must send nothing); else what the
+ * row holds, if anything was written.
  */
-export async function resumeSendProgress(db: Queryable, key: SendProgressKey): Promise<StoredProgress | undefined> {
+export async function claimSendProgress(
+  db: Queryable,
+  key: SendProgressKey,
+): Promise<{ stale: true } | { stale: false; stored?: StoredProgress }> {
   const { rows } = await db.query<{ page: number; details: Record<string, unknown>; sent: string[] }>(
-    `WITH touched AS (
-       UPDATE send_progress SET updated_at = now()
-        WHERE run_id = $1 AND activity_id = $2 AND NOT closed
-        RETURNING page, details)
-     SELECT t.page, t.details,
+    `WITH later AS (
+       SELECT 1 FROM send_progress
+        WHERE workflow_id = $3 AND fence > $4 AND NOT (run_id = $1 AND activity_id = $2)
+        LIMIT 1),
+     claimed AS (
+       INSERT INTO send_progress AS p (run_id, activity_id, workflow_id, fence, page, details)
+       SELECT $1, $2, $3, $4, ${NO_PAGE}, '{}' WHERE NOT EXISTS (SELECT 1 FROM later)
+       ON CONFLICT (run_id, activity_id) DO UPDATE SET fence = EXCLUDED.fence, updated_at = now()
+         WHERE NOT p.closed AND p.fence <= EXCLUDED.fence
+       RETURNING p.page, p.details),
+     closed AS (
+       UPDATE send_progress SET closed = true, details = '{}', updated_at = now()
+        WHERE workflow_id = $3 AND fence < $4 AND NOT (run_id = $1 AND activity_id = $2) AND NOT closed
+          AND EXISTS (SELECT 1 FROM claimed)
+        RETURNING run_id, activity_id),
+     emptied AS (
+       DELETE FROM send_progress_sent s USING closed c WHERE s.run_id = c.run_id AND s.activity_id = c.activity_id)
+     SELECT c.page, c.details,
             coalesce((SELECT array_agg(DISTINCT i ORDER BY i)
                         FROM send_progress_sent s, unnest(s.ids) AS i
-                       WHERE s.run_id = $1 AND s.activity_id = $2 AND s.page = t.page), '{}') AS sent
-       FROM touched t`,
-    [key.runId, key.activityId],
+                       WHERE s.run_id = $1 AND s.activity_id = $2 AND s.page = c.page), '{}') AS sent
+       FROM claimed c`,
+    [key.runId, key.activityId, key.workflowId, key.fence],
   );
   const row = rows[0];
-  return row && { page: row.page, details: row.details, sent: row.sent.map(Number) };
+  if (!row) return { stale: true };
+  if (row.page === NO_PAGE) return { stale: false };
+  return { stale: false, stored: { page: row.page, details: row.details, sent: row.sent.map(Number) } };
 }
 
 /**
- * Writes the activity's page and progress besides the ids sent, and deletes the ids of its other pages, unless a later
- * attempt has written (a stale attempt, cut off from Temporal, may still be running) or the activity is over. True
- * when written.
+ * Writes the activity's page and its progress besides the ids sent, and deletes the ids of its other pages, in one
+ * statement, if the row is still this attempt's (claimed by it, not closed). True when written.
  */
 export async function writeSendPage(
   db: Queryable,
@@ -61,24 +90,21 @@ export async function writeSendPage(
   page: number,
   details: Record<string, unknown>,
 ): Promise<boolean> {
-  const { rowCount } = await db.query(
-    `INSERT INTO send_progress (run_id, activity_id, workflow_id, fence, page, details)
-     VALUES ($1, $2, $3, $4, $5, $6)
-     ON CONFLICT (run_id, activity_id) DO UPDATE
-       SET fence = EXCLUDED.fence, page = EXCLUDED.page, details = EXCLUDED.details, updated_at = now()
-       WHERE NOT send_progress.closed AND send_progress.fence <= EXCLUDED.fence`,
-    [key.runId, key.activityId, key.workflowId, key.fence, page, JSON.stringify(details)],
+  const { rows } = await db.query<{ n: number }>(
+    `WITH written AS (
+       UPDATE send_progress SET page = $4, details = $5, updated_at = now()
+        WHERE run_id = $1 AND activity_id = $2 AND fence = $3 AND NOT closed
+        RETURNING run_id, activity_id),
+     dropped AS (
+       DELETE FROM send_progress_sent s USING written w
+        WHERE s.run_id = w.run_id AND s.activity_id = w.activity_id AND s.page <> $4)
+     SELECT count(*)::int AS n FROM written`,
+    [key.runId, key.activityId, key.fence, page, JSON.stringify(details)],
   );
-  if (!rowCount) return false;
-  await db.query('DELETE FROM send_progress_sent WHERE run_id = $1 AND activity_id = $2 AND page <> $3', [
-    key.runId,
-    key.activityId,
-    page,
-  ]);
-  return true;
+  return rows[0].n > 0;
 }
 
-/** Adds ids of the page sent, if the row is still this attempt's on that page. True when added. */
+/** Adds ids of the page sent, if the row is still this attempt's, on that page. True when added. */
 export async function addSentIds(db: Queryable, key: SendProgressKey, page: number, ids: number[]): Promise<boolean> {
   const { rowCount } = await db.query(
     `INSERT INTO send_progress_sent (run_id, activity_id, page, ids)
@@ -90,22 +116,15 @@ export async function addSentIds(db: Queryable, key: SendProgressKey, page: numb
 }
 
 /**
- * Closes the rows of the workflow's other activities (its activities send one after another: the others are over),
- * emptied and kept as fences against their stale attempts, and deletes up to SWEEP_LIMIT rows nobody wrote or resumed
- * from for SEND_PROGRESS_KEPT_DAYS.
+ * Deletes up to SWEEP_LIMIT rows closed SEND_PROGRESS_KEPT_DAYS ago or open and unclaimed for SEND_PROGRESS_OPEN_DAYS
+ * (their ids with them).
  */
-export async function closeOtherSendProgress(db: Queryable, key: SendProgressKey): Promise<void> {
-  await db.query(
-    `WITH closed AS (
-       UPDATE send_progress SET closed = true, details = '{}', updated_at = now()
-        WHERE workflow_id = $1 AND NOT (run_id = $2 AND activity_id = $3) AND NOT closed
-        RETURNING run_id, activity_id)
-     DELETE FROM send_progress_sent s USING closed c WHERE s.run_id = c.run_id AND s.activity_id = c.activity_id`,
-    [key.workflowId, key.runId, key.activityId],
-  );
+export async function sweepSendProgress(db: Queryable): Promise<void> {
   await db.query(
     `DELETE FROM send_progress WHERE ctid IN (
-       SELECT ctid FROM send_progress WHERE updated_at < now() - $1 * interval '1 day' LIMIT ${SWEEP_LIMIT})`,
-    [SEND_PROGRESS_KEPT_DAYS],
+       SELECT ctid FROM send_progress
+        WHERE (closed AND updated_at < now() - $1 * interval '1 day') OR updated_at < now() - $2 * interval '1 day'
+        LIMIT ${SWEEP_LIMIT})`,
+    [SEND_PROGRESS_KEPT_DAYS, SEND_PROGRESS_OPEN_DAYS],
   );
 }

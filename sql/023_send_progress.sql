@@ -4,11 +4,12 @@
 -- heartbeats reached the server (a heartbeat is recorded up to a second later, or never when the worker dies or is cut
 -- off from Temporal).
 --
--- send_progress: one row per activity (its workflow run and activity id): the page it is in and its progress besides
--- the ids sent (no refusal reasons: they may quote a payload). `fence` is the writing attempt's scheduled time (ms,
--- the server's): a later attempt, or the first after an activity reset, has a later one, and an earlier attempt's
--- write is refused. `closed`: the workflow's next activity has begun, this one is over (kept as a fence, emptied).
--- Rows nobody wrote or resumed from for a week are deleted.
+-- send_progress: one row per activity (its workflow run and activity id), claimed by each attempt as it resumes: the
+-- page it is in (-1 before its first page write) and its progress besides the ids sent (no refusal reasons: they may
+-- describe a payload). `fence` is the claiming attempt's scheduled time (ms, the server's): a later attempt, or the
+-- first after an activity reset, has a later one, and an earlier attempt's statements change nothing once it has
+-- claimed. `closed`: a later activity of the workflow has claimed, this one is over (emptied, kept as a fence). Rows
+-- closed a week ago, and open rows unclaimed for 30 days, are deleted.
 CREATE TABLE send_progress (
   run_id      text        NOT NULL,
   activity_id text        NOT NULL,

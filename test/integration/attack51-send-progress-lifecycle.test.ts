@@ -53,7 +53,9 @@ it('the first attempt after an activity reset sends (no later attempt is running
     scheduledMs,
   });
   // Attempt 7 wrote before its wave, then its send failed (the broker down); the attempt ended.
-  await progressOf(at(7, 7_000)).write(database(), { cursor: 100, pages: 2, pageSent: [101] });
+  const before = progressOf(at(7, 7_000));
+  await before.resume(database());
+  await before.write(database(), { cursor: 100, pages: 2, pageSent: [101] });
 
   // The operator resets the activity: same run, same activity id, attempt 1 (scheduled now); heartbeat details kept.
   const afterReset = progressOf(at(1, 9_000), { cursor: 100, pages: 2, pageSent: [101] });
@@ -94,6 +96,7 @@ it('a stale attempt stays refused after its activity completed and the next acti
 
   // Activity 1, attempt 1: writes before its first wave (ids 1, 2 of page after cursor 0), then is cut off.
   const stale = progressOf(at('1', 1));
+  await stale.resume(database());
   await stale.write(database(), { cursor: 0, pages: 0, pageSent: [] });
 
   // Attempt 2 resumes from the row, sends the rest of the chunk, and completes.
@@ -106,7 +109,9 @@ it('a stale attempt stays refused after its activity completed and the next acti
   await expect(stale.write(database(), { cursor: 0, pages: 0, pageSent: [1] })).rejects.toThrow(/A later attempt of/);
 
   // Activity 2 (the next chunk) starts: its first write closes activity 1's row.
-  await progressOf(at('2', 1)).write(database(), { cursor: 20, pages: 0, pageSent: [] });
+  const next = progressOf({ ...at('2', 1), scheduledMs: 10_000 }); // scheduled once activity 1 completed
+  await next.resume(database());
+  await next.write(database(), { cursor: 20, pages: 0, pageSent: [] });
 
   // Attempt 1 of activity 1, still running, reaches its next wave: it must not be allowed to send.
   await expect(stale.write(database(), { cursor: 0, pages: 0, pageSent: [1] })).rejects.toThrow(/A later attempt of/);
@@ -142,7 +147,9 @@ it('a row its retrying activity keeps resuming from is not swept', async () => {
   // Attempt 1 sent waves of ids 11, 12, 13; its last write (before the wave of 13) recorded [11, 12]. The server
   // recorded only the heartbeat after the wave of 11.
   const recorded: ChunkTestProgress = { cursor: 10, pages: 1, pageSent: [11] };
-  await progressOf(at(1)).write(database(), { cursor: 10, pages: 1, pageSent: [11, 12] });
+  const first = progressOf(at(1));
+  await first.resume(database());
+  await first.write(database(), { cursor: 10, pages: 1, pageSent: [11, 12] });
   // Its retries failed before their first wave for longer than the sweep's age: the row was written that long ago.
   await database().query(`UPDATE send_progress SET updated_at = now() - ($1 + 1) * interval '1 day'`, [
     SEND_PROGRESS_KEPT_DAYS,
@@ -151,11 +158,7 @@ it('a row its retrying activity keeps resuming from is not swept', async () => {
   expect(await progressOf(at(300), recorded).resume(database())).toEqual({ cursor: 10, pages: 1, pageSent: [11, 12] });
 
   // Another per_key replay's attempt writes for the first time: its sweep.
-  await progressOf({ workflowId: 'attack51-other', activityId: '1', attempt: 1 }).write(database(), {
-    cursor: 0,
-    pages: 0,
-    pageSent: [],
-  });
+  await progressOf({ workflowId: 'attack51-other', activityId: '1', attempt: 1 }).resume(database()); // its claim sweeps
 
   // Attempt 301 (the page readable again) must resume past id 12, not from the recorded heartbeat.
   expect(await progressOf(at(301), recorded).resume(database())).toEqual({ cursor: 10, pages: 1, pageSent: [11, 12] });
@@ -225,7 +228,9 @@ it('an erasure leaves no send_progress row holding the subject’s value', async
   };
   // Page 2's first wave: publishChunkPage's beforeWave writes the progress before it.
   const at: AttemptOf = { workflowId: 'attack51-erasure', activityId: '3', attempt: 1 };
-  await durableProgress<RangeChunkResult>(progressContext(at), chunkShape()).write(database(), {
+  const chunk = durableProgress<RangeChunkResult>(progressContext(at), chunkShape());
+  await chunk.resume(database());
+  await chunk.write(database(), {
     ...before,
     pageSent: [],
   });

@@ -15,10 +15,10 @@ const result = (rows: unknown[], rowCount: number) => ({ rows, rowCount }) as un
 
 /**
  * send_progress and send_progress_sent (sql/023) in memory, for unit tests under fake timers: answers the statements
- * of repository/send-progress.ts as Postgres does (a page write refused once a later attempt wrote or the activity was
- * closed; ids added only while the row is the attempt's, on that page; the first write of an attempt closing the
- * workflow's other rows; the sweep by age deletes nothing here), and every other statement with undefined
- * (answeringPool's default). `writes` lists each write as it was answered.
+ * of repository/send-progress.ts as Postgres does (a claim refused once a later attempt or activity claimed, closing
+ * the workflow's earlier rows; a page write or ids only while the row is the attempt's; the sweep by age deletes
+ * nothing here), and every other statement with undefined (answeringPool's default). `writes` lists each statement
+ * that claims or writes, as it was answered.
  */
 export function sendProgressTable() {
   const rows = new Map<string, Row>();
@@ -26,24 +26,38 @@ export function sendProgressTable() {
   const answer: Answer = (text, values) => {
     const id = `${values[0]}/${values[1]}`;
     const row = rows.get(id);
-    if (text.startsWith('WITH touched AS')) {
-      if (!row || row.closed) return result([], 0);
-      const sent = [...new Set(row.sent.filter((s) => s.page === row.page).flatMap((s) => s.ids))].sort(
-        (a, b) => a - b,
+    if (text.startsWith('WITH later AS')) {
+      const [, , workflowId, fence] = values as [string, string, string, number];
+      const later = [...rows].some(([other, r]) => r.workflowId === workflowId && r.fence > fence && other !== id);
+      const ok = row ? !row.closed && row.fence <= fence : !later;
+      writes.push(`claim${ok ? '' : ' refused'}`);
+      if (!ok) return result([], 0);
+      if (row) row.fence = fence;
+      else rows.set(id, { workflowId, fence, page: -1, details: {}, closed: false, sent: [] });
+      for (const [other, r] of rows) {
+        if (r.workflowId === workflowId && r.fence < fence && other !== id && !r.closed) {
+          Object.assign(r, { closed: true, details: {}, sent: [] });
+        }
+      }
+      const claimed = rows.get(id)!;
+      const sent = [...new Set(claimed.sent.filter((x) => x.page === claimed.page).flatMap((x) => x.ids))];
+      return result(
+        [
+          {
+            page: claimed.page,
+            details: structuredClone(claimed.details),
+            sent: sent.sort((a, b) => a - b).map(String),
+          },
+        ],
+        1,
       );
-      return result([{ page: row.page, details: structuredClone(row.details), sent: sent.map(String) }], 1);
     }
-    if (text.startsWith('INSERT INTO send_progress (')) {
-      const [, , workflowId, fence, page, details] = values as [string, string, string, number, number, string];
-      const ok = !row || (!row.closed && row.fence <= fence);
-      if (ok)
-        rows.set(id, { workflowId, fence, page, details: JSON.parse(details), closed: false, sent: row?.sent ?? [] });
+    if (text.startsWith('WITH written AS')) {
+      const [, , fence, page, details] = values as [string, string, number, number, string];
+      const ok = !!row && row.fence === fence && !row.closed;
+      if (ok) Object.assign(row, { page, details: JSON.parse(details), sent: row.sent.filter((x) => x.page === page) });
       writes.push(`page ${page} ${details}${ok ? '' : ' refused'}`);
-      return result([], ok ? 1 : 0);
-    }
-    if (text.startsWith('DELETE FROM send_progress_sent')) {
-      if (row) row.sent = row.sent.filter((s) => s.page === values[2]);
-      return result([], 0);
+      return result([{ n: ok ? 1 : 0 }], 1);
     }
     if (text.startsWith('INSERT INTO send_progress_sent')) {
       const [, , fence, page, ids] = values as [string, string, number, number, number[]];
@@ -51,14 +65,6 @@ export function sendProgressTable() {
       if (ok) row.sent.push({ page, ids: [...ids] });
       writes.push(`ids ${ids.join()}${ok ? '' : ' refused'}`);
       return result([], ok ? 1 : 0);
-    }
-    if (text.startsWith('WITH closed AS')) {
-      for (const [other, r] of rows) {
-        if (r.workflowId === values[0] && other !== `${values[1]}/${values[2]}` && !r.closed) {
-          Object.assign(r, { closed: true, details: {}, sent: [] });
-        }
-      }
-      return result([], 0);
     }
     if (text.startsWith('DELETE FROM send_progress WHERE ctid')) return result([], 0);
     return undefined;
