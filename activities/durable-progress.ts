@@ -96,6 +96,8 @@ export function durableProgress<P>(ctx: Context, shape: ProgressShape<P>): Durab
     );
   /** The page whose progress the row holds for this attempt, and how many of its ids. */
   let written: { page: number; ids: number } | undefined;
+  /** Whether this attempt has written since its claim (its first write is always a fenced page write). */
+  let fenced = false;
   return {
     async resume(db) {
       const beat = info.heartbeatDetails as P | undefined;
@@ -118,9 +120,12 @@ export function durableProgress<P>(ctx: Context, shape: ProgressShape<P>): Durab
       await bounded(
         'Writing the per_key progress',
         (async () => {
-          if (written?.page !== page) {
+          // A page's first wave, and the attempt's first wave whatever its page (resumed from the row, it may have
+          // nothing new to write): a fenced statement, so that an attempt claimed over since its resume sends nothing.
+          if (written?.page !== page || !fenced) {
             if (!(await writeSendPage(db, key, page, shape.rest(details)))) throw stale();
-            written = { page, ids: 0 };
+            if (written?.page !== page) written = { page, ids: 0 };
+            fenced = true;
           }
           if (sent.length > written.ids) {
             if (!(await addSentIds(db, key, page, sent.slice(written.ids)))) throw stale();

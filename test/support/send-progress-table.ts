@@ -29,7 +29,7 @@ export function sendProgressTable() {
     if (text.startsWith('WITH later AS')) {
       const [, , workflowId, fence] = values as [string, string, string, number];
       const later = [...rows].some(([other, r]) => r.workflowId === workflowId && r.fence > fence && other !== id);
-      const ok = row ? !row.closed && row.fence <= fence : !later;
+      const ok = !later && (!row || (!row.closed && row.fence <= fence));
       writes.push(`claim${ok ? '' : ' refused'}`);
       if (!ok) return result([], 0);
       if (row) row.fence = fence;

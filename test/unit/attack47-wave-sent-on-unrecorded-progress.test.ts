@@ -104,7 +104,8 @@ it('a per_key page retried after its attempt was cut off from Temporal never sen
       'claim', // attempt 1 resumes
       'page 0 {"cursor":0,"pages":0}', // attempt 1, before wave 1
       'ids 1', // attempt 1, before wave 2
-      'claim', // attempt 2 resumes with e1 sent (the row holds it): wave 2 goes with nothing more to write
+      'claim', // attempt 2 resumes with e1 sent (the row holds it)
+      'page 0 {"cursor":0,"pages":0}', // its first write, fenced, before wave 2 (no ids new to it)
     ],
   });
 });
