@@ -23,7 +23,7 @@ import { withErasuresChecked } from '../repository/erasure';
 import type { Queryable } from '../repository/queryable';
 import type { ActivityDeps } from './deps';
 import { ownTopicCheck, withRefusedTopics } from './own-topic';
-import { chunkShape, durableProgress } from './durable-progress';
+import { chunkShape, resumeSender } from './durable-progress';
 import { publishChunkPage } from './ordered-publish';
 import { prefetch } from './prefetch';
 import { keptFailures } from '../workflows/replay-options';
@@ -224,10 +224,7 @@ export function createArchiveRangeActivities({
       const ctx = Context.current();
       const began = Date.now();
       const deadline = began + input.budgetMs;
-      const durable = input.ordering === 'per_key' ? durableProgress<ArchiveChunkResult>(ctx, chunkShape()) : undefined;
-      const resumed = durable
-        ? await durable.resume(pool)
-        : (ctx.info.heartbeatDetails as ArchiveChunkResult | undefined);
+      const { durable, resumed } = await resumeSender(ctx, input.ordering, chunkShape<ArchiveChunkResult>(), pool);
       let result: ArchiveChunkResult = resumed ?? {
         position: input.position,
         read: 0,

@@ -7,6 +7,7 @@ import {
   writeSendPage,
   type SendProgressKey,
 } from '../repository/send-progress';
+import type { ReplayOrdering } from '../journal/kinds';
 import { withTimeout } from '../shared/timeout';
 
 /** A write or read of durable progress that Postgres does not answer in this long fails the attempt before its wave. */
@@ -135,4 +136,19 @@ export function durableProgress<P>(ctx: Context, shape: ProgressShape<P>): Durab
       );
     },
   };
+}
+
+/**
+ * Where a sending activity resumes: under per_key ordering its DurableProgress (claimed) and what that resumes from;
+ * otherwise no durable progress, and its heartbeat details.
+ */
+export async function resumeSender<P>(
+  ctx: Context,
+  ordering: ReplayOrdering | undefined,
+  shape: ProgressShape<P>,
+  db: Queryable,
+): Promise<{ durable?: DurableProgress<P>; resumed?: P }> {
+  if (ordering !== 'per_key') return { resumed: ctx.info.heartbeatDetails as P | undefined };
+  const durable = durableProgress(ctx, shape);
+  return { durable, resumed: await durable.resume(db) };
 }

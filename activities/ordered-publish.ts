@@ -87,9 +87,7 @@ export async function publishPage(producer: Producer, outgoing: OutgoingEvent[],
 }
 
 /** What a chunk activity's page send takes besides its events. */
-export interface ChunkPageSend<P> {
-  /** Given each producer send, which may outlive the call (cancelled): what must wait for its end (withErasuresChecked). */
-  keep?: (sending: Promise<unknown>) => void;
+export interface ChunkPageSend<P> extends Pick<PageSend, 'keep'> {
   /** How the chunk heartbeats (default ctx.heartbeat): the archive pass's keeps what it last sent for its reads. */
   heartbeat?: (details: unknown) => void;
   /** Under per_key ordering, where the progress is written before each wave (on `db`, the barrier's connection). */

@@ -14,7 +14,7 @@ import { type Lineage } from '../journal/lineage';
 import { applyTransform, type ReplayTransform } from '../journal/transform';
 import { replayRows } from '../repository/event-journal';
 import { withErasuresChecked } from '../repository/erasure';
-import { chunkShape, durableProgress } from './durable-progress';
+import { chunkShape, resumeSender } from './durable-progress';
 import { publishChunkPage } from './ordered-publish';
 import { ownTopicCheck, withRefusedTopics } from './own-topic';
 import { keptFailures } from '../workflows/replay-options';
@@ -173,10 +173,7 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
       const ctx = Context.current();
       const maxPages = input.maxPages ?? 1;
       const deadline = Date.now() + (input.budgetMs ?? Infinity);
-      const durable = input.ordering === 'per_key' ? durableProgress<RangeChunkResult>(ctx, chunkShape()) : undefined;
-      const resumed = durable
-        ? await durable.resume(pool)
-        : (ctx.info.heartbeatDetails as RangeChunkResult | undefined);
+      const { durable, resumed } = await resumeSender(ctx, input.ordering, chunkShape<RangeChunkResult>(), pool);
       // Details heartbeated by a one-page attempt of an older worker carry no page count.
       let result: RangeChunkResult = resumed
         ? { ...resumed, pages: resumed.pages ?? 1 }

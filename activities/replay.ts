@@ -7,7 +7,7 @@ import type { ActivityDeps } from './deps';
 import type { ReplayOrdering } from '../journal/kinds';
 import { refusalOf, replayMessageOf, type Lineage } from '../journal/lineage';
 import { publishMessages } from './publish';
-import { batchShape, durableProgress } from './durable-progress';
+import { batchShape, resumeSender } from './durable-progress';
 import { publishPage } from './ordered-publish';
 import { ownTopicCheck, withRefusedTopics } from './own-topic';
 import { preparePage, type RefusedEvent } from './replay-messages';
@@ -99,8 +99,7 @@ export function createReplayActivities({ pool, producer, metrics, config, lineag
     const ownTopic = ownTopicCheck(config, { ...input, tenantScoped: input.tenantId !== undefined });
     const page = preparePage(rows, input, lineageKey, config.replay.maxHops, (row) => ownTopic.refusal(row));
     const ctx = Context.current();
-    const durable = input.ordering === 'per_key' ? durableProgress<BatchPageProgress>(ctx, batchShape) : undefined;
-    const resumed = durable ? await durable.resume(db) : (ctx.info.heartbeatDetails as BatchPageProgress | undefined);
+    const { durable, resumed } = await resumeSender<BatchPageProgress>(ctx, input.ordering, batchShape, db);
     await publishPage(producer, page.outgoing, {
       ordering: input.ordering,
       replayId: input.replayId,

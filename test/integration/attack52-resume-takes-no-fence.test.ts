@@ -1,4 +1,9 @@
-import { chunkProgressOf as progressOf, progressDatabase, type AttemptOf } from '../support/progress-context';
+import {
+  chunkProgressOf as progressOf,
+  progressDatabase,
+  waveSender,
+  type AttemptOf,
+} from '../support/progress-context';
 
 const database = progressDatabase('attack52_resume_fence');
 
@@ -31,18 +36,7 @@ it('a stale attempt writes and sends between its retryâ€™s resume and the retryâ
   const at = (attempt: number): AttemptOf => ({ workflowId: 'wf-resume-fence', activityId: '1', attempt });
   const waves = [[1], [2], [3]]; // one key's events 1, 2, 3
   const target: number[] = [];
-  const attempt = async (durable: ReturnType<typeof progressOf>, from: number[], upTo: number) => {
-    const sent = [...from];
-    for (const wave of waves.filter((w) => !from.includes(w[0])).slice(0, upTo)) {
-      try {
-        await durable.write(database(), { cursor: 0, pages: 0, pageSent: [...sent] });
-      } catch {
-        return; // refused: the wave is not sent
-      }
-      target.push(...wave);
-      sent.push(...wave);
-    }
-  };
+  const attempt = waveSender(database, waves, target);
 
   const stale = progressOf(at(1));
   await stale.resume(database());

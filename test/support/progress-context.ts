@@ -1,5 +1,5 @@
 import type { Context } from '@temporalio/activity';
-import { chunkShape, durableProgress } from '../../activities/durable-progress';
+import { chunkShape, durableProgress, type DurableProgress } from '../../activities/durable-progress';
 import { createPool, type Pool } from '../../shared/db';
 import { createLogger } from '../../shared/logger';
 import { createTestDatabase } from './database';
@@ -56,4 +56,23 @@ export function progressDatabase(label: string): () => Pool {
     await db?.drop();
   });
   return () => pool;
+}
+
+/**
+ * Sends one key's `waves` of a chunk's page 0 as publishPage does, onto `target`: each not in `from`, at most `upTo` of
+ * them, its progress written through `durable` first; stops at the first write refused (that wave is not sent).
+ */
+export function waveSender(db: () => Pool, waves: number[][], target: number[]) {
+  return async (durable: DurableProgress<ChunkTestProgress>, from: number[], upTo: number) => {
+    const sent = [...from];
+    for (const wave of waves.filter((w) => !from.includes(w[0])).slice(0, upTo)) {
+      try {
+        await durable.write(db(), { cursor: 0, pages: 0, pageSent: [...sent] });
+      } catch {
+        return; // refused: the wave is not sent
+      }
+      target.push(...wave);
+      sent.push(...wave);
+    }
+  };
 }
