@@ -141,7 +141,10 @@ export async function startIngest(deps: IngestDeps): Promise<IngestService> {
     metrics: deps.metrics,
     log: log.child({ module: 'consumer-restart' }),
     // A fresh consumer may first wait out a dead member to commit where the group starts.
-    startTimeoutMs: Math.max(RESTART_START_TIMEOUT_MS, groupStartDeadlineMs(config.kafka.sessionTimeoutMs) + 20_000),
+    startTimeoutMs: Math.max(
+      RESTART_START_TIMEOUT_MS,
+      groupStartDeadlineMs(config.kafka.sessionTimeoutMs, config.kafka.topics.length) + 20_000,
+    ),
   });
   // kafkajs disconnects a consumer for good after an error it does not retry (UNKNOWN_MEMBER_ID on a commit after the
   // coordinator dropped the member, seen after a broker restart): a fresh one is started after a pause that doubles
@@ -288,7 +291,7 @@ function createConsumer(
     // A start at the end must be committed before the first fetch, or it lives only in this consumer's memory.
     if (!config.kafka.fromBeginning) {
       const pinned = await pinGroupStart(kafka, config.kafka.groupId, config.kafka.topics, log, {
-        deadlineMs: groupStartDeadlineMs(config.kafka.sessionTimeoutMs),
+        deadlineMs: groupStartDeadlineMs(config.kafka.sessionTimeoutMs, config.kafka.topics.length),
         signal: state.halt.signal,
       });
       if (pinned.length > 0) {

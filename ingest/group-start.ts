@@ -39,14 +39,23 @@ export interface PinnedStart {
 /**
  * How long attempts go on: past the session of a member that died in the group (a SIGKILLed replica, or the temporary
  * member of a setOffsets cut short, which kafkajs gives its default 30 s session), which holds the group non-empty
- * until the broker drops it, and a little more. A coordinator still loading refuses for a few seconds at most.
+ * until the broker drops it, then long enough to commit every topic's start once it is empty (SET_OFFSETS_MS each),
+ * and a little more. A coordinator still loading refuses for a few seconds at most.
  */
-export function groupStartDeadlineMs(sessionTimeoutMs: number): number {
-  return Math.max(sessionTimeoutMs, KAFKAJS_DEFAULT_SESSION_MS) + PIN_MARGIN_MS;
+export function groupStartDeadlineMs(sessionTimeoutMs: number, topicCount: number): number {
+  return Math.max(sessionTimeoutMs, KAFKAJS_DEFAULT_SESSION_MS) + topicCount * SET_OFFSETS_MS + PIN_MARGIN_MS;
 }
 const KAFKAJS_DEFAULT_SESSION_MS = 30_000;
+/**
+ * What one topic's setOffsets takes at least: its temporary consumer joins, pauses everything, commits on its first
+ * fetch and stops only after that fetch, which with everything paused sleeps the consumer's maxWaitTimeInMs (kafkajs's
+ * default 5 s; the admin client cannot set it). Measured 5.0 to 5.8 s idle, 7 s on a busy machine; the margin covers
+ * the rest. With 10 s of margin for all topics together, two topics did not fit after a dead member's session
+ * (attack18-pin-after-dead-member).
+ */
+const SET_OFFSETS_MS = 6_000;
 const PIN_MARGIN_MS = 10_000;
-/** One attempt gives up after this long (kafkajs's setOffsets joins the group with a consumer of its own). */
+/** One step of an attempt (reading the offsets, or one topic's setOffsets) gives up after this long. */
 const PIN_ATTEMPT_TIMEOUT_MS = 15_000;
 const PIN_RETRY_MIN_MS = 250;
 const PIN_RETRY_MAX_MS = 2000;
@@ -75,7 +84,7 @@ export async function pinGroupStart(
   opts: { deadlineMs?: number; retryMinMs?: number; signal?: AbortSignal } = {},
 ): Promise<PinnedStart[]> {
   const { signal } = opts;
-  const deadlineMs = opts.deadlineMs ?? groupStartDeadlineMs(KAFKAJS_DEFAULT_SESSION_MS);
+  const deadlineMs = opts.deadlineMs ?? groupStartDeadlineMs(KAFKAJS_DEFAULT_SESSION_MS, topics.length);
   const retryMinMs = opts.retryMinMs ?? PIN_RETRY_MIN_MS;
   const deadline = Date.now() + deadlineMs;
   let admin = kafka.admin();
@@ -91,7 +100,7 @@ export async function pinGroupStart(
   interrupted.catch(() => undefined);
   if (signal?.aborted) stop();
   signal?.addEventListener('abort', stop, { once: true });
-  // Each attempt gets at most what is left before the deadline, so the pin as a whole ends by then.
+  // Each step of an attempt gets at most what is left before the deadline, so the pin as a whole ends by then.
   const attempt = <T>(work: Promise<T>) => {
     const ms = Math.max(1, Math.min(PIN_ATTEMPT_TIMEOUT_MS, deadline - Date.now()));
     return Promise.race([withTimeout(work, ms, 'no answer in time'), interrupted]);
@@ -104,7 +113,10 @@ export async function pinGroupStart(
         missing = await attempt(uncommitted(admin, groupId, topics));
         before ??= missing;
         if (missing.length === 0) return before;
-        await attempt(commit(admin, groupId, missing));
+        // One setOffsets per topic (it takes one topic), each bounded on its own: each takes SET_OFFSETS_MS at least.
+        for (const [topic, partitions] of byTopic(missing)) {
+          await attempt(admin.setOffsets({ groupId, topic, partitions }));
+        }
       } catch (err) {
         if (err instanceof IngestStartInterrupted) throw err;
         failure = (err as Error).message;
@@ -174,11 +186,11 @@ async function uncommitted(admin: Admin, groupId: string, topics: string[]): Pro
   return missing;
 }
 
-/** Commits the given starts, one setOffsets per topic (it refuses while the group has members). */
-async function commit(admin: Admin, groupId: string, starts: PinnedStart[]): Promise<void> {
-  const byTopic = new Map<string, { partition: number; offset: string }[]>();
+/** The given starts by topic, as setOffsets takes them (it refuses while the group has members). */
+function byTopic(starts: PinnedStart[]): Map<string, { partition: number; offset: string }[]> {
+  const topics = new Map<string, { partition: number; offset: string }[]>();
   for (const { topic, partition, offset } of starts) {
-    byTopic.set(topic, [...(byTopic.get(topic) ?? []), { partition, offset }]);
+    topics.set(topic, [...(topics.get(topic) ?? []), { partition, offset }]);
   }
-  for (const [topic, partitions] of byTopic) await admin.setOffsets({ groupId, topic, partitions });
+  return topics;
 }
