@@ -10,7 +10,7 @@ import {
   type RowFilter,
   type SegmentManifest,
 } from '../archive';
-import type { ReplayOrdering } from '../journal/kinds';
+import type { RefusedIds, ReplayOrdering } from '../journal/kinds';
 import type { Lineage } from '../journal/lineage';
 import {
   archivedReplayRows,
@@ -164,6 +164,8 @@ export interface ArchiveChunkResult {
   transformFailed?: RefusedEvent[];
   /** Heartbeated only, under per-key ordering: ids of the page after `position` already sent. */
   pageSent?: number[];
+  /** Heartbeated only, under per-key ordering: ids of that page refused, by kind (not decided again by a retry). */
+  pageRefused?: RefusedIds;
 }
 
 /** Cold replay: the part of a range replay that reads archived segments (docs/lifecycle.md, "Cold replay"). */
@@ -290,10 +292,16 @@ export function createArchiveRangeActivities({
               producer,
               async (erased, keep, db) => {
                 const kept = withoutErased(taken, erased);
-                const out = preparePage(kept.rows, input, lineageKey, config.replay.maxHops, (row) =>
-                  ownTopic.refusal(row),
+                const out = preparePage(
+                  kept.rows,
+                  input,
+                  lineageKey,
+                  config.replay.maxHops,
+                  ownTopic,
+                  before.pageRefused,
                 );
                 await publishChunkPage(producer, out.outgoing, input, before, ctx, {
+                  refused: out.refusedIds,
                   keep,
                   heartbeat,
                   durable: durable && { progress: durable, db },

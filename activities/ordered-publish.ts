@@ -1,10 +1,10 @@
 import type { Context } from '@temporalio/activity';
 import type { Producer } from 'kafkajs';
-import type { ReplayOrdering } from '../journal/kinds';
+import type { RefusedIds, ReplayOrdering } from '../journal/kinds';
 import type { OutgoingEvent } from './replay-messages';
 import type { Queryable } from '../repository/queryable';
 import { untilAborted } from '../shared/timeout';
-import type { DurableProgress } from './durable-progress';
+import { withPageRefused, type ChunkProgress, type DurableProgress } from './durable-progress';
 import { publishMessages } from './publish';
 
 /**
@@ -92,21 +92,26 @@ export interface ChunkPageSend<P> extends Pick<PageSend, 'keep'> {
   heartbeat?: (details: unknown) => void;
   /** Under per_key ordering, where the progress is written before each wave (on `db`, the barrier's connection). */
   durable?: { progress: DurableProgress<P>; db: Queryable };
+  /** The page's ids refused, by kind (preparePage's refusedIds): kept with its progress under per_key ordering. */
+  refused?: RefusedIds;
 }
 
 /**
  * publishPage for a chunk activity of a range replay, whose heartbeat is its progress: under per-key ordering the ids
- * sent so far go with it after each wave (`pageSent`), are written durably before the next one, and a retried attempt
- * resumes from them.
+ * sent so far go with it after each wave (`pageSent`), with the ids of the page refused (`pageRefused`), are written
+ * durably before the next one, and a retried attempt resumes from them.
  */
-export function publishChunkPage<P extends { pageSent?: number[] }>(
+export function publishChunkPage<P extends ChunkProgress>(
   producer: Producer,
   outgoing: OutgoingEvent[],
   input: { ordering?: ReplayOrdering; replayId: string },
-  progress: P,
+  before: P,
   ctx: Context,
-  { keep, heartbeat = (details) => ctx.heartbeat(details), durable }: ChunkPageSend<P> = {},
+  { keep, heartbeat = (details) => ctx.heartbeat(details), durable, refused }: ChunkPageSend<P> = {},
 ): Promise<void> {
+  // The page's refusals replace those the chunk resumed with (they are among them, unless their rows were erased).
+  const { pageRefused: _resumed, ...rest } = before;
+  const progress = { ...rest, ...withPageRefused(refused) } as P;
   return publishPage(producer, outgoing, {
     ordering: input.ordering,
     replayId: input.replayId,

@@ -22,6 +22,13 @@ export function ownTopicCheck(
       byTopic[row.topic] = (byTopic[row.topic] ?? 0) + 1;
       return `Event ${row.id}: ${reason}`;
     },
+    /**
+     * Counts an event an earlier attempt of its page refused for its topic (refused again, per_key): whether the topic
+     * is allowed now is not asked, so that a retry under another REPLAY_TARGET_TOPICS decides as its page did.
+     */
+    countEarlier(row: { topic: string }): void {
+      byTopic[row.topic] = (byTopic[row.topic] ?? 0) + 1;
+    },
     /** The refused events by topic so far (a copy), or undefined when none was refused. */
     refusedTopics(): Record<string, number> | undefined {
       return Object.keys(byTopic).length > 0 ? { ...byTopic } : undefined;

@@ -9,7 +9,7 @@ import {
   type RangeSampleRow,
 } from '../repository/event-journal';
 import type { ActivityDeps } from './deps';
-import type { ReplayOrdering } from '../journal/kinds';
+import type { RefusedIds, ReplayOrdering } from '../journal/kinds';
 import { type Lineage } from '../journal/lineage';
 import { applyTransform, type ReplayTransform } from '../journal/transform';
 import { replayRows } from '../repository/event-journal';
@@ -93,6 +93,8 @@ export interface RangeChunkResult {
   transformFailed?: RefusedEvent[];
   /** Heartbeated only, under per-key ordering: ids of the page after `cursor` already sent. */
   pageSent?: number[];
+  /** Heartbeated only, under per-key ordering: ids of that page refused, by kind (not decided again by a retry). */
+  pageRefused?: RefusedIds;
 }
 
 /** Range replay: plan (pin and count the range), dry-run counts, and a chunk of consecutive keyset pages per call. */
@@ -206,9 +208,11 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
               input,
               lineageKey,
               config.replay.maxHops,
-              (row) => ownTopic.refusal(row),
+              ownTopic,
+              before.pageRefused,
             );
             await publishChunkPage(producer, out.outgoing, input, before, ctx, {
+              refused: out.refusedIds,
               keep,
               durable: durable && { progress: durable, db },
             });

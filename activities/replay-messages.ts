@@ -1,5 +1,7 @@
 import { refusalOf, replayMessageOf, type Lineage, type LineageKey, type ReplayMessage } from '../journal/lineage';
+import { REFUSAL_KINDS, type RefusalKind, type RefusedIds } from '../journal/kinds';
 import type { ReplayRow } from '../repository/event-journal';
+import type { ownTopicCheck } from './own-topic';
 
 /** An event that was not replayed, and why. */
 export interface RefusedEvent {
@@ -20,31 +22,59 @@ export interface PreparedPage {
   refused: RefusedEvent[];
   /** The replay's transform failed on these (a `test` operation, a missing path…). */
   transformFailed: RefusedEvent[];
+  /** The ids of both lists, by kind: what per_key ordering keeps with the page's progress (ids only, no reason). */
+  refusedIds: RefusedIds;
 }
 
+/** The own-topic check preparePage asks (activities/own-topic.ts ownTopicCheck). */
+export type TopicCheck = Pick<ReturnType<typeof ownTopicCheck>, 'refusal' | 'countEarlier'>;
+
 /**
- * The messages replaying these rows, in their order, for every replay kind: rows past the hop limit or refused by
- * `refusal` (the own-topic check) are left out with the reason, and so are rows the transform cannot apply to.
+ * The messages replaying these rows, in their order, for every replay kind: rows past the hop limit or refused by the
+ * own-topic check are left out with the reason, and so are rows the transform cannot apply to. Rows in `earlier` (ids
+ * an earlier attempt of this page refused, per_key) are refused again as they were, whatever this attempt's config
+ * says: sent now, one could follow a newer event of its key that the earlier attempt sent. Their reasons are not kept
+ * (they may describe a payload): each says which kind of refusal it was.
  */
 export function preparePage(
   rows: ReplayRow[],
   lineage: Lineage,
   key: LineageKey,
   maxHops: number,
-  refusal: (row: ReplayRow) => string | undefined,
+  topics: TopicCheck,
+  earlier: RefusedIds = {},
 ): PreparedPage {
-  const page: PreparedPage = { outgoing: [], refused: [], transformFailed: [] };
+  const page: PreparedPage = { outgoing: [], refused: [], transformFailed: [], refusedIds: {} };
+  const refuse = (kind: RefusalKind, id: number, reason: string) => {
+    (kind === 'transform' ? page.transformFailed : page.refused).push({ id, reason });
+    (page.refusedIds[kind] ??= []).push(id);
+  };
+  const earlierKind = new Map(REFUSAL_KINDS.flatMap((kind) => (earlier[kind] ?? []).map((id) => [id, kind] as const)));
   for (const row of rows) {
-    const reason = refusalOf(row, maxHops) ?? refusal(row);
+    const before = earlierKind.get(row.id);
+    if (before) {
+      if (before === 'topic') topics.countEarlier(row);
+      refuse(before, row.id, `Event ${row.id}: refused by an earlier attempt of this page (${EARLIER[before](row)})`);
+      continue;
+    }
+    const hops = refusalOf(row, maxHops);
+    const reason = hops ?? topics.refusal(row);
     if (reason) {
-      page.refused.push({ id: row.id, reason });
+      refuse(hops ? 'hops' : 'topic', row.id, reason);
       continue;
     }
     const built = replayMessageOf(row, lineage, key);
     if (built.ok) page.outgoing.push({ id: row.id, message: built.message });
-    else page.transformFailed.push({ id: row.id, reason: built.reason });
+    else refuse('transform', row.id, built.reason);
   }
   return page;
 }
+
+/** What each kind of refusal was, for the reason of an event an earlier attempt refused. */
+const EARLIER: Record<RefusalKind, (row: ReplayRow) => string> = {
+  hops: () => 'past the hop limit, REPLAY_MAX_HOPS',
+  topic: (row) => `its topic "${row.topic}" not an allowed target then`,
+  transform: () => 'the transform did not apply',
+};
 
 export type { ReplayTransform } from '../journal/transform';

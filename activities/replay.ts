@@ -4,7 +4,7 @@ import { replayRows } from '../repository/event-journal';
 import { erasuresOf, withErasuresChecked } from '../repository/erasure';
 import type { Queryable } from '../repository/queryable';
 import type { ActivityDeps } from './deps';
-import type { ReplayOrdering } from '../journal/kinds';
+import type { RefusedIds, ReplayOrdering } from '../journal/kinds';
 import { refusalOf, replayMessageOf, type Lineage } from '../journal/lineage';
 import { publishMessages } from './publish';
 import { batchShape, resumeSender } from './durable-progress';
@@ -32,9 +32,13 @@ export interface ReplayPageInput extends Lineage {
   ordering?: ReplayOrdering;
 }
 
-/** What a batch page heartbeats under per-key ordering: the ids it has sent (a retry sends the others). */
+/**
+ * What a batch page heartbeats under per-key ordering: the ids it has sent (a retry sends the others) and refused, by
+ * kind (a retry refuses them again).
+ */
 interface BatchPageProgress {
   sent: number[];
+  refused?: RefusedIds;
 }
 
 /** A batch id an erasure deleted, and which erasure. */
@@ -97,16 +101,19 @@ export function createReplayActivities({ pool, producer, metrics, config, lineag
     );
     const found = new Set(rows.map((r) => r.id));
     const ownTopic = ownTopicCheck(config, { ...input, tenantScoped: input.tenantId !== undefined });
-    const page = preparePage(rows, input, lineageKey, config.replay.maxHops, (row) => ownTopic.refusal(row));
     const ctx = Context.current();
     const { durable, resumed } = await resumeSender<BatchPageProgress>(ctx, input.ordering, batchShape, db);
+    // Ids an earlier attempt refused stay refused (per_key): kept with the ids sent, heartbeated and written with them.
+    const page = preparePage(rows, input, lineageKey, config.replay.maxHops, ownTopic, resumed?.refused);
+    const refused = Object.keys(page.refusedIds).length > 0 ? { refused: page.refusedIds } : {};
+    const progress = (sent: number[]): BatchPageProgress => ({ sent, ...refused });
     await publishPage(producer, page.outgoing, {
       ordering: input.ordering,
       replayId: input.replayId,
       sender: ctx.info.workflowExecution?.workflowId,
       sent: resumed?.sent,
-      onWave: (sent) => ctx.heartbeat({ sent } satisfies BatchPageProgress),
-      beforeWave: durable && ((sent) => durable.write(db, { sent })),
+      onWave: (sent) => ctx.heartbeat(progress(sent)),
+      beforeWave: durable && ((sent) => durable.write(db, progress(sent))),
       signal: ctx.cancellationSignal,
       keep,
     });

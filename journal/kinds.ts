@@ -112,6 +112,23 @@ export const REPLAY_ORDERINGS = ['page', 'per_key'] as const;
 export type ReplayOrdering = (typeof REPLAY_ORDERINGS)[number];
 
 /**
+ * Why a replay leaves an event of a page out (activities/replay-messages.ts preparePage): past the hop limit
+ * (REPLAY_MAX_HOPS), its own topic not an allowed target (REPLAY_TARGET_TOPICS), or the transform not applying.
+ */
+export const REFUSAL_KINDS = ['hops', 'topic', 'transform'] as const;
+export type RefusalKind = (typeof REFUSAL_KINDS)[number];
+
+/** Ids of a page refused, by why. */
+export type RefusedIds = Partial<Record<RefusalKind, number[]>>;
+
+/**
+ * What a per_key send decided about ids of a page, kept with its progress (send_progress_sent.kind): sent, or refused
+ * of a kind. A retry keeps both decisions rather than making them again (docs/integrity.md section 9).
+ */
+export const SEND_DECISIONS = ['sent', ...REFUSAL_KINDS] as const;
+export type SendDecision = (typeof SEND_DECISIONS)[number];
+
+/**
  * Most child workflows one range replay is split into (REPLAY_SHARDS is capped to it): bounds the children and every
  * signal fan-out of their coordinator (workflows/range-shards.ts). Here because config and workflows both read it.
  */

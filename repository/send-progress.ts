@@ -1,10 +1,11 @@
+import { REFUSAL_KINDS, type RefusedIds, type SendDecision } from '../journal/kinds';
 import type { Queryable } from './queryable';
 
 /**
- * send_progress and send_progress_sent (sql/023): the progress of a per_key replay activity, made durable before each
- * wave it sends (activities/durable-progress.ts), read by its retry. Every statement that changes an activity's rows is
- * one statement, fenced by the writing attempt's `fence` (its scheduled time): a statement that commits late (its
- * attempt timed out waiting for it) changes nothing once a later attempt has claimed the row.
+ * send_progress and send_progress_sent (sql/023, 024): the progress of a per_key replay activity, made durable before
+ * each wave it sends (activities/durable-progress.ts), read by its retry. Every statement that changes an activity's
+ * rows is one statement, fenced by the writing attempt's `fence` (its scheduled time): a statement that commits late
+ * (its attempt timed out waiting for it) changes nothing once a later attempt has claimed the row.
  */
 
 /** The activity a row belongs to, and the attempt writing it (`fence`: its scheduled time, ms). */
@@ -15,11 +16,15 @@ export interface SendProgressKey {
   fence: number;
 }
 
-/** What an activity's row holds: its page, its progress besides the ids sent, and the page's ids sent. */
+/**
+ * What an activity's row holds: its page, its progress besides the ids, and the page's ids sent and refused (by the
+ * refusal's kind).
+ */
 export interface StoredProgress {
   page: number;
   details: Record<string, unknown>;
   sent: number[];
+  refused: RefusedIds;
 }
 
 /** A row's page before its first page write: claimed, nothing written. */
@@ -49,7 +54,11 @@ export async function claimSendProgress(
   db: Queryable,
   key: SendProgressKey,
 ): Promise<{ stale: true } | { stale: false; stored?: StoredProgress }> {
-  const { rows } = await db.query<{ page: number; details: Record<string, unknown>; sent: string[] }>(
+  const { rows } = await db.query<{
+    page: number;
+    details: Record<string, unknown>;
+    ids: Partial<Record<SendDecision, number[]>>;
+  }>(
     `WITH later AS (
        SELECT 1 FROM send_progress
         WHERE workflow_id = $3 AND fence > $4 AND NOT (run_id = $1 AND activity_id = $2)
@@ -68,28 +77,36 @@ export async function claimSendProgress(
      emptied AS (
        DELETE FROM send_progress_sent s USING closed c WHERE s.run_id = c.run_id AND s.activity_id = c.activity_id)
      SELECT c.page, c.details,
-            coalesce((SELECT array_agg(DISTINCT i ORDER BY i)
-                        FROM send_progress_sent s, unnest(s.ids) AS i
-                       WHERE s.run_id = $1 AND s.activity_id = $2 AND s.page = c.page), '{}') AS sent
+            coalesce((SELECT jsonb_object_agg(d.kind, d.ids)
+                        FROM (SELECT s.kind, array_agg(DISTINCT i ORDER BY i) AS ids
+                                FROM send_progress_sent s, unnest(s.ids) AS i
+                               WHERE s.run_id = $1 AND s.activity_id = $2 AND s.page = c.page
+                               GROUP BY s.kind) d), '{}') AS ids
        FROM claimed c`,
     [key.runId, key.activityId, key.workflowId, key.fence],
   );
   const row = rows[0];
   if (!row) return { stale: true };
   if (row.page === NO_PAGE) return { stale: false };
-  return { stale: false, stored: { page: row.page, details: row.details, sent: row.sent.map(Number) } };
+  const { sent = [], ...decided } = row.ids;
+  const refused: RefusedIds = {};
+  for (const kind of REFUSAL_KINDS) if (decided[kind]) refused[kind] = decided[kind];
+  return { stale: false, stored: { page: row.page, details: row.details, sent, refused } };
 }
 
 /**
- * Writes the activity's page and its progress besides the ids sent, and deletes the ids of its other pages, in one
- * statement, if the row is still this attempt's (claimed by it, not closed). True when written.
+ * Writes the activity's page and its progress besides the ids sent, adds ids of the page `refused` (decided as the
+ * page begins, or as an attempt resumes it: a page write comes first in both), and deletes the ids of its other pages,
+ * in one statement, if the row is still this attempt's (claimed by it, not closed). True when written.
  */
 export async function writeSendPage(
   db: Queryable,
   key: SendProgressKey,
   page: number,
   details: Record<string, unknown>,
+  refused: RefusedIds = {},
 ): Promise<boolean> {
+  const pairs = REFUSAL_KINDS.flatMap((kind) => (refused[kind] ?? []).map((id) => [kind, id] as const));
   const { rows } = await db.query<{ n: number }>(
     `WITH written AS (
        UPDATE send_progress SET page = $4, details = $5, updated_at = now()
@@ -97,9 +114,22 @@ export async function writeSendPage(
         RETURNING run_id, activity_id),
      dropped AS (
        DELETE FROM send_progress_sent s USING written w
-        WHERE s.run_id = w.run_id AND s.activity_id = w.activity_id AND s.page <> $4)
+        WHERE s.run_id = w.run_id AND s.activity_id = w.activity_id AND s.page <> $4),
+     refused AS (
+       INSERT INTO send_progress_sent (run_id, activity_id, page, kind, ids)
+       SELECT w.run_id, w.activity_id, $4, d.kind, array_agg(d.id)
+         FROM written w, unnest($6::text[], $7::bigint[]) AS d(kind, id)
+        GROUP BY w.run_id, w.activity_id, d.kind)
      SELECT count(*)::int AS n FROM written`,
-    [key.runId, key.activityId, key.fence, page, JSON.stringify(details)],
+    [
+      key.runId,
+      key.activityId,
+      key.fence,
+      page,
+      JSON.stringify(details),
+      pairs.map(([kind]) => kind),
+      pairs.map(([, id]) => id),
+    ],
   );
   return rows[0].n > 0;
 }

@@ -213,7 +213,10 @@ it('an erasure leaves no send_progress row holding the subject’s value', async
   };
   // Page 1 of the chunk (cursor 0 → 2): the subject's lead, and a neighbour the transform applies to.
   const page1 = [row(1, `{"lead_id": ${LEAD_ID}, "tenant_id": "acme"}`), row(2, '{"lead_id": 7, "tenant_id": "acme"}')];
-  const prepared = preparePage(page1, input, Buffer.from('lineage-key'), 5, () => undefined);
+  const prepared = preparePage(page1, input, Buffer.from('lineage-key'), 5, {
+    refusal: () => undefined,
+    countEarlier: () => undefined,
+  });
   expect(prepared.transformFailed.map((f) => f.id)).toEqual([1]);
   // The chunk's progress after page 1, as replayRangePage builds it (activities/range.ts).
   const transformFailed = keptFailures(undefined, prepared.transformFailed);

@@ -11,6 +11,7 @@ import {
   NOTIFICATION_DELIVERY_STATUSES,
   NOTIFICATION_KINDS,
   REPLAY_KINDS,
+  SEND_DECISIONS,
 } from '../../journal/kinds';
 import { createPool, type Pool } from '../../shared/db';
 import { createLogger } from '../../shared/logger';
@@ -57,6 +58,7 @@ it.each([
   ['notification_deliveries', 'status', NOTIFICATION_DELIVERY_STATUSES],
   ['dlq_repairs', 'status', DLQ_REPAIR_STATUSES],
   ['dlq_repair_entries', 'outcome', DLQ_REPAIR_OUTCOMES],
+  ['send_progress_sent', 'kind', SEND_DECISIONS],
 ])('%s.%s allows exactly the values journal/kinds.ts lists', async (table, column, values) => {
   expect((await allowed(table, column)).sort()).toEqual([...values].sort());
 });

@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { batchShape, durableProgress } from '../../activities/durable-progress';
+import type { RefusedIds } from '../../journal/kinds';
 import { claimSendProgress, SEND_PROGRESS_KEPT_DAYS, SEND_PROGRESS_OPEN_DAYS } from '../../repository/send-progress';
 import {
   chunkProgressOf as progressOf,
@@ -9,12 +10,13 @@ import {
 } from '../support/progress-context';
 
 /**
- * send_progress on Postgres (sql/023, repository/send-progress.ts, activities/durable-progress.ts).
+ * send_progress on Postgres (sql/023, 024, repository/send-progress.ts, activities/durable-progress.ts).
  *
  * Invariants: an activity's row is never taken by an attempt scheduled before the one that last wrote it, nor once
  * the activity is over (a stale attempt's write is refused, and its wave is not sent); a retry resumes from the
  * written progress or its heartbeat, whichever is further on; a wave's write stores that wave's ids only (the page's
- * ids sent so far are their union); an attempt's claim closes its workflow's earlier activities' rows, and the sweep
+ * ids sent so far are their union), and the page's first write the ids it refused, which every later attempt resumes
+ * with; an attempt's claim closes its workflow's earlier activities' rows, and the sweep
  * deletes a few rows closed SEND_PROGRESS_KEPT_DAYS ago or unclaimed for SEND_PROGRESS_OPEN_DAYS, and no other row.
  */
 const database = progressDatabase('send_progress');
@@ -120,6 +122,57 @@ it('a batch page keeps the ids it sent', async () => {
   await first.write(database(), { sent: [] });
   await first.write(database(), { sent: [4, 9] });
   expect(await batch(2, { sent: [4] }).resume(database())).toEqual({ sent: [4, 9] });
+});
+
+it('the ids a page refused are kept by kind with its ids sent, written once, and resumed by every later attempt', async () => {
+  const at = (attempt: number): AttemptOf => ({ workflowId: 'wf-refused', activityId: '1', attempt });
+  const first = progressOf(at(1));
+  await first.resume(database());
+  // The page's first wave: its refusals, decided as it began, go with it; the next wave's write adds only ids sent.
+  await first.write(database(), { cursor: 0, pages: 0, pageSent: [], pageRefused: { hops: [1], topic: [4] } });
+  await first.write(database(), { cursor: 0, pages: 0, pageSent: [2], pageRefused: { hops: [1], topic: [4] } });
+  const rows = async () =>
+    (
+      await database().query<{ kind: string; ids: string[] }>(
+        `SELECT kind, ids FROM send_progress_sent WHERE run_id = 'wf-refused-run' ORDER BY kind, ids`,
+      )
+    ).rows.map((r) => `${r.kind} ${r.ids.join()}`);
+  expect(await rows()).toEqual(['hops 1', 'sent 2', 'topic 4']);
+  // Attempt 2 resumes from the row, refusals included; its page refuses one more of its own (5): only that is added.
+  const second = progressOf(at(2));
+  expect(await second.resume(database())).toEqual({
+    cursor: 0,
+    pages: 0,
+    pageSent: [2],
+    pageRefused: { hops: [1], topic: [4] },
+  });
+  await second.write(database(), {
+    cursor: 0,
+    pages: 0,
+    pageSent: [2],
+    pageRefused: { hops: [1], topic: [4], transform: [5] },
+  });
+  expect(await rows()).toEqual(['hops 1', 'sent 2', 'topic 4', 'transform 5']);
+  // A heartbeat ahead on the row's page (more ids sent) keeps the row's refusals as well as its own.
+  expect(
+    await progressOf(at(3), { cursor: 0, pages: 0, pageSent: [2, 3], pageRefused: { hops: [1] } }).resume(database()),
+  ).toEqual({ cursor: 0, pages: 0, pageSent: [2, 3], pageRefused: { hops: [1], topic: [4], transform: [5] } });
+  // The next page drops them with the page's ids sent.
+  await progressOf(at(4)).resume(database());
+  const next = progressOf(at(5));
+  await next.resume(database());
+  await next.write(database(), { cursor: 9, pages: 1, pageSent: [] });
+  expect(await rows()).toEqual([]);
+  // A batch page's refusals, the same way.
+  const batch = (attempt: number) =>
+    durableProgress<{ sent?: number[]; refused?: RefusedIds }>(
+      progressContext({ workflowId: 'wf-refused-batch', activityId: '1', attempt }),
+      batchShape,
+    );
+  const page = batch(1);
+  await page.resume(database());
+  await page.write(database(), { sent: [7], refused: { transform: [3, 8] } });
+  expect(await batch(2).resume(database())).toEqual({ sent: [7], refused: { transform: [3, 8] } });
 });
 
 it('a claim closes its workflow’s earlier activities’ rows; the sweep deletes closed rows after a week, open ones after 30 days', async () => {

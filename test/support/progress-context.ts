@@ -1,5 +1,6 @@
 import type { Context } from '@temporalio/activity';
 import { chunkShape, durableProgress, type DurableProgress } from '../../activities/durable-progress';
+import type { RefusedIds } from '../../journal/kinds';
 import { createPool, type Pool } from '../../shared/db';
 import { createLogger } from '../../shared/logger';
 import { createTestDatabase } from './database';
@@ -34,6 +35,7 @@ export interface ChunkTestProgress {
   cursor: number;
   pages: number;
   pageSent?: number[];
+  pageRefused?: RefusedIds;
 }
 
 /** The DurableProgress of a chunk's attempt `at`, with its heartbeat details. */

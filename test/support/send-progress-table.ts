@@ -7,14 +7,14 @@ interface Row {
   page: number;
   details: Record<string, unknown>;
   closed: boolean;
-  /** send_progress_sent's rows of the activity: page and ids. */
-  sent: { page: number; ids: number[] }[];
+  /** send_progress_sent's rows of the activity: page, kind (sent, or refused of a kind) and ids. */
+  sent: { page: number; kind: string; ids: number[] }[];
 }
 
 const result = (rows: unknown[], rowCount: number) => ({ rows, rowCount }) as unknown as QueryResult;
 
 /**
- * send_progress and send_progress_sent (sql/023) in memory, for unit tests under fake timers: answers the statements
+ * send_progress and send_progress_sent (sql/023, 024) in memory, for unit tests under fake timers: answers the statements
  * of repository/send-progress.ts as Postgres does (a claim refused once a later attempt or activity claimed, closing
  * the workflow's earlier rows; a page write or ids only while the row is the attempt's; the sweep by age deletes
  * nothing here), and every other statement with undefined (answeringPool's default). `writes` lists each statement
@@ -40,29 +40,38 @@ export function sendProgressTable() {
         }
       }
       const claimed = rows.get(id)!;
-      const sent = [...new Set(claimed.sent.filter((x) => x.page === claimed.page).flatMap((x) => x.ids))];
-      return result(
-        [
-          {
-            page: claimed.page,
-            details: structuredClone(claimed.details),
-            sent: sent.sort((a, b) => a - b).map(String),
-          },
-        ],
-        1,
-      );
+      const ids: Record<string, number[]> = {};
+      for (const { kind, ids: list } of claimed.sent.filter((x) => x.page === claimed.page)) {
+        ids[kind] = [...new Set([...(ids[kind] ?? []), ...list])].sort((a, b) => a - b);
+      }
+      return result([{ page: claimed.page, details: structuredClone(claimed.details), ids }], 1);
     }
     if (text.startsWith('WITH written AS')) {
-      const [, , fence, page, details] = values as [string, string, number, number, string];
+      const [, , fence, page, details, kinds, ids] = values as [
+        string,
+        string,
+        number,
+        number,
+        string,
+        string[],
+        number[],
+      ];
       const ok = !!row && row.fence === fence && !row.closed;
-      if (ok) Object.assign(row, { page, details: JSON.parse(details), sent: row.sent.filter((x) => x.page === page) });
-      writes.push(`page ${page} ${details}${ok ? '' : ' refused'}`);
+      const refused = new Map<string, number[]>();
+      kinds.forEach((kind, i) => refused.set(kind, [...(refused.get(kind) ?? []), ids[i]]));
+      if (ok) {
+        Object.assign(row, { page, details: JSON.parse(details), sent: row.sent.filter((x) => x.page === page) });
+        for (const [kind, list] of refused) row.sent.push({ page, kind, ids: list });
+      }
+      // 'page 0 {…}', then ' hops:1,2' for ids refused of a kind.
+      const listed = [...refused].map(([kind, list]) => ` ${kind}:${list.join()}`).join('');
+      writes.push(`page ${page} ${details}${listed}${ok ? '' : ' refused'}`);
       return result([{ n: ok ? 1 : 0 }], 1);
     }
     if (text.startsWith('INSERT INTO send_progress_sent')) {
       const [, , fence, page, ids] = values as [string, string, number, number, number[]];
       const ok = !!row && row.fence === fence && row.page === page && !row.closed;
-      if (ok) row.sent.push({ page, ids: [...ids] });
+      if (ok) row.sent.push({ page, kind: 'sent', ids: [...ids] });
       writes.push(`ids ${ids.join()}${ok ? '' : ' refused'}`);
       return result([], ok ? 1 : 0);
     }

@@ -1,0 +1,10 @@
+-- Up Migration
+-- What a per_key send decided about each event of its page, not only what it sent (docs/integrity.md section 9): an
+-- event refused by one attempt (past REPLAY_MAX_HOPS, its own topic not an allowed target, the transform not
+-- applying) must not be sent by a retry that would decide otherwise (a worker of another config) after a newer event
+-- of its key. send_progress_sent's rows now say which decision their ids are: 'sent' (every row before this
+-- migration), or the refusal's kind (journal/kinds.ts SEND_DECISIONS). Ids only, as before: never a reason, which may
+-- describe a payload. A worker of the previous version reads every id of the page as sent, so it does not send the
+-- refused ones either (only its counts differ).
+ALTER TABLE send_progress_sent
+  ADD COLUMN kind text NOT NULL DEFAULT 'sent' CHECK (kind IN ('sent', 'hops', 'topic', 'transform'));
