@@ -1,7 +1,7 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import {
   countRange,
-  maxEventId,
+  pinJournal,
   rangePage,
   rangeSample,
   type RangeCount,
@@ -102,8 +102,9 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
   /** The range's rows in the journal (pinned at its newest id) and in the archive, counted by topic and tenant. */
   const countAll = async (selection: RangeSelection) => {
     // Pinned at the newest id either store holds: retention may have emptied the journal of all but newer rows, or of
-    // every row, while the archive keeps ids above the journal's newest.
-    const maxId = Math.max(await maxEventId(pool), await newestArchivedId(archive));
+    // every row, while the archive keeps ids above the journal's newest. The journal's pin waits for the appends under
+    // way, so no row at or below it commits later: the count here is what the replay sends (attack54).
+    const maxId = Math.max(await pinJournal(pool), await newestArchivedId(archive));
     const filter = { ...selection, maxId };
     const journal = await countRange(pool, filter);
     const ctx = Context.current();

@@ -7,6 +7,7 @@ import { LINEAGE_FIELDS } from '../journal/kinds';
 import type { JournalArchiveRow } from './journal-archive';
 import { payloadFilterClause } from './payload-filter';
 import type { Queryable } from './queryable';
+import { sharedLockSql, withExclusiveLock, type Pool } from '../shared/db';
 import { sameAsLegacy, type StoredRecord } from './stored-records';
 
 export type { StoredRecord } from './stored-records';
@@ -37,18 +38,31 @@ export interface JournalSummary {
   replay_source: string | null;
 }
 
+/**
+ * The journal's append lock. Every statement that takes journal ids takes its shared form first, in the same statement
+ * (`appending` below: the CTE is the outer side of the join that yields the rows, so it runs before any id is drawn),
+ * and holds it to its transaction's end; pinJournal reads the newest id holding its exclusive form. So every id at or
+ * below a pin belongs to a transaction that had ended: ids come from a sequence in the order transactions draw them,
+ * not in the order they commit, and without the lock a row below a pin could still commit after it (attack54).
+ */
+const JOURNAL_APPEND_LOCK = 'event_journal:append';
+const APPENDING = `appending AS MATERIALIZED (SELECT ${sharedLockSql(JOURNAL_APPEND_LOCK)})`;
+
 const INSERT_ENTRIES = `
+  WITH ${APPENDING}
   INSERT INTO event_journal
     (tenant_id, topic, payload, kafka_partition, kafka_offset, kafka_key, replay_count, replay_source,
      kafka_key_bytes, kafka_headers, kafka_timestamp, content_hash)
-  SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::int[], $5::bigint[], $6::text[], $7::int[], $8::text[],
-                       $9::bytea[], $10::jsonb[], $11::timestamptz[], $12::bytea[])
+  SELECT u.* FROM appending,
+    unnest($1::text[], $2::text[], $3::jsonb[], $4::int[], $5::bigint[], $6::text[], $7::int[], $8::text[],
+           $9::bytea[], $10::jsonb[], $11::timestamptz[], $12::bytea[]) AS u
   ON CONFLICT DO NOTHING
   RETURNING id, topic, kafka_partition, kafka_offset, content_hash, received_at`;
 
 /**
- * Journals entries in one statement. A record already journaled is skipped and absent from the result: the same
- * record at the same coordinates (a redelivery) or the same replay of the same event (a republished replay page).
+ * Journals entries in one statement, under the journal's append lock (JOURNAL_APPEND_LOCK). A record already
+ * journaled is skipped and absent from the result: the same record at the same coordinates (a redelivery) or the same
+ * replay of the same event (a republished replay page).
  */
 export async function insertJournalEntries(db: Queryable, entries: NewJournalEntry[]): Promise<InsertedJournalRow[]> {
   if (entries.length === 0) return [];
@@ -78,8 +92,9 @@ const COPY_ENTRIES = `
 /**
  * Journals entries with COPY, the fastest way into Postgres, inside the caller's transaction. COPY has no ON CONFLICT:
  * a record already journaled makes the whole statement fail (unique violation, SQLSTATE 23505), and so does any row
- * Postgres refuses; the caller then rolls back and uses insertJournalEntries. Ids come from the table's sequence
- * and received_at is the transaction's now(), exactly what the column defaults would give.
+ * Postgres refuses; the caller then rolls back and uses insertJournalEntries. Ids come from the table's sequence,
+ * drawn under the journal's append lock (JOURNAL_APPEND_LOCK) in the same statement, and received_at is the
+ * transaction's now(), exactly what the column defaults would give.
  */
 export async function copyJournalEntries(
   client: PoolClient,
@@ -87,7 +102,8 @@ export async function copyJournalEntries(
 ): Promise<InsertedJournalRow[]> {
   if (entries.length === 0) return [];
   const { rows } = await client.query<{ ids: string[]; received_at: Date; now: string }>(
-    `SELECT array(SELECT nextval('event_journal_id_seq') FROM generate_series(1, $1))::text[] AS ids,
+    `WITH ${APPENDING}
+     SELECT array(SELECT nextval('event_journal_id_seq') FROM appending, generate_series(1, $1))::text[] AS ids,
             now() AS received_at, now()::text AS now`,
     [entries.length],
   );
@@ -268,7 +284,10 @@ export async function journaledIds(
   return new Set(found.map((row) => Number(row.id)));
 }
 
-/** What a range replay selects. Bounds are [start, end) on received_at; maxId pins the range when it starts. */
+/**
+ * What a range replay selects. Bounds are [start, end) on received_at; maxId pins the range when it starts
+ * (pinJournal: every row at or below it had committed, so the rows it selects are fixed but for removals).
+ */
 export interface RangeFilter {
   start: string;
   end: string;
@@ -395,7 +414,24 @@ export async function rangeSample(db: Queryable, filter: RangeFilter, limit: num
   return rows;
 }
 
-/** The newest journal id (0 when empty). */
+/**
+ * How long pinJournal waits for the appends under way. Appends asking meanwhile queue behind it, so it is also the
+ * longest ingest is held up by a pin; a batch commits in milliseconds, and one that does not (a frozen process) is
+ * ended by Postgres (journal/redelivery.ts BATCH_IDLE_TIMEOUT_MS) or by its partition's next writer.
+ */
+export const JOURNAL_PIN_WAIT_MS = 5_000;
+
+/**
+ * The journal's newest id as a pin (0 when empty): read holding the exclusive form of the journal's append lock, so
+ * every transaction that had drawn an id has ended, and every id at or below the pin is a committed row or none,
+ * forever; a transaction drawing ids after it draws higher ones. Fails with SQLSTATE 55P03 when the appends under way
+ * have not ended within JOURNAL_PIN_WAIT_MS (a retry pins again).
+ */
+export async function pinJournal(pool: Pool): Promise<number> {
+  return withExclusiveLock(pool, JOURNAL_APPEND_LOCK, JOURNAL_PIN_WAIT_MS, (client) => maxEventId(client));
+}
+
+/** The newest journal id (0 when empty); rows of ids below it may still commit (pinJournal waits for them). */
 export async function maxEventId(db: Queryable): Promise<number> {
   const { rows } = await db.query<{ max: number | null }>('SELECT max(id) AS max FROM event_journal');
   return rows[0].max ?? 0;

@@ -175,6 +175,39 @@ export function advisoryKey(name: string): bigint {
   return createHash('sha256').update(name).digest().readBigInt64BE(0);
 }
 
+/**
+ * The SQL expression taking the shared, transaction-scoped form of advisory lock `name` (released at COMMIT or
+ * ROLLBACK), for a writer to put in a statement of its own: no round trip of its own, and taken before anything the
+ * statement does after it (see the caller). The key is a constant of the name, written into the text, so that the
+ * statement's text stays the same (one prepared plan). Shared holders never wait for one another, only for a holder
+ * of the exclusive form (withExclusiveLock), and it for them.
+ */
+export function sharedLockSql(name: string): string {
+  return `pg_advisory_xact_lock_shared(${advisoryKey(name).toString()}::bigint)`;
+}
+
+/**
+ * Runs fn in a short transaction of its own holding the exclusive form of advisory lock `name`: every transaction
+ * that held its shared form (sharedLockSql) when this one asked has ended, and none takes it until fn has returned.
+ * fn's statements come after the lock's, so under READ COMMITTED they see every such transaction's commit. Waits at
+ * most `waitMs` (lock_timeout) and then fails with SQLSTATE 55P03 (LOCK_NOT_AVAILABLE). Writers asking for the shared
+ * form queue behind this wait (Postgres grants locks in order), so `waitMs` is also how long they may be held up.
+ */
+export async function withExclusiveLock<T>(
+  pool: pg.Pool,
+  name: string,
+  waitMs: number,
+  fn: (client: pg.PoolClient) => Promise<T>,
+): Promise<T> {
+  return withTransaction(pool, async (client) => {
+    await client.query(
+      `SET LOCAL lock_timeout = ${Math.max(1, Math.round(waitMs))}; ` +
+        `SELECT pg_advisory_xact_lock(${advisoryKey(name).toString()}::bigint)`,
+    );
+    return fn(client);
+  });
+}
+
 /** How often a wait for a session lock asks again. */
 const SESSION_LOCK_POLL_MS = 1000;
 
