@@ -43,3 +43,25 @@ export async function untilWaitingOn(db: Queryable, table: string, n: number): P
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/**
+ * Whether a session of this database waits for an advisory lock: a pin (shared/db.ts withExclusiveLock) waiting for
+ * the writers holding the shared form, or a writer queued behind such a pin.
+ */
+export async function advisoryLockWaits(db: Queryable): Promise<boolean> {
+  const { rows } = await db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM pg_locks
+      WHERE locktype = 'advisory' AND NOT granted
+        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+  );
+  return rows[0].n > 0;
+}
+
+/** Polls (100 times, every 20 ms) until a session waits for an advisory lock: whether one does. */
+export async function untilAdvisoryLockWaits(db: Queryable): Promise<boolean> {
+  for (let tries = 0; tries < 100; tries++) {
+    if (await advisoryLockWaits(db)) return true;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return false;
+}

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { MockActivityEnvironment, TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import { createActivities, type ActivityDeps } from '../../activities';
+import { createActivities, type Activities, type ActivityDeps } from '../../activities';
 import { HEARTBEAT_THROTTLE_MS } from '../../worker/attempt-lease';
 import { activityInterceptors } from '../../worker/interceptors';
 import { createSinkHarness, eventually, type SinkHarness } from './sink';
@@ -93,6 +93,33 @@ export function activityDeps(h: SinkHarness, producer: ActivityDeps['producer'] 
     lineageKey: h.lineageKey,
     archive: h.archive,
   };
+}
+
+/**
+ * Runs one workflow to its end on a worker of its own whose activities are the real ones on the harness, some
+ * replaced by `wrap` (to inject failures or hold a step).
+ */
+export async function runWithActivities<R>(
+  env: TestWorkflowEnvironment,
+  h: SinkHarness,
+  run: { taskQueue: string; workflow: string; workflowId: string; input: unknown },
+  wrap: (real: Activities) => Partial<Activities>,
+): Promise<R> {
+  const real = createActivities(activityDeps(h));
+  const worker = await Worker.create({
+    connection: env.nativeConnection,
+    taskQueue: run.taskQueue,
+    workflowBundle: await workflowBundle(),
+    activities: { ...real, ...wrap(real) },
+  });
+  return worker.runUntil(
+    env.client.workflow.execute(run.workflow, {
+      taskQueue: run.taskQueue,
+      workflowId: run.workflowId,
+      args: [run.input],
+      workflowExecutionTimeout: '1d',
+    }) as Promise<R>,
+  );
 }
 
 /** Each workflow's status once it has closed (polled while it runs), in the order of `workflowIds`. */

@@ -13,6 +13,7 @@ import { createPool, type Pool, type PoolClient } from '../../shared/db';
 import { ensureTopics } from '../../shared/kafka';
 import { readTopic, seedJournal } from '../support/journal';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
+import { advisoryLockWaits, untilAdvisoryLockWaits } from '../support/table-lock';
 import { activityDeps } from '../support/temporal';
 
 /**
@@ -100,16 +101,6 @@ async function openAppend(offset: number, write = copyJournalEntries): Promise<O
   return open;
 }
 
-/** Whether a session of this database waits for an advisory lock (the pin waiting for open appends). */
-async function pinWaits(): Promise<boolean> {
-  const { rows } = await h.pool.query<{ n: number }>(
-    `SELECT count(*)::int AS n FROM pg_locks
-      WHERE locktype = 'advisory' AND NOT granted
-        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
-  );
-  return rows[0].n > 0;
-}
-
 it('a row whose id is below the pin but which commits after it is wholly in the replay or wholly out', async () => {
   const activities = createActivities(activityDeps(h));
   await seedJournal(h.pool, 20, { topics: [h.topics.leads], tenants: [TENANT] });
@@ -126,7 +117,7 @@ it('a row whose id is below the pin but which commits after it is wholly in the 
     .then((p) => (plan = p as PlannedRange))
     .catch((err: unknown) => (failed = err));
   while (!plan && !failed) {
-    if (await pinWaits()) {
+    if (await advisoryLockWaits(h.pool)) {
       await b.commit();
       await a.commit();
     }
@@ -182,12 +173,7 @@ it('a pin that waits past JOURNAL_PIN_WAIT_MS for an append fails (to be retried
     activities.planRange,
     selection,
   );
-  let waiting = false;
-  for (let tries = 0; tries < 100 && !waiting; tries++) {
-    waiting = await pinWaits();
-    if (!waiting) await sleep(20);
-  }
-  expect(waiting).toBe(true);
+  expect(await untilAdvisoryLockWaits(h.pool)).toBe(true);
   // An append asking while the pin waits queues behind it, and goes on once the pin gives up.
   let queued = true;
   const behind = openAppend(4).finally(() => (queued = false));

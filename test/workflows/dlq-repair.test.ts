@@ -1,13 +1,12 @@
 import { Context } from '@temporalio/activity';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
-import { Worker } from '@temporalio/worker';
-import { createActivities, type Activities } from '../../activities';
+import type { Activities } from '../../activities';
 import { classified } from '../../journal/error-class';
 import { parseRecord } from '../../journal/record';
 import { changeDlqStatus, insertDlqEntries } from '../../repository/event-dlq';
 import type { DlqRepairInput, DlqRepairResult } from '../../workflows/definitions';
 import { createSinkHarness, type SinkHarness } from '../support/sink';
-import { activityDeps, testServerPath, workflowBundle } from '../support/temporal';
+import { runWithActivities, testServerPath } from '../support/temporal';
 
 // Issue 13, point 2: a repair applied by dlqRepairWorkflow with the real activities on the time-skipping server.
 
@@ -27,21 +26,12 @@ afterAll(async () => {
 });
 
 /** Runs the repair on a worker whose activities are the real ones, some optionally wrapped (to inject failures). */
-async function repair(workflowId: string, input: DlqRepairInput, wrap: (real: Activities) => Partial<Activities>) {
-  const real = createActivities(activityDeps(h));
-  const worker = await Worker.create({
-    connection: env.nativeConnection,
-    taskQueue,
-    workflowBundle: await workflowBundle(),
-    activities: { ...real, ...wrap(real) },
-  });
-  return worker.runUntil(
-    env.client.workflow.execute('dlqRepairWorkflow', {
-      taskQueue,
-      workflowId,
-      args: [input],
-      workflowExecutionTimeout: '1d',
-    }) as Promise<DlqRepairResult>,
+function repair(workflowId: string, input: DlqRepairInput, wrap: (real: Activities) => Partial<Activities>) {
+  return runWithActivities<DlqRepairResult>(
+    env,
+    h,
+    { taskQueue, workflow: 'dlqRepairWorkflow', workflowId, input },
+    wrap,
   );
 }
 
