@@ -1,6 +1,6 @@
 import { BULK_RULES } from '../journal/dead-letter';
 import type { DlqBulkAction, DlqStatus } from '../journal/kinds';
-import { changeDlqStatus, countDlqBulk, dlqBulkPage, type DlqBulkCount, type DlqFilter } from '../repository/event-dlq';
+import { changeDlqStatus, dlqBulkPage, pinDlqBulk, type DlqBulkCount, type DlqFilter } from '../repository/event-dlq';
 import type { ActivityDeps } from './deps';
 
 export type { DlqFilter } from '../repository/event-dlq';
@@ -29,8 +29,9 @@ export interface DlqBulkChangeInput {
  */
 export function createDlqBulkActivities({ pool }: ActivityDeps) {
   return {
+    /** Pinned: the dead letters being written when it counts are waited for, so none below max_id commits later. */
     async planDlqBulk(input: { action: DlqBulkAction; filter: DlqFilter }): Promise<DlqBulkCount> {
-      return countDlqBulk(pool, input.filter, BULK_RULES[input.action].from);
+      return pinDlqBulk(pool, input.filter, BULK_RULES[input.action].from);
     },
 
     async readDlqBulkPage(input: DlqBulkPageInput): Promise<number[]> {

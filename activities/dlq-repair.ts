@@ -2,10 +2,10 @@ import { appendOne } from '../journal/append';
 import type { DlqRepairOutcome, DlqRepairStatus } from '../journal/kinds';
 import { checkRepairs, settledEntry, type RepairContext, type RepairEdit } from '../journal/repair';
 import {
-  countDlq,
   dlqPage,
   getDlqEntry,
   markDlqResolved,
+  pinDlqSelection,
   type DlqFilter,
   type DlqRecord,
 } from '../repository/event-dlq';
@@ -43,7 +43,10 @@ export interface RepairPageResult {
 export function createDlqRepairActivities({ pool, config, log, lineageKey }: ActivityDeps) {
   const parse = { maxBytes: config.ingest.maxEventBytes, lineageKey };
   return {
-    /** Records the repair (its audit row; idempotent) and pins its selection at the newest entry id it matches. */
+    /**
+     * Records the repair (its audit row; idempotent) and pins its selection at the newest entry id it matches, waiting
+     * for the dead letters being written, so that none below the pin commits later (pinDlqSelection).
+     */
     async startDlqRepair(input: {
       repairId: string;
       selection: DlqFilter;
@@ -60,7 +63,7 @@ export function createDlqRepairActivities({ pool, config, log, lineageKey }: Act
         selection: input.selection,
         reason: input.reason,
       });
-      return countDlq(pool, input.selection);
+      return pinDlqSelection(pool, input.selection);
     },
 
     async repairDlqPage(input: RepairPageInput): Promise<RepairPageResult> {

@@ -1,5 +1,6 @@
 import type { PoolClient } from 'pg';
 import { DLQ_STATUSES, type DlqStatus } from '../journal/kinds';
+import { sharedLockSql, withExclusiveLock, type Pool } from '../shared/db';
 import { sameAsLegacy, type StoredRecord } from './stored-records';
 import type { Queryable } from './queryable';
 
@@ -36,12 +37,23 @@ export interface DlqRow {
   received_at: Date;
 }
 
+/**
+ * The DLQ's append lock. The one statement that takes event_dlq ids (INSERT_ENTRIES) takes its shared form first (the
+ * MATERIALIZED CTE is the outer side of the join that yields the rows, so it runs before any id is drawn) and holds it
+ * to its transaction's end; a bulk action's or a repair's plan counts holding its exclusive form (pinDlqBulk,
+ * pinDlqSelection). So every id at or below a pin belongs to a transaction that had ended: ids come from a sequence
+ * in the order transactions draw them, not in the order they commit, and without the lock a dead letter below a pin
+ * could still commit after it and be acted on or not depending on where the action's cursor was (attack60).
+ */
+const DLQ_APPEND_LOCK = 'event_dlq:append';
+
 const INSERT_ENTRIES = `
+  WITH appending AS MATERIALIZED (SELECT ${sharedLockSql(DLQ_APPEND_LOCK)})
   INSERT INTO event_dlq (topic, tenant_id, payload, raw_value, error, reason, kafka_partition, kafka_offset, kafka_key,
                          raw_bytes, kafka_key_bytes, kafka_headers, kafka_timestamp, content_hash, error_class)
-  SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::text[], $6::text[], $7::int[],
-                       $8::bigint[], $9::text[], $10::bytea[], $11::bytea[], $12::jsonb[], $13::timestamptz[],
-                       $14::bytea[], $15::text[])
+  SELECT u.* FROM appending,
+    unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::text[], $6::text[], $7::int[], $8::bigint[],
+           $9::text[], $10::bytea[], $11::bytea[], $12::jsonb[], $13::timestamptz[], $14::bytea[], $15::text[]) AS u
   ON CONFLICT DO NOTHING
   RETURNING id, kafka_offset::text AS offset, content_hash`;
 
@@ -53,8 +65,8 @@ export interface InsertedDlqRow {
 }
 
 /**
- * Appends dead letters in one statement. A record already dead-lettered (same coordinates, same content hash) is not
- * added twice and is absent from the result.
+ * Appends dead letters in one statement, under the DLQ's append lock (DLQ_APPEND_LOCK). A record already
+ * dead-lettered (same coordinates, same content hash) is not added twice and is absent from the result.
  */
 export async function insertDlqEntries(db: Queryable, entries: ClassifiedDlqEntry[]): Promise<InsertedDlqRow[]> {
   if (entries.length === 0) return [];
@@ -226,7 +238,37 @@ export async function listDlq(db: Queryable, q: DlqQuery): Promise<DlqListRow[]>
   return rows;
 }
 
-/** How many entries a filter selects, and the newest id among them (which pins a repair's selection). */
+/**
+ * How long a DLQ pin waits for the dead letters being written. Writers asking meanwhile (ingest's batches that
+ * dead-letter a record) queue behind it, so it is also the longest ingest is held up by a pin; a batch commits in
+ * milliseconds, and one that does not is ended by Postgres (journal/redelivery.ts BATCH_IDLE_TIMEOUT_MS).
+ */
+export const DLQ_PIN_WAIT_MS = 5_000;
+
+/**
+ * Runs a plan's count holding the exclusive form of the DLQ's append lock: every transaction that had drawn an
+ * event_dlq id has ended, so every id at or below the newest one counted is a committed entry or none, forever, and a
+ * dead letter written later has a higher id. Fails with SQLSTATE 55P03 when the writers under way have not ended
+ * within DLQ_PIN_WAIT_MS (a retry pins again).
+ */
+function pinned<T>(pool: Pool, count: (db: Queryable) => Promise<T>): Promise<T> {
+  return withExclusiveLock(pool, DLQ_APPEND_LOCK, DLQ_PIN_WAIT_MS, count);
+}
+
+/** countDlq as a repair's pin: the entries counted are exactly those up to maxId, for good (but for removals). */
+export function pinDlqSelection(pool: Pool, filter: DlqFilter): Promise<{ matched: number; maxId: number }> {
+  return pinned(pool, (db) => countDlq(db, filter));
+}
+
+/** countDlqBulk as a bulk action's pin: its eligible entries up to max_id are fixed but for status changes. */
+export function pinDlqBulk(pool: Pool, f: DlqFilter, statuses: readonly DlqStatus[]): Promise<DlqBulkCount> {
+  return pinned(pool, (db) => countDlqBulk(db, f, statuses));
+}
+
+/**
+ * How many entries a filter selects, and the newest id among them; unpinned (a dead letter of a lower id may still
+ * commit): a repair pins with pinDlqSelection.
+ */
 export async function countDlq(db: Queryable, filter: DlqFilter): Promise<{ matched: number; maxId: number }> {
   const values: unknown[] = [];
   const clauses = dlqFilterClauses(filter, values);
@@ -364,7 +406,10 @@ export interface DlqBulkCount {
   matched: number;
   eligible: number;
   by_status: Record<DlqStatus, number>;
-  /** The newest eligible id: a bulk action acts on no entry written after it was planned. */
+  /**
+   * The newest eligible id: a bulk action acts on no entry written after it was planned (pinned by pinDlqBulk: no
+   * entry of a lower id commits later).
+   */
   max_id: number | null;
 }
 
