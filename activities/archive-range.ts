@@ -292,14 +292,10 @@ export function createArchiveRangeActivities({
               producer,
               async (erased, keep, db) => {
                 const kept = withoutErased(taken, erased);
-                const out = preparePage(
-                  kept.rows,
-                  input,
-                  lineageKey,
-                  config.replay.maxHops,
-                  ownTopic,
-                  before.pageRefused,
-                );
+                const out = preparePage(kept.rows, input, lineageKey, config.replay.maxHops, ownTopic, {
+                  sent: before.pageSent,
+                  refused: before.pageRefused,
+                });
                 await publishChunkPage(producer, out.outgoing, input, before, ctx, {
                   refused: out.refusedIds,
                   keep,

@@ -210,7 +210,7 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
               lineageKey,
               config.replay.maxHops,
               ownTopic,
-              before.pageRefused,
+              { sent: before.pageSent, refused: before.pageRefused },
             );
             await publishChunkPage(producer, out.outgoing, input, before, ctx, {
               refused: out.refusedIds,

@@ -103,8 +103,9 @@ export function createReplayActivities({ pool, producer, metrics, config, lineag
     const ownTopic = ownTopicCheck(config, { ...input, tenantScoped: input.tenantId !== undefined });
     const ctx = Context.current();
     const { durable, resumed } = await resumeSender<BatchPageProgress>(ctx, input.ordering, batchShape, db);
-    // Ids an earlier attempt refused stay refused (per_key): kept with the ids sent, heartbeated and written with them.
-    const page = preparePage(rows, input, lineageKey, config.replay.maxHops, ownTopic, resumed?.refused);
+    // What an earlier attempt decided stands (per_key): ids it refused stay refused (heartbeated and written with the
+    // ids sent), ids it sent are not decided again.
+    const page = preparePage(rows, input, lineageKey, config.replay.maxHops, ownTopic, resumed);
     const refused = Object.keys(page.refusedIds).length > 0 ? { refused: page.refusedIds } : {};
     const progress = (sent: number[]): BatchPageProgress => ({ sent, ...refused });
     await publishPage(producer, page.outgoing, {

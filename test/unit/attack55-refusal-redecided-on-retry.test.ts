@@ -1,15 +1,10 @@
-import { MockActivityEnvironment } from '@temporalio/testing';
-import type { Producer, ProducerBatch } from 'kafkajs';
 import { ownTopicCheck } from '../../activities/own-topic';
-import { createRangeActivities, type RangeChunkInput, type RangeChunkResult } from '../../activities/range';
+import type { RangeChunkResult } from '../../activities/range';
 import { preparePage } from '../../activities/replay-messages';
 import { replayTransform } from '../../journal/transform';
 import type { ReplayRow } from '../../repository/event-journal';
-import { createLogger } from '../../shared/logger';
-import { createMetrics } from '../../shared/metrics';
-import { answeringPool } from '../support/answering-pool';
 import { baseConfig } from '../support/env';
-import { sendProgressTable } from '../support/send-progress-table';
+import { oneKeyRange, oneKeyRows, redeployedAttempts } from '../support/redeployed-attempts';
 
 /**
  * attack55 against 044e31a ("the three per_key senders resume through one resumeSender").
@@ -43,92 +38,26 @@ import { sendProgressTable } from '../support/send-progress-table';
 const TOPIC = 't';
 
 /** Journal rows of key k: e1 one replay hop from its original, e2 and e3 originals. */
-const rows: ReplayRow[] = [1, 2, 3].map((id) => ({
-  id,
-  tenant_id: 'acme',
-  topic: TOPIC,
-  replay_count: id === 1 ? 1 : 0,
-  payload_text: `{"seq": ${id}, "tenant_id": "acme"}`,
-  kafka_key: 'k',
-  kafka_key_bytes: Buffer.from('k'),
-  kafka_headers: null,
-  legacy: false,
-}));
+const rows = oneKeyRows(TOPIC);
 
-const input: RangeChunkInput = {
-  filter: { start: '2026-01-01T00:00:00Z', end: '2026-02-01T00:00:00Z', maxId: 3, includeReplays: true },
-  cursor: 0,
-  limit: 10,
-  source: 'range',
-  replayId: 'attack55',
-  ordering: 'per_key',
-};
+const input = oneKeyRange('attack55');
 
 it('an event one attempt refused is not sent by its retry after a newer event of its key', async () => {
-  const table = sendProgressTable();
-  // The journal's range page, and send_progress in memory; the barrier's statements get the default answer.
-  const pool = answeringPool(10, (text, values) => {
-    if (!text.includes('FROM event_journal WHERE')) return table.answer(text, values);
-    const [cursor, limit] = values.slice(-2) as [number, number];
-    const page = rows.filter((row) => row.id > cursor).slice(0, limit);
-    return { rows: page, rowCount: page.length } as never;
-  });
-  /** The ids the topic holds, in order; a send holding e3 fails in attempt 1 (its broker lost, nothing written). */
-  const topic: number[] = [];
-  let attempt = 0;
-  const producer = {
-    sendBatch: async ({ topicMessages }: ProducerBatch) => {
-      const ids = topicMessages!.flatMap((t) =>
-        t.messages.map(
-          (m) => (JSON.parse(String(m.value)) as { _replayed_from_event_id: number })._replayed_from_event_id,
-        ),
-      );
-      if (attempt === 1 && ids.includes(3)) throw new Error('broker lost (simulated)');
-      topic.push(...ids);
-      return [];
-    },
-  } as unknown as Producer;
-
-  /** Attempt `n` of the chunk on a worker whose REPLAY_MAX_HOPS is `maxHops`, resumed from `heartbeatDetails`. */
-  const run = async (n: number, maxHops: number, heartbeatDetails: unknown) => {
-    attempt = n;
-    const activities = createRangeActivities({
-      pool,
-      producer,
-      metrics: createMetrics(),
-      log: createLogger('silent'),
-      config: baseConfig({ REPLAY_MAX_HOPS: String(maxHops), REPLAY_TARGET_TOPICS: TOPIC }),
-      lineageKey: Buffer.from('attack55'),
-      archive: undefined as never,
-    });
-    const env = new MockActivityEnvironment({
-      workflowExecution: { workflowId: 'attack55', runId: 'attack55-run' },
-      activityId: '1',
-      attempt: n,
-      currentAttemptScheduledTimestampMs: n * 1000,
-      heartbeatDetails,
-    });
-    const beats: unknown[] = [];
-    env.on('heartbeat', (details: unknown) => beats.push(details));
-    const outcome = await env.run(activities.replayRangePage, input).then(
-      (result) => result,
-      (err: Error) => err.message,
-    );
-    return { outcome, lastBeat: beats.at(-1) };
-  };
-
-  const first = await run(1, 1, undefined);
-  // The retry, on a worker of the new deploy, with the details attempt 1's failure carried.
-  const second = await run(2, 3, first.lastBeat);
-  const result = second.outcome as RangeChunkResult;
+  // Attempt 1 on a worker with REPLAY_MAX_HOPS=1, its retry on a worker of the new deploy with 3.
+  const {
+    first,
+    topic,
+    second: result,
+    written,
+  } = await redeployedAttempts<RangeChunkResult>('attack55', rows, [1, 3], (a) => a.replayRangePage(input));
   expect({
-    first: first.outcome,
+    first,
     topic,
     keyOrder: topic.some((id, i) => topic.slice(0, i).some((before) => before > id))
       ? 'older after newer'
       : 'never older after newer',
     second: { published: result.published, failed: result.failed, done: result.done },
-    written: table.writes,
+    written,
   }).toEqual({
     first: 'broker lost (simulated)',
     topic: [2, 3],
@@ -162,7 +91,7 @@ it('ids an earlier attempt refused stay refused, whatever their kind, with a rea
     Buffer.from('attack55'),
     config.replay.maxHops,
     { refusal: () => undefined, countEarlier: (r) => ownTopic.countEarlier(r) },
-    { hops: [1], topic: [2], transform: [3] },
+    { refused: { hops: [1], topic: [2], transform: [3] } },
   );
   expect({
     outgoing: page.outgoing.map((o) => o.id),
