@@ -1,5 +1,6 @@
 import { MockActivityEnvironment } from '@temporalio/testing';
 import type { Producer, ProducerBatch } from 'kafkajs';
+import type { Pool } from 'pg';
 import { createRangeActivities, type RangeChunkInput } from '../../activities/range';
 import { createReplayActivities } from '../../activities/replay';
 import type { ReplayRow } from '../../repository/event-journal';
@@ -37,6 +38,90 @@ export const oneKeyRange = (replayId: string): RangeChunkInput => ({
 });
 
 /**
+ * A pool answering the journal's reads from `rows` (a range page, or a batch's ids), send_progress's statements from
+ * `table`, and the erasures' barrier with the default answer.
+ */
+export function journalPool(rows: ReplayRow[], table: ReturnType<typeof sendProgressTable>) {
+  return answeringPool(10, (text, values) => {
+    if (!text.includes('FROM event_journal WHERE')) return table.answer(text, values);
+    const page = text.includes('id = ANY')
+      ? rows.filter((row) => (values[0] as number[]).includes(row.id))
+      : rows.filter((row) => row.id > (values.at(-2) as number)).slice(0, values.at(-1) as number);
+    return { rows: page, rowCount: page.length } as never;
+  });
+}
+
+/** A replayed message as a test producer sees it: the journal id it replays, its topic and key. */
+export interface SentMessage {
+  id: number;
+  key: string;
+}
+
+/** A producer whose sends go to `send` (which may throw: the send fails), each message as a SentMessage. */
+export const sendingProducer = (send: (messages: SentMessage[]) => void) =>
+  ({
+    sendBatch: async ({ topicMessages }: ProducerBatch) => {
+      send(
+        topicMessages!.flatMap((t) =>
+          t.messages.map((m) => ({
+            id: (JSON.parse(String(m.value)) as { _replayed_from_event_id: number })._replayed_from_event_id,
+            key: `${t.topic}/${String(m.key)}`,
+          })),
+        ),
+      );
+      return [];
+    },
+  }) as unknown as Producer;
+
+/** An attempt of a replay activity: which, where it resumes, and its worker (its pool, producer and config's env). */
+export interface ReplayAttempt {
+  name: string;
+  attempt: number;
+  heartbeatDetails: unknown;
+  pool: Pool;
+  producer: Producer;
+  config: Record<string, string>;
+  /** Each heartbeat of the attempt as it is made (default: none looked at). */
+  onBeat?: (details: unknown) => void;
+}
+
+/**
+ * Runs attempt `attempt` of activity 1 of workflow `name` (scheduled at attempt × 1000 ms) on a worker of its own:
+ * its result, or its error's message, and the details it last heartbeated.
+ */
+export async function replayAttempt<R>(at: ReplayAttempt, run: (activities: ReplayActivities) => Promise<R>) {
+  const deps = {
+    pool: at.pool,
+    producer: at.producer,
+    metrics: createMetrics(),
+    log: createLogger('silent'),
+    config: baseConfig(at.config),
+    lineageKey: Buffer.from(at.name),
+    archive: undefined as never,
+  };
+  const activities = { ...createRangeActivities(deps), ...createReplayActivities(deps) };
+  const env = new MockActivityEnvironment({
+    workflowExecution: { workflowId: at.name, runId: `${at.name}-run` },
+    activityId: '1',
+    attempt: at.attempt,
+    currentAttemptScheduledTimestampMs: at.attempt * 1000,
+    heartbeatDetails: at.heartbeatDetails,
+  });
+  const beats: unknown[] = [];
+  env.on('heartbeat', (details: unknown) => {
+    beats.push(details);
+    at.onBeat?.(details);
+  });
+  const outcome = await env
+    .run(() => run(activities))
+    .then(
+      (result) => result as R,
+      (err: Error) => err.message,
+    );
+  return { outcome, lastBeat: beats.at(-1) };
+}
+
+/**
  * Two attempts of one per_key replay activity (`run`) across a rolling deploy that changes REPLAY_MAX_HOPS: attempt 1
  * on a worker with `maxHops[0]`, whose send holding id 3 fails (a broker lost, nothing written), then its retry on a
  * worker with `maxHops[1]`, resumed from the details attempt 1's failure carried. The journal (a range page or a
@@ -50,55 +135,18 @@ export async function redeployedAttempts<R>(
   run: (activities: ReplayActivities) => Promise<R>,
 ) {
   const table = sendProgressTable();
-  const pool = answeringPool(10, (text, values) => {
-    if (!text.includes('FROM event_journal WHERE')) return table.answer(text, values);
-    const page = text.includes('id = ANY')
-      ? rows.filter((row) => (values[0] as number[]).includes(row.id))
-      : rows.filter((row) => row.id > (values.at(-2) as number)).slice(0, values.at(-1) as number);
-    return { rows: page, rowCount: page.length } as never;
-  });
+  const pool = journalPool(rows, table);
   const topic: number[] = [];
   let attempt = 0;
-  const producer = {
-    sendBatch: async ({ topicMessages }: ProducerBatch) => {
-      const ids = topicMessages!.flatMap((t) =>
-        t.messages.map(
-          (m) => (JSON.parse(String(m.value)) as { _replayed_from_event_id: number })._replayed_from_event_id,
-        ),
-      );
-      if (attempt === 1 && ids.includes(3)) throw new Error('broker lost (simulated)');
-      topic.push(...ids);
-      return [];
-    },
-  } as unknown as Producer;
-  const attemptOn = async (n: number, heartbeatDetails: unknown) => {
+  const producer = sendingProducer((messages) => {
+    const ids = messages.map((m) => m.id);
+    if (attempt === 1 && ids.includes(3)) throw new Error('broker lost (simulated)');
+    topic.push(...ids);
+  });
+  const attemptOn = (n: number, heartbeatDetails: unknown) => {
     attempt = n;
-    const deps = {
-      pool,
-      producer,
-      metrics: createMetrics(),
-      log: createLogger('silent'),
-      config: baseConfig({ REPLAY_MAX_HOPS: String(maxHops[n - 1]), REPLAY_TARGET_TOPICS: rows[0].topic }),
-      lineageKey: Buffer.from(name),
-      archive: undefined as never,
-    };
-    const activities = { ...createRangeActivities(deps), ...createReplayActivities(deps) };
-    const env = new MockActivityEnvironment({
-      workflowExecution: { workflowId: name, runId: `${name}-run` },
-      activityId: '1',
-      attempt: n,
-      currentAttemptScheduledTimestampMs: n * 1000,
-      heartbeatDetails,
-    });
-    const beats: unknown[] = [];
-    env.on('heartbeat', (details: unknown) => beats.push(details));
-    const outcome = await env
-      .run(() => run(activities))
-      .then(
-        (result) => result,
-        (err: Error) => err.message,
-      );
-    return { outcome, lastBeat: beats.at(-1) };
+    const config = { REPLAY_MAX_HOPS: String(maxHops[n - 1]), REPLAY_TARGET_TOPICS: rows[0].topic };
+    return replayAttempt({ name, attempt: n, heartbeatDetails, pool, producer, config }, run);
   };
   const first = await attemptOn(1, undefined);
   const second = await attemptOn(2, first.lastBeat);
