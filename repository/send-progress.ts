@@ -54,11 +54,7 @@ export async function claimSendProgress(
   db: Queryable,
   key: SendProgressKey,
 ): Promise<{ stale: true } | { stale: false; stored?: StoredProgress }> {
-  const { rows } = await db.query<{
-    page: number;
-    details: Record<string, unknown>;
-    ids: Partial<Record<SendDecision, number[]>>;
-  }>(
+  const { rows } = await db.query<{ page: number; details: Record<string, unknown> }>(
     `WITH later AS (
        SELECT 1 FROM send_progress
         WHERE workflow_id = $3 AND fence > $4 AND NOT (run_id = $1 AND activity_id = $2)
@@ -76,19 +72,26 @@ export async function claimSendProgress(
         RETURNING run_id, activity_id),
      emptied AS (
        DELETE FROM send_progress_sent s USING closed c WHERE s.run_id = c.run_id AND s.activity_id = c.activity_id)
-     SELECT c.page, c.details,
-            coalesce((SELECT jsonb_object_agg(d.kind, d.ids)
-                        FROM (SELECT s.kind, array_agg(DISTINCT i ORDER BY i) AS ids
-                                FROM send_progress_sent s, unnest(s.ids) AS i
-                               WHERE s.run_id = $1 AND s.activity_id = $2 AND s.page = c.page
-                               GROUP BY s.kind) d), '{}') AS ids
-       FROM claimed c`,
+     SELECT c.page, c.details FROM claimed c`,
     [key.runId, key.activityId, key.workflowId, key.fence],
   );
   const row = rows[0];
   if (!row) return { stale: true };
   if (row.page === NO_PAGE) return { stale: false };
-  const { sent = [], ...decided } = row.ids;
+  // The ids, read by a statement of their own once the claim has committed: the claim's upsert waits for an earlier
+  // attempt's statement holding the row (a page write, ids added) and then updates the row as that statement left it,
+  // but a read in the same statement sees only its snapshot, taken before that statement committed: the page's
+  // refusals, or the wave's ids, would be missing (test/integration/attack57-claim-misses-refusals-committed-under-it,
+  // attack58-stale-ids-commit-after-claim). No earlier attempt's statement can add ids from now on.
+  const { rows: decisions } = await db.query<{ ids: Partial<Record<SendDecision, number[]>> }>(
+    `SELECT coalesce(jsonb_object_agg(d.kind, d.ids), '{}') AS ids
+       FROM (SELECT s.kind, array_agg(DISTINCT i ORDER BY i) AS ids
+               FROM send_progress_sent s, unnest(s.ids) AS i
+              WHERE s.run_id = $1 AND s.activity_id = $2 AND s.page = $3
+              GROUP BY s.kind) d`,
+    [key.runId, key.activityId, row.page],
+  );
+  const { sent = [], ...decided } = decisions[0].ids;
   const refused: RefusedIds = {};
   for (const kind of REFUSAL_KINDS) if (decided[kind]) refused[kind] = decided[kind];
   return { stale: false, stored: { page: row.page, details: row.details, sent, refused } };
@@ -134,12 +137,18 @@ export async function writeSendPage(
   return rows[0].n > 0;
 }
 
-/** Adds ids of the page sent, if the row is still this attempt's, on that page. True when added. */
+/**
+ * Adds ids of the page sent, if the row is still this attempt's, on that page. True when added. The row is locked
+ * (FOR SHARE) for the check: a later attempt's claim waits for the insert to commit, and an insert that waited for a
+ * claim sees its fence and adds nothing; a plain read would let the insert commit after the claim, which would resume
+ * without these ids while this attempt sent its next wave (attack58-stale-ids-commit-after-claim).
+ */
 export async function addSentIds(db: Queryable, key: SendProgressKey, page: number, ids: number[]): Promise<boolean> {
   const { rowCount } = await db.query(
     `INSERT INTO send_progress_sent (run_id, activity_id, page, ids)
      SELECT run_id, activity_id, page, $5::bigint[] FROM send_progress
-      WHERE run_id = $1 AND activity_id = $2 AND fence = $3 AND page = $4 AND NOT closed`,
+      WHERE run_id = $1 AND activity_id = $2 AND fence = $3 AND page = $4 AND NOT closed
+        FOR SHARE`,
     [key.runId, key.activityId, key.fence, page, ids],
   );
   return (rowCount ?? 0) > 0;

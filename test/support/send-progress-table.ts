@@ -40,11 +40,16 @@ export function sendProgressTable() {
         }
       }
       const claimed = rows.get(id)!;
+      return result([{ page: claimed.page, details: structuredClone(claimed.details) }], 1);
+    }
+    if (text.startsWith('SELECT coalesce(jsonb_object_agg')) {
+      // The claim's ids, by decision (sent, or refused of a kind), read after it.
+      const page = values[2] as number;
       const ids: Record<string, number[]> = {};
-      for (const { kind, ids: list } of claimed.sent.filter((x) => x.page === claimed.page)) {
+      for (const { kind, ids: list } of row?.sent.filter((x) => x.page === page) ?? []) {
         ids[kind] = [...new Set([...(ids[kind] ?? []), ...list])].sort((a, b) => a - b);
       }
-      return result([{ page: claimed.page, details: structuredClone(claimed.details), ids }], 1);
+      return result([{ ids }], 1);
     }
     if (text.startsWith('WITH written AS')) {
       const [, , fence, page, details, kinds, ids] = values as [
