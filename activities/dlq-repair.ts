@@ -1,4 +1,4 @@
-import { appendOne } from '../journal/append';
+import { appendOne, withJournaling } from '../journal/append';
 import type { DlqRepairOutcome, DlqRepairStatus } from '../journal/kinds';
 import { checkRepairs, settledEntry, type RepairContext, type RepairEdit } from '../journal/repair';
 import {
@@ -10,7 +10,7 @@ import {
   type DlqRecord,
 } from '../repository/event-dlq';
 import { finishRepair, insertRepair, recordRepairOutcome, repairCounts } from '../repository/dlq-repair';
-import { withTransaction, type PoolClient } from '../shared/db';
+import type { PoolClient } from '../shared/db';
 import type { ActivityDeps } from './deps';
 
 export type { RepairEdit } from '../journal/repair';
@@ -74,7 +74,7 @@ export function createDlqRepairActivities({ pool, config, log, lineageKey }: Act
       });
       const ctx: RepairContext = { repairId: input.repairId, parse, tenantScope: input.tenantScope };
       for (const { id } of page) {
-        const outcome = await withTransaction(pool, (client) => repairOne(client, id, input, ctx));
+        const outcome = await withJournaling(pool, (client) => repairOne(client, id, input, ctx));
         if (outcome !== 'journaled') log.info({ repair_id: input.repairId, dlq_id: id, outcome }, 'DLQ repair');
       }
       return { cursor: page.at(-1)?.id ?? input.cursor, done: page.length < input.limit };

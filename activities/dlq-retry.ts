@@ -1,4 +1,4 @@
-import { withTransaction } from '../shared/db';
+import { withJournaling } from '../journal/append';
 import {
   dueDlqIds,
   getDlqEntry,
@@ -41,7 +41,7 @@ export function createDlqActivities(deps: ActivityDeps) {
       const totals: Record<DlqRetryOutcome, number> = { resolved: 0, retrying: 0, parked: 0, skipped: 0 };
       for (const id of input.ids) {
         let parked: DlqRecord | undefined;
-        const outcome = await withTransaction(pool, async (client) => {
+        const outcome = await withJournaling(pool, async (client) => {
           const entry = await getDlqEntry(client, id, true);
           if (!entry) return 'skipped';
           // Retried by an earlier attempt of this very call: counted as what that attempt made of it, not again.

@@ -1,4 +1,4 @@
-import { isOutage, withTransaction, type Pool, type PoolClient } from '../shared/db';
+import { isOutage, rolledBack, withTransaction, type Pool, type PoolClient } from '../shared/db';
 import { insertDlqEntries, type InsertedDlqRow, type NewDlqEntry } from '../repository/event-dlq';
 import {
   copyJournalEntries,
@@ -159,6 +159,22 @@ export async function appendOne(client: PoolClient, entry: NewJournalEntry): Pro
   if (journalId === undefined) return { error: 'Journal refused the entry as already journaled, but no row holds it' };
   if (row) await notifyJournaled(client, row.id);
   return { journalId };
+}
+
+/**
+ * Runs fn, which journals with appendOne, in a transaction of its own that Postgres ends once it sits idle
+ * BATCH_IDLE_TIMEOUT_MS, as it ends an ingest batch's: from its first journal write to its end it holds the journal's
+ * append lock (repository/event-journal.ts), which a range replay's pin waits for, so a process frozen in it (SIGSTOP,
+ * a paused VM) would otherwise keep every range replay from being pinned, each try holding up ingest, for as long as
+ * it stays frozen (attack58). The DLQ retry and repair, one dead letter per transaction.
+ */
+export function withJournaling<T>(pool: Pool, fn: (client: PoolClient) => Promise<T>): Promise<T> {
+  return withTransaction(pool, fn, BATCH_IDLE_TIMEOUT_MS);
+}
+
+/** withJournaling's trial form: fn's result, its transaction rolled back (a repair's preview). */
+export function trialJournaling<T>(pool: Pool, fn: (client: PoolClient) => Promise<T>): Promise<T> {
+  return rolledBack(pool, fn, BATCH_IDLE_TIMEOUT_MS);
 }
 
 /**

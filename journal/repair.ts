@@ -4,8 +4,8 @@ import type { DlqRecord } from '../repository/event-dlq';
 import type { NewJournalEntry } from '../repository/event-journal';
 import { jsonKeptByJs } from '../repository/dlq-repair';
 import type { Queryable } from '../repository/queryable';
-import { rolledBack, type Pool } from '../shared/db';
-import { appendOne } from './append';
+import type { Pool } from '../shared/db';
+import { appendOne, trialJournaling } from './append';
 import { deadLetterJournalEntry, deadLetterRecord, deadLetterValue } from './dead-letter';
 import { LINEAGE_FIELDS } from './kinds';
 import { UNSAFE_TOKENS } from './transform';
@@ -217,7 +217,7 @@ export async function previewRepairs(
   edit: RepairEdit,
   ctx: RepairContext,
 ): Promise<RepairPreview[]> {
-  return rolledBack(pool, async (client) => {
+  return trialJournaling(pool, async (client) => {
     const previews: RepairPreview[] = [];
     const checks = await checkRepairs(client, entries, edit, ctx);
     for (const [i, { entry, ...check }] of checks.entries()) {

@@ -120,14 +120,22 @@ export function deterministicPgError(err: unknown): DeterministicPgError | undef
 }
 
 /** Runs fn in a transaction that is always rolled back (a trial: what would these writes do?); its result. */
-export async function rolledBack<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+export async function rolledBack<T>(
+  pool: pg.Pool,
+  fn: (client: pg.PoolClient) => Promise<T>,
+  idleTimeoutMs?: number,
+): Promise<T> {
   const trial = { done: false, value: undefined as T };
   try {
-    await withTransaction(pool, async (client) => {
-      trial.value = await fn(client);
-      trial.done = true;
-      throw new Error('trial transaction: rolled back');
-    });
+    await withTransaction(
+      pool,
+      async (client) => {
+        trial.value = await fn(client);
+        trial.done = true;
+        throw new Error('trial transaction: rolled back');
+      },
+      idleTimeoutMs,
+    );
   } catch (err) {
     if (!trial.done) throw err;
   }
