@@ -21,6 +21,7 @@ import { keptFailures } from '../workflows/replay-options';
 import { preparePage, type RefusedEvent } from './replay-messages';
 import { countArchivedRange, newestArchivedId, type ArchivedSegment } from './archive-range';
 import { prefetch } from './prefetch';
+import { withOneSnapshot } from '../shared/db';
 
 /** Matching rows a dry run shows, the first in id order. */
 export const DRY_RUN_SAMPLE_SIZE = 10;
@@ -106,9 +107,13 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
     // way, so no row at or below it commits later: the count here is what the replay sends (attack54).
     const maxId = Math.max(await pinJournal(pool), await newestArchivedId(archive));
     const filter = { ...selection, maxId };
-    const journal = await countRange(pool, filter);
     const ctx = Context.current();
-    const archived = await countArchivedRange(archive, pool, filter, (details) => ctx.heartbeat(details));
+    // The journal as one snapshot for both counts, the archive's "still journaled" checks included: a row maintenance
+    // moves to the archive meanwhile is counted once, in the journal, its segment deferred (attack59).
+    const { journal, archived } = await withOneSnapshot(pool, async (db) => ({
+      journal: await countRange(db, filter),
+      archived: await countArchivedRange(archive, db, filter, (details) => ctx.heartbeat(details)),
+    }));
     // A payload filter is evaluated by Postgres on journal rows; archived rows are not filtered yet, so a range that
     // reaches into the archive with one is refused rather than replayed unfiltered or silently without them.
     if (filter.payloadFilter !== undefined && archived.segments.some((s) => s.rows > 0)) {

@@ -178,6 +178,35 @@ export async function withTransaction<T>(
   }
 }
 
+/** What a statement run in a snapshot shared with others (withOneSnapshot) answers. */
+export interface SnapshotReader {
+  query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>>;
+}
+
+/**
+ * Runs fn with a reader whose statements all see the database as one snapshot, taken now, however long fn takes
+ * between them: a transaction of its own exports the snapshot and holds it (no table lock) until fn ends, and each
+ * statement runs in a short READ ONLY transaction importing it, so that the tables it reads are locked only while it
+ * runs (a transaction reading them throughout would hold their locks as long, and a DETACH queued behind those would
+ * hold up every writer).
+ */
+export async function withOneSnapshot<T>(pool: pg.Pool, fn: (db: SnapshotReader) => Promise<T>): Promise<T> {
+  return withTransaction(pool, async (exporter) => {
+    await exporter.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+    const { rows } = await exporter.query<{ id: string }>('SELECT pg_export_snapshot() AS id');
+    const reader: SnapshotReader = {
+      query: (text, values) =>
+        withTransaction(pool, async (client) => {
+          await client.query(
+            `SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT '${rows[0].id}'`,
+          );
+          return client.query(text, values);
+        }),
+    };
+    return fn(reader);
+  });
+}
+
 /** The 64-bit advisory lock key of a name (a SHA-256 prefix). */
 export function advisoryKey(name: string): bigint {
   return createHash('sha256').update(name).digest().readBigInt64BE(0);
