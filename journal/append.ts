@@ -166,7 +166,7 @@ export async function appendOne(client: PoolClient, entry: NewJournalEntry): Pro
  * BATCH_IDLE_TIMEOUT_MS, as it ends an ingest batch's: from its first journal write to its end it holds the journal's
  * append lock (repository/event-journal.ts), which a range replay's pin waits for, so a process frozen in it (SIGSTOP,
  * a paused VM) would otherwise keep every range replay from being pinned, each try holding up ingest, for as long as
- * it stays frozen (attack58). The DLQ retry and repair, one dead letter per transaction.
+ * it stays frozen (attack61). The DLQ retry and repair, one dead letter per transaction.
  */
 export function withJournaling<T>(pool: Pool, fn: (client: PoolClient) => Promise<T>): Promise<T> {
   return withTransaction(pool, fn, BATCH_IDLE_TIMEOUT_MS);

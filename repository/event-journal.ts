@@ -419,7 +419,7 @@ export async function rangeSample(db: Queryable, filter: RangeFilter, limit: num
  * longest ingest is held up by a pin; a batch commits in milliseconds, and one that does not (a frozen process) is
  * ended by Postgres (journal/redelivery.ts BATCH_IDLE_TIMEOUT_MS) or by its partition's next writer. Every other
  * transaction that journals (a DLQ retry or repair, a repair's preview) has the same idle bound (journal/append.ts
- * withJournaling, attack58).
+ * withJournaling, attack61).
  */
 export const JOURNAL_PIN_WAIT_MS = 5_000;
 

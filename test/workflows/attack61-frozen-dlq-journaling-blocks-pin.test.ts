@@ -9,7 +9,7 @@ import { createSinkHarness, type SinkHarness } from '../support/sink';
 import { activityDeps } from '../support/temporal';
 
 /**
- * attack58 (helper review of a46a17b, the range replay's exact pin: repository/event-journal.ts pinJournal and the
+ * attack61 (helper review of a46a17b, the range replay's exact pin: repository/event-journal.ts pinJournal and the
  * journal's append lock; its writers outside ingest: activities/dlq-retry.ts, activities/dlq-repair.ts,
  * journal/repair.ts previewRepairs).
  *
@@ -44,7 +44,7 @@ const frozen: PoolClient[] = [];
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 beforeAll(async () => {
-  h = await createSinkHarness('attack58');
+  h = await createSinkHarness('attack61');
 });
 // A frozen client left open is dropped after its test (its session ends, and its lock with it).
 afterEach(() => {
