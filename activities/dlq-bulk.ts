@@ -29,7 +29,7 @@ export interface DlqBulkChangeInput {
  */
 export function createDlqBulkActivities({ pool }: ActivityDeps) {
   return {
-    /** Pinned: the dead letters being written when it counts are waited for, so none below max_id commits later. */
+    /** Pinned: the dead letters being written when it pins are waited for, so none below max_id commits later. */
     async planDlqBulk(input: { action: DlqBulkAction; filter: DlqFilter }): Promise<DlqBulkCount> {
       return pinDlqBulk(pool, input.filter, BULK_RULES[input.action].from);
     },

@@ -1,6 +1,7 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import {
   countRange,
+  maxEventId,
   pinJournal,
   rangePage,
   rangeSample,
@@ -21,7 +22,7 @@ import { keptFailures } from '../workflows/replay-options';
 import { preparePage, type RefusedEvent } from './replay-messages';
 import { countArchivedRange, newestArchivedId, type ArchivedSegment } from './archive-range';
 import { prefetch } from './prefetch';
-import { withOneSnapshot } from '../shared/db';
+import { withOneSnapshot, type Pool } from '../shared/db';
 
 /** Matching rows a dry run shows, the first in id order. */
 export const DRY_RUN_SAMPLE_SIZE = 10;
@@ -100,12 +101,17 @@ export interface RangeChunkResult {
 
 /** Range replay: plan (pin and count the range), dry-run counts, and a chunk of consecutive keyset pages per call. */
 export function createRangeActivities({ pool, producer, metrics, config, lineageKey, archive }: ActivityDeps) {
-  /** The range's rows in the journal (pinned at its newest id) and in the archive, counted by topic and tenant. */
-  const countAll = async (selection: RangeSelection) => {
-    // Pinned at the newest id either store holds: retention may have emptied the journal of all but newer rows, or of
-    // every row, while the archive keeps ids above the journal's newest. The journal's pin waits for the appends under
-    // way, so no row at or below it commits later: the count here is what the replay sends (attack54).
-    const maxId = Math.max(await pinJournal(pool), await newestArchivedId(archive));
+  /**
+   * The range's rows in the journal and in the archive, counted by topic and tenant, up to the newest id either holds:
+   * the journal's `newest` is pinJournal for a plan, maxEventId for a dry run.
+   */
+  const countAll = async (selection: RangeSelection, newest: (db: Pool) => Promise<number>) => {
+    // Up to the newest id either store holds: retention may have emptied the journal of all but newer rows, or of
+    // every row, while the archive keeps ids above the journal's newest. A plan's pin waits for the appends under way,
+    // so no row at or below it commits later: the count is what the replay sends (attack54). A dry run sends nothing
+    // and counts the range as it stands (a row of a lower id may still commit), without the pin's lock, which holds
+    // ingest up while it waits (attack62).
+    const maxId = Math.max(await newest(pool), await newestArchivedId(archive));
     const filter = { ...selection, maxId };
     const ctx = Context.current();
     // The journal as one snapshot for both counts, the archive's "still journaled" checks included: a row maintenance
@@ -131,7 +137,7 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
      */
     async planRange(selection: RangeSelection, ordering?: ReplayOrdering): Promise<PlannedRange> {
       const plannedAt = new Date().toISOString();
-      const { filter, journal, archived } = await countAll(selection);
+      const { filter, journal, archived } = await countAll(selection, pinJournal);
       const archivedRows = sum(archived.counts);
       const moving = archived.segments.filter((s) => s.journaled > 0).map((s) => s.segment);
       if (ordering === 'per_key') await refuseUnordered(filter, archived.segments);
@@ -150,7 +156,7 @@ export function createRangeActivities({ pool, producer, metrics, config, lineage
       transform?: ReplayTransform,
       ordering?: ReplayOrdering,
     ): Promise<RangeCountSummary> {
-      const { filter, journal, archived } = await countAll(selection);
+      const { filter, journal, archived } = await countAll(selection, maxEventId);
       if (ordering === 'per_key') await refuseUnordered(filter, archived.segments);
       const sample = await rangeSample(pool, filter, DRY_RUN_SAMPLE_SIZE);
       const summary: RangeCountSummary = {

@@ -40,8 +40,8 @@ export interface DlqRow {
 /**
  * The DLQ's append lock. The one statement that takes event_dlq ids (INSERT_ENTRIES) takes its shared form first (the
  * MATERIALIZED CTE is the outer side of the join that yields the rows, so it runs before any id is drawn) and holds it
- * to its transaction's end; a bulk action's or a repair's plan counts holding its exclusive form (pinDlqBulk,
- * pinDlqSelection). So every id at or below a pin belongs to a transaction that had ended: ids come from a sequence
+ * to its transaction's end; a bulk action's or a repair's plan reads the newest id holding its exclusive form (pinDlq)
+ * and counts up to it. So every id at or below a pin belongs to a transaction that had ended: ids come from a sequence
  * in the order transactions draw them, not in the order they commit, and without the lock a dead letter below a pin
  * could still commit after it and be acted on or not depending on where the action's cursor was (attack60).
  */
@@ -240,38 +240,56 @@ export async function listDlq(db: Queryable, q: DlqQuery): Promise<DlqListRow[]>
 
 /**
  * How long a DLQ pin waits for the dead letters being written. Writers asking meanwhile (ingest's batches that
- * dead-letter a record) queue behind it, so it is also the longest ingest is held up by a pin; a batch commits in
- * milliseconds, and one that does not is ended by Postgres (journal/redelivery.ts BATCH_IDLE_TIMEOUT_MS).
+ * dead-letter a record) queue behind it, so it is also the longest ingest is held up by a pin: it holds the lock only
+ * for that wait and an index-only read of the newest id, and counts after. A batch commits in milliseconds, and one
+ * that does not (a frozen process) is ended by Postgres (journal/redelivery.ts BATCH_IDLE_TIMEOUT_MS) or, frozen in
+ * a statement, by its partition's next writer.
  */
 export const DLQ_PIN_WAIT_MS = 5_000;
 
 /**
- * Runs a plan's count holding the exclusive form of the DLQ's append lock: every transaction that had drawn an
- * event_dlq id has ended, so every id at or below the newest one counted is a committed entry or none, forever, and a
- * dead letter written later has a higher id. Fails with SQLSTATE 55P03 when the writers under way have not ended
- * within DLQ_PIN_WAIT_MS (a retry pins again).
+ * The DLQ's newest id as a pin (0 when empty): read holding the exclusive form of the DLQ's append lock, so every
+ * transaction that had drawn an event_dlq id has ended, and every id at or below the pin is a committed entry or none,
+ * forever; a dead letter written later has a higher id. A plan counts after the lock is released, up to the pin
+ * (the same count as under the lock): a count, a scan under an operator's filter, would hold every writer up as long
+ * (attack62). Fails with SQLSTATE 55P03 when the writers under way have not ended within DLQ_PIN_WAIT_MS (a retry
+ * pins again).
  */
-function pinned<T>(pool: Pool, count: (db: Queryable) => Promise<T>): Promise<T> {
-  return withExclusiveLock(pool, DLQ_APPEND_LOCK, DLQ_PIN_WAIT_MS, count);
+async function pinDlq(pool: Pool): Promise<number> {
+  return withExclusiveLock(pool, DLQ_APPEND_LOCK, DLQ_PIN_WAIT_MS, async (client) => {
+    const { rows } = await client.query<{ max: number | null }>('SELECT max(id) AS max FROM event_dlq');
+    return rows[0].max ?? 0;
+  });
 }
 
 /** countDlq as a repair's pin: the entries counted are exactly those up to maxId, for good (but for removals). */
-export function pinDlqSelection(pool: Pool, filter: DlqFilter): Promise<{ matched: number; maxId: number }> {
-  return pinned(pool, (db) => countDlq(db, filter));
+export async function pinDlqSelection(pool: Pool, filter: DlqFilter): Promise<{ matched: number; maxId: number }> {
+  return countDlq(pool, filter, await pinDlq(pool));
 }
 
 /** countDlqBulk as a bulk action's pin: its eligible entries up to max_id are fixed but for status changes. */
-export function pinDlqBulk(pool: Pool, f: DlqFilter, statuses: readonly DlqStatus[]): Promise<DlqBulkCount> {
-  return pinned(pool, (db) => countDlqBulk(db, f, statuses));
+export async function pinDlqBulk(pool: Pool, f: DlqFilter, statuses: readonly DlqStatus[]): Promise<DlqBulkCount> {
+  return countDlqBulk(pool, f, statuses, await pinDlq(pool));
+}
+
+/** The clauses of a DLQ filter (dlqFilterClauses), and with a pin, only entries at or below it. */
+function countedClauses(f: DlqFilter, values: unknown[], upTo: number | undefined): string[] {
+  const clauses = dlqFilterClauses(f, values);
+  if (upTo !== undefined) clauses.push(`d.id <= $${values.push(upTo)}`);
+  return clauses;
 }
 
 /**
- * How many entries a filter selects, and the newest id among them; unpinned (a dead letter of a lower id may still
- * commit): a repair pins with pinDlqSelection.
+ * How many entries a filter selects (up to `upTo` when given), and the newest id among them; unpinned (a dead letter
+ * of a lower id may still commit): a repair pins with pinDlqSelection.
  */
-export async function countDlq(db: Queryable, filter: DlqFilter): Promise<{ matched: number; maxId: number }> {
+export async function countDlq(
+  db: Queryable,
+  filter: DlqFilter,
+  upTo?: number,
+): Promise<{ matched: number; maxId: number }> {
   const values: unknown[] = [];
-  const clauses = dlqFilterClauses(filter, values);
+  const clauses = countedClauses(filter, values, upTo);
   const { rows } = await db.query<{ matched: number; max_id: number | null }>(
     `SELECT count(*)::int AS matched, max(d.id) AS max_id FROM event_dlq d ${whereOf(clauses)}`,
     values,
@@ -413,9 +431,15 @@ export interface DlqBulkCount {
   max_id: number | null;
 }
 
-export async function countDlqBulk(db: Queryable, f: DlqFilter, statuses: readonly DlqStatus[]): Promise<DlqBulkCount> {
+/** What a bulk action would act on (up to `upTo` when given); unpinned: a bulk action pins with pinDlqBulk. */
+export async function countDlqBulk(
+  db: Queryable,
+  f: DlqFilter,
+  statuses: readonly DlqStatus[],
+  upTo?: number,
+): Promise<DlqBulkCount> {
   const values: unknown[] = [];
-  const clauses = dlqFilterClauses(f, values);
+  const clauses = countedClauses(f, values, upTo);
   const eligible = `d.status = ANY($${values.push(statuses)}::text[])`;
   const byStatus = DLQ_STATUSES.map((s) => `'${s}', count(*) FILTER (WHERE d.status = '${s}')::int`).join(', ');
   const { rows } = await db.query<DlqBulkCount>(

@@ -4,8 +4,11 @@ import { auditOptions, publishOptions } from './activity-options';
 import { MAX_REPAIR_ENTRIES, type DlqRepairInput, type DlqRepairResult } from './definitions';
 import { failureMessage } from './failure-message';
 
-const { repairDlqPage } = proxyActivities<Activities>(publishOptions);
-const { startDlqRepair, finishDlqRepair } = proxyActivities<Activities>(auditOptions);
+// startDlqRepair pins and counts the selection (a scan of event_dlq bounded only by the statement timeout, 30 s):
+// not audit bookkeeping, it runs under the options of bulk actions' plan (planDlqBulk). Activity options are not part
+// of a workflow's history match (an activity is replayed by its type and sequence), so running repairs are unaffected.
+const { repairDlqPage, startDlqRepair } = proxyActivities<Activities>(publishOptions);
+const { finishDlqRepair } = proxyActivities<Activities>(auditOptions);
 
 const PAGE_SIZE = 100;
 
