@@ -39,7 +39,8 @@ import { activityDeps, runWithActivities, testServerPath } from '../support/temp
  * Fixed: insertDlqEntries takes the DLQ's append lock in its shared form in the statement that draws the ids, and
  * both plans count holding its exclusive form (repository/event-dlq.ts pinDlqBulk, pinDlqSelection): every id at or
  * below the pin then belongs to a transaction that has ended. Here both pins wait for a and b: the park matches and
- * parks 17, the repair records all 17.
+ * parks 17, the repair records all 17. (Since attack62 a pin holds the lock only to read the newest id, and the plan
+ * counts after it, up to that id.)
  */
 jest.setTimeout(180_000);
 
