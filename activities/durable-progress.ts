@@ -63,7 +63,7 @@ export const chunkShape = <P extends ChunkProgress>(): ProgressShape<P> => ({
       ...rest,
       ...(beat?.transformFailed ? { transformFailed: beat.transformFailed } : {}),
       ...(sent.length ? { pageSent: sent } : {}),
-      ...withPageRefused(refused),
+      ...withRefusedIds('pageRefused', refused),
     }) as P,
 });
 
@@ -76,9 +76,16 @@ export interface ChunkProgress {
   transformFailed?: unknown[];
 }
 
-/** `{ pageRefused }` when some id was refused, else nothing: progress without refusals keeps its earlier shape. */
-export const withPageRefused = (refused: RefusedIds | undefined) =>
-  refusedIdsOf(refused).length > 0 ? { pageRefused: refused } : {};
+/**
+ * `{ [key]: refused }` when some id was refused, else nothing: progress without refusals keeps its earlier shape (that
+ * of workers before refusals were kept), whichever field holds them (`pageRefused` of a chunk, `refused` of a batch).
+ */
+export function withRefusedIds<K extends string>(
+  key: K,
+  refused: RefusedIds | undefined,
+): Partial<Record<K, RefusedIds>> {
+  return refusedIdsOf(refused).length > 0 ? ({ [key]: refused } as Partial<Record<K, RefusedIds>>) : {};
+}
 
 /** A batch page's progress: the ids sent, and refused. */
 export const batchShape = {
@@ -86,7 +93,7 @@ export const batchShape = {
   sent: (progress) => progress.sent ?? [],
   refused: (progress) => progress.refused ?? {},
   rest: () => ({}),
-  join: (_rest, { sent, refused }) => ({ sent, ...(refusedIdsOf(refused).length > 0 ? { refused } : {}) }),
+  join: (_rest, { sent, refused }) => ({ sent, ...withRefusedIds('refused', refused) }),
 } satisfies ProgressShape<{ sent?: number[]; refused?: RefusedIds }>;
 
 /** Every id of `refused`, whatever its kind. */

@@ -4,7 +4,7 @@ import type { RefusedIds, ReplayOrdering } from '../journal/kinds';
 import type { OutgoingEvent } from './replay-messages';
 import type { Queryable } from '../repository/queryable';
 import { untilAborted } from '../shared/timeout';
-import { withPageRefused, type ChunkProgress, type DurableProgress } from './durable-progress';
+import { withRefusedIds, type ChunkProgress, type DurableProgress } from './durable-progress';
 import { publishMessages } from './publish';
 
 /**
@@ -111,7 +111,7 @@ export function publishChunkPage<P extends ChunkProgress>(
 ): Promise<void> {
   // The page's refusals replace those the chunk resumed with (they are among them, unless their rows were erased).
   const { pageRefused: _resumed, ...rest } = before;
-  const progress = { ...rest, ...withPageRefused(refused) } as P;
+  const progress = { ...rest, ...withRefusedIds('pageRefused', refused) } as P;
   return publishPage(producer, outgoing, {
     ordering: input.ordering,
     replayId: input.replayId,

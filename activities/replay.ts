@@ -7,7 +7,7 @@ import type { ActivityDeps } from './deps';
 import type { RefusedIds, ReplayOrdering } from '../journal/kinds';
 import { refusalOf, replayMessageOf, type Lineage } from '../journal/lineage';
 import { publishMessages } from './publish';
-import { batchShape, resumeSender } from './durable-progress';
+import { batchShape, resumeSender, withRefusedIds } from './durable-progress';
 import { publishPage } from './ordered-publish';
 import { ownTopicCheck, withRefusedTopics } from './own-topic';
 import { preparePage, type RefusedEvent } from './replay-messages';
@@ -106,7 +106,7 @@ export function createReplayActivities({ pool, producer, metrics, config, lineag
     // What an earlier attempt decided stands (per_key): ids it refused stay refused (heartbeated and written with the
     // ids sent), ids it sent are not decided again.
     const page = preparePage(rows, input, lineageKey, config.replay.maxHops, ownTopic, resumed);
-    const refused = Object.keys(page.refusedIds).length > 0 ? { refused: page.refusedIds } : {};
+    const refused = withRefusedIds('refused', page.refusedIds);
     const progress = (sent: number[]): BatchPageProgress => ({ sent, ...refused });
     await publishPage(producer, page.outgoing, {
       ordering: input.ordering,
